@@ -1,0 +1,375 @@
+"""The one frozen settings record, its defaults, and the validation that guards every value."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from provisioner.errors import CourseVmError, SettingsError
+
+PROJECT = "course-vm"
+"""The Pulumi project name, and so the namespace of every course-vm config key."""
+
+ANACONDA_DEFAULT_SHA256 = "a7c0afe862f6ea19a596801fc138bde0463abcbce1b753e8d5c474b506a2db2d"
+COMPOSE_DEFAULT_SHA256 = "ed79398562f3a80a5d8c068fde14b0b12101e80b494aabb2b3533eaa10599e0f"
+
+# Ubuntu's image is 10 GB; Anaconda (installer plus install) and Docker need about 8 GB more.
+MIN_DISK_GB = 20
+MAX_DISK_GB = 65536
+# Shared-core machines have too little memory: Anaconda plus Docker get sshd killed by the OOM killer.
+TOO_SMALL_MACHINE_TYPES = frozenset({"f1-micro", "g1-small", "e2-micro", "e2-small", "e2-medium"})
+RESERVED_USERNAMES = frozenset(
+    {
+        "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
+        "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "sshd", "messagebus",
+        "syslog", "docker", "admin", "sudo", "adm", "staff", "users", "operator", "ubuntu",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One project config key: its Pulumi.yaml type, default and description."""
+
+    key: str
+    type: str
+    default: Any
+    description: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("machineType", "string", "e2-standard-4",
+            "GCE machine type; the course needs 4 vCPU / 16 GB (e2-standard-4)."),
+    Setting("diskSizeGb", "integer", 30,
+            f"Boot disk size in GB ({MIN_DISK_GB} or more)."),
+    Setting("image", "string", "ubuntu-os-cloud/ubuntu-2404-lts-amd64",
+            "Boot image or image family, PROJECT/FAMILY; it must run cloud-init (Ubuntu images do)."),
+    Setting("username", "string", "student",
+            "Linux login of the student on the VM (not root)."),
+    Setting("sshKeyPath", "string", "~/.ssh/course-vm",
+            "Private key to log in with; an ed25519 key is generated there (mode 0400) if missing."),
+    Setting("allowedSshCidrs", "array", [],
+            "IPv4 ranges allowed to reach SSH (tcp/22), e.g. your address as 203.0.113.7/32."),
+    Setting("verify", "boolean", True,
+            "Log in after creation and check that docker hello-world works before `pulumi up` succeeds."),
+    Setting("anacondaVersion", "string", "2022.05",
+            "Anaconda release to install; set anacondaSha256 with it."),
+    Setting("anacondaUrl", "string",
+            "https://repo.anaconda.com/archive/Anaconda3-{version}-Linux-x86_64.sh",
+            "Where the VM downloads the Anaconda installer; {version} is replaced by anacondaVersion."),
+    Setting("anacondaSha256", "string", ANACONDA_DEFAULT_SHA256,
+            "sha256 of the Anaconda installer; the VM refuses any other file."),
+    Setting("dockerComposeVersion", "string", "v2.6.1",
+            "docker-compose release to install into ~/soft; set dockerComposeSha256 with it."),
+    Setting("dockerComposeUrl", "string",
+            "https://github.com/docker/compose/releases/download/{version}/docker-compose-linux-x86_64",
+            "Where the VM downloads docker-compose; {version} is replaced by dockerComposeVersion."),
+    Setting("dockerComposeSha256", "string", COMPOSE_DEFAULT_SHA256,
+            "sha256 of the docker-compose binary; the VM refuses any other file."),
+)  # fmt: skip
+
+DEFAULTS: Mapping[str, Any] = {s.key: s.default for s in SETTINGS}
+_TYPES: Mapping[str, str] = {s.key: s.type for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file the VM downloads: it is used only if its sha256 matches."""
+
+    name: str
+    version: str
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every validated setting of one course VM; built only by `parse_settings`."""
+
+    project: str
+    zone: str
+    machine_type: str
+    disk_size_gb: int
+    image: str
+    username: str
+    ssh_key_path: Path
+    allowed_ssh_cidrs: tuple[str, ...]
+    verify: bool
+    anaconda: Artifact
+    docker_compose: Artifact
+
+    @property
+    def region(self) -> str:
+        """The region of `zone`, where the static IP and subnet live."""
+        return self.zone.rsplit("-", 1)[0]
+
+    @property
+    def ssh_open_to_internet(self) -> bool:
+        """True when a firewall range covers every IPv4 address."""
+        return any(ipaddress.ip_network(c).prefixlen == 0 for c in self.allowed_ssh_cidrs)
+
+
+# Patterns for values that end up in YAML, shell or an API call: anything outside them is refused,
+# so that no value can carry a newline, a quote or a shell metacharacter.
+_MACHINE_TYPE = re.compile(r"[a-z][a-z0-9-]{0,62}")
+_IMAGE = re.compile(
+    r"[a-z][a-z0-9-]{0,62}/[a-z][a-z0-9-]{0,62}"
+    r"|projects/[a-z][a-z0-9-]{0,62}/global/images/(family/)?[a-z][a-z0-9-]{0,62}"
+)
+_USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_KEY_PATH = re.compile(r"[A-Za-z0-9_./~@+-][A-Za-z0-9_./~@+ -]*")
+_PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
+_ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_ANACONDA_VERSION = re.compile(r"[0-9]{4}\.[0-9]{2}(-[0-9]+)?")
+_COMPOSE_VERSION = re.compile(r"v?[0-9]+\.[0-9]+\.[0-9]+")
+_HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/%+-]*")
+
+
+def _set(key: str, example: object) -> str:
+    """The command that sets KEY, for the `Fix:` part of a message."""
+    if isinstance(example, list):
+        return f"pulumi config set --path '{key}[0]' {example[0]}"
+    if isinstance(example, bool):
+        example = str(example).lower()
+    return f"pulumi config set {key} {example}"
+
+
+class _Problems:
+    """Collects `key: got VALUE, but WHY. Fix: WHAT` lines so that all are reported together."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, key: str, value: object, why: str, fix: str) -> None:
+        self.lines.append(f"{key}: got {value!r}, but {why}. Fix: {fix}")
+
+
+def _as_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value.strip()):
+        return int(value)
+    return None
+
+
+def _as_bool(value: object) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
+def _as_list(value: object) -> list[object] | None:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return None
+
+
+def _check_string(p: _Problems, key: str, value: object, pattern: re.Pattern[str], why: str,
+                  example: object) -> str:
+    if isinstance(value, str) and pattern.fullmatch(value):
+        return value
+    p.add(key, value, why, _set(key, example))
+    return ""
+
+
+def _check_cidrs(p: _Problems, value: object) -> tuple[str, ...]:
+    key = "allowedSshCidrs"
+    items = _as_list(value)
+    if items is None:
+        p.add(key, value, "it must be a list of IPv4 ranges",
+              _set(key, ["203.0.113.7/32"]) + " (one index per range)")
+        return ()
+    if not items:
+        p.add(key, value, "the firewall would let nobody reach SSH",
+              "allow your own address: " + _set(key, ["YOUR.PUBLIC.IP/32"])
+              + " (0.0.0.0/0 allows the whole internet)")
+        return ()
+    cidrs: list[str] = []
+    for index, item in enumerate(items):
+        where = f"{key}[{index}]"
+        fix = f"pulumi config set --path '{where}' 203.0.113.7/32"
+        if not isinstance(item, str) or not re.fullmatch(r"[0-9./]{7,18}", item):
+            p.add(where, item, "it is not an IPv4 range like 203.0.113.7/32", fix)
+            continue
+        try:
+            network = ipaddress.IPv4Network(item, strict=False)
+        except ValueError:
+            p.add(where, item, "it is not an IPv4 range like 203.0.113.7/32", fix)
+            continue
+        if str(network) != item and f"{network.network_address}" != item:
+            p.add(where, item, f"it has host bits set (the range is {network})",
+                  f"pulumi config set --path '{where}' {network}")
+            continue
+        cidrs.append(str(network))
+    return tuple(cidrs)
+
+
+def _check_artifact(p: _Problems, raw: Mapping[str, object], name: str, prefix: str,
+                    version_pattern: re.Pattern[str], version_example: str) -> Artifact:
+    version_key, url_key, sha_key = f"{prefix}Version", f"{prefix}Url", f"{prefix}Sha256"
+    version = _check_string(p, version_key, raw.get(version_key, DEFAULTS[version_key]),
+                            version_pattern, "it is not a release version", version_example)
+    if prefix == "dockerCompose" and version and not version.startswith("v"):
+        version = "v" + version
+    sha = _check_string(p, sha_key, raw.get(sha_key, DEFAULTS[sha_key]), _SHA256,
+                        "a sha256 is 64 hexadecimal characters",
+                        f"the sha256 of {name} (`sha256sum FILE`)").lower()
+    if version and version_key in raw and sha_key not in raw and version != DEFAULTS[version_key]:
+        p.add(version_key, raw[version_key],
+              f"the default {sha_key} only matches version {DEFAULTS[version_key]}",
+              f"also set the new release's checksum: pulumi config set {sha_key} SHA256")
+    template = raw.get(url_key, DEFAULTS[url_key])
+    url = template.replace("{version}", version) if isinstance(template, str) else template
+    url = _check_string(p, url_key, url, _HTTPS_URL,
+                        "the URL must be https:// with no quotes, spaces, query or shell characters",
+                        DEFAULTS[url_key])
+    return Artifact(name=name, version=version, url=url, sha256=sha)
+
+
+def parse_settings(raw: Mapping[str, object], project: object, zone: object) -> Settings:
+    """Validate raw config values (strings, or typed values) into a Settings record.
+
+    `raw` maps course-vm keys (without the `course-vm:` prefix) to values; absent keys take
+    their defaults. `project` and `zone` are the `gcp:project` and `gcp:zone` values.
+    Raises SettingsError listing every problem at once.
+    """
+    p = _Problems()
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    for key in unknown:
+        p.add(key, raw[key], "course-vm has no such setting",
+              f"remove it (pulumi config rm {key}); known keys: {', '.join(DEFAULTS)}")
+
+    def get(key: str) -> object:
+        value = raw.get(key)
+        return DEFAULTS[key] if value is None else value
+
+    if project is None:
+        p.lines.append("gcp:project: not set. Fix: pulumi config set gcp:project YOUR-PROJECT-ID "
+                       "(`gcloud projects list` shows yours)")
+    gcp_project = "" if project is None else _check_string(
+        p, "gcp:project", project, _PROJECT, "it is not a GCP project ID", "YOUR-PROJECT-ID")
+    if zone is None:
+        p.lines.append("gcp:zone: not set. Fix: pulumi config set gcp:zone europe-west1-b (a zone near you)")
+    gcp_zone = "" if zone is None else _check_string(
+        p, "gcp:zone", zone, _ZONE, "it is not a GCE zone like europe-west1-b", "europe-west1-b")
+
+    machine_type = _check_string(p, "machineType", get("machineType"), _MACHINE_TYPE,
+                                 "it is not a GCE machine type name", DEFAULTS["machineType"])
+    if machine_type in TOO_SMALL_MACHINE_TYPES:
+        p.add("machineType", machine_type,
+              "it has too little memory for Anaconda and Docker (sshd gets killed when memory runs out)",
+              _set("machineType", DEFAULTS["machineType"]))
+        machine_type = ""
+
+    disk = _as_int(get("diskSizeGb"))
+    if disk is None or not MIN_DISK_GB <= disk <= MAX_DISK_GB:
+        p.add("diskSizeGb", get("diskSizeGb"),
+              f"the disk must be a whole number of GB from {MIN_DISK_GB} to {MAX_DISK_GB} "
+              f"(Ubuntu needs 10 GB, Anaconda and Docker about 8 GB more)",
+              _set("diskSizeGb", DEFAULTS["diskSizeGb"]))
+        disk = 0
+
+    image = _check_string(p, "image", get("image"), _IMAGE,
+                          "it is not PROJECT/FAMILY or projects/P/global/images/NAME",
+                          DEFAULTS["image"])
+
+    username = _check_string(p, "username", get("username"), _USERNAME,
+                             "a Linux login is 1-32 of a-z, 0-9, _ and -, starting with a letter or _",
+                             DEFAULTS["username"])
+    if username in RESERVED_USERNAMES:
+        p.add("username", username, "that name belongs to the system or grants extra rights",
+              _set("username", DEFAULTS["username"]))
+        username = ""
+
+    key_path = _check_string(p, "sshKeyPath", get("sshKeyPath"), _KEY_PATH,
+                             "the path may hold only letters, digits, spaces and ._/~@+-",
+                             DEFAULTS["sshKeyPath"])
+    if key_path.endswith(".pub"):
+        p.add("sshKeyPath", key_path, "it names a public key; the setting is the private key",
+              _set("sshKeyPath", key_path[: -len(".pub")]))
+        key_path = ""
+
+    cidrs = _check_cidrs(p, get("allowedSshCidrs"))
+
+    verify = _as_bool(get("verify"))
+    if verify is None:
+        p.add("verify", get("verify"), "it must be true or false", _set("verify", True))
+
+    anaconda = _check_artifact(p, raw, "the Anaconda installer", "anaconda", _ANACONDA_VERSION, "2022.05")
+    compose = _check_artifact(p, raw, "docker-compose", "dockerCompose", _COMPOSE_VERSION, "v2.6.1")
+
+    if p.lines:
+        raise SettingsError(p.lines)
+    return Settings(
+        project=gcp_project,
+        zone=gcp_zone,
+        machine_type=machine_type,
+        disk_size_gb=int(disk or 0),
+        image=image,
+        username=username,
+        ssh_key_path=Path(os.path.expanduser(key_path)),
+        allowed_ssh_cidrs=cidrs,
+        verify=bool(verify),
+        anaconda=anaconda,
+        docker_compose=compose,
+    )
+
+
+def settings_from_pulumi(
+    get: Callable[[str], str | None], gcp_get: Callable[[str], str | None]
+) -> Settings:
+    """Build Settings from Pulumi config getters (`pulumi.Config().get` and `pulumi.Config("gcp").get`).
+
+    Raises SettingsError listing every problem at once.
+    """
+    raw = {key: value for key in DEFAULTS if (value := get(key)) is not None}
+    return parse_settings(raw, *_gcp_location(gcp_get("project"), gcp_get("zone")))
+
+
+def settings_from_stack_file(path: Path) -> Settings:
+    """Build Settings from a `Pulumi.<stack>.yaml` file, as `pulumi up` would, without the Pulumi CLI.
+
+    Raises SettingsError for invalid values and CourseVmError when the file cannot be used.
+    """
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise CourseVmError(f"cannot read stack settings {path}: {error}. "
+                            "Fix: `pulumi stack init dev` and set its config first") from error
+    config = document.get("config") or {}
+    prefix = PROJECT + ":"
+    raw = {k[len(prefix):]: v for k, v in config.items() if isinstance(k, str) and k.startswith(prefix)}
+    encrypted = sorted(k for k, v in raw.items() if isinstance(v, dict))
+    if encrypted:
+        raise CourseVmError(f"{path}: {', '.join(encrypted)} encrypted, but course-vm settings are not "
+                            "secrets. Fix: set them again without --secret")
+    return parse_settings(raw, *_gcp_location(config.get("gcp:project"), config.get("gcp:zone")))
+
+
+def _gcp_location(project: object, zone: object) -> tuple[object, object]:
+    """`gcp:project` and `gcp:zone`, or the environment variables the GCP provider falls back to."""
+    def first_env(*names: str) -> str | None:
+        return next((os.environ[n] for n in names if os.environ.get(n)), None)
+
+    return (
+        project or first_env("GOOGLE_PROJECT", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"),
+        zone or first_env("GOOGLE_ZONE", "CLOUDSDK_COMPUTE_ZONE"),
+    )

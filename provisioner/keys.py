@@ -1,0 +1,152 @@
+"""The student's SSH key pair: created once with mode 0400, refused when others can read it."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from provisioner.errors import SshKeyError
+
+# The public key as it may appear in metadata and authorized_keys: type and base64, no comment.
+_PUBLIC_KEY = re.compile(
+    r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521) [A-Za-z0-9+/]+={0,3}"
+)
+MIN_RSA_BITS = 2048
+
+
+@dataclass(frozen=True)
+class SshKey:
+    """A usable private key file and its public half."""
+
+    private_key_path: Path
+    public_key: str
+    """`TYPE BASE64`, without a comment, so no user text reaches metadata."""
+
+
+def check_private_key_file(path: Path) -> None:
+    """Refuse a private key file OpenSSH would refuse: missing, not a file, or readable by others.
+
+    Raises SshKeyError naming the fix (for permissions: the exact `chmod 400 PATH`).
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise SshKeyError(f"private key {path} does not exist. Fix: set sshKeyPath to your key, "
+                          "or remove the setting to have one generated") from None
+    except OSError as error:
+        raise SshKeyError(f"cannot read private key {path}: {error.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise SshKeyError(f"private key {path} is not a regular file. Fix: set sshKeyPath to a key file")
+    if info.st_mode & 0o077:
+        raise SshKeyError(
+            f"private key {path} has mode {stat.S_IMODE(info.st_mode):04o}: group or others can read it, "
+            f"and ssh refuses such a key ('UNPROTECTED PRIVATE KEY FILE'). Fix: chmod 400 {path}"
+        )
+
+
+def ensure_key_pair(path: Path, comment: str) -> SshKey:
+    """Return the key pair at PATH, generating an ed25519 pair there first if PATH does not exist.
+
+    A new private key is written atomically with mode 0400 and its public half to PATH.pub
+    (mode 0644). Existing files are never modified. Raises SshKeyError when the key cannot be
+    used, saying what to do.
+    """
+    if not path.exists() and not path.is_symlink():
+        _generate(path, comment)
+    check_private_key_file(path)
+    return SshKey(private_key_path=path, public_key=_public_key_of(path))
+
+
+def _generate(path: Path, comment: str) -> None:
+    public_path = _public_path(path)
+    if public_path.exists():
+        raise SshKeyError(
+            f"{public_path} exists but its private key {path} does not; course-vm will not overwrite it. "
+            f"Fix: set sshKeyPath to the private key of that pair, or move {public_path} away"
+        )
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise SshKeyError(f"cannot create {path.parent} for the new key: {error.strerror}. "
+                          "Fix: set sshKeyPath to a writable place") from None
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    _write_new(path, private, 0o400)
+    _write_new(public_path, public + b" " + comment.encode() + b"\n", 0o644)
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create PATH with DATA and MODE atomically: readers see no file or the whole file, never a
+    partial one, and an existing PATH is never replaced."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise SshKeyError(f"{path} appeared while course-vm was creating it; run the command again") from None
+    except OSError as error:
+        raise SshKeyError(f"cannot create {path}: {error.strerror}. Fix: set sshKeyPath to a writable place") from None
+    finally:
+        temporary.unlink()
+
+
+def _public_path(path: Path) -> Path:
+    return path.with_name(path.name + ".pub")
+
+
+def _public_key_of(path: Path) -> str:
+    """The public key of the private key at PATH, or of PATH.pub when the private key is encrypted."""
+    data = path.read_bytes()
+    try:
+        if b"BEGIN OPENSSH PRIVATE KEY" in data:
+            key = serialization.load_ssh_private_key(data, password=None)
+        else:
+            key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:  # encrypted: the passphrase is the user's, so use the .pub beside it
+        return _public_key_from_file(path)
+    except (ValueError, UnsupportedAlgorithm):
+        raise SshKeyError(f"{path} is not an OpenSSH or PEM private key. "
+                          "Fix: set sshKeyPath to a private key such as ~/.ssh/id_ed25519") from None
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS:
+        raise SshKeyError(f"{path} is a {key.key_size}-bit RSA key; at least {MIN_RSA_BITS} bits are needed. "
+                          "Fix: use an ed25519 key (`ssh-keygen -t ed25519`)")
+    if not isinstance(key, (ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise SshKeyError(f"{path} holds a key type ssh no longer accepts. Fix: use an ed25519 key "
+                          "(`ssh-keygen -t ed25519`)")
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return _normalized(public.decode(), path)
+
+
+def _public_key_from_file(path: Path) -> str:
+    public_path = _public_path(path)
+    try:
+        text = public_path.read_text()
+    except OSError:
+        raise SshKeyError(f"{path} is passphrase-protected and {public_path} is missing. "
+                          f"Fix: ssh-keygen -y -f {path} > {public_path}") from None
+    return _normalized(text, public_path)
+
+
+def _normalized(text: str, source: Path) -> str:
+    fields = text.split()
+    candidate = " ".join(fields[:2])
+    if len(fields) < 2 or not _PUBLIC_KEY.fullmatch(candidate):
+        raise SshKeyError(f"{source} does not hold an ed25519, RSA or ECDSA public key. "
+                          "Fix: set sshKeyPath to a key made by `ssh-keygen -t ed25519`")
+    return candidate

@@ -1,0 +1,95 @@
+"""The recipe: renders the cloud-init user-data (and its setup script) from the Jinja2 templates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from provisioner.errors import CourseVmError
+from provisioner.settings import Artifact
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
+SETUP_SCRIPT_PATH = "/usr/local/sbin/course-vm-setup"
+MAX_USER_DATA_BYTES = 256 * 1024  # GCE's limit for one metadata value
+_TOP_LEVEL_KEYS = {"ssh_pwauth", "disable_root", "users", "write_files", "runcmd"}
+
+
+class RecipeError(CourseVmError):
+    """The rendered user-data is not what the templates promise; nothing is sent anywhere."""
+
+
+def _yaml_scalar(value: object) -> str:
+    # A JSON string is a valid double-quoted YAML scalar: quotes, newlines and `: ` stay inside it.
+    return json.dumps(str(value))
+
+
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+    environment.filters["sh"] = lambda value: shlex.quote(str(value))
+    environment.filters["yaml"] = _yaml_scalar
+    return environment
+
+
+def render_setup_script(*, username: str, anaconda: Artifact, docker_compose: Artifact) -> str:
+    """The bash script that performs every step of the course setup on the VM."""
+    return _environment().get_template("setup.sh.j2").render(
+        username=username, anaconda=anaconda, docker_compose=docker_compose
+    )
+
+
+def render_user_data(
+    *, username: str, ssh_public_key: str, anaconda: Artifact, docker_compose: Artifact
+) -> str:
+    """The `#cloud-config` user-data document for one course VM.
+
+    The result is parsed back and compared with what went in, so a value that would change the
+    document's structure is caught here. Raises RecipeError if so, or if the document is too big.
+    """
+    script = render_setup_script(username=username, anaconda=anaconda, docker_compose=docker_compose)
+    text = _environment().get_template("user-data.yaml.j2").render(
+        username=username, ssh_public_key=ssh_public_key, setup_script=script
+    )
+    _check(text, username=username, ssh_public_key=ssh_public_key, script=script)
+    return text
+
+
+def _check(text: str, *, username: str, ssh_public_key: str, script: str) -> None:
+    size = len(text.encode())
+    if size > MAX_USER_DATA_BYTES:
+        raise RecipeError(f"user-data is {size} bytes; GCE accepts at most {MAX_USER_DATA_BYTES}")
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise RecipeError(f"rendered user-data is not valid YAML: {error}") from None
+    problems = []
+    if not text.startswith("#cloud-config\n"):
+        problems.append("it does not start with #cloud-config")
+    if not isinstance(document, dict) or set(document) != _TOP_LEVEL_KEYS:
+        problems.append(f"its top-level keys are {sorted(document) if isinstance(document, dict) else document!r}")
+    else:
+        users = document["users"]
+        files = {f.get("path"): f.get("content") for f in document["write_files"]}
+        if len(users) != 1 or users[0].get("name") != username:
+            problems.append("its user is not the configured username")
+        elif users[0].get("ssh_authorized_keys") != [ssh_public_key]:
+            problems.append("its authorized key is not the configured public key")
+        if files.get(SETUP_SCRIPT_PATH) != script:
+            problems.append("its setup script differs from the rendered script")
+    if problems:
+        raise RecipeError("rendered user-data changed shape (a value must contain characters the "
+                          "templates cannot carry): " + "; ".join(problems))
+
+
+def recipe_hash(user_data: str) -> str:
+    """A short hash of the user-data: it labels the VM, and a new value means a new VM."""
+    return hashlib.sha256(user_data.encode()).hexdigest()[:12]

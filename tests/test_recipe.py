@@ -1,0 +1,145 @@
+"""Rendering the recipe: schema-valid documents, and no value can change their structure."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from provisioner.recipe import SETUP_SCRIPT_PATH, RecipeError, recipe_hash, render_setup_script, render_user_data
+from provisioner.settings import Artifact, parse_settings
+from tests.conftest import require_tool, validate_cloud_config
+
+DEFAULTS = parse_settings({"allowedSshCidrs": ["203.0.113.7/32"]}, "course-project-1", "europe-west1-b")
+RSA_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABgQC7" + "x" * 40
+SETTING_LINES = ("COURSE_USER", "ANACONDA_VERSION", "ANACONDA_URL", "ANACONDA_SHA256",
+                 "COMPOSE_VERSION", "COMPOSE_URL", "COMPOSE_SHA256")  # fmt: skip
+
+
+def render(username: str = "student", public_key: str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u",
+           anaconda: Artifact = DEFAULTS.anaconda, compose: Artifact = DEFAULTS.docker_compose) -> str:  # fmt: skip
+    return render_user_data(username=username, ssh_public_key=public_key, anaconda=anaconda, docker_compose=compose)
+
+
+def setup_script(document: str) -> str:
+    files = {f["path"]: f["content"] for f in yaml.safe_load(document)["write_files"]}
+    return str(files[SETUP_SCRIPT_PATH])
+
+
+def shell_values(script: str) -> dict[str, str]:
+    """Let bash parse the whole script, then print the settings it holds instead of running `main`."""
+    body, last = script.rstrip("\n").rsplit("\n", 1)
+    assert last == 'main "$@"'
+    printer = "".join(f'printf "%s\\0" "${name}";' for name in SETTING_LINES)
+    out = subprocess.run([require_tool("bash"), "-c", body + "\n" + printer],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return dict(zip(SETTING_LINES, out.split("\0")[:-1], strict=True))
+
+
+VARIANTS = {
+    "defaults": {},
+    "other user and rsa key": {"username": "alice_2", "public_key": RSA_KEY},
+    "new releases": {
+        "anaconda": Artifact("the Anaconda installer", "2024.02-1",
+                             "https://repo.anaconda.com/archive/Anaconda3-2024.02-1-Linux-x86_64.sh", "c" * 64),
+        "compose": Artifact("docker-compose", "v2.27.0", "https://mirror.example.org/compose/v2.27.0/dc", "d" * 64),
+    },
+}  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_is_valid_cloud_config(variant: str, tmp_path: Path) -> None:
+    validate_cloud_config(render(**VARIANTS[variant]), tmp_path)  # type: ignore[arg-type]
+
+
+def test_document_holds_the_hardening_the_user_and_the_setup() -> None:
+    document = yaml.safe_load(render())
+    assert document["ssh_pwauth"] is False
+    assert document["disable_root"] is True
+    [user] = document["users"]
+    assert user["name"] == "student"
+    assert user["lock_passwd"] is True
+    assert user["ssh_authorized_keys"] == ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u"]
+    files = {f["path"]: f for f in document["write_files"]}
+    sshd = files["/etc/ssh/sshd_config.d/10-course-vm.conf"]["content"]
+    assert "PasswordAuthentication no\n" in sshd
+    assert "PermitRootLogin no\n" in sshd
+    assert files[SETUP_SCRIPT_PATH]["permissions"] == "0755"
+    assert document["runcmd"] == [[SETUP_SCRIPT_PATH]]
+
+
+def test_setup_script_carries_each_setting_exactly() -> None:
+    values = shell_values(setup_script(render(**VARIANTS["new releases"])))  # type: ignore[arg-type]
+    assert values == {
+        "COURSE_USER": "student",
+        "ANACONDA_VERSION": "2024.02-1",
+        "ANACONDA_URL": "https://repo.anaconda.com/archive/Anaconda3-2024.02-1-Linux-x86_64.sh",
+        "ANACONDA_SHA256": "c" * 64,
+        "COMPOSE_VERSION": "v2.27.0",
+        "COMPOSE_URL": "https://mirror.example.org/compose/v2.27.0/dc",
+        "COMPOSE_SHA256": "d" * 64,
+    }
+
+
+HOSTILE = [
+    "x'; reboot; echo '",
+    "$(reboot)",
+    "`reboot`",
+    '"\n- evil: true\nruncmd: [[reboot]]\n',
+    "a: b\n  c: d",
+    "\n      injected line at the script's indentation\n",
+    "|\n  literal",
+    "{flow: map} [list] &anchor *alias !!python/object:os.system # comment",
+    "back\\slash and \\n and tab\t",
+    "--- \n...\n",
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_value_cannot_change_yaml_or_shell_structure(value: str, tmp_path: Path) -> None:
+    # Settings validation refuses all of these; the renderer must hold even without it.
+    hostile = Artifact("x", value, value, value)
+    document_text = render(username=value, public_key=value, anaconda=hostile, compose=hostile)
+    document = yaml.safe_load(document_text)
+    assert set(document) == {"ssh_pwauth", "disable_root", "users", "write_files", "runcmd"}
+    assert document["runcmd"] == [[SETUP_SCRIPT_PATH]]
+    assert [f["path"] for f in document["write_files"]] == ["/etc/ssh/sshd_config.d/10-course-vm.conf",
+                                                            SETUP_SCRIPT_PATH]  # fmt: skip
+    [user] = document["users"]
+    assert user["name"] == value
+    assert user["ssh_authorized_keys"] == [value]
+    script = setup_script(document_text)
+    assert script == render_setup_script(username=value, anaconda=hostile, docker_compose=hostile)
+    assert set(shell_values(script).values()) == {value}
+    validate_cloud_config(document_text, tmp_path)
+
+
+@pytest.mark.parametrize("value", ["nul\x00byte", "carriage\rreturn", "next\x85line", "line\u2028separator"])
+def test_value_yaml_cannot_carry_is_refused_not_altered(value: str) -> None:
+    with pytest.raises(RecipeError):
+        render(anaconda=Artifact("x", "1", value, "e" * 64))
+
+
+def test_oversized_user_data_is_refused() -> None:
+    with pytest.raises(RecipeError, match="GCE accepts at most 262144"):
+        render(public_key="ssh-ed25519 " + "A" * 300_000)
+
+
+@pytest.mark.integration
+def test_setup_script_is_clean_bash(tmp_path: Path) -> None:
+    script = tmp_path / "course-vm-setup"
+    script.write_text(setup_script(render()))
+    subprocess.run([require_tool("bash"), "-n", str(script)], check=True)
+    result = subprocess.run([require_tool("shellcheck"), "--severity=warning", str(script)],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout
+
+
+def test_recipe_hash_follows_the_document() -> None:
+    assert recipe_hash(render()) == recipe_hash(render())
+    assert recipe_hash(render()) != recipe_hash(render(username="alice"))
+    assert len(recipe_hash(render())) == 12

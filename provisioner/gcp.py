@@ -1,0 +1,188 @@
+"""The GCP edge: one ComponentResource that owns the course VM and everything it needs."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_gcp import compute
+
+from provisioner.recipe import recipe_hash
+from provisioner.settings import Settings
+
+SSH_TAG = "course-vm-ssh"
+SUBNET_RANGE = "10.42.0.0/24"
+RECIPE_LABEL = "course-vm-recipe"
+JUPYTER_PORT = 8888
+
+
+@dataclass(frozen=True)
+class CourseVmArgs:
+    """What a CourseVm is built from: validated settings, the public key and the rendered recipe."""
+
+    settings: Settings
+    ssh_public_key: str
+    """`TYPE BASE64` of the student's key; the private key never reaches the program's state."""
+    user_data: str
+    """The rendered `#cloud-config`; stored in state only as a secret."""
+    host_alias: str = "course-vm"
+    """The `Host` name used in the `sshConfig` output."""
+
+
+def label_value(text: str) -> str:
+    """TEXT as a GCE label value: lowercase letters, digits, `_` and `-`, at most 63 characters."""
+    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
+
+
+def instance_options(parent: pulumi.Resource, depends_on: list[pulumi.Resource]) -> pulumi.ResourceOptions:
+    """Options of the instance: a changed recipe replaces it, and the old one goes first.
+
+    cloud-init runs user-data once per instance, so updating it in place would change nothing on
+    the VM; replacing makes the change real and shows as `+-replace` in the preview. The old VM is
+    deleted before the new one is created because both would need the same static IP.
+    """
+    return pulumi.ResourceOptions(
+        parent=parent,
+        depends_on=depends_on,
+        replace_on_changes=['metadata["user-data"]', f'labels["{RECIPE_LABEL}"]'],
+        delete_before_replace=True,
+    )
+
+
+class CourseVm(pulumi.ComponentResource):
+    """A course VM with its own network, SSH-only firewall and static IP; `pulumi destroy` removes all."""
+
+    ip: pulumi.Output[str]
+    """The VM's static external IPv4 address; it survives stop and start."""
+    ssh_command: pulumi.Output[str]
+    """`ssh -i KEY USER@IP`."""
+    ssh_config: pulumi.Output[str]
+    """A `Host` block for ~/.ssh/config, with Jupyter's port forwarded."""
+    instance_name: pulumi.Output[str]
+    """The GCE instance name."""
+    zone: pulumi.Output[str]
+    """The GCE zone of the instance."""
+
+    def __init__(self, name: str, args: CourseVmArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("course-vm:gcp:CourseVm", name, None, opts)
+        s = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        labels = {
+            "managed-by": "course-vm",
+            "course-vm-stack": label_value(pulumi.get_stack()),
+            RECIPE_LABEL: recipe_hash(args.user_data),
+        }
+
+        if s.ssh_open_to_internet:
+            pulumi.log.warn(
+                "allowedSshCidrs contains 0.0.0.0/0: SSH to the course VM is open to the whole internet. "
+                "Allow only your address: pulumi config set --path 'allowedSshCidrs[0]' YOUR.IP/32",
+                resource=self,
+            )
+
+        # Its own network: many projects have no `default` network, and destroy then leaves nothing.
+        network = compute.Network(
+            f"{name}-network",
+            project=s.project,
+            auto_create_subnetworks=False,
+            description="course-vm network",
+            opts=child,
+        )
+        subnet = compute.Subnetwork(
+            f"{name}-subnet",
+            project=s.project,
+            region=s.region,
+            network=network.id,
+            ip_cidr_range=SUBNET_RANGE,
+            private_ip_google_access=True,
+            opts=child,
+        )
+        # New VPC networks deny all ingress; this opens only SSH, only from the configured ranges.
+        firewall = compute.Firewall(
+            f"{name}-ssh",
+            project=s.project,
+            network=network.id,
+            direction="INGRESS",
+            allows=[compute.FirewallAllowArgs(protocol="tcp", ports=["22"])],
+            source_ranges=list(s.allowed_ssh_cidrs),
+            target_tags=[SSH_TAG],
+            description="course-vm: SSH from allowedSshCidrs only",
+            opts=child,
+        )
+        address = compute.Address(
+            f"{name}-ip",
+            project=s.project,
+            region=s.region,
+            address_type="EXTERNAL",
+            network_tier="PREMIUM",
+            labels=labels,
+            opts=child,
+        )
+        metadata = {
+            "user-data": pulumi.Output.secret(args.user_data),
+            "ssh-keys": f"{s.username}:{args.ssh_public_key} {s.username}",
+            "block-project-ssh-keys": "TRUE",
+            "enable-oslogin": "FALSE",
+            "enable-guest-attributes": "TRUE",
+        }
+        instance = compute.Instance(
+            f"{name}-vm",
+            project=s.project,
+            zone=s.zone,
+            machine_type=s.machine_type,
+            boot_disk=compute.InstanceBootDiskArgs(
+                auto_delete=True,
+                initialize_params=compute.InstanceBootDiskInitializeParamsArgs(
+                    image=s.image, size=s.disk_size_gb, type="pd-balanced", labels=labels
+                ),
+            ),
+            network_interfaces=[
+                compute.InstanceNetworkInterfaceArgs(
+                    subnetwork=subnet.id,
+                    access_configs=[compute.InstanceNetworkInterfaceAccessConfigArgs(nat_ip=address.address)],
+                )
+            ],
+            metadata=metadata,
+            tags=[SSH_TAG],
+            labels=labels,
+            shielded_instance_config=compute.InstanceShieldedInstanceConfigArgs(
+                enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True
+            ),
+            # No service account at all: the VM needs no Google API, so it gets no credentials.
+            allow_stopping_for_update=True,
+            description="course-vm: a course student's VM",
+            opts=instance_options(self, depends_on=[firewall]),
+        )
+
+        key = shlex.quote(str(s.ssh_key_path))
+        self.ip = address.address
+        self.instance_name = instance.name
+        self.zone = instance.zone
+        self.ssh_command = pulumi.Output.concat("ssh -i ", key, " ", s.username, "@", self.ip)
+        self.ssh_config = self.ip.apply(
+            lambda ip: ssh_config_block(args.host_alias, ip, s.username, str(s.ssh_key_path))
+        )
+        self.register_outputs(
+            {
+                "ip": self.ip,
+                "sshCommand": self.ssh_command,
+                "sshConfig": self.ssh_config,
+                "instanceName": self.instance_name,
+                "zone": self.zone,
+            }
+        )
+
+
+def ssh_config_block(alias: str, ip: str, user: str, identity_file: str) -> str:
+    """A `Host` block for ~/.ssh/config that logs in with the course key and forwards Jupyter."""
+    identity = f'"{identity_file}"' if " " in identity_file else identity_file
+    return (
+        f"Host {alias}\n"
+        f"    HostName {ip}\n"
+        f"    User {user}\n"
+        f"    IdentityFile {identity}\n"
+        f"    IdentitiesOnly yes\n"
+        f"    LocalForward {JUPYTER_PORT} localhost:{JUPYTER_PORT}\n"
+    )

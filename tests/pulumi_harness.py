@@ -1,0 +1,139 @@
+"""Runs the Pulumi program (__main__.py) under the SDK's mocks and records every registration.
+
+The mocks stand in for the Pulumi engine and the GCP provider (neither the CLI nor GCP can be
+reached here): each resource gets its inputs back as outputs, plus the computed values a real
+provider would add (an address for the static IP, a name for the instance).
+"""
+
+from __future__ import annotations
+
+import logging
+import runpy
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pulumi_mocks
+
+from tests.conftest import ROOT
+
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+STATIC_IP = "34.78.1.2"
+
+
+@dataclass
+class Registration:
+    """One resource as the engine saw it: type, name, inputs, options and which inputs are secret."""
+
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    parent: str
+    replace_on_changes: list[str]
+    delete_before_replace: bool
+    secret_paths: list[str]
+    raw: dict[str, Any]
+
+
+@dataclass
+class Run:
+    """What one run of the program registered, exported and logged."""
+
+    resources: list[Registration] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def of_type(self, type_: str) -> list[Registration]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str) -> Registration:
+        found = self.of_type(type_)
+        assert len(found) == 1, f"expected one {type_}, found {len(found)}"
+        return found[0]
+
+
+def _secret_paths(value: Any, path: str = "") -> list[str]:
+    if isinstance(value, dict):
+        if value.get(SIG_KEY) == SECRET_SIG:
+            return [path]
+        return [p for k, v in value.items() for p in _secret_paths(v, f"{path}.{k}" if path else k)]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _secret_paths(v, f"{path}[{i}]")]
+    return []
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        if args.typ == "gcp:compute/address:Address":
+            outputs["address"] = STATIC_IP
+        if args.typ == "gcp:compute/instance:Instance":
+            outputs.setdefault("name", args.name + "-1a2b3c")
+        outputs.setdefault("id", f"{args.name}-id")
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+class _Monitor(pulumi_mocks.MockMonitor):
+    def __init__(self, run: Run) -> None:
+        super().__init__(_Mocks())
+        self.run = run
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
+        raw = json_format.MessageToDict(request.object)
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.run.resources.append(
+                Registration(
+                    type=request.type,
+                    name=request.name,
+                    inputs=pulumi.runtime.rpc.deserialize_properties_unwrap_secrets(request.object)[0],
+                    parent=request.parent,
+                    replace_on_changes=list(request.replaceOnChanges),
+                    delete_before_replace=request.deleteBeforeReplace,
+                    secret_paths=_secret_paths(raw),
+                    raw=raw,
+                )
+            )
+        return response
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(record.getMessage())
+
+
+OUTPUT_NAMES = ("ip", "sshCommand", "sshConfig", "instanceName", "zone")
+
+
+def run_program(config: dict[str, str], stack: str = "dev", run: Run | None = None) -> Run:
+    """Run __main__.py with CONFIG (full keys, e.g. `course-vm:diskSizeGb`) and return what it did.
+
+    What is recorded goes into RUN (a new one by default). Exceptions the program raises
+    (pulumi.RunError for bad settings) propagate.
+    """
+    run = Run() if run is None else run
+    logger = logging.getLogger(f"course-vm-test-{id(run)}")
+    logger.propagate = False
+    logger.addHandler(_ListHandler(run.warnings))
+    pulumi.runtime.set_mocks(_Mocks(), project="course-vm", stack=stack, preview=False,
+                             logger=logger, monitor=_Monitor(run))
+    pulumi.runtime.set_all_config(config)
+
+    @pulumi.runtime.test
+    def program() -> pulumi.Output[None]:
+        module = runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi_test__")
+        vm = module["vm"]
+        values = [vm.ip, vm.ssh_command, vm.ssh_config, vm.instance_name, vm.zone]
+        return pulumi.Output.all(*values).apply(lambda resolved: run.outputs.update(zip(OUTPUT_NAMES, resolved)))
+
+    program()
+    return run

@@ -1,0 +1,209 @@
+"""The Pulumi program under mocks: the resource graph and each security property of the VM.
+
+These are the policy checks a scanner such as checkov makes (public SSH, Shielded VM, project-wide
+keys, service-account scopes, secrets in state), asserted on what the engine would receive.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pulumi
+import pytest
+import yaml
+
+from provisioner.gcp import RECIPE_LABEL, SSH_TAG, ssh_config_block
+from tests.pulumi_harness import STATIC_IP, Run, run_program
+
+INSTANCE = "gcp:compute/instance:Instance"
+FIREWALL = "gcp:compute/firewall:Firewall"
+NETWORK = "gcp:compute/network:Network"
+SUBNET = "gcp:compute/subnetwork:Subnetwork"
+ADDRESS = "gcp:compute/address:Address"
+COMPONENT = "course-vm:gcp:CourseVm"
+
+
+def stack_config(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    config = {
+        "gcp:project": "course-project-1",
+        "gcp:zone": "europe-west1-b",
+        "course-vm:allowedSshCidrs": json.dumps(["203.0.113.7/32"]),
+        "course-vm:sshKeyPath": str(tmp_path / "keys" / "course-vm"),
+    }
+    config.update({f"course-vm:{k}": v for k, v in overrides.items()})
+    return config
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Run:
+    return run_program(stack_config(tmp_path))
+
+
+def test_one_component_owns_every_resource(run: Run) -> None:
+    types = sorted(r.type for r in run.resources)
+    assert types == sorted([COMPONENT, NETWORK, SUBNET, FIREWALL, ADDRESS, INSTANCE])
+    component = run.one(COMPONENT)
+    assert component.name == "course-vm"
+    for resource in run.resources:
+        if resource is not component:
+            assert resource.parent.endswith("::course-vm"), f"{resource.name} is not a child of the component"
+            assert resource.name.startswith("course-vm-")
+
+
+def test_own_network_not_default(run: Run) -> None:
+    network = run.one(NETWORK)
+    assert network.inputs["autoCreateSubnetworks"] is False
+    subnet = run.one(SUBNET)
+    assert subnet.inputs["network"] == network.inputs.get("id", "course-vm-network-id")
+    assert subnet.inputs["region"] == "europe-west1"
+    nic = run.one(INSTANCE).inputs["networkInterfaces"][0]
+    assert nic["subnetwork"] == "course-vm-subnet-id"
+    assert "network" not in nic
+
+
+def test_firewall_opens_only_ssh_from_allowed_ranges_to_the_vm(run: Run) -> None:
+    firewall = run.one(FIREWALL)
+    assert firewall.inputs["direction"] == "INGRESS"
+    assert firewall.inputs["allows"] == [{"protocol": "tcp", "ports": ["22"]}]
+    assert "denies" not in firewall.inputs
+    assert firewall.inputs["sourceRanges"] == ["203.0.113.7/32"]
+    assert firewall.inputs["targetTags"] == [SSH_TAG]
+    assert run.one(INSTANCE).inputs["tags"] == [SSH_TAG]
+    assert run.warnings == []
+
+
+def test_ssh_open_to_the_internet_warns(tmp_path: Path) -> None:
+    run = run_program(stack_config(tmp_path, allowedSshCidrs=json.dumps(["0.0.0.0/0"])))
+    assert run.one(FIREWALL).inputs["sourceRanges"] == ["0.0.0.0/0"]
+    assert any("open to the whole internet" in w for w in run.warnings), run.warnings
+
+
+def test_static_ip_is_the_vms_address(run: Run) -> None:
+    address = run.one(ADDRESS)
+    assert address.inputs["addressType"] == "EXTERNAL"
+    assert address.inputs["region"] == "europe-west1"
+    nic = run.one(INSTANCE).inputs["networkInterfaces"][0]
+    assert nic["accessConfigs"] == [{"natIp": STATIC_IP}]
+    assert run.outputs["ip"] == STATIC_IP
+
+
+def test_instance_is_a_shielded_vm(run: Run) -> None:
+    shielded = run.one(INSTANCE).inputs["shieldedInstanceConfig"]
+    assert shielded == {"enableSecureBoot": True, "enableVtpm": True, "enableIntegrityMonitoring": True}
+
+
+def test_instance_has_no_service_account_and_no_broad_scopes(run: Run) -> None:
+    inputs = run.one(INSTANCE).inputs
+    assert "serviceAccount" not in inputs
+    assert "cloud-platform" not in json.dumps(run.one(INSTANCE).raw)
+
+
+def test_metadata_blocks_project_keys_and_os_login_and_publishes_host_keys(run: Run) -> None:
+    metadata = run.one(INSTANCE).inputs["metadata"]
+    assert metadata["block-project-ssh-keys"] == "TRUE"
+    assert metadata["enable-oslogin"] == "FALSE"
+    assert metadata["enable-guest-attributes"] == "TRUE"
+    assert "serial-port-enable" not in metadata
+
+
+def test_ssh_keys_metadata_holds_the_generated_public_key(run: Run, tmp_path: Path) -> None:
+    key_path = tmp_path / "keys" / "course-vm"
+    public = " ".join(key_path.with_name("course-vm.pub").read_text().split()[:2])
+    metadata = run.one(INSTANCE).inputs["metadata"]
+    assert metadata["ssh-keys"] == f"student:{public} student"
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o400
+
+
+def test_user_data_is_a_secret_and_the_private_key_is_nowhere(run: Run, tmp_path: Path) -> None:
+    instance = run.one(INSTANCE)
+    assert instance.secret_paths == ["metadata.user-data"]
+    user_data = instance.inputs["metadata"]["user-data"]
+    assert user_data.startswith("#cloud-config\n")
+    private = (tmp_path / "keys" / "course-vm").read_text()
+    body = "".join(private.splitlines()[1:-1])
+    everything = json.dumps([r.raw for r in run.resources]) + json.dumps(run.outputs)
+    assert "PRIVATE KEY" not in everything
+    assert body[20:60] not in everything
+
+
+def test_user_data_is_the_rendered_recipe_for_the_settings(tmp_path: Path) -> None:
+    run = run_program(stack_config(tmp_path, username="alice", dockerComposeVersion="2.20.0",
+                                   dockerComposeSha256="a" * 64))
+    document = yaml.safe_load(run.one(INSTANCE).inputs["metadata"]["user-data"])
+    assert document["users"][0]["name"] == "alice"
+    script = next(f["content"] for f in document["write_files"] if f["path"] == "/usr/local/sbin/course-vm-setup")
+    assert "COMPOSE_VERSION=v2.20.0\n" in script
+    assert f"COMPOSE_SHA256={'a' * 64}\n" in script
+    assert "/download/v2.20.0/docker-compose-linux-x86_64\n" in script
+
+
+def test_boot_disk_image_size_and_deleted_with_the_vm(tmp_path: Path) -> None:
+    run = run_program(stack_config(tmp_path, diskSizeGb="40", machineType="n2-standard-8",
+                                   image="ubuntu-os-cloud/ubuntu-2204-lts"))
+    instance = run.one(INSTANCE).inputs
+    assert instance["machineType"] == "n2-standard-8"
+    assert instance["zone"] == "europe-west1-b"
+    assert instance["project"] == "course-project-1"
+    disk = instance["bootDisk"]
+    assert disk["autoDelete"] is True
+    assert disk["initializeParams"]["image"] == "ubuntu-os-cloud/ubuntu-2204-lts"
+    assert disk["initializeParams"]["size"] == 40
+
+
+def test_defaults_are_the_course_machine(run: Run) -> None:
+    instance = run.one(INSTANCE).inputs
+    assert instance["machineType"] == "e2-standard-4"
+    assert instance["bootDisk"]["initializeParams"]["size"] == 30
+    assert instance["bootDisk"]["initializeParams"]["image"] == "ubuntu-os-cloud/ubuntu-2404-lts-amd64"
+
+
+def test_a_changed_recipe_replaces_the_vm_visibly(tmp_path: Path) -> None:
+    first = run_program(stack_config(tmp_path)).one(INSTANCE)
+    second = run_program(stack_config(tmp_path, anacondaVersion="2023.03", anacondaSha256="b" * 64)).one(INSTANCE)
+    assert first.replace_on_changes == ['metadata["user-data"]', f'labels["{RECIPE_LABEL}"]']
+    assert first.delete_before_replace is True
+    # The recipe hash is a plain label, so the preview shows why the VM is replaced.
+    assert first.inputs["labels"][RECIPE_LABEL] != second.inputs["labels"][RECIPE_LABEL]
+    assert first.inputs["labels"]["managed-by"] == "course-vm"
+    assert first.inputs["labels"]["course-vm-stack"] == "dev"
+
+
+def test_same_settings_give_the_same_recipe(tmp_path: Path) -> None:
+    first = run_program(stack_config(tmp_path)).one(INSTANCE)
+    second = run_program(stack_config(tmp_path)).one(INSTANCE)
+    assert first.inputs["labels"] == second.inputs["labels"]
+    assert first.inputs["metadata"] == second.inputs["metadata"]
+
+
+def test_outputs_say_how_to_connect(run: Run, tmp_path: Path) -> None:
+    key = tmp_path / "keys" / "course-vm"
+    assert run.outputs["sshCommand"] == f"ssh -i {key} student@{STATIC_IP}"
+    assert run.outputs["sshConfig"] == ssh_config_block("course-vm", STATIC_IP, "student", str(key))
+    assert "LocalForward 8888 localhost:8888" in run.outputs["sshConfig"]
+    assert run.outputs["zone"] == "europe-west1-b"
+    assert run.outputs["instanceName"].startswith("course-vm-vm")
+
+
+def test_bad_settings_stop_the_program_before_any_resource(tmp_path: Path) -> None:
+    config = stack_config(tmp_path, diskSizeGb="5", username="root")
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program(config)
+    message = str(raised.value)
+    assert "2 problems, nothing was created" in message
+    assert "diskSizeGb: got '5'" in message
+    assert "username: got 'root'" in message
+    assert not (tmp_path / "keys").exists(), "no key may be generated for invalid settings"
+
+
+def test_bad_settings_register_nothing(tmp_path: Path) -> None:
+    run = Run()
+    with pytest.raises(pulumi.RunError, match="allowedSshCidrs"):
+        run_program(stack_config(tmp_path, allowedSshCidrs="[]"), run=run)
+    assert run.resources == []
+
+
+def test_ssh_config_quotes_a_key_path_with_spaces() -> None:
+    block = ssh_config_block("course-vm", "1.2.3.4", "student", "/home/a b/key")
+    assert '    IdentityFile "/home/a b/key"\n' in block

@@ -1,0 +1,7 @@
+"""Entry point of `python -m provisioner`."""
+
+import sys
+
+from provisioner.cli import main
+
+sys.exit(main())

@@ -27,8 +27,10 @@ def stack_file(project_dir: Path, stack: str | None) -> Path:
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise CourseVmError(f"no stack settings (Pulumi.STACK.yaml) in {project_dir}. Fix: `pulumi stack init dev`, "
-                            "then set gcp:project, gcp:zone and allowedSshCidrs as the README shows")
+        raise CourseVmError(
+            f"no stack settings (Pulumi.STACK.yaml) in {project_dir}. Fix: `pulumi stack init dev`, "
+            "then set gcp:project, gcp:zone and allowedSshCidrs as the README shows"
+        )
     found = ", ".join(p.name for p in candidates)
     raise CourseVmError(f"several stacks ({found}) and no --stack. Fix: pass --stack NAME")
 

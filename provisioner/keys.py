@@ -11,6 +11,7 @@ from pathlib import Path
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from provisioner.errors import SshKeyError
 
@@ -38,8 +39,10 @@ def check_private_key_file(path: Path) -> None:
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise SshKeyError(f"private key {path} does not exist. Fix: set sshKeyPath to your key, "
-                          "or remove the setting to have one generated") from None
+        raise SshKeyError(
+            f"private key {path} does not exist. Fix: set sshKeyPath to your key, "
+            "or remove the setting to have one generated"
+        ) from None
     except OSError as error:
         raise SshKeyError(f"cannot read private key {path}: {error.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
@@ -74,8 +77,9 @@ def _generate(path: Path, comment: str) -> None:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as error:
-        raise SshKeyError(f"cannot create {path.parent} for the new key: {error.strerror}. "
-                          "Fix: set sshKeyPath to a writable place") from None
+        raise SshKeyError(
+            f"cannot create {path.parent} for the new key: {error.strerror}. Fix: set sshKeyPath to a writable place"
+        ) from None
     key = ed25519.Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
@@ -113,6 +117,7 @@ def _public_path(path: Path) -> Path:
 def _public_key_of(path: Path) -> str:
     """The public key of the private key at PATH, or of PATH.pub when the private key is encrypted."""
     data = path.read_bytes()
+    key: PrivateKeyTypes
     try:
         if b"BEGIN OPENSSH PRIVATE KEY" in data:
             key = serialization.load_ssh_private_key(data, password=None)
@@ -121,14 +126,19 @@ def _public_key_of(path: Path) -> str:
     except TypeError:  # encrypted: the passphrase is the user's, so use the .pub beside it
         return _public_key_from_file(path)
     except (ValueError, UnsupportedAlgorithm):
-        raise SshKeyError(f"{path} is not an OpenSSH or PEM private key. "
-                          "Fix: set sshKeyPath to a private key such as ~/.ssh/id_ed25519") from None
+        raise SshKeyError(
+            f"{path} is not an OpenSSH or PEM private key. "
+            "Fix: set sshKeyPath to a private key such as ~/.ssh/id_ed25519"
+        ) from None
     if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS:
-        raise SshKeyError(f"{path} is a {key.key_size}-bit RSA key; at least {MIN_RSA_BITS} bits are needed. "
-                          "Fix: use an ed25519 key (`ssh-keygen -t ed25519`)")
+        raise SshKeyError(
+            f"{path} is a {key.key_size}-bit RSA key; at least {MIN_RSA_BITS} bits are needed. "
+            "Fix: use an ed25519 key (`ssh-keygen -t ed25519`)"
+        )
     if not isinstance(key, (ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
-        raise SshKeyError(f"{path} holds a key type ssh no longer accepts. Fix: use an ed25519 key "
-                          "(`ssh-keygen -t ed25519`)")
+        raise SshKeyError(
+            f"{path} holds a key type ssh no longer accepts. Fix: use an ed25519 key (`ssh-keygen -t ed25519`)"
+        )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return _normalized(public.decode(), path)
 
@@ -138,8 +148,9 @@ def _public_key_from_file(path: Path) -> str:
     try:
         text = public_path.read_text()
     except OSError:
-        raise SshKeyError(f"{path} is passphrase-protected and {public_path} is missing. "
-                          f"Fix: ssh-keygen -y -f {path} > {public_path}") from None
+        raise SshKeyError(
+            f"{path} is passphrase-protected and {public_path} is missing. Fix: ssh-keygen -y -f {path} > {public_path}"
+        ) from None
     return _normalized(text, public_path)
 
 
@@ -147,6 +158,8 @@ def _normalized(text: str, source: Path) -> str:
     fields = text.split()
     candidate = " ".join(fields[:2])
     if len(fields) < 2 or not _PUBLIC_KEY.fullmatch(candidate):
-        raise SshKeyError(f"{source} does not hold an ed25519, RSA or ECDSA public key. "
-                          "Fix: set sshKeyPath to a key made by `ssh-keygen -t ed25519`")
+        raise SshKeyError(
+            f"{source} does not hold an ed25519, RSA or ECDSA public key. "
+            "Fix: set sshKeyPath to a key made by `ssh-keygen -t ed25519`"
+        )
     return candidate

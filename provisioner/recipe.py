@@ -32,7 +32,7 @@ def _environment() -> jinja2.Environment:
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
-        autoescape=False,
+        autoescape=False,  # noqa: S701 (YAML and shell, not HTML: the yaml and sh filters escape)
         keep_trailing_newline=True,
     )
     environment.filters["sh"] = lambda value: shlex.quote(str(value))
@@ -42,22 +42,24 @@ def _environment() -> jinja2.Environment:
 
 def render_setup_script(*, username: str, anaconda: Artifact, docker_compose: Artifact) -> str:
     """The bash script that performs every step of the course setup on the VM."""
-    return _environment().get_template("setup.sh.j2").render(
-        username=username, anaconda=anaconda, docker_compose=docker_compose
+    return (
+        _environment()
+        .get_template("setup.sh.j2")
+        .render(username=username, anaconda=anaconda, docker_compose=docker_compose)
     )
 
 
-def render_user_data(
-    *, username: str, ssh_public_key: str, anaconda: Artifact, docker_compose: Artifact
-) -> str:
+def render_user_data(*, username: str, ssh_public_key: str, anaconda: Artifact, docker_compose: Artifact) -> str:
     """The `#cloud-config` user-data document for one course VM.
 
     The result is parsed back and compared with what went in, so a value that would change the
     document's structure is caught here. Raises RecipeError if so, or if the document is too big.
     """
     script = render_setup_script(username=username, anaconda=anaconda, docker_compose=docker_compose)
-    text = _environment().get_template("user-data.yaml.j2").render(
-        username=username, ssh_public_key=ssh_public_key, setup_script=script
+    text = (
+        _environment()
+        .get_template("user-data.yaml.j2")
+        .render(username=username, ssh_public_key=ssh_public_key, setup_script=script)
     )
     _check(text, username=username, ssh_public_key=ssh_public_key, script=script)
     return text
@@ -86,8 +88,10 @@ def _check(text: str, *, username: str, ssh_public_key: str, script: str) -> Non
         if files.get(SETUP_SCRIPT_PATH) != script:
             problems.append("its setup script differs from the rendered script")
     if problems:
-        raise RecipeError("rendered user-data changed shape (a value must contain characters the "
-                          "templates cannot carry): " + "; ".join(problems))
+        raise RecipeError(
+            "rendered user-data changed shape (a value must contain characters the "
+            "templates cannot carry): " + "; ".join(problems)
+        )
 
 
 def recipe_hash(user_data: str) -> str:

@@ -182,8 +182,7 @@ def _as_list(value: object) -> list[object] | None:
     return None
 
 
-def _check_string(p: _Problems, key: str, value: object, pattern: re.Pattern[str], why: str,
-                  example: object) -> str:
+def _check_string(p: _Problems, key: str, value: object, pattern: re.Pattern[str], why: str, example: object) -> str:
     if isinstance(value, str) and pattern.fullmatch(value):
         return value
     p.add(key, value, why, _set(key, example))
@@ -194,13 +193,15 @@ def _check_cidrs(p: _Problems, value: object) -> tuple[str, ...]:
     key = "allowedSshCidrs"
     items = _as_list(value)
     if items is None:
-        p.add(key, value, "it must be a list of IPv4 ranges",
-              _set(key, ["203.0.113.7/32"]) + " (one index per range)")
+        p.add(key, value, "it must be a list of IPv4 ranges", _set(key, ["203.0.113.7/32"]) + " (one index per range)")
         return ()
     if not items:
-        p.add(key, value, "the firewall would let nobody reach SSH",
-              "allow your own address: " + _set(key, ["YOUR.PUBLIC.IP/32"])
-              + " (0.0.0.0/0 allows the whole internet)")
+        p.add(
+            key,
+            value,
+            "the firewall would let nobody reach SSH",
+            "allow your own address: " + _set(key, ["YOUR.PUBLIC.IP/32"]) + " (0.0.0.0/0 allows the whole internet)",
+        )
         return ()
     cidrs: list[str] = []
     for index, item in enumerate(items):
@@ -215,32 +216,61 @@ def _check_cidrs(p: _Problems, value: object) -> tuple[str, ...]:
             p.add(where, item, "it is not an IPv4 range like 203.0.113.7/32", fix)
             continue
         if str(network) != item and f"{network.network_address}" != item:
-            p.add(where, item, f"it has host bits set (the range is {network})",
-                  f"pulumi config set --path '{where}' {network}")
+            p.add(
+                where,
+                item,
+                f"it has host bits set (the range is {network})",
+                f"pulumi config set --path '{where}' {network}",
+            )
             continue
         cidrs.append(str(network))
     return tuple(cidrs)
 
 
-def _check_artifact(p: _Problems, raw: Mapping[str, object], name: str, prefix: str,
-                    version_pattern: re.Pattern[str], version_example: str) -> Artifact:
+def _check_artifact(
+    p: _Problems,
+    raw: Mapping[str, object],
+    name: str,
+    prefix: str,
+    version_pattern: re.Pattern[str],
+    version_example: str,
+) -> Artifact:
     version_key, url_key, sha_key = f"{prefix}Version", f"{prefix}Url", f"{prefix}Sha256"
-    version = _check_string(p, version_key, raw.get(version_key, DEFAULTS[version_key]),
-                            version_pattern, "it is not a release version", version_example)
+    version = _check_string(
+        p,
+        version_key,
+        raw.get(version_key, DEFAULTS[version_key]),
+        version_pattern,
+        "it is not a release version",
+        version_example,
+    )
     if prefix == "dockerCompose" and version and not version.startswith("v"):
         version = "v" + version
-    sha = _check_string(p, sha_key, raw.get(sha_key, DEFAULTS[sha_key]), _SHA256,
-                        "a sha256 is 64 hexadecimal characters",
-                        f"the sha256 of {name} (`sha256sum FILE`)").lower()
+    sha = _check_string(
+        p,
+        sha_key,
+        raw.get(sha_key, DEFAULTS[sha_key]),
+        _SHA256,
+        "a sha256 is 64 hexadecimal characters",
+        f"the sha256 of {name} (`sha256sum FILE`)",
+    ).lower()
     if version and version_key in raw and sha_key not in raw and version != DEFAULTS[version_key]:
-        p.add(version_key, raw[version_key],
-              f"the default {sha_key} only matches version {DEFAULTS[version_key]}",
-              f"also set the new release's checksum: pulumi config set {sha_key} SHA256")
+        p.add(
+            version_key,
+            raw[version_key],
+            f"the default {sha_key} only matches version {DEFAULTS[version_key]}",
+            f"also set the new release's checksum: pulumi config set {sha_key} SHA256",
+        )
     template = raw.get(url_key, DEFAULTS[url_key])
     url = template.replace("{version}", version) if isinstance(template, str) else template
-    url = _check_string(p, url_key, url, _HTTPS_URL,
-                        "the URL must be https:// with no quotes, spaces, query or shell characters",
-                        DEFAULTS[url_key])
+    url = _check_string(
+        p,
+        url_key,
+        url,
+        _HTTPS_URL,
+        "the URL must be https:// with no quotes, spaces, query or shell characters",
+        DEFAULTS[url_key],
+    )
     return Artifact(name=name, version=version, url=url, sha256=sha)
 
 
@@ -254,57 +284,99 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object) -> 
     p = _Problems()
     unknown = sorted(set(raw) - set(DEFAULTS))
     for key in unknown:
-        p.add(key, raw[key], "course-vm has no such setting",
-              f"remove it (pulumi config rm {key}); known keys: {', '.join(DEFAULTS)}")
+        p.add(
+            key,
+            raw[key],
+            "course-vm has no such setting",
+            f"remove it (pulumi config rm {key}); known keys: {', '.join(DEFAULTS)}",
+        )
 
     def get(key: str) -> object:
         value = raw.get(key)
         return DEFAULTS[key] if value is None else value
 
     if project is None:
-        p.lines.append("gcp:project: not set. Fix: pulumi config set gcp:project YOUR-PROJECT-ID "
-                       "(`gcloud projects list` shows yours)")
-    gcp_project = "" if project is None else _check_string(
-        p, "gcp:project", project, _PROJECT, "it is not a GCP project ID", "YOUR-PROJECT-ID")
+        p.lines.append(
+            "gcp:project: not set. Fix: pulumi config set gcp:project YOUR-PROJECT-ID "
+            "(`gcloud projects list` shows yours)"
+        )
+    gcp_project = (
+        ""
+        if project is None
+        else _check_string(p, "gcp:project", project, _PROJECT, "it is not a GCP project ID", "YOUR-PROJECT-ID")
+    )
     if zone is None:
         p.lines.append("gcp:zone: not set. Fix: pulumi config set gcp:zone europe-west1-b (a zone near you)")
-    gcp_zone = "" if zone is None else _check_string(
-        p, "gcp:zone", zone, _ZONE, "it is not a GCE zone like europe-west1-b", "europe-west1-b")
+    gcp_zone = (
+        ""
+        if zone is None
+        else _check_string(p, "gcp:zone", zone, _ZONE, "it is not a GCE zone like europe-west1-b", "europe-west1-b")
+    )
 
-    machine_type = _check_string(p, "machineType", get("machineType"), _MACHINE_TYPE,
-                                 "it is not a GCE machine type name", DEFAULTS["machineType"])
+    machine_type = _check_string(
+        p,
+        "machineType",
+        get("machineType"),
+        _MACHINE_TYPE,
+        "it is not a GCE machine type name",
+        DEFAULTS["machineType"],
+    )
     if machine_type in TOO_SMALL_MACHINE_TYPES:
-        p.add("machineType", machine_type,
-              "it has too little memory for Anaconda and Docker (sshd gets killed when memory runs out)",
-              _set("machineType", DEFAULTS["machineType"]))
+        p.add(
+            "machineType",
+            machine_type,
+            "it has too little memory for Anaconda and Docker (sshd gets killed when memory runs out)",
+            _set("machineType", DEFAULTS["machineType"]),
+        )
         machine_type = ""
 
     disk = _as_int(get("diskSizeGb"))
     if disk is None or not MIN_DISK_GB <= disk <= MAX_DISK_GB:
-        p.add("diskSizeGb", get("diskSizeGb"),
-              f"the disk must be a whole number of GB from {MIN_DISK_GB} to {MAX_DISK_GB} "
-              f"(Ubuntu needs 10 GB, Anaconda and Docker about 8 GB more)",
-              _set("diskSizeGb", DEFAULTS["diskSizeGb"]))
+        p.add(
+            "diskSizeGb",
+            get("diskSizeGb"),
+            f"the disk must be a whole number of GB from {MIN_DISK_GB} to {MAX_DISK_GB} "
+            f"(Ubuntu needs 10 GB, Anaconda and Docker about 8 GB more)",
+            _set("diskSizeGb", DEFAULTS["diskSizeGb"]),
+        )
         disk = 0
 
-    image = _check_string(p, "image", get("image"), _IMAGE,
-                          "it is not PROJECT/FAMILY or projects/P/global/images/NAME",
-                          DEFAULTS["image"])
+    image = _check_string(
+        p, "image", get("image"), _IMAGE, "it is not PROJECT/FAMILY or projects/P/global/images/NAME", DEFAULTS["image"]
+    )
 
-    username = _check_string(p, "username", get("username"), _USERNAME,
-                             "a Linux login is 1-32 of a-z, 0-9, _ and -, starting with a letter or _",
-                             DEFAULTS["username"])
+    username = _check_string(
+        p,
+        "username",
+        get("username"),
+        _USERNAME,
+        "a Linux login is 1-32 of a-z, 0-9, _ and -, starting with a letter or _",
+        DEFAULTS["username"],
+    )
     if username in RESERVED_USERNAMES:
-        p.add("username", username, "that name belongs to the system or grants extra rights",
-              _set("username", DEFAULTS["username"]))
+        p.add(
+            "username",
+            username,
+            "that name belongs to the system or grants extra rights",
+            _set("username", DEFAULTS["username"]),
+        )
         username = ""
 
-    key_path = _check_string(p, "sshKeyPath", get("sshKeyPath"), _KEY_PATH,
-                             "the path may hold only letters, digits, spaces and ._/~@+-",
-                             DEFAULTS["sshKeyPath"])
+    key_path = _check_string(
+        p,
+        "sshKeyPath",
+        get("sshKeyPath"),
+        _KEY_PATH,
+        "the path may hold only letters, digits, spaces and ._/~@+-",
+        DEFAULTS["sshKeyPath"],
+    )
     if key_path.endswith(".pub"):
-        p.add("sshKeyPath", key_path, "it names a public key; the setting is the private key",
-              _set("sshKeyPath", key_path[: -len(".pub")]))
+        p.add(
+            "sshKeyPath",
+            key_path,
+            "it names a public key; the setting is the private key",
+            _set("sshKeyPath", key_path[: -len(".pub")]),
+        )
         key_path = ""
 
     cidrs = _check_cidrs(p, get("allowedSshCidrs"))
@@ -333,9 +405,7 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object) -> 
     )
 
 
-def settings_from_pulumi(
-    get: Callable[[str], str | None], gcp_get: Callable[[str], str | None]
-) -> Settings:
+def settings_from_pulumi(get: Callable[[str], str | None], gcp_get: Callable[[str], str | None]) -> Settings:
     """Build Settings from Pulumi config getters (`pulumi.Config().get` and `pulumi.Config("gcp").get`).
 
     Raises SettingsError listing every problem at once.
@@ -352,20 +422,24 @@ def settings_from_stack_file(path: Path) -> Settings:
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
-        raise CourseVmError(f"cannot read stack settings {path}: {error}. "
-                            "Fix: `pulumi stack init dev` and set its config first") from error
+        raise CourseVmError(
+            f"cannot read stack settings {path}: {error}. Fix: `pulumi stack init dev` and set its config first"
+        ) from error
     config = document.get("config") or {}
     prefix = PROJECT + ":"
-    raw = {k[len(prefix):]: v for k, v in config.items() if isinstance(k, str) and k.startswith(prefix)}
+    raw = {k[len(prefix) :]: v for k, v in config.items() if isinstance(k, str) and k.startswith(prefix)}
     encrypted = sorted(k for k, v in raw.items() if isinstance(v, dict))
     if encrypted:
-        raise CourseVmError(f"{path}: {', '.join(encrypted)} encrypted, but course-vm settings are not "
-                            "secrets. Fix: set them again without --secret")
+        raise CourseVmError(
+            f"{path}: {', '.join(encrypted)} encrypted, but course-vm settings are not "
+            "secrets. Fix: set them again without --secret"
+        )
     return parse_settings(raw, *_gcp_location(config.get("gcp:project"), config.get("gcp:zone")))
 
 
 def _gcp_location(project: object, zone: object) -> tuple[object, object]:
     """`gcp:project` and `gcp:zone`, or the environment variables the GCP provider falls back to."""
+
     def first_env(*names: str) -> str | None:
         return next((os.environ[n] for n in names if os.environ.get(n)), None)
 

@@ -18,7 +18,7 @@ from pulumi.runtime import mocks as pulumi_mocks
 
 from tests.conftest import ROOT
 
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 (Pulumi's marker for a secret value)
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 STATIC_IP = "34.78.1.2"
 
@@ -85,7 +85,7 @@ class _Monitor(pulumi_mocks.MockMonitor):
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
         raw = json_format.MessageToDict(request.object)
-        response = super().RegisterResource(request)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
             self.run.resources.append(
                 Registration(
@@ -124,16 +124,19 @@ def run_program(config: dict[str, str], stack: str = "dev", run: Run | None = No
     logger = logging.getLogger(f"course-vm-test-{id(run)}")
     logger.propagate = False
     logger.addHandler(_ListHandler(run.warnings))
-    pulumi.runtime.set_mocks(_Mocks(), project="course-vm", stack=stack, preview=False,
-                             logger=logger, monitor=_Monitor(run))
+    pulumi.runtime.set_mocks(
+        _Mocks(), project="course-vm", stack=stack, preview=False, logger=logger, monitor=_Monitor(run)
+    )
     pulumi.runtime.set_all_config(config)
 
-    @pulumi.runtime.test
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def program() -> pulumi.Output[None]:
         module = runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi_test__")
         vm = module["vm"]
         values = [vm.ip, vm.ssh_command, vm.ssh_config, vm.instance_name, vm.zone]
-        return pulumi.Output.all(*values).apply(lambda resolved: run.outputs.update(zip(OUTPUT_NAMES, resolved)))
+        return pulumi.Output.all(*values).apply(
+            lambda resolved: run.outputs.update(zip(OUTPUT_NAMES, resolved, strict=True))
+        )
 
     program()
     return run

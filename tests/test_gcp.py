@@ -129,8 +129,9 @@ def test_user_data_is_a_secret_and_the_private_key_is_nowhere(run: Run, tmp_path
 
 
 def test_user_data_is_the_rendered_recipe_for_the_settings(tmp_path: Path) -> None:
-    run = run_program(stack_config(tmp_path, username="alice", dockerComposeVersion="2.20.0",
-                                   dockerComposeSha256="a" * 64))
+    run = run_program(
+        stack_config(tmp_path, username="alice", dockerComposeVersion="2.20.0", dockerComposeSha256="a" * 64)
+    )
     document = yaml.safe_load(run.one(INSTANCE).inputs["metadata"]["user-data"])
     assert document["users"][0]["name"] == "alice"
     script = next(f["content"] for f in document["write_files"] if f["path"] == "/usr/local/sbin/course-vm-setup")
@@ -140,8 +141,9 @@ def test_user_data_is_the_rendered_recipe_for_the_settings(tmp_path: Path) -> No
 
 
 def test_boot_disk_image_size_and_deleted_with_the_vm(tmp_path: Path) -> None:
-    run = run_program(stack_config(tmp_path, diskSizeGb="40", machineType="n2-standard-8",
-                                   image="ubuntu-os-cloud/ubuntu-2204-lts"))
+    run = run_program(
+        stack_config(tmp_path, diskSizeGb="40", machineType="n2-standard-8", image="ubuntu-os-cloud/ubuntu-2204-lts")
+    )
     instance = run.one(INSTANCE).inputs
     assert instance["machineType"] == "n2-standard-8"
     assert instance["zone"] == "europe-west1-b"

@@ -183,7 +183,8 @@ def test_settings_from_pulumi_uses_provider_environment_fallbacks(monkeypatch: p
     monkeypatch.setenv("GOOGLE_PROJECT", "env-project-1")
     monkeypatch.setenv("CLOUDSDK_COMPUTE_ZONE", "us-east1-c")
     config = {"allowedSshCidrs": '["203.0.113.7/32"]'}
-    s = settings_from_pulumi(config.get, {}.get)
+    unset: dict[str, str] = {}
+    s = settings_from_pulumi(config.get, unset.get)
     assert (s.project, s.zone, s.region) == ("env-project-1", "us-east1-c", "us-east1")
     s = settings_from_pulumi(config.get, {"project": "cfg-project-1", "zone": "asia-east1-a"}.get)
     assert (s.project, s.zone) == ("cfg-project-1", "asia-east1-a")

@@ -61,7 +61,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     failures: dict[str, int]
     requests: list[str]
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         self.requests.append(self.path)
         if self.failures.get(self.path, 0) > 0:
             self.failures[self.path] -= 1
@@ -130,7 +130,8 @@ def machine(tmp_path: Path) -> Iterator[Machine]:
     failures: dict[str, int] = {}
     handler = type("Handler", (_Handler,), {"requests": requests, "failures": failures})
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), lambda *a: handler(*a, directory=str(served))  # type: ignore[arg-type]
+        ("127.0.0.1", 0),
+        lambda *a: handler(*a, directory=str(served)),
     )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from provisioner.gcp import RECIPE_LABEL, SSH_TAG, ssh_config_block
+from tests.conftest import validate_cloud_config
 from tests.pulumi_harness import STATIC_IP, Run, run_program
 
 INSTANCE = "gcp:compute/instance:Instance"
@@ -116,11 +117,11 @@ def test_ssh_keys_metadata_holds_the_generated_public_key(run: Run, tmp_path: Pa
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o400
 
 
+@pytest.mark.integration
 def test_user_data_is_a_secret_and_the_private_key_is_nowhere(run: Run, tmp_path: Path) -> None:
     instance = run.one(INSTANCE)
     assert instance.secret_paths == ["metadata.user-data"]
-    user_data = instance.inputs["metadata"]["user-data"]
-    assert user_data.startswith("#cloud-config\n")
+    validate_cloud_config(instance.inputs["metadata"]["user-data"], tmp_path)
     private = (tmp_path / "keys" / "course-vm").read_text()
     body = "".join(private.splitlines()[1:-1])
     everything = json.dumps([r.raw for r in run.resources]) + json.dumps(run.outputs)
@@ -128,11 +129,14 @@ def test_user_data_is_a_secret_and_the_private_key_is_nowhere(run: Run, tmp_path
     assert body[20:60] not in everything
 
 
+@pytest.mark.integration
 def test_user_data_is_the_rendered_recipe_for_the_settings(tmp_path: Path) -> None:
     run = run_program(
         stack_config(tmp_path, username="alice", dockerComposeVersion="2.20.0", dockerComposeSha256="a" * 64)
     )
-    document = yaml.safe_load(run.one(INSTANCE).inputs["metadata"]["user-data"])
+    user_data = run.one(INSTANCE).inputs["metadata"]["user-data"]
+    validate_cloud_config(user_data, tmp_path)
+    document = yaml.safe_load(user_data)
     assert document["users"][0]["name"] == "alice"
     script = next(f["content"] for f in document["write_files"] if f["path"] == "/usr/local/sbin/course-vm-setup")
     assert "COMPOSE_VERSION=v2.20.0\n" in script

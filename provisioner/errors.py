@@ -1,12 +1,19 @@
-"""The errors course-vm expects, each saying what to do next."""
+"""The errors course-vm expects, each saying what to do next, and the exit status each one means."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 3
+EXIT_HOST_KEY_MISMATCH = 4
+
 
 class CourseVmError(Exception):
-    """An expected failure: the CLI prints its message on one line, without a traceback."""
+    """An expected failure: the CLI prints its message without a traceback and exits `exit_code`."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 class SettingsError(CourseVmError):
@@ -22,4 +29,16 @@ class SettingsError(CourseVmError):
 
 
 class SshKeyError(CourseVmError):
-    """The SSH key at `sshKeyPath` cannot be used as it is."""
+    """An SSH key (ours or a host's) cannot be used as it is."""
+
+
+class UnreachableError(CourseVmError):
+    """The VM could not be reached and logged in to before the deadline."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class HostKeyMismatchError(CourseVmError):
+    """The VM presented a host key other than the pinned one: never retried."""
+
+    exit_code = EXIT_HOST_KEY_MISMATCH

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.fake_compute_api import FakeComputeApi
+    from tests.sshd import Sshd
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,3 +46,43 @@ def validate_cloud_config(text: str, tmp_path: Path) -> None:
 @pytest.fixture
 def public_key() -> str:
     return "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet"
+
+
+@pytest.fixture
+def sshd() -> Iterator[Sshd]:
+    """A real sshd on loopback, not yet started, its key not yet authorized (see tests/sshd.py)."""
+    from tests.sshd import make_sshd, remove_sshd
+
+    server = make_sshd()
+    try:
+        yield server
+    finally:
+        remove_sshd(server)
+
+
+@pytest.fixture
+def ready_sshd(sshd: Sshd) -> Sshd:
+    """The same sshd, started, with the client key authorized."""
+    sshd.authorize()
+    sshd.start()
+    wait_for_port(sshd.port)
+    return sshd
+
+
+def wait_for_port(port: int, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@pytest.fixture
+def api() -> Iterator[FakeComputeApi]:
+    """A local fake of the Compute API's host-key endpoints (see tests/fake_compute_api.py)."""
+    from tests.fake_compute_api import fake_compute_api
+
+    with fake_compute_api() as fake:
+        yield fake

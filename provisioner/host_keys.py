@@ -1,0 +1,99 @@
+"""SSH host keys learned out of band: parsing, fingerprints, known_hosts lines and console blocks."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from provisioner.errors import SshKeyError
+
+HOST_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
+CONSOLE_BEGIN = "-----BEGIN SSH HOST KEY KEYS-----"
+CONSOLE_END = "-----END SSH HOST KEY KEYS-----"
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,3}")
+_CONSOLE_KEY = re.compile("({}) ([A-Za-z0-9+/]+={{0,3}})".format("|".join(map(re.escape, HOST_KEY_TYPES))))
+
+
+@dataclass(frozen=True)
+class HostKey:
+    """A server's public host key: `type` (e.g. ssh-ed25519) and its base64 blob."""
+
+    type: str
+    blob: str
+
+    @property
+    def pkey(self) -> paramiko.PKey:
+        return paramiko.PKey.from_type_string(self.type, base64.b64decode(self.blob))
+
+    @property
+    def fingerprint(self) -> str:
+        """OpenSSH's `SHA256:...` fingerprint, as `ssh-keygen -lf` prints it."""
+        digest = hashlib.sha256(base64.b64decode(self.blob)).digest()
+        return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+    def known_hosts_line(self, host: str, port: int = 22) -> str:
+        name = host if port == 22 else f"[{host}]:{port}"
+        return f"{name} {self.type} {self.blob}"
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.blob}"
+
+
+def parse_host_key(text: str) -> HostKey:
+    """Parse `TYPE BASE64 [comment]` into a HostKey.
+
+    Raises SshKeyError when the text is not a well-formed public key of a known type.
+    """
+    fields = text.split()
+    if len(fields) < 2 or fields[0] not in HOST_KEY_TYPES or not _BASE64.fullmatch(fields[1]):
+        raise SshKeyError(
+            f"malformed host key {text.strip()[:80]!r}: expected 'TYPE BASE64' with TYPE one of "
+            f"{', '.join(HOST_KEY_TYPES)}. Fix: copy a line of the server's /etc/ssh/ssh_host_*_key.pub"
+        )
+    key = HostKey(fields[0], fields[1])
+    try:
+        key.pkey  # noqa: B018 (decoding is the check)
+    except (binascii.Error, ValueError, paramiko.SSHException) as error:
+        raise SshKeyError(f"malformed host key {text.strip()[:80]!r}: {error}") from None
+    return key
+
+
+def host_keys_from_known_hosts(path: Path, host: str, port: int = 22) -> tuple[HostKey, ...]:
+    """The keys PATH lists for HOST (as `[HOST]:PORT` when PORT is not 22).
+
+    Raises SshKeyError when the file is missing, unreadable, or has no key for the host.
+    """
+    try:
+        known = paramiko.HostKeys(str(path))
+    except OSError as error:
+        raise SshKeyError(f"cannot read known_hosts file {path}: {error.strerror}") from None
+    name = host if port == 22 else f"[{host}]:{port}"
+    entries: dict[str, paramiko.PKey] = dict(known.lookup(name) or {})
+    keys = tuple(HostKey(t, entries[t].get_base64()) for t in entries)
+    if not keys:
+        raise SshKeyError(f"{path} has no host key for {name}. Fix: add the VM's key to it, or pass --host-key")
+    return keys
+
+
+def host_keys_from_console(text: str) -> tuple[HostKey, ...]:
+    """The host keys cloud-init printed on the serial console (its last block), or () if none yet."""
+    end = text.rfind(CONSOLE_END)
+    begin = text.rfind(CONSOLE_BEGIN, 0, end)
+    if begin < 0 or end < 0:
+        return ()
+    keys = []
+    for line in text[begin + len(CONSOLE_BEGIN) : end].splitlines():
+        # Console lines may carry a prefix (timestamps, "ci-info:"); the key starts at its type.
+        match = _CONSOLE_KEY.search(line)
+        if match:
+            try:
+                keys.append(parse_host_key(match.group(0)))
+            except SshKeyError:
+                continue  # a garbled console line (output interleaved mid-line): not a key to pin
+    return tuple(keys)

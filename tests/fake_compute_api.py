@@ -1,0 +1,106 @@
+"""A local fake of the two Compute API endpoints the checker reads (compute.googleapis.com is
+unreachable here): `instances.getGuestAttributes` and `instances.getSerialPortOutput`, with the
+API's response shapes, including the 404 the API gives until the guest publishes `hostkeys/`.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from provisioner.gce import GceInstance
+
+
+def _public_blob(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+        .split()[1]
+    )
+
+
+ED25519 = _public_blob(ed25519.Ed25519PrivateKey.generate())
+ECDSA = _public_blob(ec.generate_private_key(ec.SECP256R1()))
+INSTANCE = GceInstance("course-project-1", "europe-west1-b", "course-vm-vm-1a2b")
+BASE = "/compute/v1/projects/course-project-1/zones/europe-west1-b/instances/course-vm-vm-1a2b"
+
+
+@dataclass
+class FakeComputeApi:
+    """What the fake answers; `requests` records each path it was asked for."""
+
+    guest_attributes_after: int = 0  # 404 for this many calls first
+    guest_attributes: list[dict[str, str]] = field(default_factory=list)
+    console: str = ""
+    instance_exists: bool = True
+    status: int = 200
+    requests: list[str] = field(default_factory=list)
+    url: str = ""
+
+
+def _not_found(what: str) -> tuple[int, dict[str, object]]:
+    return 404, {
+        "error": {
+            "code": 404,
+            "message": f"The resource '{what}' was not found",
+            "errors": [{"reason": "notFound", "message": f"The resource '{what}' was not found"}],
+        }
+    }
+
+
+@contextmanager
+def fake_compute_api() -> Iterator[FakeComputeApi]:
+    fake = FakeComputeApi()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path, _, query = self.path.partition("?")
+            params = urllib.parse.parse_qs(query)
+            fake.requests.append(path)
+            body: dict[str, object]
+            if self.headers.get("Authorization") != "Bearer test-token":
+                code, body = 401, {"error": {"code": 401, "message": "Request had invalid authentication credentials."}}
+            elif fake.status != 200:
+                code, body = fake.status, {"error": {"code": fake.status, "message": "Required 'compute.instances."
+                                                     "getGuestAttributes' permission"}}  # fmt: skip
+            elif not fake.instance_exists:
+                code, body = _not_found(f"projects/course-project-1/zones/europe-west1-b/instances/{INSTANCE.name}")
+            elif path == BASE + "/getGuestAttributes" and params.get("queryPath") == ["hostkeys/"]:
+                guest_calls = sum(r.endswith("/getGuestAttributes") for r in fake.requests)
+                if guest_calls <= fake.guest_attributes_after or not fake.guest_attributes:
+                    code, body = _not_found(f"{INSTANCE.name}/guestAttributes/hostkeys/")
+                else:
+                    code, body = 200, {"kind": "compute#guestAttributes", "queryPath": "hostkeys/",
+                                       "queryValue": {"items": fake.guest_attributes}}  # fmt: skip
+            elif path == BASE + "/serialPort" and params.get("port") == ["1"]:
+                code, body = 200, {"kind": "compute#serialPortOutput", "contents": fake.console, "start": "0",
+                                   "next": str(len(fake.console))}  # fmt: skip
+            else:
+                code, body = _not_found(path)
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}/compute/v1"
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ import pytest
 
 from provisioner.cli import main
 from tests.conftest import ROOT, validate_cloud_config
+from tests.sshd import Sshd, free_port
 
 
 def write_stack(directory: Path, name: str = "dev", extra: str = "") -> None:
@@ -62,3 +65,112 @@ def test_render_reports_every_bad_setting(tmp_path: Path, capsys: pytest.Capture
     assert "  - diskSizeGb: got 5," in err
     assert "  - username: got 'root'," in err
     assert not (tmp_path / "key").exists()
+
+
+# `python -m provisioner check`: its exit statuses and output are a contract other tools rely on.
+
+
+def check_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "provisioner", "check", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False, env=env)  # fmt: skip
+
+
+def sshd_args(server: Sshd) -> list[str]:
+    return ["--host", "127.0.0.1", "--port", str(server.port), "--user", server.user,
+            "--identity", str(server.client_key)]  # fmt: skip
+
+
+@pytest.mark.integration
+def test_check_exit_0_with_a_table(ready_sshd: Sshd) -> None:
+    result = check_cli(*sshd_args(ready_sshd), "--host-key", str(ready_sshd.host_key), "--timeout", "30")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["CHECK", "RESULT", "TIME", "DETAIL"]
+    assert [line.split("  ")[0] for line in lines[1:6]] == [
+        "cloud-init",
+        "docker hello-world",
+        "docker-compose on PATH",
+        "conda on PATH",
+        "docker enabled at boot",
+    ]
+    assert lines[-1] == "127.0.0.1: all checks passed"
+    assert "course-vm: logged in; waiting for cloud-init to finish" in result.stderr
+
+
+@pytest.mark.integration
+def test_check_exit_1_json_when_a_check_fails(ready_sshd: Sshd, tmp_path: Path) -> None:
+    ready_sshd.set("docker", "denied")
+    known = tmp_path / "known_hosts"
+    known.write_text(ready_sshd.host_key.known_hosts_line("127.0.0.1", ready_sshd.port) + "\n")
+    result = check_cli(*sshd_args(ready_sshd), "--known-hosts", str(known), "--json")
+    assert result.returncode == 1, result.stderr
+    document = json.loads(result.stdout)
+    assert set(document) == {"host", "ok", "checks"}
+    assert document["host"] == "127.0.0.1" and document["ok"] is False
+    assert [c["ok"] for c in document["checks"]] == [True, False, True, True, True]
+    assert all(set(c) == {"name", "ok", "seconds", "detail"} for c in document["checks"])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--host-key", "ssh-ed25519 ???"], "malformed host key"),
+        (["--known-hosts", "/nonexistent/known_hosts"], "cannot read known_hosts file"),
+        ([], "give exactly one host key source"),
+        (["--gce-instance", "vm"], "--gce-instance needs --gce-zone and --gce-project"),
+    ],
+)
+def test_check_exit_2_on_bad_input(ready_sshd: Sshd, extra: list[str], message: str) -> None:
+    result = check_cli(*sshd_args(ready_sshd), *extra)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.integration
+def test_check_exit_2_on_a_key_others_can_read(ready_sshd: Sshd) -> None:
+    os.chmod(ready_sshd.client_key, 0o640)
+    result = check_cli(*sshd_args(ready_sshd), "--host-key", str(ready_sshd.host_key), "--json")
+    assert result.returncode == 2
+    assert f"Fix: chmod 400 {ready_sshd.client_key}" in result.stderr
+    document = json.loads(result.stdout)
+    assert document["ok"] is False and "chmod 400" in document["error"]
+
+
+@pytest.mark.integration
+def test_check_exit_3_when_the_vm_never_answers(ready_sshd: Sshd) -> None:
+    args = sshd_args(ready_sshd)
+    args[args.index("--port") + 1] = str(free_port())
+    result = check_cli(*args, "--host-key", str(ready_sshd.host_key), "--timeout", "2")
+    assert result.returncode == 3
+    assert "could not log in" in result.stderr
+
+
+@pytest.mark.integration
+def test_check_exit_4_on_host_key_mismatch(ready_sshd: Sshd, tmp_path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    result = check_cli(*sshd_args(ready_sshd), "--host-key", (tmp_path / "other.pub").read_text())
+    assert result.returncode == 4
+    assert "may be intercepted" in result.stderr
+
+
+@pytest.mark.integration
+def test_check_without_host_uses_the_stacks_outputs(ready_sshd: Sshd, tmp_path: Path) -> None:
+    # A stand-in for the Pulumi CLI (not installable here) that prints the stack's outputs.
+    outputs = {"ip": "127.0.0.1", "username": ready_sshd.user, "identityFile": str(ready_sshd.client_key),
+               "hostKeys": [str(ready_sshd.host_key)]}  # fmt: skip
+    fake = tmp_path / "bin" / "pulumi"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\n[ \"$1 $2\" = 'stack output' ] || exit 9\necho '{json.dumps(outputs)}'\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    result = check_cli("--port", str(ready_sshd.port), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] is True
+
+
+def test_check_without_host_or_pulumi_says_what_to_do(tmp_path: Path) -> None:
+    result = check_cli(env={"PATH": "/nonexistent", "HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert "the Pulumi CLI is needed to read the stack's outputs" in result.stderr

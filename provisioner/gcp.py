@@ -11,6 +11,7 @@ from pulumi_gcp import compute
 
 from provisioner.recipe import recipe_hash
 from provisioner.settings import Settings
+from provisioner.verify_resource import VmVerification, known_hosts_path
 
 SSH_TAG = "course-vm-ssh"
 SUBNET_RANGE = "10.42.0.0/24"
@@ -64,6 +65,12 @@ class CourseVm(pulumi.ComponentResource):
     """The GCE instance name."""
     zone: pulumi.Output[str]
     """The GCE zone of the instance."""
+    host_keys: pulumi.Output[list[str]] | None
+    """The VM's SSH host keys, learned out of band and pinned (None with verify=false)."""
+    host_key_fingerprint: pulumi.Output[str] | None
+    """`SHA256:...` of the first pinned host key (None with verify=false)."""
+    known_hosts: pulumi.Output[str] | None
+    """known_hosts lines for the VM (None with verify=false)."""
 
     def __init__(self, name: str, args: CourseVmArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("course-vm:gcp:CourseVm", name, None, opts)
@@ -156,33 +163,66 @@ class CourseVm(pulumi.ComponentResource):
             opts=instance_options(self, depends_on=[firewall]),
         )
 
+        self.host_keys = self.host_key_fingerprint = self.known_hosts = None
+        known_hosts_file: str | None = None
+        if s.verify:
+            # `pulumi up` succeeds only if the checker passes; a new instance is checked again.
+            verification = VmVerification(
+                f"{name}-verify", host=address.address, user=s.username, identity_file=str(s.ssh_key_path),
+                project=s.project, zone=s.zone, instance_name=instance.name, instance_id=instance.instance_id,
+                timeout_seconds=s.verify_timeout_seconds,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[instance, firewall]),
+            )  # fmt: skip
+            self.host_keys = verification.host_keys
+            self.host_key_fingerprint = verification.host_key_fingerprint
+            self.known_hosts = verification.known_hosts
+            known_hosts_file = str(known_hosts_path(str(s.ssh_key_path)))
+
         key = shlex.quote(str(s.ssh_key_path))
         self.ip = address.address
         self.instance_name = instance.name
         self.zone = instance.zone
         self.ssh_command = pulumi.Output.concat("ssh -i ", key, " ", s.username, "@", self.ip)
-        self.ssh_config = self.ip.apply(
-            lambda ip: ssh_config_block(args.host_alias, ip, s.username, str(s.ssh_key_path))
+        # With verify, the block waits for the verification: it is given only once the host key is pinned.
+        pinned = pulumi.Output.from_input(self.known_hosts if self.known_hosts is not None else "")
+        self.ssh_config = pulumi.Output.all(self.ip, pinned).apply(
+            lambda values: ssh_config_block(
+                args.host_alias, values[0], s.username, str(s.ssh_key_path), known_hosts_file
+            )
         )
-        self.register_outputs(
-            {
-                "ip": self.ip,
-                "sshCommand": self.ssh_command,
-                "sshConfig": self.ssh_config,
-                "instanceName": self.instance_name,
-                "zone": self.zone,
-            }
-        )
+        outputs: dict[str, object] = {
+            "ip": self.ip,
+            "sshCommand": self.ssh_command,
+            "sshConfig": self.ssh_config,
+            "instanceName": self.instance_name,
+            "zone": self.zone,
+        }
+        if s.verify:
+            outputs.update(hostKeys=self.host_keys, hostKeyFingerprint=self.host_key_fingerprint,
+                           knownHosts=self.known_hosts)  # fmt: skip
+        self.register_outputs(outputs)
 
 
-def ssh_config_block(alias: str, ip: str, user: str, identity_file: str) -> str:
-    """A `Host` block for ~/.ssh/config that logs in with the course key and forwards Jupyter."""
-    identity = f'"{identity_file}"' if " " in identity_file else identity_file
+def ssh_config_block(alias: str, ip: str, user: str, identity_file: str, known_hosts_file: str | None = None) -> str:
+    """A `Host` block for ~/.ssh/config that logs in with the course key and forwards Jupyter.
+
+    With KNOWN_HOSTS_FILE (the pinned keys), ssh verifies the host key as strictly as the checker.
+    """
+
+    def quoted(path: str) -> str:
+        return f'"{path}"' if " " in path else path
+
+    pinning = (
+        f"    UserKnownHostsFile {quoted(known_hosts_file)}\n    StrictHostKeyChecking yes\n"
+        if known_hosts_file
+        else ""
+    )
     return (
         f"Host {alias}\n"
         f"    HostName {ip}\n"
         f"    User {user}\n"
-        f"    IdentityFile {identity}\n"
+        f"    IdentityFile {quoted(identity_file)}\n"
         f"    IdentitiesOnly yes\n"
+        f"{pinning}"
         f"    LocalForward {JUPYTER_PORT} localhost:{JUPYTER_PORT}\n"
     )

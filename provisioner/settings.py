@@ -60,6 +60,8 @@ SETTINGS: tuple[Setting, ...] = (
             "IPv4 ranges allowed to reach SSH (tcp/22), e.g. your address as 203.0.113.7/32."),
     Setting("verify", "boolean", True,
             "Log in after creation and check that docker hello-world works before `pulumi up` succeeds."),
+    Setting("verifyTimeoutSeconds", "integer", 1800,
+            "How long `pulumi up` waits for the VM and its setup before the check fails."),
     Setting("anacondaVersion", "string", "2022.05",
             "Anaconda release to install; set anacondaSha256 with it."),
     Setting("anacondaUrl", "string",
@@ -103,6 +105,7 @@ class Settings:
     ssh_key_path: Path
     allowed_ssh_cidrs: tuple[str, ...]
     verify: bool
+    verify_timeout_seconds: int
     anaconda: Artifact
     docker_compose: Artifact
 
@@ -385,6 +388,15 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object) -> 
     if verify is None:
         p.add("verify", get("verify"), "it must be true or false", _set("verify", True))
 
+    verify_timeout = _as_int(get("verifyTimeoutSeconds"))
+    if verify_timeout is None or not 60 <= verify_timeout <= 7200:
+        p.add(
+            "verifyTimeoutSeconds",
+            get("verifyTimeoutSeconds"),
+            "it must be a whole number of seconds from 60 to 7200 (the setup alone takes minutes)",
+            _set("verifyTimeoutSeconds", DEFAULTS["verifyTimeoutSeconds"]),
+        )
+
     anaconda = _check_artifact(p, raw, "the Anaconda installer", "anaconda", _ANACONDA_VERSION, "2022.05")
     compose = _check_artifact(p, raw, "docker-compose", "dockerCompose", _COMPOSE_VERSION, "v2.6.1")
 
@@ -400,6 +412,7 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object) -> 
         ssh_key_path=Path(os.path.expanduser(key_path)),
         allowed_ssh_cidrs=cidrs,
         verify=bool(verify),
+        verify_timeout_seconds=int(verify_timeout or 0),
         anaconda=anaconda,
         docker_compose=compose,
     )

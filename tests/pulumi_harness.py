@@ -21,6 +21,10 @@ from tests.conftest import ROOT
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 (Pulumi's marker for a secret value)
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 STATIC_IP = "34.78.1.2"
+INSTANCE_ID = "4242424242"
+DYNAMIC = "pulumi-python:dynamic:Resource"
+# What the verification would pin (the mocks stand in for the checker's run as well).
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet"
 
 
 @dataclass
@@ -71,6 +75,10 @@ class _Mocks(pulumi.runtime.Mocks):
             outputs["address"] = STATIC_IP
         if args.typ == "gcp:compute/instance:Instance":
             outputs.setdefault("name", args.name + "-1a2b3c")
+            outputs["instanceId"] = INSTANCE_ID
+        if args.typ == DYNAMIC:
+            outputs.update(host_keys=[HOST_KEY], host_key_fingerprint="SHA256:fingerprint",
+                           known_hosts=f"{STATIC_IP} {HOST_KEY}")  # fmt: skip
         outputs.setdefault("id", f"{args.name}-id")
         return f"{args.name}-id", outputs
 
@@ -111,7 +119,7 @@ class _ListHandler(logging.Handler):
         self.sink.append(record.getMessage())
 
 
-OUTPUT_NAMES = ("ip", "sshCommand", "sshConfig", "instanceName", "zone")
+OUTPUT_NAMES = ("ip", "sshCommand", "sshConfig", "instanceName", "zone", "hostKeys", "hostKeyFingerprint", "knownHosts")
 
 
 def run_program(config: dict[str, str], stack: str = "dev", run: Run | None = None) -> Run:
@@ -133,7 +141,8 @@ def run_program(config: dict[str, str], stack: str = "dev", run: Run | None = No
     def program() -> pulumi.Output[None]:
         module = runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi_test__")
         vm = module["vm"]
-        values = [vm.ip, vm.ssh_command, vm.ssh_config, vm.instance_name, vm.zone]
+        values = [vm.ip, vm.ssh_command, vm.ssh_config, vm.instance_name, vm.zone, vm.host_keys,
+                  vm.host_key_fingerprint, vm.known_hosts]  # fmt: skip
         return pulumi.Output.all(*values).apply(
             lambda resolved: run.outputs.update(zip(OUTPUT_NAMES, resolved, strict=True))
         )

@@ -16,7 +16,7 @@ import yaml
 
 from provisioner.gcp import RECIPE_LABEL, SSH_TAG, ssh_config_block
 from tests.conftest import validate_cloud_config
-from tests.pulumi_harness import STATIC_IP, Run, run_program
+from tests.pulumi_harness import DYNAMIC, HOST_KEY, INSTANCE_ID, STATIC_IP, Run, run_program
 
 INSTANCE = "gcp:compute/instance:Instance"
 FIREWALL = "gcp:compute/firewall:Firewall"
@@ -44,7 +44,7 @@ def run(tmp_path: Path) -> Run:
 
 def test_one_component_owns_every_resource(run: Run) -> None:
     types = sorted(r.type for r in run.resources)
-    assert types == sorted([COMPONENT, NETWORK, SUBNET, FIREWALL, ADDRESS, INSTANCE])
+    assert types == sorted([COMPONENT, NETWORK, SUBNET, FIREWALL, ADDRESS, INSTANCE, DYNAMIC])
     component = run.one(COMPONENT)
     assert component.name == "course-vm"
     for resource in run.resources:
@@ -186,8 +186,14 @@ def test_same_settings_give_the_same_recipe(tmp_path: Path) -> None:
 def test_outputs_say_how_to_connect(run: Run, tmp_path: Path) -> None:
     key = tmp_path / "keys" / "course-vm"
     assert run.outputs["sshCommand"] == f"ssh -i {key} student@{STATIC_IP}"
-    assert run.outputs["sshConfig"] == ssh_config_block("course-vm", STATIC_IP, "student", str(key))
-    assert "LocalForward 8888 localhost:8888" in run.outputs["sshConfig"]
+    assert run.outputs["sshConfig"] == (
+        f"Host course-vm\n    HostName {STATIC_IP}\n    User student\n    IdentityFile {key}\n"
+        f"    IdentitiesOnly yes\n    UserKnownHostsFile {key}.known_hosts\n    StrictHostKeyChecking yes\n"
+        "    LocalForward 8888 localhost:8888\n"
+    )
+    assert run.outputs["hostKeys"] == [HOST_KEY]
+    assert run.outputs["knownHosts"] == f"{STATIC_IP} {HOST_KEY}"
+    assert run.outputs["hostKeyFingerprint"] == "SHA256:fingerprint"
     assert run.outputs["zone"] == "europe-west1-b"
     assert run.outputs["instanceName"].startswith("course-vm-vm")
 
@@ -213,3 +219,28 @@ def test_bad_settings_register_nothing(tmp_path: Path) -> None:
 def test_ssh_config_quotes_a_key_path_with_spaces() -> None:
     block = ssh_config_block("course-vm", "1.2.3.4", "student", "/home/a b/key")
     assert '    IdentityFile "/home/a b/key"\n' in block
+
+
+def test_verification_checks_the_new_instance_without_the_private_key(run: Run, tmp_path: Path) -> None:
+    verification = run.one(DYNAMIC)
+    assert verification.name == "course-vm-verify"
+    assert verification.parent.endswith("::course-vm")
+    inputs = verification.inputs
+    assert {k: inputs[k] for k in ("host", "port", "user", "identity_file", "project", "zone", "instance_id",
+                                   "timeout_seconds", "checker_version")} == {
+        "host": STATIC_IP, "port": 22, "user": "student", "identity_file": str(tmp_path / "keys" / "course-vm"),
+        "project": "course-project-1", "zone": "europe-west1-b", "instance_id": INSTANCE_ID,
+        "timeout_seconds": 1800, "checker_version": "1",
+    }  # fmt: skip
+    assert inputs["instance_name"].startswith("course-vm-vm")
+    assert "__provider" in inputs, "the provider travels with the resource, serialized"
+    assert "PRIVATE KEY" not in json.dumps(verification.raw)
+
+
+def test_verify_false_skips_the_check_and_the_pinning(tmp_path: Path) -> None:
+    run = run_program(stack_config(tmp_path, verify="false"))
+    assert run.of_type(DYNAMIC) == []
+    key = tmp_path / "keys" / "course-vm"
+    assert run.outputs["sshConfig"] == ssh_config_block("course-vm", STATIC_IP, "student", str(key))
+    assert "StrictHostKeyChecking" not in run.outputs["sshConfig"]
+    assert run.outputs["hostKeys"] is None

@@ -124,6 +124,9 @@ def test_ssh_open_to_internet_is_allowed_but_flagged() -> None:
          "Fix: pulumi config set --path 'allowedSshCidrs[0]' 203.0.113.7/32"),
         ({"verify": "yes"},
          "verify: got 'yes', but it must be true or false. Fix: pulumi config set verify true"),
+        ({"verifyTimeoutSeconds": "30"},
+         "verifyTimeoutSeconds: got '30', but it must be a whole number of seconds from 60 to 7200 (the setup "
+         "alone takes minutes). Fix: pulumi config set verifyTimeoutSeconds 1800"),
         ({"anacondaSha256": "not-hex"},
          "anacondaSha256: got 'not-hex', but a sha256 is 64 hexadecimal characters. "
          "Fix: pulumi config set anacondaSha256 the sha256 of the Anaconda installer (`sha256sum FILE`)"),

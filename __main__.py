@@ -5,18 +5,13 @@ import pulumi
 from provisioner.errors import CourseVmError
 from provisioner.gcp import CourseVm, CourseVmArgs
 from provisioner.keys import ensure_key_pair
-from provisioner.recipe import render_user_data
+from provisioner.recipe import user_data_for
 from provisioner.settings import settings_from_pulumi
 
 try:
     settings = settings_from_pulumi(pulumi.Config().get, pulumi.Config("gcp").get)
     key = ensure_key_pair(settings.ssh_key_path, comment=f"{settings.username}@course-vm")
-    user_data = render_user_data(
-        username=settings.username,
-        ssh_public_key=key.public_key,
-        anaconda=settings.anaconda,
-        docker_compose=settings.docker_compose,
-    )
+    user_data = user_data_for(settings, key.public_key)
 except CourseVmError as error:
     # RunError: Pulumi prints the message alone, without a Python traceback.
     raise pulumi.RunError(str(error)) from None

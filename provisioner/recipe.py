@@ -11,10 +11,11 @@ import jinja2
 import yaml
 
 from provisioner.errors import CourseVmError
-from provisioner.settings import Artifact
+from provisioner.settings import Artifact, Settings
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
 SETUP_SCRIPT_PATH = "/usr/local/sbin/course-vm-setup"
+DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
 MAX_USER_DATA_BYTES = 256 * 1024  # GCE's limit for one metadata value
 _TOP_LEVEL_KEYS = {"ssh_pwauth", "disable_root", "users", "write_files", "runcmd"}
 
@@ -49,23 +50,53 @@ def render_setup_script(*, username: str, anaconda: Artifact, docker_compose: Ar
     )
 
 
-def render_user_data(*, username: str, ssh_public_key: str, anaconda: Artifact, docker_compose: Artifact) -> str:
+def docker_daemon_json(registry_mirror: str) -> str:
+    """/etc/docker/daemon.json for a registry mirror ("" for none: Docker's defaults)."""
+    if not registry_mirror:
+        return ""
+    config: dict[str, list[str]] = {"registry-mirrors": [registry_mirror]}
+    if registry_mirror.startswith("http://"):
+        # Docker talks plain http only to registries it is told are insecure.
+        config["insecure-registries"] = [registry_mirror.removeprefix("http://").split("/", 1)[0]]
+    return json.dumps(config, indent=2) + "\n"
+
+
+def render_user_data(
+    *,
+    username: str,
+    ssh_public_key: str,
+    anaconda: Artifact,
+    docker_compose: Artifact,
+    docker_registry_mirror: str = "",
+) -> str:
     """The `#cloud-config` user-data document for one course VM.
 
     The result is parsed back and compared with what went in, so a value that would change the
     document's structure is caught here. Raises RecipeError if so, or if the document is too big.
     """
     script = render_setup_script(username=username, anaconda=anaconda, docker_compose=docker_compose)
+    daemon_json = docker_daemon_json(docker_registry_mirror)
     text = (
         _environment()
         .get_template("user-data.yaml.j2")
-        .render(username=username, ssh_public_key=ssh_public_key, setup_script=script)
+        .render(username=username, ssh_public_key=ssh_public_key, setup_script=script, docker_daemon_json=daemon_json)
     )
-    _check(text, username=username, ssh_public_key=ssh_public_key, script=script)
+    _check(text, username=username, ssh_public_key=ssh_public_key, script=script, daemon_json=daemon_json)
     return text
 
 
-def _check(text: str, *, username: str, ssh_public_key: str, script: str) -> None:
+def user_data_for(settings: Settings, ssh_public_key: str) -> str:
+    """The user-data for SETTINGS: what every front end (Pulumi, `render`, the local VM) sends."""
+    return render_user_data(
+        username=settings.username,
+        ssh_public_key=ssh_public_key,
+        anaconda=settings.anaconda,
+        docker_compose=settings.docker_compose,
+        docker_registry_mirror=settings.docker_registry_mirror,
+    )
+
+
+def _check(text: str, *, username: str, ssh_public_key: str, script: str, daemon_json: str) -> None:
     size = len(text.encode())
     if size > MAX_USER_DATA_BYTES:
         raise RecipeError(f"user-data is {size} bytes; GCE accepts at most {MAX_USER_DATA_BYTES}")
@@ -87,6 +118,8 @@ def _check(text: str, *, username: str, ssh_public_key: str, script: str) -> Non
             problems.append("its authorized key is not the configured public key")
         if files.get(SETUP_SCRIPT_PATH) != script:
             problems.append("its setup script differs from the rendered script")
+        if files.get(DOCKER_DAEMON_JSON, "") != daemon_json:
+            problems.append("its Docker daemon configuration differs from the settings")
     if problems:
         raise RecipeError(
             "rendered user-data changed shape (a value must contain characters the "

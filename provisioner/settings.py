@@ -7,7 +7,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,37 @@ MAX_DISK_GB = 65536
 TOO_SMALL_MACHINE_TYPES = frozenset({"f1-micro", "g1-small", "e2-micro", "e2-small", "e2-medium"})
 RESERVED_USERNAMES = frozenset(
     {
-        "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
-        "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "sshd", "messagebus",
-        "syslog", "docker", "admin", "sudo", "adm", "staff", "users", "operator", "ubuntu",
+        "root",
+        "daemon",
+        "bin",
+        "sys",
+        "sync",
+        "games",
+        "man",
+        "lp",
+        "mail",
+        "news",
+        "uucp",
+        "proxy",
+        "www-data",
+        "backup",
+        "list",
+        "irc",
+        "gnats",
+        "nobody",
+        "sshd",
+        "messagebus",
+        "syslog",
+        "docker",
+        "admin",
+        "sudo",
+        "adm",
+        "staff",
+        "users",
+        "operator",
+        "ubuntu",
     }
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -46,37 +72,86 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("machineType", "string", "e2-standard-4",
-            "GCE machine type; the course needs 4 vCPU / 16 GB (e2-standard-4)."),
-    Setting("diskSizeGb", "integer", 30,
-            f"Boot disk size in GB ({MIN_DISK_GB} or more)."),
-    Setting("image", "string", "ubuntu-os-cloud/ubuntu-2404-lts-amd64",
-            "Boot image or image family, PROJECT/FAMILY; it must run cloud-init (Ubuntu images do)."),
-    Setting("username", "string", "student",
-            "Linux login of the student on the VM (not root)."),
-    Setting("sshKeyPath", "string", "~/.ssh/course-vm",
-            "Private key to log in with; an ed25519 key is generated there (mode 0400) if missing."),
-    Setting("allowedSshCidrs", "array", [],
-            "IPv4 ranges allowed to reach SSH (tcp/22), e.g. your address as 203.0.113.7/32."),
-    Setting("verify", "boolean", True,
-            "Log in after creation and check that docker hello-world works before `pulumi up` succeeds."),
-    Setting("verifyTimeoutSeconds", "integer", 1800,
-            "How long `pulumi up` waits for the VM and its setup before the check fails."),
-    Setting("anacondaVersion", "string", "2022.05",
-            "Anaconda release to install; set anacondaSha256 with it."),
-    Setting("anacondaUrl", "string",
-            "https://repo.anaconda.com/archive/Anaconda3-{version}-Linux-x86_64.sh",
-            "Where the VM downloads the Anaconda installer; {version} is replaced by anacondaVersion."),
-    Setting("anacondaSha256", "string", ANACONDA_DEFAULT_SHA256,
-            "sha256 of the Anaconda installer; the VM refuses any other file."),
-    Setting("dockerComposeVersion", "string", "v2.6.1",
-            "docker-compose release to install into ~/soft; set dockerComposeSha256 with it."),
-    Setting("dockerComposeUrl", "string",
-            "https://github.com/docker/compose/releases/download/{version}/docker-compose-linux-x86_64",
-            "Where the VM downloads docker-compose; {version} is replaced by dockerComposeVersion."),
-    Setting("dockerComposeSha256", "string", COMPOSE_DEFAULT_SHA256,
-            "sha256 of the docker-compose binary; the VM refuses any other file."),
-)  # fmt: skip
+    Setting(
+        "machineType", "string", "e2-standard-4", "GCE machine type; the course needs 4 vCPU / 16 GB (e2-standard-4)."
+    ),
+    Setting("diskSizeGb", "integer", 30, f"Boot disk size in GB ({MIN_DISK_GB} or more)."),
+    Setting(
+        "image",
+        "string",
+        "ubuntu-os-cloud/ubuntu-2404-lts-amd64",
+        "Boot image or image family, PROJECT/FAMILY; it must run cloud-init (Ubuntu images do).",
+    ),
+    Setting("username", "string", "student", "Linux login of the student on the VM (not root)."),
+    Setting(
+        "sshKeyPath",
+        "string",
+        "~/.ssh/course-vm",
+        "Private key to log in with; an ed25519 key is generated there (mode 0400) if missing.",
+    ),
+    Setting(
+        "allowedSshCidrs",
+        "array",
+        [],
+        "IPv4 ranges allowed to reach SSH (tcp/22), e.g. your address as 203.0.113.7/32.",
+    ),
+    Setting(
+        "verify",
+        "boolean",
+        True,
+        "Log in after creation and check that docker hello-world works before `pulumi up` succeeds.",
+    ),
+    Setting(
+        "verifyTimeoutSeconds",
+        "integer",
+        1800,
+        "How long `pulumi up` waits for the VM and its setup before the check fails.",
+    ),
+    Setting("anacondaVersion", "string", "2022.05", "Anaconda release to install; set anacondaSha256 with it."),
+    Setting(
+        "anacondaUrl",
+        "string",
+        "https://repo.anaconda.com/archive/Anaconda3-{version}-Linux-x86_64.sh",
+        "Where the VM downloads the Anaconda installer; {version} is replaced by anacondaVersion.",
+    ),
+    Setting(
+        "anacondaSha256",
+        "string",
+        ANACONDA_DEFAULT_SHA256,
+        "sha256 of the Anaconda installer; the VM refuses any other file.",
+    ),
+    Setting(
+        "dockerComposeVersion",
+        "string",
+        "v2.6.1",
+        "docker-compose release to install into ~/soft; set dockerComposeSha256 with it.",
+    ),
+    Setting(
+        "dockerComposeUrl",
+        "string",
+        "https://github.com/docker/compose/releases/download/{version}/docker-compose-linux-x86_64",
+        "Where the VM downloads docker-compose; {version} is replaced by dockerComposeVersion.",
+    ),
+    Setting(
+        "dockerComposeSha256",
+        "string",
+        COMPOSE_DEFAULT_SHA256,
+        "sha256 of the docker-compose binary; the VM refuses any other file.",
+    ),
+    Setting(
+        "artifactMirrorUrl",
+        "string",
+        "",
+        "Mirror (http or https) serving the Anaconda installer and docker-compose by file name; "
+        "checksums are still verified.",
+    ),
+    Setting(
+        "dockerRegistryMirror",
+        "string",
+        "",
+        "Docker registry mirror for image pulls (registry-mirrors), e.g. http://10.0.2.2:5000.",
+    ),
+)
 
 DEFAULTS: Mapping[str, Any] = {s.key: s.default for s in SETTINGS}
 _TYPES: Mapping[str, str] = {s.key: s.type for s in SETTINGS}
@@ -108,6 +183,8 @@ class Settings:
     verify_timeout_seconds: int
     anaconda: Artifact
     docker_compose: Artifact
+    docker_registry_mirror: str
+    """`""` for none; else the URL Docker pulls images through."""
 
     @property
     def region(self) -> str:
@@ -135,6 +212,9 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _ANACONDA_VERSION = re.compile(r"[0-9]{4}\.[0-9]{2}(-[0-9]+)?")
 _COMPOSE_VERSION = re.compile(r"v?[0-9]+\.[0-9]+\.[0-9]+")
 _HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/%+-]*")
+# Mirrors may be plain http (a host on the local network): what they serve is checksum-verified,
+# and Docker verifies image digests.
+_MIRROR_URL_OR_EMPTY = re.compile(r"|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%+-]*)?")
 
 
 def _set(key: str, example: object) -> str:
@@ -277,11 +357,12 @@ def _check_artifact(
     return Artifact(name=name, version=version, url=url, sha256=sha)
 
 
-def parse_settings(raw: Mapping[str, object], project: object, zone: object) -> Settings:
+def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, for_gcp: bool = True) -> Settings:
     """Validate raw config values (strings, or typed values) into a Settings record.
 
     `raw` maps course-vm keys (without the `course-vm:` prefix) to values; absent keys take
-    their defaults. `project` and `zone` are the `gcp:project` and `gcp:zone` values.
+    their defaults. `project` and `zone` are the `gcp:project` and `gcp:zone` values; with
+    `for_gcp=False` (a local VM) they and `allowedSshCidrs` are not needed and left empty.
     Raises SettingsError listing every problem at once.
     """
     p = _Problems()
@@ -298,21 +379,21 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object) -> 
         value = raw.get(key)
         return DEFAULTS[key] if value is None else value
 
-    if project is None:
+    if for_gcp and project is None:
         p.lines.append(
             "gcp:project: not set. Fix: pulumi config set gcp:project YOUR-PROJECT-ID "
             "(`gcloud projects list` shows yours)"
         )
     gcp_project = (
         ""
-        if project is None
+        if project is None or not for_gcp
         else _check_string(p, "gcp:project", project, _PROJECT, "it is not a GCP project ID", "YOUR-PROJECT-ID")
     )
-    if zone is None:
+    if for_gcp and zone is None:
         p.lines.append("gcp:zone: not set. Fix: pulumi config set gcp:zone europe-west1-b (a zone near you)")
     gcp_zone = (
         ""
-        if zone is None
+        if zone is None or not for_gcp
         else _check_string(p, "gcp:zone", zone, _ZONE, "it is not a GCE zone like europe-west1-b", "europe-west1-b")
     )
 
@@ -382,7 +463,7 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object) -> 
         )
         key_path = ""
 
-    cidrs = _check_cidrs(p, get("allowedSshCidrs"))
+    cidrs = _check_cidrs(p, get("allowedSshCidrs")) if for_gcp else ()
 
     verify = _as_bool(get("verify"))
     if verify is None:
@@ -399,6 +480,26 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object) -> 
 
     anaconda = _check_artifact(p, raw, "the Anaconda installer", "anaconda", _ANACONDA_VERSION, "2022.05")
     compose = _check_artifact(p, raw, "docker-compose", "dockerCompose", _COMPOSE_VERSION, "v2.6.1")
+    mirror = _check_string(
+        p,
+        "artifactMirrorUrl",
+        get("artifactMirrorUrl"),
+        _MIRROR_URL_OR_EMPTY,
+        "a mirror is an http:// or https:// URL with no quotes, spaces, query or shell characters",
+        "http://10.0.2.2:8000",
+    )
+    if mirror:
+        anaconda, compose = (
+            replace(a, url=mirror.rstrip("/") + "/" + a.url.rsplit("/", 1)[1]) for a in (anaconda, compose)
+        )
+    registry_mirror = _check_string(
+        p,
+        "dockerRegistryMirror",
+        get("dockerRegistryMirror"),
+        _MIRROR_URL_OR_EMPTY,
+        "a registry mirror is an http:// or https:// URL like http://10.0.2.2:5000",
+        "http://10.0.2.2:5000",
+    )
 
     if p.lines:
         raise SettingsError(p.lines)
@@ -415,6 +516,7 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object) -> 
         verify_timeout_seconds=int(verify_timeout or 0),
         anaconda=anaconda,
         docker_compose=compose,
+        docker_registry_mirror=registry_mirror.rstrip("/"),
     )
 
 

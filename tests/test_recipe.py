@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -14,12 +15,23 @@ from tests.conftest import require_tool, validate_cloud_config
 
 DEFAULTS = parse_settings({"allowedSshCidrs": ["203.0.113.7/32"]}, "course-project-1", "europe-west1-b")
 RSA_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABgQC7" + "x" * 40
-SETTING_LINES = ("COURSE_USER", "ANACONDA_VERSION", "ANACONDA_URL", "ANACONDA_SHA256",
-                 "COMPOSE_VERSION", "COMPOSE_URL", "COMPOSE_SHA256")  # fmt: skip
+SETTING_LINES = (
+    "COURSE_USER",
+    "ANACONDA_VERSION",
+    "ANACONDA_URL",
+    "ANACONDA_SHA256",
+    "COMPOSE_VERSION",
+    "COMPOSE_URL",
+    "COMPOSE_SHA256",
+)
 
 
-def render(username: str = "student", public_key: str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u",
-           anaconda: Artifact = DEFAULTS.anaconda, compose: Artifact = DEFAULTS.docker_compose) -> str:  # fmt: skip
+def render(
+    username: str = "student",
+    public_key: str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u",
+    anaconda: Artifact = DEFAULTS.anaconda,
+    compose: Artifact = DEFAULTS.docker_compose,
+) -> str:
     return render_user_data(username=username, ssh_public_key=public_key, anaconda=anaconda, docker_compose=compose)
 
 
@@ -33,8 +45,9 @@ def shell_values(script: str) -> dict[str, str]:
     body, last = script.rstrip("\n").rsplit("\n", 1)
     assert last == 'main "$@"'
     printer = "".join(f'printf "%s\\0" "${name}";' for name in SETTING_LINES)
-    out = subprocess.run([require_tool("bash"), "-c", body + "\n" + printer],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [require_tool("bash"), "-c", body + "\n" + printer], capture_output=True, text=True, check=True
+    ).stdout
     return dict(zip(SETTING_LINES, out.split("\0")[:-1], strict=True))
 
 
@@ -42,11 +55,15 @@ VARIANTS = {
     "defaults": {},
     "other user and rsa key": {"username": "alice_2", "public_key": RSA_KEY},
     "new releases": {
-        "anaconda": Artifact("the Anaconda installer", "2024.02-1",
-                             "https://repo.anaconda.com/archive/Anaconda3-2024.02-1-Linux-x86_64.sh", "c" * 64),
+        "anaconda": Artifact(
+            "the Anaconda installer",
+            "2024.02-1",
+            "https://repo.anaconda.com/archive/Anaconda3-2024.02-1-Linux-x86_64.sh",
+            "c" * 64,
+        ),
         "compose": Artifact("docker-compose", "v2.27.0", "https://mirror.example.org/compose/v2.27.0/dc", "d" * 64),
     },
-}  # fmt: skip
+}
 
 
 @pytest.mark.integration
@@ -107,8 +124,10 @@ def test_hostile_value_cannot_change_yaml_or_shell_structure(value: str, tmp_pat
     document = yaml.safe_load(document_text)
     assert set(document) == {"ssh_pwauth", "disable_root", "users", "write_files", "runcmd"}
     assert document["runcmd"] == [[SETUP_SCRIPT_PATH]]
-    assert [f["path"] for f in document["write_files"]] == ["/etc/ssh/sshd_config.d/10-course-vm.conf",
-                                                            SETUP_SCRIPT_PATH]  # fmt: skip
+    assert [f["path"] for f in document["write_files"]] == [
+        "/etc/ssh/sshd_config.d/10-course-vm.conf",
+        SETUP_SCRIPT_PATH,
+    ]
     [user] = document["users"]
     assert user["name"] == value
     assert user["ssh_authorized_keys"] == [value]
@@ -134,8 +153,9 @@ def test_setup_script_is_clean_bash(tmp_path: Path) -> None:
     script = tmp_path / "course-vm-setup"
     script.write_text(setup_script(render()))
     subprocess.run([require_tool("bash"), "-n", str(script)], check=True)
-    result = subprocess.run([require_tool("shellcheck"), "--severity=warning", str(script)],
-                            capture_output=True, text=True, check=False)  # fmt: skip
+    result = subprocess.run(
+        [require_tool("shellcheck"), "--severity=warning", str(script)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout
 
 
@@ -143,3 +163,30 @@ def test_recipe_hash_follows_the_document() -> None:
     assert recipe_hash(render()) == recipe_hash(render())
     assert recipe_hash(render()) != recipe_hash(render(username="alice"))
     assert len(recipe_hash(render())) == 12
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("mirror", "expected"),
+    [
+        (
+            "http://10.0.2.2:5000",
+            {"registry-mirrors": ["http://10.0.2.2:5000"], "insecure-registries": ["10.0.2.2:5000"]},
+        ),
+        ("https://mirror.example.org", {"registry-mirrors": ["https://mirror.example.org"]}),
+    ],
+)
+def test_registry_mirror_configures_docker_before_it_is_installed(
+    mirror: str, expected: dict[str, list[str]], tmp_path: Path
+) -> None:
+    text = render_user_data(
+        username="student",
+        ssh_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u",
+        anaconda=DEFAULTS.anaconda,
+        docker_compose=DEFAULTS.docker_compose,
+        docker_registry_mirror=mirror,
+    )
+    validate_cloud_config(text, tmp_path)
+    files = {f["path"]: f for f in yaml.safe_load(text)["write_files"]}
+    assert json.loads(files["/etc/docker/daemon.json"]["content"]) == expected
+    assert "/etc/docker/daemon.json" not in render()

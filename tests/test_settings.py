@@ -54,10 +54,16 @@ def test_values_as_pulumi_config_strings_are_typed() -> None:
 
 def test_new_release_with_its_checksum() -> None:
     s = parse_settings(
-        {**GOOD, "dockerComposeVersion": "2.20.0", "dockerComposeSha256": "AB" * 32,
-         "anacondaVersion": "2023.03-1", "anacondaSha256": "c" * 64},
-        PROJECT, ZONE,
-    )  # fmt: skip
+        {
+            **GOOD,
+            "dockerComposeVersion": "2.20.0",
+            "dockerComposeSha256": "AB" * 32,
+            "anacondaVersion": "2023.03-1",
+            "anacondaSha256": "c" * 64,
+        },
+        PROJECT,
+        ZONE,
+    )
     assert s.docker_compose.version == "v2.20.0"
     assert s.docker_compose.sha256 == "ab" * 32
     assert s.docker_compose.url.endswith("/download/v2.20.0/docker-compose-linux-x86_64")
@@ -73,85 +79,132 @@ def test_ssh_open_to_internet_is_allowed_but_flagged() -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"username": "root"},
-         "username: got 'root', but that name belongs to the system or grants extra rights. "
-         "Fix: pulumi config set username student"),
-        ({"username": "Bob"},
-         "username: got 'Bob', but a Linux login is 1-32 of a-z, 0-9, _ and -, starting with a letter or _. "
-         "Fix: pulumi config set username student"),
-        ({"username": "eve\n  - name: root"},
-         "username: got 'eve\\n  - name: root', but a Linux login is 1-32 of a-z, 0-9, _ and -, starting "
-         "with a letter or _. Fix: pulumi config set username student"),
-        ({"username": "$(reboot)"},
-         "username: got '$(reboot)', but a Linux login is 1-32 of a-z, 0-9, _ and -, starting with a letter "
-         "or _. Fix: pulumi config set username student"),
-        ({"diskSizeGb": "10"},
-         "diskSizeGb: got '10', but the disk must be a whole number of GB from 20 to 65536 (Ubuntu needs "
-         "10 GB, Anaconda and Docker about 8 GB more). Fix: pulumi config set diskSizeGb 30"),
-        ({"diskSizeGb": "thirty"},
-         "diskSizeGb: got 'thirty', but the disk must be a whole number of GB from 20 to 65536 (Ubuntu needs "
-         "10 GB, Anaconda and Docker about 8 GB more). Fix: pulumi config set diskSizeGb 30"),
-        ({"machineType": "e2-micro"},
-         "machineType: got 'e2-micro', but it has too little memory for Anaconda and Docker (sshd gets killed "
-         "when memory runs out). Fix: pulumi config set machineType e2-standard-4"),
-        ({"machineType": "e2-standard-4; rm -rf /"},
-         "machineType: got 'e2-standard-4; rm -rf /', but it is not a GCE machine type name. "
-         "Fix: pulumi config set machineType e2-standard-4"),
-        ({"image": "ubuntu"},
-         "image: got 'ubuntu', but it is not PROJECT/FAMILY or projects/P/global/images/NAME. "
-         "Fix: pulumi config set image ubuntu-os-cloud/ubuntu-2404-lts-amd64"),
-        ({"sshKeyPath": "~/.ssh/id_ed25519.pub"},
-         "sshKeyPath: got '~/.ssh/id_ed25519.pub', but it names a public key; the setting is the private key. "
-         "Fix: pulumi config set sshKeyPath ~/.ssh/id_ed25519"),
-        ({"sshKeyPath": "~/.ssh/key\"; x"},
-         "sshKeyPath: got '~/.ssh/key\"; x', but the path may hold only letters, digits, spaces and ._/~@+-. "
-         "Fix: pulumi config set sshKeyPath ~/.ssh/course-vm"),
-        ({"allowedSshCidrs": []},
-         "allowedSshCidrs: got [], but the firewall would let nobody reach SSH. Fix: allow your own address: "
-         "pulumi config set --path 'allowedSshCidrs[0]' YOUR.PUBLIC.IP/32 (0.0.0.0/0 allows the whole "
-         "internet)"),
-        ({"allowedSshCidrs": "203.0.113.7/32"},
-         "allowedSshCidrs: got '203.0.113.7/32', but it must be a list of IPv4 ranges. "
-         "Fix: pulumi config set --path 'allowedSshCidrs[0]' 203.0.113.7/32 (one index per range)"),
-        ({"allowedSshCidrs": ["203.0.113.7/33"]},
-         "allowedSshCidrs[0]: got '203.0.113.7/33', but it is not an IPv4 range like 203.0.113.7/32. "
-         "Fix: pulumi config set --path 'allowedSshCidrs[0]' 203.0.113.7/32"),
-        ({"allowedSshCidrs": ["203.0.113.7/32", "203.0.113.7/24"]},
-         "allowedSshCidrs[1]: got '203.0.113.7/24', but it has host bits set (the range is 203.0.113.0/24). "
-         "Fix: pulumi config set --path 'allowedSshCidrs[1]' 203.0.113.0/24"),
-        ({"allowedSshCidrs": ["2001:db8::/32"]},
-         "allowedSshCidrs[0]: got '2001:db8::/32', but it is not an IPv4 range like 203.0.113.7/32. "
-         "Fix: pulumi config set --path 'allowedSshCidrs[0]' 203.0.113.7/32"),
-        ({"verify": "yes"},
-         "verify: got 'yes', but it must be true or false. Fix: pulumi config set verify true"),
-        ({"verifyTimeoutSeconds": "30"},
-         "verifyTimeoutSeconds: got '30', but it must be a whole number of seconds from 60 to 7200 (the setup "
-         "alone takes minutes). Fix: pulumi config set verifyTimeoutSeconds 1800"),
-        ({"anacondaSha256": "not-hex"},
-         "anacondaSha256: got 'not-hex', but a sha256 is 64 hexadecimal characters. "
-         "Fix: pulumi config set anacondaSha256 the sha256 of the Anaconda installer (`sha256sum FILE`)"),
-        ({"dockerComposeSha256": "g" * 64},
-         f"dockerComposeSha256: got '{'g' * 64}', but a sha256 is 64 hexadecimal characters. "
-         "Fix: pulumi config set dockerComposeSha256 the sha256 of docker-compose (`sha256sum FILE`)"),
-        ({"anacondaVersion": "2023.03"},
-         "anacondaVersion: got '2023.03', but the default anacondaSha256 only matches version 2022.05. "
-         "Fix: also set the new release's checksum: pulumi config set anacondaSha256 SHA256"),
-        ({"dockerComposeVersion": "latest"},
-         "dockerComposeVersion: got 'latest', but it is not a release version. "
-         "Fix: pulumi config set dockerComposeVersion v2.6.1"),
-        ({"anacondaUrl": "http://repo.anaconda.com/archive/x.sh"},
-         "anacondaUrl: got 'http://repo.anaconda.com/archive/x.sh', but the URL must be https:// with no "
-         "quotes, spaces, query or shell characters. "
-         "Fix: pulumi config set anacondaUrl https://repo.anaconda.com/archive/Anaconda3-{version}-Linux-x86_64.sh"),
-        ({"dockerComposeUrl": "https://example.com/compose';reboot;'"},
-         "dockerComposeUrl: got \"https://example.com/compose';reboot;'\", but the URL must be https:// with no "
-         "quotes, spaces, query or shell characters. Fix: pulumi config set dockerComposeUrl "
-         "https://github.com/docker/compose/releases/download/{version}/docker-compose-linux-x86_64"),
-        ({"machinetype": "e2-standard-8"},
-         "machinetype: got 'e2-standard-8', but course-vm has no such setting. Fix: remove it (pulumi config rm "
-         "machinetype); known keys: " + ", ".join(DEFAULTS)),
+        (
+            {"username": "root"},
+            "username: got 'root', but that name belongs to the system or grants extra rights. "
+            "Fix: pulumi config set username student",
+        ),
+        (
+            {"username": "Bob"},
+            "username: got 'Bob', but a Linux login is 1-32 of a-z, 0-9, _ and -, starting with a letter or _. "
+            "Fix: pulumi config set username student",
+        ),
+        (
+            {"username": "eve\n  - name: root"},
+            "username: got 'eve\\n  - name: root', but a Linux login is 1-32 of a-z, 0-9, _ and -, starting "
+            "with a letter or _. Fix: pulumi config set username student",
+        ),
+        (
+            {"username": "$(reboot)"},
+            "username: got '$(reboot)', but a Linux login is 1-32 of a-z, 0-9, _ and -, starting with a letter "
+            "or _. Fix: pulumi config set username student",
+        ),
+        (
+            {"diskSizeGb": "10"},
+            "diskSizeGb: got '10', but the disk must be a whole number of GB from 20 to 65536 (Ubuntu needs "
+            "10 GB, Anaconda and Docker about 8 GB more). Fix: pulumi config set diskSizeGb 30",
+        ),
+        (
+            {"diskSizeGb": "thirty"},
+            "diskSizeGb: got 'thirty', but the disk must be a whole number of GB from 20 to 65536 (Ubuntu needs "
+            "10 GB, Anaconda and Docker about 8 GB more). Fix: pulumi config set diskSizeGb 30",
+        ),
+        (
+            {"machineType": "e2-micro"},
+            "machineType: got 'e2-micro', but it has too little memory for Anaconda and Docker (sshd gets killed "
+            "when memory runs out). Fix: pulumi config set machineType e2-standard-4",
+        ),
+        (
+            {"machineType": "e2-standard-4; rm -rf /"},
+            "machineType: got 'e2-standard-4; rm -rf /', but it is not a GCE machine type name. "
+            "Fix: pulumi config set machineType e2-standard-4",
+        ),
+        (
+            {"image": "ubuntu"},
+            "image: got 'ubuntu', but it is not PROJECT/FAMILY or projects/P/global/images/NAME. "
+            "Fix: pulumi config set image ubuntu-os-cloud/ubuntu-2404-lts-amd64",
+        ),
+        (
+            {"sshKeyPath": "~/.ssh/id_ed25519.pub"},
+            "sshKeyPath: got '~/.ssh/id_ed25519.pub', but it names a public key; the setting is the private key. "
+            "Fix: pulumi config set sshKeyPath ~/.ssh/id_ed25519",
+        ),
+        (
+            {"sshKeyPath": '~/.ssh/key"; x'},
+            "sshKeyPath: got '~/.ssh/key\"; x', but the path may hold only letters, digits, spaces and ._/~@+-. "
+            "Fix: pulumi config set sshKeyPath ~/.ssh/course-vm",
+        ),
+        (
+            {"allowedSshCidrs": []},
+            "allowedSshCidrs: got [], but the firewall would let nobody reach SSH. Fix: allow your own address: "
+            "pulumi config set --path 'allowedSshCidrs[0]' YOUR.PUBLIC.IP/32 (0.0.0.0/0 allows the whole "
+            "internet)",
+        ),
+        (
+            {"allowedSshCidrs": "203.0.113.7/32"},
+            "allowedSshCidrs: got '203.0.113.7/32', but it must be a list of IPv4 ranges. "
+            "Fix: pulumi config set --path 'allowedSshCidrs[0]' 203.0.113.7/32 (one index per range)",
+        ),
+        (
+            {"allowedSshCidrs": ["203.0.113.7/33"]},
+            "allowedSshCidrs[0]: got '203.0.113.7/33', but it is not an IPv4 range like 203.0.113.7/32. "
+            "Fix: pulumi config set --path 'allowedSshCidrs[0]' 203.0.113.7/32",
+        ),
+        (
+            {"allowedSshCidrs": ["203.0.113.7/32", "203.0.113.7/24"]},
+            "allowedSshCidrs[1]: got '203.0.113.7/24', but it has host bits set (the range is 203.0.113.0/24). "
+            "Fix: pulumi config set --path 'allowedSshCidrs[1]' 203.0.113.0/24",
+        ),
+        (
+            {"allowedSshCidrs": ["2001:db8::/32"]},
+            "allowedSshCidrs[0]: got '2001:db8::/32', but it is not an IPv4 range like 203.0.113.7/32. "
+            "Fix: pulumi config set --path 'allowedSshCidrs[0]' 203.0.113.7/32",
+        ),
+        ({"verify": "yes"}, "verify: got 'yes', but it must be true or false. Fix: pulumi config set verify true"),
+        (
+            {"verifyTimeoutSeconds": "30"},
+            "verifyTimeoutSeconds: got '30', but it must be a whole number of seconds from 60 to 7200 (the setup "
+            "alone takes minutes). Fix: pulumi config set verifyTimeoutSeconds 1800",
+        ),
+        (
+            {"anacondaSha256": "not-hex"},
+            "anacondaSha256: got 'not-hex', but a sha256 is 64 hexadecimal characters. "
+            "Fix: pulumi config set anacondaSha256 the sha256 of the Anaconda installer (`sha256sum FILE`)",
+        ),
+        (
+            {"dockerComposeSha256": "g" * 64},
+            f"dockerComposeSha256: got '{'g' * 64}', but a sha256 is 64 hexadecimal characters. "
+            "Fix: pulumi config set dockerComposeSha256 the sha256 of docker-compose (`sha256sum FILE`)",
+        ),
+        (
+            {"anacondaVersion": "2023.03"},
+            "anacondaVersion: got '2023.03', but the default anacondaSha256 only matches version 2022.05. "
+            "Fix: also set the new release's checksum: pulumi config set anacondaSha256 SHA256",
+        ),
+        (
+            {"dockerComposeVersion": "latest"},
+            "dockerComposeVersion: got 'latest', but it is not a release version. "
+            "Fix: pulumi config set dockerComposeVersion v2.6.1",
+        ),
+        (
+            {"anacondaUrl": "http://repo.anaconda.com/archive/x.sh"},
+            "anacondaUrl: got 'http://repo.anaconda.com/archive/x.sh', but the URL must be https:// with no "
+            "quotes, spaces, query or shell characters. "
+            "Fix: pulumi config set anacondaUrl https://repo.anaconda.com/archive/Anaconda3-{version}-Linux-x86_64.sh",
+        ),
+        (
+            {"dockerComposeUrl": "https://example.com/compose';reboot;'"},
+            "dockerComposeUrl: got \"https://example.com/compose';reboot;'\", but the URL must be https:// with no "
+            "quotes, spaces, query or shell characters. Fix: pulumi config set dockerComposeUrl "
+            "https://github.com/docker/compose/releases/download/{version}/docker-compose-linux-x86_64",
+        ),
+        (
+            {"machinetype": "e2-standard-8"},
+            "machinetype: got 'e2-standard-8', but course-vm has no such setting. Fix: remove it (pulumi config rm "
+            "machinetype); known keys: " + ", ".join(DEFAULTS),
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_value_message(raw: dict[str, object], message: str) -> None:
     assert problems(raw) == [message]
 
@@ -159,23 +212,40 @@ def test_bad_value_message(raw: dict[str, object], message: str) -> None:
 @pytest.mark.parametrize(
     ("project", "zone", "expected"),
     [
-        (None, ZONE, ["gcp:project: not set. Fix: pulumi config set gcp:project YOUR-PROJECT-ID "
-                      "(`gcloud projects list` shows yours)"]),
+        (
+            None,
+            ZONE,
+            [
+                "gcp:project: not set. Fix: pulumi config set gcp:project YOUR-PROJECT-ID "
+                "(`gcloud projects list` shows yours)"
+            ],
+        ),
         (PROJECT, None, ["gcp:zone: not set. Fix: pulumi config set gcp:zone europe-west1-b (a zone near you)"]),
-        ("My Project", ZONE, ["gcp:project: got 'My Project', but it is not a GCP project ID. "
-                              "Fix: pulumi config set gcp:project YOUR-PROJECT-ID"]),
-        (PROJECT, "europe-west1", ["gcp:zone: got 'europe-west1', but it is not a GCE zone like europe-west1-b. "
-                                   "Fix: pulumi config set gcp:zone europe-west1-b"]),
+        (
+            "My Project",
+            ZONE,
+            [
+                "gcp:project: got 'My Project', but it is not a GCP project ID. "
+                "Fix: pulumi config set gcp:project YOUR-PROJECT-ID"
+            ],
+        ),
+        (
+            PROJECT,
+            "europe-west1",
+            [
+                "gcp:zone: got 'europe-west1', but it is not a GCE zone like europe-west1-b. "
+                "Fix: pulumi config set gcp:zone europe-west1-b"
+            ],
+        ),
     ],
-)  # fmt: skip
+)
 def test_gcp_location_messages(project: object, zone: object, expected: list[str]) -> None:
     assert problems({}, project, zone) == expected
 
 
 def test_every_problem_is_reported_together() -> None:
     with pytest.raises(SettingsError) as raised:
-        parse_settings({"username": "root", "diskSizeGb": 5, "allowedSshCidrs": ["x"], "verify": "maybe"},
-                       None, None)  # fmt: skip
+        parse_settings({"username": "root", "diskSizeGb": 5, "allowedSshCidrs": ["x"], "verify": "maybe"}, None, None)
     keys = [line.split(":")[0] for line in raised.value.problems]
     assert keys == ["gcp", "gcp", "diskSizeGb", "username", "allowedSshCidrs[0]", "verify"]
     text = str(raised.value)
@@ -214,3 +284,43 @@ def test_stack_file_with_encrypted_setting_is_refused(tmp_path: Path) -> None:
 def test_missing_stack_file_says_how_to_create_it(tmp_path: Path) -> None:
     with pytest.raises(CourseVmError, match="Fix: `pulumi stack init dev`"):
         settings_from_stack_file(tmp_path / "Pulumi.dev.yaml")
+
+
+def test_artifact_mirror_serves_both_files_by_name_and_may_be_http() -> None:
+    s = parse_settings({**GOOD, "artifactMirrorUrl": "http://10.0.2.2:8000/files/"}, PROJECT, ZONE)
+    assert s.anaconda.url == "http://10.0.2.2:8000/files/Anaconda3-2022.05-Linux-x86_64.sh"
+    assert s.docker_compose.url == "http://10.0.2.2:8000/files/docker-compose-linux-x86_64"
+    assert s.anaconda.sha256 == ANACONDA_DEFAULT_SHA256
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "why"),
+    [
+        (
+            "artifactMirrorUrl",
+            "ftp://mirror/x",
+            "a mirror is an http:// or https:// URL with no quotes, spaces, query or shell characters",
+        ),
+        (
+            "artifactMirrorUrl",
+            "http://mirror/$(id)",
+            "a mirror is an http:// or https:// URL with no quotes, spaces, query or shell characters",
+        ),
+        (
+            "dockerRegistryMirror",
+            "10.0.2.2:5000",
+            "a registry mirror is an http:// or https:// URL like http://10.0.2.2:5000",
+        ),
+    ],
+)
+def test_bad_mirrors(key: str, value: str, why: str) -> None:
+    assert problems({key: value}) == [
+        f"{key}: got {value!r}, but {why}. Fix: pulumi config set {key} http://10.0.2.2:"
+        + ("8000" if key == "artifactMirrorUrl" else "5000")
+    ]
+
+
+def test_a_local_vm_needs_no_gcp_settings() -> None:
+    s = parse_settings({"dockerRegistryMirror": "http://10.0.2.2:5000/"}, None, None, for_gcp=False)
+    assert (s.project, s.zone, s.allowed_ssh_cidrs) == ("", "", ())
+    assert s.docker_registry_mirror == "http://10.0.2.2:5000"

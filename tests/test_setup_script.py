@@ -51,10 +51,10 @@ STUBS = {
     "getent": 'echo "$2:x:1000:1000::$FAKE_HOME:/bin/bash"',
     "id": 'echo "$(/usr/bin/id -gn)"',
     "install": 'args=(); while (($#)); do case $1 in -o|-g) shift 2;; *) args+=("$1"); shift;; esac; done; '
-               'exec /usr/bin/install "${args[@]}"',
+    'exec /usr/bin/install "${args[@]}"',
     "docker": "exit 0",
     "sleep": "exit 0",
-}  # fmt: skip
+}
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -100,10 +100,17 @@ class Machine:
             "CALLS": str(self.calls),
             "FAKE_HOME": str(self.home),
             "COURSE_VM_CACHE": str(self.root / "cache"),
+            "COURSE_VM_CONSOLE": str(self.root / "console"),
             **env,
         }
-        return subprocess.run([require_tool("bash"), str(script)], env=environment, capture_output=True,
-                              text=True, timeout=60, check=False)  # fmt: skip
+        return subprocess.run(
+            [require_tool("bash"), str(script)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
 
 def _sha(data: bytes) -> str:
@@ -136,16 +143,20 @@ def machine(tmp_path: Path) -> Iterator[Machine]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Machine(tmp_path, home, tmp_path / "calls.log", f"http://127.0.0.1:{server.server_address[1]}",
-                      requests, failures)  # fmt: skip
+        yield Machine(
+            tmp_path, home, tmp_path / "calls.log", f"http://127.0.0.1:{server.server_address[1]}", requests, failures
+        )
     finally:
         server.shutdown()
         server.server_close()
 
 
 def markers(output: str) -> list[str]:
-    return [line.split("] ", 1)[1].rsplit(" ", 1)[0] if line.startswith("[course-vm] END") else line.split("] ", 1)[1]
-            for line in output.splitlines() if line.startswith("[course-vm] ")]  # fmt: skip
+    return [
+        line.split("] ", 1)[1].rsplit(" ", 1)[0] if line.startswith("[course-vm] END") else line.split("] ", 1)[1]
+        for line in output.splitlines()
+        if line.startswith("[course-vm] ")
+    ]
 
 
 def test_setup_does_every_step_and_marks_it(machine: Machine) -> None:
@@ -227,3 +238,13 @@ def test_downloads_run_while_apt_installs(machine: Machine) -> None:
     found = markers(result.stdout)
     assert found.index("END anaconda") < found.index("END packages")
     assert found.index("END docker-compose") < found.index("END packages")
+
+
+def test_host_keys_are_printed_on_the_console_first(machine: Machine) -> None:
+    keys = sorted(Path("/etc/ssh").glob("ssh_host_*_key.pub"))
+    if not keys:
+        pytest.skip("this machine has no SSH host keys to print")
+    assert machine.run(machine.script()).returncode == 0
+    console = (machine.root / "console").read_text()
+    expected = "".join(k.read_text() for k in keys)
+    assert console == f"-----BEGIN SSH HOST KEY KEYS-----\n{expected}-----END SSH HOST KEY KEYS-----\n"

@@ -60,8 +60,9 @@ def application_default_token() -> str:
         credentials, _ = google.auth.default(scopes=[READ_SCOPE])
         credentials.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call]
     except google.auth.exceptions.GoogleAuthError as error:
-        raise CourseVmError(f"no usable Google credentials ({error}). "
-                            "Fix: gcloud auth application-default login") from None  # fmt: skip
+        raise CourseVmError(
+            f"no usable Google credentials ({error}). Fix: gcloud auth application-default login"
+        ) from None
     return str(credentials.token)
 
 
@@ -98,14 +99,22 @@ def _error_message(error: urllib.error.HTTPError) -> str:
 
 def _from_guest_attributes(document: dict[str, Any]) -> tuple[HostKey, ...]:
     items = (document.get("queryValue") or {}).get("items") or []
-    return tuple(parse_host_key(f"{item['key']} {item['value']}") for item in items
-                 if item.get("namespace") == "hostkeys" and "key" in item and "value" in item)  # fmt: skip
+    return tuple(
+        parse_host_key(f"{item['key']} {item['value']}")
+        for item in items
+        if item.get("namespace") == "hostkeys" and "key" in item and "value" in item
+    )
 
 
 def gce_host_keys(
-    instance: GceInstance, deadline: float, progress: Progress = lambda _: None, *,
-    api: str | None = None, token: TokenSource = application_default_token, poll_seconds: float = 2.0,
-) -> tuple[HostKey, ...]:  # fmt: skip
+    instance: GceInstance,
+    deadline: float,
+    progress: Progress = lambda _: None,
+    *,
+    api: str | None = None,
+    token: TokenSource = application_default_token,
+    poll_seconds: float = 2.0,
+) -> tuple[HostKey, ...]:
     """The instance's host keys, as its guest published them, waiting until it has.
 
     Guest attributes `hostkeys/` come first (what `gcloud compute ssh` pins); cloud-init's block on

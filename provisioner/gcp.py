@@ -168,11 +168,17 @@ class CourseVm(pulumi.ComponentResource):
         if s.verify:
             # `pulumi up` succeeds only if the checker passes; a new instance is checked again.
             verification = VmVerification(
-                f"{name}-verify", host=address.address, user=s.username, identity_file=str(s.ssh_key_path),
-                project=s.project, zone=s.zone, instance_name=instance.name, instance_id=instance.instance_id,
+                f"{name}-verify",
+                host=address.address,
+                user=s.username,
+                identity_file=str(s.ssh_key_path),
+                project=s.project,
+                zone=s.zone,
+                instance_name=instance.name,
+                instance_id=instance.instance_id,
                 timeout_seconds=s.verify_timeout_seconds,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[instance, firewall]),
-            )  # fmt: skip
+            )
             self.host_keys = verification.host_keys
             self.host_key_fingerprint = verification.host_key_fingerprint
             self.known_hosts = verification.known_hosts
@@ -198,8 +204,9 @@ class CourseVm(pulumi.ComponentResource):
             "zone": self.zone,
         }
         if s.verify:
-            outputs.update(hostKeys=self.host_keys, hostKeyFingerprint=self.host_key_fingerprint,
-                           knownHosts=self.known_hosts)  # fmt: skip
+            outputs.update(
+                hostKeys=self.host_keys, hostKeyFingerprint=self.host_key_fingerprint, knownHosts=self.known_hosts
+            )
         self.register_outputs(outputs)
 
 

@@ -90,8 +90,10 @@ def connect(target: Target, key: paramiko.PKey, deadline: float, progress: Progr
     and UnreachableError when the deadline passes first.
     """
     if not target.host_keys:
-        raise SshKeyError("no pinned host key: the checker never trusts a key on first use. "
-                          "Fix: pass --host-key, --known-hosts or --gce-instance")  # fmt: skip
+        raise SshKeyError(
+            "no pinned host key: the checker never trusts a key on first use. "
+            "Fix: pass --host-key, --known-hosts or --gce-instance"
+        )
     started = time.monotonic()
     total = max(deadline - started, 0)
     delay, last_reason, last_report = 0.25, "", -1e9
@@ -105,11 +107,17 @@ def connect(target: Target, key: paramiko.PKey, deadline: float, progress: Progr
         attempt_timeout = max(min(10.0, remaining), 0.5)
         try:
             client.connect(
-                target.host, port=target.port, username=target.user, pkey=key,
-                timeout=attempt_timeout, banner_timeout=attempt_timeout, auth_timeout=attempt_timeout,
-                allow_agent=False, look_for_keys=False,
+                target.host,
+                port=target.port,
+                username=target.user,
+                pkey=key,
+                timeout=attempt_timeout,
+                banner_timeout=attempt_timeout,
+                auth_timeout=attempt_timeout,
+                allow_agent=False,
+                look_for_keys=False,
                 disabled_algorithms={"keys": _host_key_algorithms(target.host_keys)},
-            )  # fmt: skip
+            )
             return client
         except paramiko.BadHostKeyException as error:
             client.close()
@@ -200,5 +208,12 @@ def run(client: paramiko.SSHClient, command: str, timeout: float) -> CommandResu
         status = channel.exit_status if channel.exit_status_ready() else None
         channel.close()
     lost = status in (None, -1) and not timed_out
-    return CommandResult(command, None if lost or timed_out else status, out.decode(errors="replace"),
-                         err.decode(errors="replace"), time.monotonic() - started, timed_out, lost)  # fmt: skip
+    return CommandResult(
+        command,
+        None if lost or timed_out else status,
+        out.decode(errors="replace"),
+        err.decode(errors="replace"),
+        time.monotonic() - started,
+        timed_out,
+        lost,
+    )

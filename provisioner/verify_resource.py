@@ -15,8 +15,17 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 CHECKER_VERSION = "1"
 """Bump when the checks change: Pulumi does not notice changed provider code by itself."""
 # A change to any of these runs the checker again (on a new resource, so a failure never hides).
-REPLACE_ON = ("host", "port", "user", "identity_file", "project", "zone", "instance_name", "instance_id",
-              "checker_version")  # fmt: skip
+REPLACE_ON = (
+    "host",
+    "port",
+    "user",
+    "identity_file",
+    "project",
+    "zone",
+    "instance_name",
+    "instance_id",
+    "checker_version",
+)
 
 
 def known_hosts_path(identity_file: str) -> Path:
@@ -116,10 +125,19 @@ class VmVerification(pulumi.dynamic.Resource):
     known_hosts_file: pulumi.Output[str]
 
     def __init__(
-        self, name: str, *, host: pulumi.Input[str], user: str, identity_file: str, project: str, zone: str,
-        instance_name: pulumi.Input[str], instance_id: pulumi.Input[str], timeout_seconds: float,
+        self,
+        name: str,
+        *,
+        host: pulumi.Input[str],
+        user: str,
+        identity_file: str,
+        project: str,
+        zone: str,
+        instance_name: pulumi.Input[str],
+        instance_id: pulumi.Input[str],
+        timeout_seconds: float,
         opts: pulumi.ResourceOptions | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(
             VmVerificationProvider(str(PROJECT_DIR)),
             name,

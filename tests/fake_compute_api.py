@@ -70,8 +70,15 @@ def fake_compute_api() -> Iterator[FakeComputeApi]:
             if self.headers.get("Authorization") != "Bearer test-token":
                 code, body = 401, {"error": {"code": 401, "message": "Request had invalid authentication credentials."}}
             elif fake.status != 200:
-                code, body = fake.status, {"error": {"code": fake.status, "message": "Required 'compute.instances."
-                                                     "getGuestAttributes' permission"}}  # fmt: skip
+                code, body = (
+                    fake.status,
+                    {
+                        "error": {
+                            "code": fake.status,
+                            "message": "Required 'compute.instances.getGuestAttributes' permission",
+                        }
+                    },
+                )
             elif not fake.instance_exists:
                 code, body = _not_found(f"projects/course-project-1/zones/europe-west1-b/instances/{INSTANCE.name}")
             elif path == BASE + "/getGuestAttributes" and params.get("queryPath") == ["hostkeys/"]:
@@ -79,11 +86,24 @@ def fake_compute_api() -> Iterator[FakeComputeApi]:
                 if guest_calls <= fake.guest_attributes_after or not fake.guest_attributes:
                     code, body = _not_found(f"{INSTANCE.name}/guestAttributes/hostkeys/")
                 else:
-                    code, body = 200, {"kind": "compute#guestAttributes", "queryPath": "hostkeys/",
-                                       "queryValue": {"items": fake.guest_attributes}}  # fmt: skip
+                    code, body = (
+                        200,
+                        {
+                            "kind": "compute#guestAttributes",
+                            "queryPath": "hostkeys/",
+                            "queryValue": {"items": fake.guest_attributes},
+                        },
+                    )
             elif path == BASE + "/serialPort" and params.get("port") == ["1"]:
-                code, body = 200, {"kind": "compute#serialPortOutput", "contents": fake.console, "start": "0",
-                                   "next": str(len(fake.console))}  # fmt: skip
+                code, body = (
+                    200,
+                    {
+                        "kind": "compute#serialPortOutput",
+                        "contents": fake.console,
+                        "start": "0",
+                        "next": str(len(fake.console)),
+                    },
+                )
             else:
                 code, body = _not_found(path)
             data = json.dumps(body).encode()

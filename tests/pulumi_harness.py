@@ -77,8 +77,9 @@ class _Mocks(pulumi.runtime.Mocks):
             outputs.setdefault("name", args.name + "-1a2b3c")
             outputs["instanceId"] = INSTANCE_ID
         if args.typ == DYNAMIC:
-            outputs.update(host_keys=[HOST_KEY], host_key_fingerprint="SHA256:fingerprint",
-                           known_hosts=f"{STATIC_IP} {HOST_KEY}")  # fmt: skip
+            outputs.update(
+                host_keys=[HOST_KEY], host_key_fingerprint="SHA256:fingerprint", known_hosts=f"{STATIC_IP} {HOST_KEY}"
+            )
         outputs.setdefault("id", f"{args.name}-id")
         return f"{args.name}-id", outputs
 
@@ -141,8 +142,16 @@ def run_program(config: dict[str, str], stack: str = "dev", run: Run | None = No
     def program() -> pulumi.Output[None]:
         module = runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi_test__")
         vm = module["vm"]
-        values = [vm.ip, vm.ssh_command, vm.ssh_config, vm.instance_name, vm.zone, vm.host_keys,
-                  vm.host_key_fingerprint, vm.known_hosts]  # fmt: skip
+        values = [
+            vm.ip,
+            vm.ssh_command,
+            vm.ssh_config,
+            vm.instance_name,
+            vm.zone,
+            vm.host_keys,
+            vm.host_key_fingerprint,
+            vm.known_hosts,
+        ]
         return pulumi.Output.all(*values).apply(
             lambda resolved: run.outputs.update(zip(OUTPUT_NAMES, resolved, strict=True))
         )

@@ -13,8 +13,14 @@ from tests.fake_compute_api import BASE, ECDSA, ED25519, INSTANCE, FakeComputeAp
 
 
 def learn(api: FakeComputeApi, seconds: float = 5.0, messages: list[str] | None = None) -> list[str]:
-    keys = gce_host_keys(INSTANCE, time.monotonic() + seconds, (messages if messages is not None else []).append,
-                         api=api.url, token=lambda: "test-token", poll_seconds=0.05)  # fmt: skip
+    keys = gce_host_keys(
+        INSTANCE,
+        time.monotonic() + seconds,
+        (messages if messages is not None else []).append,
+        api=api.url,
+        token=lambda: "test-token",
+        poll_seconds=0.05,
+    )
     return [str(k) for k in keys]
 
 
@@ -34,8 +40,9 @@ def test_waits_until_the_guest_publishes(api: FakeComputeApi) -> None:
     messages: list[str] = []
     assert learn(api, messages=messages) == [f"ssh-ed25519 {ED25519}"]
     assert api.requests.count(BASE + "/getGuestAttributes") == 4
-    assert messages == [f"waiting for {INSTANCE.name}'s host keys: host keys not yet published "
-                        "(guest attributes or serial console)"]  # fmt: skip
+    assert messages == [
+        f"waiting for {INSTANCE.name}'s host keys: host keys not yet published (guest attributes or serial console)"
+    ]
 
 
 def test_falls_back_to_cloud_inits_block_on_the_serial_console(api: FakeComputeApi) -> None:

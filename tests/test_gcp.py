@@ -226,12 +226,30 @@ def test_verification_checks_the_new_instance_without_the_private_key(run: Run, 
     assert verification.name == "course-vm-verify"
     assert verification.parent.endswith("::course-vm")
     inputs = verification.inputs
-    assert {k: inputs[k] for k in ("host", "port", "user", "identity_file", "project", "zone", "instance_id",
-                                   "timeout_seconds", "checker_version")} == {
-        "host": STATIC_IP, "port": 22, "user": "student", "identity_file": str(tmp_path / "keys" / "course-vm"),
-        "project": "course-project-1", "zone": "europe-west1-b", "instance_id": INSTANCE_ID,
-        "timeout_seconds": 1800, "checker_version": "1",
-    }  # fmt: skip
+    assert {
+        k: inputs[k]
+        for k in (
+            "host",
+            "port",
+            "user",
+            "identity_file",
+            "project",
+            "zone",
+            "instance_id",
+            "timeout_seconds",
+            "checker_version",
+        )
+    } == {
+        "host": STATIC_IP,
+        "port": 22,
+        "user": "student",
+        "identity_file": str(tmp_path / "keys" / "course-vm"),
+        "project": "course-project-1",
+        "zone": "europe-west1-b",
+        "instance_id": INSTANCE_ID,
+        "timeout_seconds": 1800,
+        "checker_version": "1",
+    }
     assert inputs["instance_name"].startswith("course-vm-vm")
     assert "__provider" in inputs, "the provider travels with the resource, serialized"
     assert "PRIVATE KEY" not in json.dumps(verification.raw)

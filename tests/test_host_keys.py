@@ -20,15 +20,17 @@ from tests.conftest import require_tool
 
 @pytest.fixture
 def host_pub(tmp_path: Path) -> str:
-    subprocess.run([require_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "host")],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        [require_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "host")], check=True
+    )
     return (tmp_path / "host.pub").read_text().strip()
 
 
 @pytest.mark.integration
 def test_fingerprint_is_what_ssh_keygen_prints(host_pub: str, tmp_path: Path) -> None:
-    printed = subprocess.run([require_tool("ssh-keygen"), "-lf", str(tmp_path / "host.pub")],
-                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    printed = subprocess.run(
+        [require_tool("ssh-keygen"), "-lf", str(tmp_path / "host.pub")], capture_output=True, text=True, check=True
+    ).stdout
     assert parse_host_key(host_pub).fingerprint == printed.split()[1]
 
 

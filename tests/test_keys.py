@@ -33,8 +33,9 @@ def test_generates_ed25519_pair_with_0400_private_key(tmp_path: Path) -> None:
     assert key.public_key.startswith("ssh-ed25519 ")
     assert path.with_name("course-vm.pub").read_text() == key.public_key + " student@course-vm\n"
     # OpenSSH itself reads the new private key and derives the same public key.
-    derived = subprocess.run([require_tool("ssh-keygen"), "-y", "-f", str(path)],
-                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    derived = subprocess.run(
+        [require_tool("ssh-keygen"), "-y", "-f", str(path)], capture_output=True, text=True, check=True
+    ).stdout
     assert derived.split()[:2] == key.public_key.split()
     assert sorted(p.name for p in path.parent.iterdir()) == ["course-vm", "course-vm.pub"]
 
@@ -101,8 +102,11 @@ def test_passphrase_protected_key_without_pub_file_says_how_to_make_it(tmp_path:
 def test_short_rsa_key_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "weak"
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 (the weak key under test)
-    path.write_bytes(weak.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                        serialization.NoEncryption()))  # fmt: skip
+    path.write_bytes(
+        weak.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
     os.chmod(path, 0o400)
     with pytest.raises(SshKeyError, match="1024-bit RSA key; at least 2048 bits"):
         ensure_key_pair(path, comment="x")

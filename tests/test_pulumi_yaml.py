@@ -9,8 +9,19 @@ import yaml
 from provisioner.settings import PROJECT, SETTINGS
 from tests.conftest import ROOT
 
-PROJECT_FILE_KEYS = {"name", "runtime", "description", "config", "main", "stackConfigDir", "backend", "options",
-                     "template", "plugins", "packages"}  # fmt: skip
+PROJECT_FILE_KEYS = {
+    "name",
+    "runtime",
+    "description",
+    "config",
+    "main",
+    "stackConfigDir",
+    "backend",
+    "options",
+    "template",
+    "plugins",
+    "packages",
+}
 CONFIG_SCHEMA_KEYS = {"type", "description", "secret", "default", "items"}
 PYTHON_TYPES = {"string": str, "integer": int, "boolean": bool, "array": list}
 

@@ -20,10 +20,18 @@ from tests.sshd import Sshd
 
 def props(sshd: Sshd, **changes: Any) -> dict[str, Any]:
     return {
-        "host": "127.0.0.1", "port": sshd.port, "user": sshd.user, "identity_file": str(sshd.client_key),
-        "project": INSTANCE.project, "zone": INSTANCE.zone, "instance_name": INSTANCE.name,
-        "instance_id": "4242", "timeout_seconds": 60, "checker_version": CHECKER_VERSION, **changes,
-    }  # fmt: skip
+        "host": "127.0.0.1",
+        "port": sshd.port,
+        "user": sshd.user,
+        "identity_file": str(sshd.client_key),
+        "project": INSTANCE.project,
+        "zone": INSTANCE.zone,
+        "instance_name": INSTANCE.name,
+        "instance_id": "4242",
+        "timeout_seconds": 60,
+        "checker_version": CHECKER_VERSION,
+        **changes,
+    }
 
 
 def publish(api: FakeComputeApi, sshd: Sshd) -> dict[str, str]:
@@ -48,9 +56,16 @@ def test_provider_survives_pulumi_serialization_and_verifies_the_vm(
     serialized = serialize_provider(VmVerificationProvider(str(ROOT)))
     # -I: a fresh interpreter that cannot import the project from its directory or PYTHONPATH,
     # like the provider process Pulumi starts.
-    result = subprocess.run([sys.executable, "-I", "-c", LOAD_AND_CREATE], cwd=tmp_path, env=env, text=True,
-                            input=serialized + "\n" + json.dumps(props(ready_sshd)) + "\n", capture_output=True,
-                            timeout=120, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", LOAD_AND_CREATE],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        input=serialized + "\n" + json.dumps(props(ready_sshd)) + "\n",
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     created = json.loads(result.stdout)
     assert created["id"] == "4242-verified"

@@ -18,9 +18,15 @@ HELLO_WORLD_TIMEOUT = 300.0  # includes pulling the image
 OUTPUT_LOG = "/var/log/cloud-init-output.log"
 # The log is root:adm 0640 on Ubuntu; the course user has passwordless sudo, other targets may not.
 _READ_LOG = f"sudo -n tail -n 300 {OUTPUT_LOG} 2>/dev/null || tail -n 300 {OUTPUT_LOG}"
+# `cloud-init status --wait` returns as soon as any stage reports an error, even while the final
+# stage (the recipe) still runs (seen with 22.4); result.json appears only when all stages are over.
+# (COURSE_VM_CLOUD_INIT_RESULT lets the sshd tests stand in for that file.)
 _CLOUD_INIT_STATUS = (
+    "cloud-init status --wait >/dev/null 2>&1; "
+    'until [ -e "${COURSE_VM_CLOUD_INIT_RESULT:-/run/cloud-init/result.json}" ]; do '
+    "case $(cloud-init status 2>/dev/null) in *disabled*|*'not run'*) break;; esac; sleep 0.5; done; "
     "if cloud-init status --help 2>&1 | grep -q -- --format; "
-    "then cloud-init status --wait --format json; else cloud-init status --wait --long; fi"
+    "then cloud-init status --format json; else cloud-init status --long; fi"
 )
 
 
@@ -62,9 +68,13 @@ class Report:
 
 
 def _command_check(
-    name: str, client: paramiko.SSHClient, command: str, timeout: float, passed: Callable[[CommandResult], bool],
+    name: str,
+    client: paramiko.SSHClient,
+    command: str,
+    timeout: float,
+    passed: Callable[[CommandResult], bool],
     success: Callable[[CommandResult], str],
-) -> CheckResult:  # fmt: skip
+) -> CheckResult:
     result = run(client, command, timeout)
     ok = result.ok and passed(result)
     return CheckResult(name, ok, round(result.seconds, 1), success(result) if ok else result.summary())
@@ -82,26 +92,50 @@ def _last_line(result: CommandResult) -> str:
 
 def docker_hello_world(client: paramiko.SSHClient) -> CheckResult:
     """`docker run --rm hello-world` as the course user, without sudo, prints Docker's greeting."""
-    return _command_check("docker hello-world", client, "docker run --rm hello-world", HELLO_WORLD_TIMEOUT,
-                          lambda r: "Hello from Docker!" in r.stdout, lambda r: "Hello from Docker!")  # fmt: skip
+    return _command_check(
+        "docker hello-world",
+        client,
+        "docker run --rm hello-world",
+        HELLO_WORLD_TIMEOUT,
+        lambda r: "Hello from Docker!" in r.stdout,
+        lambda r: "Hello from Docker!",
+    )
 
 
 def docker_compose_on_path(client: paramiko.SSHClient) -> CheckResult:
     """`docker-compose version` works in an interactive bash (its PATH line lives in ~/.bashrc)."""
-    return _command_check("docker-compose on PATH", client, "bash -ic 'docker-compose version' </dev/null",
-                          CHECK_TIMEOUT, lambda r: "version" in r.stdout.lower(), _last_line)  # fmt: skip
+    return _command_check(
+        "docker-compose on PATH",
+        client,
+        "bash -ic 'docker-compose version' </dev/null",
+        CHECK_TIMEOUT,
+        lambda r: "version" in r.stdout.lower(),
+        _last_line,
+    )
 
 
 def conda_on_path(client: paramiko.SSHClient) -> CheckResult:
     """`conda --version` works in an interactive bash (conda init wrote ~/.bashrc)."""
-    return _command_check("conda on PATH", client, "bash -ic 'conda --version' </dev/null", CHECK_TIMEOUT,
-                          lambda r: r.stdout.strip().startswith("conda "), _last_line)  # fmt: skip
+    return _command_check(
+        "conda on PATH",
+        client,
+        "bash -ic 'conda --version' </dev/null",
+        CHECK_TIMEOUT,
+        lambda r: r.stdout.strip().startswith("conda "),
+        _last_line,
+    )
 
 
 def docker_enabled_at_boot(client: paramiko.SSHClient) -> CheckResult:
     """docker.service starts at the next boot too."""
-    return _command_check("docker enabled at boot", client, "systemctl is-enabled docker.service", CHECK_TIMEOUT,
-                          lambda r: _first_line(r) == "enabled", lambda r: "docker.service enabled")  # fmt: skip
+    return _command_check(
+        "docker enabled at boot",
+        client,
+        "systemctl is-enabled docker.service",
+        CHECK_TIMEOUT,
+        lambda r: _first_line(r) == "enabled",
+        lambda r: "docker.service enabled",
+    )
 
 
 STUDENT_CHECKS = (docker_hello_world, docker_compose_on_path, conda_on_path, docker_enabled_at_boot)
@@ -158,8 +192,14 @@ def diagnose_output_log(text: str, running: bool = False) -> str:
     if failed:
         step, code = failed[0]
         own = [line.split("| ", 1)[1] for line in lines if line.startswith(f"  {step}| ")][-8:]
-        return (f"recipe step '{step}' failed (exit {code})" + (": " + " | ".join(own) if own else "")
-                + "\nlast lines of " + OUTPUT_LOG + ":\n" + "\n".join(lines[-15:]))  # fmt: skip
+        return (
+            f"recipe step '{step}' failed (exit {code})"
+            + (": " + " | ".join(own) if own else "")
+            + "\nlast lines of "
+            + OUTPUT_LOG
+            + ":\n"
+            + "\n".join(lines[-15:])
+        )
     begun = re.findall(r"^\[course-vm\] BEGIN (\S+)", text, re.MULTILINE)
     ended = set(re.findall(r"^\[course-vm\] END (\S+)", text, re.MULTILINE))
     pending = [step for step in begun if step not in ended]

@@ -1,9 +1,11 @@
-"""`python -m provisioner`: the command line front end (render, check)."""
+"""`python -m provisioner`: the command line front end (render, check, local)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -12,13 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from provisioner.checker import DEFAULT_TIMEOUT, check_vm
-from provisioner.errors import EXIT_CHECK_FAILED, CourseVmError
+from provisioner import local_vm
+from provisioner.checker import DEFAULT_TIMEOUT, Report, check_vm
+from provisioner.errors import EXIT_CHECK_FAILED, CourseVmError, SettingsError
 from provisioner.gce import GceInstance, gce_host_keys
 from provisioner.host_keys import HostKey, host_keys_from_known_hosts, parse_host_key
 from provisioner.keys import ensure_key_pair
-from provisioner.recipe import render_user_data
-from provisioner.settings import settings_from_stack_file
+from provisioner.local_image import DEBIAN_MIRROR, build_debian_image, image_at, ubuntu_cloud_image
+from provisioner.recipe import user_data_for
+from provisioner.settings import parse_settings, settings_from_stack_file
 from provisioner.ssh import Target
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -47,14 +51,7 @@ def render(args: argparse.Namespace) -> int:
     """Print the user-data `pulumi up` would send for the stack, without touching the cloud."""
     settings = settings_from_stack_file(stack_file(args.project_dir, args.stack))
     key = ensure_key_pair(settings.ssh_key_path, comment=f"{settings.username}@course-vm")
-    sys.stdout.write(
-        render_user_data(
-            username=settings.username,
-            ssh_public_key=key.public_key,
-            anaconda=settings.anaconda,
-            docker_compose=settings.docker_compose,
-        )
-    )
+    sys.stdout.write(user_data_for(settings, key.public_key))
     return 0
 
 
@@ -66,14 +63,18 @@ def stack_outputs(project_dir: Path, stack: str | None) -> dict[str, Any]:
     """The stack's outputs, read with the Pulumi CLI. Raises CourseVmError when that is not possible."""
     pulumi = shutil.which("pulumi")
     if pulumi is None:
-        raise CourseVmError("the Pulumi CLI is needed to read the stack's outputs and is not installed. "
-                            "Fix: install it (https://www.pulumi.com/docs/install/), or pass --host, --user, "
-                            "--identity and a host key source")  # fmt: skip
+        raise CourseVmError(
+            "the Pulumi CLI is needed to read the stack's outputs and is not installed. "
+            "Fix: install it (https://www.pulumi.com/docs/install/), or pass --host, --user, "
+            "--identity and a host key source"
+        )
     command = [pulumi, "stack", "output", "--json", "--show-secrets", *(["--stack", stack] if stack else [])]
     result = subprocess.run(command, cwd=project_dir, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise CourseVmError(f"`pulumi stack output` failed: {result.stderr.strip()}. "
-                            "Fix: select the stack (`pulumi stack select NAME`) after `pulumi up`")  # fmt: skip
+        raise CourseVmError(
+            f"`pulumi stack output` failed: {result.stderr.strip()}. "
+            "Fix: select the stack (`pulumi stack select NAME`) after `pulumi up`"
+        )
     outputs = json.loads(result.stdout or "{}")
     missing = [k for k in ("ip", "username", "identityFile") if not outputs.get(k)]
     if missing:
@@ -94,8 +95,10 @@ def _target(args: argparse.Namespace, deadline: float) -> Target:
         raise CourseVmError("--host needs --user and --identity too")
     sources = [bool(args.host_key), bool(args.known_hosts), bool(args.gce_instance)]
     if sum(sources) != 1:
-        raise CourseVmError("give exactly one host key source: --host-key, --known-hosts, or --gce-instance with "
-                            "--gce-zone and --gce-project (the checker never trusts a key on first use)")  # fmt: skip
+        raise CourseVmError(
+            "give exactly one host key source: --host-key, --known-hosts, or --gce-instance with "
+            "--gce-zone and --gce-project (the checker never trusts a key on first use)"
+        )
     host_keys: tuple[HostKey, ...]
     if args.host_key:
         host_keys = tuple(parse_host_key(text) for text in args.host_key)
@@ -118,8 +121,90 @@ def check(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"host": args.host, "ok": False, "checks": [], "error": str(error)}))
         raise
-    print(json.dumps(report.as_json()) if args.json else report.table())
+    return _print_report(report, args.json)
+
+
+def _print_report(report: Report, as_json: bool) -> int:
+    print(json.dumps(report.as_json()) if as_json else report.table(), flush=True)
     return 0 if report.ok else EXIT_CHECK_FAILED
+
+
+def _settings_from_set(pairs: Sequence[str]) -> dict[str, str]:
+    raw: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise CourseVmError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set username=alice")
+        raw[key] = value
+    return raw
+
+
+def local_up(args: argparse.Namespace) -> int:
+    """Boot a local VM with the course recipe, then check it like `check` does."""
+    started = time.monotonic()
+    try:
+        settings = parse_settings(_settings_from_set(args.set), None, None, for_gcp=False)
+    except SettingsError as error:
+        raise CourseVmError(f"{error}\n(for a local VM, set values with --set KEY=VALUE)") from None
+    key = ensure_key_pair(settings.ssh_key_path, comment=f"{settings.username}@course-vm")
+    image = image_at(args.image) if args.image else ubuntu_cloud_image(_progress)
+    vm = local_vm.boot(
+        args.name,
+        image,
+        user_data_for(settings, key.public_key),
+        user=settings.username,
+        identity=settings.ssh_key_path,
+        memory_mb=args.memory,
+        cpus=args.cpus,
+        disk_size=args.disk_size,
+        accel=args.accel,
+        deadline=started + args.timeout,
+        progress=_progress,
+    )
+    report = check_vm(vm.target(), max(args.timeout - (time.monotonic() - started), 60.0), _progress)
+    _progress(
+        f"`python -m provisioner local ssh --name {args.name}` logs in; `local down --name {args.name}` removes the VM"
+    )
+    return _print_report(report, args.json)
+
+
+def local_check(args: argparse.Namespace) -> int:
+    vm = local_vm.load(args.name)
+    if not vm.running():
+        raise CourseVmError(
+            f"local VM {args.name!r} is not running. Fix: `local down --name {args.name}`, "
+            f"then `local up --name {args.name}`"
+        )
+    return _print_report(check_vm(vm.target(), args.timeout, _progress), args.json)
+
+
+def local_ssh(args: argparse.Namespace) -> int:
+    command = local_vm.load(args.name).ssh_command() + list(args.command)
+    if args.print:
+        print(shlex.join(command))
+        return 0
+    os.execvp(command[0], command)  # noqa: S606 (replaces this process with ssh, by design)
+
+
+def local_down(args: argparse.Namespace) -> int:
+    if not local_vm.down(args.name):
+        raise CourseVmError(f"no local VM named {args.name!r}")
+    print(f"removed local VM {args.name}")
+    return 0
+
+
+def local_list(_args: argparse.Namespace) -> int:
+    for name in local_vm.names():
+        vm = local_vm.load(name)
+        state = "running" if vm.running() else "stopped"
+        print(f"{name}\t{state}\t{vm.user}@127.0.0.1:{vm.ssh_port}\t{vm.accel}")
+    return 0
+
+
+def local_image_build(args: argparse.Namespace) -> int:
+    image = build_debian_image(_progress, mirror=args.mirror)
+    print(image.disk.parent)
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -134,16 +219,18 @@ def parser() -> argparse.ArgumentParser:
     render_parser.set_defaults(run=render)
 
     check_parser = commands.add_parser(
-        "check", help="log in and check the VM works (docker hello-world, docker-compose, conda)",
+        "check",
+        help="log in and check the VM works (docker hello-world, docker-compose, conda)",
         description="Exit status: 0 all checks passed; 1 a check failed; 2 bad input; 3 VM not reached "
-                    "before the deadline; 4 host key mismatch. Without --host: the current stack's VM.",
-    )  # fmt: skip
+        "before the deadline; 4 host key mismatch. Without --host: the current stack's VM.",
+    )
     check_parser.add_argument("--host", help="address of the VM (default: the stack's `ip` output)")
     check_parser.add_argument("--port", type=int, default=22)
     check_parser.add_argument("--user", help="the course user to log in as")
     check_parser.add_argument("--identity", type=Path, help="private key file (mode 0400 or 0600)")
-    check_parser.add_argument("--host-key", action="append", metavar="'TYPE BASE64'",
-                              help="the VM's public host key (repeatable)")  # fmt: skip
+    check_parser.add_argument(
+        "--host-key", action="append", metavar="'TYPE BASE64'", help="the VM's public host key (repeatable)"
+    )
     check_parser.add_argument("--known-hosts", type=Path, metavar="FILE", help="a known_hosts file listing the VM")
     check_parser.add_argument("--gce-instance", metavar="NAME", help="learn the host key from this GCE instance")
     check_parser.add_argument("--gce-zone", metavar="ZONE")
@@ -159,6 +246,59 @@ def parser() -> argparse.ArgumentParser:
     check_parser.add_argument("--stack", help="with no --host: the stack whose VM to check")
     check_parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
     check_parser.set_defaults(run=check)
+
+    local = commands.add_parser("local", help="the course VM in a local QEMU VM").add_subparsers(
+        dest="local_command", required=True
+    )
+    image = local.add_parser("image", help="local VM images").add_subparsers(dest="image_command", required=True)
+    build = image.add_parser("build", help="build a Debian 12 image with debootstrap (needs root); prints its path")
+    build.add_argument("--mirror", default=DEBIAN_MIRROR, help=f"Debian mirror (default {DEBIAN_MIRROR})")
+    build.set_defaults(run=local_image_build)
+
+    up = local.add_parser("up", help="boot a VM with the course recipe and check it (exit status as `check`)")
+    up.add_argument("--name", default="default", help="several VMs may exist side by side (default: default)")
+    up.add_argument(
+        "--image",
+        type=Path,
+        help="an image from `local image build` or a disk image (default: Ubuntu 24.04's cloud image, downloaded once)",
+    )
+    up.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a course-vm setting, as in Pulumi.yaml (e.g. username=alice, artifactMirrorUrl=URL)",
+    )
+    up.add_argument("--memory", type=int, default=4096, metavar="MB")
+    up.add_argument("--cpus", type=int, default=2)
+    up.add_argument("--disk-size", default="30G", help="virtual disk size (default 30G; sparse)")
+    up.add_argument(
+        "--accel",
+        choices=("auto", "kvm", "tcg"),
+        default="auto",
+        help="auto: KVM if it really starts the guest, else software emulation",
+    )
+    up.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
+    up.add_argument("--json", action="store_true")
+    up.set_defaults(run=local_up)
+
+    local_check_parser = local.add_parser("check", help="check a running local VM again")
+    local_check_parser.add_argument("--name", default="default")
+    local_check_parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
+    local_check_parser.add_argument("--json", action="store_true")
+    local_check_parser.set_defaults(run=local_check)
+
+    ssh = local.add_parser("ssh", help="log in to a local VM (host key pinned)")
+    ssh.add_argument("--name", default="default")
+    ssh.add_argument("--print", action="store_true", help="print the ssh command instead of running it")
+    ssh.add_argument("command", nargs="*", help="a command to run instead of a shell")
+    ssh.set_defaults(run=local_ssh)
+
+    down_parser = local.add_parser("down", help="stop a local VM and remove its files")
+    down_parser.add_argument("--name", default="default")
+    down_parser.set_defaults(run=local_down)
+
+    local.add_parser("list", help="the local VMs").set_defaults(run=local_list)
     return top
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.host_keys import HostKey, parse_host_key
+from provisioner.local_vm import free_loopback_port
 from tests.conftest import require_tool
 
 HELLO = "Hello from Docker!\nThis message shows that your installation appears to be working correctly.\n"
@@ -39,10 +39,10 @@ case $mode in
     kill -9 "$p" ;;
 esac
 """,
-    # Stand-in for cloud-init: prints state/cloud-init.json after state/cloud-init.sleep seconds.
+    # Stand-in for cloud-init: prints state/cloud-init.json; state/result.json stands in for
+    # /run/cloud-init/result.json (all stages over).
     "cloud-init": r"""
 if [ "$2" = --help ]; then echo 'usage: cloud-init status [--format {json,tabular,yaml}] [-l] [-w]'; exit 0; fi
-sleep "$(cat "$STATE/cloud-init.sleep" 2>/dev/null || echo 0)"
 cat "$STATE/cloud-init.json"
 exit "$(cat "$STATE/cloud-init.rc" 2>/dev/null || echo 0)"
 """,
@@ -50,12 +50,6 @@ exit "$(cat "$STATE/cloud-init.rc" 2>/dev/null || echo 0)"
     # Stand-in for sudo reading the output log: prints state/output.log.
     "sudo": 'cat "$STATE/output.log" 2>/dev/null',
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -151,23 +145,30 @@ def make_sshd() -> Sshd:
         (stubs / name).chmod(0o755)
     (state / "cloud-init.json").write_text('{"status": "done", "extended_status": "done", "errors": []}')
     (state / "cloud-init.json").chmod(0o666)
+    (state / "result.json").write_text("{}")  # cloud-init has finished all its stages
 
     subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(base / "host_ed25519")], check=True)
     subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(base / "client")], check=True)
     (base / "client").chmod(0o400)
-    port = free_port()
+    port = free_loopback_port()
     (base / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {base / 'host_ed25519'}\n"
         f"AuthorizedKeysFile {base / 'authorized_keys'}\nPidFile none\nUsePAM no\nStrictModes no\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin no\n"
-        f"AllowUsers {user}\nSetEnv PATH={stubs}:/usr/local/bin:/usr/bin:/bin\nLogLevel VERBOSE\n"
+        f"AllowUsers {user}\nSetEnv PATH={stubs}:/usr/local/bin:/usr/bin:/bin "
+        f"COURSE_VM_CLOUD_INIT_RESULT={state / 'result.json'}\nLogLevel VERBOSE\n"
     )
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     return Sshd(
-        base=base, user=user, home=home, port=port,
+        base=base,
+        user=user,
+        home=home,
+        port=port,
         host_key=parse_host_key((base / "host_ed25519.pub").read_text()),
-        client_key=base / "client", client_public=(base / "client.pub").read_text().strip(), state=state,
-    )  # fmt: skip
+        client_key=base / "client",
+        client_public=(base / "client.pub").read_text().strip(),
+        state=state,
+    )
 
 
 def remove_sshd(server: Sshd) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -73,18 +74,27 @@ def test_cloud_init_error_names_the_failed_recipe_step(ready_sshd: Sshd) -> None
     assert not report.ok
     cloud = by_name(report)["cloud-init"]
     assert not cloud.ok
-    assert cloud.detail.startswith("status: error (('scripts_user', RuntimeError())). recipe step 'docker-compose' "
-                                   "failed (exit 1): checksum mismatch for https://mirror/compose")  # fmt: skip
+    assert cloud.detail.startswith(
+        "status: error (('scripts_user', RuntimeError())). recipe step 'docker-compose' "
+        "failed (exit 1): checksum mismatch for https://mirror/compose"
+    )
     assert "[course-vm] FAILED setup exit=1" in cloud.detail
     assert "FAILED: the VM is not ready" in report.table()
 
 
 @pytest.mark.integration
 def test_degraded_cloud_init_passes_with_a_note(ready_sshd: Sshd) -> None:
-    ready_sshd.set("cloud-init.json", json.dumps({
-        "status": "done", "extended_status": "degraded done", "errors": [],
-        "recoverable_errors": {"WARNING": ["Failed to set locale"]},
-    }))  # fmt: skip
+    ready_sshd.set(
+        "cloud-init.json",
+        json.dumps(
+            {
+                "status": "done",
+                "extended_status": "degraded done",
+                "errors": [],
+                "recoverable_errors": {"WARNING": ["Failed to set locale"]},
+            }
+        ),
+    )
     ready_sshd.set("cloud-init.rc", "2")
     cloud = by_name(check_vm(target(ready_sshd), timeout=30))["cloud-init"]
     assert cloud.ok
@@ -93,7 +103,8 @@ def test_degraded_cloud_init_passes_with_a_note(ready_sshd: Sshd) -> None:
 
 @pytest.mark.integration
 def test_cloud_init_still_running_at_the_deadline(ready_sshd: Sshd) -> None:
-    ready_sshd.set("cloud-init.sleep", "30")
+    (ready_sshd.state / "result.json").unlink()
+    ready_sshd.set("cloud-init.json", '{"status": "running"}')
     ready_sshd.set(
         "output.log", "[course-vm] BEGIN anaconda\n[course-vm] BEGIN packages\n[course-vm] END packages 3s\n"
     )
@@ -102,6 +113,27 @@ def test_cloud_init_still_running_at_the_deadline(ready_sshd: Sshd) -> None:
     assert not cloud.ok
     assert cloud.detail.startswith("still running after ")
     assert cloud.detail.endswith("recipe steps still running: anaconda")
+
+
+@pytest.mark.integration
+def test_an_early_stage_error_does_not_end_the_wait_before_the_recipe(ready_sshd: Sshd) -> None:
+    # cloud-init 22.4's `status --wait` returns "error" while the final stage still runs; the
+    # checker must wait for all stages (result.json) and read the status then.
+    (ready_sshd.state / "result.json").unlink()
+    ready_sshd.set("cloud-init.json", '{"status": "error", "errors": ["early"]}')
+
+    def finish() -> None:
+        ready_sshd.set("cloud-init.json", '{"status": "done", "errors": []}')
+        ready_sshd.set("result.json", "{}")
+
+    timer = threading.Timer(2.0, finish)
+    timer.start()
+    try:
+        cloud = by_name(check_vm(target(ready_sshd), timeout=30))["cloud-init"]
+    finally:
+        timer.cancel()
+    assert cloud.ok, cloud.detail
+    assert cloud.seconds >= 1.5
 
 
 @pytest.mark.integration
@@ -148,10 +180,12 @@ def test_diagnosis_without_markers_shows_the_tail() -> None:
         ('{"status": "done", "errors": []}', ("done", [])),
         ('{"status": "error", "extended_status": "error - done", "errors": ["boom"]}', ("error - done", ["boom"])),
         ("\nstatus: done\n", ("done", [])),
-        ("status: error\ndetail:\nDataSourceGCE\nerrors:\n\t- ('scripts_user', Err())\n",
-         ("error", ["('scripts_user', Err())"])),
+        (
+            "status: error\ndetail:\nDataSourceGCE\nerrors:\n\t- ('scripts_user', Err())\n",
+            ("error", ["('scripts_user', Err())"]),
+        ),
         ("garbage", ("", [])),
     ],
-)  # fmt: skip
+)
 def test_cloud_init_status_is_read_in_json_and_the_old_text_form(output: str, expected: tuple[str, list[str]]) -> None:
     assert _parse_status(output) == expected

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from provisioner.cli import main
+from provisioner.local_vm import free_loopback_port
 from tests.conftest import ROOT, validate_cloud_config
-from tests.sshd import Sshd, free_port
+from tests.sshd import Sshd
 
 
 def write_stack(directory: Path, name: str = "dev", extra: str = "") -> None:
@@ -26,8 +27,13 @@ def write_stack(directory: Path, name: str = "dev", extra: str = "") -> None:
 @pytest.mark.integration
 def test_render_prints_valid_user_data_for_the_only_stack(tmp_path: Path) -> None:
     write_stack(tmp_path, extra="  course-vm:username: alice\n")
-    result = subprocess.run([sys.executable, "-m", "provisioner", "render", "--project-dir", str(tmp_path)],
-                            cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "provisioner", "render", "--project-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("#cloud-config\n")
     assert '  - name: "alice"\n' in result.stdout
@@ -71,13 +77,28 @@ def test_render_reports_every_bad_setting(tmp_path: Path, capsys: pytest.Capture
 
 
 def check_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "provisioner", "check", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, check=False, env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "provisioner", "check", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
 
 
 def sshd_args(server: Sshd) -> list[str]:
-    return ["--host", "127.0.0.1", "--port", str(server.port), "--user", server.user,
-            "--identity", str(server.client_key)]  # fmt: skip
+    return [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(server.port),
+        "--user",
+        server.user,
+        "--identity",
+        str(server.client_key),
+    ]
 
 
 @pytest.mark.integration
@@ -141,7 +162,7 @@ def test_check_exit_2_on_a_key_others_can_read(ready_sshd: Sshd) -> None:
 @pytest.mark.integration
 def test_check_exit_3_when_the_vm_never_answers(ready_sshd: Sshd) -> None:
     args = sshd_args(ready_sshd)
-    args[args.index("--port") + 1] = str(free_port())
+    args[args.index("--port") + 1] = str(free_loopback_port())
     result = check_cli(*args, "--host-key", str(ready_sshd.host_key), "--timeout", "2")
     assert result.returncode == 3
     assert "could not log in" in result.stderr
@@ -158,8 +179,12 @@ def test_check_exit_4_on_host_key_mismatch(ready_sshd: Sshd, tmp_path: Path) -> 
 @pytest.mark.integration
 def test_check_without_host_uses_the_stacks_outputs(ready_sshd: Sshd, tmp_path: Path) -> None:
     # A stand-in for the Pulumi CLI (not installable here) that prints the stack's outputs.
-    outputs = {"ip": "127.0.0.1", "username": ready_sshd.user, "identityFile": str(ready_sshd.client_key),
-               "hostKeys": [str(ready_sshd.host_key)]}  # fmt: skip
+    outputs = {
+        "ip": "127.0.0.1",
+        "username": ready_sshd.user,
+        "identityFile": str(ready_sshd.client_key),
+        "hostKeys": [str(ready_sshd.host_key)],
+    }
     fake = tmp_path / "bin" / "pulumi"
     fake.parent.mkdir()
     fake.write_text(f"#!/bin/sh\n[ \"$1 $2\" = 'stack output' ] || exit 9\necho '{json.dumps(outputs)}'\n")

@@ -11,18 +11,22 @@ import pytest
 
 from provisioner.errors import HostKeyMismatchError, SshKeyError, UnreachableError
 from provisioner.host_keys import parse_host_key
+from provisioner.local_vm import free_loopback_port
 from provisioner.ssh import Target, connect, load_identity, run
 from tests.conftest import require_tool, wait_for_port
-from tests.sshd import Sshd, free_port
+from tests.sshd import Sshd
 
 pytestmark = pytest.mark.integration
 
 
 def target(sshd: Sshd, **changes: object) -> Target:
     fields: dict[str, object] = {
-        "host": "127.0.0.1", "port": sshd.port, "user": sshd.user, "identity": sshd.client_key,
+        "host": "127.0.0.1",
+        "port": sshd.port,
+        "user": sshd.user,
+        "identity": sshd.client_key,
         "host_keys": (sshd.host_key,),
-    }  # fmt: skip
+    }
     fields.update(changes)
     return Target(**fields)  # type: ignore[arg-type]
 
@@ -44,8 +48,9 @@ def settled_connections(sshd: Sshd) -> int:
 
 
 def other_host_key(tmp_path: Path, key_type: str = "ed25519") -> str:
-    subprocess.run([require_tool("ssh-keygen"), "-q", "-t", key_type, "-N", "", "-f", str(tmp_path / "other")],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        [require_tool("ssh-keygen"), "-q", "-t", key_type, "-N", "", "-f", str(tmp_path / "other")], check=True
+    )
     return (tmp_path / "other.pub").read_text()
 
 
@@ -97,7 +102,7 @@ def test_no_pinned_key_is_refused(ready_sshd: Sshd) -> None:
 
 
 def test_deadline_passes_when_nothing_answers(sshd: Sshd) -> None:
-    port = free_port()
+    port = free_loopback_port()
     started = time.monotonic()
     with pytest.raises(UnreachableError) as raised:
         login(sshd, seconds=2.0, port=port)
@@ -115,8 +120,11 @@ def test_key_readable_by_others_is_refused(sshd: Sshd) -> None:
 def test_large_output_on_both_streams_does_not_deadlock(ready_sshd: Sshd) -> None:
     t = target(ready_sshd)
     with connect(t, load_identity(t.identity), time.monotonic() + 20, print) as client:
-        result = run(client, "head -c 3000000 /dev/zero | tr '\\0' o; head -c 3000000 /dev/zero | tr '\\0' e >&2; "
-                             "echo; echo end", 60)  # fmt: skip
+        result = run(
+            client,
+            "head -c 3000000 /dev/zero | tr '\\0' o; head -c 3000000 /dev/zero | tr '\\0' e >&2; echo; echo end",
+            60,
+        )
     assert result.ok, result.summary()
     assert result.stdout.endswith("o\nend\n")
     assert len(result.stdout) == 1 << 20

@@ -13,6 +13,7 @@ import http.server
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,6 +215,16 @@ def test_checksum_mismatch_stops_at_that_step(machine: Machine) -> None:
     assert "BEGIN shell" not in result.stdout
     assert not (machine.home / "soft" / "docker-compose").exists()
     assert not list((machine.root / "cache").glob("docker-compose*")), "an unverified file was kept"
+
+
+def test_the_first_failure_stops_the_other_steps(machine: Machine) -> None:
+    started = time.monotonic()
+    result = machine.run(machine.script(compose_sha="0" * 64), APT_SECONDS="20")
+    assert time.monotonic() - started < 10, "the setup waited for apt after docker-compose had failed"
+    assert "[course-vm] FAILED docker-compose exit=1" in result.stdout
+    assert "the others were stopped" in result.stdout
+    assert "END packages" not in result.stdout
+    assert "usermod" not in machine.calls.read_text()
 
 
 def test_apt_failure_fails_the_setup(machine: Machine) -> None:

@@ -18,6 +18,16 @@ if TYPE_CHECKING:
     from tests.sshd import Sshd
 
 ROOT = Path(__file__).resolve().parent.parent
+E2E_TIMINGS = pytest.StashKey[list[tuple[str, float]]]()
+"""(label, seconds) rows the local VM end-to-end test records, printed at the end of the run."""
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    timings = config.stash.get(E2E_TIMINGS, [])
+    if timings:
+        terminalreporter.section("local VM end-to-end timing")
+        for label, seconds in timings:
+            terminalreporter.write_line(f"{label:<52} {seconds:7.1f}s")
 
 
 def require_tool(name: str) -> str:

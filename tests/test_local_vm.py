@@ -27,7 +27,7 @@ from provisioner.errors import CourseVmError
 from provisioner.host_keys import parse_host_key
 from provisioner.local_image import Image, build_debian_image
 from provisioner.ssh import connect, load_identity, run
-from tests.conftest import ROOT, require_tool
+from tests.conftest import E2E_TIMINGS, ROOT, require_tool
 from tests.local_artifacts import served_artifacts
 from tests.local_registry import hello_world_registry
 
@@ -71,14 +71,11 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
             f"dockerRegistryMirror=http://{HOST}:{registry.rsplit(':', 1)[1]}",
             f"sshKeyPath={work / 'keys' / 'course-vm'}",
         ]
-        context = E2e(image, work / "state", settings, [("image build (debootstrap, cold cache)", build_seconds)])
-        yield context
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line("")
-        reporter.write_line("local VM end-to-end timing:")
-        for label, seconds in context.timings:
-            reporter.write_line(f"  {label:<48} {seconds:7.1f}s")
+        build = "image build (debootstrap)" if build_seconds > 10 else "image (cached)"
+        # conftest.py prints these at the end of the run, whatever pytest captured.
+        timings = request.config.stash.setdefault(E2E_TIMINGS, [])
+        timings.append((build, build_seconds))
+        yield E2e(image, work / "state", settings, timings)
 
 
 def local(

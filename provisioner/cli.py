@@ -163,7 +163,8 @@ def local_up(args: argparse.Namespace) -> int:
     )
     report = check_vm(vm.target(), max(args.timeout - (time.monotonic() - started), 60.0), _progress)
     _progress(
-        f"`python -m provisioner local ssh --name {args.name}` logs in; `local down --name {args.name}` removes the VM"
+        f"`ssh {vm.host_alias}` (or `local ssh --name {args.name}`) logs in; "
+        f"`local down --name {args.name}` removes the VM and its ssh config entry"
     )
     return _print_report(report, args.json)
 

@@ -11,12 +11,12 @@ from pulumi_gcp import compute
 
 from provisioner.recipe import recipe_hash
 from provisioner.settings import Settings
+from provisioner.ssh_config import ssh_config_block
 from provisioner.verify_resource import VmVerification, known_hosts_path
 
 SSH_TAG = "course-vm-ssh"
 SUBNET_RANGE = "10.42.0.0/24"
 RECIPE_LABEL = "course-vm-recipe"
-JUPYTER_PORT = 8888
 
 
 @dataclass(frozen=True)
@@ -208,28 +208,3 @@ class CourseVm(pulumi.ComponentResource):
                 hostKeys=self.host_keys, hostKeyFingerprint=self.host_key_fingerprint, knownHosts=self.known_hosts
             )
         self.register_outputs(outputs)
-
-
-def ssh_config_block(alias: str, ip: str, user: str, identity_file: str, known_hosts_file: str | None = None) -> str:
-    """A `Host` block for ~/.ssh/config that logs in with the course key and forwards Jupyter.
-
-    With KNOWN_HOSTS_FILE (the pinned keys), ssh verifies the host key as strictly as the checker.
-    """
-
-    def quoted(path: str) -> str:
-        return f'"{path}"' if " " in path else path
-
-    pinning = (
-        f"    UserKnownHostsFile {quoted(known_hosts_file)}\n    StrictHostKeyChecking yes\n"
-        if known_hosts_file
-        else ""
-    )
-    return (
-        f"Host {alias}\n"
-        f"    HostName {ip}\n"
-        f"    User {user}\n"
-        f"    IdentityFile {quoted(identity_file)}\n"
-        f"    IdentitiesOnly yes\n"
-        f"{pinning}"
-        f"    LocalForward {JUPYTER_PORT} localhost:{JUPYTER_PORT}\n"
-    )

@@ -17,6 +17,7 @@ from provisioner.errors import CourseVmError, UnreachableError
 from provisioner.host_keys import HostKey, host_keys_from_console, parse_host_key
 from provisioner.local_image import Image
 from provisioner.ssh import Progress, Target
+from provisioner.ssh_config import add_host, remove_host, ssh_config_block
 
 KVM_PROBE_SECONDS = 20.0  # a working KVM prints the kernel banner within a second or two
 
@@ -41,6 +42,11 @@ class LocalVm:
     @property
     def known_hosts(self) -> Path:
         return self.directory / "known_hosts"
+
+    @property
+    def host_alias(self) -> str:
+        """Its `Host` name in ~/.ssh/config: `ssh course-vm-local-NAME`."""
+        return host_alias(self.name)
 
     def target(self) -> Target:
         return Target("127.0.0.1", self.ssh_port, self.user, self.identity, self.host_keys)
@@ -76,6 +82,10 @@ class LocalVm:
         self.known_hosts.write_text(
             "".join(k.known_hosts_line("127.0.0.1", self.ssh_port) + "\n" for k in self.host_keys)
         )
+
+
+def host_alias(name: str) -> str:
+    return f"course-vm-local-{name}"
 
 
 def state_dir() -> Path:
@@ -138,6 +148,7 @@ def _require(tool: str, package: str) -> str:
 def down(name: str) -> bool:
     """Stop the VM called NAME and remove its files; False if there was nothing to remove."""
     directory = state_dir() / name
+    remove_host(host_alias(name))
     if not directory.exists():
         return False
     pid_file = directory / "qemu.pid"
@@ -303,5 +314,8 @@ def boot(
             time.sleep(0.5)
     vm = LocalVm(name, directory, process.pid, port, user, identity, host_keys, chosen)
     vm.save()
+    add_host(
+        vm.host_alias, ssh_config_block(vm.host_alias, "127.0.0.1", user, str(identity), str(vm.known_hosts), port)
+    )
     progress(f"host keys pinned from the console: {host_keys[0].fingerprint}")
     return vm

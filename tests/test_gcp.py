@@ -14,7 +14,8 @@ import pulumi
 import pytest
 import yaml
 
-from provisioner.gcp import RECIPE_LABEL, SSH_TAG, ssh_config_block
+from provisioner.gcp import RECIPE_LABEL, SSH_TAG
+from provisioner.ssh_config import ssh_config_block
 from tests.conftest import validate_cloud_config
 from tests.pulumi_harness import DYNAMIC, HOST_KEY, INSTANCE_ID, STATIC_IP, Run, run_program
 
@@ -214,11 +215,6 @@ def test_bad_settings_register_nothing(tmp_path: Path) -> None:
     with pytest.raises(pulumi.RunError, match="allowedSshCidrs"):
         run_program(stack_config(tmp_path, allowedSshCidrs="[]"), run=run)
     assert run.resources == []
-
-
-def test_ssh_config_quotes_a_key_path_with_spaces() -> None:
-    block = ssh_config_block("course-vm", "1.2.3.4", "student", "/home/a b/key")
-    assert '    IdentityFile "/home/a b/key"\n' in block
 
 
 def test_verification_checks_the_new_instance_without_the_private_key(run: Run, tmp_path: Path) -> None:

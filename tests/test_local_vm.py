@@ -60,6 +60,11 @@ def require_root_and_tools() -> None:
 def e2e(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[E2e]:
     require_root_and_tools()
     work = tmp_path_factory.mktemp("local-vm")
+    # Local VMs' state and the ssh config entries `local up` writes go to this module's own HOME.
+    environment = pytest.MonkeyPatch()
+    environment.setenv("XDG_STATE_HOME", str(work / "state"))
+    environment.setenv("HOME", str(work / "home"))
+    request.addfinalizer(environment.undo)
     started = time.monotonic()
     image = build_debian_image(print, cache=Path(os.environ.get("COURSE_VM_TEST_IMAGE_CACHE", work / "images")))
     build_seconds = time.monotonic() - started
@@ -109,7 +114,6 @@ def first(progress: list[tuple[float, str]], pattern: str) -> float:
 
 @pytest.fixture(scope="module")
 def good_vm(e2e: E2e) -> Iterator[local_vm.LocalVm]:
-    os.environ["XDG_STATE_HOME"] = str(e2e.state)
     result, progress = local(
         e2e,
         "up",
@@ -168,6 +172,17 @@ def test_local_ssh_is_pinned_and_works(good_vm: local_vm.LocalVm, e2e: E2e) -> N
     assert result.stdout.strip() == good_vm.user
     known = good_vm.known_hosts.read_text()
     assert known == "".join(k.known_hosts_line("127.0.0.1", good_vm.ssh_port) + "\n" for k in good_vm.host_keys)
+    # Plain ssh through the entry `local up` wrote: pinned host key, no prompt.
+    config = Path(os.environ["HOME"]) / ".ssh" / "config"
+    plain = subprocess.run(
+        [require_tool("ssh"), "-F", str(config), "-o", "BatchMode=yes", good_vm.host_alias, "whoami"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.strip() == good_vm.user
 
 
 def test_rerunning_the_setup_succeeds_and_changes_nothing(good_vm: local_vm.LocalVm, e2e: E2e) -> None:

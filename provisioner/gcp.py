@@ -37,6 +37,19 @@ def label_value(text: str) -> str:
     return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
 
 
+def scheduling(spot: bool) -> compute.InstanceSchedulingArgs:
+    """On-demand (restarted after host maintenance), or Spot: stopped, never deleted, on preemption."""
+    if not spot:
+        return compute.InstanceSchedulingArgs(automatic_restart=True, on_host_maintenance="MIGRATE")
+    return compute.InstanceSchedulingArgs(
+        provisioning_model="SPOT",
+        preemptible=True,
+        automatic_restart=False,
+        on_host_maintenance="TERMINATE",
+        instance_termination_action="STOP",
+    )
+
+
 def instance_options(parent: pulumi.Resource, depends_on: list[pulumi.Resource]) -> pulumi.ResourceOptions:
     """Options of the instance: a changed recipe replaces it, and the old one goes first.
 
@@ -158,6 +171,7 @@ class CourseVm(pulumi.ComponentResource):
                 enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True
             ),
             # No service account at all: the VM needs no Google API, so it gets no credentials.
+            scheduling=scheduling(s.spot),
             allow_stopping_for_update=True,
             description="course-vm: a course student's VM",
             opts=instance_options(self, depends_on=[firewall]),

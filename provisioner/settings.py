@@ -107,6 +107,12 @@ SETTINGS: tuple[Setting, ...] = (
         1800,
         "How long `pulumi up` waits for the VM and its setup before the check fails.",
     ),
+    Setting(
+        "spot",
+        "boolean",
+        False,
+        "Run as a Spot VM (much cheaper; GCE may stop it at any time, and it is stopped, not deleted).",
+    ),
     Setting("anacondaVersion", "string", "2022.05", "Anaconda release to install; set anacondaSha256 with it."),
     Setting(
         "anacondaUrl",
@@ -181,6 +187,7 @@ class Settings:
     allowed_ssh_cidrs: tuple[str, ...]
     verify: bool
     verify_timeout_seconds: int
+    spot: bool
     anaconda: Artifact
     docker_compose: Artifact
     docker_registry_mirror: str
@@ -468,6 +475,9 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
     verify = _as_bool(get("verify"))
     if verify is None:
         p.add("verify", get("verify"), "it must be true or false", _set("verify", True))
+    spot = _as_bool(get("spot"))
+    if spot is None:
+        p.add("spot", get("spot"), "it must be true or false", _set("spot", False))
 
     verify_timeout = _as_int(get("verifyTimeoutSeconds"))
     if verify_timeout is None or not 60 <= verify_timeout <= 7200:
@@ -514,6 +524,7 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
         allowed_ssh_cidrs=cidrs,
         verify=bool(verify),
         verify_timeout_seconds=int(verify_timeout or 0),
+        spot=bool(spot),
         anaconda=anaconda,
         docker_compose=compose,
         docker_registry_mirror=registry_mirror.rstrip("/"),

@@ -258,3 +258,18 @@ def test_verify_false_skips_the_check_and_the_pinning(tmp_path: Path) -> None:
     assert run.outputs["sshConfig"] == ssh_config_block("course-vm", STATIC_IP, "student", str(key))
     assert "StrictHostKeyChecking" not in run.outputs["sshConfig"]
     assert run.outputs["hostKeys"] is None
+
+
+def test_on_demand_by_default(run: Run) -> None:
+    assert run.one(INSTANCE).inputs["scheduling"] == {"automaticRestart": True, "onHostMaintenance": "MIGRATE"}
+
+
+def test_spot_vm_is_stopped_not_deleted_when_preempted(tmp_path: Path) -> None:
+    run = run_program(stack_config(tmp_path, spot="true"))
+    assert run.one(INSTANCE).inputs["scheduling"] == {
+        "provisioningModel": "SPOT",
+        "preemptible": True,
+        "automaticRestart": False,
+        "onHostMaintenance": "TERMINATE",
+        "instanceTerminationAction": "STOP",
+    }

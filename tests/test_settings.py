@@ -161,6 +161,7 @@ def test_ssh_open_to_internet_is_allowed_but_flagged() -> None:
             "Fix: pulumi config set --path 'allowedSshCidrs[0]' 203.0.113.7/32",
         ),
         ({"verify": "yes"}, "verify: got 'yes', but it must be true or false. Fix: pulumi config set verify true"),
+        ({"spot": "cheap"}, "spot: got 'cheap', but it must be true or false. Fix: pulumi config set spot false"),
         (
             {"verifyTimeoutSeconds": "30"},
             "verifyTimeoutSeconds: got '30', but it must be a whole number of seconds from 60 to 7200 (the setup "

@@ -1,4 +1,4 @@
-"""`python -m provisioner`: the command line front end (render, check, local)."""
+"""`python -m provisioner`: the command line front end (up, down, status, render, check, local)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from provisioner import local_vm
+from provisioner import local_vm, stack
 from provisioner.checker import DEFAULT_TIMEOUT, Report, check_vm
 from provisioner.errors import EXIT_CHECK_FAILED, CourseVmError, SettingsError
 from provisioner.gce import GceInstance, gce_host_keys
@@ -139,6 +139,32 @@ def _settings_from_set(pairs: Sequence[str]) -> dict[str, str]:
     return raw
 
 
+def up(args: argparse.Namespace) -> int:
+    """Create or update the course VM with one command, then say how to log in."""
+    outputs = stack.up(args.stack, args.project, args.zone, args.allow)
+    alias = stack.host_alias(args.stack)
+    print(f"\nReady: `ssh {alias}` (VS Code Remote-SSH: host {alias}), or: {outputs.get('sshCommand', '')}")
+    return 0
+
+
+def down(args: argparse.Namespace) -> int:
+    stack.down(args.stack)
+    print(f"Removed the course VM of stack {args.stack} and its ~/.ssh entry.")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    outputs = stack.status(args.stack)
+    if not outputs:
+        print(f"stack {args.stack}: no course VM. Create one: python -m provisioner up --project YOUR-PROJECT-ID")
+        return 0
+    print(
+        f"stack {args.stack}: {outputs.get('instanceName')} in {outputs.get('zone')}, {outputs.get('ip')}; "
+        f"`ssh {stack.host_alias(args.stack)}`"
+    )
+    return 0
+
+
 def local_up(args: argparse.Namespace) -> int:
     """Boot a local VM with the course recipe, then check it like `check` does."""
     started = time.monotonic()
@@ -212,6 +238,25 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m provisioner", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
 
+    up_parser = commands.add_parser("up", help="create or update your course VM (drives the Pulumi CLI)")
+    up_parser.add_argument("--project", help="GCP project ID (kept in the stack once set)")
+    up_parser.add_argument("--zone", help="GCE zone, e.g. europe-west1-b (kept in the stack once set)")
+    up_parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="an IPv4 range allowed to reach SSH, e.g. your address as 203.0.113.7/32 (repeatable)",
+    )
+    up_parser.add_argument("--stack", default=stack.DEFAULT_STACK)
+    up_parser.set_defaults(run=up)
+    down_parser = commands.add_parser("down", help="destroy the course VM and everything it uses")
+    down_parser.add_argument("--stack", default=stack.DEFAULT_STACK)
+    down_parser.set_defaults(run=down)
+    status_parser = commands.add_parser("status", help="what exists")
+    status_parser.add_argument("--stack", default=stack.DEFAULT_STACK)
+    status_parser.set_defaults(run=status)
+
     render_parser = commands.add_parser(
         "render", help="print the cloud-init user-data for a stack's settings (no cloud calls)"
     )
@@ -256,32 +301,36 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--mirror", default=DEBIAN_MIRROR, help=f"Debian mirror (default {DEBIAN_MIRROR})")
     build.set_defaults(run=local_image_build)
 
-    up = local.add_parser("up", help="boot a VM with the course recipe and check it (exit status as `check`)")
-    up.add_argument("--name", default="default", help="several VMs may exist side by side (default: default)")
-    up.add_argument(
+    local_up_parser = local.add_parser(
+        "up", help="boot a VM with the course recipe and check it (exit status as `check`)"
+    )
+    local_up_parser.add_argument(
+        "--name", default="default", help="several VMs may exist side by side (default: default)"
+    )
+    local_up_parser.add_argument(
         "--image",
         type=Path,
         help="an image from `local image build` or a disk image (default: Ubuntu 24.04's cloud image, downloaded once)",
     )
-    up.add_argument(
+    local_up_parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="a course-vm setting, as in Pulumi.yaml (e.g. username=alice, artifactMirrorUrl=URL)",
     )
-    up.add_argument("--memory", type=int, default=4096, metavar="MB")
-    up.add_argument("--cpus", type=int, default=2)
-    up.add_argument("--disk-size", default="30G", help="virtual disk size (default 30G; sparse)")
-    up.add_argument(
+    local_up_parser.add_argument("--memory", type=int, default=4096, metavar="MB")
+    local_up_parser.add_argument("--cpus", type=int, default=2)
+    local_up_parser.add_argument("--disk-size", default="30G", help="virtual disk size (default 30G; sparse)")
+    local_up_parser.add_argument(
         "--accel",
         choices=("auto", "kvm", "tcg"),
         default="auto",
         help="auto: KVM if it really starts the guest, else software emulation",
     )
-    up.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
-    up.add_argument("--json", action="store_true")
-    up.set_defaults(run=local_up)
+    local_up_parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
+    local_up_parser.add_argument("--json", action="store_true")
+    local_up_parser.set_defaults(run=local_up)
 
     local_check_parser = local.add_parser("check", help="check a running local VM again")
     local_check_parser.add_argument("--name", default="default")
@@ -295,9 +344,9 @@ def parser() -> argparse.ArgumentParser:
     ssh.add_argument("command", nargs="*", help="a command to run instead of a shell")
     ssh.set_defaults(run=local_ssh)
 
-    down_parser = local.add_parser("down", help="stop a local VM and remove its files")
-    down_parser.add_argument("--name", default="default")
-    down_parser.set_defaults(run=local_down)
+    local_down_parser = local.add_parser("down", help="stop a local VM and remove its files")
+    local_down_parser.add_argument("--name", default="default")
+    local_down_parser.set_defaults(run=local_down)
 
     local.add_parser("list", help="the local VMs").set_defaults(run=local_list)
     return top

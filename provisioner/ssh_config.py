@@ -88,7 +88,7 @@ def _write_hosts(blocks: dict[str, str]) -> None:
     text = "# Written by course-vm; `python -m provisioner local down` (or `down`) removes a host's block.\n"
     for alias, block in sorted(blocks.items()):
         text += f"{BEGIN.format(alias=alias)}\n{block}{END.format(alias=alias)}\n"
-    _atomic_write(hosts_file(), text, 0o600)
+    write_atomically(hosts_file(), text, 0o600)
 
 
 def _include_line() -> str:
@@ -108,7 +108,7 @@ def _ensure_include() -> None:
         return
     # At the very top: an Include after a `Host` line would apply only inside that Host.
     mode = config.stat().st_mode & 0o777 if config.exists() else 0o600
-    _atomic_write(config, _include_line() + text, mode)
+    write_atomically(config, _include_line() + text, mode)
 
 
 def _remove_include() -> None:
@@ -116,10 +116,11 @@ def _remove_include() -> None:
     text = _read(config)
     kept = [line for line in text.splitlines(keepends=True) if not line.rstrip("\n").endswith(INCLUDE_MARK)]
     if "".join(kept) != text:
-        _atomic_write(config, "".join(kept), config.stat().st_mode & 0o777)
+        write_atomically(config, "".join(kept), config.stat().st_mode & 0o777)
 
 
-def _atomic_write(path: Path, text: str, mode: int) -> None:
+def write_atomically(path: Path, text: str, mode: int) -> None:
+    """Replace PATH with TEXT at MODE: readers see the old file or the new one, never half of one."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.course-vm.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

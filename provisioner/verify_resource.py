@@ -43,6 +43,7 @@ def verify(props: dict[str, Any]) -> dict[str, Any]:
     from provisioner.errors import CourseVmError
     from provisioner.gce import GceInstance, gce_host_keys
     from provisioner.ssh import Target
+    from provisioner.ssh_config import write_atomically
 
     def progress(message: str) -> None:
         print(f"course-vm: {message}", file=sys.stderr, flush=True)
@@ -56,7 +57,7 @@ def verify(props: dict[str, Any]) -> dict[str, Any]:
         raise CourseVmError("the VM is not ready:\n" + report.table())
     lines = [k.known_hosts_line(target.host, target.port) for k in host_keys]
     known_hosts = known_hosts_path(props["identity_file"])
-    _write_own_file(known_hosts, "".join(line + "\n" for line in lines))
+    write_atomically(known_hosts, "".join(line + "\n" for line in lines), 0o644)
     return {
         **props,
         "host_keys": [str(k) for k in host_keys],
@@ -65,13 +66,6 @@ def verify(props: dict[str, Any]) -> dict[str, Any]:
         "known_hosts_file": str(known_hosts),
         "report": json.dumps(report.as_json()),
     }
-
-
-def _write_own_file(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    temporary.chmod(0o644)
-    temporary.replace(path)
 
 
 def _provider_class() -> Any:

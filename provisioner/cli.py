@@ -35,7 +35,7 @@ def stack_file(project_dir: Path, stack: str | None) -> Path:
     """
     if stack:
         return project_dir / f"Pulumi.{stack}.yaml"
-    candidates = sorted(p for p in project_dir.glob("Pulumi.*.yaml") if p.name != "Pulumi.example.yaml")
+    candidates = sorted(project_dir.glob("Pulumi.*.yaml"))
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:

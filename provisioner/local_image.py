@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner.errors import CourseVmError
+from provisioner.paths import cache_home
 from provisioner.ssh import Progress
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -59,8 +60,7 @@ class Image:
 
 def cache_dir() -> Path:
     """Where images are kept between runs: $XDG_CACHE_HOME/course-vm/images."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "course-vm" / "images"
+    return cache_home() / "images"
 
 
 def image_at(path: Path) -> Image:

@@ -16,6 +16,7 @@ from pathlib import Path
 from provisioner.errors import CourseVmError, UnreachableError
 from provisioner.host_keys import HostKey, host_keys_from_console, parse_host_key
 from provisioner.local_image import Image
+from provisioner.paths import state_home
 from provisioner.ssh import Progress, Target
 from provisioner.ssh_config import add_host, remove_host, ssh_config_block
 
@@ -90,8 +91,7 @@ def host_alias(name: str) -> str:
 
 def state_dir() -> Path:
     """Where local VMs live: $XDG_STATE_HOME/course-vm/local, one directory per VM name."""
-    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    return base / "course-vm" / "local"
+    return state_home() / "local"
 
 
 def load(name: str) -> LocalVm:

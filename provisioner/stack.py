@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from provisioner.errors import CourseVmError
+from provisioner.paths import state_home
 from provisioner.ssh_config import add_host, remove_host, ssh_config_block
 from provisioner.verify_resource import known_hosts_path
 
@@ -33,8 +34,7 @@ StackOpener = Callable[[str], StackLike]
 
 
 def state_dir() -> Path:
-    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    return base / "course-vm" / "pulumi"
+    return state_home() / "pulumi"
 
 
 def _logged_in() -> bool:

@@ -1,0 +1,16 @@
+"""Where course-vm keeps its files on the user's machine: the XDG state and cache directories."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def state_home() -> Path:
+    """`$XDG_STATE_HOME/course-vm` (default `~/.local/state/course-vm`): VMs and Pulumi state."""
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "course-vm"
+
+
+def cache_home() -> Path:
+    """`$XDG_CACHE_HOME/course-vm` (default `~/.cache/course-vm`): downloaded and built images."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "course-vm"

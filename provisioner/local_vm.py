@@ -122,13 +122,19 @@ def names() -> list[str]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether PID runs; a zombie (QEMU exited, its new parent has not reaped it yet) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        # /proc/PID/stat: "PID (COMMAND) STATE ..."; COMMAND may itself hold spaces and parentheses.
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def free_loopback_port() -> int:

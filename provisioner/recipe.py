@@ -17,6 +17,8 @@ from provisioner.settings import Artifact, Settings
 TEMPLATES = Path(__file__).resolve().parent.parent / "cloud-init"
 SETUP_SCRIPT_PATH = "/usr/local/sbin/course-vm-setup"
 DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
+IDLE_STOP_PATH = "/usr/local/sbin/course-vm-idle-stop"
+IDLE_STOP_TIMER = "course-vm-idle-stop.timer"
 MAX_USER_DATA_BYTES = 256 * 1024  # GCE's limit for one metadata value
 _TOP_LEVEL_KEYS = {"ssh_pwauth", "disable_root", "users", "write_files", "runcmd"}
 
@@ -52,6 +54,13 @@ def render_setup_script(*, username: str, anaconda: Artifact, docker_compose: Ar
     )
 
 
+def render_idle_stop_script(idle_minutes: int) -> str:
+    """The script a systemd timer runs every minute: power off after IDLE_MINUTES without use ("" if 0)."""
+    if idle_minutes <= 0:
+        return ""
+    return _environment().get_template("idle-stop.sh.j2").render(idle_minutes=idle_minutes)
+
+
 def docker_daemon_json(registry_mirror: str) -> str:
     """/etc/docker/daemon.json for a registry mirror ("" for none: Docker's defaults)."""
     if not registry_mirror:
@@ -70,6 +79,7 @@ def render_user_data(
     anaconda: Artifact,
     docker_compose: Artifact,
     docker_registry_mirror: str = "",
+    auto_stop_idle_minutes: int = 0,
 ) -> str:
     """The `#cloud-config` user-data document for one course VM.
 
@@ -78,12 +88,26 @@ def render_user_data(
     """
     script = render_setup_script(username=username, anaconda=anaconda, docker_compose=docker_compose)
     daemon_json = docker_daemon_json(docker_registry_mirror)
+    idle_stop = render_idle_stop_script(auto_stop_idle_minutes)
     text = (
         _environment()
         .get_template("user-data.yaml.j2")
-        .render(username=username, ssh_public_key=ssh_public_key, setup_script=script, docker_daemon_json=daemon_json)
+        .render(
+            username=username,
+            ssh_public_key=ssh_public_key,
+            setup_script=script,
+            docker_daemon_json=daemon_json,
+            idle_stop_script=idle_stop,
+        )
     )
-    _check(text, username=username, ssh_public_key=ssh_public_key, script=script, daemon_json=daemon_json)
+    _check(
+        text,
+        username=username,
+        ssh_public_key=ssh_public_key,
+        script=script,
+        daemon_json=daemon_json,
+        idle_stop=idle_stop,
+    )
     return text
 
 
@@ -95,10 +119,11 @@ def user_data_for(settings: Settings, ssh_public_key: str) -> str:
         anaconda=settings.anaconda,
         docker_compose=settings.docker_compose,
         docker_registry_mirror=settings.docker_registry_mirror,
+        auto_stop_idle_minutes=settings.auto_stop_idle_minutes,
     )
 
 
-def _check(text: str, *, username: str, ssh_public_key: str, script: str, daemon_json: str) -> None:
+def _check(text: str, *, username: str, ssh_public_key: str, script: str, daemon_json: str, idle_stop: str) -> None:
     size = len(text.encode())
     if size > MAX_USER_DATA_BYTES:
         raise RecipeError(f"user-data is {size} bytes; GCE accepts at most {MAX_USER_DATA_BYTES}")
@@ -122,6 +147,11 @@ def _check(text: str, *, username: str, ssh_public_key: str, script: str, daemon
             problems.append("its setup script differs from the rendered script")
         if files.get(DOCKER_DAEMON_JSON, "") != daemon_json:
             problems.append("its Docker daemon configuration differs from the settings")
+        if files.get(IDLE_STOP_PATH, "") != idle_stop:
+            problems.append("its idle-stop script differs from the rendered script")
+        armed = ["systemctl", "enable", "--now", IDLE_STOP_TIMER] in document["runcmd"]
+        if armed != bool(idle_stop):
+            problems.append("its idle-stop timer is not armed as autoStopIdleMinutes says")
     if problems:
         raise RecipeError(
             "rendered user-data changed shape (a value must contain characters the "

@@ -24,6 +24,7 @@ COMPOSE_DEFAULT_SHA256 = "ed79398562f3a80a5d8c068fde14b0b12101e80b494aabb2b3533e
 # Ubuntu's image is 10 GB; Anaconda (installer plus install) and Docker need about 8 GB more.
 MIN_DISK_GB = 20
 MAX_DISK_GB = 65536
+MAX_IDLE_MINUTES = 7 * 24 * 60
 # Shared-core machines have too little memory: Anaconda plus Docker get sshd killed by the OOM killer.
 TOO_SMALL_MACHINE_TYPES = frozenset({"f1-micro", "g1-small", "e2-micro", "e2-small", "e2-medium"})
 RESERVED_USERNAMES = frozenset(
@@ -113,6 +114,12 @@ SETTINGS: tuple[Setting, ...] = (
         False,
         "Run as a Spot VM (much cheaper; GCE may stop it at any time, and it is stopped, not deleted).",
     ),
+    Setting(
+        "autoStopIdleMinutes",
+        "integer",
+        60,
+        "Power the VM off after this many minutes with no SSH connection and no CPU use (0: never).",
+    ),
     Setting("anacondaVersion", "string", "2022.05", "Anaconda release to install; set anacondaSha256 with it."),
     Setting(
         "anacondaUrl",
@@ -188,6 +195,8 @@ class Settings:
     verify: bool
     verify_timeout_seconds: int
     spot: bool
+    auto_stop_idle_minutes: int
+    """0: never; else the VM powers itself off after that many idle minutes."""
     anaconda: Artifact
     docker_compose: Artifact
     docker_registry_mirror: str
@@ -488,6 +497,15 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
             _set("verifyTimeoutSeconds", DEFAULTS["verifyTimeoutSeconds"]),
         )
 
+    idle_minutes = _as_int(get("autoStopIdleMinutes"))
+    if idle_minutes is None or not 0 <= idle_minutes <= MAX_IDLE_MINUTES:
+        p.add(
+            "autoStopIdleMinutes",
+            get("autoStopIdleMinutes"),
+            f"it must be a whole number of minutes from 1 to {MAX_IDLE_MINUTES}, or 0 to never stop",
+            _set("autoStopIdleMinutes", DEFAULTS["autoStopIdleMinutes"]),
+        )
+
     anaconda = _check_artifact(p, raw, "the Anaconda installer", "anaconda", _ANACONDA_VERSION, "2022.05")
     compose = _check_artifact(p, raw, "docker-compose", "dockerCompose", _COMPOSE_VERSION, "v2.6.1")
     mirror = _check_string(
@@ -525,6 +543,7 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
         verify=bool(verify),
         verify_timeout_seconds=int(verify_timeout or 0),
         spot=bool(spot),
+        auto_stop_idle_minutes=int(idle_minutes or 0),
         anaconda=anaconda,
         docker_compose=compose,
         docker_registry_mirror=registry_mirror.rstrip("/"),

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from provisioner import local_vm
@@ -44,6 +45,9 @@ class E2e:
     state: Path
     settings: list[str]
     timings: list[tuple[str, float]] = field(default_factory=list)
+    keep_alive: paramiko.SSHClient | None = None
+    """An SSH connection held open while the good VM's tests run: with autoStopIdleMinutes=1 it keeps
+    the VM from powering itself off between them."""
 
 
 def require_root_and_tools() -> None:
@@ -75,6 +79,8 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
             f"dockerComposeSha256={artifacts.compose_sha256}",
             f"dockerRegistryMirror=http://{HOST}:{registry.rsplit(':', 1)[1]}",
             f"sshKeyPath={work / 'keys' / 'course-vm'}",
+            # Short, so that test_an_idle_vm_powers_itself_off waits minutes, not an hour.
+            "autoStopIdleMinutes=1",
         ]
         build = "image build (debootstrap)" if build_seconds > 10 else "image (cached)"
         # conftest.py prints these at the end of the run, whatever pytest captured.
@@ -128,6 +134,7 @@ def good_vm(e2e: E2e) -> Iterator[local_vm.LocalVm]:
     vm = local_vm.load("e2e")
     try:
         assert result.returncode == 0, f"{result.stderr}\n{json.dumps(report, indent=2)}"
+        e2e.keep_alive = connect(vm.target(), load_identity(vm.identity), time.monotonic() + 60, print)
         pinned = first(progress, "host keys pinned")
         logged_in = first(progress, "logged in; waiting for cloud-init")
         e2e.timings += [
@@ -139,6 +146,8 @@ def good_vm(e2e: E2e) -> Iterator[local_vm.LocalVm]:
         e2e.timings.append(("local up, in all", progress[-1][0]))
         yield vm
     finally:
+        if e2e.keep_alive is not None:
+            e2e.keep_alive.close()
         local_vm.down("e2e")
 
 
@@ -203,6 +212,26 @@ def test_rerunning_the_setup_succeeds_and_changes_nothing(good_vm: local_vm.Loca
     assert before.ok and before.stdout == after.stdout
 
 
+def test_an_idle_vm_powers_itself_off(good_vm: local_vm.LocalVm, e2e: E2e) -> None:
+    # The last test of the good VM. Its timer runs every minute; with autoStopIdleMinutes=1 the VM
+    # powers off at the second run that finds no SSH connection and an idle CPU, and QEMU exits.
+    assert e2e.keep_alive is not None
+    with e2e.keep_alive as client:
+        timer = run(
+            client, "systemctl is-active course-vm-idle-stop.timer; systemctl is-enabled course-vm-idle-stop.timer", 30
+        )
+        journal = run(client, "sudo -n journalctl -u course-vm-idle-stop.service --no-pager -o cat | tail -n 3", 30)
+    assert timer.stdout.split() == ["active", "enabled"], timer.summary()
+    assert "in use: an SSH connection is open" in journal.stdout, journal.summary()
+    started = time.monotonic()
+    while good_vm.running() and time.monotonic() - started < 420:
+        time.sleep(1)
+    e2e.timings.append(("idle VM powers off (autoStopIdleMinutes=1)", time.monotonic() - started))
+    assert not good_vm.running(), "the VM was still running 7 minutes after its last SSH connection closed"
+    console = good_vm.console_log.read_text(errors="replace")
+    assert "[course-vm] idle for 1 minutes: powering off" in console
+
+
 def test_a_bad_checksum_stops_the_recipe_at_that_step_and_the_checker_says_so(e2e: E2e) -> None:
     settings = [s for s in e2e.settings if not s.startswith("dockerComposeSha256=")]
     settings.append("dockerComposeSha256=" + "0" * 64)
@@ -257,6 +286,19 @@ def test_a_vm_record_round_trips_and_pins_its_keys(tmp_path: Path, monkeypatch: 
     assert vm.ssh_command()[-1] == "student@127.0.0.1"
     assert "StrictHostKeyChecking=yes" in vm.ssh_command()
     assert vm.running()
+
+
+def test_a_powered_off_vm_whose_qemu_is_not_reaped_yet_is_not_running() -> None:
+    qemu = subprocess.Popen(["true"])  # exits at once; not waited for, so it stays a zombie
+    try:
+        deadline = time.monotonic() + 10
+        while local_vm._alive(qemu.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not local_vm._alive(qemu.pid)
+        assert Path(f"/proc/{qemu.pid}").exists()  # still there, as a zombie
+    finally:
+        qemu.wait()
+    assert local_vm._alive(os.getpid())
 
 
 def test_unknown_vm_says_how_to_make_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

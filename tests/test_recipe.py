@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provisioner.recipe import SETUP_SCRIPT_PATH, RecipeError, recipe_hash, render_setup_script, render_user_data
+from provisioner.recipe import (
+    IDLE_STOP_PATH,
+    IDLE_STOP_TIMER,
+    SETUP_SCRIPT_PATH,
+    RecipeError,
+    recipe_hash,
+    render_setup_script,
+    render_user_data,
+    user_data_for,
+)
 from provisioner.settings import Artifact, parse_settings
 from tests.conftest import require_tool, validate_cloud_config
 
@@ -31,8 +40,15 @@ def render(
     public_key: str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u",
     anaconda: Artifact = DEFAULTS.anaconda,
     compose: Artifact = DEFAULTS.docker_compose,
+    idle_minutes: int = 0,
 ) -> str:
-    return render_user_data(username=username, ssh_public_key=public_key, anaconda=anaconda, docker_compose=compose)
+    return render_user_data(
+        username=username,
+        ssh_public_key=public_key,
+        anaconda=anaconda,
+        docker_compose=compose,
+        auto_stop_idle_minutes=idle_minutes,
+    )
 
 
 def setup_script(document: str) -> str:
@@ -63,6 +79,7 @@ VARIANTS = {
         ),
         "compose": Artifact("docker-compose", "v2.27.0", "https://mirror.example.org/compose/v2.27.0/dc", "d" * 64),
     },
+    "idle stop": {"idle_minutes": 45},
 }
 
 
@@ -86,6 +103,25 @@ def test_document_holds_the_hardening_the_user_and_the_setup() -> None:
     assert "PermitRootLogin no\n" in sshd
     assert files[SETUP_SCRIPT_PATH]["permissions"] == "0755"
     assert document["runcmd"] == [[SETUP_SCRIPT_PATH]]
+
+
+def test_the_defaults_arm_the_idle_stop_timer_before_the_setup() -> None:
+    document = yaml.safe_load(user_data_for(DEFAULTS, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u"))
+    assert DEFAULTS.auto_stop_idle_minutes == 60
+    assert document["runcmd"] == [["systemctl", "enable", "--now", IDLE_STOP_TIMER], [SETUP_SCRIPT_PATH]]
+    files = {f["path"]: f for f in document["write_files"]}
+    assert "IDLE_MINUTES=60\n" in files[IDLE_STOP_PATH]["content"]
+    assert files[IDLE_STOP_PATH]["permissions"] == "0755"
+    timer = files[f"/etc/systemd/system/{IDLE_STOP_TIMER}"]["content"]
+    assert "OnUnitActiveSec=1min\n" in timer and "WantedBy=timers.target\n" in timer
+    service = files["/etc/systemd/system/course-vm-idle-stop.service"]["content"]
+    assert f"ExecStart={IDLE_STOP_PATH}\n" in service
+
+
+def test_zero_idle_minutes_installs_no_timer() -> None:
+    document = yaml.safe_load(render(idle_minutes=0))
+    assert document["runcmd"] == [[SETUP_SCRIPT_PATH]]
+    assert not any("idle-stop" in f["path"] for f in document["write_files"])
 
 
 def test_setup_script_carries_each_setting_exactly() -> None:
@@ -149,9 +185,11 @@ def test_oversized_user_data_is_refused() -> None:
 
 
 @pytest.mark.integration
-def test_setup_script_is_clean_bash(tmp_path: Path) -> None:
-    script = tmp_path / "course-vm-setup"
-    script.write_text(setup_script(render()))
+@pytest.mark.parametrize("path", [SETUP_SCRIPT_PATH, IDLE_STOP_PATH])
+def test_scripts_are_clean_bash(path: str, tmp_path: Path) -> None:
+    files = {f["path"]: f["content"] for f in yaml.safe_load(render(idle_minutes=60))["write_files"]}
+    script = tmp_path / Path(path).name
+    script.write_text(files[path])
     subprocess.run([require_tool("bash"), "-n", str(script)], check=True)
     result = subprocess.run(
         [require_tool("shellcheck"), "--severity=warning", str(script)], capture_output=True, text=True, check=False

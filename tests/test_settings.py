@@ -168,6 +168,16 @@ def test_ssh_open_to_internet_is_allowed_but_flagged() -> None:
             "alone takes minutes). Fix: pulumi config set verifyTimeoutSeconds 1800",
         ),
         (
+            {"autoStopIdleMinutes": "-5"},
+            "autoStopIdleMinutes: got '-5', but it must be a whole number of minutes from 1 to 10080, or 0 to "
+            "never stop. Fix: pulumi config set autoStopIdleMinutes 60",
+        ),
+        (
+            {"autoStopIdleMinutes": 20000},
+            "autoStopIdleMinutes: got 20000, but it must be a whole number of minutes from 1 to 10080, or 0 to "
+            "never stop. Fix: pulumi config set autoStopIdleMinutes 60",
+        ),
+        (
             {"anacondaSha256": "not-hex"},
             "anacondaSha256: got 'not-hex', but a sha256 is 64 hexadecimal characters. "
             "Fix: pulumi config set anacondaSha256 the sha256 of the Anaconda installer (`sha256sum FILE`)",

@@ -169,6 +169,9 @@ def _fingerprint(key: paramiko.PKey) -> str:
     return HostKey(key.get_name(), key.get_base64()).fingerprint
 
 
+EOF_GRACE = 2.0
+
+
 def run(client: paramiko.SSHClient, command: str, timeout: float) -> CommandResult:
     """Run COMMAND in a new session, reading stdout and stderr as they come, for at most TIMEOUT s."""
     started = time.monotonic()
@@ -183,19 +186,30 @@ def run(client: paramiko.SSHClient, command: str, timeout: float) -> CommandResu
         return CommandResult(command, None, "", "", time.monotonic() - started, connection_lost=True)
     out, err = bytearray(), bytearray()
     timed_out = False
+    exited_at: float | None = None
+
+    def drain() -> bool:
+        nonlocal out, err
+        progressed = False
+        while channel.recv_ready():
+            out += channel.recv(65536)
+            del out[:-MAX_OUTPUT_BYTES]
+            progressed = True
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)
+            del err[:-MAX_OUTPUT_BYTES]
+            progressed = True
+        return progressed
+
     try:
         while True:
-            progressed = False
-            while channel.recv_ready():
-                out += channel.recv(65536)
-                del out[:-MAX_OUTPUT_BYTES]
-                progressed = True
-            while channel.recv_stderr_ready():
-                err += channel.recv_stderr(65536)
-                del err[:-MAX_OUTPUT_BYTES]
-                progressed = True
-            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                break
+            progressed = drain()
+            # sshd may send the exit status before the last of the output: the output ends at EOF.
+            # (A command that leaves a background process holding stdout gets EOF_GRACE to finish.)
+            if channel.exit_status_ready():
+                exited_at = exited_at or time.monotonic()
+                if channel.eof_received or time.monotonic() - exited_at > EOF_GRACE:
+                    break
             if channel.closed or not transport.is_active():
                 break
             if time.monotonic() - started > timeout:
@@ -203,6 +217,7 @@ def run(client: paramiko.SSHClient, command: str, timeout: float) -> CommandResu
                 break
             if not progressed:
                 time.sleep(0.02)
+        drain()  # what arrived between the last read and the end
     finally:
         # paramiko reports -1 when the channel closed without an exit status: the connection dropped.
         status = channel.exit_status if channel.exit_status_ready() else None

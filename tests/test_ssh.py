@@ -131,6 +131,14 @@ def test_large_output_on_both_streams_does_not_deadlock(ready_sshd: Sshd) -> Non
     assert set(result.stderr) == {"e"}
 
 
+def test_a_background_process_holding_stdout_does_not_hold_the_result(ready_sshd: Sshd) -> None:
+    t = target(ready_sshd)
+    with connect(t, load_identity(t.identity), time.monotonic() + 20, print) as client:
+        result = run(client, "sleep 30 & echo started", 60)
+    assert result.ok and result.stdout == "started\n"
+    assert result.seconds < 10, "the exit status counts once the output has had its grace period"
+
+
 def test_slow_command_is_stopped_at_its_timeout(ready_sshd: Sshd) -> None:
     t = target(ready_sshd)
     with connect(t, load_identity(t.identity), time.monotonic() + 20, print) as client:

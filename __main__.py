@@ -1,32 +1,32 @@
-"""The Pulumi program: read the stack's settings, build one CourseVm, export how to reach it."""
+"""The Pulumi program: read the stack's settings, build the course's VMs, export how to reach them."""
 
 import pulumi
 
 from provisioner.errors import CourseVmError
-from provisioner.gcp import CourseVm, CourseVmArgs
+from provisioner.gcp import CourseVm, CourseVmArgs, StudentVmArgs
 from provisioner.keys import ensure_key_pair
 from provisioner.recipe import user_data_for
 from provisioner.settings import settings_from_pulumi
+from provisioner.ssh_config import host_alias
 
 try:
     settings = settings_from_pulumi(pulumi.Config().get, pulumi.Config("gcp").get)
-    key = ensure_key_pair(settings.ssh_key_path, comment=f"{settings.username}@course-vm")
-    user_data = user_data_for(settings, key.public_key)
+    vms = []
+    for seat in settings.seats:
+        key = ensure_key_pair(seat.ssh_key_path, comment=f"{seat.username}@course-vm")
+        user_data = user_data_for(settings, key.public_key, username=seat.username)
+        alias = host_alias(pulumi.get_stack(), seat.name)
+        vms.append(StudentVmArgs(seat, key.public_key, user_data, alias))
 except CourseVmError as error:
     # RunError: Pulumi prints the message alone, without a Python traceback.
     raise pulumi.RunError(str(error)) from None
 
-vm = CourseVm("course-vm", CourseVmArgs(settings=settings, ssh_public_key=key.public_key, user_data=user_data))
+course = CourseVm("course-vm", CourseVmArgs(settings=settings, vms=tuple(vms)))
 
-pulumi.export("ip", vm.ip)
-pulumi.export("sshCommand", vm.ssh_command)
-pulumi.export("sshConfig", vm.ssh_config)
-pulumi.export("instanceName", vm.instance_name)
-pulumi.export("zone", vm.zone)
 pulumi.export("project", settings.project)
-pulumi.export("username", settings.username)
-pulumi.export("identityFile", str(settings.ssh_key_path))
-if vm.host_keys is not None:
-    pulumi.export("hostKeys", vm.host_keys)
-    pulumi.export("hostKeyFingerprint", vm.host_key_fingerprint)
-    pulumi.export("knownHosts", vm.known_hosts)
+if settings.students:
+    # A class: one entry per student, read by `python -m provisioner check` and `up`.
+    pulumi.export("students", {name: vm.outputs() for name, vm in course.vms.items()})
+else:
+    for output, value in course.vms[""].outputs().items():
+        pulumi.export(output, value)

@@ -16,14 +16,16 @@ from typing import Any
 
 from provisioner import local_vm, stack
 from provisioner.checker import DEFAULT_TIMEOUT, Report, check_vm
+from provisioner.class_checker import DEFAULT_WORKERS, ClassReport, TargetSource, check_class
 from provisioner.errors import EXIT_CHECK_FAILED, CourseVmError, SettingsError
 from provisioner.gce import GceInstance, gce_host_keys
 from provisioner.host_keys import HostKey, host_keys_from_known_hosts, parse_host_key
 from provisioner.keys import ensure_key_pair
 from provisioner.local_image import DEBIAN_MIRROR, build_debian_image, image_at, ubuntu_cloud_image
 from provisioner.recipe import user_data_for
-from provisioner.settings import parse_settings, settings_from_stack_file
+from provisioner.settings import DEFAULT_STACK, parse_settings, settings_from_stack_file
 from provisioner.ssh import Target
+from provisioner.ssh_config import host_alias
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -76,7 +78,7 @@ def stack_outputs(project_dir: Path, stack: str | None) -> dict[str, Any]:
             "Fix: select the stack (`pulumi stack select NAME`) after `pulumi up`"
         )
     outputs = json.loads(result.stdout or "{}")
-    missing = [k for k in ("ip", "username", "identityFile") if not outputs.get(k)]
+    missing = [] if outputs.get("students") else [k for k in ("ip", "username", "identityFile") if not outputs.get(k)]
     if missing:
         raise CourseVmError(f"the stack has no {', '.join(missing)} output. Fix: run `pulumi up` first")
     return dict(outputs)
@@ -84,7 +86,7 @@ def stack_outputs(project_dir: Path, stack: str | None) -> dict[str, Any]:
 
 def _target(args: argparse.Namespace, deadline: float) -> Target:
     if args.host is None:
-        outputs = stack_outputs(args.project_dir, args.stack)
+        outputs = getattr(args, "outputs", None) or stack_outputs(args.project_dir, args.stack)
         args.host, args.user, args.identity = outputs["ip"], outputs["username"], Path(outputs["identityFile"])
         if outputs.get("hostKeys"):
             args.host_key = list(outputs["hostKeys"])
@@ -114,6 +116,8 @@ def _target(args: argparse.Namespace, deadline: float) -> Target:
 def check(args: argparse.Namespace) -> int:
     """Check a VM the way a student uses it; exit 0 ok, 1 a check failed (2, 3, 4: see errors.py)."""
     started = time.monotonic()
+    if args.host is None and (args.student or _class_outputs(args)):
+        return check_students(args)
     try:
         target = _target(args, started + args.timeout)
         report = check_vm(target, max(args.timeout - (time.monotonic() - started), 1.0), _progress)
@@ -122,6 +126,60 @@ def check(args: argparse.Namespace) -> int:
             print(json.dumps({"host": args.host, "ok": False, "checks": [], "error": str(error)}))
         raise
     return _print_report(report, args.json)
+
+
+def _class_outputs(args: argparse.Namespace) -> dict[str, Any]:
+    """The stack's outputs, read once; a class's have `students`."""
+    if getattr(args, "outputs", None) is None:
+        args.outputs = stack_outputs(args.project_dir, args.stack)
+    return dict(args.outputs.get("students") or {})
+
+
+def class_targets(
+    outputs: dict[str, Any], only: Sequence[str] | None = None, port: int = 22
+) -> dict[str, TargetSource]:
+    """How to reach each student's VM, from a class stack's outputs (ONLY: those students).
+
+    Host keys come from the outputs (pinned by `pulumi up`), else from GCE's guest attributes.
+    Raises CourseVmError for a student not on the roster.
+    """
+    students = dict(outputs.get("students") or {})
+    unknown = [name for name in only or () if name not in students]
+    if unknown:
+        raise CourseVmError(
+            f"no student {', '.join(unknown)} in the stack's roster. Fix: one of {', '.join(students) or '(none)'}"
+        )
+    chosen = {name: students[name] for name in (only or students)}
+
+    def source(vm: dict[str, Any]) -> TargetSource:
+        def target(deadline: float) -> Target:
+            if vm.get("hostKeys"):
+                keys = tuple(parse_host_key(text) for text in vm["hostKeys"])
+            else:
+                instance = GceInstance(str(outputs.get("project")), vm["zone"], vm["instanceName"])
+                keys = gce_host_keys(instance, deadline, _progress)
+            return Target(vm["ip"], port, vm["username"], Path(vm["identityFile"]), keys)
+
+        return target
+
+    return {name: source(vm) for name, vm in chosen.items()}
+
+
+def check_students(args: argparse.Namespace) -> int:
+    """Check every student's VM of a class stack (or those named by --student): one summary table.
+
+    Exit status: 0 all passed, else the most serious student's status (see `check --help`).
+    """
+    if not _class_outputs(args):
+        raise CourseVmError("--student: the stack has no `students` output. Fix: set `students` and run `up` first")
+    targets = class_targets(args.outputs, args.student, args.port)
+    report = check_class(targets, args.timeout, args.workers, _progress)
+    return _print_class_report(report, args.json)
+
+
+def _print_class_report(report: ClassReport, as_json: bool) -> int:
+    print(json.dumps(report.as_json()) if as_json else report.table(), flush=True)
+    return report.exit_code
 
 
 def _print_report(report: Report, as_json: bool) -> int:
@@ -140,16 +198,34 @@ def _settings_from_set(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def up(args: argparse.Namespace) -> int:
-    """Create or update the course VM with one command, then say how to log in."""
+    """Create or update the course VM (or a class's) with one command, then say how to log in."""
     outputs = stack.up(args.stack, args.project, args.zone, args.allow)
-    alias = stack.host_alias(args.stack)
+    if outputs.get("students"):
+        print("\n" + class_table(args.stack, outputs["students"]))
+        return 0
+    alias = host_alias(args.stack)
     print(f"\nReady: `ssh {alias}` (VS Code Remote-SSH: host {alias}), or: {outputs.get('sshCommand', '')}")
     return 0
 
 
+def class_table(stack_name: str, students: dict[str, Any]) -> str:
+    """One line per student: ssh alias, address, key file and whether `pulumi up` verified the VM."""
+    rows = [("STUDENT", "SSH", "IP", "KEY", "VERIFIED")]
+    for name, vm in students.items():
+        verified = vm.get("hostKeyFingerprint") or "no (verify=false)"
+        rows.append((name, host_alias(stack_name, name), str(vm.get("ip")), str(vm.get("identityFile")), verified))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows]
+    lines.append(
+        f"{len(students)} VMs. Give each student their key, its .known_hosts file and their Host block "
+        "(~/.ssh/course-vm.config); `python -m provisioner check` checks them all again."
+    )
+    return "\n".join(lines)
+
+
 def down(args: argparse.Namespace) -> int:
     stack.down(args.stack)
-    print(f"Removed the course VM of stack {args.stack} and its ~/.ssh entry.")
+    print(f"Removed the course VMs of stack {args.stack} and their ~/.ssh entries.")
     return 0
 
 
@@ -158,9 +234,12 @@ def status(args: argparse.Namespace) -> int:
     if not outputs:
         print(f"stack {args.stack}: no course VM. Create one: python -m provisioner up --project YOUR-PROJECT-ID")
         return 0
+    if outputs.get("students"):
+        print(f"stack {args.stack}: a class\n" + class_table(args.stack, outputs["students"]))
+        return 0
     print(
         f"stack {args.stack}: {outputs.get('instanceName')} in {outputs.get('zone')}, {outputs.get('ip')}; "
-        f"`ssh {stack.host_alias(args.stack)}`"
+        f"`ssh {host_alias(args.stack)}`"
     )
     return 0
 
@@ -248,13 +327,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="CIDR",
         help="an IPv4 range allowed to reach SSH, e.g. your address as 203.0.113.7/32 (repeatable)",
     )
-    up_parser.add_argument("--stack", default=stack.DEFAULT_STACK)
+    up_parser.add_argument("--stack", default=DEFAULT_STACK)
     up_parser.set_defaults(run=up)
     down_parser = commands.add_parser("down", help="destroy the course VM and everything it uses")
-    down_parser.add_argument("--stack", default=stack.DEFAULT_STACK)
+    down_parser.add_argument("--stack", default=DEFAULT_STACK)
     down_parser.set_defaults(run=down)
     status_parser = commands.add_parser("status", help="what exists")
-    status_parser.add_argument("--stack", default=stack.DEFAULT_STACK)
+    status_parser.add_argument("--stack", default=DEFAULT_STACK)
     status_parser.set_defaults(run=status)
 
     render_parser = commands.add_parser(
@@ -268,7 +347,9 @@ def parser() -> argparse.ArgumentParser:
         "check",
         help="log in and check the VM works (docker hello-world, docker-compose, conda)",
         description="Exit status: 0 all checks passed; 1 a check failed; 2 bad input; 3 VM not reached "
-        "before the deadline; 4 host key mismatch. Without --host: the current stack's VM.",
+        "before the deadline; 4 host key mismatch. Without --host: the current stack's VM, or every "
+        "student's VM of a class stack at once, with one summary table (the exit status is then the "
+        "most serious student's).",
     )
     check_parser.add_argument("--host", help="address of the VM (default: the stack's `ip` output)")
     check_parser.add_argument("--port", type=int, default=22)
@@ -289,6 +370,19 @@ def parser() -> argparse.ArgumentParser:
         help=f"one deadline for reaching the VM and cloud-init (default {DEFAULT_TIMEOUT:.0f})",
     )
     check_parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    check_parser.add_argument(
+        "--student",
+        action="append",
+        metavar="NAME",
+        help="a class stack: check only this student's VM (repeatable; default: every student)",
+    )
+    check_parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"a class stack: check at most N VMs at once (default {DEFAULT_WORKERS})",
+    )
     check_parser.add_argument("--stack", help="with no --host: the stack whose VM to check")
     check_parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
     check_parser.set_defaults(run=check)

@@ -111,10 +111,13 @@ def render_user_data(
     return text
 
 
-def user_data_for(settings: Settings, ssh_public_key: str) -> str:
-    """The user-data for SETTINGS: what every front end (Pulumi, `render`, the local VM) sends."""
+def user_data_for(settings: Settings, ssh_public_key: str, username: str | None = None) -> str:
+    """The user-data for SETTINGS: what every front end (Pulumi, `render`, the local VM) sends.
+
+    USERNAME is a class's student; by default, the `username` setting.
+    """
     return render_user_data(
-        username=settings.username,
+        username=username or settings.username,
         ssh_public_key=ssh_public_key,
         anaconda=settings.anaconda,
         docker_compose=settings.docker_compose,

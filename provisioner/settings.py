@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import ipaddress
 import json
 import os
 import re
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +18,9 @@ import yaml
 from provisioner.errors import CourseVmError, SettingsError
 
 PROJECT = "course-vm"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_STACK = "dev"
+"""The stack `python -m provisioner up` uses unless told otherwise."""
 """The Pulumi project name, and so the namespace of every course-vm config key."""
 
 ANACONDA_DEFAULT_SHA256 = "a7c0afe862f6ea19a596801fc138bde0463abcbce1b753e8d5c474b506a2db2d"
@@ -91,6 +96,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Private key to log in with; an ed25519 key is generated there (mode 0400) if missing.",
     ),
     Setting(
+        "students",
+        "array",
+        [],
+        "A class: one VM per student name (their Linux login), each with its own key, IP and ssh Host entry.",
+    ),
+    Setting(
+        "studentsCsv",
+        "string",
+        "",
+        "A class from a roster: a CSV file with a `name` column (instead of `students`).",
+    ),
+    Setting(
         "allowedSshCidrs",
         "array",
         [],
@@ -120,6 +137,13 @@ SETTINGS: tuple[Setting, ...] = (
         60,
         "Power the VM off after this many minutes with no SSH connection and no CPU use (0: never).",
     ),
+    Setting(
+        "nightlyStopTime",
+        "string",
+        "",
+        "Stop the VM every day at this time, HH:MM in timeZone, e.g. 22:00 (empty: no schedule).",
+    ),
+    Setting("timeZone", "string", "UTC", "IANA time zone of nightlyStopTime, e.g. Europe/Berlin."),
     Setting("anacondaVersion", "string", "2022.05", "Anaconda release to install; set anacondaSha256 with it."),
     Setting(
         "anacondaUrl",
@@ -181,6 +205,16 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class Seat:
+    """One VM of the stack: whose it is, the login on it, and the key that logs in."""
+
+    name: str
+    """The student's name from the roster; "" for the one VM of a stack without `students`."""
+    username: str
+    ssh_key_path: Path
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every validated setting of one course VM; built only by `parse_settings`."""
 
@@ -197,10 +231,26 @@ class Settings:
     spot: bool
     auto_stop_idle_minutes: int
     """0: never; else the VM powers itself off after that many idle minutes."""
+    nightly_stop_time: str
+    """"" for none; else HH:MM in `time_zone`, when GCE stops the VM every day."""
+    time_zone: str
     anaconda: Artifact
     docker_compose: Artifact
     docker_registry_mirror: str
     """`""` for none; else the URL Docker pulls images through."""
+    students: tuple[str, ...] = ()
+    """The class roster; empty for one student's own VM."""
+
+    @property
+    def seats(self) -> tuple[Seat, ...]:
+        """One VM per student, or the one VM of `username`.
+
+        A student's key is `sshKeyPath-NAME` (with `NAME.known_hosts` beside it), so that each
+        student gets their own and the instructor keeps them all in one place.
+        """
+        if not self.students:
+            return (Seat("", self.username, self.ssh_key_path),)
+        return tuple(Seat(name, name, Path(f"{self.ssh_key_path}-{name}")) for name in self.students)
 
     @property
     def region(self) -> str:
@@ -221,6 +271,9 @@ _IMAGE = re.compile(
     r"|projects/[a-z][a-z0-9-]{0,62}/global/images/(family/)?[a-z][a-z0-9-]{0,62}"
 )
 _USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+# A student's name is their login and part of GCE resource names, which allow no `_`.
+_STUDENT = re.compile(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?")
+MAX_STUDENTS = 200
 _KEY_PATH = re.compile(r"[A-Za-z0-9_./~@+-][A-Za-z0-9_./~@+ -]*")
 _PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 _ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
@@ -230,7 +283,18 @@ _COMPOSE_VERSION = re.compile(r"v?[0-9]+\.[0-9]+\.[0-9]+")
 _HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/%+-]*")
 # Mirrors may be plain http (a host on the local network): what they serve is checksum-verified,
 # and Docker verifies image digests.
+_CLOCK_TIME_OR_EMPTY = re.compile(r"|([01][0-9]|2[0-3]):[0-5][0-9]")
 _MIRROR_URL_OR_EMPTY = re.compile(r"|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%+-]*)?")
+
+
+def _known_time_zone(name: str) -> bool:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+/-]{0,63}", name):
+        return False
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _set(key: str, example: object) -> str:
@@ -324,6 +388,78 @@ def _check_cidrs(p: _Problems, value: object) -> tuple[str, ...]:
             continue
         cidrs.append(str(network))
     return tuple(cidrs)
+
+
+def _check_students(p: _Problems, listed: object, csv_path: object) -> tuple[str, ...]:
+    """The roster from `students` or `studentsCsv` (not both): valid, distinct names."""
+    if listed not in (None, "", []) and csv_path not in (None, ""):
+        p.add(
+            "studentsCsv",
+            csv_path,
+            "students is set too, and a class has one roster",
+            "keep one: pulumi config rm students, or pulumi config rm studentsCsv",
+        )
+        return ()
+    if csv_path not in (None, ""):
+        return _students_from_csv(p, csv_path)
+    if listed in (None, "", []):
+        return ()
+    items = _as_list(listed)
+    if items is None:
+        fix = _set("students", ["alice"]) + " (one index per student)"
+        p.add("students", listed, "it must be a list of names", fix)
+        return ()
+    where = [(f"students[{i}]", f"pulumi config set --path 'students[{i}]' alice") for i in range(len(items))]
+    return _check_names(p, items, where)
+
+
+def _students_from_csv(p: _Problems, csv_path: object) -> tuple[str, ...]:
+    key = "studentsCsv"
+    fix = "a CSV file whose first line names the columns, one being `name`, then one student per line"
+    if not isinstance(csv_path, str) or not _KEY_PATH.fullmatch(csv_path):
+        p.add(key, csv_path, "the path may hold only letters, digits, spaces and ._/~@+-", fix)
+        return ()
+    try:
+        # A relative path is relative to the project directory, where Pulumi.yaml is.
+        text = (PROJECT_DIR / os.path.expanduser(csv_path)).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        p.add(key, csv_path, f"it cannot be read ({reason})", f"point it at the roster: {_set(key, 'roster.csv')}")
+        return ()
+    rows = list(csv.DictReader(text.splitlines()))
+    columns = {(c or "").strip().lower(): c for c in (rows[0].keys() if rows else [])}
+    if "name" not in columns:
+        p.add(key, csv_path, "it has no `name` column" if rows else "it lists no students", fix)
+        return ()
+    names: list[object] = []
+    where: list[tuple[str, str]] = []
+    for line, row in enumerate(rows, start=2):
+        name = (row.get(columns["name"]) or "").strip()
+        if name or any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            names.append(name)
+            where.append((f"{key} {csv_path} line {line}", f"correct that line of {csv_path}"))
+    if not names:
+        p.add(key, csv_path, "it lists no students", fix)
+    return _check_names(p, names, where)
+
+
+def _check_names(p: _Problems, names: list[object], where: list[tuple[str, str]]) -> tuple[str, ...]:
+    """Each name valid and reserved for no one else; WHERE gives each name's key and fix."""
+    if len(names) > MAX_STUDENTS:
+        p.add("students", f"{len(names)} names", f"one stack holds at most {MAX_STUDENTS} VMs", "split the class")
+        return ()
+    valid: list[str] = []
+    for name, (key, fix) in zip(names, where, strict=True):
+        if not isinstance(name, str) or not _STUDENT.fullmatch(name):
+            why = "a student name is 1-32 of a-z, 0-9 and -, starting with a letter and not ending with -"
+            p.add(key, name, f"{why} (it becomes their login and part of the VM's name)", fix)
+        elif name in RESERVED_USERNAMES:
+            p.add(key, name, "that name belongs to the system or grants extra rights", fix)
+        elif name in valid:
+            p.add(key, name, "that name is listed twice, and each student gets one VM", fix)
+        else:
+            valid.append(name)
+    return tuple(valid)
 
 
 def _check_artifact(
@@ -480,6 +616,7 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
         key_path = ""
 
     cidrs = _check_cidrs(p, get("allowedSshCidrs")) if for_gcp else ()
+    students = _check_students(p, raw.get("students"), raw.get("studentsCsv"))
 
     verify = _as_bool(get("verify"))
     if verify is None:
@@ -505,6 +642,24 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
             f"it must be a whole number of minutes from 1 to {MAX_IDLE_MINUTES}, or 0 to never stop",
             _set("autoStopIdleMinutes", DEFAULTS["autoStopIdleMinutes"]),
         )
+
+    nightly_stop = _check_string(
+        p,
+        "nightlyStopTime",
+        get("nightlyStopTime"),
+        _CLOCK_TIME_OR_EMPTY,
+        "it must be a time of day as HH:MM (24-hour clock), or empty for no schedule",
+        "22:00",
+    )
+    time_zone = get("timeZone")
+    if not isinstance(time_zone, str) or not _known_time_zone(time_zone):
+        p.add(
+            "timeZone",
+            time_zone,
+            "it is not an IANA time zone name",
+            _set("timeZone", "Europe/Berlin") + " (`timedatectl list-timezones` lists them)",
+        )
+        time_zone = ""
 
     anaconda = _check_artifact(p, raw, "the Anaconda installer", "anaconda", _ANACONDA_VERSION, "2022.05")
     compose = _check_artifact(p, raw, "docker-compose", "dockerCompose", _COMPOSE_VERSION, "v2.6.1")
@@ -544,9 +699,12 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
         verify_timeout_seconds=int(verify_timeout or 0),
         spot=bool(spot),
         auto_stop_idle_minutes=int(idle_minutes or 0),
+        nightly_stop_time=nightly_stop,
+        time_zone=str(time_zone),
         anaconda=anaconda,
         docker_compose=compose,
         docker_registry_mirror=registry_mirror.rstrip("/"),
+        students=students,
     )
 
 

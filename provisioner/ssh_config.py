@@ -6,11 +6,19 @@ import os
 import re
 from pathlib import Path
 
+from provisioner.settings import DEFAULT_STACK
+
 INCLUDE_MARK = "# course-vm: its hosts (python -m provisioner manages this line and that file)"
 BEGIN = "# >>> course-vm host {alias} >>>"
 END = "# <<< course-vm host {alias} <<<"
 _ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 JUPYTER_PORT = 8888
+
+
+def host_alias(stack: str, student: str = "") -> str:
+    """The `Host` name of a VM: `course-vm` for the default stack, else `course-vm-STACK`; then `-STUDENT`."""
+    alias = "course-vm" if stack == DEFAULT_STACK else f"course-vm-{stack}"
+    return f"{alias}-{student}" if student else alias
 
 
 def ssh_config_block(

@@ -12,11 +12,10 @@ from typing import Any, Protocol
 
 from provisioner.errors import CourseVmError
 from provisioner.paths import state_home
-from provisioner.ssh_config import add_host, remove_host, ssh_config_block
+from provisioner.ssh_config import add_host, host_alias, remove_host, ssh_config_block
 from provisioner.verify_resource import known_hosts_path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_STACK = "dev"
 INSTALL_HINT = "install the Pulumi CLI (https://www.pulumi.com/docs/install/: `curl -fsSL https://get.pulumi.com | sh`)"
 
 
@@ -25,7 +24,7 @@ class StackLike(Protocol):
 
     def set_config(self, key: str, value: Any, *, path: bool = False) -> None: ...
     def remove_config(self, key: str, *, path: bool = False) -> None: ...
-    def up(self, *, on_output: Callable[[str], Any] | None = None) -> Any: ...
+    def up(self, *, on_output: Callable[[str], Any] | None = None, continue_on_error: bool | None = None) -> Any: ...
     def destroy(self, *, on_output: Callable[[str], Any] | None = None) -> Any: ...
     def outputs(self) -> Mapping[str, Any]: ...
 
@@ -84,23 +83,32 @@ def open_stack(name: str) -> StackLike:
     return stack
 
 
-def host_alias(stack: str) -> str:
-    """`course-vm` for the default stack, `course-vm-STACK` for others."""
-    return "course-vm" if stack == DEFAULT_STACK else f"course-vm-{stack}"
-
-
 def _values(outputs: Mapping[str, Any]) -> dict[str, Any]:
     return {key: getattr(value, "value", value) for key, value in outputs.items()}
+
+
+def host_entries(stack_name: str, outputs: Mapping[str, Any]) -> dict[str, str]:
+    """The `Host` blocks for a stack's outputs, by alias: its one VM, or one per student of a class."""
+    vms = outputs.get("students") or ({"": outputs} if outputs.get("ip") else {})
+    entries: dict[str, str] = {}
+    for student, vm in vms.items():
+        alias = host_alias(stack_name, student)
+        identity = str(vm["identityFile"])
+        pinned = str(known_hosts_path(identity)) if vm.get("hostKeys") else None
+        entries[alias] = ssh_config_block(alias, str(vm["ip"]), str(vm["username"]), identity, pinned)
+    return entries
 
 
 def up(
     stack_name: str, project: str | None, zone: str | None, allowed_cidrs: list[str], *,
     opener: StackOpener = open_stack, on_output: Callable[[str], Any] = print,
 ) -> dict[str, Any]:  # fmt: skip
-    """Create or update the stack's VM with Pulumi's live progress, then write its `Host` entry.
+    """Create or update the stack's VMs with Pulumi's live progress, then write their `Host` entries.
 
     Settings given here are stored in the stack's config; the rest keep their values or defaults.
-    Raises CourseVmError when the Pulumi CLI is missing; Pulumi's own errors propagate.
+    One student's failure does not stop the others' VMs (Pulumi's continue-on-error). Entries of
+    students no longer on the roster are removed. Raises CourseVmError when the Pulumi CLI is
+    missing; Pulumi's own errors propagate.
     """
     from pulumi.automation import ConfigValue
 
@@ -113,19 +121,23 @@ def up(
         stack.remove_config("allowedSshCidrs")
         for index, cidr in enumerate(allowed_cidrs):
             stack.set_config(f"allowedSshCidrs[{index}]", ConfigValue(cidr), path=True)
-    outputs = _values(stack.up(on_output=on_output).outputs)
-    alias = host_alias(stack_name)
-    identity = str(outputs["identityFile"])
-    pinned = str(known_hosts_path(identity)) if outputs.get("hostKeys") else None
-    add_host(alias, ssh_config_block(alias, str(outputs["ip"]), str(outputs["username"]), identity, pinned))
+    before = host_entries(stack_name, _values(stack.outputs()))
+    outputs = _values(stack.up(on_output=on_output, continue_on_error=True).outputs)
+    after = host_entries(stack_name, outputs)
+    for alias, block in after.items():
+        add_host(alias, block)
+    for alias in before.keys() - after.keys():
+        remove_host(alias)
     return outputs
 
 
 def down(stack_name: str, *, opener: StackOpener = open_stack, on_output: Callable[[str], Any] = print) -> None:
-    """Destroy everything the stack created and remove its `Host` entry."""
+    """Destroy everything the stack created and remove its `Host` entries."""
     stack = opener(stack_name)
+    aliases = {host_alias(stack_name), *host_entries(stack_name, _values(stack.outputs()))}
     stack.destroy(on_output=on_output)
-    remove_host(host_alias(stack_name))
+    for alias in aliases:
+        remove_host(alias)
 
 
 def status(stack_name: str, *, opener: StackOpener = open_stack) -> dict[str, Any]:

@@ -22,6 +22,7 @@ SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 (Pulumi's marker f
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 STATIC_IP = "34.78.1.2"
 INSTANCE_ID = "4242424242"
+PROJECT_NUMBER = "123456789012"
 DYNAMIC = "pulumi-python:dynamic:Resource"
 # What the verification would pin (the mocks stand in for the checker's run as well).
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet"
@@ -39,6 +40,8 @@ class Registration:
     delete_before_replace: bool
     secret_paths: list[str]
     raw: dict[str, Any]
+    retain_on_delete: bool = False
+    dependencies: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -73,8 +76,8 @@ class _Mocks(pulumi.runtime.Mocks):
         outputs = dict(args.inputs)
         if args.typ == "gcp:compute/address:Address":
             outputs["address"] = STATIC_IP
-        if args.typ == "gcp:compute/instance:Instance":
-            outputs.setdefault("name", args.name + "-1a2b3c")
+        if args.typ in ("gcp:compute/instance:Instance", "gcp:compute/resourcePolicy:ResourcePolicy"):
+            outputs.setdefault("name", args.name + "-1a2b3c")  # the engine's auto-name
             outputs["instanceId"] = INSTANCE_ID
         if args.typ == DYNAMIC:
             outputs.update(
@@ -83,8 +86,10 @@ class _Mocks(pulumi.runtime.Mocks):
         outputs.setdefault("id", f"{args.name}-id")
         return f"{args.name}-id", outputs
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-        return {}, None
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        if args.token == "gcp:organizations/getProject:getProject":  # noqa: S105 (an invoke token, not a secret)
+            return {"projectId": args.args.get("projectId"), "number": PROJECT_NUMBER}, []
+        return {}, []
 
 
 class _Monitor(pulumi_mocks.MockMonitor):
@@ -106,6 +111,8 @@ class _Monitor(pulumi_mocks.MockMonitor):
                     delete_before_replace=request.deleteBeforeReplace,
                     secret_paths=_secret_paths(raw),
                     raw=raw,
+                    retain_on_delete=request.retainOnDelete,
+                    dependencies=list(request.dependencies),
                 )
             )
         return response
@@ -118,9 +125,6 @@ class _ListHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.sink.append(record.getMessage())
-
-
-OUTPUT_NAMES = ("ip", "sshCommand", "sshConfig", "instanceName", "zone", "hostKeys", "hostKeyFingerprint", "knownHosts")
 
 
 def run_program(config: dict[str, str], stack: str = "dev", run: Run | None = None) -> Run:
@@ -141,20 +145,14 @@ def run_program(config: dict[str, str], stack: str = "dev", run: Run | None = No
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def program() -> pulumi.Output[None]:
         module = runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi_test__")
-        vm = module["vm"]
-        values = [
-            vm.ip,
-            vm.ssh_command,
-            vm.ssh_config,
-            vm.instance_name,
-            vm.zone,
-            vm.host_keys,
-            vm.host_key_fingerprint,
-            vm.known_hosts,
-        ]
-        return pulumi.Output.all(*values).apply(
-            lambda resolved: run.outputs.update(zip(OUTPUT_NAMES, resolved, strict=True))
-        )
+        # What __main__.py exports: one VM's outputs, or a class's under `students`.
+        course, settings = module["course"], module["settings"]
+        exported: dict[str, Any] = {"project": settings.project}
+        if settings.students:
+            exported["students"] = {name: vm.outputs() for name, vm in course.vms.items()}
+        else:
+            exported.update(course.vms[""].outputs())
+        return pulumi.Output.from_input(exported).apply(run.outputs.update)
 
     program()
     return run

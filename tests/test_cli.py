@@ -195,6 +195,42 @@ def test_check_without_host_uses_the_stacks_outputs(ready_sshd: Sshd, tmp_path: 
     assert json.loads(result.stdout)["ok"] is True
 
 
+def stand_in_pulumi(tmp_path: Path, outputs: dict[str, object]) -> dict[str, str]:
+    """An environment whose `pulumi` (a stand-in for the CLI, not installable here) prints OUTPUTS."""
+    fake = tmp_path / "bin" / "pulumi"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(f"#!/bin/sh\n[ \"$1 $2\" = 'stack output' ] || exit 9\necho '{json.dumps(outputs)}'\n")
+    fake.chmod(0o755)
+    return {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+
+
+@pytest.mark.integration
+def test_check_of_a_class_reports_every_student_in_one_table(ready_sshd: Sshd, tmp_path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    # Two students whose VMs are the same sshd: one pinned to its real key, one to another key.
+    vm = {"ip": "127.0.0.1", "username": ready_sshd.user, "identityFile": str(ready_sshd.client_key)}
+    students = {
+        "alice": {**vm, "hostKeys": [str(ready_sshd.host_key)]},
+        "bob": {**vm, "hostKeys": [(tmp_path / "other.pub").read_text().strip()]},
+    }
+    env = stand_in_pulumi(tmp_path, {"project": "course-project-1", "students": students})
+    result = check_cli("--port", str(ready_sshd.port), "--timeout", "30", env=env)
+    assert result.returncode == 4, "the most serious student's status: a host key mismatch"
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["STUDENT", "HOST", "RESULT", "TIME", "DETAIL"]
+    assert lines[1].split()[:3] == ["alice", "127.0.0.1", "ok"] and lines[1].endswith("all checks passed")
+    assert lines[2].split()[:3] == ["bob", "-", "FAILED"] and "may be intercepted" in lines[2]
+    assert lines[-1] == "1 of 2 VMs ready; see FAILED rows"
+    assert "alice: logged in; waiting for cloud-init to finish" in result.stderr
+
+    only = check_cli("--port", str(ready_sshd.port), "--student", "alice", "--json", env=env)
+    assert only.returncode == 0, only.stderr
+    assert list(json.loads(only.stdout)["students"]) == ["alice"]
+    unknown = check_cli("--student", "carol", env=env)
+    assert unknown.returncode == 2
+    assert "no student carol in the stack's roster. Fix: one of alice, bob" in unknown.stderr
+
+
 def test_check_without_host_or_pulumi_says_what_to_do(tmp_path: Path) -> None:
     result = check_cli(env={"PATH": "/nonexistent", "HOME": str(tmp_path)})
     assert result.returncode == 2

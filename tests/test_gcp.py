@@ -17,7 +17,16 @@ import yaml
 from provisioner.gcp import RECIPE_LABEL, SSH_TAG
 from provisioner.ssh_config import ssh_config_block
 from tests.conftest import validate_cloud_config
-from tests.pulumi_harness import DYNAMIC, HOST_KEY, INSTANCE_ID, STATIC_IP, Run, run_program
+from tests.pulumi_harness import (
+    DYNAMIC,
+    HOST_KEY,
+    INSTANCE_ID,
+    PROJECT_NUMBER,
+    STATIC_IP,
+    Registration,
+    Run,
+    run_program,
+)
 
 INSTANCE = "gcp:compute/instance:Instance"
 FIREWALL = "gcp:compute/firewall:Firewall"
@@ -25,6 +34,7 @@ NETWORK = "gcp:compute/network:Network"
 SUBNET = "gcp:compute/subnetwork:Subnetwork"
 ADDRESS = "gcp:compute/address:Address"
 COMPONENT = "course-vm:gcp:CourseVm"
+STUDENT_VM = "course-vm:gcp:StudentVm"
 
 
 def stack_config(tmp_path: Path, **overrides: str) -> dict[str, str]:
@@ -45,13 +55,20 @@ def run(tmp_path: Path) -> Run:
 
 def test_one_component_owns_every_resource(run: Run) -> None:
     types = sorted(r.type for r in run.resources)
-    assert types == sorted([COMPONENT, NETWORK, SUBNET, FIREWALL, ADDRESS, INSTANCE, DYNAMIC])
+    assert types == sorted([COMPONENT, NETWORK, SUBNET, FIREWALL, STUDENT_VM, ADDRESS, INSTANCE, DYNAMIC])
     component = run.one(COMPONENT)
     assert component.name == "course-vm"
+    student_vm = run.one(STUDENT_VM)
+    assert student_vm.name == "course-vm"
     for resource in run.resources:
-        if resource is not component:
-            assert resource.parent.endswith("::course-vm"), f"{resource.name} is not a child of the component"
-            assert resource.name.startswith("course-vm-")
+        if resource in (component, student_vm):
+            continue
+        owner = (
+            f"{STUDENT_VM}::course-vm" if resource.type in (ADDRESS, INSTANCE, DYNAMIC) else f"{COMPONENT}::course-vm"
+        )
+        assert resource.parent.endswith(owner), f"{resource.name} is not a child of {owner}"
+        assert resource.name.startswith("course-vm-")
+    assert student_vm.parent.endswith(f"{COMPONENT}::course-vm")
 
 
 def test_own_network_not_default(run: Run) -> None:
@@ -220,7 +237,7 @@ def test_bad_settings_register_nothing(tmp_path: Path) -> None:
 def test_verification_checks_the_new_instance_without_the_private_key(run: Run, tmp_path: Path) -> None:
     verification = run.one(DYNAMIC)
     assert verification.name == "course-vm-verify"
-    assert verification.parent.endswith("::course-vm")
+    assert verification.parent.endswith(f"{STUDENT_VM}::course-vm")
     inputs = verification.inputs
     assert {
         k: inputs[k]
@@ -257,7 +274,7 @@ def test_verify_false_skips_the_check_and_the_pinning(tmp_path: Path) -> None:
     key = tmp_path / "keys" / "course-vm"
     assert run.outputs["sshConfig"] == ssh_config_block("course-vm", STATIC_IP, "student", str(key))
     assert "StrictHostKeyChecking" not in run.outputs["sshConfig"]
-    assert run.outputs["hostKeys"] is None
+    assert "hostKeys" not in run.outputs
 
 
 def test_on_demand_by_default(run: Run) -> None:
@@ -273,3 +290,103 @@ def test_spot_vm_is_stopped_not_deleted_when_preempted(tmp_path: Path) -> None:
         "onHostMaintenance": "TERMINATE",
         "instanceTerminationAction": "STOP",
     }
+
+
+# A class: one VM per student in one stack.
+
+
+def by_name(run: Run) -> dict[str, Registration]:
+    return {f"{r.type}::{r.name}": r for r in run.resources}
+
+
+def test_a_class_gets_one_vm_key_user_and_ip_per_student(tmp_path: Path) -> None:
+    run = run_program(stack_config(tmp_path, students=json.dumps(["alice", "bob"])))
+    assert len(run.of_type(NETWORK)) == len(run.of_type(FIREWALL)) == 1
+    instances = {r.name: r for r in run.of_type(INSTANCE)}
+    assert set(instances) == {"course-vm-alice-vm", "course-vm-bob-vm"}
+    assert {r.name for r in run.of_type(ADDRESS)} == {"course-vm-alice-ip", "course-vm-bob-ip"}
+    assert {r.name for r in run.of_type(DYNAMIC)} == {"course-vm-alice-verify", "course-vm-bob-verify"}
+    for student in ("alice", "bob"):
+        key = tmp_path / "keys" / f"course-vm-{student}"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o400
+        public = (tmp_path / "keys" / f"course-vm-{student}.pub").read_text().split()
+        instance = instances[f"course-vm-{student}-vm"]
+        assert instance.inputs["metadata"]["ssh-keys"] == f"{student}:{public[0]} {public[1]} {student}"
+        assert instance.inputs["labels"]["course-vm-student"] == student
+        [user] = yaml.safe_load(instance.inputs["metadata"]["user-data"])["users"]
+        assert user["name"] == student
+        outputs = run.outputs["students"][student]
+        assert outputs["username"] == student
+        assert outputs["identityFile"] == str(key)
+        assert outputs["sshConfig"].startswith(f"Host course-vm-{student}\n")
+        assert outputs["hostKeys"] == [HOST_KEY]
+    assert "ip" not in run.outputs
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(["alice", "bob"], ["alice", "bob", "carol"]), (["alice", "bob", "carol"], ["alice", "carol"])],
+    ids=["adding a student", "removing a student"],
+)
+def test_a_roster_change_touches_only_that_students_resources(
+    tmp_path: Path, before: list[str], after: list[str]
+) -> None:
+    old = by_name(run_program(stack_config(tmp_path, students=json.dumps(before))))
+    new = by_name(run_program(stack_config(tmp_path, students=json.dumps(after))))
+    [changed] = set(before) ^ set(after)
+    touched = {key for key in old.keys() ^ new.keys()}
+    assert touched == {
+        f"{STUDENT_VM}::course-vm-{changed}",
+        f"{ADDRESS}::course-vm-{changed}-ip",
+        f"{INSTANCE}::course-vm-{changed}-vm",
+        f"{DYNAMIC}::course-vm-{changed}-verify",
+    }
+    for key in old.keys() & new.keys():
+        assert old[key].raw == new[key].raw, f"{key} changed"
+        assert old[key].parent == new[key].parent
+
+
+def test_another_stacks_host_alias_names_the_stack(tmp_path: Path) -> None:
+    single = run_program(stack_config(tmp_path), stack="prod")
+    assert single.outputs["sshConfig"].startswith("Host course-vm-prod\n")
+    group = run_program(stack_config(tmp_path, students='["alice"]'), stack="prod")
+    assert group.outputs["students"]["alice"]["sshConfig"].startswith("Host course-vm-prod-alice\n")
+
+
+# The nightly stop schedule.
+
+POLICY = "gcp:compute/resourcePolicy:ResourcePolicy"
+ATTACHMENT = "gcp:compute/resourcePolicyAttachment:ResourcePolicyAttachment"
+IAM_MEMBER = "gcp:projects/iAMMember:IAMMember"
+
+
+def test_no_schedule_by_default(run: Run) -> None:
+    assert run.of_type(POLICY) == run.of_type(ATTACHMENT) == run.of_type(IAM_MEMBER) == []
+
+
+def test_nightly_stop_schedules_every_vm_with_the_grant_it_needs(tmp_path: Path) -> None:
+    config = stack_config(tmp_path, nightlyStopTime="22:05", timeZone="Europe/Berlin", students='["alice", "bob"]')
+    run = run_program(config)
+    policy = run.one(POLICY)
+    assert policy.inputs["region"] == "europe-west1"
+    assert policy.inputs["instanceSchedulePolicy"] == {
+        "vmStopSchedule": {"schedule": "5 22 * * *"},
+        "timeZone": "Europe/Berlin",
+    }
+    assert "vmStartSchedule" not in policy.inputs["instanceSchedulePolicy"]
+    grant = run.one(IAM_MEMBER)
+    assert grant.inputs == {
+        "project": "course-project-1",
+        "role": "roles/compute.instanceAdmin.v1",
+        "member": f"serviceAccount:service-{PROJECT_NUMBER}@compute-system.iam.gserviceaccount.com",
+    }
+    assert grant.retain_on_delete, "destroying the stack must not revoke a grant other schedules may use"
+    attachments = {a.name: a for a in run.of_type(ATTACHMENT)}
+    assert set(attachments) == {"course-vm-alice-nightly-stop", "course-vm-bob-nightly-stop"}
+    for student, attachment in attachments.items():
+        assert attachment.inputs["name"] == "course-vm-nightly-stop-1a2b3c"  # the policy's name, not its link
+        assert attachment.inputs["instance"].startswith(student.removesuffix("-nightly-stop") + "-vm")
+        assert attachment.inputs["zone"] == "europe-west1-b"
+        assert any(d.endswith("::course-vm-schedule-grant") for d in attachment.dependencies)
+        assert attachment.parent.endswith(f"{STUDENT_VM}::{student.removesuffix('-nightly-stop')}")
+    assert "resourcePolicies" not in run.of_type(INSTANCE)[0].inputs, "attaching must not replace the VM"

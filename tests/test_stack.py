@@ -26,11 +26,29 @@ OUTPUTS = {
 }  # fmt: skip
 
 
+def class_outputs(*students: str) -> dict[str, Any]:
+    """What a class stack exports: one entry per student."""
+    return {
+        "project": "course-project-1",
+        "students": {
+            name: {
+                **OUTPUTS,
+                "username": name,
+                "identityFile": f"/home/me/.ssh/course-vm-{name}",
+                "ip": f"34.78.1.{index}",
+            }
+            for index, name in enumerate(students, start=10)
+        },
+    }
+
+
 @dataclass
 class FakeStack:
     config: dict[str, tuple[str, bool]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     exported: dict[str, Any] = field(default_factory=dict)
+    next_outputs: dict[str, Any] = field(default_factory=lambda: dict(OUTPUTS))
+    """What the next `up` exports."""
 
     def set_config(self, key: str, value: ConfigValue, *, path: bool = False) -> None:
         self.config[key] = (value.value, path)
@@ -39,12 +57,12 @@ class FakeStack:
         self.calls.append(f"remove {key}")
         self.config = {k: v for k, v in self.config.items() if not k.startswith(key)}
 
-    def up(self, *, on_output: Callable[[str], Any] | None = None) -> Any:
-        self.calls.append("up")
+    def up(self, *, on_output: Callable[[str], Any] | None = None, continue_on_error: bool | None = None) -> Any:
+        self.calls.append("up" + (" --continue-on-error" if continue_on_error else ""))
         assert on_output is not None
         on_output("Updating (dev)")  # Pulumi's live progress goes through on_output
-        self.exported = dict(OUTPUTS)
-        return type("UpResult", (), {"outputs": {k: OutputValue(v, False) for k, v in OUTPUTS.items()}})()
+        self.exported = dict(self.next_outputs)
+        return type("UpResult", (), {"outputs": {k: OutputValue(v, False) for k, v in self.exported.items()}})()
 
     def destroy(self, *, on_output: Callable[[str], Any] | None = None) -> Any:
         self.calls.append("destroy")
@@ -87,7 +105,7 @@ def test_up_sets_the_stack_config_and_writes_a_pinned_host_entry(home: Path) -> 
         "allowedSshCidrs[0]": ("203.0.113.7/32", True),
         "allowedSshCidrs[1]": ("198.51.100.0/24", True),
     }
-    assert fake.calls == ["remove allowedSshCidrs", "up"]
+    assert fake.calls == ["remove allowedSshCidrs", "up --continue-on-error"]
     assert printed == ["Updating (dev)"]
     assert outputs["ip"] == "34.78.1.2"
     ours = hosts_file().read_text()
@@ -99,7 +117,7 @@ def test_up_keeps_settings_it_is_not_given(home: Path) -> None:
     fake = FakeStack()
     stack.up("dev", None, None, [], opener=lambda _: fake, on_output=print)
     assert fake.config == {}
-    assert fake.calls == ["up"]
+    assert fake.calls == ["up --continue-on-error"]
 
 
 def test_other_stacks_get_their_own_host_alias(home: Path) -> None:
@@ -119,6 +137,31 @@ def test_down_destroys_and_removes_the_entry_and_nothing_else(home: Path) -> Non
     assert config.read_text() == "Host work\n    User me\n"
     assert not hosts_file().exists()
     assert stack.status("dev", opener=lambda _: fake) == {}
+
+
+def test_a_class_gets_one_pinned_host_entry_per_student(home: Path) -> None:
+    fake = FakeStack(next_outputs=class_outputs("alice", "bob"))
+    stack.up("dev", "p-123456", "europe-west1-b", [], opener=lambda _: fake, on_output=print)
+    ours = hosts_file().read_text()
+    for index, name in enumerate(("alice", "bob"), start=10):
+        assert f"Host course-vm-{name}\n    HostName 34.78.1.{index}\n    User {name}\n" in ours
+        assert f"    UserKnownHostsFile /home/me/.ssh/course-vm-{name}.known_hosts\n" in ours
+    assert "Host course-vm\n" not in ours
+
+
+def test_a_roster_change_adds_and_removes_only_those_students_entries(home: Path) -> None:
+    fake = FakeStack(next_outputs=class_outputs("alice", "bob"))
+    stack.up("dev", None, None, [], opener=lambda _: fake, on_output=print)
+    stack.up("other", None, None, [], opener=lambda _: FakeStack(), on_output=print)
+    fake.next_outputs = class_outputs("alice", "carol")
+    stack.up("dev", None, None, [], opener=lambda _: fake, on_output=print)
+    ours = hosts_file().read_text()
+    assert "Host course-vm-alice\n" in ours and "Host course-vm-carol\n" in ours
+    assert "Host course-vm-bob\n" not in ours
+    assert "Host course-vm-other\n" in ours, "another stack's entry is not this stack's to remove"
+    stack.down("dev", opener=lambda _: fake, on_output=print)
+    assert "course-vm-alice" not in hosts_file().read_text()
+    assert "Host course-vm-other\n" in hosts_file().read_text()
 
 
 def test_default_backend_is_a_local_file_with_a_generated_passphrase(home: Path) -> None:

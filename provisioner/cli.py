@@ -252,17 +252,19 @@ def local_up(args: argparse.Namespace) -> int:
     except SettingsError as error:
         raise CourseVmError(f"{error}\n(for a local VM, set values with --set KEY=VALUE)") from None
     key = ensure_key_pair(settings.ssh_key_path, comment=f"{settings.username}@course-vm")
+    home = local_vm.ensure_home_disk(args.home_disk, settings.home_disk_size_gb or 10) if args.home_disk else None
     image = image_at(args.image) if args.image else ubuntu_cloud_image(_progress)
     vm = local_vm.boot(
         args.name,
         image,
-        user_data_for(settings, key.public_key),
+        user_data_for(settings, key.public_key, home_disk_device=local_vm.LOCAL_HOME_DISK_DEVICE if home else ""),
         user=settings.username,
         identity=settings.ssh_key_path,
         memory_mb=args.memory,
         cpus=args.cpus,
         disk_size=args.disk_size,
         accel=args.accel,
+        home_disk=home,
         deadline=started + args.timeout,
         progress=_progress,
     )
@@ -412,6 +414,13 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="a course-vm setting, as in Pulumi.yaml (e.g. username=alice, artifactMirrorUrl=URL)",
+    )
+    local_up_parser.add_argument(
+        "--home-disk",
+        type=Path,
+        metavar="PATH",
+        help="keep /home on this disk image (created if missing, homeDiskSizeGb or 10 GB); "
+        "`local down` keeps it, so the next VM gets the student's work back",
     )
     local_up_parser.add_argument("--memory", type=int, default=4096, metavar="MB")
     local_up_parser.add_argument("--cpus", type=int, default=2)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_gcp import compute, organizations, projects
 
-from provisioner.recipe import recipe_hash
+from provisioner.recipe import HOME_DISK_NAME, recipe_hash
 from provisioner.settings import Seat, Settings
 from provisioner.ssh_config import ssh_config_block
 from provisioner.verify_resource import VmVerification, known_hosts_path
@@ -239,6 +239,23 @@ class StudentVm(pulumi.ComponentResource):
             labels=labels,
             opts=child,
         )
+        attached_disks = []
+        if s.home_disk_size_gb:
+            # Its own resource, not the instance's: a replaced VM (a new recipe) gets the same disk,
+            # and with it the student's home. Without the recipe label, which would churn it.
+            home = compute.Disk(
+                f"{name}-home",
+                project=s.project,
+                zone=s.zone,
+                size=s.home_disk_size_gb,
+                type="pd-balanced",
+                labels={k: v for k, v in labels.items() if k != RECIPE_LABEL},
+                description="course-vm: the student's /home; it outlives the VM",
+                opts=child,
+            )
+            attached_disks.append(
+                compute.InstanceAttachedDiskArgs(source=home.self_link, device_name=HOME_DISK_NAME, mode="READ_WRITE")
+            )
         metadata = {
             "user-data": pulumi.Output.secret(args.user_data),
             "ssh-keys": f"{seat.username}:{args.ssh_public_key} {seat.username}",
@@ -263,6 +280,7 @@ class StudentVm(pulumi.ComponentResource):
                     access_configs=[compute.InstanceNetworkInterfaceAccessConfigArgs(nat_ip=address.address)],
                 )
             ],
+            attached_disks=attached_disks,
             metadata=metadata,
             tags=[SSH_TAG],
             labels=labels,

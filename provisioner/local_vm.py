@@ -17,6 +17,7 @@ from provisioner.errors import CourseVmError, UnreachableError
 from provisioner.host_keys import HostKey, host_keys_from_console, parse_host_key
 from provisioner.local_image import Image
 from provisioner.paths import state_home
+from provisioner.recipe import HOME_DISK_NAME
 from provisioner.ssh import Progress, Target
 from provisioner.ssh_config import add_host, remove_host, ssh_config_block
 
@@ -186,7 +187,11 @@ def _write_seed(directory: Path, name: str, user_data: str) -> Path:
     return seed
 
 
-def _qemu_command(image: Image, directory: Path, accel: str, port: int, memory_mb: int, cpus: int) -> list[str]:
+def _qemu_command(
+    image: Image, directory: Path, accel: str, port: int, memory_mb: int, cpus: int, home_disk: Path | None = None
+) -> list[str]:
+    # The home disk shows in the guest as /dev/disk/by-id/virtio-course-vm-home (LOCAL_HOME_DISK_DEVICE).
+    home = ["-drive", f"file={home_disk},if=virtio,format=qcow2,serial={HOME_DISK_NAME}"] if home_disk else []
     return [
         _require("qemu-system-x86_64", "qemu-system-x86"),
         "-name",
@@ -212,6 +217,7 @@ def _qemu_command(image: Image, directory: Path, accel: str, port: int, memory_m
         f"file={directory / 'disk.qcow2'},if=virtio,format=qcow2",
         "-drive",
         f"file={directory / 'seed.iso'},if=virtio,format=raw,readonly=on",
+        *home,
         "-netdev",
         f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
         "-device",
@@ -237,6 +243,23 @@ def _kernel_started(directory: Path, process: subprocess.Popen[bytes], seconds: 
     return False
 
 
+LOCAL_HOME_DISK_DEVICE = f"/dev/disk/by-id/virtio-{HOME_DISK_NAME}"
+
+
+def ensure_home_disk(path: Path, size_gb: int) -> Path:
+    """A home disk image at PATH: created empty (sparse qcow2 of SIZE_GB) if missing, else kept as is.
+
+    It is not part of any VM's directory, so `local down` keeps it for the next `local up`.
+    """
+    path = path.expanduser().resolve()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [_require("qemu-img", "qemu-utils"), "create", "-q", "-f", "qcow2", str(path), f"{size_gb}G"], check=True
+        )
+    return path
+
+
 def boot(
     name: str,
     image: Image,
@@ -248,11 +271,12 @@ def boot(
     cpus: int = 2,
     disk_size: str = "30G",
     accel: str = "auto",
+    home_disk: Path | None = None,
     deadline: float,
     progress: Progress = lambda _: None,
 ) -> LocalVm:
     """Boot a new local VM called NAME with USER_DATA as its NoCloud seed, and learn its host keys
-    from the console.
+    from the console. HOME_DISK (see `ensure_home_disk`) is attached as the VM's home disk.
 
     Raises CourseVmError (a VM of that name exists, a tool is missing, QEMU fails) and
     UnreachableError (no host keys on the console before the deadline).
@@ -288,7 +312,7 @@ def boot(
     # Detect KVM by trying: on some machines /dev/kvm exists but guests hang or abort.
     chosen = "tcg"
     if accel in ("auto", "kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK):
-        process = _start(_qemu_command(image, directory, "kvm", port, memory_mb, cpus), directory)
+        process = _start(_qemu_command(image, directory, "kvm", port, memory_mb, cpus, home_disk), directory)
         if _kernel_started(directory, process, KVM_PROBE_SECONDS):
             chosen = "kvm"
         else:
@@ -298,7 +322,7 @@ def boot(
     if chosen == "tcg":
         if accel == "kvm":
             raise CourseVmError("KVM does not work on this machine. Fix: use --accel auto or tcg")
-        process = _start(_qemu_command(image, directory, "tcg", port, memory_mb, cpus), directory)
+        process = _start(_qemu_command(image, directory, "tcg", port, memory_mb, cpus, home_disk), directory)
     progress(f"booting {name} ({chosen}); SSH on 127.0.0.1:{port}")
 
     host_keys: tuple[HostKey, ...] = ()

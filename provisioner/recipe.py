@@ -21,6 +21,11 @@ IDLE_STOP_PATH = "/usr/local/sbin/course-vm-idle-stop"
 IDLE_STOP_TIMER = "course-vm-idle-stop.timer"
 MAX_USER_DATA_BYTES = 256 * 1024  # GCE's limit for one metadata value
 _TOP_LEVEL_KEYS = {"ssh_pwauth", "disable_root", "users", "write_files", "runcmd"}
+_HOME_DISK_KEYS = {"bootcmd", "mounts"}
+HOME_DISK_NAME = "course-vm-home"
+"""The home disk's device name: GCE shows it as /dev/disk/by-id/google-NAME, QEMU as virtio-NAME."""
+GCE_HOME_DISK_DEVICE = f"/dev/disk/by-id/google-{HOME_DISK_NAME}"
+HOME_MOUNT_OPTIONS = "defaults,nofail,x-systemd.device-timeout=30s"
 
 
 class RecipeError(CourseVmError):
@@ -45,12 +50,14 @@ def _environment() -> jinja2.Environment:
     return environment
 
 
-def render_setup_script(*, username: str, anaconda: Artifact, docker_compose: Artifact) -> str:
+def render_setup_script(
+    *, username: str, anaconda: Artifact, docker_compose: Artifact, home_disk_device: str = ""
+) -> str:
     """The bash script that performs every step of the course setup on the VM."""
     return (
         _environment()
         .get_template("setup.sh.j2")
-        .render(username=username, anaconda=anaconda, docker_compose=docker_compose)
+        .render(username=username, anaconda=anaconda, docker_compose=docker_compose, home_disk_device=home_disk_device)
     )
 
 
@@ -80,13 +87,16 @@ def render_user_data(
     docker_compose: Artifact,
     docker_registry_mirror: str = "",
     auto_stop_idle_minutes: int = 0,
+    home_disk_device: str = "",
 ) -> str:
-    """The `#cloud-config` user-data document for one course VM.
+    """The `#cloud-config` user-data document for one course VM (/home on HOME_DISK_DEVICE if given).
 
     The result is parsed back and compared with what went in, so a value that would change the
     document's structure is caught here. Raises RecipeError if so, or if the document is too big.
     """
-    script = render_setup_script(username=username, anaconda=anaconda, docker_compose=docker_compose)
+    script = render_setup_script(
+        username=username, anaconda=anaconda, docker_compose=docker_compose, home_disk_device=home_disk_device
+    )
     daemon_json = docker_daemon_json(docker_registry_mirror)
     idle_stop = render_idle_stop_script(auto_stop_idle_minutes)
     text = (
@@ -98,6 +108,7 @@ def render_user_data(
             setup_script=script,
             docker_daemon_json=daemon_json,
             idle_stop_script=idle_stop,
+            home_disk_device=home_disk_device,
         )
     )
     _check(
@@ -107,15 +118,21 @@ def render_user_data(
         script=script,
         daemon_json=daemon_json,
         idle_stop=idle_stop,
+        home_disk_device=home_disk_device,
     )
     return text
 
 
-def user_data_for(settings: Settings, ssh_public_key: str, username: str | None = None) -> str:
+def user_data_for(
+    settings: Settings, ssh_public_key: str, username: str | None = None, home_disk_device: str | None = None
+) -> str:
     """The user-data for SETTINGS: what every front end (Pulumi, `render`, the local VM) sends.
 
-    USERNAME is a class's student; by default, the `username` setting.
+    USERNAME is a class's student; by default, the `username` setting. HOME_DISK_DEVICE is where
+    the VM finds its home disk: by default GCE's, if homeDiskSizeGb asks for one.
     """
+    if home_disk_device is None:
+        home_disk_device = GCE_HOME_DISK_DEVICE if settings.home_disk_size_gb else ""
     return render_user_data(
         username=username or settings.username,
         ssh_public_key=ssh_public_key,
@@ -123,10 +140,20 @@ def user_data_for(settings: Settings, ssh_public_key: str, username: str | None 
         docker_compose=settings.docker_compose,
         docker_registry_mirror=settings.docker_registry_mirror,
         auto_stop_idle_minutes=settings.auto_stop_idle_minutes,
+        home_disk_device=home_disk_device,
     )
 
 
-def _check(text: str, *, username: str, ssh_public_key: str, script: str, daemon_json: str, idle_stop: str) -> None:
+def _check(
+    text: str,
+    *,
+    username: str,
+    ssh_public_key: str,
+    script: str,
+    daemon_json: str,
+    idle_stop: str,
+    home_disk_device: str,
+) -> None:
     size = len(text.encode())
     if size > MAX_USER_DATA_BYTES:
         raise RecipeError(f"user-data is {size} bytes; GCE accepts at most {MAX_USER_DATA_BYTES}")
@@ -137,7 +164,8 @@ def _check(text: str, *, username: str, ssh_public_key: str, script: str, daemon
     problems = []
     if not text.startswith("#cloud-config\n"):
         problems.append("it does not start with #cloud-config")
-    if not isinstance(document, dict) or set(document) != _TOP_LEVEL_KEYS:
+    expected_keys = _TOP_LEVEL_KEYS | (_HOME_DISK_KEYS if home_disk_device else set())
+    if not isinstance(document, dict) or set(document) != expected_keys:
         problems.append(f"its top-level keys are {sorted(document) if isinstance(document, dict) else document!r}")
     else:
         users = document["users"]
@@ -152,6 +180,11 @@ def _check(text: str, *, username: str, ssh_public_key: str, script: str, daemon
             problems.append("its Docker daemon configuration differs from the settings")
         if files.get(IDLE_STOP_PATH, "") != idle_stop:
             problems.append("its idle-stop script differs from the rendered script")
+        if home_disk_device and (
+            document["bootcmd"][0][-1] != home_disk_device
+            or document["mounts"] != [[home_disk_device, "/home", "ext4", HOME_MOUNT_OPTIONS, "0", "2"]]
+        ):
+            problems.append("its home disk is not the configured device")
         armed = ["systemctl", "enable", "--now", IDLE_STOP_TIMER] in document["runcmd"]
         if armed != bool(idle_stop):
             problems.append("its idle-stop timer is not armed as autoStopIdleMinutes says")

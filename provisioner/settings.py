@@ -30,6 +30,7 @@ COMPOSE_DEFAULT_SHA256 = "ed79398562f3a80a5d8c068fde14b0b12101e80b494aabb2b3533e
 MIN_DISK_GB = 20
 MAX_DISK_GB = 65536
 MAX_IDLE_MINUTES = 7 * 24 * 60
+MIN_HOME_DISK_GB = 10  # GCE's smallest pd-balanced disk
 # Shared-core machines have too little memory: Anaconda plus Docker get sshd killed by the OOM killer.
 TOO_SMALL_MACHINE_TYPES = frozenset({"f1-micro", "g1-small", "e2-micro", "e2-small", "e2-medium"})
 RESERVED_USERNAMES = frozenset(
@@ -132,6 +133,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Run as a Spot VM (much cheaper; GCE may stop it at any time, and it is stopped, not deleted).",
     ),
     Setting(
+        "homeDiskSizeGb",
+        "integer",
+        0,
+        "Keep /home on its own persistent disk of this many GB, so that a new VM (a changed recipe) "
+        "keeps the student's work (0: /home on the boot disk).",
+    ),
+    Setting(
         "autoStopIdleMinutes",
         "integer",
         60,
@@ -229,6 +237,8 @@ class Settings:
     verify: bool
     verify_timeout_seconds: int
     spot: bool
+    home_disk_size_gb: int
+    """0: no home disk; else the size of the disk that holds /home and outlives the VM."""
     auto_stop_idle_minutes: int
     """0: never; else the VM powers itself off after that many idle minutes."""
     nightly_stop_time: str
@@ -634,6 +644,15 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
             _set("verifyTimeoutSeconds", DEFAULTS["verifyTimeoutSeconds"]),
         )
 
+    home_disk = _as_int(get("homeDiskSizeGb"))
+    if home_disk is None or not (home_disk == 0 or MIN_HOME_DISK_GB <= home_disk <= MAX_DISK_GB):
+        p.add(
+            "homeDiskSizeGb",
+            get("homeDiskSizeGb"),
+            f"it must be a whole number of GB from {MIN_HOME_DISK_GB} to {MAX_DISK_GB}, or 0 for no home disk",
+            _set("homeDiskSizeGb", 20),
+        )
+
     idle_minutes = _as_int(get("autoStopIdleMinutes"))
     if idle_minutes is None or not 0 <= idle_minutes <= MAX_IDLE_MINUTES:
         p.add(
@@ -698,6 +717,7 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
         verify=bool(verify),
         verify_timeout_seconds=int(verify_timeout or 0),
         spot=bool(spot),
+        home_disk_size_gb=int(home_disk or 0),
         auto_stop_idle_minutes=int(idle_minutes or 0),
         nightly_stop_time=nightly_stop,
         time_zone=str(time_zone),

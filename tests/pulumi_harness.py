@@ -23,6 +23,7 @@ SIG_KEY = "4dabf18193072939515e22adb298388d"
 STATIC_IP = "34.78.1.2"
 INSTANCE_ID = "4242424242"
 PROJECT_NUMBER = "123456789012"
+DISK_LINK_PREFIX = "https://www.googleapis.com/compute/v1/projects/course-project-1/zones/europe-west1-b/disks/"
 DYNAMIC = "pulumi-python:dynamic:Resource"
 # What the verification would pin (the mocks stand in for the checker's run as well).
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet"
@@ -79,6 +80,8 @@ class _Mocks(pulumi.runtime.Mocks):
         if args.typ in ("gcp:compute/instance:Instance", "gcp:compute/resourcePolicy:ResourcePolicy"):
             outputs.setdefault("name", args.name + "-1a2b3c")  # the engine's auto-name
             outputs["instanceId"] = INSTANCE_ID
+        if args.typ == "gcp:compute/disk:Disk":
+            outputs["selfLink"] = f"{DISK_LINK_PREFIX}{args.name}-1a2b3c"
         if args.typ == DYNAMIC:
             outputs.update(
                 host_keys=[HOST_KEY], host_key_fingerprint="SHA256:fingerprint", known_hosts=f"{STATIC_IP} {HOST_KEY}"

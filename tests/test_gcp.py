@@ -18,6 +18,7 @@ from provisioner.gcp import RECIPE_LABEL, SSH_TAG
 from provisioner.ssh_config import ssh_config_block
 from tests.conftest import validate_cloud_config
 from tests.pulumi_harness import (
+    DISK_LINK_PREFIX,
     DYNAMIC,
     HOST_KEY,
     INSTANCE_ID,
@@ -390,3 +391,38 @@ def test_nightly_stop_schedules_every_vm_with_the_grant_it_needs(tmp_path: Path)
         assert any(d.endswith("::course-vm-schedule-grant") for d in attachment.dependencies)
         assert attachment.parent.endswith(f"{STUDENT_VM}::{student.removesuffix('-nightly-stop')}")
     assert "resourcePolicies" not in run.of_type(INSTANCE)[0].inputs, "attaching must not replace the VM"
+
+
+# The persistent home disk.
+
+DISK = "gcp:compute/disk:Disk"
+
+
+def test_no_home_disk_by_default(run: Run) -> None:
+    assert run.of_type(DISK) == []
+    assert run.one(INSTANCE).inputs.get("attachedDisks", []) == []
+    assert "mounts" not in yaml.safe_load(run.one(INSTANCE).inputs["metadata"]["user-data"])
+
+
+def test_a_home_disk_outlives_the_vm_and_holds_home(tmp_path: Path) -> None:
+    run = run_program(stack_config(tmp_path, homeDiskSizeGb="50"))
+    disk = run.one(DISK)
+    assert disk.name == "course-vm-home"
+    assert disk.parent.endswith(f"{STUDENT_VM}::course-vm")
+    assert (disk.inputs["size"], disk.inputs["type"], disk.inputs["zone"]) == (50, "pd-balanced", "europe-west1-b")
+    assert RECIPE_LABEL not in disk.inputs["labels"], "a new recipe must not touch the home disk"
+    instance = run.one(INSTANCE)
+    assert instance.inputs["attachedDisks"] == [
+        {"source": f"{DISK_LINK_PREFIX}course-vm-home-1a2b3c", "deviceName": "course-vm-home", "mode": "READ_WRITE"}
+    ]
+    assert instance.inputs["bootDisk"]["autoDelete"] is True
+    document = yaml.safe_load(instance.inputs["metadata"]["user-data"])
+    assert document["mounts"][0][:2] == ["/dev/disk/by-id/google-course-vm-home", "/home"]
+
+
+def test_a_new_recipe_replaces_the_vm_but_keeps_the_home_disk(tmp_path: Path) -> None:
+    before = run_program(stack_config(tmp_path, homeDiskSizeGb="50"))
+    after = run_program(stack_config(tmp_path, homeDiskSizeGb="50", dockerComposeVersion="v2.27.0",
+                                     dockerComposeSha256="d" * 64))  # fmt: skip
+    assert before.one(INSTANCE).inputs["labels"][RECIPE_LABEL] != after.one(INSTANCE).inputs["labels"][RECIPE_LABEL]
+    assert before.one(DISK).raw == after.one(DISK).raw

@@ -27,6 +27,7 @@ from provisioner import local_vm
 from provisioner.errors import CourseVmError
 from provisioner.host_keys import parse_host_key
 from provisioner.local_image import Image, build_debian_image
+from provisioner.local_vm import LOCAL_HOME_DISK_DEVICE
 from provisioner.ssh import connect, load_identity, run
 from tests.conftest import E2E_TIMINGS, ROOT, require_tool
 from tests.local_artifacts import served_artifacts
@@ -35,6 +36,7 @@ from tests.local_registry import hello_world_registry
 pytestmark = pytest.mark.integration
 
 HOST = "10.0.2.2"  # the host, as QEMU's user network shows it to the guest
+WORK = "the student's notebook, saved on the first VM"
 
 
 @dataclass
@@ -44,6 +46,8 @@ class E2e:
     image: Image
     state: Path
     settings: list[str]
+    home_disk: Path
+    """The good VM's home disk, which the bad-checksum VM gets next, as a replaced GCE VM would."""
     timings: list[tuple[str, float]] = field(default_factory=list)
     keep_alive: paramiko.SSHClient | None = None
     """An SSH connection held open while the good VM's tests run: with autoStopIdleMinutes=1 it keeps
@@ -86,7 +90,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
         # conftest.py prints these at the end of the run, whatever pytest captured.
         timings = request.config.stash.setdefault(E2E_TIMINGS, [])
         timings.append((build, build_seconds))
-        yield E2e(image, work / "state", settings, timings)
+        yield E2e(image, work / "state", settings, work / "home.qcow2", timings)
 
 
 def local(
@@ -127,6 +131,8 @@ def good_vm(e2e: E2e) -> Iterator[local_vm.LocalVm]:
         "e2e",
         "--image",
         str(e2e.image.disk.parent),
+        "--home-disk",
+        str(e2e.home_disk),
         "--json",
         *(f"--set={s}" for s in e2e.settings),
     )
@@ -171,8 +177,14 @@ def test_the_course_vm_works_for_the_student(good_vm: local_vm.LocalVm, e2e: E2e
     with connect(good_vm.target(), load_identity(good_vm.identity), time.monotonic() + 60, print) as client:
         groups = run(client, "id -nG", 30).stdout.split()
         sudo_free = run(client, "docker info --format '{{.ServerVersion}}'", 60)
+        home = run(client, f"findmnt -n -o SOURCE --target ~; readlink -f {LOCAL_HOME_DISK_DEVICE}", 30)
+        # The student's work, which the next VM on this home disk must still have (see the bad-checksum test).
+        saved = run(client, f"echo {WORK!r} > ~/work-in-progress.txt && sync", 30)
     assert "docker" in groups
     assert sudo_free.ok, sudo_free.summary()
+    source, device = home.stdout.split()
+    assert source == device, f"the home directory is on {source}, not on the home disk {device}"
+    assert saved.ok, saved.summary()
 
 
 def test_local_ssh_is_pinned_and_works(good_vm: local_vm.LocalVm, e2e: E2e) -> None:
@@ -232,7 +244,13 @@ def test_an_idle_vm_powers_itself_off(good_vm: local_vm.LocalVm, e2e: E2e) -> No
     assert "[course-vm] idle for 1 minutes: powering off" in console
 
 
-def test_a_bad_checksum_stops_the_recipe_at_that_step_and_the_checker_says_so(e2e: E2e) -> None:
+def test_a_bad_checksum_stops_the_recipe_at_that_step_and_the_checker_says_so(
+    good_vm: local_vm.LocalVm, e2e: E2e
+) -> None:
+    # This VM also gets the good VM's home disk, as a GCE VM replaced for a new recipe would: the
+    # student's work must be there, and the disk not formatted again.
+    if good_vm.running():
+        local_vm.down(good_vm.name)  # it synced its disks; one VM at a time may use the home disk
     settings = [s for s in e2e.settings if not s.startswith("dockerComposeSha256=")]
     settings.append("dockerComposeSha256=" + "0" * 64)
     try:
@@ -243,12 +261,18 @@ def test_a_bad_checksum_stops_the_recipe_at_that_step_and_the_checker_says_so(e2
             "e2e-bad",
             "--image",
             str(e2e.image.disk.parent),
+            "--home-disk",
+            str(e2e.home_disk),
             "--json",
             *(f"--set={s}" for s in settings),
         )
         e2e.timings.append(("local up with a bad checksum, in all", progress[-1][0]))
+        bad = local_vm.load("e2e-bad")
+        with connect(bad.target(), load_identity(bad.identity), time.monotonic() + 60, print) as client:
+            kept = run(client, "cat ~/work-in-progress.txt", 30)
     finally:
         local_vm.down("e2e-bad")
+    assert kept.stdout.strip() == WORK, f"the student's work did not survive the new VM: {kept.summary()}"
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     cloud_init = report["checks"][0]
@@ -271,6 +295,27 @@ def test_qemu_runs_the_guest_on_loopback_only_with_both_drives(tmp_path: Path) -
     assert f"-serial file:{tmp_path / 'console.log'}" in joined
     assert command[-6:] == image.qemu_boot_args()
     assert "-accel kvm -cpu host" in " ".join(local_vm._qemu_command(image, tmp_path, "kvm", 2222, 4096, 2))
+    assert "serial=" not in joined
+
+
+def test_a_home_disk_is_a_third_drive_the_guest_finds_by_its_serial(tmp_path: Path) -> None:
+    image = Image(tmp_path / "disk.img", "raw", tmp_path / "vmlinuz", tmp_path / "initrd.img")
+    home = tmp_path / "home.qcow2"
+    joined = " ".join(local_vm._qemu_command(image, tmp_path, "tcg", 2222, 4096, 2, home))
+    assert f"-drive file={home},if=virtio,format=qcow2,serial=course-vm-home" in joined
+    assert LOCAL_HOME_DISK_DEVICE == "/dev/disk/by-id/virtio-course-vm-home"
+
+
+def test_a_home_disk_image_is_created_once_and_then_kept(tmp_path: Path) -> None:
+    require_tool("qemu-img")
+    path = local_vm.ensure_home_disk(tmp_path / "homes" / "alice.qcow2", 10)
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True,
+                                     text=True, check=True).stdout)  # fmt: skip
+    assert (info["format"], info["virtual-size"]) == ("qcow2", 10 << 30)
+    path.write_bytes(path.read_bytes() + b"the student's work")
+    before = path.read_bytes()
+    assert local_vm.ensure_home_disk(path, 20) == path
+    assert path.read_bytes() == before, "an existing home disk is never recreated"
 
 
 def test_a_vm_record_round_trips_and_pins_its_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

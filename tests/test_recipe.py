@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from provisioner.recipe import (
+    GCE_HOME_DISK_DEVICE,
     IDLE_STOP_PATH,
     IDLE_STOP_TIMER,
     SETUP_SCRIPT_PATH,
@@ -32,6 +33,7 @@ SETTING_LINES = (
     "COMPOSE_VERSION",
     "COMPOSE_URL",
     "COMPOSE_SHA256",
+    "HOME_DISK_DEVICE",
 )
 
 
@@ -41,6 +43,7 @@ def render(
     anaconda: Artifact = DEFAULTS.anaconda,
     compose: Artifact = DEFAULTS.docker_compose,
     idle_minutes: int = 0,
+    home_disk: str = "",
 ) -> str:
     return render_user_data(
         username=username,
@@ -48,6 +51,7 @@ def render(
         anaconda=anaconda,
         docker_compose=compose,
         auto_stop_idle_minutes=idle_minutes,
+        home_disk_device=home_disk,
     )
 
 
@@ -80,6 +84,7 @@ VARIANTS = {
         "compose": Artifact("docker-compose", "v2.27.0", "https://mirror.example.org/compose/v2.27.0/dc", "d" * 64),
     },
     "idle stop": {"idle_minutes": 45},
+    "home disk": {"home_disk": GCE_HOME_DISK_DEVICE},
 }
 
 
@@ -124,6 +129,50 @@ def test_zero_idle_minutes_installs_no_timer() -> None:
     assert not any("idle-stop" in f["path"] for f in document["write_files"])
 
 
+def test_a_home_disk_is_mounted_on_home_before_the_user_exists() -> None:
+    document = yaml.safe_load(render(home_disk=GCE_HOME_DISK_DEVICE))
+    assert document["mounts"] == [
+        [GCE_HOME_DISK_DEVICE, "/home", "ext4", "defaults,nofail,x-systemd.device-timeout=30s", "0", "2"]
+    ]
+    [format_home] = document["bootcmd"]
+    assert format_home[:2] == ["sh", "-c"] and format_home[-1] == GCE_HOME_DISK_DEVICE
+    assert shell_values(setup_script(render(home_disk=GCE_HOME_DISK_DEVICE)))["HOME_DISK_DEVICE"] == (
+        GCE_HOME_DISK_DEVICE
+    )
+    assert "bootcmd" not in yaml.safe_load(render()) and "mounts" not in yaml.safe_load(render())
+
+
+@pytest.mark.integration
+def test_the_home_disk_is_formatted_only_when_it_holds_nothing(tmp_path: Path) -> None:
+    # The real blkid and mkfs.ext4 on disk images: a new disk is formatted, a used one never.
+    [format_home] = yaml.safe_load(render(home_disk=GCE_HOME_DISK_DEVICE))["bootcmd"]
+    blkid = require_tool("blkid")
+    require_tool("mkfs.ext4")
+
+    def boot(disk: Path) -> None:
+        subprocess.run([*format_home[:-1], str(disk)], check=True, capture_output=True, timeout=60)
+
+    def probe(disk: Path) -> str:
+        return subprocess.run([blkid, "-p", str(disk)], capture_output=True, text=True, check=False).stdout
+
+    new = tmp_path / "new.img"
+    new.write_bytes(bytes(32 << 20))
+    boot(new)
+    first = probe(new)
+    assert 'LABEL="course-home"' in first and 'TYPE="ext4"' in first
+    boot(new)
+    assert probe(new) == first, "the second boot must keep the filesystem (same UUID)"
+
+    partitioned = tmp_path / "partitioned.img"
+    table = bytearray(32 << 20)
+    table[446 + 4] = 0x83  # one Linux partition entry, and the MBR signature
+    table[446 + 8 : 446 + 16] = (2048).to_bytes(4, "little") + (4096).to_bytes(4, "little")
+    table[510:512] = b"\x55\xaa"
+    partitioned.write_bytes(bytes(table))
+    boot(partitioned)
+    assert "PTTYPE" in probe(partitioned) and "ext4" not in probe(partitioned)
+
+
 def test_setup_script_carries_each_setting_exactly() -> None:
     values = shell_values(setup_script(render(**VARIANTS["new releases"])))  # type: ignore[arg-type]
     assert values == {
@@ -134,6 +183,7 @@ def test_setup_script_carries_each_setting_exactly() -> None:
         "COMPOSE_VERSION": "v2.27.0",
         "COMPOSE_URL": "https://mirror.example.org/compose/v2.27.0/dc",
         "COMPOSE_SHA256": "d" * 64,
+        "HOME_DISK_DEVICE": "",
     }
 
 
@@ -156,10 +206,11 @@ HOSTILE = [
 def test_hostile_value_cannot_change_yaml_or_shell_structure(value: str, tmp_path: Path) -> None:
     # Settings validation refuses all of these; the renderer must hold even without it.
     hostile = Artifact("x", value, value, value)
-    document_text = render(username=value, public_key=value, anaconda=hostile, compose=hostile)
+    document_text = render(username=value, public_key=value, anaconda=hostile, compose=hostile, home_disk=value)
     document = yaml.safe_load(document_text)
-    assert set(document) == {"ssh_pwauth", "disable_root", "users", "write_files", "runcmd"}
+    assert set(document) == {"ssh_pwauth", "disable_root", "users", "write_files", "runcmd", "bootcmd", "mounts"}
     assert document["runcmd"] == [[SETUP_SCRIPT_PATH]]
+    assert document["bootcmd"][0][-1] == value and document["mounts"][0][0] == value
     assert [f["path"] for f in document["write_files"]] == [
         "/etc/ssh/sshd_config.d/10-course-vm.conf",
         SETUP_SCRIPT_PATH,
@@ -168,7 +219,9 @@ def test_hostile_value_cannot_change_yaml_or_shell_structure(value: str, tmp_pat
     assert user["name"] == value
     assert user["ssh_authorized_keys"] == [value]
     script = setup_script(document_text)
-    assert script == render_setup_script(username=value, anaconda=hostile, docker_compose=hostile)
+    assert script == render_setup_script(
+        username=value, anaconda=hostile, docker_compose=hostile, home_disk_device=value
+    )
     assert set(shell_values(script).values()) == {value}
     validate_cloud_config(document_text, tmp_path)
 

@@ -179,6 +179,11 @@ def test_ssh_open_to_internet_is_allowed_but_flagged() -> None:
             "never stop. Fix: pulumi config set autoStopIdleMinutes 60",
         ),
         (
+            {"homeDiskSizeGb": "5"},
+            "homeDiskSizeGb: got '5', but it must be a whole number of GB from 10 to 65536, or 0 for no home disk. "
+            "Fix: pulumi config set homeDiskSizeGb 20",
+        ),
+        (
             {"nightlyStopTime": "10pm"},
             "nightlyStopTime: got '10pm', but it must be a time of day as HH:MM (24-hour clock), or empty for no "
             "schedule. Fix: pulumi config set nightlyStopTime 22:00",

@@ -52,8 +52,17 @@ def stack_file(project_dir: Path, stack: str | None) -> Path:
 def render(args: argparse.Namespace) -> int:
     """Print the user-data `pulumi up` would send for the stack, without touching the cloud."""
     settings = settings_from_stack_file(stack_file(args.project_dir, args.stack))
-    key = ensure_key_pair(settings.ssh_key_path, comment=f"{settings.username}@course-vm")
-    sys.stdout.write(user_data_for(settings, key.public_key))
+    seats = {seat.name: seat for seat in settings.seats}
+    if args.student not in seats:
+        names = ", ".join(seats)
+        raise CourseVmError(
+            f"--student {args.student}: not on the stack's roster. Fix: one of {names}"
+            if args.student
+            else f"the stack is a class: pass --student NAME (one of {names})"
+        )
+    seat = seats[args.student]
+    key = ensure_key_pair(seat.ssh_key_path, comment=f"{seat.username}@course-vm")
+    sys.stdout.write(user_data_for(settings, key.public_key, username=seat.username))
     return 0
 
 
@@ -342,6 +351,7 @@ def parser() -> argparse.ArgumentParser:
         "render", help="print the cloud-init user-data for a stack's settings (no cloud calls)"
     )
     render_parser.add_argument("--stack", help="stack name (reads Pulumi.STACK.yaml); default: the only stack")
+    render_parser.add_argument("--student", default="", metavar="NAME", help="a class stack: whose user-data")
     render_parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
     render_parser.set_defaults(run=render)
 

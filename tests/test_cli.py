@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from provisioner.cli import main
 from provisioner.local_vm import free_loopback_port
@@ -40,6 +41,18 @@ def test_render_prints_valid_user_data_for_the_only_stack(tmp_path: Path) -> Non
     public = " ".join((tmp_path / "key.pub").read_text().split()[:2])
     assert public in result.stdout
     validate_cloud_config(result.stdout, tmp_path)
+
+
+def test_render_of_a_class_needs_the_student(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_stack(tmp_path, extra="  course-vm:students:\n    - alice\n    - bob\n")
+    assert main(["render", "--project-dir", str(tmp_path)]) == 2
+    assert "the stack is a class: pass --student NAME (one of alice, bob)" in capsys.readouterr().err
+    assert main(["render", "--project-dir", str(tmp_path), "--student", "carol"]) == 2
+    assert "--student carol: not on the stack's roster. Fix: one of alice, bob" in capsys.readouterr().err
+    assert main(["render", "--project-dir", str(tmp_path), "--student", "bob"]) == 0
+    [user] = yaml.safe_load(capsys.readouterr().out)["users"]
+    assert user["name"] == "bob"
+    assert user["ssh_authorized_keys"] == [" ".join((tmp_path / "key-bob.pub").read_text().split()[:2])]
 
 
 def test_render_picks_the_named_stack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -191,7 +191,16 @@ def _qemu_command(
     image: Image, directory: Path, accel: str, port: int, memory_mb: int, cpus: int, home_disk: Path | None = None
 ) -> list[str]:
     # The home disk shows in the guest as /dev/disk/by-id/virtio-course-vm-home (LOCAL_HOME_DISK_DEVICE).
-    home = ["-drive", f"file={home_disk},if=virtio,format=qcow2,serial={HOME_DISK_NAME}"] if home_disk else []
+    home = (
+        [
+            "-drive",
+            f"file={home_disk},if=none,id=home,format=qcow2",
+            "-device",
+            f"virtio-blk-pci,drive=home,serial={HOME_DISK_NAME}",
+        ]
+        if home_disk
+        else []
+    )
     return [
         _require("qemu-system-x86_64", "qemu-system-x86"),
         "-name",

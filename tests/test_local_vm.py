@@ -137,6 +137,7 @@ def good_vm(e2e: E2e) -> Iterator[local_vm.LocalVm]:
         *(f"--set={s}" for s in e2e.settings),
     )
     report = json.loads(result.stdout) if result.stdout.strip() else {}
+    assert (local_vm.state_dir() / "e2e" / "vm.json").exists(), f"local up did not boot a VM:\n{result.stderr}"
     vm = local_vm.load("e2e")
     try:
         assert result.returncode == 0, f"{result.stderr}\n{json.dumps(report, indent=2)}"
@@ -302,7 +303,10 @@ def test_a_home_disk_is_a_third_drive_the_guest_finds_by_its_serial(tmp_path: Pa
     image = Image(tmp_path / "disk.img", "raw", tmp_path / "vmlinuz", tmp_path / "initrd.img")
     home = tmp_path / "home.qcow2"
     joined = " ".join(local_vm._qemu_command(image, tmp_path, "tcg", 2222, 4096, 2, home))
-    assert f"-drive file={home},if=virtio,format=qcow2,serial=course-vm-home" in joined
+    assert (
+        f"-drive file={home},if=none,id=home,format=qcow2 -device virtio-blk-pci,drive=home,serial=course-vm-home"
+        in (joined)
+    )
     assert LOCAL_HOME_DISK_DEVICE == "/dev/disk/by-id/virtio-course-vm-home"
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,7 +116,7 @@ def make_sshd() -> Sshd:
         pytest.skip(message)
     base = Path(tempfile.mkdtemp(prefix="course-vm-sshd-"))
     base.chmod(0o755)
-    user = f"cvm{os.getpid() % 100000}{int(time.monotonic() * 1000) % 10000}"
+    user = f"cvm{secrets.token_hex(4)}"  # unique, and no longer than a login may be
     home = base / "home"
     # "*": no password, but not locked (sshd without PAM refuses locked accounts, even for keys).
     subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/bash", "-U", "-p", "*", user], check=True)

@@ -196,7 +196,8 @@ def _qemu_command(
             "-drive",
             f"file={home_disk},if=none,id=home,format=qcow2",
             "-device",
-            f"virtio-blk-pci,drive=home,serial={HOME_DISK_NAME}",
+            # A PCI slot after the other drives', so that the boot disk stays /dev/vda.
+            f"virtio-blk-pci,drive=home,serial={HOME_DISK_NAME},addr=0x1f",
         ]
         if home_disk
         else []

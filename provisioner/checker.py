@@ -21,17 +21,19 @@ _READ_LOG = f"sudo -n tail -n 300 {OUTPUT_LOG} 2>/dev/null || tail -n 300 {OUTPU
 # `cloud-init status --wait` returns as soon as any stage reports an error, even while the final
 # stage (the recipe) still runs (seen with 22.4); result.json appears only when all stages are over.
 # (COURSE_VM_CLOUD_INIT_RESULT lets the sshd tests stand in for that file.)
+# On a ready VM this runs cloud-init once (each run starts Python): JSON where `--format` exists
+# (22.1 and later), else the text form, which older releases print.
 _CLOUD_INIT_STATUS = (
-    "cloud-init status --wait >/dev/null 2>&1; "
-    'until [ -e "${COURSE_VM_CLOUD_INIT_RESULT:-/run/cloud-init/result.json}" ]; do '
-    "case $(cloud-init status 2>/dev/null) in *disabled*|*'not run'*) break;; esac; sleep 0.5; done; "
-    "if cloud-init status --help 2>&1 | grep -q -- --format; "
-    "then cloud-init status --format json; else cloud-init status --long; fi"
+    'R="${COURSE_VM_CLOUD_INIT_RESULT:-/run/cloud-init/result.json}"; '
+    'if [ ! -e "$R" ]; then cloud-init status --wait >/dev/null 2>&1; '
+    'until [ -e "$R" ]; do '
+    "case $(cloud-init status 2>/dev/null) in *disabled*|*'not run'*) break;; esac; sleep 0.5; done; fi; "
+    "out=$(cloud-init status --format json 2>/dev/null); rc=$?; "
+    'if [ -n "$out" ]; then printf \'%s\\n\' "$out"; exit "$rc"; fi; '
+    "cloud-init status --long"
 )
-
-
-# This session's group ids against the user's group ids in the group database, both sorted.
-_SAME_GROUPS = """[ "$(id -G | tr ' ' '\\n' | sort -n)" = "$(id -G "$(id -un)" | tr ' ' '\\n' | sort -n)" ]"""
+# This login's group ids, then the user's group ids in the group database.
+_GROUPS = 'id -G; id -G "$(id -un)"'
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,9 @@ def session_has_current_groups(client: paramiko.SSHClient) -> bool:
     Group membership is fixed when a session logs in: a login made before the setup added the
     student to `docker` does not have that group, and checking through it would fail falsely.
     """
-    return run(client, _SAME_GROUPS, CHECK_TIMEOUT).ok
+    result = run(client, _GROUPS, CHECK_TIMEOUT)
+    lines = result.stdout.splitlines()
+    return result.ok and len(lines) == 2 and set(lines[0].split()) == set(lines[1].split())
 
 
 def check_vm(target: Target, timeout: float = DEFAULT_TIMEOUT, progress: Progress = lambda _: None) -> Report:

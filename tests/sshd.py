@@ -43,7 +43,13 @@ esac
     # /run/cloud-init/result.json (all stages over).
     "cloud-init": r"""
 if [ "$2" = --help ]; then echo 'usage: cloud-init status [--format {json,tabular,yaml}] [-l] [-w]'; exit 0; fi
-cat "$STATE/cloud-init.json"
+# state/cloud-init.txt: a release older than 22.1, which knows no --format and prints text.
+if [ -e "$STATE/cloud-init.txt" ]; then
+  case "$*" in *--format*) echo 'cloud-init: error: unrecognized arguments: --format' >&2; exit 2;; esac
+  cat "$STATE/cloud-init.txt"
+else
+  cat "$STATE/cloud-init.json"
+fi
 exit "$(cat "$STATE/cloud-init.rc" 2>/dev/null || echo 0)"
 """,
     "systemctl": 'echo "$(cat "$STATE/docker-enabled" 2>/dev/null || echo enabled)"',

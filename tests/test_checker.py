@@ -163,6 +163,15 @@ def test_a_login_from_before_the_setup_changed_groups_is_not_used_for_the_checks
 
 
 @pytest.mark.integration
+def test_a_cloud_init_without_json_status_is_read_in_its_text_form(ready_sshd: Sshd) -> None:
+    ready_sshd.set("cloud-init.txt", "status: error\ndetail:\nsome stage failed\nerrors:\n\t- step broke\n")
+    ready_sshd.set("cloud-init.rc", "1")
+    cloud = by_name(check_vm(target(ready_sshd), timeout=30))["cloud-init"]
+    assert not cloud.ok
+    assert cloud.detail.startswith("status: error"), cloud.detail
+
+
+@pytest.mark.integration
 def test_docker_permission_denied_fails_that_check_only(ready_sshd: Sshd) -> None:
     ready_sshd.set("docker", "denied")
     report = check_vm(target(ready_sshd), timeout=30)

@@ -28,3 +28,4 @@ def test_the_class_check_benchmark_prints_both_times_and_the_ratio(ready_sshd: o
     assert re.fullmatch(r"check 1 VM: +\d+\.\d\d s \(median of 1\)", lines[0]), result.stdout
     assert re.fullmatch(r"check 3 VMs at once: +\d+\.\d\d s \(median of 1, 32 workers\)", lines[1]), result.stdout
     assert re.fullmatch(r"ratio: +\d+\.\d\dx \(goal: under 2x\) (ok|MISSED)", lines[2]), result.stdout
+    assert lines[3].startswith("network: 40 ms round trip; this machine's CPU busy "), result.stdout

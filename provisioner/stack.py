@@ -12,8 +12,7 @@ from typing import Any, Protocol
 
 from provisioner.errors import CourseVmError
 from provisioner.paths import state_home
-from provisioner.ssh_config import add_host, host_alias, remove_host, ssh_config_block
-from provisioner.verify_resource import known_hosts_path
+from provisioner.ssh_config import add_host, host_alias, remove_host
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 INSTALL_HINT = "install the Pulumi CLI (https://www.pulumi.com/docs/install/: `curl -fsSL https://get.pulumi.com | sh`)"
@@ -88,15 +87,9 @@ def _values(outputs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def host_entries(stack_name: str, outputs: Mapping[str, Any]) -> dict[str, str]:
-    """The `Host` blocks for a stack's outputs, by alias: its one VM, or one per student of a class."""
-    vms = outputs.get("students") or ({"": outputs} if outputs.get("ip") else {})
-    entries: dict[str, str] = {}
-    for student, vm in vms.items():
-        alias = host_alias(stack_name, student)
-        identity = str(vm["identityFile"])
-        pinned = str(known_hosts_path(identity)) if vm.get("hostKeys") else None
-        entries[alias] = ssh_config_block(alias, str(vm["ip"]), str(vm["username"]), identity, pinned)
-    return entries
+    """The `Host` blocks a stack exports (`sshConfig`), by alias: its one VM's, or each student's."""
+    vms = outputs.get("students") or ({"": outputs} if outputs.get("sshConfig") else {})
+    return {host_alias(stack_name, student): str(vm["sshConfig"]) for student, vm in vms.items()}
 
 
 def up(

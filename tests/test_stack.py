@@ -17,13 +17,22 @@ from pulumi.automation import ConfigValue, OutputValue
 
 from provisioner import stack
 from provisioner.cli import main
-from provisioner.ssh_config import hosts_file
+from provisioner.ssh_config import hosts_file, ssh_config_block
 
 OUTPUTS = {
     "ip": "34.78.1.2", "username": "student", "identityFile": "/home/me/.ssh/course-vm",
     "sshCommand": "ssh -i /home/me/.ssh/course-vm student@34.78.1.2", "instanceName": "course-vm-vm-1",
     "zone": "europe-west1-b", "hostKeys": ["ssh-ed25519 AAAA"],
+    # As the program exports it for stack dev (tests/test_gcp.py checks that).
+    "sshConfig": ssh_config_block(
+        "course-vm", "34.78.1.2", "student", "/home/me/.ssh/course-vm", "/home/me/.ssh/course-vm.known_hosts"
+    ),
 }  # fmt: skip
+
+
+def outputs_of_stack(name: str) -> dict[str, Any]:
+    """What the program exports for one student's VM in stack NAME: its Host block names the stack."""
+    return {**OUTPUTS, "sshConfig": OUTPUTS["sshConfig"].replace("Host course-vm\n", f"Host course-vm-{name}\n")}
 
 
 def class_outputs(*students: str) -> dict[str, Any]:
@@ -36,6 +45,13 @@ def class_outputs(*students: str) -> dict[str, Any]:
                 "username": name,
                 "identityFile": f"/home/me/.ssh/course-vm-{name}",
                 "ip": f"34.78.1.{index}",
+                "sshConfig": ssh_config_block(
+                    f"course-vm-{name}",
+                    f"34.78.1.{index}",
+                    name,
+                    f"/home/me/.ssh/course-vm-{name}",
+                    f"/home/me/.ssh/course-vm-{name}.known_hosts",
+                ),
             }
             for index, name in enumerate(students, start=10)
         },
@@ -121,7 +137,8 @@ def test_up_keeps_settings_it_is_not_given(home: Path) -> None:
 
 
 def test_other_stacks_get_their_own_host_alias(home: Path) -> None:
-    stack.up("alice", "p-123456", "europe-west1-b", [], opener=lambda _: FakeStack(), on_output=print)
+    fake = FakeStack(next_outputs=outputs_of_stack("alice"))
+    stack.up("alice", "p-123456", "europe-west1-b", [], opener=lambda _: fake, on_output=print)
     assert "Host course-vm-alice\n" in hosts_file().read_text()
 
 
@@ -152,7 +169,8 @@ def test_a_class_gets_one_pinned_host_entry_per_student(home: Path) -> None:
 def test_a_roster_change_adds_and_removes_only_those_students_entries(home: Path) -> None:
     fake = FakeStack(next_outputs=class_outputs("alice", "bob"))
     stack.up("dev", None, None, [], opener=lambda _: fake, on_output=print)
-    stack.up("other", None, None, [], opener=lambda _: FakeStack(), on_output=print)
+    other = FakeStack(next_outputs=outputs_of_stack("other"))
+    stack.up("other", None, None, [], opener=lambda _: other, on_output=print)
     fake.next_outputs = class_outputs("alice", "carol")
     stack.up("dev", None, None, [], opener=lambda _: fake, on_output=print)
     ours = hosts_file().read_text()

@@ -131,7 +131,7 @@ class CourseVm(pulumi.ComponentResource):
         self.vms = {
             vm.seat.name: StudentVm(
                 f"{name}-{vm.seat.name}" if vm.seat.name else name,
-                StudentVmNetwork(subnet, firewall, schedule),
+                SharedByVms(subnet, firewall, schedule),
                 vm,
                 s,
                 opts=child,
@@ -182,7 +182,7 @@ def nightly_stop(name: str, s: Settings, opts: pulumi.ResourceOptions) -> Nightl
 
 
 @dataclass(frozen=True)
-class StudentVmNetwork:
+class SharedByVms:
     """What every StudentVm shares: the subnet, the SSH firewall and the nightly schedule, if any."""
 
     subnet: compute.Subnetwork
@@ -213,7 +213,7 @@ class StudentVm(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        shared: StudentVmNetwork,
+        shared: SharedByVms,
         args: StudentVmArgs,
         s: Settings,
         opts: pulumi.ResourceOptions | None = None,

@@ -19,7 +19,7 @@ from provisioner import stack
 from provisioner.cli import main
 from provisioner.ssh_config import hosts_file, ssh_config_block
 
-OUTPUTS = {
+OUTPUTS: dict[str, Any] = {
     "ip": "34.78.1.2", "username": "student", "identityFile": "/home/me/.ssh/course-vm",
     "sshCommand": "ssh -i /home/me/.ssh/course-vm student@34.78.1.2", "instanceName": "course-vm-vm-1",
     "zone": "europe-west1-b", "hostKeys": ["ssh-ed25519 AAAA"],
@@ -32,7 +32,8 @@ OUTPUTS = {
 
 def outputs_of_stack(name: str) -> dict[str, Any]:
     """What the program exports for one student's VM in stack NAME: its Host block names the stack."""
-    return {**OUTPUTS, "sshConfig": OUTPUTS["sshConfig"].replace("Host course-vm\n", f"Host course-vm-{name}\n")}
+    block = str(OUTPUTS["sshConfig"]).replace("Host course-vm\n", f"Host course-vm-{name}\n")
+    return {**OUTPUTS, "sshConfig": block}
 
 
 def class_outputs(*students: str) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def _progress(message: str) -> None:
     print(f"course-vm: {message}", file=sys.stderr, flush=True)
 
 
-def stack_outputs(project_dir: Path, stack: str | None) -> dict[str, Any]:
+def stack_outputs(project_dir: Path, stack_name: str | None) -> dict[str, Any]:
     """The stack's outputs, read with the Pulumi CLI. Raises CourseVmError when that is not possible."""
     pulumi = shutil.which("pulumi")
     if pulumi is None:
@@ -79,8 +79,10 @@ def stack_outputs(project_dir: Path, stack: str | None) -> dict[str, Any]:
             "Fix: install it (https://www.pulumi.com/docs/install/), or pass --host, --user, "
             "--identity and a host key source"
         )
-    command = [pulumi, "stack", "output", "--json", "--show-secrets", *(["--stack", stack] if stack else [])]
-    result = subprocess.run(command, cwd=project_dir, capture_output=True, text=True, check=False)
+    command = [pulumi, "stack", "output", "--json", "--show-secrets", *(["--stack", stack_name] if stack_name else [])]
+    # The backend `up` uses: without it the CLI would look for the stack somewhere else.
+    environment = {**os.environ, **stack.backend_environment()}
+    result = subprocess.run(command, cwd=project_dir, env=environment, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise CourseVmError(
             f"`pulumi stack output` failed: {result.stderr.strip()}. "

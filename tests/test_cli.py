@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -198,23 +199,30 @@ def test_check_without_host_uses_the_stacks_outputs(ready_sshd: Sshd, tmp_path: 
         "identityFile": str(ready_sshd.client_key),
         "hostKeys": [str(ready_sshd.host_key)],
     }
-    fake = tmp_path / "bin" / "pulumi"
-    fake.parent.mkdir()
-    fake.write_text(f"#!/bin/sh\n[ \"$1 $2\" = 'stack output' ] || exit 9\necho '{json.dumps(outputs)}'\n")
-    fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    env = stand_in_pulumi(tmp_path, outputs)
     result = check_cli("--port", str(ready_sshd.port), "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ok"] is True
 
 
-def stand_in_pulumi(tmp_path: Path, outputs: dict[str, object]) -> dict[str, str]:
-    """An environment whose `pulumi` (a stand-in for the CLI, not installable here) prints OUTPUTS."""
+def stand_in_pulumi(tmp_path: Path, outputs: Mapping[str, object]) -> dict[str, str]:
+    """An environment whose `pulumi` (a stand-in for the CLI, not installable here) prints OUTPUTS,
+    but only when it is asked on the backend `up` uses (the local file backend, by default)."""
+    state = tmp_path / "state"
+    backend = (state / "course-vm" / "pulumi").as_uri()
     fake = tmp_path / "bin" / "pulumi"
     fake.parent.mkdir(exist_ok=True)
-    fake.write_text(f"#!/bin/sh\n[ \"$1 $2\" = 'stack output' ] || exit 9\necho '{json.dumps(outputs)}'\n")
+    fake.write_text(
+        "#!/bin/sh\n[ \"$1 $2\" = 'stack output' ] || exit 9\n"
+        f"[ \"$PULUMI_BACKEND_URL\" = '{backend}' ] || {{ echo 'no stack on this backend' >&2; exit 1; }}\n"
+        f"echo '{json.dumps(outputs)}'\n"
+    )
     fake.chmod(0o755)
-    return {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    environment = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "XDG_STATE_HOME": str(state)}
+    for name in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE", "PULUMI_HOME"):
+        environment.pop(name, None)
+    environment["PULUMI_HOME"] = str(tmp_path / "pulumi-home")  # not logged in anywhere
+    return environment
 
 
 @pytest.mark.integration

@@ -1,4 +1,4 @@
-"""`python -m provisioner`: the command line front end (up, down, status, render, check, local)."""
+"""`python -m provisioner`: the command line front end (up, down, start, status, render, check, local)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from provisioner import local_vm, stack
 from provisioner.checker import DEFAULT_TIMEOUT, Report, check_vm
 from provisioner.class_checker import DEFAULT_WORKERS, ClassReport, TargetSource, check_class
 from provisioner.errors import EXIT_CHECK_FAILED, CourseVmError, SettingsError
-from provisioner.gce import GceInstance, gce_host_keys
+from provisioner.gce import GceInstance, gce_host_keys, start_instance
 from provisioner.host_keys import HostKey, host_keys_from_known_hosts, parse_host_key
 from provisioner.keys import ensure_key_pair
 from provisioner.local_image import DEBIAN_MIRROR, build_debian_image, image_at, ubuntu_cloud_image
@@ -234,6 +235,41 @@ def class_table(stack_name: str, students: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def start(args: argparse.Namespace) -> int:
+    """Start the stack's stopped VMs (idle stop, nightly stop, Spot preemption) and wait until they run.
+
+    Every VM is started at once; one that cannot be started does not keep the others from starting.
+    """
+    outputs = stack_outputs(args.project_dir, args.stack)
+    vms: dict[str, Any] = outputs.get("students") or {"": outputs}
+    unknown = [name for name in args.student or () if name not in vms]
+    if unknown:
+        raise CourseVmError(f"no student {', '.join(unknown)} in the stack's roster. Fix: one of {', '.join(vms)}")
+    chosen = {name: vms[name] for name in args.student or vms}
+    deadline = time.monotonic() + args.timeout
+
+    def one(vm: dict[str, Any]) -> CourseVmError | None:
+        instance = GceInstance(str(outputs.get("project")), vm["zone"], vm["instanceName"])
+        try:
+            start_instance(instance, deadline, _progress)
+        except CourseVmError as error:
+            return error
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(DEFAULT_WORKERS, len(chosen))) as pool:
+        errors = dict(zip(chosen, pool.map(one, chosen.values()), strict=True))
+    for name, vm in chosen.items():
+        alias = host_alias(args.stack, name)
+        if errors[name] is None:
+            print(f"{alias}: running at {vm['ip']} (same address and host keys): `ssh {alias}`")
+    failed = {name: error for name, error in errors.items() if error is not None}
+    if failed:
+        error = CourseVmError("; ".join(f"{host_alias(args.stack, n)}: {e}" for n, e in failed.items()))
+        error.exit_code = max(e.exit_code for e in failed.values())
+        raise error
+    return 0
+
+
 def down(args: argparse.Namespace) -> int:
     stack.down(args.stack)
     print(f"Removed the course VMs of stack {args.stack} and their ~/.ssh entries.")
@@ -345,6 +381,14 @@ def parser() -> argparse.ArgumentParser:
     down_parser = commands.add_parser("down", help="destroy the course VM and everything it uses")
     down_parser.add_argument("--stack", default=DEFAULT_STACK)
     down_parser.set_defaults(run=down)
+    start_parser = commands.add_parser(
+        "start", help="start the stack's VMs again after they stopped (idle, nightly stop, Spot) and wait"
+    )
+    start_parser.add_argument("--stack", default=DEFAULT_STACK)
+    start_parser.add_argument("--student", action="append", metavar="NAME", help="a class: only this student's VM")
+    start_parser.add_argument("--timeout", type=float, default=300, metavar="SECONDS")
+    start_parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
+    start_parser.set_defaults(run=start)
     status_parser = commands.add_parser("status", help="what exists")
     status_parser.add_argument("--stack", default=DEFAULT_STACK)
     status_parser.set_defaults(run=status)

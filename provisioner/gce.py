@@ -21,6 +21,7 @@ COMPUTE_API = "https://compute.googleapis.com/compute/v1"
 ENDPOINT_VARIABLE = "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"
 TOKEN_VARIABLE = "CLOUDSDK_AUTH_ACCESS_TOKEN"  # noqa: S105 (a variable name, not a secret)
 READ_SCOPE = "https://www.googleapis.com/auth/compute.readonly"
+MANAGE_SCOPE = "https://www.googleapis.com/auth/compute"
 TokenSource = Callable[[], str]
 
 
@@ -44,9 +45,9 @@ def compute_api() -> str:
     return override if override.endswith("/v1") else override + "/compute/v1"
 
 
-def application_default_token() -> str:
-    """`CLOUDSDK_AUTH_ACCESS_TOKEN` if set, else a token from application-default credentials
-    (`gcloud auth application-default login`).
+def application_default_token(scope: str = READ_SCOPE) -> str:
+    """`CLOUDSDK_AUTH_ACCESS_TOKEN` if set, else a token for SCOPE from application-default
+    credentials (`gcloud auth application-default login`).
 
     Raises CourseVmError when there are none.
     """
@@ -57,7 +58,7 @@ def application_default_token() -> str:
     import google.auth.transport.requests
 
     try:
-        credentials, _ = google.auth.default(scopes=[READ_SCOPE])
+        credentials, _ = google.auth.default(scopes=[scope])
         credentials.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call]
     except google.auth.exceptions.GoogleAuthError as error:
         raise CourseVmError(
@@ -70,9 +71,18 @@ class _NotFoundError(Exception):
     pass
 
 
-def _get(api: str, path: str, query: dict[str, str], token: str) -> dict[str, Any]:
+READ_PERMISSIONS = "compute.instances.getGuestAttributes and getSerialPortOutput"
+
+
+def _get(api: str, path: str, query: dict[str, str], token: str, permission: str = READ_PERMISSIONS) -> dict[str, Any]:
+    return _call("GET", api, path, query, token, permission)
+
+
+def _call(method: str, api: str, path: str, query: dict[str, str], token: str, permission: str) -> dict[str, Any]:
     url = f"{api}{path}?{urllib.parse.urlencode(query)}"
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310 (http(s) only)
+    headers = {"Authorization": f"Bearer {token}"}
+    data = b"" if method == "POST" else None
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 (http(s) only)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             document = json.load(response)
@@ -82,12 +92,45 @@ def _get(api: str, path: str, query: dict[str, str], token: str) -> dict[str, An
             raise _NotFoundError(message) from None
         if error.code in (401, 403):
             raise CourseVmError(
-                f"the Compute API refused to read {path} ({error.code}: {message}). Fix: log in with an account "
-                "that can read the instance (compute.instances.getGuestAttributes and getSerialPortOutput): "
-                "gcloud auth application-default login"
+                f"the Compute API refused {method} {path} ({error.code}: {message}). Fix: log in with an account "
+                f"that may do it ({permission}): gcloud auth application-default login"
             ) from None
         raise
     return document if isinstance(document, dict) else {}
+
+
+def start_instance(
+    instance: GceInstance,
+    deadline: float,
+    progress: Progress = lambda _: None,
+    *,
+    api: str | None = None,
+    token: TokenSource = lambda: application_default_token(MANAGE_SCOPE),
+    poll_seconds: float = 2.0,
+) -> None:
+    """Start INSTANCE (nothing happens to one that runs) and wait until GCE reports it RUNNING.
+
+    Raises CourseVmError when it does not exist or may not be started, UnreachableError when it
+    is not running by the deadline.
+    """
+    access, api = token(), api or compute_api()
+    permission = "compute.instances.start"
+    try:
+        _call("POST", api, instance.path() + "/start", {}, access, permission)
+        while True:
+            status = str(_get(api, instance.path(), {}, access, permission).get("status", ""))
+            if status == "RUNNING":
+                return
+            now = time.monotonic()
+            if now >= deadline:
+                raise UnreachableError(f"{instance.name} is still {status or 'not running'}. Fix: try again later")
+            progress(f"{instance.name}: {status}")
+            time.sleep(min(poll_seconds, max(deadline - now, 0)))
+    except _NotFoundError as error:
+        raise CourseVmError(
+            f"instance {instance.name} not found in {instance.project}/{instance.zone} ({error}). "
+            "Fix: `python -m provisioner up` creates it again"
+        ) from None
 
 
 def _error_message(error: urllib.error.HTTPError) -> str:

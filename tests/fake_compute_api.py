@@ -1,6 +1,7 @@
-"""A local fake of the two Compute API endpoints the checker reads (compute.googleapis.com is
+"""A local fake of the Compute API endpoints course-vm calls (compute.googleapis.com is
 unreachable here): `instances.getGuestAttributes` and `instances.getSerialPortOutput`, with the
-API's response shapes, including the 404 the API gives until the guest publishes `hostkeys/`.
+API's response shapes, including the 404 the API gives until the guest publishes `hostkeys/`;
+and `instances.start` and `instances.get`, a started instance going STAGING, then RUNNING.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ INSTANCE = GceInstance("course-project-1", "europe-west1-b", "course-vm-vm-1a2b"
 BASE = "/compute/v1/projects/course-project-1/zones/europe-west1-b/instances/course-vm-vm-1a2b"
 
 
+TOKEN = "test-token"  # noqa: S105 (the only credential the fake accepts)
+
+
 @dataclass
 class FakeComputeApi:
     """What the fake answers; `requests` records each path it was asked for."""
@@ -43,8 +47,13 @@ class FakeComputeApi:
     console: str = ""
     instance_exists: bool = True
     status: int = 200
+    instance_status: str = "TERMINATED"
     requests: list[str] = field(default_factory=list)
     url: str = ""
+
+    def gcloud_environment(self) -> dict[str, str]:
+        """gcloud's variables that point course-vm at this fake, with its token."""
+        return {"CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": self.url, "CLOUDSDK_AUTH_ACCESS_TOKEN": TOKEN}
 
 
 def _not_found(what: str) -> tuple[int, dict[str, object]]:
@@ -62,12 +71,15 @@ def fake_compute_api() -> Iterator[FakeComputeApi]:
     fake = FakeComputeApi()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
+        def do_POST(self) -> None:
+            self.do_GET(method="POST")
+
+        def do_GET(self, method: str = "GET") -> None:
             path, _, query = self.path.partition("?")
             params = urllib.parse.parse_qs(query)
-            fake.requests.append(path)
+            fake.requests.append(path if method == "GET" else f"{method} {path}")
             body: dict[str, object]
-            if self.headers.get("Authorization") != "Bearer test-token":
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 code, body = 401, {"error": {"code": 401, "message": "Request had invalid authentication credentials."}}
             elif fake.status != 200:
                 code, body = (
@@ -81,6 +93,16 @@ def fake_compute_api() -> Iterator[FakeComputeApi]:
                 )
             elif not fake.instance_exists:
                 code, body = _not_found(f"projects/course-project-1/zones/europe-west1-b/instances/{INSTANCE.name}")
+            elif method == "POST" and path == BASE + "/start":
+                if fake.instance_status != "RUNNING":
+                    fake.instance_status = "STAGING"
+                code, body = 200, {"kind": "compute#operation", "operationType": "start", "status": "RUNNING"}
+            elif method == "POST":
+                code, body = _not_found(path)
+            elif path == BASE:
+                code, body = 200, {"kind": "compute#instance", "name": INSTANCE.name, "status": fake.instance_status}
+                if fake.instance_status == "STAGING":
+                    fake.instance_status = "RUNNING"  # the next read finds it running
             elif path == BASE + "/getGuestAttributes" and params.get("queryPath") == ["hostkeys/"]:
                 guest_calls = sum(r.endswith("/getGuestAttributes") for r in fake.requests)
                 if guest_calls <= fake.guest_attributes_after or not fake.guest_attributes:

@@ -1,4 +1,4 @@
-"""Learning host keys through the Compute API, against its local fake (tests/fake_compute_api.py)."""
+"""The Compute API calls (host keys, starting a VM), against its local fake (tests/fake_compute_api.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import pytest
 
 from provisioner.errors import CourseVmError, UnreachableError
-from provisioner.gce import compute_api, gce_host_keys
+from provisioner.gce import compute_api, gce_host_keys, start_instance
 from provisioner.host_keys import CONSOLE_BEGIN, CONSOLE_END
 from tests.fake_compute_api import BASE, ECDSA, ED25519, INSTANCE, FakeComputeApi
 
@@ -97,3 +97,25 @@ def test_gcloud_endpoint_override_and_token_are_honoured(api: FakeComputeApi, mo
 def test_default_endpoint_is_googles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", raising=False)
     assert compute_api() == "https://compute.googleapis.com/compute/v1"
+
+
+def test_start_starts_a_stopped_instance_and_waits_until_it_runs(api: FakeComputeApi) -> None:
+    said: list[str] = []
+    start_instance(
+        INSTANCE, time.monotonic() + 10, said.append, api=api.url, token=lambda: "test-token", poll_seconds=0
+    )
+    assert api.requests == [f"POST {BASE}/start", BASE, BASE]
+    assert said == [f"{INSTANCE.name}: STAGING"]
+    assert api.instance_status == "RUNNING"
+
+
+def test_start_of_a_missing_instance_says_how_to_create_it(api: FakeComputeApi) -> None:
+    api.instance_exists = False
+    with pytest.raises(CourseVmError, match="Fix: `python -m provisioner up` creates it again"):
+        start_instance(INSTANCE, time.monotonic() + 10, api=api.url, token=lambda: "test-token")
+
+
+def test_start_without_permission_names_it(api: FakeComputeApi) -> None:
+    api.status = 403
+    with pytest.raises(CourseVmError, match=r"refused POST .*/start \(403: .*compute.instances.start"):
+        start_instance(INSTANCE, time.monotonic() + 10, api=api.url, token=lambda: "test-token")

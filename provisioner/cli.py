@@ -147,21 +147,28 @@ def _class_outputs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(args.outputs.get("students") or {})
 
 
+def stack_vms(outputs: dict[str, Any], only: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The stack's VMs in its outputs, by student name ("" for a stack's one VM); ONLY: those named.
+
+    Raises CourseVmError for a name not on the roster.
+    """
+    vms: dict[str, dict[str, Any]] = dict(outputs.get("students") or {"": outputs})
+    unknown = [name for name in only or () if name not in vms]
+    if unknown:
+        known = ", ".join(name for name in vms if name) or "(none: the stack is not a class)"
+        raise CourseVmError(f"no student {', '.join(unknown)} in the stack's roster. Fix: one of {known}")
+    return {name: vms[name] for name in only or vms}
+
+
 def class_targets(
     outputs: dict[str, Any], only: Sequence[str] | None = None, port: int = 22
 ) -> dict[str, TargetSource]:
     """How to reach each student's VM, from a class stack's outputs (ONLY: those students).
 
     Host keys come from the outputs (pinned by `pulumi up`), else from GCE's guest attributes.
-    Raises CourseVmError for a student not on the roster.
+    Raises CourseVmError for a student not on the roster (see `stack_vms`).
     """
-    students = dict(outputs.get("students") or {})
-    unknown = [name for name in only or () if name not in students]
-    if unknown:
-        raise CourseVmError(
-            f"no student {', '.join(unknown)} in the stack's roster. Fix: one of {', '.join(students) or '(none)'}"
-        )
-    chosen = {name: students[name] for name in (only or students)}
+    chosen = stack_vms(outputs, only)
 
     def source(vm: dict[str, Any]) -> TargetSource:
         def target(deadline: float) -> Target:
@@ -241,11 +248,7 @@ def start(args: argparse.Namespace) -> int:
     Every VM is started at once; one that cannot be started does not keep the others from starting.
     """
     outputs = stack_outputs(args.project_dir, args.stack)
-    vms: dict[str, Any] = outputs.get("students") or {"": outputs}
-    unknown = [name for name in args.student or () if name not in vms]
-    if unknown:
-        raise CourseVmError(f"no student {', '.join(unknown)} in the stack's roster. Fix: one of {', '.join(vms)}")
-    chosen = {name: vms[name] for name in args.student or vms}
+    chosen = stack_vms(outputs, args.student)
     deadline = time.monotonic() + args.timeout
 
     def one(vm: dict[str, Any]) -> CourseVmError | None:

@@ -94,32 +94,19 @@ def render_user_data(
     The result is parsed back and compared with what went in, so a value that would change the
     document's structure is caught here. Raises RecipeError if so, or if the document is too big.
     """
-    script = render_setup_script(
-        username=username, anaconda=anaconda, docker_compose=docker_compose, home_disk_device=home_disk_device
-    )
-    daemon_json = docker_daemon_json(docker_registry_mirror)
-    idle_stop = render_idle_stop_script(auto_stop_idle_minutes)
-    text = (
-        _environment()
-        .get_template("user-data.yaml.j2")
-        .render(
-            username=username,
-            ssh_public_key=ssh_public_key,
-            setup_script=script,
-            docker_daemon_json=daemon_json,
-            idle_stop_script=idle_stop,
-            home_disk_device=home_disk_device,
-        )
-    )
-    _check(
-        text,
-        username=username,
-        ssh_public_key=ssh_public_key,
-        script=script,
-        daemon_json=daemon_json,
-        idle_stop=idle_stop,
-        home_disk_device=home_disk_device,
-    )
+    # What the template fills in is exactly what _check compares the parsed document with.
+    parts = {
+        "username": username,
+        "ssh_public_key": ssh_public_key,
+        "setup_script": render_setup_script(
+            username=username, anaconda=anaconda, docker_compose=docker_compose, home_disk_device=home_disk_device
+        ),
+        "docker_daemon_json": docker_daemon_json(docker_registry_mirror),
+        "idle_stop_script": render_idle_stop_script(auto_stop_idle_minutes),
+        "home_disk_device": home_disk_device,
+    }
+    text = _environment().get_template("user-data.yaml.j2").render(**parts)
+    _check(text, **parts)
     return text
 
 
@@ -149,9 +136,9 @@ def _check(
     *,
     username: str,
     ssh_public_key: str,
-    script: str,
-    daemon_json: str,
-    idle_stop: str,
+    setup_script: str,
+    docker_daemon_json: str,
+    idle_stop_script: str,
     home_disk_device: str,
 ) -> None:
     size = len(text.encode())
@@ -174,11 +161,11 @@ def _check(
             problems.append("its user is not the configured username")
         elif users[0].get("ssh_authorized_keys") != [ssh_public_key]:
             problems.append("its authorized key is not the configured public key")
-        if files.get(SETUP_SCRIPT_PATH) != script:
+        if files.get(SETUP_SCRIPT_PATH) != setup_script:
             problems.append("its setup script differs from the rendered script")
-        if files.get(DOCKER_DAEMON_JSON, "") != daemon_json:
+        if files.get(DOCKER_DAEMON_JSON, "") != docker_daemon_json:
             problems.append("its Docker daemon configuration differs from the settings")
-        if files.get(IDLE_STOP_PATH, "") != idle_stop:
+        if files.get(IDLE_STOP_PATH, "") != idle_stop_script:
             problems.append("its idle-stop script differs from the rendered script")
         if home_disk_device and (
             document["bootcmd"][0][-1] != home_disk_device
@@ -186,7 +173,7 @@ def _check(
         ):
             problems.append("its home disk is not the configured device")
         armed = ["systemctl", "enable", "--now", IDLE_STOP_TIMER] in document["runcmd"]
-        if armed != bool(idle_stop):
+        if armed != bool(idle_stop_script):
             problems.append("its idle-stop timer is not armed as autoStopIdleMinutes says")
     if problems:
         raise RecipeError(

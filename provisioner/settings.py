@@ -291,9 +291,9 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _ANACONDA_VERSION = re.compile(r"[0-9]{4}\.[0-9]{2}(-[0-9]+)?")
 _COMPOSE_VERSION = re.compile(r"v?[0-9]+\.[0-9]+\.[0-9]+")
 _HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/%+-]*")
+_CLOCK_TIME_OR_EMPTY = re.compile(r"|([01][0-9]|2[0-3]):[0-5][0-9]")
 # Mirrors may be plain http (a host on the local network): what they serve is checksum-verified,
 # and Docker verifies image digests.
-_CLOCK_TIME_OR_EMPTY = re.compile(r"|([01][0-9]|2[0-3]):[0-5][0-9]")
 _MIRROR_URL_OR_EMPTY = re.compile(r"|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%+-]*)?")
 
 
@@ -420,7 +420,7 @@ def _check_students(p: _Problems, listed: object, csv_path: object) -> tuple[str
         p.add("students", listed, "it must be a list of names", fix)
         return ()
     where = [(f"students[{i}]", f"pulumi config set --path 'students[{i}]' alice") for i in range(len(items))]
-    return _check_names(p, items, where)
+    return _check_names(p, "students", items, where)
 
 
 def _students_from_csv(p: _Problems, csv_path: object) -> tuple[str, ...]:
@@ -450,13 +450,13 @@ def _students_from_csv(p: _Problems, csv_path: object) -> tuple[str, ...]:
             where.append((f"{key} {csv_path} line {line}", f"correct that line of {csv_path}"))
     if not names:
         p.add(key, csv_path, "it lists no students", fix)
-    return _check_names(p, names, where)
+    return _check_names(p, key, names, where)
 
 
-def _check_names(p: _Problems, names: list[object], where: list[tuple[str, str]]) -> tuple[str, ...]:
-    """Each name valid and reserved for no one else; WHERE gives each name's key and fix."""
+def _check_names(p: _Problems, key: str, names: list[object], where: list[tuple[str, str]]) -> tuple[str, ...]:
+    """Each name of the roster KEY valid and reserved for no one else; WHERE gives each name's key and fix."""
     if len(names) > MAX_STUDENTS:
-        p.add("students", f"{len(names)} names", f"one stack holds at most {MAX_STUDENTS} VMs", "split the class")
+        p.add(key, f"{len(names)} names", f"one stack holds at most {MAX_STUDENTS} VMs", "split the class")
         return ()
     valid: list[str] = []
     for name, (key, fix) in zip(names, where, strict=True):

@@ -447,3 +447,14 @@ def test_one_roster_only() -> None:
         "studentsCsv: got 'roster.csv', but students is set too, and a class has one roster. "
         "Fix: keep one: pulumi config rm students, or pulumi config rm studentsCsv"
     ]
+
+
+def test_a_roster_too_big_for_one_stack_names_its_key(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_text("name\n" + "".join(f"s{i}\n" for i in range(201)))
+    assert problems({"studentsCsv": str(roster)}) == [
+        "studentsCsv: got '201 names', but one stack holds at most 200 VMs. Fix: split the class"
+    ]
+    assert problems({"students": [f"s{i}" for i in range(201)]}) == [
+        "students: got '201 names', but one stack holds at most 200 VMs. Fix: split the class"
+    ]

@@ -2,12 +2,12 @@
 
 import pulumi
 
+from provisioner.access.keys import ensure_key_pair
+from provisioner.access.ssh_config import host_alias
 from provisioner.errors import CourseVmError
-from provisioner.gcp import CourseVm, CourseVmArgs, StudentVmArgs
-from provisioner.keys import ensure_key_pair
-from provisioner.recipe import user_data_for
-from provisioner.settings import settings_from_pulumi
-from provisioner.ssh_config import host_alias
+from provisioner.gcp.component import CourseVm, CourseVmArgs, StudentVmArgs
+from provisioner.recipe.settings import settings_from_pulumi
+from provisioner.recipe.user_data import user_data_for
 
 try:
     settings = settings_from_pulumi(pulumi.Config().get, pulumi.Config("gcp").get)

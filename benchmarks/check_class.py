@@ -27,11 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from provisioner.class_checker import DEFAULT_WORKERS, TargetSource, check_class
-from provisioner.local_vm import free_loopback_port
-from provisioner.ssh import Target
+from provisioner.access.ssh import Target
+from provisioner.checker.class_pool import DEFAULT_WORKERS, TargetSource, check_class
+from provisioner.local.vm import free_loopback_port
 from tests.conftest import wait_for_port
-from tests.sshd import Sshd, make_sshd, remove_sshd
+from tests.support.sshd import Sshd, make_sshd, remove_sshd
 
 GOAL = 2.0
 

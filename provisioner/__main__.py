@@ -2,6 +2,6 @@
 
 import sys
 
-from provisioner.cli import main
+from provisioner.cli.main import main
 
 sys.exit(main())

@@ -1,9 +1,14 @@
-"""Where course-vm keeps its files on the user's machine: the XDG state and cache directories."""
+"""Where course-vm's files are: its project directory, and its XDG state and cache directories."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+"""The project directory: Pulumi.yaml, the stack files, cloud-init/ and relative roster paths."""
+TEMPLATES = PROJECT_DIR / "cloud-init"
+"""The recipe's Jinja2 templates."""
 
 
 def state_home() -> Path:

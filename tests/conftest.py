@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.fake_compute_api import FakeComputeApi
-    from tests.sshd import Sshd
+    from tests.support.fake_compute_api import FakeComputeApi
+    from tests.support.sshd import Sshd
 
 ROOT = Path(__file__).resolve().parent.parent
 E2E_TIMINGS = pytest.StashKey[list[tuple[str, float]]]()
@@ -61,7 +61,7 @@ def public_key() -> str:
 @pytest.fixture
 def sshd() -> Iterator[Sshd]:
     """A real sshd on loopback, not yet started, its key not yet authorized (see tests/sshd.py)."""
-    from tests.sshd import make_sshd, remove_sshd
+    from tests.support.sshd import make_sshd, remove_sshd
 
     server = make_sshd()
     try:
@@ -92,7 +92,7 @@ def wait_for_port(port: int, seconds: float = 10.0) -> None:
 @pytest.fixture
 def api() -> Iterator[FakeComputeApi]:
     """A local fake of the Compute API's host-key endpoints (see tests/fake_compute_api.py)."""
-    from tests.fake_compute_api import fake_compute_api
+    from tests.support.fake_compute_api import fake_compute_api
 
     with fake_compute_api() as fake:
         yield fake

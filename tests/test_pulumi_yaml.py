@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from provisioner.settings import PROJECT, SETTINGS
+from provisioner.recipe.settings import PROJECT, SETTINGS
 from tests.conftest import ROOT
 
 PROJECT_FILE_KEYS = {

@@ -1,0 +1,247 @@
+"""SSH with paramiko: log in against pinned host keys within a deadline, run bounded commands."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from provisioner.access.host_keys import HOST_KEY_TYPES, HostKey
+from provisioner.access.keys import check_private_key_file
+from provisioner.errors import HostKeyMismatchError, SshKeyError, UnreachableError
+
+Progress = Callable[[str], None]
+MAX_OUTPUT_BYTES = 1 << 20  # per stream; the tail is kept, which is where errors are
+_RSA_SIGNATURES = ("rsa-sha2-512", "rsa-sha2-256")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to log in, as whom, with which key, trusting only the pinned host keys."""
+
+    host: str
+    port: int
+    user: str
+    identity: Path
+    host_keys: tuple[HostKey, ...]
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a remote command did: exit status (None if it never reported one) and its output."""
+
+    command: str
+    status: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+    timed_out: bool = False
+    connection_lost: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+    def summary(self, lines: int = 10) -> str:
+        """One paragraph for a report: the command, how it ended, and the last lines of its output."""
+        if self.timed_out:
+            how = f"did not finish within {self.seconds:.0f}s"
+        elif self.connection_lost:
+            how = "lost its connection (the VM rebooted or sshd stopped?)"
+        else:
+            how = f"exited {self.status}"
+        tail = (self.stdout + self.stderr).strip().splitlines()[-lines:]
+        return f"`{self.command}` {how}" + (": " + " | ".join(tail) if tail else "")
+
+
+def load_identity(path: Path) -> paramiko.PKey:
+    """The private key at PATH, refused as OpenSSH would refuse it (group/other-readable).
+
+    Raises SshKeyError (exit status 2) naming the fix.
+    """
+    check_private_key_file(path)
+    try:
+        return paramiko.PKey.from_path(path)
+    except paramiko.PasswordRequiredException:
+        raise SshKeyError(
+            f"{path} is passphrase-protected; the checker needs a key it can use unattended. "
+            "Fix: use course-vm's own key (sshKeyPath), which has no passphrase"
+        ) from None
+    except (paramiko.SSHException, ValueError) as error:
+        raise SshKeyError(f"cannot load private key {path}: {error}. Fix: use an ed25519 or RSA key") from None
+
+
+def _host_key_algorithms(pinned: tuple[HostKey, ...]) -> list[str]:
+    """Server host key algorithms to refuse, so that negotiation can only pick a pinned key type."""
+    allowed = {k.type for k in pinned}
+    if "ssh-rsa" in allowed:
+        allowed.update(_RSA_SIGNATURES)
+    return [a for a in (*HOST_KEY_TYPES, *_RSA_SIGNATURES) if a not in allowed]
+
+
+def connect(target: Target, key: paramiko.PKey, deadline: float, progress: Progress) -> paramiko.SSHClient:
+    """Log in to TARGET, retrying what a booting VM does (refused, timeouts, banner and auth errors).
+
+    Raises HostKeyMismatchError at once (never retried) when the server's key is not pinned,
+    and UnreachableError when the deadline passes first.
+    """
+    if not target.host_keys:
+        raise SshKeyError(
+            "no pinned host key: the checker never trusts a key on first use. "
+            "Fix: pass --host-key, --known-hosts or --gce-instance"
+        )
+    started = time.monotonic()
+    total = max(deadline - started, 0)
+    delay, last_reason, last_report = 0.25, "", -1e9
+    while True:
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        for name in {target.host, f"[{target.host}]:{target.port}"}:
+            for host_key in target.host_keys:
+                client.get_host_keys().add(name, host_key.type, host_key.pkey)
+        remaining = deadline - time.monotonic()
+        attempt_timeout = max(min(10.0, remaining), 0.5)
+        try:
+            client.connect(
+                target.host,
+                port=target.port,
+                username=target.user,
+                pkey=key,
+                timeout=attempt_timeout,
+                banner_timeout=attempt_timeout,
+                auth_timeout=attempt_timeout,
+                allow_agent=False,
+                look_for_keys=False,
+                disabled_algorithms={"keys": _host_key_algorithms(target.host_keys)},
+            )
+            _no_delay(client)
+            return client
+        except paramiko.BadHostKeyException as error:
+            client.close()
+            raise HostKeyMismatchError(
+                f"HOST KEY MISMATCH for {target.host}:{target.port}: it presented {error.key.get_name()} "
+                f"{_fingerprint(error.key)}, not the pinned key. The connection may be intercepted "
+                "(someone in the middle), or the VM was rebuilt; nothing was sent to it. Fix: learn the "
+                "VM's key again out of band (--gce-instance), never by accepting what it presents"
+            ) from None
+        except paramiko.AuthenticationException:
+            client.close()
+            reason = f"the key is not accepted yet for {target.user}"
+        except paramiko.SSHException as error:
+            client.close()
+            if "no acceptable host key" in str(error) or "not found in known_hosts" in str(error):
+                raise HostKeyMismatchError(
+                    f"HOST KEY MISMATCH for {target.host}:{target.port}: it has none of the pinned host keys "
+                    f"({', '.join(k.type for k in target.host_keys)}). The connection may be intercepted; "
+                    "nothing was sent to it. Fix: learn the VM's keys again out of band"
+                ) from None
+            reason = f"SSH handshake failed ({error})"
+        except (OSError, EOFError) as error:
+            client.close()
+            reason = _network_reason(error)
+        now = time.monotonic()
+        if now >= deadline:
+            raise UnreachableError(
+                f"could not log in to {target.user}@{target.host}:{target.port} within {total:.0f}s: {reason}. "
+                "Fix: check that the VM is running, that allowedSshCidrs includes your address, and the key"
+            )
+        if reason != last_reason or now - last_report >= 15:
+            progress(f"waiting for {target.host}:{target.port}: {reason} ({now - started:.0f}s of {total:.0f}s)")
+            last_reason, last_report = reason, now
+        time.sleep(min(delay, deadline - now))
+        delay = min(delay * 1.6, 3.0)
+
+
+def _no_delay(client: paramiko.SSHClient) -> None:
+    """Send each request at once: with Nagle's algorithm every command waits for a delayed ACK
+    (40 ms on Linux) before its request leaves, which adds up over a check's round trips."""
+    transport = client.get_transport()
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _network_reason(error: BaseException) -> str:
+    if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError | ConnectionRefusedError):
+        return "connection refused (sshd not up yet)"
+    if isinstance(error, socket.timeout | TimeoutError):
+        return "connection timed out"
+    if isinstance(error, EOFError):
+        return "connection closed during the handshake"
+    return f"network error ({error})"
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    return HostKey(key.get_name(), key.get_base64()).fingerprint
+
+
+EOF_GRACE = 2.0
+
+
+def run(client: paramiko.SSHClient, command: str, timeout: float) -> CommandResult:
+    """Run COMMAND in a new session, reading stdout and stderr as they come, for at most TIMEOUT s."""
+    started = time.monotonic()
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        return CommandResult(command, None, "", "", 0.0, connection_lost=True)
+    try:
+        channel = transport.open_session(timeout=min(timeout, 30))
+        channel.settimeout(0.2)
+        channel.exec_command(command)
+    except (paramiko.SSHException, OSError, EOFError):
+        return CommandResult(command, None, "", "", time.monotonic() - started, connection_lost=True)
+    out, err = bytearray(), bytearray()
+    timed_out = False
+    exited_at: float | None = None
+
+    def drain() -> bool:
+        nonlocal out, err
+        progressed = False
+        while channel.recv_ready():
+            out += channel.recv(65536)
+            del out[:-MAX_OUTPUT_BYTES]
+            progressed = True
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)
+            del err[:-MAX_OUTPUT_BYTES]
+            progressed = True
+        return progressed
+
+    try:
+        while True:
+            progressed = drain()
+            # sshd may send the exit status before the last of the output: the output ends at EOF.
+            # (A command that leaves a background process holding stdout gets EOF_GRACE to finish.)
+            if channel.exit_status_ready():
+                exited_at = exited_at or time.monotonic()
+                if channel.eof_received or time.monotonic() - exited_at > EOF_GRACE:
+                    break
+            if channel.closed or not transport.is_active():
+                break
+            if time.monotonic() - started > timeout:
+                timed_out = True
+                break
+            if not progressed:
+                # Wakes as soon as output or EOF arrives (paramiko signals both on the channel's
+                # pipe); the timeout only bounds how late an exit status or a deadline is noticed.
+                select.select([channel], [], [], 0.02)
+        drain()  # what arrived between the last read and the end
+    finally:
+        # paramiko reports -1 when the channel closed without an exit status: the connection dropped.
+        status = channel.exit_status if channel.exit_status_ready() else None
+        channel.close()
+    lost = status in (None, -1) and not timed_out
+    return CommandResult(
+        command,
+        None if lost or timed_out else status,
+        out.decode(errors="replace"),
+        err.decode(errors="replace"),
+        time.monotonic() - started,
+        timed_out,
+        lost,
+    )

@@ -1,0 +1,141 @@
+"""~/.ssh/config entries for course VMs: our own file, included by one marked line, nothing else touched."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from provisioner.recipe.settings import DEFAULT_STACK
+
+INCLUDE_MARK = "# course-vm: its hosts (python -m provisioner manages this line and that file)"
+BEGIN = "# >>> course-vm host {alias} >>>"
+END = "# <<< course-vm host {alias} <<<"
+_ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+JUPYTER_PORT = 8888
+
+
+def host_alias(stack: str, student: str = "") -> str:
+    """The `Host` name of a VM: `course-vm` for the default stack, else `course-vm-STACK`; then `-STUDENT`."""
+    alias = "course-vm" if stack == DEFAULT_STACK else f"course-vm-{stack}"
+    return f"{alias}-{student}" if student else alias
+
+
+def ssh_config_block(
+    alias: str, host: str, user: str, identity_file: str, known_hosts_file: str | None = None, port: int = 22
+) -> str:
+    """A `Host` block that logs in with the course key and forwards Jupyter's port.
+
+    With KNOWN_HOSTS_FILE (the pinned keys), ssh verifies the host key as strictly as the checker.
+    """
+
+    def quoted(path: str) -> str:
+        return f'"{path}"' if " " in path else path
+
+    lines = [f"Host {alias}", f"    HostName {host}"]
+    if port != 22:
+        lines.append(f"    Port {port}")
+    lines += [f"    User {user}", f"    IdentityFile {quoted(identity_file)}", "    IdentitiesOnly yes"]
+    if known_hosts_file:
+        lines += [f"    UserKnownHostsFile {quoted(known_hosts_file)}", "    StrictHostKeyChecking yes"]
+    lines.append(f"    LocalForward {JUPYTER_PORT} localhost:{JUPYTER_PORT}")
+    return "\n".join(lines) + "\n"
+
+
+def ssh_dir() -> Path:
+    return Path.home() / ".ssh"
+
+
+def hosts_file() -> Path:
+    """The file course-vm owns: every course VM's `Host` block."""
+    return ssh_dir() / "course-vm.config"
+
+
+def add_host(alias: str, block: str) -> Path:
+    """Write (or replace) the `Host` block for ALIAS and make ~/.ssh/config include our file.
+
+    Of the user's ~/.ssh/config only one marked `Include` line at the top is ours; everything
+    else in it stays as it was. Returns our file's path. Raises ValueError for a bad alias.
+    """
+    if not _ALIAS.fullmatch(alias):
+        raise ValueError(f"bad ssh host alias {alias!r}")
+    blocks = _blocks(_read(hosts_file()))
+    blocks[alias] = block if block.endswith("\n") else block + "\n"
+    _write_hosts(blocks)
+    _ensure_include()
+    return hosts_file()
+
+
+def remove_host(alias: str) -> bool:
+    """Remove ALIAS's block; with none left, remove our file and our `Include` line. False if absent."""
+    blocks = _blocks(_read(hosts_file()))
+    if alias not in blocks:
+        return False
+    del blocks[alias]
+    if blocks:
+        _write_hosts(blocks)
+    else:
+        hosts_file().unlink(missing_ok=True)
+        _remove_include()
+    return True
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def _blocks(text: str) -> dict[str, str]:
+    found = re.finditer(r"^# >>> course-vm host (\S+) >>>\n(.*?)^# <<< course-vm host \1 <<<\n", text, re.M | re.S)
+    return {match.group(1): match.group(2) for match in found}
+
+
+def _write_hosts(blocks: dict[str, str]) -> None:
+    text = "# Written by course-vm; `python -m provisioner local down` (or `down`) removes a host's block.\n"
+    for alias, block in sorted(blocks.items()):
+        text += f"{BEGIN.format(alias=alias)}\n{block}{END.format(alias=alias)}\n"
+    write_atomically(hosts_file(), text, 0o600)
+
+
+def _include_line() -> str:
+    return f"Include {hosts_file()}  {INCLUDE_MARK}\n"
+
+
+def _user_config() -> Path:
+    config = ssh_dir() / "config"
+    # A symlinked config (dotfile managers) is edited where it points, and stays a link.
+    return config.resolve() if config.is_symlink() else config
+
+
+def _ensure_include() -> None:
+    config = _user_config()
+    text = _read(config)
+    if _include_line() in text.splitlines(keepends=True):
+        return
+    # At the very top: an Include after a `Host` line would apply only inside that Host.
+    mode = config.stat().st_mode & 0o777 if config.exists() else 0o600
+    write_atomically(config, _include_line() + text, mode)
+
+
+def _remove_include() -> None:
+    config = _user_config()
+    text = _read(config)
+    kept = [line for line in text.splitlines(keepends=True) if not line.rstrip("\n").endswith(INCLUDE_MARK)]
+    if "".join(kept) != text:
+        write_atomically(config, "".join(kept), config.stat().st_mode & 0o777)
+
+
+def write_atomically(path: Path, text: str, mode: int) -> None:
+    """Replace PATH with TEXT at MODE: readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.course-vm.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    temporary.replace(path)

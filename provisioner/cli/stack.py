@@ -1,0 +1,137 @@
+"""One command for a student: `up`, `down` and `status` drive the Pulumi CLI through the Automation API."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from provisioner.access.ssh_config import add_host, host_alias, remove_host
+from provisioner.errors import CourseVmError
+from provisioner.paths import PROJECT_DIR, state_home
+
+INSTALL_HINT = "install the Pulumi CLI (https://www.pulumi.com/docs/install/: `curl -fsSL https://get.pulumi.com | sh`)"
+
+
+class StackLike(Protocol):
+    """The part of pulumi.automation.Stack these commands use (a fake stands in for it in tests)."""
+
+    def set_config(self, key: str, value: Any, *, path: bool = False) -> None: ...
+    def remove_config(self, key: str, *, path: bool = False) -> None: ...
+    def up(self, *, on_output: Callable[[str], Any] | None = None, continue_on_error: bool | None = None) -> Any: ...
+    def destroy(self, *, on_output: Callable[[str], Any] | None = None) -> Any: ...
+    def outputs(self) -> Mapping[str, Any]: ...
+
+
+StackOpener = Callable[[str], StackLike]
+
+
+def state_dir() -> Path:
+    return state_home() / "pulumi"
+
+
+def _logged_in() -> bool:
+    """Whether the user chose a Pulumi backend already (`pulumi login ...`)."""
+    home = Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
+    try:
+        return bool(json.loads((home / "credentials.json").read_text()).get("current"))
+    except (OSError, ValueError):
+        return False
+
+
+def backend_environment() -> dict[str, str]:
+    """Environment for the Pulumi CLI: a local file backend unless the user chose one.
+
+    No Pulumi account is needed: state goes to $XDG_STATE_HOME/course-vm/pulumi, and secrets are
+    encrypted with a passphrase course-vm generates once there (mode 0600).
+    """
+    environment: dict[str, str] = {}
+    if not os.environ.get("PULUMI_BACKEND_URL") and not _logged_in():
+        directory = state_dir()
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        environment["PULUMI_BACKEND_URL"] = directory.as_uri()
+    if not os.environ.get("PULUMI_CONFIG_PASSPHRASE") and not os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
+        passphrase = state_dir() / "passphrase"
+        if not passphrase.exists():
+            passphrase.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(passphrase, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_urlsafe(32) + "\n")
+        environment["PULUMI_CONFIG_PASSPHRASE_FILE"] = str(passphrase)
+    return environment
+
+
+def open_stack(name: str) -> StackLike:
+    """The stack NAME of this project, created if needed, through the Pulumi CLI.
+
+    Raises CourseVmError when the CLI is not installed.
+    """
+    if shutil.which("pulumi") is None:
+        raise CourseVmError(
+            f"the Pulumi CLI is not installed, and `up`, `down` and `status` drive it. Fix: {INSTALL_HINT}"
+        )
+    from pulumi import automation
+
+    options = automation.LocalWorkspaceOptions(work_dir=str(PROJECT_DIR), env_vars=backend_environment())
+    stack: StackLike = automation.create_or_select_stack(name, work_dir=str(PROJECT_DIR), opts=options)
+    return stack
+
+
+def _values(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: getattr(value, "value", value) for key, value in outputs.items()}
+
+
+def host_entries(stack_name: str, outputs: Mapping[str, Any]) -> dict[str, str]:
+    """The `Host` blocks a stack exports (`sshConfig`), by alias: its one VM's, or each student's."""
+    vms = outputs.get("students") or ({"": outputs} if outputs.get("sshConfig") else {})
+    return {host_alias(stack_name, student): str(vm["sshConfig"]) for student, vm in vms.items()}
+
+
+def up(
+    stack_name: str, project: str | None, zone: str | None, allowed_cidrs: list[str], *,
+    opener: StackOpener = open_stack, on_output: Callable[[str], Any] = print,
+) -> dict[str, Any]:  # fmt: skip
+    """Create or update the stack's VMs with Pulumi's live progress, then write their `Host` entries.
+
+    Settings given here are stored in the stack's config; the rest keep their values or defaults.
+    One student's failure does not stop the others' VMs (Pulumi's continue-on-error). Entries of
+    students no longer on the roster are removed. Raises CourseVmError when the Pulumi CLI is
+    missing; Pulumi's own errors propagate.
+    """
+    from pulumi.automation import ConfigValue
+
+    stack = opener(stack_name)
+    if project:
+        stack.set_config("gcp:project", ConfigValue(project))
+    if zone:
+        stack.set_config("gcp:zone", ConfigValue(zone))
+    if allowed_cidrs:
+        stack.remove_config("allowedSshCidrs")
+        for index, cidr in enumerate(allowed_cidrs):
+            stack.set_config(f"allowedSshCidrs[{index}]", ConfigValue(cidr), path=True)
+    before = host_entries(stack_name, _values(stack.outputs()))
+    outputs = _values(stack.up(on_output=on_output, continue_on_error=True).outputs)
+    after = host_entries(stack_name, outputs)
+    for alias, block in after.items():
+        add_host(alias, block)
+    for alias in before.keys() - after.keys():
+        remove_host(alias)
+    return outputs
+
+
+def down(stack_name: str, *, opener: StackOpener = open_stack, on_output: Callable[[str], Any] = print) -> None:
+    """Destroy everything the stack created and remove its `Host` entries."""
+    stack = opener(stack_name)
+    aliases = {host_alias(stack_name), *host_entries(stack_name, _values(stack.outputs()))}
+    stack.destroy(on_output=on_output)
+    for alias in aliases:
+        remove_host(alias)
+
+
+def status(stack_name: str, *, opener: StackOpener = open_stack) -> dict[str, Any]:
+    """The stack's outputs: empty when nothing exists."""
+    return _values(opener(stack_name).outputs())

@@ -1,0 +1,358 @@
+"""The GCP edge: the course VMs as ComponentResources, and everything they need."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_gcp import compute, organizations, projects
+
+from provisioner.access.ssh_config import ssh_config_block
+from provisioner.gcp.verification import VmVerification, known_hosts_path
+from provisioner.recipe.settings import Seat, Settings
+from provisioner.recipe.user_data import HOME_DISK_NAME, recipe_hash
+
+SSH_TAG = "course-vm-ssh"
+SUBNET_RANGE = "10.42.0.0/24"
+RECIPE_LABEL = "course-vm-recipe"
+# The role Google documents for the Compute Engine Service Agent to start and stop scheduled VMs.
+SCHEDULE_ROLE = "roles/compute.instanceAdmin.v1"
+
+
+@dataclass(frozen=True)
+class StudentVmArgs:
+    """One student's VM: whose it is, their public key and their rendered recipe."""
+
+    seat: Seat
+    ssh_public_key: str
+    """`TYPE BASE64` of the student's key; the private key never reaches the program's state."""
+    user_data: str
+    """The rendered `#cloud-config`; stored in state only as a secret."""
+    host_alias: str = "course-vm"
+    """The `Host` name used in the `sshConfig` output."""
+
+
+@dataclass(frozen=True)
+class CourseVmArgs:
+    """What the course's VMs are built from: validated settings and one StudentVmArgs per VM."""
+
+    settings: Settings
+    vms: tuple[StudentVmArgs, ...]
+
+
+def label_value(text: str) -> str:
+    """TEXT as a GCE label value: lowercase letters, digits, `_` and `-`, at most 63 characters."""
+    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
+
+
+def scheduling(spot: bool) -> compute.InstanceSchedulingArgs:
+    """On-demand (restarted after host maintenance), or Spot: stopped, never deleted, on preemption."""
+    if not spot:
+        return compute.InstanceSchedulingArgs(automatic_restart=True, on_host_maintenance="MIGRATE")
+    return compute.InstanceSchedulingArgs(
+        provisioning_model="SPOT",
+        preemptible=True,
+        automatic_restart=False,
+        on_host_maintenance="TERMINATE",
+        instance_termination_action="STOP",
+    )
+
+
+def instance_options(parent: pulumi.Resource, depends_on: list[pulumi.Resource]) -> pulumi.ResourceOptions:
+    """Options of the instance: a changed recipe replaces it, and the old one goes first.
+
+    cloud-init runs user-data once per instance, so updating it in place would change nothing on
+    the VM; replacing makes the change real and shows as `+-replace` in the preview. The old VM is
+    deleted before the new one is created because both would need the same static IP.
+    """
+    return pulumi.ResourceOptions(
+        parent=parent,
+        depends_on=depends_on,
+        replace_on_changes=['metadata["user-data"]', f'labels["{RECIPE_LABEL}"]'],
+        delete_before_replace=True,
+    )
+
+
+class CourseVm(pulumi.ComponentResource):
+    """The course's VMs on their own network behind an SSH-only firewall; `pulumi destroy` removes all.
+
+    One StudentVm per seat: a student's own VM, or one per student of a class. Adding or removing a
+    student adds or removes only that student's StudentVm; the network is shared.
+    """
+
+    vms: dict[str, StudentVm]
+    """Each seat's VM, by student name ("" for a stack without `students`)."""
+
+    def __init__(self, name: str, args: CourseVmArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("course-vm:gcp:CourseVm", name, None, opts)
+        s = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+
+        if s.ssh_open_to_internet:
+            pulumi.log.warn(
+                "allowedSshCidrs contains 0.0.0.0/0: SSH to the course VM is open to the whole internet. "
+                "Allow only your address: pulumi config set --path 'allowedSshCidrs[0]' YOUR.IP/32",
+                resource=self,
+            )
+
+        # Its own network: many projects have no `default` network, and destroy then leaves nothing.
+        network = compute.Network(
+            f"{name}-network",
+            project=s.project,
+            auto_create_subnetworks=False,
+            description="course-vm network",
+            opts=child,
+        )
+        subnet = compute.Subnetwork(
+            f"{name}-subnet",
+            project=s.project,
+            region=s.region,
+            network=network.id,
+            ip_cidr_range=SUBNET_RANGE,
+            private_ip_google_access=True,
+            opts=child,
+        )
+        # New VPC networks deny all ingress; this opens only SSH, only from the configured ranges.
+        firewall = compute.Firewall(
+            f"{name}-ssh",
+            project=s.project,
+            network=network.id,
+            direction="INGRESS",
+            allows=[compute.FirewallAllowArgs(protocol="tcp", ports=["22"])],
+            source_ranges=list(s.allowed_ssh_cidrs),
+            target_tags=[SSH_TAG],
+            description="course-vm: SSH from allowedSshCidrs only",
+            opts=child,
+        )
+        schedule = nightly_stop(name, s, child) if s.nightly_stop_time else None
+        # Named by the student, not by position: a roster change never renames anyone else's VM.
+        self.vms = {
+            vm.seat.name: StudentVm(
+                f"{name}-{vm.seat.name}" if vm.seat.name else name,
+                SharedByVms(subnet, firewall, schedule),
+                vm,
+                s,
+                opts=child,
+            )
+            for vm in args.vms
+        }
+        self.register_outputs({"network": network.id, "vms": {seat: vm.instance_name for seat, vm in self.vms.items()}})
+
+
+@dataclass(frozen=True)
+class NightlyStop:
+    """The instance schedule every VM is attached to, and the grant that lets GCE act on it."""
+
+    policy: compute.ResourcePolicy
+    grant: projects.IAMMember
+
+
+def nightly_stop(name: str, s: Settings, opts: pulumi.ResourceOptions) -> NightlyStop:
+    """An instance schedule that stops the VMs every day at nightlyStopTime, with its IAM grant.
+
+    GCE's Compute Engine Service Agent performs scheduled stops and needs permission to stop
+    instances. The grant is kept when the stack is destroyed (retain_on_delete): removing a
+    project-wide binding could break schedules that other VMs in the project rely on.
+    """
+    hour, minute = s.nightly_stop_time.split(":")
+    policy = compute.ResourcePolicy(
+        f"{name}-nightly-stop",
+        project=s.project,
+        region=s.region,
+        description=f"course-vm: stop the course VMs every day at {s.nightly_stop_time} {s.time_zone}",
+        instance_schedule_policy=compute.ResourcePolicyInstanceSchedulePolicyArgs(
+            vm_stop_schedule=compute.ResourcePolicyInstanceSchedulePolicyVmStopScheduleArgs(
+                schedule=f"{int(minute)} {int(hour)} * * *"
+            ),
+            time_zone=s.time_zone,
+        ),
+        opts=opts,
+    )
+    project = organizations.get_project_output(project_id=s.project)
+    grant = projects.IAMMember(
+        f"{name}-schedule-grant",
+        project=s.project,
+        role=SCHEDULE_ROLE,
+        member=project.number.apply(lambda n: f"serviceAccount:service-{n}@compute-system.iam.gserviceaccount.com"),
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=True)),
+    )
+    return NightlyStop(policy, grant)
+
+
+@dataclass(frozen=True)
+class SharedByVms:
+    """What every StudentVm shares: the subnet, the SSH firewall and the nightly schedule, if any."""
+
+    subnet: compute.Subnetwork
+    firewall: compute.Firewall
+    nightly_stop: NightlyStop | None
+
+
+class StudentVm(pulumi.ComponentResource):
+    """One student's VM: its static IP, the instance, and (with verify) the check that it works."""
+
+    ip: pulumi.Output[str]
+    """The VM's static external IPv4 address; it survives stop and start."""
+    ssh_command: pulumi.Output[str]
+    """`ssh -i KEY USER@IP`."""
+    ssh_config: pulumi.Output[str]
+    """A `Host` block for ~/.ssh/config, with Jupyter's port forwarded."""
+    instance_name: pulumi.Output[str]
+    """The GCE instance name."""
+    zone: pulumi.Output[str]
+    """The GCE zone of the instance."""
+    host_keys: pulumi.Output[list[str]] | None
+    """The VM's SSH host keys, learned out of band and pinned (None with verify=false)."""
+    host_key_fingerprint: pulumi.Output[str] | None
+    """`SHA256:...` of the first pinned host key (None with verify=false)."""
+    known_hosts: pulumi.Output[str] | None
+    """known_hosts lines for the VM (None with verify=false)."""
+
+    def __init__(
+        self,
+        name: str,
+        shared: SharedByVms,
+        args: StudentVmArgs,
+        s: Settings,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("course-vm:gcp:StudentVm", name, None, opts)
+        seat = args.seat
+        subnet, firewall = shared.subnet, shared.firewall
+        child = pulumi.ResourceOptions(parent=self)
+        labels = {
+            "managed-by": "course-vm",
+            "course-vm-stack": label_value(pulumi.get_stack()),
+            RECIPE_LABEL: recipe_hash(args.user_data),
+        }
+        if seat.name:
+            labels["course-vm-student"] = label_value(seat.name)
+
+        address = compute.Address(
+            f"{name}-ip",
+            project=s.project,
+            region=s.region,
+            address_type="EXTERNAL",
+            network_tier="PREMIUM",
+            labels=labels,
+            opts=child,
+        )
+        attached_disks = []
+        if s.home_disk_size_gb:
+            # Its own resource, not the instance's: a replaced VM (a new recipe) gets the same disk,
+            # and with it the student's home. Without the recipe label, which would churn it.
+            home = compute.Disk(
+                f"{name}-home",
+                project=s.project,
+                zone=s.zone,
+                size=s.home_disk_size_gb,
+                type="pd-balanced",
+                labels={k: v for k, v in labels.items() if k != RECIPE_LABEL},
+                description="course-vm: the student's /home; it outlives the VM",
+                opts=child,
+            )
+            attached_disks.append(
+                compute.InstanceAttachedDiskArgs(source=home.self_link, device_name=HOME_DISK_NAME, mode="READ_WRITE")
+            )
+        metadata = {
+            "user-data": pulumi.Output.secret(args.user_data),
+            "ssh-keys": f"{seat.username}:{args.ssh_public_key} {seat.username}",
+            "block-project-ssh-keys": "TRUE",
+            "enable-oslogin": "FALSE",
+            "enable-guest-attributes": "TRUE",
+        }
+        instance = compute.Instance(
+            f"{name}-vm",
+            project=s.project,
+            zone=s.zone,
+            machine_type=s.machine_type,
+            boot_disk=compute.InstanceBootDiskArgs(
+                auto_delete=True,
+                initialize_params=compute.InstanceBootDiskInitializeParamsArgs(
+                    image=s.image, size=s.disk_size_gb, type="pd-balanced", labels=labels
+                ),
+            ),
+            network_interfaces=[
+                compute.InstanceNetworkInterfaceArgs(
+                    subnetwork=subnet.id,
+                    access_configs=[compute.InstanceNetworkInterfaceAccessConfigArgs(nat_ip=address.address)],
+                )
+            ],
+            attached_disks=attached_disks,
+            metadata=metadata,
+            tags=[SSH_TAG],
+            labels=labels,
+            shielded_instance_config=compute.InstanceShieldedInstanceConfigArgs(
+                enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True
+            ),
+            # No service account at all: the VM needs no Google API, so it gets no credentials.
+            scheduling=scheduling(s.spot),
+            allow_stopping_for_update=True,
+            description="course-vm: a course student's VM",
+            opts=instance_options(self, depends_on=[firewall]),
+        )
+
+        if shared.nightly_stop is not None:
+            # Attached rather than set on the instance: attaching never replaces the VM.
+            compute.ResourcePolicyAttachment(
+                f"{name}-nightly-stop",
+                project=s.project,
+                zone=s.zone,
+                instance=instance.name,
+                name=shared.nightly_stop.policy.name,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[shared.nightly_stop.grant]),
+            )
+
+        self.host_keys = self.host_key_fingerprint = self.known_hosts = None
+        known_hosts_file: str | None = None
+        if s.verify:
+            # `pulumi up` succeeds only if the checker passes; a new instance is checked again.
+            verification = VmVerification(
+                f"{name}-verify",
+                host=address.address,
+                user=seat.username,
+                identity_file=str(seat.ssh_key_path),
+                project=s.project,
+                zone=s.zone,
+                instance_name=instance.name,
+                instance_id=instance.instance_id,
+                timeout_seconds=s.verify_timeout_seconds,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[instance, firewall]),
+            )
+            self.host_keys = verification.host_keys
+            self.host_key_fingerprint = verification.host_key_fingerprint
+            self.known_hosts = verification.known_hosts
+            known_hosts_file = str(known_hosts_path(str(seat.ssh_key_path)))
+
+        key = shlex.quote(str(seat.ssh_key_path))
+        self.ip = address.address
+        self.instance_name = instance.name
+        self.zone = instance.zone
+        self.ssh_command = pulumi.Output.concat("ssh -i ", key, " ", seat.username, "@", self.ip)
+        # With verify, the block waits for the verification: it is given only once the host key is pinned.
+        pinned = pulumi.Output.from_input(self.known_hosts if self.known_hosts is not None else "")
+        self.ssh_config = pulumi.Output.all(self.ip, pinned).apply(
+            lambda values: ssh_config_block(
+                args.host_alias, values[0], seat.username, str(seat.ssh_key_path), known_hosts_file
+            )
+        )
+        self._outputs: dict[str, object] = {
+            "ip": self.ip,
+            "sshCommand": self.ssh_command,
+            "sshConfig": self.ssh_config,
+            "instanceName": self.instance_name,
+            "zone": self.zone,
+            "username": seat.username,
+            "identityFile": str(seat.ssh_key_path),
+        }
+        if s.verify:
+            self._outputs.update(
+                hostKeys=self.host_keys, hostKeyFingerprint=self.host_key_fingerprint, knownHosts=self.known_hosts
+            )
+        self.register_outputs(self._outputs)
+
+    def outputs(self) -> dict[str, object]:
+        """The stack outputs for this VM: how to reach it, and (with verify) its pinned host keys."""
+        return dict(self._outputs)

@@ -1,0 +1,204 @@
+"""Learning a GCE VM's SSH host keys out of band: guest attributes, else the serial console."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from provisioner.access.host_keys import HostKey, host_keys_from_console, parse_host_key
+from provisioner.access.ssh import Progress
+from provisioner.errors import CourseVmError, UnreachableError
+
+COMPUTE_API = "https://compute.googleapis.com/compute/v1"
+# gcloud's own variables: an endpoint override (private service connect, proxies) and a ready token.
+ENDPOINT_VARIABLE = "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"
+TOKEN_VARIABLE = "CLOUDSDK_AUTH_ACCESS_TOKEN"  # noqa: S105 (a variable name, not a secret)
+READ_SCOPE = "https://www.googleapis.com/auth/compute.readonly"
+MANAGE_SCOPE = "https://www.googleapis.com/auth/compute"
+TokenSource = Callable[[], str]
+
+
+@dataclass(frozen=True)
+class GceInstance:
+    project: str
+    zone: str
+    name: str
+
+    def path(self) -> str:
+        return "/projects/{}/zones/{}/instances/{}".format(
+            *(urllib.parse.quote(part, safe="") for part in (self.project, self.zone, self.name))
+        )
+
+
+def compute_api() -> str:
+    """The Compute API base URL: `CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE` if set, else Google's."""
+    override = os.environ.get(ENDPOINT_VARIABLE, "").rstrip("/")
+    if not override:
+        return COMPUTE_API
+    return override if override.endswith("/v1") else override + "/compute/v1"
+
+
+def application_default_token(scope: str = READ_SCOPE) -> str:
+    """`CLOUDSDK_AUTH_ACCESS_TOKEN` if set, else a token for SCOPE from application-default
+    credentials (`gcloud auth application-default login`).
+
+    Raises CourseVmError when there are none.
+    """
+    if os.environ.get(TOKEN_VARIABLE):
+        return os.environ[TOKEN_VARIABLE]
+    import google.auth
+    import google.auth.exceptions
+    import google.auth.transport.requests
+
+    try:
+        credentials, _ = google.auth.default(scopes=[scope])
+        credentials.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call]
+    except google.auth.exceptions.GoogleAuthError as error:
+        raise CourseVmError(
+            f"no usable Google credentials ({error}). Fix: gcloud auth application-default login"
+        ) from None
+    return str(credentials.token)
+
+
+class _NotFoundError(Exception):
+    pass
+
+
+READ_PERMISSIONS = "compute.instances.getGuestAttributes and getSerialPortOutput"
+
+
+def _get(api: str, path: str, query: dict[str, str], token: str, permission: str = READ_PERMISSIONS) -> dict[str, Any]:
+    return _call("GET", api, path, query, token, permission)
+
+
+def _call(method: str, api: str, path: str, query: dict[str, str], token: str, permission: str) -> dict[str, Any]:
+    url = f"{api}{path}?{urllib.parse.urlencode(query)}"
+    headers = {"Authorization": f"Bearer {token}"}
+    data = b"" if method == "POST" else None
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 (http(s) only)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            document = json.load(response)
+    except urllib.error.HTTPError as error:
+        message = _error_message(error)
+        if error.code == 404:
+            raise _NotFoundError(message) from None
+        if error.code in (401, 403):
+            raise CourseVmError(
+                f"the Compute API refused {method} {path} ({error.code}: {message}). Fix: log in with an account "
+                f"that may do it ({permission}): gcloud auth application-default login"
+            ) from None
+        raise
+    return document if isinstance(document, dict) else {}
+
+
+def start_instance(
+    instance: GceInstance,
+    deadline: float,
+    progress: Progress = lambda _: None,
+    *,
+    api: str | None = None,
+    token: TokenSource = lambda: application_default_token(MANAGE_SCOPE),
+    poll_seconds: float = 2.0,
+) -> None:
+    """Start INSTANCE (nothing happens to one that runs) and wait until GCE reports it RUNNING.
+
+    Raises CourseVmError when it does not exist or may not be started, UnreachableError when it
+    is not running by the deadline.
+    """
+    access, api = token(), api or compute_api()
+    permission = "compute.instances.start"
+    try:
+        _call("POST", api, instance.path() + "/start", {}, access, permission)
+        while True:
+            status = str(_get(api, instance.path(), {}, access, permission).get("status", ""))
+            if status == "RUNNING":
+                return
+            now = time.monotonic()
+            if now >= deadline:
+                raise UnreachableError(f"{instance.name} is still {status or 'not running'}. Fix: try again later")
+            progress(f"{instance.name}: {status}")
+            time.sleep(min(poll_seconds, max(deadline - now, 0)))
+    except _NotFoundError as error:
+        raise CourseVmError(
+            f"instance {instance.name} not found in {instance.project}/{instance.zone} ({error}). "
+            "Fix: `python -m provisioner up` creates it again"
+        ) from None
+
+
+def _error_message(error: urllib.error.HTTPError) -> str:
+    try:
+        return str(json.load(error)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return error.reason
+
+
+def _from_guest_attributes(document: dict[str, Any]) -> tuple[HostKey, ...]:
+    items = (document.get("queryValue") or {}).get("items") or []
+    return tuple(
+        parse_host_key(f"{item['key']} {item['value']}")
+        for item in items
+        if item.get("namespace") == "hostkeys" and "key" in item and "value" in item
+    )
+
+
+def gce_host_keys(
+    instance: GceInstance,
+    deadline: float,
+    progress: Progress = lambda _: None,
+    *,
+    api: str | None = None,
+    token: TokenSource = application_default_token,
+    poll_seconds: float = 2.0,
+) -> tuple[HostKey, ...]:
+    """The instance's host keys, as its guest published them, waiting until it has.
+
+    Guest attributes `hostkeys/` come first (what `gcloud compute ssh` pins); cloud-init's block on
+    the serial console is the fallback. Raises UnreachableError when neither appears before the
+    deadline, and CourseVmError when the instance does not exist or may not be read.
+    """
+    access, api = token(), api or compute_api()
+    started, last = time.monotonic(), ""
+    while True:
+        reason = ""
+        try:
+            keys = _from_guest_attributes(
+                _get(api, instance.path() + "/getGuestAttributes", {"queryPath": "hostkeys/"}, access)
+            )
+            if keys:
+                return keys
+        except _NotFoundError:
+            reason = "guest attributes hostkeys/ not published yet"
+        except (urllib.error.URLError, OSError) as error:
+            reason = f"Compute API unreachable ({error})"
+        if not reason.startswith("Compute API"):
+            try:
+                console = _get(api, instance.path() + "/serialPort", {"port": "1"}, access)
+                keys = host_keys_from_console(str(console.get("contents", "")))
+                if keys:
+                    return keys
+                reason = "host keys not yet published (guest attributes or serial console)"
+            except _NotFoundError as error:
+                raise CourseVmError(
+                    f"instance {instance.name} not found in {instance.project}/{instance.zone} "
+                    f"({error}). Fix: check --gce-instance, --gce-zone and --gce-project"
+                ) from None
+            except (urllib.error.URLError, OSError) as error:
+                reason = f"Compute API unreachable ({error})"
+        now = time.monotonic()
+        if now >= deadline:
+            raise UnreachableError(
+                f"{instance.name}: {reason} within {now - started:.0f}s. "
+                "Fix: check that the VM is running and its guest agent or cloud-init started"
+            )
+        if reason != last:
+            progress(f"waiting for {instance.name}'s host keys: {reason}")
+            last = reason
+        time.sleep(min(poll_seconds, max(deadline - now, 0)))

@@ -1,0 +1,1 @@
+"""The local VM: the same recipe and checker in QEMU on the user's machine."""

@@ -1,0 +1,203 @@
+"""Boot images for the local VM: a Debian 12 image built with debootstrap, or Ubuntu's cloud image."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioner.access.ssh import Progress
+from provisioner.errors import CourseVmError
+from provisioner.paths import cache_home
+
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_SUITE = "bookworm"
+# What booted under QEMU here (see the README): cloud-init needs python3-cffi-backend to configure.
+DEBIAN_PACKAGES = (
+    "linux-image-cloud-amd64",
+    "systemd-sysv",
+    "cloud-init",
+    "python3-cffi-backend",
+    "openssh-server",
+    "udev",
+    "ifupdown",
+    "isc-dhcp-client",
+    "ca-certificates",
+    "sudo",
+    "curl",
+    "locales",
+    "dbus",
+)
+DEBIAN_DISK_SIZE = "20G"  # sparse: only what is written takes space
+IMAGE_RECIPE_VERSION = "3"  # bump when the build below changes, so cached images are rebuilt
+
+UBUNTU_RELEASE_URL = "https://cloud-images.ubuntu.com/releases/noble/release"
+UBUNTU_IMAGE = "ubuntu-24.04-server-cloudimg-amd64.img"
+
+
+@dataclass(frozen=True)
+class Image:
+    """A bootable disk: booted by its own boot loader, or (kernel and initrd set) directly by QEMU."""
+
+    disk: Path
+    format: str
+    kernel: Path | None = None
+    initrd: Path | None = None
+
+    def qemu_boot_args(self) -> list[str]:
+        if self.kernel is None or self.initrd is None:
+            return []
+        return ["-kernel", str(self.kernel), "-initrd", str(self.initrd), "-append", "root=/dev/vda rw console=ttyS0"]
+
+
+def cache_dir() -> Path:
+    """Where images are kept between runs: $XDG_CACHE_HOME/course-vm/images."""
+    return cache_home() / "images"
+
+
+def image_at(path: Path) -> Image:
+    """The image at PATH: a directory from `local image build`, or a disk image file.
+
+    Raises CourseVmError when PATH is neither.
+    """
+    if path.is_dir():
+        disk, kernel, initrd = path / "disk.img", path / "vmlinuz", path / "initrd.img"
+        if not all(p.is_file() for p in (disk, kernel, initrd)):
+            raise CourseVmError(f"{path} is not an image built by `local image build` (disk.img, vmlinuz, initrd.img)")
+        return Image(disk, "raw", kernel, initrd)
+    if path.is_file():
+        with path.open("rb") as file:
+            magic = file.read(4)
+        return Image(path, "qcow2" if magic == b"QFI\xfb" else "raw")
+    raise CourseVmError(f"image {path} does not exist. Fix: `python -m provisioner local image build`, or omit --image")
+
+
+def build_debian_image(progress: Progress, mirror: str = DEBIAN_MIRROR, cache: Path | None = None) -> Image:
+    """Build (or reuse from the cache) a Debian 12 image with cloud-init and openssh-server.
+
+    Needs root and Debian's debootstrap and e2fsprogs. Raises CourseVmError when they are missing
+    or the build fails.
+    """
+    key = hashlib.sha256(json.dumps([IMAGE_RECIPE_VERSION, DEBIAN_SUITE, mirror, DEBIAN_PACKAGES]).encode())
+    target = (cache or cache_dir()) / f"debian-12-{key.hexdigest()[:12]}"
+    if (target / "disk.img").is_file():
+        progress(f"using the cached image {target}")
+        return image_at(target)
+    if os.geteuid() != 0:
+        raise CourseVmError(
+            "building the Debian image needs root (debootstrap). Fix: run "
+            "`sudo python -m provisioner local image build`, or use the Ubuntu cloud image"
+        )
+    for tool in ("debootstrap", "mkfs.ext4"):
+        if shutil.which(tool) is None:
+            raise CourseVmError(f"{tool} is not installed. Fix: sudo apt-get install debootstrap e2fsprogs")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    try:
+        root = work / "root"
+        started = time.monotonic()
+        progress(f"debootstrap {DEBIAN_SUITE} from {mirror} (about a minute or two)")
+        _run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(DEBIAN_PACKAGES)}",
+                DEBIAN_SUITE,
+                str(root),
+                mirror,
+            ],
+            "debootstrap",
+        )
+        _configure(root, mirror)
+        _run(["chroot", str(root), "locale-gen"], "locale-gen")
+        boot = root / "boot"
+        shutil.copy(_newest(boot, "vmlinuz-*"), work / "vmlinuz")
+        shutil.copy(_newest(boot, "initrd.img-*"), work / "initrd.img")
+        progress("writing the disk image")
+        _run(
+            ["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(root), str(work / "disk.img"), DEBIAN_DISK_SIZE],
+            "mkfs.ext4",
+        )
+        shutil.rmtree(root)
+        work.rename(target)
+        progress(f"image built in {time.monotonic() - started:.0f}s: {target}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return image_at(target)
+
+
+def _configure(root: Path, mirror: str) -> None:
+    (root / "etc/fstab").write_text("/dev/vda / ext4 defaults,errors=remount-ro 0 1\n")
+    (root / "etc/cloud/cloud.cfg.d/90-course-vm.cfg").write_text(
+        "# course-vm local image: the seed ISO is the only data source.\ndatasource_list: [ NoCloud, None ]\n"
+    )
+    security = mirror.replace("/debian", "/debian-security") if mirror.endswith("/debian") else None
+    sources = f"deb {mirror} {DEBIAN_SUITE} main\ndeb {mirror} {DEBIAN_SUITE}-updates main\n"
+    if security:
+        sources += f"deb {security} {DEBIAN_SUITE}-security main\n"
+    (root / "etc/apt/sources.list").write_text(sources)
+    # Every VM makes its own host keys and machine id on first boot.
+    for key in (root / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (root / "etc/machine-id").write_text("")
+    (root / "etc/hostname").write_text("course-vm\n")
+    # cloud-init sets LANG=en_US.UTF-8, which update-locale refuses unless the locale exists; Debian's
+    # locale-gen builds only what /etc/locale.gen lists.
+    (root / "etc/locale.gen").write_text("en_US.UTF-8 UTF-8\n")
+
+
+def _newest(directory: Path, pattern: str) -> Path:
+    found = sorted(directory.glob(pattern))
+    if not found:
+        raise CourseVmError(f"the image has no {pattern} in /boot: debootstrap did not install the kernel")
+    return found[-1]
+
+
+def _run(command: list[str], name: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise CourseVmError(f"{name} failed (exit {result.returncode}):\n{tail}")
+
+
+def ubuntu_cloud_image(progress: Progress, cache: Path | None = None, release_url: str = UBUNTU_RELEASE_URL) -> Image:
+    """Ubuntu 24.04's official cloud image, downloaded once and checked against Ubuntu's SHA256SUMS.
+
+    Raises CourseVmError when it cannot be downloaded or does not match.
+    """
+    target = (cache or cache_dir()) / UBUNTU_IMAGE
+    if target.is_file():
+        return image_at(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(f"{release_url}/SHA256SUMS", timeout=60) as response:  # noqa: S310
+            sums = response.read().decode()
+        match = re.search(rf"^([0-9a-f]{{64}}) \*?{re.escape(UBUNTU_IMAGE)}$", sums, re.MULTILINE)
+        if not match:
+            raise CourseVmError(f"{release_url}/SHA256SUMS does not list {UBUNTU_IMAGE}")
+        progress(f"downloading {UBUNTU_IMAGE} (about 600 MB, once)")
+        partial = target.with_name(target.name + ".part")
+        digest = hashlib.sha256()
+        url = f"{release_url}/{UBUNTU_IMAGE}"
+        with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as file:  # noqa: S310
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                file.write(chunk)
+    except OSError as error:
+        raise CourseVmError(
+            f"cannot download the Ubuntu cloud image ({error}). Fix: check the network, or "
+            "build a Debian image offline: `sudo python -m provisioner local image build`"
+        ) from None
+    if digest.hexdigest() != match.group(1):
+        partial.unlink()
+        raise CourseVmError(f"{UBUNTU_IMAGE} does not match Ubuntu's SHA256SUMS; it was deleted. Try again")
+    partial.rename(target)
+    return image_at(target)

@@ -1,0 +1,186 @@
+"""The recipe: renders the cloud-init user-data (and its setup script) from the Jinja2 templates."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import shlex
+
+import jinja2
+import yaml
+
+from provisioner.errors import CourseVmError
+from provisioner.paths import TEMPLATES
+from provisioner.recipe.settings import Artifact, Settings
+
+SETUP_SCRIPT_PATH = "/usr/local/sbin/course-vm-setup"
+DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
+IDLE_STOP_PATH = "/usr/local/sbin/course-vm-idle-stop"
+IDLE_STOP_TIMER = "course-vm-idle-stop.timer"
+MAX_USER_DATA_BYTES = 256 * 1024  # GCE's limit for one metadata value
+_TOP_LEVEL_KEYS = {"ssh_pwauth", "disable_root", "users", "write_files", "runcmd"}
+_HOME_DISK_KEYS = {"bootcmd", "mounts"}
+HOME_DISK_NAME = "course-vm-home"
+"""The home disk's device name: GCE shows it as /dev/disk/by-id/google-NAME, QEMU as virtio-NAME."""
+GCE_HOME_DISK_DEVICE = f"/dev/disk/by-id/google-{HOME_DISK_NAME}"
+HOME_MOUNT_OPTIONS = "defaults,nofail,x-systemd.device-timeout=30s"
+
+
+class RecipeError(CourseVmError):
+    """The rendered user-data is not what the templates promise; nothing is sent anywhere."""
+
+
+def _yaml_scalar(value: object) -> str:
+    # A JSON string is a valid double-quoted YAML scalar: quotes, newlines and `: ` stay inside it.
+    return json.dumps(str(value))
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 (YAML and shell, not HTML: the yaml and sh filters escape)
+        keep_trailing_newline=True,
+    )
+    environment.filters["sh"] = lambda value: shlex.quote(str(value))
+    environment.filters["yaml"] = _yaml_scalar
+    return environment
+
+
+def render_setup_script(
+    *, username: str, anaconda: Artifact, docker_compose: Artifact, home_disk_device: str = ""
+) -> str:
+    """The bash script that performs every step of the course setup on the VM."""
+    return (
+        _environment()
+        .get_template("setup.sh.j2")
+        .render(username=username, anaconda=anaconda, docker_compose=docker_compose, home_disk_device=home_disk_device)
+    )
+
+
+def render_idle_stop_script(idle_minutes: int) -> str:
+    """The script a systemd timer runs every minute: power off after IDLE_MINUTES without use ("" if 0)."""
+    if idle_minutes <= 0:
+        return ""
+    return _environment().get_template("idle-stop.sh.j2").render(idle_minutes=idle_minutes)
+
+
+def docker_daemon_json(registry_mirror: str) -> str:
+    """/etc/docker/daemon.json for a registry mirror ("" for none: Docker's defaults)."""
+    if not registry_mirror:
+        return ""
+    config: dict[str, list[str]] = {"registry-mirrors": [registry_mirror]}
+    if registry_mirror.startswith("http://"):
+        # Docker talks plain http only to registries it is told are insecure.
+        config["insecure-registries"] = [registry_mirror.removeprefix("http://").split("/", 1)[0]]
+    return json.dumps(config, indent=2) + "\n"
+
+
+def render_user_data(
+    *,
+    username: str,
+    ssh_public_key: str,
+    anaconda: Artifact,
+    docker_compose: Artifact,
+    docker_registry_mirror: str = "",
+    auto_stop_idle_minutes: int = 0,
+    home_disk_device: str = "",
+) -> str:
+    """The `#cloud-config` user-data document for one course VM (/home on HOME_DISK_DEVICE if given).
+
+    The result is parsed back and compared with what went in, so a value that would change the
+    document's structure is caught here. Raises RecipeError if so, or if the document is too big.
+    """
+    # What the template fills in is exactly what _check compares the parsed document with.
+    parts = {
+        "username": username,
+        "ssh_public_key": ssh_public_key,
+        "setup_script": render_setup_script(
+            username=username, anaconda=anaconda, docker_compose=docker_compose, home_disk_device=home_disk_device
+        ),
+        "docker_daemon_json": docker_daemon_json(docker_registry_mirror),
+        "idle_stop_script": render_idle_stop_script(auto_stop_idle_minutes),
+        "home_disk_device": home_disk_device,
+    }
+    text = _environment().get_template("user-data.yaml.j2").render(**parts)
+    _check(text, **parts)
+    return text
+
+
+def user_data_for(
+    settings: Settings, ssh_public_key: str, username: str | None = None, home_disk_device: str | None = None
+) -> str:
+    """The user-data for SETTINGS: what every front end (Pulumi, `render`, the local VM) sends.
+
+    USERNAME is a class's student; by default, the `username` setting. HOME_DISK_DEVICE is where
+    the VM finds its home disk: by default GCE's, if homeDiskSizeGb asks for one.
+    """
+    if home_disk_device is None:
+        home_disk_device = GCE_HOME_DISK_DEVICE if settings.home_disk_size_gb else ""
+    return render_user_data(
+        username=username or settings.username,
+        ssh_public_key=ssh_public_key,
+        anaconda=settings.anaconda,
+        docker_compose=settings.docker_compose,
+        docker_registry_mirror=settings.docker_registry_mirror,
+        auto_stop_idle_minutes=settings.auto_stop_idle_minutes,
+        home_disk_device=home_disk_device,
+    )
+
+
+def _check(
+    text: str,
+    *,
+    username: str,
+    ssh_public_key: str,
+    setup_script: str,
+    docker_daemon_json: str,
+    idle_stop_script: str,
+    home_disk_device: str,
+) -> None:
+    size = len(text.encode())
+    if size > MAX_USER_DATA_BYTES:
+        raise RecipeError(f"user-data is {size} bytes; GCE accepts at most {MAX_USER_DATA_BYTES}")
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise RecipeError(f"rendered user-data is not valid YAML: {error}") from None
+    problems = []
+    if not text.startswith("#cloud-config\n"):
+        problems.append("it does not start with #cloud-config")
+    expected_keys = _TOP_LEVEL_KEYS | (_HOME_DISK_KEYS if home_disk_device else set())
+    if not isinstance(document, dict) or set(document) != expected_keys:
+        problems.append(f"its top-level keys are {sorted(document) if isinstance(document, dict) else document!r}")
+    else:
+        users = document["users"]
+        files = {f.get("path"): f.get("content") for f in document["write_files"]}
+        if len(users) != 1 or users[0].get("name") != username:
+            problems.append("its user is not the configured username")
+        elif users[0].get("ssh_authorized_keys") != [ssh_public_key]:
+            problems.append("its authorized key is not the configured public key")
+        if files.get(SETUP_SCRIPT_PATH) != setup_script:
+            problems.append("its setup script differs from the rendered script")
+        if files.get(DOCKER_DAEMON_JSON, "") != docker_daemon_json:
+            problems.append("its Docker daemon configuration differs from the settings")
+        if files.get(IDLE_STOP_PATH, "") != idle_stop_script:
+            problems.append("its idle-stop script differs from the rendered script")
+        if home_disk_device and (
+            document["bootcmd"][0][-1] != home_disk_device
+            or document["mounts"] != [[home_disk_device, "/home", "ext4", HOME_MOUNT_OPTIONS, "0", "2"]]
+        ):
+            problems.append("its home disk is not the configured device")
+        armed = ["systemctl", "enable", "--now", IDLE_STOP_TIMER] in document["runcmd"]
+        if armed != bool(idle_stop_script):
+            problems.append("its idle-stop timer is not armed as autoStopIdleMinutes says")
+    if problems:
+        raise RecipeError(
+            "rendered user-data changed shape (a value must contain characters the "
+            "templates cannot carry): " + "; ".join(problems)
+        )
+
+
+def recipe_hash(user_data: str) -> str:
+    """A short hash of the user-data: it labels the VM, and a new value means a new VM."""
+    return hashlib.sha256(user_data.encode()).hexdigest()[:12]

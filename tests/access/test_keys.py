@@ -1,0 +1,133 @@
+"""The SSH key pair: generated once with mode 0400, existing keys used as they are or refused."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from provisioner.access.keys import check_private_key_file, ensure_key_pair
+from provisioner.errors import SshKeyError
+from tests.conftest import require_tool
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def keygen(path: Path, *args: str) -> None:
+    subprocess.run([require_tool("ssh-keygen"), "-q", "-f", str(path), "-C", "me@laptop", *args], check=True)
+
+
+def test_generates_ed25519_pair_with_0400_private_key(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "dir" / "course-vm"
+    key = ensure_key_pair(path, comment="student@course-vm")
+    assert mode(path) == 0o400
+    assert mode(path.with_name("course-vm.pub")) == 0o644
+    assert mode(path.parent) == 0o700
+    assert key.public_key.startswith("ssh-ed25519 ")
+    assert path.with_name("course-vm.pub").read_text() == key.public_key + " student@course-vm\n"
+    # OpenSSH itself reads the new private key and derives the same public key.
+    derived = subprocess.run(
+        [require_tool("ssh-keygen"), "-y", "-f", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert derived.split()[:2] == key.public_key.split()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["course-vm", "course-vm.pub"]
+
+
+def test_second_call_reuses_the_key_and_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "course-vm"
+    first = ensure_key_pair(path, comment="a")
+    before = (path.read_bytes(), path.stat().st_mtime_ns, path.with_name("course-vm.pub").read_bytes())
+    second = ensure_key_pair(path, comment="b")
+    assert first == second
+    assert before == (path.read_bytes(), path.stat().st_mtime_ns, path.with_name("course-vm.pub").read_bytes())
+
+
+@pytest.mark.parametrize("key_type", [["-t", "ed25519"], ["-t", "rsa", "-b", "3072"], ["-t", "ecdsa"]])
+def test_existing_user_keys_are_used_untouched(tmp_path: Path, key_type: list[str]) -> None:
+    path = tmp_path / "id_key"
+    keygen(path, "-N", "", *key_type)
+    os.chmod(path, 0o600)
+    content = path.read_bytes()
+    key = ensure_key_pair(path, comment="ignored")
+    assert key.public_key == " ".join(path.with_name("id_key.pub").read_text().split()[:2])
+    assert path.read_bytes() == content
+    assert mode(path) == 0o600
+
+
+@pytest.mark.parametrize("bad_mode", [0o644, 0o640, 0o604, 0o440])
+def test_key_readable_by_others_is_refused_with_the_chmod_fix(tmp_path: Path, bad_mode: int) -> None:
+    path = tmp_path / "course-vm"
+    ensure_key_pair(path, comment="x")
+    os.chmod(path, bad_mode)
+    with pytest.raises(SshKeyError) as raised:
+        ensure_key_pair(path, comment="x")
+    assert str(raised.value) == (
+        f"private key {path} has mode {bad_mode:04o}: group or others can read it, and ssh refuses such a key "
+        f"('UNPROTECTED PRIVATE KEY FILE'). Fix: chmod 400 {path}"
+    )
+    assert mode(path) == bad_mode, "course-vm must not change the user's file itself"
+
+
+def test_public_key_without_private_key_is_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "course-vm"
+    path.with_name("course-vm.pub").write_text("ssh-ed25519 AAAAC3Nza mine\n")
+    with pytest.raises(SshKeyError, match="will not overwrite it"):
+        ensure_key_pair(path, comment="x")
+    assert path.with_name("course-vm.pub").read_text() == "ssh-ed25519 AAAAC3Nza mine\n"
+    assert not path.exists()
+
+
+def test_passphrase_protected_key_uses_its_pub_file(tmp_path: Path) -> None:
+    path = tmp_path / "id_ed25519"
+    keygen(path, "-t", "ed25519", "-N", "a passphrase")
+    key = ensure_key_pair(path, comment="x")
+    assert key.public_key == " ".join(path.with_name("id_ed25519.pub").read_text().split()[:2])
+
+
+def test_passphrase_protected_key_without_pub_file_says_how_to_make_it(tmp_path: Path) -> None:
+    path = tmp_path / "id_ed25519"
+    keygen(path, "-t", "ed25519", "-N", "a passphrase")
+    path.with_name("id_ed25519.pub").unlink()
+    with pytest.raises(SshKeyError, match=rf"Fix: ssh-keygen -y -f {path} > {path}.pub"):
+        ensure_key_pair(path, comment="x")
+
+
+def test_short_rsa_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "weak"
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 (the weak key under test)
+    path.write_bytes(
+        weak.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
+    os.chmod(path, 0o400)
+    with pytest.raises(SshKeyError, match="1024-bit RSA key; at least 2048 bits"):
+        ensure_key_pair(path, comment="x")
+
+
+def test_file_that_is_not_a_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello\n")
+    os.chmod(path, 0o600)
+    with pytest.raises(SshKeyError, match="is not an OpenSSH or PEM private key"):
+        ensure_key_pair(path, comment="x")
+
+
+def test_tampered_pub_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "id_ed25519"
+    keygen(path, "-t", "ed25519", "-N", "pass")
+    path.with_name("id_ed25519.pub").write_text("ssh-ed25519 AAAA$(reboot) x\n")
+    with pytest.raises(SshKeyError, match="does not hold an ed25519, RSA or ECDSA public key"):
+        ensure_key_pair(path, comment="x")
+
+
+def test_directory_is_not_a_key(tmp_path: Path) -> None:
+    with pytest.raises(SshKeyError, match="is not a regular file"):
+        check_private_key_file(tmp_path)

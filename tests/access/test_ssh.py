@@ -1,0 +1,159 @@
+"""Logging in with paramiko against a real sshd: pinning, waiting, and bounded commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from provisioner.access.host_keys import parse_host_key
+from provisioner.access.ssh import Target, connect, load_identity, run
+from provisioner.errors import HostKeyMismatchError, SshKeyError, UnreachableError
+from provisioner.local.vm import free_loopback_port
+from tests.conftest import require_tool, wait_for_port
+from tests.support.sshd import Sshd
+
+pytestmark = pytest.mark.integration
+
+
+def target(sshd: Sshd, **changes: object) -> Target:
+    fields: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": sshd.port,
+        "user": sshd.user,
+        "identity": sshd.client_key,
+        "host_keys": (sshd.host_key,),
+    }
+    fields.update(changes)
+    return Target(**fields)  # type: ignore[arg-type]
+
+
+def login(sshd: Sshd, seconds: float = 20.0, **changes: object) -> tuple[list[str], float]:
+    messages: list[str] = []
+    t = target(sshd, **changes)
+    started = time.monotonic()
+    with connect(t, load_identity(t.identity), time.monotonic() + seconds, messages.append) as client:
+        result = run(client, "id -un", 10)
+    assert result.ok and result.stdout.strip() == sshd.user
+    return messages, time.monotonic() - started
+
+
+def settled_connections(sshd: Sshd) -> int:
+    """Connections sshd has logged, once it has caught up (it logs from forked children)."""
+    time.sleep(0.5)
+    return sshd.log.count("Connection from 127.0.0.1")
+
+
+def other_host_key(tmp_path: Path, key_type: str = "ed25519") -> str:
+    subprocess.run(
+        [require_tool("ssh-keygen"), "-q", "-t", key_type, "-N", "", "-f", str(tmp_path / "other")], check=True
+    )
+    return (tmp_path / "other.pub").read_text()
+
+
+def test_logs_in_with_the_pinned_key(ready_sshd: Sshd) -> None:
+    messages, _ = login(ready_sshd)
+    assert messages == []
+
+
+def test_waits_for_sshd_that_starts_listening_late(sshd: Sshd) -> None:
+    sshd.authorize()
+    sshd.start(after=2.0)
+    messages, seconds = login(sshd)
+    assert seconds >= 1.5
+    assert any("connection refused (sshd not up yet)" in m for m in messages), messages
+
+
+def test_waits_while_the_key_is_not_installed_yet(sshd: Sshd) -> None:
+    sshd.start()
+    wait_for_port(sshd.port)
+    sshd.authorize(after=2.0)
+    messages, seconds = login(sshd)
+    assert seconds >= 1.5
+    assert any(f"the key is not accepted yet for {sshd.user}" in m for m in messages), messages
+
+
+def test_wrong_host_key_fails_at_once_and_is_never_retried(ready_sshd: Sshd, tmp_path: Path) -> None:
+    wrong = parse_host_key(other_host_key(tmp_path))
+    connections_before = settled_connections(ready_sshd)
+    started = time.monotonic()
+    with pytest.raises(HostKeyMismatchError) as raised:
+        login(ready_sshd, seconds=30, host_keys=(wrong,))
+    assert time.monotonic() - started < 5
+    message = str(raised.value)
+    assert "HOST KEY MISMATCH" in message and "may be intercepted" in message
+    assert ready_sshd.host_key.fingerprint in message
+    assert settled_connections(ready_sshd) == connections_before + 1
+    assert raised.value.exit_code == 4
+
+
+def test_pinned_key_of_a_type_the_server_lacks_is_a_mismatch(ready_sshd: Sshd, tmp_path: Path) -> None:
+    ecdsa = parse_host_key(other_host_key(tmp_path, "ecdsa"))
+    with pytest.raises(HostKeyMismatchError, match="none of the pinned host keys"):
+        login(ready_sshd, host_keys=(ecdsa,))
+
+
+def test_no_pinned_key_is_refused(ready_sshd: Sshd) -> None:
+    with pytest.raises(SshKeyError, match="never trusts a key on first use"):
+        login(ready_sshd, host_keys=())
+
+
+def test_deadline_passes_when_nothing_answers(sshd: Sshd) -> None:
+    port = free_loopback_port()
+    started = time.monotonic()
+    with pytest.raises(UnreachableError) as raised:
+        login(sshd, seconds=2.0, port=port)
+    assert 1.5 <= time.monotonic() - started < 6
+    assert f"could not log in to {sshd.user}@127.0.0.1:{port} within 2s: connection refused" in str(raised.value)
+    assert raised.value.exit_code == 3
+
+
+def test_key_readable_by_others_is_refused(sshd: Sshd) -> None:
+    os.chmod(sshd.client_key, 0o644)
+    with pytest.raises(SshKeyError, match=f"Fix: chmod 400 {sshd.client_key}"):
+        load_identity(sshd.client_key)
+
+
+def test_large_output_on_both_streams_does_not_deadlock(ready_sshd: Sshd) -> None:
+    t = target(ready_sshd)
+    with connect(t, load_identity(t.identity), time.monotonic() + 20, print) as client:
+        result = run(
+            client,
+            "head -c 3000000 /dev/zero | tr '\\0' o; head -c 3000000 /dev/zero | tr '\\0' e >&2; echo; echo end",
+            60,
+        )
+    assert result.ok, result.summary()
+    assert result.stdout.endswith("o\nend\n")
+    assert len(result.stdout) == 1 << 20
+    assert set(result.stderr) == {"e"}
+
+
+def test_a_background_process_holding_stdout_does_not_hold_the_result(ready_sshd: Sshd) -> None:
+    t = target(ready_sshd)
+    with connect(t, load_identity(t.identity), time.monotonic() + 20, print) as client:
+        result = run(client, "sleep 30 & echo started", 60)
+    assert result.ok and result.stdout == "started\n"
+    assert result.seconds < 10, "the exit status counts once the output has had its grace period"
+
+
+def test_slow_command_is_stopped_at_its_timeout(ready_sshd: Sshd) -> None:
+    t = target(ready_sshd)
+    with connect(t, load_identity(t.identity), time.monotonic() + 20, print) as client:
+        started = time.monotonic()
+        result = run(client, "for i in 1 2 3 4 5 6; do echo tick $i; sleep 1; done", 2.0)
+    assert time.monotonic() - started < 4
+    assert result.timed_out and result.status is None
+    assert "tick 1" in result.stdout
+    assert "did not finish within 2s" in result.summary()
+
+
+def test_dropped_connection_is_reported(ready_sshd: Sshd) -> None:
+    ready_sshd.set("docker", "drop")
+    t = target(ready_sshd)
+    with connect(t, load_identity(t.identity), time.monotonic() + 20, print) as client:
+        result = run(client, "docker run --rm hello-world", 20)
+    assert result.connection_lost
+    assert "lost its connection" in result.summary()

@@ -1,0 +1,114 @@
+"""~/.ssh/config entries, on real files in a throwaway HOME, read back by OpenSSH's own parser."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from provisioner.access.ssh_config import INCLUDE_MARK, add_host, hosts_file, remove_host, ssh_config_block
+from tests.conftest import require_tool
+
+USERS_CONFIG = """# my own settings
+Host work
+    HostName work.example.org
+    User me
+
+Host *
+    ServerAliveInterval 30
+"""
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path
+
+
+def block(alias: str = "course-vm-local-a", port: int = 2222) -> str:
+    return ssh_config_block(alias, "127.0.0.1", "student", "/keys/course-vm", "/vm/known_hosts", port)
+
+
+def resolved(home: Path, alias: str) -> dict[str, str]:
+    """What `ssh -G` makes of ALIAS: OpenSSH's own reading of the files."""
+    out = subprocess.run(
+        [require_tool("ssh"), "-G", "-F", str(home / ".ssh" / "config"), alias],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def test_a_new_config_gets_the_include_and_our_file(home: Path) -> None:
+    add_host("course-vm-local-a", block())
+    config = home / ".ssh" / "config"
+    assert config.read_text() == f"Include {hosts_file()}  {INCLUDE_MARK}\n"
+    assert os.stat(config).st_mode & 0o777 == 0o600
+    assert os.stat(home / ".ssh").st_mode & 0o777 == 0o700
+    assert os.stat(hosts_file()).st_mode & 0o777 == 0o600
+
+
+@pytest.mark.integration
+def test_openssh_reads_the_host_and_the_users_own_hosts_still_work(home: Path) -> None:
+    (home / ".ssh").mkdir(mode=0o700)
+    (home / ".ssh" / "config").write_text(USERS_CONFIG)
+    add_host("course-vm-local-a", block())
+    ours = resolved(home, "course-vm-local-a")
+    assert (ours["hostname"], ours["port"], ours["user"]) == ("127.0.0.1", "2222", "student")
+    assert ours["stricthostkeychecking"] == "true"
+    assert ours["userknownhostsfile"] == "/vm/known_hosts"
+    assert ours["identitiesonly"] == "yes"
+    assert ours["localforward"] == "8888 [localhost]:8888"
+    theirs = resolved(home, "work")
+    assert (theirs["hostname"], theirs["user"], theirs["serveraliveinterval"]) == ("work.example.org", "me", "30")
+
+
+def test_the_users_config_is_kept_byte_for_byte_and_restored(home: Path) -> None:
+    config = home / ".ssh" / "config"
+    config.parent.mkdir(mode=0o700)
+    config.write_text(USERS_CONFIG)
+    config.chmod(0o644)
+    add_host("course-vm-local-a", block())
+    add_host("course-vm-local-b", block("course-vm-local-b", 2223))
+    add_host("course-vm-local-a", block(port=2224))  # replaced, not added twice
+    text = config.read_text()
+    assert text == f"Include {hosts_file()}  {INCLUDE_MARK}\n" + USERS_CONFIG
+    assert os.stat(config).st_mode & 0o777 == 0o644
+    ours = hosts_file().read_text()
+    assert ours.count("Host course-vm-local-a\n") == 1 and "Port 2224" in ours and "Port 2222" not in ours
+
+    assert remove_host("course-vm-local-a") is True
+    assert (
+        "course-vm-local-a" not in hosts_file().read_text() and "Host course-vm-local-b\n" in hosts_file().read_text()
+    )
+    assert remove_host("course-vm-local-b") is True
+    assert config.read_text() == USERS_CONFIG
+    assert not hosts_file().exists()
+    assert remove_host("course-vm-local-b") is False
+
+
+def test_a_symlinked_config_stays_a_link(home: Path) -> None:
+    dotfiles = home / "dotfiles"
+    dotfiles.mkdir()
+    (dotfiles / "ssh_config").write_text(USERS_CONFIG)
+    (home / ".ssh").mkdir(mode=0o700)
+    (home / ".ssh" / "config").symlink_to(dotfiles / "ssh_config")
+    add_host("course-vm-local-a", block())
+    assert (home / ".ssh" / "config").is_symlink()
+    assert (dotfiles / "ssh_config").read_text().endswith(USERS_CONFIG)
+    remove_host("course-vm-local-a")
+    assert (dotfiles / "ssh_config").read_text() == USERS_CONFIG
+
+
+def test_a_bad_alias_is_refused(home: Path) -> None:
+    with pytest.raises(ValueError, match="bad ssh host alias"):
+        add_host("evil\nHost *", block())
+
+
+def test_ssh_config_block_quotes_a_key_path_with_spaces() -> None:
+    text = ssh_config_block("course-vm", "1.2.3.4", "student", "/home/a b/key")
+    assert '    IdentityFile "/home/a b/key"\n' in text
+    assert "Port" not in text and "StrictHostKeyChecking" not in text

@@ -1,0 +1,428 @@
+"""The Pulumi program under mocks: the resource graph and each security property of the VM.
+
+These are the policy checks a scanner such as checkov makes (public SSH, Shielded VM, project-wide
+keys, service-account scopes, secrets in state), asserted on what the engine would receive.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pulumi
+import pytest
+import yaml
+
+from provisioner.access.ssh_config import ssh_config_block
+from provisioner.gcp.component import RECIPE_LABEL, SSH_TAG
+from tests.conftest import validate_cloud_config
+from tests.support.pulumi_harness import (
+    DISK_LINK_PREFIX,
+    DYNAMIC,
+    HOST_KEY,
+    INSTANCE_ID,
+    PROJECT_NUMBER,
+    STATIC_IP,
+    Registration,
+    Run,
+    run_program,
+)
+
+INSTANCE = "gcp:compute/instance:Instance"
+FIREWALL = "gcp:compute/firewall:Firewall"
+NETWORK = "gcp:compute/network:Network"
+SUBNET = "gcp:compute/subnetwork:Subnetwork"
+ADDRESS = "gcp:compute/address:Address"
+COMPONENT = "course-vm:gcp:CourseVm"
+STUDENT_VM = "course-vm:gcp:StudentVm"
+
+
+def stack_config(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    config = {
+        "gcp:project": "course-project-1",
+        "gcp:zone": "europe-west1-b",
+        "course-vm:allowedSshCidrs": json.dumps(["203.0.113.7/32"]),
+        "course-vm:sshKeyPath": str(tmp_path / "keys" / "course-vm"),
+    }
+    config.update({f"course-vm:{k}": v for k, v in overrides.items()})
+    return config
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Run:
+    return run_program(stack_config(tmp_path))
+
+
+def test_one_component_owns_every_resource(run: Run) -> None:
+    types = sorted(r.type for r in run.resources)
+    assert types == sorted([COMPONENT, NETWORK, SUBNET, FIREWALL, STUDENT_VM, ADDRESS, INSTANCE, DYNAMIC])
+    component = run.one(COMPONENT)
+    assert component.name == "course-vm"
+    student_vm = run.one(STUDENT_VM)
+    assert student_vm.name == "course-vm"
+    for resource in run.resources:
+        if resource in (component, student_vm):
+            continue
+        owner = (
+            f"{STUDENT_VM}::course-vm" if resource.type in (ADDRESS, INSTANCE, DYNAMIC) else f"{COMPONENT}::course-vm"
+        )
+        assert resource.parent.endswith(owner), f"{resource.name} is not a child of {owner}"
+        assert resource.name.startswith("course-vm-")
+    assert student_vm.parent.endswith(f"{COMPONENT}::course-vm")
+
+
+def test_own_network_not_default(run: Run) -> None:
+    network = run.one(NETWORK)
+    assert network.inputs["autoCreateSubnetworks"] is False
+    subnet = run.one(SUBNET)
+    assert subnet.inputs["network"] == network.inputs.get("id", "course-vm-network-id")
+    assert subnet.inputs["region"] == "europe-west1"
+    nic = run.one(INSTANCE).inputs["networkInterfaces"][0]
+    assert nic["subnetwork"] == "course-vm-subnet-id"
+    assert "network" not in nic
+
+
+def test_firewall_opens_only_ssh_from_allowed_ranges_to_the_vm(run: Run) -> None:
+    firewall = run.one(FIREWALL)
+    assert firewall.inputs["direction"] == "INGRESS"
+    assert firewall.inputs["allows"] == [{"protocol": "tcp", "ports": ["22"]}]
+    assert "denies" not in firewall.inputs
+    assert firewall.inputs["sourceRanges"] == ["203.0.113.7/32"]
+    assert firewall.inputs["targetTags"] == [SSH_TAG]
+    assert run.one(INSTANCE).inputs["tags"] == [SSH_TAG]
+    assert run.warnings == []
+
+
+def test_ssh_open_to_the_internet_warns(tmp_path: Path) -> None:
+    run = run_program(stack_config(tmp_path, allowedSshCidrs=json.dumps(["0.0.0.0/0"])))
+    assert run.one(FIREWALL).inputs["sourceRanges"] == ["0.0.0.0/0"]
+    assert any("open to the whole internet" in w for w in run.warnings), run.warnings
+
+
+def test_static_ip_is_the_vms_address(run: Run) -> None:
+    address = run.one(ADDRESS)
+    assert address.inputs["addressType"] == "EXTERNAL"
+    assert address.inputs["region"] == "europe-west1"
+    nic = run.one(INSTANCE).inputs["networkInterfaces"][0]
+    assert nic["accessConfigs"] == [{"natIp": STATIC_IP}]
+    assert run.outputs["ip"] == STATIC_IP
+
+
+def test_instance_is_a_shielded_vm(run: Run) -> None:
+    shielded = run.one(INSTANCE).inputs["shieldedInstanceConfig"]
+    assert shielded == {"enableSecureBoot": True, "enableVtpm": True, "enableIntegrityMonitoring": True}
+
+
+def test_instance_has_no_service_account_and_no_broad_scopes(run: Run) -> None:
+    inputs = run.one(INSTANCE).inputs
+    assert "serviceAccount" not in inputs
+    assert "cloud-platform" not in json.dumps(run.one(INSTANCE).raw)
+
+
+def test_metadata_blocks_project_keys_and_os_login_and_publishes_host_keys(run: Run) -> None:
+    metadata = run.one(INSTANCE).inputs["metadata"]
+    assert metadata["block-project-ssh-keys"] == "TRUE"
+    assert metadata["enable-oslogin"] == "FALSE"
+    assert metadata["enable-guest-attributes"] == "TRUE"
+    assert "serial-port-enable" not in metadata
+
+
+def test_ssh_keys_metadata_holds_the_generated_public_key(run: Run, tmp_path: Path) -> None:
+    key_path = tmp_path / "keys" / "course-vm"
+    public = " ".join(key_path.with_name("course-vm.pub").read_text().split()[:2])
+    metadata = run.one(INSTANCE).inputs["metadata"]
+    assert metadata["ssh-keys"] == f"student:{public} student"
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o400
+
+
+@pytest.mark.integration
+def test_user_data_is_a_secret_and_the_private_key_is_nowhere(run: Run, tmp_path: Path) -> None:
+    instance = run.one(INSTANCE)
+    assert instance.secret_paths == ["metadata.user-data"]
+    validate_cloud_config(instance.inputs["metadata"]["user-data"], tmp_path)
+    private = (tmp_path / "keys" / "course-vm").read_text()
+    body = "".join(private.splitlines()[1:-1])
+    everything = json.dumps([r.raw for r in run.resources]) + json.dumps(run.outputs)
+    assert "PRIVATE KEY" not in everything
+    assert body[20:60] not in everything
+
+
+@pytest.mark.integration
+def test_user_data_is_the_rendered_recipe_for_the_settings(tmp_path: Path) -> None:
+    run = run_program(
+        stack_config(tmp_path, username="alice", dockerComposeVersion="2.20.0", dockerComposeSha256="a" * 64)
+    )
+    user_data = run.one(INSTANCE).inputs["metadata"]["user-data"]
+    validate_cloud_config(user_data, tmp_path)
+    document = yaml.safe_load(user_data)
+    assert document["users"][0]["name"] == "alice"
+    script = next(f["content"] for f in document["write_files"] if f["path"] == "/usr/local/sbin/course-vm-setup")
+    assert "COMPOSE_VERSION=v2.20.0\n" in script
+    assert f"COMPOSE_SHA256={'a' * 64}\n" in script
+    assert "/download/v2.20.0/docker-compose-linux-x86_64\n" in script
+
+
+def test_boot_disk_image_size_and_deleted_with_the_vm(tmp_path: Path) -> None:
+    run = run_program(
+        stack_config(tmp_path, diskSizeGb="40", machineType="n2-standard-8", image="ubuntu-os-cloud/ubuntu-2204-lts")
+    )
+    instance = run.one(INSTANCE).inputs
+    assert instance["machineType"] == "n2-standard-8"
+    assert instance["zone"] == "europe-west1-b"
+    assert instance["project"] == "course-project-1"
+    disk = instance["bootDisk"]
+    assert disk["autoDelete"] is True
+    assert disk["initializeParams"]["image"] == "ubuntu-os-cloud/ubuntu-2204-lts"
+    assert disk["initializeParams"]["size"] == 40
+
+
+def test_defaults_are_the_course_machine(run: Run) -> None:
+    instance = run.one(INSTANCE).inputs
+    assert instance["machineType"] == "e2-standard-4"
+    assert instance["bootDisk"]["initializeParams"]["size"] == 30
+    assert instance["bootDisk"]["initializeParams"]["image"] == "ubuntu-os-cloud/ubuntu-2404-lts-amd64"
+
+
+def test_a_changed_recipe_replaces_the_vm_visibly(tmp_path: Path) -> None:
+    first = run_program(stack_config(tmp_path)).one(INSTANCE)
+    second = run_program(stack_config(tmp_path, anacondaVersion="2023.03", anacondaSha256="b" * 64)).one(INSTANCE)
+    assert first.replace_on_changes == ['metadata["user-data"]', f'labels["{RECIPE_LABEL}"]']
+    assert first.delete_before_replace is True
+    # The recipe hash is a plain label, so the preview shows why the VM is replaced.
+    assert first.inputs["labels"][RECIPE_LABEL] != second.inputs["labels"][RECIPE_LABEL]
+    assert first.inputs["labels"]["managed-by"] == "course-vm"
+    assert first.inputs["labels"]["course-vm-stack"] == "dev"
+
+
+def test_same_settings_give_the_same_recipe(tmp_path: Path) -> None:
+    first = run_program(stack_config(tmp_path)).one(INSTANCE)
+    second = run_program(stack_config(tmp_path)).one(INSTANCE)
+    assert first.inputs["labels"] == second.inputs["labels"]
+    assert first.inputs["metadata"] == second.inputs["metadata"]
+
+
+def test_outputs_say_how_to_connect(run: Run, tmp_path: Path) -> None:
+    key = tmp_path / "keys" / "course-vm"
+    assert run.outputs["sshCommand"] == f"ssh -i {key} student@{STATIC_IP}"
+    assert run.outputs["sshConfig"] == (
+        f"Host course-vm\n    HostName {STATIC_IP}\n    User student\n    IdentityFile {key}\n"
+        f"    IdentitiesOnly yes\n    UserKnownHostsFile {key}.known_hosts\n    StrictHostKeyChecking yes\n"
+        "    LocalForward 8888 localhost:8888\n"
+    )
+    assert run.outputs["hostKeys"] == [HOST_KEY]
+    assert run.outputs["knownHosts"] == f"{STATIC_IP} {HOST_KEY}"
+    assert run.outputs["hostKeyFingerprint"] == "SHA256:fingerprint"
+    assert run.outputs["zone"] == "europe-west1-b"
+    assert run.outputs["instanceName"].startswith("course-vm-vm")
+
+
+def test_bad_settings_stop_the_program_before_any_resource(tmp_path: Path) -> None:
+    config = stack_config(tmp_path, diskSizeGb="5", username="root")
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program(config)
+    message = str(raised.value)
+    assert "2 problems, nothing was created" in message
+    assert "diskSizeGb: got '5'" in message
+    assert "username: got 'root'" in message
+    assert not (tmp_path / "keys").exists(), "no key may be generated for invalid settings"
+
+
+def test_bad_settings_register_nothing(tmp_path: Path) -> None:
+    run = Run()
+    with pytest.raises(pulumi.RunError, match="allowedSshCidrs"):
+        run_program(stack_config(tmp_path, allowedSshCidrs="[]"), run=run)
+    assert run.resources == []
+
+
+def test_verification_checks_the_new_instance_without_the_private_key(run: Run, tmp_path: Path) -> None:
+    verification = run.one(DYNAMIC)
+    assert verification.name == "course-vm-verify"
+    assert verification.parent.endswith(f"{STUDENT_VM}::course-vm")
+    inputs = verification.inputs
+    assert {
+        k: inputs[k]
+        for k in (
+            "host",
+            "port",
+            "user",
+            "identity_file",
+            "project",
+            "zone",
+            "instance_id",
+            "timeout_seconds",
+            "checker_version",
+        )
+    } == {
+        "host": STATIC_IP,
+        "port": 22,
+        "user": "student",
+        "identity_file": str(tmp_path / "keys" / "course-vm"),
+        "project": "course-project-1",
+        "zone": "europe-west1-b",
+        "instance_id": INSTANCE_ID,
+        "timeout_seconds": 1800,
+        "checker_version": "1",
+    }
+    assert inputs["instance_name"].startswith("course-vm-vm")
+    assert "__provider" in inputs, "the provider travels with the resource, serialized"
+    assert "PRIVATE KEY" not in json.dumps(verification.raw)
+
+
+def test_verify_false_skips_the_check_and_the_pinning(tmp_path: Path) -> None:
+    run = run_program(stack_config(tmp_path, verify="false"))
+    assert run.of_type(DYNAMIC) == []
+    key = tmp_path / "keys" / "course-vm"
+    assert run.outputs["sshConfig"] == ssh_config_block("course-vm", STATIC_IP, "student", str(key))
+    assert "StrictHostKeyChecking" not in run.outputs["sshConfig"]
+    assert "hostKeys" not in run.outputs
+
+
+def test_on_demand_by_default(run: Run) -> None:
+    assert run.one(INSTANCE).inputs["scheduling"] == {"automaticRestart": True, "onHostMaintenance": "MIGRATE"}
+
+
+def test_spot_vm_is_stopped_not_deleted_when_preempted(tmp_path: Path) -> None:
+    run = run_program(stack_config(tmp_path, spot="true"))
+    assert run.one(INSTANCE).inputs["scheduling"] == {
+        "provisioningModel": "SPOT",
+        "preemptible": True,
+        "automaticRestart": False,
+        "onHostMaintenance": "TERMINATE",
+        "instanceTerminationAction": "STOP",
+    }
+
+
+# A class: one VM per student in one stack.
+
+
+def by_name(run: Run) -> dict[str, Registration]:
+    return {f"{r.type}::{r.name}": r for r in run.resources}
+
+
+def test_a_class_gets_one_vm_key_user_and_ip_per_student(tmp_path: Path) -> None:
+    run = run_program(stack_config(tmp_path, students=json.dumps(["alice", "bob"])))
+    assert len(run.of_type(NETWORK)) == len(run.of_type(FIREWALL)) == 1
+    instances = {r.name: r for r in run.of_type(INSTANCE)}
+    assert set(instances) == {"course-vm-alice-vm", "course-vm-bob-vm"}
+    assert {r.name for r in run.of_type(ADDRESS)} == {"course-vm-alice-ip", "course-vm-bob-ip"}
+    assert {r.name for r in run.of_type(DYNAMIC)} == {"course-vm-alice-verify", "course-vm-bob-verify"}
+    for student in ("alice", "bob"):
+        key = tmp_path / "keys" / f"course-vm-{student}"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o400
+        public = (tmp_path / "keys" / f"course-vm-{student}.pub").read_text().split()
+        instance = instances[f"course-vm-{student}-vm"]
+        assert instance.inputs["metadata"]["ssh-keys"] == f"{student}:{public[0]} {public[1]} {student}"
+        assert instance.inputs["labels"]["course-vm-student"] == student
+        [user] = yaml.safe_load(instance.inputs["metadata"]["user-data"])["users"]
+        assert user["name"] == student
+        outputs = run.outputs["students"][student]
+        assert outputs["username"] == student
+        assert outputs["identityFile"] == str(key)
+        assert outputs["sshConfig"].startswith(f"Host course-vm-{student}\n")
+        assert outputs["hostKeys"] == [HOST_KEY]
+    assert "ip" not in run.outputs
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(["alice", "bob"], ["alice", "bob", "carol"]), (["alice", "bob", "carol"], ["alice", "carol"])],
+    ids=["adding a student", "removing a student"],
+)
+def test_a_roster_change_touches_only_that_students_resources(
+    tmp_path: Path, before: list[str], after: list[str]
+) -> None:
+    old = by_name(run_program(stack_config(tmp_path, students=json.dumps(before))))
+    new = by_name(run_program(stack_config(tmp_path, students=json.dumps(after))))
+    [changed] = set(before) ^ set(after)
+    touched = {key for key in old.keys() ^ new.keys()}
+    assert touched == {
+        f"{STUDENT_VM}::course-vm-{changed}",
+        f"{ADDRESS}::course-vm-{changed}-ip",
+        f"{INSTANCE}::course-vm-{changed}-vm",
+        f"{DYNAMIC}::course-vm-{changed}-verify",
+    }
+    for key in old.keys() & new.keys():
+        assert old[key].raw == new[key].raw, f"{key} changed"
+        assert old[key].parent == new[key].parent
+
+
+def test_another_stacks_host_alias_names_the_stack(tmp_path: Path) -> None:
+    single = run_program(stack_config(tmp_path), stack="prod")
+    assert single.outputs["sshConfig"].startswith("Host course-vm-prod\n")
+    group = run_program(stack_config(tmp_path, students='["alice"]'), stack="prod")
+    assert group.outputs["students"]["alice"]["sshConfig"].startswith("Host course-vm-prod-alice\n")
+
+
+# The nightly stop schedule.
+
+POLICY = "gcp:compute/resourcePolicy:ResourcePolicy"
+ATTACHMENT = "gcp:compute/resourcePolicyAttachment:ResourcePolicyAttachment"
+IAM_MEMBER = "gcp:projects/iAMMember:IAMMember"
+
+
+def test_no_schedule_by_default(run: Run) -> None:
+    assert run.of_type(POLICY) == run.of_type(ATTACHMENT) == run.of_type(IAM_MEMBER) == []
+
+
+def test_nightly_stop_schedules_every_vm_with_the_grant_it_needs(tmp_path: Path) -> None:
+    config = stack_config(tmp_path, nightlyStopTime="22:05", timeZone="Europe/Berlin", students='["alice", "bob"]')
+    run = run_program(config)
+    policy = run.one(POLICY)
+    assert policy.inputs["region"] == "europe-west1"
+    assert policy.inputs["instanceSchedulePolicy"] == {
+        "vmStopSchedule": {"schedule": "5 22 * * *"},
+        "timeZone": "Europe/Berlin",
+    }
+    assert "vmStartSchedule" not in policy.inputs["instanceSchedulePolicy"]
+    grant = run.one(IAM_MEMBER)
+    assert grant.inputs == {
+        "project": "course-project-1",
+        "role": "roles/compute.instanceAdmin.v1",
+        "member": f"serviceAccount:service-{PROJECT_NUMBER}@compute-system.iam.gserviceaccount.com",
+    }
+    assert grant.retain_on_delete, "destroying the stack must not revoke a grant other schedules may use"
+    attachments = {a.name: a for a in run.of_type(ATTACHMENT)}
+    assert set(attachments) == {"course-vm-alice-nightly-stop", "course-vm-bob-nightly-stop"}
+    for student, attachment in attachments.items():
+        assert attachment.inputs["name"] == "course-vm-nightly-stop-1a2b3c"  # the policy's name, not its link
+        assert attachment.inputs["instance"].startswith(student.removesuffix("-nightly-stop") + "-vm")
+        assert attachment.inputs["zone"] == "europe-west1-b"
+        assert any(d.endswith("::course-vm-schedule-grant") for d in attachment.dependencies)
+        assert attachment.parent.endswith(f"{STUDENT_VM}::{student.removesuffix('-nightly-stop')}")
+    assert "resourcePolicies" not in run.of_type(INSTANCE)[0].inputs, "attaching must not replace the VM"
+
+
+# The persistent home disk.
+
+DISK = "gcp:compute/disk:Disk"
+
+
+def test_no_home_disk_by_default(run: Run) -> None:
+    assert run.of_type(DISK) == []
+    assert run.one(INSTANCE).inputs.get("attachedDisks", []) == []
+    assert "mounts" not in yaml.safe_load(run.one(INSTANCE).inputs["metadata"]["user-data"])
+
+
+def test_a_home_disk_outlives_the_vm_and_holds_home(tmp_path: Path) -> None:
+    run = run_program(stack_config(tmp_path, homeDiskSizeGb="50"))
+    disk = run.one(DISK)
+    assert disk.name == "course-vm-home"
+    assert disk.parent.endswith(f"{STUDENT_VM}::course-vm")
+    assert (disk.inputs["size"], disk.inputs["type"], disk.inputs["zone"]) == (50, "pd-balanced", "europe-west1-b")
+    assert RECIPE_LABEL not in disk.inputs["labels"], "a new recipe must not touch the home disk"
+    instance = run.one(INSTANCE)
+    assert instance.inputs["attachedDisks"] == [
+        {"source": f"{DISK_LINK_PREFIX}course-vm-home-1a2b3c", "deviceName": "course-vm-home", "mode": "READ_WRITE"}
+    ]
+    assert instance.inputs["bootDisk"]["autoDelete"] is True
+    document = yaml.safe_load(instance.inputs["metadata"]["user-data"])
+    assert document["mounts"][0][:2] == ["/dev/disk/by-id/google-course-vm-home", "/home"]
+
+
+def test_a_new_recipe_replaces_the_vm_but_keeps_the_home_disk(tmp_path: Path) -> None:
+    before = run_program(stack_config(tmp_path, homeDiskSizeGb="50"))
+    after = run_program(stack_config(tmp_path, homeDiskSizeGb="50", dockerComposeVersion="v2.27.0",
+                                     dockerComposeSha256="d" * 64))  # fmt: skip
+    assert before.one(INSTANCE).inputs["labels"][RECIPE_LABEL] != after.one(INSTANCE).inputs["labels"][RECIPE_LABEL]
+    assert before.one(DISK).raw == after.one(DISK).raw

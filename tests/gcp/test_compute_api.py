@@ -1,0 +1,121 @@
+"""The Compute API calls (host keys, starting a VM), against its local fake (tests/fake_compute_api.py)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from provisioner.access.host_keys import CONSOLE_BEGIN, CONSOLE_END
+from provisioner.errors import CourseVmError, UnreachableError
+from provisioner.gcp.compute_api import compute_api, gce_host_keys, start_instance
+from tests.support.fake_compute_api import BASE, ECDSA, ED25519, INSTANCE, FakeComputeApi
+
+
+def learn(api: FakeComputeApi, seconds: float = 5.0, messages: list[str] | None = None) -> list[str]:
+    keys = gce_host_keys(
+        INSTANCE,
+        time.monotonic() + seconds,
+        (messages if messages is not None else []).append,
+        api=api.url,
+        token=lambda: "test-token",
+        poll_seconds=0.05,
+    )
+    return [str(k) for k in keys]
+
+
+def test_keys_from_guest_attributes(api: FakeComputeApi) -> None:
+    api.guest_attributes = [
+        {"namespace": "hostkeys", "key": "ssh-ed25519", "value": ED25519},
+        {"namespace": "hostkeys", "key": "ecdsa-sha2-nistp256", "value": ECDSA},
+        {"namespace": "other", "key": "ssh-rsa", "value": "ignored"},
+    ]
+    assert learn(api) == [f"ssh-ed25519 {ED25519}", f"ecdsa-sha2-nistp256 {ECDSA}"]
+    assert api.requests == [BASE + "/getGuestAttributes"]
+
+
+def test_waits_until_the_guest_publishes(api: FakeComputeApi) -> None:
+    api.guest_attributes = [{"namespace": "hostkeys", "key": "ssh-ed25519", "value": ED25519}]
+    api.guest_attributes_after = 3
+    messages: list[str] = []
+    assert learn(api, messages=messages) == [f"ssh-ed25519 {ED25519}"]
+    assert api.requests.count(BASE + "/getGuestAttributes") == 4
+    assert messages == [
+        f"waiting for {INSTANCE.name}'s host keys: host keys not yet published (guest attributes or serial console)"
+    ]
+
+
+def test_falls_back_to_cloud_inits_block_on_the_serial_console(api: FakeComputeApi) -> None:
+    api.console = (
+        "[   12.3] cloud-init[812]: Cloud-init v. 24.1 running 'modules:final'\n"
+        f"{CONSOLE_BEGIN}\n"
+        f"ssh-ed25519 {ED25519} root@course-vm\n"
+        f"ecdsa-sha2-nistp256 {ECDSA} root@course-vm\n"
+        f"{CONSOLE_END}\n"
+        "[   13.0] cloud-init[812]: finished\n"
+    )
+    assert learn(api) == [f"ssh-ed25519 {ED25519}", f"ecdsa-sha2-nistp256 {ECDSA}"]
+
+
+def test_nothing_published_before_the_deadline(api: FakeComputeApi) -> None:
+    api.console = "booting...\n"
+    with pytest.raises(UnreachableError, match="host keys not yet published") as raised:
+        learn(api, seconds=0.5)
+    assert raised.value.exit_code == 3
+
+
+def test_permission_denied_says_how_to_log_in(api: FakeComputeApi) -> None:
+    api.status = 403
+    with pytest.raises(CourseVmError, match="gcloud auth application-default login") as raised:
+        learn(api)
+    assert raised.value.exit_code == 2
+    assert "403" in str(raised.value)
+
+
+def test_missing_instance_is_bad_input(api: FakeComputeApi) -> None:
+    api.instance_exists = False
+    with pytest.raises(CourseVmError, match="instance course-vm-vm-1a2b not found") as raised:
+        learn(api)
+    assert raised.value.exit_code == 2
+
+
+def test_console_block_with_a_forged_key_is_refused(api: FakeComputeApi) -> None:
+    api.console = f"{CONSOLE_BEGIN}\nssh-ed25519 AAAA!notbase64\n{CONSOLE_END}\n"
+    with pytest.raises(UnreachableError):
+        learn(api, seconds=0.3)
+
+
+def test_gcloud_endpoint_override_and_token_are_honoured(api: FakeComputeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", api.url.removesuffix("/compute/v1") + "/")
+    monkeypatch.setenv("CLOUDSDK_AUTH_ACCESS_TOKEN", "test-token")
+    assert compute_api() == api.url
+    api.guest_attributes = [{"namespace": "hostkeys", "key": "ssh-ed25519", "value": ED25519}]
+    keys = gce_host_keys(INSTANCE, time.monotonic() + 5, poll_seconds=0.05)
+    assert [str(k) for k in keys] == [f"ssh-ed25519 {ED25519}"]
+
+
+def test_default_endpoint_is_googles(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", raising=False)
+    assert compute_api() == "https://compute.googleapis.com/compute/v1"
+
+
+def test_start_starts_a_stopped_instance_and_waits_until_it_runs(api: FakeComputeApi) -> None:
+    said: list[str] = []
+    start_instance(
+        INSTANCE, time.monotonic() + 10, said.append, api=api.url, token=lambda: "test-token", poll_seconds=0
+    )
+    assert api.requests == [f"POST {BASE}/start", BASE, BASE]
+    assert said == [f"{INSTANCE.name}: STAGING"]
+    assert api.instance_status == "RUNNING"
+
+
+def test_start_of_a_missing_instance_says_how_to_create_it(api: FakeComputeApi) -> None:
+    api.instance_exists = False
+    with pytest.raises(CourseVmError, match="Fix: `python -m provisioner up` creates it again"):
+        start_instance(INSTANCE, time.monotonic() + 10, api=api.url, token=lambda: "test-token")
+
+
+def test_start_without_permission_names_it(api: FakeComputeApi) -> None:
+    api.status = 403
+    with pytest.raises(CourseVmError, match=r"refused POST .*/start \(403: .*compute.instances.start"):
+        start_instance(INSTANCE, time.monotonic() + 10, api=api.url, token=lambda: "test-token")

@@ -1,0 +1,118 @@
+"""The dynamic resource's provider, tested directly: against a real sshd and the fake Compute API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pulumi.dynamic.dynamic import serialize_provider
+
+from provisioner.errors import CourseVmError
+from provisioner.gcp.verification import CHECKER_VERSION, VmVerificationProvider
+from tests.conftest import ROOT
+from tests.support.fake_compute_api import INSTANCE, FakeComputeApi
+from tests.support.sshd import Sshd
+
+
+def props(sshd: Sshd, **changes: Any) -> dict[str, Any]:
+    return {
+        "host": "127.0.0.1",
+        "port": sshd.port,
+        "user": sshd.user,
+        "identity_file": str(sshd.client_key),
+        "project": INSTANCE.project,
+        "zone": INSTANCE.zone,
+        "instance_name": INSTANCE.name,
+        "instance_id": "4242",
+        "timeout_seconds": 60,
+        "checker_version": CHECKER_VERSION,
+        **changes,
+    }
+
+
+def publish(api: FakeComputeApi, sshd: Sshd) -> dict[str, str]:
+    api.guest_attributes = [{"namespace": "hostkeys", "key": sshd.host_key.type, "value": sshd.host_key.blob}]
+    return {"CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": api.url, "CLOUDSDK_AUTH_ACCESS_TOKEN": "test-token"}
+
+
+LOAD_AND_CREATE = """
+import base64, json, sys, dill
+provider = dill.loads(base64.b64decode(sys.stdin.readline()))
+assert "provisioner" not in sys.modules, "the provider must load without importing the project"
+result = provider.create(json.loads(sys.stdin.readline()))
+print(json.dumps({"id": result.id, "outs": result.outs}))
+"""
+
+
+@pytest.mark.integration
+def test_provider_survives_pulumi_serialization_and_verifies_the_vm(
+    ready_sshd: Sshd, api: FakeComputeApi, tmp_path: Path
+) -> None:
+    env = publish(api, ready_sshd)
+    serialized = serialize_provider(VmVerificationProvider(str(ROOT)))
+    # -I: a fresh interpreter that cannot import the project from its directory or PYTHONPATH,
+    # like the provider process Pulumi starts.
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", LOAD_AND_CREATE],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        input=serialized + "\n" + json.dumps(props(ready_sshd)) + "\n",
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    created = json.loads(result.stdout)
+    assert created["id"] == "4242-verified"
+    outs = created["outs"]
+    assert outs["host_keys"] == [str(ready_sshd.host_key)]
+    assert outs["host_key_fingerprint"] == ready_sshd.host_key.fingerprint
+    line = f"[127.0.0.1]:{ready_sshd.port} {ready_sshd.host_key}"
+    assert outs["known_hosts"] == line
+    assert Path(outs["known_hosts_file"]) == Path(str(ready_sshd.client_key) + ".known_hosts")
+    assert Path(outs["known_hosts_file"]).read_text() == line + "\n"
+    assert json.loads(outs["report"])["ok"] is True
+    assert "PRIVATE KEY" not in result.stdout
+
+
+@pytest.mark.integration
+def test_a_vm_that_is_not_right_fails_the_update_with_the_diagnosis(
+    ready_sshd: Sshd, api: FakeComputeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in publish(api, ready_sshd).items():
+        monkeypatch.setenv(name, value)
+    ready_sshd.set("docker", "denied")
+    with pytest.raises(CourseVmError) as raised:
+        VmVerificationProvider(str(ROOT)).create(props(ready_sshd))
+    message = str(raised.value)
+    assert message.startswith("the VM is not ready:\nCHECK")
+    assert "docker hello-world      FAILED" in message
+    assert "permission denied" in message
+    assert not Path(str(ready_sshd.client_key) + ".known_hosts").exists()
+
+
+def test_a_new_instance_is_checked_again_and_a_timeout_change_is_not() -> None:
+    provider = VmVerificationProvider(str(ROOT))
+    old = {"host": "1.2.3.4", "instance_id": "1", "timeout_seconds": 60, "checker_version": "1"}
+    assert provider.diff("x", old, dict(old)).changes is False
+    replaced = provider.diff("x", old, {**old, "instance_id": "2"})
+    assert replaced.changes is True and replaced.replaces == ["instance_id"]
+    assert provider.diff("x", old, {**old, "checker_version": "2"}).replaces == ["checker_version"]
+    retimed = provider.diff("x", old, {**old, "timeout_seconds": 90})
+    assert retimed.changes is True and not retimed.replaces
+    updated = provider.update("x", old, {**old, "timeout_seconds": 90}).outs
+    assert updated is not None and updated["timeout_seconds"] == 90
+
+
+def test_delete_removes_only_the_known_hosts_file_it_wrote(tmp_path: Path) -> None:
+    known = tmp_path / "course-vm.known_hosts"
+    known.write_text("1.2.3.4 ssh-ed25519 AAAA\n")
+    (tmp_path / "course-vm").write_text("the key stays")
+    VmVerificationProvider(str(ROOT)).delete("x", {"known_hosts_file": str(known)})
+    assert not known.exists()
+    assert (tmp_path / "course-vm").read_text() == "the key stays"

@@ -1,0 +1,134 @@
+"""Local VM images: recognising them, the cache, the Debian build's configuration, the Ubuntu download."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from provisioner.errors import CourseVmError
+from provisioner.local import image as local_image
+from provisioner.local.image import UBUNTU_IMAGE, build_debian_image, image_at, ubuntu_cloud_image
+
+
+def test_a_built_image_directory_boots_its_own_kernel(tmp_path: Path) -> None:
+    for name in ("disk.img", "vmlinuz", "initrd.img"):
+        (tmp_path / name).write_bytes(b"x")
+    image = image_at(tmp_path)
+    assert (image.format, image.kernel, image.initrd) == ("raw", tmp_path / "vmlinuz", tmp_path / "initrd.img")
+    assert image.qemu_boot_args() == [
+        "-kernel",
+        str(tmp_path / "vmlinuz"),
+        "-initrd",
+        str(tmp_path / "initrd.img"),
+        "-append",
+        "root=/dev/vda rw console=ttyS0",
+    ]
+
+
+def test_a_disk_image_file_boots_its_own_loader_and_its_format_is_read(tmp_path: Path) -> None:
+    qcow2, raw = tmp_path / "cloud.img", tmp_path / "disk.raw"
+    qcow2.write_bytes(b"QFI\xfb" + b"\0" * 100)
+    raw.write_bytes(b"\0" * 100)
+    assert (image_at(qcow2).format, image_at(qcow2).qemu_boot_args()) == ("qcow2", [])
+    assert image_at(raw).format == "raw"
+
+
+@pytest.mark.parametrize("make", ["missing", "incomplete"])
+def test_not_an_image_says_how_to_get_one(tmp_path: Path, make: str) -> None:
+    path = tmp_path / "image"
+    if make == "incomplete":
+        path.mkdir()
+        (path / "disk.img").write_bytes(b"x")
+    with pytest.raises(CourseVmError, match="local image build"):
+        image_at(path)
+
+
+def test_a_cached_image_is_reused_without_building(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("provisioner.local.image.os.geteuid", lambda: 1000)  # a build needs root: none may start
+    messages: list[str] = []
+    with pytest.raises(CourseVmError, match="needs root"):
+        build_debian_image(messages.append, cache=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    # What a build leaves in the cache, under the key of this recipe:
+    key_dir = _cache_key_dir(tmp_path)
+    key_dir.mkdir()
+    for name in ("disk.img", "vmlinuz", "initrd.img"):
+        (key_dir / name).write_bytes(b"x")
+    assert build_debian_image(messages.append, cache=tmp_path).disk == key_dir / "disk.img"
+    assert messages == [f"using the cached image {key_dir}"]
+
+
+def _cache_key_dir(cache: Path) -> Path:
+    import json
+
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                local_image.IMAGE_RECIPE_VERSION,
+                local_image.DEBIAN_SUITE,
+                local_image.DEBIAN_MIRROR,
+                local_image.DEBIAN_PACKAGES,
+            ]
+        ).encode()
+    )
+    return cache / f"debian-12-{key.hexdigest()[:12]}"
+
+
+def test_the_debian_root_is_configured_for_nocloud_and_fresh_identities(tmp_path: Path) -> None:
+    for directory in ("etc/cloud/cloud.cfg.d", "etc/apt", "etc/ssh"):
+        (tmp_path / directory).mkdir(parents=True)
+    (tmp_path / "etc/ssh/ssh_host_ed25519_key").write_text("build host's key")
+    (tmp_path / "etc/machine-id").write_text("0123456789abcdef\n")
+    local_image._configure(tmp_path, "http://deb.debian.org/debian")
+    assert (tmp_path / "etc/fstab").read_text().startswith("/dev/vda / ext4 ")
+    assert "datasource_list: [ NoCloud, None ]" in (tmp_path / "etc/cloud/cloud.cfg.d/90-course-vm.cfg").read_text()
+    assert (tmp_path / "etc/apt/sources.list").read_text() == (
+        "deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian bookworm-updates main\n"
+        "deb http://deb.debian.org/debian-security bookworm-security main\n"
+    )
+    assert list((tmp_path / "etc/ssh").iterdir()) == []
+    assert (tmp_path / "etc/machine-id").read_text() == ""
+    assert (tmp_path / "etc/locale.gen").read_text() == "en_US.UTF-8 UTF-8\n"
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A local stand-in for cloud-images.ubuntu.com's release directory."""
+    served = tmp_path / "release"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", served
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_ubuntu_image_is_downloaded_once_and_verified(release: tuple[str, Path], tmp_path: Path) -> None:
+    url, served = release
+    data = b"QFI\xfb" + b"ubuntu" * 1000
+    (served / UBUNTU_IMAGE).write_bytes(data)
+    (served / "SHA256SUMS").write_text(f"{'0' * 64} *other.img\n{hashlib.sha256(data).hexdigest()} *{UBUNTU_IMAGE}\n")
+    cache = tmp_path / "cache"
+    image = ubuntu_cloud_image(print, cache=cache, release_url=url)
+    assert (image.disk.read_bytes(), image.format) == (data, "qcow2")
+    (served / UBUNTU_IMAGE).unlink()
+    assert ubuntu_cloud_image(print, cache=cache, release_url=url).disk == image.disk
+
+
+def test_ubuntu_image_that_does_not_match_is_deleted(release: tuple[str, Path], tmp_path: Path) -> None:
+    url, served = release
+    (served / UBUNTU_IMAGE).write_bytes(b"tampered")
+    (served / "SHA256SUMS").write_text(f"{'0' * 64} *{UBUNTU_IMAGE}\n")
+    with pytest.raises(CourseVmError, match="does not match Ubuntu's SHA256SUMS; it was deleted"):
+        ubuntu_cloud_image(print, cache=tmp_path / "cache", release_url=url)
+    assert list((tmp_path / "cache").iterdir()) == []

@@ -1,0 +1,357 @@
+"""End to end: `python -m provisioner local up` boots a real QEMU VM with the production recipe.
+
+Real: the image (debootstrap), QEMU, cloud-init, the recipe, apt and Debian's docker.io, dockerd,
+the docker group, the image pull through a registry mirror, sshd, paramiko and the checker.
+Test data, served from the host (the guest reaches it as 10.0.2.2): a docker-compose and an
+Anaconda installer stand-in (tests/local_artifacts.py), and a `hello-world` image built from
+busybox-static in Debian's docker-registry (tests/local_registry.py). Only mirror settings and
+their checksums differ from what GCP gets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from provisioner.access.host_keys import parse_host_key
+from provisioner.access.ssh import connect, load_identity, run
+from provisioner.errors import CourseVmError
+from provisioner.local import vm as local_vm
+from provisioner.local.image import Image, build_debian_image
+from provisioner.local.vm import LOCAL_HOME_DISK_DEVICE
+from tests.conftest import E2E_TIMINGS, ROOT, require_tool
+from tests.support.local_artifacts import served_artifacts
+from tests.support.local_registry import hello_world_registry
+
+pytestmark = pytest.mark.integration
+
+HOST = "10.0.2.2"  # the host, as QEMU's user network shows it to the guest
+WORK = "the student's notebook, saved on the first VM"
+
+
+@dataclass
+class E2e:
+    """What the VMs of this module share, and the timings the module reports at its end."""
+
+    image: Image
+    state: Path
+    settings: list[str]
+    home_disk: Path
+    """The good VM's home disk, which the bad-checksum VM gets next, as a replaced GCE VM would."""
+    timings: list[tuple[str, float]] = field(default_factory=list)
+    keep_alive: paramiko.SSHClient | None = None
+    """An SSH connection held open while the good VM's tests run: with autoStopIdleMinutes=1 it keeps
+    the VM from powering itself off between them."""
+
+
+def require_root_and_tools() -> None:
+    if os.geteuid() != 0:
+        message = "the local VM test builds an image with debootstrap: run it as root"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    for tool in ("qemu-system-x86_64", "qemu-img", "cloud-localds", "debootstrap", "mkfs.ext4"):
+        require_tool(tool)
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[E2e]:
+    require_root_and_tools()
+    work = tmp_path_factory.mktemp("local-vm")
+    # Local VMs' state and the ssh config entries `local up` writes go to this module's own HOME.
+    environment = pytest.MonkeyPatch()
+    environment.setenv("XDG_STATE_HOME", str(work / "state"))
+    environment.setenv("HOME", str(work / "home"))
+    request.addfinalizer(environment.undo)
+    started = time.monotonic()
+    image = build_debian_image(print, cache=Path(os.environ.get("COURSE_VM_TEST_IMAGE_CACHE", work / "images")))
+    build_seconds = time.monotonic() - started
+    with served_artifacts(work / "artifacts") as artifacts, hello_world_registry(work / "registry") as registry:
+        settings = [
+            f"artifactMirrorUrl=http://{HOST}:{artifacts.port}",
+            f"anacondaSha256={artifacts.anaconda_sha256}",
+            f"dockerComposeSha256={artifacts.compose_sha256}",
+            f"dockerRegistryMirror=http://{HOST}:{registry.rsplit(':', 1)[1]}",
+            f"sshKeyPath={work / 'keys' / 'course-vm'}",
+            # Short, so that test_an_idle_vm_powers_itself_off waits minutes, not an hour.
+            "autoStopIdleMinutes=1",
+        ]
+        build = "image build (debootstrap)" if build_seconds > 10 else "image (cached)"
+        # conftest.py prints these at the end of the run, whatever pytest captured.
+        timings = request.config.stash.setdefault(E2E_TIMINGS, [])
+        timings.append((build, build_seconds))
+        yield E2e(image, work / "state", settings, work / "home.qcow2", timings)
+
+
+def local(
+    e2e: E2e, *args: str, timeout: float = 1500
+) -> tuple[subprocess.CompletedProcess[str], list[tuple[float, str]]]:
+    """Run `python -m provisioner local ARGS`, timestamping each progress line as it arrives."""
+    env = {**os.environ, "XDG_STATE_HOME": str(e2e.state)}
+    started = time.monotonic()
+    command = [sys.executable, "-m", "provisioner", "local", *args]
+    with subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stderr is not None and process.stdout is not None
+        progress = [(time.monotonic() - started, line.rstrip("\n")) for line in process.stderr]
+        stdout = process.stdout.read()
+        process.wait(timeout)
+    stderr = "\n".join(line for _, line in progress)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), progress
+
+
+def local_cli(e2e: E2e, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run `python -m provisioner local ARGS` to the end, as a user would."""
+    env = {**os.environ, "XDG_STATE_HOME": str(e2e.state)}
+    command = [sys.executable, "-m", "provisioner", "local", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def first(progress: list[tuple[float, str]], pattern: str) -> float:
+    return next(t for t, line in progress if re.search(pattern, line))
+
+
+@pytest.fixture(scope="module")
+def good_vm(e2e: E2e) -> Iterator[local_vm.LocalVm]:
+    result, progress = local(
+        e2e,
+        "up",
+        "--name",
+        "e2e",
+        "--image",
+        str(e2e.image.disk.parent),
+        "--home-disk",
+        str(e2e.home_disk),
+        "--json",
+        *(f"--set={s}" for s in e2e.settings),
+    )
+    report = json.loads(result.stdout) if result.stdout.strip() else {}
+    assert (local_vm.state_dir() / "e2e" / "vm.json").exists(), f"local up did not boot a VM:\n{result.stderr}"
+    vm = local_vm.load("e2e")
+    try:
+        assert result.returncode == 0, f"{result.stderr}\n{json.dumps(report, indent=2)}"
+        e2e.keep_alive = connect(vm.target(), load_identity(vm.identity), time.monotonic() + 60, print)
+        pinned = first(progress, "host keys pinned")
+        logged_in = first(progress, "logged in; waiting for cloud-init")
+        e2e.timings += [
+            (f"boot to host keys on the console ({vm.accel})", pinned),
+            ("boot to first SSH login", logged_in),
+        ]
+        e2e.timings += recipe_timings(vm)
+        e2e.timings += [(f"check: {c['name']}", c["seconds"]) for c in report["checks"]]
+        e2e.timings.append(("local up, in all", progress[-1][0]))
+        yield vm
+    finally:
+        if e2e.keep_alive is not None:
+            e2e.keep_alive.close()
+        local_vm.down("e2e")
+
+
+def recipe_timings(vm: local_vm.LocalVm) -> list[tuple[str, float]]:
+    with connect(vm.target(), load_identity(vm.identity), time.monotonic() + 60, print) as client:
+        log = run(client, "sudo -n cat /var/log/cloud-init-output.log", 30).stdout
+    return [
+        (f"recipe step {step}", float(seconds))
+        for step, seconds in re.findall(r"^\[course-vm\] END (\S+) (\d+)s$", log, re.MULTILINE)
+    ] + [("recipe in all", float(m.group(1))) for m in re.finditer(r"^\[course-vm\] DONE (\d+)s$", log, re.MULTILINE)]
+
+
+def test_the_course_vm_works_for_the_student(good_vm: local_vm.LocalVm, e2e: E2e) -> None:
+    # good_vm asserted `local up` exited 0: every check passed. Check again through the CLI, as a user would.
+    result = local_cli(e2e, "check", "--name", "e2e", "--json", timeout=600)
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["docker hello-world"]["detail"] == "Hello from Docker!"
+    assert checks["docker-compose on PATH"]["ok"] and checks["conda on PATH"]["ok"]
+    with connect(good_vm.target(), load_identity(good_vm.identity), time.monotonic() + 60, print) as client:
+        groups = run(client, "id -nG", 30).stdout.split()
+        sudo_free = run(client, "docker info --format '{{.ServerVersion}}'", 60)
+        home = run(client, f"findmnt -n -o SOURCE --target ~; readlink -f {LOCAL_HOME_DISK_DEVICE}", 30)
+        # The student's work, which the next VM on this home disk must still have (see the bad-checksum test).
+        saved = run(client, f"echo {WORK!r} > ~/work-in-progress.txt && sync", 30)
+    assert "docker" in groups
+    assert sudo_free.ok, sudo_free.summary()
+    source, device = home.stdout.split()
+    assert source == device, f"the home directory is on {source}, not on the home disk {device}"
+    assert saved.ok, saved.summary()
+
+
+def test_local_ssh_is_pinned_and_works(good_vm: local_vm.LocalVm, e2e: E2e) -> None:
+    result = local_cli(e2e, "ssh", "--name", "e2e", "--", "whoami", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == good_vm.user
+    known = good_vm.known_hosts.read_text()
+    assert known == "".join(k.known_hosts_line("127.0.0.1", good_vm.ssh_port) + "\n" for k in good_vm.host_keys)
+    # Plain ssh through the entry `local up` wrote: pinned host key, no prompt.
+    config = Path(os.environ["HOME"]) / ".ssh" / "config"
+    plain = subprocess.run(
+        [require_tool("ssh"), "-F", str(config), "-o", "BatchMode=yes", good_vm.host_alias, "whoami"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.strip() == good_vm.user
+
+
+def test_rerunning_the_setup_succeeds_and_changes_nothing(good_vm: local_vm.LocalVm, e2e: E2e) -> None:
+    snapshot = (
+        "sha256sum ~/.bashrc ~/soft/docker-compose /etc/docker/daemon.json /etc/ssh/sshd_config.d/10-course-vm.conf "
+        "~/anaconda3/bin/conda; readlink ~/.docker/cli-plugins/docker-compose; id -nG; "
+        "systemctl is-enabled docker.service; stat -c '%U %a %n' ~/soft ~/soft/docker-compose ~/anaconda3"
+    )
+    with connect(good_vm.target(), load_identity(good_vm.identity), time.monotonic() + 60, print) as client:
+        before = run(client, snapshot, 60)
+        started = time.monotonic()
+        again = run(client, "sudo -n /usr/local/sbin/course-vm-setup", 600)
+        e2e.timings.append(("re-running the setup", time.monotonic() - started))
+        after = run(client, snapshot, 60)
+    assert again.ok, again.summary(30)
+    assert "[course-vm] DONE" in again.stdout
+    assert "already downloaded" in again.stdout and "Anaconda already installed" in again.stdout
+    assert before.ok and before.stdout == after.stdout
+
+
+def test_an_idle_vm_powers_itself_off(good_vm: local_vm.LocalVm, e2e: E2e) -> None:
+    # The last test of the good VM. Its timer runs every minute; with autoStopIdleMinutes=1 the VM
+    # powers off at the second run that finds no SSH connection and an idle CPU, and QEMU exits.
+    assert e2e.keep_alive is not None
+    with e2e.keep_alive as client:
+        timer = run(
+            client, "systemctl is-active course-vm-idle-stop.timer; systemctl is-enabled course-vm-idle-stop.timer", 30
+        )
+        journal = run(client, "sudo -n journalctl -u course-vm-idle-stop.service --no-pager -o cat | tail -n 3", 30)
+    assert timer.stdout.split() == ["active", "enabled"], timer.summary()
+    assert "in use: an SSH connection is open" in journal.stdout, journal.summary()
+    started = time.monotonic()
+    while good_vm.running() and time.monotonic() - started < 420:
+        time.sleep(1)
+    e2e.timings.append(("idle VM powers off (autoStopIdleMinutes=1)", time.monotonic() - started))
+    assert not good_vm.running(), "the VM was still running 7 minutes after its last SSH connection closed"
+    console = good_vm.console_log.read_text(errors="replace")
+    assert "[course-vm] idle for 1 minutes: powering off" in console
+
+
+def test_a_bad_checksum_stops_the_recipe_at_that_step_and_the_checker_says_so(
+    good_vm: local_vm.LocalVm, e2e: E2e
+) -> None:
+    # This VM also gets the good VM's home disk, as a GCE VM replaced for a new recipe would: the
+    # student's work must be there, and the disk not formatted again.
+    if good_vm.running():
+        local_vm.down(good_vm.name)  # it synced its disks; one VM at a time may use the home disk
+    settings = [s for s in e2e.settings if not s.startswith("dockerComposeSha256=")]
+    settings.append("dockerComposeSha256=" + "0" * 64)
+    try:
+        result, progress = local(
+            e2e,
+            "up",
+            "--name",
+            "e2e-bad",
+            "--image",
+            str(e2e.image.disk.parent),
+            "--home-disk",
+            str(e2e.home_disk),
+            "--json",
+            *(f"--set={s}" for s in settings),
+        )
+        e2e.timings.append(("local up with a bad checksum, in all", progress[-1][0]))
+        bad = local_vm.load("e2e-bad")
+        with connect(bad.target(), load_identity(bad.identity), time.monotonic() + 60, print) as client:
+            kept = run(client, "cat ~/work-in-progress.txt", 30)
+    finally:
+        local_vm.down("e2e-bad")
+    assert kept.stdout.strip() == WORK, f"the student's work did not survive the new VM: {kept.summary()}"
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    cloud_init = report["checks"][0]
+    assert cloud_init["name"] == "cloud-init" and not cloud_init["ok"]
+    assert "recipe step 'docker-compose' failed (exit 1): checksum mismatch" in cloud_init["detail"]
+    assert f"expected sha256 {'0' * 64}" in cloud_init["detail"]
+
+
+# The parts of the local VM that need no QEMU.
+
+
+def test_qemu_runs_the_guest_on_loopback_only_with_both_drives(tmp_path: Path) -> None:
+    image = Image(tmp_path / "disk.img", "raw", tmp_path / "vmlinuz", tmp_path / "initrd.img")
+    command = local_vm._qemu_command(image, tmp_path, "tcg", 2222, 4096, 2)
+    joined = " ".join(command)
+    assert "-accel tcg,thread=multi -cpu max -smp 2 -m 4096" in joined
+    assert "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22" in joined
+    assert f"file={tmp_path / 'disk.qcow2'},if=virtio,format=qcow2" in joined
+    assert f"file={tmp_path / 'seed.iso'},if=virtio,format=raw,readonly=on" in joined
+    assert f"-serial file:{tmp_path / 'console.log'}" in joined
+    assert command[-6:] == image.qemu_boot_args()
+    assert "-accel kvm -cpu host" in " ".join(local_vm._qemu_command(image, tmp_path, "kvm", 2222, 4096, 2))
+    assert "serial=" not in joined
+
+
+def test_a_home_disk_is_a_third_drive_the_guest_finds_by_its_serial(tmp_path: Path) -> None:
+    image = Image(tmp_path / "disk.img", "raw", tmp_path / "vmlinuz", tmp_path / "initrd.img")
+    home = tmp_path / "home.qcow2"
+    joined = " ".join(local_vm._qemu_command(image, tmp_path, "tcg", 2222, 4096, 2, home))
+    assert (
+        f"-drive file={home},if=none,id=home,format=qcow2 -device virtio-blk-pci,drive=home,serial=course-vm-home"
+        in (joined)
+    )
+    assert LOCAL_HOME_DISK_DEVICE == "/dev/disk/by-id/virtio-course-vm-home"
+
+
+def test_a_home_disk_image_is_created_once_and_then_kept(tmp_path: Path) -> None:
+    require_tool("qemu-img")
+    path = local_vm.ensure_home_disk(tmp_path / "homes" / "alice.qcow2", 10)
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(path)], capture_output=True,
+                                     text=True, check=True).stdout)  # fmt: skip
+    assert (info["format"], info["virtual-size"]) == ("qcow2", 10 << 30)
+    path.write_bytes(path.read_bytes() + b"the student's work")
+    before = path.read_bytes()
+    assert local_vm.ensure_home_disk(path, 20) == path
+    assert path.read_bytes() == before, "an existing home disk is never recreated"
+
+
+def test_a_vm_record_round_trips_and_pins_its_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    directory = local_vm.state_dir() / "one"
+    directory.mkdir(parents=True)
+    key = parse_host_key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet")
+    vm = local_vm.LocalVm("one", directory, os.getpid(), 2222, "student", tmp_path / "key", (key,), "tcg")
+    vm.save()
+    assert local_vm.load("one") == vm
+    assert local_vm.names() == ["one"]
+    assert vm.known_hosts.read_text() == f"[127.0.0.1]:2222 {key}\n"
+    assert vm.ssh_command()[-1] == "student@127.0.0.1"
+    assert "StrictHostKeyChecking=yes" in vm.ssh_command()
+    assert vm.running()
+
+
+def test_a_powered_off_vm_whose_qemu_is_not_reaped_yet_is_not_running() -> None:
+    qemu = subprocess.Popen(["true"])  # exits at once; not waited for, so it stays a zombie
+    try:
+        deadline = time.monotonic() + 10
+        while local_vm._alive(qemu.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not local_vm._alive(qemu.pid)
+        assert Path(f"/proc/{qemu.pid}").exists()  # still there, as a zombie
+    finally:
+        qemu.wait()
+    assert local_vm._alive(os.getpid())
+
+
+def test_unknown_vm_says_how_to_make_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    with pytest.raises(CourseVmError, match="local up --name nope"):
+        local_vm.load("nope")
+    assert local_vm.down("nope") is False

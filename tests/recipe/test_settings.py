@@ -1,0 +1,460 @@
+"""Settings: defaults, normalisation, and one exact message per kind of bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provisioner.errors import CourseVmError, SettingsError
+from provisioner.recipe import settings
+from provisioner.recipe.settings import (
+    ANACONDA_DEFAULT_SHA256,
+    DEFAULTS,
+    parse_settings,
+    settings_from_pulumi,
+    settings_from_stack_file,
+)
+
+GOOD = {"allowedSshCidrs": ["203.0.113.7/32"]}
+PROJECT, ZONE = "course-project-1", "europe-west1-b"
+
+
+def problems(raw: dict[str, object], project: object = PROJECT, zone: object = ZONE) -> list[str]:
+    with pytest.raises(SettingsError) as raised:
+        parse_settings({**GOOD, **raw}, project, zone)
+    return list(raised.value.problems)
+
+
+def test_defaults_are_the_course_setup() -> None:
+    s = parse_settings(GOOD, PROJECT, ZONE)
+    assert (s.machine_type, s.disk_size_gb, s.username) == ("e2-standard-4", 30, "student")
+    assert s.image == "ubuntu-os-cloud/ubuntu-2404-lts-amd64"
+    assert s.ssh_key_path == Path("~/.ssh/course-vm").expanduser()
+    assert s.allowed_ssh_cidrs == ("203.0.113.7/32",)
+    assert s.verify is True
+    assert s.region == "europe-west1"
+    assert s.anaconda.url == "https://repo.anaconda.com/archive/Anaconda3-2022.05-Linux-x86_64.sh"
+    assert s.anaconda.sha256 == ANACONDA_DEFAULT_SHA256
+    assert s.docker_compose.version == "v2.6.1"
+    assert s.docker_compose.url == (
+        "https://github.com/docker/compose/releases/download/v2.6.1/docker-compose-linux-x86_64"
+    )
+
+
+def test_values_as_pulumi_config_strings_are_typed() -> None:
+    s = parse_settings(
+        {"diskSizeGb": "45", "verify": "false", "allowedSshCidrs": '["198.51.100.0/24", "203.0.113.9"]'},
+        PROJECT,
+        ZONE,
+    )
+    assert s.disk_size_gb == 45
+    assert s.verify is False
+    assert s.allowed_ssh_cidrs == ("198.51.100.0/24", "203.0.113.9/32")
+
+
+def test_new_release_with_its_checksum() -> None:
+    s = parse_settings(
+        {
+            **GOOD,
+            "dockerComposeVersion": "2.20.0",
+            "dockerComposeSha256": "AB" * 32,
+            "anacondaVersion": "2023.03-1",
+            "anacondaSha256": "c" * 64,
+        },
+        PROJECT,
+        ZONE,
+    )
+    assert s.docker_compose.version == "v2.20.0"
+    assert s.docker_compose.sha256 == "ab" * 32
+    assert s.docker_compose.url.endswith("/download/v2.20.0/docker-compose-linux-x86_64")
+    assert s.anaconda.url.endswith("/Anaconda3-2023.03-1-Linux-x86_64.sh")
+
+
+def test_ssh_open_to_internet_is_allowed_but_flagged() -> None:
+    s = parse_settings({"allowedSshCidrs": ["0.0.0.0/0"]}, PROJECT, ZONE)
+    assert s.ssh_open_to_internet
+    assert not parse_settings(GOOD, PROJECT, ZONE).ssh_open_to_internet
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"username": "root"},
+            "username: got 'root', but that name belongs to the system or grants extra rights. "
+            "Fix: pulumi config set username student",
+        ),
+        (
+            {"username": "Bob"},
+            "username: got 'Bob', but a Linux login is 1-32 of a-z, 0-9, _ and -, starting with a letter or _. "
+            "Fix: pulumi config set username student",
+        ),
+        (
+            {"username": "eve\n  - name: root"},
+            "username: got 'eve\\n  - name: root', but a Linux login is 1-32 of a-z, 0-9, _ and -, starting "
+            "with a letter or _. Fix: pulumi config set username student",
+        ),
+        (
+            {"username": "$(reboot)"},
+            "username: got '$(reboot)', but a Linux login is 1-32 of a-z, 0-9, _ and -, starting with a letter "
+            "or _. Fix: pulumi config set username student",
+        ),
+        (
+            {"diskSizeGb": "10"},
+            "diskSizeGb: got '10', but the disk must be a whole number of GB from 20 to 65536 (Ubuntu needs "
+            "10 GB, Anaconda and Docker about 8 GB more). Fix: pulumi config set diskSizeGb 30",
+        ),
+        (
+            {"diskSizeGb": "thirty"},
+            "diskSizeGb: got 'thirty', but the disk must be a whole number of GB from 20 to 65536 (Ubuntu needs "
+            "10 GB, Anaconda and Docker about 8 GB more). Fix: pulumi config set diskSizeGb 30",
+        ),
+        (
+            {"machineType": "e2-micro"},
+            "machineType: got 'e2-micro', but it has too little memory for Anaconda and Docker (sshd gets killed "
+            "when memory runs out). Fix: pulumi config set machineType e2-standard-4",
+        ),
+        (
+            {"machineType": "e2-standard-4; rm -rf /"},
+            "machineType: got 'e2-standard-4; rm -rf /', but it is not a GCE machine type name. "
+            "Fix: pulumi config set machineType e2-standard-4",
+        ),
+        (
+            {"image": "ubuntu"},
+            "image: got 'ubuntu', but it is not PROJECT/FAMILY or projects/P/global/images/NAME. "
+            "Fix: pulumi config set image ubuntu-os-cloud/ubuntu-2404-lts-amd64",
+        ),
+        (
+            {"sshKeyPath": "~/.ssh/id_ed25519.pub"},
+            "sshKeyPath: got '~/.ssh/id_ed25519.pub', but it names a public key; the setting is the private key. "
+            "Fix: pulumi config set sshKeyPath ~/.ssh/id_ed25519",
+        ),
+        (
+            {"sshKeyPath": '~/.ssh/key"; x'},
+            "sshKeyPath: got '~/.ssh/key\"; x', but the path may hold only letters, digits, spaces and ._/~@+-. "
+            "Fix: pulumi config set sshKeyPath ~/.ssh/course-vm",
+        ),
+        (
+            {"allowedSshCidrs": []},
+            "allowedSshCidrs: got [], but the firewall would let nobody reach SSH. Fix: allow your own address: "
+            "pulumi config set --path 'allowedSshCidrs[0]' YOUR.PUBLIC.IP/32 (0.0.0.0/0 allows the whole "
+            "internet)",
+        ),
+        (
+            {"allowedSshCidrs": "203.0.113.7/32"},
+            "allowedSshCidrs: got '203.0.113.7/32', but it must be a list of IPv4 ranges. "
+            "Fix: pulumi config set --path 'allowedSshCidrs[0]' 203.0.113.7/32 (one index per range)",
+        ),
+        (
+            {"allowedSshCidrs": ["203.0.113.7/33"]},
+            "allowedSshCidrs[0]: got '203.0.113.7/33', but it is not an IPv4 range like 203.0.113.7/32. "
+            "Fix: pulumi config set --path 'allowedSshCidrs[0]' 203.0.113.7/32",
+        ),
+        (
+            {"allowedSshCidrs": ["203.0.113.7/32", "203.0.113.7/24"]},
+            "allowedSshCidrs[1]: got '203.0.113.7/24', but it has host bits set (the range is 203.0.113.0/24). "
+            "Fix: pulumi config set --path 'allowedSshCidrs[1]' 203.0.113.0/24",
+        ),
+        (
+            {"allowedSshCidrs": ["2001:db8::/32"]},
+            "allowedSshCidrs[0]: got '2001:db8::/32', but it is not an IPv4 range like 203.0.113.7/32. "
+            "Fix: pulumi config set --path 'allowedSshCidrs[0]' 203.0.113.7/32",
+        ),
+        ({"verify": "yes"}, "verify: got 'yes', but it must be true or false. Fix: pulumi config set verify true"),
+        ({"spot": "cheap"}, "spot: got 'cheap', but it must be true or false. Fix: pulumi config set spot false"),
+        (
+            {"verifyTimeoutSeconds": "30"},
+            "verifyTimeoutSeconds: got '30', but it must be a whole number of seconds from 60 to 7200 (the setup "
+            "alone takes minutes). Fix: pulumi config set verifyTimeoutSeconds 1800",
+        ),
+        (
+            {"autoStopIdleMinutes": "-5"},
+            "autoStopIdleMinutes: got '-5', but it must be a whole number of minutes from 1 to 10080, or 0 to "
+            "never stop. Fix: pulumi config set autoStopIdleMinutes 60",
+        ),
+        (
+            {"autoStopIdleMinutes": 20000},
+            "autoStopIdleMinutes: got 20000, but it must be a whole number of minutes from 1 to 10080, or 0 to "
+            "never stop. Fix: pulumi config set autoStopIdleMinutes 60",
+        ),
+        (
+            {"homeDiskSizeGb": "5"},
+            "homeDiskSizeGb: got '5', but it must be a whole number of GB from 10 to 65536, or 0 for no home disk. "
+            "Fix: pulumi config set homeDiskSizeGb 20",
+        ),
+        (
+            {"nightlyStopTime": "10pm"},
+            "nightlyStopTime: got '10pm', but it must be a time of day as HH:MM (24-hour clock), or empty for no "
+            "schedule. Fix: pulumi config set nightlyStopTime 22:00",
+        ),
+        (
+            {"nightlyStopTime": "24:00"},
+            "nightlyStopTime: got '24:00', but it must be a time of day as HH:MM (24-hour clock), or empty for no "
+            "schedule. Fix: pulumi config set nightlyStopTime 22:00",
+        ),
+        (
+            {"timeZone": "Mars/Olympus"},
+            "timeZone: got 'Mars/Olympus', but it is not an IANA time zone name. "
+            "Fix: pulumi config set timeZone Europe/Berlin (`timedatectl list-timezones` lists them)",
+        ),
+        (
+            {"timeZone": "../../etc/passwd"},
+            "timeZone: got '../../etc/passwd', but it is not an IANA time zone name. "
+            "Fix: pulumi config set timeZone Europe/Berlin (`timedatectl list-timezones` lists them)",
+        ),
+        (
+            {"anacondaSha256": "not-hex"},
+            "anacondaSha256: got 'not-hex', but a sha256 is 64 hexadecimal characters. "
+            "Fix: pulumi config set anacondaSha256 the sha256 of the Anaconda installer (`sha256sum FILE`)",
+        ),
+        (
+            {"dockerComposeSha256": "g" * 64},
+            f"dockerComposeSha256: got '{'g' * 64}', but a sha256 is 64 hexadecimal characters. "
+            "Fix: pulumi config set dockerComposeSha256 the sha256 of docker-compose (`sha256sum FILE`)",
+        ),
+        (
+            {"anacondaVersion": "2023.03"},
+            "anacondaVersion: got '2023.03', but the default anacondaSha256 only matches version 2022.05. "
+            "Fix: also set the new release's checksum: pulumi config set anacondaSha256 SHA256",
+        ),
+        (
+            {"dockerComposeVersion": "latest"},
+            "dockerComposeVersion: got 'latest', but it is not a release version. "
+            "Fix: pulumi config set dockerComposeVersion v2.6.1",
+        ),
+        (
+            {"anacondaUrl": "http://repo.anaconda.com/archive/x.sh"},
+            "anacondaUrl: got 'http://repo.anaconda.com/archive/x.sh', but the URL must be https:// with no "
+            "quotes, spaces, query or shell characters. "
+            "Fix: pulumi config set anacondaUrl https://repo.anaconda.com/archive/Anaconda3-{version}-Linux-x86_64.sh",
+        ),
+        (
+            {"dockerComposeUrl": "https://example.com/compose';reboot;'"},
+            "dockerComposeUrl: got \"https://example.com/compose';reboot;'\", but the URL must be https:// with no "
+            "quotes, spaces, query or shell characters. Fix: pulumi config set dockerComposeUrl "
+            "https://github.com/docker/compose/releases/download/{version}/docker-compose-linux-x86_64",
+        ),
+        (
+            {"machinetype": "e2-standard-8"},
+            "machinetype: got 'e2-standard-8', but course-vm has no such setting. Fix: remove it (pulumi config rm "
+            "machinetype); known keys: " + ", ".join(DEFAULTS),
+        ),
+    ],
+)
+def test_bad_value_message(raw: dict[str, object], message: str) -> None:
+    assert problems(raw) == [message]
+
+
+@pytest.mark.parametrize(
+    ("project", "zone", "expected"),
+    [
+        (
+            None,
+            ZONE,
+            [
+                "gcp:project: not set. Fix: pulumi config set gcp:project YOUR-PROJECT-ID "
+                "(`gcloud projects list` shows yours)"
+            ],
+        ),
+        (PROJECT, None, ["gcp:zone: not set. Fix: pulumi config set gcp:zone europe-west1-b (a zone near you)"]),
+        (
+            "My Project",
+            ZONE,
+            [
+                "gcp:project: got 'My Project', but it is not a GCP project ID. "
+                "Fix: pulumi config set gcp:project YOUR-PROJECT-ID"
+            ],
+        ),
+        (
+            PROJECT,
+            "europe-west1",
+            [
+                "gcp:zone: got 'europe-west1', but it is not a GCE zone like europe-west1-b. "
+                "Fix: pulumi config set gcp:zone europe-west1-b"
+            ],
+        ),
+    ],
+)
+def test_gcp_location_messages(project: object, zone: object, expected: list[str]) -> None:
+    assert problems({}, project, zone) == expected
+
+
+def test_every_problem_is_reported_together() -> None:
+    with pytest.raises(SettingsError) as raised:
+        parse_settings({"username": "root", "diskSizeGb": 5, "allowedSshCidrs": ["x"], "verify": "maybe"}, None, None)
+    keys = [line.split(":")[0] for line in raised.value.problems]
+    assert keys == ["gcp", "gcp", "diskSizeGb", "username", "allowedSshCidrs[0]", "verify"]
+    text = str(raised.value)
+    assert text.startswith("course-vm settings: 6 problems, nothing was created:\n  - gcp:project: not set.")
+
+
+def test_settings_from_pulumi_uses_provider_environment_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOOGLE_PROJECT", "env-project-1")
+    monkeypatch.setenv("CLOUDSDK_COMPUTE_ZONE", "us-east1-c")
+    config = {"allowedSshCidrs": '["203.0.113.7/32"]'}
+    unset: dict[str, str] = {}
+    s = settings_from_pulumi(config.get, unset.get)
+    assert (s.project, s.zone, s.region) == ("env-project-1", "us-east1-c", "us-east1")
+    s = settings_from_pulumi(config.get, {"project": "cfg-project-1", "zone": "asia-east1-a"}.get)
+    assert (s.project, s.zone) == ("cfg-project-1", "asia-east1-a")
+
+
+def test_settings_from_stack_file(tmp_path: Path) -> None:
+    stack = tmp_path / "Pulumi.dev.yaml"
+    stack.write_text(
+        "config:\n  gcp:project: course-project-1\n  gcp:zone: europe-west1-b\n"
+        "  course-vm:diskSizeGb: 50\n  course-vm:allowedSshCidrs:\n    - 203.0.113.7/32\n"
+        "  aws:region: us-east-1\n"
+    )
+    s = settings_from_stack_file(stack)
+    assert (s.project, s.disk_size_gb, s.allowed_ssh_cidrs) == ("course-project-1", 50, ("203.0.113.7/32",))
+
+
+def test_stack_file_with_encrypted_setting_is_refused(tmp_path: Path) -> None:
+    stack = tmp_path / "Pulumi.dev.yaml"
+    stack.write_text("config:\n  course-vm:username:\n    secure: AAABAxyz\n")
+    with pytest.raises(CourseVmError, match="username encrypted, but course-vm settings are not secrets"):
+        settings_from_stack_file(stack)
+
+
+def test_missing_stack_file_says_how_to_create_it(tmp_path: Path) -> None:
+    with pytest.raises(CourseVmError, match="Fix: `pulumi stack init dev`"):
+        settings_from_stack_file(tmp_path / "Pulumi.dev.yaml")
+
+
+def test_artifact_mirror_serves_both_files_by_name_and_may_be_http() -> None:
+    s = parse_settings({**GOOD, "artifactMirrorUrl": "http://10.0.2.2:8000/files/"}, PROJECT, ZONE)
+    assert s.anaconda.url == "http://10.0.2.2:8000/files/Anaconda3-2022.05-Linux-x86_64.sh"
+    assert s.docker_compose.url == "http://10.0.2.2:8000/files/docker-compose-linux-x86_64"
+    assert s.anaconda.sha256 == ANACONDA_DEFAULT_SHA256
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "why"),
+    [
+        (
+            "artifactMirrorUrl",
+            "ftp://mirror/x",
+            "a mirror is an http:// or https:// URL with no quotes, spaces, query or shell characters",
+        ),
+        (
+            "artifactMirrorUrl",
+            "http://mirror/$(id)",
+            "a mirror is an http:// or https:// URL with no quotes, spaces, query or shell characters",
+        ),
+        (
+            "dockerRegistryMirror",
+            "10.0.2.2:5000",
+            "a registry mirror is an http:// or https:// URL like http://10.0.2.2:5000",
+        ),
+    ],
+)
+def test_bad_mirrors(key: str, value: str, why: str) -> None:
+    assert problems({key: value}) == [
+        f"{key}: got {value!r}, but {why}. Fix: pulumi config set {key} http://10.0.2.2:"
+        + ("8000" if key == "artifactMirrorUrl" else "5000")
+    ]
+
+
+def test_a_local_vm_needs_no_gcp_settings() -> None:
+    s = parse_settings({"dockerRegistryMirror": "http://10.0.2.2:5000/"}, None, None, for_gcp=False)
+    assert (s.project, s.zone, s.allowed_ssh_cidrs) == ("", "", ())
+    assert s.docker_registry_mirror == "http://10.0.2.2:5000"
+
+
+# A class: the roster, from `students` or a CSV file.
+
+NAME_RULE = (
+    "a student name is 1-32 of a-z, 0-9 and -, starting with a letter and not ending with - "
+    "(it becomes their login and part of the VM's name)"
+)
+
+
+def test_no_roster_is_one_vm_for_username() -> None:
+    s = parse_settings({**GOOD, "username": "maria"}, PROJECT, ZONE)
+    assert s.students == ()
+    [seat] = s.seats
+    assert (seat.name, seat.username, seat.ssh_key_path) == ("", "maria", s.ssh_key_path)
+
+
+def test_a_listed_class_gets_one_seat_and_key_per_student() -> None:
+    s = parse_settings({**GOOD, "students": '["alice", "bob-2"]', "sshKeyPath": "/keys/course"}, PROJECT, ZONE)
+    assert s.students == ("alice", "bob-2")
+    assert [(seat.name, seat.username, seat.ssh_key_path) for seat in s.seats] == [
+        ("alice", "alice", Path("/keys/course-alice")),
+        ("bob-2", "bob-2", Path("/keys/course-bob-2")),
+    ]
+
+
+def test_a_roster_csv_gives_the_names_in_its_order(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    # As spreadsheets export it: a byte-order mark, CRLF, extra columns, a blank line, padded cells.
+    roster.write_bytes(b"\xef\xbb\xbfEmail,Name,Group\r\nc@x.org, carol ,A\r\n\r\na@x.org,alice,B\r\n")
+    s = parse_settings({**GOOD, "studentsCsv": str(roster)}, PROJECT, ZONE)
+    assert s.students == ("carol", "alice")
+
+
+def test_a_relative_roster_path_is_relative_to_the_project(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "roster.csv").write_text("name\nalice\n")
+    monkeypatch.setattr(settings, "PROJECT_DIR", tmp_path)
+    assert parse_settings({**GOOD, "studentsCsv": "roster.csv"}, PROJECT, ZONE).students == ("alice",)
+
+
+def test_every_bad_roster_entry_is_reported_at_once() -> None:
+    assert problems({"students": ["alice", "Bob Smith", "root", "alice", "x_y", "dave-"]}) == [
+        f"students[1]: got 'Bob Smith', but {NAME_RULE}. Fix: pulumi config set --path 'students[1]' alice",
+        "students[2]: got 'root', but that name belongs to the system or grants extra rights. "
+        "Fix: pulumi config set --path 'students[2]' alice",
+        "students[3]: got 'alice', but that name is listed twice, and each student gets one VM. "
+        "Fix: pulumi config set --path 'students[3]' alice",
+        f"students[4]: got 'x_y', but {NAME_RULE}. Fix: pulumi config set --path 'students[4]' alice",
+        f"students[5]: got 'dave-', but {NAME_RULE}. Fix: pulumi config set --path 'students[5]' alice",
+    ]
+
+
+def test_bad_csv_lines_are_reported_with_their_line_numbers(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_text("name,email\nalice,a@x.org\nAlice Smith,b@x.org\n,c@x.org\nalice,d@x.org\n")
+    where = f"studentsCsv {roster}"
+    fix = f"Fix: correct that line of {roster}"
+    assert problems({"studentsCsv": str(roster)}) == [
+        f"{where} line 3: got 'Alice Smith', but {NAME_RULE}. {fix}",
+        f"{where} line 4: got '', but {NAME_RULE}. {fix}",
+        f"{where} line 5: got 'alice', but that name is listed twice, and each student gets one VM. {fix}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ("email\na@x.org\n", "it has no `name` column"),
+        ("", "it lists no students"),
+        ("name,email\n\n,\n", "it lists no students"),
+        (None, "it cannot be read (No such file or directory)"),
+    ],
+)
+def test_an_unusable_roster_file_says_what_it_must_hold(tmp_path: Path, content: str | None, why: str) -> None:
+    roster = tmp_path / "roster.csv"
+    if content is not None:
+        roster.write_text(content)
+    [message] = problems({"studentsCsv": str(roster)})
+    assert message.startswith(f"studentsCsv: got '{roster}', but {why}. Fix: ")
+
+
+def test_one_roster_only() -> None:
+    assert problems({"students": ["alice"], "studentsCsv": "roster.csv"}) == [
+        "studentsCsv: got 'roster.csv', but students is set too, and a class has one roster. "
+        "Fix: keep one: pulumi config rm students, or pulumi config rm studentsCsv"
+    ]
+
+
+def test_a_roster_too_big_for_one_stack_names_its_key(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_text("name\n" + "".join(f"s{i}\n" for i in range(201)))
+    assert problems({"studentsCsv": str(roster)}) == [
+        "studentsCsv: got '201 names', but one stack holds at most 200 VMs. Fix: split the class"
+    ]
+    assert problems({"students": [f"s{i}" for i in range(201)]}) == [
+        "students: got '201 names', but one stack holds at most 200 VMs. Fix: split the class"
+    ]

@@ -1,0 +1,283 @@
+"""Rendering the recipe: schema-valid documents, and no value can change their structure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from provisioner.recipe.settings import Artifact, parse_settings
+from provisioner.recipe.user_data import (
+    GCE_HOME_DISK_DEVICE,
+    IDLE_STOP_PATH,
+    IDLE_STOP_TIMER,
+    SETUP_SCRIPT_PATH,
+    RecipeError,
+    recipe_hash,
+    render_setup_script,
+    render_user_data,
+    user_data_for,
+)
+from tests.conftest import require_tool, validate_cloud_config
+
+DEFAULTS = parse_settings({"allowedSshCidrs": ["203.0.113.7/32"]}, "course-project-1", "europe-west1-b")
+RSA_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABgQC7" + "x" * 40
+SETTING_LINES = (
+    "COURSE_USER",
+    "ANACONDA_VERSION",
+    "ANACONDA_URL",
+    "ANACONDA_SHA256",
+    "COMPOSE_VERSION",
+    "COMPOSE_URL",
+    "COMPOSE_SHA256",
+    "HOME_DISK_DEVICE",
+)
+
+
+def render(
+    username: str = "student",
+    public_key: str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u",
+    anaconda: Artifact = DEFAULTS.anaconda,
+    compose: Artifact = DEFAULTS.docker_compose,
+    idle_minutes: int = 0,
+    home_disk: str = "",
+) -> str:
+    return render_user_data(
+        username=username,
+        ssh_public_key=public_key,
+        anaconda=anaconda,
+        docker_compose=compose,
+        auto_stop_idle_minutes=idle_minutes,
+        home_disk_device=home_disk,
+    )
+
+
+def setup_script(document: str) -> str:
+    files = {f["path"]: f["content"] for f in yaml.safe_load(document)["write_files"]}
+    return str(files[SETUP_SCRIPT_PATH])
+
+
+def shell_values(script: str) -> dict[str, str]:
+    """Let bash parse the whole script, then print the settings it holds instead of running `main`."""
+    body, last = script.rstrip("\n").rsplit("\n", 1)
+    assert last == 'main "$@"'
+    printer = "".join(f'printf "%s\\0" "${name}";' for name in SETTING_LINES)
+    out = subprocess.run(
+        [require_tool("bash"), "-c", body + "\n" + printer], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(zip(SETTING_LINES, out.split("\0")[:-1], strict=True))
+
+
+VARIANTS = {
+    "defaults": {},
+    "other user and rsa key": {"username": "alice_2", "public_key": RSA_KEY},
+    "new releases": {
+        "anaconda": Artifact(
+            "the Anaconda installer",
+            "2024.02-1",
+            "https://repo.anaconda.com/archive/Anaconda3-2024.02-1-Linux-x86_64.sh",
+            "c" * 64,
+        ),
+        "compose": Artifact("docker-compose", "v2.27.0", "https://mirror.example.org/compose/v2.27.0/dc", "d" * 64),
+    },
+    "idle stop": {"idle_minutes": 45},
+    "home disk": {"home_disk": GCE_HOME_DISK_DEVICE},
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_is_valid_cloud_config(variant: str, tmp_path: Path) -> None:
+    validate_cloud_config(render(**VARIANTS[variant]), tmp_path)  # type: ignore[arg-type]
+
+
+def test_document_holds_the_hardening_the_user_and_the_setup() -> None:
+    document = yaml.safe_load(render())
+    assert document["ssh_pwauth"] is False
+    assert document["disable_root"] is True
+    [user] = document["users"]
+    assert user["name"] == "student"
+    assert user["lock_passwd"] is True
+    assert user["ssh_authorized_keys"] == ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u"]
+    files = {f["path"]: f for f in document["write_files"]}
+    sshd = files["/etc/ssh/sshd_config.d/10-course-vm.conf"]["content"]
+    assert "PasswordAuthentication no\n" in sshd
+    assert "PermitRootLogin no\n" in sshd
+    assert files[SETUP_SCRIPT_PATH]["permissions"] == "0755"
+    assert document["runcmd"] == [[SETUP_SCRIPT_PATH]]
+
+
+def test_the_defaults_arm_the_idle_stop_timer_before_the_setup() -> None:
+    document = yaml.safe_load(user_data_for(DEFAULTS, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u"))
+    assert DEFAULTS.auto_stop_idle_minutes == 60
+    assert document["runcmd"] == [["systemctl", "enable", "--now", IDLE_STOP_TIMER], [SETUP_SCRIPT_PATH]]
+    files = {f["path"]: f for f in document["write_files"]}
+    assert "IDLE_MINUTES=60\n" in files[IDLE_STOP_PATH]["content"]
+    assert files[IDLE_STOP_PATH]["permissions"] == "0755"
+    timer = files[f"/etc/systemd/system/{IDLE_STOP_TIMER}"]["content"]
+    assert "OnUnitActiveSec=1min\n" in timer and "WantedBy=timers.target\n" in timer
+    service = files["/etc/systemd/system/course-vm-idle-stop.service"]["content"]
+    assert f"ExecStart={IDLE_STOP_PATH}\n" in service
+
+
+def test_zero_idle_minutes_installs_no_timer() -> None:
+    document = yaml.safe_load(render(idle_minutes=0))
+    assert document["runcmd"] == [[SETUP_SCRIPT_PATH]]
+    assert not any("idle-stop" in f["path"] for f in document["write_files"])
+
+
+def test_a_home_disk_is_mounted_on_home_before_the_user_exists() -> None:
+    document = yaml.safe_load(render(home_disk=GCE_HOME_DISK_DEVICE))
+    assert document["mounts"] == [
+        [GCE_HOME_DISK_DEVICE, "/home", "ext4", "defaults,nofail,x-systemd.device-timeout=30s", "0", "2"]
+    ]
+    [format_home] = document["bootcmd"]
+    assert format_home[:2] == ["sh", "-c"] and format_home[-1] == GCE_HOME_DISK_DEVICE
+    assert shell_values(setup_script(render(home_disk=GCE_HOME_DISK_DEVICE)))["HOME_DISK_DEVICE"] == (
+        GCE_HOME_DISK_DEVICE
+    )
+    assert "bootcmd" not in yaml.safe_load(render()) and "mounts" not in yaml.safe_load(render())
+
+
+@pytest.mark.integration
+def test_the_home_disk_is_formatted_only_when_it_holds_nothing(tmp_path: Path) -> None:
+    # The real blkid and mkfs.ext4 on disk images: a new disk is formatted, a used one never.
+    [format_home] = yaml.safe_load(render(home_disk=GCE_HOME_DISK_DEVICE))["bootcmd"]
+    blkid = require_tool("blkid")
+    require_tool("mkfs.ext4")
+
+    def boot(disk: Path) -> None:
+        subprocess.run([*format_home[:-1], str(disk)], check=True, capture_output=True, timeout=60)
+
+    def probe(disk: Path) -> str:
+        return subprocess.run([blkid, "-p", str(disk)], capture_output=True, text=True, check=False).stdout
+
+    new = tmp_path / "new.img"
+    new.write_bytes(bytes(32 << 20))
+    boot(new)
+    first = probe(new)
+    assert 'LABEL="course-home"' in first and 'TYPE="ext4"' in first
+    boot(new)
+    assert probe(new) == first, "the second boot must keep the filesystem (same UUID)"
+
+    partitioned = tmp_path / "partitioned.img"
+    table = bytearray(32 << 20)
+    table[446 + 4] = 0x83  # one Linux partition entry, and the MBR signature
+    table[446 + 8 : 446 + 16] = (2048).to_bytes(4, "little") + (4096).to_bytes(4, "little")
+    table[510:512] = b"\x55\xaa"
+    partitioned.write_bytes(bytes(table))
+    boot(partitioned)
+    assert "PTTYPE" in probe(partitioned) and "ext4" not in probe(partitioned)
+
+
+def test_setup_script_carries_each_setting_exactly() -> None:
+    values = shell_values(setup_script(render(**VARIANTS["new releases"])))  # type: ignore[arg-type]
+    assert values == {
+        "COURSE_USER": "student",
+        "ANACONDA_VERSION": "2024.02-1",
+        "ANACONDA_URL": "https://repo.anaconda.com/archive/Anaconda3-2024.02-1-Linux-x86_64.sh",
+        "ANACONDA_SHA256": "c" * 64,
+        "COMPOSE_VERSION": "v2.27.0",
+        "COMPOSE_URL": "https://mirror.example.org/compose/v2.27.0/dc",
+        "COMPOSE_SHA256": "d" * 64,
+        "HOME_DISK_DEVICE": "",
+    }
+
+
+HOSTILE = [
+    "x'; reboot; echo '",
+    "$(reboot)",
+    "`reboot`",
+    '"\n- evil: true\nruncmd: [[reboot]]\n',
+    "a: b\n  c: d",
+    "\n      injected line at the script's indentation\n",
+    "|\n  literal",
+    "{flow: map} [list] &anchor *alias !!python/object:os.system # comment",
+    "back\\slash and \\n and tab\t",
+    "--- \n...\n",
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_value_cannot_change_yaml_or_shell_structure(value: str, tmp_path: Path) -> None:
+    # Settings validation refuses all of these; the renderer must hold even without it.
+    hostile = Artifact("x", value, value, value)
+    document_text = render(username=value, public_key=value, anaconda=hostile, compose=hostile, home_disk=value)
+    document = yaml.safe_load(document_text)
+    assert set(document) == {"ssh_pwauth", "disable_root", "users", "write_files", "runcmd", "bootcmd", "mounts"}
+    assert document["runcmd"] == [[SETUP_SCRIPT_PATH]]
+    assert document["bootcmd"][0][-1] == value and document["mounts"][0][0] == value
+    assert [f["path"] for f in document["write_files"]] == [
+        "/etc/ssh/sshd_config.d/10-course-vm.conf",
+        SETUP_SCRIPT_PATH,
+    ]
+    [user] = document["users"]
+    assert user["name"] == value
+    assert user["ssh_authorized_keys"] == [value]
+    script = setup_script(document_text)
+    assert script == render_setup_script(
+        username=value, anaconda=hostile, docker_compose=hostile, home_disk_device=value
+    )
+    assert set(shell_values(script).values()) == {value}
+    validate_cloud_config(document_text, tmp_path)
+
+
+@pytest.mark.parametrize("value", ["nul\x00byte", "carriage\rreturn", "next\x85line", "line\u2028separator"])
+def test_value_yaml_cannot_carry_is_refused_not_altered(value: str) -> None:
+    with pytest.raises(RecipeError):
+        render(anaconda=Artifact("x", "1", value, "e" * 64))
+
+
+def test_oversized_user_data_is_refused() -> None:
+    with pytest.raises(RecipeError, match="GCE accepts at most 262144"):
+        render(public_key="ssh-ed25519 " + "A" * 300_000)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("path", [SETUP_SCRIPT_PATH, IDLE_STOP_PATH])
+def test_scripts_are_clean_bash(path: str, tmp_path: Path) -> None:
+    files = {f["path"]: f["content"] for f in yaml.safe_load(render(idle_minutes=60))["write_files"]}
+    script = tmp_path / Path(path).name
+    script.write_text(files[path])
+    subprocess.run([require_tool("bash"), "-n", str(script)], check=True)
+    result = subprocess.run(
+        [require_tool("shellcheck"), "--severity=warning", str(script)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_recipe_hash_follows_the_document() -> None:
+    assert recipe_hash(render()) == recipe_hash(render())
+    assert recipe_hash(render()) != recipe_hash(render(username="alice"))
+    assert len(recipe_hash(render())) == 12
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("mirror", "expected"),
+    [
+        (
+            "http://10.0.2.2:5000",
+            {"registry-mirrors": ["http://10.0.2.2:5000"], "insecure-registries": ["10.0.2.2:5000"]},
+        ),
+        ("https://mirror.example.org", {"registry-mirrors": ["https://mirror.example.org"]}),
+    ],
+)
+def test_registry_mirror_configures_docker_before_it_is_installed(
+    mirror: str, expected: dict[str, list[str]], tmp_path: Path
+) -> None:
+    text = render_user_data(
+        username="student",
+        ssh_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u",
+        anaconda=DEFAULTS.anaconda,
+        docker_compose=DEFAULTS.docker_compose,
+        docker_registry_mirror=mirror,
+    )
+    validate_cloud_config(text, tmp_path)
+    files = {f["path"]: f for f in yaml.safe_load(text)["write_files"]}
+    assert json.loads(files["/etc/docker/daemon.json"]["content"]) == expected
+    assert "/etc/docker/daemon.json" not in render()

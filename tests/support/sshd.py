@@ -1,0 +1,183 @@
+"""A real OpenSSH server on loopback for the checker's tests, with a throwaway host key and user.
+
+The server is Debian's real sshd. What the VM would run behind it is stood in for by small
+scripts on the session's PATH (`docker`, `cloud-init`, `systemctl`, `sudo`), steered by files in
+`state/`, and by `docker-compose` and `conda` stand-ins that only an interactive bash finds, through
+the test user's ~/.bashrc, as on the VM. The real ones run in the local-VM end-to-end test.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from provisioner.access.host_keys import HostKey, parse_host_key
+from provisioner.local.vm import free_loopback_port
+from tests.conftest import require_tool
+
+HELLO = "Hello from Docker!\nThis message shows that your installation appears to be working correctly.\n"
+
+STUBS = {
+    # Stand-in for docker: `state/docker` says how `docker run` behaves.
+    "docker": r"""
+mode=$(cat "$STATE/docker" 2>/dev/null || echo ok)
+case $mode in
+  ok) printf '%s' "$HELLO" ;;
+  denied) echo 'docker: permission denied while trying to connect to the Docker daemon socket' >&2; exit 126 ;;
+  drop) # kill this session's sshd process: the connection drops mid-check
+    p=$PPID
+    while [ "$(cat /proc/$p/comm)" != sshd ]; do p=$(awk '{print $4}' /proc/$p/stat); done
+    kill -9 "$p" ;;
+esac
+""",
+    # Stand-in for cloud-init: prints state/cloud-init.json; state/result.json stands in for
+    # /run/cloud-init/result.json (all stages over).
+    "cloud-init": r"""
+if [ "$2" = --help ]; then echo 'usage: cloud-init status [--format {json,tabular,yaml}] [-l] [-w]'; exit 0; fi
+# state/cloud-init.txt: a release older than 22.1, which knows no --format and prints text.
+if [ -e "$STATE/cloud-init.txt" ]; then
+  case "$*" in *--format*) echo 'cloud-init: error: unrecognized arguments: --format' >&2; exit 2;; esac
+  cat "$STATE/cloud-init.txt"
+else
+  cat "$STATE/cloud-init.json"
+fi
+exit "$(cat "$STATE/cloud-init.rc" 2>/dev/null || echo 0)"
+""",
+    "systemctl": 'echo "$(cat "$STATE/docker-enabled" 2>/dev/null || echo enabled)"',
+    # Stand-in for sudo reading the output log: prints state/output.log.
+    "sudo": 'cat "$STATE/output.log" 2>/dev/null',
+}
+
+
+@dataclass
+class Sshd:
+    """One sshd on 127.0.0.1:port, logging in `user` with `client_key` only."""
+
+    base: Path
+    user: str
+    home: Path
+    port: int
+    host_key: HostKey
+    client_key: Path
+    client_public: str
+    state: Path
+    process: subprocess.Popen[bytes] | None = None
+    timers: list[threading.Timer] = field(default_factory=list)
+
+    @property
+    def log(self) -> str:
+        return (self.base / "sshd.log").read_text(errors="replace")
+
+    def set(self, name: str, value: str) -> None:
+        (self.state / name).write_text(value)
+
+    def authorize(self, after: float = 0.0) -> None:
+        self._later(after, lambda: (self.base / "authorized_keys").write_text(self.client_public + "\n"))
+
+    def start(self, after: float = 0.0) -> None:
+        def launch() -> None:
+            with (self.base / "sshd.log").open("ab") as log:
+                self.process = subprocess.Popen(
+                    [shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", str(self.base / "sshd_config")],
+                    stderr=log,
+                )
+
+        self._later(after, launch)
+
+    def _later(self, seconds: float, action: object) -> None:
+        if seconds <= 0:
+            action()  # type: ignore[operator]
+            return
+        timer = threading.Timer(seconds, action)  # type: ignore[arg-type]
+        timer.start()
+        self.timers.append(timer)
+
+    def stop(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        if self.process:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+def make_sshd() -> Sshd:
+    """Build (not start) an sshd with a new user, host key and client key. Needs root."""
+    sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
+    if sshd is None:
+        require_tool("sshd")
+    keygen = require_tool("ssh-keygen")
+    if os.geteuid() != 0:
+        message = "the sshd tests need root to create a throwaway user"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    base = Path(tempfile.mkdtemp(prefix="course-vm-sshd-"))
+    base.chmod(0o755)
+    user = f"cvm{secrets.token_hex(4)}"  # unique, and no longer than a login may be
+    home = base / "home"
+    # "*": no password, but not locked (sshd without PAM refuses locked accounts, even for keys).
+    subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/bash", "-U", "-p", "*", user], check=True)
+    entry = pwd.getpwnam(user)
+
+    for directory in (home, home / "soft", home / "anaconda3" / "bin"):
+        directory.mkdir(parents=True)
+    (home / "soft" / "docker-compose").write_text("#!/bin/sh\necho 'Docker Compose version v2.6.1'\n")
+    (home / "anaconda3" / "bin" / "conda").write_text("#!/bin/sh\necho 'conda 4.12.0'\n")
+    # As on the VM: both PATH lines only in ~/.bashrc, after the early return for non-interactive shells.
+    (home / ".bashrc").write_text(
+        "case $- in *i*) ;; *) return;; esac\n"
+        'export PATH="${HOME}/soft:${PATH}"\n'
+        'export PATH="${HOME}/anaconda3/bin:${PATH}"\n'
+    )
+    for path in (home / "soft" / "docker-compose", home / "anaconda3" / "bin" / "conda"):
+        path.chmod(0o755)
+    subprocess.run(["chown", "-R", f"{entry.pw_uid}:{entry.pw_gid}", str(home)], check=True)
+
+    stubs, state = base / "bin", base / "state"
+    stubs.mkdir()
+    state.mkdir(mode=0o777)
+    state.chmod(0o777)
+    for name, body in STUBS.items():
+        (stubs / name).write_text(f"#!/bin/bash\nSTATE={state}\nHELLO='{HELLO}'\n{body}")
+        (stubs / name).chmod(0o755)
+    (state / "cloud-init.json").write_text('{"status": "done", "extended_status": "done", "errors": []}')
+    (state / "cloud-init.json").chmod(0o666)
+    (state / "result.json").write_text("{}")  # cloud-init has finished all its stages
+
+    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(base / "host_ed25519")], check=True)
+    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(base / "client")], check=True)
+    (base / "client").chmod(0o400)
+    port = free_loopback_port()
+    (base / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {base / 'host_ed25519'}\n"
+        f"AuthorizedKeysFile {base / 'authorized_keys'}\nPidFile none\nUsePAM no\nStrictModes no\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin no\n"
+        f"AllowUsers {user}\nSetEnv PATH={stubs}:/usr/local/bin:/usr/bin:/bin "
+        f"COURSE_VM_CLOUD_INIT_RESULT={state / 'result.json'}\nLogLevel VERBOSE\n"
+    )
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    return Sshd(
+        base=base,
+        user=user,
+        home=home,
+        port=port,
+        host_key=parse_host_key((base / "host_ed25519.pub").read_text()),
+        client_key=base / "client",
+        client_public=(base / "client.pub").read_text().strip(),
+        state=state,
+    )
+
+
+def remove_sshd(server: Sshd) -> None:
+    server.stop()
+    subprocess.run(["userdel", server.user], check=False, capture_output=True)
+    shutil.rmtree(server.base, ignore_errors=True)

@@ -5,7 +5,7 @@ import pulumi
 from provisioner.access.keys import ensure_key_pair
 from provisioner.access.ssh_config import host_alias
 from provisioner.errors import CourseVmError
-from provisioner.gcp.component import CourseVm, CourseVmArgs, StudentVmArgs
+from provisioner.gcp.course_vm import CourseVm, CourseVmArgs, StudentVmArgs
 from provisioner.recipe.settings import settings_from_pulumi
 from provisioner.recipe.user_data import user_data_for
 

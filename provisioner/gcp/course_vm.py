@@ -11,6 +11,7 @@ from pulumi_gcp import compute, organizations, projects
 
 from provisioner.access.ssh_config import ssh_config_block
 from provisioner.gcp.verification import VmVerification, known_hosts_path
+from provisioner.recipe.metadata import USER_DATA, instance_metadata
 from provisioner.recipe.settings import Seat, Settings
 from provisioner.recipe.user_data import HOME_DISK_NAME, recipe_hash
 
@@ -190,6 +191,18 @@ class SharedByVms:
     nightly_stop: NightlyStop | None
 
 
+def vm_labels(stack: str, student: str, user_data: str) -> dict[str, str]:
+    """The labels of a student's resources: who manages them, whose they are, and which recipe runs."""
+    labels = {
+        "managed-by": "course-vm",
+        "course-vm-stack": label_value(stack),
+        RECIPE_LABEL: recipe_hash(user_data),
+    }
+    if student:
+        labels["course-vm-student"] = label_value(student)
+    return labels
+
+
 class StudentVm(pulumi.ComponentResource):
     """One student's VM: its static IP, the instance, and (with verify) the check that it works."""
 
@@ -219,17 +232,7 @@ class StudentVm(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("course-vm:gcp:StudentVm", name, None, opts)
-        seat = args.seat
-        subnet, firewall = shared.subnet, shared.firewall
-        child = pulumi.ResourceOptions(parent=self)
-        labels = {
-            "managed-by": "course-vm",
-            "course-vm-stack": label_value(pulumi.get_stack()),
-            RECIPE_LABEL: recipe_hash(args.user_data),
-        }
-        if seat.name:
-            labels["course-vm-student"] = label_value(seat.name)
-
+        labels = vm_labels(pulumi.get_stack(), args.seat.name, args.user_data)
         address = compute.Address(
             f"{name}-ip",
             project=s.project,
@@ -237,33 +240,55 @@ class StudentVm(pulumi.ComponentResource):
             address_type="EXTERNAL",
             network_tier="PREMIUM",
             labels=labels,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        attached_disks = []
-        if s.home_disk_size_gb:
-            # Its own resource, not the instance's: a replaced VM (a new recipe) gets the same disk,
-            # and with it the student's home. Without the recipe label, which would churn it.
-            home = compute.Disk(
-                f"{name}-home",
+        home_disks = self._home_disk(name, s, labels) if s.home_disk_size_gb else []
+        instance = self._instance(name, shared, args, s, labels, address, home_disks)
+        if shared.nightly_stop is not None:
+            # Attached rather than set on the instance: attaching never replaces the VM.
+            compute.ResourcePolicyAttachment(
+                f"{name}-nightly-stop",
                 project=s.project,
                 zone=s.zone,
-                size=s.home_disk_size_gb,
-                type="pd-balanced",
-                labels={k: v for k, v in labels.items() if k != RECIPE_LABEL},
-                description="course-vm: the student's /home; it outlives the VM",
-                opts=child,
+                instance=instance.name,
+                name=shared.nightly_stop.policy.name,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[shared.nightly_stop.grant]),
             )
-            attached_disks.append(
-                compute.InstanceAttachedDiskArgs(source=home.self_link, device_name=HOME_DISK_NAME, mode="READ_WRITE")
-            )
-        metadata = {
-            "user-data": pulumi.Output.secret(args.user_data),
-            "ssh-keys": f"{seat.username}:{args.ssh_public_key} {seat.username}",
-            "block-project-ssh-keys": "TRUE",
-            "enable-oslogin": "FALSE",
-            "enable-guest-attributes": "TRUE",
-        }
-        instance = compute.Instance(
+        verification = self._verification(name, args.seat, s, address, instance, shared.firewall) if s.verify else None
+        self._outputs = self._export(args, address, instance, verification)
+        self.register_outputs(self._outputs)
+
+    def _home_disk(self, name: str, s: Settings, labels: dict[str, str]) -> list[compute.InstanceAttachedDiskArgs]:
+        """The disk that holds /home, as the instance attaches it.
+
+        Its own resource, not the instance's: a replaced VM (a new recipe) gets the same disk, and
+        with it the student's home. Without the recipe label, which would churn it.
+        """
+        home = compute.Disk(
+            f"{name}-home",
+            project=s.project,
+            zone=s.zone,
+            size=s.home_disk_size_gb,
+            type="pd-balanced",
+            labels={k: v for k, v in labels.items() if k != RECIPE_LABEL},
+            description="course-vm: the student's /home; it outlives the VM",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return [compute.InstanceAttachedDiskArgs(source=home.self_link, device_name=HOME_DISK_NAME, mode="READ_WRITE")]
+
+    def _instance(
+        self,
+        name: str,
+        shared: SharedByVms,
+        args: StudentVmArgs,
+        s: Settings,
+        labels: dict[str, str],
+        address: compute.Address,
+        attached_disks: list[compute.InstanceAttachedDiskArgs],
+    ) -> compute.Instance:
+        """The VM: a Shielded VM with no service account, booting the recipe from its metadata."""
+        metadata = instance_metadata(args.seat.username, args.ssh_public_key, args.user_data)
+        return compute.Instance(
             f"{name}-vm",
             project=s.project,
             zone=s.zone,
@@ -276,12 +301,13 @@ class StudentVm(pulumi.ComponentResource):
             ),
             network_interfaces=[
                 compute.InstanceNetworkInterfaceArgs(
-                    subnetwork=subnet.id,
+                    subnetwork=shared.subnet.id,
                     access_configs=[compute.InstanceNetworkInterfaceAccessConfigArgs(nat_ip=address.address)],
                 )
             ],
             attached_disks=attached_disks,
-            metadata=metadata,
+            # The recipe is kept in state only as a secret; the other attributes are public anyway.
+            metadata={k: pulumi.Output.secret(v) if k == USER_DATA else v for k, v in metadata.items()},
             tags=[SSH_TAG],
             labels=labels,
             shielded_instance_config=compute.InstanceShieldedInstanceConfigArgs(
@@ -291,67 +317,72 @@ class StudentVm(pulumi.ComponentResource):
             scheduling=scheduling(s.spot),
             allow_stopping_for_update=True,
             description="course-vm: a course student's VM",
-            opts=instance_options(self, depends_on=[firewall]),
+            opts=instance_options(self, depends_on=[shared.firewall]),
         )
 
-        if shared.nightly_stop is not None:
-            # Attached rather than set on the instance: attaching never replaces the VM.
-            compute.ResourcePolicyAttachment(
-                f"{name}-nightly-stop",
-                project=s.project,
-                zone=s.zone,
-                instance=instance.name,
-                name=shared.nightly_stop.policy.name,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[shared.nightly_stop.grant]),
-            )
+    def _verification(
+        self,
+        name: str,
+        seat: Seat,
+        s: Settings,
+        address: compute.Address,
+        instance: compute.Instance,
+        firewall: compute.Firewall,
+    ) -> VmVerification:
+        """The check that makes `pulumi up` succeed only on a working VM; a new instance is checked again."""
+        return VmVerification(
+            f"{name}-verify",
+            host=address.address,
+            user=seat.username,
+            identity_file=str(seat.ssh_key_path),
+            project=s.project,
+            zone=s.zone,
+            instance_name=instance.name,
+            instance_id=instance.instance_id,
+            timeout_seconds=s.verify_timeout_seconds,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[instance, firewall]),
+        )
 
-        self.host_keys = self.host_key_fingerprint = self.known_hosts = None
-        known_hosts_file: str | None = None
-        if s.verify:
-            # `pulumi up` succeeds only if the checker passes; a new instance is checked again.
-            verification = VmVerification(
-                f"{name}-verify",
-                host=address.address,
-                user=seat.username,
-                identity_file=str(seat.ssh_key_path),
-                project=s.project,
-                zone=s.zone,
-                instance_name=instance.name,
-                instance_id=instance.instance_id,
-                timeout_seconds=s.verify_timeout_seconds,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[instance, firewall]),
-            )
-            self.host_keys = verification.host_keys
-            self.host_key_fingerprint = verification.host_key_fingerprint
-            self.known_hosts = verification.known_hosts
-            known_hosts_file = str(known_hosts_path(str(seat.ssh_key_path)))
-
-        key = shlex.quote(str(seat.ssh_key_path))
+    def _export(
+        self,
+        args: StudentVmArgs,
+        address: compute.Address,
+        instance: compute.Instance,
+        verification: VmVerification | None,
+    ) -> dict[str, object]:
+        """Set the typed output attributes and return the stack outputs of this VM."""
+        seat = args.seat
+        key_path = str(seat.ssh_key_path)
         self.ip = address.address
         self.instance_name = instance.name
         self.zone = instance.zone
-        self.ssh_command = pulumi.Output.concat("ssh -i ", key, " ", seat.username, "@", self.ip)
+        self.ssh_command = pulumi.Output.concat("ssh -i ", shlex.quote(key_path), " ", seat.username, "@", self.ip)
+        self.host_keys = self.host_key_fingerprint = self.known_hosts = None
+        known_hosts_file: str | None = None
+        if verification is not None:
+            self.host_keys = verification.host_keys
+            self.host_key_fingerprint = verification.host_key_fingerprint
+            self.known_hosts = verification.known_hosts
+            known_hosts_file = str(known_hosts_path(key_path))
         # With verify, the block waits for the verification: it is given only once the host key is pinned.
         pinned = pulumi.Output.from_input(self.known_hosts if self.known_hosts is not None else "")
         self.ssh_config = pulumi.Output.all(self.ip, pinned).apply(
-            lambda values: ssh_config_block(
-                args.host_alias, values[0], seat.username, str(seat.ssh_key_path), known_hosts_file
-            )
+            lambda values: ssh_config_block(args.host_alias, values[0], seat.username, key_path, known_hosts_file)
         )
-        self._outputs: dict[str, object] = {
+        outputs: dict[str, object] = {
             "ip": self.ip,
             "sshCommand": self.ssh_command,
             "sshConfig": self.ssh_config,
             "instanceName": self.instance_name,
             "zone": self.zone,
             "username": seat.username,
-            "identityFile": str(seat.ssh_key_path),
+            "identityFile": key_path,
         }
-        if s.verify:
-            self._outputs.update(
+        if verification is not None:
+            outputs.update(
                 hostKeys=self.host_keys, hostKeyFingerprint=self.host_key_fingerprint, knownHosts=self.known_hosts
             )
-        self.register_outputs(self._outputs)
+        return outputs
 
     def outputs(self) -> dict[str, object]:
         """The stack outputs for this VM: how to reach it, and (with verify) its pinned host keys."""

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from provisioner.access.ssh_config import ssh_config_block
-from provisioner.gcp.component import RECIPE_LABEL, SSH_TAG
+from provisioner.gcp.course_vm import RECIPE_LABEL, SSH_TAG
+from provisioner.recipe.metadata import instance_metadata
 from tests.conftest import validate_cloud_config
 from tests.support.pulumi_harness import (
     DISK_LINK_PREFIX,
@@ -134,6 +135,13 @@ def test_ssh_keys_metadata_holds_the_generated_public_key(run: Run, tmp_path: Pa
     metadata = run.one(INSTANCE).inputs["metadata"]
     assert metadata["ssh-keys"] == f"student:{public} student"
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o400
+
+
+def test_the_instance_gets_exactly_the_recipe_engines_metadata_map(run: Run, tmp_path: Path) -> None:
+    # One map for GCE and the local twin: the edge adds nothing and leaves nothing out.
+    public = " ".join((tmp_path / "keys" / "course-vm.pub").read_text().split()[:2])
+    metadata = run.one(INSTANCE).inputs["metadata"]
+    assert metadata == instance_metadata("student", public, metadata["user-data"])
 
 
 @pytest.mark.integration

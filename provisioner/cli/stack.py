@@ -1,4 +1,4 @@
-"""One command for a student: `up`, `down` and `status` drive the Pulumi CLI through the Automation API."""
+"""The Pulumi CLI, driven for `up`, `down` and `status` (Automation API) and read for a stack's outputs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Mapping
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -135,3 +136,41 @@ def down(stack_name: str, *, opener: StackOpener = open_stack, on_output: Callab
 def status(stack_name: str, *, opener: StackOpener = open_stack) -> dict[str, Any]:
     """The stack's outputs: empty when nothing exists."""
     return _values(opener(stack_name).outputs())
+
+
+def stack_outputs(project_dir: Path, stack_name: str | None) -> dict[str, Any]:
+    """The stack's outputs, read with the Pulumi CLI. Raises CourseVmError when that is not possible."""
+    pulumi = shutil.which("pulumi")
+    if pulumi is None:
+        raise CourseVmError(
+            "the Pulumi CLI is needed to read the stack's outputs and is not installed. "
+            "Fix: install it (https://www.pulumi.com/docs/install/), or pass --host, --user, "
+            "--identity and a host key source"
+        )
+    command = [pulumi, "stack", "output", "--json", "--show-secrets", *(["--stack", stack_name] if stack_name else [])]
+    # The backend `up` uses: without it the CLI would look for the stack somewhere else.
+    environment = {**os.environ, **backend_environment()}
+    result = subprocess.run(command, cwd=project_dir, env=environment, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise CourseVmError(
+            f"`pulumi stack output` failed: {result.stderr.strip()}. "
+            "Fix: select the stack (`pulumi stack select NAME`) after `pulumi up`"
+        )
+    outputs = json.loads(result.stdout or "{}")
+    missing = [] if outputs.get("students") else [k for k in ("ip", "username", "identityFile") if not outputs.get(k)]
+    if missing:
+        raise CourseVmError(f"the stack has no {', '.join(missing)} output. Fix: run `pulumi up` first")
+    return dict(outputs)
+
+
+def stack_vms(outputs: dict[str, Any], only: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The stack's VMs in its outputs, by student name ("" for a stack's one VM); ONLY: those named.
+
+    Raises CourseVmError for a name not on the roster.
+    """
+    vms: dict[str, dict[str, Any]] = dict(outputs.get("students") or {"": outputs})
+    unknown = [name for name in only or () if name not in vms]
+    if unknown:
+        known = ", ".join(name for name in vms if name) or "(none: the stack is not a class)"
+        raise CourseVmError(f"no student {', '.join(unknown)} in the stack's roster. Fix: one of {known}")
+    return {name: vms[name] for name in only or vms}

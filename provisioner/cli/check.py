@@ -1,0 +1,153 @@
+"""`check`: log in and check a VM, or every student's VM of a class, the way a student uses it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from provisioner.access.host_keys import HostKey, host_keys_from_known_hosts, parse_host_key
+from provisioner.access.ssh import Target
+from provisioner.checker.checks import DEFAULT_TIMEOUT, check_vm
+from provisioner.checker.class_pool import DEFAULT_WORKERS, TargetSource, check_class
+from provisioner.cli.console import print_class_report, print_report, progress
+from provisioner.cli.stack import stack_outputs, stack_vms
+from provisioner.errors import CourseVmError
+from provisioner.gcp.compute_api import GceInstance, gce_host_keys
+from provisioner.paths import PROJECT_DIR
+
+
+def register(commands: argparse._SubParsersAction[Any]) -> None:
+    parser = commands.add_parser(
+        "check",
+        help="log in and check the VM works (docker hello-world, docker-compose, conda)",
+        description="Exit status: 0 all checks passed; 1 a check failed; 2 bad input; 3 VM not reached "
+        "before the deadline; 4 host key mismatch. Without --host: the current stack's VM, or every "
+        "student's VM of a class stack at once, with one summary table (the exit status is then the "
+        "most serious student's).",
+    )
+    parser.add_argument("--host", help="address of the VM (default: the stack's `ip` output)")
+    parser.add_argument("--port", type=int, default=22)
+    parser.add_argument("--user", help="the course user to log in as")
+    parser.add_argument("--identity", type=Path, help="private key file (mode 0400 or 0600)")
+    parser.add_argument(
+        "--host-key", action="append", metavar="'TYPE BASE64'", help="the VM's public host key (repeatable)"
+    )
+    parser.add_argument("--known-hosts", type=Path, metavar="FILE", help="a known_hosts file listing the VM")
+    parser.add_argument("--gce-instance", metavar="NAME", help="learn the host key from this GCE instance")
+    parser.add_argument("--gce-zone", metavar="ZONE")
+    parser.add_argument("--gce-project", metavar="PROJECT")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"one deadline for reaching the VM and cloud-init (default {DEFAULT_TIMEOUT:.0f})",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument(
+        "--student",
+        action="append",
+        metavar="NAME",
+        help="a class stack: check only this student's VM (repeatable; default: every student)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"a class stack: check at most N VMs at once (default {DEFAULT_WORKERS})",
+    )
+    parser.add_argument("--stack", help="with no --host: the stack whose VM to check")
+    parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
+    parser.set_defaults(run=check)
+
+
+def check(args: argparse.Namespace) -> int:
+    """Check a VM the way a student uses it; exit 0 ok, 1 a check failed (2, 3, 4: see errors.py)."""
+    started = time.monotonic()
+    if args.host is None and (args.student or _class_outputs(args)):
+        return check_students(args)
+    try:
+        target = _target(args, started + args.timeout)
+        report = check_vm(target, max(args.timeout - (time.monotonic() - started), 1.0), progress)
+    except CourseVmError as error:
+        if args.json:
+            print(json.dumps({"host": args.host, "ok": False, "checks": [], "error": str(error)}))
+        raise
+    return print_report(report, args.json)
+
+
+def _target(args: argparse.Namespace, deadline: float) -> Target:
+    if args.host is None:
+        outputs = getattr(args, "outputs", None) or stack_outputs(args.project_dir, args.stack)
+        args.host, args.user, args.identity = outputs["ip"], outputs["username"], Path(outputs["identityFile"])
+        if outputs.get("hostKeys"):
+            args.host_key = list(outputs["hostKeys"])
+        elif not (args.host_key or args.known_hosts or args.gce_instance):
+            args.gce_instance, args.gce_zone = outputs.get("instanceName"), outputs.get("zone")
+            args.gce_project = outputs.get("project")
+    elif args.user is None or args.identity is None:
+        raise CourseVmError("--host needs --user and --identity too")
+    sources = [bool(args.host_key), bool(args.known_hosts), bool(args.gce_instance)]
+    if sum(sources) != 1:
+        raise CourseVmError(
+            "give exactly one host key source: --host-key, --known-hosts, or --gce-instance with "
+            "--gce-zone and --gce-project (the checker never trusts a key on first use)"
+        )
+    host_keys: tuple[HostKey, ...]
+    if args.host_key:
+        host_keys = tuple(parse_host_key(text) for text in args.host_key)
+    elif args.known_hosts:
+        host_keys = host_keys_from_known_hosts(args.known_hosts, args.host, args.port)
+    else:
+        if not (args.gce_zone and args.gce_project):
+            raise CourseVmError("--gce-instance needs --gce-zone and --gce-project")
+        host_keys = gce_host_keys(GceInstance(args.gce_project, args.gce_zone, args.gce_instance), deadline, progress)
+    return Target(args.host, args.port, args.user, Path(args.identity).expanduser(), host_keys)
+
+
+def _class_outputs(args: argparse.Namespace) -> dict[str, Any]:
+    """The stack's outputs, read once; a class's have `students`."""
+    if getattr(args, "outputs", None) is None:
+        args.outputs = stack_outputs(args.project_dir, args.stack)
+    return dict(args.outputs.get("students") or {})
+
+
+def class_targets(
+    outputs: dict[str, Any], only: Sequence[str] | None = None, port: int = 22
+) -> dict[str, TargetSource]:
+    """How to reach each student's VM, from a class stack's outputs (ONLY: those students).
+
+    Host keys come from the outputs (pinned by `pulumi up`), else from GCE's guest attributes.
+    Raises CourseVmError for a student not on the roster (see `stack_vms`).
+    """
+    chosen = stack_vms(outputs, only)
+
+    def source(vm: dict[str, Any]) -> TargetSource:
+        def target(deadline: float) -> Target:
+            if vm.get("hostKeys"):
+                keys = tuple(parse_host_key(text) for text in vm["hostKeys"])
+            else:
+                instance = GceInstance(str(outputs.get("project")), vm["zone"], vm["instanceName"])
+                keys = gce_host_keys(instance, deadline, progress)
+            return Target(vm["ip"], port, vm["username"], Path(vm["identityFile"]), keys)
+
+        return target
+
+    return {name: source(vm) for name, vm in chosen.items()}
+
+
+def check_students(args: argparse.Namespace) -> int:
+    """Check every student's VM of a class stack (or those named by --student): one summary table.
+
+    Exit status: 0 all passed, else the most serious student's status (see `check --help`).
+    """
+    if not _class_outputs(args):
+        raise CourseVmError("--student: the stack has no `students` output. Fix: set `students` and run `up` first")
+    targets = class_targets(args.outputs, args.student, args.port)
+    report = check_class(targets, args.timeout, args.workers, progress)
+    return print_class_report(report, args.json)

@@ -1,0 +1,125 @@
+"""`up`, `down`, `start`, `status`: a stack's VMs on Google Cloud, from creation to teardown."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from provisioner.access.ssh_config import host_alias
+from provisioner.checker.class_pool import DEFAULT_WORKERS
+from provisioner.cli import stack
+from provisioner.cli.console import progress
+from provisioner.errors import CourseVmError
+from provisioner.gcp.compute_api import GceInstance, start_instance
+from provisioner.paths import PROJECT_DIR
+from provisioner.recipe.settings import DEFAULT_STACK
+
+
+def register(commands: argparse._SubParsersAction[Any]) -> None:
+    up_parser = commands.add_parser("up", help="create or update your course VM (drives the Pulumi CLI)")
+    up_parser.add_argument("--project", help="GCP project ID (kept in the stack once set)")
+    up_parser.add_argument("--zone", help="GCE zone, e.g. europe-west1-b (kept in the stack once set)")
+    up_parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="an IPv4 range allowed to reach SSH, e.g. your address as 203.0.113.7/32 (repeatable)",
+    )
+    up_parser.add_argument("--stack", default=DEFAULT_STACK)
+    up_parser.set_defaults(run=up)
+    down_parser = commands.add_parser("down", help="destroy the course VM and everything it uses")
+    down_parser.add_argument("--stack", default=DEFAULT_STACK)
+    down_parser.set_defaults(run=down)
+    start_parser = commands.add_parser(
+        "start", help="start the stack's VMs again after they stopped (idle, nightly stop, Spot) and wait"
+    )
+    start_parser.add_argument("--stack", default=DEFAULT_STACK)
+    start_parser.add_argument("--student", action="append", metavar="NAME", help="a class: only this student's VM")
+    start_parser.add_argument("--timeout", type=float, default=300, metavar="SECONDS")
+    start_parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
+    start_parser.set_defaults(run=start)
+    status_parser = commands.add_parser("status", help="what exists")
+    status_parser.add_argument("--stack", default=DEFAULT_STACK)
+    status_parser.set_defaults(run=status)
+
+
+def up(args: argparse.Namespace) -> int:
+    """Create or update the course VM (or a class's) with one command, then say how to log in."""
+    outputs = stack.up(args.stack, args.project, args.zone, args.allow)
+    if outputs.get("students"):
+        print("\n" + class_table(args.stack, outputs["students"]))
+        return 0
+    alias = host_alias(args.stack)
+    print(f"\nReady: `ssh {alias}` (VS Code Remote-SSH: host {alias}), or: {outputs.get('sshCommand', '')}")
+    return 0
+
+
+def class_table(stack_name: str, students: dict[str, Any]) -> str:
+    """One line per student: ssh alias, address, key file and whether `pulumi up` verified the VM."""
+    rows = [("STUDENT", "SSH", "IP", "KEY", "VERIFIED")]
+    for name, vm in students.items():
+        verified = vm.get("hostKeyFingerprint") or "no (verify=false)"
+        rows.append((name, host_alias(stack_name, name), str(vm.get("ip")), str(vm.get("identityFile")), verified))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows]
+    lines.append(
+        f"{len(students)} VMs. Give each student their key, its .known_hosts file and their Host block "
+        "(~/.ssh/course-vm.config); `python -m provisioner check` checks them all again."
+    )
+    return "\n".join(lines)
+
+
+def start(args: argparse.Namespace) -> int:
+    """Start the stack's stopped VMs (idle stop, nightly stop, Spot preemption) and wait until they run.
+
+    Every VM is started at once; one that cannot be started does not keep the others from starting.
+    """
+    outputs = stack.stack_outputs(args.project_dir, args.stack)
+    chosen = stack.stack_vms(outputs, args.student)
+    deadline = time.monotonic() + args.timeout
+
+    def one(vm: dict[str, Any]) -> CourseVmError | None:
+        instance = GceInstance(str(outputs.get("project")), vm["zone"], vm["instanceName"])
+        try:
+            start_instance(instance, deadline, progress)
+        except CourseVmError as error:
+            return error
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(DEFAULT_WORKERS, len(chosen))) as pool:
+        errors = dict(zip(chosen, pool.map(one, chosen.values()), strict=True))
+    for name, vm in chosen.items():
+        alias = host_alias(args.stack, name)
+        if errors[name] is None:
+            print(f"{alias}: running at {vm['ip']} (same address and host keys): `ssh {alias}`")
+    failed = {name: error for name, error in errors.items() if error is not None}
+    if failed:
+        error = CourseVmError("; ".join(f"{host_alias(args.stack, n)}: {e}" for n, e in failed.items()))
+        error.exit_code = max(e.exit_code for e in failed.values())
+        raise error
+    return 0
+
+
+def down(args: argparse.Namespace) -> int:
+    stack.down(args.stack)
+    print(f"Removed the course VMs of stack {args.stack} and their ~/.ssh entries.")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    outputs = stack.status(args.stack)
+    if not outputs:
+        print(f"stack {args.stack}: no course VM. Create one: python -m provisioner up --project YOUR-PROJECT-ID")
+        return 0
+    if outputs.get("students"):
+        print(f"stack {args.stack}: a class\n" + class_table(args.stack, outputs["students"]))
+        return 0
+    print(
+        f"stack {args.stack}: {outputs.get('instanceName')} in {outputs.get('zone')}, {outputs.get('ip')}; "
+        f"`ssh {host_alias(args.stack)}`"
+    )
+    return 0

@@ -1,0 +1,163 @@
+"""`local ...`: the course VM in a local QEMU VM: image, up, check, ssh, down, list."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from provisioner.access.keys import ensure_key_pair
+from provisioner.checker.checks import DEFAULT_TIMEOUT, check_vm
+from provisioner.cli.console import print_report, progress
+from provisioner.errors import CourseVmError, SettingsError
+from provisioner.local import vm as local_vm
+from provisioner.local.image import DEBIAN_MIRROR, build_debian_image, image_at, ubuntu_cloud_image
+from provisioner.recipe.settings import parse_settings
+from provisioner.recipe.user_data import user_data_for
+
+
+def register(commands: argparse._SubParsersAction[Any]) -> None:
+    local = commands.add_parser("local", help="the course VM in a local QEMU VM").add_subparsers(
+        dest="local_command", required=True
+    )
+    image = local.add_parser("image", help="local VM images").add_subparsers(dest="image_command", required=True)
+    build = image.add_parser("build", help="build a Debian 12 image with debootstrap (needs root); prints its path")
+    build.add_argument("--mirror", default=DEBIAN_MIRROR, help=f"Debian mirror (default {DEBIAN_MIRROR})")
+    build.set_defaults(run=local_image_build)
+
+    up = local.add_parser("up", help="boot a VM with the course recipe and check it (exit status as `check`)")
+    up.add_argument("--name", default="default", help="several VMs may exist side by side (default: default)")
+    up.add_argument(
+        "--image",
+        type=Path,
+        help="an image from `local image build` or a disk image (default: Ubuntu 24.04's cloud image, downloaded once)",
+    )
+    up.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a course-vm setting, as in Pulumi.yaml (e.g. username=alice, artifactMirrorUrl=URL)",
+    )
+    up.add_argument(
+        "--home-disk",
+        type=Path,
+        metavar="PATH",
+        help="keep /home on this disk image (created if missing, homeDiskSizeGb or 10 GB); "
+        "`local down` keeps it, so the next VM gets the student's work back",
+    )
+    up.add_argument("--memory", type=int, default=4096, metavar="MB")
+    up.add_argument("--cpus", type=int, default=2)
+    up.add_argument("--disk-size", default="30G", help="virtual disk size (default 30G; sparse)")
+    up.add_argument(
+        "--accel",
+        choices=("auto", "kvm", "tcg"),
+        default="auto",
+        help="auto: KVM if it really starts the guest, else software emulation",
+    )
+    up.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
+    up.add_argument("--json", action="store_true")
+    up.set_defaults(run=local_up)
+
+    check = local.add_parser("check", help="check a running local VM again")
+    check.add_argument("--name", default="default")
+    check.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(run=local_check)
+
+    ssh = local.add_parser("ssh", help="log in to a local VM (host key pinned)")
+    ssh.add_argument("--name", default="default")
+    ssh.add_argument("--print", action="store_true", help="print the ssh command instead of running it")
+    ssh.add_argument("command", nargs="*", help="a command to run instead of a shell")
+    ssh.set_defaults(run=local_ssh)
+
+    down = local.add_parser("down", help="stop a local VM and remove its files")
+    down.add_argument("--name", default="default")
+    down.set_defaults(run=local_down)
+
+    local.add_parser("list", help="the local VMs").set_defaults(run=local_list)
+
+
+def _settings_from_set(pairs: Sequence[str]) -> dict[str, str]:
+    raw: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise CourseVmError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set username=alice")
+        raw[key] = value
+    return raw
+
+
+def local_up(args: argparse.Namespace) -> int:
+    """Boot a local VM with the course recipe, then check it like `check` does."""
+    started = time.monotonic()
+    try:
+        settings = parse_settings(_settings_from_set(args.set), None, None, for_gcp=False)
+    except SettingsError as error:
+        raise CourseVmError(f"{error}\n(for a local VM, set values with --set KEY=VALUE)") from None
+    key = ensure_key_pair(settings.ssh_key_path, comment=f"{settings.username}@course-vm")
+    home = local_vm.ensure_home_disk(args.home_disk, settings.home_disk_size_gb or 10) if args.home_disk else None
+    image = image_at(args.image) if args.image else ubuntu_cloud_image(progress)
+    vm = local_vm.boot(
+        args.name,
+        image,
+        user_data_for(settings, key.public_key, home_disk_device=local_vm.LOCAL_HOME_DISK_DEVICE if home else ""),
+        user=settings.username,
+        identity=settings.ssh_key_path,
+        memory_mb=args.memory,
+        cpus=args.cpus,
+        disk_size=args.disk_size,
+        accel=args.accel,
+        home_disk=home,
+        deadline=started + args.timeout,
+        progress=progress,
+    )
+    report = check_vm(vm.target(), max(args.timeout - (time.monotonic() - started), 60.0), progress)
+    progress(
+        f"`ssh {vm.host_alias}` (or `local ssh --name {args.name}`) logs in; "
+        f"`local down --name {args.name}` removes the VM and its ssh config entry"
+    )
+    return print_report(report, args.json)
+
+
+def local_check(args: argparse.Namespace) -> int:
+    vm = local_vm.load(args.name)
+    if not vm.running():
+        raise CourseVmError(
+            f"local VM {args.name!r} is not running. Fix: `local down --name {args.name}`, "
+            f"then `local up --name {args.name}`"
+        )
+    return print_report(check_vm(vm.target(), args.timeout, progress), args.json)
+
+
+def local_ssh(args: argparse.Namespace) -> int:
+    command = local_vm.load(args.name).ssh_command() + list(args.command)
+    if args.print:
+        print(shlex.join(command))
+        return 0
+    os.execvp(command[0], command)  # noqa: S606 (replaces this process with ssh, by design)
+
+
+def local_down(args: argparse.Namespace) -> int:
+    if not local_vm.down(args.name):
+        raise CourseVmError(f"no local VM named {args.name!r}")
+    print(f"removed local VM {args.name}")
+    return 0
+
+
+def local_list(_args: argparse.Namespace) -> int:
+    for name in local_vm.names():
+        vm = local_vm.load(name)
+        state = "running" if vm.running() else "stopped"
+        print(f"{name}\t{state}\t{vm.user}@127.0.0.1:{vm.ssh_port}\t{vm.accel}")
+    return 0
+
+
+def local_image_build(args: argparse.Namespace) -> int:
+    image = build_debian_image(progress, mirror=args.mirror)
+    print(image.disk.parent)
+    return 0

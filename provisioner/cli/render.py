@@ -1,0 +1,60 @@
+"""`render`: the user-data `pulumi up` would send for a stack, printed without touching the cloud."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from provisioner.access.keys import ensure_key_pair
+from provisioner.errors import CourseVmError
+from provisioner.paths import PROJECT_DIR
+from provisioner.recipe.settings import settings_from_stack_file
+from provisioner.recipe.user_data import user_data_for
+
+
+def register(commands: argparse._SubParsersAction[Any]) -> None:
+    parser = commands.add_parser(
+        "render", help="print the cloud-init user-data for a stack's settings (no cloud calls)"
+    )
+    parser.add_argument("--stack", help="stack name (reads Pulumi.STACK.yaml); default: the only stack")
+    parser.add_argument("--student", default="", metavar="NAME", help="a class stack: whose user-data")
+    parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
+    parser.set_defaults(run=render)
+
+
+def stack_file(project_dir: Path, stack: str | None) -> Path:
+    """The `Pulumi.<stack>.yaml` to read: the named one, or the only one there is.
+
+    Raises CourseVmError when no stack is named and there is not exactly one stack file.
+    """
+    if stack:
+        return project_dir / f"Pulumi.{stack}.yaml"
+    candidates = sorted(project_dir.glob("Pulumi.*.yaml"))
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise CourseVmError(
+            f"no stack settings (Pulumi.STACK.yaml) in {project_dir}. Fix: `pulumi stack init dev`, "
+            "then set gcp:project, gcp:zone and allowedSshCidrs as the README shows"
+        )
+    found = ", ".join(p.name for p in candidates)
+    raise CourseVmError(f"several stacks ({found}) and no --stack. Fix: pass --stack NAME")
+
+
+def render(args: argparse.Namespace) -> int:
+    """Print the user-data `pulumi up` would send for the stack, without touching the cloud."""
+    settings = settings_from_stack_file(stack_file(args.project_dir, args.stack))
+    seats = {seat.name: seat for seat in settings.seats}
+    if args.student not in seats:
+        names = ", ".join(seats)
+        raise CourseVmError(
+            f"--student {args.student}: not on the stack's roster. Fix: one of {names}"
+            if args.student
+            else f"the stack is a class: pass --student NAME (one of {names})"
+        )
+    seat = seats[args.student]
+    key = ensure_key_pair(seat.ssh_key_path, comment=f"{seat.username}@course-vm")
+    sys.stdout.write(user_data_for(settings, key.public_key, username=seat.username))
+    return 0

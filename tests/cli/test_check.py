@@ -1,0 +1,164 @@
+"""`python -m provisioner check`: its exit statuses and output are a contract other tools rely on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from provisioner.local.vm import free_loopback_port
+from tests.conftest import ROOT
+from tests.support.pulumi_cli import stand_in_pulumi
+from tests.support.sshd import Sshd
+
+
+def check_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "provisioner", "check", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+
+def sshd_args(server: Sshd) -> list[str]:
+    return [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(server.port),
+        "--user",
+        server.user,
+        "--identity",
+        str(server.client_key),
+    ]
+
+
+@pytest.mark.integration
+def test_check_exit_0_with_a_table(ready_sshd: Sshd) -> None:
+    result = check_cli(*sshd_args(ready_sshd), "--host-key", str(ready_sshd.host_key), "--timeout", "30")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["CHECK", "RESULT", "TIME", "DETAIL"]
+    assert [line.split("  ")[0] for line in lines[1:6]] == [
+        "cloud-init",
+        "docker hello-world",
+        "docker-compose on PATH",
+        "conda on PATH",
+        "docker enabled at boot",
+    ]
+    assert lines[-1] == "127.0.0.1: all checks passed"
+    assert "course-vm: logged in; waiting for cloud-init to finish" in result.stderr
+
+
+@pytest.mark.integration
+def test_check_exit_1_json_when_a_check_fails(ready_sshd: Sshd, tmp_path: Path) -> None:
+    ready_sshd.set("docker", "denied")
+    known = tmp_path / "known_hosts"
+    known.write_text(ready_sshd.host_key.known_hosts_line("127.0.0.1", ready_sshd.port) + "\n")
+    result = check_cli(*sshd_args(ready_sshd), "--known-hosts", str(known), "--json")
+    assert result.returncode == 1, result.stderr
+    document = json.loads(result.stdout)
+    assert set(document) == {"host", "ok", "checks"}
+    assert document["host"] == "127.0.0.1" and document["ok"] is False
+    assert [c["ok"] for c in document["checks"]] == [True, False, True, True, True]
+    assert all(set(c) == {"name", "ok", "seconds", "detail"} for c in document["checks"])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--host-key", "ssh-ed25519 ???"], "malformed host key"),
+        (["--known-hosts", "/nonexistent/known_hosts"], "cannot read known_hosts file"),
+        ([], "give exactly one host key source"),
+        (["--gce-instance", "vm"], "--gce-instance needs --gce-zone and --gce-project"),
+    ],
+)
+def test_check_exit_2_on_bad_input(ready_sshd: Sshd, extra: list[str], message: str) -> None:
+    result = check_cli(*sshd_args(ready_sshd), *extra)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.integration
+def test_check_exit_2_on_a_key_others_can_read(ready_sshd: Sshd) -> None:
+    os.chmod(ready_sshd.client_key, 0o640)
+    result = check_cli(*sshd_args(ready_sshd), "--host-key", str(ready_sshd.host_key), "--json")
+    assert result.returncode == 2
+    assert f"Fix: chmod 400 {ready_sshd.client_key}" in result.stderr
+    document = json.loads(result.stdout)
+    assert document["ok"] is False and "chmod 400" in document["error"]
+
+
+@pytest.mark.integration
+def test_check_exit_3_when_the_vm_never_answers(ready_sshd: Sshd) -> None:
+    args = sshd_args(ready_sshd)
+    args[args.index("--port") + 1] = str(free_loopback_port())
+    result = check_cli(*args, "--host-key", str(ready_sshd.host_key), "--timeout", "2")
+    assert result.returncode == 3
+    assert "could not log in" in result.stderr
+
+
+@pytest.mark.integration
+def test_check_exit_4_on_host_key_mismatch(ready_sshd: Sshd, tmp_path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    result = check_cli(*sshd_args(ready_sshd), "--host-key", (tmp_path / "other.pub").read_text())
+    assert result.returncode == 4
+    assert "may be intercepted" in result.stderr
+
+
+@pytest.mark.integration
+def test_check_without_host_uses_the_stacks_outputs(ready_sshd: Sshd, tmp_path: Path) -> None:
+    # A stand-in for the Pulumi CLI (not installable here) that prints the stack's outputs.
+    outputs = {
+        "ip": "127.0.0.1",
+        "username": ready_sshd.user,
+        "identityFile": str(ready_sshd.client_key),
+        "hostKeys": [str(ready_sshd.host_key)],
+    }
+    env = stand_in_pulumi(tmp_path, outputs)
+    result = check_cli("--port", str(ready_sshd.port), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] is True
+
+
+@pytest.mark.integration
+def test_check_of_a_class_reports_every_student_in_one_table(ready_sshd: Sshd, tmp_path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    # Two students whose VMs are the same sshd: one pinned to its real key, one to another key.
+    vm = {"ip": "127.0.0.1", "username": ready_sshd.user, "identityFile": str(ready_sshd.client_key)}
+    students = {
+        "alice": {**vm, "hostKeys": [str(ready_sshd.host_key)]},
+        "bob": {**vm, "hostKeys": [(tmp_path / "other.pub").read_text().strip()]},
+    }
+    env = stand_in_pulumi(tmp_path, {"project": "course-project-1", "students": students})
+    result = check_cli("--port", str(ready_sshd.port), "--timeout", "30", env=env)
+    assert result.returncode == 4, "the most serious student's status: a host key mismatch"
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["STUDENT", "HOST", "RESULT", "TIME", "DETAIL"]
+    assert lines[1].split()[:3] == ["alice", "127.0.0.1", "ok"] and lines[1].endswith("all checks passed")
+    assert lines[2].split()[:3] == ["bob", "-", "FAILED"] and "may be intercepted" in lines[2]
+    assert lines[-1] == "1 of 2 VMs ready; see FAILED rows"
+    assert "alice: logged in; waiting for cloud-init to finish" in result.stderr
+
+    only = check_cli("--port", str(ready_sshd.port), "--student", "alice", "--json", env=env)
+    assert only.returncode == 0, only.stderr
+    assert list(json.loads(only.stdout)["students"]) == ["alice"]
+    unknown = check_cli("--student", "carol", env=env)
+    assert unknown.returncode == 2
+    assert "no student carol in the stack's roster. Fix: one of alice, bob" in unknown.stderr
+
+
+def test_check_without_host_or_pulumi_says_what_to_do(tmp_path: Path) -> None:
+    result = check_cli(env={"PATH": "/nonexistent", "HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert "the Pulumi CLI is needed to read the stack's outputs" in result.stderr

@@ -1,6 +1,6 @@
 """Benchmark: checking a class of 20 ready VMs takes less than twice as long as checking one.
 
-The VMs are real OpenSSH servers on loopback (tests/sshd.py: a throwaway user each, with stand-ins
+The VMs are real OpenSSH servers on loopback (tests/support/sshd.py: a throwaway user each, with stand-ins
 for cloud-init and docker behind them), reached through a proxy per VM that delays every packet by
 half of --rtt-ms each way, standing in for the network between a laptop and a GCP region (40 ms
 round trip by default). What is measured is course-vm's side: SSH logins, the checks' round trips

@@ -60,7 +60,7 @@ def public_key() -> str:
 
 @pytest.fixture
 def sshd() -> Iterator[Sshd]:
-    """A real sshd on loopback, not yet started, its key not yet authorized (see tests/sshd.py)."""
+    """A real sshd on loopback, not yet started, its key not yet authorized (see tests/support/sshd.py)."""
     from tests.support.sshd import make_sshd, remove_sshd
 
     server = make_sshd()
@@ -91,7 +91,7 @@ def wait_for_port(port: int, seconds: float = 10.0) -> None:
 
 @pytest.fixture
 def api() -> Iterator[FakeComputeApi]:
-    """A local fake of the Compute API's host-key endpoints (see tests/fake_compute_api.py)."""
+    """A local fake of the Compute API's host-key endpoints (see tests/support/fake_compute_api.py)."""
     from tests.support.fake_compute_api import fake_compute_api
 
     with fake_compute_api() as fake:

@@ -109,7 +109,11 @@ def test_the_top_of_provisioner_holds_only_the_packages_and_the_shared_modules()
     ("file", "source", "problem"),
     [
         ("recipe/settings.py", "import pulumi\n", "imports pulumi: recipe uses no Pulumi and no cloud"),
-        ("checker/checks.py", "def f():\n    import google.auth\n", "checks.py:2 imports google.auth: checker uses no Pulumi"),
+        (
+            "checker/checks.py",
+            "def f():\n    import google.auth\n",
+            "checks.py:2 imports google.auth: checker uses no Pulumi",
+        ),
         ("local/vm.py", "from pulumi_gcp import compute\n", "imports pulumi_gcp: only provisioner.gcp may"),
         ("cli/check.py", "from pulumi import automation\n", "imports pulumi: only provisioner.gcp, provisioner.cli"),
         ("recipe/user_data.py", "from provisioner.access import ssh\n", "recipe may import only from errors, paths"),

@@ -1,4 +1,4 @@
-"""The checker against a real sshd (stand-ins for docker, cloud-init and friends; see tests/sshd.py)."""
+"""The checker against a real sshd (stand-ins for docker, cloud-init and friends; see tests/support/sshd.py)."""
 
 from __future__ import annotations
 

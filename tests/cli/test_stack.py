@@ -23,7 +23,7 @@ OUTPUTS: dict[str, Any] = {
     "ip": "34.78.1.2", "username": "student", "identityFile": "/home/me/.ssh/course-vm",
     "sshCommand": "ssh -i /home/me/.ssh/course-vm student@34.78.1.2", "instanceName": "course-vm-vm-1",
     "zone": "europe-west1-b", "hostKeys": ["ssh-ed25519 AAAA"],
-    # As the program exports it for stack dev (tests/test_gcp.py checks that).
+    # As the program exports it for stack dev (tests/gcp/test_course_vm.py checks that).
     "sshConfig": ssh_config_block(
         "course-vm", "34.78.1.2", "student", "/home/me/.ssh/course-vm", "/home/me/.ssh/course-vm.known_hosts"
     ),

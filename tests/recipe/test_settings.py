@@ -289,6 +289,67 @@ def test_every_problem_is_reported_together() -> None:
     assert text.startswith("course-vm settings: 6 problems, nothing was created:\n  - gcp:project: not set.")
 
 
+def test_problems_are_listed_in_the_order_the_settings_are_checked() -> None:
+    # Neither Pulumi.yaml's order nor the raw config's: pinned so that restructuring the checks keeps it.
+    raw = {
+        "zzz": 1,
+        "machinetype": "e2-standard-8",
+        "dockerRegistryMirror": "10.0.2.2:5000",
+        "artifactMirrorUrl": "ftp://mirror",
+        "dockerComposeSha256": "g" * 64,
+        "dockerComposeUrl": "ftp://mirror/compose",
+        "dockerComposeVersion": "latest",
+        "anacondaUrl": "http://mirror/a.sh",
+        "anacondaVersion": "2023.03",
+        "timeZone": "Mars/Olympus",
+        "nightlyStopTime": "10pm",
+        "autoStopIdleMinutes": "-5",
+        "homeDiskSizeGb": "5",
+        "spot": "cheap",
+        "verifyTimeoutSeconds": "30",
+        "verify": "maybe",
+        "allowedSshCidrs": ["x"],
+        "students": ["Bob"],
+        "sshKeyPath": "~/.ssh/key.pub",
+        "username": "root",
+        "image": "ubuntu",
+        "diskSizeGb": "10",
+        "machineType": "e2-micro",
+    }
+    with pytest.raises(SettingsError) as raised:
+        parse_settings(raw, "My Project", "europe-west1")
+    lines = raised.value.problems
+    assert [line.split(": got ")[0] for line in lines] == [
+        "machinetype",
+        "zzz",
+        "gcp:project",
+        "gcp:zone",
+        "machineType",
+        "diskSizeGb",
+        "image",
+        "username",
+        "sshKeyPath",
+        "allowedSshCidrs[0]",
+        "students[0]",
+        "verify",
+        "spot",
+        "verifyTimeoutSeconds",
+        "homeDiskSizeGb",
+        "autoStopIdleMinutes",
+        "nightlyStopTime",
+        "timeZone",
+        "anacondaVersion",
+        "anacondaUrl",
+        "dockerComposeVersion",
+        "dockerComposeSha256",
+        "dockerComposeUrl",
+        "artifactMirrorUrl",
+        "dockerRegistryMirror",
+    ]
+    assert "the default anacondaSha256 only matches version 2022.05" in lines[18]
+    assert "it is not a release version" in lines[20]
+
+
 def test_settings_from_pulumi_uses_provider_environment_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GOOGLE_PROJECT", "env-project-1")
     monkeypatch.setenv("CLOUDSDK_COMPUTE_ZONE", "us-east1-c")

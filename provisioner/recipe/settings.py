@@ -1,27 +1,37 @@
-"""The one frozen settings record, its defaults, and the validation that guards every value."""
+"""The settings table (each key's type, default, description and rule), and the frozen record it yields."""
 
 from __future__ import annotations
 
-import csv
 import ipaddress
-import json
 import os
 import re
 import zoneinfo
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from provisioner.errors import CourseVmError, SettingsError
-from provisioner.paths import PROJECT_DIR
+from provisioner.recipe import roster
+from provisioner.recipe.roster import RESERVED_USERNAMES
+from provisioner.recipe.rules import (
+    PATH,
+    Problems,
+    Setting,
+    as_list,
+    boolean,
+    check_text,
+    set_command,
+    text,
+    whole_number,
+)
 
 PROJECT = "course-vm"
+"""The Pulumi project name, and so the namespace of every course-vm config key."""
 DEFAULT_STACK = "dev"
 """The stack `python -m provisioner up` uses unless told otherwise."""
-"""The Pulumi project name, and so the namespace of every course-vm config key."""
 
 ANACONDA_DEFAULT_SHA256 = "a7c0afe862f6ea19a596801fc138bde0463abcbce1b753e8d5c474b506a2db2d"
 COMPOSE_DEFAULT_SHA256 = "ed79398562f3a80a5d8c068fde14b0b12101e80b494aabb2b3533eaa10599e0f"
@@ -33,104 +43,178 @@ MAX_IDLE_MINUTES = 7 * 24 * 60
 MIN_HOME_DISK_GB = 10  # GCE's smallest pd-balanced disk
 # Shared-core machines have too little memory: Anaconda plus Docker get sshd killed by the OOM killer.
 TOO_SMALL_MACHINE_TYPES = frozenset({"f1-micro", "g1-small", "e2-micro", "e2-small", "e2-medium"})
-RESERVED_USERNAMES = frozenset(
-    {
-        "root",
-        "daemon",
-        "bin",
-        "sys",
-        "sync",
-        "games",
-        "man",
-        "lp",
-        "mail",
-        "news",
-        "uucp",
-        "proxy",
-        "www-data",
-        "backup",
-        "list",
-        "irc",
-        "gnats",
-        "nobody",
-        "sshd",
-        "messagebus",
-        "syslog",
-        "docker",
-        "admin",
-        "sudo",
-        "adm",
-        "staff",
-        "users",
-        "operator",
-        "ubuntu",
-    }
-)
+
+# Every value ends up in YAML, shell or an API call, so each rule admits only what a pattern allows:
+# no value can carry a newline, a quote or a shell metacharacter. Patterns two rows share:
+_SHA256 = r"[0-9a-fA-F]{64}"
+_HTTPS_URL = r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/%+-]*"
+# Mirrors may be plain http (a host on the local network): what they serve is checksum-verified,
+# and Docker verifies image digests.
+_MIRROR_URL_OR_EMPTY = r"|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%+-]*)?"
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One project config key: its Pulumi.yaml type, default and description."""
+def _private_key_path(problems: Problems, setting: Setting, value: object) -> Path:
+    """The rule of `sshKeyPath`: a safe path, and not the `.pub` half of the pair."""
+    why = "the path may hold only letters, digits, spaces and ._/~@+-"
+    path = check_text(problems, setting.key, value, PATH, why, setting.default)
+    if path.endswith(".pub"):
+        fix = set_command(setting.key, path[: -len(".pub")])
+        problems.add(setting.key, path, "it names a public key; the setting is the private key", fix)
+        path = ""
+    return Path(os.path.expanduser(path))
 
-    key: str
-    type: str
-    default: Any
-    description: str
+
+def _ssh_ranges(problems: Problems, setting: Setting, value: object) -> tuple[str, ...]:
+    """The rule of `allowedSshCidrs`: at least one IPv4 range, each written as its network."""
+    key = setting.key
+    items = as_list(value)
+    if items is None:
+        fix = set_command(key, ["203.0.113.7/32"]) + " (one index per range)"
+        problems.add(key, value, "it must be a list of IPv4 ranges", fix)
+        return ()
+    if not items:
+        fix = f"allow your own address: {set_command(key, ['YOUR.PUBLIC.IP/32'])} (0.0.0.0/0 allows the whole internet)"
+        problems.add(key, value, "the firewall would let nobody reach SSH", fix)
+        return ()
+    cidrs: list[str] = []
+    for index, item in enumerate(items):
+        where = f"{key}[{index}]"
+        fix = f"pulumi config set --path '{where}' 203.0.113.7/32"
+        if not isinstance(item, str) or not re.fullmatch(r"[0-9./]{7,18}", item):
+            problems.add(where, item, "it is not an IPv4 range like 203.0.113.7/32", fix)
+            continue
+        try:
+            network = ipaddress.IPv4Network(item, strict=False)
+        except ValueError:
+            problems.add(where, item, "it is not an IPv4 range like 203.0.113.7/32", fix)
+            continue
+        if str(network) != item and f"{network.network_address}" != item:
+            fix = f"pulumi config set --path '{where}' {network}"
+            problems.add(where, item, f"it has host bits set (the range is {network})", fix)
+            continue
+        cidrs.append(str(network))
+    return tuple(cidrs)
+
+
+def _known_time_zone(name: str) -> bool:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+/-]{0,63}", name):
+        return False
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _time_zone(problems: Problems, setting: Setting, value: object) -> str:
+    """The rule of `timeZone`: a zone the IANA database (and so the VM) knows."""
+    if isinstance(value, str) and _known_time_zone(value):
+        return value
+    fix = set_command(setting.key, "Europe/Berlin") + " (`timedatectl list-timezones` lists them)"
+    problems.add(setting.key, value, "it is not an IANA time zone name", fix)
+    return ""
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
-        "machineType", "string", "e2-standard-4", "GCE machine type; the course needs 4 vCPU / 16 GB (e2-standard-4)."
+        "machineType",
+        "string",
+        "e2-standard-4",
+        "GCE machine type; the course needs 4 vCPU / 16 GB (e2-standard-4).",
+        rule=text(
+            r"[a-z][a-z0-9-]{0,62}",
+            "it is not a GCE machine type name",
+            refused=TOO_SMALL_MACHINE_TYPES,
+            refused_why="it has too little memory for Anaconda and Docker (sshd gets killed when memory runs out)",
+        ),
     ),
-    Setting("diskSizeGb", "integer", 30, f"Boot disk size in GB ({MIN_DISK_GB} or more)."),
+    Setting(
+        "diskSizeGb",
+        "integer",
+        30,
+        f"Boot disk size in GB ({MIN_DISK_GB} or more).",
+        rule=whole_number(
+            MIN_DISK_GB,
+            MAX_DISK_GB,
+            f"the disk must be a whole number of GB from {MIN_DISK_GB} to {MAX_DISK_GB} "
+            "(Ubuntu needs 10 GB, Anaconda and Docker about 8 GB more)",
+        ),
+    ),
     Setting(
         "image",
         "string",
         "ubuntu-os-cloud/ubuntu-2404-lts-amd64",
         "Boot image or image family, PROJECT/FAMILY; it must run cloud-init (Ubuntu images do).",
+        rule=text(
+            r"[a-z][a-z0-9-]{0,62}/[a-z][a-z0-9-]{0,62}"
+            r"|projects/[a-z][a-z0-9-]{0,62}/global/images/(family/)?[a-z][a-z0-9-]{0,62}",
+            "it is not PROJECT/FAMILY or projects/P/global/images/NAME",
+        ),
     ),
-    Setting("username", "string", "student", "Linux login of the student on the VM (not root)."),
+    Setting(
+        "username",
+        "string",
+        "student",
+        "Linux login of the student on the VM (not root).",
+        rule=text(
+            r"[a-z_][a-z0-9_-]{0,31}",
+            "a Linux login is 1-32 of a-z, 0-9, _ and -, starting with a letter or _",
+            refused=RESERVED_USERNAMES,
+            refused_why="that name belongs to the system or grants extra rights",
+        ),
+    ),
     Setting(
         "sshKeyPath",
         "string",
         "~/.ssh/course-vm",
         "Private key to log in with; an ed25519 key is generated there (mode 0400) if missing.",
+        rule=_private_key_path,
     ),
+    # At most one of the two is set: see _one_roster.
     Setting(
         "students",
         "array",
         [],
         "A class: one VM per student name (their Linux login), each with its own key, IP and ssh Host entry.",
+        rule=roster.listed,
     ),
     Setting(
         "studentsCsv",
         "string",
         "",
         "A class from a roster: a CSV file with a `name` column (instead of `students`).",
+        rule=roster.from_csv,
     ),
     Setting(
         "allowedSshCidrs",
         "array",
         [],
         "IPv4 ranges allowed to reach SSH (tcp/22), e.g. your address as 203.0.113.7/32.",
+        rule=_ssh_ranges,
+        only_for_gcp=True,
     ),
     Setting(
         "verify",
         "boolean",
         True,
         "Log in after creation and check that docker hello-world works before `pulumi up` succeeds.",
+        rule=boolean,
     ),
     Setting(
         "verifyTimeoutSeconds",
         "integer",
         1800,
         "How long `pulumi up` waits for the VM and its setup before the check fails.",
+        rule=whole_number(
+            60, 7200, "it must be a whole number of seconds from 60 to 7200 (the setup alone takes minutes)"
+        ),
     ),
     Setting(
         "spot",
         "boolean",
         False,
         "Run as a Spot VM (much cheaper; GCE may stop it at any time, and it is stopped, not deleted).",
+        rule=boolean,
     ),
     Setting(
         "homeDiskSizeGb",
@@ -138,50 +222,100 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         "Keep /home on its own persistent disk of this many GB, so that a new VM (a changed recipe) "
         "keeps the student's work (0: /home on the boot disk).",
+        rule=whole_number(
+            MIN_HOME_DISK_GB,
+            MAX_DISK_GB,
+            f"it must be a whole number of GB from {MIN_HOME_DISK_GB} to {MAX_DISK_GB}, or 0 for no home disk",
+            20,
+            or_zero=True,
+        ),
     ),
     Setting(
         "autoStopIdleMinutes",
         "integer",
         60,
         "Power the VM off after this many minutes with no SSH connection and no CPU use (0: never).",
+        rule=whole_number(
+            0,
+            MAX_IDLE_MINUTES,
+            f"it must be a whole number of minutes from 1 to {MAX_IDLE_MINUTES}, or 0 to never stop",
+        ),
     ),
     Setting(
         "nightlyStopTime",
         "string",
         "",
         "Stop the VM every day at this time, HH:MM in timeZone, e.g. 22:00 (empty: no schedule).",
+        rule=text(
+            r"|([01][0-9]|2[0-3]):[0-5][0-9]",
+            "it must be a time of day as HH:MM (24-hour clock), or empty for no schedule",
+            "22:00",
+        ),
     ),
-    Setting("timeZone", "string", "UTC", "IANA time zone of nightlyStopTime, e.g. Europe/Berlin."),
-    Setting("anacondaVersion", "string", "2022.05", "Anaconda release to install; set anacondaSha256 with it."),
+    Setting(
+        "timeZone",
+        "string",
+        "UTC",
+        "IANA time zone of nightlyStopTime, e.g. Europe/Berlin.",
+        rule=_time_zone,
+    ),
+    # Each artifact's version, URL and checksum are checked together: see _artifact_rows.
+    Setting(
+        "anacondaVersion",
+        "string",
+        "2022.05",
+        "Anaconda release to install; set anacondaSha256 with it.",
+        rule=text(r"[0-9]{4}\.[0-9]{2}(-[0-9]+)?", "it is not a release version"),
+    ),
     Setting(
         "anacondaUrl",
         "string",
         "https://repo.anaconda.com/archive/Anaconda3-{version}-Linux-x86_64.sh",
         "Where the VM downloads the Anaconda installer; {version} is replaced by anacondaVersion.",
+        rule=text(_HTTPS_URL, "the URL must be https:// with no quotes, spaces, query or shell characters"),
     ),
     Setting(
         "anacondaSha256",
         "string",
         ANACONDA_DEFAULT_SHA256,
         "sha256 of the Anaconda installer; the VM refuses any other file.",
+        rule=text(
+            _SHA256,
+            "a sha256 is 64 hexadecimal characters",
+            "the sha256 of the Anaconda installer (`sha256sum FILE`)",
+            then=str.lower,
+        ),
     ),
     Setting(
         "dockerComposeVersion",
         "string",
         "v2.6.1",
         "docker-compose release to install into ~/soft; set dockerComposeSha256 with it.",
+        # Releases are tagged vX.Y.Z, and the tag is part of the download URL.
+        rule=text(
+            r"v?[0-9]+\.[0-9]+\.[0-9]+",
+            "it is not a release version",
+            then=lambda version: version if version.startswith("v") else "v" + version,
+        ),
     ),
     Setting(
         "dockerComposeUrl",
         "string",
         "https://github.com/docker/compose/releases/download/{version}/docker-compose-linux-x86_64",
         "Where the VM downloads docker-compose; {version} is replaced by dockerComposeVersion.",
+        rule=text(_HTTPS_URL, "the URL must be https:// with no quotes, spaces, query or shell characters"),
     ),
     Setting(
         "dockerComposeSha256",
         "string",
         COMPOSE_DEFAULT_SHA256,
         "sha256 of the docker-compose binary; the VM refuses any other file.",
+        rule=text(
+            _SHA256,
+            "a sha256 is 64 hexadecimal characters",
+            "the sha256 of docker-compose (`sha256sum FILE`)",
+            then=str.lower,
+        ),
     ),
     Setting(
         "artifactMirrorUrl",
@@ -189,17 +323,29 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Mirror (http or https) serving the Anaconda installer and docker-compose by file name; "
         "checksums are still verified.",
+        rule=text(
+            _MIRROR_URL_OR_EMPTY,
+            "a mirror is an http:// or https:// URL with no quotes, spaces, query or shell characters",
+            "http://10.0.2.2:8000",
+        ),
     ),
     Setting(
         "dockerRegistryMirror",
         "string",
         "",
         "Docker registry mirror for image pulls (registry-mirrors), e.g. http://10.0.2.2:5000.",
+        rule=text(
+            _MIRROR_URL_OR_EMPTY,
+            "a registry mirror is an http:// or https:// URL like http://10.0.2.2:5000",
+            "http://10.0.2.2:5000",
+            then=lambda url: url.rstrip("/"),
+        ),
     ),
 )
+"""Every course-vm config key, in Pulumi.yaml's order (tests/test_pulumi_yaml.py keeps the two in step)."""
 
 DEFAULTS: Mapping[str, Any] = {s.key: s.default for s in SETTINGS}
-_TYPES: Mapping[str, str] = {s.key: s.type for s in SETTINGS}
+_ROW: Mapping[str, Setting] = {s.key: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -273,250 +419,124 @@ class Settings:
         return any(ipaddress.ip_network(c).prefixlen == 0 for c in self.allowed_ssh_cidrs)
 
 
-# Patterns for values that end up in YAML, shell or an API call: anything outside them is refused,
-# so that no value can carry a newline, a quote or a shell metacharacter.
-_MACHINE_TYPE = re.compile(r"[a-z][a-z0-9-]{0,62}")
-_IMAGE = re.compile(
-    r"[a-z][a-z0-9-]{0,62}/[a-z][a-z0-9-]{0,62}"
-    r"|projects/[a-z][a-z0-9-]{0,62}/global/images/(family/)?[a-z][a-z0-9-]{0,62}"
-)
-_USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-# A student's name is their login and part of GCE resource names, which allow no `_`.
-_STUDENT = re.compile(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?")
-MAX_STUDENTS = 200
-_KEY_PATH = re.compile(r"[A-Za-z0-9_./~@+-][A-Za-z0-9_./~@+ -]*")
-_PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
-_ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-_ANACONDA_VERSION = re.compile(r"[0-9]{4}\.[0-9]{2}(-[0-9]+)?")
-_COMPOSE_VERSION = re.compile(r"v?[0-9]+\.[0-9]+\.[0-9]+")
-_HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/%+-]*")
-_CLOCK_TIME_OR_EMPTY = re.compile(r"|([01][0-9]|2[0-3]):[0-5][0-9]")
-# Mirrors may be plain http (a host on the local network): what they serve is checksum-verified,
-# and Docker verifies image digests.
-_MIRROR_URL_OR_EMPTY = re.compile(r"|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%+-]*)?")
+# Rules across rows. Each one runs where the first of its rows is checked, and checks its rows itself.
+
+_JointRule = Callable[[Problems, Mapping[str, object]], dict[str, Any]]
+"""Checks several rows of a raw config together; returns each row's typed value."""
 
 
-def _known_time_zone(name: str) -> bool:
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+/-]{0,63}", name):
-        return False
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
-
-
-def _set(key: str, example: object) -> str:
-    """The command that sets KEY, for the `Fix:` part of a message."""
-    if isinstance(example, list):
-        return f"pulumi config set --path '{key}[0]' {example[0]}"
-    if isinstance(example, bool):
-        example = str(example).lower()
-    return f"pulumi config set {key} {example}"
-
-
-class _Problems:
-    """Collects `key: got VALUE, but WHY. Fix: WHAT` lines so that all are reported together."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def add(self, key: str, value: object, why: str, fix: str) -> None:
-        self.lines.append(f"{key}: got {value!r}, but {why}. Fix: {fix}")
-
-
-def _as_int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value.strip()):
-        return int(value)
-    return None
-
-
-def _as_bool(value: object) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    return None
-
-
-def _as_list(value: object) -> list[object] | None:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return None
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return None
-
-
-def _check_string(p: _Problems, key: str, value: object, pattern: re.Pattern[str], why: str, example: object) -> str:
-    if isinstance(value, str) and pattern.fullmatch(value):
-        return value
-    p.add(key, value, why, _set(key, example))
-    return ""
-
-
-def _check_cidrs(p: _Problems, value: object) -> tuple[str, ...]:
-    key = "allowedSshCidrs"
-    items = _as_list(value)
-    if items is None:
-        p.add(key, value, "it must be a list of IPv4 ranges", _set(key, ["203.0.113.7/32"]) + " (one index per range)")
-        return ()
-    if not items:
-        p.add(
-            key,
-            value,
-            "the firewall would let nobody reach SSH",
-            "allow your own address: " + _set(key, ["YOUR.PUBLIC.IP/32"]) + " (0.0.0.0/0 allows the whole internet)",
-        )
-        return ()
-    cidrs: list[str] = []
-    for index, item in enumerate(items):
-        where = f"{key}[{index}]"
-        fix = f"pulumi config set --path '{where}' 203.0.113.7/32"
-        if not isinstance(item, str) or not re.fullmatch(r"[0-9./]{7,18}", item):
-            p.add(where, item, "it is not an IPv4 range like 203.0.113.7/32", fix)
-            continue
-        try:
-            network = ipaddress.IPv4Network(item, strict=False)
-        except ValueError:
-            p.add(where, item, "it is not an IPv4 range like 203.0.113.7/32", fix)
-            continue
-        if str(network) != item and f"{network.network_address}" != item:
-            p.add(
-                where,
-                item,
-                f"it has host bits set (the range is {network})",
-                f"pulumi config set --path '{where}' {network}",
-            )
-            continue
-        cidrs.append(str(network))
-    return tuple(cidrs)
-
-
-def _check_students(p: _Problems, listed: object, csv_path: object) -> tuple[str, ...]:
-    """The roster from `students` or `studentsCsv` (not both): valid, distinct names."""
+def _one_roster(problems: Problems, raw: Mapping[str, object]) -> dict[str, Any]:
+    """`students` or `studentsCsv`, not both: a class has one roster."""
+    listed, csv_path = raw.get("students"), raw.get("studentsCsv")
     if listed not in (None, "", []) and csv_path not in (None, ""):
-        p.add(
-            "studentsCsv",
-            csv_path,
-            "students is set too, and a class has one roster",
-            "keep one: pulumi config rm students, or pulumi config rm studentsCsv",
-        )
-        return ()
-    if csv_path not in (None, ""):
-        return _students_from_csv(p, csv_path)
-    if listed in (None, "", []):
-        return ()
-    items = _as_list(listed)
-    if items is None:
-        fix = _set("students", ["alice"]) + " (one index per student)"
-        p.add("students", listed, "it must be a list of names", fix)
-        return ()
-    where = [(f"students[{i}]", f"pulumi config set --path 'students[{i}]' alice") for i in range(len(items))]
-    return _check_names(p, "students", items, where)
+        fix = "keep one: pulumi config rm students, or pulumi config rm studentsCsv"
+        problems.add("studentsCsv", csv_path, "students is set too, and a class has one roster", fix)
+        return {"students": (), "studentsCsv": ()}
+    return {key: _ROW[key].check(problems, _given(raw, key)) for key in ("students", "studentsCsv")}
 
 
-def _students_from_csv(p: _Problems, csv_path: object) -> tuple[str, ...]:
-    key = "studentsCsv"
-    fix = "a CSV file whose first line names the columns, one being `name`, then one student per line"
-    if not isinstance(csv_path, str) or not _KEY_PATH.fullmatch(csv_path):
-        p.add(key, csv_path, "the path may hold only letters, digits, spaces and ._/~@+-", fix)
-        return ()
-    try:
-        # A relative path is relative to the project directory, where Pulumi.yaml is.
-        text = (PROJECT_DIR / os.path.expanduser(csv_path)).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        p.add(key, csv_path, f"it cannot be read ({reason})", f"point it at the roster: {_set(key, 'roster.csv')}")
-        return ()
-    rows = list(csv.DictReader(text.splitlines()))
-    columns = {(c or "").strip().lower(): c for c in (rows[0].keys() if rows else [])}
-    if "name" not in columns:
-        p.add(key, csv_path, "it has no `name` column" if rows else "it lists no students", fix)
-        return ()
-    names: list[object] = []
-    where: list[tuple[str, str]] = []
-    for line, row in enumerate(rows, start=2):
-        name = (row.get(columns["name"]) or "").strip()
-        if name or any((v or "").strip() for v in row.values() if isinstance(v, str)):
-            names.append(name)
-            where.append((f"{key} {csv_path} line {line}", f"correct that line of {csv_path}"))
-    if not names:
-        p.add(key, csv_path, "it lists no students", fix)
-    return _check_names(p, key, names, where)
+def _artifact_rows(prefix: str) -> _JointRule:
+    """The rule across PREFIX's version, checksum and URL, checked in that order.
 
-
-def _check_names(p: _Problems, key: str, names: list[object], where: list[tuple[str, str]]) -> tuple[str, ...]:
-    """Each name of the roster KEY valid and reserved for no one else; WHERE gives each name's key and fix."""
-    if len(names) > MAX_STUDENTS:
-        p.add(key, f"{len(names)} names", f"one stack holds at most {MAX_STUDENTS} VMs", "split the class")
-        return ()
-    valid: list[str] = []
-    for name, (key, fix) in zip(names, where, strict=True):
-        if not isinstance(name, str) or not _STUDENT.fullmatch(name):
-            why = "a student name is 1-32 of a-z, 0-9 and -, starting with a letter and not ending with -"
-            p.add(key, name, f"{why} (it becomes their login and part of the VM's name)", fix)
-        elif name in RESERVED_USERNAMES:
-            p.add(key, name, "that name belongs to the system or grants extra rights", fix)
-        elif name in valid:
-            p.add(key, name, "that name is listed twice, and each student gets one VM", fix)
-        else:
-            valid.append(name)
-    return tuple(valid)
-
-
-def _check_artifact(
-    p: _Problems,
-    raw: Mapping[str, object],
-    name: str,
-    prefix: str,
-    version_pattern: re.Pattern[str],
-    version_example: str,
-) -> Artifact:
+    The URL is checked with {version} filled in; the default checksum belongs to the default
+    version only, so a new version without its own checksum is a problem.
+    """
     version_key, url_key, sha_key = f"{prefix}Version", f"{prefix}Url", f"{prefix}Sha256"
-    version = _check_string(
-        p,
-        version_key,
-        raw.get(version_key, DEFAULTS[version_key]),
-        version_pattern,
-        "it is not a release version",
-        version_example,
+
+    def rule(problems: Problems, raw: Mapping[str, object]) -> dict[str, Any]:
+        version = _ROW[version_key].check(problems, raw.get(version_key, DEFAULTS[version_key]))
+        sha = _ROW[sha_key].check(problems, raw.get(sha_key, DEFAULTS[sha_key]))
+        if version and version_key in raw and sha_key not in raw and version != DEFAULTS[version_key]:
+            problems.add(
+                version_key,
+                raw[version_key],
+                f"the default {sha_key} only matches version {DEFAULTS[version_key]}",
+                f"also set the new release's checksum: pulumi config set {sha_key} SHA256",
+            )
+        template = raw.get(url_key, DEFAULTS[url_key])
+        url = template.replace("{version}", version) if isinstance(template, str) else template
+        return {version_key: version, sha_key: sha, url_key: _ROW[url_key].check(problems, url)}
+
+    return rule
+
+
+_JOINT_RULES: Mapping[str, _JointRule] = {
+    "students": _one_roster,
+    "anacondaVersion": _artifact_rows("anaconda"),
+    "dockerComposeVersion": _artifact_rows("dockerCompose"),
+}
+"""Each rule across rows, by the first of its rows."""
+
+# Problems are listed in the order the checks ran before this table, so that the report reads as it
+# always has (a test pins it); that order differs from the table's in these two places only. Every
+# other row, and any new one, is checked in table order.
+_CHECKED_JUST_BEFORE = {"allowedSshCidrs": "students", "spot": "verifyTimeoutSeconds"}
+
+
+def _check_order() -> tuple[Setting, ...]:
+    rows = [row for row in SETTINGS if row.key not in _CHECKED_JUST_BEFORE]
+    for key, before in _CHECKED_JUST_BEFORE.items():
+        rows.insert(rows.index(_ROW[before]), _ROW[key])
+    return tuple(rows)
+
+
+_CHECK_ORDER = _check_order()
+
+_GCP_PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
+_GCE_ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
+
+
+def _check_gcp_location(problems: Problems, project: object, zone: object) -> tuple[str, str]:
+    """`gcp:project` and `gcp:zone`: the GCP provider's own keys, so not rows of the table, and both required."""
+    return (
+        _provider_key(
+            problems,
+            "gcp:project",
+            project,
+            _GCP_PROJECT,
+            "it is not a GCP project ID",
+            "YOUR-PROJECT-ID",
+            "`gcloud projects list` shows yours",
+        ),
+        _provider_key(
+            problems,
+            "gcp:zone",
+            zone,
+            _GCE_ZONE,
+            "it is not a GCE zone like europe-west1-b",
+            "europe-west1-b",
+            "a zone near you",
+        ),
     )
-    if prefix == "dockerCompose" and version and not version.startswith("v"):
-        version = "v" + version
-    sha = _check_string(
-        p,
-        sha_key,
-        raw.get(sha_key, DEFAULTS[sha_key]),
-        _SHA256,
-        "a sha256 is 64 hexadecimal characters",
-        f"the sha256 of {name} (`sha256sum FILE`)",
-    ).lower()
-    if version and version_key in raw and sha_key not in raw and version != DEFAULTS[version_key]:
-        p.add(
-            version_key,
-            raw[version_key],
-            f"the default {sha_key} only matches version {DEFAULTS[version_key]}",
-            f"also set the new release's checksum: pulumi config set {sha_key} SHA256",
-        )
-    template = raw.get(url_key, DEFAULTS[url_key])
-    url = template.replace("{version}", version) if isinstance(template, str) else template
-    url = _check_string(
-        p,
-        url_key,
-        url,
-        _HTTPS_URL,
-        "the URL must be https:// with no quotes, spaces, query or shell characters",
-        DEFAULTS[url_key],
-    )
-    return Artifact(name=name, version=version, url=url, sha256=sha)
+
+
+def _provider_key(
+    problems: Problems, key: str, value: object, pattern: re.Pattern[str], why: str, example: str, hint: str
+) -> str:
+    if value is None:
+        problems.lines.append(f"{key}: not set. Fix: {set_command(key, example)} ({hint})")
+        return ""
+    return check_text(problems, key, value, pattern, why, example)
+
+
+def _report_unknown_keys(problems: Problems, raw: Mapping[str, object]) -> None:
+    for key in sorted(set(raw) - set(DEFAULTS)):
+        fix = f"remove it (pulumi config rm {key}); known keys: {', '.join(DEFAULTS)}"
+        problems.add(key, raw[key], "course-vm has no such setting", fix)
+
+
+def _given(raw: Mapping[str, object], key: str) -> object:
+    """KEY's raw value, or its default when it is unset or None."""
+    value = raw.get(key)
+    return DEFAULTS[key] if value is None else value
+
+
+def _artifact(values: Mapping[str, Any], prefix: str, name: str) -> Artifact:
+    """The file PREFIX's rows describe; `artifactMirrorUrl`, when set, serves it under its file name."""
+    url, mirror = values[f"{prefix}Url"], values["artifactMirrorUrl"]
+    if mirror:
+        url = mirror.rstrip("/") + "/" + url.rsplit("/", 1)[1]
+    return Artifact(name=name, version=values[f"{prefix}Version"], url=url, sha256=values[f"{prefix}Sha256"])
 
 
 def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, for_gcp: bool = True) -> Settings:
@@ -527,204 +547,39 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
     `for_gcp=False` (a local VM) they and `allowedSshCidrs` are not needed and left empty.
     Raises SettingsError listing every problem at once.
     """
-    p = _Problems()
-    unknown = sorted(set(raw) - set(DEFAULTS))
-    for key in unknown:
-        p.add(
-            key,
-            raw[key],
-            "course-vm has no such setting",
-            f"remove it (pulumi config rm {key}); known keys: {', '.join(DEFAULTS)}",
-        )
-
-    def get(key: str) -> object:
-        value = raw.get(key)
-        return DEFAULTS[key] if value is None else value
-
-    if for_gcp and project is None:
-        p.lines.append(
-            "gcp:project: not set. Fix: pulumi config set gcp:project YOUR-PROJECT-ID "
-            "(`gcloud projects list` shows yours)"
-        )
-    gcp_project = (
-        ""
-        if project is None or not for_gcp
-        else _check_string(p, "gcp:project", project, _PROJECT, "it is not a GCP project ID", "YOUR-PROJECT-ID")
-    )
-    if for_gcp and zone is None:
-        p.lines.append("gcp:zone: not set. Fix: pulumi config set gcp:zone europe-west1-b (a zone near you)")
-    gcp_zone = (
-        ""
-        if zone is None or not for_gcp
-        else _check_string(p, "gcp:zone", zone, _ZONE, "it is not a GCE zone like europe-west1-b", "europe-west1-b")
-    )
-
-    machine_type = _check_string(
-        p,
-        "machineType",
-        get("machineType"),
-        _MACHINE_TYPE,
-        "it is not a GCE machine type name",
-        DEFAULTS["machineType"],
-    )
-    if machine_type in TOO_SMALL_MACHINE_TYPES:
-        p.add(
-            "machineType",
-            machine_type,
-            "it has too little memory for Anaconda and Docker (sshd gets killed when memory runs out)",
-            _set("machineType", DEFAULTS["machineType"]),
-        )
-        machine_type = ""
-
-    disk = _as_int(get("diskSizeGb"))
-    if disk is None or not MIN_DISK_GB <= disk <= MAX_DISK_GB:
-        p.add(
-            "diskSizeGb",
-            get("diskSizeGb"),
-            f"the disk must be a whole number of GB from {MIN_DISK_GB} to {MAX_DISK_GB} "
-            f"(Ubuntu needs 10 GB, Anaconda and Docker about 8 GB more)",
-            _set("diskSizeGb", DEFAULTS["diskSizeGb"]),
-        )
-        disk = 0
-
-    image = _check_string(
-        p, "image", get("image"), _IMAGE, "it is not PROJECT/FAMILY or projects/P/global/images/NAME", DEFAULTS["image"]
-    )
-
-    username = _check_string(
-        p,
-        "username",
-        get("username"),
-        _USERNAME,
-        "a Linux login is 1-32 of a-z, 0-9, _ and -, starting with a letter or _",
-        DEFAULTS["username"],
-    )
-    if username in RESERVED_USERNAMES:
-        p.add(
-            "username",
-            username,
-            "that name belongs to the system or grants extra rights",
-            _set("username", DEFAULTS["username"]),
-        )
-        username = ""
-
-    key_path = _check_string(
-        p,
-        "sshKeyPath",
-        get("sshKeyPath"),
-        _KEY_PATH,
-        "the path may hold only letters, digits, spaces and ._/~@+-",
-        DEFAULTS["sshKeyPath"],
-    )
-    if key_path.endswith(".pub"):
-        p.add(
-            "sshKeyPath",
-            key_path,
-            "it names a public key; the setting is the private key",
-            _set("sshKeyPath", key_path[: -len(".pub")]),
-        )
-        key_path = ""
-
-    cidrs = _check_cidrs(p, get("allowedSshCidrs")) if for_gcp else ()
-    students = _check_students(p, raw.get("students"), raw.get("studentsCsv"))
-
-    verify = _as_bool(get("verify"))
-    if verify is None:
-        p.add("verify", get("verify"), "it must be true or false", _set("verify", True))
-    spot = _as_bool(get("spot"))
-    if spot is None:
-        p.add("spot", get("spot"), "it must be true or false", _set("spot", False))
-
-    verify_timeout = _as_int(get("verifyTimeoutSeconds"))
-    if verify_timeout is None or not 60 <= verify_timeout <= 7200:
-        p.add(
-            "verifyTimeoutSeconds",
-            get("verifyTimeoutSeconds"),
-            "it must be a whole number of seconds from 60 to 7200 (the setup alone takes minutes)",
-            _set("verifyTimeoutSeconds", DEFAULTS["verifyTimeoutSeconds"]),
-        )
-
-    home_disk = _as_int(get("homeDiskSizeGb"))
-    if home_disk is None or not (home_disk == 0 or MIN_HOME_DISK_GB <= home_disk <= MAX_DISK_GB):
-        p.add(
-            "homeDiskSizeGb",
-            get("homeDiskSizeGb"),
-            f"it must be a whole number of GB from {MIN_HOME_DISK_GB} to {MAX_DISK_GB}, or 0 for no home disk",
-            _set("homeDiskSizeGb", 20),
-        )
-
-    idle_minutes = _as_int(get("autoStopIdleMinutes"))
-    if idle_minutes is None or not 0 <= idle_minutes <= MAX_IDLE_MINUTES:
-        p.add(
-            "autoStopIdleMinutes",
-            get("autoStopIdleMinutes"),
-            f"it must be a whole number of minutes from 1 to {MAX_IDLE_MINUTES}, or 0 to never stop",
-            _set("autoStopIdleMinutes", DEFAULTS["autoStopIdleMinutes"]),
-        )
-
-    nightly_stop = _check_string(
-        p,
-        "nightlyStopTime",
-        get("nightlyStopTime"),
-        _CLOCK_TIME_OR_EMPTY,
-        "it must be a time of day as HH:MM (24-hour clock), or empty for no schedule",
-        "22:00",
-    )
-    time_zone = get("timeZone")
-    if not isinstance(time_zone, str) or not _known_time_zone(time_zone):
-        p.add(
-            "timeZone",
-            time_zone,
-            "it is not an IANA time zone name",
-            _set("timeZone", "Europe/Berlin") + " (`timedatectl list-timezones` lists them)",
-        )
-        time_zone = ""
-
-    anaconda = _check_artifact(p, raw, "the Anaconda installer", "anaconda", _ANACONDA_VERSION, "2022.05")
-    compose = _check_artifact(p, raw, "docker-compose", "dockerCompose", _COMPOSE_VERSION, "v2.6.1")
-    mirror = _check_string(
-        p,
-        "artifactMirrorUrl",
-        get("artifactMirrorUrl"),
-        _MIRROR_URL_OR_EMPTY,
-        "a mirror is an http:// or https:// URL with no quotes, spaces, query or shell characters",
-        "http://10.0.2.2:8000",
-    )
-    if mirror:
-        anaconda, compose = (
-            replace(a, url=mirror.rstrip("/") + "/" + a.url.rsplit("/", 1)[1]) for a in (anaconda, compose)
-        )
-    registry_mirror = _check_string(
-        p,
-        "dockerRegistryMirror",
-        get("dockerRegistryMirror"),
-        _MIRROR_URL_OR_EMPTY,
-        "a registry mirror is an http:// or https:// URL like http://10.0.2.2:5000",
-        "http://10.0.2.2:5000",
-    )
-
-    if p.lines:
-        raise SettingsError(p.lines)
+    problems = Problems()
+    _report_unknown_keys(problems, raw)
+    gcp_project, gcp_zone = _check_gcp_location(problems, project, zone) if for_gcp else ("", "")
+    values: dict[str, Any] = {}
+    for row in _CHECK_ORDER:
+        if row.key in values or (row.only_for_gcp and not for_gcp):
+            continue  # checked by the joint rule of an earlier row, or not needed
+        joint = _JOINT_RULES.get(row.key)
+        values.update(joint(problems, raw) if joint else {row.key: row.check(problems, _given(raw, row.key))})
+    anaconda = _artifact(values, "anaconda", "the Anaconda installer")
+    docker_compose = _artifact(values, "dockerCompose", "docker-compose")
+    if problems.lines:
+        raise SettingsError(problems.lines)
     return Settings(
         project=gcp_project,
         zone=gcp_zone,
-        machine_type=machine_type,
-        disk_size_gb=int(disk or 0),
-        image=image,
-        username=username,
-        ssh_key_path=Path(os.path.expanduser(key_path)),
-        allowed_ssh_cidrs=cidrs,
-        verify=bool(verify),
-        verify_timeout_seconds=int(verify_timeout or 0),
-        spot=bool(spot),
-        home_disk_size_gb=int(home_disk or 0),
-        auto_stop_idle_minutes=int(idle_minutes or 0),
-        nightly_stop_time=nightly_stop,
-        time_zone=str(time_zone),
+        machine_type=values["machineType"],
+        disk_size_gb=values["diskSizeGb"],
+        image=values["image"],
+        username=values["username"],
+        ssh_key_path=values["sshKeyPath"],
+        allowed_ssh_cidrs=values.get("allowedSshCidrs", ()),
+        verify=values["verify"],
+        verify_timeout_seconds=values["verifyTimeoutSeconds"],
+        spot=values["spot"],
+        home_disk_size_gb=values["homeDiskSizeGb"],
+        auto_stop_idle_minutes=values["autoStopIdleMinutes"],
+        nightly_stop_time=values["nightlyStopTime"],
+        time_zone=values["timeZone"],
         anaconda=anaconda,
-        docker_compose=compose,
-        docker_registry_mirror=registry_mirror.rstrip("/"),
-        students=students,
+        docker_compose=docker_compose,
+        docker_registry_mirror=values["dockerRegistryMirror"],
+        students=values["students"] or values["studentsCsv"],
     )
 
 

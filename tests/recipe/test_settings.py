@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from provisioner.errors import CourseVmError, SettingsError
-from provisioner.recipe import settings
 from provisioner.recipe.settings import (
     ANACONDA_DEFAULT_SHA256,
     DEFAULTS,
@@ -424,12 +423,7 @@ def test_a_local_vm_needs_no_gcp_settings() -> None:
     assert s.docker_registry_mirror == "http://10.0.2.2:5000"
 
 
-# A class: the roster, from `students` or a CSV file.
-
-NAME_RULE = (
-    "a student name is 1-32 of a-z, 0-9 and -, starting with a letter and not ending with - "
-    "(it becomes their login and part of the VM's name)"
-)
+# A class: one seat, key and login per student of the roster.
 
 
 def test_no_roster_is_one_vm_for_username() -> None:
@@ -448,74 +442,8 @@ def test_a_listed_class_gets_one_seat_and_key_per_student() -> None:
     ]
 
 
-def test_a_roster_csv_gives_the_names_in_its_order(tmp_path: Path) -> None:
-    roster = tmp_path / "roster.csv"
-    # As spreadsheets export it: a byte-order mark, CRLF, extra columns, a blank line, padded cells.
-    roster.write_bytes(b"\xef\xbb\xbfEmail,Name,Group\r\nc@x.org, carol ,A\r\n\r\na@x.org,alice,B\r\n")
-    s = parse_settings({**GOOD, "studentsCsv": str(roster)}, PROJECT, ZONE)
-    assert s.students == ("carol", "alice")
-
-
-def test_a_relative_roster_path_is_relative_to_the_project(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    (tmp_path / "roster.csv").write_text("name\nalice\n")
-    monkeypatch.setattr(settings, "PROJECT_DIR", tmp_path)
-    assert parse_settings({**GOOD, "studentsCsv": "roster.csv"}, PROJECT, ZONE).students == ("alice",)
-
-
-def test_every_bad_roster_entry_is_reported_at_once() -> None:
-    assert problems({"students": ["alice", "Bob Smith", "root", "alice", "x_y", "dave-"]}) == [
-        f"students[1]: got 'Bob Smith', but {NAME_RULE}. Fix: pulumi config set --path 'students[1]' alice",
-        "students[2]: got 'root', but that name belongs to the system or grants extra rights. "
-        "Fix: pulumi config set --path 'students[2]' alice",
-        "students[3]: got 'alice', but that name is listed twice, and each student gets one VM. "
-        "Fix: pulumi config set --path 'students[3]' alice",
-        f"students[4]: got 'x_y', but {NAME_RULE}. Fix: pulumi config set --path 'students[4]' alice",
-        f"students[5]: got 'dave-', but {NAME_RULE}. Fix: pulumi config set --path 'students[5]' alice",
-    ]
-
-
-def test_bad_csv_lines_are_reported_with_their_line_numbers(tmp_path: Path) -> None:
-    roster = tmp_path / "roster.csv"
-    roster.write_text("name,email\nalice,a@x.org\nAlice Smith,b@x.org\n,c@x.org\nalice,d@x.org\n")
-    where = f"studentsCsv {roster}"
-    fix = f"Fix: correct that line of {roster}"
-    assert problems({"studentsCsv": str(roster)}) == [
-        f"{where} line 3: got 'Alice Smith', but {NAME_RULE}. {fix}",
-        f"{where} line 4: got '', but {NAME_RULE}. {fix}",
-        f"{where} line 5: got 'alice', but that name is listed twice, and each student gets one VM. {fix}",
-    ]
-
-
-@pytest.mark.parametrize(
-    ("content", "why"),
-    [
-        ("email\na@x.org\n", "it has no `name` column"),
-        ("", "it lists no students"),
-        ("name,email\n\n,\n", "it lists no students"),
-        (None, "it cannot be read (No such file or directory)"),
-    ],
-)
-def test_an_unusable_roster_file_says_what_it_must_hold(tmp_path: Path, content: str | None, why: str) -> None:
-    roster = tmp_path / "roster.csv"
-    if content is not None:
-        roster.write_text(content)
-    [message] = problems({"studentsCsv": str(roster)})
-    assert message.startswith(f"studentsCsv: got '{roster}', but {why}. Fix: ")
-
-
 def test_one_roster_only() -> None:
     assert problems({"students": ["alice"], "studentsCsv": "roster.csv"}) == [
         "studentsCsv: got 'roster.csv', but students is set too, and a class has one roster. "
         "Fix: keep one: pulumi config rm students, or pulumi config rm studentsCsv"
-    ]
-
-
-def test_a_roster_too_big_for_one_stack_names_its_key(tmp_path: Path) -> None:
-    roster = tmp_path / "roster.csv"
-    roster.write_text("name\n" + "".join(f"s{i}\n" for i in range(201)))
-    assert problems({"studentsCsv": str(roster)}) == [
-        "studentsCsv: got '201 names', but one stack holds at most 200 VMs. Fix: split the class"
-    ]
-    assert problems({"students": [f"s{i}" for i in range(201)]}) == [
-        "students: got '201 names', but one stack holds at most 200 VMs. Fix: split the class"
     ]

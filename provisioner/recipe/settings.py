@@ -467,21 +467,6 @@ _JOINT_RULES: Mapping[str, _JointRule] = {
 }
 """Each rule across rows, by the first of its rows."""
 
-# Problems are listed in the order the checks ran before this table, so that the report reads as it
-# always has (a test pins it); that order differs from the table's in these two places only. Every
-# other row, and any new one, is checked in table order.
-_CHECKED_JUST_BEFORE = {"allowedSshCidrs": "students", "spot": "verifyTimeoutSeconds"}
-
-
-def _check_order() -> tuple[Setting, ...]:
-    rows = [row for row in SETTINGS if row.key not in _CHECKED_JUST_BEFORE]
-    for key, before in _CHECKED_JUST_BEFORE.items():
-        rows.insert(rows.index(_ROW[before]), _ROW[key])
-    return tuple(rows)
-
-
-_CHECK_ORDER = _check_order()
-
 _GCP_PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 _GCE_ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
 
@@ -551,13 +536,11 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
     _report_unknown_keys(problems, raw)
     gcp_project, gcp_zone = _check_gcp_location(problems, project, zone) if for_gcp else ("", "")
     values: dict[str, Any] = {}
-    for row in _CHECK_ORDER:
+    for row in SETTINGS:
         if row.key in values or (row.only_for_gcp and not for_gcp):
             continue  # checked by the joint rule of an earlier row, or not needed
         joint = _JOINT_RULES.get(row.key)
         values.update(joint(problems, raw) if joint else {row.key: row.check(problems, _given(raw, row.key))})
-    anaconda = _artifact(values, "anaconda", "the Anaconda installer")
-    docker_compose = _artifact(values, "dockerCompose", "docker-compose")
     if problems.lines:
         raise SettingsError(problems.lines)
     return Settings(
@@ -576,8 +559,9 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
         auto_stop_idle_minutes=values["autoStopIdleMinutes"],
         nightly_stop_time=values["nightlyStopTime"],
         time_zone=values["timeZone"],
-        anaconda=anaconda,
-        docker_compose=docker_compose,
+        # Only from valid rows: a mirror serves each file under the name its URL ends in.
+        anaconda=_artifact(values, "anaconda", "the Anaconda installer"),
+        docker_compose=_artifact(values, "dockerCompose", "docker-compose"),
         docker_registry_mirror=values["dockerRegistryMirror"],
         students=values["students"] or values["studentsCsv"],
     )

@@ -288,8 +288,8 @@ def test_every_problem_is_reported_together() -> None:
     assert text.startswith("course-vm settings: 6 problems, nothing was created:\n  - gcp:project: not set.")
 
 
-def test_problems_are_listed_in_the_order_the_settings_are_checked() -> None:
-    # Neither Pulumi.yaml's order nor the raw config's: pinned so that restructuring the checks keeps it.
+def test_problems_are_listed_in_the_settings_tables_order() -> None:
+    # Unknown keys, then the provider's keys, then Pulumi.yaml's order; not the raw config's order.
     raw = {
         "zzz": 1,
         "machinetype": "e2-standard-8",
@@ -328,11 +328,11 @@ def test_problems_are_listed_in_the_order_the_settings_are_checked() -> None:
         "image",
         "username",
         "sshKeyPath",
-        "allowedSshCidrs[0]",
         "students[0]",
+        "allowedSshCidrs[0]",
         "verify",
-        "spot",
         "verifyTimeoutSeconds",
+        "spot",
         "homeDiskSizeGb",
         "autoStopIdleMinutes",
         "nightlyStopTime",
@@ -347,6 +347,15 @@ def test_problems_are_listed_in_the_order_the_settings_are_checked() -> None:
     ]
     assert "the default anacondaSha256 only matches version 2022.05" in lines[18]
     assert "it is not a release version" in lines[20]
+
+
+@pytest.mark.parametrize("key", ["anacondaUrl", "dockerComposeUrl"])
+def test_a_bad_url_beside_a_mirror_is_reported_not_a_crash(key: str) -> None:
+    # The mirror replaces both URLs by their file names, which a URL that failed its rule has none of.
+    assert problems({"artifactMirrorUrl": "http://10.0.2.2:8000", key: "ftp://example.com/x"}) == [
+        f"{key}: got 'ftp://example.com/x', but the URL must be https:// with no quotes, spaces, query or "
+        f"shell characters. Fix: pulumi config set {key} {DEFAULTS[key]}"
+    ]
 
 
 def test_settings_from_pulumi_uses_provider_environment_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""The Compute API calls (host keys, starting a VM), against its local fake (tests/fake_compute_api.py)."""
+"""The Compute API calls (host keys, starting a VM), against its local fake (tests/support/fake_compute_api.py)."""
 
 from __future__ import annotations
 

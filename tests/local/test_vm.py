@@ -3,8 +3,8 @@
 Real: the image (debootstrap), QEMU, cloud-init, the recipe, apt and Debian's docker.io, dockerd,
 the docker group, the image pull through a registry mirror, sshd, paramiko and the checker.
 Test data, served from the host (the guest reaches it as 10.0.2.2): a docker-compose and an
-Anaconda installer stand-in (tests/local_artifacts.py), and a `hello-world` image built from
-busybox-static in Debian's docker-registry (tests/local_registry.py). Only mirror settings and
+Anaconda installer stand-in (tests/support/local_artifacts.py), and a `hello-world` image built from
+busybox-static in Debian's docker-registry (tests/support/local_registry.py). Only mirror settings and
 their checksums differ from what GCP gets.
 """
 

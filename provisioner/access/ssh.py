@@ -6,7 +6,7 @@ import select
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import paramiko
@@ -16,6 +16,12 @@ from provisioner.access.keys import check_private_key_file
 from provisioner.errors import HostKeyMismatchError, SshKeyError, UnreachableError
 
 Progress = Callable[[str], None]
+HostKeySource = Callable[[float], tuple[HostKey, ...]]
+"""Reads the host keys a VM publishes out of band (guest attributes, its console) by a deadline."""
+KEYS_SETTLE_SECONDS = 30.0
+"""How long keys a VM publishes must stay the same before a mismatch with them is final. GCE's guest
+agent replaces the keys cloud-init published on first boot, and publishes its own seconds before sshd
+is reloaded with them; a login in that window meets a key that is not yet the published one."""
 MAX_OUTPUT_BYTES = 1 << 20  # per stream; the tail is kept, which is where errors are
 _RSA_SIGNATURES = ("rsa-sha2-512", "rsa-sha2-256")
 
@@ -29,6 +35,8 @@ class Target:
     user: str
     identity: Path
     host_keys: tuple[HostKey, ...]
+    published: HostKeySource | None = field(default=None, compare=False, repr=False)
+    """Where `host_keys` came from, read again after a mismatch; None: they are final (the user gave them)."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,39 @@ def connect(target: Target, key: paramiko.PKey, deadline: float, progress: Progr
             last_reason, last_report = reason, now
         time.sleep(min(delay, deadline - now))
         delay = min(delay * 1.6, 3.0)
+
+
+def connect_published(
+    target: Target, key: paramiko.PKey, deadline: float, progress: Progress, settle: float = KEYS_SETTLE_SECONDS
+) -> tuple[paramiko.SSHClient, Target]:
+    """Log in as `connect` does, but let a VM that publishes its host keys change them once pinned.
+
+    After a mismatch, the keys TARGET's source publishes now are read again: keys that changed are
+    pinned instead and the login retried; keys that did not are retried until they have stayed the
+    same for SETTLE seconds, and only then is the mismatch final. Nothing but what the VM publishes
+    out of band is ever trusted. Returns the client and the target with the keys it logged in with.
+    Raises what `connect` raises; HostKeyMismatchError at once when TARGET has no source.
+    """
+    unchanged_since = time.monotonic()
+    said = False
+    while True:
+        try:
+            return connect(target, key, deadline, progress), target
+        except HostKeyMismatchError:
+            if target.published is None or time.monotonic() >= deadline:
+                raise
+            current = target.published(deadline)
+            now = time.monotonic()
+            if set(current) != set(target.host_keys):
+                progress(f"the VM now publishes other host keys; pinning those ({current[0].fingerprint})")
+                target, unchanged_since, said = replace(target, host_keys=current), now, False
+                continue
+            if now - unchanged_since >= settle or now >= deadline:
+                raise
+            if not said:
+                progress(f"host key mismatch; reading the published keys again for up to {settle:.0f}s")
+                said = True
+            time.sleep(min(2.0, deadline - now))
 
 
 def _no_delay(client: paramiko.SSHClient) -> None:

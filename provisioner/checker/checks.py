@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 
 import paramiko
 
-from provisioner.access.ssh import CommandResult, Progress, Target, connect, load_identity, run
+from provisioner.access.host_keys import HostKey
+from provisioner.access.ssh import CommandResult, Progress, Target, connect_published, load_identity, run
 
 DEFAULT_TIMEOUT = 1800.0  # Anaconda alone takes minutes on a small VM; generous by default
 CHECK_TIMEOUT = 120.0
@@ -52,6 +53,8 @@ class Report:
 
     host: str
     checks: tuple[CheckResult, ...]
+    host_keys: tuple[HostKey, ...] = ()
+    """The host keys the checker logged in with: the VM's published ones if they changed meanwhile."""
 
     @property
     def ok(self) -> bool:
@@ -232,22 +235,23 @@ def check_vm(target: Target, timeout: float = DEFAULT_TIMEOUT, progress: Progres
 
     The checks run as a fresh login would: in the first login if its groups are already current
     (the VM was ready when it logged in), else in a new one.
-    Raises SshKeyError (bad input), UnreachableError (no login before the deadline) and
-    HostKeyMismatchError (the VM is not the one whose key was pinned).
+    Keys TARGET's VM publishes may change while it boots (see `connect_published`); the report
+    holds the ones the checks ran with. Raises SshKeyError (bad input), UnreachableError (no login
+    before the deadline) and HostKeyMismatchError (the VM is not the one whose key was pinned).
     """
     key = load_identity(target.identity)
     deadline = time.monotonic() + timeout
     progress(f"connecting to {target.user}@{target.host}:{target.port} (up to {timeout:.0f}s)")
-    client = connect(target, key, deadline, progress)
+    client, target = connect_published(target, key, deadline, progress)
     try:
         progress("logged in; waiting for cloud-init to finish")
         checks = [cloud_init_finished(client, max(deadline - time.monotonic(), 1.0))]
         if not session_has_current_groups(client):
             client.close()
-            client = connect(target, key, max(deadline, time.monotonic() + 60), progress)
+            client, target = connect_published(target, key, max(deadline, time.monotonic() + 60), progress)
         for check in STUDENT_CHECKS:
             progress(f"checking {check.__name__.replace('_', ' ')}")
             checks.append(check(client))
     finally:
         client.close()
-    return Report(target.host, tuple(checks))
+    return Report(target.host, tuple(checks), target.host_keys)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.access.host_keys import HostKey, host_keys_from_known_hosts, parse_host_key
-from provisioner.access.ssh import Target
+from provisioner.access.ssh import HostKeySource, Target
 from provisioner.checker.checks import DEFAULT_TIMEOUT, check_vm
 from provisioner.checker.class_pool import DEFAULT_WORKERS, TargetSource, check_class
 from provisioner.cli.console import print_class_report, print_report, progress
@@ -98,16 +98,25 @@ def _target(args: argparse.Namespace, deadline: float) -> Target:
             "give exactly one host key source: --host-key, --known-hosts, or --gce-instance with "
             "--gce-zone and --gce-project (the checker never trusts a key on first use)"
         )
-    host_keys: tuple[HostKey, ...]
+    identity = Path(args.identity).expanduser()
     if args.host_key:
-        host_keys = tuple(parse_host_key(text) for text in args.host_key)
-    elif args.known_hosts:
-        host_keys = host_keys_from_known_hosts(args.known_hosts, args.host, args.port)
-    else:
-        if not (args.gce_zone and args.gce_project):
-            raise CourseVmError("--gce-instance needs --gce-zone and --gce-project")
-        host_keys = gce_host_keys(GceInstance(args.gce_project, args.gce_zone, args.gce_instance), deadline, progress)
-    return Target(args.host, args.port, args.user, Path(args.identity).expanduser(), host_keys)
+        return Target(args.host, args.port, args.user, identity, tuple(parse_host_key(t) for t in args.host_key))
+    if args.known_hosts:
+        known = host_keys_from_known_hosts(args.known_hosts, args.host, args.port)
+        return Target(args.host, args.port, args.user, identity, known)
+    if not (args.gce_zone and args.gce_project):
+        raise CourseVmError("--gce-instance needs --gce-zone and --gce-project")
+    published = published_by(GceInstance(args.gce_project, args.gce_zone, args.gce_instance))
+    return Target(args.host, args.port, args.user, identity, published(deadline), published)
+
+
+def published_by(instance: GceInstance) -> HostKeySource:
+    """The host keys INSTANCE publishes, read again whenever the checker asks (see connect_published)."""
+
+    def published(deadline: float) -> tuple[HostKey, ...]:
+        return gce_host_keys(instance, deadline, progress)
+
+    return published
 
 
 def _class_outputs(args: argparse.Namespace) -> dict[str, Any]:
@@ -129,12 +138,11 @@ def class_targets(
 
     def source(vm: dict[str, Any]) -> TargetSource:
         def target(deadline: float) -> Target:
+            where = (vm["ip"], port, vm["username"], Path(vm["identityFile"]))
             if vm.get("hostKeys"):
-                keys = tuple(parse_host_key(text) for text in vm["hostKeys"])
-            else:
-                instance = GceInstance(str(outputs.get("project")), vm["zone"], vm["instanceName"])
-                keys = gce_host_keys(instance, deadline, progress)
-            return Target(vm["ip"], port, vm["username"], Path(vm["identityFile"]), keys)
+                return Target(*where, tuple(parse_host_key(text) for text in vm["hostKeys"]))
+            published = published_by(GceInstance(str(outputs.get("project")), vm["zone"], vm["instanceName"]))
+            return Target(*where, published(deadline), published)
 
         return target
 

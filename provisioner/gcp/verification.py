@@ -40,6 +40,7 @@ def verify(props: dict[str, Any]) -> dict[str, Any]:
     Raises CourseVmError (no login, host key mismatch, bad input) or CheckFailedError with the
     checker's table, which Pulumi shows as the reason the update failed.
     """
+    from provisioner.access.host_keys import HostKey
     from provisioner.access.ssh import Target
     from provisioner.access.ssh_config import write_atomically
     from provisioner.checker.checks import check_vm
@@ -51,11 +52,18 @@ def verify(props: dict[str, Any]) -> dict[str, Any]:
 
     deadline = time.monotonic() + float(props["timeout_seconds"])
     instance = GceInstance(props["project"], props["zone"], props["instance_name"])
-    host_keys = gce_host_keys(instance, deadline, progress)
-    target = Target(props["host"], int(props["port"]), props["user"], Path(props["identity_file"]), host_keys)
+
+    def published(by: float) -> tuple[HostKey, ...]:
+        return gce_host_keys(instance, by, progress)
+
+    target = Target(
+        props["host"], int(props["port"]), props["user"], Path(props["identity_file"]), published(deadline), published
+    )
     report = check_vm(target, max(deadline - time.monotonic(), 60.0), progress)
     if not report.ok:
         raise CourseVmError("the VM is not ready:\n" + report.table())
+    # What the checker logged in with: on first boot the guest agent replaces the keys first published.
+    host_keys = report.host_keys
     lines = [k.known_hosts_line(target.host, target.port) for k in host_keys]
     known_hosts = known_hosts_path(props["identity_file"])
     write_atomically(known_hosts, "".join(line + "\n" for line in lines), 0o644)

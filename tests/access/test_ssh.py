@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.access.host_keys import parse_host_key
-from provisioner.access.ssh import Target, connect, load_identity, run
+from provisioner.access.host_keys import HostKey, parse_host_key
+from provisioner.access.ssh import Target, connect, connect_published, load_identity, run
 from provisioner.errors import HostKeyMismatchError, SshKeyError, UnreachableError
 from provisioner.local.vm import free_loopback_port
 from tests.conftest import require_tool, wait_for_port
@@ -88,6 +88,75 @@ def test_wrong_host_key_fails_at_once_and_is_never_retried(ready_sshd: Sshd, tmp
     assert ready_sshd.host_key.fingerprint in message
     assert settled_connections(ready_sshd) == connections_before + 1
     assert raised.value.exit_code == 4
+
+
+class Published:
+    """A stand-in for the keys a VM publishes out of band: each read gives the next list, then the last."""
+
+    def __init__(self, *reads: tuple[HostKey, ...]) -> None:
+        self.reads = list(reads)
+        self.count = 0
+
+    def __call__(self, deadline: float) -> tuple[HostKey, ...]:
+        self.count += 1
+        return self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
+
+
+def published_login(
+    sshd: Sshd, pinned: HostKey, published: Published, settle: float = 30.0
+) -> tuple[Target, list[str], float]:
+    messages: list[str] = []
+    first = target(sshd, host_keys=(pinned,), published=published)
+    started = time.monotonic()
+    client, final = connect_published(
+        first, load_identity(first.identity), time.monotonic() + 60, messages.append, settle
+    )
+    with client:
+        assert run(client, "id -un", 10).stdout.strip() == sshd.user
+    return final, messages, time.monotonic() - started
+
+
+def test_keys_the_vm_replaced_after_they_were_pinned_are_pinned_anew(ready_sshd: Sshd, tmp_path: Path) -> None:
+    # GCE's first boot: cloud-init publishes keys, then the guest agent replaces them and publishes its own.
+    first_published = parse_host_key(other_host_key(tmp_path))
+    published = Published((ready_sshd.host_key,))
+    final, messages, _ = published_login(ready_sshd, first_published, published)
+    assert final.host_keys == (ready_sshd.host_key,)
+    assert published.count == 1
+    assert any(f"now publishes other host keys; pinning those ({ready_sshd.host_key.fingerprint})" in m
+               for m in messages), messages  # fmt: skip
+
+
+def test_keys_published_a_little_after_the_mismatch_are_waited_for(ready_sshd: Sshd, tmp_path: Path) -> None:
+    # sshd may present the new key seconds before the guest publishes it: reread until it does.
+    stale = parse_host_key(other_host_key(tmp_path))
+    published = Published((stale,), (stale,), (ready_sshd.host_key,))
+    final, messages, _ = published_login(ready_sshd, stale, published)
+    assert final.host_keys == (ready_sshd.host_key,)
+    assert published.count == 3
+    assert any("reading the published keys again for up to 30s" in m for m in messages), messages
+
+
+def test_a_mismatch_with_keys_the_vm_still_publishes_is_final_once_they_settle(
+    ready_sshd: Sshd, tmp_path: Path
+) -> None:
+    wrong = parse_host_key(other_host_key(tmp_path))
+    published = Published((wrong,))
+    started = time.monotonic()
+    with pytest.raises(HostKeyMismatchError) as raised:
+        published_login(ready_sshd, wrong, published, settle=2.0)
+    assert 2.0 <= time.monotonic() - started < 10
+    assert published.count >= 2
+    assert raised.value.exit_code == 4
+
+
+def test_keys_the_user_gave_are_final_at_once(ready_sshd: Sshd, tmp_path: Path) -> None:
+    wrong = parse_host_key(other_host_key(tmp_path))
+    first = target(ready_sshd, host_keys=(wrong,))
+    started = time.monotonic()
+    with pytest.raises(HostKeyMismatchError):
+        connect_published(first, load_identity(first.identity), time.monotonic() + 60, print)
+    assert time.monotonic() - started < 5
 
 
 def test_pinned_key_of_a_type_the_server_lacks_is_a_mismatch(ready_sshd: Sshd, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from provisioner.local.vm import free_loopback_port
 from tests.conftest import ROOT
+from tests.support.fake_compute_api import ED25519, INSTANCE, FakeComputeApi
 from tests.support.pulumi_cli import stand_in_pulumi
 from tests.support.sshd import Sshd
 
@@ -114,6 +115,19 @@ def test_check_exit_4_on_host_key_mismatch(ready_sshd: Sshd, tmp_path: Path) -> 
     result = check_cli(*sshd_args(ready_sshd), "--host-key", (tmp_path / "other.pub").read_text())
     assert result.returncode == 4
     assert "may be intercepted" in result.stderr
+
+
+@pytest.mark.integration
+def test_check_pins_the_keys_a_gce_vm_publishes_after_its_first_ones(ready_sshd: Sshd, api: FakeComputeApi) -> None:
+    # A GCE first boot: the keys read first are cloud-init's; the guest agent's replace them.
+    api.guest_attributes = [{"namespace": "hostkeys", "key": "ssh-ed25519", "value": ED25519}]
+    api.then_guest_attributes = [
+        {"namespace": "hostkeys", "key": ready_sshd.host_key.type, "value": ready_sshd.host_key.blob}
+    ]
+    gce = ["--gce-instance", INSTANCE.name, "--gce-zone", INSTANCE.zone, "--gce-project", INSTANCE.project]
+    result = check_cli(*sshd_args(ready_sshd), *gce, "--timeout", "60", env={**os.environ, **api.gcloud_environment()})
+    assert result.returncode == 0, result.stderr
+    assert f"now publishes other host keys; pinning those ({ready_sshd.host_key.fingerprint})" in result.stderr
 
 
 @pytest.mark.integration

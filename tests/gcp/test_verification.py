@@ -14,7 +14,7 @@ from pulumi.dynamic.dynamic import serialize_provider
 from provisioner.errors import CourseVmError
 from provisioner.gcp.verification import CHECKER_VERSION, VmVerificationProvider
 from tests.conftest import ROOT
-from tests.support.fake_compute_api import INSTANCE, FakeComputeApi
+from tests.support.fake_compute_api import ED25519, INSTANCE, FakeComputeApi
 from tests.support.sshd import Sshd
 
 
@@ -78,6 +78,21 @@ def test_provider_survives_pulumi_serialization_and_verifies_the_vm(
     assert Path(outs["known_hosts_file"]).read_text() == line + "\n"
     assert json.loads(outs["report"])["ok"] is True
     assert "PRIVATE KEY" not in result.stdout
+
+
+@pytest.mark.integration
+def test_keys_the_guest_agent_replaced_are_the_ones_pinned(
+    ready_sshd: Sshd, api: FakeComputeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in publish(api, ready_sshd).items():
+        monkeypatch.setenv(name, value)
+    # cloud-init's keys first, then the guest agent's (the ones sshd serves), as on a GCE first boot.
+    api.then_guest_attributes = api.guest_attributes
+    api.guest_attributes = [{"namespace": "hostkeys", "key": "ssh-ed25519", "value": ED25519}]
+    outs = VmVerificationProvider(str(ROOT)).create(props(ready_sshd)).outs
+    assert outs is not None
+    assert outs["host_keys"] == [str(ready_sshd.host_key)]
+    assert Path(outs["known_hosts_file"]).read_text() == f"[127.0.0.1]:{ready_sshd.port} {ready_sshd.host_key}\n"
 
 
 @pytest.mark.integration

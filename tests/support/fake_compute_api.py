@@ -1,6 +1,7 @@
 """A local fake of the Compute API endpoints course-vm calls (compute.googleapis.com is
 unreachable here): `instances.getGuestAttributes` and `instances.getSerialPortOutput`, with the
-API's response shapes, including the 404 the API gives until the guest publishes `hostkeys/`;
+API's response shapes, including the 404 the API gives until the guest publishes `hostkeys/` and
+keys replaced once read, as GCE's guest agent replaces cloud-init's on first boot;
 and `instances.start` and `instances.get`, a started instance going STAGING, then RUNNING.
 """
 
@@ -44,6 +45,8 @@ class FakeComputeApi:
 
     guest_attributes_after: int = 0  # 404 for this many calls first
     guest_attributes: list[dict[str, str]] = field(default_factory=list)
+    then_guest_attributes: list[dict[str, str]] | None = None
+    """Published in place of guest_attributes once they have been read: the guest agent's new keys."""
     console: str = ""
     instance_exists: bool = True
     status: int = 200
@@ -116,6 +119,8 @@ def fake_compute_api() -> Iterator[FakeComputeApi]:
                             "queryValue": {"items": fake.guest_attributes},
                         },
                     )
+                    if fake.then_guest_attributes is not None:
+                        fake.guest_attributes, fake.then_guest_attributes = fake.then_guest_attributes, None
             elif path == BASE + "/serialPort" and params.get("port") == ["1"]:
                 code, body = (
                     200,

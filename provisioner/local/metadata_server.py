@@ -1,0 +1,501 @@
+"""A stand-in for GCE's metadata server, so that a local VM's cloud-init and guest agent act as on GCE."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import http.server
+import json
+import re
+import secrets
+import socket
+import socketserver
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+WORKERS = 16
+"""Connections served at once; more wait their turn. Each answer closes its connection (HTTP/1.0),
+so only a request in progress or a held `wait_for_change` occupies a worker."""
+MAX_WAIT_SECONDS = 60
+"""GCE's default and maximum `timeout_sec`; its clients give up after 70 s."""
+READ_SECONDS = 10.0
+"""A client that has not sent its whole request by then frees its worker."""
+MAX_GUEST_VALUE_BYTES = 256 * 1024
+GUEST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""One namespace or key of a guest attribute (`hostkeys/ssh-ed25519`, `guest-agent/sshable`)."""
+ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
+"""A zone name as GCE spells them (`us-central1-a`): cloud-init takes the region as all but its last part."""
+
+Json = Any
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TwinInstance:
+    """The GCE identity a local VM is shown: what its metadata server answers about it."""
+
+    name: str
+    instance_id: int
+    project_id: str = "course-vm-twin"
+    numeric_project_id: int = 123456789012
+    zone: str = "local-twin1-a"
+    machine_type: str = "e2-standard-2"
+    mac: str = "42:01:0a:80:00:02"
+    """The MAC address the VM's NIC must have: the guest agent looks its interface up by it."""
+    ip: str = "10.128.0.2"
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    project_attributes: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not ZONE.fullmatch(self.zone):
+            raise ValueError(f"zone {self.zone!r} is not a GCE zone name like us-central1-a")
+        for where, values in (("attributes", self.attributes), ("project_attributes", self.project_attributes)):
+            # The guest agent discards the whole document if any value is not a JSON string.
+            bad = [key for key, value in values.items() if not isinstance(key, str) or not isinstance(value, str)]
+            if bad:
+                raise ValueError(f"{where}: the values of {', '.join(map(repr, bad))} are not strings")
+            # A read-only copy: a change must go through MetadataServer.set_attributes, which wakes watchers.
+            object.__setattr__(self, where, MappingProxyType(dict(values)))
+
+    @property
+    def hostname(self) -> str:
+        return f"{self.name}.c.{self.project_id}.internal"
+
+    def guest_attributes_enabled(self) -> bool:
+        """GCE's rule: `enable-guest-attributes` of the instance, else of the project, is TRUE."""
+        key = "enable-guest-attributes"
+        return self.attributes.get(key, self.project_attributes.get(key, "")).lower() == "true"
+
+    def document(self) -> dict[str, Json]:
+        """The recursive root document (`/computeMetadata/v1/?recursive=true`), with GCE's JSON types:
+        the guest agent decodes it into typed structs and discards it whole on one wrong type."""
+        project = f"projects/{self.numeric_project_id}"
+        interface = {
+            "mac": self.mac,
+            "ip": self.ip,
+            "network": f"{project}/networks/default",
+            "forwardedIps": [],
+            "forwardedIpv6s": [],
+            "targetInstanceIps": [],
+            "ipAliases": [],
+        }
+        return {
+            "instance": {
+                "id": self.instance_id,
+                "name": self.name,
+                "hostname": self.hostname,
+                "zone": f"{project}/zones/{self.zone}",
+                "machineType": f"{project}/machineTypes/{self.machine_type}",
+                "attributes": dict(self.attributes),
+                "networkInterfaces": [interface],
+            },
+            "project": {
+                "projectId": self.project_id,
+                "numericProjectId": self.numeric_project_id,
+                "attributes": dict(self.project_attributes),
+            },
+        }
+
+
+def random_instance_id() -> int:
+    """A new 19-digit instance id, as GCE gives each VM: the guest agent's first-boot setup runs once per id."""
+    return 10**18 + secrets.randbelow(8 * 10**18)
+
+
+class _Answer(NamedTuple):
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    path: str
+    query: Mapping[str, str]
+    flavor: str
+    authorization: str
+    body: bytes | None
+    """A PUT's body; None when it had no usable Content-Length or was too long."""
+
+
+def _text(status: int, message: str) -> _Answer:
+    return _Answer(status, (message + "\n").encode())
+
+
+def _json(status: int, document: Json) -> _Answer:
+    return _Answer(status, json.dumps(document).encode(), "application/json; charset=utf-8")
+
+
+def _api_error(code: int, message: str, reason: str) -> _Answer:
+    """An error as the Compute API words it; course-vm's client reads `error.message`."""
+    return _json(
+        code, {"error": {"code": code, "message": message, "errors": [{"message": message, "reason": reason}]}}
+    )
+
+
+def _with_etag(answer: _Answer) -> _Answer:
+    digest = hashlib.sha256(f"{answer.status}\n".encode() + answer.body).hexdigest()
+    return answer._replace(etag=digest[:16])
+
+
+def _camel_case(segment: str) -> str:
+    return re.sub(r"-([a-z0-9])", lambda m: m.group(1).upper(), segment)
+
+
+def _hyphenated(key: str) -> str:
+    return re.sub(r"[A-Z]", lambda m: "-" + m.group(0).lower(), key)
+
+
+def _lookup(node: Json, segments: list[str], literal: bool = False) -> tuple[Json, bool] | None:
+    """The node at SEGMENTS (GCE's hyphenated path names) and whether its keys are literal, or None.
+
+    Keys below `attributes` (and in guest attributes: LITERAL) are names the user chose, not GCE's.
+    """
+    for segment in segments:
+        if isinstance(node, dict):
+            key = segment if literal else _camel_case(segment)
+            if key not in node or (not literal and segment != segment.lower()):
+                return None
+            node, literal = node[key], literal or key == "attributes"
+        elif isinstance(node, list) and segment.isascii() and segment.isdigit() and int(segment) < len(node):
+            node = node[int(segment)]
+        else:
+            return None
+    return node, literal
+
+
+def _render(node: Json, literal: bool, query: Mapping[str, str]) -> _Answer:
+    """A directory as JSON (recursive=true) or GCE's listing (children one a line, directories with a
+    trailing /); a leaf as its text, or its JSON with alt=json."""
+    if isinstance(node, dict | list):
+        if query.get("recursive", "").lower() == "true":
+            return _json(200, node)
+        names = node.keys() if isinstance(node, dict) else map(str, range(len(node)))
+        children = node.values() if isinstance(node, dict) else node
+        lines = [
+            (name if literal or not isinstance(node, dict) else _hyphenated(name))
+            + ("/" if isinstance(child, dict | list) else "")
+            for name, child in zip(names, children, strict=True)
+        ]
+        return _Answer(200, "".join(line + "\n" for line in lines).encode())
+    if query.get("alt") == "json":
+        return _json(200, node)
+    # No newline: cloud-init takes instance/id's raw text as the instance id.
+    return _Answer(200, str(node).encode())
+
+
+def _timeout(query: Mapping[str, str]) -> float:
+    """`timeout_sec`, at most GCE's 60. Raises ValueError when it is not a positive integer."""
+    seconds = int(query.get("timeout_sec", str(MAX_WAIT_SECONDS)))
+    if seconds < 1:
+        raise ValueError(seconds)
+    return float(min(seconds, MAX_WAIT_SECONDS))
+
+
+class MetadataServer:
+    """GCE's metadata server for one TwinInstance, on 127.0.0.1 from the moment it is made.
+
+    It also serves the Compute API's view of the instance (its guest attributes, its console, its
+    status) under `/compute/v1`, for a client holding TOKEN, so that the host reads the twin's host
+    keys as it reads a real VM's. Raises OSError when PORT cannot be bound.
+    """
+
+    def __init__(
+        self,
+        twin: TwinInstance,
+        *,
+        port: int = 0,
+        token: str | None = None,
+        console_log: Path | None = None,
+        log: Log = lambda _: None,
+    ) -> None:
+        self.token = token or secrets.token_urlsafe(32)
+        self.console_log = console_log
+        self.log = log
+        self._twin = twin
+        self._guest: dict[str, dict[str, str]] = {}
+        # Guards the state above; notified on every change, so that held requests look again.
+        self._changed = threading.Condition()
+        self._closing = False
+        self._http = _HttpServer(self, port)
+        self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
+        # serve_forever looks for close() every poll: a short one makes closing quick, and costs nothing.
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.1}, name="metadata-server", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def compute_api(self) -> str:
+        """The base URL of the Compute API view, as course-vm's Compute API client takes it."""
+        return self.url + "/compute/v1"
+
+    @property
+    def twin(self) -> TwinInstance:
+        with self._changed:
+            return self._twin
+
+    @property
+    def guest_attributes(self) -> dict[str, dict[str, str]]:
+        """What the guest has published, namespace -> key -> value (a copy)."""
+        with self._changed:
+            return {namespace: dict(keys) for namespace, keys in self._guest.items()}
+
+    def set_attributes(self, attributes: Mapping[str, str]) -> None:
+        """Replace the instance attributes, as `gcloud compute instances add-metadata` would."""
+        with self._changed:
+            self._twin = replace(self._twin, attributes=dict(attributes))
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        """Stop serving: held requests are answered at once; no thread or socket is left behind."""
+        with self._changed:
+            if self._closing:
+                return
+            self._closing = True
+            self._changed.notify_all()
+        self._http.shutdown()  # nothing new is accepted once this returns
+        self._http.stop_reading()
+        self._http.workers.shutdown(wait=True)
+        self._http.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> MetadataServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _answer(self, request: _Request) -> _Answer:
+        segments = [s for s in request.path.split("/") if s]  # GCE ignores empty segments: `v1//` is `v1/`
+        if request.path == "/":
+            # Client libraries probe this and check for the Metadata-Flavor header.
+            return _text(200, "computeMetadata/") if request.method == "GET" else _text(405, "method not allowed")
+        if segments[:1] == ["computeMetadata"]:
+            if request.flavor != "Google":
+                return _text(403, "missing the request header Metadata-Flavor: Google")
+            if segments[1:2] != ["v1"]:
+                return _text(404, "not found")
+            return self._metadata(request, segments[2:])
+        if segments[:2] == ["compute", "v1"]:
+            return self._compute_view(request, segments[2:])
+        return _text(404, "not found")
+
+    def _metadata(self, request: _Request, segments: list[str]) -> _Answer:
+        if segments[:2] == ["instance", "guest-attributes"]:
+            return self._guest_attributes(request, segments[2:])
+        if request.method != "GET":
+            return _text(405, "method not allowed")
+
+        def render() -> _Answer:
+            found = _lookup(self._twin.document(), segments)
+            return _text(404, "not found") if found is None else _render(*found, request.query)
+
+        return self._watched(render, request.query)
+
+    def _watched(self, render: Callable[[], _Answer], query: Mapping[str, str]) -> _Answer:
+        """RENDER's answer with its ETag; held while it still has the ETag `last_etag`, when
+        `wait_for_change=true`, until it changes, `timeout_sec` passes or the server closes."""
+        try:
+            deadline = time.monotonic() + _timeout(query)
+        except ValueError:
+            return _text(400, "timeout_sec must be a positive integer")
+        waiting = query.get("wait_for_change", "").lower() == "true"
+        last = query.get("last_etag", "NONE")
+        with self._changed:
+            answer = _with_etag(render())
+            while waiting and answer.etag == last and not self._closing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+                answer = _with_etag(render())
+        return answer
+
+    def _guest_attributes(self, request: _Request, segments: list[str]) -> _Answer:
+        if not self.twin.guest_attributes_enabled():
+            return _text(403, "guest attributes are disabled: set the metadata enable-guest-attributes=TRUE")
+        if len(segments) > 2 or not all(GUEST_NAME.fullmatch(s) for s in segments):
+            return _text(400, f"a guest attribute is NAMESPACE/KEY, each matching {GUEST_NAME.pattern}")
+        if request.method == "GET":
+            return self._watched(lambda: self._guest_value(segments, request.query), request.query)
+        if request.method != "PUT":
+            return _text(405, "method not allowed")
+        if len(segments) != 2:
+            return _text(400, "PUT a value to guest-attributes/NAMESPACE/KEY")
+        if request.body is None:
+            return _text(400, f"a guest attribute needs a Content-Length of at most {MAX_GUEST_VALUE_BYTES} bytes")
+        try:
+            value = request.body.decode()
+        except UnicodeDecodeError:
+            return _text(400, "a guest attribute's value must be UTF-8 text")
+        namespace, key = segments
+        with self._changed:
+            self._guest.setdefault(namespace, {})[key] = value
+            self._changed.notify_all()
+        return _Answer(200, b"")
+
+    def _guest_value(self, segments: list[str], query: Mapping[str, str]) -> _Answer:
+        found = _lookup(self._guest, segments, literal=True)
+        return _text(404, "not found") if found is None else _render(*found, query)
+
+    def _compute_view(self, request: _Request, segments: list[str]) -> _Answer:
+        """The Compute API's `instances.get`, `getGuestAttributes` and `getSerialPortOutput` of the twin."""
+        expected = f"Bearer {self.token}".encode()
+        if not hmac.compare_digest(request.authorization.encode("utf-8", "replace"), expected):
+            return _api_error(401, "Request had invalid authentication credentials.", "authError")
+        twin = self.twin
+        resource = f"projects/{twin.project_id}/zones/{twin.zone}/instances/{twin.name}"
+        if segments[:6] != resource.split("/") or len(segments) > 7:
+            return _api_error(404, f"The resource '{'/'.join(segments)}' was not found", "notFound")
+        if request.method != "GET":
+            return _api_error(405, "Method not allowed.", "methodNotAllowed")
+        method = segments[6] if len(segments) == 7 else ""
+        if method == "":
+            return _json(
+                200, {"kind": "compute#instance", "name": twin.name, "id": str(twin.instance_id), "status": "RUNNING"}
+            )
+        if method == "getGuestAttributes":
+            return self._guest_items(resource, request.query.get("queryPath", ""))
+        if method == "serialPort":
+            contents = self._console() if request.query.get("port", "1") == "1" else ""
+            return _json(
+                200,
+                {"kind": "compute#serialPortOutput", "contents": contents, "start": "0", "next": str(len(contents))},
+            )
+        return _api_error(404, f"The resource '{resource}/{method}' was not found", "notFound")
+
+    def _guest_items(self, resource: str, query_path: str) -> _Answer:
+        """`getGuestAttributes?queryPath=NAMESPACE/` (or NAMESPACE/KEY); a 404 while nothing matches."""
+        namespace, _, key = query_path.partition("/")
+        items = [
+            {"namespace": ns, "key": k, "value": v}
+            for ns, values in self.guest_attributes.items()
+            for k, v in values.items()
+            if (not namespace or ns == namespace) and (not key or k == key)
+        ]
+        if not items:
+            return _api_error(404, f"The resource '{resource}/guestAttributes/{query_path}' was not found", "notFound")
+        return _json(200, {"kind": "compute#guestAttributes", "queryPath": query_path, "queryValue": {"items": items}})
+
+    def _console(self) -> str:
+        try:
+            return self.console_log.read_text(errors="replace") if self.console_log else ""
+        except OSError:
+            return ""
+
+
+class _HttpServer(socketserver.TCPServer):
+    """Serves each connection on a fixed pool of threads instead of a thread per connection."""
+
+    allow_reuse_address = True
+    request_queue_size = 64  # the default 5 drops a burst of connections (each retried only after 1 s)
+
+    def __init__(self, metadata: MetadataServer, port: int) -> None:
+        self.metadata = metadata
+        self.workers = ThreadPoolExecutor(WORKERS, thread_name_prefix="metadata-server")
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(("127.0.0.1", port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        self.workers.submit(self._serve, request, client_address)
+
+    def _serve(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open.discard(request)
+            self.shutdown_request(request)
+
+    def stop_reading(self) -> None:
+        """End every connection's reading: those still waiting for a request finish now, not in READ_SECONDS;
+        those being answered can still write."""
+        with self._open_lock:
+            for connection in self._open:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RD)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        # A client gone mid-answer is routine: one line. Anything else is a bug here: its traceback.
+        if isinstance(error, OSError):
+            self.metadata.log(f"{client_address[0]}: connection ended early ({error})")
+        else:
+            self.metadata.log(f"{client_address[0]}: {traceback.format_exc().strip()}")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _HttpServer
+    timeout = READ_SECONDS
+    protocol_version = "HTTP/1.0"  # one request per connection: an idle keep-alive would hold a worker
+    # http.server answers a request line without a version (HTTP/0.9) with a bare body, no headers; no
+    # metadata client speaks 0.9, and every answer should carry Metadata-Flavor.
+    default_request_version = "HTTP/1.0"
+
+    def version_string(self) -> str:
+        return "Metadata Server for VM"  # GCE's Server header
+
+    def do_GET(self) -> None:
+        # Every method comes here: `MetadataServer._answer` refuses what it does not serve.
+        self._reply(self._request(self._body() if self.command == "PUT" else None))
+
+    do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815 (http.server's names)
+
+    def _body(self) -> bytes | None:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            return None
+        if not 0 <= length <= MAX_GUEST_VALUE_BYTES:
+            return None
+        body = self.rfile.read(length)
+        return body if len(body) == length else None
+
+    def _request(self, body: bytes | None) -> _Answer:
+        path, _, query = self.path.partition("?")
+        request = _Request(
+            method=self.command,
+            path=path,
+            query=dict(urllib.parse.parse_qsl(query, keep_blank_values=True)),
+            flavor=str(self.headers.get("Metadata-Flavor", "")),
+            authorization=str(self.headers.get("Authorization", "")),
+            body=body,
+        )
+        return self.server.metadata._answer(request)
+
+    def _reply(self, answer: _Answer) -> None:
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(answer.body)))
+        if answer.etag:
+            self.send_header("ETag", answer.etag)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(answer.body)
+
+    def end_headers(self) -> None:
+        # On every answer, http.server's own errors too: clients check it to know whom they reached.
+        self.send_header("Metadata-Flavor", "Google")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        line = "".join(c if c.isprintable() else "?" for c in format % args)
+        self.server.metadata.log(line[:300])

@@ -1,10 +1,13 @@
-"""`local ...`: the course VM in a local QEMU VM: image, up, check, ssh, down, list."""
+"""`local ...`: the course VM in a local QEMU VM: image, up, check, ssh, down, list, metadata-server."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import shlex
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +19,7 @@ from provisioner.cli.console import print_report, progress
 from provisioner.errors import CourseVmError, SettingsError
 from provisioner.local import vm as local_vm
 from provisioner.local.image import DEBIAN_MIRROR, build_debian_image, image_at, ubuntu_cloud_image
+from provisioner.local.metadata_server import MetadataServer, TwinInstance, random_instance_id
 from provisioner.recipe.settings import parse_settings
 from provisioner.recipe.user_data import user_data_for
 
@@ -80,6 +84,20 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     down.set_defaults(run=local_down)
 
     local.add_parser("list", help="the local VMs").set_defaults(run=local_list)
+
+    metadata = local.add_parser(
+        "metadata-server",
+        help="serve a stand-in for GCE's metadata server on 127.0.0.1 until Ctrl-C; prints its URL first",
+    )
+    metadata.add_argument(
+        "--attributes",
+        type=Path,
+        required=True,
+        metavar="FILE.json",
+        help='the instance attributes, a JSON object of strings, e.g. {"user-data": "#cloud-config\\n..."}',
+    )
+    metadata.add_argument("--port", type=int, default=0, help="the port to serve on (default: a free one)")
+    metadata.set_defaults(run=local_metadata_server)
 
 
 def _settings_from_set(pairs: Sequence[str]) -> dict[str, str]:
@@ -160,4 +178,56 @@ def local_list(_args: argparse.Namespace) -> int:
 def local_image_build(args: argparse.Namespace) -> int:
     image = build_debian_image(progress, mirror=args.mirror)
     print(image.disk.parent)
+    return 0
+
+
+_JSON_TYPES = {bool: "true/false", int: "a number", float: "a number", list: "a list", dict: "an object"}
+
+
+def _read_attributes(path: Path) -> dict[str, str]:
+    """The instance attributes in the JSON file PATH. Raises CourseVmError, naming every key whose value is
+    not a string (GCE's metadata values are all strings)."""
+    try:
+        document = json.loads(path.read_text())
+    except OSError as error:
+        raise CourseVmError(f"--attributes {path}: cannot read it ({error.strerror})") from None
+    except ValueError as error:
+        raise CourseVmError(f"--attributes {path}: not JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise CourseVmError(
+            f"--attributes {path}: expected a JSON object of names and string values, "
+            f"got {_JSON_TYPES.get(type(document), 'null')}"
+        )
+    bad = [
+        f"{key!r} is {_JSON_TYPES.get(type(value), 'null')}"
+        for key, value in document.items()
+        if not isinstance(value, str)
+    ]
+    if bad:
+        raise CourseVmError(
+            f"--attributes {path}: every value must be a string, as in GCE's metadata: {'; '.join(bad)}. "
+            'Fix: quote them, e.g. "enable-oslogin": "FALSE"'
+        )
+    return document
+
+
+def local_metadata_server(args: argparse.Namespace) -> int:
+    """Serve a twin instance with the attributes of --attributes until interrupted."""
+    twin = TwinInstance(
+        name="course-vm-twin", instance_id=random_instance_id(), attributes=_read_attributes(args.attributes)
+    )
+    try:
+        server = MetadataServer(twin, port=args.port, log=progress)
+    except OSError as error:
+        raise CourseVmError(
+            f"cannot serve on 127.0.0.1:{args.port} ({error.strerror}). Fix: choose another --port, or leave it out"
+        ) from None
+    # Ctrl-C ends it: the server closes (answering any held request), then the command exits 0.
+    with contextlib.suppress(KeyboardInterrupt), server:
+        print(server.url, flush=True)
+        progress(
+            f"serving instance {twin.name} (project {twin.project_id}, zone {twin.zone}); its Compute API view: "
+            f"{server.compute_api} with the header `Authorization: Bearer {server.token}`. Ctrl-C stops it"
+        )
+        threading.Event().wait()
     return 0

@@ -1,12 +1,20 @@
-"""`python -m provisioner local ...`: what is refused before anything boots (the VM itself: tests/local/)."""
+"""`python -m provisioner local ...`: what is refused before anything boots (the VM itself: tests/local/), and
+`local metadata-server` run as a user runs it."""
 
 from __future__ import annotations
 
+import json
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from provisioner.cli.main import main
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize(
@@ -25,3 +33,59 @@ def test_local_up_refuses_bad_settings_before_booting_anything(
     assert main(["local", "up", "--image", str(tmp_path / "none"), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "state").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "--attributes {path}: cannot read it (No such file or directory)"),
+        ("{not json", "--attributes {path}: not JSON (Expecting property name"),
+        ('["user-data"]', "--attributes {path}: expected a JSON object of names and string values, got a list"),
+        (
+            '{"user-data": "#cloud-config", "port": 22, "enable-oslogin": false, "ssh-keys": null}',
+            "--attributes {path}: every value must be a string, as in GCE's metadata: "
+            "'port' is a number; 'enable-oslogin' is true/false; 'ssh-keys' is null. "
+            'Fix: quote them, e.g. "enable-oslogin": "FALSE"',
+        ),
+    ],
+)
+def test_metadata_server_refuses_bad_attributes(
+    content: str | None, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "attributes.json"
+    if content is not None:
+        path.write_text(content)
+    assert main(["local", "metadata-server", "--attributes", str(path)]) == 2
+    assert message.format(path=path) in capsys.readouterr().err
+
+
+def test_metadata_server_serves_until_ctrl_c(tmp_path: Path) -> None:
+    attributes = tmp_path / "attributes.json"
+    attributes.write_text(json.dumps({"user-data": "#cloud-config\n", "enable-guest-attributes": "TRUE"}))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provisioner", "local", "metadata-server", "--attributes", str(attributes)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell without job control starts background commands with SIGINT ignored; Ctrl-C is the test.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url), url
+        request = urllib.request.Request(  # noqa: S310 (http to the server under test)
+            url + "/computeMetadata/v1/instance/attributes/user-data", headers={"Metadata-Flavor": "Google"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            assert response.read() == b"#cloud-config\n"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0, err
+    assert out == ""
+    assert "Traceback" not in err
+    assert "GET /computeMetadata/v1/instance/attributes/user-data" in err

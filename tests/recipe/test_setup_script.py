@@ -46,6 +46,8 @@ echo "installed into $prefix" >>"$CALLS"
 
 STUBS = {
     "apt-get": 'echo "apt-get $*" >>"$CALLS"; /bin/sleep "${APT_SECONDS:-0}"; [[ -z ${APT_FAILS:-} ]]',
+    # Stand-in for apt-cache: docker.io as packaged since Debian 13 (DOCKER_CLI_SPLIT), or before.
+    "apt-cache": 'echo docker.io; [[ -z ${DOCKER_CLI_SPLIT:-} ]] || echo "  Recommends: docker-cli"',
     "systemctl": 'echo "systemctl $*" >>"$CALLS"',
     "usermod": 'echo "usermod $*" >>"$CALLS"',
     "runuser": 'shift 3; exec "$@"',  # runuser -u USER -- CMD...
@@ -183,9 +185,17 @@ def test_setup_does_every_step_and_marks_it(machine: Machine) -> None:
 
     calls = machine.calls.read_text().splitlines()
     install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and " install " in c)
-    assert "docker.io" in calls[install]
+    assert calls[install].endswith(" install --no-install-recommends docker.io apparmor")
     assert calls.index("usermod -aG docker student") > install, "docker group exists only after install"
     assert "systemctl enable --now docker.socket docker.service" in calls
+
+
+def test_where_the_docker_command_is_its_own_package_it_is_installed_too(machine: Machine) -> None:
+    # Debian 13's docker.io only recommends docker-cli, and the recipe installs no recommends.
+    assert machine.run(machine.script(), DOCKER_CLI_SPLIT="1").returncode == 0
+    calls = machine.calls.read_text().splitlines()
+    install = next(c for c in calls if c.startswith("apt-get") and " install " in c)
+    assert install.endswith(" install --no-install-recommends docker.io apparmor docker-cli")
 
 
 def test_rerun_changes_nothing_and_downloads_nothing(machine: Machine) -> None:

@@ -1,4 +1,4 @@
-"""Boot images for the local VM: a Debian 12 image built with debootstrap, or Ubuntu's cloud image."""
+"""Boot images for the local VM: a Debian 13 image that boots as on GCE, built with debootstrap, or Ubuntu's."""
 
 from __future__ import annotations
 
@@ -19,25 +19,44 @@ from provisioner.errors import CourseVmError
 from provisioner.paths import cache_home
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
-DEBIAN_SUITE = "bookworm"
-# What booted under QEMU here (see the README): cloud-init needs python3-cffi-backend to configure.
+DEBIAN_SUITE = "trixie"
+DEBIAN_RELEASE = 13
+# What a GCE image has, as far as the course needs: cloud-init (25.1, with its GCE datasource) and
+# Google's guest agent, a DHCP client for cloud-init's GCE local stage, resize2fs for its resizefs;
+# python3-cffi-backend, without which debootstrap leaves cloud-init unconfigured.
 DEBIAN_PACKAGES = (
     "linux-image-cloud-amd64",
     "systemd-sysv",
     "cloud-init",
     "python3-cffi-backend",
+    "google-guest-agent",
     "openssh-server",
     "udev",
     "ifupdown",
-    "isc-dhcp-client",
+    "dhcpcd-base",
+    "iproute2",
+    "e2fsprogs",
     "ca-certificates",
     "sudo",
     "curl",
     "locales",
     "dbus",
+    # The VM's own hostname resolves (sudo looks it up), as GCE's images make it.
+    "libnss-myhostname",
+)
+GCE_HOSTS = "169.254.169.254 metadata.google.internal metadata\n"
+"""GCE images resolve the metadata server by name in /etc/hosts; cloud-init's GCE datasource asks for it by name."""
+# GCE names an attached disk /dev/disk/by-id/google-DEVICE_NAME (its images carry this rule, from
+# Google's guest-configs, which Debian does not package); QEMU gives the disk DEVICE_NAME as its serial.
+GCE_DISK_RULE = (
+    "# course-vm: /dev/disk/by-id/google-NAME for a virtio disk whose serial is NAME, as GCE names its disks.\n"
+    'KERNEL=="vd*", ENV{DEVTYPE}=="disk", ENV{ID_SERIAL}=="?*", SYMLINK+="disk/by-id/google-$env{ID_SERIAL}"\n'
 )
 DEBIAN_DISK_SIZE = "20G"  # sparse: only what is written takes space
-IMAGE_RECIPE_VERSION = "3"  # bump when the build below changes, so cached images are rebuilt
+IMAGE_RECIPE_VERSION = "4"  # bump when the build below changes, so cached images are rebuilt
+
+GCE_MARKER = "gce"
+"""A file in a built image's directory: the image boots as on GCE."""
 
 UBUNTU_RELEASE_URL = "https://cloud-images.ubuntu.com/releases/noble/release"
 UBUNTU_IMAGE = "ubuntu-24.04-server-cloudimg-amd64.img"
@@ -51,6 +70,9 @@ class Image:
     format: str
     kernel: Path | None = None
     initrd: Path | None = None
+    gce: bool = False
+    """It boots as a GCE image does: cloud-init's GCE datasource and Google's guest agent, from a
+    metadata server. Otherwise it gets its recipe from a NoCloud seed."""
 
     def qemu_boot_args(self) -> list[str]:
         if self.kernel is None or self.initrd is None:
@@ -72,7 +94,8 @@ def image_at(path: Path) -> Image:
         disk, kernel, initrd = path / "disk.img", path / "vmlinuz", path / "initrd.img"
         if not all(p.is_file() for p in (disk, kernel, initrd)):
             raise CourseVmError(f"{path} is not an image built by `local image build` (disk.img, vmlinuz, initrd.img)")
-        return Image(disk, "raw", kernel, initrd)
+        # Built by an earlier course-vm (Debian 12, NoCloud) if it has no marker.
+        return Image(disk, "raw", kernel, initrd, gce=(path / GCE_MARKER).is_file())
     if path.is_file():
         with path.open("rb") as file:
             magic = file.read(4)
@@ -81,13 +104,13 @@ def image_at(path: Path) -> Image:
 
 
 def build_debian_image(progress: Progress, mirror: str = DEBIAN_MIRROR, cache: Path | None = None) -> Image:
-    """Build (or reuse from the cache) a Debian 12 image with cloud-init and openssh-server.
+    """Build (or reuse from the cache) a Debian 13 image that boots as a GCE image does.
 
     Needs root and Debian's debootstrap and e2fsprogs. Raises CourseVmError when they are missing
     or the build fails.
     """
     key = hashlib.sha256(json.dumps([IMAGE_RECIPE_VERSION, DEBIAN_SUITE, mirror, DEBIAN_PACKAGES]).encode())
-    target = (cache or cache_dir()) / f"debian-12-{key.hexdigest()[:12]}"
+    target = (cache or cache_dir()) / f"debian-{DEBIAN_RELEASE}-{key.hexdigest()[:12]}"
     if (target / "disk.img").is_file():
         progress(f"using the cached image {target}")
         return image_at(target)
@@ -104,7 +127,7 @@ def build_debian_image(progress: Progress, mirror: str = DEBIAN_MIRROR, cache: P
     try:
         root = work / "root"
         started = time.monotonic()
-        progress(f"debootstrap {DEBIAN_SUITE} from {mirror} (about a minute or two)")
+        progress(f"debootstrap {DEBIAN_SUITE} from {mirror} (about two minutes)")
         _run(
             [
                 "debootstrap",
@@ -127,6 +150,7 @@ def build_debian_image(progress: Progress, mirror: str = DEBIAN_MIRROR, cache: P
             "mkfs.ext4",
         )
         shutil.rmtree(root)
+        (work / GCE_MARKER).write_text("cloud-init's GCE datasource and Google's guest agent\n")
         work.rename(target)
         progress(f"image built in {time.monotonic() - started:.0f}s: {target}")
     finally:
@@ -136,18 +160,23 @@ def build_debian_image(progress: Progress, mirror: str = DEBIAN_MIRROR, cache: P
 
 def _configure(root: Path, mirror: str) -> None:
     (root / "etc/fstab").write_text("/dev/vda / ext4 defaults,errors=remount-ro 0 1\n")
+    (root / "etc/hosts").write_text("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n" + GCE_HOSTS)
     (root / "etc/cloud/cloud.cfg.d/90-course-vm.cfg").write_text(
-        "# course-vm local image: the seed ISO is the only data source.\ndatasource_list: [ NoCloud, None ]\n"
+        "# course-vm local image: it boots as on GCE, from the metadata server the local VM serves.\n"
+        "datasource_list: [ GCE, None ]\n"
     )
+    (root / "etc/udev/rules.d").mkdir(parents=True, exist_ok=True)
+    (root / "etc/udev/rules.d/65-gce-disk-naming.rules").write_text(GCE_DISK_RULE)
     security = mirror.replace("/debian", "/debian-security") if mirror.endswith("/debian") else None
     sources = f"deb {mirror} {DEBIAN_SUITE} main\ndeb {mirror} {DEBIAN_SUITE}-updates main\n"
     if security:
         sources += f"deb {security} {DEBIAN_SUITE}-security main\n"
     (root / "etc/apt/sources.list").write_text(sources)
-    # Every VM makes its own host keys and machine id on first boot.
+    # Every VM makes its own host keys, machine id and (for the guest agent) instance id on first boot.
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     (root / "etc/machine-id").write_text("")
+    (root / "etc/google_instance_id").unlink(missing_ok=True)
     (root / "etc/hostname").write_text("course-vm\n")
     # cloud-init sets LANG=en_US.UTF-8, which update-locale refuses unless the locale exists; Debian's
     # locale-gen builds only what /etc/locale.gen lists.

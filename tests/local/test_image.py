@@ -21,6 +21,9 @@ def test_a_built_image_directory_boots_its_own_kernel(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"x")
     image = image_at(tmp_path)
     assert (image.format, image.kernel, image.initrd) == ("raw", tmp_path / "vmlinuz", tmp_path / "initrd.img")
+    assert not image.gce, "an image built before Debian 13 boots from a NoCloud seed"
+    (tmp_path / "gce").write_text("")
+    assert image_at(tmp_path).gce
     assert image.qemu_boot_args() == [
         "-kernel",
         str(tmp_path / "vmlinuz"),
@@ -37,6 +40,7 @@ def test_a_disk_image_file_boots_its_own_loader_and_its_format_is_read(tmp_path:
     raw.write_bytes(b"\0" * 100)
     assert (image_at(qcow2).format, image_at(qcow2).qemu_boot_args()) == ("qcow2", [])
     assert image_at(raw).format == "raw"
+    assert not image_at(qcow2).gce and not image_at(raw).gce
 
 
 @pytest.mark.parametrize("make", ["missing", "incomplete"])
@@ -77,23 +81,29 @@ def _cache_key_dir(cache: Path) -> Path:
             ]
         ).encode()
     )
-    return cache / f"debian-12-{key.hexdigest()[:12]}"
+    return cache / f"debian-13-{key.hexdigest()[:12]}"
 
 
-def test_the_debian_root_is_configured_for_nocloud_and_fresh_identities(tmp_path: Path) -> None:
+def test_the_debian_root_is_configured_as_a_gce_image_with_fresh_identities(tmp_path: Path) -> None:
     for directory in ("etc/cloud/cloud.cfg.d", "etc/apt", "etc/ssh"):
         (tmp_path / directory).mkdir(parents=True)
     (tmp_path / "etc/ssh/ssh_host_ed25519_key").write_text("build host's key")
     (tmp_path / "etc/machine-id").write_text("0123456789abcdef\n")
+    (tmp_path / "etc/google_instance_id").write_text("1234\n")
     local_image._configure(tmp_path, "http://deb.debian.org/debian")
     assert (tmp_path / "etc/fstab").read_text().startswith("/dev/vda / ext4 ")
-    assert "datasource_list: [ NoCloud, None ]" in (tmp_path / "etc/cloud/cloud.cfg.d/90-course-vm.cfg").read_text()
+    assert "datasource_list: [ GCE, None ]" in (tmp_path / "etc/cloud/cloud.cfg.d/90-course-vm.cfg").read_text()
+    hosts = (tmp_path / "etc/hosts").read_text().splitlines()
+    assert "169.254.169.254 metadata.google.internal metadata" in hosts and "127.0.0.1 localhost" in hosts
+    rule = (tmp_path / "etc/udev/rules.d/65-gce-disk-naming.rules").read_text()
+    assert 'SYMLINK+="disk/by-id/google-$env{ID_SERIAL}"' in rule
     assert (tmp_path / "etc/apt/sources.list").read_text() == (
-        "deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian bookworm-updates main\n"
-        "deb http://deb.debian.org/debian-security bookworm-security main\n"
+        "deb http://deb.debian.org/debian trixie main\ndeb http://deb.debian.org/debian trixie-updates main\n"
+        "deb http://deb.debian.org/debian-security trixie-security main\n"
     )
     assert list((tmp_path / "etc/ssh").iterdir()) == []
     assert (tmp_path / "etc/machine-id").read_text() == ""
+    assert not (tmp_path / "etc/google_instance_id").exists(), "the guest agent must see a new instance"
     assert (tmp_path / "etc/locale.gen").read_text() == "en_US.UTF-8 UTF-8\n"
 
 

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 E2E_TIMINGS = pytest.StashKey[list[tuple[str, float]]]()
 """(label, seconds) rows the local VM end-to-end test records, printed at the end of the run."""
+E2E_FACTS = pytest.StashKey[list[tuple[str, str]]]()
+"""(label, value) rows: what the local VM's own software says it is, printed at the end of the run."""
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -28,6 +30,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.section("local VM end-to-end timing")
         for label, seconds in timings:
             terminalreporter.write_line(f"{label:<52} {seconds:7.1f}s")
+    facts = config.stash.get(E2E_FACTS, [])
+    if facts:
+        terminalreporter.section("local VM as GCE")
+        for label, value in facts:
+            terminalreporter.write_line(f"{label:<28} {value}")
 
 
 def require_tool(name: str) -> str:

@@ -13,15 +13,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from provisioner.access.host_keys import HostKey
 from provisioner.access.keys import ensure_key_pair
+from provisioner.access.ssh import HostKeySource, Target
 from provisioner.checker.checks import DEFAULT_TIMEOUT, check_vm
 from provisioner.cli.console import print_report, progress
 from provisioner.errors import CourseVmError, SettingsError
+from provisioner.gcp.compute_api import GceInstance, gce_host_keys
 from provisioner.local import vm as local_vm
 from provisioner.local.image import DEBIAN_MIRROR, build_debian_image, image_at, ubuntu_cloud_image
 from provisioner.local.metadata_server import MetadataServer, TwinInstance, random_instance_id
+from provisioner.recipe.metadata import instance_metadata
 from provisioner.recipe.settings import parse_settings
-from provisioner.recipe.user_data import user_data_for
+from provisioner.recipe.user_data import GCE_HOME_DISK_DEVICE, user_data_for
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -29,7 +33,9 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         dest="local_command", required=True
     )
     image = local.add_parser("image", help="local VM images").add_subparsers(dest="image_command", required=True)
-    build = image.add_parser("build", help="build a Debian 12 image with debootstrap (needs root); prints its path")
+    build = image.add_parser(
+        "build", help="build a Debian 13 image that boots as on GCE, with debootstrap (needs root); prints its path"
+    )
     build.add_argument("--mirror", default=DEBIAN_MIRROR, help=f"Debian mirror (default {DEBIAN_MIRROR})")
     build.set_defaults(run=local_image_build)
 
@@ -113,6 +119,7 @@ def _settings_from_set(pairs: Sequence[str]) -> dict[str, str]:
 def local_up(args: argparse.Namespace) -> int:
     """Boot a local VM with the course recipe, then check it like `check` does."""
     started = time.monotonic()
+    deadline = started + args.timeout
     try:
         settings = parse_settings(_settings_from_set(args.set), None, None, for_gcp=False)
     except SettingsError as error:
@@ -120,10 +127,13 @@ def local_up(args: argparse.Namespace) -> int:
     key = ensure_key_pair(settings.ssh_key_path, comment=f"{settings.username}@course-vm")
     home = local_vm.ensure_home_disk(args.home_disk, settings.home_disk_size_gb or 10) if args.home_disk else None
     image = image_at(args.image) if args.image else ubuntu_cloud_image(progress)
+    # A GCE twin finds its home disk where GCE puts it, so it runs exactly the user-data GCE gets.
+    device = (GCE_HOME_DISK_DEVICE if image.gce else local_vm.LOCAL_HOME_DISK_DEVICE) if home else ""
+    user_data = user_data_for(settings, key.public_key, home_disk_device=device)
     vm = local_vm.boot(
         args.name,
         image,
-        user_data_for(settings, key.public_key, home_disk_device=local_vm.LOCAL_HOME_DISK_DEVICE if home else ""),
+        instance_metadata(settings.username, key.public_key, user_data),
         user=settings.username,
         identity=settings.ssh_key_path,
         memory_mb=args.memory,
@@ -131,15 +141,50 @@ def local_up(args: argparse.Namespace) -> int:
         disk_size=args.disk_size,
         accel=args.accel,
         home_disk=home,
-        deadline=started + args.timeout,
+        deadline=deadline,
         progress=progress,
     )
-    report = check_vm(vm.target(), max(args.timeout - (time.monotonic() - started), 60.0), progress)
+    published = pinning(vm)
+    keys = published(deadline)
+    progress(f"host keys pinned: {keys[0].fingerprint}")
+    target = Target("127.0.0.1", vm.ssh_port, vm.user, vm.identity, keys, published)
+    report = check_vm(target, max(deadline - time.monotonic(), 60.0), progress)
     progress(
         f"`ssh {vm.host_alias}` (or `local ssh --name {args.name}`) logs in; "
         f"`local down --name {args.name}` removes the VM and its ssh config entry"
     )
     return print_report(report, args.json)
+
+
+def host_key_source(vm: local_vm.LocalVm) -> HostKeySource:
+    """Where a local VM publishes its host keys: a twin in its guest attributes, read through the
+    Compute API client that reads a GCE VM's (from the twin's Compute API view); else its console."""
+    twin = vm.twin
+    if twin is None:
+        return vm.console_host_keys
+    instance = GceInstance(twin.project, twin.zone, twin.instance)
+
+    def published(deadline: float) -> tuple[HostKey, ...]:
+        return gce_host_keys(instance, deadline, progress, api=twin.compute_api, token=lambda: twin.token)
+
+    return published
+
+
+def pinning(vm: local_vm.LocalVm) -> HostKeySource:
+    """VM's host key source, pinning what it reads at once: what the VM publishes out of band is what
+    `local ssh` and plain ssh trust too, and a twin's guest agent replaces its first keys."""
+    source = host_key_source(vm)
+    pinned = vm.host_keys
+
+    def published(deadline: float) -> tuple[HostKey, ...]:
+        nonlocal pinned
+        keys = source(deadline)
+        if keys != pinned:
+            vm.pinned(keys)
+            pinned = keys
+        return keys
+
+    return published
 
 
 def local_check(args: argparse.Namespace) -> int:
@@ -149,7 +194,8 @@ def local_check(args: argparse.Namespace) -> int:
             f"local VM {args.name!r} is not running. Fix: `local down --name {args.name}`, "
             f"then `local up --name {args.name}`"
         )
-    return print_report(check_vm(vm.target(), args.timeout, progress), args.json)
+    target = Target("127.0.0.1", vm.ssh_port, vm.user, vm.identity, vm.host_keys, pinning(vm))
+    return print_report(check_vm(target, args.timeout, progress), args.json)
 
 
 def local_ssh(args: argparse.Namespace) -> int:

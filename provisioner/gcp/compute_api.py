@@ -173,6 +173,7 @@ def gce_host_keys(
                 _get(api, instance.path() + "/getGuestAttributes", {"queryPath": "hostkeys/"}, access)
             )
             if keys:
+                progress(f"{instance.name}'s host keys, from its guest attributes: {keys[0].fingerprint}")
                 return keys
         except _NotFoundError:
             reason = "guest attributes hostkeys/ not published yet"
@@ -183,6 +184,7 @@ def gce_host_keys(
                 console = _get(api, instance.path() + "/serialPort", {"port": "1"}, access)
                 keys = host_keys_from_console(str(console.get("contents", "")))
                 if keys:
+                    progress(f"{instance.name}'s host keys, from its serial console: {keys[0].fingerprint}")
                     return keys
                 reason = "host keys not yet published (guest attributes or serial console)"
             except _NotFoundError as error:

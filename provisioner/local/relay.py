@@ -55,7 +55,8 @@ def main() -> int:
             incoming = threading.Thread(target=_guest_to_server, args=(server,), daemon=True)
             incoming.start()
             _server_to_guest(server)
-            incoming.join()
+            # The server has answered and closed: what the guest still sends has nowhere to go.
+            incoming.join(timeout=5)
     except BaseException:
         return 1
     return 0

@@ -1,4 +1,4 @@
-"""The local VM: the same recipe and checker, on QEMU instead of GCE (KVM when it works, else TCG)."""
+"""The local VM: the same recipe and checker on QEMU, as a GCE twin where the image is one (KVM or TCG)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,25 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from provisioner.access.host_keys import HostKey, host_keys_from_console, parse_host_key
 from provisioner.access.ssh import Progress, Target
 from provisioner.access.ssh_config import add_host, remove_host, ssh_config_block
 from provisioner.errors import CourseVmError, UnreachableError
+from provisioner.local import twin as gce_twin
 from provisioner.local.image import Image
+from provisioner.local.process import alive, pid_in, stop
+from provisioner.local.twin import Twin
 from provisioner.paths import state_home
+from provisioner.recipe.metadata import USER_DATA
 from provisioner.recipe.user_data import HOME_DISK_NAME
 
 KVM_PROBE_SECONDS = 20.0  # a working KVM prints the kernel banner within a second or two
@@ -35,7 +41,10 @@ class LocalVm:
     user: str
     identity: Path
     host_keys: tuple[HostKey, ...]
+    """Pinned once learned from what the VM publishes; empty until then."""
     accel: str
+    twin: Twin | None = None
+    """Its metadata server, when the image boots as on GCE; None: a NoCloud seed gave it its recipe."""
 
     @property
     def console_log(self) -> Path:
@@ -54,7 +63,59 @@ class LocalVm:
         return Target("127.0.0.1", self.ssh_port, self.user, self.identity, self.host_keys)
 
     def running(self) -> bool:
-        return _alive(self.pid)
+        return alive(self.pid)
+
+    def console_host_keys(self, deadline: float) -> tuple[HostKey, ...]:
+        """The host keys the VM printed on its console (the recipe prints them first), waiting for them.
+
+        Raises CourseVmError when QEMU exits, UnreachableError when the deadline passes first.
+        """
+        last_size = -1
+        while True:
+            size = self.console_log.stat().st_size
+            if size != last_size:
+                keys = host_keys_from_console(self.console_log.read_text(errors="replace"))
+                if keys:
+                    return keys
+                last_size = size
+            self._wait_while_running(deadline, "no SSH host keys on the console")
+
+    def wait_for_published_host_keys(self, deadline: float) -> None:
+        """Wait until a twin's guest has published its host keys (cloud-init does so early in boot).
+
+        Raises CourseVmError when QEMU exits, UnreachableError when the deadline passes first.
+        """
+        assert self.twin is not None
+        request = urllib.request.Request(  # noqa: S310 (the twin's own server, http on loopback)
+            f"{self.twin.url}/computeMetadata/v1/instance/guest-attributes/hostkeys/",
+            headers={"Metadata-Flavor": "Google"},
+        )
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                    if response.read().strip():
+                        return
+            except (urllib.error.URLError, OSError):
+                pass  # nothing published yet (404), or the server is busy
+            self._wait_while_running(deadline, "no SSH host keys in the guest attributes")
+
+    def _wait_while_running(self, deadline: float, what: str) -> None:
+        if not self.running():
+            tail = (self.directory / "qemu.log").read_text(errors="replace")[-2000:]
+            raise CourseVmError(f"QEMU exited: {tail or 'see ' + str(self.console_log)}")
+        if time.monotonic() >= deadline:
+            raise UnreachableError(f"{self.name}: {what} before the deadline; see {self.console_log}")
+        time.sleep(0.5)
+
+    def pinned(self, host_keys: tuple[HostKey, ...]) -> LocalVm:
+        """This VM with HOST_KEYS pinned: saved, in its known_hosts and its ~/.ssh/config entry."""
+        vm = replace(self, host_keys=host_keys)
+        vm.save()
+        block = ssh_config_block(
+            vm.host_alias, "127.0.0.1", vm.user, str(vm.identity), str(vm.known_hosts), vm.ssh_port
+        )
+        add_host(vm.host_alias, block)
+        return vm
 
     def ssh_command(self) -> list[str]:
         """Plain ssh, pinned to the keys learned from the console, never asking to trust a key."""
@@ -79,8 +140,12 @@ class LocalVm:
             "directory": str(self.directory),
             "identity": str(self.identity),
             "host_keys": [str(k) for k in self.host_keys],
+            "twin": asdict(self.twin) if self.twin else None,
         }
-        (self.directory / "vm.json").write_text(json.dumps(record, indent=2) + "\n")
+        # It holds the token of the twin's Compute API view: for this user only.
+        descriptor = os.open(self.directory / "vm.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(json.dumps(record, indent=2) + "\n")
         self.known_hosts.write_text(
             "".join(k.known_hosts_line("127.0.0.1", self.ssh_port) + "\n" for k in self.host_keys)
         )
@@ -114,28 +179,13 @@ def load(name: str) -> LocalVm:
         identity=Path(record["identity"]),
         host_keys=tuple(parse_host_key(k) for k in record["host_keys"]),
         accel=record["accel"],
+        twin=Twin(**record["twin"]) if record.get("twin") else None,
     )
 
 
 def names() -> list[str]:
     root = state_dir()
     return sorted(p.name for p in root.iterdir() if (p / "vm.json").is_file()) if root.is_dir() else []
-
-
-def _alive(pid: int) -> bool:
-    """Whether PID runs; a zombie (QEMU exited, its new parent has not reaped it yet) does not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        # /proc/PID/stat: "PID (COMMAND) STATE ..."; COMMAND may itself hold spaces and parentheses.
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
 
 
 def free_loopback_port() -> int:
@@ -153,22 +203,14 @@ def _require(tool: str, package: str) -> str:
 
 
 def down(name: str) -> bool:
-    """Stop the VM called NAME and remove its files; False if there was nothing to remove."""
+    """Stop the VM called NAME (QEMU and its metadata server) and remove its files; False if there was none."""
     directory = state_dir() / name
     remove_host(host_alias(name))
     if not directory.exists():
         return False
-    pid_file = directory / "qemu.pid"
-    if pid_file.is_file():
-        pid = int(pid_file.read_text().strip() or 0)
-        if pid and _alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                if not _alive(pid):
-                    break
-                time.sleep(0.1)
-            else:
-                os.kill(pid, signal.SIGKILL)
+    # Only processes of this VM: their command lines name its directory (a stale pid file may not).
+    for pid_file in ("qemu.pid", gce_twin.PID_FILE):
+        stop(pid_in(directory / pid_file), str(directory))
     shutil.rmtree(directory)
     return True
 
@@ -188,9 +230,17 @@ def _write_seed(directory: Path, name: str, user_data: str) -> Path:
 
 
 def _qemu_command(
-    image: Image, directory: Path, accel: str, port: int, memory_mb: int, cpus: int, home_disk: Path | None = None
+    image: Image,
+    directory: Path,
+    accel: str,
+    port: int,
+    memory_mb: int,
+    cpus: int,
+    home_disk: Path | None = None,
+    twin: Twin | None = None,
 ) -> list[str]:
-    # The home disk shows in the guest as /dev/disk/by-id/virtio-course-vm-home (LOCAL_HOME_DISK_DEVICE).
+    # The home disk's serial is its GCE device name: the guest finds it as /dev/disk/by-id/virtio-course-vm-home
+    # (LOCAL_HOME_DISK_DEVICE) and, in a GCE twin image, as GCE names it, /dev/disk/by-id/google-course-vm-home.
     home = (
         [
             "-drive",
@@ -225,13 +275,13 @@ def _qemu_command(
         str(directory / "qemu.pid"),
         "-drive",
         f"file={directory / 'disk.qcow2'},if=virtio,format=qcow2",
-        "-drive",
-        f"file={directory / 'seed.iso'},if=virtio,format=raw,readonly=on",
+        *(["-drive", f"file={directory / 'seed.iso'},if=virtio,format=raw,readonly=on"] if twin is None else []),
         *home,
-        "-netdev",
-        f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
-        "-device",
-        "virtio-net-pci,netdev=net0",
+        *(
+            ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=net0"]
+            if twin is None
+            else gce_twin.qemu_args(twin, port)
+        ),
         "-device",
         "virtio-rng-pci",
         *image.qemu_boot_args(),
@@ -273,7 +323,7 @@ def ensure_home_disk(path: Path, size_gb: int) -> Path:
 def boot(
     name: str,
     image: Image,
-    user_data: str,
+    attributes: Mapping[str, str],
     *,
     user: str,
     identity: Path,
@@ -285,11 +335,15 @@ def boot(
     deadline: float,
     progress: Progress = lambda _: None,
 ) -> LocalVm:
-    """Boot a new local VM called NAME with USER_DATA as its NoCloud seed, and learn its host keys
-    from the console. HOME_DISK (see `ensure_home_disk`) is attached as the VM's home disk.
+    """Boot a new local VM called NAME whose instance metadata is ATTRIBUTES, and wait until it has
+    published its host keys (pin them with `LocalVm.pinned`).
 
+    A GCE image (Image.gce) boots as a GCE VM: it reads ATTRIBUTES from its metadata server and
+    publishes its host keys in guest attributes. Any other image gets ATTRIBUTES' user-data from a
+    NoCloud seed and prints its host keys on the console. HOME_DISK (see `ensure_home_disk`) is
+    attached as the VM's home disk.
     Raises CourseVmError (a VM of that name exists, a tool is missing, QEMU fails) and
-    UnreachableError (no host keys on the console before the deadline).
+    UnreachableError (no host keys published before the deadline).
     """
     directory = state_dir() / name
     if directory.exists():
@@ -299,7 +353,8 @@ def boot(
                 f"a local VM named {name!r} is running. Fix: `local down --name {name}` first, or choose another --name"
             )
         down(name)
-    directory.mkdir(parents=True)
+    # It will hold the VM's disk, its host keys and the twin's token: for this user only.
+    directory.mkdir(mode=0o700, parents=True)
     subprocess.run(
         [
             _require("qemu-img", "qemu-utils"),
@@ -316,13 +371,18 @@ def boot(
         ],
         check=True,
     )
-    _write_seed(directory, name, user_data)
+    twin = gce_twin.start(directory, gce_twin.twin_instance(name, attributes)) if image.gce else None
+    if twin is None:
+        _write_seed(directory, name, attributes[USER_DATA])
     port = free_loopback_port()
+
+    def command(chosen: str) -> list[str]:
+        return _qemu_command(image, directory, chosen, port, memory_mb, cpus, home_disk, twin)
 
     # Detect KVM by trying: on some machines /dev/kvm exists but guests hang or abort.
     chosen = "tcg"
     if accel in ("auto", "kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK):
-        process = _start(_qemu_command(image, directory, "kvm", port, memory_mb, cpus, home_disk), directory)
+        process = _start(command("kvm"), directory)
         if _kernel_started(directory, process, KVM_PROBE_SECONDS):
             chosen = "kvm"
         else:
@@ -332,30 +392,16 @@ def boot(
     if chosen == "tcg":
         if accel == "kvm":
             raise CourseVmError("KVM does not work on this machine. Fix: use --accel auto or tcg")
-        process = _start(_qemu_command(image, directory, "tcg", port, memory_mb, cpus, home_disk), directory)
-    progress(f"booting {name} ({chosen}); SSH on 127.0.0.1:{port}")
-
-    host_keys: tuple[HostKey, ...] = ()
-    last_size = -1
-    while not host_keys:
-        if process.poll() is not None:
-            tail = (directory / "qemu.log").read_text(errors="replace")[-2000:]
-            raise CourseVmError(f"QEMU exited ({process.returncode}): {tail}")
-        if time.monotonic() >= deadline:
-            process.kill()
-            raise UnreachableError(
-                f"{name}: no SSH host keys on the console before the deadline; see {directory / 'console.log'}"
-            )
-        size = (directory / "console.log").stat().st_size
-        if size != last_size:
-            host_keys = host_keys_from_console((directory / "console.log").read_text(errors="replace"))
-            last_size = size
-        if not host_keys:
-            time.sleep(0.5)
-    vm = LocalVm(name, directory, process.pid, port, user, identity, host_keys, chosen)
+        process = _start(command("tcg"), directory)
+    progress(f"booting {name} ({chosen}{', as a GCE VM' if twin else ''}); SSH on 127.0.0.1:{port}")
+    vm = LocalVm(name, directory, process.pid, port, user, identity, (), chosen, twin)
     vm.save()
-    add_host(
-        vm.host_alias, ssh_config_block(vm.host_alias, "127.0.0.1", user, str(identity), str(vm.known_hosts), port)
-    )
-    progress(f"host keys pinned from the console: {host_keys[0].fingerprint}")
+    try:
+        if twin is None:
+            vm.console_host_keys(deadline)
+        else:
+            vm.wait_for_published_host_keys(deadline)
+    except UnreachableError:
+        process.kill()
+        raise
     return vm

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from provisioner.access.host_keys import CONSOLE_BEGIN, CONSOLE_END
+from provisioner.access.host_keys import CONSOLE_BEGIN, CONSOLE_END, parse_host_key
 from provisioner.errors import CourseVmError, UnreachableError
 from provisioner.gcp.compute_api import compute_api, gce_host_keys, start_instance
 from tests.support.fake_compute_api import BASE, ECDSA, ED25519, INSTANCE, FakeComputeApi
@@ -39,9 +39,11 @@ def test_waits_until_the_guest_publishes(api: FakeComputeApi) -> None:
     api.guest_attributes_after = 3
     messages: list[str] = []
     assert learn(api, messages=messages) == [f"ssh-ed25519 {ED25519}"]
+    fingerprint = parse_host_key(f"ssh-ed25519 {ED25519}").fingerprint
     assert api.requests.count(BASE + "/getGuestAttributes") == 4
     assert messages == [
-        f"waiting for {INSTANCE.name}'s host keys: host keys not yet published (guest attributes or serial console)"
+        f"waiting for {INSTANCE.name}'s host keys: host keys not yet published (guest attributes or serial console)",
+        f"{INSTANCE.name}'s host keys, from its guest attributes: {fingerprint}",
     ]
 
 
@@ -54,7 +56,9 @@ def test_falls_back_to_cloud_inits_block_on_the_serial_console(api: FakeComputeA
         f"{CONSOLE_END}\n"
         "[   13.0] cloud-init[812]: finished\n"
     )
-    assert learn(api) == [f"ssh-ed25519 {ED25519}", f"ecdsa-sha2-nistp256 {ECDSA}"]
+    messages: list[str] = []
+    assert learn(api, messages=messages) == [f"ssh-ed25519 {ED25519}", f"ecdsa-sha2-nistp256 {ECDSA}"]
+    assert messages[-1].startswith(f"{INSTANCE.name}'s host keys, from its serial console: SHA256:")
 
 
 def test_nothing_published_before_the_deadline(api: FakeComputeApi) -> None:

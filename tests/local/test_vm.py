@@ -1,11 +1,14 @@
-"""End to end: `python -m provisioner local up` boots a real QEMU VM with the production recipe.
+"""End to end: `python -m provisioner local up` boots a real QEMU VM with the production recipe, as on GCE.
 
-Real: the image (debootstrap), QEMU, cloud-init, the recipe, apt and Debian's docker.io, dockerd,
-the docker group, the image pull through a registry mirror, sshd, paramiko and the checker.
-Test data, served from the host (the guest reaches it as 10.0.2.2): a docker-compose and an
+Real: the image (debootstrap, Debian 13), QEMU, cloud-init and its GCE datasource, Google's guest
+agent, the recipe, apt and Debian's docker.io, dockerd, the docker group, the image pull through a
+registry mirror, sshd, paramiko and the checker. The VM's metadata is what the Pulumi program gives
+a GCE instance, served by course-vm's metadata server stand-in; its host keys are pinned from the
+guest attributes it publishes, through the Compute API client `pulumi up` uses.
+Test data, served from the host (the guest reaches it as 169.254.2.2): a docker-compose and an
 Anaconda installer stand-in (tests/support/local_artifacts.py), and a `hello-world` image built from
-busybox-static in Debian's docker-registry (tests/support/local_registry.py). Only mirror settings and
-their checksums differ from what GCP gets.
+busybox-static in Debian's docker-registry (tests/support/local_registry.py). Only mirror settings
+and their checksums differ from what GCP gets.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +32,16 @@ from provisioner.access.ssh import connect, load_identity, run
 from provisioner.errors import CourseVmError
 from provisioner.local import vm as local_vm
 from provisioner.local.image import Image, build_debian_image
-from provisioner.local.vm import LOCAL_HOME_DISK_DEVICE
-from tests.conftest import E2E_TIMINGS, ROOT, require_tool
+from provisioner.local.twin import HOST_ADDRESS, RELAY, Twin, qemu_args
+from provisioner.recipe.user_data import GCE_HOME_DISK_DEVICE
+from tests.conftest import E2E_FACTS, E2E_TIMINGS, ROOT, require_tool
 from tests.support.local_artifacts import served_artifacts
 from tests.support.local_registry import hello_world_registry
+from tests.support.pulumi_harness import run_program
 
 pytestmark = pytest.mark.integration
 
-HOST = "10.0.2.2"  # the host, as QEMU's user network shows it to the guest
+HOST = HOST_ADDRESS  # the host, as the twin's user network shows it to the guest
 WORK = "the student's notebook, saved on the first VM"
 
 
@@ -49,6 +55,8 @@ class E2e:
     home_disk: Path
     """The good VM's home disk, which the bad-checksum VM gets next, as a replaced GCE VM would."""
     timings: list[tuple[str, float]] = field(default_factory=list)
+    progress: list[tuple[float, str]] = field(default_factory=list)
+    """The good VM's `local up` progress lines, timestamped."""
     keep_alive: paramiko.SSHClient | None = None
     """An SSH connection held open while the good VM's tests run: with autoStopIdleMinutes=1 it keeps
     the VM from powering itself off between them."""
@@ -60,7 +68,7 @@ def require_root_and_tools() -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    for tool in ("qemu-system-x86_64", "qemu-img", "cloud-localds", "debootstrap", "mkfs.ext4"):
+    for tool in ("qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4"):
         require_tool(tool)
 
 
@@ -83,6 +91,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
             f"dockerComposeSha256={artifacts.compose_sha256}",
             f"dockerRegistryMirror=http://{HOST}:{registry.rsplit(':', 1)[1]}",
             f"sshKeyPath={work / 'keys' / 'course-vm'}",
+            "homeDiskSizeGb=10",
             # Short, so that test_an_idle_vm_powers_itself_off waits minutes, not an hour.
             "autoStopIdleMinutes=1",
         ]
@@ -142,12 +151,13 @@ def good_vm(e2e: E2e) -> Iterator[local_vm.LocalVm]:
     try:
         assert result.returncode == 0, f"{result.stderr}\n{json.dumps(report, indent=2)}"
         e2e.keep_alive = connect(vm.target(), load_identity(vm.identity), time.monotonic() + 60, print)
-        pinned = first(progress, "host keys pinned")
+        published = first(progress, "host keys, from its guest attributes")
         logged_in = first(progress, "logged in; waiting for cloud-init")
         e2e.timings += [
-            (f"boot to host keys on the console ({vm.accel})", pinned),
+            (f"boot to host keys in the guest attributes ({vm.accel})", published),
             ("boot to first SSH login", logged_in),
         ]
+        e2e.progress = progress
         e2e.timings += recipe_timings(vm)
         e2e.timings += [(f"check: {c['name']}", c["seconds"]) for c in report["checks"]]
         e2e.timings.append(("local up, in all", progress[-1][0]))
@@ -178,7 +188,7 @@ def test_the_course_vm_works_for_the_student(good_vm: local_vm.LocalVm, e2e: E2e
     with connect(good_vm.target(), load_identity(good_vm.identity), time.monotonic() + 60, print) as client:
         groups = run(client, "id -nG", 30).stdout.split()
         sudo_free = run(client, "docker info --format '{{.ServerVersion}}'", 60)
-        home = run(client, f"findmnt -n -o SOURCE --target ~; readlink -f {LOCAL_HOME_DISK_DEVICE}", 30)
+        home = run(client, f"findmnt -n -o SOURCE --target ~; readlink -f {GCE_HOME_DISK_DEVICE}", 30)
         # The student's work, which the next VM on this home disk must still have (see the bad-checksum test).
         saved = run(client, f"echo {WORK!r} > ~/work-in-progress.txt && sync", 30)
     assert "docker" in groups
@@ -186,6 +196,56 @@ def test_the_course_vm_works_for_the_student(good_vm: local_vm.LocalVm, e2e: E2e
     source, device = home.stdout.split()
     assert source == device, f"the home directory is on {source}, not on the home disk {device}"
     assert saved.ok, saved.summary()
+
+
+def test_the_vm_is_a_gce_vm_to_its_own_software(
+    good_vm: local_vm.LocalVm, e2e: E2e, request: pytest.FixtureRequest
+) -> None:
+    with connect(good_vm.target(), load_identity(good_vm.identity), time.monotonic() + 60, print) as client:
+        cloud_id = run(client, "cloud-id", 30).stdout.strip()
+        agent = run(client, "systemctl is-active google-guest-agent.service", 30).stdout.strip()
+        groups = run(client, "id -nG", 30).stdout.split()
+        schema = run(client, "sudo -n cloud-init schema --system 2>&1", 120)
+        managed = run(client, "sudo -n cat /var/lib/google/google_users", 30).stdout.split()
+    published = [line for _, line in e2e.progress if "'s host keys, from its " in line]
+    facts = request.config.stash.setdefault(E2E_FACTS, [])
+    facts += [
+        ("cloud-id", cloud_id),
+        ("google-guest-agent", agent),
+        ("the student's groups", " ".join(groups)),
+        ("host keys pinned from", published[-1].split("from its ", 1)[1] if published else "?"),
+        ("cloud-init schema --system", schema.stdout.strip().splitlines()[-1] if schema.stdout.strip() else "?"),
+    ]
+    assert cloud_id == "gce"
+    assert agent == "active"
+    assert {"docker", "google-sudoers"} <= set(groups), groups
+    assert good_vm.user in managed, "the guest agent manages the student's account"
+    assert published and all("from its guest attributes" in line for line in published), published
+    assert schema.ok, schema.summary()
+    # What the VM booted from is what the Pulumi program gives a GCE instance with these settings.
+    assert served_attributes(good_vm) == pulumi_instance_metadata(e2e)
+
+
+def served_attributes(vm: local_vm.LocalVm) -> dict[str, str]:
+    assert vm.twin is not None
+    request = urllib.request.Request(  # noqa: S310 (the twin's server on loopback)
+        f"{vm.twin.url}/computeMetadata/v1/instance/attributes/?recursive=true", headers={"Metadata-Flavor": "Google"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return dict(json.load(response))
+
+
+def pulumi_instance_metadata(e2e: E2e) -> dict[str, str]:
+    """The metadata `__main__.py` registers for the Instance, run under the Pulumi SDK's mocks with
+    the test's settings (plus what GCP alone needs)."""
+    config = {
+        "gcp:project": "course-project-1",
+        "gcp:zone": "europe-west1-b",
+        "course-vm:allowedSshCidrs": json.dumps(["203.0.113.7/32"]),
+    }
+    config.update({f"course-vm:{k}": v for k, v in (s.split("=", 1) for s in e2e.settings)})
+    run = run_program(config)
+    return dict(run.one("gcp:compute/instance:Instance").inputs["metadata"])
 
 
 def test_local_ssh_is_pinned_and_works(good_vm: local_vm.LocalVm, e2e: E2e) -> None:
@@ -299,6 +359,14 @@ def test_qemu_runs_the_guest_on_loopback_only_with_both_drives(tmp_path: Path) -
     assert "serial=" not in joined
 
 
+def test_an_image_that_is_no_twin_gets_its_user_data_on_a_nocloud_seed(tmp_path: Path) -> None:
+    require_tool("cloud-localds")
+    seed = local_vm._write_seed(tmp_path, "one", "#cloud-config\nruncmd: [[echo, course-vm-seeded]]\n")
+    data = seed.read_bytes()  # ISO 9660 keeps small files whole
+    assert b"runcmd: [[echo, course-vm-seeded]]" in data
+    assert b"instance-id: course-vm-one-" in data and b"local-hostname: course-vm-one" in data
+
+
 def test_a_home_disk_is_a_third_drive_the_guest_finds_by_its_serial(tmp_path: Path) -> None:
     image = Image(tmp_path / "disk.img", "raw", tmp_path / "vmlinuz", tmp_path / "initrd.img")
     home = tmp_path / "home.qcow2"
@@ -307,7 +375,30 @@ def test_a_home_disk_is_a_third_drive_the_guest_finds_by_its_serial(tmp_path: Pa
         f"-drive file={home},if=none,id=home,format=qcow2 -device virtio-blk-pci,drive=home,serial=course-vm-home"
         in (joined)
     )
-    assert LOCAL_HOME_DISK_DEVICE == "/dev/disk/by-id/virtio-course-vm-home"
+    assert local_vm.LOCAL_HOME_DISK_DEVICE == "/dev/disk/by-id/virtio-course-vm-home"
+
+
+def test_a_twin_is_presented_as_gce_with_its_metadata_server_and_no_seed(tmp_path: Path) -> None:
+    image = Image(tmp_path / "disk.img", "raw", tmp_path / "vmlinuz", tmp_path / "initrd.img", gce=True)
+    twin = Twin("http://127.0.0.1:4321", "token", "course-vm-twin", "local-twin1-a", "course-vm-one", 1)
+    command = local_vm._qemu_command(image, tmp_path, "tcg", 2222, 4096, 2, twin=twin)
+    joined = " ".join(command)
+    assert "seed.iso" not in joined
+    smbios = command[command.index("-smbios") + 1]
+    assert smbios.startswith("type=1,manufacturer=Google,product=Google Compute Engine,serial=GoogleCloud-")
+    netdev = command[command.index("-netdev") + 1]
+    assert netdev.startswith("user,id=net0,net=169.254.0.0/16,hostfwd=tcp:127.0.0.1:2222-:22,")
+    assert netdev.endswith(f"guestfwd=tcp:169.254.169.254:80-cmd:{sys.executable} -I -S {RELAY} 4321")
+    assert command[command.index("-device", command.index("-netdev")) + 1] == (
+        "virtio-net-pci,netdev=net0,mac=42:01:a9:fe:02:0f"
+    )
+
+
+def test_a_comma_in_the_relays_path_cannot_split_qemus_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("provisioner.local.twin.RELAY", Path("/opt/a,b/relay.py"))
+    twin = Twin("http://127.0.0.1:4321", "token", "p", "local-twin1-a", "course-vm-one", 1)
+    netdev = qemu_args(twin, 2222)[3]
+    assert netdev.endswith("-cmd:" + f"{sys.executable} -I -S /opt/a,,b/relay.py 4321")
 
 
 def test_a_home_disk_image_is_created_once_and_then_kept(tmp_path: Path) -> None:
@@ -335,19 +426,6 @@ def test_a_vm_record_round_trips_and_pins_its_keys(tmp_path: Path, monkeypatch: 
     assert vm.ssh_command()[-1] == "student@127.0.0.1"
     assert "StrictHostKeyChecking=yes" in vm.ssh_command()
     assert vm.running()
-
-
-def test_a_powered_off_vm_whose_qemu_is_not_reaped_yet_is_not_running() -> None:
-    qemu = subprocess.Popen(["true"])  # exits at once; not waited for, so it stays a zombie
-    try:
-        deadline = time.monotonic() + 10
-        while local_vm._alive(qemu.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not local_vm._alive(qemu.pid)
-        assert Path(f"/proc/{qemu.pid}").exists()  # still there, as a zombie
-    finally:
-        qemu.wait()
-    assert local_vm._alive(os.getpid())
 
 
 def test_unknown_vm_says_how_to_make_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,12 +10,13 @@ import shlex
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from provisioner.access.host_keys import HostKey
 from provisioner.access.keys import ensure_key_pair
-from provisioner.access.ssh import HostKeySource, Target
+from provisioner.access.ssh import HostKeySource
 from provisioner.checker.checks import DEFAULT_TIMEOUT, check_vm
 from provisioner.cli.console import print_report, progress
 from provisioner.errors import CourseVmError, SettingsError
@@ -147,7 +148,7 @@ def local_up(args: argparse.Namespace) -> int:
     published = pinning(vm)
     keys = published(deadline)
     progress(f"host keys pinned: {keys[0].fingerprint}")
-    target = Target("127.0.0.1", vm.ssh_port, vm.user, vm.identity, keys, published)
+    target = replace(vm.target(), host_keys=keys, published=published)
     report = check_vm(target, max(deadline - time.monotonic(), 60.0), progress)
     progress(
         f"`ssh {vm.host_alias}` (or `local ssh --name {args.name}`) logs in; "
@@ -194,7 +195,7 @@ def local_check(args: argparse.Namespace) -> int:
             f"local VM {args.name!r} is not running. Fix: `local down --name {args.name}`, "
             f"then `local up --name {args.name}`"
         )
-    target = Target("127.0.0.1", vm.ssh_port, vm.user, vm.identity, vm.host_keys, pinning(vm))
+    target = replace(vm.target(), published=pinning(vm))
     return print_report(check_vm(target, args.timeout, progress), args.json)
 
 

@@ -118,7 +118,7 @@ class LocalVm:
         return vm
 
     def ssh_command(self) -> list[str]:
-        """Plain ssh, pinned to the keys learned from the console, never asking to trust a key."""
+        """Plain ssh, pinned to the keys the VM published, never asking to trust a key."""
         return [
             "ssh",
             "-i",

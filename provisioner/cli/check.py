@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from provisioner.access.host_keys import HostKey, host_keys_from_known_hosts, parse_host_key
-from provisioner.access.ssh import HostKeySource, Target
+from provisioner.access.host_keys import host_keys_from_known_hosts, parse_host_key
+from provisioner.access.ssh import Target
 from provisioner.checker.checks import DEFAULT_TIMEOUT, check_vm
 from provisioner.checker.class_pool import DEFAULT_WORKERS, TargetSource, check_class
 from provisioner.cli.console import print_class_report, print_report, progress
 from provisioner.cli.stack import stack_outputs, stack_vms
 from provisioner.errors import CourseVmError
-from provisioner.gcp.compute_api import GceInstance, gce_host_keys
+from provisioner.gcp.compute_api import GceInstance, published_host_keys
 from provisioner.paths import PROJECT_DIR
 
 
@@ -106,17 +106,8 @@ def _target(args: argparse.Namespace, deadline: float) -> Target:
         return Target(args.host, args.port, args.user, identity, known)
     if not (args.gce_zone and args.gce_project):
         raise CourseVmError("--gce-instance needs --gce-zone and --gce-project")
-    published = published_by(GceInstance(args.gce_project, args.gce_zone, args.gce_instance))
+    published = published_host_keys(GceInstance(args.gce_project, args.gce_zone, args.gce_instance), progress)
     return Target(args.host, args.port, args.user, identity, published(deadline), published)
-
-
-def published_by(instance: GceInstance) -> HostKeySource:
-    """The host keys INSTANCE publishes, read again whenever the checker asks (see connect_published)."""
-
-    def published(deadline: float) -> tuple[HostKey, ...]:
-        return gce_host_keys(instance, deadline, progress)
-
-    return published
 
 
 def _class_outputs(args: argparse.Namespace) -> dict[str, Any]:
@@ -141,7 +132,8 @@ def class_targets(
             where = (vm["ip"], port, vm["username"], Path(vm["identityFile"]))
             if vm.get("hostKeys"):
                 return Target(*where, tuple(parse_host_key(text) for text in vm["hostKeys"]))
-            published = published_by(GceInstance(str(outputs.get("project")), vm["zone"], vm["instanceName"]))
+            instance = GceInstance(str(outputs.get("project")), vm["zone"], vm["instanceName"])
+            published = published_host_keys(instance, progress)
             return Target(*where, published(deadline), published)
 
         return target

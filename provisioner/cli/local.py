@@ -20,7 +20,7 @@ from provisioner.access.ssh import HostKeySource
 from provisioner.checker.checks import DEFAULT_TIMEOUT, check_vm
 from provisioner.cli.console import print_report, progress
 from provisioner.errors import CourseVmError, SettingsError
-from provisioner.gcp.compute_api import GceInstance, gce_host_keys
+from provisioner.gcp.compute_api import GceInstance, published_host_keys
 from provisioner.local import vm as local_vm
 from provisioner.local.image import DEBIAN_MIRROR, build_debian_image, image_at, ubuntu_cloud_image
 from provisioner.local.metadata_server import MetadataServer, TwinInstance, random_instance_id
@@ -164,11 +164,7 @@ def host_key_source(vm: local_vm.LocalVm) -> HostKeySource:
     if twin is None:
         return vm.console_host_keys
     instance = GceInstance(twin.project, twin.zone, twin.instance)
-
-    def published(deadline: float) -> tuple[HostKey, ...]:
-        return gce_host_keys(instance, deadline, progress, api=twin.compute_api, token=lambda: twin.token)
-
-    return published
+    return published_host_keys(instance, progress, api=twin.compute_api, token=lambda: twin.token)
 
 
 def pinning(vm: local_vm.LocalVm) -> HostKeySource:

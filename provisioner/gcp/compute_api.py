@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provisioner.access.host_keys import HostKey, host_keys_from_console, parse_host_key
-from provisioner.access.ssh import Progress
+from provisioner.access.ssh import HostKeySource, Progress
 from provisioner.errors import CourseVmError, UnreachableError
 
 COMPUTE_API = "https://compute.googleapis.com/compute/v1"
@@ -147,6 +147,22 @@ def _from_guest_attributes(document: dict[str, Any]) -> tuple[HostKey, ...]:
         for item in items
         if item.get("namespace") == "hostkeys" and "key" in item and "value" in item
     )
+
+
+def published_host_keys(
+    instance: GceInstance,
+    progress: Progress = lambda _: None,
+    *,
+    api: str | None = None,
+    token: TokenSource = application_default_token,
+) -> HostKeySource:
+    """INSTANCE's published host keys as a source the checker reads again after a mismatch
+    (see `connect_published`): each read is `gce_host_keys` by the deadline it is given."""
+
+    def published(deadline: float) -> tuple[HostKey, ...]:
+        return gce_host_keys(instance, deadline, progress, api=api, token=token)
+
+    return published
 
 
 def gce_host_keys(

@@ -40,22 +40,17 @@ def verify(props: dict[str, Any]) -> dict[str, Any]:
     Raises CourseVmError (no login, host key mismatch, bad input) or CheckFailedError with the
     checker's table, which Pulumi shows as the reason the update failed.
     """
-    from provisioner.access.host_keys import HostKey
     from provisioner.access.ssh import Target
     from provisioner.access.ssh_config import write_atomically
     from provisioner.checker.checks import check_vm
     from provisioner.errors import CourseVmError
-    from provisioner.gcp.compute_api import GceInstance, gce_host_keys
+    from provisioner.gcp.compute_api import GceInstance, published_host_keys
 
     def progress(message: str) -> None:
         print(f"course-vm: {message}", file=sys.stderr, flush=True)
 
     deadline = time.monotonic() + float(props["timeout_seconds"])
-    instance = GceInstance(props["project"], props["zone"], props["instance_name"])
-
-    def published(by: float) -> tuple[HostKey, ...]:
-        return gce_host_keys(instance, by, progress)
-
+    published = published_host_keys(GceInstance(props["project"], props["zone"], props["instance_name"]), progress)
     target = Target(
         props["host"], int(props["port"]), props["user"], Path(props["identity_file"]), published(deadline), published
     )

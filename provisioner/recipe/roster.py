@@ -14,38 +14,29 @@ MAX_STUDENTS = 200
 _STUDENT = re.compile(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?")
 RESERVED_USERNAMES = frozenset(
     {
-        "root",
-        "daemon",
-        "bin",
-        "sys",
-        "sync",
-        "games",
-        "man",
-        "lp",
-        "mail",
-        "news",
-        "uucp",
-        "proxy",
-        "www-data",
-        "backup",
-        "list",
-        "irc",
-        "gnats",
-        "nobody",
-        "sshd",
-        "messagebus",
-        "syslog",
-        "docker",
-        "admin",
-        "sudo",
-        "adm",
-        "staff",
-        "users",
-        "operator",
-        "ubuntu",
+        # Debian's base-passwd: the accounts and groups every Debian and Ubuntu system has.
+        *("root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy"),
+        *("www-data", "backup", "list", "irc", "gnats", "nobody", "nogroup", "shadow", "utmp", "tty", "disk"),
+        *("kmem", "dialout", "fax", "voice", "cdrom", "floppy", "tape", "audio", "dip", "operator", "src"),
+        *("video", "plugdev", "input", "kvm", "render", "sgx", "netdev", "crontab", "rdma", "staff", "users"),
+        # Added by the packages of Ubuntu's and Debian's cloud images (and the GCE guest environment).
+        *("sshd", "messagebus", "syslog", "uuidd", "tcpdump", "tss", "polkitd", "landscape", "pollinate"),
+        *("fwupd-refresh", "dnsmasq", "usbmux", "lxd", "dhcpcd", "chrony", "ntp", "statd", "snap_daemon"),
+        *("google-sudoers", "ubuntu", "debian", "admin", "adm", "sudo", "wheel", "docker"),
     }
 )
 """Logins that belong to the system or grant extra rights: no student, nor `username`, may have one."""
+RESERVED_PREFIXES = ("_", "systemd-")
+"""Debian names new system accounts so (`_apt`, `_chrony`; `systemd-network`, `systemd-timesync`)."""
+
+
+def is_reserved(name: str) -> bool:
+    """Whether NAME is, or is named like, a system account or a group that grants extra rights.
+
+    Cloud-init gives an existing account the student's key and sudo, so a login that names one
+    must never pass. (The recipe checks the account's UID on the VM as well.)
+    """
+    return name in RESERVED_USERNAMES or name.startswith(RESERVED_PREFIXES)
 
 
 def listed(problems: Problems, setting: Setting, value: object) -> tuple[str, ...]:
@@ -106,7 +97,7 @@ def _check_names(problems: Problems, key: str, names: list[object], where: list[
         if not isinstance(name, str) or not _STUDENT.fullmatch(name):
             why = "a student name is 1-32 of a-z, 0-9 and -, starting with a letter and not ending with -"
             problems.add(name_key, name, f"{why} (it becomes their login and part of the VM's name)", fix)
-        elif name in RESERVED_USERNAMES:
+        elif is_reserved(name):
             problems.add(name_key, name, "that name belongs to the system or grants extra rights", fix)
         elif name in valid:
             problems.add(name_key, name, "that name is listed twice, and each student gets one VM", fix)

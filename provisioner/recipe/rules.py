@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,11 +98,11 @@ def text(
     why: str,
     example: object = None,
     *,
-    refused: Collection[str] = (),
+    refused: Callable[[str], bool] = lambda _: False,
     refused_why: str = "",
     then: Callable[[str], str] | None = None,
 ) -> Rule:
-    """A string PATTERN matches in full and not one of REFUSED, normalised by THEN.
+    """A string PATTERN matches in full and not REFUSED, normalised by THEN.
 
     The fix of either problem sets EXAMPLE, or the row's default when no example is given.
     """
@@ -111,7 +111,7 @@ def text(
     def rule(problems: Problems, setting: Setting, value: object) -> str:
         fix_value = setting.default if example is None else example
         checked = check_text(problems, setting.key, value, compiled, why, fix_value)
-        if checked in refused:
+        if checked and refused(checked):
             problems.add(setting.key, checked, refused_why, set_command(setting.key, fix_value))
             return ""
         return then(checked) if then and checked else checked

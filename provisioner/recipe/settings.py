@@ -15,7 +15,7 @@ import yaml
 
 from provisioner.errors import CourseVmError, SettingsError
 from provisioner.recipe import roster
-from provisioner.recipe.roster import RESERVED_USERNAMES
+from provisioner.recipe.roster import is_reserved
 from provisioner.recipe.rules import (
     PATH,
     Problems,
@@ -124,7 +124,7 @@ SETTINGS: tuple[Setting, ...] = (
         rule=text(
             r"[a-z][a-z0-9-]{0,62}",
             "it is not a GCE machine type name",
-            refused=TOO_SMALL_MACHINE_TYPES,
+            refused=TOO_SMALL_MACHINE_TYPES.__contains__,
             refused_why="it has too little memory for Anaconda and Docker (sshd gets killed when memory runs out)",
         ),
     ),
@@ -159,7 +159,7 @@ SETTINGS: tuple[Setting, ...] = (
         rule=text(
             r"[a-z_][a-z0-9_-]{0,31}",
             "a Linux login is 1-32 of a-z, 0-9, _ and -, starting with a letter or _",
-            refused=RESERVED_USERNAMES,
+            refused=is_reserved,
             refused_why="that name belongs to the system or grants extra rights",
         ),
     ),

@@ -51,6 +51,23 @@ def test_every_bad_roster_entry_is_reported_at_once() -> None:
     ]
 
 
+@pytest.mark.parametrize("name", ["alice\n", "al\nice", "\nalice"])
+def test_a_name_with_a_newline_is_refused(name: str) -> None:
+    assert problems({"students": [name]}) == [
+        f"students[0]: got {name!r}, but {NAME_RULE}. Fix: pulumi config set --path 'students[0]' alice"
+    ]
+
+
+@pytest.mark.parametrize(
+    "name", ["systemd-network", "systemd-anything", "tss", "polkitd", "tcpdump", "messagebus", "landscape", "lxd"]
+)
+def test_system_accounts_are_refused_as_students(name: str) -> None:
+    assert problems({"students": ["alice", name]}) == [
+        f"students[1]: got {name!r}, but that name belongs to the system or grants extra rights. "
+        "Fix: pulumi config set --path 'students[1]' alice"
+    ]
+
+
 def test_bad_csv_lines_are_reported_with_their_line_numbers(tmp_path: Path) -> None:
     roster = tmp_path / "roster.csv"
     roster.write_text("name,email\nalice,a@x.org\nAlice Smith,b@x.org\n,c@x.org\nalice,d@x.org\n")

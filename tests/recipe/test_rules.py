@@ -36,7 +36,13 @@ def checked(rule: Rule, value: object, default: object = "dflt") -> tuple[object
 
 
 def test_text_normalises_a_match_and_refuses_listed_values_with_the_default_as_fix() -> None:
-    rule = text(r"[a-z]+", "it is not lower-case letters", refused={"root"}, refused_why="it is taken", then=str.upper)
+    rule = text(
+        r"[a-z]+",
+        "it is not lower-case letters",
+        refused={"root"}.__contains__,
+        refused_why="it is taken",
+        then=str.upper,
+    )
     assert checked(rule, "abc") == ("ABC", [])
     assert checked(rule, "ab c") == (
         "",

@@ -99,6 +99,14 @@ def test_ssh_open_to_internet_is_allowed_but_flagged() -> None:
             "username: got '$(reboot)', but a Linux login is 1-32 of a-z, 0-9, _ and -, starting with a letter "
             "or _. Fix: pulumi config set username student",
         ),
+        *(
+            (
+                {"username": name},
+                f"username: got {name!r}, but that name belongs to the system or grants extra rights. "
+                "Fix: pulumi config set username student",
+            )
+            for name in ("_apt", "_anything", "systemd-network", "systemd-new", "tss", "polkitd", "tcpdump", "lxd")
+        ),
         (
             {"diskSizeGb": "10"},
             "diskSizeGb: got '10', but the disk must be a whole number of GB from 20 to 65536 (Ubuntu needs "

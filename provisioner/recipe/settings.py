@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import urllib.parse
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import yaml
@@ -19,6 +20,7 @@ from provisioner.recipe.roster import is_reserved
 from provisioner.recipe.rules import (
     PATH,
     Problems,
+    Rule,
     Setting,
     as_list,
     boolean,
@@ -48,20 +50,76 @@ TOO_SMALL_MACHINE_TYPES = frozenset({"f1-micro", "g1-small", "e2-micro", "e2-sma
 # no value can carry a newline, a quote or a shell metacharacter. Patterns two rows share:
 _SHA256 = r"[0-9a-fA-F]{64}"
 _HTTPS_URL = r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/%+-]*"
-# Mirrors may be plain http (a host on the local network): what they serve is checksum-verified,
-# and Docker verifies image digests.
 _MIRROR_URL_OR_EMPTY = r"|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%+-]*)?"
 
 
+# PATH, or on Windows after a drive letter (C:/keys/course-vm; a backslash is no safe character).
+_KEY_PATH = re.compile(f"([A-Za-z]:)?(?:{PATH.pattern})")
+
+
+def is_absolute(path: str, *, windows: bool = os.name == "nt") -> bool:
+    """Whether PATH (after `~` expansion) names the same file whatever the current directory.
+
+    On Windows that takes a drive and a root (`C:\\keys`, `C:/keys`): `\\keys` is relative to
+    the current drive and `C:keys` to drive C's current directory.
+    """
+    if windows:
+        windows_path = PureWindowsPath(path)
+        return bool(windows_path.drive and windows_path.root)
+    return PurePosixPath(path).is_absolute()
+
+
 def _private_key_path(problems: Problems, setting: Setting, value: object) -> Path:
-    """The rule of `sshKeyPath`: a safe path, and not the `.pub` half of the pair."""
+    """The rule of `sshKeyPath`: a safe absolute (or `~/`) path, and not the `.pub` half of the pair."""
     why = "the path may hold only letters, digits, spaces and ._/~@+-"
-    path = check_text(problems, setting.key, value, PATH, why, setting.default)
+    path = check_text(problems, setting.key, value, _KEY_PATH, why, setting.default)
+    expanded = os.path.expanduser(path)
     if path.endswith(".pub"):
         fix = set_command(setting.key, path[: -len(".pub")])
         problems.add(setting.key, path, "it names a public key; the setting is the private key", fix)
-        path = ""
-    return Path(os.path.expanduser(path))
+    elif path and not is_absolute(expanded):
+        # `pulumi up` runs the program in the project directory, which .gitignore does not cover.
+        why = (
+            "it is a relative path, so the private key would land in whatever directory the command runs in "
+            "(under `pulumi up`, the project directory)"
+        )
+        problems.add(setting.key, path, why, set_command(setting.key, setting.default))
+    return Path(expanded)
+
+
+def plain_http_allowed(host: str) -> bool:
+    """Whether HOST is this machine or link-local, where plain http crosses no network that others share.
+
+    127.0.0.0/8, ::1 and `localhost` never leave the machine; 169.254.0.0/16 and fe80::/10 never
+    leave the link (the local GCE twin serves its mirrors at 169.254.2.2).
+    """
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_link_local
+
+
+def _mirror(why: str, http_why: str, example: str, *, then: Callable[[str], str] = str) -> Rule:
+    """A mirror's URL (or none): the URL pattern, and https unless the host is local (see plain_http_allowed)."""
+    pattern = re.compile(_MIRROR_URL_OR_EMPTY)
+
+    def rule(problems: Problems, setting: Setting, value: object) -> str:
+        url = check_text(problems, setting.key, value, pattern, why, example)
+        host = urllib.parse.urlsplit(url).hostname or ""
+        if url.startswith("http://") and not plain_http_allowed(host):
+            why_http = (
+                "plain http:// is allowed only to this machine or a link-local address "
+                f"(127.0.0.0/8, localhost, 169.254.0.0/16): {http_why}"
+            )
+            problems.add(setting.key, url, why_http, set_command(setting.key, "https://" + url[len("http://") :]))
+            return ""
+        return then(url) if url else url
+
+    return rule
 
 
 def _ssh_ranges(problems: Problems, setting: Setting, value: object) -> tuple[str, ...]:
@@ -321,23 +379,26 @@ SETTINGS: tuple[Setting, ...] = (
         "artifactMirrorUrl",
         "string",
         "",
-        "Mirror (http or https) serving the Anaconda installer and docker-compose by file name; "
-        "checksums are still verified.",
-        rule=text(
-            _MIRROR_URL_OR_EMPTY,
-            "a mirror is an http:// or https:// URL with no quotes, spaces, query or shell characters",
-            "http://10.0.2.2:8000",
+        "Mirror serving the Anaconda installer and docker-compose by file name (checksums are still "
+        "verified); https://, or http:// to a loopback or link-local host such as http://169.254.2.2:8000.",
+        rule=_mirror(
+            "a mirror is an https:// URL with no quotes, spaces, query or shell characters",
+            "anyone on the network path could serve other files (the checksums would refuse them, "
+            "and the setup would fail)",
+            "https://mirror.example.org/course-vm",
         ),
     ),
     Setting(
         "dockerRegistryMirror",
         "string",
         "",
-        "Docker registry mirror for image pulls (registry-mirrors), e.g. http://10.0.2.2:5000.",
-        rule=text(
-            _MIRROR_URL_OR_EMPTY,
-            "a registry mirror is an http:// or https:// URL like http://10.0.2.2:5000",
-            "http://10.0.2.2:5000",
+        "Docker registry mirror for image pulls (registry-mirrors); https://, or http:// to a loopback or "
+        "link-local host such as http://169.254.2.2:5000. Docker trusts what it serves for a pull by tag.",
+        rule=_mirror(
+            "a registry mirror is an https:// URL like https://registry.example.org:5000",
+            "anyone on the network path could serve other images, and Docker trusts what a mirror serves "
+            "for a pull by tag",
+            "https://registry.example.org:5000",
             then=lambda url: url.rstrip("/"),
         ),
     ),

@@ -10,6 +10,7 @@ from provisioner.errors import CourseVmError, SettingsError
 from provisioner.recipe.settings import (
     ANACONDA_DEFAULT_SHA256,
     DEFAULTS,
+    is_absolute,
     parse_settings,
     settings_from_pulumi,
     settings_from_stack_file,
@@ -102,10 +103,27 @@ def test_ssh_open_to_internet_is_allowed_but_flagged() -> None:
         *(
             (
                 {"username": name},
+                f"username: got {name!r}, but a Linux login is 1-32 of a-z, 0-9, _ and -, starting with a letter "
+                "or _. Fix: pulumi config set username student",
+            )
+            for name in ("alice\n", "al\nice", "\nalice")
+        ),
+        *(
+            (
+                {"username": name},
                 f"username: got {name!r}, but that name belongs to the system or grants extra rights. "
                 "Fix: pulumi config set username student",
             )
             for name in ("_apt", "_anything", "systemd-network", "systemd-new", "tss", "polkitd", "tcpdump", "lxd")
+        ),
+        *(
+            (
+                {"sshKeyPath": path},
+                f"sshKeyPath: got {path!r}, but it is a relative path, so the private key would land in whatever "
+                "directory the command runs in (under `pulumi up`, the project directory). "
+                "Fix: pulumi config set sshKeyPath ~/.ssh/course-vm",
+            )
+            for path in ("course-vm", "keys/course-vm", "./course-vm", "~no-such-user/course-vm")
         ),
         (
             {"diskSizeGb": "10"},
@@ -360,7 +378,7 @@ def test_problems_are_listed_in_the_settings_tables_order() -> None:
 @pytest.mark.parametrize("key", ["anacondaUrl", "dockerComposeUrl"])
 def test_a_bad_url_beside_a_mirror_is_reported_not_a_crash(key: str) -> None:
     # The mirror replaces both URLs by their file names, which a URL that failed its rule has none of.
-    assert problems({"artifactMirrorUrl": "http://10.0.2.2:8000", key: "ftp://example.com/x"}) == [
+    assert problems({"artifactMirrorUrl": "http://169.254.2.2:8000", key: "ftp://example.com/x"}) == [
         f"{key}: got 'ftp://example.com/x', but the URL must be https:// with no quotes, spaces, query or "
         f"shell characters. Fix: pulumi config set {key} {DEFAULTS[key]}"
     ]
@@ -375,6 +393,43 @@ def test_settings_from_pulumi_uses_provider_environment_fallbacks(monkeypatch: p
     assert (s.project, s.zone, s.region) == ("env-project-1", "us-east1-c", "us-east1")
     s = settings_from_pulumi(config.get, {"project": "cfg-project-1", "zone": "asia-east1-a"}.get)
     assert (s.project, s.zone) == ("cfg-project-1", "asia-east1-a")
+
+
+def test_settings_from_pulumi_reports_a_bad_range_from_pulumis_strings() -> None:
+    # Pulumi hands an array over as a JSON string; its items are checked as the stack file's are.
+    config = {"allowedSshCidrs": '["203.0.113.7/32", "203.0.113.300/32", "10.1.2.3/8"]'}
+    with pytest.raises(SettingsError) as raised:
+        settings_from_pulumi(config.get, {"project": PROJECT, "zone": ZONE}.get)
+    assert list(raised.value.problems) == [
+        "allowedSshCidrs[1]: got '203.0.113.300/32', but it is not an IPv4 range like 203.0.113.7/32. "
+        "Fix: pulumi config set --path 'allowedSshCidrs[1]' 203.0.113.7/32",
+        "allowedSshCidrs[2]: got '10.1.2.3/8', but it has host bits set (the range is 10.0.0.0/8). "
+        "Fix: pulumi config set --path 'allowedSshCidrs[2]' 10.0.0.0/8",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "windows", "absolute"),
+    [
+        ("/home/me/.ssh/course-vm", False, True),
+        ("course-vm", False, False),
+        ("C:\\keys\\course-vm", False, False),  # on Linux a file named so in the current directory
+        ("C:\\keys\\course-vm", True, True),
+        ("C:/keys/course-vm", True, True),
+        ("C:/keys/course-vm", False, False),
+        ("C:course-vm", True, False),  # relative to drive C's current directory
+        ("\\keys\\course-vm", True, False),  # relative to the current drive
+        ("keys\\course-vm", True, False),
+    ],
+)
+def test_which_key_paths_are_absolute(path: str, windows: bool, absolute: bool) -> None:
+    assert is_absolute(path, windows=windows) is absolute
+
+
+def test_a_key_path_from_home_is_absolute_after_expansion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/teacher")
+    s = parse_settings({**GOOD, "sshKeyPath": "~/keys/course-vm"}, PROJECT, ZONE)
+    assert s.ssh_key_path == Path("/home/teacher/keys/course-vm")
 
 
 def test_settings_from_stack_file(tmp_path: Path) -> None:
@@ -400,11 +455,53 @@ def test_missing_stack_file_says_how_to_create_it(tmp_path: Path) -> None:
         settings_from_stack_file(tmp_path / "Pulumi.dev.yaml")
 
 
-def test_artifact_mirror_serves_both_files_by_name_and_may_be_http() -> None:
-    s = parse_settings({**GOOD, "artifactMirrorUrl": "http://10.0.2.2:8000/files/"}, PROJECT, ZONE)
-    assert s.anaconda.url == "http://10.0.2.2:8000/files/Anaconda3-2022.05-Linux-x86_64.sh"
-    assert s.docker_compose.url == "http://10.0.2.2:8000/files/docker-compose-linux-x86_64"
+def test_artifact_mirror_serves_both_files_by_name() -> None:
+    s = parse_settings({**GOOD, "artifactMirrorUrl": "https://mirror.example.org/files/"}, PROJECT, ZONE)
+    assert s.anaconda.url == "https://mirror.example.org/files/Anaconda3-2022.05-Linux-x86_64.sh"
+    assert s.docker_compose.url == "https://mirror.example.org/files/docker-compose-linux-x86_64"
     assert s.anaconda.sha256 == ANACONDA_DEFAULT_SHA256
+
+
+@pytest.mark.parametrize("key", ["artifactMirrorUrl", "dockerRegistryMirror"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://mirror.example.org:5000",
+        "http://169.254.2.2:5000",  # the local GCE twin's host
+        "http://169.254.169.254",
+        "http://127.0.0.1:8000",
+        "http://127.9.8.7",
+        "http://localhost:5000",
+        "http://LOCALHOST",
+    ],
+)
+def test_a_mirror_is_https_unless_on_this_machine_or_link_local(key: str, url: str) -> None:
+    s = parse_settings({**GOOD, key: url}, PROJECT, ZONE)
+    assert (s.docker_registry_mirror if key == "dockerRegistryMirror" else s.anaconda.url).startswith(url)
+
+
+@pytest.mark.parametrize(
+    ("key", "url", "fix"),
+    [
+        ("artifactMirrorUrl", "http://10.0.2.2:8000/files", "https://10.0.2.2:8000/files"),
+        ("artifactMirrorUrl", "http://mirror.example.org", "https://mirror.example.org"),
+        ("dockerRegistryMirror", "http://10.0.2.2:5000", "https://10.0.2.2:5000"),
+        ("dockerRegistryMirror", "http://169.254.2.2.evil.example:5000", "https://169.254.2.2.evil.example:5000"),
+        ("dockerRegistryMirror", "http://127.0.0.1.nip.io", "https://127.0.0.1.nip.io"),
+        ("dockerRegistryMirror", "http://localhost.example.org", "https://localhost.example.org"),
+    ],
+)
+def test_a_plain_http_mirror_elsewhere_is_refused(key: str, url: str, fix: str) -> None:
+    why = {
+        "artifactMirrorUrl": "anyone on the network path could serve other files (the checksums would refuse "
+        "them, and the setup would fail)",
+        "dockerRegistryMirror": "anyone on the network path could serve other images, and Docker trusts what a "
+        "mirror serves for a pull by tag",
+    }[key]
+    assert problems({key: url}) == [
+        f"{key}: got {url!r}, but plain http:// is allowed only to this machine or a link-local address "
+        f"(127.0.0.0/8, localhost, 169.254.0.0/16): {why}. Fix: pulumi config set {key} {fix}"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -413,31 +510,31 @@ def test_artifact_mirror_serves_both_files_by_name_and_may_be_http() -> None:
         (
             "artifactMirrorUrl",
             "ftp://mirror/x",
-            "a mirror is an http:// or https:// URL with no quotes, spaces, query or shell characters",
+            "a mirror is an https:// URL with no quotes, spaces, query or shell characters",
         ),
         (
             "artifactMirrorUrl",
-            "http://mirror/$(id)",
-            "a mirror is an http:// or https:// URL with no quotes, spaces, query or shell characters",
+            "https://mirror/$(id)",
+            "a mirror is an https:// URL with no quotes, spaces, query or shell characters",
         ),
         (
             "dockerRegistryMirror",
             "10.0.2.2:5000",
-            "a registry mirror is an http:// or https:// URL like http://10.0.2.2:5000",
+            "a registry mirror is an https:// URL like https://registry.example.org:5000",
         ),
     ],
 )
 def test_bad_mirrors(key: str, value: str, why: str) -> None:
-    assert problems({key: value}) == [
-        f"{key}: got {value!r}, but {why}. Fix: pulumi config set {key} http://10.0.2.2:"
-        + ("8000" if key == "artifactMirrorUrl" else "5000")
-    ]
+    example = (
+        "https://mirror.example.org/course-vm" if key == "artifactMirrorUrl" else "https://registry.example.org:5000"
+    )
+    assert problems({key: value}) == [f"{key}: got {value!r}, but {why}. Fix: pulumi config set {key} {example}"]
 
 
 def test_a_local_vm_needs_no_gcp_settings() -> None:
-    s = parse_settings({"dockerRegistryMirror": "http://10.0.2.2:5000/"}, None, None, for_gcp=False)
+    s = parse_settings({"dockerRegistryMirror": "http://169.254.2.2:5000/"}, None, None, for_gcp=False)
     assert (s.project, s.zone, s.allowed_ssh_cidrs) == ("", "", ())
-    assert s.docker_registry_mirror == "http://10.0.2.2:5000"
+    assert s.docker_registry_mirror == "http://169.254.2.2:5000"
 
 
 # A class: one seat, key and login per student of the roster.

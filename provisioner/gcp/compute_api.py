@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import time
@@ -38,11 +39,37 @@ class GceInstance:
 
 
 def compute_api() -> str:
-    """The Compute API base URL: `CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE` if set, else Google's."""
-    override = os.environ.get(ENDPOINT_VARIABLE, "").rstrip("/")
+    """The Compute API base URL: `CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE` if set, else Google's.
+
+    Raises CourseVmError when the override would carry the access token in clear: it must be
+    https://, or plain http:// to this machine (a local fake or proxy).
+    """
+    given = os.environ.get(ENDPOINT_VARIABLE, "")
+    override = given.rstrip("/")
     if not override:
         return COMPUTE_API
+    parts = urllib.parse.urlsplit(override)
+    if not (parts.scheme == "https" and parts.hostname) and not (parts.scheme == "http" and _loopback(parts.hostname)):
+        fix = (
+            "https://" + given.split("://", 1)[1]
+            if parts.scheme in ("http", "ftp") and parts.hostname
+            else "https://HOST/"
+        )
+        raise CourseVmError(
+            f"{ENDPOINT_VARIABLE}: got {given!r}, but the Compute API calls carry your Google access token, so "
+            "the endpoint must be https:// (plain http:// only to this machine: 127.0.0.0/8, ::1, localhost). "
+            f"Fix: export {ENDPOINT_VARIABLE}={fix}, or unset it"
+        )
     return override if override.endswith("/v1") else override + "/compute/v1"
+
+
+def _loopback(host: str | None) -> bool:
+    if host is None or host.lower() == "localhost":
+        return host is not None
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def application_default_token(scope: str = READ_SCOPE) -> str:
@@ -113,7 +140,8 @@ def start_instance(
     Raises CourseVmError when it does not exist or may not be started, UnreachableError when it
     is not running by the deadline.
     """
-    access, api = token(), api or compute_api()
+    api = api or compute_api()  # checked before a token is fetched
+    access = token()
     permission = "compute.instances.start"
     try:
         _call("POST", api, instance.path() + "/start", {}, access, permission)
@@ -180,7 +208,8 @@ def gce_host_keys(
     the serial console is the fallback. Raises UnreachableError when neither appears before the
     deadline, and CourseVmError when the instance does not exist or may not be read.
     """
-    access, api = token(), api or compute_api()
+    api = api or compute_api()  # checked before a token is fetched
+    access = token()
     started, last = time.monotonic(), ""
     while True:
         reason = ""

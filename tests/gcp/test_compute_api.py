@@ -98,6 +98,46 @@ def test_gcloud_endpoint_override_and_token_are_honoured(api: FakeComputeApi, mo
     assert [str(k) for k in keys] == [f"ssh-ed25519 {ED25519}"]
 
 
+@pytest.mark.parametrize(
+    ("override", "fix"),
+    [
+        ("http://compute.example.org/", "https://compute.example.org/"),
+        ("http://10.0.0.5:8080", "https://10.0.0.5:8080"),
+        ("http://169.254.169.254", "https://169.254.169.254"),
+        ("http://127.0.0.1.nip.io", "https://127.0.0.1.nip.io"),
+        ("ftp://compute.example.org", "https://compute.example.org"),
+        ("file:///etc/passwd", "https://HOST/"),
+        ("compute.example.org", "https://HOST/"),
+    ],
+)
+def test_an_endpoint_override_that_would_send_the_token_in_clear_is_refused(
+    override: str, fix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", override)
+    tokens: list[str] = []
+
+    def token() -> str:
+        tokens.append("asked")
+        return "t"
+
+    with pytest.raises(CourseVmError) as raised:
+        gce_host_keys(INSTANCE, time.monotonic() + 1, token=token, poll_seconds=0.05)
+    assert str(raised.value) == (
+        f"CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE: got {override!r}, but the Compute API calls carry your Google "
+        "access token, so the endpoint must be https:// (plain http:// only to this machine: 127.0.0.0/8, ::1, "
+        f"localhost). Fix: export CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE={fix}, or unset it"
+    )
+    assert tokens == []  # refused before a token is even fetched
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "[::1]", "localhost"])
+def test_a_plain_http_endpoint_on_this_machine_is_allowed(host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", f"http://{host}:8080/")
+    assert compute_api() == f"http://{host}:8080/compute/v1"
+    monkeypatch.setenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", "https://compute.example.org/")
+    assert compute_api() == "https://compute.example.org/compute/v1"
+
+
 def test_default_endpoint_is_googles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", raising=False)
     assert compute_api() == "https://compute.googleapis.com/compute/v1"

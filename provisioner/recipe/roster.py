@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
+import stat
 
 from provisioner.paths import PROJECT_DIR
 from provisioner.recipe.rules import PATH, Problems, Setting, as_list, set_command
@@ -53,8 +55,16 @@ def listed(problems: Problems, setting: Setting, value: object) -> tuple[str, ..
     return _check_names(problems, key, items, where)
 
 
+MAX_CSV_BYTES = 1024 * 1024
+"""Far more than a roster of MAX_STUDENTS needs: a file that big is not a roster, and is not parsed."""
+
+
 def from_csv(problems: Problems, setting: Setting, value: object) -> tuple[str, ...]:
-    """The rule of `studentsCsv`: the valid, distinct names of a CSV file's `name` column (none when unset)."""
+    """The rule of `studentsCsv`: the valid, distinct names of a CSV file's `name` column (none when unset).
+
+    The file is read only if it is a regular file of at most MAX_CSV_BYTES, and parsed only up to
+    one name more than a stack holds; a line the csv module cannot read is a problem of that line.
+    """
     if value in (None, ""):
         return ()
     key = setting.key
@@ -62,26 +72,66 @@ def from_csv(problems: Problems, setting: Setting, value: object) -> tuple[str, 
     if not isinstance(value, str) or not PATH.fullmatch(value):
         problems.add(key, value, "the path may hold only letters, digits, spaces and ._/~@+-", fix)
         return ()
+    fix_path = f"point it at the roster: {set_command(key, 'roster.csv')}"
+    # A relative path is relative to the project directory, where Pulumi.yaml is.
+    path = PROJECT_DIR / os.path.expanduser(value)
     try:
-        # A relative path is relative to the project directory, where Pulumi.yaml is.
-        text = (PROJECT_DIR / os.path.expanduser(value)).read_text(encoding="utf-8-sig")
+        # stat first: opening a FIFO would block, and /dev/zero never ends.
+        if not stat.S_ISREG(path.stat().st_mode):
+            problems.add(key, value, "it is not a regular file", fix_path)
+            return ()
+        with path.open("rb") as file:
+            data = file.read(MAX_CSV_BYTES + 1)
+        text = data.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        fix_path = f"point it at the roster: {set_command(key, 'roster.csv')}"
         problems.add(key, value, f"it cannot be read ({reason})", fix_path)
         return ()
-    rows = list(csv.DictReader(text.splitlines()))
-    columns = {(c or "").strip().lower(): c for c in (rows[0].keys() if rows else [])}
-    if "name" not in columns:
-        problems.add(key, value, "it has no `name` column" if rows else "it lists no students", fix)
+    if len(data) > MAX_CSV_BYTES:
+        why = f"it is larger than 1 MiB, far more than a roster of {MAX_STUDENTS} students"
+        problems.add(key, value, why, fix_path)
         return ()
+    return _roster_names(problems, key, value, io.StringIO(text, newline=""), fix)
+
+
+def _roster_names(problems: Problems, key: str, value: str, lines: io.StringIO, fix: str) -> tuple[str, ...]:
+    """The names of the `name` column of the CSV in LINES (the file VALUE), each checked with its line number."""
+    reader = csv.reader(lines)
+    header: list[str] | None = None
     names: list[object] = []
     where: list[tuple[str, str]] = []
-    for line, row in enumerate(rows, start=2):
-        name = (row.get(columns["name"]) or "").strip()
-        if name or any((v or "").strip() for v in row.values() if isinstance(v, str)):
-            names.append(name)
-            where.append((f"{key} {value} line {line}", f"correct that line of {value}"))
+    fix_line = f"correct that line of {value}"
+    while len(names) <= MAX_STUDENTS:
+        first_line = reader.line_num + 1
+        try:
+            row = next(reader, None)
+        except csv.Error as error:
+            problems.add(f"{key} {value} line {reader.line_num}", str(error), "it is not valid CSV", fix_line)
+            return ()
+        if row is None:
+            break
+        if not any(cell.strip() for cell in row):
+            continue  # a blank line, or a line of empty cells
+        broken = next((cell for cell in row if "\n" in cell or "\r" in cell), None)
+        if broken is not None:
+            # The csv module joins a quoted field's lines; a name that spans lines is a mistake, never a name.
+            why = "a field spans lines (a line break inside quotes), which no name may hold"
+            problems.add(f"{key} {value} line {first_line}", broken, why, fix_line)
+            return ()
+        if header is None:
+            header = [cell.strip().lower() for cell in row]
+            if "name" not in header:
+                problems.add(key, value, "it has no `name` column", fix)
+                return ()
+            continue
+        column = header.index("name")
+        names.append(row[column].strip() if column < len(row) else "")
+        where.append((f"{key} {value} line {first_line}", fix_line))
+    if len(names) > MAX_STUDENTS:
+        problems.add(
+            key, f"more than {MAX_STUDENTS} names", f"one stack holds at most {MAX_STUDENTS} VMs", "split the class"
+        )
+        return ()
     if not names:
         problems.add(key, value, "it lists no students", fix)
     return _check_names(problems, key, names, where)

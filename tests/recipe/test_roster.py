@@ -101,8 +101,63 @@ def test_a_roster_too_big_for_one_stack_names_its_key(tmp_path: Path) -> None:
     roster = tmp_path / "roster.csv"
     roster.write_text("name\n" + "".join(f"s{i}\n" for i in range(201)))
     assert problems({"studentsCsv": str(roster)}) == [
-        "studentsCsv: got '201 names', but one stack holds at most 200 VMs. Fix: split the class"
+        "studentsCsv: got 'more than 200 names', but one stack holds at most 200 VMs. Fix: split the class"
     ]
     assert problems({"students": [f"s{i}" for i in range(201)]}) == [
         "students: got '201 names', but one stack holds at most 200 VMs. Fix: split the class"
+    ]
+
+
+def test_reading_a_roster_stops_after_one_name_too_many(tmp_path: Path) -> None:
+    # What follows the 201st name is never parsed: here a field the csv module refuses.
+    roster = tmp_path / "roster.csv"
+    roster.write_text("name\n" + "".join(f"s{i}\n" for i in range(201)) + "x" * 200_000 + "\n")
+    assert problems({"studentsCsv": str(roster)}) == [
+        "studentsCsv: got 'more than 200 names', but one stack holds at most 200 VMs. Fix: split the class"
+    ]
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "/dev/null", "DIRECTORY"])
+def test_a_roster_that_is_no_regular_file_is_refused_unread(tmp_path: Path, path: str) -> None:
+    path = str(tmp_path) if path == "DIRECTORY" else path
+    assert problems({"studentsCsv": path}) == [
+        f"studentsCsv: got {path!r}, but it is not a regular file. "
+        "Fix: point it at the roster: pulumi config set studentsCsv roster.csv"
+    ]
+
+
+def test_a_roster_larger_than_a_class_needs_is_refused_unparsed(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_bytes(b"name\n" + b"a" * (1024 * 1024))
+    assert problems({"studentsCsv": str(roster)}) == [
+        f"studentsCsv: got '{roster}', but it is larger than 1 MiB, far more than a roster of 200 students. "
+        "Fix: point it at the roster: pulumi config set studentsCsv roster.csv"
+    ]
+
+
+def test_a_field_too_large_for_the_csv_module_is_a_problem_with_its_line(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_text("name,notes\nalice,short\nbob," + "x" * 200_000 + "\n")
+    assert problems({"studentsCsv": str(roster)}) == [
+        f"studentsCsv {roster} line 3: got 'field larger than field limit (131072)', but it is not valid CSV. "
+        f"Fix: correct that line of {roster}"
+    ]
+
+
+@pytest.mark.parametrize("cell", ['"alice\nbob"', '"alice\r\nbob"', '"alice\rbob"'])
+def test_a_line_break_inside_a_quoted_field_is_a_problem_not_a_joined_name(tmp_path: Path, cell: str) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_bytes(f"name,group\ncarol,A\n{cell},B\n".encode())
+    value = cell.strip('"')
+    assert problems({"studentsCsv": str(roster)}) == [
+        f"studentsCsv {roster} line 3: got {value!r}, but a field spans lines (a line break inside quotes), "
+        f"which no name may hold. Fix: correct that line of {roster}"
+    ]
+
+
+def test_line_numbers_count_blank_lines(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_text("name\n\nalice\n\n\nBob\n")
+    assert problems({"studentsCsv": str(roster)}) == [
+        f"studentsCsv {roster} line 6: got 'Bob', but {NAME_RULE}. Fix: correct that line of {roster}"
     ]

@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,21 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.section("local VM as GCE")
         for label, value in facts:
             terminalreporter.write_line(f"{label:<28} {value}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a test user of the sshd fixture, or a process or group of one, is left behind."""
+    sshd = sys.modules.get("tests.support.sshd")
+    found = sshd.leftovers() if sshd is not None else []
+    if found:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["the sshd fixture left these behind (see tests/support/sshd.py remove_sshd):", *found]
+        for line in lines:
+            if reporter is not None:
+                reporter.write_line(line, red=True)
+            else:
+                print(line, file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def require_tool(name: str) -> str:

@@ -8,6 +8,7 @@ the test user's ~/.bashrc, as on the VM. The real ones run in the local-VM end-t
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import secrets
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,11 @@ import pytest
 from provisioner.access.host_keys import HostKey, parse_host_key
 from provisioner.local.vm import free_loopback_port
 from tests.conftest import require_tool
+
+USER_PREFIX = "cvm"
+"""Every test user's name is this and 8 hex digits."""
+CREATED_USERS: list[tuple[str, int]] = []
+"""(name, uid) of every test user this session made; tests/conftest.py checks at the end that none is left."""
 
 HELLO = "Hello from Docker!\nThis message shows that your installation appears to be working correctly.\n"
 
@@ -122,11 +129,12 @@ def make_sshd() -> Sshd:
         pytest.skip(message)
     base = Path(tempfile.mkdtemp(prefix="course-vm-sshd-"))
     base.chmod(0o755)
-    user = f"cvm{secrets.token_hex(4)}"  # unique, and no longer than a login may be
+    user = f"{USER_PREFIX}{secrets.token_hex(4)}"  # unique, and no longer than a login may be
     home = base / "home"
     # "*": no password, but not locked (sshd without PAM refuses locked accounts, even for keys).
     subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/bash", "-U", "-p", "*", user], check=True)
     entry = pwd.getpwnam(user)
+    CREATED_USERS.append((user, entry.pw_uid))
 
     for directory in (home, home / "soft", home / "anaconda3" / "bin"):
         directory.mkdir(parents=True)
@@ -178,6 +186,51 @@ def make_sshd() -> Sshd:
 
 
 def remove_sshd(server: Sshd) -> None:
-    server.stop()
-    subprocess.run(["userdel", server.user], check=False, capture_output=True)
-    shutil.rmtree(server.base, ignore_errors=True)
+    """Stop the server, end every process of its user, delete the user. Fails loudly if any step fails.
+
+    A remote command the checker gave up on may still run as the user; `userdel` refuses to
+    delete a user with processes, and a silent failure once left 44 test users on one machine.
+    """
+    try:
+        server.stop()
+        uid = pwd.getpwnam(server.user).pw_uid
+        end_processes(uid)
+        deleted = subprocess.run(["userdel", "-r", server.user], check=False, capture_output=True, text=True)
+        if deleted.returncode != 0:
+            raise AssertionError(f"userdel -r {server.user} exited {deleted.returncode}: {deleted.stderr.strip()}")
+        if group_names(server.user):
+            raise AssertionError(f"groups of test user {server.user} left: {', '.join(group_names(server.user))}")
+    finally:
+        shutil.rmtree(server.base, ignore_errors=True)
+
+
+def end_processes(uid: int, seconds: float = 10.0) -> None:
+    """Kill every process of UID and wait until none is left; AssertionError if some survive."""
+    deadline = time.monotonic() + seconds
+    while processes_of(uid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes of test user {uid} survive SIGKILL: {processes_of(uid)}")
+        subprocess.run(["pkill", "-KILL", "-U", str(uid)], check=False)
+        time.sleep(0.05)
+
+
+def processes_of(uid: int) -> list[str]:
+    """`PID COMMAND` of every process whose real user is UID."""
+    found = subprocess.run(["pgrep", "-l", "-U", str(uid)], check=False, capture_output=True, text=True)
+    return found.stdout.splitlines()
+
+
+def group_names(prefix: str) -> list[str]:
+    """The groups whose name starts with PREFIX (a test user's own group, and groups tests add for it)."""
+    return [entry.gr_name for entry in grp.getgrall() if entry.gr_name.startswith(prefix)]
+
+
+def leftovers() -> list[str]:
+    """What the test users this session made left behind: users, their processes and groups."""
+    found: list[str] = []
+    for user, uid in CREATED_USERS:
+        if user in {entry.pw_name for entry in pwd.getpwall()}:
+            found.append(f"user {user} still exists")
+        found += [f"process of {user} still runs: {process}" for process in processes_of(uid)]
+        found += [f"group {group} still exists" for group in group_names(user)]
+    return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Callable
@@ -24,10 +25,12 @@ _READ_LOG = f"sudo -n tail -n 300 {OUTPUT_LOG} 2>/dev/null || tail -n 300 {OUTPU
 # (COURSE_VM_CLOUD_INIT_RESULT lets the sshd tests stand in for that file.)
 # On a ready VM this runs cloud-init once (each run starts Python): JSON where `--format` exists
 # (22.1 and later), else the text form, which older releases print.
+# The wait ends by itself at the checker's deadline ({seconds}): closing the channel does not stop
+# a command without a terminal, and a wait the checker gave up on would otherwise run forever.
 _CLOUD_INIT_STATUS = (
-    'R="${COURSE_VM_CLOUD_INIT_RESULT:-/run/cloud-init/result.json}"; '
-    'if [ ! -e "$R" ]; then cloud-init status --wait >/dev/null 2>&1; '
-    'until [ -e "$R" ]; do '
+    'R="${{COURSE_VM_CLOUD_INIT_RESULT:-/run/cloud-init/result.json}}"; end=$(( $(date +%s) + {seconds} )); '
+    'if [ ! -e "$R" ]; then timeout {seconds} cloud-init status --wait >/dev/null 2>&1; '
+    'until [ -e "$R" ] || [ "$(date +%s)" -ge "$end" ]; do '
     "case $(cloud-init status 2>/dev/null) in *disabled*|*'not run'*) break;; esac; sleep 0.5; done; fi; "
     "out=$(cloud-init status --format json 2>/dev/null); rc=$?; "
     'if [ -n "$out" ]; then printf \'%s\\n\' "$out"; exit "$rc"; fi; '
@@ -152,7 +155,7 @@ STUDENT_CHECKS = (docker_hello_world, docker_compose_on_path, conda_on_path, doc
 
 def cloud_init_finished(client: paramiko.SSHClient, timeout: float) -> CheckResult:
     """cloud-init finished without errors; if not, which recipe step failed and the log's tail."""
-    result = run(client, _CLOUD_INIT_STATUS, timeout)
+    result = run(client, _CLOUD_INIT_STATUS.format(seconds=math.ceil(timeout) + 1), timeout)
     status, errors = _parse_status(result.stdout)
     seconds = round(result.seconds, 1)
     if result.timed_out:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import pwd
 import subprocess
 import threading
+import time
 
 import pytest
 
 from provisioner.access.ssh import Target
 from provisioner.checker.checks import CheckResult, Report, _parse_status, check_vm, diagnose_output_log
-from tests.support.sshd import Sshd
+from tests.support.sshd import Sshd, processes_of
 
 NAMES = ["cloud-init", "docker hello-world", "docker-compose on PATH", "conda on PATH", "docker enabled at boot"]
 
@@ -114,6 +116,12 @@ def test_cloud_init_still_running_at_the_deadline(ready_sshd: Sshd) -> None:
     assert not cloud.ok
     assert cloud.detail.startswith("still running after ")
     assert cloud.detail.endswith("recipe steps still running: anaconda")
+    # The remote wait the checker gave up on ends by itself, soon: nothing keeps running on the VM.
+    uid = pwd.getpwnam(ready_sshd.user).pw_uid
+    deadline = time.monotonic() + 10
+    while processes_of(uid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_of(uid) == []
 
 
 @pytest.mark.integration

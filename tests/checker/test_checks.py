@@ -192,6 +192,25 @@ def test_docker_permission_denied_fails_that_check_only(ready_sshd: Sshd) -> Non
 
 
 @pytest.mark.integration
+def test_docker_daemon_down_fails_that_check_only(ready_sshd: Sshd) -> None:
+    ready_sshd.set("docker", "daemon-down")
+    report = check_vm(target(ready_sshd), timeout=30)
+    assert [c.name for c in report.checks if not c.ok] == ["docker hello-world"]
+    assert by_name(report)["docker hello-world"].detail == (
+        "`docker run --rm hello-world` exited 1: docker: Cannot connect to the Docker daemon at "
+        "unix:///var/run/docker.sock. Is the docker daemon running?"
+    )
+
+
+@pytest.mark.integration
+def test_docker_exiting_0_without_the_greeting_fails_that_check(ready_sshd: Sshd) -> None:
+    ready_sshd.set("docker", "no-greeting")
+    report = check_vm(target(ready_sshd), timeout=30)
+    assert [c.name for c in report.checks if not c.ok] == ["docker hello-world"]
+    assert "Downloaded newer image for hello-world:latest" in by_name(report)["docker hello-world"].detail
+
+
+@pytest.mark.integration
 def test_connection_dropping_mid_check_is_reported_and_later_checks_still_run(ready_sshd: Sshd) -> None:
     ready_sshd.set("docker", "drop")
     report = check_vm(target(ready_sshd), timeout=30)

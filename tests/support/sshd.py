@@ -40,10 +40,16 @@ mode=$(cat "$STATE/docker" 2>/dev/null || echo ok)
 case $mode in
   ok) printf '%s' "$HELLO" ;;
   denied) echo 'docker: permission denied while trying to connect to the Docker daemon socket' >&2; exit 126 ;;
+  daemon-down)
+    echo 'docker: Cannot connect to the Docker daemon at unix:///var/run/docker.sock.' \
+      'Is the docker daemon running?' >&2
+    exit 1 ;;
+  no-greeting) echo 'Status: Downloaded newer image for hello-world:latest' ;;  # exits 0, but no greeting
   drop) # kill this session's sshd process: the connection drops mid-check
     p=$PPID
     while [ "$(cat /proc/$p/comm)" != sshd ]; do p=$(awk '{print $4}' /proc/$p/stat); done
     kill -9 "$p" ;;
+  *) printf '%s' "$mode" ;;  # any other text: printed as the container's output, exit 0
 esac
 """,
     # Stand-in for cloud-init: prints state/cloud-init.json; state/result.json stands in for

@@ -13,6 +13,7 @@ import paramiko
 
 from provisioner.access.host_keys import HostKey
 from provisioner.access.ssh import CommandResult, Progress, Target, connect_published, load_identity, run
+from provisioner.checker.printable import printable
 
 DEFAULT_TIMEOUT = 1800.0  # Anaconda alone takes minutes on a small VM; generous by default
 CHECK_TIMEOUT = 120.0
@@ -42,12 +43,15 @@ _GROUPS = 'id -G; id -G "$(id -un)"'
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One row of the report."""
+    """One row of the report; its detail, which quotes the VM, holds only printable text."""
 
     name: str
     ok: bool
     seconds: float
     detail: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detail", printable(self.detail))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from provisioner.access.ssh import Progress, Target
 from provisioner.checker.checks import DEFAULT_TIMEOUT, Report, check_vm
+from provisioner.checker.printable import printable
 from provisioner.errors import EXIT_CHECK_FAILED, CourseVmError
 
 DEFAULT_WORKERS = 32
@@ -26,7 +27,11 @@ class StudentResult:
     seconds: float
     report: Report | None = None
     error: str = ""
+    """Why the check stopped; errors may quote the VM (an SSH banner), so only printable text."""
     exit_code: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "error", printable(self.error))
 
     @property
     def ok(self) -> bool:

@@ -7,11 +7,19 @@ import sys
 
 from provisioner.checker.checks import Report
 from provisioner.checker.class_pool import ClassReport
-from provisioner.errors import EXIT_CHECK_FAILED
+from provisioner.checker.printable import printable
+from provisioner.errors import EXIT_CHECK_FAILED, CourseVmError
 
 
 def progress(message: str) -> None:
-    print(f"course-vm: {message}", file=sys.stderr, flush=True)
+    # Progress lines quote what deeper layers saw, some of it from the VM (an SSH banner in an error).
+    print(f"course-vm: {printable(message)}", file=sys.stderr, flush=True)
+
+
+def print_error(error: CourseVmError) -> int:
+    """Print an expected failure as one clear message; its exit status. It may quote the VM, so only printable text."""
+    print(f"course-vm: {printable(str(error))}", file=sys.stderr, flush=True)
+    return error.exit_code
 
 
 def print_report(report: Report, as_json: bool) -> int:

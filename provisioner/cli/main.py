@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from provisioner.cli import check, lifecycle, local, render
+from provisioner.cli.console import print_error
 from provisioner.errors import CourseVmError
 
 
@@ -25,5 +25,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except CourseVmError as error:
-        print(f"course-vm: {error}", file=sys.stderr)
-        return error.exit_code
+        return print_error(error)

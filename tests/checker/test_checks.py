@@ -12,6 +12,8 @@ import pytest
 
 from provisioner.access.ssh import Target
 from provisioner.checker.checks import CheckResult, Report, _parse_status, check_vm, diagnose_output_log
+from provisioner.checker.class_pool import StudentResult
+from provisioner.cli.console import print_report
 from tests.support.sshd import Sshd, processes_of
 
 NAMES = ["cloud-init", "docker hello-world", "docker-compose on PATH", "conda on PATH", "docker enabled at boot"]
@@ -225,6 +227,39 @@ def test_docker_not_enabled_at_boot(ready_sshd: Sshd) -> None:
     ready_sshd.set("docker-enabled", "disabled")
     checks = by_name(check_vm(target(ready_sshd), timeout=30))
     assert not checks["docker enabled at boot"].ok
+
+
+@pytest.mark.integration
+def test_escape_sequences_from_the_vm_never_reach_the_terminal(
+    ready_sshd: Sshd, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a compromised or careless VM could print: a clipboard write (OSC 52), a screen clear (CSI),
+    # an 8-bit CSI and a bell, in every place the report quotes the VM.
+    osc52, csi = "\x1b]52;c;cm0gLXJmIH4K\x07", "\x1b[2J\x1b[31m"
+    ready_sshd.set(
+        "cloud-init.json", json.dumps({"status": "error", "errors": [f"boom{osc52}{csi}", "bell\x07\x9b0m"]})
+    )
+    ready_sshd.set("cloud-init.rc", "1")
+    ready_sshd.set("output.log", FAILED_LOG.replace("checksum mismatch", f"{csi}checksum{osc52} mismatch"))
+    ready_sshd.set("docker", f"Hello{osc52} from{csi} Docker?")
+    report = check_vm(target(ready_sshd), timeout=30)
+    for check in report.checks:
+        assert not any(c in check.detail for c in "\x1b\x07\x9b"), check
+    assert print_report(report, as_json=False) == 1
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "\x07" not in printed and "\x9b" not in printed
+    cloud = by_name(report)["cloud-init"]
+    assert cloud.detail.startswith("status: error (boom; bell\\x07). recipe step 'docker-compose' failed (exit 1): ")
+    assert "checksum mismatch for https://mirror/compose" in cloud.detail
+    assert by_name(report)["docker hello-world"].detail.endswith("exited 0: Hello from Docker?")
+
+
+def test_a_report_built_by_hand_holds_only_printable_text() -> None:
+    # The records clean what they are given: whatever builds a report cannot let a sequence through.
+    check = CheckResult("docker hello-world", False, 1.0, "\x1b]52;c;eA==\x07denied\x1b[0m")
+    assert check.detail == "denied"
+    student = StudentResult("alice", 1.0, error='could not log in: Indecipherable protocol version "\x1b[2J"')
+    assert student.error == 'could not log in: Indecipherable protocol version ""'
 
 
 def test_diagnosis_without_markers_shows_the_tail() -> None:

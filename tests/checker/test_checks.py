@@ -225,8 +225,11 @@ def test_connection_dropping_mid_check_is_reported_and_later_checks_still_run(re
 @pytest.mark.integration
 def test_docker_not_enabled_at_boot(ready_sshd: Sshd) -> None:
     ready_sshd.set("docker-enabled", "disabled")
-    checks = by_name(check_vm(target(ready_sshd), timeout=30))
-    assert not checks["docker enabled at boot"].ok
+    report = check_vm(target(ready_sshd), timeout=30)
+    assert [c.name for c in report.checks if not c.ok] == ["docker enabled at boot"]
+    assert (
+        by_name(report)["docker enabled at boot"].detail == "`systemctl is-enabled docker.service` exited 0: disabled"
+    )
 
 
 @pytest.mark.integration

@@ -8,11 +8,13 @@ the test user's ~/.bashrc, as on the VM. The real ones run in the local-VM end-t
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -213,17 +215,27 @@ def remove_sshd(server: Sshd) -> None:
 def end_processes(uid: int, seconds: float = 10.0) -> None:
     """Kill every process of UID and wait until none is left; AssertionError if some survive."""
     deadline = time.monotonic() + seconds
-    while processes_of(uid):
+    while survivors := processes_of(uid):
         if time.monotonic() > deadline:
-            raise AssertionError(f"processes of test user {uid} survive SIGKILL: {processes_of(uid)}")
-        subprocess.run(["pkill", "-KILL", "-U", str(uid)], check=False)
+            raise AssertionError(f"processes of test user {uid} survive SIGKILL: {survivors}")
+        for process in survivors:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(process.split()[0]), signal.SIGKILL)
         time.sleep(0.05)
 
 
 def processes_of(uid: int) -> list[str]:
-    """`PID COMMAND` of every process whose real user is UID."""
-    found = subprocess.run(["pgrep", "-l", "-U", str(uid)], check=False, capture_output=True, text=True)
-    return found.stdout.splitlines()
+    """`PID COMMAND` of every process whose real or effective user is UID (read from /proc, as pgrep does)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue  # it ended meanwhile
+        real, effective = fields.get("Uid", "").split()[:2] or ["", ""]
+        if str(uid) in (real, effective):
+            found.append(f"{status.parent.name} {fields.get('Name', '').strip()}")
+    return found
 
 
 def group_names(prefix: str) -> list[str]:

@@ -24,7 +24,7 @@ _HOME_DISK_KEYS = {"bootcmd", "mounts"}
 HOME_DISK_NAME = "course-vm-home"
 """The home disk's device name: GCE shows it as /dev/disk/by-id/google-NAME, QEMU as virtio-NAME."""
 GCE_HOME_DISK_DEVICE = f"/dev/disk/by-id/google-{HOME_DISK_NAME}"
-HOME_MOUNT_OPTIONS = "defaults,nofail,x-systemd.device-timeout=30s"
+HOME_MOUNT_OPTIONS = "defaults,nofail,nosuid,nodev,x-systemd.device-timeout=30s"
 
 
 class RecipeError(CourseVmError):

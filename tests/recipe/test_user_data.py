@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ import yaml
 from provisioner.recipe.settings import Artifact, parse_settings
 from provisioner.recipe.user_data import (
     GCE_HOME_DISK_DEVICE,
+    HOME_MOUNT_OPTIONS,
     IDLE_STOP_PATH,
     IDLE_STOP_TIMER,
     SETUP_SCRIPT_PATH,
@@ -131,9 +135,7 @@ def test_zero_idle_minutes_installs_no_timer() -> None:
 
 def test_a_home_disk_is_mounted_on_home_before_the_user_exists() -> None:
     document = yaml.safe_load(render(home_disk=GCE_HOME_DISK_DEVICE))
-    assert document["mounts"] == [
-        [GCE_HOME_DISK_DEVICE, "/home", "ext4", "defaults,nofail,x-systemd.device-timeout=30s", "0", "2"]
-    ]
+    assert document["mounts"] == [[GCE_HOME_DISK_DEVICE, "/home", "ext4", HOME_MOUNT_OPTIONS, "0", "2"]]
     [format_home] = document["bootcmd"]
     assert format_home[:2] == ["sh", "-c"] and format_home[-1] == GCE_HOME_DISK_DEVICE
     assert shell_values(setup_script(render(home_disk=GCE_HOME_DISK_DEVICE)))["HOME_DISK_DEVICE"] == (
@@ -142,35 +144,147 @@ def test_a_home_disk_is_mounted_on_home_before_the_user_exists() -> None:
     assert "bootcmd" not in yaml.safe_load(render()) and "mounts" not in yaml.safe_load(render())
 
 
-@pytest.mark.integration
-def test_the_home_disk_is_formatted_only_when_it_holds_nothing(tmp_path: Path) -> None:
-    # The real blkid and mkfs.ext4 on disk images: a new disk is formatted, a used one never.
-    [format_home] = yaml.safe_load(render(home_disk=GCE_HOME_DISK_DEVICE))["bootcmd"]
-    blkid = require_tool("blkid")
+def test_the_home_disk_is_mounted_nosuid_and_nodev() -> None:
+    # The student's own disk: no set-uid program or device node on it can act on the rest of the VM.
+    [[_, _, _, options, _, _]] = yaml.safe_load(render(home_disk=GCE_HOME_DISK_DEVICE))["mounts"]
+    assert {"nosuid", "nodev", "nofail"} <= set(options.split(","))
+    assert "exec" not in options.split(",") and "noexec" not in options.split(","), "conda runs from /home"
+
+
+@dataclass
+class HomeDisk:
+    """A disk image file standing in for the home disk, and the rendered bootcmd run against it."""
+
+    path: Path
+    command: list[str]
+
+    def boot(self) -> subprocess.CompletedProcess[str]:
+        """One boot: the bootcmd with the image file in place of the device path."""
+        return subprocess.run([*self.command, str(self.path)], capture_output=True, text=True, timeout=60, check=False)
+
+    def probe(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [require_tool("blkid"), "-p", str(self.path)], capture_output=True, text=True, check=False
+        )
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    def zero(self, offset: int, length: int) -> None:
+        with self.path.open("r+b") as disk:
+            disk.seek(offset)
+            disk.write(bytes(length))
+
+    def read_back(self, name: str) -> str:
+        """NAME's content read through the first backup superblock (4 KiB blocks: block 32768)."""
+        return subprocess.run(
+            [require_tool("debugfs"), "-c", "-s", "32768", "-b", "4096", "-R", f"cat /{name}", str(self.path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+
+@pytest.fixture
+def home_disk(tmp_path: Path) -> HomeDisk:
+    # 600 MiB, sparse: big enough for 4 KiB blocks and a backup superblock at 128 MiB, as on a real disk.
     require_tool("mkfs.ext4")
+    [format_home] = yaml.safe_load(render(home_disk=GCE_HOME_DISK_DEVICE))["bootcmd"]
+    path = tmp_path / "home.img"
+    with path.open("wb") as disk:
+        disk.truncate(600 << 20)
+    return HomeDisk(path, format_home[:-1])
 
-    def boot(disk: Path) -> None:
-        subprocess.run([*format_home[:-1], str(disk)], check=True, capture_output=True, timeout=60)
 
-    def probe(disk: Path) -> str:
-        return subprocess.run([blkid, "-p", str(disk)], capture_output=True, text=True, check=False).stdout
+def used(disk: HomeDisk, tmp_path: Path) -> None:
+    """Make DISK a home disk holding the student's work (ext4, as the bootcmd would have made it)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "thesis.txt").write_text("three years of work\n")
+    subprocess.run([require_tool("mkfs.ext4"), "-q", "-L", "course-home", "-d", str(work), str(disk.path)], check=True)
 
-    new = tmp_path / "new.img"
-    new.write_bytes(bytes(32 << 20))
-    boot(new)
-    first = probe(new)
+
+@pytest.mark.integration
+def test_a_new_all_zero_disk_is_formatted_once(home_disk: HomeDisk) -> None:
+    assert home_disk.boot().returncode == 0
+    first = home_disk.probe().stdout
     assert 'LABEL="course-home"' in first and 'TYPE="ext4"' in first
-    boot(new)
-    assert probe(new) == first, "the second boot must keep the filesystem (same UUID)"
+    assert home_disk.boot().returncode == 0
+    assert home_disk.probe().stdout == first, "the second boot must keep the filesystem (same UUID)"
 
-    partitioned = tmp_path / "partitioned.img"
-    table = bytearray(32 << 20)
+
+@pytest.mark.integration
+def test_a_disk_holding_a_filesystem_is_left_alone(home_disk: HomeDisk, tmp_path: Path) -> None:
+    used(home_disk, tmp_path)
+    before = home_disk.digest()
+    assert home_disk.boot().returncode == 0
+    assert home_disk.digest() == before
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("offset", "length"),
+    [(1024, 1024), (0, 1 << 20)],
+    ids=["primary superblock zeroed", "first MiB zeroed (the backup superblock at 128 MiB is left)"],
+)
+def test_a_disk_whose_superblock_is_gone_is_never_formatted(
+    home_disk: HomeDisk, tmp_path: Path, offset: int, length: int
+) -> None:
+    # blkid -p finds no signature on such a disk (exit 2, as on a new one), yet the work is still there.
+    used(home_disk, tmp_path)
+    home_disk.zero(offset, length)
+    assert home_disk.probe().returncode == 2
+    before = home_disk.digest()
+    result = home_disk.boot()
+    assert home_disk.digest() == before, "the bootcmd wrote to a disk that holds the student's work"
+    assert b"three years of work\n" in home_disk.path.read_bytes()
+    if length < 4096:  # the group descriptors and inode tables are intact: e2fsck -b 32768 would repair it
+        assert home_disk.read_back("thesis.txt") == "three years of work\n"
+    # Not formatting it must not be silent: cloud-init reports the bootcmd's failure, and says why.
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        f"[course-vm] home disk {home_disk.path} holds data but no filesystem blkid recognises (blkid -p "
+        f"exit 2): not formatting it, so /home stays on the boot disk. Fix: repair it (e.g. e2fsck -b 32768 "
+        f"{home_disk.path}) or attach a new disk"
+    )
+
+
+@pytest.mark.integration
+def test_a_partitioned_disk_is_left_alone(home_disk: HomeDisk) -> None:
+    table = bytearray(512)
     table[446 + 4] = 0x83  # one Linux partition entry, and the MBR signature
     table[446 + 8 : 446 + 16] = (2048).to_bytes(4, "little") + (4096).to_bytes(4, "little")
     table[510:512] = b"\x55\xaa"
-    partitioned.write_bytes(bytes(table))
-    boot(partitioned)
-    assert "PTTYPE" in probe(partitioned) and "ext4" not in probe(partitioned)
+    with home_disk.path.open("r+b") as disk:
+        disk.write(bytes(table))
+    before = home_disk.digest()
+    assert home_disk.boot().returncode == 0
+    assert home_disk.digest() == before
+    assert "PTTYPE" in home_disk.probe().stdout
+
+
+@pytest.mark.integration
+def test_a_missing_home_disk_is_reported(tmp_path: Path) -> None:
+    [format_home] = yaml.safe_load(render(home_disk=GCE_HOME_DISK_DEVICE))["bootcmd"]
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "sleep").write_text("#!/bin/sh\n")  # the 30 s wait for the device, made instant
+    (stubs / "sleep").chmod(0o755)
+    missing = tmp_path / "no-such-disk"
+    result = subprocess.run(
+        [*format_home[:-1], str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": f"{stubs}:{os.environ['PATH']}"},
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        f"[course-vm] home disk {missing} is not attached: /home stays on the boot disk. "
+        "Fix: attach the disk and reboot"
+    )
+    assert not missing.exists()
 
 
 def test_setup_script_carries_each_setting_exactly() -> None:
@@ -246,6 +360,20 @@ def test_scripts_are_clean_bash(path: str, tmp_path: Path) -> None:
     subprocess.run([require_tool("bash"), "-n", str(script)], check=True)
     result = subprocess.run(
         [require_tool("shellcheck"), "--severity=warning", str(script)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.integration
+def test_the_home_disk_bootcmd_is_clean_sh(tmp_path: Path) -> None:
+    [format_home] = yaml.safe_load(render(home_disk=GCE_HOME_DISK_DEVICE))["bootcmd"]
+    script = tmp_path / "format-home"
+    script.write_text(format_home[2])
+    result = subprocess.run(
+        [require_tool("shellcheck"), "--shell=sh", "--severity=warning", str(script)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout
 

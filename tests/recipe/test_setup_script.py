@@ -261,6 +261,23 @@ def test_downloads_run_while_apt_installs(machine: Machine) -> None:
     assert found.index("END docker-compose") < found.index("END packages")
 
 
+@pytest.mark.parametrize(
+    ("path", "cached"),
+    [("/compose", "docker-compose-v2.6.1"), ("/anaconda.sh", "Anaconda3-2022.05-Linux-x86_64.sh")],
+    ids=["docker-compose", "the Anaconda installer"],
+)
+def test_a_cached_download_that_fails_its_checksum_is_fetched_again(machine: Machine, path: str, cached: str) -> None:
+    # The cache (/var/cache/course-vm) is kept across re-runs; what lies there is re-verified, never trusted.
+    cache = machine.root / "cache"
+    cache.mkdir()
+    (cache / cached).write_bytes(b'#!/bin/sh\necho "ran the tampered file" >>"$CALLS"\n')
+    result = machine.run(machine.script())
+    assert result.returncode == 0, result.stdout
+    assert machine.requests.count(path) == 1
+    assert (cache / cached).read_bytes() == (machine.root / "served" / path.lstrip("/")).read_bytes()
+    assert "ran the tampered file" not in machine.calls.read_text()
+
+
 def test_host_keys_are_printed_on_the_console_first(machine: Machine) -> None:
     keys = sorted(Path("/etc/ssh").glob("ssh_host_*_key.pub"))
     if not keys:

@@ -8,9 +8,12 @@ local HTTP server. The real VM runs the real ones (tests/test_local_vm.py, when 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import os
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -60,15 +63,36 @@ STUBS = {
 }
 
 
+STALL_SECONDS = 20
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
     failures: dict[str, int]
+    stalls: dict[str, int]
+    redirects: dict[str, str]
     requests: list[str]
 
     def do_GET(self) -> None:
         self.requests.append(self.path)
+        if self.path in self.redirects:
+            self.send_response(302)
+            self.send_header("Location", self.redirects[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.failures.get(self.path, 0) > 0:
             self.failures[self.path] -= 1
             self.send_error(503, "try again")
+            return
+        if self.stalls.get(self.path, 0) > 0:
+            # A server that starts the download, then stops sending (and hangs up STALL_SECONDS later).
+            self.stalls[self.path] -= 1
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            self.wfile.write(b"#")
+            self.wfile.flush()
+            time.sleep(STALL_SECONDS)
             return
         super().do_GET()
 
@@ -86,12 +110,15 @@ class Machine:
     base_url: str
     requests: list[str]
     failures: dict[str, int]
+    stalls: dict[str, int]
+    redirects: dict[str, str]
 
-    def script(self, compose_sha: str | None = None) -> Path:
+    def script(self, compose_sha: str | None = None, base_url: str | None = None) -> Path:
+        base_url = base_url or self.base_url
         text = render_setup_script(
             username="student",
-            anaconda=Artifact("anaconda", "2022.05", f"{self.base_url}/anaconda.sh", _sha(INSTALLER)),
-            docker_compose=Artifact("compose", "v2.6.1", f"{self.base_url}/compose", compose_sha or _sha(COMPOSE)),
+            anaconda=Artifact("anaconda", "2022.05", f"{base_url}/anaconda.sh", _sha(INSTALLER)),
+            docker_compose=Artifact("compose", "v2.6.1", f"{base_url}/compose", compose_sha or _sha(COMPOSE)),
         )
         path = self.root / "course-vm-setup"
         path.write_text(text)
@@ -138,17 +165,41 @@ def machine(tmp_path: Path) -> Iterator[Machine]:
 
     requests: list[str] = []
     failures: dict[str, int] = {}
-    handler = type("Handler", (_Handler,), {"requests": requests, "failures": failures})
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0),
-        lambda *a: handler(*a, directory=str(served)),
+    stalls: dict[str, int] = {}
+    redirects: dict[str, str] = {}
+    with _serve(served, requests, failures, stalls, redirects) as server:
+        yield Machine(
+            tmp_path,
+            home,
+            tmp_path / "calls.log",
+            f"http://127.0.0.1:{server.server_address[1]}",
+            requests,
+            failures,
+            stalls,
+            redirects,
+        )
+
+
+@contextlib.contextmanager
+def _serve(
+    served: Path,
+    requests: list[str],
+    failures: dict[str, int],
+    stalls: dict[str, int],
+    redirects: dict[str, str],
+    tls: ssl.SSLContext | None = None,
+) -> Iterator[http.server.ThreadingHTTPServer]:
+    """An HTTP (or, with TLS, HTTPS) server on loopback serving SERVED, steered by the dicts."""
+    handler = type(
+        "Handler", (_Handler,), {"requests": requests, "failures": failures, "stalls": stalls, "redirects": redirects}
     )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(served)))
+    if tls:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Machine(
-            tmp_path, home, tmp_path / "calls.log", f"http://127.0.0.1:{server.server_address[1]}", requests, failures
-        )
+        yield server
     finally:
         server.shutdown()
         server.server_close()
@@ -286,3 +337,93 @@ def test_host_keys_are_printed_on_the_console_first(machine: Machine) -> None:
     console = (machine.root / "console").read_text()
     expected = "".join(k.read_text() for k in keys)
     assert console == f"-----BEGIN SSH HOST KEY KEYS-----\n{expected}-----END SSH HOST KEY KEYS-----\n"
+
+
+def test_a_download_bigger_than_the_limit_is_refused_at_once(machine: Machine) -> None:
+    # The limit (2 GiB on the VM) made smaller than the installer, through the script's test hook.
+    limit = len(INSTALLER) - 1
+    result = machine.run(machine.script(), COURSE_VM_MAX_DOWNLOAD_BYTES=str(limit))
+    assert result.returncode != 0
+    assert "[course-vm] FAILED anaconda exit=1" in result.stdout
+    assert f"refusing {machine.base_url}/anaconda.sh: it is bigger than {limit} bytes" in result.stdout
+    assert machine.requests.count("/anaconda.sh") == 1, "a file too big is not worth a retry"
+    assert not list((machine.root / "cache").glob("Anaconda3*")), "the partial file was kept"
+
+
+def test_a_stalled_download_is_cut_off_and_retried(machine: Machine) -> None:
+    # The time limit (30 minutes on the VM) made 2 seconds, through the script's test hook.
+    machine.stalls["/compose"] = 1
+    started = time.monotonic()
+    result = machine.run(machine.script(), COURSE_VM_DOWNLOAD_SECONDS="2")
+    assert time.monotonic() - started < STALL_SECONDS - 5, "the setup waited for a server that stopped sending"
+    assert result.returncode == 0, result.stdout
+    assert machine.requests.count("/compose") == 2
+    assert "(attempt 1 of 5), retrying" in result.stdout
+
+
+def test_a_redirect_to_another_protocol_is_not_followed(machine: Machine) -> None:
+    # curl follows a redirect to ftp:// by default; the recipe speaks only http(s) to a local mirror.
+    connections: list[object] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(0.2)
+
+        def accept() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    connection, _ = listener.accept()
+                    connections.append(connection)
+                    connection.close()
+
+        stop = threading.Event()
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        machine.redirects["/compose"] = f"ftp://127.0.0.1:{listener.getsockname()[1]}/compose"
+        try:
+            result = machine.run(machine.script())
+        finally:
+            stop.set()
+            thread.join(5)
+    assert connections == [], "curl followed the redirect to ftp://"
+    assert result.returncode != 0
+    assert "[course-vm] FAILED docker-compose exit=1" in result.stdout
+    assert 'Protocol "ftp" not supported or disabled' in result.stdout
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A certificate for 127.0.0.1, and the bundle that makes curl trust it (CURL_CA_BUNDLE)."""
+    key, certificate = tmp_path / "tls.key", tmp_path / "tls.crt"
+    subprocess.run(
+        [
+            *(require_tool("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
+            *("-nodes", "-keyout", str(key), "-out", str(certificate), "-days", "1", "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    return context, certificate
+
+
+def test_an_https_download_is_never_redirected_to_http(machine: Machine, tls: tuple[ssl.SSLContext, Path]) -> None:
+    # An https URL is fetched over https only: a redirect (or a network path) cannot downgrade it.
+    context, certificate = tls
+    requests: list[str] = []
+    redirects = {"/anaconda.sh": f"{machine.base_url}/anaconda.sh"}
+    with _serve(machine.root / "served", requests, {}, {}, redirects, tls=context) as server:
+        https = f"https://127.0.0.1:{server.server_address[1]}"
+        result = machine.run(machine.script(base_url=https), CURL_CA_BUNDLE=str(certificate))
+    assert "/compose" in requests and "END docker-compose" in result.stdout, "plain https must still work"
+    assert result.returncode != 0
+    assert "[course-vm] FAILED anaconda exit=1" in result.stdout
+    assert 'Protocol "http" not supported or disabled' in result.stdout
+    assert "/anaconda.sh" not in machine.requests, "curl followed the redirect to http://"
+
+
+def test_a_url_of_another_protocol_is_refused(machine: Machine) -> None:
+    # Settings validation allows only https (and http for local mirrors); the script holds without it.
+    result = machine.run(machine.script(base_url="file:///etc"))
+    assert result.returncode != 0
+    assert "refusing file:///etc/compose: only https:// and http:// downloads are allowed" in result.stdout

@@ -50,13 +50,28 @@ def _environment() -> jinja2.Environment:
 
 
 def render_setup_script(
-    *, username: str, anaconda: Artifact, docker_compose: Artifact, home_disk_device: str = ""
+    *,
+    username: str,
+    anaconda: Artifact,
+    docker_compose: Artifact,
+    home_disk_device: str = "",
+    ssh_public_key: str = "",
 ) -> str:
-    """The bash script that performs every step of the course setup on the VM."""
+    """The bash script that performs every step of the course setup on the VM.
+
+    SSH_PUBLIC_KEY is the key cloud-init installs: the script takes it back if USERNAME turns out
+    to be a system account of the image.
+    """
     return (
         _environment()
         .get_template("setup.sh.j2")
-        .render(username=username, anaconda=anaconda, docker_compose=docker_compose, home_disk_device=home_disk_device)
+        .render(
+            username=username,
+            ssh_public_key=ssh_public_key,
+            anaconda=anaconda,
+            docker_compose=docker_compose,
+            home_disk_device=home_disk_device,
+        )
     )
 
 
@@ -98,7 +113,11 @@ def render_user_data(
         "username": username,
         "ssh_public_key": ssh_public_key,
         "setup_script": render_setup_script(
-            username=username, anaconda=anaconda, docker_compose=docker_compose, home_disk_device=home_disk_device
+            username=username,
+            anaconda=anaconda,
+            docker_compose=docker_compose,
+            home_disk_device=home_disk_device,
+            ssh_public_key=ssh_public_key,
         ),
         "docker_daemon_json": docker_daemon_json(docker_registry_mirror),
         "idle_stop_script": render_idle_stop_script(auto_stop_idle_minutes),

@@ -54,7 +54,7 @@ STUBS = {
     "systemctl": 'echo "systemctl $*" >>"$CALLS"',
     "usermod": 'echo "usermod $*" >>"$CALLS"',
     "runuser": 'shift 3; exec "$@"',  # runuser -u USER -- CMD...
-    "getent": 'echo "$2:x:1000:1000::$FAKE_HOME:/bin/bash"',
+    "getent": 'echo "$2:x:${FAKE_UID:-1000}:1000::$FAKE_HOME:/bin/bash"',
     "id": 'echo "$(/usr/bin/id -gn)"',
     "install": 'args=(); while (($#)); do case $1 in -o|-g) shift 2;; *) args+=("$1"); shift;; esac; done; '
     'exec /usr/bin/install "${args[@]}"',
@@ -117,6 +117,7 @@ class Machine:
         base_url = base_url or self.base_url
         text = render_setup_script(
             username="student",
+            ssh_public_key=STUDENT_KEY,
             anaconda=Artifact("anaconda", "2022.05", f"{base_url}/anaconda.sh", _sha(INSTALLER)),
             docker_compose=Artifact("compose", "v2.6.1", f"{base_url}/compose", compose_sha or _sha(COMPOSE)),
         )
@@ -131,6 +132,8 @@ class Machine:
             "FAKE_HOME": str(self.home),
             "COURSE_VM_CACHE": str(self.root / "cache"),
             "COURSE_VM_CONSOLE": str(self.root / "console"),
+            # The files the account check reads and (for a system account) rewrites: never this machine's.
+            "COURSE_VM_ETC": str(self.root / "etc"),
             **env,
         }
         return subprocess.run(
@@ -141,6 +144,14 @@ class Machine:
             timeout=60,
             check=False,
         )
+
+
+STUDENT_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet student"
+# /etc/sudoers.d/90-cloud-init-users as cloud-init writes it for the student.
+CLOUD_INIT_SUDOERS = (
+    "# Created by cloud-init v. 22.4.2 on Fri, 27 Nov 2026 14:00:00 +0000\n\n"
+    "\n# User rules for student\nstudent ALL=(ALL) NOPASSWD:ALL\n"
+)
 
 
 def _sha(data: bytes) -> str:
@@ -162,6 +173,14 @@ def machine(tmp_path: Path) -> Iterator[Machine]:
     home = tmp_path / "home"
     home.mkdir()
     (home / ".bashrc").write_text("# the student's own .bashrc\nalias ll='ls -l'\n")
+    # What cloud-init's users_groups leaves: the key in ~/.ssh, NOPASSWD sudo in sudoers.d.
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "authorized_keys").write_text(STUDENT_KEY + "\n")
+    etc = tmp_path / "etc"
+    (etc / "sudoers.d").mkdir(parents=True)
+    (etc / "ssh" / "sshd_config.d").mkdir(parents=True)
+    (etc / "login.defs").write_text("# as Debian's\nUID_MIN\t\t\t 1000\nUID_MAX\t\t\t60000\n#SYS_UID_MIN\t\t  100\n")
+    (etc / "sudoers.d" / "90-cloud-init-users").write_text(CLOUD_INIT_SUDOERS)
 
     requests: list[str] = []
     failures: dict[str, int] = {}
@@ -427,3 +446,42 @@ def test_a_url_of_another_protocol_is_refused(machine: Machine) -> None:
     result = machine.run(machine.script(base_url="file:///etc"))
     assert result.returncode != 0
     assert "refusing file:///etc/compose: only https:// and http:// downloads are allowed" in result.stdout
+
+
+@pytest.mark.parametrize("uid", [0, 42, 999, 60001, 65534])
+def test_a_system_account_is_refused_and_loses_what_cloud_init_gave_it(machine: Machine, uid: int) -> None:
+    # cloud-init gives the key and NOPASSWD sudo to an existing account of that name (e.g. _apt, nobody).
+    keys = machine.home / ".ssh" / "authorized_keys"
+    keys.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKeyOfTheImage backup@image\n" + STUDENT_KEY + "\n")
+    result = machine.run(machine.script(), FAKE_UID=str(uid))
+    assert result.returncode != 0
+    assert f"  account| student is a system account of this image (uid {uid}); choose another username\n" in (
+        result.stdout
+    )
+    assert "[course-vm] FAILED account exit=1" in result.stdout
+    assert "BEGIN packages" not in result.stdout and machine.requests == []
+    etc = machine.root / "etc"
+    assert (etc / "sudoers.d" / "90-cloud-init-users").read_text() == (
+        "# Created by cloud-init v. 22.4.2 on Fri, 27 Nov 2026 14:00:00 +0000\n\n\n"
+    )
+    assert keys.read_text() == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKeyOfTheImage backup@image\n"
+    # Google's guest agent may write the key again (from the ssh-keys metadata): no SSH login at all.
+    assert (etc / "ssh" / "sshd_config.d" / "05-course-vm-system-account.conf").read_text() == "DenyUsers student\n"
+    assert "systemctl try-reload-or-restart ssh.service" in machine.calls.read_text()
+
+
+@pytest.mark.parametrize("uid", [1000, 1001, 60000])
+def test_a_regular_account_made_before_cloud_init_keeps_its_grants(machine: Machine, uid: int) -> None:
+    # On GCE, Google's guest agent may create the student (useradd: a regular uid) before cloud-init does.
+    result = machine.run(machine.script(), FAKE_UID=str(uid))
+    assert result.returncode == 0, result.stdout
+    assert (machine.root / "etc" / "sudoers.d" / "90-cloud-init-users").read_text() == CLOUD_INIT_SUDOERS
+    assert (machine.home / ".ssh" / "authorized_keys").read_text() == STUDENT_KEY + "\n"
+    assert not list((machine.root / "etc" / "ssh" / "sshd_config.d").iterdir())
+
+
+def test_without_login_defs_system_uids_are_those_below_1000(machine: Machine) -> None:
+    (machine.root / "etc" / "login.defs").unlink()
+    assert machine.run(machine.script(), FAKE_UID="1000").returncode == 0
+    result = machine.run(machine.script(), FAKE_UID="999")
+    assert "student is a system account of this image (uid 999)" in result.stdout

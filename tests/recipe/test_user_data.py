@@ -31,6 +31,7 @@ DEFAULTS = parse_settings({"allowedSshCidrs": ["203.0.113.7/32"]}, "course-proje
 RSA_KEY = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABgQC7" + "x" * 40
 SETTING_LINES = (
     "COURSE_USER",
+    "SSH_PUBLIC_KEY",
     "ANACONDA_VERSION",
     "ANACONDA_URL",
     "ANACONDA_SHA256",
@@ -291,6 +292,7 @@ def test_setup_script_carries_each_setting_exactly() -> None:
     values = shell_values(setup_script(render(**VARIANTS["new releases"])))  # type: ignore[arg-type]
     assert values == {
         "COURSE_USER": "student",
+        "SSH_PUBLIC_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u",
         "ANACONDA_VERSION": "2024.02-1",
         "ANACONDA_URL": "https://repo.anaconda.com/archive/Anaconda3-2024.02-1-Linux-x86_64.sh",
         "ANACONDA_SHA256": "c" * 64,
@@ -334,7 +336,7 @@ def test_hostile_value_cannot_change_yaml_or_shell_structure(value: str, tmp_pat
     assert user["ssh_authorized_keys"] == [value]
     script = setup_script(document_text)
     assert script == render_setup_script(
-        username=value, anaconda=hostile, docker_compose=hostile, home_disk_device=value
+        username=value, anaconda=hostile, docker_compose=hostile, home_disk_device=value, ssh_public_key=value
     )
     assert set(shell_values(script).values()) == {value}
     validate_cloud_config(document_text, tmp_path)

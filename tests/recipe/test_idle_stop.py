@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from provisioner.recipe.user_data import render_idle_stop_script
@@ -45,6 +46,7 @@ LOGGED_IN = {
     "a terminal": [title("sshd: alice [priv]"), title("sshd: alice@pts/0"), b"-bash\0"],
     "scp, VS Code Remote-SSH, the checker": [title("sshd: alice [priv]"), title("sshd: alice@notty")],
     "OpenSSH 9.8 or later": [title("sshd-session: alice [priv]"), title("sshd-session: alice@pts/3")],
+    "a port forward only (ssh -N for Jupyter)": [title("sshd: alice [priv]"), title("sshd: alice")],
 }
 # Connections that have not logged in (a port scanner, a bot guessing keys), and other processes.
 NOT_LOGGED_IN = {
@@ -234,26 +236,42 @@ def _wait_for(sshd: Sshd, seen: Callable[[list[bytes]], bool], what: str) -> lis
 
 @pytest.mark.integration
 def test_the_titles_of_this_machines_sshd_are_told_apart(ready_sshd: Sshd, vm: Vm) -> None:
-    # What the script reads, taken from a real OpenSSH: a connection that has not logged in, then a
-    # terminal and a command without one (scp, VS Code, the checker), logged in.
+    # What the script reads, taken from a real OpenSSH: connections that have not logged in (a
+    # scanner; a client that named a real user but did not authenticate), then logged-in ones: a
+    # terminal, a command without one (scp, VS Code, the checker) and a port forward alone.
+    user = ready_sshd.user.encode()
+
+    def titles(cmdlines: list[bytes]) -> list[bytes]:
+        return [c.rstrip(b"\0") for c in cmdlines]
+
     with socket.create_connection(("127.0.0.1", ready_sshd.port)) as scanner:
         scanner.sendall(b"SSH-2.0-scanner\r\n")
         unauthenticated = _wait_for(ready_sshd, lambda t: bool(t), "the scanner's connection")
         vm.processes(*unauthenticated)
-        assert "idle: counting from now" in vm.run(), unauthenticated
+        assert "idle: counting from now" in vm.run(), titles(unauthenticated)
     _wait_for(ready_sshd, lambda t: not t, "the scanner's connection closed")
+
+    with paramiko.Transport(("127.0.0.1", ready_sshd.port)) as transport:
+        transport.start_client(timeout=10)
+        with pytest.raises(paramiko.BadAuthenticationType):
+            transport.auth_none(ready_sshd.user)
+        named = _wait_for(ready_sshd, lambda t: user + b" [net]" in b" ".join(titles(t)), "a named user")
+        vm.processes(*named)
+        assert "idle for 60s" in vm.run(), titles(named)
+    _wait_for(ready_sshd, lambda t: not t, "the named user's connection closed")
 
     ssh = [require_tool("ssh"), "-i", str(ready_sshd.client_key), "-p", str(ready_sshd.port), "-o", "BatchMode=yes"]
     ssh += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", f"{ready_sshd.user}@127.0.0.1"]
-    for flag in ("-tt", "-T"):
-        # `cat` ends with the connection, so nothing outlives the test.
+    # `cat` ends with the connection, so nothing outlives the test; -N runs nothing.
+    for flags, seen in ((["-tt", "cat"], b"cat"), (["-T", "cat"], b"cat"), (["-N"], b"sshd: " + user)):
         with subprocess.Popen(
-            [*ssh, flag, "cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [*ssh, *flags], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         ) as client:
             try:
-                logged_in = _wait_for(ready_sshd, lambda t: b"cat\0" in t, f"an ssh {flag} session")
+                logged_in = _wait_for(ready_sshd, lambda t, seen=seen: seen in titles(t), f"ssh {flags}")
                 vm.processes(*logged_in)
-                assert "an SSH session is logged in" in vm.run(), logged_in
+                assert "an SSH session is logged in" in vm.run(), titles(logged_in)
             finally:
                 client.terminate()
-        _wait_for(ready_sshd, lambda t: not t, f"the ssh {flag} session closed")
+        _wait_for(ready_sshd, lambda t: not t, f"the ssh {flags} session closed")
+        vm.processes()

@@ -244,6 +244,9 @@ def test_the_titles_of_this_machines_sshd_are_told_apart(ready_sshd: Sshd, vm: V
     def titles(cmdlines: list[bytes]) -> list[bytes]:
         return [c.rstrip(b"\0") for c in cmdlines]
 
+    def shows(expected: bytes) -> Callable[[list[bytes]], bool]:
+        return lambda cmdlines: expected in titles(cmdlines)
+
     with socket.create_connection(("127.0.0.1", ready_sshd.port)) as scanner:
         scanner.sendall(b"SSH-2.0-scanner\r\n")
         unauthenticated = _wait_for(ready_sshd, lambda t: bool(t), "the scanner's connection")
@@ -268,7 +271,7 @@ def test_the_titles_of_this_machines_sshd_are_told_apart(ready_sshd: Sshd, vm: V
             [*ssh, *flags], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         ) as client:
             try:
-                logged_in = _wait_for(ready_sshd, lambda t, seen=seen: seen in titles(t), f"ssh {flags}")
+                logged_in = _wait_for(ready_sshd, shows(seen), f"ssh {flags}")
                 vm.processes(*logged_in)
                 assert "an SSH session is logged in" in vm.run(), titles(logged_in)
             finally:

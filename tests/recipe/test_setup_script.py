@@ -485,3 +485,16 @@ def test_without_login_defs_system_uids_are_those_below_1000(machine: Machine) -
     assert machine.run(machine.script(), FAKE_UID="1000").returncode == 0
     result = machine.run(machine.script(), FAKE_UID="999")
     assert "student is a system account of this image (uid 999)" in result.stdout
+
+
+def test_a_system_accounts_keys_symlink_is_not_written_through(machine: Machine) -> None:
+    # The account may own its home: its authorized_keys may point at a file root must not rewrite.
+    target = machine.root / "etc" / "precious"
+    target.write_text(f"{STUDENT_KEY}\nother content\n")
+    keys = machine.home / ".ssh" / "authorized_keys"
+    keys.unlink()
+    keys.symlink_to(target)
+    result = machine.run(machine.script(), FAKE_UID="42")
+    assert "student is a system account of this image (uid 42)" in result.stdout
+    assert target.read_text() == f"{STUDENT_KEY}\nother content\n"
+    assert list((machine.home / ".ssh").iterdir()) == [keys], "a file of the setup's was left in the home"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from provisioner.recipe.settings import DEFAULT_STACK
@@ -128,14 +129,24 @@ def _remove_include() -> None:
 
 
 def write_atomically(path: Path, text: str, mode: int) -> None:
-    """Replace PATH with TEXT at MODE: readers see the old file or the new one, never half of one."""
+    """Replace PATH with TEXT at MODE: readers see the old file or the new one, never half of one.
+
+    The temporary file gets a fresh random name, created exclusively (mkstemp: O_EXCL), so a
+    symlink or file planted beside PATH is never followed or overwritten; a failed write removes it.
+    Raises OSError when the directory cannot be written.
+    """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.course-vm.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".course-vm.tmp", dir=path.parent)
     try:
-        os.fchmod(fd, mode)
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    temporary.replace(path)
+        try:
+            os.fchmod(fd, mode)
+            data = memoryview(text.encode())
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -7,6 +7,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from provisioner.errors import CourseVmError
 from provisioner.recipe.settings import DEFAULT_STACK
 
 INCLUDE_MARK = "# course-vm: its hosts (python -m provisioner manages this line and that file)"
@@ -14,6 +15,7 @@ BEGIN = "# >>> course-vm host {alias} >>>"
 END = "# <<< course-vm host {alias} <<<"
 _ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 JUPYTER_PORT = 8888
+_UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f\"'\\%$]")
 
 
 def host_alias(stack: str, student: str = "") -> str:
@@ -43,6 +45,20 @@ def ssh_config_block(
     return "\n".join(lines) + "\n"
 
 
+def config_path(path: str, what: str) -> str:
+    """PATH, checked to be one argument of an ssh config line once double-quoted.
+
+    Raises CourseVmError when PATH holds what ssh would read as syntax: a control character (a
+    newline would start a line of its own), a quote, a backslash, or `%` and `$` (expanded).
+    """
+    if _UNSAFE_PATH.search(path):
+        raise CourseVmError(
+            f"{what} {path!r} cannot be written into an ssh config: it holds a control character, a quote, "
+            "a backslash, % or $, which ssh reads as syntax. Fix: use a path without them"
+        )
+    return path
+
+
 def ssh_dir() -> Path:
     return Path.home() / ".ssh"
 
@@ -56,10 +72,12 @@ def add_host(alias: str, block: str) -> Path:
     """Write (or replace) the `Host` block for ALIAS and make ~/.ssh/config include our file.
 
     Of the user's ~/.ssh/config only one marked `Include` line at the top is ours; everything
-    else in it stays as it was. Returns our file's path. Raises ValueError for a bad alias.
+    else in it stays as it was. Returns our file's path. Raises ValueError for a bad alias, and
+    CourseVmError for a home directory whose path an ssh config cannot hold.
     """
     if not _ALIAS.fullmatch(alias):
         raise ValueError(f"bad ssh host alias {alias!r}")
+    _include_line()  # raises for a home ssh cannot read, before anything is written
     blocks = _blocks(_read(hosts_file()))
     blocks[alias] = block if block.endswith("\n") else block + "\n"
     _write_hosts(blocks)
@@ -101,7 +119,8 @@ def _write_hosts(blocks: dict[str, str]) -> None:
 
 
 def _include_line() -> str:
-    return f"Include {hosts_file()}  {INCLUDE_MARK}\n"
+    # Quoted: a space in $HOME would otherwise split the path into two files to include.
+    return f'Include "{config_path(str(hosts_file()), "our ssh config file")}"  {INCLUDE_MARK}\n'
 
 
 def _user_config() -> Path:
@@ -113,17 +132,25 @@ def _user_config() -> Path:
 def _ensure_include() -> None:
     config = _user_config()
     text = _read(config)
-    if _include_line() in text.splitlines(keepends=True):
+    lines = text.splitlines(keepends=True)
+    ours = [line for line in lines if _is_ours(line)]
+    if ours == [_include_line()]:
         return
+    # An older course-vm's line (unquoted) is replaced, not kept beside the new one.
+    kept = "".join(line for line in lines if not _is_ours(line))
     # At the very top: an Include after a `Host` line would apply only inside that Host.
     mode = config.stat().st_mode & 0o777 if config.exists() else 0o600
-    write_atomically(config, _include_line() + text, mode)
+    write_atomically(config, _include_line() + kept, mode)
+
+
+def _is_ours(line: str) -> bool:
+    return line.rstrip("\n").endswith(INCLUDE_MARK)
 
 
 def _remove_include() -> None:
     config = _user_config()
     text = _read(config)
-    kept = [line for line in text.splitlines(keepends=True) if not line.rstrip("\n").endswith(INCLUDE_MARK)]
+    kept = [line for line in text.splitlines(keepends=True) if not _is_ours(line)]
     if "".join(kept) != text:
         write_atomically(config, "".join(kept), config.stat().st_mode & 0o777)
 

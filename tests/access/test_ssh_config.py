@@ -16,6 +16,7 @@ from provisioner.access.ssh_config import (
     ssh_config_block,
     write_atomically,
 )
+from provisioner.errors import CourseVmError
 from tests.conftest import require_tool
 
 USERS_CONFIG = """# my own settings
@@ -52,7 +53,7 @@ def resolved(home: Path, alias: str) -> dict[str, str]:
 def test_a_new_config_gets_the_include_and_our_file(home: Path) -> None:
     add_host("course-vm-local-a", block())
     config = home / ".ssh" / "config"
-    assert config.read_text() == f"Include {hosts_file()}  {INCLUDE_MARK}\n"
+    assert config.read_text() == f'Include "{hosts_file()}"  {INCLUDE_MARK}\n'
     assert os.stat(config).st_mode & 0o777 == 0o600
     assert os.stat(home / ".ssh").st_mode & 0o777 == 0o700
     assert os.stat(hosts_file()).st_mode & 0o777 == 0o600
@@ -82,7 +83,7 @@ def test_the_users_config_is_kept_byte_for_byte_and_restored(home: Path) -> None
     add_host("course-vm-local-b", block("course-vm-local-b", 2223))
     add_host("course-vm-local-a", block(port=2224))  # replaced, not added twice
     text = config.read_text()
-    assert text == f"Include {hosts_file()}  {INCLUDE_MARK}\n" + USERS_CONFIG
+    assert text == f'Include "{hosts_file()}"  {INCLUDE_MARK}\n' + USERS_CONFIG
     assert os.stat(config).st_mode & 0o777 == 0o644
     ours = hosts_file().read_text()
     assert ours.count("Host course-vm-local-a\n") == 1 and "Port 2224" in ours and "Port 2222" not in ours
@@ -148,3 +149,34 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path, mon
         write_atomically(target, "new\n", 0o600)
     assert target.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["course-vm.config"]
+
+
+@pytest.mark.integration
+def test_a_home_with_a_space_is_included_and_read_by_openssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "Jane Doe"
+    monkeypatch.setenv("HOME", str(home))
+    add_host("course-vm-local-a", block())
+    ours = resolved(home, "course-vm-local-a")
+    assert (ours["hostname"], ours["port"], ours["user"]) == ("127.0.0.1", "2222", "student")
+    assert ours["userknownhostsfile"] == "/vm/known_hosts"
+
+
+def test_the_include_line_of_an_older_course_vm_is_replaced_and_removed(home: Path) -> None:
+    config = home / ".ssh" / "config"
+    config.parent.mkdir(mode=0o700)
+    # What course-vm wrote before it quoted the path.
+    config.write_text(f"Include {home}/.ssh/course-vm.config  {INCLUDE_MARK}\n" + USERS_CONFIG)
+    add_host("course-vm-local-a", block())
+    assert config.read_text() == f'Include "{hosts_file()}"  {INCLUDE_MARK}\n' + USERS_CONFIG
+    remove_host("course-vm-local-a")
+    assert config.read_text() == USERS_CONFIG
+
+
+@pytest.mark.parametrize("bad", ['a"b', "a\nInclude /tmp/x", "a\\b", "100%"])
+def test_a_home_that_ssh_config_cannot_hold_is_refused_before_anything_is_written(
+    tmp_path: Path, bad: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / bad))
+    with pytest.raises(CourseVmError, match=r"cannot be written into an ssh config.*Fix:"):
+        add_host("course-vm-local-a", block())
+    assert list(tmp_path.iterdir()) == []

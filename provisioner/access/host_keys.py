@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,20 +66,65 @@ def parse_host_key(text: str) -> HostKey:
 
 
 def host_keys_from_known_hosts(path: Path, host: str, port: int = 22) -> tuple[HostKey, ...]:
-    """The keys PATH lists for HOST (as `[HOST]:PORT` when PORT is not 22).
+    """The keys PATH lists for HOST (as `[HOST]:PORT` when PORT is not 22), in OpenSSH's format.
 
-    Raises SshKeyError when the file is missing, unreadable, or has no key for the host.
+    Names may be hashed (`|1|...`); wildcard patterns are not matched. A key on an `@revoked` line
+    is never returned, whichever host that line names: a revoked key is trusted nowhere (OpenSSH
+    scopes it by host; stricter is safe). `@cert-authority` lines are not used: course-vm pins
+    keys and does not verify host certificates, and leaving a CA out only narrows what is trusted.
+    Lines with a key type or key data course-vm cannot use are skipped, as OpenSSH skips them.
+    Raises SshKeyError when the file is missing, unreadable, or has no usable key for the host.
     """
     try:
-        known = paramiko.HostKeys(str(path))
+        text = path.read_text(errors="replace")
     except OSError as error:
         raise SshKeyError(f"cannot read known_hosts file {path}: {error.strerror}") from None
     name = host if port == 22 else f"[{host}]:{port}"
-    entries: dict[str, paramiko.PKey] = dict(known.lookup(name) or {})
-    keys = tuple(HostKey(t, entries[t].get_base64()) for t in entries)
+    listed: list[HostKey] = []
+    revoked: set[HostKey] = set()
+    authorities = False
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        marker = fields.pop(0) if fields[0].startswith("@") else ""
+        authorities = authorities or marker == "@cert-authority"
+        if len(fields) < 3 or marker not in ("", "@revoked"):
+            continue
+        try:
+            key = parse_host_key(f"{fields[1]} {fields[2]}")
+        except SshKeyError:
+            continue
+        if marker == "@revoked":
+            revoked.add(key)
+        elif _names_match(fields[0], name) and key not in listed:
+            listed.append(key)
+    keys = tuple(key for key in listed if key not in revoked)
     if not keys:
-        raise SshKeyError(f"{path} has no host key for {name}. Fix: add the VM's key to it, or pass --host-key")
+        refused = len(listed) - len(keys)
+        why = f" ({refused} revoked)" if refused else ""
+        if authorities:
+            why += "; its @cert-authority lines are not used: course-vm pins host keys, not certificates"
+        raise SshKeyError(f"{path} has no host key for {name}{why}. Fix: add the VM's key to it, or pass --host-key")
     return keys
+
+
+def _names_match(patterns: str, name: str) -> bool:
+    """Whether a known_hosts line's comma-separated names, plain or `|1|` hashed, include NAME."""
+    return any(
+        _hashed_name_is(pattern, name) if pattern.startswith("|1|") else pattern == name
+        for pattern in patterns.split(",")
+    )
+
+
+def _hashed_name_is(pattern: str, name: str) -> bool:
+    """Whether `|1|SALT|HASH` (OpenSSH's HashKnownHosts) is NAME: HASH is HMAC-SHA1 of NAME keyed by SALT."""
+    parts = pattern.split("|")
+    try:
+        salt, digest = base64.b64decode(parts[2], validate=True), base64.b64decode(parts[3], validate=True)
+    except (IndexError, binascii.Error):
+        return False  # a garbled hash names no host
+    return len(parts) == 4 and hmac.compare_digest(hmac.new(salt, name.encode(), hashlib.sha1).digest(), digest)
 
 
 def host_keys_from_console(text: str) -> tuple[HostKey, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,11 @@ from provisioner.access.host_keys import (
     host_keys_from_known_hosts,
     parse_host_key,
 )
-from provisioner.errors import SshKeyError
+from provisioner.access.ssh import Target, connect, load_identity
+from provisioner.errors import HostKeyMismatchError, SshKeyError
 from tests.conftest import require_tool
+from tests.support.fake_compute_api import ED25519
+from tests.support.sshd import Sshd
 
 
 @pytest.fixture
@@ -74,3 +78,68 @@ def test_console_block_last_one_wins_and_prefixes_are_ignored(host_pub: str) -> 
     assert host_keys_from_console(console) == (key,)
     assert host_keys_from_console("no block yet") == ()
     assert host_keys_from_console(f"{CONSOLE_BEGIN}\n{host_pub}\n") == ()
+
+
+# Markers in a known_hosts file the user gives (`check --known-hosts`): OpenSSH's syntax, read by us.
+
+OTHER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet"
+THIRD = f"ssh-ed25519 {ED25519}"
+
+
+@pytest.mark.integration
+def test_a_revoked_key_is_never_pinned(host_pub: str, tmp_path: Path) -> None:
+    key, other = parse_host_key(host_pub), parse_host_key(OTHER)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"@revoked * {key}\n10.0.0.5 {key}\n10.0.0.5,10.0.0.6 {other}\n")
+    assert host_keys_from_known_hosts(known, "10.0.0.5") == (other,)
+
+
+@pytest.mark.integration
+def test_a_host_whose_only_keys_are_revoked_has_no_key(host_pub: str, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(f"10.0.0.5 {host_pub}\n@revoked 10.9.9.9 {host_pub}\n")
+    with pytest.raises(SshKeyError, match=r"has no host key for 10\.0\.0\.5 \(1 revoked\)\. Fix:"):
+        host_keys_from_known_hosts(known, "10.0.0.5")
+
+
+@pytest.mark.integration
+def test_cert_authority_lines_are_not_trusted_and_do_not_stop_the_others(host_pub: str, tmp_path: Path) -> None:
+    key = parse_host_key(host_pub)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"@cert-authority *.example.org {OTHER}\n@cert-authority 10.0.0.5 {OTHER}\n10.0.0.5 {key}\n")
+    assert host_keys_from_known_hosts(known, "10.0.0.5") == (key,)
+    with pytest.raises(SshKeyError, match=r"@cert-authority lines are not used: course-vm pins host keys"):
+        host_keys_from_known_hosts(known, "10.0.0.7")
+
+
+@pytest.mark.integration
+def test_hashed_host_names_still_match(host_pub: str, tmp_path: Path) -> None:
+    key = parse_host_key(host_pub)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"10.0.0.5 {key}\n[127.0.0.1]:2222 {key}\n# a comment\n\n")
+    subprocess.run([require_tool("ssh-keygen"), "-q", "-H", "-f", str(known)], check=True, capture_output=True)
+    assert "10.0.0.5" not in known.read_text() and "|1|" in known.read_text()
+    assert host_keys_from_known_hosts(known, "10.0.0.5") == (key,)
+    assert host_keys_from_known_hosts(known, "127.0.0.1", 2222) == (key,)
+
+
+def test_lines_with_key_types_or_data_we_cannot_use_are_skipped(tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        "10.0.0.5 ssh-dss AAAAB3NzaC1kc3M=\n10.0.0.5 ssh-ed25519 not!base64\n10.0.0.5\n"
+        f"10.0.0.5 sk-ssh-ed25519@openssh.com AAAA\n|1|no!base64|x= {THIRD}\n|1|AAAA|AAAA {THIRD}\n"
+        f"@future 10.0.0.5 {THIRD}\n10.0.0.6,!10.0.0.5 {THIRD}\n10.0.0.5 {OTHER} comment\n"
+    )
+    assert host_keys_from_known_hosts(known, "10.0.0.5") == (parse_host_key(OTHER),)
+
+
+@pytest.mark.integration
+def test_a_server_presenting_a_revoked_key_is_refused(ready_sshd: Sshd, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    name = f"[127.0.0.1]:{ready_sshd.port}"
+    known.write_text(f"@revoked {name} {ready_sshd.host_key}\n{name} {ready_sshd.host_key}\n{name} {OTHER}\n")
+    pinned = host_keys_from_known_hosts(known, "127.0.0.1", ready_sshd.port)
+    assert pinned == (parse_host_key(OTHER),)
+    target = Target("127.0.0.1", ready_sshd.port, ready_sshd.user, ready_sshd.client_key, pinned)
+    with pytest.raises(HostKeyMismatchError, match="HOST KEY MISMATCH"):
+        connect(target, load_identity(target.identity), time.monotonic() + 20, lambda _: None).close()

@@ -222,6 +222,8 @@ class StudentVm(pulumi.ComponentResource):
     """`SHA256:...` of the first pinned host key (None with verify=false)."""
     known_hosts: pulumi.Output[str] | None
     """known_hosts lines for the VM (None with verify=false)."""
+    known_hosts_file: pulumi.Output[str] | None
+    """The file those lines are pinned in, `KEY.STACK.known_hosts` (None with verify=false)."""
 
     def __init__(
         self,
@@ -339,6 +341,7 @@ class StudentVm(pulumi.ComponentResource):
             zone=s.zone,
             instance_name=instance.name,
             instance_id=instance.instance_id,
+            known_hosts_file=str(known_hosts_path(str(seat.ssh_key_path), pulumi.get_stack())),
             timeout_seconds=s.verify_timeout_seconds,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[instance, firewall]),
         )
@@ -357,17 +360,16 @@ class StudentVm(pulumi.ComponentResource):
         self.instance_name = instance.name
         self.zone = instance.zone
         self.ssh_command = pulumi.Output.concat("ssh -i ", shlex.quote(key_path), " ", seat.username, "@", self.ip)
-        self.host_keys = self.host_key_fingerprint = self.known_hosts = None
-        known_hosts_file: str | None = None
+        self.host_keys = self.host_key_fingerprint = self.known_hosts = self.known_hosts_file = None
         if verification is not None:
             self.host_keys = verification.host_keys
             self.host_key_fingerprint = verification.host_key_fingerprint
             self.known_hosts = verification.known_hosts
-            known_hosts_file = str(known_hosts_path(key_path))
+            self.known_hosts_file = verification.known_hosts_file
         # With verify, the block waits for the verification: it is given only once the host key is pinned.
-        pinned = pulumi.Output.from_input(self.known_hosts if self.known_hosts is not None else "")
+        pinned = pulumi.Output.from_input(self.known_hosts_file if self.known_hosts_file is not None else "")
         self.ssh_config = pulumi.Output.all(self.ip, pinned).apply(
-            lambda values: ssh_config_block(args.host_alias, values[0], seat.username, key_path, known_hosts_file)
+            lambda values: ssh_config_block(args.host_alias, values[0], seat.username, key_path, values[1] or None)
         )
         outputs: dict[str, object] = {
             "ip": self.ip,
@@ -380,7 +382,10 @@ class StudentVm(pulumi.ComponentResource):
         }
         if verification is not None:
             outputs.update(
-                hostKeys=self.host_keys, hostKeyFingerprint=self.host_key_fingerprint, knownHosts=self.known_hosts
+                hostKeys=self.host_keys,
+                hostKeyFingerprint=self.host_key_fingerprint,
+                knownHosts=self.known_hosts,
+                knownHostsFile=self.known_hosts_file,
             )
         return outputs
 

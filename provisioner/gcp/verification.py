@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import pulumi.dynamic
 
 from provisioner.paths import PROJECT_DIR
 
+_STACK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 CHECKER_VERSION = "1"
 """Bump when the checks change: Pulumi does not notice changed provider code by itself."""
 # A change to any of these runs the checker again (on a new resource, so a failure never hides).
@@ -29,9 +31,49 @@ REPLACE_ON = (
 )
 
 
-def known_hosts_path(identity_file: str) -> Path:
-    """The known_hosts file course-vm owns for a key: `KEY.known_hosts`, beside the key."""
-    return Path(identity_file + ".known_hosts")
+def known_hosts_path(identity_file: str, stack: str) -> Path:
+    """The known_hosts file course-vm owns for one VM: `KEY.STACK.known_hosts`, beside its key.
+
+    Per stack: stacks that share a key must not share pins, or destroying one would remove the
+    other's. In a class each student has a key of their own (`KEY-STUDENT`), so a file of their own.
+    Raises ValueError for a stack name that is not a plain file name.
+    """
+    if not _STACK.fullmatch(stack):
+        raise ValueError(f"stack name {stack!r} cannot be part of a file name")
+    return Path(f"{identity_file}.{stack}.known_hosts")
+
+
+def move_pins(olds: dict[str, Any], known_hosts_file: str) -> str:
+    """Write the pins OLDS verified into KNOWN_HOSTS_FILE and take them out of the file they were in.
+
+    For stacks made when every stack with one key shared `KEY.known_hosts`: no new check is
+    needed, for the keys in state are the ones the checker logged in with. Returns the new path.
+    """
+    from provisioner.access.ssh_config import write_atomically
+
+    write_atomically(Path(known_hosts_file), "".join(line + "\n" for line in olds["known_hosts"].splitlines()), 0o644)
+    if olds.get("known_hosts_file"):
+        forget_host(Path(olds["known_hosts_file"]), olds["host"], int(olds.get("port", 22)))
+    return known_hosts_file
+
+
+def forget_host(known_hosts_file: Path, host: str, port: int) -> None:
+    """Remove HOST's lines from KNOWN_HOSTS_FILE, and the file once no line is left.
+
+    Only the lines of this VM: stacks made before pins were per stack share one file.
+    """
+    from provisioner.access.ssh_config import write_atomically
+
+    try:
+        lines = known_hosts_file.read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return
+    name = host if port == 22 else f"[{host}]:{port}"
+    kept = [line for line in lines if line.split(" ", 1)[0] != name]
+    if not any(line.strip() for line in kept):
+        known_hosts_file.unlink(missing_ok=True)
+    elif kept != lines:
+        write_atomically(known_hosts_file, "".join(kept), known_hosts_file.stat().st_mode & 0o777)
 
 
 def verify(props: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +102,7 @@ def verify(props: dict[str, Any]) -> dict[str, Any]:
     # What the checker logged in with: on first boot the guest agent replaces the keys first published.
     host_keys = report.host_keys
     lines = [k.known_hosts_line(target.host, target.port) for k in host_keys]
-    known_hosts = known_hosts_path(props["identity_file"])
+    known_hosts = Path(props["known_hosts_file"])
     write_atomically(known_hosts, "".join(line + "\n" for line in lines), 0o644)
     return {
         **props,
@@ -93,17 +135,21 @@ def _provider_class() -> Any:
 
         def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
             replaces = [key for key in REPLACE_ON if olds.get(key) != news.get(key)]
-            changed = bool(replaces) or olds.get("timeout_seconds") != news.get("timeout_seconds")
+            # A new pin file (a stack made before pins were per stack) is an update: the pins move.
+            changed = bool(replaces) or any(olds.get(k) != news.get(k) for k in ("timeout_seconds", "known_hosts_file"))
             return pulumi.dynamic.DiffResult(changes=changed, replaces=replaces, delete_before_replace=True)
 
         def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
-            # Only the timeout changed (anything else replaces): the verdict stands.
-            return pulumi.dynamic.UpdateResult(outs={**olds, "timeout_seconds": news["timeout_seconds"]})
+            # Only the timeout or the pin file changed (anything else replaces): the verdict stands.
+            outs = {**olds, "timeout_seconds": news["timeout_seconds"]}
+            if news.get("known_hosts_file") != olds.get("known_hosts_file"):
+                outs["known_hosts_file"] = self._import().move_pins(olds, news["known_hosts_file"])
+            return pulumi.dynamic.UpdateResult(outs=outs)
 
         def delete(self, _id: str, props: dict[str, Any]) -> None:
             path = props.get("known_hosts_file")
             if path:
-                Path(path).unlink(missing_ok=True)
+                self._import().forget_host(Path(path), props["host"], int(props.get("port", 22)))
 
     return VmVerificationProvider
 
@@ -133,6 +179,7 @@ class VmVerification(pulumi.dynamic.Resource):
         zone: str,
         instance_name: pulumi.Input[str],
         instance_id: pulumi.Input[str],
+        known_hosts_file: str,
         timeout_seconds: float,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
@@ -153,7 +200,7 @@ class VmVerification(pulumi.dynamic.Resource):
                 "host_keys": None,
                 "host_key_fingerprint": None,
                 "known_hosts": None,
-                "known_hosts_file": None,
+                "known_hosts_file": known_hosts_file,
                 "report": None,
             },
             opts,

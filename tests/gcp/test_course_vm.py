@@ -215,7 +215,7 @@ def test_outputs_say_how_to_connect(run: Run, tmp_path: Path) -> None:
     assert run.outputs["sshCommand"] == f"ssh -i {key} student@{STATIC_IP}"
     assert run.outputs["sshConfig"] == (
         f"Host course-vm\n    HostName {STATIC_IP}\n    User student\n    IdentityFile {key}\n"
-        f"    IdentitiesOnly yes\n    UserKnownHostsFile {key}.known_hosts\n    StrictHostKeyChecking yes\n"
+        f"    IdentitiesOnly yes\n    UserKnownHostsFile {key}.dev.known_hosts\n    StrictHostKeyChecking yes\n"
         "    LocalForward 8888 localhost:8888\n"
     )
     assert run.outputs["hostKeys"] == [HOST_KEY]
@@ -360,6 +360,23 @@ def test_another_stacks_host_alias_names_the_stack(tmp_path: Path) -> None:
     assert single.outputs["sshConfig"].startswith("Host course-vm-prod\n")
     group = run_program(stack_config(tmp_path, students='["alice"]'), stack="prod")
     assert group.outputs["students"]["alice"]["sshConfig"].startswith("Host course-vm-prod-alice\n")
+
+
+def test_each_stack_and_student_pins_to_a_file_of_its_own(tmp_path: Path) -> None:
+    key = tmp_path / "keys" / "course-vm"
+    pins = {
+        stack: run_program(stack_config(tmp_path), stack=stack).one(DYNAMIC).inputs["known_hosts_file"]
+        for stack in ("dev", "prod")
+    }
+    assert pins == {"dev": f"{key}.dev.known_hosts", "prod": f"{key}.prod.known_hosts"}
+    group = run_program(stack_config(tmp_path, students='["alice", "bob"]'), stack="prod")
+    assert {r.inputs["known_hosts_file"] for r in group.of_type(DYNAMIC)} == {
+        f"{key}-alice.prod.known_hosts",
+        f"{key}-bob.prod.known_hosts",
+    }
+    single = run_program(stack_config(tmp_path), stack="prod")
+    assert f"    UserKnownHostsFile {key}.prod.known_hosts\n" in single.outputs["sshConfig"]
+    assert single.outputs["knownHostsFile"] == f"{key}.prod.known_hosts"
 
 
 # The nightly stop schedule.

@@ -30,6 +30,7 @@ def props(sshd: Sshd, **changes: Any) -> dict[str, Any]:
         "instance_id": "4242",
         "timeout_seconds": 60,
         "checker_version": CHECKER_VERSION,
+        "known_hosts_file": str(sshd.client_key) + ".dev.known_hosts",
         **changes,
     }
 
@@ -74,7 +75,7 @@ def test_provider_survives_pulumi_serialization_and_verifies_the_vm(
     assert outs["host_key_fingerprint"] == ready_sshd.host_key.fingerprint
     line = f"[127.0.0.1]:{ready_sshd.port} {ready_sshd.host_key}"
     assert outs["known_hosts"] == line
-    assert Path(outs["known_hosts_file"]) == Path(str(ready_sshd.client_key) + ".known_hosts")
+    assert Path(outs["known_hosts_file"]) == Path(str(ready_sshd.client_key) + ".dev.known_hosts")
     assert Path(outs["known_hosts_file"]).read_text() == line + "\n"
     assert json.loads(outs["report"])["ok"] is True
     assert "PRIVATE KEY" not in result.stdout
@@ -108,7 +109,7 @@ def test_a_vm_that_is_not_right_fails_the_update_with_the_diagnosis(
     assert message.startswith("the VM is not ready:\nCHECK")
     assert "docker hello-world      FAILED" in message
     assert "permission denied" in message
-    assert not Path(str(ready_sshd.client_key) + ".known_hosts").exists()
+    assert not Path(str(ready_sshd.client_key) + ".dev.known_hosts").exists()
 
 
 def test_a_new_instance_is_checked_again_and_a_timeout_change_is_not() -> None:
@@ -125,9 +126,55 @@ def test_a_new_instance_is_checked_again_and_a_timeout_change_is_not() -> None:
 
 
 def test_delete_removes_only_the_known_hosts_file_it_wrote(tmp_path: Path) -> None:
+    # The name a stack made before pins were per stack has in its state: `pulumi destroy` removes it.
     known = tmp_path / "course-vm.known_hosts"
     known.write_text("1.2.3.4 ssh-ed25519 AAAA\n")
     (tmp_path / "course-vm").write_text("the key stays")
-    VmVerificationProvider(str(ROOT)).delete("x", {"known_hosts_file": str(known)})
+    VmVerificationProvider(str(ROOT)).delete("x", {"host": "1.2.3.4", "port": 22, "known_hosts_file": str(known)})
     assert not known.exists()
     assert (tmp_path / "course-vm").read_text() == "the key stays"
+
+
+@pytest.mark.integration
+def test_two_stacks_with_one_key_each_keep_their_own_pin(
+    ready_sshd: Sshd, api: FakeComputeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in publish(api, ready_sshd).items():
+        monkeypatch.setenv(name, value)
+    provider = VmVerificationProvider(str(ROOT))
+    stacks = {
+        stack: props(ready_sshd, known_hosts_file=f"{ready_sshd.client_key}.{stack}.known_hosts")
+        for stack in ("dev", "prod")
+    }
+    created = {stack: provider.create(p).outs for stack, p in stacks.items()}
+    line = f"[127.0.0.1]:{ready_sshd.port} {ready_sshd.host_key}\n"
+    provider.delete("dev", created["dev"] or {})
+    assert not Path(stacks["dev"]["known_hosts_file"]).exists()
+    assert Path(stacks["prod"]["known_hosts_file"]).read_text() == line
+
+
+def test_a_stack_made_before_moves_its_pins_to_a_file_of_its_own_without_a_new_check(tmp_path: Path) -> None:
+    # Such stacks shared KEY.known_hosts: the last one up had written its lines there.
+    shared = tmp_path / "course-vm.known_hosts"
+    shared.write_text("1.2.3.4 ssh-ed25519 AAAA\n5.6.7.8 ssh-ed25519 BBBB\n")
+    pins = tmp_path / "course-vm.dev.known_hosts"
+    base: dict[str, Any] = {
+        "host": "1.2.3.4",
+        "port": 22,
+        "instance_id": "1",
+        "timeout_seconds": 60,
+        "checker_version": "1",
+    }
+    olds = {**base, "known_hosts": "1.2.3.4 ssh-ed25519 AAAA", "known_hosts_file": str(shared)}
+    news = {**base, "known_hosts_file": str(pins)}
+    provider = VmVerificationProvider(str(ROOT))
+    diff = provider.diff("x", olds, news)
+    assert diff.changes is True and not diff.replaces, "a new pin file needs no new VM check"
+    outs = provider.update("x", olds, news).outs
+    assert outs is not None and outs["known_hosts_file"] == news["known_hosts_file"]
+    assert pins.read_text() == "1.2.3.4 ssh-ed25519 AAAA\n"
+    assert shared.read_text() == "5.6.7.8 ssh-ed25519 BBBB\n", "the other stack's line stays"
+    provider.delete("x", outs)
+    assert not pins.exists()
+    provider.update("y", {**olds, "host": "5.6.7.8", "known_hosts": "5.6.7.8 ssh-ed25519 BBBB"}, news)
+    assert not shared.exists(), "emptied, the shared file goes"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tempfile
@@ -15,6 +16,8 @@ BEGIN = "# >>> course-vm host {alias} >>>"
 END = "# <<< course-vm host {alias} <<<"
 _ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 JUPYTER_PORT = 8888
+# The Linux login rule of the `username` setting.
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f\"'\\%$]")
 
 
@@ -30,7 +33,32 @@ def ssh_config_block(
     """A `Host` block that logs in with the course key and forwards Jupyter's port.
 
     With KNOWN_HOSTS_FILE (the pinned keys), ssh verifies the host key as strictly as the checker.
+    Every value is checked first, for ssh reads a newline in any of them as a line of its own
+    (`Match exec ...` runs a command): an alias, an IP address, a Linux login, plain paths, a port.
+    Raises CourseVmError naming every bad value.
     """
+    # The values may come from a stack's outputs, so none is taken to be of its declared type.
+    problems = []
+    plain_alias = isinstance(alias, str) and _ALIAS.fullmatch(alias)
+    if not plain_alias:
+        problems.append(f"alias {alias!r} is not a plain name")
+    if not _is_ip_address(host):
+        problems.append(f"host {host!r} is not an IP address")
+    if not (isinstance(user, str) and _USER.fullmatch(user)):
+        problems.append(f"user {user!r} is not a Linux login")
+    optional = {"known_hosts file": known_hosts_file} if known_hosts_file is not None else {}
+    for what, path in {"identity file": identity_file, **optional}.items():
+        if problem := _path_problem(path, what):
+            problems.append(problem)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        problems.append(f"port {port!r} is not a TCP port")
+    if problems:
+        name = alias if plain_alias else repr(alias)
+        raise CourseVmError(
+            f"{name}: cannot write an ssh Host block: {'; '.join(problems)}. Fix: these values come from the "
+            "stack's outputs (`pulumi stack output --json`) or the settings; run `pulumi up` again, and check "
+            "who else can change that stack"
+        )
 
     def quoted(path: str) -> str:
         return f'"{path}"' if " " in path else path
@@ -45,13 +73,32 @@ def ssh_config_block(
     return "\n".join(lines) + "\n"
 
 
+def _is_ip_address(host: object) -> bool:
+    # Not a scoped IPv6 address either: ssh would expand the `%` of `fe80::1%eth0`.
+    if not isinstance(host, str) or "%" in host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _path_problem(path: object, what: str) -> str | None:
+    if not isinstance(path, str) or not path:
+        return f"{what} {path!r} is not a path"
+    if _UNSAFE_PATH.search(path):
+        return f"{what} {path!r} holds a control character, a quote, a backslash, % or $, which ssh reads as syntax"
+    return None
+
+
 def config_path(path: str, what: str) -> str:
     """PATH, checked to be one argument of an ssh config line once double-quoted.
 
     Raises CourseVmError when PATH holds what ssh would read as syntax: a control character (a
     newline would start a line of its own), a quote, a backslash, or `%` and `$` (expanded).
     """
-    if _UNSAFE_PATH.search(path):
+    if _path_problem(path, what):
         raise CourseVmError(
             f"{what} {path!r} cannot be written into an ssh config: it holds a control character, a quote, "
             "a backslash, % or $, which ssh reads as syntax. Fix: use a path without them"

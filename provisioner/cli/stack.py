@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from provisioner.access.ssh_config import add_host, host_alias, remove_host
+from provisioner.access.ssh_config import add_host, host_alias, remove_host, ssh_config_block
 from provisioner.errors import CourseVmError
 from provisioner.paths import PROJECT_DIR, state_home
 
@@ -86,10 +86,32 @@ def _values(outputs: Mapping[str, Any]) -> dict[str, Any]:
     return {key: getattr(value, "value", value) for key, value in outputs.items()}
 
 
-def host_entries(stack_name: str, outputs: Mapping[str, Any]) -> dict[str, str]:
-    """The `Host` blocks a stack exports (`sshConfig`), by alias: its one VM's, or each student's."""
-    vms = outputs.get("students") or ({"": outputs} if outputs.get("sshConfig") else {})
-    return {host_alias(stack_name, student): str(vm["sshConfig"]) for student, vm in vms.items()}
+def _vms(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(outputs.get("students") or ({"": outputs} if outputs.get("ip") else {}))
+
+
+def host_aliases(stack_name: str, outputs: Mapping[str, Any]) -> set[str]:
+    """The `Host` names of a stack's VMs: its one VM's, or each student's."""
+    return {host_alias(stack_name, student) for student in _vms(outputs)}
+
+
+def host_entries(stack_name: str, outputs: Mapping[str, Any]) -> tuple[dict[str, str], list[CourseVmError]]:
+    """The `Host` blocks of a stack's VMs by alias, and the VMs whose values an ssh config cannot hold.
+
+    Built from each VM's fields (address, login, key, pin file), each checked: never from the
+    `sshConfig` text, which anyone who can write the stack's state could turn into a `Match exec`.
+    """
+    blocks: dict[str, str] = {}
+    problems: list[CourseVmError] = []
+    for student, vm in _vms(outputs).items():
+        alias = host_alias(stack_name, student)
+        try:
+            blocks[alias] = ssh_config_block(
+                alias, vm.get("ip"), vm.get("username"), vm.get("identityFile"), vm.get("knownHostsFile") or None
+            )
+        except CourseVmError as error:
+            problems.append(error)
+    return blocks, problems
 
 
 def up(
@@ -114,20 +136,23 @@ def up(
         stack.remove_config("allowedSshCidrs")
         for index, cidr in enumerate(allowed_cidrs):
             stack.set_config(f"allowedSshCidrs[{index}]", ConfigValue(cidr), path=True)
-    before = host_entries(stack_name, _values(stack.outputs()))
+    before = host_aliases(stack_name, _values(stack.outputs()))
     outputs = _values(stack.up(on_output=on_output, continue_on_error=True).outputs)
-    after = host_entries(stack_name, outputs)
+    after, problems = host_entries(stack_name, outputs)
     for alias, block in after.items():
         add_host(alias, block)
-    for alias in before.keys() - after.keys():
+    # A VM whose values were refused loses its old block too: it may name an old address.
+    for alias in (before | host_aliases(stack_name, outputs)) - after.keys():
         remove_host(alias)
+    if problems:
+        raise CourseVmError(" | ".join(str(problem) for problem in problems))
     return outputs
 
 
 def down(stack_name: str, *, opener: StackOpener = open_stack, on_output: Callable[[str], Any] = print) -> None:
     """Destroy everything the stack created and remove its `Host` entries."""
     stack = opener(stack_name)
-    aliases = {host_alias(stack_name), *host_entries(stack_name, _values(stack.outputs()))}
+    aliases = {host_alias(stack_name), *host_aliases(stack_name, _values(stack.outputs()))}
     stack.destroy(on_output=on_output)
     for alias in aliases:
         remove_host(alias)

@@ -180,3 +180,43 @@ def test_a_home_that_ssh_config_cannot_hold_is_refused_before_anything_is_writte
     with pytest.raises(CourseVmError, match=r"cannot be written into an ssh config.*Fix:"):
         add_host("course-vm-local-a", block())
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"alias": "evil\nHost *"}, "alias 'evil\\nHost *' is not a plain name"),
+        ({"host": "1.2.3.4\nMatch exec id"}, "host '1.2.3.4\\nMatch exec id' is not an IP address"),
+        ({"host": "example.org"}, "host 'example.org' is not an IP address"),
+        ({"host": "fe80::1%eth0"}, "host 'fe80::1%eth0' is not an IP address"),
+        ({"host": 16909060}, "host 16909060 is not an IP address"),
+        ({"user": "root\nHost *"}, "user 'root\\nHost *' is not a Linux login"),
+        ({"user": None}, "user None is not a Linux login"),
+        ({"identity_file": None}, "identity file None is not a path"),
+        ({"identity_file": "/k/a\tb"}, "identity file '/k/a\\tb' holds a control character"),
+        ({"identity_file": '/k/"x'}, "identity file '/k/\"x' holds a control character"),
+        ({"known_hosts_file": "/k/${HOME}"}, "known_hosts file '/k/${HOME}' holds a control character"),
+        ({"known_hosts_file": "/k/%h"}, "known_hosts file '/k/%h' holds a control character"),
+        ({"port": 0}, "port 0 is not a TCP port"),
+        ({"port": "22\nHost *"}, "port '22\\nHost *' is not a TCP port"),
+    ],
+)
+def test_a_value_ssh_would_read_as_syntax_is_refused(fields: dict[str, object], problem: str) -> None:
+    given: dict[str, object] = {
+        "alias": "course-vm",
+        "host": "1.2.3.4",
+        "user": "student",
+        "identity_file": "/k/course-vm",
+        "known_hosts_file": "/k/course-vm.dev.known_hosts",
+        **fields,
+    }
+    with pytest.raises(CourseVmError) as raised:
+        ssh_config_block(**given)  # type: ignore[arg-type]
+    message = str(raised.value)
+    assert problem in message and "cannot write an ssh Host block" in message and "Fix: " in message
+    assert "\n" not in message
+
+
+def test_every_bad_value_is_named_at_once() -> None:
+    with pytest.raises(CourseVmError, match="host 'x' is not an IP address; user 'Root' is not a Linux login"):
+        ssh_config_block("course-vm", "x", "Root", "/k/course-vm")

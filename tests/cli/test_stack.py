@@ -7,6 +7,7 @@ the outputs a real update of this program exports. The ssh config files are real
 from __future__ import annotations
 
 import stat
+import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +19,17 @@ from pulumi.automation import ConfigValue, OutputValue
 from provisioner.access.ssh_config import hosts_file, ssh_config_block
 from provisioner.cli import stack
 from provisioner.cli.main import main
+from provisioner.errors import CourseVmError
+from tests.conftest import require_tool
 
 OUTPUTS: dict[str, Any] = {
     "ip": "34.78.1.2", "username": "student", "identityFile": "/home/me/.ssh/course-vm",
     "sshCommand": "ssh -i /home/me/.ssh/course-vm student@34.78.1.2", "instanceName": "course-vm-vm-1",
     "zone": "europe-west1-b", "hostKeys": ["ssh-ed25519 AAAA"],
+    "knownHostsFile": "/home/me/.ssh/course-vm.dev.known_hosts",
     # As the program exports it for stack dev (tests/gcp/test_course_vm.py checks that).
     "sshConfig": ssh_config_block(
-        "course-vm", "34.78.1.2", "student", "/home/me/.ssh/course-vm", "/home/me/.ssh/course-vm.known_hosts"
+        "course-vm", "34.78.1.2", "student", "/home/me/.ssh/course-vm", "/home/me/.ssh/course-vm.dev.known_hosts"
     ),
 }  # fmt: skip
 
@@ -46,12 +50,13 @@ def class_outputs(*students: str) -> dict[str, Any]:
                 "username": name,
                 "identityFile": f"/home/me/.ssh/course-vm-{name}",
                 "ip": f"34.78.1.{index}",
+                "knownHostsFile": f"/home/me/.ssh/course-vm-{name}.dev.known_hosts",
                 "sshConfig": ssh_config_block(
                     f"course-vm-{name}",
                     f"34.78.1.{index}",
                     name,
                     f"/home/me/.ssh/course-vm-{name}",
-                    f"/home/me/.ssh/course-vm-{name}.known_hosts",
+                    f"/home/me/.ssh/course-vm-{name}.dev.known_hosts",
                 ),
             }
             for index, name in enumerate(students, start=10)
@@ -127,7 +132,7 @@ def test_up_sets_the_stack_config_and_writes_a_pinned_host_entry(home: Path) -> 
     assert outputs["ip"] == "34.78.1.2"
     ours = hosts_file().read_text()
     assert "Host course-vm\n    HostName 34.78.1.2\n    User student\n" in ours
-    assert "    UserKnownHostsFile /home/me/.ssh/course-vm.known_hosts\n    StrictHostKeyChecking yes\n" in ours
+    assert "    UserKnownHostsFile /home/me/.ssh/course-vm.dev.known_hosts\n    StrictHostKeyChecking yes\n" in ours
 
 
 def test_up_keeps_settings_it_is_not_given(home: Path) -> None:
@@ -163,7 +168,7 @@ def test_a_class_gets_one_pinned_host_entry_per_student(home: Path) -> None:
     ours = hosts_file().read_text()
     for index, name in enumerate(("alice", "bob"), start=10):
         assert f"Host course-vm-{name}\n    HostName 34.78.1.{index}\n    User {name}\n" in ours
-        assert f"    UserKnownHostsFile /home/me/.ssh/course-vm-{name}.known_hosts\n" in ours
+        assert f"    UserKnownHostsFile /home/me/.ssh/course-vm-{name}.dev.known_hosts\n" in ours
     assert "Host course-vm\n" not in ours
 
 
@@ -181,6 +186,65 @@ def test_a_roster_change_adds_and_removes_only_those_students_entries(home: Path
     stack.down("dev", opener=lambda _: fake, on_output=print)
     assert "course-vm-alice" not in hosts_file().read_text()
     assert "Host course-vm-other\n" in hosts_file().read_text()
+
+
+# The Host block is built from the VM's fields, each checked: never the sshConfig text read back.
+
+INJECTED = 'Match exec "touch /tmp/course-vm-pwned"\n    ProxyCommand sh -c "id"\n'
+
+
+def resolved(home: Path, alias: str) -> dict[str, str]:
+    """What `ssh -G` makes of ALIAS through the user's ~/.ssh/config: OpenSSH's own reading."""
+    out = subprocess.run(
+        [require_tool("ssh"), "-G", "-F", str(home / ".ssh" / "config"), alias],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+@pytest.mark.integration
+def test_a_tampered_ssh_config_output_never_reaches_the_users_config(home: Path) -> None:
+    fake = FakeStack(next_outputs={**OUTPUTS, "sshConfig": str(OUTPUTS["sshConfig"]) + INJECTED})
+    stack.up("dev", None, None, [], opener=lambda _: fake, on_output=print)
+    ours = hosts_file().read_text()
+    assert "Match" not in ours and "touch" not in ours and "ProxyCommand" not in ours
+    seen = resolved(home, "course-vm")
+    assert (seen["hostname"], seen["user"], seen["port"]) == ("34.78.1.2", "student", "22")
+    assert seen["identityfile"] == "/home/me/.ssh/course-vm"
+    assert seen["userknownhostsfile"] == "/home/me/.ssh/course-vm.dev.known_hosts"
+    assert seen["stricthostkeychecking"] == "true"
+    assert "proxycommand" not in seen
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("ip", "34.78.1.2\n" + INJECTED, r"host '34\.78\.1\.2\\nMatch exec .*' is not an IP address"),
+        ("ip", "evil.example.org", r"host 'evil\.example\.org' is not an IP address"),
+        ("username", "student\nHost *", r"user 'student\\nHost \*' is not a Linux login"),
+        ("identityFile", '/home/me/key"\nMatch exec "id', r"identity file .* holds a control character"),
+        ("knownHostsFile", "/home/me/%d/known_hosts", r"known_hosts file '/home/me/%d/known_hosts' holds"),
+    ],
+)
+def test_a_bad_field_in_the_outputs_writes_nothing_of_it(home: Path, key: str, value: str, message: str) -> None:
+    stack.up("dev", None, None, [], opener=lambda _: FakeStack(), on_output=print)
+    fake = FakeStack(next_outputs={**OUTPUTS, key: value})
+    with pytest.raises(CourseVmError, match=r"^course-vm: cannot write an ssh Host block: " + message) as raised:
+        stack.up("dev", None, None, [], opener=lambda _: fake, on_output=print)
+    assert "\n" not in str(raised.value) and "Fix: " in str(raised.value)
+    assert not hosts_file().exists(), "the VM's earlier block goes too: it may name an old address"
+
+
+def test_one_students_bad_field_keeps_the_others_blocks(home: Path) -> None:
+    outputs = class_outputs("alice", "bob")
+    outputs["students"]["bob"]["ip"] = "34.78.1.11\nHost *"
+    fake = FakeStack(next_outputs=outputs)
+    with pytest.raises(CourseVmError, match=r"^course-vm-bob: cannot write an ssh Host block: host '34"):
+        stack.up("dev", None, None, [], opener=lambda _: fake, on_output=print)
+    ours = hosts_file().read_text()
+    assert "Host course-vm-alice\n" in ours and "course-vm-bob" not in ours and "Host *" not in ours
 
 
 def test_default_backend_is_a_local_file_with_a_generated_passphrase(home: Path) -> None:

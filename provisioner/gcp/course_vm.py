@@ -203,13 +203,23 @@ def vm_labels(stack: str, student: str, user_data: str) -> dict[str, str]:
     return labels
 
 
+def ssh_command(identity_file: str, user: str, host: str, known_hosts_file: str | None) -> str:
+    """`ssh -i KEY USER@IP`, with the pinned keys as the only ones plain ssh trusts when there are some."""
+    pin = ""
+    if known_hosts_file:
+        # Quoted twice: for the shell, and for ssh, which splits an -o value at spaces into files.
+        value = f'"{known_hosts_file}"' if " " in known_hosts_file else known_hosts_file
+        pin = f" -o {shlex.quote('UserKnownHostsFile=' + value)} -o StrictHostKeyChecking=yes"
+    return f"ssh -i {shlex.quote(identity_file)}{pin} {user}@{host}"
+
+
 class StudentVm(pulumi.ComponentResource):
     """One student's VM: its static IP, the instance, and (with verify) the check that it works."""
 
     ip: pulumi.Output[str]
     """The VM's static external IPv4 address; it survives stop and start."""
     ssh_command: pulumi.Output[str]
-    """`ssh -i KEY USER@IP`."""
+    """`ssh -i KEY USER@IP`; with verify, `-o UserKnownHostsFile=PINS -o StrictHostKeyChecking=yes` too."""
     ssh_config: pulumi.Output[str]
     """A `Host` block for ~/.ssh/config, with Jupyter's port forwarded."""
     instance_name: pulumi.Output[str]
@@ -359,7 +369,6 @@ class StudentVm(pulumi.ComponentResource):
         self.ip = address.address
         self.instance_name = instance.name
         self.zone = instance.zone
-        self.ssh_command = pulumi.Output.concat("ssh -i ", shlex.quote(key_path), " ", seat.username, "@", self.ip)
         self.host_keys = self.host_key_fingerprint = self.known_hosts = self.known_hosts_file = None
         if verification is not None:
             self.host_keys = verification.host_keys
@@ -368,6 +377,9 @@ class StudentVm(pulumi.ComponentResource):
             self.known_hosts_file = verification.known_hosts_file
         # With verify, the block waits for the verification: it is given only once the host key is pinned.
         pinned = pulumi.Output.from_input(self.known_hosts_file if self.known_hosts_file is not None else "")
+        self.ssh_command = pulumi.Output.all(self.ip, pinned).apply(
+            lambda values: ssh_command(key_path, seat.username, values[0], values[1] or None)
+        )
         self.ssh_config = pulumi.Output.all(self.ip, pinned).apply(
             lambda values: ssh_config_block(args.host_alias, values[0], seat.username, key_path, values[1] or None)
         )

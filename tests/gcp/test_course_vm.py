@@ -212,7 +212,9 @@ def test_same_settings_give_the_same_recipe(tmp_path: Path) -> None:
 
 def test_outputs_say_how_to_connect(run: Run, tmp_path: Path) -> None:
     key = tmp_path / "keys" / "course-vm"
-    assert run.outputs["sshCommand"] == f"ssh -i {key} student@{STATIC_IP}"
+    assert run.outputs["sshCommand"] == (
+        f"ssh -i {key} -o UserKnownHostsFile={key}.dev.known_hosts -o StrictHostKeyChecking=yes student@{STATIC_IP}"
+    )
     assert run.outputs["sshConfig"] == (
         f"Host course-vm\n    HostName {STATIC_IP}\n    User student\n    IdentityFile {key}\n"
         f"    IdentitiesOnly yes\n    UserKnownHostsFile {key}.dev.known_hosts\n    StrictHostKeyChecking yes\n"
@@ -283,6 +285,7 @@ def test_verify_false_skips_the_check_and_the_pinning(tmp_path: Path) -> None:
     key = tmp_path / "keys" / "course-vm"
     assert run.outputs["sshConfig"] == ssh_config_block("course-vm", STATIC_IP, "student", str(key))
     assert "StrictHostKeyChecking" not in run.outputs["sshConfig"]
+    assert run.outputs["sshCommand"] == f"ssh -i {key} student@{STATIC_IP}"
     assert "hostKeys" not in run.outputs
 
 
@@ -451,3 +454,10 @@ def test_a_new_recipe_replaces_the_vm_but_keeps_the_home_disk(tmp_path: Path) ->
                                      dockerComposeSha256="d" * 64))  # fmt: skip
     assert before.one(INSTANCE).inputs["labels"][RECIPE_LABEL] != after.one(INSTANCE).inputs["labels"][RECIPE_LABEL]
     assert before.one(DISK).raw == after.one(DISK).raw
+
+
+def test_ssh_command_quotes_a_pin_file_with_a_space_for_the_shell_and_for_ssh(tmp_path: Path) -> None:
+    keys = tmp_path / "my keys"
+    run = run_program({**stack_config(tmp_path), "course-vm:sshKeyPath": str(keys / "course-vm")})
+    pinned = f"{keys}/course-vm.dev.known_hosts"
+    assert f"""-o 'UserKnownHostsFile="{pinned}"' -o StrictHostKeyChecking=yes """ in run.outputs["sshCommand"]

@@ -121,6 +121,7 @@ def local_up(args: argparse.Namespace) -> int:
     """Boot a local VM with the course recipe, then check it like `check` does."""
     started = time.monotonic()
     deadline = started + args.timeout
+    local_vm.vm_directory(args.name)  # a bad --name stops it before the key, the home disk or the image
     try:
         settings = parse_settings(_settings_from_set(args.set), None, None, for_gcp=False)
     except SettingsError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -151,8 +152,12 @@ class LocalVm:
         )
 
 
+NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
+"""A local VM's name, as GCE names an instance: it becomes a directory, a QEMU option and an ssh Host."""
+
+
 def host_alias(name: str) -> str:
-    return f"course-vm-local-{name}"
+    return f"course-vm-local-{vm_directory(name).name}"
 
 
 def state_dir() -> Path:
@@ -160,9 +165,23 @@ def state_dir() -> Path:
     return state_home() / "local"
 
 
+def vm_directory(name: str) -> Path:
+    """The directory of the local VM called NAME: every command that takes a name comes here first.
+
+    Raises CourseVmError, before any file is touched, when NAME is no name (a path, `..`, empty,
+    a comma, which would split QEMU's options): `local down` deletes this directory as root.
+    """
+    if not NAME.fullmatch(name):
+        raise CourseVmError(
+            f"local VM name {name!r} is not a name: it must be 1 to 63 lowercase letters, digits and "
+            "hyphens, starting with a letter (as GCE names instances). Fix: --name default, or e.g. --name alice-2"
+        )
+    return state_dir() / name
+
+
 def load(name: str) -> LocalVm:
-    """The local VM called NAME. Raises CourseVmError when there is none."""
-    record_path = state_dir() / name / "vm.json"
+    """The local VM called NAME. Raises CourseVmError when NAME is no name or there is no such VM."""
+    record_path = vm_directory(name) / "vm.json"
     try:
         record = json.loads(record_path.read_text())
     except (OSError, ValueError):
@@ -185,7 +204,10 @@ def load(name: str) -> LocalVm:
 
 def names() -> list[str]:
     root = state_dir()
-    return sorted(p.name for p in root.iterdir() if (p / "vm.json").is_file()) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    # A directory someone else made there under no valid name is not one of ours.
+    return sorted(p.name for p in root.iterdir() if NAME.fullmatch(p.name) and (p / "vm.json").is_file())
 
 
 def free_loopback_port() -> int:
@@ -204,7 +226,7 @@ def _require(tool: str, package: str) -> str:
 
 def down(name: str) -> bool:
     """Stop the VM called NAME (QEMU and its metadata server) and remove its files; False if there was none."""
-    directory = state_dir() / name
+    directory = vm_directory(name)
     remove_host(host_alias(name))
     if not directory.exists():
         return False
@@ -229,6 +251,12 @@ def _write_seed(directory: Path, name: str, user_data: str) -> Path:
     return seed
 
 
+def _qemu_option(path: Path) -> str:
+    """PATH as a value in QEMU's KEY=VALUE,... options, where `,,` is a comma (one comma would split them).
+    `-serial file:PATH` and `-pidfile PATH` take the path whole and need no escaping."""
+    return str(path).replace(",", ",,")
+
+
 def _qemu_command(
     image: Image,
     directory: Path,
@@ -244,7 +272,7 @@ def _qemu_command(
     home = (
         [
             "-drive",
-            f"file={home_disk},if=none,id=home,format=qcow2",
+            f"file={_qemu_option(home_disk)},if=none,id=home,format=qcow2",
             "-device",
             # A PCI slot after the other drives', so that the boot disk stays /dev/vda.
             f"virtio-blk-pci,drive=home,serial={HOME_DISK_NAME},addr=0x1f",
@@ -274,8 +302,12 @@ def _qemu_command(
         "-pidfile",
         str(directory / "qemu.pid"),
         "-drive",
-        f"file={directory / 'disk.qcow2'},if=virtio,format=qcow2",
-        *(["-drive", f"file={directory / 'seed.iso'},if=virtio,format=raw,readonly=on"] if twin is None else []),
+        f"file={_qemu_option(directory / 'disk.qcow2')},if=virtio,format=qcow2",
+        *(
+            ["-drive", f"file={_qemu_option(directory / 'seed.iso')},if=virtio,format=raw,readonly=on"]
+            if twin is None
+            else []
+        ),
         *home,
         *(
             ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=net0"]
@@ -345,7 +377,7 @@ def boot(
     Raises CourseVmError (a VM of that name exists, a tool is missing, QEMU fails) and
     UnreachableError (no host keys published before the deadline).
     """
-    directory = state_dir() / name
+    directory = vm_directory(name)
     if directory.exists():
         existing = load(name) if (directory / "vm.json").is_file() else None
         if existing and existing.running():

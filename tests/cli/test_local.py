@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.cli.main import main
+from provisioner.local import vm as local_vm
 from tests.conftest import ROOT
 
 
@@ -89,3 +90,47 @@ def test_metadata_server_serves_until_ctrl_c(tmp_path: Path) -> None:
     assert out == ""
     assert "Traceback" not in err
     assert "GET /computeMetadata/v1/instance/attributes/user-data" in err
+
+
+BAD_NAMES = ["/x", "..", "", ".", "a,b", "Alice", "a/b", "-a", "1a", "a" * 64, "a\nb"]
+
+
+@pytest.fixture
+def two_vms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A local VM directory and a directory beside the state that `local` must never touch."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    vm = tmp_path / "state" / "course-vm" / "local" / "other"
+    vm.mkdir(parents=True)
+    (vm / "vm.json").write_text("{}")
+    sibling = tmp_path / "x"
+    sibling.mkdir()
+    (sibling / "work.txt").write_text("the student's work")
+    return vm, sibling
+
+
+@pytest.mark.parametrize("command", ["down", "up", "check", "ssh"])
+@pytest.mark.parametrize("name", [*BAD_NAMES, "{sibling}"])
+def test_a_bad_vm_name_is_refused_before_any_file_is_touched(
+    command: str, name: str, two_vms: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    vm, sibling = two_vms
+    name = name.format(sibling=sibling)
+    status = main(["local", command, f"--name={name}"])
+    assert (vm / "vm.json").is_file() and (sibling / "work.txt").read_text() == "the student's work"
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert f"course-vm: local VM name {name!r} " in err
+    assert "Fix: " in err and "Traceback" not in err
+    assert not (sibling.parent / "home").exists() and not (sibling.parent / "cache").exists()
+    assert sorted(p.name for p in vm.parent.parent.iterdir()) == ["local"]
+
+
+def test_local_list_shows_only_vms_with_a_good_name(
+    two_vms: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    vm, _ = two_vms
+    (vm.parent / "Bad,Name").mkdir()
+    (vm.parent / "Bad,Name" / "vm.json").write_text("{}")
+    assert local_vm.names() == ["other"]

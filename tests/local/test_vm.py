@@ -433,3 +433,18 @@ def test_unknown_vm_says_how_to_make_one(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(CourseVmError, match="local up --name nope"):
         local_vm.load("nope")
     assert local_vm.down("nope") is False
+
+
+def test_a_comma_in_the_vms_paths_cannot_split_qemus_drive_options(tmp_path: Path) -> None:
+    # The state directory is under $HOME, which may hold a comma; QEMU reads `,,` as one comma.
+    directory, home = tmp_path / "a,b" / "one", tmp_path / "homes,if=none" / "alice.qcow2"
+    image = Image(tmp_path / "disk.img", "raw", tmp_path / "vmlinuz", tmp_path / "initrd.img")
+    command = local_vm._qemu_command(image, directory, "tcg", 2222, 4096, 2, home)
+    drives = [command[i + 1] for i, part in enumerate(command) if part == "-drive"]
+    assert drives == [
+        f"file={tmp_path}/a,,b/one/disk.qcow2,if=virtio,format=qcow2",
+        f"file={tmp_path}/a,,b/one/seed.iso,if=virtio,format=raw,readonly=on",
+        f"file={tmp_path}/homes,,if=none/alice.qcow2,if=none,id=home,format=qcow2",
+    ]
+    # -serial file:PATH and -pidfile PATH take the path whole (QEMU splits no options there).
+    assert f"file:{directory}/console.log" in command and str(directory / "qemu.pid") in command

@@ -205,7 +205,7 @@ def local_ssh(args: argparse.Namespace) -> int:
 
 
 def local_down(args: argparse.Namespace) -> int:
-    if not local_vm.down(args.name):
+    if not local_vm.down(args.name, progress):
         raise CourseVmError(f"no local VM named {args.name!r}")
     print(f"removed local VM {args.name}")
     return 0

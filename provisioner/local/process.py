@@ -24,27 +24,40 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def runs(pid: int, marker: str) -> bool:
-    """Whether PID runs and its command line holds MARKER (a path of ours): after a reboot, or once
-    the process is gone, the same PID may be anyone's."""
+def arguments(pid: int) -> list[str]:
+    """PID's command line, argument by argument; [] when it is gone or cannot be read."""
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
+        return []
+    return [part.decode(errors="replace") for part in command.split(b"\0")[:-1]]
+
+
+def runs(pid: int, program: str, *markers: str) -> bool:
+    """Whether PID runs PROGRAM (its file name starts so) with each of MARKERS (paths of ours) as a
+    whole argument. After a reboot, or once the process is gone, the same PID may be anyone's: a
+    `sleep`, another VM's QEMU (whose paths start with this VM's directory), a `tail -f` of a log."""
+    command = arguments(pid)
+    return (
+        bool(command)
+        and Path(command[0]).name.startswith(program)
+        and all(marker in command[1:] for marker in markers)
+        and alive(pid)
+    )
+
+
+def stop(pid: int, program: str, *markers: str, seconds: float = 10.0) -> bool:
+    """Stop PID if it is ours (see `runs`): SIGTERM, then SIGKILL after SECONDS. False: it was not ours."""
+    if pid <= 0 or not runs(pid, program, *markers):
         return False
-    return marker in command and alive(pid)
-
-
-def stop(pid: int, marker: str, seconds: float = 10.0) -> None:
-    """Stop PID if it is ours (see `runs`): SIGTERM, then SIGKILL after SECONDS."""
-    if pid <= 0 or not runs(pid, marker):
-        return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + seconds
     while alive(pid):
         if time.monotonic() >= deadline:
             os.kill(pid, signal.SIGKILL)
-            return
+            return True
         time.sleep(0.1)
+    return True
 
 
 def pid_in(path: Path) -> int:

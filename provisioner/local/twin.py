@@ -41,6 +41,8 @@ CONFIG = "twin.json"
 PID_FILE = "metadata.pid"
 LOG = "metadata.log"
 START_SECONDS = 30.0
+SERVER_MODULE = "provisioner.local.twin"
+"""This module: the metadata server runs as `python -m SERVER_MODULE DIRECTORY`."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,11 @@ def qemu_args(twin: Twin, ssh_port: int) -> list[str]:
     ]
 
 
+def server_signature(directory: Path) -> tuple[str, ...]:
+    """The program and arguments by which `process.runs` knows the metadata server of DIRECTORY's VM."""
+    return ("python", "-m", SERVER_MODULE, str(directory))
+
+
 def start(directory: Path, instance: TwinInstance) -> Twin:
     """Start the metadata server of the VM in DIRECTORY, serving INSTANCE, and return how to reach it.
 
@@ -112,7 +119,7 @@ def start(directory: Path, instance: TwinInstance) -> Twin:
         json.dump({"instance": fields, "token": token}, file)
     with (directory / LOG).open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "provisioner.local.twin", str(directory)],
+            [sys.executable, "-m", SERVER_MODULE, str(directory)],
             cwd=PROJECT_DIR,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

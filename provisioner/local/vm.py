@@ -22,7 +22,7 @@ from provisioner.access.ssh_config import add_host, remove_host, ssh_config_bloc
 from provisioner.errors import CourseVmError, UnreachableError
 from provisioner.local import twin as gce_twin
 from provisioner.local.image import Image
-from provisioner.local.process import alive, pid_in, stop
+from provisioner.local.process import alive, pid_in, runs, stop
 from provisioner.local.twin import Twin
 from provisioner.paths import state_home
 from provisioner.recipe.metadata import USER_DATA
@@ -64,7 +64,8 @@ class LocalVm:
         return Target("127.0.0.1", self.ssh_port, self.user, self.identity, self.host_keys)
 
     def running(self) -> bool:
-        return alive(self.pid)
+        """Whether its QEMU runs: the process of its PID, if that is still its QEMU and not a stranger's."""
+        return runs(self.pid, *qemu_signature(self.directory))
 
     def console_host_keys(self, deadline: float) -> tuple[HostKey, ...]:
         """The host keys the VM printed on its console (the recipe prints them first), waiting for them.
@@ -224,15 +225,29 @@ def _require(tool: str, package: str) -> str:
     return path
 
 
-def down(name: str) -> bool:
-    """Stop the VM called NAME (QEMU and its metadata server) and remove its files; False if there was none."""
+def qemu_signature(directory: Path) -> tuple[str, ...]:
+    """The program and arguments by which `process.runs` knows the QEMU of DIRECTORY's VM."""
+    return ("qemu-system", "-pidfile", str(directory / "qemu.pid"))
+
+
+def down(name: str, progress: Progress = lambda _: None) -> bool:
+    """Stop the VM called NAME (QEMU and its metadata server) and remove its files; False if there was none.
+
+    Raises CourseVmError when NAME is no name (nothing is touched then).
+    """
     directory = vm_directory(name)
     remove_host(host_alias(name))
     if not directory.exists():
         return False
-    # Only processes of this VM: their command lines name its directory (a stale pid file may not).
-    for pid_file in ("qemu.pid", gce_twin.PID_FILE):
-        stop(pid_in(directory / pid_file), str(directory))
+    # Only processes of this VM: their command lines name its own paths. A pid file that outlived
+    # its process (a reboot) may name anyone's.
+    for pid_file, what, signature in (
+        ("qemu.pid", "QEMU", qemu_signature(directory)),
+        (gce_twin.PID_FILE, "metadata server", gce_twin.server_signature(directory)),
+    ):
+        pid = pid_in(directory / pid_file)
+        if pid and not stop(pid, *signature) and alive(pid):
+            progress(f"{pid_file}: process {pid} is not this VM's {what} (the pid file is stale): left it alone")
     shutil.rmtree(directory)
     return True
 
@@ -384,7 +399,7 @@ def boot(
             raise CourseVmError(
                 f"a local VM named {name!r} is running. Fix: `local down --name {name}` first, or choose another --name"
             )
-        down(name)
+        down(name, progress)
     # It will hold the VM's disk, its host keys and the twin's token: for this user only.
     directory.mkdir(mode=0o700, parents=True)
     subprocess.run(

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from provisioner.local.process import alive, pid_in, runs, stop
+from provisioner.local.process import alive, arguments, pid_in, runs, stop
 
 
 def test_a_powered_off_vm_whose_qemu_is_not_reaped_yet_is_not_running() -> None:
@@ -28,22 +28,27 @@ def test_a_pid_that_is_no_longer_ours_is_left_alone(tmp_path: Path) -> None:
     # After a reboot (or once QEMU is gone) a pid file may name anyone's process.
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        assert not runs(stranger.pid, str(tmp_path))
-        stop(stranger.pid, str(tmp_path))
+        assert not runs(stranger.pid, "python", str(tmp_path))
+        assert stop(stranger.pid, "python", str(tmp_path)) is False
         assert stranger.poll() is None, "a process that is not ours was stopped"
     finally:
         stranger.kill()
         stranger.wait()
 
 
-def test_our_process_is_stopped(tmp_path: Path) -> None:
-    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(tmp_path)])
+def test_ours_is_our_program_with_our_paths_whole(tmp_path: Path) -> None:
+    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(tmp_path / "one")])
     try:
         deadline = time.monotonic() + 10
-        while not runs(ours.pid, str(tmp_path)) and time.monotonic() < deadline:
+        while not arguments(ours.pid)[1:] and time.monotonic() < deadline:
             time.sleep(0.05)  # its command line is empty until it has started
-        assert runs(ours.pid, str(tmp_path))
-        stop(ours.pid, str(tmp_path))
+        assert arguments(ours.pid) == [sys.executable, "-c", "import time; time.sleep(60)", str(tmp_path / "one")]
+        assert runs(ours.pid, "python", str(tmp_path / "one"))
+        # A path that merely starts with ours (VM `o`'s directory, and VM `one`'s) is not ours; nor another program.
+        assert not runs(ours.pid, "python", str(tmp_path / "o"))
+        assert not runs(ours.pid, "python", str(tmp_path))
+        assert not runs(ours.pid, "qemu-system", str(tmp_path / "one"))
+        assert stop(ours.pid, "python", str(tmp_path / "one")) is True
         assert ours.wait(5) != 0
     finally:
         ours.kill()

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from provisioner.local.process import alive, stop
-from provisioner.local.twin import CONFIG, Twin
+from provisioner.local.twin import CONFIG, Twin, server_signature
 from tests.conftest import ROOT
 
 ATTRIBUTES = {"user-data": "#cloud-config\n", "enable-guest-attributes": "TRUE"}
@@ -62,7 +62,7 @@ def test_it_serves_the_vms_metadata_and_holds_its_token_for_this_user_only(tmp_p
         assert document["instance"]["networkInterfaces"][0]["mac"] == "42:01:a9:fe:02:0f"
         assert stat.S_IMODE((tmp_path / CONFIG).stat().st_mode) == 0o600
         assert twin.compute_api == twin.url + "/compute/v1"
-        stop(twin.pid, str(tmp_path))  # as `local down` does
+        assert stop(twin.pid, *server_signature(tmp_path))  # as `local down` does
         assert wait_until_gone(twin.pid)
     finally:
         qemu.kill()

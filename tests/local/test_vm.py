@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import paramiko
@@ -418,14 +418,22 @@ def test_a_vm_record_round_trips_and_pins_its_keys(tmp_path: Path, monkeypatch: 
     directory = local_vm.state_dir() / "one"
     directory.mkdir(parents=True)
     key = parse_host_key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet")
-    vm = local_vm.LocalVm("one", directory, os.getpid(), 2222, "student", tmp_path / "key", (key,), "tcg")
+    qemu = fake_qemu(directory / "qemu.pid")
+    vm = local_vm.LocalVm("one", directory, qemu.pid, 2222, "student", tmp_path / "key", (key,), "tcg")
     vm.save()
     assert local_vm.load("one") == vm
     assert local_vm.names() == ["one"]
     assert vm.known_hosts.read_text() == f"[127.0.0.1]:2222 {key}\n"
     assert vm.ssh_command()[-1] == "student@127.0.0.1"
     assert "StrictHostKeyChecking=yes" in vm.ssh_command()
-    assert vm.running()
+    try:
+        time.sleep(0.5)  # its command line is there once it has started
+        assert vm.running()
+    finally:
+        qemu.kill()
+        qemu.wait()
+    assert not vm.running()
+    assert not replace(vm, pid=os.getpid()).running(), "a PID that is not its QEMU's (after a reboot) is no VM"
 
 
 def test_unknown_vm_says_how_to_make_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -448,3 +456,47 @@ def test_a_comma_in_the_vms_paths_cannot_split_qemus_drive_options(tmp_path: Pat
     ]
     # -serial file:PATH and -pidfile PATH take the path whole (QEMU splits no options there).
     assert f"file:{directory}/console.log" in command and str(directory / "qemu.pid") in command
+
+
+def fake_qemu(pid_file: Path) -> subprocess.Popen[bytes]:
+    """A process whose command line is QEMU's, as a VM's QEMU names its pid file (a sleep inside)."""
+    return subprocess.Popen(
+        ["qemu-system-x86_64", "-c", "import time; time.sleep(60)", "-pidfile", str(pid_file)],
+        executable=sys.executable,
+    )
+
+
+def test_down_stops_only_this_vms_own_qemu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    one, other = local_vm.state_dir() / "one", local_vm.state_dir() / "one-2"
+    for directory in (one, other):
+        directory.mkdir(parents=True)
+    # After a reboot qemu.pid may name anyone: a sleep, another VM's QEMU (whose paths start with
+    # this VM's directory), a `tail -f` of this VM's console log.
+    strangers = [
+        subprocess.Popen(["sleep", "60"]),
+        fake_qemu(other / "qemu.pid"),
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(one), str(one / "qemu.pid")]),
+    ]
+    try:
+        for stranger in strangers:
+            (one / "qemu.pid").write_text(f"{stranger.pid}\n")
+            (one / "metadata.pid").write_text(f"{stranger.pid}\n")
+            one.mkdir(exist_ok=True)
+            assert local_vm.down("one", progress=print) is True
+            assert stranger.poll() is None, f"local down killed {stranger.args!r}"
+            assert f"qemu.pid: process {stranger.pid} is not this VM's QEMU" in capsys.readouterr().out
+            assert not one.exists()
+            one.mkdir()
+        ours = fake_qemu(one / "qemu.pid")
+        (one / "qemu.pid").write_text(f"{ours.pid}\n")
+        time.sleep(0.5)  # its command line is there once it has started
+        assert local_vm.down("one") is True
+        assert ours.wait(10) != 0
+    finally:
+        for process in strangers:
+            process.kill()
+            process.wait()

@@ -22,7 +22,8 @@ from provisioner.access.ssh_config import add_host, remove_host, ssh_config_bloc
 from provisioner.errors import CourseVmError, UnreachableError
 from provisioner.local import twin as gce_twin
 from provisioner.local.image import Image
-from provisioner.local.process import alive, pid_in, runs, stop
+from provisioner.local.private import private_directory, private_file, private_files
+from provisioner.local.process import alive, arguments, pid_in, runs, stop
 from provisioner.local.twin import Twin
 from provisioner.paths import state_home
 from provisioner.recipe.metadata import USER_DATA
@@ -338,7 +339,12 @@ def _qemu_command(
 def _start(command: list[str], directory: Path) -> subprocess.Popen[bytes]:
     (directory / "console.log").write_bytes(b"")
     with (directory / "qemu.log").open("ab") as log:
-        return subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    # Its command line, by which `running` knows it, is empty for a moment after the start.
+    deadline = time.monotonic() + 10
+    while not arguments(process.pid) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return process
 
 
 def _kernel_started(directory: Path, process: subprocess.Popen[bytes], seconds: float) -> bool:
@@ -360,11 +366,14 @@ def ensure_home_disk(path: Path, size_gb: int) -> Path:
     """
     path = path.expanduser().resolve()
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [_require("qemu-img", "qemu-utils"), "create", "-q", "-f", "qcow2", str(path), f"{size_gb}G"], check=True
-        )
-    return path
+        # The student's work: for this user only, and so is a directory made for it.
+        with private_files():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                [_require("qemu-img", "qemu-utils"), "create", "-q", "-f", "qcow2", str(path), f"{size_gb}G"],
+                check=True,
+            )
+    return private_file(path)
 
 
 def boot(
@@ -400,55 +409,59 @@ def boot(
                 f"a local VM named {name!r} is running. Fix: `local down --name {name}` first, or choose another --name"
             )
         down(name, progress)
-    # It will hold the VM's disk, its host keys and the twin's token: for this user only.
-    directory.mkdir(mode=0o700, parents=True)
-    subprocess.run(
-        [
-            _require("qemu-img", "qemu-utils"),
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            image.format,
-            "-b",
-            str(image.disk.resolve()),
-            str(directory / "disk.qcow2"),
-            disk_size,
-        ],
-        check=True,
-    )
-    twin = gce_twin.start(directory, gce_twin.twin_instance(name, attributes)) if image.gce else None
-    if twin is None:
-        _write_seed(directory, name, attributes[USER_DATA])
-    port = free_loopback_port()
+    # It will hold the VM's disk, its host keys and the twin's token: everything in it, whoever
+    # writes it (qemu-img, cloud-localds, QEMU, the metadata server), is for this user only.
+    private_directory(directory.parent)
+    with private_files():
+        directory.mkdir()
+        subprocess.run(
+            [
+                _require("qemu-img", "qemu-utils"),
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                image.format,
+                "-b",
+                str(image.disk.resolve()),
+                str(directory / "disk.qcow2"),
+                disk_size,
+            ],
+            check=True,
+        )
+        twin = gce_twin.start(directory, gce_twin.twin_instance(name, attributes)) if image.gce else None
+        if twin is None:
+            _write_seed(directory, name, attributes[USER_DATA])
+        port = free_loopback_port()
 
-    def command(chosen: str) -> list[str]:
-        return _qemu_command(image, directory, chosen, port, memory_mb, cpus, home_disk, twin)
+        def command(chosen: str) -> list[str]:
+            return _qemu_command(image, directory, chosen, port, memory_mb, cpus, home_disk, twin)
 
-    # Detect KVM by trying: on some machines /dev/kvm exists but guests hang or abort.
-    chosen = "tcg"
-    if accel in ("auto", "kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK):
-        process = _start(command("kvm"), directory)
-        if _kernel_started(directory, process, KVM_PROBE_SECONDS):
-            chosen = "kvm"
-        else:
-            progress("KVM did not start the guest; falling back to software emulation (slower)")
+        # Detect KVM by trying: on some machines /dev/kvm exists but guests hang or abort.
+        chosen = "tcg"
+        if accel in ("auto", "kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK):
+            process = _start(command("kvm"), directory)
+            if _kernel_started(directory, process, KVM_PROBE_SECONDS):
+                chosen = "kvm"
+            else:
+                progress("KVM did not start the guest; falling back to software emulation (slower)")
+                process.kill()
+                process.wait()
+        if chosen == "tcg":
+            if accel == "kvm":
+                raise CourseVmError("KVM does not work on this machine. Fix: use --accel auto or tcg")
+            process = _start(command("tcg"), directory)
+        progress(f"booting {name} ({chosen}{', as a GCE VM' if twin else ''}); SSH on 127.0.0.1:{port}")
+        vm = LocalVm(name, directory, process.pid, port, user, identity, (), chosen, twin)
+        vm.save()
+        try:
+            if twin is None:
+                vm.console_host_keys(deadline)
+            else:
+                vm.wait_for_published_host_keys(deadline)
+        except UnreachableError:
             process.kill()
             process.wait()
-    if chosen == "tcg":
-        if accel == "kvm":
-            raise CourseVmError("KVM does not work on this machine. Fix: use --accel auto or tcg")
-        process = _start(command("tcg"), directory)
-    progress(f"booting {name} ({chosen}{', as a GCE VM' if twin else ''}); SSH on 127.0.0.1:{port}")
-    vm = LocalVm(name, directory, process.pid, port, user, identity, (), chosen, twin)
-    vm.save()
-    try:
-        if twin is None:
-            vm.console_host_keys(deadline)
-        else:
-            vm.wait_for_published_host_keys(deadline)
-    except UnreachableError:
-        process.kill()
-        raise
-    return vm
+            raise
+        return vm

@@ -500,3 +500,52 @@ def test_down_stops_only_this_vms_own_qemu(
         for process in strangers:
             process.kill()
             process.wait()
+
+
+def modes(root: Path) -> dict[str, str]:
+    """The permission bits of ROOT and everything under it, by relative path."""
+    return {str(path.relative_to(root)): oct(path.stat().st_mode & 0o777) for path in [root, *sorted(root.rglob("*"))]}
+
+
+def test_a_vms_directory_and_every_file_in_it_are_the_users_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # They hold the guest's disk (its SSH host private keys, the student's work), its console and records.
+    require_tool("qemu-img")
+    require_tool("cloud-localds")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(os, "umask", os.umask)  # restored after the test, whatever boot() leaves
+    os.umask(0o022)
+    (tmp_path / "disk.img").write_bytes(b"\0" * 65536)
+    qemu = tmp_path / "bin" / "qemu-system-x86_64"  # Python under QEMU's name: it writes its pid file and waits
+    qemu.parent.mkdir()
+    qemu.symlink_to(sys.executable)
+    script = "import os, sys, time; open(sys.argv[2], 'w').write(str(os.getpid())); time.sleep(60)"
+    monkeypatch.setattr(
+        local_vm,
+        "_qemu_command",
+        lambda _image, directory, *_: [str(qemu), "-c", script, "-pidfile", str(directory / "qemu.pid")],
+    )
+    with pytest.raises(CourseVmError, match="no SSH host keys on the console before the deadline"):
+        local_vm.boot(
+            "one",
+            Image(tmp_path / "disk.img", "raw"),
+            {"user-data": "#cloud-config\n"},
+            user="student",
+            identity=tmp_path / "key",
+            accel="tcg",
+            deadline=time.monotonic() + 2,
+        )
+    found = modes(local_vm.state_dir())
+    assert set(found) >= {"one/disk.qcow2", "one/seed.iso", "one/console.log", "one/vm.json", "one/qemu.pid"}
+    assert found == {path: "0o700" if path in (".", "one") else "0o600" for path in found}
+
+
+def test_a_home_disk_is_the_users_alone_even_one_made_before(tmp_path: Path) -> None:
+    require_tool("qemu-img")
+    path = local_vm.ensure_home_disk(tmp_path / "homes" / "alice.qcow2", 10)
+    assert modes(tmp_path / "homes") == {".": "0o700", "alice.qcow2": "0o600"}
+    path.chmod(0o644)  # as an earlier course-vm (and qemu-img) left it
+    local_vm.ensure_home_disk(path, 10)
+    assert modes(tmp_path / "homes") == {".": "0o700", "alice.qcow2": "0o600"}

@@ -16,9 +16,13 @@ from pathlib import Path
 
 from provisioner.access.ssh import Progress
 from provisioner.errors import CourseVmError
+from provisioner.local.private import private_directory, private_file, private_files
 from provisioner.paths import cache_home
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+"""What debootstrap checks the archive's Release signature against (debian-archive-keyring; Debian
+12's has trixie's keys). The mirror is plain http: this signature is all that vouches for the packages."""
 DEBIAN_SUITE = "trixie"
 DEBIAN_RELEASE = 13
 # What a GCE image has, as far as the course needs: cloud-init (25.1, with its GCE datasource) and
@@ -103,11 +107,14 @@ def image_at(path: Path) -> Image:
     raise CourseVmError(f"image {path} does not exist. Fix: `python -m provisioner local image build`, or omit --image")
 
 
-def build_debian_image(progress: Progress, mirror: str = DEBIAN_MIRROR, cache: Path | None = None) -> Image:
-    """Build (or reuse from the cache) a Debian 13 image that boots as a GCE image does.
+def build_debian_image(
+    progress: Progress, mirror: str = DEBIAN_MIRROR, cache: Path | None = None, keyring: Path = DEBIAN_KEYRING
+) -> Image:
+    """Build (or reuse from the cache) a Debian 13 image that boots as a GCE image does, from packages
+    whose archive signature KEYRING verifies.
 
-    Needs root and Debian's debootstrap and e2fsprogs. Raises CourseVmError when they are missing
-    or the build fails.
+    Needs root and Debian's debootstrap, e2fsprogs and debian-archive-keyring. Raises CourseVmError
+    when they are missing or the build fails.
     """
     key = hashlib.sha256(json.dumps([IMAGE_RECIPE_VERSION, DEBIAN_SUITE, mirror, DEBIAN_PACKAGES]).encode())
     target = (cache or cache_dir()) / f"debian-{DEBIAN_RELEASE}-{key.hexdigest()[:12]}"
@@ -122,8 +129,13 @@ def build_debian_image(progress: Progress, mirror: str = DEBIAN_MIRROR, cache: P
     for tool in ("debootstrap", "mkfs.ext4"):
         if shutil.which(tool) is None:
             raise CourseVmError(f"{tool} is not installed. Fix: sudo apt-get install debootstrap e2fsprogs")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
+    if not keyring.is_file():
+        raise CourseVmError(
+            f"{keyring} is missing: debootstrap could not verify what it downloads. "
+            "Fix: sudo apt-get install debian-archive-keyring"
+        )
+    private_directory(target.parent)
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))  # 0700
     try:
         root = work / "root"
         started = time.monotonic()
@@ -131,6 +143,9 @@ def build_debian_image(progress: Progress, mirror: str = DEBIAN_MIRROR, cache: P
         _run(
             [
                 "debootstrap",
+                # Refuse, not warn, when the Release file's signature cannot be checked.
+                "--force-check-gpg",
+                f"--keyring={keyring}",
                 "--variant=minbase",
                 f"--include={','.join(DEBIAN_PACKAGES)}",
                 DEBIAN_SUITE,
@@ -151,6 +166,9 @@ def build_debian_image(progress: Progress, mirror: str = DEBIAN_MIRROR, cache: P
         )
         shutil.rmtree(root)
         (work / GCE_MARKER).write_text("cloud-init's GCE datasource and Google's guest agent\n")
+        # What every VM boots from: for this user only (mkfs and the copies from /boot made them 0644).
+        for path in work.iterdir():
+            private_file(path)
         work.rename(target)
         progress(f"image built in {time.monotonic() - started:.0f}s: {target}")
     finally:
@@ -204,8 +222,8 @@ def ubuntu_cloud_image(progress: Progress, cache: Path | None = None, release_ur
     """
     target = (cache or cache_dir()) / UBUNTU_IMAGE
     if target.is_file():
-        return image_at(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+        return image_at(private_file(target))
+    private_directory(target.parent)
     try:
         with urllib.request.urlopen(f"{release_url}/SHA256SUMS", timeout=60) as response:  # noqa: S310
             sums = response.read().decode()
@@ -216,7 +234,7 @@ def ubuntu_cloud_image(progress: Progress, cache: Path | None = None, release_ur
         partial = target.with_name(target.name + ".part")
         digest = hashlib.sha256()
         url = f"{release_url}/{UBUNTU_IMAGE}"
-        with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as file:  # noqa: S310
+        with private_files(), urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as file:  # noqa: S310
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 file.write(chunk)

@@ -131,6 +131,7 @@ def test_ubuntu_image_is_downloaded_once_and_verified(release: tuple[str, Path],
     cache = tmp_path / "cache"
     image = ubuntu_cloud_image(print, cache=cache, release_url=url)
     assert (image.disk.read_bytes(), image.format) == (data, "qcow2")
+    assert modes(cache) == {".": "0o700", UBUNTU_IMAGE: "0o600"}
     (served / UBUNTU_IMAGE).unlink()
     assert ubuntu_cloud_image(print, cache=cache, release_url=url).disk == image.disk
 
@@ -142,3 +143,64 @@ def test_ubuntu_image_that_does_not_match_is_deleted(release: tuple[str, Path], 
     with pytest.raises(CourseVmError, match="does not match Ubuntu's SHA256SUMS; it was deleted"):
         ubuntu_cloud_image(print, cache=tmp_path / "cache", release_url=url)
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def modes(root: Path) -> dict[str, str]:
+    """The permission bits of ROOT and everything under it, by relative path."""
+    return {str(path.relative_to(root)): oct(path.stat().st_mode & 0o777) for path in [root, *sorted(root.rglob("*"))]}
+
+
+@pytest.fixture
+def fake_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The Debian build as root with its tools faked: the commands it runs, in order. debootstrap
+    makes a root with a kernel, mkfs.ext4 a world-readable disk (as under umask 022)."""
+    commands: list[list[str]] = []
+
+    def run(command: list[str], _name: str) -> None:
+        commands.append(command)
+        if command[0] == "debootstrap":
+            root = Path(command[-2])
+            for directory in ("boot", "etc/cloud/cloud.cfg.d", "etc/apt", "etc/ssh"):
+                (root / directory).mkdir(parents=True)
+            for name in ("vmlinuz-6.12", "initrd.img-6.12"):
+                (root / "boot" / name).write_bytes(b"kernel")
+                (root / "boot" / name).chmod(0o644)
+        elif command[0] == "mkfs.ext4":
+            Path(command[-2]).write_bytes(b"disk")
+            Path(command[-2]).chmod(0o644)
+
+    monkeypatch.setattr(local_image, "_run", run)
+    monkeypatch.setattr("provisioner.local.image.os.geteuid", lambda: 0)
+    monkeypatch.setattr("provisioner.local.image.shutil.which", lambda tool: f"/usr/sbin/{tool}")
+    return commands
+
+
+def test_a_built_image_and_its_cache_are_the_users_alone(fake_build: list[list[str]], tmp_path: Path) -> None:
+    keyring = tmp_path / "debian-archive-keyring.gpg"
+    keyring.write_bytes(b"keys")
+    image = build_debian_image(print, cache=tmp_path / "cache", keyring=keyring)
+    assert image.disk.read_bytes() == b"disk" and image.gce
+    found = modes(tmp_path / "cache")
+    assert len(found) == 6, found  # the cache, the image's directory, disk.img, vmlinuz, initrd.img, gce
+    assert found == {path: "0o700" if path in (".", image.disk.parent.name) else "0o600" for path in found}
+
+
+def test_debootstrap_verifies_the_archive_against_debians_keyring(fake_build: list[list[str]], tmp_path: Path) -> None:
+    keyring = tmp_path / "debian-archive-keyring.gpg"
+    keyring.write_bytes(b"keys")
+    build_debian_image(print, cache=tmp_path / "cache", keyring=keyring)
+    debootstrap = fake_build[0]
+    assert debootstrap[0] == "debootstrap"
+    # Without both, a host lacking the keyring gets a warning and unverified packages, installed as root.
+    assert "--force-check-gpg" in debootstrap and f"--keyring={keyring}" in debootstrap
+    assert str(local_image.DEBIAN_KEYRING) == "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+def test_without_debians_keyring_nothing_is_built(fake_build: list[list[str]], tmp_path: Path) -> None:
+    with pytest.raises(CourseVmError) as raised:
+        build_debian_image(print, cache=tmp_path / "cache", keyring=tmp_path / "missing.gpg")
+    assert str(raised.value) == (
+        f"{tmp_path / 'missing.gpg'} is missing: debootstrap could not verify what it downloads. "
+        "Fix: sudo apt-get install debian-archive-keyring"
+    )
+    assert fake_build == [] and not (tmp_path / "cache").exists()

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,9 @@ GCE_MARKER = "gce"
 
 UBUNTU_RELEASE_URL = "https://cloud-images.ubuntu.com/releases/noble/release"
 UBUNTU_IMAGE = "ubuntu-24.04-server-cloudimg-amd64.img"
+UBUNTU_KEYRING = Path("/usr/share/keyrings/ubuntu-cloudimage-keyring.gpg")
+"""Ubuntu's cloud image signing key (UEC Image Automatic Signing Key, D2EB44626FDDC30B513D5BB71A5D6C4C7DB87C81),
+as the ubuntu-keyring package ships it: what vouches for SHA256SUMS, and so for the image."""
 
 
 @dataclass(frozen=True)
@@ -215,36 +219,93 @@ def _run(command: list[str], name: str) -> None:
         raise CourseVmError(f"{name} failed (exit {result.returncode}):\n{tail}")
 
 
-def ubuntu_cloud_image(progress: Progress, cache: Path | None = None, release_url: str = UBUNTU_RELEASE_URL) -> Image:
-    """Ubuntu 24.04's official cloud image, downloaded once and checked against Ubuntu's SHA256SUMS.
+def ubuntu_cloud_image(
+    progress: Progress, cache: Path | None = None, release_url: str = UBUNTU_RELEASE_URL, keyring: Path = UBUNTU_KEYRING
+) -> Image:
+    """Ubuntu 24.04's official cloud image, downloaded once, whose SHA256SUMS Ubuntu's signature
+    (a key in KEYRING) vouches for. The image is hashed again on every use, against the signed
+    SHA256SUMS kept beside it: a cached file that changed is downloaded again.
 
-    Raises CourseVmError when it cannot be downloaded or does not match.
+    Raises CourseVmError when gpgv or the keyring is missing, or the image cannot be downloaded,
+    is not signed or does not match.
     """
-    target = (cache or cache_dir()) / UBUNTU_IMAGE
-    if target.is_file():
-        return image_at(private_file(target))
-    private_directory(target.parent)
-    try:
-        with urllib.request.urlopen(f"{release_url}/SHA256SUMS", timeout=60) as response:  # noqa: S310
-            sums = response.read().decode()
-        match = re.search(rf"^([0-9a-f]{{64}}) \*?{re.escape(UBUNTU_IMAGE)}$", sums, re.MULTILINE)
-        if not match:
-            raise CourseVmError(f"{release_url}/SHA256SUMS does not list {UBUNTU_IMAGE}")
-        progress(f"downloading {UBUNTU_IMAGE} (about 600 MB, once)")
-        partial = target.with_name(target.name + ".part")
-        digest = hashlib.sha256()
-        url = f"{release_url}/{UBUNTU_IMAGE}"
-        with private_files(), urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as file:  # noqa: S310
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                file.write(chunk)
-    except OSError as error:
+    if not keyring.is_file():
         raise CourseVmError(
-            f"cannot download the Ubuntu cloud image ({error}). Fix: check the network, or "
+            f"{keyring} is missing: Ubuntu's cloud image could not be verified. "
+            "Fix: sudo apt-get install ubuntu-keyring (on Debian 12 from bookworm-backports), or build a "
+            "Debian image instead: `sudo python -m provisioner local image build`"
+        )
+    if shutil.which("gpgv") is None:
+        raise CourseVmError("gpgv is not installed. Fix: sudo apt-get install gpgv")
+    directory = (cache or cache_dir()).resolve()
+    target, sums, signature = (directory / name for name in (UBUNTU_IMAGE, "SHA256SUMS", "SHA256SUMS.gpg"))
+    if target.is_file():
+        try:
+            if _sha256(target) == _signed_sha256(sums, signature, keyring, f"the cached {sums.name}"):
+                return image_at(private_file(target))
+        except CourseVmError:
+            pass  # its sums are gone or no longer verify: download both again
+        progress(f"the cached {UBUNTU_IMAGE} does not match its signed SHA256SUMS: downloading it again")
+        for path in (target, sums, signature):
+            path.unlink(missing_ok=True)
+    private_directory(directory)
+    parts = [path.with_name(path.name + ".part") for path in (sums, signature, target)]
+    try:
+        with private_files():
+            _download(f"{release_url}/SHA256SUMS", parts[0])
+            _download(f"{release_url}/SHA256SUMS.gpg", parts[1])
+            expected = _signed_sha256(parts[0], parts[1], keyring, f"{release_url}/SHA256SUMS")
+            progress(f"downloading {UBUNTU_IMAGE} (about 600 MB, once)")
+            _download(f"{release_url}/{UBUNTU_IMAGE}", parts[2])
+        if _sha256(parts[2]) != expected:
+            raise CourseVmError(f"{UBUNTU_IMAGE} does not match Ubuntu's SHA256SUMS; it was deleted. Try again")
+        for part, path in zip(parts, (sums, signature, target), strict=True):
+            part.rename(path)
+    finally:
+        for part in parts:
+            part.unlink(missing_ok=True)
+    return image_at(target)
+
+
+def _download(url: str, path: Path) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, path.open("wb") as file:  # noqa: S310
+            shutil.copyfileobj(response, file, 1 << 20)
+    except OSError as error:
+        if isinstance(error, urllib.error.HTTPError):
+            error.close()  # it holds the response's connection
+        raise CourseVmError(
+            f"cannot download {url} ({error}). Fix: check the network, or "
             "build a Debian image offline: `sudo python -m provisioner local image build`"
         ) from None
-    if digest.hexdigest() != match.group(1):
-        partial.unlink()
-        raise CourseVmError(f"{UBUNTU_IMAGE} does not match Ubuntu's SHA256SUMS; it was deleted. Try again")
-    partial.rename(target)
-    return image_at(target)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _signed_sha256(sums: Path, signature: Path, keyring: Path, source: str) -> str:
+    """The SHA-256 that SUMS (from SOURCE) gives the Ubuntu image, once SIGNATURE, by a key in KEYRING,
+    vouches for SUMS. Raises CourseVmError when it does not, or SUMS does not list the image."""
+    if not signature.is_file():
+        raise CourseVmError(f"{source} has no signature")
+    checked = subprocess.run(
+        ["gpgv", "--keyring", str(keyring.resolve()), str(signature), str(sums)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if checked.returncode != 0:
+        why = " ".join(line.removeprefix("gpgv: ") for line in checked.stderr.strip().splitlines()[-2:])
+        raise CourseVmError(
+            f"{source} is not signed by a key in {keyring} (gpgv: {why}); nothing was kept. "
+            "Fix: try again later; if it persists, the download is being tampered with"
+        )
+    match = re.search(rf"^([0-9a-f]{{64}}) \*?{re.escape(UBUNTU_IMAGE)}$", sums.read_text(), re.MULTILINE)
+    if not match:
+        raise CourseVmError(f"{source} does not list {UBUNTU_IMAGE}")
+    return match.group(1)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import shutil
+import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,7 @@ import pytest
 from provisioner.errors import CourseVmError
 from provisioner.local import image as local_image
 from provisioner.local.image import UBUNTU_IMAGE, build_debian_image, image_at, ubuntu_cloud_image
+from tests.conftest import require_tool
 
 
 def test_a_built_image_directory_boots_its_own_kernel(tmp_path: Path) -> None:
@@ -123,25 +128,141 @@ def release(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         server.server_close()
 
 
-def test_ubuntu_image_is_downloaded_once_and_verified(release: tuple[str, Path], tmp_path: Path) -> None:
-    url, served = release
-    data = b"QFI\xfb" + b"ubuntu" * 1000
+@dataclass(frozen=True)
+class Signer:
+    """A throwaway OpenPGP key standing in for Ubuntu's cloud image signing key."""
+
+    home: Path
+    keyring: Path
+    """Its public key alone, as the ubuntu-keyring package ships Ubuntu's."""
+
+    def sign(self, path: Path) -> Path:
+        signature = path.with_name(path.name + ".gpg")
+        signature.unlink(missing_ok=True)
+        subprocess.run(
+            [
+                "gpg",
+                "--homedir",
+                str(self.home),
+                "--batch",
+                "--quiet",
+                "--detach-sign",
+                "-o",
+                str(signature),
+                str(path),
+            ],
+            check=True,
+        )
+        return signature
+
+
+def _new_signer(home: Path) -> Signer:
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--quiet", "--passphrase", ""]
+    subprocess.run([*gpg, "--quick-gen-key", "course-vm test <test@example.invalid>", "ed25519", "sign", "never"],
+                   check=True)  # fmt: skip
+    keyring = home / "keyring.gpg"
+    keyring.write_bytes(subprocess.run([*gpg, "--export"], check=True, capture_output=True).stdout)
+    return Signer(home, keyring)
+
+
+@pytest.fixture(scope="module")
+def signers() -> Iterator[tuple[Signer, Signer]]:
+    """Ubuntu's stand-in key, and another that is not it."""
+    require_tool("gpg")
+    require_tool("gpgv")
+    homes = [Path(tempfile.mkdtemp(prefix="cvm-gpg-")) for _ in range(2)]  # short: gpg-agent's socket is there
+    try:
+        yield _new_signer(homes[0]), _new_signer(homes[1])
+    finally:
+        for home in homes:
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def publish(served: Path, data: bytes, signer: Signer | None) -> None:
+    """Put an image, its SHA256SUMS and (signed by SIGNER) SHA256SUMS.gpg where the release server serves them."""
     (served / UBUNTU_IMAGE).write_bytes(data)
     (served / "SHA256SUMS").write_text(f"{'0' * 64} *other.img\n{hashlib.sha256(data).hexdigest()} *{UBUNTU_IMAGE}\n")
-    cache = tmp_path / "cache"
-    image = ubuntu_cloud_image(print, cache=cache, release_url=url)
-    assert (image.disk.read_bytes(), image.format) == (data, "qcow2")
-    assert modes(cache) == {".": "0o700", UBUNTU_IMAGE: "0o600"}
-    (served / UBUNTU_IMAGE).unlink()
-    assert ubuntu_cloud_image(print, cache=cache, release_url=url).disk == image.disk
+    (served / "SHA256SUMS.gpg").unlink(missing_ok=True)
+    if signer:
+        signer.sign(served / "SHA256SUMS")
 
 
-def test_ubuntu_image_that_does_not_match_is_deleted(release: tuple[str, Path], tmp_path: Path) -> None:
+IMAGE = b"QFI\xfb" + b"ubuntu" * 1000
+
+
+def test_ubuntu_image_is_downloaded_once_and_verified_on_every_use(
+    release: tuple[str, Path], tmp_path: Path, signers: tuple[Signer, Signer]
+) -> None:
     url, served = release
+    ubuntu, _ = signers
+    publish(served, IMAGE, ubuntu)
+    cache = tmp_path / "cache"
+    image = ubuntu_cloud_image(print, cache=cache, release_url=url, keyring=ubuntu.keyring)
+    assert (image.disk.read_bytes(), image.format) == (IMAGE, "qcow2")
+    assert modes(cache) == {".": "0o700", UBUNTU_IMAGE: "0o600", "SHA256SUMS": "0o600", "SHA256SUMS.gpg": "0o600"}
+    for name in (UBUNTU_IMAGE, "SHA256SUMS", "SHA256SUMS.gpg"):
+        (served / name).unlink()  # offline now: the cached image and its signed sums suffice
+    assert ubuntu_cloud_image(print, cache=cache, release_url=url, keyring=ubuntu.keyring).disk == image.disk
+
+
+def test_a_cached_ubuntu_image_changed_after_its_download_is_downloaded_again(
+    release: tuple[str, Path], tmp_path: Path, signers: tuple[Signer, Signer]
+) -> None:
+    url, served = release
+    ubuntu, _ = signers
+    publish(served, IMAGE, ubuntu)
+    cache = tmp_path / "cache"
+    image = ubuntu_cloud_image(print, cache=cache, release_url=url, keyring=ubuntu.keyring)
+    image.disk.write_bytes(IMAGE[:-1] + b"!")  # same size: a tampered or corrupted cache
+    messages: list[str] = []
+    again = ubuntu_cloud_image(messages.append, cache=cache, release_url=url, keyring=ubuntu.keyring)
+    assert again.disk.read_bytes() == IMAGE
+    assert f"the cached {UBUNTU_IMAGE} does not match its signed SHA256SUMS: downloading it again" in messages
+
+
+@pytest.mark.parametrize("signed_by", ["another key", "nobody", "tampered sums"])
+def test_ubuntu_sums_without_ubuntus_signature_are_refused(
+    signed_by: str, release: tuple[str, Path], tmp_path: Path, signers: tuple[Signer, Signer]
+) -> None:
+    url, served = release
+    ubuntu, other = signers
+    publish(served, IMAGE, other if signed_by == "another key" else None if signed_by == "nobody" else ubuntu)
+    if signed_by == "tampered sums":
+        (served / "SHA256SUMS").write_text((served / "SHA256SUMS").read_text().replace("other.img", "other.iso"))
+    with pytest.raises(CourseVmError) as raised:
+        ubuntu_cloud_image(print, cache=tmp_path / "cache", release_url=url, keyring=ubuntu.keyring)
+    message = str(raised.value)
+    if signed_by == "nobody":
+        assert message.startswith(f"cannot download {url}/SHA256SUMS.gpg (HTTP Error 404")
+    else:
+        assert message.startswith(f"{url}/SHA256SUMS is not signed by a key in {ubuntu.keyring} (gpgv: ")
+    assert "Traceback" not in message
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_without_ubuntus_keyring_nothing_is_downloaded(release: tuple[str, Path], tmp_path: Path) -> None:
+    url, served = release
+    publish(served, IMAGE, None)
+    with pytest.raises(CourseVmError) as raised:
+        ubuntu_cloud_image(print, cache=tmp_path / "cache", release_url=url, keyring=tmp_path / "missing.gpg")
+    assert str(raised.value) == (
+        f"{tmp_path / 'missing.gpg'} is missing: Ubuntu's cloud image could not be verified. "
+        "Fix: sudo apt-get install ubuntu-keyring (on Debian 12 from bookworm-backports), or build a "
+        "Debian image instead: `sudo python -m provisioner local image build`"
+    )
+    assert not (tmp_path / "cache").exists()
+
+
+def test_ubuntu_image_that_does_not_match_is_deleted(
+    release: tuple[str, Path], tmp_path: Path, signers: tuple[Signer, Signer]
+) -> None:
+    url, served = release
+    ubuntu, _ = signers
+    publish(served, IMAGE, ubuntu)
     (served / UBUNTU_IMAGE).write_bytes(b"tampered")
-    (served / "SHA256SUMS").write_text(f"{'0' * 64} *{UBUNTU_IMAGE}\n")
     with pytest.raises(CourseVmError, match="does not match Ubuntu's SHA256SUMS; it was deleted"):
-        ubuntu_cloud_image(print, cache=tmp_path / "cache", release_url=url)
+        ubuntu_cloud_image(print, cache=tmp_path / "cache", release_url=url, keyring=ubuntu.keyring)
     assert list((tmp_path / "cache").iterdir()) == []
 
 

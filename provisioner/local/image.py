@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -93,6 +94,18 @@ def cache_dir() -> Path:
     return cache_home() / "images"
 
 
+def sudo_user() -> tuple[int, int, Path] | None:
+    """The user who ran this under `sudo` (their uid, gid and home), or None when root runs it as root
+    or no root runs it: `sudo local image build` builds for them, not for root."""
+    name, uid, gid = (os.environ.get(key, "") for key in ("SUDO_USER", "SUDO_UID", "SUDO_GID"))
+    if os.geteuid() != 0 or not name or name == "root" or not uid.isdigit() or not gid.isdigit():
+        return None
+    try:
+        return int(uid), int(gid), Path(pwd.getpwnam(name).pw_dir)
+    except KeyError:
+        return None
+
+
 def image_at(path: Path) -> Image:
     """The image at PATH: a directory from `local image build`, or a disk image file.
 
@@ -120,6 +133,10 @@ def build_debian_image(
     Needs root and Debian's debootstrap, e2fsprogs and debian-archive-keyring. Raises CourseVmError
     when they are missing or the build fails.
     """
+    owner = sudo_user() if cache is None else None
+    if owner:
+        # Under sudo HOME is root's: the image goes where the user's own `local up` looks, and is theirs.
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or owner[2] / ".cache") / "course-vm" / "images"
     key = hashlib.sha256(json.dumps([IMAGE_RECIPE_VERSION, DEBIAN_SUITE, mirror, DEBIAN_PACKAGES]).encode())
     target = (cache or cache_dir()) / f"debian-{DEBIAN_RELEASE}-{key.hexdigest()[:12]}"
     if (target / "disk.img").is_file():
@@ -138,6 +155,7 @@ def build_debian_image(
             f"{keyring} is missing: debootstrap could not verify what it downloads. "
             "Fix: sudo apt-get install debian-archive-keyring"
         )
+    made = [path for path in (target.parent, *target.parent.parents) if not path.exists()]
     private_directory(target.parent)
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))  # 0700
     try:
@@ -173,6 +191,9 @@ def build_debian_image(
         # What every VM boots from: for this user only (mkfs and the copies from /boot made them 0644).
         for path in work.iterdir():
             private_file(path)
+        if owner:
+            for path in [*made, work, *work.iterdir()]:
+                os.chown(path, owner[0], owner[1], follow_symlinks=False)
         work.rename(target)
         progress(f"image built in {time.monotonic() - started:.0f}s: {target}")
     finally:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -325,3 +326,25 @@ def test_without_debians_keyring_nothing_is_built(fake_build: list[list[str]], t
         "Fix: sudo apt-get install debian-archive-keyring"
     )
     assert fake_build == [] and not (tmp_path / "cache").exists()
+
+
+def test_under_sudo_the_image_is_built_into_the_users_cache_and_is_theirs(
+    fake_build: list[list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `sudo python -m provisioner local image build` by alice: root's HOME, alice's SUDO_* variables.
+    alice = tmp_path / "home" / "alice"
+    alice.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(tmp_path / "root"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("SUDO_USER", "alice")
+    monkeypatch.setenv("SUDO_UID", "4242")
+    monkeypatch.setenv("SUDO_GID", "4343")
+    monkeypatch.setattr("provisioner.local.image.pwd.getpwnam", lambda name: SimpleNamespace(pw_dir=str(alice)))
+    keyring = tmp_path / "debian-archive-keyring.gpg"
+    keyring.write_bytes(b"keys")
+    image = build_debian_image(print, keyring=keyring)
+    assert image.disk.parent.parent == alice / ".cache" / "course-vm" / "images"
+    owners = {str(p.relative_to(alice)): (p.stat().st_uid, p.stat().st_gid) for p in alice.rglob("*")}
+    assert len(owners) == 8, owners  # .cache, course-vm, images, the image's directory and its 4 files
+    assert set(owners.values()) == {(4242, 4343)}
+    assert not (tmp_path / "root").exists()

@@ -32,6 +32,7 @@ from provisioner.access.ssh import connect, load_identity, run
 from provisioner.errors import CourseVmError
 from provisioner.local import vm as local_vm
 from provisioner.local.image import Image, build_debian_image
+from provisioner.local.process import arguments
 from provisioner.local.twin import HOST_ADDRESS, RELAY, Twin, qemu_args
 from provisioner.recipe.user_data import GCE_HOME_DISK_DEVICE
 from tests.conftest import E2E_FACTS, E2E_TIMINGS, ROOT, require_tool
@@ -427,7 +428,6 @@ def test_a_vm_record_round_trips_and_pins_its_keys(tmp_path: Path, monkeypatch: 
     assert vm.ssh_command()[-1] == "student@127.0.0.1"
     assert "StrictHostKeyChecking=yes" in vm.ssh_command()
     try:
-        time.sleep(0.5)  # its command line is there once it has started
         assert vm.running()
     finally:
         qemu.kill()
@@ -460,10 +460,14 @@ def test_a_comma_in_the_vms_paths_cannot_split_qemus_drive_options(tmp_path: Pat
 
 def fake_qemu(pid_file: Path) -> subprocess.Popen[bytes]:
     """A process whose command line is QEMU's, as a VM's QEMU names its pid file (a sleep inside)."""
-    return subprocess.Popen(
+    process = subprocess.Popen(
         ["qemu-system-x86_64", "-c", "import time; time.sleep(60)", "-pidfile", str(pid_file)],
         executable=sys.executable,
     )
+    deadline = time.monotonic() + 10
+    while not arguments(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)  # its command line is empty for a moment after the start
+    return process
 
 
 def test_down_stops_only_this_vms_own_qemu(
@@ -493,7 +497,6 @@ def test_down_stops_only_this_vms_own_qemu(
             one.mkdir()
         ours = fake_qemu(one / "qemu.pid")
         (one / "qemu.pid").write_text(f"{ours.pid}\n")
-        time.sleep(0.5)  # its command line is there once it has started
         assert local_vm.down("one") is True
         assert ours.wait(10) != 0
     finally:
@@ -515,8 +518,6 @@ def test_a_vms_directory_and_every_file_in_it_are_the_users_alone(
     require_tool("cloud-localds")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(os, "umask", os.umask)  # restored after the test, whatever boot() leaves
-    os.umask(0o022)
     (tmp_path / "disk.img").write_bytes(b"\0" * 65536)
     qemu = tmp_path / "bin" / "qemu-system-x86_64"  # Python under QEMU's name: it writes its pid file and waits
     qemu.parent.mkdir()
@@ -527,6 +528,7 @@ def test_a_vms_directory_and_every_file_in_it_are_the_users_alone(
         "_qemu_command",
         lambda _image, directory, *_: [str(qemu), "-c", script, "-pidfile", str(directory / "qemu.pid")],
     )
+    usual = os.umask(0o022)  # as a user's shell has it
     with pytest.raises(CourseVmError, match="no SSH host keys on the console before the deadline"):
         local_vm.boot(
             "one",
@@ -537,6 +539,7 @@ def test_a_vms_directory_and_every_file_in_it_are_the_users_alone(
             accel="tcg",
             deadline=time.monotonic() + 2,
         )
+    assert os.umask(usual) == 0o022, "boot() left its umask behind"
     found = modes(local_vm.state_dir())
     assert set(found) >= {"one/disk.qcow2", "one/seed.iso", "one/console.log", "one/vm.json", "one/qemu.pid"}
     assert found == {path: "0o700" if path in (".", "one") else "0o600" for path in found}

@@ -8,6 +8,12 @@ EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 3
 EXIT_HOST_KEY_MISMATCH = 4
+EXIT_ENGINE_FAILED = 5
+"""The Pulumi engine (or Google Cloud behind it) refused or failed a change."""
+EXIT_MISSING_PREREQUISITE = 6
+"""A tool or login course-vm needs (Pulumi CLI, gcloud, application-default credentials) is missing."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C: 128 + SIGINT, as shells report it."""
 
 
 class CourseVmError(Exception):

@@ -1,10 +1,12 @@
-"""The student's SSH key pair: created once with mode 0400, refused when others can read it."""
+"""The student's SSH key pair: created once readable by its owner alone (mode 0400, or on Windows an ACL
+with the owner alone), refused when others can read it."""
 
 from __future__ import annotations
 
 import os
 import re
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from provisioner.access import windows_acl
+from provisioner.access.windows_acl import Runner
 from provisioner.errors import SshKeyError
 
 # The public key as it may appear in metadata and authorized_keys: type and base64, no comment.
@@ -20,6 +24,8 @@ _PUBLIC_KEY = re.compile(
     r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521) [A-Za-z0-9+/]+={0,3}"
 )
 MIN_RSA_BITS = 2048
+ON_WINDOWS = os.name == "nt"
+"""Which rule a key follows: POSIX modes (Linux, macOS) or an ACL (Windows). Tests pass `windows=`."""
 
 
 @dataclass(frozen=True)
@@ -31,10 +37,13 @@ class SshKey:
     """`TYPE BASE64`, without a comment, so no user text reaches metadata."""
 
 
-def check_private_key_file(path: Path) -> None:
+def check_private_key_file(path: Path, *, windows: bool = ON_WINDOWS, run: Runner = windows_acl.run) -> None:
     """Refuse a private key file OpenSSH would refuse: missing, not a file, or readable by others.
 
-    Raises SshKeyError naming the fix (for permissions: the exact `chmod 400 PATH`).
+    Readable by others means group or other mode bits on Linux and macOS, and on Windows (where
+    Python reports every file as 0666 or 0444) an ACL entry for anyone but the user, SYSTEM and
+    Administrators, read with RUN (`icacls`). Raises SshKeyError naming the fix: the exact
+    `chmod 400 PATH`, or the `icacls` command.
     """
     try:
         info = path.stat()
@@ -47,27 +56,30 @@ def check_private_key_file(path: Path) -> None:
         raise SshKeyError(f"cannot read private key {path}: {error.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
         raise SshKeyError(f"private key {path} is not a regular file. Fix: set sshKeyPath to a key file")
-    if info.st_mode & 0o077:
+    if windows:
+        if problem := windows_acl.key_problem(str(path), run):
+            raise SshKeyError(problem)
+    elif info.st_mode & 0o077:
         raise SshKeyError(
             f"private key {path} has mode {stat.S_IMODE(info.st_mode):04o}: group or others can read it, "
             f"and ssh refuses such a key ('UNPROTECTED PRIVATE KEY FILE'). Fix: chmod 400 {path}"
         )
 
 
-def ensure_key_pair(path: Path, comment: str) -> SshKey:
+def ensure_key_pair(path: Path, comment: str, *, windows: bool = ON_WINDOWS, run: Runner = windows_acl.run) -> SshKey:
     """Return the key pair at PATH, generating an ed25519 pair there first if PATH does not exist.
 
-    A new private key is written atomically with mode 0400 and its public half to PATH.pub
-    (mode 0644). Existing files are never modified. Raises SshKeyError when the key cannot be
-    used, saying what to do.
+    A new private key is written atomically with mode 0400 (on Windows: an ACL granting the user
+    alone, set with RUN) and its public half to PATH.pub (mode 0644). Existing files are never
+    modified. Raises SshKeyError when the key cannot be used, saying what to do.
     """
     if not path.exists() and not path.is_symlink():
-        _generate(path, comment)
-    check_private_key_file(path)
+        _generate(path, comment, windows, run)
+    check_private_key_file(path, windows=windows, run=run)
     return SshKey(private_key_path=path, public_key=_public_key_of(path))
 
 
-def _generate(path: Path, comment: str) -> None:
+def _generate(path: Path, comment: str, windows: bool, run: Runner) -> None:
     public_path = _public_path(path)
     if public_path.exists():
         raise SshKeyError(
@@ -85,17 +97,43 @@ def _generate(path: Path, comment: str) -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     )
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    _write_new(path, private, 0o400)
-    _write_new(public_path, public + b" " + comment.encode() + b"\n", 0o644)
+    if windows:
+        _write_new_windows(path, private, run)
+    else:
+        _write_new(path, private, 0o400)
+    _write_new(public_path, public + b" " + comment.encode() + b"\n", 0o644, windows=windows)
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create PATH with DATA and MODE atomically: readers see no file or the whole file, never a
-    partial one, and an existing PATH is never replaced."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+def _write_new_windows(path: Path, data: bytes, run: Runner) -> None:
+    """Create PATH with DATA readable by the user alone, with no moment at which anyone else could open it.
+
+    Windows checks access when a file is opened, so a file made with the folder's inherited ACL
+    and restricted afterwards could be opened by others in between, and read once written. So the
+    key is written inside a new folder that is restricted first (its files inherit the user
+    alone), linked to PATH, and then given that ACL as its own (no longer inherited).
+    """
+    private_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".course-vm.tmp", dir=path.parent))
     try:
-        os.fchmod(fd, mode)
+        windows_acl.restrict(str(private_dir), run, inheritable=True)
+        _write_new(path, data, 0o600, windows=True, temporary=private_dir / path.name)
+        windows_acl.restrict(str(path), run)
+    finally:
+        private_dir.rmdir()
+
+
+def _write_new(path: Path, data: bytes, mode: int, *, windows: bool = False, temporary: Path | None = None) -> None:
+    """Create PATH with DATA and MODE atomically: readers see no file or the whole file, never a
+    partial one, and an existing PATH is never replaced. The data is written to TEMPORARY (by
+    default a new name beside PATH) and linked to PATH.
+
+    On Windows the mode is not set: it would only mark the file read-only (which Python cannot
+    delete), Python before 3.13 has no os.fchmod there, and the ACL is what protects the file.
+    """
+    temporary = temporary or path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if windows else mode)
+    try:
+        if not windows:
+            os.fchmod(fd, mode)
         os.write(fd, data)
         os.fsync(fd)
     finally:

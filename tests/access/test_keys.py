@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,73 @@ def test_tampered_pub_file_is_refused(tmp_path: Path) -> None:
 def test_directory_is_not_a_key(tmp_path: Path) -> None:
     with pytest.raises(SshKeyError, match="is not a regular file"):
         check_private_key_file(tmp_path)
+
+
+class WindowsStandIn:
+    """Stands in for `whoami` and `icacls` on Windows: records each call, what the folder held when it
+    ran, and answers `icacls PATH` with a recorded listing of the ACL course-vm sets."""
+
+    def __init__(self, acl_of_key: str = "DESKTOP-1\\alice:(F)") -> None:
+        self.acl_of_key = acl_of_key
+        self.calls: list[tuple[list[str], list[str]]] = []
+
+    def __call__(self, command: Sequence[str]) -> str:
+        target = Path(command[1]) if len(command) > 1 else None
+        held = sorted(p.name for p in target.iterdir()) if target and target.is_dir() else []
+        self.calls.append((list(command), held))
+        if list(command) == ["whoami"]:
+            return "desktop-1\\alice\r\n"
+        if len(command) == 2:
+            pad = " " * (len(command[1]) + 1)
+            entries = self.acl_of_key.split("\n")
+            return "\r\n".join(
+                [
+                    f"{command[1]} {entries[0]}",
+                    *(pad + e for e in entries[1:]),
+                    "",
+                    "Successfully processed 1 files; Failed processing 0 files",
+                    "",
+                ]
+            )
+        return f"processed file: {command[1]}\r\nSuccessfully processed 1 files; Failed processing 0 files\r\n"
+
+
+def test_on_windows_a_new_key_is_written_where_only_its_user_can_open_it(tmp_path: Path) -> None:
+    path = tmp_path / "Alice Smith" / "course-vm"
+    windows = WindowsStandIn()
+    key = ensure_key_pair(path, comment="student@course-vm", windows=True, run=windows)
+    commands = [command for command, _ in windows.calls]
+    assert commands[1][:2] == ["icacls", commands[1][1]]
+    private_dir = commands[1][1]
+    assert Path(private_dir).parent == path.parent
+    assert commands == [
+        ["whoami"],
+        ["icacls", private_dir, "/inheritance:r", "/grant:r", "desktop-1\\alice:(OI)(CI)F"],
+        ["whoami"],
+        ["icacls", str(path), "/inheritance:r", "/grant:r", "desktop-1\\alice:F"],
+        ["icacls", str(path)],
+        ["whoami"],
+    ]
+    assert windows.calls[1][1] == [], "the folder is restricted before the key is written into it"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["course-vm", "course-vm.pub"]
+    derived = subprocess.run(
+        [require_tool("ssh-keygen"), "-y", "-f", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert derived.split()[:2] == key.public_key.split()
+
+
+def test_on_windows_the_mode_bits_do_not_matter_but_the_acl_does(tmp_path: Path) -> None:
+    path = tmp_path / "id_ed25519"
+    keygen(path, "-N", "", "-t", "ed25519")
+    os.chmod(path, 0o666)  # noqa: S103 (what Python reports for every writable file on Windows)
+    key = ensure_key_pair(path, comment="x", windows=True, run=WindowsStandIn("DESKTOP-1\\alice:(R)"))
+    assert key.public_key == " ".join(path.with_name("id_ed25519.pub").read_text().split()[:2])
+    everyone = WindowsStandIn("Everyone:(R)\nNT AUTHORITY\\SYSTEM:(I)(F)\nDESKTOP-1\\alice:(I)(F)")
+    with pytest.raises(SshKeyError) as raised:
+        ensure_key_pair(path, comment="x", windows=True, run=everyone)
+    assert str(raised.value) == (
+        f"private key {path} can be opened by others: its permissions grant Everyone:(R), and ssh refuses such a "
+        f'key (\'UNPROTECTED PRIVATE KEY FILE\'). Fix: icacls "{path}" /inheritance:r /remove "Everyone" '
+        '/grant:r "desktop-1\\alice:R"'
+    )
+    assert [command for command, _ in everyone.calls] == [["icacls", str(path)], ["whoami"]], "nothing changed"

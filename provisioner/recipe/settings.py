@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import ntpath
 import os
+import posixpath
 import re
 import urllib.parse
 import zoneinfo
@@ -53,11 +55,16 @@ _HTTPS_URL = r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/%+-]*"
 _MIRROR_URL_OR_EMPTY = r"|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%+-]*)?"
 
 
-# PATH, or on Windows after a drive letter (C:/keys/course-vm; a backslash is no safe character).
+ON_WINDOWS = os.name == "nt"
+"""Which platform's paths `sshKeyPath` holds; tests pass `windows=` to the functions instead."""
+# PATH, or after a drive letter (C:/keys/course-vm), which only Windows reads as one.
 _KEY_PATH = re.compile(f"([A-Za-z]:)?(?:{PATH.pattern})")
+# On Windows a backslash separates too (C:\Users\Alice Smith\.ssh\course-vm); no other character is
+# added, so the path still cannot carry a quote, `%` or `$` (which cmd, PowerShell and ssh expand).
+_WINDOWS_KEY_PATH = re.compile(r"([A-Za-z]:)?[A-Za-z0-9_./\\~@+-][A-Za-z0-9_./\\~@+ -]*")
 
 
-def is_absolute(path: str, *, windows: bool = os.name == "nt") -> bool:
+def is_absolute(path: str, *, windows: bool = ON_WINDOWS) -> bool:
     """Whether PATH (after `~` expansion) names the same file whatever the current directory.
 
     On Windows that takes a drive and a root (`C:\\keys`, `C:/keys`): `\\keys` is relative to
@@ -69,22 +76,35 @@ def is_absolute(path: str, *, windows: bool = os.name == "nt") -> bool:
     return PurePosixPath(path).is_absolute()
 
 
-def _private_key_path(problems: Problems, setting: Setting, value: object) -> Path:
-    """The rule of `sshKeyPath`: a safe absolute (or `~/`) path, and not the `.pub` half of the pair."""
-    why = "the path may hold only letters, digits, spaces and ._/~@+-"
-    path = check_text(problems, setting.key, value, _KEY_PATH, why, setting.default)
-    expanded = os.path.expanduser(path)
-    if path.endswith(".pub"):
-        fix = set_command(setting.key, path[: -len(".pub")])
-        problems.add(setting.key, path, "it names a public key; the setting is the private key", fix)
-    elif path and not is_absolute(expanded):
-        # `pulumi up` runs the program in the project directory, which .gitignore does not cover.
-        why = (
-            "it is a relative path, so the private key would land in whatever directory the command runs in "
-            "(under `pulumi up`, the project directory)"
-        )
-        problems.add(setting.key, path, why, set_command(setting.key, setting.default))
-    return Path(expanded)
+def key_path_rule(*, windows: bool) -> Rule:
+    """The rule of `sshKeyPath` on Windows or on Linux and macOS: a safe absolute (or `~/`) path, and
+    not the `.pub` half of the pair."""
+    pattern = _WINDOWS_KEY_PATH if windows else _KEY_PATH
+    why = (
+        "the path may hold only a drive letter (C:), letters, digits, spaces and ._/\\~@+-"
+        if windows
+        else "the path may hold only letters, digits, spaces and ._/~@+-"
+    )
+    expanduser = ntpath.expanduser if windows else posixpath.expanduser
+
+    def rule(problems: Problems, setting: Setting, value: object) -> Path:
+        path = check_text(problems, setting.key, value, pattern, why, setting.default)
+        expanded = expanduser(path)
+        if path.endswith(".pub"):
+            private = path[: -len(".pub")]
+            # Quoted, for the fix is typed into a shell: a space would split the path in two.
+            fix = set_command(setting.key, f'"{private}"' if " " in private else private)
+            problems.add(setting.key, path, "it names a public key; the setting is the private key", fix)
+        elif path and not is_absolute(expanded, windows=windows):
+            # `pulumi up` runs the program in the project directory, which .gitignore does not cover.
+            why_relative = (
+                "it is a relative path, so the private key would land in whatever directory the command runs in "
+                "(under `pulumi up`, the project directory)"
+            )
+            problems.add(setting.key, path, why_relative, set_command(setting.key, setting.default))
+        return Path(expanded)
+
+    return rule
 
 
 def plain_http_allowed(host: str) -> bool:
@@ -226,7 +246,7 @@ SETTINGS: tuple[Setting, ...] = (
         "string",
         "~/.ssh/course-vm",
         "Private key to log in with; an ed25519 key is generated there (mode 0400) if missing.",
-        rule=_private_key_path,
+        rule=key_path_rule(windows=ON_WINDOWS),
     ),
     # At most one of the two is set: see _one_roster.
     Setting(

@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from provisioner.errors import CourseVmError, SettingsError
+from provisioner.recipe.rules import Problems, Setting
 from provisioner.recipe.settings import (
     ANACONDA_DEFAULT_SHA256,
     DEFAULTS,
     is_absolute,
+    key_path_rule,
     parse_settings,
     settings_from_pulumi,
     settings_from_stack_file,
@@ -430,6 +432,69 @@ def test_a_key_path_from_home_is_absolute_after_expansion(monkeypatch: pytest.Mo
     monkeypatch.setenv("HOME", "/home/teacher")
     s = parse_settings({**GOOD, "sshKeyPath": "~/keys/course-vm"}, PROJECT, ZONE)
     assert s.ssh_key_path == Path("/home/teacher/keys/course-vm")
+
+
+def check_key_path(value: str, *, windows: bool) -> tuple[str, list[str]]:
+    """The `sshKeyPath` rule of Windows or of Linux and macOS: the path it yields, and its problems."""
+    problems = Problems()
+    setting = Setting("sshKeyPath", "string", "~/.ssh/course-vm", "", rule=key_path_rule(windows=windows))
+    return str(setting.check(problems, value)), problems.lines
+
+
+@pytest.mark.parametrize(
+    ("value", "expanded"),
+    [
+        ("C:\\Users\\Alice Smith\\.ssh\\course-vm", "C:\\Users\\Alice Smith\\.ssh\\course-vm"),
+        ("C:/Users/Alice Smith/.ssh/course-vm", "C:/Users/Alice Smith/.ssh/course-vm"),
+        ("d:\\keys\\course-vm", "d:\\keys\\course-vm"),
+        ("~\\.ssh\\course-vm", "C:\\Users\\Alice Smith\\.ssh\\course-vm"),
+        ("~/.ssh/course-vm", "C:\\Users\\Alice Smith/.ssh/course-vm"),
+        ("\\\\server\\share\\course-vm", "\\\\server\\share\\course-vm"),
+    ],
+)
+def test_windows_key_paths(monkeypatch: pytest.MonkeyPatch, value: str, expanded: str) -> None:
+    monkeypatch.setenv("USERPROFILE", "C:\\Users\\Alice Smith")
+    assert check_key_path(value, windows=True) == (expanded, [])
+
+
+RELATIVE = (
+    "it is a relative path, so the private key would land in whatever directory the command runs in "
+    "(under `pulumi up`, the project directory). Fix: pulumi config set sshKeyPath ~/.ssh/course-vm"
+)
+WINDOWS_CHARACTERS = (
+    "the path may hold only a drive letter (C:), letters, digits, spaces and ._/\\~@+-. "
+    "Fix: pulumi config set sshKeyPath ~/.ssh/course-vm"
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("C:course-vm", RELATIVE),
+        ("\\keys\\course-vm", RELATIVE),
+        ("keys\\course-vm", RELATIVE),
+        ("C:\\Users\\%USERNAME%\\course-vm", WINDOWS_CHARACTERS),
+        ("C:\\Users\\$env:USERNAME\\course-vm", WINDOWS_CHARACTERS),
+        ('C:\\keys\\"course-vm"', WINDOWS_CHARACTERS),
+        ("C:\\keys\\course-vm\nMatch exec calc", WINDOWS_CHARACTERS),
+        ("C:\\keys:stream", WINDOWS_CHARACTERS),
+        (
+            "C:\\Users\\Alice Smith\\.ssh\\id_ed25519.pub",
+            "it names a public key; the setting is the private key. "
+            'Fix: pulumi config set sshKeyPath "C:\\Users\\Alice Smith\\.ssh\\id_ed25519"',
+        ),
+    ],
+)
+def test_bad_windows_key_paths(value: str, why: str) -> None:
+    assert check_key_path(value, windows=True)[1] == [f"sshKeyPath: got {value!r}, but {why}"]
+
+
+@pytest.mark.parametrize("value", ["C:\\keys\\course-vm", "/home/me/keys\\course-vm"])
+def test_a_backslash_is_no_separator_on_linux_and_macos(value: str) -> None:
+    assert check_key_path(value, windows=False)[1] == [
+        f"sshKeyPath: got {value!r}, but the path may hold only letters, digits, spaces and ._/~@+-. "
+        "Fix: pulumi config set sshKeyPath ~/.ssh/course-vm"
+    ]
 
 
 def test_settings_from_stack_file(tmp_path: Path) -> None:

@@ -18,14 +18,13 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from provisioner.access import windows_acl
 from provisioner.access.windows_acl import Runner
 from provisioner.errors import SshKeyError
+from provisioner.recipe.settings import ON_WINDOWS
 
 # The public key as it may appear in metadata and authorized_keys: type and base64, no comment.
 _PUBLIC_KEY = re.compile(
     r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521) [A-Za-z0-9+/]+={0,3}"
 )
 MIN_RSA_BITS = 2048
-ON_WINDOWS = os.name == "nt"
-"""Which rule a key follows: POSIX modes (Linux, macOS) or an ACL (Windows). Tests pass `windows=`."""
 
 
 @dataclass(frozen=True)

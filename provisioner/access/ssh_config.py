@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from provisioner.errors import CourseVmError
-from provisioner.recipe.settings import DEFAULT_STACK
+from provisioner.recipe.settings import DEFAULT_STACK, ON_WINDOWS
 
 INCLUDE_MARK = "# course-vm: its hosts (python -m provisioner manages this line and that file)"
 BEGIN = "# >>> course-vm host {alias} >>>"
@@ -19,6 +19,8 @@ JUPYTER_PORT = 8888
 # The Linux login rule of the `username` setting.
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f\"'\\%$]")
+# On Windows a backslash is a separator, written as `/` (see _written), so it is no syntax there.
+_UNSAFE_WINDOWS_PATH = re.compile(r"[\x00-\x1f\x7f\"'%$]")
 
 
 def host_alias(stack: str, student: str = "") -> str:
@@ -28,14 +30,21 @@ def host_alias(stack: str, student: str = "") -> str:
 
 
 def ssh_config_block(
-    alias: str, host: str, user: str, identity_file: str, known_hosts_file: str | None = None, port: int = 22
+    alias: str,
+    host: str,
+    user: str,
+    identity_file: str,
+    known_hosts_file: str | None = None,
+    port: int = 22,
+    *,
+    windows: bool = ON_WINDOWS,
 ) -> str:
     """A `Host` block that logs in with the course key and forwards Jupyter's port.
 
     With KNOWN_HOSTS_FILE (the pinned keys), ssh verifies the host key as strictly as the checker.
     Every value is checked first, for ssh reads a newline in any of them as a line of its own
     (`Match exec ...` runs a command): an alias, an IP address, a Linux login, plain paths, a port.
-    Raises CourseVmError naming every bad value.
+    On WINDOWS the paths' backslashes are written as `/`. Raises CourseVmError naming every bad value.
     """
     # The values may come from a stack's outputs, so none is taken to be of its declared type.
     problems = []
@@ -48,7 +57,7 @@ def ssh_config_block(
         problems.append(f"user {user!r} is not a Linux login")
     optional = {"known_hosts file": known_hosts_file} if known_hosts_file is not None else {}
     for what, path in {"identity file": identity_file, **optional}.items():
-        if problem := _path_problem(path, what):
+        if problem := _path_problem(path, what, windows):
             problems.append(problem)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         problems.append(f"port {port!r} is not a TCP port")
@@ -61,6 +70,7 @@ def ssh_config_block(
         )
 
     def quoted(path: str) -> str:
+        path = _written(path, windows)
         return f'"{path}"' if " " in path else path
 
     lines = [f"Host {alias}", f"    HostName {host}"]
@@ -84,26 +94,40 @@ def _is_ip_address(host: object) -> bool:
     return True
 
 
-def _path_problem(path: object, what: str) -> str | None:
+def _path_problem(path: object, what: str, windows: bool) -> str | None:
     if not isinstance(path, str) or not path:
         return f"{what} {path!r} is not a path"
-    if _UNSAFE_PATH.search(path):
-        return f"{what} {path!r} holds a control character, a quote, a backslash, % or $, which ssh reads as syntax"
+    if (_UNSAFE_WINDOWS_PATH if windows else _UNSAFE_PATH).search(path):
+        return f"{what} {path!r} holds {_syntax(windows)}, which ssh reads as syntax"
     return None
 
 
-def config_path(path: str, what: str) -> str:
-    """PATH, checked to be one argument of an ssh config line once double-quoted.
+def _syntax(windows: bool) -> str:
+    return "a control character, a quote, % or $" if windows else "a control character, a quote, a backslash, % or $"
+
+
+def _written(path: str, windows: bool) -> str:
+    """PATH as an ssh config line holds it: on Windows with `/` for each backslash.
+
+    OpenSSH reads a doubled backslash as one (an escape), so a UNC path would lose one; OpenSSH
+    for Windows takes `/` as a separator, so written so the path means one thing to every reader.
+    """
+    return path.replace("\\", "/") if windows else path
+
+
+def config_path(path: str, what: str, *, windows: bool = ON_WINDOWS) -> str:
+    """PATH as one argument of an ssh config line once double-quoted (on WINDOWS with `/` separators).
 
     Raises CourseVmError when PATH holds what ssh would read as syntax: a control character (a
-    newline would start a line of its own), a quote, a backslash, or `%` and `$` (expanded).
+    newline would start a line of its own), a quote, or `%` and `$` (expanded); and, but on
+    Windows, a backslash (an escape).
     """
-    if _path_problem(path, what):
+    if _path_problem(path, what, windows):
         raise CourseVmError(
-            f"{what} {path!r} cannot be written into an ssh config: it holds a control character, a quote, "
-            "a backslash, % or $, which ssh reads as syntax. Fix: use a path without them"
+            f"{what} {path!r} cannot be written into an ssh config: it holds {_syntax(windows)}, which ssh reads "
+            "as syntax. Fix: use a path without them"
         )
-    return path
+    return _written(path, windows)
 
 
 def ssh_dir() -> Path:

@@ -56,7 +56,8 @@ _MIRROR_URL_OR_EMPTY = r"|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%
 
 
 ON_WINDOWS = os.name == "nt"
-"""Which platform's paths `sshKeyPath` holds; tests pass `windows=` to the functions instead."""
+"""Which platform's rules apply: to `sshKeyPath`, to a key's permissions (modes or an ACL) and to
+paths in an ssh config. Tests pass `windows=` to the functions instead."""
 # PATH, or after a drive letter (C:/keys/course-vm), which only Windows reads as one.
 _KEY_PATH = re.compile(f"([A-Za-z]:)?(?:{PATH.pattern})")
 # On Windows a backslash separates too (C:\Users\Alice Smith\.ssh\course-vm); no other character is

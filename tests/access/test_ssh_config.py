@@ -11,6 +11,7 @@ import pytest
 from provisioner.access.ssh_config import (
     INCLUDE_MARK,
     add_host,
+    config_path,
     hosts_file,
     remove_host,
     ssh_config_block,
@@ -220,3 +221,56 @@ def test_a_value_ssh_would_read_as_syntax_is_refused(fields: dict[str, object], 
 def test_every_bad_value_is_named_at_once() -> None:
     with pytest.raises(CourseVmError, match="host 'x' is not an IP address; user 'Root' is not a Linux login"):
         ssh_config_block("course-vm", "x", "Root", "/k/course-vm")
+
+
+def test_a_windows_host_block_writes_its_paths_with_forward_slashes() -> None:
+    """OpenSSH reads two backslashes in a config line as one (an escape), so a UNC path would lose
+    one; OpenSSH for Windows takes `/` as a separator, and a path written so means one thing."""
+    text = ssh_config_block(
+        "course-vm",
+        "203.0.113.7",
+        "student",
+        "C:\\Users\\Alice Smith\\.ssh\\course-vm",
+        "C:\\Users\\Alice Smith\\.ssh\\course-vm.dev.known_hosts",
+        windows=True,
+    )
+    assert text == (
+        "Host course-vm\n"
+        "    HostName 203.0.113.7\n"
+        "    User student\n"
+        '    IdentityFile "C:/Users/Alice Smith/.ssh/course-vm"\n'
+        "    IdentitiesOnly yes\n"
+        '    UserKnownHostsFile "C:/Users/Alice Smith/.ssh/course-vm.dev.known_hosts"\n'
+        "    StrictHostKeyChecking yes\n"
+        "    LocalForward 8888 localhost:8888\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "written"),
+    [
+        ("C:\\Users\\alice\\.ssh\\course-vm.config", "C:/Users/alice/.ssh/course-vm.config"),
+        ("C:/Users/alice/.ssh/course-vm.config", "C:/Users/alice/.ssh/course-vm.config"),
+        ("\\\\server\\share\\alice\\course-vm", "//server/share/alice/course-vm"),
+    ],
+)
+def test_a_windows_path_in_an_ssh_config(path: str, written: str) -> None:
+    assert config_path(path, "our ssh config file", windows=True) == written
+
+
+@pytest.mark.parametrize(
+    "bad", ["C:\\Users\\%USERNAME%\\key", "C:\\Users\\$env\\key", 'C:\\Users\\"a"\\key', "C:\\k\nMatch exec calc"]
+)
+def test_on_windows_what_ssh_reads_as_syntax_is_still_refused(bad: str) -> None:
+    with pytest.raises(CourseVmError, match="holds a control character, a quote, % or \\$"):
+        ssh_config_block("course-vm", "1.2.3.4", "student", bad, windows=True)
+    with pytest.raises(CourseVmError, match=r"cannot be written into an ssh config.*Fix:"):
+        config_path(bad, "our ssh config file", windows=True)
+
+
+def test_on_linux_and_macos_a_backslash_is_still_refused() -> None:
+    """There a backslash is part of a file's name, which ssh would read as an escape."""
+    with pytest.raises(
+        CourseVmError, match="identity file 'C:\\\\\\\\k' holds a control character, a quote, a backslash"
+    ):
+        ssh_config_block("course-vm", "1.2.3.4", "student", "C:\\k", windows=False)

@@ -237,7 +237,8 @@ def write_atomically(path: Path, text: str, mode: int) -> None:
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".course-vm.tmp", dir=path.parent)
     try:
         try:
-            os.fchmod(fd, mode)
+            if hasattr(os, "fchmod"):  # not on Windows before Python 3.13, where the folder's ACL applies
+                os.fchmod(fd, mode)
             data = memoryview(text.encode())
             while data:
                 data = data[os.write(fd, data) :]

@@ -274,3 +274,11 @@ def test_on_linux_and_macos_a_backslash_is_still_refused() -> None:
         CourseVmError, match="identity file 'C:\\\\\\\\k' holds a control character, a quote, a backslash"
     ):
         ssh_config_block("course-vm", "1.2.3.4", "student", "C:\\k", windows=False)
+
+
+def test_writing_works_where_python_has_no_fchmod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python on Windows before 3.13 has no os.fchmod; there the file keeps its folder's ACL."""
+    monkeypatch.delattr(os, "fchmod")
+    target = tmp_path / "ssh" / "course-vm.config"
+    write_atomically(target, "Host x\n", 0o600)
+    assert target.read_text() == "Host x\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import stat
 import tempfile
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ def check_private_key_file(path: Path, *, windows: bool = ON_WINDOWS, run: Runne
     elif info.st_mode & 0o077:
         raise SshKeyError(
             f"private key {path} has mode {stat.S_IMODE(info.st_mode):04o}: group or others can read it, "
-            f"and ssh refuses such a key ('UNPROTECTED PRIVATE KEY FILE'). Fix: chmod 400 {path}"
+            f"and ssh refuses such a key ('UNPROTECTED PRIVATE KEY FILE'). Fix: chmod 400 {shlex.quote(str(path))}"
         )
 
 

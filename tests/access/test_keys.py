@@ -202,3 +202,12 @@ def test_on_windows_the_mode_bits_do_not_matter_but_the_acl_does(tmp_path: Path)
         '/grant:r "desktop-1\\alice:R"'
     )
     assert [command for command, _ in everyone.calls] == [["icacls", str(path)], ["whoami"]], "nothing changed"
+
+
+def test_the_chmod_fix_quotes_a_path_with_a_space(tmp_path: Path) -> None:
+    path = tmp_path / "Alice Smith" / "course-vm"
+    ensure_key_pair(path, comment="x")
+    os.chmod(path, 0o644)
+    with pytest.raises(SshKeyError) as raised:
+        check_private_key_file(path)
+    assert str(raised.value).endswith(f"Fix: chmod 400 '{path}'")

@@ -1,16 +1,29 @@
 """The Pulumi program: read the stack's settings, build the course's VMs, export how to reach them."""
 
 import pulumi
+import pulumi.runtime.config
 
 from provisioner.access.keys import ensure_key_pair
 from provisioner.access.ssh_config import host_alias
 from provisioner.errors import CourseVmError
 from provisioner.gcp.course_vm import CourseVm, CourseVmArgs, StudentVmArgs
-from provisioner.recipe.settings import settings_from_pulumi
+from provisioner.recipe.settings import PROJECT, settings_from_pulumi
 from provisioner.recipe.user_data import user_data_for
 
+
+def namespace_config(namespace: str) -> dict[str, object]:
+    """Every key of NAMESPACE this run was given, without the prefix: `pulumi.Config` reads one
+    key at a time and cannot list them, so a misspelt key would go unseen.
+
+    The engine hands the config over as the PULUMI_CONFIG bag or sets it (set_all_config); both count.
+    """
+    prefix = namespace + ":"
+    given = {**pulumi.runtime.config.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
+    return {key[len(prefix) :]: value for key, value in given.items() if key.startswith(prefix)}
+
+
 try:
-    settings = settings_from_pulumi(pulumi.Config().get, pulumi.Config("gcp").get)
+    settings = settings_from_pulumi(namespace_config(PROJECT), pulumi.Config("gcp").get)
     vms = []
     for seat in settings.seats:
         key = ensure_key_pair(seat.ssh_key_path, comment=f"{seat.username}@course-vm")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import ntpath
 import os
@@ -587,7 +588,15 @@ def _provider_key(
 
 
 def _report_unknown_keys(problems: Problems, raw: Mapping[str, object]) -> None:
+    """Every key course-vm does not know, with the known key it most likely meant, if one is close."""
+    by_lower = {key.lower(): key for key in DEFAULTS}
     for key in sorted(set(raw) - set(DEFAULTS)):
+        near = difflib.get_close_matches(key.lower(), by_lower, n=1, cutoff=0.8)
+        if near:
+            meant = by_lower[near[0]]
+            why = f"course-vm has no such setting (did you mean {meant}?)"
+            problems.add(key, raw[key], why, f"pulumi config rm {key}, then {set_command(meant, raw[key])}")
+            continue
         fix = f"remove it (pulumi config rm {key}); known keys: {', '.join(DEFAULTS)}"
         problems.add(key, raw[key], "course-vm has no such setting", fix)
 
@@ -649,12 +658,14 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
     )
 
 
-def settings_from_pulumi(get: Callable[[str], str | None], gcp_get: Callable[[str], str | None]) -> Settings:
-    """Build Settings from Pulumi config getters (`pulumi.Config().get` and `pulumi.Config("gcp").get`).
+def settings_from_pulumi(config: Mapping[str, object], gcp_get: Callable[[str], str | None]) -> Settings:
+    """Build Settings from every key of the stack's `course-vm:` namespace (without the prefix), as
+    Pulumi hands them to the program, and the GCP provider's getter (`pulumi.Config("gcp").get`).
 
+    All keys, not only the known ones: a misspelt key is a problem, not silently ignored.
     Raises SettingsError listing every problem at once.
     """
-    raw = {key: value for key in DEFAULTS if (value := get(key)) is not None}
+    raw = {key: value for key, value in config.items() if value is not None}
     return parse_settings(raw, *_gcp_location(gcp_get("project"), gcp_get("zone")))
 
 

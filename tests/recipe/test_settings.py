@@ -264,8 +264,18 @@ def test_ssh_open_to_internet_is_allowed_but_flagged() -> None:
         ),
         (
             {"machinetype": "e2-standard-8"},
-            "machinetype: got 'e2-standard-8', but course-vm has no such setting. Fix: remove it (pulumi config rm "
-            "machinetype); known keys: " + ", ".join(DEFAULTS),
+            "machinetype: got 'e2-standard-8', but course-vm has no such setting (did you mean machineType?). "
+            "Fix: pulumi config rm machinetype, then pulumi config set machineType e2-standard-8",
+        ),
+        (
+            {"diskSize": 40},
+            "diskSize: got 40, but course-vm has no such setting (did you mean diskSizeGb?). "
+            "Fix: pulumi config rm diskSize, then pulumi config set diskSizeGb 40",
+        ),
+        (
+            {"colour": "blue"},
+            "colour: got 'blue', but course-vm has no such setting. Fix: remove it (pulumi config rm colour); "
+            "known keys: " + ", ".join(DEFAULTS),
         ),
     ],
 )
@@ -391,9 +401,9 @@ def test_settings_from_pulumi_uses_provider_environment_fallbacks(monkeypatch: p
     monkeypatch.setenv("CLOUDSDK_COMPUTE_ZONE", "us-east1-c")
     config = {"allowedSshCidrs": '["203.0.113.7/32"]'}
     unset: dict[str, str] = {}
-    s = settings_from_pulumi(config.get, unset.get)
+    s = settings_from_pulumi(config, unset.get)
     assert (s.project, s.zone, s.region) == ("env-project-1", "us-east1-c", "us-east1")
-    s = settings_from_pulumi(config.get, {"project": "cfg-project-1", "zone": "asia-east1-a"}.get)
+    s = settings_from_pulumi(config, {"project": "cfg-project-1", "zone": "asia-east1-a"}.get)
     assert (s.project, s.zone) == ("cfg-project-1", "asia-east1-a")
 
 
@@ -401,13 +411,23 @@ def test_settings_from_pulumi_reports_a_bad_range_from_pulumis_strings() -> None
     # Pulumi hands an array over as a JSON string; its items are checked as the stack file's are.
     config = {"allowedSshCidrs": '["203.0.113.7/32", "203.0.113.300/32", "10.1.2.3/8"]'}
     with pytest.raises(SettingsError) as raised:
-        settings_from_pulumi(config.get, {"project": PROJECT, "zone": ZONE}.get)
+        settings_from_pulumi(config, {"project": PROJECT, "zone": ZONE}.get)
     assert list(raised.value.problems) == [
         "allowedSshCidrs[1]: got '203.0.113.300/32', but it is not an IPv4 range like 203.0.113.7/32. "
         "Fix: pulumi config set --path 'allowedSshCidrs[1]' 203.0.113.7/32",
         "allowedSshCidrs[2]: got '10.1.2.3/8', but it has host bits set (the range is 10.0.0.0/8). "
         "Fix: pulumi config set --path 'allowedSshCidrs[2]' 10.0.0.0/8",
     ]
+
+
+def test_settings_from_pulumi_refuses_a_key_of_its_namespace_it_does_not_know() -> None:
+    # `pulumi config set machinetype ...` reaches the program as course-vm:machinetype: it is refused
+    # with every other problem, not silently ignored.
+    config = {"allowedSshCidrs": '["203.0.113.7/32"]', "machinetype": "n2-standard-8", "diskSizeGb": "5"}
+    with pytest.raises(SettingsError) as raised:
+        settings_from_pulumi(config, {"project": PROJECT, "zone": ZONE}.get)
+    assert [line.split(":")[0] for line in raised.value.problems] == ["machinetype", "diskSizeGb"]
+    assert "(did you mean machineType?)" in raised.value.problems[0]
 
 
 @pytest.mark.parametrize(

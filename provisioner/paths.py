@@ -1,14 +1,34 @@
-"""Where course-vm's files are: its project directory, and its XDG state and cache directories."""
+"""Where course-vm's files are: the Pulumi program, the project directory, and its XDG directories."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-"""The project directory: Pulumi.yaml, the stack files, cloud-init/ and relative roster paths."""
-TEMPLATES = PROJECT_DIR / "cloud-init"
+_SOURCE = Path(__file__).resolve().parent.parent
+"""The checkout provisioner/ was imported from, or site-packages when course-vm is installed."""
+PACKAGED_PROGRAM = Path(__file__).resolve().parent / "_program"
+"""An installed copy's Pulumi.yaml, __main__.py and cloud-init/: the wheel ships them here."""
+FROM_CHECKOUT = (_SOURCE / "Pulumi.yaml").is_file()
+"""Whether course-vm runs from a checkout (or an editable install of one) rather than an installed copy."""
+
+PROGRAM_DIR = _SOURCE if FROM_CHECKOUT else PACKAGED_PROGRAM
+"""The Pulumi program as shipped: Pulumi.yaml, __main__.py and cloud-init/."""
+TEMPLATES = PROGRAM_DIR / "cloud-init"
 """The recipe's Jinja2 templates."""
+
+
+def config_home() -> Path:
+    """`$XDG_CONFIG_HOME/course-vm` (default `~/.config/course-vm`): an installed copy's project directory."""
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "course-vm"
+
+
+PROJECT_DIR = _SOURCE if FROM_CHECKOUT else config_home()
+"""The project directory: Pulumi.yaml, the stack files (Pulumi.STACK.yaml) and relative roster paths.
+
+A checkout is its own project directory. An installed copy cannot keep stack files in
+site-packages, so its project directory is `$XDG_CONFIG_HOME/course-vm`, where `course-vm up`
+writes a Pulumi.yaml whose python runtime is the interpreter course-vm is installed in."""
 
 
 def state_home() -> Path:

@@ -10,7 +10,7 @@ from typing import Any
 
 from provisioner.access.ssh_config import host_alias
 from provisioner.checker.class_pool import DEFAULT_WORKERS
-from provisioner.cli import stack
+from provisioner.cli import prerequisites, stack
 from provisioner.cli.console import progress
 from provisioner.errors import CourseVmError
 from provisioner.gcp.compute_api import GceInstance, start_instance
@@ -49,6 +49,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 
 def up(args: argparse.Namespace) -> int:
     """Create or update the course VM (or a class's) with one command, then say how to log in."""
+    prerequisites.check()
     outputs = stack.up(args.stack, args.project, args.zone, args.allow)
     if outputs.get("students"):
         print("\n" + class_table(args.stack, outputs["students"]))

@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
+import sys
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from provisioner.access.ssh_config import add_host, host_alias, remove_host, ssh_config_block
+from provisioner.cli.prerequisites import PULUMI_INSTALL, MissingPrerequisiteError
 from provisioner.errors import CourseVmError
-from provisioner.paths import PROJECT_DIR, state_home
+from provisioner.paths import FROM_CHECKOUT, PROGRAM_DIR, PROJECT_DIR, state_home
 
-INSTALL_HINT = "install the Pulumi CLI (https://www.pulumi.com/docs/install/: `curl -fsSL https://get.pulumi.com | sh`)"
+INSTALL_HINT = PULUMI_INSTALL
 
 
 class StackLike(Protocol):
@@ -32,31 +36,57 @@ StackOpener = Callable[[str], StackLike]
 
 
 def state_dir() -> Path:
+    """course-vm's own Pulumi backend: a local file backend, and the passphrase of its stacks."""
     return state_home() / "pulumi"
 
 
-def _logged_in() -> bool:
-    """Whether the user chose a Pulumi backend already (`pulumi login ...`)."""
+def passphrase_file() -> Path:
+    """The passphrase course-vm generates once for the stacks of its own backend (mode 0600)."""
+    return state_dir() / "passphrase"
+
+
+def chosen_backend() -> str | None:
+    """The backend the user chose: PULUMI_BACKEND_URL, else the one `pulumi login` selected; None if neither."""
+    if os.environ.get("PULUMI_BACKEND_URL"):
+        return os.environ["PULUMI_BACKEND_URL"]
     home = Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
     try:
-        return bool(json.loads((home / "credentials.json").read_text()).get("current"))
-    except (OSError, ValueError):
+        current = json.loads((home / "credentials.json").read_text()).get("current")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(current) if current else None
+
+
+def is_own_backend(url: str) -> bool:
+    """Whether URL (`file:///...` or `file://~/...`) is course-vm's own backend, reached through `pulumi login`."""
+    if not url.startswith("file://"):
         return False
+    path = Path(os.path.expanduser(urllib.parse.unquote(url[len("file://") :])))
+    return path.resolve() == state_dir().resolve()
+
+
+def _user_passphrase() -> bool:
+    # An empty PULUMI_CONFIG_PASSPHRASE is a passphrase too (Pulumi accepts it).
+    return "PULUMI_CONFIG_PASSPHRASE" in os.environ or bool(os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE"))
 
 
 def backend_environment() -> dict[str, str]:
-    """Environment for the Pulumi CLI: a local file backend unless the user chose one.
+    """What the Pulumi CLI gets on top of the user's environment: one rule for where stacks live.
 
-    No Pulumi account is needed: state goes to $XDG_STATE_HOME/course-vm/pulumi, and secrets are
-    encrypted with a passphrase course-vm generates once there (mode 0600).
+    A backend the user chose (PULUMI_BACKEND_URL, or `pulumi login`) is used as it is, with their
+    own passphrase settings (PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE), so that
+    course-vm and the raw `pulumi` CLI see the same stacks the same way. Without one, stacks go to
+    course-vm's own local backend ($XDG_STATE_HOME/course-vm/pulumi, no account needed), whose
+    secrets are encrypted with the passphrase file course-vm generates there, unless the user set
+    a passphrase. `course-vm env` prints the lines that reach it from the raw CLI.
     """
+    chosen = chosen_backend()
     environment: dict[str, str] = {}
-    if not os.environ.get("PULUMI_BACKEND_URL") and not _logged_in():
-        directory = state_dir()
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        environment["PULUMI_BACKEND_URL"] = directory.as_uri()
-    if not os.environ.get("PULUMI_CONFIG_PASSPHRASE") and not os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
-        passphrase = state_dir() / "passphrase"
+    if chosen is None:
+        state_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
+        environment["PULUMI_BACKEND_URL"] = state_dir().as_uri()
+    if (chosen is None or is_own_backend(chosen)) and not _user_passphrase():
+        passphrase = passphrase_file()
         if not passphrase.exists():
             passphrase.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(passphrase, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -66,19 +96,97 @@ def backend_environment() -> dict[str, str]:
     return environment
 
 
+def state_error(stack_name: str, text: str, environment: Mapping[str, str]) -> CourseVmError | None:
+    """The course-vm error for a Pulumi passphrase failure in TEXT (the CLI's error output), given the
+    ENVIRONMENT course-vm added (backend_environment); None when TEXT is about something else."""
+    ours = environment.get("PULUMI_CONFIG_PASSPHRASE_FILE")
+    fix = (
+        "Fix: export PULUMI_CONFIG_PASSPHRASE_FILE=FILE (a file holding the stack's passphrase) "
+        "or PULUMI_CONFIG_PASSPHRASE"
+    )
+    error: CourseVmError
+    if "passphrase must be set" in text:
+        error = MissingPrerequisiteError(
+            f"stack {stack_name} on {chosen_backend()} keeps its secrets with a passphrase, and none is set "
+            "(course-vm brings its own only to its own backend). "
+            f"{fix}: the one typed at `pulumi stack init`"
+        )
+    elif "incorrect passphrase" in text:
+        given = f"course-vm's passphrase file {ours}" if ours else "the passphrase you set"
+        error = CourseVmError(
+            f"{given} does not decrypt stack {stack_name}'s secrets: the stack was made with another "
+            f"passphrase (e.g. one typed at `pulumi stack init`). {fix}: the one the stack was made with"
+        )
+    else:
+        return None
+    return error
+
+
+def project_directory() -> Path:
+    """The project directory Pulumi runs in (PROJECT_DIR), ready to run the program.
+
+    A checkout is ready as it is. For an installed copy, PROJECT_DIR gets the packaged Pulumi.yaml
+    (its python runtime set to the interpreter course-vm is installed in) and __main__.py, written
+    again when an upgrade changed them; the stack files beside them stay the user's.
+    """
+    if FROM_CHECKOUT:
+        return PROJECT_DIR
+    PROJECT_DIR.mkdir(parents=True, exist_ok=True)
+    in_virtualenv = sys.prefix != sys.base_prefix
+    project_file = installed_project_file(
+        (PROGRAM_DIR / "Pulumi.yaml").read_text(), sys.prefix if in_virtualenv else None
+    )
+    _write_if_changed(PROJECT_DIR / "Pulumi.yaml", project_file)
+    _write_if_changed(PROJECT_DIR / "__main__.py", (PROGRAM_DIR / "__main__.py").read_text())
+    return PROJECT_DIR
+
+
+def installed_project_file(text: str, virtualenv: str | None) -> str:
+    """The checkout's Pulumi.yaml TEXT with its runtime's `virtualenv: venv` made VIRTUALENV, an absolute
+    path (Pulumi takes one), or removed when course-vm is installed outside a virtualenv (see runtime_environment)."""
+    line = "    virtualenv: venv\n"
+    if line not in text:
+        raise CourseVmError(f"the packaged Pulumi.yaml has no `{line.strip()}` line. Fix: reinstall course-vm")
+    # JSON's double-quoted string is YAML too, and keeps a Windows path's backslashes.
+    return text.replace(line, f"    virtualenv: {json.dumps(virtualenv)}\n" if virtualenv else "")
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def runtime_environment() -> dict[str, str]:
+    """For an installed copy outside a virtualenv: the python Pulumi runs the program with (this one)."""
+    if FROM_CHECKOUT or sys.prefix != sys.base_prefix:
+        return {}
+    return {"PULUMI_PYTHON_CMD": sys.executable}
+
+
 def open_stack(name: str) -> StackLike:
     """The stack NAME of this project, created if needed, through the Pulumi CLI.
 
-    Raises CourseVmError when the CLI is not installed.
+    Its secrets are decrypted once here, so a passphrase that does not fit is one clear error
+    before anything changes. Raises CourseVmError when the CLI is not installed or the
+    passphrase is missing or wrong; Pulumi's other errors propagate.
     """
     if shutil.which("pulumi") is None:
-        raise CourseVmError(
+        raise MissingPrerequisiteError(
             f"the Pulumi CLI is not installed, and `up`, `down` and `status` drive it. Fix: {INSTALL_HINT}"
         )
     from pulumi import automation
 
-    options = automation.LocalWorkspaceOptions(work_dir=str(PROJECT_DIR), env_vars=backend_environment())
-    stack: StackLike = automation.create_or_select_stack(name, work_dir=str(PROJECT_DIR), opts=options)
+    work_dir = str(project_directory())
+    environment = backend_environment()
+    options = automation.LocalWorkspaceOptions(work_dir=work_dir, env_vars={**environment, **runtime_environment()})
+    try:
+        stack: StackLike = automation.create_or_select_stack(name, work_dir=work_dir, opts=options)
+        stack.outputs()
+    except automation.CommandError as error:
+        mapped = state_error(name, str(error), environment)
+        if mapped is None:
+            raise
+        raise mapped from None
     return stack
 
 
@@ -172,10 +280,16 @@ def stack_outputs(project_dir: Path, stack_name: str | None) -> dict[str, Any]:
             "Fix: install it (https://www.pulumi.com/docs/install/), or pass --host, --user, "
             "--identity and a host key source"
         )
+    if not project_dir.is_dir():
+        raise CourseVmError(f"no stack yet: {project_dir} does not exist. Fix: run `course-vm up` first")
     command = [pulumi, "stack", "output", "--json", "--show-secrets", *(["--stack", stack_name] if stack_name else [])]
     # The backend `up` uses: without it the CLI would look for the stack somewhere else.
-    environment = {**os.environ, **backend_environment()}
+    added = backend_environment()
+    environment = {**os.environ, **added}
     result = subprocess.run(command, cwd=project_dir, env=environment, capture_output=True, text=True, check=False)
+    mapped = state_error(stack_name or "(selected)", result.stderr, added) if result.returncode else None
+    if mapped is not None:
+        raise mapped
     if result.returncode != 0:
         raise CourseVmError(
             f"`pulumi stack output` failed: {result.stderr.strip()}. "
@@ -199,3 +313,26 @@ def stack_vms(outputs: dict[str, Any], only: Sequence[str] | None = None) -> dic
         known = ", ".join(name for name in vms if name) or "(none: the stack is not a class)"
         raise CourseVmError(f"no student {', '.join(unknown)} in the stack's roster. Fix: one of {known}")
     return {name: vms[name] for name in only or vms}
+
+
+def raw_cli_lines(*, windows: bool = os.name == "nt") -> list[str]:
+    """Shell lines that give the raw `pulumi` CLI what course-vm gives it: the same backend, the same
+    passphrase, the same project directory (PowerShell's syntax on Windows, POSIX sh elsewhere)."""
+    environment = backend_environment()
+    chosen = chosen_backend()
+    lines = [
+        f"# course-vm's own backend; or once for all shells: pulumi login {state_dir().as_uri()}"
+        if chosen is None
+        else f"# your Pulumi backend {chosen}: course-vm uses it with your own passphrase settings, as pulumi does"
+    ]
+    for name, value in environment.items():
+        lines.append(
+            f"$env:{name} = '{value.replace(chr(39), chr(39) * 2)}'"
+            if windows
+            else f"export {name}={shlex.quote(value)}"
+        )
+    directory = str(project_directory())
+    lines.append(
+        f"Set-Location '{directory.replace(chr(39), chr(39) * 2)}'" if windows else f"cd {shlex.quote(directory)}"
+    )
+    return lines

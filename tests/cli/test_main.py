@@ -17,7 +17,17 @@ def test_help_lists_every_command_in_order() -> None:
         [sys.executable, "-m", "provisioner", "--help"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert "{up,down,start,status,render,check,local}" in result.stdout
+    assert "{up,down,start,status,render,check,local,env}" in result.stdout
+    assert result.stdout.startswith("usage: course-vm ")
+
+
+def test_version_is_the_packages() -> None:
+    from provisioner import __version__
+
+    result = subprocess.run(
+        [sys.executable, "-m", "provisioner", "--version"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stdout) == (0, f"course-vm {__version__}\n")
 
 
 def test_an_expected_failure_is_one_line_and_its_exit_status(

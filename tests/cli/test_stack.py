@@ -6,21 +6,28 @@ the outputs a real update of this program exports. The ssh config files are real
 
 from __future__ import annotations
 
+import json
+import os
 import stat
 import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pulumi.automation import ConfigValue, OutputValue
+import yaml
+from pulumi import automation
+from pulumi.automation import CommandError, ConfigValue, OutputValue
+from pulumi.automation._cmd import CommandResult
 
 from provisioner.access.ssh_config import hosts_file, ssh_config_block
 from provisioner.cli import stack
 from provisioner.cli.main import main
-from provisioner.errors import CourseVmError
-from tests.conftest import require_tool
+from provisioner.errors import EXIT_BAD_INPUT, EXIT_MISSING_PREREQUISITE, CourseVmError
+from tests.conftest import ROOT, require_tool
+from tests.support.pulumi_cli import stand_in_pulumi
 
 OUTPUTS: dict[str, Any] = {
     "ip": "34.78.1.2", "username": "student", "identityFile": "/home/me/.ssh/course-vm",
@@ -258,24 +265,225 @@ def test_default_backend_is_a_local_file_with_a_generated_passphrase(home: Path)
     assert stack.backend_environment() == environment and passphrase.read_text() == first
 
 
-def test_a_backend_the_user_chose_is_respected(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_backend_the_user_chose_is_used_with_their_own_passphrase_settings(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stack made with `pulumi stack init` and a typed passphrase: course-vm's passphrase file would not fit.
     pulumi_home = home / ".pulumi"
     pulumi_home.mkdir()
     (pulumi_home / "credentials.json").write_text('{"current": "https://api.pulumi.com"}')
-    assert "PULUMI_BACKEND_URL" not in stack.backend_environment()
+    assert stack.backend_environment() == {}
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "theirs")
     assert stack.backend_environment() == {}
     (pulumi_home / "credentials.json").unlink()
+    monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE")
     monkeypatch.setenv("PULUMI_BACKEND_URL", "s3://their-bucket")
     assert stack.backend_environment() == {}
+    assert not (home / "state" / "course-vm" / "pulumi" / "passphrase").exists()
 
 
-def test_without_the_pulumi_cli_up_says_how_to_install_it(
+def test_an_empty_passphrase_is_the_users_choice_too(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "")
+    assert "PULUMI_CONFIG_PASSPHRASE_FILE" not in stack.backend_environment()
+
+
+def test_logged_in_to_course_vms_own_backend_keeps_its_passphrase(home: Path) -> None:
+    # `pulumi login file://...` as `course-vm env` says: the same stacks, the same passphrase.
+    pulumi_home = home / ".pulumi"
+    pulumi_home.mkdir()
+    own = home / "state" / "course-vm" / "pulumi"
+    (pulumi_home / "credentials.json").write_text(json.dumps({"current": own.as_uri()}))
+    assert stack.backend_environment() == {"PULUMI_CONFIG_PASSPHRASE_FILE": str(own / "passphrase")}
+
+
+class Recorder:
+    """Stands in for pulumi.automation.create_or_select_stack: records what the CLI would be given."""
+
+    def __init__(self, fake: FakeStack | None = None, error: str = "") -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.fake = fake or FakeStack()
+        self.error = error
+
+    def __call__(self, name: str, *, work_dir: str, opts: Any) -> FakeStack:
+        self.calls.append({"name": name, "work_dir": work_dir, "env_vars": dict(opts.env_vars)})
+        if self.error:
+            raise CommandError(CommandResult("", self.error, 255))
+        return self.fake
+
+
+@pytest.fixture
+def pulumi_on_path(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `pulumi` on PATH (open_stack checks it is installed); the Automation API itself is faked."""
+    bin_dir = home / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pulumi").write_text("#!/bin/sh\nexit 9\n")
+    (bin_dir / "pulumi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_open_stack_gives_the_automation_api_the_project_and_the_backend(
+    home: Path, pulumi_on_path: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder()
+    monkeypatch.setattr(automation, "create_or_select_stack", recorder)
+    stack.open_stack("dev")
+    own = home / "state" / "course-vm" / "pulumi"
+    assert recorder.calls == [
+        {
+            "name": "dev",
+            "work_dir": str(ROOT),
+            "env_vars": {"PULUMI_BACKEND_URL": own.as_uri(), "PULUMI_CONFIG_PASSPHRASE_FILE": str(own / "passphrase")},
+        }
+    ]
+
+
+MISSING = (
+    'error: getting secrets manager: constructing secrets manager of type "passphrase": passphrase must be set '
+    "with PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE environment variables"
+)
+INCORRECT = (
+    "error: failed to decrypt: incorrect passphrase, please set PULUMI_CONFIG_PASSPHRASE to the correct "
+    "passphrase or set PULUMI_CONFIG_PASSPHRASE_FILE to a file containing the passphrase"
+)
+
+
+def test_a_stack_with_a_typed_passphrase_and_none_set_is_one_clear_error(
+    home: Path, pulumi_on_path: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PULUMI_BACKEND_URL", "file:///srv/their-state")
+    monkeypatch.setattr(automation, "create_or_select_stack", Recorder(error=MISSING))
+    assert main(["status", "--stack", "mine"]) == EXIT_MISSING_PREREQUISITE
+    err = capsys.readouterr().err
+    assert err.startswith("course-vm: stack mine on file:///srv/their-state keeps its secrets with a passphrase")
+    assert "Fix: export PULUMI_CONFIG_PASSPHRASE_FILE=FILE" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_passphrase_that_does_not_decrypt_the_stack_says_which_one_was_tried(
+    home: Path, pulumi_on_path: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The stack opens, but its secrets (read back as outputs) do not decrypt with course-vm's passphrase.
+    class Undecryptable(FakeStack):
+        def outputs(self) -> Mapping[str, Any]:
+            raise CommandError(CommandResult("", INCORRECT, 255))
+
+    monkeypatch.setattr(automation, "create_or_select_stack", Recorder(fake=Undecryptable()))
+    assert main(["status"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    passphrase = home / "state" / "course-vm" / "pulumi" / "passphrase"
+    assert err.startswith(f"course-vm: course-vm's passphrase file {passphrase} does not decrypt stack dev's secrets")
+    assert "Fix: export PULUMI_CONFIG_PASSPHRASE_FILE=FILE" in err and "Traceback" not in err
+
+
+def test_other_engine_errors_are_not_taken_for_passphrase_errors(
+    home: Path, pulumi_on_path: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(automation, "create_or_select_stack", Recorder(error="error: could not reach the backend"))
+    with pytest.raises(CommandError):
+        stack.open_stack("dev")
+
+
+def test_stack_outputs_maps_a_passphrase_error_of_the_raw_cli(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = home / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pulumi").write_text(f"#!/bin/sh\necho '{MISSING}' >&2\nexit 255\n")
+    (bin_dir / "pulumi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("PULUMI_BACKEND_URL", "s3://their-bucket")
+    with pytest.raises(CourseVmError, match=r"^stack dev on s3://their-bucket keeps its secrets with a passphrase"):
+        stack.stack_outputs(home, "dev")
+
+
+def test_the_env_lines_reach_course_vms_stacks_from_the_raw_cli(home: Path, tmp_path: Path) -> None:
+    # The stand-in pulumi answers only on course-vm's own backend, as the real CLI would find the stack there.
+    environment = stand_in_pulumi(tmp_path, {"ip": "34.78.1.2"})
+    lines = subprocess.run(
+        [sys.executable, "-m", "provisioner", "env"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    passphrase = tmp_path / "state" / "course-vm" / "pulumi" / "passphrase"
+    assert f"export PULUMI_CONFIG_PASSPHRASE_FILE={passphrase}\n" in lines
+    assert f"pulumi login {(tmp_path / 'state' / 'course-vm' / 'pulumi').as_uri()}" in lines
+    assert lines.endswith(f"cd {ROOT}\n")
+    same_passphrase = f'test "$(cat "$PULUMI_CONFIG_PASSPHRASE_FILE")" = "$(cat {passphrase})" || exit 7'
+    shell = f'eval "$1"\n{same_passphrase}\npulumi stack output --json'
+    result = subprocess.run(
+        ["sh", "-c", shell, "sh", lines], env=environment, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"ip": "34.78.1.2"}
+
+
+def test_env_lines_for_powershell(home: Path) -> None:
+    lines = stack.raw_cli_lines(windows=True)
+    own = home / "state" / "course-vm" / "pulumi"
+    assert f"$env:PULUMI_BACKEND_URL = '{own.as_uri()}'" in lines
+    assert f"$env:PULUMI_CONFIG_PASSPHRASE_FILE = '{own / 'passphrase'}'" in lines
+    assert lines[-1] == f"Set-Location '{ROOT}'"
+
+
+# An installed copy (pip/pipx, not a checkout): its project directory is its own, its python this one.
+
+
+@pytest.fixture
+def installed(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """stack's view of paths as in an installed copy: the packaged program, a project dir under XDG_CONFIG_HOME."""
+    packaged = home / "site-packages" / "provisioner" / "_program"
+    packaged.mkdir(parents=True)
+    for name in ("Pulumi.yaml", "__main__.py"):
+        (packaged / name).write_text((ROOT / name).read_text())
+    project = home / "config" / "course-vm"
+    monkeypatch.setattr(stack, "FROM_CHECKOUT", False)
+    monkeypatch.setattr(stack, "PROGRAM_DIR", packaged)
+    monkeypatch.setattr(stack, "PROJECT_DIR", project)
+    return project
+
+
+def test_an_installed_copy_runs_the_program_in_its_own_interpreter(
+    installed: Path, pulumi_on_path: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder()
+    monkeypatch.setattr(automation, "create_or_select_stack", recorder)
+    stack.open_stack("dev")
+    assert recorder.calls[0]["work_dir"] == str(installed)
+    project = yaml.safe_load((installed / "Pulumi.yaml").read_text())
+    assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": sys.prefix}}
+    assert project["config"] == yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    assert (installed / "__main__.py").read_text() == (ROOT / "__main__.py").read_text()
+
+
+def test_an_upgrade_rewrites_the_program_but_keeps_the_stack_files(installed: Path) -> None:
+    installed.mkdir(parents=True)
+    (installed / "__main__.py").write_text("# an older course-vm's program\n")
+    (installed / "Pulumi.dev.yaml").write_text("config:\n  gcp:project: p-123456\n")
+    assert stack.project_directory() == installed
+    assert (installed / "__main__.py").read_text() == (ROOT / "__main__.py").read_text()
+    assert (installed / "Pulumi.dev.yaml").read_text() == "config:\n  gcp:project: p-123456\n"
+
+
+def test_outside_a_virtualenv_pulumi_is_told_this_python(installed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "prefix", sys.base_prefix)
+    assert stack.runtime_environment() == {"PULUMI_PYTHON_CMD": sys.executable}
+    stack.project_directory()
+    assert yaml.safe_load((installed / "Pulumi.yaml").read_text())["runtime"]["options"] == {"toolchain": "pip"}
+
+
+def test_a_windows_virtualenv_path_stays_whole_in_the_project_file() -> None:
+    text = stack.installed_project_file((ROOT / "Pulumi.yaml").read_text(), "C:\\Users\\Ana Li\\pipx\\venvs\\course-vm")
+    options = yaml.safe_load(text)["runtime"]["options"]
+    assert options["virtualenv"] == "C:\\Users\\Ana Li\\pipx\\venvs\\course-vm"
+
+
+def test_without_the_pulumi_cli_every_command_says_how_to_install_it(
     home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PATH", str(home / "empty"))
-    assert main(["up", "--project", "course-project-1"]) == 2
-    assert "the Pulumi CLI is not installed" in capsys.readouterr().err
+    assert main(["up", "--project", "course-project-1"]) == EXIT_MISSING_PREREQUISITE
+    assert "the Pulumi CLI is not on PATH" in capsys.readouterr().err
     assert not (home / "state").exists(), "nothing is set up before the CLI is known to exist"
-    assert main(["status"]) == 2
-    assert main(["down"]) == 2
+    assert main(["status"]) == EXIT_MISSING_PREREQUISITE
+    assert main(["down"]) == EXIT_MISSING_PREREQUISITE

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-_SOURCE = Path(__file__).resolve().parent.parent
-"""The checkout provisioner/ was imported from, or site-packages when course-vm is installed."""
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+"""The directory `provisioner` is imported from: the checkout, or site-packages when course-vm is installed."""
+_SOURCE = PACKAGE_ROOT
 PACKAGED_PROGRAM = Path(__file__).resolve().parent / "_program"
 """An installed copy's Pulumi.yaml, __main__.py and cloud-init/: the wheel ships them here."""
 FROM_CHECKOUT = (_SOURCE / "Pulumi.yaml").is_file()

@@ -25,7 +25,7 @@ from pathlib import Path
 from provisioner.errors import CourseVmError
 from provisioner.local.metadata_server import MetadataServer, TwinInstance, random_instance_id
 from provisioner.local.process import alive, pid_in
-from provisioner.paths import PROJECT_DIR
+from provisioner.paths import PACKAGE_ROOT
 
 NETWORK = "169.254.0.0/16"
 """The VM's user network: GCE's metadata address is link-local, and QEMU forwards only inside its network."""
@@ -120,7 +120,7 @@ def start(directory: Path, instance: TwinInstance) -> Twin:
     with (directory / LOG).open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", SERVER_MODULE, str(directory)],
-            cwd=PROJECT_DIR,
+            cwd=PACKAGE_ROOT,  # where `-m` finds this same provisioner (an installed copy has no checkout)
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=log,

@@ -104,22 +104,19 @@ def state_error(stack_name: str, text: str, environment: Mapping[str, str]) -> C
         "Fix: export PULUMI_CONFIG_PASSPHRASE_FILE=FILE (a file holding the stack's passphrase) "
         "or PULUMI_CONFIG_PASSPHRASE"
     )
-    error: CourseVmError
     if "passphrase must be set" in text:
-        error = MissingPrerequisiteError(
+        return MissingPrerequisiteError(
             f"stack {stack_name} on {chosen_backend()} keeps its secrets with a passphrase, and none is set "
             "(course-vm brings its own only to its own backend). "
             f"{fix}: the one typed at `pulumi stack init`"
         )
-    elif "incorrect passphrase" in text:
+    if "incorrect passphrase" in text:
         given = f"course-vm's passphrase file {ours}" if ours else "the passphrase you set"
-        error = CourseVmError(
+        return CourseVmError(
             f"{given} does not decrypt stack {stack_name}'s secrets: the stack was made with another "
             f"passphrase (e.g. one typed at `pulumi stack init`). {fix}: the one the stack was made with"
         )
-    else:
-        return None
-    return error
+    return None
 
 
 def project_directory() -> Path:

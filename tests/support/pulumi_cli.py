@@ -1,11 +1,15 @@
-"""A stand-in for the Pulumi CLI (not installable here): a `pulumi` on PATH that prints a stack's outputs."""
+"""Stand-ins for the Pulumi CLI (not installable here): a `pulumi` on PATH that prints a stack's outputs,
+one that serves the Automation API, and the engine events a preview of this program reports."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def stand_in_pulumi(tmp_path: Path, outputs: Mapping[str, object]) -> dict[str, str]:
@@ -26,3 +30,182 @@ def stand_in_pulumi(tmp_path: Path, outputs: Mapping[str, object]) -> dict[str, 
         environment.pop(name, None)
     environment["PULUMI_HOME"] = str(tmp_path / "pulumi-home")  # not logged in anywhere
     return environment
+
+
+# The engine's event stream, as `pulumi preview --event-log` writes it (one JSON object a line),
+# for this program's resources: CourseVm > StudentVm > address, instance, home disk, verification.
+
+COURSE_VM = "course-vm:gcp:CourseVm"
+STUDENT_VM = "course-vm:gcp:StudentVm"
+VM_CHILDREN = {
+    "ip": "gcp:compute/address:Address",
+    "vm": "gcp:compute/instance:Instance",
+    "home": "gcp:compute/disk:Disk",
+    "verify": "pulumi-python:dynamic:Resource",
+}
+SHARED = {"network": "gcp:compute/network:Network", "ssh": "gcp:compute/firewall:Firewall"}
+
+
+def urn(stack: str, types: list[str], name: str) -> str:
+    return f"urn:pulumi:{stack}::course-vm::{'$'.join(types)}::{name}"
+
+
+def step(op: str, types: list[str], name: str, parent: str, stack: str = "dev") -> dict[str, Any]:
+    """One resourcePreEvent: the engine's step OP on a resource, its state naming its parent."""
+    state = {"type": types[-1], "urn": urn(stack, types, name), "parent": parent, "custom": True}
+    metadata = {
+        "op": op,
+        "urn": state["urn"],
+        "type": types[-1],
+        "provider": "",
+        "old" if op == "delete" else "new": state,
+    }
+    return {"sequence": 0, "timestamp": 0, "resourcePreEvent": {"metadata": metadata, "planning": True}}
+
+
+def preview_events(
+    vms: Mapping[str, Mapping[str, str]], *, shared: str = "same", stack: str = "dev"
+) -> list[dict[str, Any]]:
+    """What the engine reports for VMS: student ("" for a stack's one VM) -> {role or "self": op}.
+
+    A role left out is not there (no home disk without homeDiskSizeGb); a `replace` is reported
+    as delete-before-replace reports it: delete-replaced, replace, create-replacement.
+    """
+    stack_urn = urn(stack, ["pulumi:pulumi:Stack"], f"course-vm-{stack}")
+    course = urn(stack, [COURSE_VM], "course-vm")
+    events = [
+        step("same", ["pulumi:pulumi:Stack"], f"course-vm-{stack}", "", stack),
+        step("same", [COURSE_VM], "course-vm", stack_urn, stack),
+    ]
+    events += [step(shared, [COURSE_VM, t], f"course-vm-{role}", course, stack) for role, t in SHARED.items()]
+    for student, ops in vms.items():
+        name = f"course-vm-{student}" if student else "course-vm"
+        vm_urn = urn(stack, [COURSE_VM, STUDENT_VM], name)
+        events.append(step(ops.get("self", "same"), [COURSE_VM, STUDENT_VM], name, course, stack))
+        for role, op in ops.items():
+            if role == "self":
+                continue
+            types = [COURSE_VM, STUDENT_VM, VM_CHILDREN[role]]
+            for each in ("delete-replaced", "replace", "create-replacement") if op == "replace" else (op,):
+                events.append(step(each, types, f"{name}-{role}", vm_urn, stack))
+    counts: dict[str, int] = {}
+    for event in events:
+        op = event["resourcePreEvent"]["metadata"]["op"]
+        counts[op] = counts.get(op, 0) + 1
+    events.append({"sequence": 0, "timestamp": 0, "summaryEvent": {"resourceChanges": counts}})
+    return events
+
+
+def error_diagnostic(message: str) -> dict[str, Any]:
+    return {
+        "sequence": 0,
+        "timestamp": 0,
+        "diagnosticEvent": {"message": message, "severity": "error", "color": "never"},
+    }
+
+
+ENGINE = r"""
+import json, pathlib, sys
+
+state_file = pathlib.Path(STATE)
+state = json.loads(state_file.read_text())
+args = [a for a in sys.argv[1:] if a != "--non-interactive"]
+with open(CALLS, "a") as calls:
+    calls.write(json.dumps(args) + "\n")
+
+
+def option(name):
+    return args[args.index(name) + 1] if name in args else None
+
+
+def log_events(events):
+    # The events, ended as the engine ends them: the SDK stops reading at the cancel event.
+    if option("--event-log"):
+        with open(option("--event-log"), "a") as log:
+            for event in [*events, {"sequence": 0, "timestamp": 0, "cancelEvent": {}}]:
+                log.write(json.dumps(event) + "\n")
+
+
+stack = option("--stack")
+verb = " ".join(args[:2]) if args[0] in ("stack", "config") else args[0]
+if verb == "version":
+    print("v3.200.0")  # before 3.206 the engine events go to a file, which this stand-in writes
+    sys.exit(0)
+failure = state["fail"].get(verb)
+if failure is not None:
+    log_events(failure.get("events", []))
+    print(failure.get("stdout", ""))
+    sys.stderr.write(failure["stderr"])
+    sys.exit(255)
+if verb == "stack select":
+    if stack not in state["stacks"]:
+        sys.stderr.write(f"error: no stack named '{stack}' found\n")
+        sys.exit(255)
+elif verb == "stack init":
+    state["stacks"][args[2]] = {}
+elif verb == "stack ls":
+    print(json.dumps([{"name": name, "current": False} for name in state["stacks"]]))
+elif verb == "stack output":
+    print(json.dumps(state["stacks"][stack]))
+elif verb == "stack history":
+    print(json.dumps([{"kind": "update", "startTime": "2026-11-27T14:00:00.000Z", "message": "",
+                       "environment": {}, "config": {}, "result": "succeeded"}]))
+elif verb in ("preview", "destroy") and (verb == "preview" or "--preview-only" in args):
+    log_events(state["events"])
+elif verb == "up":
+    log_events([])
+    state["stacks"][stack] = state["next_outputs"]
+elif verb == "destroy":
+    log_events([])
+    state["stacks"][stack] = {}
+state_file.write_text(json.dumps(state))
+"""
+
+
+@dataclass
+class StandInEngine:
+    """A stand-in `pulumi` for the Automation API: stacks, their outputs, a recorded preview, failures."""
+
+    environment: dict[str, str]
+    calls_file: Path
+
+    def calls(self) -> list[list[str]]:
+        """Each command line the stand-in was run with, without --non-interactive."""
+        if not self.calls_file.exists():
+            return []
+        return [json.loads(line) for line in self.calls_file.read_text().splitlines()]
+
+    def verbs(self) -> list[str]:
+        return [" ".join(c[:2]) if c[0] in ("stack", "config") else c[0] for c in self.calls()]
+
+
+def stand_in_engine(
+    tmp_path: Path,
+    stacks: Mapping[str, Mapping[str, object]],
+    *,
+    events: list[dict[str, Any]] | None = None,
+    next_outputs: Mapping[str, object] | None = None,
+    fail: Mapping[str, Mapping[str, Any]] | None = None,
+) -> StandInEngine:
+    """An environment whose `pulumi` serves the Automation API: STACKS (name -> outputs) exist,
+    `preview`/`destroy --preview-only` report EVENTS, `up` makes NEXT_OUTPUTS the stack's outputs,
+    and each command of FAIL (e.g. "up": {"stderr": ...}) fails with that stderr and exit 255."""
+    state = tmp_path / "pulumi-stand-in.json"
+    state.write_text(
+        json.dumps({"stacks": stacks, "events": events or [], "next_outputs": next_outputs or {}, "fail": fail or {}})
+    )
+    calls = tmp_path / "pulumi-calls.jsonl"
+    fake = tmp_path / "bin" / "pulumi"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(f"#!{sys.executable}\nSTATE = {str(state)!r}\nCALLS = {str(calls)!r}\n{ENGINE}")
+    fake.chmod(0o755)
+    environment = {
+        **os.environ,
+        "PATH": f"{fake.parent}:{os.environ['PATH']}",
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
+    for name in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
+        environment.pop(name, None)
+    environment["PULUMI_HOME"] = str(tmp_path / "pulumi-home")  # not logged in anywhere
+    environment["HOME"] = str(tmp_path)
+    return StandInEngine(environment, calls)

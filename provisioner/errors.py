@@ -44,6 +44,12 @@ class UnreachableError(CourseVmError):
     exit_code = EXIT_UNREACHABLE
 
 
+class EngineError(CourseVmError):
+    """The Pulumi engine (or Google Cloud behind it) refused or failed a change: its own lines, then a next step."""
+
+    exit_code = EXIT_ENGINE_FAILED
+
+
 class HostKeyMismatchError(CourseVmError):
     """The VM presented a host key other than the pinned one: never retried."""
 

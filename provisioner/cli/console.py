@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TextIO
 
+from provisioner.access.ssh_config import host_alias
 from provisioner.checker.checks import Report
 from provisioner.checker.class_pool import ClassReport
 from provisioner.checker.printable import printable
+from provisioner.cli.stack import Plan, VmChange
 from provisioner.errors import EXIT_CHECK_FAILED, CourseVmError
 
 
@@ -32,3 +35,53 @@ def print_class_report(report: ClassReport, as_json: bool) -> int:
     """Print a class's report; the exit status: the most serious student's."""
     print(json.dumps(report.as_json()) if as_json else report.table(), flush=True)
     return report.exit_code
+
+
+def plan_summary(stack_name: str, plan: Plan) -> str:
+    """A preview, one line per VM: what its student gains or loses, and what the VMs share."""
+    lines = [f"Pulumi's preview of stack {stack_name}:"]
+    for vm in plan.vms:
+        alias = host_alias(stack_name, vm.student)
+        who = f"{vm.student}'s VM ({alias})" if vm.student else f"the VM ({alias})"
+        lines.append(f"  {who}: {_consequence(vm)}")
+    for name, action in plan.shared:
+        lines.append(f"  {name} (shared by the VMs): {action}")
+    if not plan.changes:
+        lines.append("  no changes: nothing will be created, replaced or deleted")
+    return "\n".join(lines)
+
+
+def _consequence(vm: VmChange) -> str:
+    if vm.action == "create":
+        return "create"
+    if vm.action == "update":
+        return "update in place (nothing on it is lost)"
+    if vm.action == "same":
+        return "no change"
+    if vm.action == "replace":
+        if vm.home_disk == "kept":
+            return "REPLACE: everything on its boot disk is lost; /home is kept (its own disk, homeDiskSizeGb)"
+        if vm.home_disk == "created":
+            return "REPLACE: everything on its boot disk is lost, /home included (its new home disk starts empty)"
+        return "REPLACE: everything on its boot disk is lost, /home included (homeDiskSizeGb would keep /home)"
+    return "DELETE: everything on it is lost" + (", its home disk too" if vm.home_disk else "")
+
+
+def confirm(question: str, *, assume_yes: bool, stdin: TextIO | None = None) -> bool:
+    """Whether the user answers QUESTION with yes (`y`); no, an empty answer and end of input say no.
+
+    ASSUME_YES (--yes) answers for them. Raises CourseVmError when nobody can answer: no terminal on stdin.
+    """
+    if assume_yes:
+        return True
+    stdin = sys.stdin if stdin is None else stdin
+    if not stdin.isatty():
+        raise CourseVmError(
+            "nothing was changed: this needs a yes, and there is no terminal to ask on. "
+            "Fix: run it again with --yes once the preview above is what you want"
+        )
+    print(f"{question} [y/N] ", end="", flush=True)
+    answer = stdin.readline()
+    if not answer:
+        print()
+    return answer.strip().lower() in ("y", "yes")

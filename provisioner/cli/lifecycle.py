@@ -11,11 +11,13 @@ from typing import Any
 from provisioner.access.ssh_config import host_alias
 from provisioner.checker.class_pool import DEFAULT_WORKERS
 from provisioner.cli import prerequisites, stack
-from provisioner.cli.console import progress
+from provisioner.cli.console import confirm, plan_summary, progress
 from provisioner.errors import CourseVmError
 from provisioner.gcp.compute_api import GceInstance, start_instance
 from provisioner.paths import PROJECT_DIR
 from provisioner.recipe.settings import DEFAULT_STACK
+
+YES_HELP = "go on without asking after the preview (for scripts; without a terminal it is required)"
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -30,9 +32,11 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         help="an IPv4 range allowed to reach SSH, e.g. your address as 203.0.113.7/32 (repeatable)",
     )
     up_parser.add_argument("--stack", default=DEFAULT_STACK)
+    up_parser.add_argument("--yes", action="store_true", help=YES_HELP)
     up_parser.set_defaults(run=up)
     down_parser = commands.add_parser("down", help="destroy the course VM and everything it uses")
     down_parser.add_argument("--stack", default=DEFAULT_STACK)
+    down_parser.add_argument("--yes", action="store_true", help=YES_HELP)
     down_parser.set_defaults(run=down)
     start_parser = commands.add_parser(
         "start", help="start the stack's VMs again after they stopped (idle, nightly stop, Spot) and wait"
@@ -48,9 +52,13 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def up(args: argparse.Namespace) -> int:
-    """Create or update the course VM (or a class's) with one command, then say how to log in."""
+    """Create or update the course VM (or a class's) with one command, then say how to log in.
+
+    Pulumi's preview comes first, summarised per VM, and nothing changes without a yes.
+    """
     prerequisites.check()
-    outputs = stack.up(args.stack, args.project, args.zone, args.allow)
+    progress(f"previewing the changes to stack {args.stack}")
+    outputs = stack.up(args.stack, args.project, args.zone, args.allow, confirm=asker(args.stack, args.yes))
     if outputs.get("students"):
         print("\n" + class_table(args.stack, outputs["students"]))
         return 0
@@ -105,8 +113,19 @@ def start(args: argparse.Namespace) -> int:
     return 0
 
 
+def asker(stack_name: str, assume_yes: bool) -> stack.Confirm:
+    """Show a plan and ask whether to go on (--yes: say yes); a plan without changes goes on unasked."""
+
+    def ask(plan: stack.Plan) -> bool:
+        print(plan_summary(stack_name, plan), flush=True)
+        return not plan.changes or confirm("Proceed?", assume_yes=assume_yes)
+
+    return ask
+
+
 def down(args: argparse.Namespace) -> int:
-    stack.down(args.stack)
+    """Delete the stack's VMs and everything they use, after a preview and a yes."""
+    stack.down(args.stack, confirm=asker(args.stack, args.yes))
     print(f"Removed the course VMs of stack {args.stack} and their ~/.ssh entries.")
     return 0
 

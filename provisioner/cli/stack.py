@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
 import subprocess
 import sys
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from provisioner.access.ssh_config import add_host, host_alias, remove_host, ssh_config_block
 from provisioner.cli.prerequisites import PULUMI_INSTALL, MissingPrerequisiteError
-from provisioner.errors import CourseVmError
+from provisioner.errors import CourseVmError, EngineError, SettingsError
 from provisioner.paths import FROM_CHECKOUT, PROGRAM_DIR, PROJECT_DIR, state_home
 
 INSTALL_HINT = PULUMI_INSTALL
@@ -27,12 +30,26 @@ class StackLike(Protocol):
 
     def set_config(self, key: str, value: Any, *, path: bool = False) -> None: ...
     def remove_config(self, key: str, *, path: bool = False) -> None: ...
-    def up(self, *, on_output: Callable[[str], Any] | None = None, continue_on_error: bool | None = None) -> Any: ...
-    def destroy(self, *, on_output: Callable[[str], Any] | None = None) -> Any: ...
+    def preview(self, *, on_event: Callable[[Any], Any] | None = None) -> Any: ...
+    def preview_destroy(self, *, on_event: Callable[[Any], Any] | None = None) -> Any: ...
+    def up(
+        self, *, on_output: Callable[[str], Any] | None = None, on_event: Callable[[Any], Any] | None = None,
+        continue_on_error: bool | None = None,
+    ) -> Any: ...  # fmt: skip
+    def destroy(
+        self, *, on_output: Callable[[str], Any] | None = None, on_event: Callable[[Any], Any] | None = None
+    ) -> Any: ...
     def outputs(self) -> Mapping[str, Any]: ...
 
 
-StackOpener = Callable[[str], StackLike]
+class StackOpener(Protocol):
+    """Opens the stack NAME; with create=False a stack that does not exist is an error, not a new stack."""
+
+    def __call__(self, name: str, *, create: bool = True) -> StackLike: ...
+
+
+Confirm = Callable[["Plan"], bool]
+"""Shown the plan, says whether to go on (a plan without changes needs no question)."""
 
 
 def state_dir() -> Path:
@@ -160,12 +177,13 @@ def runtime_environment() -> dict[str, str]:
     return {"PULUMI_PYTHON_CMD": sys.executable}
 
 
-def open_stack(name: str) -> StackLike:
-    """The stack NAME of this project, created if needed, through the Pulumi CLI.
+def open_stack(name: str, *, create: bool = True) -> StackLike:
+    """The stack NAME of this project, created if needed (CREATE), through the Pulumi CLI.
 
     Its secrets are decrypted once here, so a passphrase that does not fit is one clear error
-    before anything changes. Raises CourseVmError when the CLI is not installed or the
-    passphrase is missing or wrong; Pulumi's other errors propagate.
+    before anything changes. Raises CourseVmError when the CLI is not installed, the passphrase is
+    missing or wrong, or (create=False) there is no stack NAME; the engine's other failures become
+    an EngineError.
     """
     if shutil.which("pulumi") is None:
         raise MissingPrerequisiteError(
@@ -176,15 +194,32 @@ def open_stack(name: str) -> StackLike:
     work_dir = str(project_directory())
     environment = backend_environment()
     options = automation.LocalWorkspaceOptions(work_dir=work_dir, env_vars={**environment, **runtime_environment()})
-    try:
-        stack: StackLike = automation.create_or_select_stack(name, work_dir=work_dir, opts=options)
-        stack.outputs()
-    except automation.CommandError as error:
-        mapped = state_error(name, str(error), environment)
-        if mapped is None:
-            raise
-        raise mapped from None
+    with engine_errors(f"open stack {name}", name, [], again=None):
+        try:
+            if create:
+                stack: StackLike = automation.create_or_select_stack(name, work_dir=work_dir, opts=options)
+            else:
+                try:
+                    stack = automation.select_stack(name, work_dir=work_dir, opts=options)
+                except automation.StackNotFoundError:
+                    workspace = automation.LocalWorkspace(work_dir=work_dir, env_vars=options.env_vars)
+                    raise no_such_stack(name, [summary.name for summary in workspace.list_stacks()]) from None
+            stack.outputs()
+        except automation.CommandError as error:
+            mapped = state_error(name, str(error), environment)
+            if mapped is None:
+                raise
+            raise mapped from None
     return stack
+
+
+def no_such_stack(name: str, existing: Sequence[str]) -> CourseVmError:
+    """The error for a stack NAME that `status` or `down` was asked about and that does not exist."""
+    there = f"the stacks that exist: {', '.join(sorted(existing))}" if existing else "no stack exists yet"
+    return CourseVmError(
+        f"there is no stack {name} ({there}); nothing was created or deleted. "
+        f"Fix: name an existing one with --stack{'' if existing else ', or create one with `up`'}"
+    )
 
 
 def _values(outputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -220,29 +255,46 @@ def host_entries(stack_name: str, outputs: Mapping[str, Any]) -> tuple[dict[str,
 
 
 def up(
-    stack_name: str, project: str | None, zone: str | None, allowed_cidrs: list[str], *,
+    stack_name: str, project: str | None, zone: str | None, allowed_cidrs: list[str], *, confirm: Confirm,
     opener: StackOpener = open_stack, on_output: Callable[[str], Any] = print,
 ) -> dict[str, Any]:  # fmt: skip
-    """Create or update the stack's VMs with Pulumi's live progress, then write their `Host` entries.
+    """Preview the changes, ask CONFIRM, then create or update the stack's VMs and write their `Host` entries.
 
-    Settings given here are stored in the stack's config; the rest keep their values or defaults.
+    Settings given here are stored in the stack's config (before the preview, which needs them;
+    a no keeps them there); the rest keep their values or defaults. After a preview without
+    changes no update runs: the current outputs stand.
     One student's failure does not stop the others' VMs (Pulumi's continue-on-error). Entries of
     students no longer on the roster are removed. Raises CourseVmError when the Pulumi CLI is
-    missing; Pulumi's own errors propagate.
+    missing or the answer is no (nothing changed), EngineError when Pulumi fails, SettingsError
+    when the program refuses the stack's settings.
     """
     from pulumi.automation import ConfigValue
 
     stack = opener(stack_name)
-    if project:
-        stack.set_config("gcp:project", ConfigValue(project))
-    if zone:
-        stack.set_config("gcp:zone", ConfigValue(zone))
-    if allowed_cidrs:
-        stack.remove_config("allowedSshCidrs")
-        for index, cidr in enumerate(allowed_cidrs):
-            stack.set_config(f"allowedSshCidrs[{index}]", ConfigValue(cidr), path=True)
-    before = host_aliases(stack_name, _values(stack.outputs()))
-    outputs = _values(stack.up(on_output=on_output, continue_on_error=True).outputs)
+    with engine_errors(f"store the settings in stack {stack_name}", stack_name, [], project=project):
+        if project:
+            stack.set_config("gcp:project", ConfigValue(project))
+        if zone:
+            stack.set_config("gcp:zone", ConfigValue(zone))
+        if allowed_cidrs:
+            stack.remove_config("allowedSshCidrs")
+            for index, cidr in enumerate(allowed_cidrs):
+                stack.set_config(f"allowedSshCidrs[{index}]", ConfigValue(cidr), path=True)
+        before = host_aliases(stack_name, _values(stack.outputs()))
+    events: list[Any] = []
+    with engine_errors(f"preview the changes to stack {stack_name}", stack_name, events, project=project):
+        stack.preview(on_event=events.append)
+    plan = plan_from_events(events)
+    if not confirm(plan):
+        raise declined("up")
+    if plan.changes:
+        events = []
+        with engine_errors(f"update stack {stack_name}", stack_name, events, project=project):
+            result = stack.up(on_output=on_output, on_event=events.append, continue_on_error=True)
+        outputs = _values(result.outputs)
+    else:
+        with engine_errors(f"read the outputs of stack {stack_name}", stack_name, []):
+            outputs = _values(stack.outputs())
     after, problems = host_entries(stack_name, outputs)
     for alias, block in after.items():
         add_host(alias, block)
@@ -254,18 +306,263 @@ def up(
     return outputs
 
 
-def down(stack_name: str, *, opener: StackOpener = open_stack, on_output: Callable[[str], Any] = print) -> None:
-    """Destroy everything the stack created and remove its `Host` entries."""
-    stack = opener(stack_name)
-    aliases = {host_alias(stack_name), *host_aliases(stack_name, _values(stack.outputs()))}
-    stack.destroy(on_output=on_output)
+def down(
+    stack_name: str, *, confirm: Confirm, opener: StackOpener = open_stack, on_output: Callable[[str], Any] = print
+) -> None:
+    """Preview what the stack's destruction deletes, ask CONFIRM, destroy it all and remove its `Host` entries.
+
+    Never creates a stack. Raises CourseVmError when there is no stack STACK_NAME or the answer is
+    no (nothing deleted), EngineError when Pulumi fails.
+    """
+    stack = opener(stack_name, create=False)
+    events: list[Any] = []
+    with engine_errors(f"preview the deletion of stack {stack_name}", stack_name, events, again="down"):
+        aliases = {host_alias(stack_name), *host_aliases(stack_name, _values(stack.outputs()))}
+        stack.preview_destroy(on_event=events.append)
+    plan = plan_from_events(events)
+    if not confirm(plan):
+        raise declined("down")
+    if plan.changes:
+        events = []
+        with engine_errors(f"delete stack {stack_name}", stack_name, events, again="down"):
+            stack.destroy(on_output=on_output, on_event=events.append)
     for alias in aliases:
         remove_host(alias)
 
 
 def status(stack_name: str, *, opener: StackOpener = open_stack) -> dict[str, Any]:
-    """The stack's outputs: empty when nothing exists."""
-    return _values(opener(stack_name).outputs())
+    """The stack's outputs: empty when nothing exists. Raises CourseVmError when there is no such stack."""
+    stack = opener(stack_name, create=False)
+    with engine_errors(f"read the outputs of stack {stack_name}", stack_name, [], again="status"):
+        return _values(stack.outputs())
+
+
+def declined(command: str) -> CourseVmError:
+    return CourseVmError(
+        f"not confirmed: nothing was created, changed or deleted. Fix: run `python -m provisioner {command}` "
+        "again and answer y (first copy off the VM what you need that would be lost)"
+    )
+
+
+# The preview, summarised per VM: what the student will find, not what Pulumi does to each resource.
+
+STUDENT_VM = "course-vm:gcp:StudentVm"
+INSTANCE = "gcp:compute/instance:Instance"
+HOME_DISK = "gcp:compute/disk:Disk"
+# A replacement is several engine steps on one URN; delete-before-replace emits all of them.
+REPLACING = {"replace", "create-replacement", "delete-replaced", "discard-replaced", "import-replacement"}
+CHANGING = {"create", "update", "delete"}
+
+
+@dataclass(frozen=True)
+class VmChange:
+    """What a preview does to one student's VM."""
+
+    student: str
+    """The student's name; "" for the stack's one VM."""
+    action: str
+    """create, update, replace (a new instance, a new boot disk), delete, or same."""
+    home_disk: str | None
+    """The fate of its /home disk (homeDiskSizeGb): kept, created, lost; None without one."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A preview, per VM, and the changes to what the VMs share (network, firewall, schedule)."""
+
+    vms: tuple[VmChange, ...]
+    shared: tuple[tuple[str, str], ...] = ()
+    """(resource name, action) of each changed resource outside any VM."""
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.shared) or any(vm.action != "same" for vm in self.vms)
+
+
+def _op(metadata: Any) -> str:
+    op = str(getattr(metadata.op, "value", metadata.op))
+    return "replace" if op in REPLACING else op if op in CHANGING else "same"
+
+
+def plan_from_events(events: Iterable[Any]) -> Plan:
+    """The per-VM plan of a preview's engine events (pulumi.automation.EngineEvent, or alike)."""
+    steps: dict[str, tuple[str, str, str]] = {}  # URN -> (type, op, parent URN)
+    for event in events:
+        pre = getattr(event, "resource_pre_event", None)
+        if pre is None:
+            continue
+        metadata = pre.metadata
+        state = metadata.new or metadata.old
+        if steps.get(metadata.urn, ("", ""))[1] == "replace":
+            continue
+        steps[metadata.urn] = (metadata.type, _op(metadata), state.parent if state else "")
+
+    def vm_of(urn: str) -> str | None:
+        seen: set[str] = set()
+        while urn in steps and steps[urn][0] != STUDENT_VM and urn not in seen:
+            seen.add(urn)
+            urn = steps[urn][2]
+        return urn if urn in steps else None
+
+    children: dict[str, dict[str, list[str]]] = {urn: {} for urn, step in steps.items() if step[0] == STUDENT_VM}
+    shared: list[tuple[str, str]] = []
+    for urn, (type_, op, _parent) in steps.items():
+        vm = vm_of(urn)
+        if vm is None:
+            if op != "same" and not type_.startswith("pulumi:") and not type_.startswith("course-vm:"):
+                shared.append((urn.rsplit("::", 1)[-1], op))
+        elif vm != urn:
+            children[vm].setdefault(type_, []).append(op)
+    vms = [_vm_change(urn, steps, found) for urn, found in children.items()]
+    return Plan(tuple(sorted(vms, key=lambda vm: vm.student)), tuple(sorted(shared)))
+
+
+def _vm_change(urn: str, steps: Mapping[str, tuple[str, str, str]], children: Mapping[str, list[str]]) -> VmChange:
+    _type, own, parent = steps[urn]
+    name, course = urn.rsplit("::", 1)[-1], parent.rsplit("::", 1)[-1]
+    student = name.removeprefix(f"{course}-") if name != course else ""
+    instance = children.get(INSTANCE, [])
+    if own in ("create", "delete"):
+        action = own
+    elif "replace" in instance or "delete" in instance or "create" in instance:
+        action = "replace"
+    elif own == "update" or any(op != "same" for ops in children.values() for op in ops):
+        action = "update"
+    else:
+        action = "same"
+    disks = children.get(HOME_DISK, [])
+    home = None
+    if disks:
+        home = "lost" if {"delete", "replace"} & set(disks) else "created" if "create" in disks else "kept"
+    return VmChange(student, action, home)
+
+
+# The Pulumi engine's failures, as one error: what failed, the engine's own lines, a next step.
+
+_SETTINGS = re.compile(r"course-vm settings: \d+ problems?, nothing was created:")
+_COLOUR = re.compile(r"<\{%[^%]*%\}>")
+
+
+@contextmanager
+def engine_errors(
+    doing: str, stack_name: str, events: Sequence[Any], *, project: str | None = None, again: str | None = "up"
+) -> Iterator[None]:
+    """Turn the Pulumi CLI's failures inside into an EngineError (SettingsError for the program's settings).
+
+    DOING says what failed ("update stack dev"); EVENTS are the engine events seen so far, whose
+    error diagnostics are the engine's clearest lines; AGAIN is the command to run again (None: the same).
+    """
+    from pulumi.automation import errors
+
+    try:
+        yield
+    except errors.CommandError as error:
+        diagnostics = [
+            _COLOUR.sub("", event.diagnostic_event.message)
+            for event in events
+            if getattr(event, "diagnostic_event", None) is not None and event.diagnostic_event.severity == "error"
+        ]
+        concurrent = isinstance(error, errors.ConcurrentUpdateError)
+        raise engine_error(doing, stack_name, str(error), diagnostics, project, concurrent, again) from None
+
+
+def engine_error(
+    doing: str, stack_name: str, text: str, diagnostics: Sequence[str], project: str | None, concurrent: bool,
+    again: str | None,
+) -> CourseVmError:  # fmt: skip
+    """The error for a failed Pulumi CLI command whose CommandError reads TEXT (`code:`, `stdout:`, `stderr:`)."""
+    everything = "\n".join([text, *diagnostics])
+    problems = settings_problems(everything)
+    if problems:
+        return SettingsError(problems)
+    stderr = text.rsplit("\n stderr: ", 1)[-1]
+    lines = engine_lines([line for message in diagnostics for line in message.splitlines()], error_lines(stderr))
+    said = "\n".join(f"  {line}" for line in lines) or "  (the Pulumi CLI said nothing more)"
+    rerun = f"`python -m provisioner {again}` again" if again else "the same command again"
+    fix = next_step(everything, stack_name, project, concurrent, rerun)
+    return EngineError(f"Pulumi could not {doing}:\n{said}\nFix: {fix}")
+
+
+def settings_problems(text: str) -> list[str]:
+    """The problems of the program's SettingsError in the engine's output, as the program listed them."""
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        if _SETTINGS.search(line):
+            problems = []
+            for following in lines[index + 1 :]:
+                if not following.strip().startswith("- "):
+                    break
+                problems.append(following.strip()[2:])
+            return problems
+    return []
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The `error:` lines of the CLI's stderr, each with the indented lines that continue it."""
+    kept: list[str] = []
+    inside = False
+    for line in stderr.splitlines():
+        if line.lstrip().startswith("error:"):
+            inside = True
+        elif not (inside and line[:1].isspace() and line.strip()):
+            inside = False
+        if inside:
+            kept.append(line)
+    return kept
+
+
+def engine_lines(*groups: Sequence[str]) -> list[str]:
+    """GROUPS of the engine's lines, stripped, without duplicates or a Python traceback's frames."""
+    kept: list[str] = []
+    for group in groups:
+        traceback_indent: int | None = None
+        for line in group:
+            indent = len(line) - len(line.lstrip())
+            text = line.strip()
+            if text == "Traceback (most recent call last):":
+                traceback_indent = indent
+                continue
+            if traceback_indent is not None:
+                if indent > traceback_indent or text.startswith('File "'):
+                    continue
+                traceback_indent = None
+            if text and text not in kept:
+                kept.append(text)
+    return kept
+
+
+def next_step(text: str, stack_name: str, project: str | None, concurrent: bool, again: str) -> str:
+    """What to do about the failure the engine's TEXT describes."""
+    if concurrent or "currently locked by" in text or "Another update is currently in progress" in text:
+        backend = backend_environment().get("PULUMI_BACKEND_URL")
+        where = f"PULUMI_BACKEND_URL={backend} " if backend else ""
+        return (
+            f"if no other `up` or `down` of stack {stack_name} is still running, clear its lock with "
+            f"`cd {PROJECT_DIR} && {where}pulumi cancel --yes --stack {stack_name}`, then run {again}"
+        )
+    api = re.search(r"apis/api/([\w.-]+)/overview\?project=([\w-]+)", text)
+    named = re.search(r"has not been used in project ([\w-]+)", text)
+    if api or named or "SERVICE_DISABLED" in text or "accessNotConfigured" in text:
+        service = api.group(1) if api else "compute.googleapis.com"
+        where = api.group(2) if api else named.group(1) if named else project or "YOUR-PROJECT-ID"
+        return (
+            f"enable the API with `gcloud services enable {service} --project {where}`, wait a minute, then run {again}"
+        )
+    if re.search(r"QUOTA_EXCEEDED|quotaExceeded|Quota '[^']*' exceeded|quota exceeded", text, re.IGNORECASE):
+        page = "https://console.cloud.google.com/iam-admin/quotas" + (f"?project={project}" if project else "")
+        return f"ask for more quota at {page}, or use another zone (--zone) or a smaller machineType; then run {again}"
+    credentials = (
+        "could not find default credentials",
+        "application default credentials",
+        "invalid_grant",
+        "oauth2: cannot fetch token",
+        "reauthentication",
+        "invalid_rapt",
+        "unauthenticated",
+    )
+    if any(marker in text.lower() for marker in credentials):
+        return f"log in for applications with `gcloud auth application-default login`, then run {again}"
+    return f"act on the engine's lines above, then run {again}"
 
 
 def stack_outputs(project_dir: Path, stack_name: str | None) -> dict[str, Any]:

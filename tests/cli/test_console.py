@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import io
 
-from provisioner.cli.console import print_error, progress
-from provisioner.errors import UnreachableError
+import pytest
+from pulumi.automation import EngineEvent
+
+from provisioner.cli.console import confirm, plan_summary, print_error, progress
+from provisioner.cli.stack import plan_from_events
+from provisioner.errors import CourseVmError, UnreachableError
+from tests.support.pulumi_cli import preview_events
 
 OSC_52 = "\x1b]52;c;cm0gLXJmIH4K\x07"
 
@@ -19,3 +24,83 @@ def test_an_error_quoting_the_vm_is_printed_without_its_escape_sequences(capsys:
 def test_progress_is_printed_without_escape_sequences(capsys: pytest.CaptureFixture[str]) -> None:
     progress(f"waiting for 10.0.0.2:22: SSH handshake failed ({OSC_52}\x07)")
     assert capsys.readouterr().err == "course-vm: waiting for 10.0.0.2:22: SSH handshake failed (\\x07)\n"
+
+
+# The preview, per VM, from the engine's own events (as `pulumi preview --event-log` records them).
+
+
+def summary(vms: dict[str, dict[str, str]], shared: str = "same") -> str:
+    return plan_summary("dev", plan_from_events(EngineEvent.from_json(e) for e in preview_events(vms, shared=shared)))
+
+
+def test_a_class_preview_says_per_student_what_is_created_replaced_deleted_or_left() -> None:
+    vms = {
+        "alice": {"self": "create", "ip": "create", "vm": "create", "verify": "create"},
+        "bob": {"ip": "same", "vm": "replace", "verify": "replace"},
+        "carol": {"self": "delete", "ip": "delete", "vm": "delete", "home": "delete"},
+        "dave": {"ip": "same", "vm": "same"},
+        "erin": {"ip": "update", "vm": "same"},
+    }
+    assert summary(vms, shared="update") == (
+        "Pulumi's preview of stack dev:\n"
+        "  alice's VM (course-vm-alice): create\n"
+        "  bob's VM (course-vm-bob): REPLACE: everything on its boot disk is lost, /home included "
+        "(homeDiskSizeGb would keep /home)\n"
+        "  carol's VM (course-vm-carol): DELETE: everything on it is lost, its home disk too\n"
+        "  dave's VM (course-vm-dave): no change\n"
+        "  erin's VM (course-vm-erin): update in place (nothing on it is lost)\n"
+        "  course-vm-network (shared by the VMs): update\n"
+        "  course-vm-ssh (shared by the VMs): update"
+    )
+
+
+@pytest.mark.parametrize(
+    ("home", "said"),
+    [
+        ("same", "REPLACE: everything on its boot disk is lost; /home is kept (its own disk, homeDiskSizeGb)"),
+        ("create", "REPLACE: everything on its boot disk is lost, /home included (its new home disk starts empty)"),
+        ("replace", "REPLACE: everything on its boot disk is lost, /home included (homeDiskSizeGb would keep /home)"),
+    ],
+)
+def test_a_replaced_vm_says_whether_its_home_disk_keeps_home(home: str, said: str) -> None:
+    vms = {"": {"ip": "same", "vm": "replace", "home": home, "verify": "replace"}}
+    assert summary(vms) == f"Pulumi's preview of stack dev:\n  the VM (course-vm): {said}"
+
+
+def test_a_preview_without_changes_says_so() -> None:
+    assert summary({"": {"ip": "same", "vm": "same", "home": "same"}}) == (
+        "Pulumi's preview of stack dev:\n"
+        "  the VM (course-vm): no change\n"
+        "  no changes: nothing will be created, replaced or deleted"
+    )
+
+
+class Answer(io.StringIO):
+    """What the user types, on a terminal or not."""
+
+    def __init__(self, text: str, tty: bool = True) -> None:
+        super().__init__(text)
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize(
+    ("typed", "answer"), [("y\n", True), ("Yes\n", True), ("n\n", False), ("\n", False), ("", False)]
+)
+def test_only_a_yes_goes_on(typed: str, answer: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    assert confirm("Proceed?", assume_yes=False, stdin=Answer(typed)) is answer
+    assert capsys.readouterr().out.startswith("Proceed? [y/N] ")
+
+
+def test_yes_goes_on_without_asking(capsys: pytest.CaptureFixture[str]) -> None:
+    assert confirm("Proceed?", assume_yes=True, stdin=Answer("", tty=False)) is True
+    assert capsys.readouterr().out == ""
+
+
+def test_without_a_terminal_nobody_is_asked_and_nothing_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(CourseVmError, match=r"no terminal to ask on\. Fix: run it again with --yes") as raised:
+        confirm("Proceed?", assume_yes=False, stdin=Answer("y\n", tty=False))
+    assert raised.value.exit_code == 2
+    assert capsys.readouterr().out == ""

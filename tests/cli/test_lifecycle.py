@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from provisioner.errors import SettingsError
 from tests.conftest import ROOT
 from tests.support.fake_compute_api import INSTANCE, FakeComputeApi
-from tests.support.pulumi_cli import stand_in_pulumi
+from tests.support.pulumi_cli import error_diagnostic, preview_events, stand_in_engine, stand_in_pulumi
 
 
 def start_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -37,3 +42,238 @@ def test_start_of_a_class_reports_each_vm_it_could_not_start(api: FakeComputeApi
     assert result.stdout.startswith("course-vm-alice: running at 34.78.1.2")
     assert "course-vm-bob: instance gone not found in course-project-1/europe-west1-b" in result.stderr
     assert api.instance_status == "RUNNING"
+
+
+# `up`, `down`, `status` through the real Automation API against a stand-in `pulumi` (tests/support).
+
+VM = {"ip": "34.78.1.2", "username": "student", "identityFile": "/home/me/.ssh/course-vm", "instanceName": "vm-1",
+      "zone": "europe-west1-b", "sshCommand": "ssh -i /home/me/.ssh/course-vm student@34.78.1.2"}  # fmt: skip
+CREATE = preview_events({"": {"self": "create", "ip": "create", "vm": "create"}})
+
+
+def cli(*args: str, env: dict[str, str], typed: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The command line as a user runs it; stdin is no terminal (TYPED, or nothing)."""
+    command = [sys.executable, "-m", "provisioner", *args]
+    stdin = subprocess.DEVNULL if typed is None else None
+    return subprocess.run(
+        command, cwd=ROOT, input=typed, stdin=stdin, capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+
+
+def test_up_yes_previews_then_updates_and_says_how_to_log_in(tmp_path: Path) -> None:
+    engine = stand_in_engine(tmp_path, {"dev": {}}, events=CREATE, next_outputs=VM)
+    result = cli("up", "--yes", env=engine.environment)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Pulumi's preview of stack dev:\n  the VM (course-vm): create\n")
+    assert "Proceed?" not in result.stdout
+    assert result.stdout.endswith(
+        "Ready: `ssh course-vm` (VS Code Remote-SSH: host course-vm), or: " + VM["sshCommand"] + "\n"
+    )
+    assert engine.verbs().index("preview") < engine.verbs().index("up")
+
+
+def test_without_a_terminal_or_yes_up_shows_the_plan_and_changes_nothing(tmp_path: Path) -> None:
+    engine = stand_in_engine(tmp_path, {"dev": {}}, events=CREATE, next_outputs=VM)
+    result = cli("up", env=engine.environment)
+    assert result.returncode == 2
+    assert result.stdout == "Pulumi's preview of stack dev:\n  the VM (course-vm): create\n"
+    assert result.stderr.endswith(
+        "course-vm: nothing was changed: this needs a yes, and there is no terminal to ask on. "
+        "Fix: run it again with --yes once the preview above is what you want\n"
+    )
+    assert "up" not in engine.verbs()
+
+
+def test_a_preview_without_changes_goes_on_unasked_and_runs_no_update(tmp_path: Path) -> None:
+    same = preview_events({"": {"ip": "same", "vm": "same"}})
+    engine = stand_in_engine(tmp_path, {"dev": VM}, events=same)
+    result = cli("up", env=engine.environment)
+    assert result.returncode == 0, result.stderr
+    assert "no changes: nothing will be created, replaced or deleted\n" in result.stdout
+    assert "Ready: `ssh course-vm`" in result.stdout
+    assert "up" not in engine.verbs()
+
+
+def test_down_previews_the_deletion_and_without_a_terminal_deletes_nothing(tmp_path: Path) -> None:
+    gone = preview_events({"": {"self": "delete", "ip": "delete", "vm": "delete", "home": "delete"}})
+    engine = stand_in_engine(tmp_path, {"dev": VM}, events=gone)
+    result = cli("down", env=engine.environment)
+    assert result.returncode == 2
+    assert "the VM (course-vm): DELETE: everything on it is lost, its home disk too\n" in result.stdout
+    assert "--yes" in result.stderr
+    assert "destroy" in engine.verbs(), "the preview of the deletion"
+    assert all("--preview-only" in call for call in engine.calls() if call[0] == "destroy")
+    assert cli("down", "--yes", env=engine.environment).returncode == 0
+    assert [call for call in engine.calls() if call[0] == "destroy" and "--preview-only" not in call]
+
+
+@pytest.mark.parametrize("command", [["status", "--stack", "typo"], ["down", "--stack", "typo", "--yes"]])
+def test_status_and_down_of_a_missing_stack_name_the_stacks_and_create_none(tmp_path: Path, command: list[str]) -> None:
+    engine = stand_in_engine(tmp_path, {"dev": VM, "alice": {}}, events=CREATE)
+    result = cli(*command, env=engine.environment)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "course-vm: there is no stack typo (the stacks that exist: alice, dev); nothing was created or deleted. "
+        "Fix: name an existing one with --stack\n"
+    )
+    assert "stack init" not in engine.verbs()
+    assert "destroy" not in engine.verbs()
+
+
+# The Pulumi engine's failures: what failed, the engine's own lines, a next step; exit 5, no traceback.
+
+API_DISABLED = (
+    "error: 1 error occurred:\n"
+    "\t* Error creating instance: googleapi: Error 403: Compute Engine API has not been used in project 123456789012 "
+    "before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/compute.googleapis"
+    ".com/overview?project=123456789012 then retry.\n"
+    "Details:\n"
+    '[{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED"}]\n'
+    ", accessNotConfigured\n"
+    "error: update failed\n"
+)
+QUOTA = (
+    "error: 1 error occurred:\n"
+    "\t* Error creating instance: googleapi: Error 403: Quota 'CPUS' exceeded.  Limit: 8.0 in region europe-west1., "
+    "quotaExceeded\n"
+    "error: update failed\n"
+    "error: update failed\n"
+)
+CREDENTIALS = (
+    "error: pulumi:providers:gcp resource 'default_8_10_0' has a problem: could not find default credentials. "
+    "See https://cloud.google.com/docs/authentication/external/set-up-adc for more information\n"
+)
+LOCKED = (
+    "error: the stack is currently locked by 1 lock(s). Either wait for the other process(es) to end or delete "
+    "the lock file with `pulumi cancel`.\n"
+    "  file:///home/me/.local/state/course-vm/pulumi/.pulumi/locks/organization/course-vm/dev/5b1c.json: "
+    "created by me@laptop (pid 4242) at 2026-11-27T14:00:00Z\n"
+)
+CRASH = (
+    "error: Program failed with an unhandled exception:\n"
+    "  Traceback (most recent call last):\n"
+    '    File "/work/course-vm/__main__.py", line 14, in <module>\n'
+    "      key = ensure_key_pair(seat.ssh_key_path)\n"
+    "  ValueError: boom\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("failing", "stderr", "said", "fix"),
+    [
+        (
+            "up",
+            API_DISABLED,
+            "update stack dev:\n  error: 1 error occurred:\n  * Error creating instance: googleapi: Error 403: Compute "
+            "Engine API has not been used in project 123456789012 before or it is disabled. Enable it by visiting "
+            "https://console.developers.google.com/apis/api/compute.googleapis.com/overview?project=123456789012 then "
+            "retry.\n  error: update failed",
+            "enable the API with `gcloud services enable compute.googleapis.com --project 123456789012`, wait a "
+            "minute, then run `python -m provisioner up` again",
+        ),
+        (
+            "up",
+            QUOTA,
+            "update stack dev:\n  error: 1 error occurred:\n  * Error creating instance: googleapi: Error 403: Quota "
+            "'CPUS' exceeded.  Limit: 8.0 in region europe-west1., quotaExceeded\n  error: update failed",
+            "ask for more quota at https://console.cloud.google.com/iam-admin/quotas?project=course-project-1, or use "
+            "another zone (--zone) or a smaller machineType; then run `python -m provisioner up` again",
+        ),
+        (
+            "preview",
+            CREDENTIALS,
+            "preview the changes to stack dev:\n  " + CREDENTIALS.strip(),
+            "log in for applications with `gcloud auth application-default login`, then run "
+            "`python -m provisioner up` again",
+        ),
+        (
+            "preview",
+            CRASH,
+            "preview the changes to stack dev:\n"
+            "  error: Program failed with an unhandled exception:\n  ValueError: boom",
+            "act on the engine's lines above, then run `python -m provisioner up` again",
+        ),
+    ],
+)
+def test_an_engine_failure_is_one_error_with_the_engines_lines_and_a_next_step(
+    tmp_path: Path, failing: str, stderr: str, said: str, fix: str
+) -> None:
+    engine = stand_in_engine(tmp_path, {"dev": {}}, events=CREATE, fail={failing: {"stderr": stderr}})
+    result = cli("up", "--yes", "--project", "course-project-1", env=engine.environment)
+    assert result.returncode == 5
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.endswith(f"course-vm: Pulumi could not {said}\nFix: {fix}\n")
+
+
+def test_a_locked_stack_says_how_to_clear_the_lock_and_where(tmp_path: Path) -> None:
+    engine = stand_in_engine(tmp_path, {"dev": {}}, events=CREATE, fail={"preview": {"stderr": LOCKED}})
+    result = cli("up", "--yes", env=engine.environment)
+    assert result.returncode == 5
+    backend = (tmp_path / "state" / "course-vm" / "pulumi").as_uri()
+    said = "\n  ".join(line.strip() for line in LOCKED.splitlines())
+    assert result.stderr.endswith(
+        f"course-vm: Pulumi could not preview the changes to stack dev:\n  {said}"
+        "\nFix: if no other `up` or `down` of stack dev is still running, clear its lock with "
+        f"`cd {ROOT} && PULUMI_BACKEND_URL={backend} pulumi cancel --yes --stack dev`, then run "
+        "`python -m provisioner up` again\n"
+    )  # fmt: skip
+
+
+def test_the_engines_diagnostics_events_are_its_clearest_lines(tmp_path: Path) -> None:
+    message = "sdk-v2/provider2.go:520: Error creating instance: googleapi: Error 403: QUOTA_EXCEEDED\n"
+    failure = {"stderr": "error: update failed\n", "events": [error_diagnostic(message)]}
+    engine = stand_in_engine(tmp_path, {"dev": {}}, events=CREATE, fail={"up": failure})
+    result = cli("up", "--yes", env=engine.environment)
+    assert result.returncode == 5
+    assert (
+        "course-vm: Pulumi could not update stack dev:\n  "
+        + message
+        + "  error: update failed\nFix: ask for more quota at https://console.cloud.google.com/iam-admin/quotas, "
+        in result.stderr
+    )
+
+
+def test_the_programs_settings_error_comes_through_as_it_is(tmp_path: Path) -> None:
+    problems = [
+        "machineType 'n2-standard-999': not a machine type. Fix: pulumi config set machineType e2-standard-4",
+        "diskSizeGb '5': below the image's 10 GB. Fix: pulumi config set diskSizeGb 20",
+    ]
+    stdout = (
+        "Previewing update (dev):\n\nDiagnostics:\n  pulumi:pulumi:Stack (course-vm-dev):\n    error: "
+        + str(SettingsError(problems)).replace("\n", "\n    ")
+        + "\n"
+    )
+    failure = {"stdout": stdout, "stderr": "error: preview failed\n"}
+    engine = stand_in_engine(tmp_path, {"dev": {}}, events=CREATE, fail={"preview": failure})
+    result = cli("up", "--yes", env=engine.environment)
+    assert result.returncode == 2
+    assert result.stderr.endswith(f"course-vm: {SettingsError(problems)}\n")
+    assert "Traceback" not in result.stderr
+
+
+def on_a_terminal(*args: str, env: dict[str, str], typed: bytes) -> tuple[int, str]:
+    """The command line run with a terminal on stdin, on which TYPED is typed (b"" for end of input)."""
+    controller, terminal = pty.openpty()
+    command = [sys.executable, "-m", "provisioner", *args]
+    with subprocess.Popen(
+        command, cwd=ROOT, stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    ) as process:
+        os.close(terminal)
+        os.write(controller, typed or b"\x04")  # Ctrl-D: the terminal's end of input
+        output, _ = process.communicate(timeout=120)
+    os.close(controller)
+    return process.returncode, output
+
+
+@pytest.mark.parametrize(("typed", "goes_on"), [(b"y\n", True), (b"n\n", False), (b"\n", False), (b"", False)])
+def test_on_a_terminal_only_a_yes_changes_anything(tmp_path: Path, typed: bytes, goes_on: bool) -> None:
+    replace = preview_events({"": {"ip": "same", "vm": "replace", "home": "same"}})
+    engine = stand_in_engine(tmp_path, {"dev": VM}, events=replace, next_outputs=VM)
+    code, output = on_a_terminal("up", env=engine.environment, typed=typed)
+    assert "the VM (course-vm): REPLACE: everything on its boot disk is lost; /home is kept" in output
+    assert "Proceed? [y/N] " in output
+    assert ("up" in engine.verbs()) is goes_on
+    if goes_on:
+        assert code == 0 and "Ready: `ssh course-vm`" in output
+    else:
+        assert code == 2 and "not confirmed: nothing was created, changed or deleted" in output

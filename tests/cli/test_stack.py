@@ -19,15 +19,15 @@ from typing import Any
 import pytest
 import yaml
 from pulumi import automation
-from pulumi.automation import CommandError, ConfigValue, OutputValue
+from pulumi.automation import CommandError, ConfigValue, EngineEvent, OutputValue
 from pulumi.automation._cmd import CommandResult
 
 from provisioner.access.ssh_config import hosts_file, ssh_config_block
 from provisioner.cli import stack
 from provisioner.cli.main import main
-from provisioner.errors import EXIT_BAD_INPUT, EXIT_MISSING_PREREQUISITE, CourseVmError
+from provisioner.errors import EXIT_BAD_INPUT, EXIT_MISSING_PREREQUISITE, CourseVmError, EngineError
 from tests.conftest import ROOT, require_tool
-from tests.support.pulumi_cli import stand_in_pulumi
+from tests.support.pulumi_cli import preview_events, stand_in_pulumi
 
 OUTPUTS: dict[str, Any] = {
     "ip": "34.78.1.2", "username": "student", "identityFile": "/home/me/.ssh/course-vm",
@@ -78,6 +78,22 @@ class FakeStack:
     exported: dict[str, Any] = field(default_factory=dict)
     next_outputs: dict[str, Any] = field(default_factory=lambda: dict(OUTPUTS))
     """What the next `up` exports."""
+    events: list[dict[str, Any]] = field(
+        default_factory=lambda: preview_events({"": {"self": "create", "vm": "create"}})
+    )
+    """What the next preview reports, as the engine's event log holds it."""
+
+    def preview(self, *, on_event: Callable[[Any], Any] | None = None) -> Any:
+        self.calls.append("preview")
+        assert on_event is not None
+        for event in self.events:
+            on_event(EngineEvent.from_json(event))
+
+    def preview_destroy(self, *, on_event: Callable[[Any], Any] | None = None) -> Any:
+        self.calls.append("preview_destroy")
+        assert on_event is not None
+        for event in self.events:
+            on_event(EngineEvent.from_json(event))
 
     def set_config(self, key: str, value: ConfigValue, *, path: bool = False) -> None:
         self.config[key] = (value.value, path)
@@ -86,19 +102,39 @@ class FakeStack:
         self.calls.append(f"remove {key}")
         self.config = {k: v for k, v in self.config.items() if not k.startswith(key)}
 
-    def up(self, *, on_output: Callable[[str], Any] | None = None, continue_on_error: bool | None = None) -> Any:
+    def up(
+        self, *, on_output: Callable[[str], Any] | None = None, on_event: Callable[[Any], Any] | None = None,
+        continue_on_error: bool | None = None,
+    ) -> Any:  # fmt: skip
         self.calls.append("up" + (" --continue-on-error" if continue_on_error else ""))
         assert on_output is not None
         on_output("Updating (dev)")  # Pulumi's live progress goes through on_output
         self.exported = dict(self.next_outputs)
         return type("UpResult", (), {"outputs": {k: OutputValue(v, False) for k, v in self.exported.items()}})()
 
-    def destroy(self, *, on_output: Callable[[str], Any] | None = None) -> Any:
+    def destroy(
+        self, *, on_output: Callable[[str], Any] | None = None, on_event: Callable[[Any], Any] | None = None
+    ) -> Any:
         self.calls.append("destroy")
         self.exported = {}
 
     def outputs(self) -> Mapping[str, Any]:
         return {k: OutputValue(v, False) for k, v in self.exported.items()}
+
+
+def opens(fake: FakeStack, opened: list[str] | None = None) -> stack.StackOpener:
+    """An opener that hands out FAKE (recording each name asked for) whether or not it is to be created."""
+
+    def opener(name: str, *, create: bool = True) -> FakeStack:
+        if opened is not None:
+            opened.append(name)
+        return fake
+
+    return opener
+
+
+def yes(plan: stack.Plan) -> bool:
+    return True
 
 
 @pytest.fixture
@@ -113,18 +149,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_up_sets_the_stack_config_and_writes_a_pinned_host_entry(home: Path) -> None:
     fake = FakeStack()
     opened: list[str] = []
-
-    def opener(name: str) -> FakeStack:
-        opened.append(name)
-        return fake
-
     printed: list[str] = []
     outputs = stack.up(
         "dev",
         "course-project-1",
         "europe-west1-b",
         ["203.0.113.7/32", "198.51.100.0/24"],
-        opener=opener,
+        confirm=yes,
+        opener=opens(fake, opened),
         on_output=printed.append,
     )
     assert opened == ["dev"]
@@ -134,7 +166,7 @@ def test_up_sets_the_stack_config_and_writes_a_pinned_host_entry(home: Path) -> 
         "allowedSshCidrs[0]": ("203.0.113.7/32", True),
         "allowedSshCidrs[1]": ("198.51.100.0/24", True),
     }
-    assert fake.calls == ["remove allowedSshCidrs", "up --continue-on-error"]
+    assert fake.calls == ["remove allowedSshCidrs", "preview", "up --continue-on-error"]
     assert printed == ["Updating (dev)"]
     assert outputs["ip"] == "34.78.1.2"
     ours = hosts_file().read_text()
@@ -144,14 +176,14 @@ def test_up_sets_the_stack_config_and_writes_a_pinned_host_entry(home: Path) -> 
 
 def test_up_keeps_settings_it_is_not_given(home: Path) -> None:
     fake = FakeStack()
-    stack.up("dev", None, None, [], opener=lambda _: fake, on_output=print)
+    stack.up("dev", None, None, [], confirm=yes, opener=opens(fake), on_output=print)
     assert fake.config == {}
-    assert fake.calls == ["up --continue-on-error"]
+    assert fake.calls == ["preview", "up --continue-on-error"]
 
 
 def test_other_stacks_get_their_own_host_alias(home: Path) -> None:
     fake = FakeStack(next_outputs=outputs_of_stack("alice"))
-    stack.up("alice", "p-123456", "europe-west1-b", [], opener=lambda _: fake, on_output=print)
+    stack.up("alice", "p-123456", "europe-west1-b", [], confirm=yes, opener=opens(fake), on_output=print)
     assert "Host course-vm-alice\n" in hosts_file().read_text()
 
 
@@ -160,18 +192,18 @@ def test_down_destroys_and_removes_the_entry_and_nothing_else(home: Path) -> Non
     config.parent.mkdir(mode=0o700)
     config.write_text("Host work\n    User me\n")
     fake = FakeStack()
-    stack.up("dev", "p-123456", "z-1-a", [], opener=lambda _: fake, on_output=print)
-    assert stack.status("dev", opener=lambda _: fake)["ip"] == "34.78.1.2"
-    stack.down("dev", opener=lambda _: fake, on_output=print)
+    stack.up("dev", "p-123456", "z-1-a", [], confirm=yes, opener=opens(fake), on_output=print)
+    assert stack.status("dev", opener=opens(fake))["ip"] == "34.78.1.2"
+    stack.down("dev", confirm=yes, opener=opens(fake), on_output=print)
     assert fake.calls[-1] == "destroy"
     assert config.read_text() == "Host work\n    User me\n"
     assert not hosts_file().exists()
-    assert stack.status("dev", opener=lambda _: fake) == {}
+    assert stack.status("dev", opener=opens(fake)) == {}
 
 
 def test_a_class_gets_one_pinned_host_entry_per_student(home: Path) -> None:
     fake = FakeStack(next_outputs=class_outputs("alice", "bob"))
-    stack.up("dev", "p-123456", "europe-west1-b", [], opener=lambda _: fake, on_output=print)
+    stack.up("dev", "p-123456", "europe-west1-b", [], confirm=yes, opener=opens(fake), on_output=print)
     ours = hosts_file().read_text()
     for index, name in enumerate(("alice", "bob"), start=10):
         assert f"Host course-vm-{name}\n    HostName 34.78.1.{index}\n    User {name}\n" in ours
@@ -181,16 +213,16 @@ def test_a_class_gets_one_pinned_host_entry_per_student(home: Path) -> None:
 
 def test_a_roster_change_adds_and_removes_only_those_students_entries(home: Path) -> None:
     fake = FakeStack(next_outputs=class_outputs("alice", "bob"))
-    stack.up("dev", None, None, [], opener=lambda _: fake, on_output=print)
+    stack.up("dev", None, None, [], confirm=yes, opener=opens(fake), on_output=print)
     other = FakeStack(next_outputs=outputs_of_stack("other"))
-    stack.up("other", None, None, [], opener=lambda _: other, on_output=print)
+    stack.up("other", None, None, [], confirm=yes, opener=opens(other), on_output=print)
     fake.next_outputs = class_outputs("alice", "carol")
-    stack.up("dev", None, None, [], opener=lambda _: fake, on_output=print)
+    stack.up("dev", None, None, [], confirm=yes, opener=opens(fake), on_output=print)
     ours = hosts_file().read_text()
     assert "Host course-vm-alice\n" in ours and "Host course-vm-carol\n" in ours
     assert "Host course-vm-bob\n" not in ours
     assert "Host course-vm-other\n" in ours, "another stack's entry is not this stack's to remove"
-    stack.down("dev", opener=lambda _: fake, on_output=print)
+    stack.down("dev", confirm=yes, opener=opens(fake), on_output=print)
     assert "course-vm-alice" not in hosts_file().read_text()
     assert "Host course-vm-other\n" in hosts_file().read_text()
 
@@ -214,7 +246,7 @@ def resolved(home: Path, alias: str) -> dict[str, str]:
 @pytest.mark.integration
 def test_a_tampered_ssh_config_output_never_reaches_the_users_config(home: Path) -> None:
     fake = FakeStack(next_outputs={**OUTPUTS, "sshConfig": str(OUTPUTS["sshConfig"]) + INJECTED})
-    stack.up("dev", None, None, [], opener=lambda _: fake, on_output=print)
+    stack.up("dev", None, None, [], confirm=yes, opener=opens(fake), on_output=print)
     ours = hosts_file().read_text()
     assert "Match" not in ours and "touch" not in ours and "ProxyCommand" not in ours
     seen = resolved(home, "course-vm")
@@ -236,10 +268,10 @@ def test_a_tampered_ssh_config_output_never_reaches_the_users_config(home: Path)
     ],
 )
 def test_a_bad_field_in_the_outputs_writes_nothing_of_it(home: Path, key: str, value: str, message: str) -> None:
-    stack.up("dev", None, None, [], opener=lambda _: FakeStack(), on_output=print)
+    stack.up("dev", None, None, [], confirm=yes, opener=opens(FakeStack()), on_output=print)
     fake = FakeStack(next_outputs={**OUTPUTS, key: value})
     with pytest.raises(CourseVmError, match=r"^course-vm: cannot write an ssh Host block: " + message) as raised:
-        stack.up("dev", None, None, [], opener=lambda _: fake, on_output=print)
+        stack.up("dev", None, None, [], confirm=yes, opener=opens(fake), on_output=print)
     assert "\n" not in str(raised.value) and "Fix: " in str(raised.value)
     assert not hosts_file().exists(), "the VM's earlier block goes too: it may name an old address"
 
@@ -249,7 +281,7 @@ def test_one_students_bad_field_keeps_the_others_blocks(home: Path) -> None:
     outputs["students"]["bob"]["ip"] = "34.78.1.11\nHost *"
     fake = FakeStack(next_outputs=outputs)
     with pytest.raises(CourseVmError, match=r"^course-vm-bob: cannot write an ssh Host block: host '34"):
-        stack.up("dev", None, None, [], opener=lambda _: fake, on_output=print)
+        stack.up("dev", None, None, [], confirm=yes, opener=opens(fake), on_output=print)
     ours = hosts_file().read_text()
     assert "Host course-vm-alice\n" in ours and "course-vm-bob" not in ours and "Host *" not in ours
 
@@ -351,7 +383,8 @@ def test_a_stack_with_a_typed_passphrase_and_none_set_is_one_clear_error(
     home: Path, pulumi_on_path: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PULUMI_BACKEND_URL", "file:///srv/their-state")
-    monkeypatch.setattr(automation, "create_or_select_stack", Recorder(error=MISSING))
+    # status selects the stack (it never creates one): the same passphrase error either way.
+    monkeypatch.setattr(automation, "select_stack", Recorder(error=MISSING))
     assert main(["status", "--stack", "mine"]) == EXIT_MISSING_PREREQUISITE
     err = capsys.readouterr().err
     assert err.startswith("course-vm: stack mine on file:///srv/their-state keeps its secrets with a passphrase")
@@ -367,7 +400,7 @@ def test_a_passphrase_that_does_not_decrypt_the_stack_says_which_one_was_tried(
         def outputs(self) -> Mapping[str, Any]:
             raise CommandError(CommandResult("", INCORRECT, 255))
 
-    monkeypatch.setattr(automation, "create_or_select_stack", Recorder(fake=Undecryptable()))
+    monkeypatch.setattr(automation, "select_stack", Recorder(fake=Undecryptable()))
     assert main(["status"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     passphrase = home / "state" / "course-vm" / "pulumi" / "passphrase"
@@ -379,7 +412,9 @@ def test_other_engine_errors_are_not_taken_for_passphrase_errors(
     home: Path, pulumi_on_path: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(automation, "create_or_select_stack", Recorder(error="error: could not reach the backend"))
-    with pytest.raises(CommandError):
+    with pytest.raises(
+        EngineError, match=r"(?s)^Pulumi could not open stack dev:\n  error: could not reach the backend\n"
+    ):
         stack.open_stack("dev")
 
 
@@ -487,3 +522,63 @@ def test_without_the_pulumi_cli_every_command_says_how_to_install_it(
     assert not (home / "state").exists(), "nothing is set up before the CLI is known to exist"
     assert main(["status"]) == EXIT_MISSING_PREREQUISITE
     assert main(["down"]) == EXIT_MISSING_PREREQUISITE
+
+
+# Preview, then confirm: nothing changes without a yes, and a preview without changes runs nothing.
+
+
+def test_up_shows_the_plan_and_a_no_changes_nothing(home: Path) -> None:
+    fake = FakeStack(events=preview_events({"bob": {"vm": "replace"}, "carol": {"self": "delete", "vm": "delete"}}))
+    shown: list[stack.Plan] = []
+
+    def no(plan: stack.Plan) -> bool:
+        shown.append(plan)
+        return False
+
+    with pytest.raises(CourseVmError, match=r"^not confirmed: nothing was created, changed or deleted\. Fix: "):
+        stack.up("dev", None, None, [], confirm=no, opener=opens(fake), on_output=print)
+    assert fake.calls == ["preview"], "no up after a no"
+    assert [(vm.student, vm.action) for vm in shown[0].vms] == [("bob", "replace"), ("carol", "delete")]
+    assert not hosts_file().exists()
+
+
+def test_down_shows_the_plan_and_a_no_deletes_nothing(home: Path) -> None:
+    fake = FakeStack()
+    stack.up("dev", None, None, [], confirm=yes, opener=opens(fake), on_output=print)
+    fake.events = preview_events({"": {"self": "delete", "vm": "delete", "ip": "delete"}})
+    with pytest.raises(CourseVmError, match=r"^not confirmed"):
+        stack.down("dev", confirm=lambda plan: False, opener=opens(fake), on_output=print)
+    assert fake.calls[-1] == "preview_destroy" and "destroy" not in fake.calls
+    assert "Host course-vm\n" in hosts_file().read_text()
+
+
+def test_a_preview_without_changes_runs_no_update_and_keeps_the_entries(home: Path) -> None:
+    fake = FakeStack()
+    stack.up("dev", None, None, [], confirm=yes, opener=opens(fake), on_output=print)
+    hosts_file().unlink()
+    fake.events = preview_events({"": {"ip": "same", "vm": "same"}})
+    shown: list[stack.Plan] = []
+
+    def show(plan: stack.Plan) -> bool:
+        shown.append(plan)
+        return True
+
+    outputs = stack.up("dev", None, None, [], confirm=show, opener=opens(fake), on_output=print)
+    assert fake.calls == ["preview", "up --continue-on-error", "preview"]
+    assert not shown[0].changes
+    assert outputs["ip"] == "34.78.1.2"
+    assert "Host course-vm\n" in hosts_file().read_text()
+
+
+def test_status_and_down_never_ask_for_a_stack_to_be_created(home: Path) -> None:
+    asked: list[bool] = []
+
+    def opener(name: str, *, create: bool = True) -> FakeStack:
+        asked.append(create)
+        raise stack.no_such_stack(name, ["dev", "alice"])
+
+    with pytest.raises(CourseVmError, match=r"^there is no stack typo \(the stacks that exist: alice, dev\)"):
+        stack.status("typo", opener=opener)
+    with pytest.raises(CourseVmError, match=r"^there is no stack typo"):
+        stack.down("typo", confirm=yes, opener=opener)
+    assert asked == [False, False]

@@ -398,28 +398,40 @@ def plan_from_events(events: Iterable[Any]) -> Plan:
         steps[metadata.urn] = (metadata.type, _op(metadata), state.parent if state else "")
 
     def vm_of(urn: str) -> str | None:
+        # By the URNs' own types, so a VM whose component has no step of its own is still found.
         seen: set[str] = set()
-        while urn in steps and steps[urn][0] != STUDENT_VM and urn not in seen:
+        while urn and urn not in seen:
+            if _urn_type(urn) == STUDENT_VM:
+                return urn
             seen.add(urn)
-            urn = steps[urn][2]
-        return urn if urn in steps else None
+            urn = steps[urn][2] if urn in steps else ""
+        return None
 
-    children: dict[str, dict[str, list[str]]] = {urn: {} for urn, step in steps.items() if step[0] == STUDENT_VM}
+    children: dict[str, dict[str, list[str]]] = {}
     shared: list[tuple[str, str]] = []
     for urn, (type_, op, _parent) in steps.items():
         vm = vm_of(urn)
         if vm is None:
             if op != "same" and not type_.startswith("pulumi:") and not type_.startswith("course-vm:"):
                 shared.append((urn.rsplit("::", 1)[-1], op))
-        elif vm != urn:
-            children[vm].setdefault(type_, []).append(op)
+        else:
+            found = children.setdefault(vm, {})
+            if vm != urn:
+                found.setdefault(type_, []).append(op)
     vms = [_vm_change(urn, steps, found) for urn, found in children.items()]
     return Plan(tuple(sorted(vms, key=lambda vm: vm.student)), tuple(sorted(shared)))
 
 
+def _urn_type(urn: str) -> str:
+    """The type of the resource URN names: `urn:pulumi:STACK::PROJECT::PARENT-TYPE$...$TYPE::NAME`."""
+    parts = urn.split("::", 3)
+    return parts[2].rsplit("$", 1)[-1] if len(parts) == 4 else ""
+
+
 def _vm_change(urn: str, steps: Mapping[str, tuple[str, str, str]], children: Mapping[str, list[str]]) -> VmChange:
-    _type, own, parent = steps[urn]
-    name, course = urn.rsplit("::", 1)[-1], parent.rsplit("::", 1)[-1]
+    _type, own, parent = steps.get(urn, (STUDENT_VM, "same", ""))
+    # A VM is named `COURSE-STUDENT` after the CourseVm that holds it (`course-vm` in __main__.py).
+    name, course = urn.rsplit("::", 1)[-1], parent.rsplit("::", 1)[-1] if parent else "course-vm"
     student = name.removeprefix(f"{course}-") if name != course else ""
     instance = children.get(INSTANCE, [])
     if own in ("create", "delete"):

@@ -10,7 +10,7 @@ from pulumi.automation import EngineEvent
 from provisioner.cli.console import confirm, plan_summary, print_error, progress
 from provisioner.cli.stack import plan_from_events
 from provisioner.errors import CourseVmError, UnreachableError
-from tests.support.pulumi_cli import preview_events
+from tests.support.pulumi_cli import STUDENT_VM, preview_events
 
 OSC_52 = "\x1b]52;c;cm0gLXJmIH4K\x07"
 
@@ -104,3 +104,14 @@ def test_without_a_terminal_nobody_is_asked_and_nothing_goes_on(capsys: pytest.C
         confirm("Proceed?", assume_yes=False, stdin=Answer("y\n", tty=False))
     assert raised.value.exit_code == 2
     assert capsys.readouterr().out == ""
+
+
+def test_a_vm_is_found_by_its_resources_urns_when_its_component_reports_no_step() -> None:
+    events = preview_events({"bob": {"vm": "replace", "home": "same"}})
+    only_changes = [e for e in events if e.get("resourcePreEvent", {}).get("metadata", {}).get("type") != STUDENT_VM]
+    plan = plan_from_events(EngineEvent.from_json(e) for e in only_changes)
+    assert plan_summary("dev", plan) == (
+        "Pulumi's preview of stack dev:\n"
+        "  bob's VM (course-vm-bob): REPLACE: everything on its boot disk is lost; /home is kept "
+        "(its own disk, homeDiskSizeGb)"
+    )

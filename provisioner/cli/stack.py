@@ -215,11 +215,14 @@ def open_stack(name: str, *, create: bool = True) -> StackLike:
 
 def no_such_stack(name: str, existing: Sequence[str]) -> CourseVmError:
     """The error for a stack NAME that `status` or `down` was asked about and that does not exist."""
-    there = f"the stacks that exist: {', '.join(sorted(existing))}" if existing else "no stack exists yet"
-    return CourseVmError(
-        f"there is no stack {name} ({there}); nothing was created or deleted. "
-        f"Fix: name an existing one with --stack{'' if existing else ', or create one with `up`'}"
-    )
+    if existing:
+        there, fix = f"the stacks that exist: {', '.join(sorted(existing))}", "name one of them with --stack"
+    else:
+        there, fix = (
+            "no stack exists yet",
+            f"create it with `python -m provisioner up --stack {name} --project YOUR-PROJECT-ID`",
+        )
+    return CourseVmError(f"there is no stack {name} ({there}); nothing was created or deleted. Fix: {fix}")
 
 
 def _values(outputs: Mapping[str, Any]) -> dict[str, Any]:

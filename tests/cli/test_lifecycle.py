@@ -114,7 +114,7 @@ def test_status_and_down_of_a_missing_stack_name_the_stacks_and_create_none(tmp_
     assert result.returncode == 2
     assert result.stderr == (
         "course-vm: there is no stack typo (the stacks that exist: alice, dev); nothing was created or deleted. "
-        "Fix: name an existing one with --stack\n"
+        "Fix: name one of them with --stack\n"
     )
     assert "stack init" not in engine.verbs()
     assert "destroy" not in engine.verbs()

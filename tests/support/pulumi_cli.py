@@ -199,11 +199,21 @@ def stand_in_engine(
     fake.parent.mkdir(exist_ok=True)
     fake.write_text(f"#!{sys.executable}\nSTATE = {str(state)!r}\nCALLS = {str(calls)!r}\n{ENGINE}")
     fake.chmod(0o755)
+    # What `up` checks for before anything else (provisioner/cli/prerequisites.py): gcloud on PATH
+    # (a stand-in that is never run) and application-default credentials where gcloud keeps them.
+    gcloud = fake.parent / "gcloud"
+    gcloud.write_text("#!/bin/sh\necho 'stand-in gcloud: not for use' >&2\nexit 1\n")
+    gcloud.chmod(0o755)
+    adc = tmp_path / ".config" / "gcloud" / "application_default_credentials.json"
+    adc.parent.mkdir(parents=True, exist_ok=True)
+    adc.write_text('{"type": "authorized_user", "client_id": "stand-in", "client_secret": "x", "refresh_token": "x"}\n')
     environment = {
         **os.environ,
         "PATH": f"{fake.parent}:{os.environ['PATH']}",
         "XDG_STATE_HOME": str(tmp_path / "state"),
     }
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG"):
+        environment.pop(name, None)
     for name in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
         environment.pop(name, None)
     environment["PULUMI_HOME"] = str(tmp_path / "pulumi-home")  # not logged in anywhere

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import time
@@ -24,6 +25,14 @@ agent replaces the keys cloud-init published on first boot, and publishes its ow
 is reloaded with them; a login in that window meets a key that is not yet the published one."""
 MAX_OUTPUT_BYTES = 1 << 20  # per stream; the tail is kept, which is where errors are
 _RSA_SIGNATURES = ("rsa-sha2-512", "rsa-sha2-256")
+
+# paramiko logs each failed handshake with its traceback at ERROR ("Exception (client): Error
+# reading SSH protocol banner"), and with no handler configured Python prints that on stderr: once
+# per retry against a port that is open but is not (yet) sshd. `connect` turns the same exception
+# into its progress line and, at the deadline, its error; paramiko's own log says nothing more.
+_PARAMIKO_LOG = logging.getLogger("paramiko")
+_PARAMIKO_LOG.addHandler(logging.NullHandler())
+_PARAMIKO_LOG.propagate = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,8 @@ def connect(target: Target, key: paramiko.PKey, deadline: float, progress: Progr
                     "nothing was sent to it. Fix: learn the VM's keys again out of band"
                 ) from None
             reason = f"SSH handshake failed ({error})"
+            if "protocol banner" in str(error):
+                reason += f": sshd is not up yet, or another program listens on port {target.port}"
         except (OSError, EOFError) as error:
             client.close()
             reason = _network_reason(error)

@@ -14,6 +14,8 @@ EXIT_MISSING_PREREQUISITE = 6
 """A tool or login course-vm needs (Pulumi CLI, gcloud, application-default credentials) is missing."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C: 128 + SIGINT, as shells report it."""
+EXIT_BUG = 70
+"""An unexpected error: a bug in course-vm (EX_SOFTWARE of sysexits.h), never one of the statuses above."""
 
 
 class CourseVmError(Exception):
@@ -54,3 +56,9 @@ class HostKeyMismatchError(CourseVmError):
     """The VM presented a host key other than the pinned one: never retried."""
 
     exit_code = EXIT_HOST_KEY_MISMATCH
+
+
+class InterruptionError(CourseVmError):
+    """Ctrl-C: the message says what was left running and how to go on."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -13,6 +13,7 @@ from provisioner.access.host_keys import host_keys_from_known_hosts, parse_host_
 from provisioner.access.ssh import Target
 from provisioner.checker.checks import DEFAULT_TIMEOUT, check_vm
 from provisioner.checker.class_pool import DEFAULT_WORKERS, TargetSource, check_class
+from provisioner.cli import arguments
 from provisioner.cli.console import print_class_report, print_report, progress
 from provisioner.cli.stack import stack_outputs, stack_vms
 from provisioner.errors import CourseVmError
@@ -30,7 +31,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         "most serious student's).",
     )
     parser.add_argument("--host", help="address of the VM (default: the stack's `ip` output)")
-    parser.add_argument("--port", type=int, default=22)
+    parser.add_argument("--port", type=arguments.port, default=22)
     parser.add_argument("--user", help="the course user to log in as")
     parser.add_argument("--identity", type=Path, help="private key file (mode 0400 or 0600)")
     parser.add_argument(
@@ -42,7 +43,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--gce-project", metavar="PROJECT")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=arguments.seconds,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"one deadline for reaching the VM and cloud-init (default {DEFAULT_TIMEOUT:.0f})",
@@ -56,7 +57,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=arguments.whole(1, 100),
         default=DEFAULT_WORKERS,
         metavar="N",
         help=f"a class stack: check at most N VMs at once (default {DEFAULT_WORKERS})",

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -18,8 +19,9 @@ from provisioner.access.host_keys import HostKey
 from provisioner.access.keys import ensure_key_pair
 from provisioner.access.ssh import HostKeySource
 from provisioner.checker.checks import DEFAULT_TIMEOUT, check_vm
+from provisioner.cli import arguments
 from provisioner.cli.console import print_report, progress
-from provisioner.errors import CourseVmError, SettingsError
+from provisioner.errors import CourseVmError, InterruptionError, SettingsError
 from provisioner.gcp.compute_api import GceInstance, published_host_keys
 from provisioner.local import vm as local_vm
 from provisioner.local.image import DEBIAN_MIRROR, build_debian_image, image_at, ubuntu_cloud_image
@@ -61,22 +63,24 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         help="keep /home on this disk image (created if missing, homeDiskSizeGb or 10 GB); "
         "`local down` keeps it, so the next VM gets the student's work back",
     )
-    up.add_argument("--memory", type=int, default=4096, metavar="MB")
-    up.add_argument("--cpus", type=int, default=2)
-    up.add_argument("--disk-size", default="30G", help="virtual disk size (default 30G; sparse)")
+    up.add_argument("--memory", type=arguments.whole(256, 1 << 20), default=4096, metavar="MB")
+    up.add_argument("--cpus", type=arguments.whole(1, 256), default=2)
+    up.add_argument(
+        "--disk-size", type=arguments.disk_size, default="30G", help="virtual disk size (default 30G; sparse)"
+    )
     up.add_argument(
         "--accel",
         choices=("auto", "kvm", "tcg"),
         default="auto",
         help="auto: KVM if it really starts the guest, else software emulation",
     )
-    up.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
+    up.add_argument("--timeout", type=arguments.seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS")
     up.add_argument("--json", action="store_true")
     up.set_defaults(run=local_up)
 
     check = local.add_parser("check", help="check a running local VM again")
     check.add_argument("--name", default="default")
-    check.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
+    check.add_argument("--timeout", type=arguments.seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS")
     check.add_argument("--json", action="store_true")
     check.set_defaults(run=local_check)
 
@@ -103,7 +107,9 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         metavar="FILE.json",
         help='the instance attributes, a JSON object of strings, e.g. {"user-data": "#cloud-config\\n..."}',
     )
-    metadata.add_argument("--port", type=int, default=0, help="the port to serve on (default: a free one)")
+    metadata.add_argument(
+        "--port", type=arguments.port_or_any, default=0, help="the port to serve on (default: a free one)"
+    )
     metadata.set_defaults(run=local_metadata_server)
 
 
@@ -132,25 +138,48 @@ def local_up(args: argparse.Namespace) -> int:
     # A GCE twin finds its home disk where GCE puts it, so it runs exactly the user-data GCE gets.
     device = (GCE_HOME_DISK_DEVICE if image.gce else local_vm.LOCAL_HOME_DISK_DEVICE) if home else ""
     user_data = user_data_for(settings, key.public_key, home_disk_device=device)
-    vm = local_vm.boot(
-        args.name,
-        image,
-        instance_metadata(settings.username, key.public_key, user_data),
-        user=settings.username,
-        identity=settings.ssh_key_path,
-        memory_mb=args.memory,
-        cpus=args.cpus,
-        disk_size=args.disk_size,
-        accel=args.accel,
-        home_disk=home,
-        deadline=deadline,
-        progress=progress,
-    )
-    published = pinning(vm)
-    keys = published(deadline)
-    progress(f"host keys pinned: {keys[0].fingerprint}")
-    target = replace(vm.target(), host_keys=keys, published=published)
-    report = check_vm(target, max(deadline - time.monotonic(), 60.0), progress)
+    try:
+        vm = local_vm.boot(
+            args.name,
+            image,
+            instance_metadata(settings.username, key.public_key, user_data),
+            user=settings.username,
+            identity=settings.ssh_key_path,
+            memory_mb=args.memory,
+            cpus=args.cpus,
+            disk_size=args.disk_size,
+            accel=args.accel,
+            home_disk=home,
+            deadline=deadline,
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        # Mid-boot the VM holds nothing yet (no setup ran, no key pinned) while QEMU holds cores and
+        # memory in a session of its own, which Ctrl-C does not reach: stop what this command started.
+        try:
+            local_vm.down(args.name)
+        except OSError as error:
+            raise InterruptionError(
+                f"interrupted while local VM {args.name} was booting; removing it failed ({error}). "
+                f"Fix: `python -m provisioner local down --name {args.name}`"
+            ) from None
+        raise InterruptionError(
+            f"interrupted while local VM {args.name} was booting: stopped it; nothing is left running"
+        ) from None
+    try:
+        published = pinning(vm)
+        keys = published(deadline)
+        progress(f"host keys pinned: {keys[0].fingerprint}")
+        target = replace(vm.target(), host_keys=keys, published=published)
+        report = check_vm(target, max(deadline - time.monotonic(), 60.0), progress)
+    except KeyboardInterrupt:
+        # Booted, the VM runs its setup whatever the checker does; it may be what the user wanted
+        # (the check is only the waiting), so it is left running, with the commands to go on.
+        raise InterruptionError(
+            f"interrupted: the local VM {args.name} is still running (its setup goes on). "
+            f"`python -m provisioner local check --name {args.name}` checks it again; "
+            f"`python -m provisioner local down --name {args.name}` removes it"
+        ) from None
     progress(
         f"`ssh {vm.host_alias}` (or `local ssh --name {args.name}`) logs in; "
         f"`local down --name {args.name}` removes the VM and its ssh config entry"
@@ -201,6 +230,11 @@ def local_ssh(args: argparse.Namespace) -> int:
     if args.print:
         print(shlex.join(command))
         return 0
+    if shutil.which(command[0]) is None:
+        raise CourseVmError(
+            f"{command[0]} is not installed. Fix: install the OpenSSH client (sudo apt-get install openssh-client), "
+            f"or log in with another client: {shlex.join(command)}"
+        )
     os.execvp(command[0], command)  # noqa: S606 (replaces this process with ssh, by design)
 
 

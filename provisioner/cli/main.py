@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
+import traceback
 from collections.abc import Sequence
 
 import provisioner
 from provisioner.cli import check, env, lifecycle, local, render
 from provisioner.cli.console import print_error
-from provisioner.errors import CourseVmError
+from provisioner.errors import EXIT_BUG, CourseVmError, InterruptionError
+from provisioner.paths import state_home
+
+TRACEBACK_VARIABLE = "COURSE_VM_TRACEBACK"
+"""Set (to anything) to see an unexpected error's traceback on the terminal instead of in a file."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,9 +28,75 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; expected failures print one clear message and exit non-zero."""
+    """Run the command line; every failure is one clear message and its exit status, never a traceback.
+
+    Expected failures (CourseVmError) say what to do; Ctrl-C exits 130 saying what was left running;
+    anything else is a bug: one line, exit 70, the traceback saved for the report (see `report_bug`).
+    """
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
     except CourseVmError as error:
         return print_error(error)
+    except KeyboardInterrupt:
+        return print_error(InterruptionError(f"interrupted: {left_running(args)}"))
+    except Exception as error:
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        return report_bug(error)
+
+
+def left_running(args: argparse.Namespace) -> str:
+    """What a command interrupted by Ctrl-C leaves behind, and how to go on. Commands that know more
+    (`local up`) raise InterruptionError themselves."""
+    stack = getattr(args, "stack", None) or "dev"
+    command = f"{args.command} {getattr(args, 'local_command', '')}".strip()
+    name = getattr(args, "name", "")
+    return {
+        "up": f"Pulumi may have created or changed some of stack {stack}'s resources before it stopped. "
+        f"`python -m provisioner up --stack {stack}` finishes the job; "
+        f"`python -m provisioner down --stack {stack}` removes what exists",
+        "down": f"Pulumi may have deleted some of stack {stack}'s resources before it stopped. "
+        f"`python -m provisioner down --stack {stack}` deletes the rest",
+        "start": "VMs already asked to start go on starting; "
+        f"`python -m provisioner start --stack {stack}` waits for them again",
+        "check": CHECK_INTERRUPTED,
+        "local check": CHECK_INTERRUPTED + f"; the local VM {name} keeps running",
+        "local down": f"the local VM {name} may be half removed. `python -m provisioner local down --name {name}` "
+        "finishes the job",
+        "local image build": "the image was not finished; `python -m provisioner local image build` starts over",
+    }.get(command, "nothing was changed and nothing is left running")
+
+
+CHECK_INTERRUPTED = (
+    "the check changes nothing on the VM, and a command it had started there ends by itself "
+    "within that command's time limit"
+)
+
+
+def report_bug(error: Exception) -> int:
+    """Say that ERROR is a bug in one line, and where its traceback is saved; EXIT_BUG.
+
+    The traceback goes to a file (mode 0600: it may quote paths and settings), so the terminal
+    shows what to do, and the report has everything a developer needs. If the file cannot be
+    written, the traceback is printed after all: it must not be lost.
+    """
+    text = "".join(traceback.format_exception(error))
+    saved = state_home() / "last-error.txt"
+    try:
+        saved.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        saved.unlink(missing_ok=True)
+        fd = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        where = f"the traceback saved in {saved}"
+    except OSError:
+        where = f"this traceback:\n{text.rstrip()}"
+    summary = f"{type(error).__name__}: {error}"
+    return print_error_line(f"unexpected error: {summary}. This is a bug in course-vm: please report it with {where}")
+
+
+def print_error_line(message: str) -> int:
+    error = CourseVmError(message)
+    error.exit_code = EXIT_BUG
+    return print_error(error)

@@ -460,7 +460,8 @@ def boot(
                 vm.console_host_keys(deadline)
             else:
                 vm.wait_for_published_host_keys(deadline)
-        except UnreachableError:
+        except (UnreachableError, KeyboardInterrupt):
+            # Ctrl-C too: QEMU runs in a session of its own, which the terminal's Ctrl-C does not reach.
             process.kill()
             process.wait()
             raise

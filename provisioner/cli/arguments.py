@@ -1,0 +1,49 @@
+"""Value types for command-line options: what no command can use is refused by argparse, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Callable
+
+_SIZE = re.compile(r"[1-9][0-9]*[KMGT]?")
+
+
+def seconds(text: str) -> float:
+    """A deadline in seconds: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+def whole(low: int, high: int) -> Callable[[str], int]:
+    """A whole number from LOW to HIGH."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from {low} to {high}")
+        return value
+
+    parse.__name__ = "whole number"  # argparse names the type so in its message
+    return parse
+
+
+port = whole(1, 65535)
+port_or_any = whole(0, 65535)
+"""A port, or 0: any free one."""
+
+
+def disk_size(text: str) -> str:
+    """A virtual disk size as qemu-img takes it: a whole number, optionally K, M, G or T."""
+    if not _SIZE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 30G")
+    return text

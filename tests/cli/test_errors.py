@@ -1,0 +1,330 @@
+"""No invocation ends in a traceback: bad input, failing back ends and Ctrl-C each end in one clear
+line and their documented exit status (provisioner/errors.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from provisioner import errors
+from provisioner.cli import render
+from provisioner.cli.main import main
+from provisioner.local import vm as local_vm
+from provisioner.local.process import alive, pid_in
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> dict[str, str]:
+    """An environment whose home, state and cache are TMP_PATH's: nothing of the user's is touched."""
+    environment = {
+        **os.environ,
+        "HOME": str(tmp_path / "home"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+    for name in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
+        environment.pop(name, None)
+    return environment
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "provisioner", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def started(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "provisioner", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A shell without job control starts background commands with SIGINT ignored; Ctrl-C is the test.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def serve(answer: bytes | None) -> Iterator[int]:
+    """A TCP server on loopback: each connection gets ANSWER and is closed, or (None) is held in silence."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if answer is None:
+                held.append(connection)
+            else:
+                connection.sendall(answer)
+                connection.close()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+        for connection in held:
+            connection.close()
+
+
+@pytest.fixture
+def not_ssh() -> Iterator[int]:
+    """A port that is open but speaks no SSH: a web server's answer to every connection."""
+    yield from serve(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+
+@pytest.fixture
+def silent() -> Iterator[int]:
+    """A port that accepts and never answers: a command against it blocks until interrupted."""
+    yield from serve(None)
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> tuple[Path, str]:
+    """A private key (mode 0400) and a public key to pin as a host key."""
+    path = tmp_path / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    path.chmod(0o400)
+    return path, (tmp_path / "key.pub").read_text().strip()
+
+
+def check_args(port: int, key: tuple[Path, str], *extra: str) -> list[str]:
+    path, public = key
+    return ["check", "--host", "127.0.0.1", "--port", str(port), "--user", "u", "--identity", str(path),
+            "--host-key", public, *extra]  # fmt: skip
+
+
+def no_traceback(result: subprocess.CompletedProcess[str] | tuple[str, str]) -> str:
+    """The output of a run, after asserting that it holds no traceback; its stderr's last line."""
+    out, err = (result.stdout, result.stderr) if isinstance(result, subprocess.CompletedProcess) else result
+    assert "Traceback" not in out + err, out + err
+    return (err.strip().splitlines() or [""])[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["frobnicate"], errors.EXIT_BAD_INPUT, "invalid choice: 'frobnicate'"),
+        (["check", "--timeout", "soon"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
+        (["check", "--timeout", "0"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
+        (["check", "--timeout", "nan"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
+        (["check", "--port", "99999"], errors.EXIT_BAD_INPUT, "argument --port: "),
+        (["check", "--workers", "0"], errors.EXIT_BAD_INPUT, "argument --workers: "),
+        (["local", "up", "--cpus", "0"], errors.EXIT_BAD_INPUT, "argument --cpus: "),
+        (["local", "up", "--memory", "-1"], errors.EXIT_BAD_INPUT, "argument --memory: "),
+        (["local", "up", "--disk-size", "big"], errors.EXIT_BAD_INPUT, "argument --disk-size: "),
+        (["local", "up", "--timeout", "-5"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
+        (["local", "metadata-server", "--attributes", "a.json", "--port", "70000"], 2, "argument --port: "),
+        (["render", "--stack", "no-such-stack"], errors.EXIT_BAD_INPUT, "Pulumi.no-such-stack.yaml"),
+        (["local", "check", "--name", "nothing-here"], errors.EXIT_BAD_INPUT, "no local VM named 'nothing-here'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], status: int, message: str, home: dict[str, str]) -> None:
+    result = cli(*args, env=home)
+    assert result.returncode == status, result.stderr
+    assert message in no_traceback(result)
+
+
+def test_a_port_that_is_open_but_not_ssh_is_unreachable_without_paramikos_tracebacks(
+    not_ssh: int, key: tuple[Path, str], home: dict[str, str]
+) -> None:
+    result = cli(*check_args(not_ssh, key, "--timeout", "4"), env=home)
+    assert result.returncode == errors.EXIT_UNREACHABLE, result.stderr
+    last = no_traceback(result)
+    assert "Exception (client)" not in result.stderr
+    assert f"could not log in to u@127.0.0.1:{not_ssh} within 4s: " in last
+    # What matters is in the one line.
+    assert (
+        f"(Error reading SSH protocol banner): sshd is not up yet, or another program listens on port {not_ssh}" in last
+    )
+
+
+def test_a_missing_local_tool_names_it(tmp_path: Path, home: dict[str, str]) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"\0" * 65536)
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    result = cli("local", "up", "--image", str(image), env={**home, "PATH": str(empty)})
+    assert result.returncode == errors.EXIT_BAD_INPUT
+    assert "qemu-img is not installed. Fix: sudo apt-get install qemu-utils" in no_traceback(result)
+
+
+def test_local_ssh_without_an_ssh_client_names_it(tmp_path: Path, home: dict[str, str]) -> None:
+    record = Path(home["XDG_STATE_HOME"]) / "course-vm" / "local" / "one" / "vm.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(
+        f'{{"name": "one", "directory": "{record.parent}", "pid": 0, "ssh_port": 2222, "user": "student",'
+        f' "identity": "{tmp_path / "key"}", "host_keys": [], "accel": "tcg"}}'
+    )
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    result = cli("local", "ssh", "--name", "one", env={**home, "PATH": str(empty)})
+    assert result.returncode == errors.EXIT_BAD_INPUT
+    assert "ssh is not installed" in no_traceback(result)
+
+
+def wait_for(process: subprocess.Popen[str], text: str, seconds: float = 60) -> str:
+    """Stderr of PROCESS up to its first line holding TEXT."""
+    assert process.stderr is not None
+    seen = ""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        seen += line
+        if text in line:
+            return seen
+    raise AssertionError(f"{text!r} never came; stderr so far:\n{seen}")
+
+
+def interrupt(process: subprocess.Popen[str], seen: str) -> tuple[str, str]:
+    process.send_signal(signal.SIGINT)
+    try:
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    return out, seen + err
+
+
+def test_ctrl_c_during_check_exits_130_saying_nothing_is_left_running(
+    silent: int, key: tuple[Path, str], home: dict[str, str]
+) -> None:
+    process = started(*check_args(silent, key, "--timeout", "60"), env=home)
+    seen = wait_for(process, "connecting to")
+    time.sleep(0.5)  # into the login, which the silent server holds
+    out, err = interrupt(process, seen)
+    assert process.returncode == errors.EXIT_INTERRUPTED, err
+    last = no_traceback((out, err))
+    assert last.startswith("course-vm: interrupted: ")
+    assert "check changes nothing on the VM" in last
+
+
+# `local up` with QEMU replaced by Python under QEMU's name, which writes its pid file and waits, printing nothing.
+QEMU_STAND_IN = """
+import sys
+from pathlib import Path
+from provisioner.local import vm
+from provisioner.cli.main import main
+
+script = "import os, sys, time; open(sys.argv[2], 'w').write(str(os.getpid())); time.sleep(600)"
+vm._qemu_command = lambda _image, directory, *_: [sys.argv[1], "-c", script, "-pidfile", str(directory / "qemu.pid")]
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_ctrl_c_while_local_up_boots_stops_the_vm_it_started(tmp_path: Path, home: dict[str, str]) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"\0" * 65536)
+    qemu = tmp_path / "bin" / "qemu-system-x86_64"
+    qemu.parent.mkdir()
+    qemu.symlink_to(sys.executable)
+    args = ("local", "up", "--name", "one", "--image", str(image), "--accel", "tcg")
+    process = subprocess.Popen(
+        [sys.executable, "-c", QEMU_STAND_IN, str(qemu), *args],
+        cwd=ROOT,
+        env=home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    seen = wait_for(process, "booting one")
+    directory = Path(home["XDG_STATE_HOME"]) / "course-vm" / "local" / "one"
+    deadline = time.monotonic() + 10
+    while not (pid := pid_in(directory / "qemu.pid")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the stand-in writes it once it runs
+    assert pid and alive(pid)
+    out, err = interrupt(process, seen)
+    assert process.returncode == errors.EXIT_INTERRUPTED, err
+    last = no_traceback((out, err))
+    assert last == "course-vm: interrupted while local VM one was booting: stopped it; nothing is left running"
+    assert not alive(pid)
+    assert not directory.exists()
+
+
+def test_ctrl_c_once_the_local_vm_booted_says_it_still_runs_and_how_to_remove_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Past boot(): the setup runs in the VM whatever the checker does, so the VM is left running.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"\0" * 65536)
+
+    def booted(name: str, *_: object, **__: object) -> local_vm.LocalVm:
+        raise KeyboardInterrupt  # as if Ctrl-C came while pinning the host keys
+
+    monkeypatch.setattr("provisioner.cli.local.pinning", booted)
+    monkeypatch.setattr(local_vm, "boot", lambda name, *_, **__: local_vm.LocalVm(
+        name, tmp_path, 1, 2222, "student", tmp_path / "key", (), "tcg", None))  # fmt: skip
+    assert main(["local", "up", "--name", "one", "--image", str(image)]) == errors.EXIT_INTERRUPTED
+    assert capsys.readouterr().err == (
+        "course-vm: interrupted: the local VM one is still running (its setup goes on). "
+        "`python -m provisioner local check --name one` checks it again; "
+        "`python -m provisioner local down --name one` removes it\n"
+    )
+
+
+def test_an_unexpected_error_is_one_line_exit_70_and_its_traceback_is_kept(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("COURSE_VM_TRACEBACK", raising=False)
+
+    def broken(*_: object) -> Path:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(render, "stack_file", broken)
+    assert main(["render"]) == errors.EXIT_BUG == 70
+    err = capsys.readouterr().err
+    saved = tmp_path / "state" / "course-vm" / "last-error.txt"
+    assert err == (
+        "course-vm: unexpected error: ZeroDivisionError: division by zero. This is a bug in course-vm: "
+        f"please report it with the traceback saved in {saved}\n"
+    )
+    assert "Traceback (most recent call last)" in saved.read_text()
+    assert "ZeroDivisionError: division by zero" in saved.read_text()
+    assert saved.stat().st_mode & 0o777 == 0o600
+
+
+def test_course_vm_traceback_shows_an_unexpected_errors_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("COURSE_VM_TRACEBACK", "1")
+
+    def broken(*_: object) -> Path:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(render, "stack_file", broken)
+    with pytest.raises(ZeroDivisionError):
+        main(["render"])

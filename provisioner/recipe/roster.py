@@ -7,6 +7,7 @@ import io
 import os
 import re
 import stat
+from collections.abc import Callable
 
 from provisioner.paths import PROJECT_DIR
 from provisioner.recipe.rules import PATH, Problems, Setting, as_list, set_command
@@ -51,8 +52,12 @@ def listed(problems: Problems, setting: Setting, value: object) -> tuple[str, ..
         problems.add(setting.key, value, "it must be a list of names", fix)
         return ()
     key = setting.key
-    where = [(f"{key}[{i}]", f"pulumi config set --path '{key}[{i}]' alice") for i in range(len(items))]
+    where = [(f"{key}[{i}]", _set_at(key, i)) for i in range(len(items))]
     return _check_names(problems, key, items, where)
+
+
+def _set_at(key: str, index: int) -> Callable[[str], str]:
+    return lambda name: set_command(key, [name], at=index)
 
 
 MAX_CSV_BYTES = 1024 * 1024
@@ -99,8 +104,12 @@ def _roster_names(problems: Problems, key: str, value: str, lines: io.StringIO, 
     reader = csv.reader(lines)
     header: list[str] | None = None
     names: list[object] = []
-    where: list[tuple[str, str]] = []
+    where: list[tuple[str, Callable[[str], str]]] = []
     fix_line = f"correct that line of {value}"
+
+    def fix_name(name: str) -> str:
+        return f"{fix_line}, e.g. to {name}"
+
     while len(names) <= MAX_STUDENTS:
         first_line = reader.line_num + 1
         try:
@@ -126,7 +135,7 @@ def _roster_names(problems: Problems, key: str, value: str, lines: io.StringIO, 
             continue
         column = header.index("name")
         names.append(row[column].strip() if column < len(row) else "")
-        where.append((f"{key} {value} line {first_line}", fix_line))
+        where.append((f"{key} {value} line {first_line}", fix_name))
     if len(names) > MAX_STUDENTS:
         problems.add(
             key, f"more than {MAX_STUDENTS} names", f"one stack holds at most {MAX_STUDENTS} VMs", "split the class"
@@ -137,20 +146,48 @@ def _roster_names(problems: Problems, key: str, value: str, lines: io.StringIO, 
     return _check_names(problems, key, names, where)
 
 
-def _check_names(problems: Problems, key: str, names: list[object], where: list[tuple[str, str]]) -> tuple[str, ...]:
-    """Each name of the roster KEY valid and reserved for no one else; WHERE gives each name's key and fix."""
+def _check_names(
+    problems: Problems, key: str, names: list[object], where: list[tuple[str, Callable[[str], str]]]
+) -> tuple[str, ...]:
+    """Each name of the roster KEY valid and reserved for no one else; WHERE gives each name's key, and
+    its fix given a name to use instead (one that is valid and on the roster nowhere else)."""
     if len(names) > MAX_STUDENTS:
         problems.add(key, f"{len(names)} names", f"one stack holds at most {MAX_STUDENTS} VMs", "split the class")
         return ()
     valid: list[str] = []
-    for name, (name_key, fix) in zip(names, where, strict=True):
+    taken = {name for name in names if isinstance(name, str)}
+    for index, (name, (name_key, fix)) in enumerate(zip(names, where, strict=True)):
         if not isinstance(name, str) or not _STUDENT.fullmatch(name):
             why = "a student name is 1-32 of a-z, 0-9 and -, starting with a letter and not ending with -"
-            problems.add(name_key, name, f"{why} (it becomes their login and part of the VM's name)", fix)
+            instead = _free_name(_as_name(name), index, taken)
+            problems.add(name_key, name, f"{why} (it becomes their login and part of the VM's name)", fix(instead))
         elif is_reserved(name):
-            problems.add(name_key, name, "that name belongs to the system or grants extra rights", fix)
+            problems.add(
+                name_key,
+                name,
+                "that name belongs to the system or grants extra rights",
+                fix(_free_name("", index, taken)),
+            )
         elif name in valid:
-            problems.add(name_key, name, "that name is listed twice, and each student gets one VM", fix)
+            why = "that name is listed twice, and each student gets one VM"
+            problems.add(name_key, name, why, "give this student another name: " + fix(_free_name(name, index, taken)))
         else:
             valid.append(name)
     return tuple(valid)
+
+
+def _as_name(text: object) -> str:
+    """TEXT made into a student name as far as that goes (`Bob Smith` -> `bob-smith`), or ""."""
+    name = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+    name = re.sub(r"^[^a-z]+", "", name)[:32].rstrip("-")
+    return name if _STUDENT.fullmatch(name) and not is_reserved(name) else ""
+
+
+def _free_name(base: str, index: int, taken: set[str]) -> str:
+    """BASE if no student has it, else BASE-2, BASE-3, ... (no BASE: student<INDEX+1>): a name a fix can
+    suggest without making a new problem. It is then taken, so no two fixes suggest the same name."""
+    first = base or f"student{index + 1}"
+    candidates = [first, *(f"{first[:28].rstrip('-')}-{n}" for n in range(2, MAX_STUDENTS + 3))]
+    name = next(candidate for candidate in candidates if candidate not in taken)
+    taken.add(name)
+    return name

@@ -43,10 +43,13 @@ class Setting:
         return self.rule(problems, self, value)
 
 
-def set_command(key: str, example: object) -> str:
-    """The command that sets KEY, for the `Fix:` part of a message."""
+def set_command(key: str, example: object, *, at: int = 0) -> str:
+    """The command that sets KEY (a list: its item AT), for the `Fix:` part of a message.
+
+    It is `pulumi config`'s; a front end that takes settings otherwise rewrites it (`as_set_flags`).
+    """
     if isinstance(example, list):
-        return f"pulumi config set --path '{key}[0]' {example[0]}"
+        return f"pulumi config set --path '{key}[{at}]' {example[0]}"
     if isinstance(example, bool):
         example = str(example).lower()
     return f"pulumi config set {key} {example}"

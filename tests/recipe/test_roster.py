@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -39,22 +40,33 @@ def test_a_relative_roster_path_is_relative_to_the_project(monkeypatch: pytest.M
     assert parse_settings({**GOOD, "studentsCsv": "roster.csv"}, PROJECT, ZONE).students == ("alice",)
 
 
-def test_every_bad_roster_entry_is_reported_at_once() -> None:
-    assert problems({"students": ["alice", "Bob Smith", "root", "alice", "x_y", "dave-"]}) == [
-        f"students[1]: got 'Bob Smith', but {NAME_RULE}. Fix: pulumi config set --path 'students[1]' alice",
+def test_every_bad_roster_entry_is_reported_at_once_each_fix_naming_a_free_name() -> None:
+    # Each suggested name is valid and on the roster nowhere else: following a fix makes no new problem.
+    assert problems({"students": ["alice", "Bob Smith", "root", "alice", "x_y", "dave-", "alice-2"]}) == [
+        f"students[1]: got 'Bob Smith', but {NAME_RULE}. Fix: pulumi config set --path 'students[1]' bob-smith",
         "students[2]: got 'root', but that name belongs to the system or grants extra rights. "
-        "Fix: pulumi config set --path 'students[2]' alice",
+        "Fix: pulumi config set --path 'students[2]' student3",
         "students[3]: got 'alice', but that name is listed twice, and each student gets one VM. "
-        "Fix: pulumi config set --path 'students[3]' alice",
-        f"students[4]: got 'x_y', but {NAME_RULE}. Fix: pulumi config set --path 'students[4]' alice",
-        f"students[5]: got 'dave-', but {NAME_RULE}. Fix: pulumi config set --path 'students[5]' alice",
+        "Fix: give this student another name: pulumi config set --path 'students[3]' alice-3",
+        f"students[4]: got 'x_y', but {NAME_RULE}. Fix: pulumi config set --path 'students[4]' x-y",
+        f"students[5]: got 'dave-', but {NAME_RULE}. Fix: pulumi config set --path 'students[5]' dave",
     ]
+
+
+def test_following_every_fix_of_a_bad_roster_leaves_no_problem() -> None:
+    roster = ["alice", "Bob Smith", "root", "alice", "x_y", "dave-", "alice-2", "student3", "", "1", "alice"]
+    fixed = list(roster)
+    for line in problems({"students": roster}):
+        index, name = re.fullmatch(r"students\[(\d+)\]: .* 'students\[\d+\]' (\S+)", line).groups()  # type: ignore[union-attr]
+        fixed[int(index)] = name
+    assert parse_settings({**GOOD, "students": fixed}, PROJECT, ZONE).students == tuple(fixed)
 
 
 @pytest.mark.parametrize("name", ["alice\n", "al\nice", "\nalice"])
 def test_a_name_with_a_newline_is_refused(name: str) -> None:
     assert problems({"students": [name]}) == [
-        f"students[0]: got {name!r}, but {NAME_RULE}. Fix: pulumi config set --path 'students[0]' alice"
+        f"students[0]: got {name!r}, but {NAME_RULE}. Fix: pulumi config set --path 'students[0]' "
+        + name.replace("\n", "-").strip("-")
     ]
 
 
@@ -64,7 +76,7 @@ def test_a_name_with_a_newline_is_refused(name: str) -> None:
 def test_system_accounts_are_refused_as_students(name: str) -> None:
     assert problems({"students": ["alice", name]}) == [
         f"students[1]: got {name!r}, but that name belongs to the system or grants extra rights. "
-        "Fix: pulumi config set --path 'students[1]' alice"
+        "Fix: pulumi config set --path 'students[1]' student2"
     ]
 
 
@@ -72,11 +84,12 @@ def test_bad_csv_lines_are_reported_with_their_line_numbers(tmp_path: Path) -> N
     roster = tmp_path / "roster.csv"
     roster.write_text("name,email\nalice,a@x.org\nAlice Smith,b@x.org\n,c@x.org\nalice,d@x.org\n")
     where = f"studentsCsv {roster}"
-    fix = f"Fix: correct that line of {roster}"
+    fix = f"Fix: correct that line of {roster}, e.g. to"
     assert problems({"studentsCsv": str(roster)}) == [
-        f"{where} line 3: got 'Alice Smith', but {NAME_RULE}. {fix}",
-        f"{where} line 4: got '', but {NAME_RULE}. {fix}",
-        f"{where} line 5: got 'alice', but that name is listed twice, and each student gets one VM. {fix}",
+        f"{where} line 3: got 'Alice Smith', but {NAME_RULE}. {fix} alice-smith",
+        f"{where} line 4: got '', but {NAME_RULE}. {fix} student3",
+        f"{where} line 5: got 'alice', but that name is listed twice, and each student gets one VM. "
+        f"Fix: give this student another name: correct that line of {roster}, e.g. to alice-2",
     ]
 
 
@@ -159,5 +172,5 @@ def test_line_numbers_count_blank_lines(tmp_path: Path) -> None:
     roster = tmp_path / "roster.csv"
     roster.write_text("name\n\nalice\n\n\nBob\n")
     assert problems({"studentsCsv": str(roster)}) == [
-        f"studentsCsv {roster} line 6: got 'Bob', but {NAME_RULE}. Fix: correct that line of {roster}"
+        f"studentsCsv {roster} line 6: got 'Bob', but {NAME_RULE}. Fix: correct that line of {roster}, e.g. to bob"
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from provisioner.checker.class_pool import DEFAULT_WORKERS, TargetSource, check_
 from provisioner.cli import arguments
 from provisioner.cli.console import print_class_report, print_report, progress
 from provisioner.cli.stack import stack_outputs, stack_vms
-from provisioner.errors import CourseVmError
+from provisioner.errors import CourseVmError, SshKeyError
 from provisioner.gcp.compute_api import GceInstance, published_host_keys
 from provisioner.paths import PROJECT_DIR
 
@@ -70,6 +71,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 def check(args: argparse.Namespace) -> int:
     """Check a VM the way a student uses it; exit 0 ok, 1 a check failed (2, 3, 4: see errors.py)."""
     started = time.monotonic()
+    args.host_given = args.host is not None
     if args.host is None and (args.student or _class_outputs(args)):
         return check_students(args)
     try:
@@ -84,7 +86,7 @@ def check(args: argparse.Namespace) -> int:
 
 def _target(args: argparse.Namespace, deadline: float) -> Target:
     if args.host is None:
-        outputs = getattr(args, "outputs", None) or stack_outputs(args.project_dir, args.stack)
+        outputs = getattr(args, "outputs", None) or _stack_outputs(args)
         args.host, args.user, args.identity = outputs["ip"], outputs["username"], Path(outputs["identityFile"])
         if outputs.get("hostKeys"):
             args.host_key = list(outputs["hostKeys"])
@@ -99,7 +101,7 @@ def _target(args: argparse.Namespace, deadline: float) -> Target:
             "give exactly one host key source: --host-key, --known-hosts, or --gce-instance with "
             "--gce-zone and --gce-project (the checker never trusts a key on first use)"
         )
-    identity = Path(args.identity).expanduser()
+    identity = _identity(Path(args.identity).expanduser(), given=args.host_given)
     if args.host_key:
         return Target(args.host, args.port, args.user, identity, tuple(parse_host_key(t) for t in args.host_key))
     if args.known_hosts:
@@ -114,8 +116,39 @@ def _target(args: argparse.Namespace, deadline: float) -> Target:
 def _class_outputs(args: argparse.Namespace) -> dict[str, Any]:
     """The stack's outputs, read once; a class's have `students`."""
     if getattr(args, "outputs", None) is None:
-        args.outputs = stack_outputs(args.project_dir, args.stack)
+        args.outputs = _stack_outputs(args)
     return dict(args.outputs.get("students") or {})
+
+
+def _stack_outputs(args: argparse.Namespace) -> dict[str, Any]:
+    """The stack's outputs; without the Pulumi CLI, `check` can still be told where the VM is."""
+    if shutil.which("pulumi") is None:
+        raise CourseVmError(
+            "with no --host, check reads the VM's address from the stack's outputs, which needs the Pulumi CLI, "
+            "and it is not installed. Fix: pass --host, --user, --identity and one of --host-key, --known-hosts "
+            "or --gce-instance; or install Pulumi (https://www.pulumi.com/docs/install/)"
+        )
+    return stack_outputs(args.project_dir, args.stack)
+
+
+def _identity(path: Path, given: bool) -> Path:
+    """PATH, the private key to log in with, if it is a file: else an error whose fix fits where it came
+    from (GIVEN: --identity; else the stack's `identityFile` output, the key `up` made).
+
+    Raises SshKeyError. The other rules of a key (its mode, its format) are checked where it is loaded.
+    """
+    if path.is_file():
+        return path
+    problem = "does not exist" if not path.exists() else "is not a file"
+    if given:
+        raise SshKeyError(
+            f"--identity {path} {problem}. Fix: pass --identity the private key file that logs in to the VM "
+            "(course-vm's own: the stack's sshKeyPath, ~/.ssh/course-vm by default)"
+        )
+    raise SshKeyError(
+        f"the stack's private key {path} (its identityFile output) {problem}. Fix: restore it from a backup, "
+        "or pass --host, --user and --identity with the key that logs in to the VM"
+    )
 
 
 def class_targets(

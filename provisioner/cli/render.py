@@ -29,9 +29,17 @@ def stack_file(project_dir: Path, stack: str | None) -> Path:
 
     Raises CourseVmError when no stack is named and there is not exactly one stack file.
     """
-    if stack:
-        return project_dir / f"Pulumi.{stack}.yaml"
     candidates = sorted(project_dir.glob("Pulumi.*.yaml"))
+    if stack:
+        path = project_dir / f"Pulumi.{stack}.yaml"
+        if path.exists() or path.is_symlink():
+            return path
+        others = ", ".join(f"--stack {p.name[len('Pulumi.') : -len('.yaml')]}" for p in candidates)
+        raise CourseVmError(
+            f"stack {stack} has no settings file {path.name} in {project_dir}. Fix: "
+            + (f"{others}, or " if others else "")
+            + f"`pulumi stack init {stack}`, then set gcp:project, gcp:zone and allowedSshCidrs as the README shows"
+        )
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:

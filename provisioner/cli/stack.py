@@ -586,8 +586,7 @@ def stack_outputs(project_dir: Path, stack_name: str | None) -> dict[str, Any]:
     if pulumi is None:
         raise CourseVmError(
             "the Pulumi CLI is needed to read the stack's outputs and is not installed. "
-            "Fix: install it (https://www.pulumi.com/docs/install/), or pass --host, --user, "
-            "--identity and a host key source"
+            "Fix: install it (https://www.pulumi.com/docs/install/)"
         )
     if not project_dir.is_dir():
         raise CourseVmError(f"no stack yet: {project_dir} does not exist. Fix: run `course-vm up` first")

@@ -55,6 +55,27 @@ def set_command(key: str, example: object, *, at: int = 0) -> str:
     return f"pulumi config set {key} {example}"
 
 
+_PULUMI_SET = re.compile(r"pulumi config set (?:--path '(?P<item>\w+)\[\d+\]'|(?P<key>\w+)) (?P<value>\S+)")
+_PULUMI_RM = re.compile(r"(?:remove it )?\(?pulumi config rm (?:--path )?'?(?P<key>\w+)(?:\[\d+\])?'?\)?")
+
+
+def as_set_flags(problem: str) -> str:
+    """PROBLEM with its fix for a front end that takes settings as `--set KEY=VALUE` (`local up`):
+    each `pulumi config set` or `rm` the rules suggest (by `set_command`) becomes that flag, or leaving it out."""
+    what, sep, fix = problem.rpartition(". Fix: ")
+    if not sep:
+        return problem
+
+    def flag(match: re.Match[str]) -> str:
+        if match["item"]:
+            return f"--set '{match['item']}=[\"{match['value']}\"]'"
+        return f"--set {match['key']}={match['value']}"
+
+    fix = _PULUMI_SET.sub(flag, fix)
+    fix = _PULUMI_RM.sub(lambda match: f"leave out --set {match['key']}=...", fix)
+    return f"{what}. Fix: {fix}"
+
+
 # Pulumi hands every config value over as a string; a stack file or `parse_settings`' callers may
 # give typed values. Each coercion accepts both and returns None for anything else.
 

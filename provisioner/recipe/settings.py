@@ -669,6 +669,9 @@ def settings_from_pulumi(config: Mapping[str, object], gcp_get: Callable[[str], 
     return parse_settings(raw, *_gcp_location(gcp_get("project"), gcp_get("zone")))
 
 
+PULUMI_PREFIX = "Pulumi."
+
+
 def settings_from_stack_file(path: Path) -> Settings:
     """Build Settings from a `Pulumi.<stack>.yaml` file, as `pulumi up` would, without the Pulumi CLI.
 
@@ -676,11 +679,24 @@ def settings_from_stack_file(path: Path) -> Settings:
     """
     try:
         document = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
+    except FileNotFoundError:
+        stack = path.name.removeprefix(PULUMI_PREFIX).removesuffix(".yaml")
         raise CourseVmError(
-            f"cannot read stack settings {path}: {error}. Fix: `pulumi stack init dev` and set its config first"
-        ) from error
-    config = document.get("config") or {}
+            f"no stack settings {path}. Fix: `pulumi stack init {stack}` and set its config first"
+        ) from None
+    except OSError as error:
+        raise CourseVmError(f"cannot read stack settings {path}: {error.strerror}. Fix: make it readable") from None
+    except (yaml.YAMLError, ValueError) as error:
+        raise CourseVmError(
+            f"{path} is not valid YAML ({' '.join(str(error).split())}). Fix: correct it there, "
+            "or remove it and set each value again: `pulumi config set KEY VALUE`"
+        ) from None
+    config = document.get("config") or {} if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        raise CourseVmError(
+            f"{path} is not a stack's settings: they are a `config:` mapping of KEY: VALUE lines. "
+            "Fix: correct it there, or remove it and set each value again: `pulumi config set KEY VALUE`"
+        )
     prefix = PROJECT + ":"
     raw = {k[len(prefix) :]: v for k, v in config.items() if isinstance(k, str) and k.startswith(prefix)}
     encrypted = sorted(k for k, v in raw.items() if isinstance(v, dict))

@@ -175,4 +175,6 @@ def test_check_of_a_class_reports_every_student_in_one_table(ready_sshd: Sshd, t
 def test_check_without_host_or_pulumi_says_what_to_do(tmp_path: Path) -> None:
     result = check_cli(env={"PATH": "/nonexistent", "HOME": str(tmp_path)})
     assert result.returncode == 2
-    assert "the Pulumi CLI is needed to read the stack's outputs" in result.stderr
+    assert "with no --host, check reads the VM's address from the stack's outputs, which needs the Pulumi CLI" in (
+        result.stderr
+    )

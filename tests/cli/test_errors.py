@@ -3,7 +3,10 @@ line and their documented exit status (provisioner/errors.py)."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -17,9 +20,10 @@ import pytest
 
 from provisioner import errors
 from provisioner.cli import render
-from provisioner.cli.main import main
+from provisioner.cli.main import main, parser
 from provisioner.local import vm as local_vm
 from provisioner.local.process import alive, pid_in
+from provisioner.recipe.settings import DEFAULTS
 from tests.conftest import ROOT
 
 
@@ -328,3 +332,198 @@ def test_course_vm_traceback_shows_an_unexpected_errors_traceback(
     monkeypatch.setattr(render, "stack_file", broken)
     with pytest.raises(ZeroDivisionError):
         main(["render"])
+
+
+# Every "Fix:" line is right for the command that printed it: the commands and flags it suggests exist there.
+
+
+def command_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The argparse parser of the (sub)command ARGV runs, built as `python -m provisioner` builds it."""
+    current = parser()
+    for word in argv:
+        actions = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if not actions or word not in actions[0].choices:
+            break
+        current = actions[0].choices[word]
+    return current
+
+
+def assert_fixes_are_valid(argv: list[str], message: str) -> None:
+    """Each `Fix:` of MESSAGE (what `python -m provisioner ARGV` printed) suggests only what exists:
+    `python -m provisioner ...` commands that parse, flags of ARGV's own command, and settings that are settings."""
+    fixes = [part for part in message.split("Fix: ")[1:]]
+    assert fixes, f"no Fix: in {message!r}"
+    options = set(command_parser(argv)._option_string_actions)
+    for fix in fixes:
+        for command in re.findall(r"python -m provisioner ([^`;|\n]*)", fix):
+            try:
+                parser().parse_args(shlex.split(command))
+            except SystemExit:
+                raise AssertionError(f"`python -m provisioner {command}` does not parse (in {fix!r})") from None
+        for key in re.findall(r"pulumi config (?:set|rm) (?:--path )?'?([\w:]+)", fix):
+            if key.isupper():
+                continue  # a placeholder: `pulumi config set KEY VALUE`
+            assert key in DEFAULTS or key in ("gcp:project", "gcp:zone"), f"no setting {key!r} (in {fix!r})"
+        if argv[:2] == ["local", "up"]:
+            assert "pulumi" not in fix, f"local up takes settings as --set KEY=VALUE, not {fix!r}"
+        for key in re.findall(r"(?<!leave out )--set '?(\w+)=", fix):
+            assert key in DEFAULTS, f"no setting {key!r} (in {fix!r})"
+        bare = re.sub(r"python -m provisioner [^`;|\n]*|pulumi [^`;,|\n]*|ssh-keygen [^`;,|\n]*", "", fix)
+        for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*", bare):
+            assert flag in options, f"{' '.join(argv[:2])} has no {flag} (in {fix!r})"
+
+
+@pytest.fixture
+def no_pulumi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without the Pulumi CLI, and a home of its own."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def stack_file(directory: Path, name: str, text: str) -> Path:
+    directory.mkdir(exist_ok=True)
+    path = directory / f"Pulumi.{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD_STACK = (
+    "config:\n  gcp:project: course-project-1\n  gcp:zone: europe-west1-b\n"
+    "  course-vm:allowedSshCidrs:\n    - 203.0.113.7/32\n"
+)
+
+
+def failing(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """What ARGV prints on stderr, after asserting that it fails as expected failures do (exit 2)."""
+    assert main(argv) == errors.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("course-vm: ") and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.usefixtures("no_pulumi")
+def test_start_without_pulumi_suggests_nothing_start_does_not_have(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["start", "--stack", "dev"]
+    err = failing(argv, capsys)
+    assert "--host" not in err and "--identity" not in err
+    assert_fixes_are_valid(argv, err)
+
+
+@pytest.mark.usefixtures("no_pulumi")
+def test_check_without_pulumi_suggests_its_own_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    err = failing(["check"], capsys)
+    assert "--host, --user, --identity" in err
+    assert_fixes_are_valid(["check"], err)
+
+
+@pytest.mark.usefixtures("no_pulumi")
+def test_render_of_a_stack_that_has_no_file_names_that_stack(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack_file(tmp_path / "project", "dev", GOOD_STACK)
+    argv = ["render", "--project-dir", str(tmp_path / "project"), "--stack", "prod"]
+    err = failing(argv, capsys)
+    assert "pulumi stack init dev" not in err
+    assert "`pulumi stack init prod`" in err and "--stack dev" in err
+    assert_fixes_are_valid(argv, err)
+
+
+@pytest.mark.usefixtures("no_pulumi")
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("config:\n  gcp:project: [unclosed\n", "is not valid YAML"),
+        ("- a list\n- not a stack\n", "is not a stack's settings"),
+        ("config:\n  - a list\n", "is not a stack's settings"),
+        ("\0binary", "is not valid YAML"),
+    ],
+)
+def test_render_of_a_broken_stack_file_says_to_correct_it(
+    text: str, why: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = stack_file(tmp_path / "project", "dev", text)
+    argv = ["render", "--project-dir", str(tmp_path / "project")]
+    err = failing(argv, capsys)
+    assert f"{path} {why}" in err
+    assert "pulumi stack init" not in err
+    assert_fixes_are_valid(argv, err)
+
+
+@pytest.mark.usefixtures("no_pulumi")
+def test_render_of_a_duplicate_student_suggests_another_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack_file(tmp_path / "project", "dev", GOOD_STACK + "  course-vm:students:\n    - alice\n    - alice\n")
+    argv = ["render", "--project-dir", str(tmp_path / "project"), "--student", "alice"]
+    err = failing(argv, capsys)
+    assert "pulumi config set --path 'students[1]' alice-2" in err
+    assert_fixes_are_valid(argv, err)
+
+
+@pytest.mark.usefixtures("no_pulumi")
+@pytest.mark.parametrize(
+    ("setting", "fix"),
+    [
+        ("diskSizeGb=10", "Fix: --set diskSizeGb=30"),
+        ("bogus=1", "Fix: leave out --set bogus=..."),
+        ("verify=maybe", "Fix: --set verify=true"),
+    ],
+)
+def test_local_up_settings_are_fixed_with_set(
+    setting: str, fix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["local", "up", "--image", str(tmp_path / "none"), "--set", setting]
+    err = failing(argv, capsys)
+    assert fix in err
+    assert_fixes_are_valid(argv, err)
+
+
+@pytest.mark.usefixtures("no_pulumi")
+def test_local_up_every_bad_setting_is_fixed_with_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["local", "up", "--image", str(tmp_path / "none")]
+    for key in DEFAULTS:
+        argv += ["--set", f"{key}=not valid!"]
+    err = failing(argv, capsys)
+    assert err.count("Fix: ") >= 10
+    assert_fixes_are_valid(argv, err)
+
+
+def test_check_with_a_missing_identity_file_suggests_identity(
+    tmp_path: Path, key: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = check_args(22, (tmp_path / "missing", key[1]))
+    err = failing(argv, capsys)
+    assert "set sshKeyPath" not in err
+    assert f"--identity {tmp_path / 'missing'} does not exist" in err
+    assert_fixes_are_valid(argv, err)
+
+
+def test_local_check_of_no_vm_suggests_a_command_that_parses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    argv = ["local", "check", "--name", "nothing-here"]
+    assert_fixes_are_valid(argv, failing(argv, capsys))
+
+
+@pytest.mark.parametrize(
+    ("argv", "fix"),
+    [
+        (["check"], "Fix: pass --host, --user and --identity"),
+        (["start"], "Fix: pass --host"),
+        (["local", "up"], "Fix: pulumi config set diskSizeGb 30"),
+        (["local", "up"], "Fix: --set nothing=1"),
+        (["local", "up"], "Fix: `python -m provisioner local frobnicate`"),
+    ],
+)
+def test_the_fix_checker_catches_a_wrong_fix(argv: list[str], fix: str) -> None:
+    # The check above must be able to fail: each of these is a Fix: line its command cannot follow.
+    if fix == "Fix: pass --host, --user and --identity":
+        assert_fixes_are_valid(argv, fix)  # right for check
+        return
+    with pytest.raises(AssertionError):
+        assert_fixes_are_valid(argv, fix)

@@ -23,7 +23,7 @@ from tests.conftest import ROOT
     [
         (["--set", "username"], "--set 'username': expected KEY=VALUE, e.g. --set username=alice"),
         (["--set", "username=root"], "username: got 'root'"),
-        (["--set", "username=root"], "(for a local VM, set values with --set KEY=VALUE)"),
+        (["--set", "username=root"], "Fix: --set username=student\n"),
     ],
 )
 def test_local_up_refuses_bad_settings_before_booting_anything(

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.recipe.rules import Problems, Rule, Setting, as_bool, as_int, as_list, boolean, text, whole_number
+from provisioner.recipe.rules import (
+    Problems,
+    Rule,
+    Setting,
+    as_bool,
+    as_int,
+    as_list,
+    as_set_flags,
+    boolean,
+    text,
+    whole_number,
+)
 
 
 @pytest.mark.parametrize(
@@ -67,3 +78,21 @@ def test_boolean_fix_sets_the_default_as_pulumi_writes_it() -> None:
         False,
         ["someKey: got 'maybe', but it must be true or false. Fix: pulumi config set someKey false"],
     )
+
+
+@pytest.mark.parametrize(
+    ("problem", "for_local_up"),
+    [
+        ("diskSizeGb: got '10', but too small. Fix: pulumi config set diskSizeGb 30",
+         "diskSizeGb: got '10', but too small. Fix: --set diskSizeGb=30"),
+        ("students: got 'x', but a list. Fix: pulumi config set --path 'students[0]' alice (one index per student)",
+         "students: got 'x', but a list. Fix: --set 'students=[\"alice\"]' (one index per student)"),
+        ("bogus: got '1', but no such setting. Fix: remove it (pulumi config rm bogus); known keys: a, b",
+         "bogus: got '1', but no such setting. Fix: leave out --set bogus=...; known keys: a, b"),
+        ("x: got 'a. Fix: pulumi config set y 1', but bad. Fix: pulumi config set x 2",
+         "x: got 'a. Fix: pulumi config set y 1', but bad. Fix: --set x=2"),
+        ("no fix here", "no fix here"),
+    ],
+)  # fmt: skip
+def test_a_fix_for_local_up_sets_with_flags(problem: str, for_local_up: str) -> None:
+    assert as_set_flags(problem) == for_local_up

@@ -538,6 +538,8 @@ def test_stack_file_with_encrypted_setting_is_refused(tmp_path: Path) -> None:
 def test_missing_stack_file_says_how_to_create_it(tmp_path: Path) -> None:
     with pytest.raises(CourseVmError, match="Fix: `pulumi stack init dev`"):
         settings_from_stack_file(tmp_path / "Pulumi.dev.yaml")
+    with pytest.raises(CourseVmError, match="Fix: `pulumi stack init prod`"):
+        settings_from_stack_file(tmp_path / "Pulumi.prod.yaml")
 
 
 def test_artifact_mirror_serves_both_files_by_name() -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 import re
+import shlex
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import paramiko
 
@@ -15,30 +16,50 @@ from provisioner.access.host_keys import HostKey
 from provisioner.access.ssh import CommandResult, Progress, Target, connect_published, load_identity, run
 from provisioner.checker.printable import printable
 
-DEFAULT_TIMEOUT = 1800.0  # Anaconda alone takes minutes on a small VM; generous by default
+DEFAULT_TIMEOUT = 180.0
+"""`check`'s one deadline for logging in and the setup being over. A VM whose setup is done needs
+seconds; one just started again (`start`, after an idle stop) a minute or two to boot. A VM whose
+setup still runs needs NEW_VM_TIMEOUT: `check --timeout` waits for it, saying which step runs."""
+NEW_VM_TIMEOUT = 1800.0  # Anaconda alone takes minutes on a small VM: `local up`'s default, which boots a new one
 CHECK_TIMEOUT = 120.0
 HELLO_WORLD_TIMEOUT = 300.0  # includes pulling the image
+POLL_SECONDS = 3.0
+"""How often the checker looks at a setup that still runs: a changed step is reported this late at most."""
+STILL_RUNNING_SECONDS = 60.0
+"""How often an unchanged setup is reported again, so that a long step (Anaconda) is not taken for a hang."""
+KILL_GRACE = 5
 OUTPUT_LOG = "/var/log/cloud-init-output.log"
+_MARKER = r"^\[course-vm\] "
 # The log is root:adm 0640 on Ubuntu; the course user has passwordless sudo, other targets may not.
 _READ_LOG = f"sudo -n tail -n 300 {OUTPUT_LOG} 2>/dev/null || tail -n 300 {OUTPUT_LOG}"
+# One look at the setup: `running` and the recipe's markers so far, or `finished` and cloud-init's status.
 # `cloud-init status --wait` returns as soon as any stage reports an error, even while the final
 # stage (the recipe) still runs (seen with 22.4); result.json appears only when all stages are over.
-# (COURSE_VM_CLOUD_INIT_RESULT lets the sshd tests stand in for that file.)
-# On a ready VM this runs cloud-init once (each run starts Python): JSON where `--format` exists
-# (22.1 and later), else the text form, which older releases print.
-# The wait ends by itself at the checker's deadline ({seconds}): closing the channel does not stop
-# a command without a terminal, and a wait the checker gave up on would otherwise run forever.
-_CLOUD_INIT_STATUS = (
-    'R="${{COURSE_VM_CLOUD_INIT_RESULT:-/run/cloud-init/result.json}}"; end=$(( $(date +%s) + {seconds} )); '
-    'if [ ! -e "$R" ]; then timeout {seconds} cloud-init status --wait >/dev/null 2>&1; '
-    'until [ -e "$R" ] || [ "$(date +%s)" -ge "$end" ]; do '
-    "case $(cloud-init status 2>/dev/null) in *disabled*|*'not run'*) break;; esac; sleep 0.5; done; fi; "
-    "out=$(cloud-init status --format json 2>/dev/null); rc=$?; "
+# (COURSE_VM_CLOUD_INIT_RESULT lets the sshd tests stand in for that file.) The status is JSON where
+# `--format` exists (22.1 and later), else the text form, which older releases print.
+_SETUP_STATE = (
+    'R="${COURSE_VM_CLOUD_INIT_RESULT:-/run/cloud-init/result.json}"; '
+    'if [ ! -e "$R" ]; then case $(cloud-init status 2>/dev/null) in *disabled*|*"not run"*) ;; *) '
+    f"echo running; {{ sudo -n grep -a '{_MARKER}' {OUTPUT_LOG} 2>/dev/null || "
+    f"grep -a '{_MARKER}' {OUTPUT_LOG} 2>/dev/null; }} | tail -n 200; exit 0;; esac; fi; "
+    "echo finished; out=$(cloud-init status --format json 2>/dev/null); rc=$?; "
     'if [ -n "$out" ]; then printf \'%s\\n\' "$out"; exit "$rc"; fi; '
     "cloud-init status --long"
 )
 # This login's group ids, then the user's group ids in the group database.
 _GROUPS = 'id -G; id -G "$(id -un)"'
+
+
+def bounded(command: str, seconds: float) -> str:
+    """COMMAND as sent to the VM: ended there by `timeout` (TERM, then KILL after KILL_GRACE s) just after
+    the checker stops waiting for it. Closing the channel does not stop a command without a terminal,
+    and `timeout` signals its whole process group, so nothing the command started outlives it."""
+    return f"timeout -k {KILL_GRACE} {math.ceil(seconds) + 1} bash -c {shlex.quote(command)}"
+
+
+def _run(client: paramiko.SSHClient, command: str, seconds: float) -> CommandResult:
+    """Run COMMAND on the VM for at most SECONDS, bounded there too (see `bounded`); the result names COMMAND."""
+    return replace(run(client, bounded(command, seconds), seconds), command=command)
 
 
 @dataclass(frozen=True)
@@ -91,7 +112,7 @@ def _command_check(
     passed: Callable[[CommandResult], bool],
     success: Callable[[CommandResult], str],
 ) -> CheckResult:
-    result = run(client, command, timeout)
+    result = _run(client, command, timeout)
     ok = result.ok and passed(result)
     return CheckResult(name, ok, round(result.seconds, 1), success(result) if ok else result.summary())
 
@@ -157,24 +178,87 @@ def docker_enabled_at_boot(client: paramiko.SSHClient) -> CheckResult:
 STUDENT_CHECKS = (docker_hello_world, docker_compose_on_path, conda_on_path, docker_enabled_at_boot)
 
 
-def cloud_init_finished(client: paramiko.SSHClient, timeout: float) -> CheckResult:
-    """cloud-init finished without errors; if not, which recipe step failed and the log's tail."""
-    result = run(client, _CLOUD_INIT_STATUS.format(seconds=math.ceil(timeout) + 1), timeout)
-    status, errors = _parse_status(result.stdout)
-    seconds = round(result.seconds, 1)
-    if result.timed_out:
-        running = f"still running after {result.seconds:.0f}s. " + _diagnose(client, running=True)
-        return CheckResult("cloud-init", False, seconds, running)
+def cloud_init_finished(client: paramiko.SSHClient, timeout: float, progress: Progress = lambda _: None) -> CheckResult:
+    """cloud-init finished without errors; if not, which recipe step failed and the log's tail.
+
+    While it runs, PROGRESS hears which recipe steps run and which are done, when that changes.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    watch = _SetupWatch(progress, started)
+    while True:
+        result = _run(client, _SETUP_STATE, max(min(deadline - time.monotonic(), 60.0), 1.0))
+        state, _, rest = result.stdout.partition("\n")
+        if state == "finished":
+            break
+        seconds = round(time.monotonic() - started, 1)
+        if result.connection_lost:
+            return CheckResult("cloud-init", False, seconds, result.summary())
+        if state == "running":
+            watch.saw(rest)
+        if time.monotonic() >= deadline:
+            running = f"still running after {seconds:.0f}s. " + _diagnose(client, running=True)
+            return CheckResult("cloud-init", False, seconds, running)
+        time.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
+    status, errors = _parse_status(rest)
+    seconds = round(time.monotonic() - started, 1)
     if status in ("done", "degraded done"):
         clean = status == "done" and result.status == 0 and not errors
         recoverable = "; ".join(errors or ["see cloud-init status --long"])
         return CheckResult(
             "cloud-init", True, seconds, "done" if clean else f"done with recoverable errors: {recoverable}"
         )
-    if result.connection_lost:
-        return CheckResult("cloud-init", False, round(result.seconds, 1), result.summary())
     why = f"status: {status or 'unknown'}" + (f" ({'; '.join(errors)})" if errors else "")
-    return CheckResult("cloud-init", False, round(result.seconds, 1), f"{why}. " + _diagnose(client, running=False))
+    return CheckResult("cloud-init", False, seconds, f"{why}. " + _diagnose(client, running=False))
+
+
+class _SetupWatch:
+    """Says which recipe steps run (and since when) and which are done, from the markers of the setup's log:
+    when that changes, and again every STILL_RUNNING_SECONDS while it does not."""
+
+    def __init__(self, progress: Progress, started: float) -> None:
+        self.progress, self.started = progress, started
+        self.begun: dict[str, float | None] = {}  # when a step was first seen running; None: before the check
+        self.last: tuple[object, ...] | None = None
+        self.said = -math.inf
+
+    def saw(self, log: str) -> None:
+        now = time.monotonic()
+        first_look = self.last is None
+        ended = dict(re.findall(r"^\[course-vm\] END (\S+) (\d+)s", log, re.MULTILINE))
+        failed = dict(re.findall(r"^\[course-vm\] FAILED (\S+) exit=(\d+)", log, re.MULTILINE))
+        done = re.search(r"^\[course-vm\] DONE (\d+)s", log, re.MULTILINE)
+        for step in re.findall(r"^\[course-vm\] BEGIN (\S+)", log, re.MULTILINE):
+            self.begun.setdefault(step, None if first_look else now)
+        running = [step for step in self.begun if step not in ended and step not in failed]
+        state = (tuple(running), tuple(ended), tuple(failed), bool(done))
+        if state == self.last and now - self.said < STILL_RUNNING_SECONDS:
+            return
+        self.last, self.said = state, now
+        if done:
+            self.progress(f"setup: done in {_duration(float(done.group(1)))}; cloud-init is finishing")
+            return
+        parts = []
+        if running:
+            parts.append("running " + ", ".join(f"{step} ({self._since(step, now)})" for step in running))
+        if ended:
+            parts.append("done: " + ", ".join(f"{step} {_duration(float(s))}" for step, s in ended.items()))
+        if failed:
+            parts.append("FAILED: " + ", ".join(f"{step} (exit {code})" for step, code in failed.items()))
+        self.progress("setup: " + ("; ".join(parts) or "not begun yet"))
+
+    def _since(self, step: str, now: float) -> str:
+        begun = self.begun[step]
+        if begun is not None:
+            return f"for {_duration(now - begun)}"
+        if now - self.started < POLL_SECONDS:
+            return "begun before this check"
+        return f"for over {_duration(now - self.started)}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
 
 
 def _parse_status(output: str) -> tuple[str, list[str]]:
@@ -196,7 +280,7 @@ def _parse_status(output: str) -> tuple[str, list[str]]:
 
 
 def _diagnose(client: paramiko.SSHClient, running: bool) -> str:
-    log = run(client, _READ_LOG, 30)
+    log = _run(client, _READ_LOG, 30)
     return diagnose_output_log(log.stdout, running=running)
 
 
@@ -232,7 +316,7 @@ def session_has_current_groups(client: paramiko.SSHClient) -> bool:
     Group membership is fixed when a session logs in: a login made before the setup added the
     student to `docker` does not have that group, and checking through it would fail falsely.
     """
-    result = run(client, _GROUPS, CHECK_TIMEOUT)
+    result = _run(client, _GROUPS, CHECK_TIMEOUT)
     lines = result.stdout.splitlines()
     return result.ok and len(lines) == 2 and set(lines[0].split()) == set(lines[1].split())
 
@@ -252,7 +336,7 @@ def check_vm(target: Target, timeout: float = DEFAULT_TIMEOUT, progress: Progres
     client, target = connect_published(target, key, deadline, progress)
     try:
         progress("logged in; waiting for cloud-init to finish")
-        checks = [cloud_init_finished(client, max(deadline - time.monotonic(), 1.0))]
+        checks = [cloud_init_finished(client, max(deadline - time.monotonic(), 1.0), progress)]
         if not session_has_current_groups(client):
             client.close()
             client, target = connect_published(target, key, max(deadline, time.monotonic() + 60), progress)

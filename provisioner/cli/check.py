@@ -12,7 +12,7 @@ from typing import Any
 
 from provisioner.access.host_keys import host_keys_from_known_hosts, parse_host_key
 from provisioner.access.ssh import Target
-from provisioner.checker.checks import DEFAULT_TIMEOUT, check_vm
+from provisioner.checker.checks import DEFAULT_TIMEOUT, NEW_VM_TIMEOUT, Report, check_vm
 from provisioner.checker.class_pool import DEFAULT_WORKERS, TargetSource, check_class
 from provisioner.cli import arguments
 from provisioner.cli.console import print_class_report, print_report, progress
@@ -47,7 +47,8 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         type=arguments.seconds,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
-        help=f"one deadline for reaching the VM and cloud-init (default {DEFAULT_TIMEOUT:.0f})",
+        help=f"one deadline for logging in and the VM's setup being over (default {DEFAULT_TIMEOUT:.0f}: a VM "
+        f"whose setup is done; a new VM's setup takes up to {NEW_VM_TIMEOUT:.0f})",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument(
@@ -81,7 +82,17 @@ def check(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"host": args.host, "ok": False, "checks": [], "error": str(error)}))
         raise
-    return print_report(report, args.json)
+    return report_with_hint(report, args.json)
+
+
+def report_with_hint(report: Report, as_json: bool) -> int:
+    """Print REPORT (see `print_report`); if the VM's setup was still running, say how to wait for it."""
+    status = print_report(report, as_json)
+    if any(c.name == "cloud-init" and not c.ok and c.detail.startswith("still running") for c in report.checks):
+        progress(
+            f"the VM's setup is still running: run the same check with --timeout {NEW_VM_TIMEOUT:.0f} to wait for it"
+        )
+    return status
 
 
 def _target(args: argparse.Namespace, deadline: float) -> Target:

@@ -18,8 +18,9 @@ from typing import Any
 from provisioner.access.host_keys import HostKey
 from provisioner.access.keys import ensure_key_pair
 from provisioner.access.ssh import HostKeySource
-from provisioner.checker.checks import DEFAULT_TIMEOUT, check_vm
+from provisioner.checker.checks import DEFAULT_TIMEOUT, NEW_VM_TIMEOUT, check_vm
 from provisioner.cli import arguments
+from provisioner.cli.check import report_with_hint
 from provisioner.cli.console import print_report, progress
 from provisioner.errors import CourseVmError, InterruptionError, SettingsError
 from provisioner.gcp.compute_api import GceInstance, published_host_keys
@@ -75,13 +76,26 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         default="auto",
         help="auto: KVM if it really starts the guest, else software emulation",
     )
-    up.add_argument("--timeout", type=arguments.seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS")
+    up.add_argument(
+        "--timeout",
+        type=arguments.seconds,
+        default=NEW_VM_TIMEOUT,
+        metavar="SECONDS",
+        help=f"one deadline for booting, logging in and the setup (default {NEW_VM_TIMEOUT:.0f})",
+    )
     up.add_argument("--json", action="store_true")
     up.set_defaults(run=local_up)
 
     check = local.add_parser("check", help="check a running local VM again")
     check.add_argument("--name", default="default")
-    check.add_argument("--timeout", type=arguments.seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS")
+    check.add_argument(
+        "--timeout",
+        type=arguments.seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"as `check --timeout` (default {DEFAULT_TIMEOUT:.0f}; a VM whose setup runs needs up to "
+        f"{NEW_VM_TIMEOUT:.0f})",
+    )
     check.add_argument("--json", action="store_true")
     check.set_defaults(run=local_check)
 
@@ -223,7 +237,7 @@ def local_check(args: argparse.Namespace) -> int:
             f"then `local up --name {args.name}`"
         )
     target = replace(vm.target(), published=pinning(vm))
-    return print_report(check_vm(target, args.timeout, progress), args.json)
+    return report_with_hint(check_vm(target, args.timeout, progress), args.json)
 
 
 def local_ssh(args: argparse.Namespace) -> int:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import pwd
+import re
 import subprocess
 import threading
 import time
 
 import pytest
 
-from provisioner.access.ssh import Target
+from provisioner.access.ssh import CommandResult, Target
+from provisioner.access.ssh import run as ssh_run
+from provisioner.checker import checks
 from provisioner.checker.checks import CheckResult, Report, _parse_status, check_vm, diagnose_output_log
 from provisioner.checker.class_pool import StudentResult
 from provisioner.cli.console import print_report
@@ -289,3 +292,80 @@ def test_diagnosis_without_markers_shows_the_tail() -> None:
 )
 def test_cloud_init_status_is_read_in_json_and_the_old_text_form(output: str, expected: tuple[str, list[str]]) -> None:
     assert _parse_status(output) == expected
+
+
+def wait_for_no_processes(uid: int, seconds: float = 15) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while processes_of(uid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return processes_of(uid)
+
+
+@pytest.mark.integration
+def test_every_remote_command_is_bounded_on_the_vm_itself(ready_sshd: Sshd, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Closing a channel does not stop a command without a terminal: each must end by itself.
+    sent: list[str] = []
+
+    def recording(client: object, command: str, timeout: float) -> CommandResult:
+        sent.append(command)
+        return ssh_run(client, command, timeout)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(checks, "run", recording)
+    assert check_vm(target(ready_sshd), timeout=30).ok
+    assert len(sent) >= 6
+    assert [c for c in sent if not re.match(r"timeout -k \d+ \d+ bash -c ", c)] == []
+
+
+@pytest.mark.integration
+def test_a_check_that_times_out_leaves_nothing_running_on_the_vm(
+    ready_sshd: Sshd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ready_sshd.set("docker", "hang")
+    monkeypatch.setattr(checks, "HELLO_WORLD_TIMEOUT", 2.0)
+    hello = by_name(check_vm(target(ready_sshd), timeout=30))["docker hello-world"]
+    assert not hello.ok
+    assert hello.detail == "`docker run --rm hello-world` did not finish within 2s"
+    assert wait_for_no_processes(pwd.getpwnam(ready_sshd.user).pw_uid) == []
+
+
+@pytest.mark.integration
+def test_while_cloud_init_runs_the_check_says_which_step_runs_when_it_changes(ready_sshd: Sshd) -> None:
+    (ready_sshd.state / "result.json").unlink()
+    ready_sshd.set("cloud-init.json", '{"status": "running"}')
+    ready_sshd.set("output.log", "[course-vm] BEGIN account\n")
+
+    def later(seconds: float, log: str, finished: bool = False) -> threading.Timer:
+        def step() -> None:
+            ready_sshd.set("output.log", log)
+            if finished:
+                ready_sshd.set("cloud-init.json", '{"status": "done", "errors": []}')
+                ready_sshd.set("result.json", "{}")
+
+        timer = threading.Timer(seconds, step)
+        timer.start()
+        return timer
+
+    two = "[course-vm] BEGIN account\n[course-vm] END account 1s\n"
+    two += "[course-vm] BEGIN anaconda\n[course-vm] BEGIN packages\n"
+    three = two + "[course-vm] END packages 4s\n"
+    done = three + "[course-vm] END anaconda 9s\n[course-vm] DONE 10s\n"
+    # Each state lasts longer than a poll (POLL_SECONDS), so each is seen.
+    timers = [later(3, two), later(8, three), later(13, done), later(18, done, finished=True)]
+    messages: list[str] = []
+    try:
+        report = check_vm(target(ready_sshd), timeout=60, progress=messages.append)
+    finally:
+        for timer in timers:
+            timer.cancel()
+    assert by_name(report)["cloud-init"].ok
+    setup = [m for m in messages if m.startswith("setup:")]
+    assert [re.sub(r"\d+s", "Ns", m) for m in setup] == [
+        "setup: running account (begun before this check)",
+        "setup: running anaconda (for Ns), packages (for Ns); done: account Ns",
+        "setup: running anaconda (for Ns); done: account Ns, packages Ns",
+        "setup: done in Ns; cloud-init is finishing",
+    ]
+    assert (
+        setup[-2].endswith("done: account 1s, packages 4s")
+        and setup[-1] == "setup: done in 10s; cloud-init is finishing"
+    )

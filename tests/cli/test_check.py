@@ -178,3 +178,25 @@ def test_check_without_host_or_pulumi_says_what_to_do(tmp_path: Path) -> None:
     assert "with no --host, check reads the VM's address from the stack's outputs, which needs the Pulumi CLI" in (
         result.stderr
     )
+
+
+@pytest.mark.integration
+def test_check_of_a_vm_whose_setup_still_runs_says_which_step_and_how_to_wait(ready_sshd: Sshd) -> None:
+    (ready_sshd.state / "result.json").unlink()
+    ready_sshd.set("cloud-init.json", '{"status": "running"}')
+    ready_sshd.set("output.log", "[course-vm] BEGIN account\n[course-vm] END account 1s\n[course-vm] BEGIN anaconda\n")
+    result = check_cli(*sshd_args(ready_sshd), "--host-key", str(ready_sshd.host_key), "--timeout", "4")
+    assert result.returncode == 1, result.stderr
+    assert "course-vm: setup: running anaconda (begun before this check); done: account 1s\n" in result.stderr
+    assert result.stderr.endswith(
+        "course-vm: the VM's setup is still running: run the same check with --timeout 1800 to wait for it\n"
+    )
+
+
+def test_check_waits_for_a_finished_vm_by_default_and_for_a_new_one_when_told() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "provisioner", "check", "--help"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert "(default 180: a VM whose setup is done; a new VM's setup takes up to 1800)" in " ".join(
+        result.stdout.split()
+    )

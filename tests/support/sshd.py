@@ -47,6 +47,7 @@ case $mode in
       'Is the docker daemon running?' >&2
     exit 1 ;;
   no-greeting) echo 'Status: Downloaded newer image for hello-world:latest' ;;  # exits 0, but no greeting
+  hang) sleep 600 ;;  # never answers: the checker gives up on it
   drop) # kill this session's sshd process: the connection drops mid-check
     p=$PPID
     while [ "$(cat /proc/$p/comm)" != sshd ]; do p=$(awk '{print $4}' /proc/$p/stat); done

@@ -1,4 +1,4 @@
-"""Entry point of `python -m provisioner`."""
+"""Entry point of `python -m provisioner`, the same command line as `course-vm`."""
 
 import sys
 

@@ -183,7 +183,7 @@ def _blocks(text: str) -> dict[str, str]:
 
 
 def _write_hosts(blocks: dict[str, str]) -> None:
-    text = "# Written by course-vm; `python -m provisioner local down` (or `down`) removes a host's block.\n"
+    text = "# Written by course-vm; `course-vm local down` (or `down`) removes a host's block.\n"
     for alias, block in sorted(blocks.items()):
         text += f"{BEGIN.format(alias=alias)}\n{block}{END.format(alias=alias)}\n"
     write_atomically(hosts_file(), text, 0o600)

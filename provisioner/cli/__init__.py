@@ -1,1 +1,1 @@
-"""`python -m provisioner`: argument parsing, one module per command group, and the Automation API driver."""
+"""`course-vm`: argument parsing, one module per command group, and the Automation API driver."""

@@ -77,7 +77,7 @@ def class_table(stack_name: str, students: dict[str, Any]) -> str:
     lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows]
     lines.append(
         f"{len(students)} VMs. Give each student their key, its .known_hosts file and their Host block "
-        "(~/.ssh/course-vm.config); `python -m provisioner check` checks them all again."
+        "(~/.ssh/course-vm.config); `course-vm check` checks them all again."
     )
     return "\n".join(lines)
 
@@ -133,7 +133,7 @@ def down(args: argparse.Namespace) -> int:
 def status(args: argparse.Namespace) -> int:
     outputs = stack.status(args.stack)
     if not outputs:
-        print(f"stack {args.stack}: no course VM. Create one: python -m provisioner up --project YOUR-PROJECT-ID")
+        print(f"stack {args.stack}: no course VM. Create one: course-vm up --project YOUR-PROJECT-ID")
         return 0
     if outputs.get("students"):
         print(f"stack {args.stack}: a class\n" + class_table(args.stack, outputs["students"]))

@@ -176,7 +176,7 @@ def local_up(args: argparse.Namespace) -> int:
         except OSError as error:
             raise InterruptionError(
                 f"interrupted while local VM {args.name} was booting; removing it failed ({error}). "
-                f"Fix: `python -m provisioner local down --name {args.name}`"
+                f"Fix: `course-vm local down --name {args.name}`"
             ) from None
         raise InterruptionError(
             f"interrupted while local VM {args.name} was booting: stopped it; nothing is left running"
@@ -192,8 +192,8 @@ def local_up(args: argparse.Namespace) -> int:
         # (the check is only the waiting), so it is left running, with the commands to go on.
         raise InterruptionError(
             f"interrupted: the local VM {args.name} is still running (its setup goes on). "
-            f"`python -m provisioner local check --name {args.name}` checks it again; "
-            f"`python -m provisioner local down --name {args.name}` removes it"
+            f"`course-vm local check --name {args.name}` checks it again; "
+            f"`course-vm local down --name {args.name}` removes it"
         ) from None
     progress(
         f"`ssh {vm.host_alias}` (or `local ssh --name {args.name}`) logs in; "

@@ -54,17 +54,15 @@ def left_running(args: argparse.Namespace) -> str:
     name = getattr(args, "name", "")
     return {
         "up": f"Pulumi may have created or changed some of stack {stack}'s resources before it stopped. "
-        f"`python -m provisioner up --stack {stack}` finishes the job; "
-        f"`python -m provisioner down --stack {stack}` removes what exists",
+        f"`course-vm up --stack {stack}` finishes the job; "
+        f"`course-vm down --stack {stack}` removes what exists",
         "down": f"Pulumi may have deleted some of stack {stack}'s resources before it stopped. "
-        f"`python -m provisioner down --stack {stack}` deletes the rest",
-        "start": "VMs already asked to start go on starting; "
-        f"`python -m provisioner start --stack {stack}` waits for them again",
+        f"`course-vm down --stack {stack}` deletes the rest",
+        "start": f"VMs already asked to start go on starting; `course-vm start --stack {stack}` waits for them again",
         "check": CHECK_INTERRUPTED,
         "local check": CHECK_INTERRUPTED + f"; the local VM {name} keeps running",
-        "local down": f"the local VM {name} may be half removed. `python -m provisioner local down --name {name}` "
-        "finishes the job",
-        "local image build": "the image was not finished; `python -m provisioner local image build` starts over",
+        "local down": f"the local VM {name} may be half removed. `course-vm local down --name {name}` finishes the job",
+        "local image build": "the image was not finished; `course-vm local image build` starts over",
     }.get(command, "nothing was changed and nothing is left running")
 
 

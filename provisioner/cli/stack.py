@@ -220,7 +220,7 @@ def no_such_stack(name: str, existing: Sequence[str]) -> CourseVmError:
     else:
         there, fix = (
             "no stack exists yet",
-            f"create it with `python -m provisioner up --stack {name} --project YOUR-PROJECT-ID`",
+            f"create it with `course-vm up --stack {name} --project YOUR-PROJECT-ID`",
         )
     return CourseVmError(f"there is no stack {name} ({there}); nothing was created or deleted. Fix: {fix}")
 
@@ -342,7 +342,7 @@ def status(stack_name: str, *, opener: StackOpener = open_stack) -> dict[str, An
 
 def declined(command: str) -> CourseVmError:
     return CourseVmError(
-        f"not confirmed: nothing was created, changed or deleted. Fix: run `python -m provisioner {command}` "
+        f"not confirmed: nothing was created, changed or deleted. Fix: run `course-vm {command}` "
         "again and answer y (first copy off the VM what you need that would be lost)"
     )
 
@@ -493,7 +493,7 @@ def engine_error(
     stderr = text.rsplit("\n stderr: ", 1)[-1]
     lines = engine_lines([line for message in diagnostics for line in message.splitlines()], error_lines(stderr))
     said = "\n".join(f"  {line}" for line in lines) or "  (the Pulumi CLI said nothing more)"
-    rerun = f"`python -m provisioner {again}` again" if again else "the same command again"
+    rerun = f"`course-vm {again}` again" if again else "the same command again"
     fix = next_step(everything, stack_name, project, concurrent, rerun)
     return EngineError(f"Pulumi could not {doing}:\n{said}\nFix: {fix}")
 

@@ -157,7 +157,7 @@ def start_instance(
     except _NotFoundError as error:
         raise CourseVmError(
             f"instance {instance.name} not found in {instance.project}/{instance.zone} ({error}). "
-            "Fix: `python -m provisioner up` creates it again"
+            "Fix: `course-vm up` creates it again"
         ) from None
 
 

@@ -121,7 +121,7 @@ def image_at(path: Path) -> Image:
         with path.open("rb") as file:
             magic = file.read(4)
         return Image(path, "qcow2" if magic == b"QFI\xfb" else "raw")
-    raise CourseVmError(f"image {path} does not exist. Fix: `python -m provisioner local image build`, or omit --image")
+    raise CourseVmError(f"image {path} does not exist. Fix: `course-vm local image build`, or omit --image")
 
 
 def build_debian_image(
@@ -145,7 +145,7 @@ def build_debian_image(
     if os.geteuid() != 0:
         raise CourseVmError(
             "building the Debian image needs root (debootstrap). Fix: run "
-            "`sudo python -m provisioner local image build`, or use the Ubuntu cloud image"
+            '`sudo "$(command -v course-vm)" local image build`, or use the Ubuntu cloud image'
         )
     for tool in ("debootstrap", "mkfs.ext4"):
         if shutil.which(tool) is None:
@@ -254,7 +254,7 @@ def ubuntu_cloud_image(
         raise CourseVmError(
             f"{keyring} is missing: Ubuntu's cloud image could not be verified. "
             "Fix: sudo apt-get install ubuntu-keyring (on Debian 12 from bookworm-backports), or build a "
-            "Debian image instead: `sudo python -m provisioner local image build`"
+            'Debian image instead: `sudo "$(command -v course-vm)" local image build`'
         )
     if shutil.which("gpgv") is None:
         raise CourseVmError("gpgv is not installed. Fix: sudo apt-get install gpgv")
@@ -297,7 +297,7 @@ def _download(url: str, path: Path) -> None:
             error.close()  # it holds the response's connection
         raise CourseVmError(
             f"cannot download {url} ({error}). Fix: check the network, or "
-            "build a Debian image offline: `sudo python -m provisioner local image build`"
+            'build a Debian image offline: `sudo "$(command -v course-vm)" local image build`'
         ) from None
 
 

@@ -188,7 +188,7 @@ def load(name: str) -> LocalVm:
         record = json.loads(record_path.read_text())
     except (OSError, ValueError):
         raise CourseVmError(
-            f"no local VM named {name!r}. Fix: `python -m provisioner local up --name {name}` "
+            f"no local VM named {name!r}. Fix: `course-vm local up --name {name}` "
             "(`local list` shows the VMs there are)"
         ) from None
     return LocalVm(

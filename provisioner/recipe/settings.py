@@ -36,7 +36,7 @@ from provisioner.recipe.rules import (
 PROJECT = "course-vm"
 """The Pulumi project name, and so the namespace of every course-vm config key."""
 DEFAULT_STACK = "dev"
-"""The stack `python -m provisioner up` uses unless told otherwise."""
+"""The stack `course-vm up` uses unless told otherwise."""
 
 ANACONDA_DEFAULT_SHA256 = "a7c0afe862f6ea19a596801fc138bde0463abcbce1b753e8d5c474b506a2db2d"
 COMPOSE_DEFAULT_SHA256 = "ed79398562f3a80a5d8c068fde14b0b12101e80b494aabb2b3533eaa10599e0f"

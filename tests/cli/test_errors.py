@@ -294,8 +294,8 @@ def test_ctrl_c_once_the_local_vm_booted_says_it_still_runs_and_how_to_remove_it
     assert main(["local", "up", "--name", "one", "--image", str(image)]) == errors.EXIT_INTERRUPTED
     assert capsys.readouterr().err == (
         "course-vm: interrupted: the local VM one is still running (its setup goes on). "
-        "`python -m provisioner local check --name one` checks it again; "
-        "`python -m provisioner local down --name one` removes it\n"
+        "`course-vm local check --name one` checks it again; "
+        "`course-vm local down --name one` removes it\n"
     )
 
 
@@ -355,11 +355,11 @@ def assert_fixes_are_valid(argv: list[str], message: str) -> None:
     assert fixes, f"no Fix: in {message!r}"
     options = set(command_parser(argv)._option_string_actions)
     for fix in fixes:
-        for command in re.findall(r"python -m provisioner ([^`;|\n]*)", fix):
+        for command in re.findall(r"(?:(?<![\w/.~-])course-vm|python -m provisioner) ([^`;|\n]*)", fix):
             try:
                 parser().parse_args(shlex.split(command))
             except SystemExit:
-                raise AssertionError(f"`python -m provisioner {command}` does not parse (in {fix!r})") from None
+                raise AssertionError(f"`course-vm {command}` does not parse (in {fix!r})") from None
         for key in re.findall(r"pulumi config (?:set|rm) (?:--path )?'?([\w:]+)", fix):
             if key.isupper():
                 continue  # a placeholder: `pulumi config set KEY VALUE`
@@ -368,7 +368,11 @@ def assert_fixes_are_valid(argv: list[str], message: str) -> None:
             assert "pulumi" not in fix, f"local up takes settings as --set KEY=VALUE, not {fix!r}"
         for key in re.findall(r"(?<!leave out )--set '?(\w+)=", fix):
             assert key in DEFAULTS, f"no setting {key!r} (in {fix!r})"
-        bare = re.sub(r"python -m provisioner [^`;|\n]*|pulumi [^`;,|\n]*|ssh-keygen [^`;,|\n]*", "", fix)
+        bare = re.sub(
+            r"(?:(?<![\w/.~-])course-vm|python -m provisioner) [^`;|\n]*|pulumi [^`;,|\n]*|ssh-keygen [^`;,|\n]*",
+            "",
+            fix,
+        )
         for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*", bare):
             assert flag in options, f"{' '.join(argv[:2])} has no {flag} (in {fix!r})"
 
@@ -517,7 +521,7 @@ def test_local_check_of_no_vm_suggests_a_command_that_parses(
         (["start"], "Fix: pass --host"),
         (["local", "up"], "Fix: pulumi config set diskSizeGb 30"),
         (["local", "up"], "Fix: --set nothing=1"),
-        (["local", "up"], "Fix: `python -m provisioner local frobnicate`"),
+        (["local", "up"], "Fix: `course-vm local frobnicate`"),
     ],
 )
 def test_the_fix_checker_catches_a_wrong_fix(argv: list[str], fix: str) -> None:

@@ -169,7 +169,7 @@ CRASH = (
             "https://console.developers.google.com/apis/api/compute.googleapis.com/overview?project=123456789012 then "
             "retry.\n  error: update failed",
             "enable the API with `gcloud services enable compute.googleapis.com --project 123456789012`, wait a "
-            "minute, then run `python -m provisioner up` again",
+            "minute, then run `course-vm up` again",
         ),
         (
             "up",
@@ -177,21 +177,20 @@ CRASH = (
             "update stack dev:\n  error: 1 error occurred:\n  * Error creating instance: googleapi: Error 403: Quota "
             "'CPUS' exceeded.  Limit: 8.0 in region europe-west1., quotaExceeded\n  error: update failed",
             "ask for more quota at https://console.cloud.google.com/iam-admin/quotas?project=course-project-1, or use "
-            "another zone (--zone) or a smaller machineType; then run `python -m provisioner up` again",
+            "another zone (--zone) or a smaller machineType; then run `course-vm up` again",
         ),
         (
             "preview",
             CREDENTIALS,
             "preview the changes to stack dev:\n  " + CREDENTIALS.strip(),
-            "log in for applications with `gcloud auth application-default login`, then run "
-            "`python -m provisioner up` again",
+            "log in for applications with `gcloud auth application-default login`, then run `course-vm up` again",
         ),
         (
             "preview",
             CRASH,
             "preview the changes to stack dev:\n"
             "  error: Program failed with an unhandled exception:\n  ValueError: boom",
-            "act on the engine's lines above, then run `python -m provisioner up` again",
+            "act on the engine's lines above, then run `course-vm up` again",
         ),
     ],
 )
@@ -215,7 +214,7 @@ def test_a_locked_stack_says_how_to_clear_the_lock_and_where(tmp_path: Path) -> 
         f"course-vm: Pulumi could not preview the changes to stack dev:\n  {said}"
         "\nFix: if no other `up` or `down` of stack dev is still running, clear its lock with "
         f"`cd {ROOT} && PULUMI_BACKEND_URL={backend} pulumi cancel --yes --stack dev`, then run "
-        "`python -m provisioner up` again\n"
+        "`course-vm up` again\n"
     )  # fmt: skip
 
 

@@ -587,5 +587,5 @@ def test_status_and_down_never_ask_for_a_stack_to_be_created(home: Path) -> None
 def test_a_missing_stack_where_none_exists_says_how_to_create_one() -> None:
     assert str(stack.no_such_stack("dev", [])) == (
         "there is no stack dev (no stack exists yet); nothing was created or deleted. "
-        "Fix: create it with `python -m provisioner up --stack dev --project YOUR-PROJECT-ID`"
+        "Fix: create it with `course-vm up --stack dev --project YOUR-PROJECT-ID`"
     )

@@ -155,7 +155,7 @@ def test_start_starts_a_stopped_instance_and_waits_until_it_runs(api: FakeComput
 
 def test_start_of_a_missing_instance_says_how_to_create_it(api: FakeComputeApi) -> None:
     api.instance_exists = False
-    with pytest.raises(CourseVmError, match="Fix: `python -m provisioner up` creates it again"):
+    with pytest.raises(CourseVmError, match="Fix: `course-vm up` creates it again"):
         start_instance(INSTANCE, time.monotonic() + 10, api=api.url, token=lambda: "test-token")
 
 

@@ -250,7 +250,7 @@ def test_without_ubuntus_keyring_nothing_is_downloaded(release: tuple[str, Path]
     assert str(raised.value) == (
         f"{tmp_path / 'missing.gpg'} is missing: Ubuntu's cloud image could not be verified. "
         "Fix: sudo apt-get install ubuntu-keyring (on Debian 12 from bookworm-backports), or build a "
-        "Debian image instead: `sudo python -m provisioner local image build`"
+        'Debian image instead: `sudo "$(command -v course-vm)" local image build`'
     )
     assert not (tmp_path / "cache").exists()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from provisioner.access.ssh_config import host_alias
 from provisioner.checker.class_pool import DEFAULT_WORKERS
-from provisioner.cli import prerequisites, stack
+from provisioner.cli import arguments, prerequisites, stack
 from provisioner.cli.console import confirm, plan_summary, progress
 from provisioner.errors import CourseVmError
 from provisioner.gcp.compute_api import GceInstance, start_instance
@@ -43,7 +43,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     )
     start_parser.add_argument("--stack", default=DEFAULT_STACK)
     start_parser.add_argument("--student", action="append", metavar="NAME", help="a class: only this student's VM")
-    start_parser.add_argument("--timeout", type=float, default=300, metavar="SECONDS")
+    start_parser.add_argument("--timeout", type=arguments.seconds, default=300, metavar="SECONDS")
     start_parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
     start_parser.set_defaults(run=start)
     status_parser = commands.add_parser("status", help="what exists")

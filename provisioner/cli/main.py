@@ -50,7 +50,8 @@ def left_running(args: argparse.Namespace) -> str:
     """What a command interrupted by Ctrl-C leaves behind, and how to go on. Commands that know more
     (`local up`) raise InterruptionError themselves."""
     stack = getattr(args, "stack", None) or "dev"
-    command = f"{args.command} {getattr(args, 'local_command', '')}".strip()
+    words = (args.command, getattr(args, "local_command", None), getattr(args, "image_command", None))
+    command = " ".join(word for word in words if word)
     name = getattr(args, "name", "")
     return {
         "up": f"Pulumi may have created or changed some of stack {stack}'s resources before it stopped. "

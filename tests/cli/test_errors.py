@@ -20,7 +20,7 @@ import pytest
 
 from provisioner import errors
 from provisioner.cli import render
-from provisioner.cli.main import main, parser
+from provisioner.cli.main import left_running, main, parser
 from provisioner.local import vm as local_vm
 from provisioner.local.process import alive, pid_in
 from provisioner.recipe.settings import DEFAULTS
@@ -140,6 +140,8 @@ def no_traceback(result: subprocess.CompletedProcess[str] | tuple[str, str]) -> 
         (["check", "--timeout", "soon"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
         (["check", "--timeout", "0"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
         (["check", "--timeout", "nan"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
+        (["start", "--timeout", "nan"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
+        (["start", "--timeout", "-1"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
         (["check", "--port", "99999"], errors.EXIT_BAD_INPUT, "argument --port: "),
         (["check", "--workers", "0"], errors.EXIT_BAD_INPUT, "argument --workers: "),
         (["local", "up", "--cpus", "0"], errors.EXIT_BAD_INPUT, "argument --cpus: "),
@@ -531,3 +533,16 @@ def test_the_fix_checker_catches_a_wrong_fix(argv: list[str], fix: str) -> None:
         return
     with pytest.raises(AssertionError):
         assert_fixes_are_valid(argv, fix)
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["local", "image", "build"], "the image was not finished"),
+        (["local", "down", "--name", "one"], "the local VM one may be half removed"),
+        (["up", "--stack", "prod"], "`course-vm up --stack prod` finishes the job"),
+    ],
+)
+def test_ctrl_c_names_what_each_command_leaves(argv: list[str], said: str) -> None:
+    # What main() prints for an interrupted command comes from the command line as parsed.
+    assert said in left_running(parser().parse_args(argv))

@@ -65,7 +65,7 @@ def ssh_config_block(
         name = alias if plain_alias else repr(alias)
         raise CourseVmError(
             f"{name}: cannot write an ssh Host block: {'; '.join(problems)}. Fix: these values come from the "
-            "stack's outputs (`pulumi stack output --json`) or the settings; run `pulumi up` again, and check "
+            "stack's outputs (`pulumi stack output --json`) or the settings; run `course-vm up` again, and check "
             "who else can change that stack"
         )
 

@@ -21,6 +21,7 @@ from provisioner.access.ssh_config import add_host, host_alias, remove_host, ssh
 from provisioner.cli.prerequisites import PULUMI_INSTALL, MissingPrerequisiteError
 from provisioner.errors import CourseVmError, EngineError, SettingsError
 from provisioner.paths import FROM_CHECKOUT, PROGRAM_DIR, PROJECT_DIR, state_home
+from provisioner.recipe.settings import DEFAULT_STACK
 
 INSTALL_HINT = PULUMI_INSTALL
 
@@ -584,9 +585,8 @@ def stack_outputs(project_dir: Path, stack_name: str | None) -> dict[str, Any]:
     """The stack's outputs, read with the Pulumi CLI. Raises CourseVmError when that is not possible."""
     pulumi = shutil.which("pulumi")
     if pulumi is None:
-        raise CourseVmError(
-            "the Pulumi CLI is needed to read the stack's outputs and is not installed. "
-            "Fix: install it (https://www.pulumi.com/docs/install/)"
+        raise MissingPrerequisiteError(
+            f"the Pulumi CLI is needed to read the stack's outputs and is not installed. Fix: {PULUMI_INSTALL}"
         )
     if not project_dir.is_dir():
         raise CourseVmError(f"no stack yet: {project_dir} does not exist. Fix: run `course-vm up` first")
@@ -598,15 +598,22 @@ def stack_outputs(project_dir: Path, stack_name: str | None) -> dict[str, Any]:
     mapped = state_error(stack_name or "(selected)", result.stderr, added) if result.returncode else None
     if mapped is not None:
         raise mapped
+    stack = stack_name or DEFAULT_STACK
     if result.returncode != 0:
+        if "no stack named" in result.stderr or "no stack selected" in result.stderr:
+            backend = added.get("PULUMI_BACKEND_URL") or chosen_backend()
+            raise CourseVmError(
+                f"there is no stack {stack} on {backend}. Fix: `course-vm status --stack NAME` "
+                f"names the stacks that exist; `course-vm up --stack {stack}` creates this one"
+            )
         raise CourseVmError(
-            f"`pulumi stack output` failed: {result.stderr.strip()}. "
-            "Fix: select the stack (`pulumi stack select NAME`) after `pulumi up`"
+            f"`pulumi stack output` failed: {result.stderr.strip()}. Fix: `course-vm status --stack {stack}` "
+            "shows whether the stack exists; `course-vm up --stack NAME` creates it"
         )
     outputs = json.loads(result.stdout or "{}")
     missing = [] if outputs.get("students") else [k for k in ("ip", "username", "identityFile") if not outputs.get(k)]
     if missing:
-        raise CourseVmError(f"the stack has no {', '.join(missing)} output. Fix: run `pulumi up` first")
+        raise CourseVmError(f"the stack has no {', '.join(missing)} output. Fix: `course-vm up --stack {stack}` first")
     return dict(outputs)
 
 

@@ -403,9 +403,9 @@ GOOD_STACK = (
 )
 
 
-def failing(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """What ARGV prints on stderr, after asserting that it fails as expected failures do (exit 2)."""
-    assert main(argv) == errors.EXIT_BAD_INPUT
+def failing(argv: list[str], capsys: pytest.CaptureFixture[str], status: int = errors.EXIT_BAD_INPUT) -> str:
+    """What ARGV prints on stderr, after asserting that it fails as expected failures do (exit STATUS)."""
+    assert main(argv) == status
     err = capsys.readouterr().err
     assert err.startswith("course-vm: ") and "Traceback" not in err, err
     return err
@@ -414,7 +414,7 @@ def failing(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.mark.usefixtures("no_pulumi")
 def test_start_without_pulumi_suggests_nothing_start_does_not_have(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["start", "--stack", "dev"]
-    err = failing(argv, capsys)
+    err = failing(argv, capsys, errors.EXIT_MISSING_PREREQUISITE)
     assert "--host" not in err and "--identity" not in err
     assert_fixes_are_valid(argv, err)
 

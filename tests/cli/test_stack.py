@@ -429,6 +429,24 @@ def test_stack_outputs_maps_a_passphrase_error_of_the_raw_cli(home: Path, monkey
         stack.stack_outputs(home, "dev")
 
 
+def test_stack_outputs_of_a_missing_stack_names_course_vms_commands(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `check --stack typo` reads outputs with the raw CLI: its "no stack" is told course-vm's own way out.
+    bin_dir = home / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pulumi").write_text("#!/bin/sh\necho \"error: no stack named 'typo' found\" >&2\nexit 255\n")
+    (bin_dir / "pulumi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("PULUMI_BACKEND_URL", "s3://their-bucket")
+    with pytest.raises(CourseVmError) as raised:
+        stack.stack_outputs(home, "typo")
+    assert str(raised.value) == (
+        "there is no stack typo on s3://their-bucket. Fix: `course-vm status --stack NAME` names the stacks "
+        "that exist; `course-vm up --stack typo` creates this one"
+    )
+
+
 def test_the_env_lines_reach_course_vms_stacks_from_the_raw_cli(home: Path, tmp_path: Path) -> None:
     # The stand-in pulumi answers only on course-vm's own backend, as the real CLI would find the stack there.
     environment = stand_in_pulumi(tmp_path, {"ip": "34.78.1.2"})

@@ -27,13 +27,13 @@ class CourseVmError(Exception):
 class SettingsError(CourseVmError):
     """One or more settings are invalid; every problem is reported together."""
 
-    def __init__(self, problems: Sequence[str]) -> None:
+    def __init__(self, problems: Sequence[str], note: str = "") -> None:
         self.problems = tuple(problems)
         count = len(self.problems)
         noun = "problem" if count == 1 else "problems"
         lines = [f"course-vm settings: {count} {noun}, nothing was created:"]
         lines += [f"  - {problem}" for problem in self.problems]
-        super().__init__("\n".join(lines))
+        super().__init__("\n".join(lines + ([note] if note else [])))
 
 
 class SshKeyError(CourseVmError):

@@ -482,6 +482,13 @@ def engine_errors(
         raise engine_error(doing, stack_name, str(error), diagnostics, project, concurrent, again) from None
 
 
+RAW_CLI_NOTE = (
+    'The pulumi commands above reach this stack after `eval "$(course-vm env)"` '
+    "(PowerShell: `course-vm env | Out-String | Invoke-Expression`)."
+)
+"""What `up` adds to the program's settings problems: their Fix lines are raw pulumi commands."""
+
+
 def engine_error(
     doing: str, stack_name: str, text: str, diagnostics: Sequence[str], project: str | None, concurrent: bool,
     again: str | None,
@@ -490,7 +497,7 @@ def engine_error(
     everything = "\n".join([text, *diagnostics])
     problems = settings_problems(everything)
     if problems:
-        return SettingsError(problems)
+        return SettingsError(problems, note=RAW_CLI_NOTE)
     stderr = text.rsplit("\n stderr: ", 1)[-1]
     lines = engine_lines([line for message in diagnostics for line in message.splitlines()], error_lines(stderr))
     said = "\n".join(f"  {line}" for line in lines) or "  (the Pulumi CLI said nothing more)"

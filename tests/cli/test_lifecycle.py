@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.cli import stack
 from provisioner.errors import SettingsError
 from tests.conftest import ROOT
 from tests.support.fake_compute_api import INSTANCE, FakeComputeApi
@@ -246,7 +247,9 @@ def test_the_programs_settings_error_comes_through_as_it_is(tmp_path: Path) -> N
     engine = stand_in_engine(tmp_path, {"dev": {}}, events=CREATE, fail={"preview": failure})
     result = cli("up", "--yes", env=engine.environment)
     assert result.returncode == 2
-    assert result.stderr.endswith(f"course-vm: {SettingsError(problems)}\n")
+    # The problems as the program listed them, and how to run their raw pulumi Fix lines on this stack.
+    assert result.stderr.endswith(f"course-vm: {SettingsError(problems, note=stack.RAW_CLI_NOTE)}\n")
+    assert 'after `eval "$(course-vm env)"`' in result.stderr.splitlines()[-1]
     assert "Traceback" not in result.stderr
 
 

@@ -290,7 +290,10 @@ def up(
         stack.preview(on_event=events.append)
     plan = plan_from_events(events)
     if not confirm(plan):
-        raise declined("up")
+        given = [
+            flag for flag, value in (("--project", project), ("--zone", zone), ("--allow", allowed_cidrs)) if value
+        ]
+        raise declined("up", given)
     if plan.changes:
         events = []
         with engine_errors(f"update stack {stack_name}", stack_name, events, project=project):
@@ -341,9 +344,14 @@ def status(stack_name: str, *, opener: StackOpener = open_stack) -> dict[str, An
         return _values(stack.outputs())
 
 
-def declined(command: str) -> CourseVmError:
+def declined(command: str, stored: Sequence[str] = ()) -> CourseVmError:
+    """The answer was no. STORED: the options `up` had already kept in the stack's settings (the
+    preview needs them there); a later `up` applies them, so say so."""
+    kept = (
+        f" The stack's settings keep what {', '.join(stored)} gave; a later `up` previews them again." if stored else ""
+    )
     return CourseVmError(
-        f"not confirmed: nothing was created, changed or deleted. Fix: run `course-vm {command}` "
+        f"not confirmed: nothing was created, changed or deleted in the cloud.{kept} Fix: run `course-vm {command}` "
         "again and answer y (first copy off the VM what you need that would be lost)"
     )
 

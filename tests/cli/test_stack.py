@@ -553,11 +553,21 @@ def test_up_shows_the_plan_and_a_no_changes_nothing(home: Path) -> None:
         shown.append(plan)
         return False
 
-    with pytest.raises(CourseVmError, match=r"^not confirmed: nothing was created, changed or deleted\. Fix: "):
+    nothing = r"^not confirmed: nothing was created, changed or deleted in the cloud\. Fix: "
+    with pytest.raises(CourseVmError, match=nothing):
         stack.up("dev", None, None, [], confirm=no, opener=opens(fake), on_output=print)
     assert fake.calls == ["preview"], "no up after a no"
     assert [(vm.student, vm.action) for vm in shown[0].vms] == [("bob", "replace"), ("carol", "delete")]
     assert not hosts_file().exists()
+
+
+def test_a_no_says_that_the_options_given_stay_in_the_stacks_settings(home: Path) -> None:
+    # The preview needs --zone in the stack's settings, so a no cannot take it back unsaid.
+    fake = FakeStack(events=preview_events({"": {"vm": "replace"}}))
+    with pytest.raises(CourseVmError) as raised:
+        stack.up("dev", None, "europe-west4-a", ["203.0.113.7/32"], confirm=lambda plan: False, opener=opens(fake))
+    assert "The stack's settings keep what --zone, --allow gave; a later `up` previews them again." in str(raised.value)
+    assert "up --continue-on-error" not in fake.calls
 
 
 def test_down_shows_the_plan_and_a_no_deletes_nothing(home: Path) -> None:

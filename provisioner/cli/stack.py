@@ -647,8 +647,9 @@ def stack_vms(outputs: dict[str, Any], only: Sequence[str] | None = None) -> dic
 
 def raw_cli_lines(*, windows: bool = os.name == "nt") -> list[str]:
     """Shell lines that give the raw `pulumi` CLI what course-vm gives it: the same backend, the same
-    passphrase, the same project directory (PowerShell's syntax on Windows, POSIX sh elsewhere)."""
-    environment = backend_environment()
+    passphrase, the same Python for the program, the same project directory (PowerShell's syntax on
+    Windows, POSIX sh elsewhere)."""
+    environment = {**backend_environment(), **runtime_environment()}
     chosen = chosen_backend()
     lines = [
         f"# course-vm's own backend; or once for all shells: pulumi login {state_dir().as_uri()}"

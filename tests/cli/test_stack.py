@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import stat
 import subprocess
 import sys
@@ -521,6 +522,8 @@ def test_an_upgrade_rewrites_the_program_but_keeps_the_stack_files(installed: Pa
 def test_outside_a_virtualenv_pulumi_is_told_this_python(installed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "prefix", sys.base_prefix)
     assert stack.runtime_environment() == {"PULUMI_PYTHON_CMD": sys.executable}
+    # ... and so is the raw pulumi CLI that `course-vm env` sets up.
+    assert f"export PULUMI_PYTHON_CMD={shlex.quote(sys.executable)}" in stack.raw_cli_lines(windows=False)
     stack.project_directory()
     assert yaml.safe_load((installed / "Pulumi.yaml").read_text())["runtime"]["options"] == {"toolchain": "pip"}
 

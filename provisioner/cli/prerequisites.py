@@ -1,4 +1,4 @@
-"""What `course-vm up` needs besides itself (the Pulumi CLI, gcloud, Google credentials), checked first."""
+"""What `course-vm up` needs besides itself (the Pulumi CLI, Google credentials, gcloud to log in), checked first."""
 
 from __future__ import annotations
 
@@ -67,9 +67,10 @@ def missing(
     problems: list[str] = []
     if which("pulumi") is None:
         problems.append(f"the Pulumi CLI is not on PATH (course-vm drives it). Fix: {PULUMI_INSTALL}")
-    if which("gcloud") is None:
-        problems.append(f"the Google Cloud CLI (gcloud) is not on PATH (it logs you in). Fix: {GCLOUD_INSTALL}")
     credentials = _credentials_problem(environ, home or Path.home(), windows=windows)
+    # gcloud is only the way to log in: with credentials already there, course-vm never runs it.
+    if credentials and which("gcloud") is None:
+        problems.append(f"the Google Cloud CLI (gcloud) is not on PATH (it logs you in). Fix: {GCLOUD_INSTALL}")
     if credentials:
         problems.append(credentials)
     return problems

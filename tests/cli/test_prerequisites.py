@@ -90,3 +90,19 @@ def test_a_key_file_named_by_google_application_credentials_is_enough(tmp_path: 
     key.write_text("{}")
     found = prerequisites.missing({"GOOGLE_APPLICATION_CREDENTIALS": str(key)}, tmp_path, windows=False, which=str)
     assert found == []
+
+
+def test_with_credentials_already_given_gcloud_is_not_needed(tmp_path: Path) -> None:
+    # gcloud only logs you in; a key file (or a token) is the login itself, and course-vm never runs gcloud.
+    key = tmp_path / "key.json"
+    key.write_text("{}")
+    path = tools(tmp_path, "pulumi")
+    found = prerequisites.missing(
+        {"GOOGLE_APPLICATION_CREDENTIALS": str(key)},
+        tmp_path,
+        windows=False,
+        which=lambda name: str(path / name) if (path / name).exists() else None,
+    )
+    assert found == []
+    without = prerequisites.missing({}, tmp_path, windows=False, which=lambda name: None)
+    assert any("gcloud) is not on PATH" in problem for problem in without)

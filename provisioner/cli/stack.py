@@ -565,11 +565,12 @@ def engine_lines(*groups: Sequence[str]) -> list[str]:
 def next_step(text: str, stack_name: str, project: str | None, concurrent: bool, again: str) -> str:
     """What to do about the failure the engine's TEXT describes."""
     if concurrent or "currently locked by" in text or "Another update is currently in progress" in text:
-        backend = backend_environment().get("PULUMI_BACKEND_URL")
-        where = f"PULUMI_BACKEND_URL={backend} " if backend else ""
+        # course-vm env sets up the shell (POSIX or PowerShell) for the raw CLI: backend, passphrase, directory.
         return (
             f"if no other `up` or `down` of stack {stack_name} is still running, clear its lock with "
-            f"`cd {PROJECT_DIR} && {where}pulumi cancel --yes --stack {stack_name}`, then run {again}"
+            f"`pulumi cancel --yes --stack {stack_name}` in a shell set up by `course-vm env` "
+            '(`eval "$(course-vm env)"`; PowerShell: `course-vm env | Out-String | Invoke-Expression`), '
+            f"then run {again}"
         )
     api = re.search(r"apis/api/([\w.-]+)/overview\?project=([\w-]+)", text)
     named = re.search(r"has not been used in project ([\w-]+)", text)

@@ -209,12 +209,12 @@ def test_a_locked_stack_says_how_to_clear_the_lock_and_where(tmp_path: Path) -> 
     engine = stand_in_engine(tmp_path, {"dev": {}}, events=CREATE, fail={"preview": {"stderr": LOCKED}})
     result = cli("up", "--yes", env=engine.environment)
     assert result.returncode == 5
-    backend = (tmp_path / "state" / "course-vm" / "pulumi").as_uri()
     said = "\n  ".join(line.strip() for line in LOCKED.splitlines())
     assert result.stderr.endswith(
         f"course-vm: Pulumi could not preview the changes to stack dev:\n  {said}"
         "\nFix: if no other `up` or `down` of stack dev is still running, clear its lock with "
-        f"`cd {ROOT} && PULUMI_BACKEND_URL={backend} pulumi cancel --yes --stack dev`, then run "
+        "`pulumi cancel --yes --stack dev` in a shell set up by `course-vm env` "
+        '(`eval "$(course-vm env)"`; PowerShell: `course-vm env | Out-String | Invoke-Expression`), then run '
         "`course-vm up` again\n"
     )  # fmt: skip
 

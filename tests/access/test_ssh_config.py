@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from provisioner.access.ssh_config import (
     write_atomically,
 )
 from provisioner.errors import CourseVmError
-from tests.conftest import require_tool
+from tests.support.openssh import resolved
 
 USERS_CONFIG = """# my own settings
 Host work
@@ -38,17 +37,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def block(alias: str = "course-vm-local-a", port: int = 2222) -> str:
     return ssh_config_block(alias, "127.0.0.1", "student", "/keys/course-vm", "/vm/known_hosts", port)
-
-
-def resolved(home: Path, alias: str) -> dict[str, str]:
-    """What `ssh -G` makes of ALIAS: OpenSSH's own reading of the files."""
-    out = subprocess.run(
-        [require_tool("ssh"), "-G", "-F", str(home / ".ssh" / "config"), alias],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
 def test_a_new_config_gets_the_include_and_our_file(home: Path) -> None:

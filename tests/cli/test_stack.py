@@ -27,7 +27,8 @@ from provisioner.access.ssh_config import hosts_file, ssh_config_block
 from provisioner.cli import stack
 from provisioner.cli.main import main
 from provisioner.errors import EXIT_BAD_INPUT, EXIT_MISSING_PREREQUISITE, CourseVmError, EngineError
-from tests.conftest import ROOT, require_tool
+from tests.conftest import ROOT
+from tests.support.openssh import resolved
 from tests.support.pulumi_cli import preview_events, stand_in_pulumi
 
 OUTPUTS: dict[str, Any] = {
@@ -231,17 +232,6 @@ def test_a_roster_change_adds_and_removes_only_those_students_entries(home: Path
 # The Host block is built from the VM's fields, each checked: never the sshConfig text read back.
 
 INJECTED = 'Match exec "touch /tmp/course-vm-pwned"\n    ProxyCommand sh -c "id"\n'
-
-
-def resolved(home: Path, alias: str) -> dict[str, str]:
-    """What `ssh -G` makes of ALIAS through the user's ~/.ssh/config: OpenSSH's own reading."""
-    out = subprocess.run(
-        [require_tool("ssh"), "-G", "-F", str(home / ".ssh" / "config"), alias],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
 @pytest.mark.integration

@@ -24,6 +24,9 @@ def config_home() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "course-vm"
 
 
+ON_WINDOWS = os.name == "nt"
+"""The one switch for Windows' rules (key ACLs, drive-letter paths, PowerShell lines); tests pass `windows=`."""
+
 PROJECT_DIR = _SOURCE if FROM_CHECKOUT else config_home()
 """The project directory: Pulumi.yaml, the stack files (Pulumi.STACK.yaml) and relative roster paths.
 

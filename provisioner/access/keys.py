@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from provisioner.access import windows_acl
 from provisioner.access.windows_acl import Runner
 from provisioner.errors import SshKeyError
-from provisioner.recipe.settings import ON_WINDOWS
+from provisioner.paths import ON_WINDOWS
 
 # The public key as it may appear in metadata and authorized_keys: type and base64, no comment.
 _PUBLIC_KEY = re.compile(

@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 
 from provisioner.errors import CourseVmError
-from provisioner.recipe.settings import DEFAULT_STACK, ON_WINDOWS
+from provisioner.paths import ON_WINDOWS
+from provisioner.recipe.settings import DEFAULT_STACK
 
 INCLUDE_MARK = "# course-vm: its hosts (python -m provisioner manages this line and that file)"
 BEGIN = "# >>> course-vm host {alias} >>>"

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError
+from provisioner.paths import ON_WINDOWS
 
 PULUMI_INSTALL = (
     "install the Pulumi CLI: https://www.pulumi.com/docs/install/ "
@@ -56,7 +57,7 @@ def missing(
     environ: Mapping[str, str] = os.environ,
     home: Path | None = None,
     *,
-    windows: bool = os.name == "nt",
+    windows: bool = ON_WINDOWS,
     which: Callable[[str], str | None] = shutil.which,
 ) -> list[str]:
     """Every prerequisite of `up` this machine lacks, each as `what. Fix: how`; empty when all are there.

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from provisioner.access.ssh_config import add_host, host_alias, remove_host, ssh_config_block
 from provisioner.cli.prerequisites import PULUMI_INSTALL, MissingPrerequisiteError
 from provisioner.errors import CourseVmError, EngineError, SettingsError
-from provisioner.paths import FROM_CHECKOUT, PROGRAM_DIR, PROJECT_DIR, state_home
+from provisioner.paths import FROM_CHECKOUT, ON_WINDOWS, PROGRAM_DIR, PROJECT_DIR, state_home
 from provisioner.recipe.settings import DEFAULT_STACK
 
 INSTALL_HINT = PULUMI_INSTALL
@@ -646,7 +646,7 @@ def stack_vms(outputs: dict[str, Any], only: Sequence[str] | None = None) -> dic
     return {name: vms[name] for name in only or vms}
 
 
-def raw_cli_lines(*, windows: bool = os.name == "nt") -> list[str]:
+def raw_cli_lines(*, windows: bool = ON_WINDOWS) -> list[str]:
     """Shell lines that give the raw `pulumi` CLI what course-vm gives it: the same backend, the same
     passphrase, the same Python for the program, the same project directory (PowerShell's syntax on
     Windows, POSIX sh elsewhere)."""

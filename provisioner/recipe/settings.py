@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from provisioner.errors import CourseVmError, SettingsError
+from provisioner.paths import ON_WINDOWS
 from provisioner.recipe import roster
 from provisioner.recipe.roster import is_reserved
 from provisioner.recipe.rules import (
@@ -56,9 +57,6 @@ _HTTPS_URL = r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/%+-]*"
 _MIRROR_URL_OR_EMPTY = r"|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%+-]*)?"
 
 
-ON_WINDOWS = os.name == "nt"
-"""Which platform's rules apply: to `sshKeyPath`, to a key's permissions (modes or an ACL) and to
-paths in an ssh config. Tests pass `windows=` to the functions instead."""
 # PATH, or after a drive letter (C:/keys/course-vm), which only Windows reads as one.
 _KEY_PATH = re.compile(f"([A-Za-z]:)?(?:{PATH.pattern})")
 # On Windows a backslash separates too (C:\Users\Alice Smith\.ssh\course-vm); no other character is

@@ -25,6 +25,7 @@ from provisioner.local import vm as local_vm
 from provisioner.local.process import alive, pid_in
 from provisioner.recipe.settings import DEFAULTS
 from tests.conftest import ROOT
+from tests.support.pulumi_cli import stand_in_pulumi
 
 
 @pytest.fixture
@@ -233,6 +234,25 @@ def test_ctrl_c_during_check_exits_130_saying_nothing_is_left_running(
     last = no_traceback((out, err))
     assert last.startswith("course-vm: interrupted: ")
     assert "check changes nothing on the VM" in last
+
+
+def test_ctrl_c_during_a_class_check_exits_at_once(
+    silent: int, key: tuple[Path, str], home: dict[str, str], tmp_path: Path
+) -> None:
+    # Each student's check is held by the silent server until its deadline (120 s); Ctrl-C must not
+    # wait for those checks to run out (a thread pool's exit would).
+    path, public = key
+    vm = {"ip": "127.0.0.1", "username": "u", "identityFile": str(path), "hostKeys": [public]}
+    outputs = {"project": "course-project-1", "students": {"alice": vm, "bob": vm}}
+    env = {**stand_in_pulumi(tmp_path, outputs), "HOME": home["HOME"]}
+    process = started("check", "--port", str(silent), "--timeout", "120", env=env)
+    seen = wait_for(process, "connecting to")
+    time.sleep(0.5)  # into the logins, which the silent server holds
+    began = time.monotonic()
+    out, err = interrupt(process, seen)
+    assert process.returncode == errors.EXIT_INTERRUPTED, err
+    assert time.monotonic() - began < 10, "Ctrl-C waited for the running checks"
+    assert no_traceback((out, err)).startswith("course-vm: interrupted: the check changes nothing on the VM")
 
 
 # `local up` with QEMU replaced by Python under QEMU's name, which writes its pid file and waits, printing nothing.

@@ -1,0 +1,34 @@
+"""The documentation stays true to the code: every setting, command and exit status is documented."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from provisioner import errors
+from provisioner.cli.main import parser
+from provisioner.recipe.settings import SETTINGS
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+REFERENCE = (ROOT / "docs" / "reference.md").read_text()
+ERRORS = (ROOT / "docs" / "errors.md").read_text()
+
+
+def test_every_setting_has_a_row_in_the_reference() -> None:
+    section = REFERENCE.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    rows = set(re.findall(r"^\| `([A-Za-z0-9:]+)` \|", section, re.MULTILINE))
+    assert {setting.key for setting in SETTINGS} - rows == set()
+    assert rows - {setting.key for setting in SETTINGS} == {"gcp:project", "gcp:zone"}, "a row of no setting"
+
+
+def test_every_command_is_in_the_readme() -> None:
+    commands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [name for name in commands.choices if f"course-vm {name}" not in README]
+    assert missing == []
+
+
+def test_every_exit_status_is_in_the_errors_table() -> None:
+    codes = {value for name, value in vars(errors).items() if name.startswith("EXIT_") and isinstance(value, int)}
+    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", ERRORS, re.MULTILINE)}
+    assert codes | {0} == documented

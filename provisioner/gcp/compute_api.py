@@ -15,7 +15,7 @@ from typing import Any
 
 from provisioner.access.host_keys import HostKey, host_keys_from_console, parse_host_key
 from provisioner.access.ssh import HostKeySource, Progress
-from provisioner.errors import CourseVmError, UnreachableError
+from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError, UnreachableError
 
 COMPUTE_API = "https://compute.googleapis.com/compute/v1"
 # gcloud's own variables: an endpoint override (private service connect, proxies) and a ready token.
@@ -98,6 +98,38 @@ class _NotFoundError(Exception):
     pass
 
 
+class ServiceDisabledError(CourseVmError):
+    """The Compute Engine API is not enabled in the project (Google's 403 SERVICE_DISABLED)."""
+
+    exit_code = EXIT_MISSING_PREREQUISITE
+
+    def __init__(self, project: str) -> None:
+        self.project = project
+        super().__init__(
+            f"the Compute Engine API is not enabled in project {project}. Fix: "
+            f"`gcloud services enable compute.googleapis.com --project {project}`, wait a minute, then try again"
+        )
+
+
+DISABLED_REASONS = {"SERVICE_DISABLED", "accessNotConfigured"}
+"""The reasons Google gives a call to an API the project has not enabled: `error.details[]` (an
+ErrorInfo) says SERVICE_DISABLED, the older `error.errors[]` says accessNotConfigured."""
+
+
+def _service_disabled(body: dict[str, Any]) -> bool:
+    error = body.get("error")
+    if not isinstance(error, dict):
+        return False
+    entries = [*(error.get("errors") or []), *(error.get("details") or [])]
+    return any(isinstance(entry, dict) and entry.get("reason") in DISABLED_REASONS for entry in entries)
+
+
+def _project_of(path: str) -> str:
+    """The project of an API PATH `/projects/P/...`."""
+    parts = path.split("/")
+    return urllib.parse.unquote(parts[2]) if len(parts) > 2 and parts[1] == "projects" else "YOUR-PROJECT-ID"
+
+
 READ_PERMISSIONS = "compute.instances.getGuestAttributes and getSerialPortOutput"
 
 
@@ -114,9 +146,12 @@ def _call(method: str, api: str, path: str, query: dict[str, str], token: str, p
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             document = json.load(response)
     except urllib.error.HTTPError as error:
-        message = _error_message(error)
+        body = _error_body(error)
+        message = _error_message(body, error)
         if error.code == 404:
             raise _NotFoundError(message) from None
+        if error.code == 403 and _service_disabled(body):
+            raise ServiceDisabledError(_project_of(path)) from None
         if error.code in (401, 403):
             raise CourseVmError(
                 f"the Compute API refused {method} {path} ({error.code}: {message}). Fix: log in with an account "
@@ -161,11 +196,20 @@ def start_instance(
         ) from None
 
 
-def _error_message(error: urllib.error.HTTPError) -> str:
+def _error_body(error: urllib.error.HTTPError) -> dict[str, Any]:
+    """The JSON body of an error answer (Google's `{"error": {...}}`), or {} when it is not JSON."""
     try:
-        return str(json.load(error)["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return error.reason
+        body = json.load(error)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error_message(body: dict[str, Any], error: urllib.error.HTTPError) -> str:
+    try:
+        return str(body["error"]["message"])
+    except (KeyError, TypeError):
+        return str(error.reason)
 
 
 def _from_guest_attributes(document: dict[str, Any]) -> tuple[HostKey, ...]:

@@ -2,7 +2,9 @@
 unreachable here): `instances.getGuestAttributes` and `instances.getSerialPortOutput`, with the
 API's response shapes, including the 404 the API gives until the guest publishes `hostkeys/` and
 keys replaced once read, as GCE's guest agent replaces cloud-init's on first boot;
-and `instances.start` and `instances.get`, a started instance going STAGING, then RUNNING.
+and `instances.start` and `instances.get`, a started instance going STAGING, then RUNNING;
+`projects.get` and `regions.get` with their `quotas[]`, `machineTypes.get` with its `guestCpus`,
+and the 403 SERVICE_DISABLED the API gives every call while it is not enabled in the project.
 """
 
 from __future__ import annotations
@@ -36,6 +38,65 @@ INSTANCE = GceInstance("course-project-1", "europe-west1-b", "course-vm-vm-1a2b"
 BASE = "/compute/v1/projects/course-project-1/zones/europe-west1-b/instances/course-vm-vm-1a2b"
 
 
+PROJECT_PATH = "/compute/v1/projects/course-project-1"
+REGION_PATH = PROJECT_PATH + "/regions/europe-west1"
+MACHINE_TYPES_PATH = PROJECT_PATH + "/zones/europe-west1-b/machineTypes/"
+
+
+def quota(metric: str, limit: float, usage: float = 0.0) -> dict[str, object]:
+    """One entry of `quotas[]` as projects.get and regions.get return it."""
+    return {"metric": metric, "limit": limit, "usage": usage}
+
+
+def roomy_project_quotas() -> list[dict[str, object]]:
+    return [quota("CPUS_ALL_REGIONS", 32), quota("FIREWALLS", 200, 4), quota("NETWORKS", 15, 1)]
+
+
+def roomy_region_quotas() -> list[dict[str, object]]:
+    return [
+        quota("CPUS", 24),
+        quota("N2_CPUS", 24),
+        quota("E2_CPUS", 24),  # listed by GCE, but E2 VMs count against CPUS
+        quota("PREEMPTIBLE_CPUS", 0),
+        quota("IN_USE_ADDRESSES", 8),
+        quota("STATIC_ADDRESSES", 8),
+        quota("SSD_TOTAL_GB", 500),
+        quota("DISKS_TOTAL_GB", 4096),
+        quota("INSTANCES", 24),
+    ]
+
+
+GUEST_CPUS = {"e2-micro": 2, "e2-small": 2, "e2-medium": 2, "e2-standard-2": 2, "e2-standard-4": 4,
+              "n2-standard-4": 4, "c3-standard-8": 8}  # fmt: skip
+
+
+def service_disabled(project_number: str = "123456789012") -> tuple[int, dict[str, object]]:
+    """The 403 Google's APIs answer while the Compute API is not enabled in the project."""
+    message = (
+        f"Compute Engine API has not been used in project {project_number} before or it is disabled. Enable it by "
+        f"visiting https://console.developers.google.com/apis/api/compute.googleapis.com/overview?project="
+        f"{project_number} then retry. If you enabled this API recently, wait a few minutes for the action to "
+        "propagate to our systems and retry."
+    )
+    return 403, {
+        "error": {
+            "code": 403,
+            "message": message,
+            "errors": [{"message": message, "domain": "usageLimits", "reason": "accessNotConfigured",
+                        "extendedHelp": "https://console.developers.google.com"}],
+            "status": "PERMISSION_DENIED",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED",
+                 "domain": "googleapis.com",
+                 "metadata": {"service": "compute.googleapis.com", "consumer": f"projects/{project_number}"}},
+                {"@type": "type.googleapis.com/google.rpc.Help",
+                 "links": [{"description": "Google developers console API activation",
+                            "url": "https://console.developers.google.com/apis/api/compute.googleapis.com/overview"}]},
+            ],
+        }
+    }  # fmt: skip
+
+
 TOKEN = "test-token"  # noqa: S105 (the only credential the fake accepts)
 
 
@@ -53,6 +114,11 @@ class FakeComputeApi:
     instance_status: str = "TERMINATED"
     requests: list[str] = field(default_factory=list)
     url: str = ""
+    project_quotas: list[dict[str, object]] = field(default_factory=roomy_project_quotas)
+    region_quotas: list[dict[str, object]] = field(default_factory=roomy_region_quotas)
+    guest_cpus: dict[str, int] = field(default_factory=lambda: dict(GUEST_CPUS))
+    api_enabled: bool = True
+    """False: every call gets the 403 SERVICE_DISABLED (see `service_disabled`)."""
 
     def gcloud_environment(self) -> dict[str, str]:
         """gcloud's variables that point course-vm at this fake, with its token."""
@@ -84,6 +150,8 @@ def fake_compute_api() -> Iterator[FakeComputeApi]:
             body: dict[str, object]
             if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 code, body = 401, {"error": {"code": 401, "message": "Request had invalid authentication credentials."}}
+            elif not fake.api_enabled:
+                code, body = service_disabled()
             elif fake.status != 200:
                 code, body = (
                     fake.status,
@@ -94,6 +162,17 @@ def fake_compute_api() -> Iterator[FakeComputeApi]:
                         }
                     },
                 )
+            elif method == "GET" and path == PROJECT_PATH:
+                body = {"kind": "compute#project", "name": "course-project-1", "quotas": fake.project_quotas}
+                code = 200
+            elif method == "GET" and path == REGION_PATH:
+                code, body = 200, {"kind": "compute#region", "name": "europe-west1", "quotas": fake.region_quotas}
+            elif method == "GET" and path.startswith(MACHINE_TYPES_PATH):
+                name = path[len(MACHINE_TYPES_PATH) :]
+                if name in fake.guest_cpus:
+                    code, body = 200, {"kind": "compute#machineType", "name": name, "guestCpus": fake.guest_cpus[name]}
+                else:
+                    code, body = _not_found(f"projects/course-project-1/zones/europe-west1-b/machineTypes/{name}")
             elif not fake.instance_exists:
                 code, body = _not_found(f"projects/course-project-1/zones/europe-west1-b/instances/{INSTANCE.name}")
             elif method == "POST" and path == BASE + "/start":

@@ -1,0 +1,206 @@
+"""Compute Engine quotas: what a change adds (vCPUs, addresses, disk), against what the project and region have left."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError, UnreachableError
+from provisioner.gcp.compute_api import TokenSource, _get, _NotFoundError, application_default_token, compute_api
+from provisioner.recipe.settings import Settings
+
+PROJECT_SCOPE = "project"
+"""The scope of a quota of the whole project (CPUS_ALL_REGIONS); a regional one's scope is its region."""
+QUOTAS_PAGE = "https://console.cloud.google.com/iam-admin/quotas?project={project}"
+DISK_TYPE = "pd-balanced"
+"""The type of the boot and home disks provisioner/gcp/course_vm.py creates."""
+SHARED_CPU_FAMILIES = {"e2", "n1", "f1", "g1"}
+"""Machine series whose vCPUs count against the region's CPUS quota (f1/g1 are N1 shared-core); every
+other series has its own, FAMILY_CPUS (N2_CPUS, C3_CPUS, ...). GCE also lists E2_CPUS, but E2 VMs use CPUS."""
+
+
+class QuotaError(CourseVmError):
+    """A change would need more of a quota than the project has left; nothing was created."""
+
+    exit_code = EXIT_MISSING_PREREQUISITE
+
+
+@dataclass(frozen=True)
+class Quota:
+    """One entry of a project's or region's `quotas[]`, as the Compute API reports it."""
+
+    metric: str
+    scope: str
+    limit: float
+    usage: float
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """A quota a change would exceed: it needs NEEDED more, with USAGE of LIMIT taken."""
+
+    quota: Quota
+    needed: float
+
+
+def quotas_of(document: Mapping[str, Any], scope: str) -> dict[str, Quota]:
+    """The `quotas[]` of a projects.get or regions.get answer, by metric."""
+    found: dict[str, Quota] = {}
+    for entry in document.get("quotas") or []:
+        try:
+            metric = str(entry["metric"])
+            found[metric] = Quota(metric, scope, float(entry["limit"]), float(entry["usage"]))
+        except (KeyError, TypeError, ValueError):
+            continue  # an entry without numbers limits nothing we can compare
+    return found
+
+
+def cpu_quota(machine_type: str, spot: bool, region: Mapping[str, Quota]) -> str:
+    """The regional quota a VM of MACHINE_TYPE counts its vCPUs against.
+
+    Spot VMs count against PREEMPTIBLE_CPUS when the region grants some (limit above 0), as GCE
+    does; a project without preemptible quota runs them on its standard quota.
+    """
+    preemptible = region.get("PREEMPTIBLE_CPUS")
+    if spot and preemptible is not None and preemptible.limit > 0:
+        return "PREEMPTIBLE_CPUS"
+    family = machine_type.split("-", 1)[0].lower()
+    return "CPUS" if family in SHARED_CPU_FAMILIES else f"{family.upper()}_CPUS"
+
+
+def disk_quota(disk_type: str) -> str:
+    """The regional quota a persistent disk of DISK_TYPE counts its size against."""
+    return "DISKS_TOTAL_GB" if disk_type == "pd-standard" else "SSD_TOTAL_GB"
+
+
+def demand(
+    settings: Settings, vms: int, guest_cpus: int, region: Mapping[str, Quota], *, external_addresses_per_vm: int = 1
+) -> dict[tuple[str, str], float]:
+    """What creating VMS new VMs of SETTINGS adds, by (quota metric, scope); only what is above 0.
+
+    Each VM: GUEST_CPUS vCPUs (its region's CPU quota and the project's CPUS_ALL_REGIONS),
+    EXTERNAL_ADDRESSES_PER_VM static external addresses (in use, and static), and its boot disk
+    and home disk (diskSizeGb + homeDiskSizeGb) of DISK_TYPE.
+    """
+    here = settings.region
+    cpus = vms * guest_cpus
+    addresses = vms * external_addresses_per_vm
+    added: dict[tuple[str, str], float] = {
+        ("CPUS_ALL_REGIONS", PROJECT_SCOPE): cpus,
+        (cpu_quota(settings.machine_type, settings.spot, region), here): cpus,
+        ("IN_USE_ADDRESSES", here): addresses,
+        ("STATIC_ADDRESSES", here): addresses,
+        (disk_quota(DISK_TYPE), here): vms * (settings.disk_size_gb + settings.home_disk_size_gb),
+    }
+    return {key: amount for key, amount in added.items() if amount > 0}
+
+
+def shortfalls(
+    added: Mapping[tuple[str, str], float], project: Mapping[str, Quota], region: Mapping[str, Quota]
+) -> list[Shortfall]:
+    """The quotas ADDED would exceed. A metric the API does not list for its scope limits nothing here."""
+    short = []
+    for (metric, scope), amount in added.items():
+        quota = (project if scope == PROJECT_SCOPE else region).get(metric)
+        if quota is not None and quota.usage + amount > quota.limit:
+            short.append(Shortfall(quota, amount))
+    return short
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def quota_table(short: list[Shortfall]) -> str:
+    """QUOTA, SCOPE, NEEDED (what the change adds), IN USE and LIMIT, one row per quota, aligned."""
+    rows = [("QUOTA", "SCOPE", "NEEDED", "IN USE", "LIMIT")]
+    rows += [
+        (s.quota.metric, s.quota.scope, _number(s.needed), _number(s.quota.usage), _number(s.quota.limit))
+        for s in short
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def quota_error(project: str, vms: int, short: list[Shortfall]) -> QuotaError:
+    count = "a quota" if len(short) == 1 else f"{len(short)} quotas"
+    noun = "VM" if vms == 1 else "VMs"
+    table = "\n".join(f"  {line}" for line in quota_table(short).splitlines())
+    return QuotaError(
+        f"the {vms} new {noun} would exceed {count} of project {project}; nothing was created:\n{table}\n"
+        f"Fix: ask for more at {QUOTAS_PAGE.format(project=project)} (or use fewer or smaller VMs, smaller disks, "
+        "or a zone in another region), then run `course-vm up` again"
+    )
+
+
+def _read(api: str, path: str, token: str, permission: str, missing: str) -> dict[str, Any]:
+    """One Compute API read; MISSING is the error message when it is not found."""
+    try:
+        return _get(api, path, {}, token, permission)
+    except _NotFoundError as error:
+        raise CourseVmError(missing.format(reason=error)) from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = f"HTTP {error.code}" if isinstance(error, urllib.error.HTTPError) else str(error)
+        raise UnreachableError(
+            f"the Compute API ({api}) did not answer GET {path} ({reason}); nothing was created. Fix: check the "
+            "network (a proxy, or CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE when set), then run `course-vm up` again"
+        ) from None
+
+
+def check_before_up(
+    settings: Settings,
+    created_vms: int,
+    *,
+    external_addresses_per_vm: int = 1,
+    api: str | None = None,
+    token: TokenSource = application_default_token,
+) -> None:
+    """Read the project from the Compute API and, when CREATED_VMS > 0, compare what they add with
+    the quotas left (three small GETs: the project, its region, the machine type).
+
+    Raises ServiceDisabledError when the API is not enabled in the project, QuotaError when a
+    quota would be exceeded (its table says which), UnreachableError when the API does not
+    answer, and CourseVmError when the project, region or machine type does not exist or may
+    not be read.
+    """
+    api = api or compute_api()  # checked before a token is fetched
+    access = token()
+    project, zone = (urllib.parse.quote(part, safe="") for part in (settings.project, settings.zone))
+    region_name = urllib.parse.quote(settings.region, safe="")
+    project_document = _read(
+        api,
+        f"/projects/{project}",
+        access,
+        "compute.projects.get",
+        f"project {settings.project} not found ({{reason}}). Fix: name your project's ID: "
+        "`course-vm up --project YOUR-PROJECT-ID`",
+    )
+    if created_vms <= 0:
+        return
+    region_document = _read(
+        api,
+        f"/projects/{project}/regions/{region_name}",
+        access,
+        "compute.regions.get",
+        f"region {settings.region} (of zone {settings.zone}) not found ({{reason}}). Fix: a zone that exists: "
+        "`course-vm up --zone europe-west1-b`",
+    )
+    machine = _read(
+        api,
+        f"/projects/{project}/zones/{zone}/machineTypes/{urllib.parse.quote(settings.machine_type, safe='')}",
+        access,
+        "compute.machineTypes.get",
+        f"machine type {settings.machine_type} does not exist in zone {settings.zone} ({{reason}}). Fix: "
+        "`pulumi config set machineType e2-standard-4`, or a zone that has it (--zone)",
+    )
+    region = quotas_of(region_document, settings.region)
+    added = demand(
+        settings, created_vms, int(machine.get("guestCpus") or 0), region,
+        external_addresses_per_vm=external_addresses_per_vm,
+    )  # fmt: skip
+    short = shortfalls(added, quotas_of(project_document, PROJECT_SCOPE), region)
+    if short:
+        raise quota_error(settings.project, created_vms, short)

@@ -29,7 +29,15 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         action="append",
         default=[],
         metavar="CIDR",
-        help="an IPv4 range allowed to reach SSH, e.g. your address as 203.0.113.7/32 (repeatable)",
+        help="an IPv4 range allowed to reach SSH, e.g. your address as 203.0.113.7/32 (repeatable); "
+        "the ranges given REPLACE the stack's stored allowedSshCidrs",
+    )
+    up_parser.add_argument(
+        "--add-allow",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="an IPv4 range to add to the stack's stored allowedSshCidrs, keeping the others (repeatable)",
     )
     up_parser.add_argument("--stack", default=DEFAULT_STACK)
     up_parser.add_argument("--yes", action="store_true", help=YES_HELP)
@@ -54,11 +62,15 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 def up(args: argparse.Namespace) -> int:
     """Create or update the course VM (or a class's) with one command, then say how to log in.
 
-    Pulumi's preview comes first, summarised per VM, and nothing changes without a yes.
+    Pulumi's preview comes first, summarised per VM, then the Compute API and its quotas are
+    checked, and nothing changes without a yes.
     """
     prerequisites.check()
     progress(f"previewing the changes to stack {args.stack}")
-    outputs = stack.up(args.stack, args.project, args.zone, args.allow, confirm=asker(args.stack, args.yes))
+    outputs = stack.up(
+        args.stack, args.project, args.zone, args.allow, confirm=asker(args.stack, args.yes),
+        added_cidrs=args.add_allow, check=prerequisites.compute_engine_ready,
+    )  # fmt: skip
     if outputs.get("students"):
         print("\n" + class_table(args.stack, outputs["students"]))
         return 0

@@ -8,7 +8,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError
+from provisioner.gcp import quotas
+from provisioner.gcp.compute_api import ServiceDisabledError
 from provisioner.paths import ON_WINDOWS
+from provisioner.recipe.settings import Settings
 
 PULUMI_INSTALL = (
     "install the Pulumi CLI: https://www.pulumi.com/docs/install/ "
@@ -63,7 +66,7 @@ def missing(
     """Every prerequisite of `up` this machine lacks, each as `what. Fix: how`; empty when all are there.
 
     The Compute API being enabled is not checked here (that takes a call to Google with a known
-    project); the engine's SERVICE_DISABLED error names it when it is not.
+    project): `compute_engine_ready` does, after the preview.
     """
     problems: list[str] = []
     if which("pulumi") is None:
@@ -84,3 +87,21 @@ def check() -> None:
         count = "one thing" if len(problems) == 1 else f"{len(problems)} things"
         lines = [f"course-vm up needs {count} this machine lacks; nothing was created:"]
         raise MissingPrerequisiteError("\n".join(lines + [f"  - {problem}" for problem in problems]))
+
+
+def compute_engine_ready(settings: Settings, created_vms: int, *, external_addresses_per_vm: int = 1) -> None:
+    """Before `up` asks or changes anything: the Compute API is enabled in the settings' project (one
+    read of it, always) and, when the change creates CREATED_VMS new VMs, the quotas have room for them.
+
+    Raises MissingPrerequisiteError when the API is not enabled, quotas.QuotaError (exit 6, with
+    the table of what is short) when a quota would be exceeded, UnreachableError when the API
+    does not answer, CourseVmError when the account may not read the project.
+    """
+    try:
+        quotas.check_before_up(settings, created_vms, external_addresses_per_vm=external_addresses_per_vm)
+    except ServiceDisabledError as error:
+        raise MissingPrerequisiteError(
+            f"course-vm up needs the Compute Engine API, which is not enabled in project {error.project}; "
+            f"nothing was created. Fix: `gcloud services enable compute.googleapis.com --project {error.project}`, "
+            "wait a minute, then run `course-vm up` again"
+        ) from None

@@ -21,7 +21,7 @@ from provisioner.access.ssh_config import add_host, host_alias, remove_host, ssh
 from provisioner.cli.prerequisites import PULUMI_INSTALL, MissingPrerequisiteError
 from provisioner.errors import CourseVmError, EngineError, SettingsError
 from provisioner.paths import FROM_CHECKOUT, ON_WINDOWS, PROGRAM_DIR, PROJECT_DIR, state_home
-from provisioner.recipe.settings import DEFAULT_STACK
+from provisioner.recipe.settings import DEFAULT_STACK, PROJECT, Settings, settings_from_pulumi
 
 INSTALL_HINT = PULUMI_INSTALL
 
@@ -29,6 +29,7 @@ INSTALL_HINT = PULUMI_INSTALL
 class StackLike(Protocol):
     """The part of pulumi.automation.Stack these commands use (a fake stands in for it in tests)."""
 
+    def get_all_config(self) -> Mapping[str, Any]: ...
     def set_config(self, key: str, value: Any, *, path: bool = False) -> None: ...
     def remove_config(self, key: str, *, path: bool = False) -> None: ...
     def preview(self, *, on_event: Callable[[Any], Any] | None = None) -> Any: ...
@@ -51,6 +52,10 @@ class StackOpener(Protocol):
 
 Confirm = Callable[["Plan"], bool]
 """Shown the plan, says whether to go on (a plan without changes needs no question)."""
+CloudCheck = Callable[[Settings, int], None]
+"""Given the stack's settings and how many VMs the previewed change creates, raises when the cloud
+cannot take it (see prerequisites.compute_engine_ready); runs after the preview, before CONFIRM."""
+CIDRS_KEY = "allowedSshCidrs"
 
 
 def state_dir() -> Path:
@@ -259,41 +264,56 @@ def host_entries(stack_name: str, outputs: Mapping[str, Any]) -> tuple[dict[str,
 
 
 def up(
-    stack_name: str, project: str | None, zone: str | None, allowed_cidrs: list[str], *, confirm: Confirm,
-    opener: StackOpener = open_stack, on_output: Callable[[str], Any] = print,
+    stack_name: str, project: str | None, zone: str | None, allowed_cidrs: Sequence[str], *, confirm: Confirm,
+    opener: StackOpener = open_stack, on_output: Callable[[str], Any] = print, added_cidrs: Sequence[str] = (),
+    check: CloudCheck | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Preview the changes, ask CONFIRM, then create or update the stack's VMs and write their `Host` entries.
+    """Preview the changes, CHECK the cloud, ask CONFIRM, then create or update the stack's VMs and
+    write their `Host` entries.
 
     Settings given here are stored in the stack's config (before the preview, which needs them;
-    a no keeps them there); the rest keep their values or defaults. After a preview without
-    changes no update runs: the current outputs stand.
+    a no keeps them there); the rest keep their values or defaults. ALLOWED_CIDRS replace the
+    stored `allowedSshCidrs`, ADDED_CIDRS are appended to them (each once); a changed list is
+    said in one line `allowedSshCidrs: OLD -> NEW` before the preview. CHECK gets the settings
+    the preview validated and the number of VMs it creates, before anything is asked or changed.
+    After a preview without changes no update runs: the current outputs stand.
     One student's failure does not stop the others' VMs (Pulumi's continue-on-error). Entries of
     students no longer on the roster are removed. Raises CourseVmError when the Pulumi CLI is
     missing or the answer is no (nothing changed), EngineError when Pulumi fails, SettingsError
-    when the program refuses the stack's settings.
+    when the program refuses the stack's settings, and what CHECK raises.
     """
     from pulumi.automation import ConfigValue
 
     stack = opener(stack_name)
     with engine_errors(f"store the settings in stack {stack_name}", stack_name, [], project=project):
+        config = {key: str(getattr(value, "value", value)) for key, value in stack.get_all_config().items()}
+        old = stored_cidrs(config)
+        new = list(allowed_cidrs) if allowed_cidrs else list(old)
+        for cidr in added_cidrs:
+            if cidr not in new:
+                new.append(cidr)
         if project:
             stack.set_config("gcp:project", ConfigValue(project))
+            config["gcp:project"] = project
         if zone:
             stack.set_config("gcp:zone", ConfigValue(zone))
-        if allowed_cidrs:
-            stack.remove_config("allowedSshCidrs")
-            for index, cidr in enumerate(allowed_cidrs):
-                stack.set_config(f"allowedSshCidrs[{index}]", ConfigValue(cidr), path=True)
+            config["gcp:zone"] = zone
+        if new != old:
+            stack.remove_config(CIDRS_KEY)
+            for index, cidr in enumerate(new):
+                stack.set_config(f"{CIDRS_KEY}[{index}]", ConfigValue(cidr), path=True)
+            config[f"{PROJECT}:{CIDRS_KEY}"] = json.dumps(new)
+            on_output(f"{CIDRS_KEY}: {', '.join(old) or '(none)'} -> {', '.join(new) or '(none)'}")
         before = host_aliases(stack_name, _values(stack.outputs()))
     events: list[Any] = []
     with engine_errors(f"preview the changes to stack {stack_name}", stack_name, events, project=project):
         stack.preview(on_event=events.append)
     plan = plan_from_events(events)
+    if check is not None:
+        check(settings_of(config), plan.created)
     if not confirm(plan):
-        given = [
-            flag for flag, value in (("--project", project), ("--zone", zone), ("--allow", allowed_cidrs)) if value
-        ]
-        raise declined("up", given)
+        flags = (("--project", project), ("--zone", zone), ("--allow", allowed_cidrs), ("--add-allow", added_cidrs))
+        raise declined("up", [flag for flag, value in flags if value])
     if plan.changes:
         events = []
         with engine_errors(f"update stack {stack_name}", stack_name, events, project=project):
@@ -311,6 +331,26 @@ def up(
     if problems:
         raise CourseVmError(" | ".join(str(problem) for problem in problems))
     return outputs
+
+
+def stored_cidrs(config: Mapping[str, str]) -> list[str]:
+    """The `allowedSshCidrs` of a stack's CONFIG (`pulumi config --json`: a list is its JSON text)."""
+    text = config.get(f"{PROJECT}:{CIDRS_KEY}", "")
+    try:
+        value = json.loads(text) if text else []
+    except ValueError:
+        value = [text]  # one range set without --path
+    return [str(cidr) for cidr in value] if isinstance(value, list) else [str(value)]
+
+
+def settings_of(config: Mapping[str, str]) -> Settings:
+    """The Settings the program builds from a stack's CONFIG (every key, `course-vm:` and `gcp:`).
+
+    Raises SettingsError as the program would.
+    """
+    prefix = f"{PROJECT}:"
+    own = {key[len(prefix) :]: value for key, value in config.items() if key.startswith(prefix)}
+    return settings_from_pulumi(own, lambda key: config.get(f"gcp:{key}"))
 
 
 def down(
@@ -389,6 +429,11 @@ class Plan:
     @property
     def changes(self) -> bool:
         return bool(self.shared) or any(vm.action != "same" for vm in self.vms)
+
+    @property
+    def created(self) -> int:
+        """How many new VMs the plan makes; a replaced VM is deleted first, so it adds nothing."""
+        return sum(vm.action == "create" for vm in self.vms)
 
 
 def _op(metadata: Any) -> str:

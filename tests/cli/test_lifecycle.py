@@ -1,7 +1,8 @@
-"""`python -m provisioner start` against the fake Compute API and a stand-in pulumi (up/down/status: test_stack)."""
+"""The command line's `up`, `down`, `start` and `status` against a stand-in pulumi and the fake Compute API."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
@@ -13,8 +14,30 @@ import pytest
 from provisioner.cli import stack
 from provisioner.errors import SettingsError
 from tests.conftest import ROOT
-from tests.support.fake_compute_api import INSTANCE, FakeComputeApi
-from tests.support.pulumi_cli import error_diagnostic, preview_events, stand_in_engine, stand_in_pulumi
+from tests.support.fake_compute_api import (
+    INSTANCE,
+    MACHINE_TYPES_PATH,
+    PROJECT_PATH,
+    REGION_PATH,
+    FakeComputeApi,
+    quota,
+)
+from tests.support.pulumi_cli import (
+    STACK_CONFIG,
+    error_diagnostic,
+    preview_events,
+    stand_in_engine,
+    stand_in_pulumi,
+)
+
+
+@pytest.fixture(autouse=True)
+def compute(api: FakeComputeApi, monkeypatch: pytest.MonkeyPatch) -> FakeComputeApi:
+    """Every command here reaches the fake Compute API (`up` reads the project and its quotas), through
+    the environment the stand-ins copy."""
+    for name, value in api.gcloud_environment().items():
+        monkeypatch.setenv(name, value)
+    return api
 
 
 def start_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -279,3 +302,107 @@ def test_on_a_terminal_only_a_yes_changes_anything(tmp_path: Path, typed: bytes,
         assert code == 0 and "Ready: `ssh course-vm`" in output
     else:
         assert code == 2 and "not confirmed: nothing was created, changed or deleted" in output
+
+
+# Before anything is created: the Compute API enabled, and room in the quotas for the VMs the preview creates.
+
+ROSTER = [f"student{n:02d}" for n in range(1, 31)]
+CLASS_CREATE = preview_events({name: {"self": "create", "ip": "create", "vm": "create"} for name in ROSTER})
+CLASS_CONFIG = {"dev": {**STACK_CONFIG, "course-vm:students": json.dumps(ROSTER)}}
+
+
+def test_a_class_the_quotas_cannot_hold_gets_the_table_and_nothing_is_created(
+    tmp_path: Path, compute: FakeComputeApi
+) -> None:
+    compute.project_quotas = [quota("CPUS_ALL_REGIONS", 32, 2)]
+    compute.region_quotas = [quota("CPUS", 24, 2), quota("IN_USE_ADDRESSES", 8, 1), quota("STATIC_ADDRESSES", 8),
+                             quota("SSD_TOTAL_GB", 2000, 30)]  # fmt: skip
+    engine = stand_in_engine(tmp_path, {"dev": {}}, events=CLASS_CREATE, config=CLASS_CONFIG)
+    result = cli("up", "--yes", env=engine.environment)
+    assert result.returncode == 6, result.stderr
+    assert result.stderr.endswith(
+        "course-vm: the 30 new VMs would exceed 4 quotas of project course-project-1; nothing was created:\n"
+        "  QUOTA             SCOPE         NEEDED  IN USE  LIMIT\n"
+        "  CPUS_ALL_REGIONS  project       120     2       32\n"
+        "  CPUS              europe-west1  120     2       24\n"
+        "  IN_USE_ADDRESSES  europe-west1  30      1       8\n"
+        "  STATIC_ADDRESSES  europe-west1  30      0       8\n"
+        "Fix: ask for more at https://console.cloud.google.com/iam-admin/quotas?project=course-project-1 (or use "
+        "fewer or smaller VMs, smaller disks, or a zone in another region), then run `course-vm up` again\n"
+    )
+    assert "Traceback" not in result.stderr
+    assert "up" not in engine.verbs()
+
+
+def test_enough_quota_goes_on_to_the_update(tmp_path: Path, compute: FakeComputeApi) -> None:
+    compute.project_quotas = [quota("CPUS_ALL_REGIONS", 128, 2)]
+    compute.region_quotas = [quota("CPUS", 128, 2), quota("IN_USE_ADDRESSES", 40, 1), quota("SSD_TOTAL_GB", 1000)]
+    engine = stand_in_engine(tmp_path, {"dev": {}}, events=CLASS_CREATE, config=CLASS_CONFIG, next_outputs=VM)
+    result = cli("up", "--yes", env=engine.environment)
+    assert result.returncode == 0, result.stderr
+    assert engine.verbs().index("preview") < engine.verbs().index("up")
+    assert compute.requests == [PROJECT_PATH, REGION_PATH, MACHINE_TYPES_PATH + "e2-standard-4"]
+
+
+def test_a_change_that_creates_no_vm_reads_only_the_project(tmp_path: Path, compute: FakeComputeApi) -> None:
+    compute.region_quotas = [quota("CPUS", 0)]
+    engine = stand_in_engine(tmp_path, {"dev": VM}, events=preview_events({"": {"ip": "same", "vm": "replace"}}))
+    result = cli("up", "--yes", env=engine.environment)
+    assert result.returncode == 0, result.stderr
+    assert compute.requests == [PROJECT_PATH]
+
+
+def test_an_api_not_enabled_names_the_command_that_enables_it_and_creates_nothing(
+    tmp_path: Path, compute: FakeComputeApi
+) -> None:
+    compute.api_enabled = False
+    engine = stand_in_engine(tmp_path, {"dev": {}}, events=CREATE, next_outputs=VM)
+    result = cli("up", "--yes", "--project", "course-project-1", env=engine.environment)
+    assert result.returncode == 6
+    assert result.stderr.endswith(
+        "course-vm: course-vm up needs the Compute Engine API, which is not enabled in project course-project-1; "
+        "nothing was created. Fix: `gcloud services enable compute.googleapis.com --project course-project-1`, "
+        "wait a minute, then run `course-vm up` again\n"
+    )
+    assert "up" not in engine.verbs()
+
+
+def test_an_unreachable_compute_api_is_one_clear_error(tmp_path: Path) -> None:
+    engine = stand_in_engine(tmp_path, {"dev": {}}, events=CREATE, next_outputs=VM)
+    env = {**engine.environment, "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": "http://127.0.0.1:9/"}
+    result = cli("up", "--yes", env=env)
+    assert result.returncode == 3
+    assert "course-vm: the Compute API (http://127.0.0.1:9/compute/v1) did not answer GET " in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "up" not in engine.verbs()
+
+
+# --allow replaces the stored ranges, --add-allow adds to them; a change is one line before the preview.
+
+
+def test_up_help_says_that_allow_replaces_and_add_allow_adds(tmp_path: Path) -> None:
+    result = cli("up", "--help", env=dict(os.environ))
+    text = " ".join(result.stdout.split())
+    assert "the ranges given REPLACE the stack's stored allowedSshCidrs" in text
+    assert "--add-allow CIDR an IPv4 range to add to the stack's stored allowedSshCidrs, keeping the others" in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "line", "stored"),
+    [
+        (["--allow", "198.51.100.0/24"], "allowedSshCidrs: 203.0.113.7/32 -> 198.51.100.0/24", ["198.51.100.0/24"]),
+        (
+            ["--add-allow", "198.51.100.0/24"],
+            "allowedSshCidrs: 203.0.113.7/32 -> 203.0.113.7/32, 198.51.100.0/24",
+            ["203.0.113.7/32", "198.51.100.0/24"],
+        ),
+    ],
+)
+def test_a_changed_range_list_is_said_before_the_preview(
+    tmp_path: Path, flags: list[str], line: str, stored: list[str]
+) -> None:
+    engine = stand_in_engine(tmp_path, {"dev": {}}, events=CREATE, next_outputs=VM)
+    result = cli("up", "--yes", *flags, env=engine.environment)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{line}\nPulumi's preview of stack dev:\n")
+    assert json.loads(engine.config("dev")["course-vm:allowedSshCidrs"]) == stored

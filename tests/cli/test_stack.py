@@ -27,6 +27,7 @@ from provisioner.access.ssh_config import hosts_file, ssh_config_block
 from provisioner.cli import stack
 from provisioner.cli.main import main
 from provisioner.errors import EXIT_BAD_INPUT, EXIT_MISSING_PREREQUISITE, CourseVmError, EngineError
+from provisioner.recipe.settings import Settings
 from tests.conftest import ROOT
 from tests.support.openssh import resolved
 from tests.support.pulumi_cli import preview_events, stand_in_pulumi
@@ -96,6 +97,18 @@ class FakeStack:
         assert on_event is not None
         for event in self.events:
             on_event(EngineEvent.from_json(event))
+
+    def get_all_config(self) -> dict[str, ConfigValue]:
+        """The config as `pulumi config --json` gives it: namespaced keys, a --path list as its JSON text."""
+        found: dict[str, Any] = {}
+        for key, (value, path) in self.config.items():
+            name, _, index = key.partition("[")
+            name = name if ":" in name else f"course-vm:{name}"
+            if path and index:
+                found.setdefault(name, []).append(value)
+            else:
+                found[name] = value
+        return {k: ConfigValue(v if isinstance(v, str) else json.dumps(v)) for k, v in found.items()}
 
     def set_config(self, key: str, value: ConfigValue, *, path: bool = False) -> None:
         self.config[key] = (value.value, path)
@@ -169,7 +182,7 @@ def test_up_sets_the_stack_config_and_writes_a_pinned_host_entry(home: Path) -> 
         "allowedSshCidrs[1]": ("198.51.100.0/24", True),
     }
     assert fake.calls == ["remove allowedSshCidrs", "preview", "up --continue-on-error"]
-    assert printed == ["Updating (dev)"]
+    assert printed == ["allowedSshCidrs: (none) -> 203.0.113.7/32, 198.51.100.0/24", "Updating (dev)"]
     assert outputs["ip"] == "34.78.1.2"
     ours = hosts_file().read_text()
     assert "Host course-vm\n    HostName 34.78.1.2\n    User student\n" in ours
@@ -610,3 +623,82 @@ def test_a_missing_stack_where_none_exists_says_how_to_create_one() -> None:
         "there is no stack dev (no stack exists yet); nothing was created or deleted. "
         "Fix: create it with `course-vm up --stack dev --project YOUR-PROJECT-ID`"
     )
+
+
+# allowedSshCidrs: --allow replaces the stored list, --add-allow appends to it; a change is said first.
+
+STORED = {"gcp:project": ("course-project-1", False), "gcp:zone": ("europe-west1-b", False),
+          "allowedSshCidrs[0]": ("203.0.113.7/32", True)}  # fmt: skip
+
+
+def up_with_cidrs(fake: FakeStack, allowed: list[str], added: list[str]) -> None:
+    """`up` with ALLOWED (--allow) and ADDED (--add-allow); what it says goes into fake.calls, in order."""
+    stack.up(
+        "dev", None, None, allowed, confirm=yes, opener=opens(fake), on_output=lambda line: fake.calls.append(line),
+        added_cidrs=added,
+    )  # fmt: skip
+
+
+def test_allow_replaces_the_stored_ranges_and_says_so_before_the_preview(home: Path) -> None:
+    fake = FakeStack(config=dict(STORED))
+    up_with_cidrs(fake, ["198.51.100.0/24"], [])
+    assert fake.get_all_config()["course-vm:allowedSshCidrs"].value == '["198.51.100.0/24"]'
+    assert fake.calls[:3] == [
+        "remove allowedSshCidrs", "allowedSshCidrs: 203.0.113.7/32 -> 198.51.100.0/24", "preview"
+    ]  # fmt: skip
+
+
+def test_add_allow_appends_to_the_stored_ranges_once(home: Path) -> None:
+    fake = FakeStack(config=dict(STORED))
+    up_with_cidrs(fake, [], ["198.51.100.0/24", "203.0.113.7/32", "198.51.100.0/24"])
+    assert fake.get_all_config()["course-vm:allowedSshCidrs"].value == '["203.0.113.7/32", "198.51.100.0/24"]'
+    assert "allowedSshCidrs: 203.0.113.7/32 -> 203.0.113.7/32, 198.51.100.0/24" in fake.calls
+
+
+def test_allow_and_add_allow_together_make_the_given_list_plus_the_added(home: Path) -> None:
+    fake = FakeStack(config=dict(STORED))
+    up_with_cidrs(fake, ["192.0.2.0/24"], ["198.51.100.0/24"])
+    assert fake.get_all_config()["course-vm:allowedSshCidrs"].value == '["192.0.2.0/24", "198.51.100.0/24"]'
+
+
+@pytest.mark.parametrize(("allowed", "added"), [(["203.0.113.7/32"], []), ([], ["203.0.113.7/32"])])
+def test_ranges_already_stored_change_nothing_and_say_nothing(home: Path, allowed: list[str], added: list[str]) -> None:
+    fake = FakeStack(config=dict(STORED))
+    up_with_cidrs(fake, allowed, added)
+    assert fake.config == STORED
+    assert fake.calls == ["preview", "up --continue-on-error", "Updating (dev)"]
+
+
+# The cloud check: after the preview, with the settings it validated, before any question or change.
+
+
+def test_the_check_gets_the_stacks_settings_and_the_vms_created_before_the_question(home: Path) -> None:
+    fake = FakeStack(config={**STORED, "students": ('["alice", "bob"]', False)})
+    fake.events = preview_events({"alice": {"self": "create", "vm": "create"}, "bob": {"self": "create"},
+                                  "carol": {"vm": "replace"}})  # fmt: skip
+    seen: list[tuple[str, str, tuple[str, ...], int]] = []
+
+    def check(settings: Settings, created: int) -> None:
+        seen.append((settings.project, settings.zone, settings.students, created))
+        fake.calls.append("check")
+
+    def ask(plan: stack.Plan) -> bool:
+        fake.calls.append("ask")
+        return True
+
+    stack.up("dev", None, "europe-west4-a", [], confirm=ask, opener=opens(fake), on_output=print, check=check)
+    # The zone given here counts, though the stack stored another; a replaced VM adds nothing.
+    assert seen == [("course-project-1", "europe-west4-a", ("alice", "bob"), 2)]
+    assert fake.calls == ["preview", "check", "ask", "up --continue-on-error"]
+
+
+def test_a_check_that_refuses_leaves_everything_as_it_was(home: Path) -> None:
+    fake = FakeStack(config=dict(STORED))
+
+    def refuse(settings: Settings, created: int) -> None:
+        raise CourseVmError("short of quota")
+
+    with pytest.raises(CourseVmError, match="short of quota"):
+        stack.up("dev", None, None, [], confirm=yes, opener=opens(fake), on_output=print, check=refuse)
+    assert fake.calls == ["preview"]
+    assert not hosts_file().exists()

@@ -150,6 +150,23 @@ elif verb == "stack output":
 elif verb == "stack history":
     print(json.dumps([{"kind": "update", "startTime": "2026-11-27T14:00:00.000Z", "message": "",
                        "environment": {}, "config": {}, "result": "succeeded"}]))
+elif verb in ("config set", "config rm"):
+    # Pulumi's own key rules: a key without a namespace is the project's; --path sets a list item.
+    key = [a for a in args[2:] if not a.startswith("--")][0]
+    key = key if ":" in key else "course-vm:" + key
+    config = state["config"].setdefault(stack, {})
+    name, _, index = key.rstrip("]").partition("[")
+    if verb == "config rm":
+        config.pop(key, None)
+    elif "--path" in args and index:
+        items = json.loads(config.get(name) or "[]")
+        items += [None] * (int(index) + 1 - len(items))
+        items[int(index)] = args[-1]
+        config[name] = json.dumps(items)
+    else:
+        config[key] = args[-1]
+elif verb == "config --show-secrets":
+    print(json.dumps({k: {"value": v, "secret": False} for k, v in state["config"].get(stack, {}).items()}))
 elif verb in ("preview", "destroy") and (verb == "preview" or "--preview-only" in args):
     log_events(state["events"])
 elif verb == "up":
@@ -160,6 +177,14 @@ elif verb == "destroy":
     state["stacks"][stack] = {}
 state_file.write_text(json.dumps(state))
 """
+
+
+STACK_CONFIG = {
+    "gcp:project": "course-project-1",
+    "gcp:zone": "europe-west1-b",
+    "course-vm:allowedSshCidrs": '["203.0.113.7/32"]',
+}
+"""A stack's config as `pulumi config --json` gives it (a list is its JSON text): what `up` reads."""
 
 
 @dataclass
@@ -178,6 +203,11 @@ class StandInEngine:
     def verbs(self) -> list[str]:
         return [" ".join(c[:2]) if c[0] in ("stack", "config") else c[0] for c in self.calls()]
 
+    def config(self, stack: str) -> dict[str, str]:
+        """The stack's config as the stand-in holds it now."""
+        state = json.loads((self.calls_file.parent / "pulumi-stand-in.json").read_text())
+        return dict(state["config"].get(stack, {}))
+
 
 def stand_in_engine(
     tmp_path: Path,
@@ -186,14 +216,20 @@ def stand_in_engine(
     events: list[dict[str, Any]] | None = None,
     next_outputs: Mapping[str, object] | None = None,
     fail: Mapping[str, Mapping[str, Any]] | None = None,
+    config: Mapping[str, Mapping[str, str]] | None = None,
 ) -> StandInEngine:
     """An environment whose `pulumi` serves the Automation API: STACKS (name -> outputs) exist,
     `preview`/`destroy --preview-only` report EVENTS, `up` makes NEXT_OUTPUTS the stack's outputs,
-    and each command of FAIL (e.g. "up": {"stderr": ...}) fails with that stderr and exit 255."""
+    each command of FAIL (e.g. "up": {"stderr": ...}) fails with that stderr and exit 255, and
+    `pulumi config` keeps CONFIG (stack -> key -> value; default: STACK_CONFIG for each of STACKS)."""
     state = tmp_path / "pulumi-stand-in.json"
+    configs = {name: dict(STACK_CONFIG) for name in stacks} if config is None else config
     state.write_text(
-        json.dumps({"stacks": stacks, "events": events or [], "next_outputs": next_outputs or {}, "fail": fail or {}})
-    )
+        json.dumps(
+            {"stacks": stacks, "events": events or [], "next_outputs": next_outputs or {}, "fail": fail or {},
+             "config": configs}
+        )
+    )  # fmt: skip
     calls = tmp_path / "pulumi-calls.jsonl"
     fake = tmp_path / "bin" / "pulumi"
     fake.parent.mkdir(exist_ok=True)

@@ -161,6 +161,28 @@ def _call(method: str, api: str, path: str, query: dict[str, str], token: str, p
     return document if isinstance(document, dict) else {}
 
 
+def read_resource(api: str, path: str, token: str, permission: str, missing: str) -> dict[str, Any]:
+    """One GET of the Compute API resource at PATH (`/projects/P/...`), for a check before anything is created.
+
+    Raises CourseVmError with MISSING (its `{reason}`: the API's message) when it does not exist,
+    ServiceDisabledError when the API is not enabled in the project, CourseVmError naming
+    PERMISSION when it may not be read, and UnreachableError when the API does not answer.
+    """
+    try:
+        return _get(api, path, {}, token, permission)
+    except _NotFoundError as error:
+        raise CourseVmError(missing.format(reason=error)) from None
+    except (urllib.error.URLError, OSError) as error:
+        if isinstance(error, urllib.error.HTTPError):
+            what = f"answered GET {path} with HTTP {error.code}"
+        else:
+            what = f"did not answer GET {path} ({getattr(error, 'reason', error)})"
+        raise UnreachableError(
+            f"the Compute API ({api}) {what}; nothing was created. Fix: check the "
+            "network (a proxy, or CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE when set), then run `course-vm up` again"
+        ) from None
+
+
 def start_instance(
     instance: GceInstance,
     deadline: float,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import urllib.error
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError, UnreachableError
-from provisioner.gcp.compute_api import TokenSource, _get, _NotFoundError, application_default_token, compute_api
+from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError
+from provisioner.gcp.compute_api import TokenSource, application_default_token, compute_api, read_resource
 from provisioner.recipe.settings import Settings
 
 PROJECT_SCOPE = "project"
@@ -136,20 +135,6 @@ def quota_error(project: str, vms: int, short: list[Shortfall]) -> QuotaError:
     )
 
 
-def _read(api: str, path: str, token: str, permission: str, missing: str) -> dict[str, Any]:
-    """One Compute API read; MISSING is the error message when it is not found."""
-    try:
-        return _get(api, path, {}, token, permission)
-    except _NotFoundError as error:
-        raise CourseVmError(missing.format(reason=error)) from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = f"HTTP {error.code}" if isinstance(error, urllib.error.HTTPError) else str(error)
-        raise UnreachableError(
-            f"the Compute API ({api}) did not answer GET {path} ({reason}); nothing was created. Fix: check the "
-            "network (a proxy, or CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE when set), then run `course-vm up` again"
-        ) from None
-
-
 def check_before_up(
     settings: Settings,
     created_vms: int,
@@ -170,7 +155,7 @@ def check_before_up(
     access = token()
     project, zone = (urllib.parse.quote(part, safe="") for part in (settings.project, settings.zone))
     region_name = urllib.parse.quote(settings.region, safe="")
-    project_document = _read(
+    project_document = read_resource(
         api,
         f"/projects/{project}",
         access,
@@ -180,7 +165,7 @@ def check_before_up(
     )
     if created_vms <= 0:
         return
-    region_document = _read(
+    region_document = read_resource(
         api,
         f"/projects/{project}/regions/{region_name}",
         access,
@@ -188,7 +173,7 @@ def check_before_up(
         f"region {settings.region} (of zone {settings.zone}) not found ({{reason}}). Fix: a zone that exists: "
         "`course-vm up --zone europe-west1-b`",
     )
-    machine = _read(
+    machine = read_resource(
         api,
         f"/projects/{project}/zones/{zone}/machineTypes/{urllib.parse.quote(settings.machine_type, safe='')}",
         access,

@@ -174,3 +174,9 @@ def test_an_unreachable_api_is_one_clear_error(api: FakeComputeApi) -> None:
     assert raised.value.exit_code == EXIT_UNREACHABLE
     assert str(raised.value).startswith("the Compute API (http://127.0.0.1:9/compute/v1) did not answer GET ")
     assert "nothing was created. Fix: check the network" in str(raised.value)
+
+
+def test_an_api_that_fails_is_unreachable_not_a_traceback(api: FakeComputeApi) -> None:
+    api.status = 503
+    with pytest.raises(UnreachableError, match=r"answered GET /projects/course-project-1 with HTTP 503; nothing was"):
+        check(api, 1)

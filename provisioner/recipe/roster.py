@@ -1,13 +1,21 @@
-"""A class roster: student names from `students` or a CSV file, each a login of its own."""
+"""A class roster: student names from `students` or a CSV file, each a login of its own, and from the
+CSV each student's own public key and Google account when it gives them."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 import os
 import re
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from provisioner.paths import PROJECT_DIR
 from provisioner.recipe.rules import PATH, Problems, Setting, as_list, set_command
@@ -64,8 +72,91 @@ MAX_CSV_BYTES = 1024 * 1024
 """Far more than a roster of MAX_STUDENTS needs: a file that big is not a roster, and is not parsed."""
 
 
-def from_csv(problems: Problems, setting: Setting, value: object) -> tuple[str, ...]:
-    """The rule of `studentsCsv`: the valid, distinct names of a CSV file's `name` column (none when unset).
+@dataclass(frozen=True)
+class RosterEntry:
+    """One student of a roster CSV: their name, and what its optional columns give them."""
+
+    name: str
+    ssh_public_key: str = ""
+    """`TYPE BASE64` of their own key (column sshPublicKey, comment dropped); "" to have a pair generated."""
+    email: str = ""
+    """Their Google account, lowercased (column email); "" for none."""
+
+
+KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
+"""The public key types a student may bring: those OpenSSH accepts by default, DSA not."""
+MIN_RSA_BITS = 2048
+MAX_RSA_BITS = 16384  # OpenSSH's own limit
+KEY_COLUMN, EMAIL_COLUMN = "sshpublickey", "email"
+# A plain address: it becomes the IAM member `user:EMAIL`, so no space, quote, comma or other syntax.
+_EMAIL = re.compile(r"[a-z0-9._%+-]{1,64}@[a-z0-9-]+(\.[a-z0-9-]+)+")
+_PRIVATE = ("PRIVATE KEY", "PuTTY-User-Key-File")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,3}")
+
+
+class PrivateKeyError(ValueError):
+    """A private key where a public one belongs: it is never shown, and it has its own fix."""
+
+
+def public_key(text: str) -> str:
+    """TEXT, one line of a .pub file (`TYPE BASE64 [comment]`), as `TYPE BASE64`: a key of a type in
+    KEY_TYPES whose data decodes, names that same type and is a valid key (RSA of 2048 bits or more).
+
+    Raises PrivateKeyError for a private key, ValueError saying what is wrong for anything else.
+    """
+    if any(marker in text for marker in _PRIVATE):
+        raise PrivateKeyError("that is a private key: give the .pub file's line, and keep the private key secret")
+    if "\n" in text or "\r" in text:
+        raise ValueError("a public key is one line")
+    fields = text.split()
+    kind = fields[0] if fields else ""
+    if kind == "ssh-dss":
+        raise ValueError("ssh-dss (DSA) keys are refused by OpenSSH: they are too weak")
+    if kind not in KEY_TYPES:
+        if any(field in KEY_TYPES for field in fields[1:]):
+            raise ValueError("it has options before the key type, which course-vm does not carry")
+        raise ValueError(f"it does not start with a key type ({', '.join(KEY_TYPES[:-1])} or {KEY_TYPES[-1]})")
+    if len(fields) < 2:
+        raise ValueError("it has no key data after its type")
+    data = fields[1]
+    try:
+        if not _BASE64.fullmatch(data):
+            raise binascii.Error
+        blob = base64.b64decode(data, validate=True)
+    except binascii.Error:
+        raise ValueError("its key data is not base64") from None
+    length = int.from_bytes(blob[:4], "big")
+    embedded = blob[4 : 4 + length] if len(blob) >= 4 + length else b""
+    if not re.fullmatch(rb"[a-z0-9@.-]{1,64}", embedded):
+        raise ValueError("its key data is not an SSH public key")
+    if embedded.decode() != kind:
+        raise ValueError(f"its key data is of type {embedded.decode()}, not {kind}")
+    try:
+        key = serialization.load_ssh_public_key(f"{kind} {data}".encode())
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError(f"its key data is not a valid {kind} key") from None
+    if isinstance(key, rsa.RSAPublicKey) and not MIN_RSA_BITS <= key.key_size <= MAX_RSA_BITS:
+        raise ValueError(
+            f"it is a {key.key_size}-bit RSA key, and at least {MIN_RSA_BITS} bits are needed"
+            if key.key_size < MIN_RSA_BITS
+            else f"it is a {key.key_size}-bit RSA key, and OpenSSH accepts at most {MAX_RSA_BITS}"
+        )
+    return f"{kind} {data}"
+
+
+def email_address(text: str) -> str:
+    """TEXT as a plain, lowercased email address. Raises ValueError when it is not one."""
+    address = text.strip().lower()
+    if len(address) > 254 or not _EMAIL.fullmatch(address):
+        raise ValueError(
+            "it is not a plain email address (letters, digits and ._%+- before the @, a domain with a dot after it)"
+        )
+    return address
+
+
+def from_csv(problems: Problems, setting: Setting, value: object) -> tuple[RosterEntry, ...]:
+    """The rule of `studentsCsv`: the valid, distinct students of a CSV file's `name` column (none when
+    unset), with their own key and Google account from the optional columns sshPublicKey and email.
 
     The file is read only if it is a regular file of at most MAX_CSV_BYTES, and parsed only up to
     one name more than a stack holds; a line the csv module cannot read is a problem of that line.
@@ -96,16 +187,17 @@ def from_csv(problems: Problems, setting: Setting, value: object) -> tuple[str, 
         why = f"it is larger than 1 MiB, far more than a roster of {MAX_STUDENTS} students"
         problems.add(key, value, why, fix_path)
         return ()
-    return _roster_names(problems, key, value, io.StringIO(text, newline=""), fix)
+    return _roster_entries(problems, key, value, io.StringIO(text, newline=""), fix)
 
 
-def _roster_names(problems: Problems, key: str, value: str, lines: io.StringIO, fix: str) -> tuple[str, ...]:
-    """The names of the `name` column of the CSV in LINES (the file VALUE), each checked with its line number."""
+def _roster_entries(problems: Problems, key: str, value: str, lines: io.StringIO, fix: str) -> tuple[RosterEntry, ...]:
+    """The students of the CSV in LINES (the file VALUE), each cell checked with its line number."""
     reader = csv.reader(lines)
     header: list[str] | None = None
     names: list[object] = []
     where: list[tuple[str, Callable[[str], str]]] = []
     fix_line = f"correct that line of {value}"
+    cells = _OptionalCells(problems, value)
 
     def fix_name(name: str) -> str:
         return f"{fix_line}, e.g. to {name}"
@@ -121,7 +213,9 @@ def _roster_names(problems: Problems, key: str, value: str, lines: io.StringIO, 
             break
         if not any(cell.strip() for cell in row):
             continue  # a blank line, or a line of empty cells
-        broken = next((cell for cell in row if "\n" in cell or "\r" in cell), None)
+        # A key's cell is checked by its own rule, which says what a line break there means.
+        keys_at = header.index(KEY_COLUMN) if header and KEY_COLUMN in header else -1
+        broken = next((c for i, c in enumerate(row) if ("\n" in c or "\r" in c) and i != keys_at), None)
         if broken is not None:
             # The csv module joins a quoted field's lines; a name that spans lines is a mistake, never a name.
             why = "a field spans lines (a line break inside quotes), which no name may hold"
@@ -136,6 +230,7 @@ def _roster_names(problems: Problems, key: str, value: str, lines: io.StringIO, 
         column = header.index("name")
         names.append(row[column].strip() if column < len(row) else "")
         where.append((f"{key} {value} line {first_line}", fix_name))
+        cells.check(f"{key} {value} line {first_line}", first_line, names[-1], dict(zip(header, row, strict=False)))
     if len(names) > MAX_STUDENTS:
         problems.add(
             key, f"more than {MAX_STUDENTS} names", f"one stack holds at most {MAX_STUDENTS} VMs", "split the class"
@@ -143,7 +238,71 @@ def _roster_names(problems: Problems, key: str, value: str, lines: io.StringIO, 
         return ()
     if not names:
         problems.add(key, value, "it lists no students", fix)
-    return _check_names(problems, key, names, where)
+    valid = _check_names(problems, key, names, where)
+    return tuple(cells.entries.get(name, RosterEntry(name)) for name in valid)
+
+
+class _OptionalCells:
+    """The sshPublicKey and email cells of a roster's lines: each checked, and none shared by two students."""
+
+    def __init__(self, problems: Problems, value: str) -> None:
+        self.problems = problems
+        self.key_fix = (
+            f"in {value}, put one line of the student's .pub file (e.g. ~/.ssh/id_ed25519.pub) in its sshPublicKey "
+            "cell, or leave the cell empty to have a key pair generated"
+        )
+        self.private_fix = (
+            f"in {value}, replace it with the line of the student's .pub file; that private key is no longer "
+            "secret, so the student makes a new pair (`ssh-keygen -t ed25519`)"
+        )
+        self.email_fix = (
+            f"in {value}, put the student's Google account (like name@example.org) in its email cell, "
+            "or leave the cell empty"
+        )
+        self.entries: dict[object, RosterEntry] = {}
+        """Each name's entry, from the first line that names it."""
+        self.keys: dict[str, tuple[object, int]] = {}
+        self.emails: dict[str, tuple[object, int]] = {}
+
+    def check(self, where: str, line: int, name: object, row: dict[str, str]) -> None:
+        ssh_key = self._key(where, line, name, row.get(KEY_COLUMN, "").strip())
+        email = self._email(where, line, name, row.get(EMAIL_COLUMN, "").strip())
+        self.entries.setdefault(name, RosterEntry(str(name), ssh_key, email))
+
+    def _key(self, where: str, line: int, name: object, text: str) -> str:
+        if not text:
+            return ""
+        try:
+            ssh_key = public_key(text)
+        except PrivateKeyError as error:
+            self.problems.add(where, "(a private key, not shown)", str(error), self.private_fix)
+            return ""
+        except ValueError as error:
+            self.problems.add(where, text, str(error), self.key_fix)
+            return ""
+        if ssh_key in self.keys:
+            other, other_line = self.keys[ssh_key]
+            why = f"{other} (line {other_line}) has that key too, and a key logs in as one student only"
+            self.problems.add(where, text, why, self.key_fix)
+            return ""
+        self.keys[ssh_key] = (name, line)
+        return ssh_key
+
+    def _email(self, where: str, line: int, name: object, text: str) -> str:
+        if not text:
+            return ""
+        try:
+            email = email_address(text)
+        except ValueError as error:
+            self.problems.add(where, text, str(error), self.email_fix)
+            return ""
+        if email in self.emails:
+            other, other_line = self.emails[email]
+            why = f"{other} (line {other_line}) has that Google account too, and each student reaches only their own VM"
+            self.problems.add(where, text, why, self.email_fix)
+            return ""
+        self.emails[email] = (name, line)
+        return email
 
 
 def _check_names(

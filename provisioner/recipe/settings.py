@@ -20,7 +20,7 @@ import yaml
 from provisioner.errors import CourseVmError, SettingsError
 from provisioner.paths import ON_WINDOWS
 from provisioner.recipe import roster
-from provisioner.recipe.roster import is_reserved
+from provisioner.recipe.roster import RosterEntry, is_reserved
 from provisioner.recipe.rules import (
     PATH,
     Problems,
@@ -260,7 +260,9 @@ SETTINGS: tuple[Setting, ...] = (
         "studentsCsv",
         "string",
         "",
-        "A class from a roster: a CSV file with a `name` column (instead of `students`).",
+        "A class from a roster: a CSV file with a `name` column (instead of `students`), and optionally "
+        "`sshPublicKey` (the student's own public key: no key pair is generated for them) and `email` "
+        "(their Google account).",
         rule=roster.from_csv,
     ),
     Setting(
@@ -447,6 +449,21 @@ class Seat:
     """The student's name from the roster; "" for the one VM of a stack without `students`."""
     username: str
     ssh_key_path: Path
+    """The private key course-vm logs in with: the seat's own generated key, or for a student who brought
+    their own key the instructor's (`sshKeyPath`), which verifies the VM and lets the instructor help."""
+    ssh_public_key: str = ""
+    """`TYPE BASE64` of the student's own key (roster column sshPublicKey); "" when course-vm generates their pair."""
+    email: str = ""
+    """The student's Google account (roster column email); "" for none."""
+
+    @property
+    def files_path(self) -> Path:
+        """What this seat's own files (its pinned host keys) are named after: its key, or in a class, for
+        a student who brought their own key, the path a generated key would have (`sshKeyPath-NAME`):
+        the instructor's key they log in with is shared by every such student."""
+        if self.ssh_public_key and self.name:
+            return Path(f"{self.ssh_key_path}-{self.name}")
+        return self.ssh_key_path
 
 
 @dataclass(frozen=True)
@@ -477,17 +494,27 @@ class Settings:
     """`""` for none; else the URL Docker pulls images through."""
     students: tuple[str, ...] = ()
     """The class roster; empty for one student's own VM."""
+    roster: tuple[RosterEntry, ...] = ()
+    """Each student of `students`, with their own key and Google account when the roster CSV gives them."""
 
     @property
     def seats(self) -> tuple[Seat, ...]:
         """One VM per student, or the one VM of `username`.
 
         A student's key is `sshKeyPath-NAME` (with `NAME.known_hosts` beside it), so that each
-        student gets their own and the instructor keeps them all in one place.
+        student gets their own and the instructor keeps them all in one place. A student who brought
+        their own key (roster column sshPublicKey) gets no generated pair: course-vm logs in to their
+        VM with `sshKeyPath` itself, authorised beside the student's key.
         """
         if not self.students:
             return (Seat("", self.username, self.ssh_key_path),)
-        return tuple(Seat(name, name, Path(f"{self.ssh_key_path}-{name}")) for name in self.students)
+        entries = {entry.name: entry for entry in self.roster}
+        seats = []
+        for name in self.students:
+            entry = entries.get(name, RosterEntry(name))
+            key_path = self.ssh_key_path if entry.ssh_public_key else Path(f"{self.ssh_key_path}-{name}")
+            seats.append(Seat(name, name, key_path, entry.ssh_public_key, entry.email))
+        return tuple(seats)
 
     @property
     def region(self) -> str:
@@ -632,6 +659,7 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
         values.update(joint(problems, raw) if joint else {row.key: row.check(problems, _given(raw, row.key))})
     if problems.lines:
         raise SettingsError(problems.lines)
+    roster = values["studentsCsv"] or tuple(RosterEntry(name) for name in values["students"])
     return Settings(
         project=gcp_project,
         zone=gcp_zone,
@@ -652,7 +680,8 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
         anaconda=_artifact(values, "anaconda", "the Anaconda installer"),
         docker_compose=_artifact(values, "dockerCompose", "docker-compose"),
         docker_registry_mirror=values["dockerRegistryMirror"],
-        students=values["students"] or values["studentsCsv"],
+        students=tuple(entry.name for entry in roster),
+        roster=roster,
     )
 
 

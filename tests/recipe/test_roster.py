@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from provisioner.errors import SettingsError
 from provisioner.recipe.settings import parse_settings
@@ -174,3 +176,123 @@ def test_line_numbers_count_blank_lines(tmp_path: Path) -> None:
     assert problems({"studentsCsv": str(roster)}) == [
         f"studentsCsv {roster} line 6: got 'Bob', but {NAME_RULE}. Fix: correct that line of {roster}, e.g. to bob"
     ]
+
+
+# Students' own keys and Google accounts: the optional columns sshPublicKey and email.
+
+
+def _public(key: PrivateKeyTypes) -> str:
+    return key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
+
+
+def _ed25519() -> str:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return _public(ed25519.Ed25519PrivateKey.generate())
+
+
+def _roster(tmp_path: Path, text: str) -> str:
+    roster = tmp_path / "roster.csv"
+    roster.write_text(text)
+    return str(roster)
+
+
+def test_a_roster_carries_each_students_own_key_and_google_account(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    alice, bob = _ed25519(), _public(ec.generate_private_key(ec.SECP384R1()))
+    dave = _public(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    # Header names in any case; a comment (even a hostile one) is dropped; an email is lowercased.
+    roster = _roster(
+        tmp_path,
+        'Name,SSHPublicKey,EMAIL\nalice," ' + alice + ' alice@laptop ",Alice.Smith@Example.org\n'
+        f'bob,"{bob} x"": y - z #{{{{ }}}} $(id)",\ncarol,,carol@example.org\ndave,{dave},\n',
+    )
+    s = parse_settings({**GOOD, "studentsCsv": roster, "sshKeyPath": "/keys/course"}, PROJECT, ZONE)
+    assert s.students == ("alice", "bob", "carol", "dave")
+    assert [(seat.name, seat.ssh_public_key, seat.email, seat.ssh_key_path) for seat in s.seats] == [
+        # A student with their own key: course-vm logs in (verifies, helps) with the instructor's sshKeyPath.
+        ("alice", alice, "alice.smith@example.org", Path("/keys/course")),
+        ("bob", bob, "", Path("/keys/course")),
+        ("carol", "", "carol@example.org", Path("/keys/course-carol")),
+        ("dave", dave, "", Path("/keys/course")),
+    ]
+
+
+def test_a_listed_class_has_no_keys_or_accounts() -> None:
+    s = parse_settings({**GOOD, "students": ["alice"]}, PROJECT, ZONE)
+    [seat] = s.seats
+    assert (seat.ssh_public_key, seat.email) == ("", "")
+
+
+KEY_FIX = (
+    "put one line of the student's .pub file (e.g. ~/.ssh/id_ed25519.pub) in its sshPublicKey cell, "
+    "or leave the cell empty to have a key pair generated"
+)
+
+
+def test_every_bad_key_and_email_is_reported_at_once_with_its_line(tmp_path: Path) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    good = _ed25519()
+    small_rsa = _public(rsa.generate_private_key(public_exponent=65537, key_size=1024))  # noqa: S505 (refused)
+    blob = good.split()[1]
+    lying = "ssh-rsa " + blob  # an ed25519 key's data under another type's name
+    dss = "ssh-dss " + base64.b64encode(b"\x00\x00\x00\x07ssh-dss" + b"\x00" * 40).decode()
+    private = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----"
+    rows = [
+        f"alice,{good},alice@example.org",
+        f"bob,{good},",  # alice's key again
+        "carol,ssh-ed25519 not*base64,",
+        f'dave,"command=""/bin/sh"" {good}",',
+        f"erin,{small_rsa},",
+        f"frank,{dss},",
+        f"gina,{lying},",
+        f'hal,"{private}",',
+        f"ivan,{blob},",
+        "judy,,judy smith@example.org",
+        "kim,,kim@localhost",
+        "lee,,alice@example.org",
+        f'mia,"{good.split()[0]}\n{blob}",',
+    ]
+    roster = _roster(tmp_path, "name,sshPublicKey,email\n" + "\n".join(rows) + "\n")
+    optioned = 'command="/bin/sh" ' + good
+    split = good.split()[0] + "\n" + blob
+    # hal's private key spans three lines, so ivan is on line 12.
+    where = f"studentsCsv {roster} line"
+    fix = f"Fix: in {roster}, {KEY_FIX}"
+    email_fix = (
+        f"Fix: in {roster}, put the student's Google account (like name@example.org) in its email cell, "
+        "or leave the cell empty"
+    )
+    assert problems({"studentsCsv": roster}) == [
+        f"{where} 3: got {good!r}, but alice (line 2) has that key too, and a key logs in as one student only. {fix}",
+        f"{where} 4: got 'ssh-ed25519 not*base64', but its key data is not base64. {fix}",
+        f"{where} 5: got {optioned!r}, but it has options before the key type, which course-vm does not carry. {fix}",
+        f"{where} 6: got {small_rsa!r}, but it is a 1024-bit RSA key, and at least 2048 bits are needed. {fix}",
+        f"{where} 7: got {dss!r}, but ssh-dss (DSA) keys are refused by OpenSSH: they are too weak. {fix}",
+        f"{where} 8: got {lying!r}, but its key data is of type ssh-ed25519, not ssh-rsa. {fix}",
+        f"{where} 9: got '(a private key, not shown)', but that is a private key: give the .pub file's line, "
+        f"and keep the private key secret. Fix: in {roster}, replace it with the line of the student's .pub file; "
+        "that private key is no longer secret, so the student makes a new pair (`ssh-keygen -t ed25519`)",
+        f"{where} 12: got {blob!r}, but it does not start with a key type "
+        "(ssh-ed25519, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521 or ssh-rsa). "
+        f"{fix}",
+        f"{where} 13: got 'judy smith@example.org', but it is not a plain email address "
+        f"(letters, digits and ._%+- before the @, a domain with a dot after it). {email_fix}",
+        f"{where} 14: got 'kim@localhost', but it is not a plain email address "
+        f"(letters, digits and ._%+- before the @, a domain with a dot after it). {email_fix}",
+        f"{where} 15: got 'alice@example.org', but alice (line 2) has that Google account too, "
+        f"and each student reaches only their own VM. {email_fix}",
+        f"{where} 16: got {split!r}, but a public key is one line. {fix}",
+    ]
+
+
+def test_a_one_line_private_key_is_never_echoed(tmp_path: Path) -> None:
+    secret = "-----BEGIN RSA PRIVATE KEY----- MIIEowIBAAKCAQEA -----END RSA PRIVATE KEY-----"  # noqa: S105
+    roster = _roster(tmp_path, f"name,sshPublicKey\nalice,{secret}\n")
+    [message] = problems({"studentsCsv": roster})
+    assert "MIIEowIBAAKCAQEA" not in message
+    assert "that is a private key" in message

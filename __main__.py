@@ -26,8 +26,11 @@ try:
     settings = settings_from_pulumi(namespace_config(PROJECT), pulumi.Config("gcp").get)
     vms = []
     for seat in settings.seats:
-        key = ensure_key_pair(seat.ssh_key_path, comment=f"{seat.username}@course-vm")
-        user_data = user_data_for(settings, key.public_key, username=seat.username)
+        # A student who brought their own key gets no pair: this is then the instructor's key (sshKeyPath).
+        key = ensure_key_pair(seat.ssh_key_path, comment=seat.key_comment)
+        user_data = user_data_for(
+            settings, key.public_key, username=seat.username, student_public_key=seat.ssh_public_key
+        )
         alias = host_alias(pulumi.get_stack(), seat.name)
         vms.append(StudentVmArgs(seat, key.public_key, user_data, alias))
 except CourseVmError as error:

@@ -63,6 +63,8 @@ def render(args: argparse.Namespace) -> int:
             else f"the stack is a class: pass --student NAME (one of {names})"
         )
     seat = seats[args.student]
-    key = ensure_key_pair(seat.ssh_key_path, comment=f"{seat.username}@course-vm")
-    sys.stdout.write(user_data_for(settings, key.public_key, username=seat.username))
+    key = ensure_key_pair(seat.ssh_key_path, comment=seat.key_comment)
+    sys.stdout.write(
+        user_data_for(settings, key.public_key, username=seat.username, student_public_key=seat.ssh_public_key)
+    )
     return 0

@@ -28,7 +28,8 @@ class StudentVmArgs:
 
     seat: Seat
     ssh_public_key: str
-    """`TYPE BASE64` of the student's key; the private key never reaches the program's state."""
+    """`TYPE BASE64` of the key course-vm logs in with (the seat's `ssh_key_path`); the private key never
+    reaches the program's state. A student's own key, if they brought one, is `seat.ssh_public_key`."""
     user_data: str
     """The rendered `#cloud-config`; stored in state only as a secret."""
     host_alias: str = "course-vm"
@@ -233,7 +234,8 @@ class StudentVm(pulumi.ComponentResource):
     known_hosts: pulumi.Output[str] | None
     """known_hosts lines for the VM (None with verify=false)."""
     known_hosts_file: pulumi.Output[str] | None
-    """The file those lines are pinned in, `KEY.STACK.known_hosts` (None with verify=false)."""
+    """The file those lines are pinned in, `KEY.STACK.known_hosts` (None with verify=false); KEY is
+    `sshKeyPath-NAME` in a class, also for a student who brought their own key."""
 
     def __init__(
         self,
@@ -299,7 +301,9 @@ class StudentVm(pulumi.ComponentResource):
         attached_disks: list[compute.InstanceAttachedDiskArgs],
     ) -> compute.Instance:
         """The VM: a Shielded VM with no service account, booting the recipe from its metadata."""
-        metadata = instance_metadata(args.seat.username, args.ssh_public_key, args.user_data)
+        metadata = instance_metadata(
+            args.seat.username, args.ssh_public_key, args.user_data, student_public_key=args.seat.ssh_public_key
+        )
         return compute.Instance(
             f"{name}-vm",
             project=s.project,
@@ -351,7 +355,8 @@ class StudentVm(pulumi.ComponentResource):
             zone=s.zone,
             instance_name=instance.name,
             instance_id=instance.instance_id,
-            known_hosts_file=str(known_hosts_path(str(seat.ssh_key_path), pulumi.get_stack())),
+            # Per seat, even where students who brought their own key share the instructor's key.
+            known_hosts_file=str(known_hosts_path(str(seat.files_path), pulumi.get_stack())),
             timeout_seconds=s.verify_timeout_seconds,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[instance, firewall]),
         )
@@ -392,6 +397,9 @@ class StudentVm(pulumi.ComponentResource):
             "username": seat.username,
             "identityFile": key_path,
         }
+        if seat.ssh_public_key:
+            # The student brought their own key: `identityFile` is the instructor's, never handed out.
+            outputs["studentPublicKey"] = seat.ssh_public_key
         if verification is not None:
             outputs.update(
                 hostKeys=self.host_keys,

@@ -27,10 +27,14 @@ def ssh_keys_line(username: str, ssh_public_key: str) -> str:
     return f"{username}:{ssh_public_key} {username}"
 
 
-def instance_metadata(username: str, ssh_public_key: str, user_data: str) -> dict[str, str]:
-    """The instance attributes of one course VM: its recipe, its one login key, and the fixed hardening.
+def instance_metadata(
+    username: str, ssh_public_key: str, user_data: str, *, student_public_key: str = ""
+) -> dict[str, str]:
+    """The instance attributes of one course VM: its recipe, its login key (and the student's own,
+    if they brought one: one line each), and the fixed hardening.
 
     A pure function of its arguments: the Google edge sets it on the instance (keeping `user-data`
     a secret) and a local twin can serve the very same map from its metadata server.
     """
-    return {USER_DATA: user_data, SSH_KEYS: ssh_keys_line(username, ssh_public_key), **FIXED_ATTRIBUTES}
+    keys = [ssh_keys_line(username, key) for key in (student_public_key, ssh_public_key) if key]
+    return {USER_DATA: user_data, SSH_KEYS: "\n".join(keys), **FIXED_ATTRIBUTES}

@@ -457,6 +457,11 @@ class Seat:
     """The student's Google account (roster column email); "" for none."""
 
     @property
+    def key_comment(self) -> str:
+        """The comment of the key pair course-vm generates at `ssh_key_path` if it is missing."""
+        return "instructor@course-vm" if self.ssh_public_key else f"{self.username}@course-vm"
+
+    @property
     def files_path(self) -> Path:
         """What this seat's own files (its pinned host keys) are named after: its key, or in a class, for
         a student who brought their own key, the path a generated key would have (`sshKeyPath-NAME`):

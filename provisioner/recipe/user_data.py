@@ -56,11 +56,12 @@ def render_setup_script(
     docker_compose: Artifact,
     home_disk_device: str = "",
     ssh_public_key: str = "",
+    student_public_key: str = "",
 ) -> str:
     """The bash script that performs every step of the course setup on the VM.
 
-    SSH_PUBLIC_KEY is the key cloud-init installs: the script takes it back if USERNAME turns out
-    to be a system account of the image.
+    SSH_PUBLIC_KEY (and STUDENT_PUBLIC_KEY, the student's own, if any) are the keys cloud-init
+    installs: the script takes them back if USERNAME turns out to be a system account of the image.
     """
     return (
         _environment()
@@ -68,6 +69,7 @@ def render_setup_script(
         .render(
             username=username,
             ssh_public_key=ssh_public_key,
+            student_public_key=student_public_key,
             anaconda=anaconda,
             docker_compose=docker_compose,
             home_disk_device=home_disk_device,
@@ -102,8 +104,13 @@ def render_user_data(
     docker_registry_mirror: str = "",
     auto_stop_idle_minutes: int = 0,
     home_disk_device: str = "",
+    student_public_key: str = "",
 ) -> str:
     """The `#cloud-config` user-data document for one course VM (/home on HOME_DISK_DEVICE if given).
+
+    SSH_PUBLIC_KEY is the key course-vm logs in with; STUDENT_PUBLIC_KEY, the student's own key
+    (roster column sshPublicKey), is authorised beside it. Without one, the document is what it
+    was before students could bring keys, so no existing VM is replaced for it.
 
     The result is parsed back and compared with what went in, so a value that would change the
     document's structure is caught here. Raises RecipeError if so, or if the document is too big.
@@ -112,12 +119,14 @@ def render_user_data(
     parts = {
         "username": username,
         "ssh_public_key": ssh_public_key,
+        "student_public_key": student_public_key,
         "setup_script": render_setup_script(
             username=username,
             anaconda=anaconda,
             docker_compose=docker_compose,
             home_disk_device=home_disk_device,
             ssh_public_key=ssh_public_key,
+            student_public_key=student_public_key,
         ),
         "docker_daemon_json": docker_daemon_json(docker_registry_mirror),
         "idle_stop_script": render_idle_stop_script(auto_stop_idle_minutes),
@@ -129,12 +138,18 @@ def render_user_data(
 
 
 def user_data_for(
-    settings: Settings, ssh_public_key: str, username: str | None = None, home_disk_device: str | None = None
+    settings: Settings,
+    ssh_public_key: str,
+    username: str | None = None,
+    home_disk_device: str | None = None,
+    *,
+    student_public_key: str = "",
 ) -> str:
     """The user-data for SETTINGS: what every front end (Pulumi, `render`, the local VM) sends.
 
     USERNAME is a class's student; by default, the `username` setting. HOME_DISK_DEVICE is where
     the VM finds its home disk: by default GCE's, if homeDiskSizeGb asks for one.
+    STUDENT_PUBLIC_KEY is the student's own key (a seat's `ssh_public_key`), authorised beside SSH_PUBLIC_KEY.
     """
     if home_disk_device is None:
         home_disk_device = GCE_HOME_DISK_DEVICE if settings.home_disk_size_gb else ""
@@ -146,6 +161,7 @@ def user_data_for(
         docker_registry_mirror=settings.docker_registry_mirror,
         auto_stop_idle_minutes=settings.auto_stop_idle_minutes,
         home_disk_device=home_disk_device,
+        student_public_key=student_public_key,
     )
 
 
@@ -154,6 +170,7 @@ def _check(
     *,
     username: str,
     ssh_public_key: str,
+    student_public_key: str,
     setup_script: str,
     docker_daemon_json: str,
     idle_stop_script: str,
@@ -177,8 +194,8 @@ def _check(
         files = {f.get("path"): f.get("content") for f in document["write_files"]}
         if len(users) != 1 or users[0].get("name") != username:
             problems.append("its user is not the configured username")
-        elif users[0].get("ssh_authorized_keys") != [ssh_public_key]:
-            problems.append("its authorized key is not the configured public key")
+        elif users[0].get("ssh_authorized_keys") != [k for k in (student_public_key, ssh_public_key) if k]:
+            problems.append("its authorized keys are not the configured public keys")
         if files.get(SETUP_SCRIPT_PATH) != setup_script:
             problems.append("its setup script differs from the rendered script")
         if files.get(DOCKER_DAEMON_JSON, "") != docker_daemon_json:

@@ -80,3 +80,17 @@ def test_render_reports_every_bad_setting(tmp_path: Path, capsys: pytest.Capture
     assert "  - diskSizeGb: got 5," in err
     assert "  - username: got 'root'," in err
     assert not (tmp_path / "key").exists()
+
+
+def test_render_of_a_student_with_their_own_key_authorises_it_and_the_instructors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    own = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet"
+    (tmp_path / "roster.csv").write_text(f"name,sshPublicKey\nalice,{own} alice@laptop\n")
+    write_stack(tmp_path, extra=f"  course-vm:studentsCsv: {tmp_path / 'roster.csv'}\n")
+    assert main(["render", "--project-dir", str(tmp_path), "--student", "alice"]) == 0
+    [user] = yaml.safe_load(capsys.readouterr().out)["users"]
+    # No pair is generated for alice: the instructor's own sshKeyPath logs in beside her key.
+    assert not (tmp_path / "key-alice").exists()
+    assert user["ssh_authorized_keys"] == [own, " ".join((tmp_path / "key.pub").read_text().split()[:2])]
+    assert (tmp_path / "key.pub").read_text().endswith(" instructor@course-vm\n")

@@ -382,6 +382,40 @@ def test_each_stack_and_student_pins_to_a_file_of_its_own(tmp_path: Path) -> Non
     assert single.outputs["knownHostsFile"] == f"{key}.prod.known_hosts"
 
 
+def test_a_student_with_their_own_key_gets_no_generated_pair_and_the_instructors_key_verifies(
+    tmp_path: Path,
+) -> None:
+    own = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet"
+    roster = tmp_path / "roster.csv"
+    roster.write_text(f"name,sshPublicKey,email\nalice,{own} alice@laptop,alice@example.org\nbob,,\n")
+    run = run_program(stack_config(tmp_path, studentsCsv=str(roster)))
+    keys = tmp_path / "keys"
+    # The instructor never holds alice's private key: none is generated for her; sshKeyPath itself is.
+    assert sorted(p.name for p in keys.iterdir()) == [
+        "course-vm",
+        "course-vm-bob",
+        "course-vm-bob.pub",
+        "course-vm.pub",
+    ]
+    instructor = " ".join((keys / "course-vm.pub").read_text().split()[:2])
+    instance = {r.name: r for r in run.of_type(INSTANCE)}["course-vm-alice-vm"]
+    assert instance.inputs["metadata"]["ssh-keys"] == f"alice:{own} alice\nalice:{instructor} alice"
+    [user] = yaml.safe_load(instance.inputs["metadata"]["user-data"])["users"]
+    assert user["ssh_authorized_keys"] == [own, instructor]
+    # pulumi up verifies alice's VM as alice, with the instructor's key; her pins are a file of her own.
+    verify = {r.name: r for r in run.of_type(DYNAMIC)}["course-vm-alice-verify"]
+    assert (verify.inputs["user"], verify.inputs["identity_file"]) == ("alice", str(keys / "course-vm"))
+    assert verify.inputs["known_hosts_file"] == f"{keys}/course-vm-alice.dev.known_hosts"
+    alice, bob = run.outputs["students"]["alice"], run.outputs["students"]["bob"]
+    assert alice["identityFile"] == str(keys / "course-vm")
+    assert alice["studentPublicKey"] == own
+    assert "studentPublicKey" not in bob and bob["identityFile"] == str(keys / "course-vm-bob")
+    [bob_user] = yaml.safe_load(
+        {r.name: r for r in run.of_type(INSTANCE)}["course-vm-bob-vm"].inputs["metadata"]["user-data"]
+    )["users"]
+    assert bob_user["ssh_authorized_keys"] == [" ".join((keys / "course-vm-bob.pub").read_text().split()[:2])]
+
+
 # The nightly stop schedule.
 
 POLICY = "gcp:compute/resourcePolicy:ResourcePolicy"

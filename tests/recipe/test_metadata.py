@@ -24,3 +24,10 @@ def test_it_is_a_fresh_map_each_time(public_key: str) -> None:
     first = instance_metadata("alice", public_key, "#cloud-config\n")
     first["enable-oslogin"] = "TRUE"
     assert instance_metadata("alice", public_key, "#cloud-config\n")["enable-oslogin"] == "FALSE"
+
+
+def test_a_students_own_key_logs_in_beside_course_vms(public_key: str) -> None:
+    own = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOwnKeyOfTheStudent"
+    metadata = instance_metadata("alice", public_key, "#cloud-config\n", student_public_key=own)
+    # One `USER:KEY USER` line per key: Google's guest agent reads the value line by line.
+    assert metadata["ssh-keys"] == f"alice:{own} alice\nalice:{public_key} alice"

@@ -120,11 +120,12 @@ class Machine:
     stalls: dict[str, int]
     redirects: dict[str, str]
 
-    def script(self, compose_sha: str | None = None, base_url: str | None = None) -> Path:
+    def script(self, compose_sha: str | None = None, base_url: str | None = None, own_key: str = "") -> Path:
         base_url = base_url or self.base_url
         text = render_setup_script(
             username="student",
             ssh_public_key=STUDENT_KEY,
+            student_public_key=own_key,
             anaconda=Artifact("anaconda", "2022.05", f"{base_url}/anaconda.sh", _sha(INSTALLER)),
             docker_compose=Artifact("compose", "v2.6.1", f"{base_url}/compose", compose_sha or _sha(COMPOSE)),
         )
@@ -489,6 +490,16 @@ def test_a_system_account_is_refused_and_loses_what_cloud_init_gave_it(machine: 
     # Google's guest agent may write the key again (from the ssh-keys metadata): no SSH login at all.
     assert (etc / "ssh" / "sshd_config.d" / "05-course-vm-system-account.conf").read_text() == "DenyUsers student\n"
     assert "systemctl try-reload-or-restart ssh.service" in machine.calls.read_text()
+
+
+def test_a_system_account_loses_the_students_own_key_too(machine: Machine) -> None:
+    own = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOwnKeyOfTheStudent alice@laptop"
+    other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherKeyOfTheImage backup@image\n"
+    keys = machine.home / ".ssh" / "authorized_keys"
+    keys.write_text(other + own + "\n" + STUDENT_KEY + "\n")
+    result = machine.run(machine.script(own_key=" ".join(own.split()[:2])), FAKE_UID="42")
+    assert "student is a system account of this image (uid 42)" in result.stdout
+    assert keys.read_text() == other
 
 
 @pytest.mark.parametrize("uid", [1000, 1001, 60000])

@@ -49,10 +49,12 @@ def render(
     compose: Artifact = DEFAULTS.docker_compose,
     idle_minutes: int = 0,
     home_disk: str = "",
+    student_key: str = "",
 ) -> str:
     return render_user_data(
         username=username,
         ssh_public_key=public_key,
+        student_public_key=student_key,
         anaconda=anaconda,
         docker_compose=compose,
         auto_stop_idle_minutes=idle_minutes,
@@ -90,6 +92,7 @@ VARIANTS = {
     },
     "idle stop": {"idle_minutes": 45},
     "home disk": {"home_disk": GCE_HOME_DISK_DEVICE},
+    "the student's own key": {"student_key": RSA_KEY},
 }
 
 
@@ -411,3 +414,48 @@ def test_registry_mirror_configures_docker_before_it_is_installed(
     files = {f["path"]: f for f in yaml.safe_load(text)["write_files"]}
     assert json.loads(files["/etc/docker/daemon.json"]["content"]) == expected
     assert "/etc/docker/daemon.json" not in render()
+
+
+# A student who brought their own key (roster column sshPublicKey): it logs in, and so does course-vm's.
+
+STUDENT_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOwnKeyOfTheStudent"
+
+
+def test_a_students_own_key_is_authorised_beside_course_vms() -> None:
+    document = yaml.safe_load(render(student_key=STUDENT_KEY))
+    [user] = document["users"]
+    assert user["ssh_authorized_keys"] == [STUDENT_KEY, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u"]
+    values = shell_values(setup_script(render(student_key=STUDENT_KEY)))
+    assert values["SSH_PUBLIC_KEY"] == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u"
+    assert "STUDENT_PUBLIC_KEY='ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOwnKeyOfTheStudent'\n" in setup_script(
+        render(student_key=STUDENT_KEY)
+    )
+
+
+def test_without_a_students_own_key_the_document_names_none() -> None:
+    assert "STUDENT_PUBLIC_KEY" not in render()
+    assert render() == render(student_key="")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        'ssh-ed25519 AAAA x": y\n- z',
+        "ssh-ed25519 AAAA '; rm -rf / #",
+        "ssh-ed25519 AAAA\nusers: []\n",
+        "ssh-ed25519 AAAA {{ username }} $(id) `id`",
+    ],
+)
+def test_a_hostile_students_key_changes_nothing_of_the_documents_shape(hostile: str, tmp_path: Path) -> None:
+    # The roster keeps only `TYPE BASE64`; whatever reaches the template is still one quoted value.
+    text = render(student_key=hostile)
+    validate_cloud_config(text, tmp_path)
+    [user] = yaml.safe_load(text)["users"]
+    assert user["ssh_authorized_keys"] == [hostile, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u"]
+    script = setup_script(text)
+    body = script.rstrip("\n").rsplit("\n", 1)[0]
+    out = subprocess.run(
+        [require_tool("bash"), "-c", body + '\nprintf "%s" "$STUDENT_PUBLIC_KEY"'], capture_output=True, text=True
+    )
+    assert out.stdout == hostile

@@ -39,10 +39,13 @@ def ssh_config_block(
     port: int = 22,
     *,
     windows: bool = ON_WINDOWS,
+    default_keys: bool = False,
 ) -> str:
     """A `Host` block that logs in with the course key and forwards Jupyter's port.
 
     With KNOWN_HOSTS_FILE (the pinned keys), ssh verifies the host key as strictly as the checker.
+    With DEFAULT_KEYS (the hand-out of a student who brought their own key) there is no IdentityFile
+    line, so ssh offers the user's own keys and agent; IDENTITY_FILE is then "".
     Every value is checked first, for ssh reads a newline in any of them as a line of its own
     (`Match exec ...` runs a command): an alias, an IP address, a Linux login, plain paths, a port.
     On WINDOWS the paths' backslashes are written as `/`. Raises CourseVmError naming every bad value.
@@ -57,7 +60,10 @@ def ssh_config_block(
     if not (isinstance(user, str) and _USER.fullmatch(user)):
         problems.append(f"user {user!r} is not a Linux login")
     optional = {"known_hosts file": known_hosts_file} if known_hosts_file is not None else {}
-    for what, path in {"identity file": identity_file, **optional}.items():
+    if default_keys and identity_file != "":
+        problems.append(f"identity file {identity_file!r} is given, but the user's own keys log in")
+    identity = {} if default_keys else {"identity file": identity_file}
+    for what, path in {**identity, **optional}.items():
         if problem := _path_problem(path, what, windows):
             problems.append(problem)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
@@ -77,7 +83,9 @@ def ssh_config_block(
     lines = [f"Host {alias}", f"    HostName {host}"]
     if port != 22:
         lines.append(f"    Port {port}")
-    lines += [f"    User {user}", f"    IdentityFile {quoted(identity_file)}", "    IdentitiesOnly yes"]
+    lines.append(f"    User {user}")
+    if not default_keys:
+        lines += [f"    IdentityFile {quoted(identity_file)}", "    IdentitiesOnly yes"]
     if known_hosts_file:
         lines += [f"    UserKnownHostsFile {quoted(known_hosts_file)}", "    StrictHostKeyChecking yes"]
     lines.append(f"    LocalForward {JUPYTER_PORT} localhost:{JUPYTER_PORT}")

@@ -1,4 +1,4 @@
-"""`course-vm` (or `python -m provisioner`): the command line (up, down, start, status, render, check, local, env)."""
+"""`course-vm` (or `python -m provisioner`): the command line (up, down, start, status, handout, render, check, local, env)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Sequence
 
 import provisioner
-from provisioner.cli import check, env, lifecycle, local, render
+from provisioner.cli import check, env, handout, lifecycle, local, render
 from provisioner.cli.console import print_error
 from provisioner.errors import EXIT_BUG, CourseVmError, InterruptionError
 from provisioner.paths import state_home
@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"course-vm {provisioner.__version__}")
     commands = top.add_subparsers(dest="command", required=True)
     # In the order `--help` lists them: each command group adds its own commands.
-    for group in (lifecycle, render, check, local, env):
+    for group in (lifecycle, handout, render, check, local, env):
         group.register(commands)
     return top
 

@@ -270,3 +270,13 @@ def test_writing_works_where_python_has_no_fchmod(tmp_path: Path, monkeypatch: p
     target = tmp_path / "ssh" / "course-vm.config"
     write_atomically(target, "Host x\n", 0o600)
     assert target.read_text() == "Host x\n"
+
+
+def test_a_block_for_the_users_own_keys_names_no_identity_file() -> None:
+    block = ssh_config_block("course-vm-alice", "1.2.3.4", "alice", "", "~/.ssh/pins", default_keys=True)
+    assert block == (
+        "Host course-vm-alice\n    HostName 1.2.3.4\n    User alice\n"
+        "    UserKnownHostsFile ~/.ssh/pins\n    StrictHostKeyChecking yes\n    LocalForward 8888 localhost:8888\n"
+    )
+    with pytest.raises(CourseVmError, match="identity file '/k/key' is given, but the user's own keys log in"):
+        ssh_config_block("course-vm-alice", "1.2.3.4", "alice", "/k/key", default_keys=True)

@@ -17,3 +17,17 @@ def resolved(home: Path, alias: str) -> dict[str, str]:
         check=True,
     ).stdout
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def resolved_by(config: Path, alias: str) -> dict[str, str]:
+    """What `ssh -G -F CONFIG ALIAS` makes of ALIAS: CONFIG alone, as `ssh -F` reads it. Options OpenSSH
+    lists several times (identityfile) are joined by a space."""
+    out = subprocess.run(
+        [require_tool("ssh"), "-G", "-F", str(config), alias], capture_output=True, text=True, check=True
+    ).stdout
+    options: dict[str, str] = {}
+    for line in out.splitlines():
+        if " " in line:
+            key, value = line.split(" ", 1)
+            options[key] = f"{options[key]} {value}" if key in options else value
+    return options

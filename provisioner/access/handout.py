@@ -1,0 +1,226 @@
+"""A student's hand-out: the files that let them reach their course VM from their own machine, and nothing else."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provisioner.access import windows_acl
+from provisioner.access.host_keys import parse_host_key
+from provisioner.access.ssh_config import ssh_config_block
+from provisioner.access.windows_acl import Runner
+from provisioner.errors import CourseVmError, SshKeyError
+from provisioner.paths import ON_WINDOWS
+
+README = "README.txt"
+PRIVATE_MODE = 0o400
+PUBLIC_MODE = 0o644
+
+
+class HandoutError(CourseVmError):
+    """One student's hand-out cannot be made from what the stack holds; the others still can."""
+
+
+@dataclass(frozen=True)
+class HandoutFile:
+    """One file of a hand-out: its name in the folder, its bytes and its mode."""
+
+    name: str
+    content: bytes
+    mode: int = PUBLIC_MODE
+
+    @property
+    def private(self) -> bool:
+        return self.mode == PRIVATE_MODE
+
+
+@dataclass(frozen=True)
+class Handout:
+    """What one student gets: the files of their folder, all named after their VM's `Host` alias."""
+
+    student: str
+    alias: str
+    files: tuple[HandoutFile, ...]
+
+
+def on_students_machine(alias: str, suffix: str = "") -> str:
+    """Where a file of the hand-out is once the student has copied it into their ~/.ssh, as their ssh
+    config names it: `~` is their home on Linux, macOS and Windows alike (never the instructor's path)."""
+    return f"~/.ssh/{alias}{suffix}"
+
+
+def build_handout(student: str, alias: str, vm: Mapping[str, Any], private_key: bytes | None) -> Handout:
+    """STUDENT's hand-out from their VM's stack outputs VM (ip, username, knownHosts; studentPublicKey
+    when they brought their own key) and, when course-vm generated their key, its PRIVATE_KEY bytes.
+
+    Files: `ALIAS.config` (their `Host` block, reading the files below from ~/.ssh), `ALIAS.known_hosts`
+    (the pinned host keys: ssh connects to that VM only), `ALIAS` and `ALIAS.pub` (a generated key
+    only), and README.txt (how to connect from Linux, macOS and Windows).
+    Raises HandoutError when the VM has no pinned host keys or the outputs do not fit together.
+    """
+    own_key = vm.get("studentPublicKey") or ""
+    if bool(own_key) == (private_key is not None):
+        raise HandoutError(
+            f"{student}: course-vm {'did not generate' if own_key else 'generated'} this student's key, but "
+            f"{'a private key was given' if own_key else 'no private key was given'}. This is a bug in course-vm"
+        )
+    ip, user = vm.get("ip") or "", vm.get("username") or ""
+    known_hosts = _pinned_lines(student, alias, ip, vm.get("knownHosts"))
+    # windows=False: the paths are written with `/`, which OpenSSH reads on every system.
+    identity = "" if own_key else on_students_machine(alias)
+    pins = on_students_machine(alias, ".known_hosts")
+    block = ssh_config_block(alias, ip, user, identity, pins, windows=False, default_keys=bool(own_key))
+    config = f"# course-vm: {student}'s course VM. Connect: ssh -F {on_students_machine(alias, '.config')} {alias}\n"
+    files = [
+        HandoutFile(f"{alias}.config", (config + block).encode()),
+        HandoutFile(f"{alias}.known_hosts", "".join(line + "\n" for line in known_hosts).encode()),
+    ]
+    if private_key is not None:
+        public = _public_key_of(student, private_key)
+        files += [
+            HandoutFile(alias, private_key, PRIVATE_MODE),
+            HandoutFile(f"{alias}.pub", f"{public} {user}@course-vm\n".encode()),
+        ]
+    readme = readme_text(student, alias, str(user), str(ip), own_key, [f.name for f in files])
+    files.append(HandoutFile(README, readme.encode()))
+    return Handout(student, alias, tuple(files))
+
+
+def _pinned_lines(student: str, alias: str, ip: object, text: object) -> list[str]:
+    """The known_hosts lines of VM IP, each a host key of a known type for IP itself, or HandoutError."""
+    if not text:
+        raise HandoutError(
+            f"{student}: the stack has no pinned host keys for {alias} (verify=false, or `pulumi up` could not "
+            "verify the VM), and a hand-out without them would have the student trust whatever answers. "
+            "Fix: `pulumi config set verify true` if it is off, run `course-vm up` until the VM is verified, then "
+            "`course-vm handout` again"
+        )
+    lines = []
+    for line in str(text).splitlines():
+        name, _, key = line.partition(" ")
+        try:
+            host_key = parse_host_key(key)
+        except SshKeyError as error:
+            raise HandoutError(f"{student}: a pinned host key in the stack's outputs is not one: {error}") from None
+        if name != ip:
+            raise HandoutError(
+                f"{student}: a pinned host key in the stack's outputs is for {name!r}, not the VM's address {ip!r}. "
+                "Fix: run `course-vm up` again, and check who else can change that stack"
+            )
+        lines.append(host_key.known_hosts_line(str(ip)))
+    return lines
+
+
+def _public_key_of(student: str, private_key: bytes) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_ssh_private_key(private_key, password=None)
+    except (ValueError, TypeError) as error:
+        raise HandoutError(
+            f"{student}: their private key cannot be read ({error}). Fix: restore it from a backup, or take the "
+            "student off the roster and on again to generate a new pair (`course-vm up`)"
+        ) from None
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def fingerprint(public_key: str) -> str:
+    """OpenSSH's `SHA256:...` fingerprint of `TYPE BASE64`, as `ssh-keygen -lf` prints it ("" if malformed)."""
+    try:
+        blob = base64.b64decode(public_key.split()[1], validate=True)
+    except (IndexError, binascii.Error):
+        return ""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def readme_text(student: str, alias: str, user: str, ip: str, own_key: str, names: list[str]) -> str:
+    """How STUDENT puts the files NAMES into their ~/.ssh and connects, on Linux and macOS and on Windows."""
+    private = [] if own_key else [alias]
+    listed = " ".join(names)
+    posix = ["mkdir -p -m 700 ~/.ssh", f"cp -f {listed} ~/.ssh/"]
+    posix += [f"chmod 600 ~/.ssh/{name}" for name in private]
+    posix.append(f"ssh -F ~/.ssh/{alias}.config {alias}")
+    powershell = [
+        'New-Item -ItemType Directory -Force "$HOME\\.ssh" | Out-Null',
+        f'Copy-Item -Force {", ".join(names)} "$HOME\\.ssh\\"',
+    ]
+    powershell += [
+        f'icacls "$HOME\\.ssh\\{name}" /inheritance:r /grant:r "${{env:USERDOMAIN}}\\${{env:USERNAME}}:F"'
+        for name in private
+    ]
+    powershell.append(f'ssh -F "$HOME\\.ssh\\{alias}.config" {alias}')
+    if own_key:
+        key_lines = [
+            "You log in with your own SSH key, the one whose public half you gave your instructor",
+            f"({fingerprint(own_key)}). ssh offers your default keys (~/.ssh/id_ed25519, id_ecdsa, id_rsa) and",
+            "those in your ssh-agent; if yours is elsewhere, add `-i PATH-TO-YOUR-PRIVATE-KEY` to the ssh command.",
+        ]
+    else:
+        key_lines = [
+            f"{alias} is your private key: it logs in to your VM, so keep it secret and share it with no one.",
+            f"{alias}.pub is its public half.",
+        ]
+    return "\n".join(
+        [
+            f"Your course VM: {alias} (student {student}: login {user} at {ip})",
+            "",
+            *key_lines,
+            f"{alias}.known_hosts holds your VM's host keys: ssh connects to your VM and nothing else.",
+            f"{alias}.config is its ssh entry.",
+            "",
+            "Linux and macOS: in a terminal, in this folder, run:",
+            *(f"  {line}" for line in posix),
+            "",
+            "Windows (PowerShell, with the OpenSSH client that Windows 10 and 11 include): in this folder, run:",
+            *(f"  {line}" for line in powershell),
+            "",
+            f"After that, `ssh -F ~/.ssh/{alias}.config {alias}` connects (Windows: the last line above).",
+            f"To type just `ssh {alias}`, and to pick {alias} in VS Code Remote-SSH, add this line at the very",
+            "top of ~/.ssh/config (Windows: %USERPROFILE%\\.ssh\\config):",
+            f"  Include {alias}.config",
+            "",
+            "While you are connected, Jupyter on the VM's port 8888 is http://localhost:8888 on your machine.",
+            "",
+        ]
+    )
+
+
+def write_handout(folder: Path, handout: Handout, *, windows: bool = ON_WINDOWS, run: Runner = windows_acl.run) -> None:
+    """Write HANDOUT as FOLDER, replacing what was there: readers see the old folder or the new one.
+
+    The folder is readable by its owner alone (0700; on Windows an ACL with the owner alone, set
+    before any file is written) and the private key is 0400 (on Windows its own owner-only ACL).
+    Raises CourseVmError when FOLDER is a symlink or the files cannot be written.
+    """
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise CourseVmError(f"{folder} is not a folder course-vm wrote. Fix: move it away, or pass another --out")
+    folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".course-vm.tmp", dir=folder.parent))
+    try:
+        if windows:
+            windows_acl.restrict(str(staging), run, inheritable=True)
+        for file in handout.files:
+            path = staging / file.name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if windows else file.mode)
+            try:
+                data = memoryview(file.content)
+                while data:
+                    data = data[os.write(fd, data) :]
+            finally:
+                os.close(fd)
+            if windows and file.private:
+                windows_acl.restrict(str(path), run)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

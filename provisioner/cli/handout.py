@@ -1,0 +1,99 @@
+"""`handout`: one folder per student of a class, with what they need to reach their VM from their own machine."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from provisioner.access.handout import Handout, HandoutError, build_handout, write_handout
+from provisioner.access.ssh_config import host_alias
+from provisioner.cli import stack
+from provisioner.cli.console import confirm
+from provisioner.errors import CourseVmError
+from provisioner.paths import PROJECT_DIR
+from provisioner.recipe.settings import DEFAULT_STACK
+
+
+def register(commands: argparse._SubParsersAction[Any]) -> None:
+    parser = commands.add_parser(
+        "handout",
+        help="write one folder per student: their ssh entry, their VM's pinned host keys, and their key if "
+        "course-vm made it",
+        description="Writes DIR/NAME/ for each student of a class stack (or those named by --student), from the "
+        "stack's outputs: nothing of another student's is in any folder. Exit status: 0 every folder written; "
+        "2 bad input (no such stack, not a class, unknown student, a folder not replaced, a VM without pinned "
+        "host keys: the other students' folders are still written).",
+    )
+    parser.add_argument("--stack", default=DEFAULT_STACK)
+    parser.add_argument(
+        "--student", action="append", metavar="NAME", help="only this student's folder (repeatable; default: all)"
+    )
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where the students' folders go")
+    parser.add_argument("--yes", action="store_true", help="replace students' existing folders without asking")
+    parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
+    parser.set_defaults(run=handout)
+
+
+def handout(args: argparse.Namespace) -> int:
+    """Write each chosen student's folder under --out; an existing one is replaced only after a yes.
+
+    Every folder that can be made is written; the students whose folder cannot be are then one
+    error, a line each (exit 2).
+    """
+    outputs = stack.stack_outputs(args.project_dir, args.stack)
+    if not outputs.get("students"):
+        raise CourseVmError(
+            f"stack {args.stack} is not a class (it has no `students`): its one VM's ssh entry is already in "
+            "~/.ssh/course-vm.config. Fix: name a class stack with --stack, or set `studentsCsv` and run `course-vm up`"
+        )
+    chosen = stack.stack_vms(outputs, args.student)
+    made: list[Handout] = []
+    failed: dict[str, CourseVmError] = {}
+    for name, vm in chosen.items():
+        try:
+            made.append(_handout(args.stack, name, vm))
+        except CourseVmError as error:
+            failed[name] = error
+    out: Path = args.out.expanduser()
+    existing = [h for h in made if (out / h.student).exists() and any((out / h.student).iterdir())]
+    if existing:
+        print(f"These folders exist and would be replaced: {', '.join(str(out / h.student) for h in existing)}")
+        if not confirm("Replace them?", assume_yes=args.yes):
+            raise CourseVmError(
+                "not confirmed: no folder was written or replaced. Fix: run it again and answer y, or add --yes, "
+                "or pass another --out"
+            )
+    for made_one in made:
+        write_handout(out / made_one.student, made_one)
+        alias = made_one.alias
+        print(f"{made_one.student}: {out / made_one.student} (README.txt: `ssh -F ~/.ssh/{alias}.config {alias}`)")
+    if failed:
+        lines = [str(error) if str(error).startswith(f"{n}:") else f"{n}: {error}" for n, error in failed.items()]
+        combined = CourseVmError(f"{len(failed)} of {len(chosen)} folders not written:\n" + "\n".join(lines))
+        combined.exit_code = max(e.exit_code for e in failed.values())
+        raise combined
+    return 0
+
+
+def _handout(stack_name: str, student: str, vm: dict[str, Any]) -> Handout:
+    """STUDENT's hand-out; their generated private key is read from the instructor's copy (identityFile)."""
+    alias = host_alias(stack_name, student)
+    if vm.get("studentPublicKey"):
+        return build_handout(student, alias, vm, None)
+    identity = vm.get("identityFile")
+    # A generated key is sshKeyPath-NAME (Settings.seats): a key of another name is never handed out.
+    if not isinstance(identity, str) or not Path(identity).name.endswith(f"-{student}"):
+        raise HandoutError(
+            f"{student}: the stack's key for this student ({identity!r}) is not one course-vm generated for them "
+            "(sshKeyPath-NAME), so it is not handed out. Fix: run `course-vm up` again with this course-vm"
+        )
+    path = Path(identity).expanduser()
+    try:
+        private_key = path.read_bytes()
+    except OSError as error:
+        raise HandoutError(
+            f"{student}: cannot read their private key {path} ({error.strerror}). Fix: restore it from a backup, or "
+            "remove the key pair and run `course-vm up` (a new pair replaces the VM)"
+        ) from None
+    return build_handout(student, alias, vm, private_key)

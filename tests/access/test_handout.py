@@ -1,0 +1,195 @@
+"""A student's hand-out: its files and modes, what OpenSSH makes of its config, and its README's commands."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import stat
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from provisioner.access.handout import README, Handout, HandoutError, build_handout, fingerprint, write_handout
+from tests.conftest import require_tool
+from tests.support.openssh import resolved_by
+
+ALIAS = "course-vm-alice"
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet"
+OWN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOwnKeyOfTheStudentAAAAAAAAAAAAAAAAAAAAAAAAA"
+VM: dict[str, Any] = {
+    "ip": "34.78.1.2",
+    "username": "alice",
+    "identityFile": "/home/instructor/.ssh/course-vm-alice",
+    "knownHosts": f"34.78.1.2 {HOST_KEY}",
+    "knownHostsFile": "/home/instructor/.ssh/course-vm-alice.dev.known_hosts",
+}
+
+
+def private_key() -> bytes:
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+
+
+def generated(tmp_path: Path) -> tuple[Path, bytes]:
+    key = private_key()
+    folder = tmp_path / "out" / "alice"
+    write_handout(folder, build_handout("alice", ALIAS, VM, key), windows=False)
+    return folder, key
+
+
+def own(tmp_path: Path) -> Path:
+    folder = tmp_path / "out" / "alice"
+    write_handout(folder, build_handout("alice", ALIAS, {**VM, "studentPublicKey": OWN_KEY}, None), windows=False)
+    return folder
+
+
+def modes(folder: Path) -> dict[str, int]:
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+
+
+def students_home() -> str:
+    # ssh expands `~` to the passwd entry's home, not $HOME.
+    return pwd.getpwuid(os.getuid()).pw_dir
+
+
+def test_a_generated_keys_folder_holds_the_key_the_pins_the_entry_and_a_readme(tmp_path: Path) -> None:
+    folder, key = generated(tmp_path)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert modes(folder) == {
+        ALIAS: 0o400,
+        f"{ALIAS}.pub": 0o644,
+        f"{ALIAS}.config": 0o644,
+        f"{ALIAS}.known_hosts": 0o644,
+        README: 0o644,
+    }
+    assert (folder / ALIAS).read_bytes() == key
+    derived = subprocess.run(
+        [require_tool("ssh-keygen"), "-y", "-f", str(folder / ALIAS)], capture_output=True, text=True, check=True
+    ).stdout
+    assert (folder / f"{ALIAS}.pub").read_text().split()[:2] == derived.split()[:2]
+    assert (folder / f"{ALIAS}.known_hosts").read_text() == f"34.78.1.2 {HOST_KEY}\n"
+    # Nothing of the instructor's machine: no path of theirs in any file.
+    assert not any(b"/home/instructor" in p.read_bytes() for p in folder.iterdir())
+
+
+def test_openssh_resolves_a_generated_keys_entry_to_the_files_in_the_students_ssh_folder(tmp_path: Path) -> None:
+    folder, _ = generated(tmp_path)
+    options = resolved_by(folder / f"{ALIAS}.config", ALIAS)
+    assert (options["hostname"], options["user"], options["port"]) == ("34.78.1.2", "alice", "22")
+    assert options["identityfile"] == f"~/.ssh/{ALIAS}"
+    assert options["identitiesonly"] == "yes"
+    assert options["userknownhostsfile"] == f"{students_home()}/.ssh/{ALIAS}.known_hosts"
+    assert options["stricthostkeychecking"] == "true"
+
+
+def test_a_student_with_their_own_key_gets_no_key_and_an_entry_that_offers_their_own(tmp_path: Path) -> None:
+    folder = own(tmp_path)
+    assert modes(folder) == {f"{ALIAS}.config": 0o644, f"{ALIAS}.known_hosts": 0o644, README: 0o644}
+    options = resolved_by(folder / f"{ALIAS}.config", ALIAS)
+    assert (options["hostname"], options["user"]) == ("34.78.1.2", "alice")
+    # OpenSSH's own defaults (~/.ssh/id_ed25519 and the others), no key of course-vm's.
+    assert f"~/.ssh/{ALIAS}" not in options["identityfile"] and "~/.ssh/id_ed25519" in options["identityfile"]
+    assert options["identitiesonly"] == "no"
+    assert options["userknownhostsfile"] == f"{students_home()}/.ssh/{ALIAS}.known_hosts"
+    assert options["stricthostkeychecking"] == "true"
+    assert fingerprint(OWN_KEY) in (folder / README).read_text()
+    assert "/home/instructor" not in "".join(p.read_text() for p in folder.iterdir())
+
+
+def posix_commands(readme: str) -> list[str]:
+    section = readme.split("Linux and macOS: in a terminal, in this folder, run:\n", 1)[1].split("\n\n", 1)[0]
+    return [line.strip() for line in section.splitlines()]
+
+
+@pytest.mark.parametrize("kind", ["generated", "own"])
+def test_the_readmes_commands_put_every_file_where_the_entry_looks_for_it(tmp_path: Path, kind: str) -> None:
+    folder = generated(tmp_path)[0] if kind == "generated" else own(tmp_path)
+    config = (folder / f"{ALIAS}.config").read_text()
+    commands = posix_commands((folder / README).read_text())
+    assert commands[-1] == f"ssh -F ~/.ssh/{ALIAS}.config {ALIAS}"
+    home = tmp_path / "student's home"
+    home.mkdir()
+    # As a student runs them, twice (the second time over the first copy), all but the ssh itself.
+    for _ in range(2):
+        script = " && ".join(commands[:-1])
+        done = subprocess.run(
+            [require_tool("bash"), "-c", script], cwd=folder, env={**os.environ, "HOME": str(home)}, check=False
+        )
+        assert done.returncode == 0
+    named = re.findall(r"~/\.ssh/\S+", config)
+    assert named and all((home / ".ssh" / path.removeprefix("~/.ssh/")).is_file() for path in named)
+    assert stat.S_IMODE((home / ".ssh").stat().st_mode) == 0o700
+    if kind == "generated":
+        assert stat.S_IMODE((home / ".ssh" / ALIAS).stat().st_mode) == 0o600
+
+
+def test_the_readme_says_how_to_connect_from_windows(tmp_path: Path) -> None:
+    readme = (generated(tmp_path)[0] / README).read_text()
+    assert f'Copy-Item -Force {ALIAS}.config, {ALIAS}.known_hosts, {ALIAS}, {ALIAS}.pub "$HOME\\.ssh\\"' in readme
+    assert f'icacls "$HOME\\.ssh\\{ALIAS}" /inheritance:r /grant:r "${{env:USERDOMAIN}}\\${{env:USERNAME}}:F"' in readme
+    assert f'ssh -F "$HOME\\.ssh\\{ALIAS}.config" {ALIAS}' in readme
+    assert f"Include {ALIAS}.config" in readme
+
+
+@pytest.mark.parametrize(
+    ("vm", "message"),
+    [
+        ({**VM, "knownHosts": None}, "alice: the stack has no pinned host keys for course-vm-alice (verify=false"),
+        ({**VM, "knownHosts": f"10.0.0.9 {HOST_KEY}"}, "is for '10.0.0.9', not the VM's address '34.78.1.2'"),
+        ({**VM, "knownHosts": "34.78.1.2 ssh-ed25519 AAAA\nMatch exec id"}, "is not one: malformed host key"),
+    ],
+    ids=["verify=false", "another host's key", "not a key"],
+)
+def test_a_vm_without_good_pins_gets_no_handout(vm: dict[str, Any], message: str) -> None:
+    with pytest.raises(HandoutError, match=re.escape(message)):
+        build_handout("alice", ALIAS, vm, private_key())
+
+
+def test_a_bad_value_from_the_stack_cannot_reach_the_entry() -> None:
+    with pytest.raises(Exception, match="cannot write an ssh Host block: user 'alice\\\\nMatch exec id'"):
+        build_handout("alice", ALIAS, {**VM, "username": "alice\nMatch exec id"}, private_key())
+
+
+def test_replacing_a_folder_leaves_nothing_of_the_old_one(tmp_path: Path) -> None:
+    folder, _ = generated(tmp_path)
+    (folder / "stale").write_text("x")
+    # The student brought their own key since: the generated private key must not linger.
+    write_handout(folder, build_handout("alice", ALIAS, {**VM, "studentPublicKey": OWN_KEY}, None), windows=False)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f"{ALIAS}.config", f"{ALIAS}.known_hosts", README])
+    assert [p.name for p in folder.parent.iterdir()] == ["alice"], "no temporary folder is left"
+
+
+class Icacls:
+    """Records what would run on Windows; `whoami` answers as the instructor."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], list[str]]] = []
+
+    def __call__(self, command: Sequence[str]) -> str:
+        target = Path(command[1]) if len(command) > 1 else None
+        held = sorted(p.name for p in target.iterdir()) if target and target.is_dir() else []
+        self.calls.append((list(command), held))
+        return "desktop-1\\teacher\r\n" if list(command) == ["whoami"] else "processed\r\n"
+
+
+def test_on_windows_the_folder_is_owner_only_before_any_file_and_the_key_has_its_own_acl(tmp_path: Path) -> None:
+    runner = Icacls()
+    folder = tmp_path / "out" / "alice"
+    handout: Handout = build_handout("alice", ALIAS, VM, private_key())
+    write_handout(folder, handout, windows=True, run=runner)
+    icacls = [(command, held) for command, held in runner.calls if command[0] == "icacls"]
+    staging, held = icacls[0]
+    assert staging[2:] == ["/inheritance:r", "/grant:r", "desktop-1\\teacher:(OI)(CI)F"]
+    assert held == [], "restricted before a file is written into it"
+    assert Path(staging[1]).parent == folder.parent
+    key = str(Path(staging[1]) / ALIAS)
+    assert icacls[1][0] == ["icacls", key, "/inheritance:r", "/grant:r", "desktop-1\\teacher:F"]
+    assert len(icacls) == 2
+    assert (folder / ALIAS).is_file()

@@ -1,0 +1,184 @@
+"""`course-vm handout`: a folder per student from a class stack's outputs, and one clear error for bad input."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from tests.conftest import ROOT
+from tests.support.openssh import resolved_by
+from tests.support.pulumi_cli import stand_in_pulumi
+
+
+def public_key() -> str:
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+HOST_KEYS = {"alice": public_key(), "bob": public_key()}
+BOBS_OWN_KEY = public_key()
+IPS = {"alice": "34.78.1.2", "bob": "34.78.9.9"}
+
+
+def class_outputs(keys: Path, **changes: dict[str, Any]) -> dict[str, Any]:
+    """A class stack's outputs: alice's key was generated (KEYS/course-vm-alice), bob brought his own."""
+    private = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    keys.mkdir(exist_ok=True)
+    (keys / "course-vm-alice").write_bytes(private)
+    (keys / "course-vm-alice").chmod(0o400)
+    (keys / "course-vm").write_text("the instructor's private key\n")
+    students: dict[str, dict[str, Any]] = {
+        name: {
+            "ip": IPS[name],
+            "username": name,
+            "instanceName": f"course-vm-{name}-vm",
+            "zone": "europe-west1-b",
+            "knownHosts": f"{IPS[name]} {HOST_KEYS[name]}",
+            "hostKeys": [HOST_KEYS[name]],
+        }
+        for name in ("alice", "bob")
+    }
+    students["alice"]["identityFile"] = str(keys / "course-vm-alice")
+    students["bob"].update(identityFile=str(keys / "course-vm"), studentPublicKey=BOBS_OWN_KEY)
+    for name, change in changes.items():
+        students[name].update(change)
+    return {"project": "course-project-1", "students": students}
+
+
+def handout(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "provisioner", "handout", *args]
+    return subprocess.run(
+        command, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+
+
+def test_each_student_gets_a_folder_with_their_own_things_only(tmp_path: Path) -> None:
+    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
+    out = tmp_path / "handouts"
+    result = handout("--out", str(out), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f"alice: {out}/alice (README.txt: `ssh -F ~/.ssh/course-vm-alice.config course-vm-alice`)\n"
+        f"bob: {out}/bob (README.txt: `ssh -F ~/.ssh/course-vm-bob.config course-vm-bob`)\n"
+    )
+    assert sorted(p.name for p in (out / "alice").iterdir()) == [
+        "README.txt",
+        "course-vm-alice",
+        "course-vm-alice.config",
+        "course-vm-alice.known_hosts",
+        "course-vm-alice.pub",
+    ]
+    assert (out / "alice" / "course-vm-alice").read_bytes() == (tmp_path / "keys" / "course-vm-alice").read_bytes()
+    assert stat.S_IMODE((out / "alice" / "course-vm-alice").stat().st_mode) == 0o400
+    # Bob brought his own key: the instructor's key, which logs in to his VM too, is never handed out.
+    assert sorted(p.name for p in (out / "bob").iterdir()) == [
+        "README.txt",
+        "course-vm-bob.config",
+        "course-vm-bob.known_hosts",
+    ]
+    for me, other in (("alice", "bob"), ("bob", "alice")):
+        text = b"".join(p.read_bytes() for p in (out / me).iterdir())
+        for theirs in (other, IPS[other], HOST_KEYS[other].split()[1], "the instructor's private key", str(tmp_path)):
+            assert theirs.encode() not in text, f"{me}'s folder holds {theirs!r}"
+        options = resolved_by(out / me / f"course-vm-{me}.config", f"course-vm-{me}")
+        assert (options["hostname"], options["user"]) == (IPS[me], me)
+        assert options["userknownhostsfile"].endswith(f"/.ssh/course-vm-{me}.known_hosts")
+        assert (options["identityfile"] == "~/.ssh/course-vm-alice") == (me == "alice")
+
+
+def test_only_the_named_students(tmp_path: Path) -> None:
+    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
+    result = handout("--out", str(tmp_path / "out"), "--student", "bob", env=env)
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["bob"]
+
+
+def test_an_unknown_student_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
+    result = handout("--out", str(tmp_path / "out"), "--student", "carol", env=env)
+    assert result.returncode == 2
+    assert result.stderr == "course-vm: no student carol in the stack's roster. Fix: one of alice, bob\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_stack_that_does_not_exist_is_an_error_not_a_new_stack(tmp_path: Path) -> None:
+    env = stand_in_pulumi(tmp_path, {})
+    fake = tmp_path / "bin" / "pulumi"
+    fake.write_text("#!/bin/sh\necho \"error: no stack named 'prod' found\" >&2\nexit 255\n")
+    result = handout("--stack", "prod", "--out", str(tmp_path / "out"), env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("course-vm: there is no stack prod on ")
+    assert "`course-vm up --stack prod` creates this one" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_stack_that_is_no_class_gets_no_handout(tmp_path: Path) -> None:
+    outputs = {"project": "p", "ip": "34.78.1.2", "username": "student", "identityFile": str(tmp_path / "k")}
+    result = handout("--out", str(tmp_path / "out"), env=stand_in_pulumi(tmp_path, outputs))
+    assert result.returncode == 2
+    assert result.stderr.startswith("course-vm: stack dev is not a class (it has no `students`)")
+
+
+def test_an_existing_folder_is_replaced_only_after_a_yes(tmp_path: Path) -> None:
+    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
+    out = tmp_path / "out"
+    (out / "alice").mkdir(parents=True)
+    (out / "alice" / "notes.txt").write_text("the instructor's notes")
+    result = handout("--out", str(out), env=env)
+    assert result.returncode == 2
+    assert result.stdout == f"These folders exist and would be replaced: {out}/alice\n"
+    assert result.stderr == (
+        "course-vm: nothing was changed: this needs a yes, and there is no terminal to ask on. "
+        "Fix: run it again with --yes once the preview above is what you want\n"
+    )
+    assert [p.name for p in out.iterdir()] == ["alice"]
+    assert [p.name for p in (out / "alice").iterdir()] == ["notes.txt"]
+    result = handout("--out", str(out), "--yes", env=env)
+    assert result.returncode == 0, result.stderr
+    assert not (out / "alice" / "notes.txt").exists() and (out / "alice" / "course-vm-alice").exists()
+
+
+def test_a_vm_without_pinned_host_keys_is_one_line_and_the_others_get_their_folders(tmp_path: Path) -> None:
+    outputs = class_outputs(tmp_path / "keys", alice={"knownHosts": None, "hostKeys": None})
+    result = handout("--out", str(tmp_path / "out"), env=stand_in_pulumi(tmp_path, outputs))
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "course-vm: 1 of 2 folders not written:\n"
+        "alice: the stack has no pinned host keys for course-vm-alice (verify=false, or `pulumi up` could not "
+        "verify the VM)"
+    )
+    assert result.stderr.count("\n") == 2 and "Traceback" not in result.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["bob"]
+
+
+def test_a_key_course_vm_did_not_generate_for_the_student_is_never_handed_out(tmp_path: Path) -> None:
+    # An old stack's outputs, or tampered ones: alice's identityFile is the instructor's own key.
+    keys = tmp_path / "keys"
+    outputs = class_outputs(keys, alice={"identityFile": str(keys / "course-vm")})
+    result = handout("--out", str(tmp_path / "out"), env=stand_in_pulumi(tmp_path, outputs))
+    assert result.returncode == 2
+    assert f"alice: the stack's key for this student ('{keys}/course-vm') is not one course-vm generated" in (
+        result.stderr
+    )
+    assert not (tmp_path / "out" / "alice").exists()
+    assert all(
+        b"the instructor's private key" not in p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()
+    )
+
+
+def test_a_missing_generated_key_is_that_students_error(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    outputs = class_outputs(keys)
+    os.remove(keys / "course-vm-alice")
+    result = handout("--out", str(tmp_path / "out"), env=stand_in_pulumi(tmp_path, outputs))
+    assert result.returncode == 2
+    assert f"alice: cannot read their private key {keys}/course-vm-alice (No such file or directory)" in result.stderr

@@ -50,13 +50,16 @@ def handout(args: argparse.Namespace) -> int:
     chosen = stack.stack_vms(outputs, args.student)
     made: list[Handout] = []
     failed: dict[str, CourseVmError] = {}
+    out: Path = args.out.expanduser()
     for name, vm in chosen.items():
+        folder = out / name
         try:
+            if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+                raise HandoutError(f"{name}: {folder} is not a folder. Fix: move it away, or pass another --out")
             made.append(_handout(args.stack, name, vm))
         except CourseVmError as error:
             failed[name] = error
-    out: Path = args.out.expanduser()
-    existing = [h for h in made if (out / h.student).exists() and any((out / h.student).iterdir())]
+    existing = [h for h in made if (out / h.student).is_dir() and any((out / h.student).iterdir())]
     if existing:
         print(f"These folders exist and would be replaced: {', '.join(str(out / h.student) for h in existing)}")
         if not confirm("Replace them?", assume_yes=args.yes):

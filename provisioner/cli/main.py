@@ -1,4 +1,4 @@
-"""`course-vm` (or `python -m provisioner`): the command line (up, down, start, status, handout, render, check, local, env)."""
+"""`course-vm` (or `python -m provisioner`): the command line (up, down, start, status, render, check, local, env)."""
 
 from __future__ import annotations
 

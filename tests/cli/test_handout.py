@@ -182,3 +182,14 @@ def test_a_missing_generated_key_is_that_students_error(tmp_path: Path) -> None:
     result = handout("--out", str(tmp_path / "out"), env=stand_in_pulumi(tmp_path, outputs))
     assert result.returncode == 2
     assert f"alice: cannot read their private key {keys}/course-vm-alice (No such file or directory)" in result.stderr
+
+
+def test_a_file_where_a_students_folder_goes_is_that_students_error(tmp_path: Path) -> None:
+    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "alice").write_text("not a folder")
+    result = handout("--out", str(out), env=env)
+    assert result.returncode == 2
+    assert f"alice: {out}/alice is not a folder. Fix: move it away, or pass another --out" in result.stderr
+    assert (out / "alice").read_text() == "not a folder" and (out / "bob").is_dir()

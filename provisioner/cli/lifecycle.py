@@ -88,8 +88,9 @@ def class_table(stack_name: str, students: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows]
     lines.append(
-        f"{len(students)} VMs. Give each student their key, its .known_hosts file and their Host block "
-        "(~/.ssh/course-vm.config); `course-vm check` checks them all again."
+        # Not "give each student their key": a student who brought their own key is reached with the instructor's.
+        f"{len(students)} VMs. Hand each student their folder: `course-vm handout --stack {stack_name} --out DIR`; "
+        "`course-vm check` checks them all again."
     )
     return "\n".join(lines)
 

@@ -406,3 +406,16 @@ def test_a_changed_range_list_is_said_before_the_preview(
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{line}\nPulumi's preview of stack dev:\n")
     assert json.loads(engine.config("dev")["course-vm:allowedSshCidrs"]) == stored
+
+
+def test_a_class_table_says_to_hand_out_folders_never_the_key_files() -> None:
+    from provisioner.cli.lifecycle import class_table
+
+    vm = {"ip": "34.78.1.2", "identityFile": "/home/me/.ssh/course-vm", "studentPublicKey": "ssh-ed25519 AAAA"}
+    table = class_table("prod", {"bob": vm})
+    # bob brought his own key: the KEY column is the instructor's, which must never be handed to him.
+    assert table.endswith(
+        "1 VMs. Hand each student their folder: `course-vm handout --stack prod --out DIR`; "
+        "`course-vm check` checks them all again."
+    )
+    assert "Give each student their key" not in table

@@ -160,8 +160,9 @@ def readme_text(student: str, alias: str, user: str, ip: str, own_key: str, name
     if own_key:
         key_lines = [
             "You log in with your own SSH key, the one whose public half you gave your instructor",
-            f"({fingerprint(own_key)}). ssh offers your default keys (~/.ssh/id_ed25519, id_ecdsa, id_rsa) and",
-            "those in your ssh-agent; if yours is elsewhere, add `-i PATH-TO-YOUR-PRIVATE-KEY` to the ssh command.",
+            f"({fingerprint(own_key)}). ssh offers your default keys (~/.ssh/id_ed25519, id_ecdsa,",
+            "id_rsa) and those in your ssh-agent; if yours is elsewhere, add `-i PATH-TO-YOUR-PRIVATE-KEY`",
+            "to the ssh command.",
         ]
     else:
         key_lines = [
@@ -182,7 +183,7 @@ def readme_text(student: str, alias: str, user: str, ip: str, own_key: str, name
             "Windows (PowerShell, with the OpenSSH client that Windows 10 and 11 include): in this folder, run:",
             *(f"  {line}" for line in powershell),
             "",
-            f"After that, `ssh -F ~/.ssh/{alias}.config {alias}` connects (Windows: the last line above).",
+            "Later on, only the last line (the ssh command) is needed.",
             f"To type just `ssh {alias}`, and to pick {alias} in VS Code Remote-SSH, add this line at the very",
             "top of ~/.ssh/config (Windows: %USERPROFILE%\\.ssh\\config):",
             f"  Include {alias}.config",

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -193,3 +194,33 @@ def test_a_file_where_a_students_folder_goes_is_that_students_error(tmp_path: Pa
     assert result.returncode == 2
     assert f"alice: {out}/alice is not a folder. Fix: move it away, or pass another --out" in result.stderr
     assert (out / "alice").read_text() == "not a folder" and (out / "bob").is_dir()
+
+
+def test_answering_no_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from provisioner.cli import handout as command
+    from provisioner.cli.main import main
+
+    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
+    for name in ("PATH", "XDG_STATE_HOME", "PULUMI_HOME"):
+        monkeypatch.setenv(name, env[name])
+    for name in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    asked: list[str] = []
+
+    def say_no(question: str, *, assume_yes: bool) -> bool:
+        asked.append(question)
+        return assume_yes
+
+    monkeypatch.setattr(command, "confirm", say_no)
+    out = tmp_path / "out"
+    (out / "bob").mkdir(parents=True)
+    (out / "bob" / "notes.txt").write_text("kept")
+    assert main(["handout", "--out", str(out), "--project-dir", str(ROOT)]) == 2
+    assert asked == ["Replace them?"]
+    assert capsys.readouterr().err == (
+        "course-vm: not confirmed: no folder was written or replaced. "
+        "Fix: run it again and answer y, or add --yes, or pass another --out\n"
+    )
+    assert [p.name for p in out.iterdir()] == ["bob"] and [p.name for p in (out / "bob").iterdir()] == ["notes.txt"]

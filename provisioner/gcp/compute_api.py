@@ -1,4 +1,5 @@
-"""Learning a GCE VM's SSH host keys out of band: guest attributes, else the serial console."""
+"""The Compute API calls: a GCE VM's SSH host keys out of band (guest attributes, else the serial console),
+starting and stopping it, reading its status."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,7 +159,8 @@ def _call(method: str, api: str, path: str, query: dict[str, str], token: str, p
                 f"the Compute API refused {method} {path} ({error.code}: {message}). Fix: log in with an account "
                 f"that may do it ({permission}): gcloud auth application-default login"
             ) from None
-        raise
+        # The body is read once: the error goes on with the API's message as its reason.
+        raise urllib.error.HTTPError(url, error.code, message, error.headers, None) from None
     return document if isinstance(document, dict) else {}
 
 
@@ -195,26 +198,84 @@ def start_instance(
     """Start INSTANCE (nothing happens to one that runs) and wait until GCE reports it RUNNING.
 
     Raises CourseVmError when it does not exist or may not be started, UnreachableError when it
-    is not running by the deadline.
+    is not running by the deadline or the Compute API cannot be reached.
+    """
+    _change_power(instance, "start", "RUNNING", deadline, progress, api, token, poll_seconds)
+
+
+def stop_instance(
+    instance: GceInstance,
+    deadline: float,
+    progress: Progress = lambda _: None,
+    *,
+    api: str | None = None,
+    token: TokenSource = lambda: application_default_token(MANAGE_SCOPE),
+    poll_seconds: float = 2.0,
+) -> None:
+    """Stop INSTANCE (nothing happens to one that is stopped) and wait until GCE reports it TERMINATED.
+
+    Its disks and static address stay (and are still billed). Raises CourseVmError when it does
+    not exist or may not be stopped, UnreachableError when it is not stopped by the deadline or the
+    Compute API cannot be reached.
+    """
+    _change_power(instance, "stop", "TERMINATED", deadline, progress, api, token, poll_seconds)
+
+
+def instance_status(
+    instance: GceInstance, *, api: str | None = None, token: TokenSource = application_default_token
+) -> str:
+    """INSTANCE's status as GCE reports it now (RUNNING, TERMINATED, STAGING, STOPPING, SUSPENDED, ...).
+
+    One `instances.get`. Raises CourseVmError when it does not exist or may not be read,
+    UnreachableError when the Compute API cannot be reached or fails.
     """
     api = api or compute_api()  # checked before a token is fetched
     access = token()
-    permission = "compute.instances.start"
-    try:
-        _call("POST", api, instance.path() + "/start", {}, access, permission)
-        while True:
+    with _instance_errors(instance, "GET", "compute.instances.get"):
+        return str(_get(api, instance.path(), {}, access, "compute.instances.get").get("status", "")) or "unknown"
+
+
+def _change_power(
+    instance: GceInstance, verb: str, wanted: str, deadline: float, progress: Progress, api: str | None,
+    token: TokenSource, poll_seconds: float,
+) -> None:  # fmt: skip
+    """POST instances.VERB, then read the instance until GCE reports it WANTED or the deadline passes."""
+    api = api or compute_api()  # checked before a token is fetched
+    access = token()
+    permission = f"compute.instances.{verb}"
+    with _instance_errors(instance, "POST", permission, f"/{verb}"):
+        _call("POST", api, instance.path() + f"/{verb}", {}, access, permission)
+    while True:
+        with _instance_errors(instance, "GET", permission):
             status = str(_get(api, instance.path(), {}, access, permission).get("status", ""))
-            if status == "RUNNING":
-                return
-            now = time.monotonic()
-            if now >= deadline:
-                raise UnreachableError(f"{instance.name} is still {status or 'not running'}. Fix: try again later")
-            progress(f"{instance.name}: {status}")
-            time.sleep(min(poll_seconds, max(deadline - now, 0)))
+        if status == wanted:
+            return
+        now = time.monotonic()
+        if now >= deadline:
+            raise UnreachableError(f"{instance.name} is still {status or 'not ' + wanted}. Fix: try again later")
+        progress(f"{instance.name}: {status}")
+        time.sleep(min(poll_seconds, max(deadline - now, 0)))
+
+
+@contextmanager
+def _instance_errors(instance: GceInstance, method: str, permission: str, suffix: str = "") -> Iterator[None]:
+    """The Compute API's failures on INSTANCE as course-vm's errors: what failed and what to do."""
+    try:
+        yield
     except _NotFoundError as error:
         raise CourseVmError(
             f"instance {instance.name} not found in {instance.project}/{instance.zone} ({error}). "
             "Fix: `course-vm up` creates it again"
+        ) from None
+    except urllib.error.HTTPError as error:
+        said = f"the Compute API answered {method} {instance.path()}{suffix} with {error.code}: {error.reason}"
+        if error.code == 429 or error.code >= 500:
+            raise UnreachableError(f"{said}. Fix: try again in a minute") from None
+        raise CourseVmError(f"{said}. Fix: run `course-vm status` to see the VM's state, then try again") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise UnreachableError(
+            f"Compute API unreachable ({getattr(error, 'reason', error)}) for {instance.name}. "
+            "Fix: check this machine's network, then try again"
         ) from None
 
 

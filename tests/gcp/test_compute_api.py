@@ -1,4 +1,5 @@
-"""The Compute API calls (host keys, starting a VM), against its local fake (tests/support/fake_compute_api.py)."""
+"""The Compute API calls (host keys; starting, stopping, reading a VM) against its local fake
+(tests/support/fake_compute_api.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import pytest
 
 from provisioner.access.host_keys import CONSOLE_BEGIN, CONSOLE_END, parse_host_key
 from provisioner.errors import CourseVmError, UnreachableError
-from provisioner.gcp.compute_api import compute_api, gce_host_keys, start_instance
+from provisioner.gcp.compute_api import (
+    GceInstance,
+    compute_api,
+    gce_host_keys,
+    instance_status,
+    start_instance,
+    stop_instance,
+)
 from tests.support.fake_compute_api import BASE, ECDSA, ED25519, INSTANCE, FakeComputeApi
 
 
@@ -163,3 +171,78 @@ def test_start_without_permission_names_it(api: FakeComputeApi) -> None:
     api.status = 403
     with pytest.raises(CourseVmError, match=r"refused POST .*/start \(403: .*compute.instances.start"):
         start_instance(INSTANCE, time.monotonic() + 10, api=api.url, token=lambda: "test-token")
+
+
+def change(verb: str, api: FakeComputeApi, instance: GceInstance = INSTANCE, seconds: float = 10) -> list[str]:
+    """Start or stop INSTANCE against the fake; the progress lines it printed."""
+    said: list[str] = []
+    act = start_instance if verb == "start" else stop_instance
+    act(instance, time.monotonic() + seconds, said.append, api=api.url, token=lambda: "test-token", poll_seconds=0)
+    return said
+
+
+def test_stop_stops_a_running_instance_and_waits_until_it_is_terminated(api: FakeComputeApi) -> None:
+    api.instance_status = "RUNNING"
+    assert change("stop", api) == [f"{INSTANCE.name}: STOPPING"]
+    assert api.requests == [f"POST {BASE}/stop", BASE, BASE]
+    assert api.instance_status == "TERMINATED"
+
+
+def test_stop_of_a_stopped_instance_is_fine(api: FakeComputeApi) -> None:
+    assert change("stop", api) == []
+    assert api.requests == [f"POST {BASE}/stop", BASE]
+    assert api.instance_status == "TERMINATED"
+
+
+def test_stop_of_a_missing_instance_says_how_to_create_it(api: FakeComputeApi) -> None:
+    api.instance_exists = False
+    with pytest.raises(CourseVmError, match=r"not found .* Fix: `course-vm up` creates it again"):
+        change("stop", api)
+
+
+def test_stop_without_permission_names_it(api: FakeComputeApi) -> None:
+    api.status = 403
+    with pytest.raises(CourseVmError, match=r"refused POST .*/stop \(403: .*compute.instances.stop"):
+        change("stop", api)
+
+
+def test_an_instance_that_never_gets_there_is_unreachable_by_the_deadline(api: FakeComputeApi) -> None:
+    other = GceInstance(INSTANCE.project, INSTANCE.zone, "stuck")
+    api.statuses["stuck"] = "SUSPENDING"  # neither start nor stop moves it in the fake
+    with pytest.raises(UnreachableError, match=r"stuck is still SUSPENDING\. Fix: try again later") as raised:
+        change("stop", api, other, seconds=0.3)
+    assert raised.value.exit_code == 3
+
+
+@pytest.mark.parametrize(("verb", "code"), [("start", 503), ("stop", 500), ("stop", 429)])
+def test_a_compute_api_that_fails_is_unreachable_not_a_bug(api: FakeComputeApi, verb: str, code: int) -> None:
+    api.failing[INSTANCE.name] = code
+    with pytest.raises(UnreachableError, match=rf"the Compute API answered POST .*/{verb} with {code}: .*Fix: "):
+        change(verb, api)
+
+
+def test_a_request_the_api_refuses_is_bad_input_with_its_message(api: FakeComputeApi) -> None:
+    api.failing[INSTANCE.name] = 400
+    with pytest.raises(CourseVmError, match=r"answered POST .*/stop with 400: Invalid value") as raised:
+        change("stop", api)
+    assert raised.value.exit_code == 2
+
+
+def test_an_unreachable_compute_api_is_unreachable_not_a_bug() -> None:
+    closed = "http://127.0.0.1:9/compute/v1"  # the discard port: nothing listens there
+    with pytest.raises(UnreachableError, match="Compute API unreachable"):
+        stop_instance(INSTANCE, time.monotonic() + 5, api=closed, token=lambda: "test-token")
+
+
+def test_each_instance_has_its_own_status(api: FakeComputeApi) -> None:
+    api.instance_status = "RUNNING"
+    api.statuses.update(alice="TERMINATED", bob="SUSPENDED")
+    instances = [GceInstance(INSTANCE.project, INSTANCE.zone, name) for name in (INSTANCE.name, "alice", "bob")]
+    read = {each.name: instance_status(each, api=api.url, token=lambda: "test-token") for each in instances}
+    assert read == {INSTANCE.name: "RUNNING", "alice": "TERMINATED", "bob": "SUSPENDED"}
+    assert all(not request.startswith("POST") for request in api.requests)
+
+
+def test_the_status_of_a_missing_instance_says_so(api: FakeComputeApi) -> None:
+    with pytest.raises(CourseVmError, match="instance gone not found in course-project-1/europe-west1-b"):
+        instance_status(GceInstance(INSTANCE.project, INSTANCE.zone, "gone"), api=api.url, token=lambda: "test-token")

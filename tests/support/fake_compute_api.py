@@ -4,7 +4,9 @@ API's response shapes, including the 404 the API gives until the guest publishes
 keys replaced once read, as GCE's guest agent replaces cloud-init's on first boot;
 and `instances.start` and `instances.get`, a started instance going STAGING, then RUNNING;
 `projects.get` and `regions.get` with their `quotas[]`, `machineTypes.get` with its `guestCpus`,
-and the 403 SERVICE_DISABLED the API gives every call while it is not enabled in the project.
+and the 403 SERVICE_DISABLED the API gives every call while it is not enabled in the project;
+`instances.stop`, a stopped one going STOPPING, then TERMINATED. Besides INSTANCE, other instances of
+its zone (`statuses`), and instances whose every call fails with an HTTP status (`failing`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,11 @@ def _public_blob(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) ->
 ED25519 = _public_blob(ed25519.Ed25519PrivateKey.generate())
 ECDSA = _public_blob(ec.generate_private_key(ec.SECP256R1()))
 INSTANCE = GceInstance("course-project-1", "europe-west1-b", "course-vm-vm-1a2b")
-BASE = "/compute/v1/projects/course-project-1/zones/europe-west1-b/instances/course-vm-vm-1a2b"
+ZONE_PATH = "/compute/v1/projects/course-project-1/zones/europe-west1-b/instances/"
+BASE = ZONE_PATH + INSTANCE.name
+# What a started or stopped instance goes through, one `instances.get` at a time, and where it ends.
+STARTING = {"STAGING": "RUNNING"}
+STOPPING = {"STOPPING": "TERMINATED"}
 
 
 PROJECT_PATH = "/compute/v1/projects/course-project-1"
@@ -119,6 +125,22 @@ class FakeComputeApi:
     guest_cpus: dict[str, int] = field(default_factory=lambda: dict(GUEST_CPUS))
     api_enabled: bool = True
     """False: every call gets the 403 SERVICE_DISABLED (see `service_disabled`)."""
+    statuses: dict[str, str] = field(default_factory=dict)
+    """Other instances of INSTANCE's project and zone, by name: their status (INSTANCE's is instance_status)."""
+    failing: dict[str, int] = field(default_factory=dict)
+    """Instances, by name, whose every call fails with this HTTP status (400, 429, 500, 503...)."""
+
+    def status_of(self, name: str) -> str | None:
+        """The status of instance NAME; None when it does not exist."""
+        if name == INSTANCE.name:
+            return self.instance_status if self.instance_exists else None
+        return self.statuses.get(name)
+
+    def set_status(self, name: str, status: str) -> None:
+        if name == INSTANCE.name:
+            self.instance_status = status
+        else:
+            self.statuses[name] = status
 
     def gcloud_environment(self) -> dict[str, str]:
         """gcloud's variables that point course-vm at this fake, with its token."""
@@ -175,16 +197,33 @@ def fake_compute_api() -> Iterator[FakeComputeApi]:
                     code, body = _not_found(f"projects/course-project-1/zones/europe-west1-b/machineTypes/{name}")
             elif not fake.instance_exists:
                 code, body = _not_found(f"projects/course-project-1/zones/europe-west1-b/instances/{INSTANCE.name}")
-            elif method == "POST" and path == BASE + "/start":
-                if fake.instance_status != "RUNNING":
-                    fake.instance_status = "STAGING"
-                code, body = 200, {"kind": "compute#operation", "operationType": "start", "status": "RUNNING"}
+            elif path.startswith(ZONE_PATH) and path[len(ZONE_PATH) :].split("/")[0] in fake.failing:
+                code = fake.failing[path[len(ZONE_PATH) :].split("/")[0]]
+                body = {"error": {"code": code, "message": "Invalid value for field 'resource'" if code == 400
+                                  else "The service is currently unavailable."}}  # fmt: skip
+            elif method == "POST" and path.startswith(ZONE_PATH) and path.rsplit("/", 1)[-1] in ("start", "stop"):
+                name, verb = path[len(ZONE_PATH) :].split("/")
+                status = fake.status_of(name)
+                if status is None:
+                    code, body = _not_found(f"projects/course-project-1/zones/europe-west1-b/instances/{name}")
+                else:
+                    if verb == "start" and status in ("TERMINATED", "STOPPED"):
+                        fake.set_status(name, "STAGING")
+                    elif verb == "stop" and status in ("RUNNING", "STAGING", "PROVISIONING"):
+                        fake.set_status(name, "STOPPING")
+                    code, body = 200, {"kind": "compute#operation", "operationType": verb, "status": "RUNNING"}
             elif method == "POST":
                 code, body = _not_found(path)
-            elif path == BASE:
-                code, body = 200, {"kind": "compute#instance", "name": INSTANCE.name, "status": fake.instance_status}
-                if fake.instance_status == "STAGING":
-                    fake.instance_status = "RUNNING"  # the next read finds it running
+            elif path.startswith(ZONE_PATH) and "/" not in path[len(ZONE_PATH) :]:
+                name = path[len(ZONE_PATH) :]
+                status = fake.status_of(name)
+                if status is None:
+                    code, body = _not_found(f"projects/course-project-1/zones/europe-west1-b/instances/{name}")
+                else:
+                    code, body = 200, {"kind": "compute#instance", "name": name, "status": status}
+                    after = {**STARTING, **STOPPING}.get(status)
+                    if after:
+                        fake.set_status(name, after)  # the next read finds it there
             elif path == BASE + "/getGuestAttributes" and params.get("queryPath") == ["hostkeys/"]:
                 guest_calls = sum(r.endswith("/getGuestAttributes") for r in fake.requests)
                 if guest_calls <= fake.guest_attributes_after or not fake.guest_attributes:

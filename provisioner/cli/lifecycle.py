@@ -1,10 +1,12 @@
-"""`up`, `down`, `start`, `status`: a stack's VMs on Google Cloud, from creation to teardown."""
+"""`up`, `down`, `start`, `stop`, `status`: a stack's VMs on Google Cloud, from creation to teardown."""
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,14 @@ from provisioner.checker.class_pool import DEFAULT_WORKERS
 from provisioner.cli import arguments, prerequisites, stack
 from provisioner.cli.console import confirm, plan_summary, progress
 from provisioner.errors import CourseVmError
-from provisioner.gcp.compute_api import GceInstance, start_instance
+from provisioner.gcp.compute_api import (
+    MANAGE_SCOPE,
+    GceInstance,
+    application_default_token,
+    compute_api,
+    start_instance,
+    stop_instance,
+)
 from provisioner.paths import PROJECT_DIR
 from provisioner.recipe.settings import DEFAULT_STACK
 
@@ -54,6 +63,14 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     start_parser.add_argument("--timeout", type=arguments.seconds, default=300, metavar="SECONDS")
     start_parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
     start_parser.set_defaults(run=start)
+    stop_parser = commands.add_parser(
+        "stop", help="stop the stack's VMs (their disks and addresses are kept, and billed) and wait"
+    )
+    stop_parser.add_argument("--stack", default=DEFAULT_STACK)
+    stop_parser.add_argument("--student", action="append", metavar="NAME", help="a class: only this student's VM")
+    stop_parser.add_argument("--timeout", type=arguments.seconds, default=300, metavar="SECONDS")
+    stop_parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
+    stop_parser.set_defaults(run=stop)
     status_parser = commands.add_parser("status", help="what exists")
     status_parser.add_argument("--stack", default=DEFAULT_STACK)
     status_parser.set_defaults(run=status)
@@ -95,19 +112,58 @@ def class_table(stack_name: str, students: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def start(args: argparse.Namespace) -> int:
-    """Start the stack's stopped VMs (idle stop, nightly stop, Spot preemption) and wait until they run.
+@dataclass(frozen=True)
+class PowerChange:
+    """What `start` or `stop` does to each VM, and what it says once that VM got there."""
 
-    Every VM is started at once; one that cannot be started does not keep the others from starting.
+    done: str
+    """The VMs "could not be DONE" when some fail: started, stopped."""
+    change: Callable[..., None]
+    """start_instance or stop_instance (provisioner/gcp/compute_api.py)."""
+    said: Callable[[str, str, dict[str, Any]], str]
+    """What is printed for a VM that got there, given the stack, the student and the VM's outputs."""
+
+
+def _running(stack_name: str, student: str, vm: dict[str, Any]) -> str:
+    alias = host_alias(stack_name, student)
+    return f"{alias}: running at {vm['ip']} (same address and host keys): `ssh {alias}`"
+
+
+def _stopped(stack_name: str, student: str, _vm: dict[str, Any]) -> str:
+    again = f"course-vm start --stack {stack_name}" + (f" --student {student}" if student else "")
+    return f"{host_alias(stack_name, student)}: stopped (disks and address kept): `{again}` starts it again"
+
+
+STARTED = PowerChange("started", start_instance, _running)
+STOPPED = PowerChange("stopped", stop_instance, _stopped)
+
+
+def start(args: argparse.Namespace) -> int:
+    """Start the stack's stopped VMs (idle stop, nightly stop, Spot preemption) and wait until they run."""
+    return change_power(args, STARTED)
+
+
+def stop(args: argparse.Namespace) -> int:
+    """Stop the stack's VMs (their disks and addresses stay) and wait until GCE reports them stopped."""
+    return change_power(args, STOPPED)
+
+
+def change_power(args: argparse.Namespace, how: PowerChange) -> int:
+    """Start or stop (HOW) the VMs ARGS names, every one at once, and wait for each; 0 when all got there.
+
+    One that fails does not keep the others from getting there. Raises CourseVmError listing each
+    student that failed on a line of its own, with the highest of their exit statuses.
     """
     outputs = stack.stack_outputs(args.project_dir, args.stack)
     chosen = stack.stack_vms(outputs, args.student)
+    api = compute_api()  # checked before a token is fetched; one token for every VM
+    access = application_default_token(MANAGE_SCOPE)
     deadline = time.monotonic() + args.timeout
 
     def one(vm: dict[str, Any]) -> CourseVmError | None:
         instance = GceInstance(str(outputs.get("project")), vm["zone"], vm["instanceName"])
         try:
-            start_instance(instance, deadline, progress)
+            how.change(instance, deadline, progress, api=api, token=lambda: access)
         except CourseVmError as error:
             return error
         return None
@@ -115,15 +171,26 @@ def start(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(max_workers=min(DEFAULT_WORKERS, len(chosen))) as pool:
         errors = dict(zip(chosen, pool.map(one, chosen.values()), strict=True))
     for name, vm in chosen.items():
-        alias = host_alias(args.stack, name)
         if errors[name] is None:
-            print(f"{alias}: running at {vm['ip']} (same address and host keys): `ssh {alias}`")
-    failed = {name: error for name, error in errors.items() if error is not None}
+            print(how.said(args.stack, name, vm), flush=True)
+    failed = {host_alias(args.stack, name): error for name, error in errors.items() if error is not None}
     if failed:
-        error = CourseVmError("; ".join(f"{host_alias(args.stack, n)}: {e}" for n, e in failed.items()))
-        error.exit_code = max(e.exit_code for e in failed.values())
-        raise error
+        raise per_student_error(failed, len(chosen), f"could not be {how.done}")
     return 0
+
+
+def per_student_error(failed: dict[str, CourseVmError], total: int, outcome: str) -> CourseVmError:
+    """One error for the FAILED of TOTAL VMs (by alias): "2 of 30 VMs OUTCOME:", then one line per VM
+    (alias: reason. Fix: ...); its exit status the highest of theirs. A stack's one VM: one line."""
+    if total == 1:
+        [(alias, error)] = failed.items()
+        message = f"{alias}: {error}"
+    else:
+        rows = (f"  {alias}: {' '.join(str(error).split())}" for alias, error in failed.items())
+        message = "\n".join([f"{len(failed)} of {total} VMs {outcome}:", *rows])
+    combined = CourseVmError(message)
+    combined.exit_code = max(error.exit_code for error in failed.values())
+    return combined
 
 
 def asker(stack_name: str, assume_yes: bool) -> stack.Confirm:

@@ -1,4 +1,4 @@
-"""`course-vm` (or `python -m provisioner`): the command line (up, down, start, status, render, check, local, env)."""
+"""`course-vm` (or `python -m provisioner`): up, down, start, stop, status, render, check, local, env."""
 
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ def left_running(args: argparse.Namespace) -> str:
         "down": f"Pulumi may have deleted some of stack {stack}'s resources before it stopped. "
         f"`course-vm down --stack {stack}` deletes the rest",
         "start": f"VMs already asked to start go on starting; `course-vm start --stack {stack}` waits for them again",
+        "stop": f"VMs already asked to stop go on stopping; `course-vm stop --stack {stack}` waits for them again",
         "check": CHECK_INTERRUPTED,
         "local check": CHECK_INTERRUPTED + f"; the local VM {name} keeps running",
         "local down": f"the local VM {name} may be half removed. `course-vm local down --name {name}` finishes the job",

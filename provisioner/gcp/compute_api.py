@@ -268,7 +268,8 @@ def _instance_errors(instance: GceInstance, method: str, permission: str, suffix
             "Fix: `course-vm up` creates it again"
         ) from None
     except urllib.error.HTTPError as error:
-        said = f"the Compute API answered {method} {instance.path()}{suffix} with {error.code}: {error.reason}"
+        message = str(error.reason).rstrip(".")
+        said = f"the Compute API answered {method} {instance.path()}{suffix} with {error.code}: {message}"
         if error.code == 429 or error.code >= 500:
             raise UnreachableError(f"{said}. Fix: try again in a minute") from None
         raise CourseVmError(f"{said}. Fix: run `course-vm status` to see the VM's state, then try again") from None

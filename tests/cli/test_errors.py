@@ -143,6 +143,10 @@ def no_traceback(result: subprocess.CompletedProcess[str] | tuple[str, str]) -> 
         (["check", "--timeout", "nan"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
         (["start", "--timeout", "nan"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
         (["start", "--timeout", "-1"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
+        (["stop", "--timeout", "nan"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
+        (["stop", "--timeout", "0"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
+        (["stop", "--student"], errors.EXIT_BAD_INPUT, "argument --student: expected one argument"),
+        (["stop"], errors.EXIT_MISSING_PREREQUISITE, "the Pulumi CLI is needed to read the stack's outputs"),
         (["check", "--port", "99999"], errors.EXIT_BAD_INPUT, "argument --port: "),
         (["check", "--workers", "0"], errors.EXIT_BAD_INPUT, "argument --workers: "),
         (["local", "up", "--cpus", "0"], errors.EXIT_BAD_INPUT, "argument --cpus: "),
@@ -432,8 +436,11 @@ def failing(argv: list[str], capsys: pytest.CaptureFixture[str], status: int = e
 
 
 @pytest.mark.usefixtures("no_pulumi")
-def test_start_without_pulumi_suggests_nothing_start_does_not_have(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["start", "--stack", "dev"]
+@pytest.mark.parametrize("command", ["start", "stop", "status"])
+def test_start_stop_and_status_without_pulumi_suggest_nothing_they_do_not_have(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [command, "--stack", "dev"]
     err = failing(argv, capsys, errors.EXIT_MISSING_PREREQUISITE)
     assert "--host" not in err and "--identity" not in err
     assert_fixes_are_valid(argv, err)
@@ -561,6 +568,7 @@ def test_the_fix_checker_catches_a_wrong_fix(argv: list[str], fix: str) -> None:
         (["local", "image", "build"], "the image was not finished"),
         (["local", "down", "--name", "one"], "the local VM one may be half removed"),
         (["up", "--stack", "prod"], "`course-vm up --stack prod` finishes the job"),
+        (["stop", "--stack", "prod"], "VMs already asked to stop go on stopping; `course-vm stop --stack prod` waits"),
     ],
 )
 def test_ctrl_c_names_what_each_command_leaves(argv: list[str], said: str) -> None:

@@ -1,4 +1,4 @@
-"""The command line's `up`, `down`, `start` and `status` against a stand-in pulumi and the fake Compute API."""
+"""The command line's `up`, `down`, `start`, `stop` and `status` against a stand-in pulumi and the fake Compute API."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tests.support.fake_compute_api import (
     MACHINE_TYPES_PATH,
     PROJECT_PATH,
     REGION_PATH,
+    ZONE_PATH,
     FakeComputeApi,
     quota,
 )
@@ -64,8 +65,84 @@ def test_start_of_a_class_reports_each_vm_it_could_not_start(api: FakeComputeApi
     result = start_cli(env=env)
     assert result.returncode == 2
     assert result.stdout.startswith("course-vm-alice: running at 34.78.1.2")
-    assert "course-vm-bob: instance gone not found in course-project-1/europe-west1-b" in result.stderr
+    assert "\ncourse-vm: 1 of 2 VMs could not be started:\n" in "\n" + result.stderr
+    assert "\n  course-vm-bob: instance gone not found in course-project-1/europe-west1-b" in result.stderr
     assert api.instance_status == "RUNNING"
+
+
+def power_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "provisioner", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env=env)
+
+
+def a_class(api: FakeComputeApi, tmp_path: Path, **statuses: str) -> dict[str, str]:
+    """A class stack whose students' VMs have STATUSES (student -> GCE status; `gone`: no such VM), and
+    the environment that reaches it and the fake Compute API."""
+    vm = {"zone": INSTANCE.zone, "username": "x", "identityFile": str(tmp_path / "key")}
+    students = {}
+    for index, (name, status) in enumerate(statuses.items(), start=10):
+        students[name] = {**vm, "instanceName": f"{name}-vm", "ip": f"34.78.1.{index}"}
+        if status != "gone":
+            api.statuses[f"{name}-vm"] = status
+    env = stand_in_pulumi(tmp_path, {"project": INSTANCE.project, "students": students})
+    env.update(api.gcloud_environment())
+    return env
+
+
+def test_stop_stops_every_vm_of_a_class_and_says_how_to_start_each_again(api: FakeComputeApi, tmp_path: Path) -> None:
+    env = a_class(api, tmp_path, alice="RUNNING", bob="TERMINATED")
+    result = power_cli("stop", "--stack", "dev", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "course-vm-alice: stopped (disks and address kept): `course-vm start --stack dev --student alice` "
+        "starts it again\n"
+        "course-vm-bob: stopped (disks and address kept): `course-vm start --stack dev --student bob` starts it again\n"
+    )
+    assert api.statuses == {"alice-vm": "TERMINATED", "bob-vm": "TERMINATED"}
+    assert f"POST {ZONE_PATH}bob-vm/stop" in api.requests, "an already stopped VM is asked too, and that is fine"
+
+
+def test_stop_of_one_student_leaves_the_others_running(api: FakeComputeApi, tmp_path: Path) -> None:
+    env = a_class(api, tmp_path, alice="RUNNING", bob="RUNNING")
+    result = power_cli("stop", "--student", "bob", "--timeout", "30", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("course-vm-bob: stopped")
+    assert api.statuses == {"alice-vm": "RUNNING", "bob-vm": "TERMINATED"}
+
+
+def test_stop_of_a_single_vm(api: FakeComputeApi, tmp_path: Path) -> None:
+    api.instance_status = "RUNNING"
+    outputs = {"project": INSTANCE.project, "zone": INSTANCE.zone, "instanceName": INSTANCE.name, "ip": "34.78.1.2",
+               "username": "student", "identityFile": str(tmp_path / "key")}  # fmt: skip
+    env = {**stand_in_pulumi(tmp_path, outputs), **api.gcloud_environment()}
+    result = power_cli("stop", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "course-vm: stopped (disks and address kept): `course-vm start --stack dev` starts it again\n"
+    )
+    assert api.instance_status == "TERMINATED"
+
+
+@pytest.mark.parametrize(("verb", "done"), [("stop", "stopped"), ("start", "started")])
+def test_each_student_that_failed_is_one_row_and_the_exit_status_the_highest(
+    api: FakeComputeApi, tmp_path: Path, verb: str, done: str
+) -> None:
+    env = a_class(api, tmp_path, alice="RUNNING" if verb == "stop" else "TERMINATED", bob="gone", carol="RUNNING")
+    api.failing["carol-vm"] = 503
+    result = power_cli(verb, env=env)
+    assert result.returncode == 3, "bob's 2 (not found) and carol's 3 (the API failed): the highest"
+    assert result.stdout.startswith("course-vm-alice: ")
+    base = "/projects/course-project-1/zones/europe-west1-b/instances"
+    error = result.stderr[result.stderr.index("course-vm: 2 of 3") :]  # after the progress lines
+    assert error.splitlines() == [
+        f"course-vm: 2 of 3 VMs could not be {done}:",
+        "  course-vm-bob: instance bob-vm not found in course-project-1/europe-west1-b (The resource "
+        "'projects/course-project-1/zones/europe-west1-b/instances/bob-vm' was not found). "
+        "Fix: `course-vm up` creates it again",
+        f"  course-vm-carol: the Compute API answered POST {base}/carol-vm/{verb} with 503: The service is "
+        "currently unavailable. Fix: try again in a minute",
+    ]
+    assert api.statuses["alice-vm"] == ("TERMINATED" if verb == "stop" else "RUNNING")
 
 
 # `up`, `down`, `status` through the real Automation API against a stand-in `pulumi` (tests/support).

@@ -17,7 +17,7 @@ def test_help_lists_every_command_in_order() -> None:
         [sys.executable, "-m", "provisioner", "--help"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert "{up,down,start,status,handout,render,check,local,env}" in result.stdout
+    assert "{up,down,start,stop,status,handout,render,check,local,env}" in result.stdout
     assert result.stdout.startswith("usage: course-vm ")
 
 

@@ -13,7 +13,8 @@ import sys
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -316,8 +317,12 @@ def up(
         raise declined("up", [flag for flag, value in flags if value])
     if plan.changes:
         events = []
-        with engine_errors(f"update stack {stack_name}", stack_name, events, project=project):
-            result = stack.up(on_output=on_output, on_event=events.append, continue_on_error=True)
+        try:
+            with engine_errors(f"update stack {stack_name}", stack_name, events, project=project):
+                result = stack.up(on_output=on_output, on_event=events.append, continue_on_error=True)
+        finally:
+            # A failed update keeps the old outputs, so only its events say whose verification failed.
+            record_verifications(stack_name, events)
         outputs = _values(result.outputs)
     else:
         with engine_errors(f"read the outputs of stack {stack_name}", stack_name, []):
@@ -394,6 +399,126 @@ def declined(command: str, stored: Sequence[str] = ()) -> CourseVmError:
         f"not confirmed: nothing was created, changed or deleted in the cloud.{kept} Fix: run `course-vm {command}` "
         "again and answer y (first copy off the VM what you need that would be lost)"
     )
+
+
+# Each VM's last verification, as `up` saw it in the engine's events: the stack's outputs cannot
+# tell. An update in which one verification fails fails as a whole (continue-on-error only lets
+# the other VMs go on), and Pulumi keeps the outputs of the last update that succeeded: a first
+# `up` leaves no `students` output at all, a later one the previous fingerprints. So a VM whose
+# check failed looks like one never checked, or like one that passed.
+
+VERIFICATION = "pulumi-python:dynamic:Resource"
+PASSED, FAILED, OFF = "passed", "failed", "off"
+_GONE = {"delete", "delete-replaced", "discard", "discard-replaced", "read-discard", "remove-pending-replace"}
+
+
+@dataclass(frozen=True)
+class Verification:
+    """How one VM's last verification (`pulumi up`'s checker run, provisioner/gcp/verification.py) ended."""
+
+    result: str
+    """passed, failed, or off (the stack has verify=false)."""
+    at: str | None = None
+    """When, ISO 8601 in UTC (2026-11-27T14:00:00Z); None when not known (passed before course-vm kept the time)."""
+    detail: str = ""
+    """Why it failed: the checker's error as the engine reported it."""
+
+
+def verifications_file(stack_name: str) -> Path:
+    """Where `up` keeps each VM of stack STACK_NAME's last verification (see record_verifications)."""
+    return state_home() / "verifications" / f"{urllib.parse.quote(stack_name, safe='')}.json"
+
+
+def recorded_verifications(stack_name: str) -> dict[str, Verification]:
+    """Each VM's last verification by student ("" for a stack's one VM), as `up` recorded it on this
+    machine; empty when it recorded none (or its file is unreadable: a cache, not a source of truth)."""
+    try:
+        recorded = json.loads(verifications_file(stack_name).read_text())
+        return {str(student): Verification(**fields) for student, fields in recorded.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def record_verifications(stack_name: str, events: Iterable[Any]) -> None:
+    """Keep what an update's EVENTS say about each VM's verification (see verifications_from_events)
+    in the stack's verifications file (mode 0600), beside what earlier updates said of other VMs.
+
+    A file that cannot be written is left as it is: `status` then says it does not know.
+    """
+    from provisioner.access.ssh_config import write_atomically
+
+    before = recorded_verifications(stack_name)
+    now = verifications_from_events(events, before)
+    if not now:
+        return
+    path = verifications_file(stack_name)
+    document = {student: asdict(verification) for student, verification in {**before, **now}.items()}
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomically(path, json.dumps(document, indent=2, sort_keys=True) + "\n", 0o600)
+    except OSError:
+        return
+
+
+def verifications_from_events(events: Iterable[Any], before: Mapping[str, Verification]) -> dict[str, Verification]:
+    """What an update's engine EVENTS say about each VM's verification, by student.
+
+    A verification that ran and passed (its outputs came) or failed (an error naming it) is what it
+    says, at the event's time; one left as it was ("same") passed before, at BEFORE's time if known.
+    A VM whose instance is there but that has no verification has verify=false. VMs the update did
+    not reach are left out: their last verification is still the one BEFORE says.
+    """
+    outcome: dict[str, Verification] = {}
+    failures: dict[str, str] = {}
+    instances: set[str] = set()
+    verified: set[str] = set()
+    for event in events:
+        diagnostic = getattr(event, "diagnostic_event", None)
+        if diagnostic is not None and diagnostic.severity == "error" and diagnostic.urn:
+            failures[diagnostic.urn] = _COLOUR.sub("", diagnostic.message).strip()
+        for kind in ("resource_pre_event", "res_outputs_event", "res_op_failed_event"):
+            step = getattr(event, kind, None)
+            if step is None:
+                continue
+            metadata = step.metadata
+            op = str(getattr(metadata.op, "value", metadata.op))
+            found = _verification_of(metadata.urn, metadata.type)
+            if found is None:
+                continue
+            student, role = found
+            if role == "vm":
+                if kind == "res_outputs_event" and op not in _GONE:
+                    instances.add(student)
+                continue
+            if op not in _GONE:
+                verified.add(student)
+            when: str | None = _when(getattr(event, "timestamp", 0))
+            if kind == "res_op_failed_event" and op not in _GONE:
+                outcome[student] = Verification(FAILED, when, failures.get(metadata.urn, ""))
+            elif kind == "res_outputs_event" and op not in _GONE and outcome.get(student, PASSED) != FAILED:
+                if op in ("same", "update"):
+                    earlier = before.get(student)
+                    when = earlier.at if earlier is not None and earlier.result == PASSED else None
+                outcome[student] = Verification(PASSED, when)
+    for student in instances - verified:
+        outcome[student] = Verification(OFF)
+    return outcome
+
+
+def _verification_of(urn: str, type_: str) -> tuple[str, str] | None:
+    """(student, "verify" or "vm") for a VM's verification or instance URN; None for anything else."""
+    name = urn.rsplit("::", 1)[-1]
+    for role, wanted in (("verify", VERIFICATION), ("vm", INSTANCE)):
+        if type_ == wanted and name.endswith(f"-{role}"):
+            # A VM is named `course-vm-STUDENT`, or `course-vm` alone (see _vm_change).
+            vm = name.removesuffix(f"-{role}")
+            return (vm.removeprefix("course-vm-") if vm != "course-vm" else ""), role
+    return None
+
+
+def _when(timestamp: int | float | None) -> str:
+    moment = datetime.fromtimestamp(timestamp, UTC) if timestamp else datetime.now(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # The preview, summarised per VM: what the student will find, not what Pulumi does to each resource.

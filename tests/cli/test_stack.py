@@ -30,7 +30,7 @@ from provisioner.errors import EXIT_BAD_INPUT, EXIT_MISSING_PREREQUISITE, Course
 from provisioner.recipe.settings import Settings
 from tests.conftest import ROOT
 from tests.support.openssh import resolved
-from tests.support.pulumi_cli import preview_events, stand_in_pulumi
+from tests.support.pulumi_cli import preview_events, stand_in_pulumi, update_events
 
 OUTPUTS: dict[str, Any] = {
     "ip": "34.78.1.2", "username": "student", "identityFile": "/home/me/.ssh/course-vm",
@@ -702,3 +702,74 @@ def test_a_check_that_refuses_leaves_everything_as_it_was(home: Path) -> None:
         stack.up("dev", None, None, [], confirm=yes, opener=opens(fake), on_output=print, check=refuse)
     assert fake.calls == ["preview"]
     assert not hosts_file().exists()
+
+
+# Each VM's last verification: what `up` saw in the engine's events, for `status` to show.
+
+NOT_READY = "the VM is not ready:\nCHECK  RESULT  TIME  DETAIL\ndocker  FAILED  1.0s  no docker\n"
+
+
+@dataclass
+class UpdatingStack(FakeStack):
+    """A FakeStack whose `up` reports UPDATE (engine events) as it goes and, with FAIL, then fails as an
+    update in which a resource failed does (continue-on-error or not)."""
+
+    update: list[dict[str, Any]] = field(default_factory=list)
+    fail: bool = False
+
+    def up(
+        self, *, on_output: Callable[[str], Any] | None = None, on_event: Callable[[Any], Any] | None = None,
+        continue_on_error: bool | None = None,
+    ) -> Any:  # fmt: skip
+        assert on_event is not None
+        for event in self.update:
+            on_event(EngineEvent.from_json(event))
+        if self.fail:
+            raise CommandError(CommandResult("", "error: update failed\n", 255))
+        return super().up(on_output=on_output, on_event=on_event, continue_on_error=continue_on_error)
+
+
+def test_up_records_whose_verification_failed_although_the_update_failed(home: Path) -> None:
+    fake = UpdatingStack(
+        events=preview_events({"alice": {"self": "create"}, "bob": {"self": "create"}}),
+        update=update_events({"alice": "passed", "bob": "failed: " + NOT_READY}),
+        fail=True,
+    )
+    with pytest.raises(EngineError):
+        stack.up("dev", None, None, [], confirm=yes, opener=opens(fake))
+    assert stack.recorded_verifications("dev") == {
+        "alice": stack.Verification("passed", "2026-11-27T14:00:00Z"),
+        "bob": stack.Verification("failed", "2026-11-27T14:00:00Z", NOT_READY.strip()),
+    }
+    path = home / "state" / "course-vm" / "verifications" / "dev.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_later_up_keeps_when_an_unchanged_verification_passed(home: Path) -> None:
+    first = UpdatingStack(update=update_events({"alice": "passed", "bob": "failed: " + NOT_READY}), fail=True)
+    with pytest.raises(EngineError):
+        stack.up("dev", None, None, [], confirm=yes, opener=opens(first))
+    later = UpdatingStack(
+        update=update_events({"alice": "same", "bob": "passed", "carol": "same"}, timestamp=1795791600),
+        next_outputs=class_outputs("alice", "bob", "carol"),
+    )
+    stack.up("dev", None, None, [], confirm=yes, opener=opens(later))
+    assert stack.recorded_verifications("dev") == {
+        "alice": stack.Verification("passed", "2026-11-27T14:00:00Z"),
+        "bob": stack.Verification("passed", "2026-11-27T15:00:00Z"),
+        "carol": stack.Verification("passed", None),  # passed before course-vm kept the time
+    }
+    assert stack.recorded_verifications("other") == {}
+
+
+def test_a_vm_without_a_verification_has_verify_off(home: Path) -> None:
+    fake = UpdatingStack(update=update_events({"": "off"}))
+    stack.up("dev", None, None, [], confirm=yes, opener=opens(fake))
+    assert stack.recorded_verifications("dev") == {"": stack.Verification("off")}
+
+
+def test_an_unreadable_record_is_no_record(home: Path) -> None:
+    path = stack.verifications_file("dev")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"alice": {"outcome": "weird"}}')
+    assert stack.recorded_verifications("dev") == {}

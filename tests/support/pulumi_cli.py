@@ -255,3 +255,41 @@ def stand_in_engine(
     environment["PULUMI_HOME"] = str(tmp_path / "pulumi-home")  # not logged in anywhere
     environment["HOME"] = str(tmp_path)
     return StandInEngine(environment, calls)
+
+
+def update_events(vms: Mapping[str, str], *, stack: str = "dev", timestamp: int = 1795788000) -> list[dict[str, Any]]:
+    """What the engine reports while `pulumi up` runs, for VMS: student ("" for a stack's one VM) ->
+    what became of its verification: "passed" (checked now), "same" (passed before, not checked
+    again), "failed: MESSAGE" (the checker's error), "off" (verify=false: there is none).
+
+    Each step as the engine reports it: a resourcePreEvent, then a resOutputsEvent, or an error
+    diagnostic naming the resource and a resOpFailedEvent; every event at TIMESTAMP (Unix seconds).
+    """
+    course = urn(stack, [COURSE_VM], "course-vm")
+    events: list[dict[str, Any]] = []
+
+    def done(op: str, types: list[str], name: str, parent: str, failure: str | None = None) -> None:
+        pre = step(op, types, name, parent, stack)
+        metadata = pre["resourcePreEvent"]["metadata"]
+        events.append({**pre, "timestamp": timestamp})
+        if failure is None:
+            events.append({"sequence": 0, "timestamp": timestamp, "resOutputsEvent": {"metadata": metadata}})
+            return
+        diagnostic = {"message": failure, "severity": "error", "color": "never", "urn": metadata["urn"]}
+        events.append({"sequence": 0, "timestamp": timestamp, "diagnosticEvent": diagnostic})
+        failed = {"metadata": metadata, "status": 0, "steps": 0}
+        events.append({"sequence": 0, "timestamp": timestamp, "resOpFailedEvent": failed})
+
+    for student, verification in vms.items():
+        name = f"course-vm-{student}" if student else "course-vm"
+        vm_urn = urn(stack, [COURSE_VM, STUDENT_VM], name)
+        done("same", [COURSE_VM, STUDENT_VM], name, course)
+        done("same", [COURSE_VM, STUDENT_VM, VM_CHILDREN["vm"]], f"{name}-vm", vm_urn)
+        types = [COURSE_VM, STUDENT_VM, VM_CHILDREN["verify"]]
+        if verification == "passed":
+            done("create", types, f"{name}-verify", vm_urn)
+        elif verification == "same":
+            done("same", types, f"{name}-verify", vm_urn)
+        elif verification.startswith("failed: "):
+            done("create", types, f"{name}-verify", vm_urn, verification.removeprefix("failed: "))
+    return events

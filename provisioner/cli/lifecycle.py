@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +20,11 @@ from provisioner.cli.console import confirm, plan_summary, progress
 from provisioner.errors import CourseVmError
 from provisioner.gcp.compute_api import (
     MANAGE_SCOPE,
+    READ_SCOPE,
     GceInstance,
     application_default_token,
     compute_api,
+    instance_status,
     start_instance,
     stop_instance,
 )
@@ -71,8 +76,13 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     stop_parser.add_argument("--timeout", type=arguments.seconds, default=300, metavar="SECONDS")
     stop_parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
     stop_parser.set_defaults(run=stop)
-    status_parser = commands.add_parser("status", help="what exists")
+    status_parser = commands.add_parser(
+        "status", help="each VM of the stack: its state in GCE now, its address, whether its last verification passed"
+    )
     status_parser.add_argument("--stack", default=DEFAULT_STACK)
+    status_parser.add_argument(
+        "--json", action="store_true", help="a JSON list, one object per VM (keys: see `VmStatus` in lifecycle.py)"
+    )
     status_parser.set_defaults(run=status)
 
 
@@ -211,15 +221,140 @@ def down(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
+    """One row per VM of the stack: its state as GCE reports it now, its address, its last verification.
+
+    Never creates a stack; reads each VM's state with one Compute API call, all at once, and
+    refreshes nothing. A state that cannot be read is `unknown` in its row, not a failure.
+    """
     outputs = stack.status(args.stack)
     if not outputs:
-        print(f"stack {args.stack}: no course VM. Create one: course-vm up --project YOUR-PROJECT-ID")
+        nothing = f"stack {args.stack}: no course VM. Create one: course-vm up --project YOUR-PROJECT-ID"
+        if args.json:
+            print("[]")
+        print(nothing, file=sys.stderr if args.json else sys.stdout)
         return 0
-    if outputs.get("students"):
-        print(f"stack {args.stack}: a class\n" + class_table(args.stack, outputs["students"]))
-        return 0
-    print(
-        f"stack {args.stack}: {outputs.get('instanceName')} in {outputs.get('zone')}, {outputs.get('ip')}; "
-        f"`ssh {host_alias(args.stack)}`"
-    )
+    rows = vm_statuses(args.stack, outputs, stack.recorded_verifications(args.stack))
+    print(json.dumps([row.as_json() for row in rows], indent=2) if args.json else status_table(args.stack, rows))
     return 0
+
+
+@dataclass(frozen=True)
+class VmStatus:
+    """One VM in `status`: `--json` prints `as_json()`, whose keys are part of the command line's interface."""
+
+    student: str
+    """The student's name; "" for a stack's one VM."""
+    host: str
+    """Its `Host` alias in ~/.ssh/config."""
+    instance: str
+    zone: str
+    ip: str | None
+    state: str
+    """As GCE reports it now: RUNNING, TERMINATED (stopped), STAGING, STOPPING, SUSPENDED, ...; or unknown."""
+    state_error: str | None
+    """Why the state is unknown, with a `Fix:`; None when it is not."""
+    verified: str
+    """passed, failed, off (verify=false), or unknown."""
+    verified_at: str | None
+    """When its last verification ran (ISO 8601, UTC); None when not known."""
+    verify_error: str | None
+    """Why it failed; None when it did not."""
+
+    def as_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    def verified_cell(self) -> str:
+        when = f" ({self.verified_at.replace('T', ' ').removesuffix('Z')} UTC)" if self.verified_at else ""
+        return {
+            stack.PASSED: f"passed{when}",
+            stack.FAILED: f"FAILED{when}",
+            stack.OFF: "not verified (verify=false)",
+        }.get(self.verified, "unknown")
+
+
+def vm_statuses(stack_name: str, outputs: dict[str, Any], recorded: dict[str, stack.Verification]) -> list[VmStatus]:
+    """The rows of `status`: each VM of OUTPUTS with its state read from GCE now (all at once) and its
+    last verification, as `up` RECORDED it, else as the outputs show it (a pinned host key: passed)."""
+    vms = stack.stack_vms(outputs)
+    states = gce_states(str(outputs.get("project")), vms)
+    rows = []
+    for student, vm in vms.items():
+        state, state_error = states[student]
+        verification = recorded.get(student)
+        if verification is None and vm.get("hostKeyFingerprint"):
+            verification = stack.Verification(stack.PASSED)
+        rows.append(
+            VmStatus(
+                student=student,
+                host=host_alias(stack_name, student),
+                instance=str(vm.get("instanceName") or ""),
+                zone=str(vm.get("zone") or ""),
+                ip=vm.get("ip"),
+                state=state,
+                state_error=state_error,
+                verified=verification.result if verification else "unknown",
+                verified_at=verification.at if verification else None,
+                verify_error=(verification.detail or None) if verification else None,
+            )
+        )
+    return rows
+
+
+def gce_states(project: str, vms: dict[str, dict[str, Any]]) -> dict[str, tuple[str, str | None]]:
+    """Each VM's (state, None) as GCE reports it now, or ("unknown", why): one instances.get per VM, all at once."""
+    try:
+        api = compute_api()  # checked before a token is fetched; one token for every VM
+        access = application_default_token(READ_SCOPE)
+    except CourseVmError as error:
+        return {student: ("unknown", _reason(error)) for student in vms}
+
+    def one(vm: dict[str, Any]) -> tuple[str, str | None]:
+        if not vm.get("instanceName") or not vm.get("zone"):
+            return "unknown", "the stack has no instanceName or zone output for it; `course-vm up` exports them"
+        try:
+            instance = GceInstance(project, str(vm["zone"]), str(vm["instanceName"]))
+            return instance_status(instance, api=api, token=lambda: access), None
+        except CourseVmError as error:
+            return "unknown", _reason(error)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(DEFAULT_WORKERS, len(vms)))) as pool:
+        return dict(zip(vms, pool.map(one, vms.values()), strict=True))
+
+
+def _reason(error: CourseVmError) -> str:
+    """ERROR's message on one line (a row of `--json`), its `Fix:` included."""
+    return " ".join(str(error).split())
+
+
+def _short(reason: str) -> str:
+    """REASON without its parentheses and its `Fix:`: what fits in a table's cell."""
+    said = reason.split(" Fix: ", 1)[0]
+    while (shorter := re.sub(r" ?\([^()]*\)", "", said)) != said:
+        said = shorter
+    return said.rstrip(". ")
+
+
+def status_table(stack_name: str, rows: list[VmStatus]) -> str:
+    """`status` for a person: a line per VM (STUDENT, STATE, IP, VERIFIED), why any state is unknown, what next."""
+    table = [("STUDENT", "STATE", "IP", "VERIFIED")]
+    for row in rows:
+        state = f"unknown ({_short(row.state_error)})" if row.state_error else row.state
+        table.append((row.student or row.host, state, str(row.ip), row.verified_cell()))
+    widths = [max(len(line[i]) for line in table) for i in range(3)]
+    lines = [
+        "  ".join(f"{cell:<{w}}" for cell, w in zip(line, widths, strict=False)) + "  " + line[-1] for line in table
+    ]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.state] = counts.get(row.state, 0) + 1
+    noun = "VM" if len(rows) == 1 else "VMs"
+    lines.append(f"stack {stack_name}: {len(rows)} {noun}, " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    unknown: dict[str, list[str]] = {}
+    for row in rows:
+        if row.state_error:
+            unknown.setdefault(row.state_error, []).append(row.student or row.host)
+    for reason, who in unknown.items():
+        lines.append(f"{', '.join(who)}: {reason}")
+    if any(row.verified == stack.FAILED for row in rows):
+        lines.append(f"A FAILED verification runs again at the next `course-vm up --stack {stack_name}`.")
+    return "\n".join(lines)

@@ -231,7 +231,7 @@ def instance_status(
     """
     api = api or compute_api()  # checked before a token is fetched
     access = token()
-    with _instance_errors(instance, "GET", "compute.instances.get"):
+    with _instance_errors(instance, "read"):
         return str(_get(api, instance.path(), {}, access, "compute.instances.get").get("status", "")) or "unknown"
 
 
@@ -243,10 +243,10 @@ def _change_power(
     api = api or compute_api()  # checked before a token is fetched
     access = token()
     permission = f"compute.instances.{verb}"
-    with _instance_errors(instance, "POST", permission, f"/{verb}"):
+    with _instance_errors(instance, verb):
         _call("POST", api, instance.path() + f"/{verb}", {}, access, permission)
     while True:
-        with _instance_errors(instance, "GET", permission):
+        with _instance_errors(instance, verb):
             status = str(_get(api, instance.path(), {}, access, permission).get("status", ""))
         if status == wanted:
             return
@@ -258,8 +258,9 @@ def _change_power(
 
 
 @contextmanager
-def _instance_errors(instance: GceInstance, method: str, permission: str, suffix: str = "") -> Iterator[None]:
-    """The Compute API's failures on INSTANCE as course-vm's errors: what failed and what to do."""
+def _instance_errors(instance: GceInstance, doing: str) -> Iterator[None]:
+    """The Compute API's failures while DOING (start, stop, read) INSTANCE as course-vm's errors:
+    what failed, the API's own words in parentheses, and what to do."""
     try:
         yield
     except _NotFoundError as error:
@@ -269,13 +270,13 @@ def _instance_errors(instance: GceInstance, method: str, permission: str, suffix
         ) from None
     except urllib.error.HTTPError as error:
         message = str(error.reason).rstrip(".")
-        said = f"the Compute API answered {method} {instance.path()}{suffix} with {error.code}: {message}"
+        said = f"the Compute API could not {doing} instance {instance.name} ({error.code}: {message})"
         if error.code == 429 or error.code >= 500:
             raise UnreachableError(f"{said}. Fix: try again in a minute") from None
         raise CourseVmError(f"{said}. Fix: run `course-vm status` to see the VM's state, then try again") from None
     except (urllib.error.URLError, OSError) as error:
         raise UnreachableError(
-            f"Compute API unreachable ({getattr(error, 'reason', error)}) for {instance.name}. "
+            f"the Compute API is unreachable from here ({getattr(error, 'reason', error)}). "
             "Fix: check this machine's network, then try again"
         ) from None
 

@@ -146,6 +146,8 @@ def no_traceback(result: subprocess.CompletedProcess[str] | tuple[str, str]) -> 
         (["stop", "--timeout", "nan"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
         (["stop", "--timeout", "0"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
         (["stop", "--student"], errors.EXIT_BAD_INPUT, "argument --student: expected one argument"),
+        (["status", "--json", "--student", "x"], errors.EXIT_BAD_INPUT, "unrecognized arguments: --student x"),
+        (["status", "--json"], errors.EXIT_MISSING_PREREQUISITE, "the Pulumi CLI is not installed"),
         (["stop"], errors.EXIT_MISSING_PREREQUISITE, "the Pulumi CLI is needed to read the stack's outputs"),
         (["check", "--port", "99999"], errors.EXIT_BAD_INPUT, "argument --port: "),
         (["check", "--workers", "0"], errors.EXIT_BAD_INPUT, "argument --workers: "),

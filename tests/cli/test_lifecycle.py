@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from pulumi.automation import EngineEvent
 
 from provisioner.cli import stack
 from provisioner.errors import SettingsError
 from tests.conftest import ROOT
 from tests.support.fake_compute_api import (
+    BASE,
     INSTANCE,
     MACHINE_TYPES_PATH,
     PROJECT_PATH,
@@ -29,6 +31,7 @@ from tests.support.pulumi_cli import (
     preview_events,
     stand_in_engine,
     stand_in_pulumi,
+    update_events,
 )
 
 
@@ -132,15 +135,14 @@ def test_each_student_that_failed_is_one_row_and_the_exit_status_the_highest(
     result = power_cli(verb, env=env)
     assert result.returncode == 3, "bob's 2 (not found) and carol's 3 (the API failed): the highest"
     assert result.stdout.startswith("course-vm-alice: ")
-    base = "/projects/course-project-1/zones/europe-west1-b/instances"
     error = result.stderr[result.stderr.index("course-vm: 2 of 3") :]  # after the progress lines
     assert error.splitlines() == [
         f"course-vm: 2 of 3 VMs could not be {done}:",
         "  course-vm-bob: instance bob-vm not found in course-project-1/europe-west1-b (The resource "
         "'projects/course-project-1/zones/europe-west1-b/instances/bob-vm' was not found). "
         "Fix: `course-vm up` creates it again",
-        f"  course-vm-carol: the Compute API answered POST {base}/carol-vm/{verb} with 503: The service is "
-        "currently unavailable. Fix: try again in a minute",
+        f"  course-vm-carol: the Compute API could not {verb} instance carol-vm (503: The service is "
+        "currently unavailable). Fix: try again in a minute",
     ]
     assert api.statuses["alice-vm"] == ("TERMINATED" if verb == "stop" else "RUNNING")
 
@@ -208,7 +210,10 @@ def test_down_previews_the_deletion_and_without_a_terminal_deletes_nothing(tmp_p
     assert [call for call in engine.calls() if call[0] == "destroy" and "--preview-only" not in call]
 
 
-@pytest.mark.parametrize("command", [["status", "--stack", "typo"], ["down", "--stack", "typo", "--yes"]])
+@pytest.mark.parametrize(
+    "command",
+    [["status", "--stack", "typo"], ["status", "--json", "--stack", "typo"], ["down", "--stack", "typo", "--yes"]],
+)
 def test_status_and_down_of_a_missing_stack_name_the_stacks_and_create_none(tmp_path: Path, command: list[str]) -> None:
     engine = stand_in_engine(tmp_path, {"dev": VM, "alice": {}}, events=CREATE)
     result = cli(*command, env=engine.environment)
@@ -217,6 +222,7 @@ def test_status_and_down_of_a_missing_stack_name_the_stacks_and_create_none(tmp_
         "course-vm: there is no stack typo (the stacks that exist: alice, dev); nothing was created or deleted. "
         "Fix: name one of them with --stack\n"
     )
+    assert result.stdout == "", "nothing a JSON reader could take for rows"
     assert "stack init" not in engine.verbs()
     assert "destroy" not in engine.verbs()
 
@@ -496,3 +502,125 @@ def test_a_class_table_says_to_hand_out_folders_never_the_key_files() -> None:
         "`course-vm check` checks them all again."
     )
     assert "Give each student their key" not in table
+
+
+# `status`: each VM's state read from the fake Compute API now, its last verification as `up` recorded it.
+
+
+def a_recorded_class(api: FakeComputeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A class of four whose last `up` saw alice's verification pass and bob's fail (carol's stack has
+    none for her: verify was off); dave's passed before course-vm recorded it (only his pinned key says so).
+    alice runs, bob stopped, carol's VM is gone, and the Compute API fails for dave's."""
+    vm = {"zone": INSTANCE.zone, "username": "x", "identityFile": str(tmp_path / "key")}
+    names = ("alice", "bob", "carol", "dave")
+    students = {name: {**vm, "instanceName": f"{name}-vm", "ip": f"34.78.1.{i}"} for i, name in enumerate(names, 10)}
+    students["alice"]["hostKeyFingerprint"] = students["dave"]["hostKeyFingerprint"] = "SHA256:abc"
+    api.statuses.update({"alice-vm": "RUNNING", "bob-vm": "TERMINATED", "dave-vm": "RUNNING"})
+    api.failing["dave-vm"] = 503
+    engine = stand_in_engine(tmp_path, {"dev": {"project": INSTANCE.project, "students": students}})
+    monkeypatch.setenv("XDG_STATE_HOME", engine.environment["XDG_STATE_HOME"])
+    stack.record_verifications(
+        "dev", [EngineEvent.from_json(e) for e in update_events({"alice": "passed", "bob": "failed: not ready"})]
+    )
+    stack.record_verifications("dev", [EngineEvent.from_json(e) for e in update_events({"carol": "off"})])
+    return {**engine.environment, **api.gcloud_environment()}
+
+
+DAVE_503 = (
+    "the Compute API could not read instance dave-vm (503: The service is currently unavailable). "
+    "Fix: try again in a minute"
+)
+CAROL_GONE = (
+    "instance carol-vm not found in course-project-1/europe-west1-b (The resource "
+    "'projects/course-project-1/zones/europe-west1-b/instances/carol-vm' was not found). "
+    "Fix: `course-vm up` creates it again"
+)
+
+
+def test_status_shows_each_vms_state_now_and_its_last_verification(
+    api: FakeComputeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = a_recorded_class(api, tmp_path, monkeypatch)
+    result = cli("status", env=env)
+    assert result.returncode == 0, result.stderr
+    carol = "unknown (instance carol-vm not found in course-project-1/europe-west1-b)"
+
+    def row(student: str, state: str, ip: str, verified: str) -> str:
+        return f"{student:<7}  {state:<{len(carol)}}  {ip:<10}  {verified}"
+
+    assert result.stdout.splitlines() == [
+        row("STUDENT", "STATE", "IP", "VERIFIED"),
+        row("alice", "RUNNING", "34.78.1.10", "passed (2026-11-27 14:00:00 UTC)"),
+        row("bob", "TERMINATED", "34.78.1.11", "FAILED (2026-11-27 14:00:00 UTC)"),
+        row("carol", carol, "34.78.1.12", "not verified (verify=false)"),
+        row("dave", "unknown (the Compute API could not read instance dave-vm)", "34.78.1.13", "passed"),
+        "stack dev: 4 VMs, 1 RUNNING, 1 TERMINATED, 2 unknown",
+        f"carol: {CAROL_GONE}",
+        f"dave: {DAVE_503}",
+        "A FAILED verification runs again at the next `course-vm up --stack dev`.",
+    ]
+    assert not [request for request in api.requests if request.startswith("POST")], "status changes nothing"
+
+
+def test_status_json_is_the_same_rows_with_stable_keys(
+    api: FakeComputeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = a_recorded_class(api, tmp_path, monkeypatch)
+    result = cli("status", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    common = {"zone": INSTANCE.zone, "state_error": None, "verified_at": None, "verify_error": None}
+    at = "2026-11-27T14:00:00Z"
+    assert rows == [
+        {**common, "student": "alice", "host": "course-vm-alice", "instance": "alice-vm", "ip": "34.78.1.10",
+         "state": "RUNNING", "verified": "passed", "verified_at": at},
+        {**common, "student": "bob", "host": "course-vm-bob", "instance": "bob-vm", "ip": "34.78.1.11",
+         "state": "TERMINATED", "verified": "failed", "verified_at": at, "verify_error": "not ready"},
+        {**common, "student": "carol", "host": "course-vm-carol", "instance": "carol-vm", "ip": "34.78.1.12",
+         "state": "unknown", "state_error": CAROL_GONE, "verified": "off"},
+        {**common, "student": "dave", "host": "course-vm-dave", "instance": "dave-vm", "ip": "34.78.1.13",
+         "state": "unknown", "state_error": DAVE_503, "verified": "passed"},
+    ]  # fmt: skip
+
+
+def test_status_of_a_single_vm_names_it_by_its_alias(api: FakeComputeApi, tmp_path: Path) -> None:
+    api.instance_status = "SUSPENDED"
+    outputs = {**VM, "project": INSTANCE.project, "instanceName": INSTANCE.name}
+    engine = stand_in_engine(tmp_path, {"dev": outputs})
+    result = cli("status", env={**engine.environment, **api.gcloud_environment()})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "STUDENT    STATE      IP         VERIFIED",
+        "course-vm  SUSPENDED  34.78.1.2  unknown",
+        "stack dev: 1 VM, 1 SUSPENDED",
+    ]
+    assert api.requests == [BASE]
+
+
+def test_status_without_credentials_says_unknown_in_every_row_and_why(tmp_path: Path) -> None:
+    students = {name: {**VM, "instanceName": f"{name}-vm"} for name in ("alice", "bob")}
+    engine = stand_in_engine(tmp_path, {"dev": {"project": INSTANCE.project, "students": students}})
+    env = {**engine.environment, "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": "http://compute.example.org"}
+    result = cli("status", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["state"] for row in rows] == ["unknown", "unknown"]
+    assert rows[0]["state_error"].startswith(
+        "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE: got 'http://compute.example.org'"
+    )
+    assert rows[0]["state_error"].endswith(
+        "Fix: export CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE=https://compute.example.org, or unset it"
+    )
+    table = cli("status", env=env).stdout.splitlines()
+    assert table[1].startswith(
+        "alice    unknown (CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE: got 'http://compute.example.org'"
+    )
+    assert table[-1] == "alice, bob: " + rows[0]["state_error"], "one reason, said once"
+
+
+def test_status_of_a_stack_without_vms_is_an_empty_json_list(tmp_path: Path) -> None:
+    engine = stand_in_engine(tmp_path, {"dev": {}})
+    result = cli("status", "--json", env=engine.environment)
+    assert (result.returncode, result.stdout) == (0, "[]\n")
+    assert "no course VM" in result.stderr
+    assert "stack init" not in engine.verbs()

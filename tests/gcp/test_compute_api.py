@@ -217,20 +217,24 @@ def test_an_instance_that_never_gets_there_is_unreachable_by_the_deadline(api: F
 @pytest.mark.parametrize(("verb", "code"), [("start", 503), ("stop", 500), ("stop", 429)])
 def test_a_compute_api_that_fails_is_unreachable_not_a_bug(api: FakeComputeApi, verb: str, code: int) -> None:
     api.failing[INSTANCE.name] = code
-    with pytest.raises(UnreachableError, match=rf"the Compute API answered POST .*/{verb} with {code}: .*Fix: "):
+    with pytest.raises(
+        UnreachableError, match=rf"the Compute API could not {verb} instance {INSTANCE.name} \({code}: .*\)\. Fix: "
+    ):
         change(verb, api)
 
 
 def test_a_request_the_api_refuses_is_bad_input_with_its_message(api: FakeComputeApi) -> None:
     api.failing[INSTANCE.name] = 400
-    with pytest.raises(CourseVmError, match=r"answered POST .*/stop with 400: Invalid value") as raised:
+    with pytest.raises(
+        CourseVmError, match=r"could not stop instance .* \(400: Invalid value for field 'resource'\)\. Fix"
+    ) as raised:
         change("stop", api)
     assert raised.value.exit_code == 2
 
 
 def test_an_unreachable_compute_api_is_unreachable_not_a_bug() -> None:
     closed = "http://127.0.0.1:9/compute/v1"  # the discard port: nothing listens there
-    with pytest.raises(UnreachableError, match="Compute API unreachable"):
+    with pytest.raises(UnreachableError, match="the Compute API is unreachable from here"):
         stop_instance(INSTANCE, time.monotonic() + 5, api=closed, token=lambda: "test-token")
 
 

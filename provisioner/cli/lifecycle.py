@@ -81,7 +81,10 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     )
     status_parser.add_argument("--stack", default=DEFAULT_STACK)
     status_parser.add_argument(
-        "--json", action="store_true", help="a JSON list, one object per VM (keys: see `VmStatus` in lifecycle.py)"
+        "--json",
+        action="store_true",
+        help="a JSON list, one object per VM, with the keys student, host, instance, zone, ip, state, state_error, "
+        "verified (passed, failed, off, unknown), verified_at, verify_error",
     )
     status_parser.set_defaults(run=status)
 
@@ -227,15 +230,28 @@ def status(args: argparse.Namespace) -> int:
     refreshes nothing. A state that cannot be read is `unknown` in its row, not a failure.
     """
     outputs = stack.status(args.stack)
-    if not outputs:
-        nothing = f"stack {args.stack}: no course VM. Create one: course-vm up --project YOUR-PROJECT-ID"
+    recorded = stack.recorded_verifications(args.stack)
+    if not (outputs.get("students") or outputs.get("ip")):
         if args.json:
             print("[]")
-        print(nothing, file=sys.stderr if args.json else sys.stdout)
+        print(no_vms(args.stack, recorded), file=sys.stderr if args.json else sys.stdout)
         return 0
-    rows = vm_statuses(args.stack, outputs, stack.recorded_verifications(args.stack))
+    rows = vm_statuses(args.stack, outputs, recorded)
     print(json.dumps([row.as_json() for row in rows], indent=2) if args.json else status_table(args.stack, rows))
     return 0
+
+
+def no_vms(stack_name: str, recorded: dict[str, stack.Verification]) -> str:
+    """What `status` says of a stack whose outputs name no VM: none was made, or (RECORDED) the first
+    `up` failed part way, which leaves no outputs, though VMs may exist."""
+    if not recorded:
+        return f"stack {stack_name}: no course VM. Create one: course-vm up --project YOUR-PROJECT-ID"
+    seen = ", ".join(f"{student or host_alias(stack_name)} {v.result}" for student, v in sorted(recorded.items()))
+    return (
+        f"stack {stack_name}: no VMs in its outputs, for its first `course-vm up` did not finish; VMs may exist "
+        f"(that up verified: {seen}). `course-vm up --stack {stack_name}` finishes it; "
+        f"`course-vm down --stack {stack_name}` removes what exists"
+    )
 
 
 @dataclass(frozen=True)

@@ -380,6 +380,8 @@ def down(
             stack.destroy(on_output=on_output, on_event=events.append)
     for alias in aliases:
         remove_host(alias)
+    # Its VMs are gone: `status` must not say that some may exist.
+    verifications_file(stack_name).unlink(missing_ok=True)
 
 
 def status(stack_name: str, *, opener: StackOpener = open_stack) -> dict[str, Any]:

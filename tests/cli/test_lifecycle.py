@@ -624,3 +624,20 @@ def test_status_of_a_stack_without_vms_is_an_empty_json_list(tmp_path: Path) -> 
     assert (result.returncode, result.stdout) == (0, "[]\n")
     assert "no course VM" in result.stderr
     assert "stack init" not in engine.verbs()
+
+
+def test_status_after_a_first_up_that_failed_part_way_says_vms_may_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pulumi keeps a failed update's outputs as they were: after a first `up`, none.
+    engine = stand_in_engine(tmp_path, {"dev": {}})
+    monkeypatch.setenv("XDG_STATE_HOME", engine.environment["XDG_STATE_HOME"])
+    events = update_events({"alice": "passed", "bob": "failed: not ready"})
+    stack.record_verifications("dev", [EngineEvent.from_json(e) for e in events])
+    result = cli("status", env=engine.environment)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "stack dev: no VMs in its outputs, for its first `course-vm up` did not finish; VMs may exist "
+        "(that up verified: alice passed, bob failed). `course-vm up --stack dev` finishes it; "
+        "`course-vm down --stack dev` removes what exists\n"
+    )

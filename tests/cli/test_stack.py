@@ -773,3 +773,11 @@ def test_an_unreadable_record_is_no_record(home: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_text('{"alice": {"outcome": "weird"}}')
     assert stack.recorded_verifications("dev") == {}
+
+
+def test_down_forgets_the_stacks_verifications(home: Path) -> None:
+    fake = UpdatingStack(update=update_events({"alice": "passed"}), next_outputs=class_outputs("alice"))
+    stack.up("dev", None, None, [], confirm=yes, opener=opens(fake))
+    assert stack.recorded_verifications("dev") == {"alice": stack.Verification("passed", "2026-11-27T14:00:00Z")}
+    stack.down("dev", confirm=yes, opener=opens(fake))
+    assert stack.recorded_verifications("dev") == {}

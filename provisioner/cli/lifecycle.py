@@ -326,7 +326,7 @@ def gce_states(project: str, vms: dict[str, dict[str, Any]]) -> dict[str, tuple[
 
     def one(vm: dict[str, Any]) -> tuple[str, str | None]:
         if not vm.get("instanceName") or not vm.get("zone"):
-            return "unknown", "the stack has no instanceName or zone output for it; `course-vm up` exports them"
+            return "unknown", "the stack's outputs name no instance or zone for it. Fix: `course-vm up` exports them"
         try:
             instance = GceInstance(project, str(vm["zone"]), str(vm["instanceName"]))
             return instance_status(instance, api=api, token=lambda: access), None

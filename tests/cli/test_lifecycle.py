@@ -641,3 +641,18 @@ def test_status_after_a_first_up_that_failed_part_way_says_vms_may_exist(
         "(that up verified: alice passed, bob failed). `course-vm up --stack dev` finishes it; "
         "`course-vm down --stack dev` removes what exists\n"
     )
+
+
+def test_status_of_a_vm_whose_outputs_name_no_instance_is_unknown_not_a_crash(
+    api: FakeComputeApi, tmp_path: Path
+) -> None:
+    students = {"alice": {"ip": "34.78.1.10", "username": "alice"}}  # as a stack made before instanceName was exported
+    engine = stand_in_engine(tmp_path, {"dev": {"project": INSTANCE.project, "students": students}})
+    result = cli("status", "--json", env={**engine.environment, **api.gcloud_environment()})
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(result.stdout)
+    assert (row["state"], row["state_error"]) == (
+        "unknown",
+        "the stack's outputs name no instance or zone for it. Fix: `course-vm up` exports them",
+    )
+    assert api.requests == []

@@ -14,6 +14,7 @@ from pulumi.automation import EngineEvent
 
 from provisioner.cli import stack
 from provisioner.errors import SettingsError
+from tests.cli.test_errors import assert_fixes_are_valid
 from tests.conftest import ROOT
 from tests.support.fake_compute_api import (
     BASE,
@@ -145,6 +146,7 @@ def test_each_student_that_failed_is_one_row_and_the_exit_status_the_highest(
         "currently unavailable). Fix: try again in a minute",
     ]
     assert api.statuses["alice-vm"] == ("TERMINATED" if verb == "stop" else "RUNNING")
+    assert_fixes_are_valid([verb], error)
 
 
 # `up`, `down`, `status` through the real Automation API against a stand-in `pulumi` (tests/support).
@@ -559,6 +561,7 @@ def test_status_shows_each_vms_state_now_and_its_last_verification(
         f"dave: {DAVE_503}",
         "A FAILED verification runs again at the next `course-vm up --stack dev`.",
     ]
+    assert_fixes_are_valid(["status"], result.stdout)
     assert not [request for request in api.requests if request.startswith("POST")], "status changes nothing"
 
 

@@ -60,22 +60,10 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     down_parser.add_argument("--stack", default=DEFAULT_STACK)
     down_parser.add_argument("--yes", action="store_true", help=YES_HELP)
     down_parser.set_defaults(run=down)
-    start_parser = commands.add_parser(
-        "start", help="start the stack's VMs again after they stopped (idle, nightly stop, Spot) and wait"
+    power_parser(
+        commands, "start", "start the stack's VMs again after they stopped (idle, nightly stop, Spot) and wait"
     )
-    start_parser.add_argument("--stack", default=DEFAULT_STACK)
-    start_parser.add_argument("--student", action="append", metavar="NAME", help="a class: only this student's VM")
-    start_parser.add_argument("--timeout", type=arguments.seconds, default=300, metavar="SECONDS")
-    start_parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
-    start_parser.set_defaults(run=start)
-    stop_parser = commands.add_parser(
-        "stop", help="stop the stack's VMs (their disks and addresses are kept, and billed) and wait"
-    )
-    stop_parser.add_argument("--stack", default=DEFAULT_STACK)
-    stop_parser.add_argument("--student", action="append", metavar="NAME", help="a class: only this student's VM")
-    stop_parser.add_argument("--timeout", type=arguments.seconds, default=300, metavar="SECONDS")
-    stop_parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
-    stop_parser.set_defaults(run=stop)
+    power_parser(commands, "stop", "stop the stack's VMs (their disks and addresses are kept, and billed) and wait")
     status_parser = commands.add_parser(
         "status", help="each VM of the stack: its state in GCE now, its address, whether its last verification passed"
     )
@@ -87,6 +75,18 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         "verified (passed, failed, off, unknown), verified_at, verify_error",
     )
     status_parser.set_defaults(run=status)
+
+
+def power_parser(commands: argparse._SubParsersAction[Any], name: str, help_text: str) -> None:
+    """`start` or `stop` (NAME): the same options, the one command run by `change_power`."""
+    parser = commands.add_parser(name, help=help_text)
+    parser.add_argument("--stack", default=DEFAULT_STACK)
+    parser.add_argument(
+        "--student", action="append", metavar="NAME", help="a class: only this student's VM (repeatable)"
+    )
+    parser.add_argument("--timeout", type=arguments.seconds, default=300, metavar="SECONDS")
+    parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
+    parser.set_defaults(run=start if name == "start" else stop)
 
 
 def up(args: argparse.Namespace) -> int:

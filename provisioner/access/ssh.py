@@ -157,9 +157,7 @@ def connect(target: Target, key: paramiko.PKey, deadline: float, progress: Progr
                     f"({', '.join(k.type for k in target.host_keys)}). The connection may be intercepted; "
                     "nothing was sent to it. Fix: learn the VM's keys again out of band"
                 ) from None
-            reason = f"SSH handshake failed ({error})"
-            if "protocol banner" in str(error):
-                reason += f": sshd is not up yet, or another program listens on port {target.port}"
+            reason = _handshake_reason(error, target.port)
         except (OSError, EOFError) as error:
             client.close()
             reason = _network_reason(error)
@@ -216,6 +214,18 @@ def _no_delay(client: paramiko.SSHClient) -> None:
     sock = getattr(transport, "sock", None)
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _handshake_reason(error: paramiko.SSHException, port: int) -> str:
+    """Why a handshake failed, in words that do not depend on how the socket failed: paramiko appends
+    the socket's error to its banner message (`...banner[Errno 104] Connection reset by peer`)."""
+    text = str(error)
+    if "protocol banner" not in text:
+        return f"SSH handshake failed ({text})"
+    return (
+        "SSH handshake failed (Error reading SSH protocol banner): sshd is not up yet, or another program "
+        f"listens on port {port}"
+    )
 
 
 def _network_reason(error: BaseException) -> str:

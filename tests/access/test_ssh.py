@@ -7,10 +7,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from provisioner.access.host_keys import HostKey, parse_host_key
-from provisioner.access.ssh import Target, connect, connect_published, load_identity, run
+from provisioner.access.ssh import Target, _handshake_reason, connect, connect_published, load_identity, run
 from provisioner.errors import HostKeyMismatchError, SshKeyError, UnreachableError
 from provisioner.local.vm import free_loopback_port
 from tests.conftest import require_tool, wait_for_port
@@ -226,3 +227,17 @@ def test_dropped_connection_is_reported(ready_sshd: Sshd) -> None:
         result = run(client, "docker run --rm hello-world", 20)
     assert result.connection_lost
     assert "lost its connection" in result.summary()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Error reading SSH protocol banner",
+        "Error reading SSH protocol banner[Errno 104] Connection reset by peer",  # seen under load
+    ],
+)
+def test_a_banner_failure_reads_the_same_however_the_socket_failed(message: str) -> None:
+    assert _handshake_reason(paramiko.SSHException(message), 2222) == (
+        "SSH handshake failed (Error reading SSH protocol banner): sshd is not up yet, "
+        "or another program listens on port 2222"
+    )

@@ -8,13 +8,12 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from provisioner.access.ssh_config import host_alias
-from provisioner.checker.class_pool import DEFAULT_WORKERS
+from provisioner.checker.class_pool import at_once
 from provisioner.cli import arguments, prerequisites, stack
 from provisioner.cli.console import confirm, plan_summary, progress
 from provisioner.errors import CourseVmError
@@ -181,8 +180,7 @@ def change_power(args: argparse.Namespace, how: PowerChange) -> int:
             return error
         return None
 
-    with ThreadPoolExecutor(max_workers=min(DEFAULT_WORKERS, len(chosen))) as pool:
-        errors = dict(zip(chosen, pool.map(one, chosen.values()), strict=True))
+    errors = dict(zip(chosen, at_once(one, list(chosen.values())), strict=True))
     for name, vm in chosen.items():
         if errors[name] is None:
             print(how.said(args.stack, name, vm), flush=True)
@@ -333,8 +331,7 @@ def gce_states(project: str, vms: dict[str, dict[str, Any]]) -> dict[str, tuple[
         except CourseVmError as error:
             return "unknown", _reason(error)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(DEFAULT_WORKERS, len(vms)))) as pool:
-        return dict(zip(vms, pool.map(one, vms.values()), strict=True))
+    return dict(zip(vms, at_once(one, list(vms.values())), strict=True))
 
 
 def _reason(error: CourseVmError) -> str:

@@ -25,6 +25,7 @@ from provisioner.local import vm as local_vm
 from provisioner.local.process import alive, pid_in
 from provisioner.recipe.settings import DEFAULTS
 from tests.conftest import ROOT
+from tests.support.fake_compute_api import INSTANCE, FakeComputeApi
 from tests.support.pulumi_cli import stand_in_pulumi
 
 
@@ -259,6 +260,22 @@ def test_ctrl_c_during_a_class_check_exits_at_once(
     assert process.returncode == errors.EXIT_INTERRUPTED, err
     assert time.monotonic() - began < 10, "Ctrl-C waited for the running checks"
     assert no_traceback((out, err)).startswith("course-vm: interrupted: the check changes nothing on the VM")
+
+
+def test_ctrl_c_while_start_waits_exits_at_once(api: FakeComputeApi, tmp_path: Path) -> None:
+    # A SUSPENDED VM is not started by `start` (GCE wants a resume), so start waits its whole timeout.
+    api.instance_status = "SUSPENDED"
+    vm = {"zone": INSTANCE.zone, "instanceName": INSTANCE.name, "ip": "34.78.1.2", "username": "x",
+          "identityFile": str(tmp_path / "key")}  # fmt: skip
+    env = {**stand_in_pulumi(tmp_path, {"project": INSTANCE.project, "students": {"alice": vm}}),
+           **api.gcloud_environment()}  # fmt: skip
+    process = started("start", "--timeout", "120", env=env)
+    seen = wait_for(process, "SUSPENDED")
+    began = time.monotonic()
+    out, err = interrupt(process, seen)
+    assert process.returncode == errors.EXIT_INTERRUPTED, err
+    assert time.monotonic() - began < 10, "Ctrl-C waited for the VMs being started"
+    assert no_traceback((out, err)).startswith("course-vm: interrupted: VMs already asked to start go on starting")
 
 
 # `local up` with QEMU replaced by Python under QEMU's name, which writes its pid file and waits, printing nothing.

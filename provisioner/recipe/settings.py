@@ -10,7 +10,7 @@ import posixpath
 import re
 import urllib.parse
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -55,6 +55,10 @@ TOO_SMALL_MACHINE_TYPES = frozenset({"f1-micro", "g1-small", "e2-micro", "e2-sma
 _SHA256 = r"[0-9a-fA-F]{64}"
 _HTTPS_URL = r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/%+-]*"
 _MIRROR_URL_OR_EMPTY = r"|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%+-]*)?"
+EMAIL = r"[A-Za-z0-9._+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+"
+"""A Google account's address as IAM takes it after `user:`: no quote, space or shell character."""
+IAP_RANGE = "35.235.240.0/20"
+"""Where Google's Identity-Aware Proxy connects from: the only source the firewall admits under iap."""
 
 
 # PATH, or after a drive letter (C:/keys/course-vm), which only Windows reads as one.
@@ -265,12 +269,35 @@ SETTINGS: tuple[Setting, ...] = (
         "(their Google account).",
         rule=roster.from_csv,
     ),
+    # The three are checked together: see _access_rows.
+    Setting(
+        "sshAccess",
+        "string",
+        "firewall",
+        "How students reach SSH: firewall (a static external IP, SSH from allowedSshCidrs) or iap "
+        "(Identity-Aware Proxy through gcloud: no external address, each student's Google account granted).",
+        rule=text(
+            "firewall|iap",
+            "it must be firewall (SSH from allowedSshCidrs) or iap (Identity-Aware Proxy: no external address)",
+            "iap",
+        ),
+        only_for_gcp=True,
+    ),
     Setting(
         "allowedSshCidrs",
         "array",
         [],
-        "IPv4 ranges allowed to reach SSH (tcp/22), e.g. your address as 203.0.113.7/32.",
+        "IPv4 ranges allowed to reach SSH (tcp/22), e.g. your address as 203.0.113.7/32 (sshAccess firewall only).",
         rule=_ssh_ranges,
+        only_for_gcp=True,
+    ),
+    Setting(
+        "studentEmail",
+        "string",
+        "",
+        "sshAccess iap, one VM: the student's Google account, granted IAP access to this VM only "
+        "(empty: only the project's owners reach it).",
+        rule=text(f"|{EMAIL}", "it is not an email address like student@example.edu", "student@example.edu"),
         only_for_gcp=True,
     ),
     Setting(
@@ -454,7 +481,8 @@ class Seat:
     ssh_public_key: str = ""
     """`TYPE BASE64` of the student's own key (roster column sshPublicKey); "" when course-vm generates their pair."""
     email: str = ""
-    """The student's Google account (roster column email); "" for none."""
+    """The student's Google account (roster column email, or studentEmail for one VM): under sshAccess iap
+    granted IAP access to this VM only; "" for none."""
 
     @property
     def key_comment(self) -> str:
@@ -501,6 +529,15 @@ class Settings:
     """The class roster; empty for one student's own VM."""
     roster: tuple[RosterEntry, ...] = ()
     """Each student of `students`, with their own key and Google account when the roster CSV gives them."""
+    ssh_access: str = "firewall"
+    """`firewall` (static external IP, SSH from allowed_ssh_cidrs) or `iap` (no external IP, IAP TCP forwarding)."""
+    student_email: str = ""
+    """sshAccess iap, one VM: the Google account granted access to it ("" for none)."""
+
+    @property
+    def iap(self) -> bool:
+        """Whether the VMs are reached through Identity-Aware Proxy (no external address)."""
+        return self.ssh_access == "iap"
 
     @property
     def seats(self) -> tuple[Seat, ...]:
@@ -512,7 +549,7 @@ class Settings:
         VM with `sshKeyPath` itself, authorised beside the student's key.
         """
         if not self.students:
-            return (Seat("", self.username, self.ssh_key_path),)
+            return (Seat("", self.username, self.ssh_key_path, email=self.student_email),)
         entries = {entry.name: entry for entry in self.roster}
         seats = []
         for name in self.students:
@@ -573,8 +610,47 @@ def _artifact_rows(prefix: str) -> _JointRule:
     return rule
 
 
+def _access_rows(problems: Problems, raw: Mapping[str, object]) -> dict[str, Any]:
+    """`sshAccess` with what it uses: `allowedSshCidrs` (firewall only) and `studentEmail` (iap, one VM only).
+
+    A value the chosen access would not use is a problem, not silently ignored. Under iap one VM
+    needs no studentEmail: whoever runs `up` owns the project and may open a tunnel already.
+    """
+    access = _ROW["sshAccess"].check(problems, _given(raw, "sshAccess"))
+    cidrs_given = raw.get("allowedSshCidrs") not in (None, "", "[]", [])
+    cidrs: tuple[str, ...] = ()
+    if access == "iap":
+        if cidrs_given:
+            why = f"sshAccess is iap, which admits only Google's IAP range {IAP_RANGE}, so the ranges would not be used"
+            problems.add("allowedSshCidrs", raw["allowedSshCidrs"], why, "pulumi config rm allowedSshCidrs")
+    elif access:
+        cidrs = _ROW["allowedSshCidrs"].check(problems, _given(raw, "allowedSshCidrs"))
+    email = _ROW["studentEmail"].check(problems, _given(raw, "studentEmail"))
+    if email and access == "firewall":
+        why = "sshAccess is firewall, and only iap grants a Google account access"
+        problems.add("studentEmail", email, why, "pulumi config set sshAccess iap, or pulumi config rm studentEmail")
+    elif email and (raw.get("students") not in (None, "", "[]", []) or raw.get("studentsCsv")):
+        why = "a class's VMs are granted to each student's own email (the roster's email column)"
+        problems.add("studentEmail", email, why, "pulumi config rm studentEmail")
+    return {"sshAccess": access, "allowedSshCidrs": cidrs, "studentEmail": email}
+
+
+def seat_problems(seats: Sequence[Seat], *, iap: bool) -> list[str]:
+    """Under IAP, every student of a class needs their Google account: without one, nobody but the
+    project's owners could reach their VM. (A stack's one VM, whose seat has no name, needs none.)"""
+    if not iap:
+        return []
+    return [
+        f"studentsCsv: student {seat.name} has no email, but sshAccess iap grants each student's Google account "
+        f"access to their VM. Fix: add an `email` column to the roster with {seat.name}'s Google account"
+        for seat in seats
+        if seat.name and not seat.email
+    ]
+
+
 _JOINT_RULES: Mapping[str, _JointRule] = {
     "students": _one_roster,
+    "sshAccess": _access_rows,
     "anacondaVersion": _artifact_rows("anaconda"),
     "dockerComposeVersion": _artifact_rows("dockerCompose"),
 }
@@ -665,7 +741,7 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
     if problems.lines:
         raise SettingsError(problems.lines)
     roster = values["studentsCsv"] or tuple(RosterEntry(name) for name in values["students"])
-    return Settings(
+    settings = Settings(
         project=gcp_project,
         zone=gcp_zone,
         machine_type=values["machineType"],
@@ -687,7 +763,13 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
         docker_registry_mirror=values["dockerRegistryMirror"],
         students=tuple(entry.name for entry in roster),
         roster=roster,
+        ssh_access=values.get("sshAccess", "firewall"),
+        student_email=values.get("studentEmail", ""),
     )
+    seats = seat_problems(settings.seats, iap=settings.iap)
+    if seats:
+        raise SettingsError(seats)
+    return settings
 
 
 def settings_from_pulumi(config: Mapping[str, object], gcp_get: Callable[[str], str | None]) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from provisioner.recipe.settings import (
     is_absolute,
     key_path_rule,
     parse_settings,
+    seat_problems,
     settings_from_pulumi,
     settings_from_stack_file,
 )
@@ -648,3 +650,92 @@ def test_one_roster_only() -> None:
         "studentsCsv: got 'roster.csv', but students is set too, and a class has one roster. "
         "Fix: keep one: pulumi config rm students, or pulumi config rm studentsCsv"
     ]
+
+
+# How students reach their VMs: sshAccess firewall (allowedSshCidrs) or iap (Identity-Aware Proxy).
+
+
+def test_firewall_is_the_default_access() -> None:
+    s = parse_settings(GOOD, PROJECT, ZONE)
+    assert (s.ssh_access, s.iap) == ("firewall", False)
+    assert [seat.email for seat in s.seats] == [""]
+
+
+def test_iap_needs_no_ssh_ranges_and_fills_the_seats_email() -> None:
+    s = parse_settings({"sshAccess": "iap", "studentEmail": "Maria.Lopez+ml@example.edu"}, PROJECT, ZONE)
+    assert (s.ssh_access, s.iap, s.allowed_ssh_cidrs) == ("iap", True, ())
+    [seat] = s.seats
+    assert seat.email == "Maria.Lopez+ml@example.edu"
+
+
+def test_iap_without_a_student_email_is_the_project_owners_own_vm() -> None:
+    # Whoever runs `up` owns the project and may tunnel already: no grant is needed.
+    s = parse_settings({"sshAccess": "iap"}, PROJECT, ZONE)
+    assert [seat.email for seat in s.seats] == [""]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"sshAccess": "vpn"},
+            "sshAccess: got 'vpn', but it must be firewall (SSH from allowedSshCidrs) or iap (Identity-Aware "
+            "Proxy: no external address). Fix: pulumi config set sshAccess iap",
+        ),
+        (
+            {"sshAccess": "iap", "allowedSshCidrs": ["203.0.113.7/32"]},
+            "allowedSshCidrs: got ['203.0.113.7/32'], but sshAccess is iap, which admits only Google's IAP range "
+            "35.235.240.0/20, so the ranges would not be used. Fix: pulumi config rm allowedSshCidrs",
+        ),
+        (
+            {"sshAccess": "iap", "studentEmail": "maria at example.edu"},
+            "studentEmail: got 'maria at example.edu', but it is not an email address like "
+            "student@example.edu. Fix: pulumi config set studentEmail student@example.edu",
+        ),
+        (
+            {"sshAccess": "iap", "studentEmail": "m@example.edu\nMatch exec x"},
+            "studentEmail: got 'm@example.edu\\nMatch exec x', but it is not an email address like "
+            "student@example.edu. Fix: pulumi config set studentEmail student@example.edu",
+        ),
+        (
+            {"studentEmail": "maria@example.edu"},
+            "studentEmail: got 'maria@example.edu', but sshAccess is firewall, and only iap grants a Google "
+            "account access. Fix: pulumi config set sshAccess iap, or pulumi config rm studentEmail",
+        ),
+        (
+            {"sshAccess": "iap", "students": ["alice"], "studentEmail": "maria@example.edu"},
+            "studentEmail: got 'maria@example.edu', but a class's VMs are granted to each student's own "
+            "email (the roster's email column). Fix: pulumi config rm studentEmail",
+        ),
+    ],
+)
+def test_access_problems(raw: dict[str, object], message: str) -> None:
+    assert problems({**raw, "allowedSshCidrs": raw.get("allowedSshCidrs", [])} if "sshAccess" in raw else raw) == [
+        message
+    ]
+
+
+def test_iap_problems_are_reported_with_the_others() -> None:
+    with pytest.raises(SettingsError) as raised:
+        parse_settings(
+            {"sshAccess": "iap", "allowedSshCidrs": ["203.0.113.7/32"], "studentEmail": "x", "diskSizeGb": 5},
+            PROJECT,
+            ZONE,
+        )
+    keys = [line.split(":")[0] for line in raised.value.problems]
+    assert keys == ["diskSizeGb", "allowedSshCidrs", "studentEmail"]
+
+
+def test_a_class_under_iap_needs_every_students_email() -> None:
+    s = parse_settings({**GOOD, "students": ["alice", "bob"]}, PROJECT, ZONE)
+    seats = (replace(s.seats[0], email="alice@example.edu"), s.seats[1])
+    assert seat_problems(seats, iap=True) == [
+        "studentsCsv: student bob has no email, but sshAccess iap grants each student's Google account access "
+        "to their VM. Fix: add an `email` column to the roster with bob's Google account"
+    ]
+    assert seat_problems(seats, iap=False) == []
+
+
+def test_a_local_vm_has_no_access_settings() -> None:
+    s = parse_settings({}, None, None, for_gcp=False)
+    assert s.ssh_access == "firewall"

@@ -14,6 +14,7 @@ import paramiko
 
 from provisioner.access.host_keys import HOST_KEY_TYPES, HostKey
 from provisioner.access.keys import check_private_key_file
+from provisioner.access.proxy import ProxySocket, proxy_argv
 from provisioner.errors import HostKeyMismatchError, SshKeyError, UnreachableError
 
 Progress = Callable[[str], None]
@@ -46,6 +47,8 @@ class Target:
     host_keys: tuple[HostKey, ...]
     published: HostKeySource | None = field(default=None, compare=False, repr=False)
     """Where `host_keys` came from, read again after a mismatch; None: they are final (the user gave them)."""
+    proxy_command: str = ""
+    """"": connect to HOST:PORT directly; else the IAP ProxyCommand (proxy.py) that reaches HOST, an instance name."""
 
 
 @dataclass(frozen=True)
@@ -123,10 +126,15 @@ def connect(target: Target, key: paramiko.PKey, deadline: float, progress: Progr
                 client.get_host_keys().add(name, host_key.type, host_key.pkey)
         remaining = deadline - time.monotonic()
         attempt_timeout = max(min(10.0, remaining), 0.5)
+        # A new tunnel per attempt; closed on every way out but success, when the client owns it.
+        proxy = (
+            ProxySocket(proxy_argv(target.proxy_command, target.host, target.port)) if target.proxy_command else None
+        )
         try:
             client.connect(
                 target.host,
                 port=target.port,
+                sock=proxy,  # type: ignore[arg-type]  # paramiko takes any object with send, recv, close
                 username=target.user,
                 pkey=key,
                 timeout=attempt_timeout,
@@ -137,6 +145,7 @@ def connect(target: Target, key: paramiko.PKey, deadline: float, progress: Progr
                 disabled_algorithms={"keys": _host_key_algorithms(target.host_keys)},
             )
             _no_delay(client)
+            proxy = None
             return client
         except paramiko.BadHostKeyException as error:
             client.close()
@@ -161,11 +170,23 @@ def connect(target: Target, key: paramiko.PKey, deadline: float, progress: Progr
         except (OSError, EOFError) as error:
             client.close()
             reason = _network_reason(error)
+        finally:
+            proxy_said = proxy.why() if proxy is not None else ""
+            if proxy is not None:
+                proxy.close()
+        if proxy is not None:
+            reason = proxy_said or _tunnel_reason(reason)
         now = time.monotonic()
         if now >= deadline:
+            fix = (
+                "check that the VM is running, that `gcloud auth login` was done with a Google account granted "
+                "IAP access to it (roles/iap.tunnelResourceAccessor), and the key"
+                if target.proxy_command
+                else "check that the VM is running, that allowedSshCidrs includes your address, and the key"
+            )
             raise UnreachableError(
                 f"could not log in to {target.user}@{target.host}:{target.port} within {total:.0f}s: {reason}. "
-                "Fix: check that the VM is running, that allowedSshCidrs includes your address, and the key"
+                f"Fix: {fix}"
             )
         if reason != last_reason or now - last_report >= 15:
             progress(f"waiting for {target.host}:{target.port}: {reason} ({now - started:.0f}s of {total:.0f}s)")
@@ -236,6 +257,17 @@ def _network_reason(error: BaseException) -> str:
     if isinstance(error, EOFError):
         return "connection closed during the handshake"
     return f"network error ({error})"
+
+
+def _tunnel_reason(reason: str) -> str:
+    """REASON a login failed, said of a connection through the IAP tunnel whose process still ran."""
+    # paramiko says "No existing session" when the handshake timed out before the banner came.
+    if any(said in reason for said in ("protocol banner", "Indecipherable", "No existing session")):
+        return (
+            "no SSH server answered through the IAP tunnel (gcloud): the VM is not up yet, "
+            "or what the proxy sends is not SSH"
+        )
+    return f"{reason}, through the IAP tunnel"
 
 
 def _fingerprint(key: paramiko.PKey) -> str:

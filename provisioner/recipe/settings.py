@@ -656,8 +656,8 @@ _JOINT_RULES: Mapping[str, _JointRule] = {
 }
 """Each rule across rows, by the first of its rows."""
 
-_GCP_PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
-_GCE_ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
+GCP_PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
+GCE_ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
 
 
 def _check_gcp_location(problems: Problems, project: object, zone: object) -> tuple[str, str]:
@@ -667,7 +667,7 @@ def _check_gcp_location(problems: Problems, project: object, zone: object) -> tu
             problems,
             "gcp:project",
             project,
-            _GCP_PROJECT,
+            GCP_PROJECT_ID,
             "it is not a GCP project ID",
             "YOUR-PROJECT-ID",
             "`gcloud projects list` shows yours",
@@ -676,7 +676,7 @@ def _check_gcp_location(problems: Problems, project: object, zone: object) -> tu
             problems,
             "gcp:zone",
             zone,
-            _GCE_ZONE,
+            GCE_ZONE,
             "it is not a GCE zone like europe-west1-b",
             "europe-west1-b",
             "a zone near you",

@@ -1,0 +1,182 @@
+"""Reaching a VM through a ProxyCommand (Google's IAP tunnel, run by gcloud) as paramiko's socket."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import shlex
+import subprocess
+import tempfile
+from typing import IO
+
+from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError
+from provisioner.recipe.settings import GCE_ZONE, GCP_PROJECT_ID
+
+IAP_PROGRAM = "gcloud"
+GCLOUD_INSTALL = "install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install), then `gcloud auth login`"
+_IAP_COMMAND = "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project {project} --zone {zone}"
+_IAP = re.compile(
+    r"gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project (?P<project>\S+) --zone (?P<zone>\S+)"
+)
+INSTANCE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+"""A GCE instance name: what `%h` becomes, and an ssh `HostName` only behind the IAP proxy."""
+_STDERR_TAIL = 4096
+
+
+class ProxyMissingError(CourseVmError):
+    """The ProxyCommand's program (gcloud) is not installed."""
+
+    exit_code = EXIT_MISSING_PREREQUISITE
+
+
+def iap_proxy_command(project: str, zone: str) -> str:
+    """The ProxyCommand that tunnels to an instance of PROJECT in ZONE through Identity-Aware Proxy.
+
+    `%h` is the ssh HostName, the instance's name; gcloud connects its stdin and stdout to the
+    instance's port 22. Raises CourseVmError for a project or zone that is not a plain name.
+    """
+    if not (GCP_PROJECT_ID.fullmatch(project) and GCE_ZONE.fullmatch(zone)):
+        raise CourseVmError(
+            f"cannot build the IAP ProxyCommand for project {project!r}, zone {zone!r}: not a GCP project ID and "
+            "a GCE zone. Fix: set gcp:project and gcp:zone (`pulumi config set gcp:project ID`)"
+        )
+    return _IAP_COMMAND.format(project=project, zone=zone)
+
+
+def iap_location(command: object) -> tuple[str, str] | None:
+    """(project, zone) of COMMAND if it is exactly the IAP ProxyCommand course-vm writes, else None.
+
+    Nothing else is ever run or written as a ProxyCommand: the command may come from a stack's
+    outputs, which whoever can write the state could otherwise make run anything.
+    """
+    match = _IAP.fullmatch(command) if isinstance(command, str) else None
+    if match is None or not (GCP_PROJECT_ID.fullmatch(match["project"]) and GCE_ZONE.fullmatch(match["zone"])):
+        return None
+    return match["project"], match["zone"]
+
+
+def proxy_argv(command: str, host: str, port: int) -> list[str]:
+    """COMMAND's words with ssh's `%h` (HOST), `%p` (PORT) and `%%` expanded, as ssh would run them.
+
+    Raises CourseVmError unless COMMAND is the IAP ProxyCommand (iap_location) and HOST an instance name.
+    """
+    if iap_location(command) is None or not INSTANCE_NAME.fullmatch(host):
+        raise CourseVmError(
+            f"refusing to run ProxyCommand {command!r} for host {host!r}: course-vm runs only its own IAP "
+            "tunnel to a GCE instance name. Fix: run `course-vm up` again to write the stack's outputs anew"
+        )
+    tokens = {"%h": host, "%p": str(port), "%%": "%"}
+    return [re.sub(r"%[hp%]", lambda m: tokens[m.group(0)], word) for word in shlex.split(command)]
+
+
+class ProxySocket:
+    """A ProxyCommand's process as the socket paramiko talks SSH over: its stdin and its stdout.
+
+    Unlike paramiko's own ProxyCommand, the end of the output is an end of file (paramiko's spins
+    until its timeout), the process's stderr is kept for the error message, and `close` always
+    reaps the process: no tunnel outlives its connection.
+    """
+
+    def __init__(self, argv: list[str]) -> None:
+        """Start ARGV. Raises ProxyMissingError when its program is not installed, CourseVmError when it cannot run."""
+        self.argv = argv
+        self.timeout: float | None = None
+        self._closed = False
+        self._eof = False
+        self._said = ""
+        # Kept open for the object's life: `why` reads it after the process has gone.
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0
+            )
+        except FileNotFoundError:
+            self._stderr.close()
+            raise ProxyMissingError(
+                f"the SSH connection goes through `{argv[0]}` (sshAccess iap), which is not on PATH. "
+                f"Fix: {GCLOUD_INSTALL}"
+            ) from None
+        except OSError as error:
+            self._stderr.close()
+            raise CourseVmError(f"cannot run the proxy `{argv[0]}`: {error.strerror}. Fix: {GCLOUD_INSTALL}") from None
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.timeout = timeout
+
+    def send(self, data: bytes) -> int:
+        """Write DATA to the proxy; OSError (which paramiko reads as a closed connection) once it has gone."""
+        if self._closed or self.process.stdin is None:
+            raise OSError("the proxy is closed")
+        try:
+            written = self.process.stdin.write(data)
+        except ValueError:  # closed meanwhile by another thread
+            raise OSError("the proxy is closed") from None
+        return len(data) if written is None else written
+
+    def recv(self, size: int) -> bytes:
+        """Up to SIZE bytes of the proxy's output; b"" at its end; socket.timeout when none came in time."""
+        stdout = self.process.stdout
+        if self._closed or stdout is None:
+            return b""
+        try:
+            ready, _, _ = select.select([stdout], [], [], self.timeout)
+            if ready:
+                data = os.read(stdout.fileno(), size)
+                self._eof = not data
+                return data
+        except (ValueError, OSError):
+            return b""  # closed meanwhile by another thread
+        raise TimeoutError("the proxy sent nothing")  # socket.timeout, which paramiko waits on
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def why(self) -> str:
+        """What the proxy did, for an error: that it exited by itself (with the last line it wrote on
+        stderr), or "" while it runs (or ran until `close` ended it)."""
+        if self._closed:
+            return self._said
+        if self._eof:
+            # Its output has ended, so it is exiting: give it a moment to be done.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(0.5)
+        status = self.process.poll()
+        if status is None:
+            return ""
+        tail = self.stderr_tail()
+        return f"the proxy `{' '.join(self.argv[:3])}` exited with status {status}" + (f": {tail}" if tail else "")
+
+    def stderr_tail(self) -> str:
+        """The last line the proxy wrote on stderr ("" for none)."""
+        try:
+            self._stderr.seek(0, os.SEEK_END)
+            size = self._stderr.tell()
+            self._stderr.seek(max(size - _STDERR_TAIL, 0))
+            lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+        except (OSError, ValueError):
+            return ""
+        return " ".join(lines[-1].split()) if lines else ""
+
+    def close(self) -> None:
+        """End the proxy and reap it: SIGTERM, then SIGKILL after 2 s. Safe to call more than once."""
+        if self._closed:
+            return
+        self._said = self.why()  # before it is ended here; paramiko closes its socket before it reports
+        self._closed = True
+        try:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(2.0)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+        finally:
+            for pipe in (self.process.stdin, self.process.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+            self._stderr.close()

@@ -8,6 +8,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from provisioner.access.proxy import INSTANCE_NAME, iap_location
 from provisioner.errors import CourseVmError
 from provisioner.paths import ON_WINDOWS
 from provisioner.recipe.settings import DEFAULT_STACK
@@ -38,6 +39,7 @@ def ssh_config_block(
     known_hosts_file: str | None = None,
     port: int = 22,
     *,
+    proxy_command: str | None = None,
     windows: bool = ON_WINDOWS,
     default_keys: bool = False,
 ) -> str:
@@ -46,17 +48,26 @@ def ssh_config_block(
     With KNOWN_HOSTS_FILE (the pinned keys), ssh verifies the host key as strictly as the checker.
     With DEFAULT_KEYS (the hand-out of a student who brought their own key) there is no IdentityFile
     line, so ssh offers the user's own keys and agent; IDENTITY_FILE is then "".
+    With PROXY_COMMAND (sshAccess iap: only course-vm's own IAP tunnel, see proxy.py) HOST is the
+    instance's name, which ssh hands the tunnel as `%h` and looks the pinned keys up under.
     Every value is checked first, for ssh reads a newline in any of them as a line of its own
-    (`Match exec ...` runs a command): an alias, an IP address, a Linux login, plain paths, a port.
-    On WINDOWS the paths' backslashes are written as `/`. Raises CourseVmError naming every bad value.
+    (`Match exec ...` runs a command): an alias, an IP address (or an instance name behind the
+    tunnel), a Linux login, plain paths, a port. On WINDOWS the paths' backslashes are written as
+    `/`. Raises CourseVmError naming every bad value.
     """
     # The values may come from a stack's outputs, so none is taken to be of its declared type.
     problems = []
     plain_alias = isinstance(alias, str) and _ALIAS.fullmatch(alias)
     if not plain_alias:
         problems.append(f"alias {alias!r} is not a plain name")
-    if not _is_ip_address(host):
-        problems.append(f"host {host!r} is not an IP address")
+    if proxy_command is None:
+        if not _is_ip_address(host):
+            problems.append(f"host {host!r} is not an IP address")
+    else:
+        if not (isinstance(host, str) and INSTANCE_NAME.fullmatch(host)):
+            problems.append(f"host {host!r} is not a GCE instance name")
+        if iap_location(proxy_command) is None:
+            problems.append(f"proxy command {proxy_command!r} is not course-vm's IAP tunnel")
     if not (isinstance(user, str) and _USER.fullmatch(user)):
         problems.append(f"user {user!r} is not a Linux login")
     optional = {"known_hosts file": known_hosts_file} if known_hosts_file is not None else {}
@@ -81,6 +92,8 @@ def ssh_config_block(
         return f'"{path}"' if " " in path else path
 
     lines = [f"Host {alias}", f"    HostName {host}"]
+    if proxy_command is not None:
+        lines.append(f"    ProxyCommand {proxy_command}")
     if port != 22:
         lines.append(f"    Port {port}")
     lines.append(f"    User {user}")

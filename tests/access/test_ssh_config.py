@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,10 @@ from provisioner.access.ssh_config import (
     write_atomically,
 )
 from provisioner.errors import CourseVmError
+from tests.conftest import require_tool
+from tests.support import gcloud
 from tests.support.openssh import resolved
+from tests.support.sshd import Sshd
 
 USERS_CONFIG = """# my own settings
 Host work
@@ -280,3 +284,79 @@ def test_a_block_for_the_users_own_keys_names_no_identity_file() -> None:
     )
     with pytest.raises(CourseVmError, match="identity file '/k/key' is given, but the user's own keys log in"):
         ssh_config_block("course-vm-alice", "1.2.3.4", "alice", "/k/key", default_keys=True)
+
+
+# sshAccess iap: the instance name as HostName, reached through gcloud's IAP tunnel.
+
+IAP = "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project course-project-1 --zone europe-west1-b"
+INSTANCE = "course-vm-vm-1a2b3c"
+
+
+def iap_block(
+    known_hosts_file: str = "/vm/known_hosts", identity: str = "/keys/course-vm", user: str = "student"
+) -> str:
+    return ssh_config_block("course-vm", INSTANCE, user, identity, known_hosts_file, proxy_command=IAP)
+
+
+def test_an_iap_block_names_the_instance_and_its_tunnel() -> None:
+    assert iap_block() == (
+        "Host course-vm\n"
+        f"    HostName {INSTANCE}\n"
+        f"    ProxyCommand {IAP}\n"
+        "    User student\n"
+        "    IdentityFile /keys/course-vm\n"
+        "    IdentitiesOnly yes\n"
+        "    UserKnownHostsFile /vm/known_hosts\n"
+        "    StrictHostKeyChecking yes\n"
+        "    LocalForward 8888 localhost:8888\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "proxy_command", "problem"),
+    [
+        ("10.42.0.2", IAP, "host '10.42.0.2' is not a GCE instance name"),
+        (f"{INSTANCE}\nMatch exec id", IAP, "is not a GCE instance name"),
+        (INSTANCE, IAP + "; id", "is not course-vm's IAP tunnel"),
+        (INSTANCE, "nc %h 22", "proxy command 'nc %h 22' is not course-vm's IAP tunnel"),
+        (INSTANCE, IAP + "\nMatch exec id", "is not course-vm's IAP tunnel"),
+        (INSTANCE, None, f"host '{INSTANCE}' is not an IP address"),
+    ],
+)
+def test_an_iap_block_refuses_what_ssh_would_read_as_syntax(host: str, proxy_command: str | None, problem: str) -> None:
+    with pytest.raises(CourseVmError) as raised:
+        ssh_config_block("course-vm", host, "student", "/k/course-vm", proxy_command=proxy_command)
+    assert problem in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.integration
+def test_openssh_reads_the_iap_block(home: Path) -> None:
+    add_host("course-vm", iap_block())
+    ours = resolved(home, "course-vm")
+    assert ours["hostname"] == INSTANCE
+    assert ours["proxycommand"] == IAP
+    assert ours["userknownhostsfile"] == "/vm/known_hosts"
+    assert ours["stricthostkeychecking"] == "true"
+
+
+@pytest.mark.integration
+def test_openssh_logs_in_through_the_tunnel_with_the_pinned_key_only(
+    home: Path, ready_sshd: Sshd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real `ssh` through the Host block and the stand-in gcloud: the pinned line, named by the instance
+    as the verification writes it, is the one ssh looks up; another key under that name is refused."""
+    standin = gcloud.install(home / "bin")
+    standin.expect(INSTANCE, "course-project-1", "europe-west1-b")
+    standin.connect_to(ready_sshd.port)
+    monkeypatch.setenv("PATH", f"{standin.bin}:{os.environ['PATH']}")
+    pins = home / "pins"
+    pins.write_text(ready_sshd.host_key.known_hosts_line(INSTANCE, 22) + "\n")
+    add_host("course-vm", iap_block(str(pins), str(ready_sshd.client_key), ready_sshd.user))
+    command = [require_tool("ssh"), "-F", str(home / ".ssh" / "config"), "-o", "BatchMode=yes", "course-vm", "id -un"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, ready_sshd.user), done.stderr
+    pins.write_text(ready_sshd.host_key.known_hosts_line("10.42.0.2", 22) + "\n")  # pinned under another name
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert refused.returncode == 255
+    assert "Host key verification failed" in refused.stderr

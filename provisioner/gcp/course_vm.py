@@ -7,12 +7,13 @@ import shlex
 from dataclasses import dataclass
 
 import pulumi
-from pulumi_gcp import compute, organizations, projects
+from pulumi_gcp import compute, iap, organizations, projects
 
+from provisioner.access.proxy import iap_proxy_command
 from provisioner.access.ssh_config import ssh_config_block
 from provisioner.gcp.verification import VmVerification, known_hosts_path
 from provisioner.recipe.metadata import USER_DATA, instance_metadata
-from provisioner.recipe.settings import Seat, Settings
+from provisioner.recipe.settings import IAP_RANGE, Seat, Settings
 from provisioner.recipe.user_data import HOME_DISK_NAME, recipe_hash
 
 SSH_TAG = "course-vm-ssh"
@@ -20,6 +21,8 @@ SUBNET_RANGE = "10.42.0.0/24"
 RECIPE_LABEL = "course-vm-recipe"
 # The role Google documents for the Compute Engine Service Agent to start and stop scheduled VMs.
 SCHEDULE_ROLE = "roles/compute.instanceAdmin.v1"
+# The role that lets a Google account open an IAP TCP tunnel; granted on one instance, it opens only that one.
+TUNNEL_ROLE = "roles/iap.tunnelResourceAccessor"
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ class CourseVm(pulumi.ComponentResource):
         s = args.settings
         child = pulumi.ResourceOptions(parent=self)
 
-        if s.ssh_open_to_internet:
+        if s.ssh_open_to_internet and not s.iap:
             pulumi.log.warn(
                 "allowedSshCidrs contains 0.0.0.0/0: SSH to the course VM is open to the whole internet. "
                 "Allow only your address: pulumi config set --path 'allowedSshCidrs[0]' YOUR.IP/32",
@@ -116,24 +119,28 @@ class CourseVm(pulumi.ComponentResource):
             private_ip_google_access=True,
             opts=child,
         )
-        # New VPC networks deny all ingress; this opens only SSH, only from the configured ranges.
+        # New VPC networks deny all ingress; this opens only SSH, only from the configured ranges
+        # (under iap, only from Google's IAP range: nothing else can reach a VM without an external address).
         firewall = compute.Firewall(
             f"{name}-ssh",
             project=s.project,
             network=network.id,
             direction="INGRESS",
             allows=[compute.FirewallAllowArgs(protocol="tcp", ports=["22"])],
-            source_ranges=list(s.allowed_ssh_cidrs),
+            source_ranges=[IAP_RANGE] if s.iap else list(s.allowed_ssh_cidrs),
             target_tags=[SSH_TAG],
-            description="course-vm: SSH from allowedSshCidrs only",
+            description="course-vm: SSH through Identity-Aware Proxy only"
+            if s.iap
+            else "course-vm: SSH from allowedSshCidrs only",
             opts=child,
         )
+        nat = cloud_nat(name, s, network, subnet, child) if s.iap else None
         schedule = nightly_stop(name, s, child) if s.nightly_stop_time else None
         # Named by the student, not by position: a roster change never renames anyone else's VM.
         self.vms = {
             vm.seat.name: StudentVm(
                 f"{name}-{vm.seat.name}" if vm.seat.name else name,
-                SharedByVms(subnet, firewall, schedule),
+                SharedByVms(subnet, firewall, schedule, nat),
                 vm,
                 s,
                 opts=child,
@@ -141,6 +148,34 @@ class CourseVm(pulumi.ComponentResource):
             for vm in args.vms
         }
         self.register_outputs({"network": network.id, "vms": {seat: vm.instance_name for seat, vm in self.vms.items()}})
+
+
+def cloud_nat(
+    name: str, s: Settings, network: compute.Network, subnet: compute.Subnetwork, opts: pulumi.ResourceOptions
+) -> compute.RouterNat:
+    """Outbound internet for VMs without an external address (sshAccess iap): the setup downloads
+    packages, Docker images, Anaconda and docker-compose. Only outbound: NAT lets nothing in.
+
+    Cloud NAT costs per VM-hour using it and per GiB it carries, plus its external address (README).
+    """
+    router = compute.Router(
+        f"{name}-router",
+        project=s.project,
+        region=s.region,
+        network=network.id,
+        description="course-vm: Cloud NAT for VMs without an external address",
+        opts=opts,
+    )
+    return compute.RouterNat(
+        f"{name}-nat",
+        project=s.project,
+        region=s.region,
+        router=router.name,
+        nat_ip_allocate_option="AUTO_ONLY",
+        source_subnetwork_ip_ranges_to_nat="LIST_OF_SUBNETWORKS",
+        subnetworks=[compute.RouterNatSubnetworkArgs(name=subnet.id, source_ip_ranges_to_nats=["ALL_IP_RANGES"])],
+        opts=opts,
+    )
 
 
 @dataclass(frozen=True)
@@ -185,11 +220,17 @@ def nightly_stop(name: str, s: Settings, opts: pulumi.ResourceOptions) -> Nightl
 
 @dataclass(frozen=True)
 class SharedByVms:
-    """What every StudentVm shares: the subnet, the SSH firewall and the nightly schedule, if any."""
+    """What every StudentVm shares: the subnet, the SSH firewall, the nightly schedule and Cloud NAT, if any."""
 
     subnet: compute.Subnetwork
     firewall: compute.Firewall
     nightly_stop: NightlyStop | None
+    nat: compute.RouterNat | None = None
+    """Under sshAccess iap only: how a VM without an external address downloads its setup."""
+
+    def ready(self) -> list[pulumi.Resource]:
+        """What a VM's first boot needs: SSH let in, and (under iap) a way out to the internet."""
+        return [self.firewall, *([self.nat] if self.nat is not None else [])]
 
 
 def vm_labels(stack: str, student: str, user_data: str) -> dict[str, str]:
@@ -204,21 +245,25 @@ def vm_labels(stack: str, student: str, user_data: str) -> dict[str, str]:
     return labels
 
 
-def ssh_command(identity_file: str, user: str, host: str, known_hosts_file: str | None) -> str:
-    """`ssh -i KEY USER@IP`, with the pinned keys as the only ones plain ssh trusts when there are some."""
+def ssh_command(identity_file: str, user: str, host: str, known_hosts_file: str | None, proxy_command: str = "") -> str:
+    """`ssh -i KEY USER@IP`, with the pinned keys as the only ones plain ssh trusts when there are some;
+    under iap `USER@INSTANCE` through the PROXY_COMMAND."""
     pin = ""
     if known_hosts_file:
         # Quoted twice: for the shell, and for ssh, which splits an -o value at spaces into files.
         value = f'"{known_hosts_file}"' if " " in known_hosts_file else known_hosts_file
         pin = f" -o {shlex.quote('UserKnownHostsFile=' + value)} -o StrictHostKeyChecking=yes"
-    return f"ssh -i {shlex.quote(identity_file)}{pin} {user}@{host}"
+    proxy = f" -o {shlex.quote('ProxyCommand=' + proxy_command)}" if proxy_command else ""
+    return f"ssh -i {shlex.quote(identity_file)}{pin}{proxy} {user}@{host}"
 
 
 class StudentVm(pulumi.ComponentResource):
     """One student's VM: its static IP, the instance, and (with verify) the check that it works."""
 
     ip: pulumi.Output[str]
-    """The VM's static external IPv4 address; it survives stop and start."""
+    """The VM's static external IPv4 address, which survives stop and start; under iap its internal address."""
+    proxy_command: str
+    """Under iap, the ProxyCommand that reaches the VM by its instance name; "" under firewall."""
     ssh_command: pulumi.Output[str]
     """`ssh -i KEY USER@IP`; with verify, `-o UserKnownHostsFile=PINS -o StrictHostKeyChecking=yes` too."""
     ssh_config: pulumi.Output[str]
@@ -247,17 +292,34 @@ class StudentVm(pulumi.ComponentResource):
     ) -> None:
         super().__init__("course-vm:gcp:StudentVm", name, None, opts)
         labels = vm_labels(pulumi.get_stack(), args.seat.name, args.user_data)
-        address = compute.Address(
-            f"{name}-ip",
-            project=s.project,
-            region=s.region,
-            address_type="EXTERNAL",
-            network_tier="PREMIUM",
-            labels=labels,
-            opts=pulumi.ResourceOptions(parent=self),
+        # Under iap no external address at all: IAP reaches the VM on its internal one.
+        address = (
+            None
+            if s.iap
+            else compute.Address(
+                f"{name}-ip",
+                project=s.project,
+                region=s.region,
+                address_type="EXTERNAL",
+                network_tier="PREMIUM",
+                labels=labels,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
         )
+        self.proxy_command = iap_proxy_command(s.project, s.zone) if s.iap else ""
         home_disks = self._home_disk(name, s, labels) if s.home_disk_size_gb else []
         instance = self._instance(name, shared, args, s, labels, address, home_disks)
+        if s.iap and args.seat.email:
+            # On this instance only: the student can tunnel to their own VM and to no other.
+            iap.TunnelInstanceIAMMember(
+                f"{name}-iap-access",
+                project=s.project,
+                zone=s.zone,
+                instance=instance.name,
+                role=TUNNEL_ROLE,
+                member=f"user:{args.seat.email}",
+                opts=pulumi.ResourceOptions(parent=self),
+            )
         if shared.nightly_stop is not None:
             # Attached rather than set on the instance: attaching never replaces the VM.
             compute.ResourcePolicyAttachment(
@@ -268,7 +330,7 @@ class StudentVm(pulumi.ComponentResource):
                 name=shared.nightly_stop.policy.name,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[shared.nightly_stop.grant]),
             )
-        verification = self._verification(name, args.seat, s, address, instance, shared.firewall) if s.verify else None
+        verification = self._verification(name, args.seat, s, address, instance, shared) if s.verify else None
         self._outputs = self._export(args, address, instance, verification)
         self.register_outputs(self._outputs)
 
@@ -297,7 +359,7 @@ class StudentVm(pulumi.ComponentResource):
         args: StudentVmArgs,
         s: Settings,
         labels: dict[str, str],
-        address: compute.Address,
+        address: compute.Address | None,
         attached_disks: list[compute.InstanceAttachedDiskArgs],
     ) -> compute.Instance:
         """The VM: a Shielded VM with no service account, booting the recipe from its metadata."""
@@ -318,7 +380,9 @@ class StudentVm(pulumi.ComponentResource):
             network_interfaces=[
                 compute.InstanceNetworkInterfaceArgs(
                     subnetwork=shared.subnet.id,
-                    access_configs=[compute.InstanceNetworkInterfaceAccessConfigArgs(nat_ip=address.address)],
+                    access_configs=[]
+                    if address is None
+                    else [compute.InstanceNetworkInterfaceAccessConfigArgs(nat_ip=address.address)],
                 )
             ],
             attached_disks=attached_disks,
@@ -333,7 +397,7 @@ class StudentVm(pulumi.ComponentResource):
             scheduling=scheduling(s.spot),
             allow_stopping_for_update=True,
             description="course-vm: a course student's VM",
-            opts=instance_options(self, depends_on=[shared.firewall]),
+            opts=instance_options(self, depends_on=shared.ready()),
         )
 
     def _verification(
@@ -341,14 +405,18 @@ class StudentVm(pulumi.ComponentResource):
         name: str,
         seat: Seat,
         s: Settings,
-        address: compute.Address,
+        address: compute.Address | None,
         instance: compute.Instance,
-        firewall: compute.Firewall,
+        shared: SharedByVms,
     ) -> VmVerification:
-        """The check that makes `pulumi up` succeed only on a working VM; a new instance is checked again."""
+        """The check that makes `pulumi up` succeed only on a working VM; a new instance is checked again.
+
+        Under iap through the same tunnel a student uses, to the instance by its name.
+        """
         return VmVerification(
             f"{name}-verify",
-            host=address.address,
+            host=instance.name if address is None else address.address,
+            proxy_command=self.proxy_command,
             user=seat.username,
             identity_file=str(seat.ssh_key_path),
             project=s.project,
@@ -358,20 +426,23 @@ class StudentVm(pulumi.ComponentResource):
             # Per seat, even where students who brought their own key share the instructor's key.
             known_hosts_file=str(known_hosts_path(str(seat.files_path), pulumi.get_stack())),
             timeout_seconds=s.verify_timeout_seconds,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[instance, firewall]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[instance, *shared.ready()]),
         )
 
     def _export(
         self,
         args: StudentVmArgs,
-        address: compute.Address,
+        address: compute.Address | None,
         instance: compute.Instance,
         verification: VmVerification | None,
     ) -> dict[str, object]:
         """Set the typed output attributes and return the stack outputs of this VM."""
         seat = args.seat
         key_path = str(seat.ssh_key_path)
-        self.ip = address.address
+        proxy = self.proxy_command
+        self.ip = address.address if address is not None else instance.network_interfaces.apply(_internal_ip)
+        # Under iap ssh reaches the VM by its instance name, which is also the name its keys are pinned under.
+        host = instance.name if proxy else self.ip
         self.instance_name = instance.name
         self.zone = instance.zone
         self.host_keys = self.host_key_fingerprint = self.known_hosts = self.known_hosts_file = None
@@ -382,14 +453,17 @@ class StudentVm(pulumi.ComponentResource):
             self.known_hosts_file = verification.known_hosts_file
         # With verify, the block waits for the verification: it is given only once the host key is pinned.
         pinned = pulumi.Output.from_input(self.known_hosts_file if self.known_hosts_file is not None else "")
-        self.ssh_command = pulumi.Output.all(self.ip, pinned).apply(
-            lambda values: ssh_command(key_path, seat.username, values[0], values[1] or None)
+        self.ssh_command = pulumi.Output.all(host, pinned).apply(
+            lambda values: ssh_command(key_path, seat.username, values[0], values[1] or None, proxy)
         )
-        self.ssh_config = pulumi.Output.all(self.ip, pinned).apply(
-            lambda values: ssh_config_block(args.host_alias, values[0], seat.username, key_path, values[1] or None)
+        self.ssh_config = pulumi.Output.all(host, pinned).apply(
+            lambda values: ssh_config_block(
+                args.host_alias, values[0], seat.username, key_path, values[1] or None, proxy_command=proxy or None
+            )
         )
         outputs: dict[str, object] = {
             "ip": self.ip,
+            "proxyCommand": proxy,
             "sshCommand": self.ssh_command,
             "sshConfig": self.ssh_config,
             "instanceName": self.instance_name,
@@ -412,3 +486,7 @@ class StudentVm(pulumi.ComponentResource):
     def outputs(self) -> dict[str, object]:
         """The stack outputs for this VM: how to reach it, and (with verify) its pinned host keys."""
         return dict(self._outputs)
+
+
+def _internal_ip(interfaces: list[compute.outputs.InstanceNetworkInterface]) -> str:
+    return interfaces[0].network_ip or ""

@@ -28,6 +28,7 @@ REPLACE_ON = (
     "instance_name",
     "instance_id",
     "checker_version",
+    "proxy_command",
 )
 
 
@@ -94,7 +95,13 @@ def verify(props: dict[str, Any]) -> dict[str, Any]:
     deadline = time.monotonic() + float(props["timeout_seconds"])
     published = published_host_keys(GceInstance(props["project"], props["zone"], props["instance_name"]), progress)
     target = Target(
-        props["host"], int(props["port"]), props["user"], Path(props["identity_file"]), published(deadline), published
+        props["host"],
+        int(props["port"]),
+        props["user"],
+        Path(props["identity_file"]),
+        published(deadline),
+        published,
+        props.get("proxy_command") or "",
     )
     report = check_vm(target, max(deadline - time.monotonic(), 60.0), progress)
     if not report.ok:
@@ -134,7 +141,15 @@ def _provider_class() -> Any:
             return pulumi.dynamic.CreateResult(id_=f"{props['instance_id']}-verified", outs=outputs)
 
         def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
-            replaces = [key for key in REPLACE_ON if olds.get(key) != news.get(key)]
+            # A prop a stack made before it existed is absent from OLDS: its default, not a change.
+            # (Inline, not a module function: the class is pickled by value, see above.)
+            defaults = {"proxy_command": ""}
+
+            def prop(props: dict[str, Any], key: str) -> Any:
+                value = props.get(key)
+                return defaults.get(key) if value is None else value
+
+            replaces = [key for key in REPLACE_ON if prop(olds, key) != prop(news, key)]
             # A new pin file (a stack made before pins were per stack) is an update: the pins move.
             changed = bool(replaces) or any(olds.get(k) != news.get(k) for k in ("timeout_seconds", "known_hosts_file"))
             return pulumi.dynamic.DiffResult(changes=changed, replaces=replaces, delete_before_replace=True)
@@ -173,6 +188,7 @@ class VmVerification(pulumi.dynamic.Resource):
         name: str,
         *,
         host: pulumi.Input[str],
+        proxy_command: str,
         user: str,
         identity_file: str,
         project: str,
@@ -189,6 +205,7 @@ class VmVerification(pulumi.dynamic.Resource):
             {
                 "host": host,
                 "port": 22,
+                "proxy_command": proxy_command,
                 "user": user,
                 "identity_file": identity_file,
                 "project": project,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pulumi
@@ -17,12 +18,14 @@ import yaml
 from provisioner.access.ssh_config import ssh_config_block
 from provisioner.gcp.course_vm import RECIPE_LABEL, SSH_TAG
 from provisioner.recipe.metadata import instance_metadata
+from provisioner.recipe.settings import Seat, Settings
 from tests.conftest import validate_cloud_config
 from tests.support.pulumi_harness import (
     DISK_LINK_PREFIX,
     DYNAMIC,
     HOST_KEY,
     INSTANCE_ID,
+    NETWORK_IP,
     PROJECT_NUMBER,
     STATIC_IP,
     Registration,
@@ -495,3 +498,130 @@ def test_ssh_command_quotes_a_pin_file_with_a_space_for_the_shell_and_for_ssh(tm
     run = run_program({**stack_config(tmp_path), "course-vm:sshKeyPath": str(keys / "course-vm")})
     pinned = f"{keys}/course-vm.dev.known_hosts"
     assert f"""-o 'UserKnownHostsFile="{pinned}"' -o StrictHostKeyChecking=yes """ in run.outputs["sshCommand"]
+
+
+# sshAccess iap: no external address, only Google's IAP range, Cloud NAT for the downloads, one grant per VM.
+
+ROUTER = "gcp:compute/router:Router"
+NAT = "gcp:compute/routerNat:RouterNat"
+TUNNEL_MEMBER = "gcp:iap/tunnelInstanceIAMMember:TunnelInstanceIAMMember"
+IAP = "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project course-project-1 --zone europe-west1-b"
+
+
+def iap_config(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    config = stack_config(tmp_path, sshAccess="iap", **overrides)
+    del config["course-vm:allowedSshCidrs"]
+    return config
+
+
+def with_emails(monkeypatch: pytest.MonkeyPatch, emails: dict[str, str]) -> None:
+    """Seats with the roster's emails (the roster's `email` column fills Seat.email; see roster.py)."""
+    plain = vars(Settings)["seats"].fget
+
+    def seats(settings: Settings) -> tuple[Seat, ...]:
+        return tuple(replace(seat, email=emails.get(seat.name, seat.email)) for seat in plain(settings))
+
+    monkeypatch.setattr(Settings, "seats", property(seats))
+
+
+def test_firewall_access_has_no_nat_and_no_grant(run: Run) -> None:
+    assert run.of_type(ROUTER) == run.of_type(NAT) == run.of_type(TUNNEL_MEMBER) == []
+    assert run.outputs["proxyCommand"] == ""
+
+
+def test_iap_vm_has_no_external_address(tmp_path: Path) -> None:
+    run = run_program(iap_config(tmp_path))
+    assert run.of_type(ADDRESS) == []
+    [nic] = run.one(INSTANCE).inputs["networkInterfaces"]
+    assert nic.get("accessConfigs", []) == []
+    assert run.outputs["ip"] == NETWORK_IP  # the internal address: nothing else reaches it
+
+
+def test_iap_firewall_admits_only_googles_iap_range_on_ssh(tmp_path: Path) -> None:
+    run = run_program(iap_config(tmp_path))
+    firewall = run.one(FIREWALL)
+    assert firewall.inputs["sourceRanges"] == ["35.235.240.0/20"]
+    assert firewall.inputs["allows"] == [{"protocol": "tcp", "ports": ["22"]}]
+    assert firewall.inputs["direction"] == "INGRESS"
+    assert firewall.inputs["targetTags"] == [SSH_TAG]
+    assert run.warnings == []
+
+
+def test_iap_vms_reach_the_internet_through_cloud_nat(tmp_path: Path) -> None:
+    run = run_program(iap_config(tmp_path))
+    router, nat = run.one(ROUTER), run.one(NAT)
+    assert router.inputs["region"] == nat.inputs["region"] == "europe-west1"
+    assert router.inputs["network"] == "course-vm-network-id"
+    assert nat.inputs["router"] == "course-vm-router-1a2b3c"  # the router's auto-name
+    assert nat.inputs["natIpAllocateOption"] == "AUTO_ONLY"
+    assert nat.inputs["sourceSubnetworkIpRangesToNat"] == "LIST_OF_SUBNETWORKS"
+    assert nat.inputs["subnetworks"] == [{"name": "course-vm-subnet-id", "sourceIpRangesToNats": ["ALL_IP_RANGES"]}]
+    for resource in (router, nat):
+        assert resource.parent.endswith(f"{COMPONENT}::course-vm")
+    # The setup downloads at first boot, and its check waits for it: both wait for the NAT.
+    nat_urn = next(urn for urn in run.one(INSTANCE).dependencies if urn.endswith("::course-vm-nat"))
+    assert nat_urn in run.one(DYNAMIC).dependencies
+
+
+def test_iap_one_vm_without_student_email_has_no_grant(tmp_path: Path) -> None:
+    run = run_program(iap_config(tmp_path))
+    assert run.of_type(TUNNEL_MEMBER) == []
+
+
+def test_iap_one_vm_grants_the_student_email_on_that_instance_only(tmp_path: Path) -> None:
+    run = run_program(iap_config(tmp_path, studentEmail="maria@example.edu"))
+    member = run.one(TUNNEL_MEMBER)
+    assert member.inputs == {
+        "project": "course-project-1",
+        "zone": "europe-west1-b",
+        "instance": run.outputs["instanceName"],
+        "role": "roles/iap.tunnelResourceAccessor",
+        "member": "user:maria@example.edu",
+    }
+    assert member.parent.endswith(f"{STUDENT_VM}::course-vm")
+
+
+def test_iap_class_grants_each_student_their_own_vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with_emails(monkeypatch, {"alice": "alice@example.edu", "bob": "bob@example.edu"})
+    run = run_program(iap_config(tmp_path, students=json.dumps(["alice", "bob"])))
+    members = {r.name: r.inputs for r in run.of_type(TUNNEL_MEMBER)}
+    assert set(members) == {"course-vm-alice-iap-access", "course-vm-bob-iap-access"}
+    for student in ("alice", "bob"):
+        granted = members[f"course-vm-{student}-iap-access"]
+        assert granted["member"] == f"user:{student}@example.edu"
+        assert granted["instance"] == run.outputs["students"][student]["instanceName"]
+        assert granted["role"] == "roles/iap.tunnelResourceAccessor"
+    assert run.outputs["students"]["alice"]["instanceName"] != run.outputs["students"]["bob"]["instanceName"]
+
+
+def test_iap_outputs_say_how_to_connect_through_the_tunnel(tmp_path: Path) -> None:
+    run = run_program(iap_config(tmp_path))
+    key = tmp_path / "keys" / "course-vm"
+    instance = run.outputs["instanceName"]
+    pins = f"{key}.dev.known_hosts"
+    assert run.outputs["proxyCommand"] == IAP
+    assert run.outputs["sshConfig"] == ssh_config_block(
+        "course-vm", instance, "student", str(key), pins, proxy_command=IAP
+    )
+    assert run.outputs["sshCommand"] == (
+        f"ssh -i {key} -o UserKnownHostsFile={pins} -o StrictHostKeyChecking=yes "
+        f"-o 'ProxyCommand={IAP}' student@{instance}"
+    )
+    verification = run.one(DYNAMIC).inputs
+    assert (verification["host"], verification["proxy_command"]) == (instance, IAP)
+
+
+def test_the_firewall_graph_is_unchanged_by_iap(tmp_path: Path) -> None:
+    old = by_name(run_program(stack_config(tmp_path)))
+    assert set(old) == {
+        f"{COMPONENT}::course-vm",
+        f"{NETWORK}::course-vm-network",
+        f"{SUBNET}::course-vm-subnet",
+        f"{FIREWALL}::course-vm-ssh",
+        f"{STUDENT_VM}::course-vm",
+        f"{ADDRESS}::course-vm-ip",
+        f"{INSTANCE}::course-vm-vm",
+        f"{DYNAMIC}::course-vm-verify",
+    }
+    assert old[f"{FIREWALL}::course-vm-ssh"].inputs["description"] == "course-vm: SSH from allowedSshCidrs only"
+    assert old[f"{DYNAMIC}::course-vm-verify"].inputs["proxy_command"] == ""

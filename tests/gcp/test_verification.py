@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,11 @@ from typing import Any
 import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
+from provisioner.access.proxy import iap_proxy_command
 from provisioner.errors import CourseVmError
 from provisioner.gcp.verification import CHECKER_VERSION, VmVerificationProvider
 from tests.conftest import ROOT
+from tests.support import gcloud
 from tests.support.fake_compute_api import ED25519, INSTANCE, FakeComputeApi
 from tests.support.sshd import Sshd
 
@@ -178,3 +181,34 @@ def test_a_stack_made_before_moves_its_pins_to_a_file_of_its_own_without_a_new_c
     assert not pins.exists()
     provider.update("y", {**olds, "host": "5.6.7.8", "known_hosts": "5.6.7.8 ssh-ed25519 BBBB"}, news)
     assert not shared.exists(), "emptied, the shared file goes"
+
+
+@pytest.mark.integration
+def test_an_iap_vm_is_verified_through_the_tunnel_and_pinned_under_its_name(
+    ready_sshd: Sshd, api: FakeComputeApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, value in publish(api, ready_sshd).items():
+        monkeypatch.setenv(name, value)
+    standin = gcloud.install(tmp_path / "bin")
+    standin.expect(INSTANCE.name, INSTANCE.project, INSTANCE.zone)
+    standin.connect_to(ready_sshd.port)
+    monkeypatch.setenv("PATH", f"{standin.bin}:{os.environ['PATH']}")
+    iap = iap_proxy_command(INSTANCE.project, INSTANCE.zone)
+    outs = (
+        VmVerificationProvider(str(ROOT)).create(props(ready_sshd, host=INSTANCE.name, port=22, proxy_command=iap)).outs
+    )
+    assert outs is not None
+    # What ssh looks up behind the ProxyCommand: the HostName, the instance's name.
+    line = f"{INSTANCE.name} {ready_sshd.host_key}"
+    assert outs["known_hosts"] == line
+    assert Path(outs["known_hosts_file"]).read_text() == line + "\n"
+    assert json.loads(outs["report"])["ok"] is True
+    assert standin.pids() and not [pid for pid in standin.pids() if Path(f"/proc/{pid}").exists()]
+
+
+def test_a_stack_made_before_iap_is_not_checked_again() -> None:
+    provider = VmVerificationProvider(str(ROOT))
+    old = {"host": "1.2.3.4", "instance_id": "1", "timeout_seconds": 60, "checker_version": "1"}
+    assert provider.diff("x", old, {**old, "proxy_command": ""}).changes is False
+    iap = iap_proxy_command(INSTANCE.project, INSTANCE.zone)
+    assert "proxy_command" in provider.diff("x", old, {**old, "proxy_command": iap}).replaces

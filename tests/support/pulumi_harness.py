@@ -21,6 +21,8 @@ from tests.conftest import ROOT
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 (Pulumi's marker for a secret value)
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 STATIC_IP = "34.78.1.2"
+NETWORK_IP = "10.42.0.2"
+"""The instance's internal address, which GCE assigns from the subnet."""
 INSTANCE_ID = "4242424242"
 PROJECT_NUMBER = "123456789012"
 DISK_LINK_PREFIX = "https://www.googleapis.com/compute/v1/projects/course-project-1/zones/europe-west1-b/disks/"
@@ -80,6 +82,10 @@ class _Mocks(pulumi.runtime.Mocks):
         if args.typ in ("gcp:compute/instance:Instance", "gcp:compute/resourcePolicy:ResourcePolicy"):
             outputs.setdefault("name", args.name + "-1a2b3c")  # the engine's auto-name
             outputs["instanceId"] = INSTANCE_ID
+        if args.typ == "gcp:compute/router:Router":
+            outputs.setdefault("name", args.name + "-1a2b3c")
+        if args.typ == "gcp:compute/instance:Instance":
+            outputs["networkInterfaces"] = [{**nic, "networkIp": NETWORK_IP} for nic in outputs["networkInterfaces"]]
         if args.typ == "gcp:compute/disk:Disk":
             outputs["selfLink"] = f"{DISK_LINK_PREFIX}{args.name}-1a2b3c"
         if args.typ == DYNAMIC:

@@ -73,6 +73,7 @@ def check(args: argparse.Namespace) -> int:
     """Check a VM the way a student uses it; exit 0 ok, 1 a check failed (2, 3, 4: see errors.py)."""
     started = time.monotonic()
     args.host_given = args.host is not None
+    args.proxy_command = ""
     if args.host is None and (args.student or _class_outputs(args)):
         return check_students(args)
     try:
@@ -98,7 +99,8 @@ def report_with_hint(report: Report, as_json: bool) -> int:
 def _target(args: argparse.Namespace, deadline: float) -> Target:
     if args.host is None:
         outputs = getattr(args, "outputs", None) or _stack_outputs(args)
-        args.host, args.user, args.identity = outputs["ip"], outputs["username"], Path(outputs["identityFile"])
+        args.host, args.proxy_command = vm_address(outputs)
+        args.user, args.identity = outputs["username"], Path(outputs["identityFile"])
         if outputs.get("hostKeys"):
             args.host_key = list(outputs["hostKeys"])
         elif not (args.host_key or args.known_hosts or args.gce_instance):
@@ -113,15 +115,23 @@ def _target(args: argparse.Namespace, deadline: float) -> Target:
             "--gce-zone and --gce-project (the checker never trusts a key on first use)"
         )
     identity = _identity(Path(args.identity).expanduser(), given=args.host_given)
+    where = (args.host, args.port, args.user, identity)
     if args.host_key:
-        return Target(args.host, args.port, args.user, identity, tuple(parse_host_key(t) for t in args.host_key))
+        return Target(*where, tuple(parse_host_key(t) for t in args.host_key), proxy_command=args.proxy_command)
     if args.known_hosts:
         known = host_keys_from_known_hosts(args.known_hosts, args.host, args.port)
-        return Target(args.host, args.port, args.user, identity, known)
+        return Target(*where, known, proxy_command=args.proxy_command)
     if not (args.gce_zone and args.gce_project):
         raise CourseVmError("--gce-instance needs --gce-zone and --gce-project")
     published = published_host_keys(GceInstance(args.gce_project, args.gce_zone, args.gce_instance), progress)
-    return Target(args.host, args.port, args.user, identity, published(deadline), published)
+    return Target(*where, published(deadline), published, args.proxy_command)
+
+
+def vm_address(vm: dict[str, Any]) -> tuple[str, str]:
+    """Where a VM of the stack's outputs is logged in to: (its `ip`, ""), or under sshAccess iap
+    (its instance name, the ProxyCommand that reaches it); the proxy is checked where it is run."""
+    proxy = vm.get("proxyCommand") or ""
+    return (vm["instanceName"], proxy) if proxy else (vm["ip"], "")
 
 
 def _class_outputs(args: argparse.Namespace) -> dict[str, Any]:
@@ -174,12 +184,13 @@ def class_targets(
 
     def source(vm: dict[str, Any]) -> TargetSource:
         def target(deadline: float) -> Target:
-            where = (vm["ip"], port, vm["username"], Path(vm["identityFile"]))
+            host, proxy = vm_address(vm)
+            where = (host, port, vm["username"], Path(vm["identityFile"]))
             if vm.get("hostKeys"):
-                return Target(*where, tuple(parse_host_key(text) for text in vm["hostKeys"]))
+                return Target(*where, tuple(parse_host_key(text) for text in vm["hostKeys"]), proxy_command=proxy)
             instance = GceInstance(str(outputs.get("project")), vm["zone"], vm["instanceName"])
             published = published_host_keys(instance, progress)
-            return Target(*where, published(deadline), published)
+            return Target(*where, published(deadline), published, proxy)
 
         return target
 

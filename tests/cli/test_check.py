@@ -12,6 +12,7 @@ import pytest
 
 from provisioner.local.vm import free_loopback_port
 from tests.conftest import ROOT
+from tests.support import gcloud
 from tests.support.fake_compute_api import ED25519, INSTANCE, FakeComputeApi
 from tests.support.pulumi_cli import stand_in_pulumi
 from tests.support.sshd import Sshd
@@ -200,3 +201,65 @@ def test_check_waits_for_a_finished_vm_by_default_and_for_a_new_one_when_told() 
     assert "(default 180: a VM whose setup is done; a new VM's setup takes up to 1800)" in " ".join(
         result.stdout.split()
     )
+
+
+# sshAccess iap: the stack's VMs are reached by instance name through the IAP tunnel (a stand-in gcloud here).
+
+IAP = "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project course-project-1 --zone europe-west1-b"
+
+
+def iap_vm(server: Sshd) -> dict[str, object]:
+    return {
+        "ip": "10.42.0.2",  # the internal address: check must not try it
+        "proxyCommand": IAP,
+        "instanceName": INSTANCE.name,
+        "zone": INSTANCE.zone,
+        "username": server.user,
+        "identityFile": str(server.client_key),
+        "hostKeys": [str(server.host_key)],
+    }
+
+
+def with_standin_gcloud(env: dict[str, str], tmp_path: Path, server: Sshd) -> gcloud.StandInGcloud:
+    standin = gcloud.install(tmp_path / "gcloud-bin")
+    standin.expect(INSTANCE.name, INSTANCE.project, INSTANCE.zone)
+    standin.connect_to(server.port)
+    env["PATH"] = f"{standin.bin}:{env['PATH']}"
+    return standin
+
+
+def reaped(standin: gcloud.StandInGcloud) -> bool:
+    return bool(standin.pids()) and not [pid for pid in standin.pids() if Path(f"/proc/{pid}").exists()]
+
+
+@pytest.mark.integration
+def test_check_of_an_iap_vm_goes_through_the_tunnel(ready_sshd: Sshd, tmp_path: Path) -> None:
+    env = stand_in_pulumi(tmp_path, iap_vm(ready_sshd))
+    standin = with_standin_gcloud(env, tmp_path, ready_sshd)
+    result = check_cli("--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] is True
+    assert reaped(standin)
+
+
+@pytest.mark.integration
+def test_check_of_an_iap_class_goes_through_each_tunnel(ready_sshd: Sshd, tmp_path: Path) -> None:
+    env = stand_in_pulumi(tmp_path, {"project": INSTANCE.project, "students": {"alice": iap_vm(ready_sshd)}})
+    standin = with_standin_gcloud(env, tmp_path, ready_sshd)
+    result = check_cli("--timeout", "30", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1].split()[:3] == ["alice", INSTANCE.name, "ok"]
+    assert reaped(standin)
+
+
+@pytest.mark.integration
+def test_check_through_a_broken_tunnel_is_exit_3_with_one_line(ready_sshd: Sshd, tmp_path: Path) -> None:
+    env = stand_in_pulumi(tmp_path, iap_vm(ready_sshd))
+    standin = with_standin_gcloud(env, tmp_path, ready_sshd)
+    standin.misbehave("exit")
+    result = check_cli("--timeout", "3", env=env)
+    assert result.returncode == 3, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"exited with status 1: {gcloud.EXIT_ERROR}" in last and "Fix: " in last, result.stderr
+    assert "Traceback" not in result.stderr
+    assert reaped(standin)

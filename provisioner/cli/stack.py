@@ -248,16 +248,24 @@ def host_aliases(stack_name: str, outputs: Mapping[str, Any]) -> set[str]:
 def host_entries(stack_name: str, outputs: Mapping[str, Any]) -> tuple[dict[str, str], list[CourseVmError]]:
     """The `Host` blocks of a stack's VMs by alias, and the VMs whose values an ssh config cannot hold.
 
-    Built from each VM's fields (address, login, key, pin file), each checked: never from the
-    `sshConfig` text, which anyone who can write the stack's state could turn into a `Match exec`.
+    Built from each VM's fields (address, login, key, pin file; under sshAccess iap the instance
+    name and the ProxyCommand), each checked: never from the `sshConfig` text, which anyone who can
+    write the stack's state could turn into a `Match exec`.
     """
     blocks: dict[str, str] = {}
     problems: list[CourseVmError] = []
     for student, vm in _vms(outputs).items():
         alias = host_alias(stack_name, student)
+        proxy = vm.get("proxyCommand") or None
+        host = vm.get("instanceName") if proxy else vm.get("ip")
         try:
             blocks[alias] = ssh_config_block(
-                alias, vm.get("ip"), vm.get("username"), vm.get("identityFile"), vm.get("knownHostsFile") or None
+                alias,
+                host,
+                vm.get("username"),
+                vm.get("identityFile"),
+                vm.get("knownHostsFile") or None,
+                proxy_command=proxy,
             )
         except CourseVmError as error:
             problems.append(error)

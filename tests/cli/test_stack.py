@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import stat
 import subprocess
@@ -781,3 +782,39 @@ def test_down_forgets_the_stacks_verifications(home: Path) -> None:
     assert stack.recorded_verifications("dev") == {"alice": stack.Verification("passed", "2026-11-27T14:00:00Z")}
     stack.down("dev", confirm=yes, opener=opens(fake))
     assert stack.recorded_verifications("dev") == {}
+
+
+# sshAccess iap: the Host block names the instance and course-vm's own tunnel, and nothing else.
+
+IAP = "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project course-project-1 --zone europe-west1-b"
+IAP_OUTPUTS = {**OUTPUTS, "ip": "10.42.0.2", "proxyCommand": IAP, "instanceName": "course-vm-vm-1a2b3c"}
+
+
+@pytest.mark.integration
+def test_up_writes_an_iap_host_entry_that_ssh_reaches_through_the_tunnel(home: Path) -> None:
+    stack.up("dev", None, None, [], confirm=yes, opener=opens(FakeStack(next_outputs=IAP_OUTPUTS)), on_output=print)
+    seen = resolved(home, "course-vm")
+    assert seen["hostname"] == "course-vm-vm-1a2b3c"
+    assert seen["proxycommand"] == IAP
+    assert seen["userknownhostsfile"] == "/home/me/.ssh/course-vm.dev.known_hosts"
+
+
+def test_a_firewall_vm_with_an_empty_proxy_command_keeps_its_ip(home: Path) -> None:
+    blocks, problems = stack.host_entries("dev", {**OUTPUTS, "proxyCommand": ""})
+    assert problems == []
+    assert "    HostName 34.78.1.2\n" in blocks["course-vm"] and "ProxyCommand" not in blocks["course-vm"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"proxyCommand": 'sh -c "id"'}, "proxy command 'sh -c \"id\"' is not course-vm's IAP tunnel"),
+        ({"proxyCommand": IAP + "\nMatch exec id"}, "is not course-vm's IAP tunnel"),
+        ({"instanceName": "vm\nHost *"}, "host 'vm\\\\nHost \\*' is not a GCE instance name"),
+    ],
+)
+def test_a_tampered_proxy_command_or_instance_writes_nothing(changes: dict[str, str], message: str) -> None:
+    blocks, problems = stack.host_entries("dev", {**IAP_OUTPUTS, **changes})
+    assert blocks == {}
+    [problem] = problems
+    assert re.search(message, str(problem)), problem

@@ -94,7 +94,7 @@ def up(args: argparse.Namespace) -> int:
     Pulumi's preview comes first, summarised per VM, then the Compute API and its quotas are
     checked, and nothing changes without a yes.
     """
-    prerequisites.check()
+    prerequisites.check(args.stack)
     progress(f"previewing the changes to stack {args.stack}")
     outputs = stack.up(
         args.stack, args.project, args.zone, args.allow, confirm=asker(args.stack, args.yes),

@@ -1,17 +1,20 @@
-"""What `course-vm up` needs besides itself (the Pulumi CLI, Google credentials, gcloud to log in), checked first."""
+"""What `course-vm up` needs besides itself (the Pulumi CLI, Google credentials, gcloud), checked first."""
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import yaml
+
 from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError
 from provisioner.gcp import quotas
 from provisioner.gcp.compute_api import ServiceDisabledError
-from provisioner.paths import ON_WINDOWS
-from provisioner.recipe.settings import Settings
+from provisioner.paths import ON_WINDOWS, PROJECT_DIR
+from provisioner.recipe.settings import DEFAULT_STACK, PROJECT, Settings
 
 PULUMI_INSTALL = (
     "install the Pulumi CLI: https://www.pulumi.com/docs/install/ "
@@ -56,33 +59,78 @@ def _credentials_problem(environ: Mapping[str, str], home: Path, *, windows: boo
     return f"no Google application-default credentials ({well_known} does not exist). Fix: `{ADC_LOGIN}`"
 
 
+def uses_iap(stack_file: Path) -> bool:
+    """Whether the stack's settings (its `Pulumi.<stack>.yaml`) say `sshAccess: iap`.
+
+    A file that is missing or unreadable counts as not: the program reports what is wrong with
+    the settings; this only decides which tools `up` needs before it starts.
+    """
+    try:
+        document = yaml.safe_load(stack_file.read_text())
+    except (OSError, yaml.YAMLError, ValueError):
+        return False
+    config = document.get("config") if isinstance(document, dict) else None
+    return isinstance(config, dict) and config.get(f"{PROJECT}:sshAccess") == "iap"
+
+
+def _gcloud_account(environ: Mapping[str, str], home: Path, *, windows: bool) -> bool:
+    """Whether gcloud has an account to run as: CLOUDSDK_CORE_ACCOUNT, or the one `gcloud auth login`
+    set in the active configuration (what `gcloud config get-value account` reads, without running it)."""
+    if environ.get("CLOUDSDK_CORE_ACCOUNT") or environ.get("CLOUDSDK_AUTH_ACCESS_TOKEN_FILE"):
+        return True
+    config_dir = gcloud_config_dir(environ, home, windows=windows)
+    try:
+        active = environ.get("CLOUDSDK_ACTIVE_CONFIG_NAME") or (config_dir / "active_config").read_text().strip()
+        parser = configparser.ConfigParser()
+        parser.read_string((config_dir / "configurations" / f"config_{active or 'default'}").read_text())
+    except (OSError, configparser.Error):
+        return False
+    return bool(parser.get("core", "account", fallback="").strip())
+
+
 def missing(
     environ: Mapping[str, str] = os.environ,
     home: Path | None = None,
     *,
     windows: bool = ON_WINDOWS,
     which: Callable[[str], str | None] = shutil.which,
+    iap: bool = False,
 ) -> list[str]:
     """Every prerequisite of `up` this machine lacks, each as `what. Fix: how`; empty when all are there.
 
-    The Compute API being enabled is not checked here (that takes a call to Google with a known
-    project): `compute_engine_ready` does, after the preview.
+    With IAP (the stack's sshAccess), `up`'s verification reaches the VMs through gcloud's IAP
+    tunnel, so gcloud and its own login (`gcloud auth login`, not the application-default one)
+    are needed whatever the credentials. The Compute API being enabled is not checked here (that
+    takes a call to Google with a known project): `compute_engine_ready` does, after the preview.
     """
     problems: list[str] = []
+    home = home or Path.home()
     if which("pulumi") is None:
         problems.append(f"the Pulumi CLI is not on PATH (course-vm drives it). Fix: {PULUMI_INSTALL}")
-    credentials = _credentials_problem(environ, home or Path.home(), windows=windows)
-    # gcloud is only the way to log in: with credentials already there, course-vm never runs it.
-    if credentials and which("gcloud") is None:
-        problems.append(f"the Google Cloud CLI (gcloud) is not on PATH (it logs you in). Fix: {GCLOUD_INSTALL}")
+    credentials = _credentials_problem(environ, home, windows=windows)
+    # Without iap gcloud is only the way to log in: with credentials already there, course-vm never runs it.
+    if which("gcloud") is None:
+        if iap:
+            problems.append(
+                "the Google Cloud CLI (gcloud) is not on PATH (sshAccess iap: `up` checks the VMs through its IAP "
+                f"tunnel). Fix: {GCLOUD_INSTALL}"
+            )
+        elif credentials:
+            problems.append(f"the Google Cloud CLI (gcloud) is not on PATH (it logs you in). Fix: {GCLOUD_INSTALL}")
+    elif iap and not _gcloud_account(environ, home, windows=windows):
+        problems.append(
+            "gcloud has no logged-in account (sshAccess iap: `up` checks the VMs through gcloud's IAP tunnel, "
+            "as that account; the application-default login is another one). Fix: `gcloud auth login`"
+        )
     if credentials:
         problems.append(credentials)
     return problems
 
 
-def check() -> None:
-    """Raise MissingPrerequisiteError naming every prerequisite of `up` that is missing, before anything is created."""
-    problems = missing()
+def check(stack: str = DEFAULT_STACK) -> None:
+    """Raise MissingPrerequisiteError naming every prerequisite of `up` for STACK that is missing (its
+    settings say whether it needs gcloud's IAP tunnel), before anything is created."""
+    problems = missing(iap=uses_iap(PROJECT_DIR / f"Pulumi.{stack}.yaml"))
     if problems:
         count = "one thing" if len(problems) == 1 else f"{len(problems)} things"
         lines = [f"course-vm up needs {count} this machine lacks; nothing was created:"]

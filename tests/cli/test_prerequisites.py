@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from provisioner.cli import prerequisites
+from provisioner.cli.main import main
 from provisioner.errors import EXIT_MISSING_PREREQUISITE
 from tests.conftest import ROOT
 
@@ -106,3 +108,89 @@ def test_with_credentials_already_given_gcloud_is_not_needed(tmp_path: Path) -> 
     assert found == []
     without = prerequisites.missing({}, tmp_path, windows=False, which=lambda name: None)
     assert any("gcloud) is not on PATH" in problem for problem in without)
+
+
+# sshAccess iap: `up`'s verification opens the IAP tunnel with gcloud, as gcloud's logged-in account.
+
+
+def stack_file(tmp_path: Path, access: str | None) -> Path:
+    path = tmp_path / "Pulumi.dev.yaml"
+    config = {"gcp:project": "course-project-1"} | ({"course-vm:sshAccess": access} if access else {})
+    path.write_text(yaml.safe_dump({"config": config}))
+    return path
+
+
+def logged_in(config_dir: Path, account: str = "teacher@example.edu") -> None:
+    """What `gcloud auth login` leaves: the active configuration names the account."""
+    (config_dir / "configurations").mkdir(parents=True, exist_ok=True)
+    (config_dir / "active_config").write_text("default")
+    (config_dir / "configurations" / "config_default").write_text(f"[core]\naccount = {account}\n")
+
+
+@pytest.mark.parametrize(("access", "iap"), [("iap", True), ("firewall", False), (None, False)])
+def test_up_knows_iap_from_the_stacks_settings(tmp_path: Path, access: str | None, iap: bool) -> None:
+    assert prerequisites.uses_iap(stack_file(tmp_path, access)) is iap
+
+
+@pytest.mark.parametrize("text", ["", "config: [", "- a list", "config:\n  course-vm:sshAccess: {secure: x}\n"])
+def test_a_stack_file_up_cannot_read_is_not_iap_here(tmp_path: Path, text: str) -> None:
+    # The program reports what is wrong with the settings; here it only decides what to check first.
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(text)
+    assert prerequisites.uses_iap(path) is False
+    assert prerequisites.uses_iap(tmp_path / "Pulumi.missing.yaml") is False
+
+
+def test_under_iap_gcloud_is_needed_even_with_credentials(tmp_path: Path) -> None:
+    key = tmp_path / "key.json"
+    key.write_text("{}")
+    environ = {"GOOGLE_APPLICATION_CREDENTIALS": str(key)}
+    path = tools(tmp_path, "pulumi")
+    which = lambda name: str(path / name) if (path / name).exists() else None  # noqa: E731
+    assert prerequisites.missing(environ, tmp_path, windows=False, which=which) == []
+    assert prerequisites.missing(environ, tmp_path, windows=False, which=which, iap=True) == [
+        "the Google Cloud CLI (gcloud) is not on PATH (sshAccess iap: `up` checks the VMs through its IAP tunnel). "
+        f"Fix: {prerequisites.GCLOUD_INSTALL}"
+    ]
+
+
+def test_under_iap_gcloud_must_be_logged_in(tmp_path: Path) -> None:
+    adc = tmp_path / ".config" / "gcloud" / "application_default_credentials.json"
+    adc.parent.mkdir(parents=True)
+    adc.write_text("{}")
+    path = tools(tmp_path, "pulumi", "gcloud")
+    which = lambda name: str(path / name)  # noqa: E731
+    assert prerequisites.missing({}, tmp_path, windows=False, which=which, iap=True) == [
+        "gcloud has no logged-in account (sshAccess iap: `up` checks the VMs through gcloud's IAP tunnel, "
+        "as that account; the application-default login is another one). Fix: `gcloud auth login`"
+    ]
+    logged_in(adc.parent)
+    assert prerequisites.missing({}, tmp_path, windows=False, which=which, iap=True) == []
+    assert prerequisites.missing({"CLOUDSDK_CORE_ACCOUNT": "ci@p.iam.gserviceaccount.com"}, tmp_path / "x",
+                                 windows=False, which=which, iap=True) == [
+        f"no Google application-default credentials ({tmp_path / 'x' / '.config' / 'gcloud'}"
+        "/application_default_credentials.json does not exist). Fix: `gcloud auth application-default login`"
+    ]  # fmt: skip
+
+
+def test_up_of_an_iap_stack_without_gcloud_says_so_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    adc = home / ".config" / "gcloud" / "application_default_credentials.json"
+    adc.parent.mkdir(parents=True)
+    adc.write_text("{}")
+    stack_file(tmp_path, "iap").rename(tmp_path / "Pulumi.class.yaml")
+    monkeypatch.setattr(prerequisites, "PROJECT_DIR", tmp_path)
+    monkeypatch.setenv("PATH", str(tools(tmp_path, "pulumi")))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
+    for name in ("CLOUDSDK_CONFIG", "GOOGLE_APPLICATION_CREDENTIALS", *prerequisites.TOKEN_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["up", "--stack", "class"]) == EXIT_MISSING_PREREQUISITE
+    assert capsys.readouterr().err.splitlines() == [
+        "course-vm: course-vm up needs one thing this machine lacks; nothing was created:",
+        "  - the Google Cloud CLI (gcloud) is not on PATH (sshAccess iap: `up` checks the VMs through its IAP "
+        f"tunnel). Fix: {prerequisites.GCLOUD_INSTALL}",
+    ]
+    assert not (home / "state").exists()

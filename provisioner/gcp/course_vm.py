@@ -135,12 +135,20 @@ class CourseVm(pulumi.ComponentResource):
             opts=child,
         )
         nat = cloud_nat(name, s, network, subnet, child) if s.iap else None
+        # Tunnels and their grants go through the IAP API; kept on destroy, for other things may use it.
+        iap_api = (
+            projects.Service(
+                f"{name}-iap-api", project=s.project, service="iap.googleapis.com", disable_on_destroy=False, opts=child
+            )
+            if s.iap
+            else None
+        )
         schedule = nightly_stop(name, s, child) if s.nightly_stop_time else None
         # Named by the student, not by position: a roster change never renames anyone else's VM.
         self.vms = {
             vm.seat.name: StudentVm(
                 f"{name}-{vm.seat.name}" if vm.seat.name else name,
-                SharedByVms(subnet, firewall, schedule, nat),
+                SharedByVms(subnet, firewall, schedule, nat, iap_api),
                 vm,
                 s,
                 opts=child,
@@ -227,10 +235,13 @@ class SharedByVms:
     nightly_stop: NightlyStop | None
     nat: compute.RouterNat | None = None
     """Under sshAccess iap only: how a VM without an external address downloads its setup."""
+    iap_api: projects.Service | None = None
+    """Under sshAccess iap only: the IAP API, which tunnels and their grants go through."""
 
     def ready(self) -> list[pulumi.Resource]:
-        """What a VM's first boot needs: SSH let in, and (under iap) a way out to the internet."""
-        return [self.firewall, *([self.nat] if self.nat is not None else [])]
+        """What a VM's first boot and its check need: SSH let in, and under iap a way out to the
+        internet and the IAP API."""
+        return [self.firewall, *(r for r in (self.nat, self.iap_api) if r is not None)]
 
 
 def vm_labels(stack: str, student: str, user_data: str) -> dict[str, str]:
@@ -318,7 +329,7 @@ class StudentVm(pulumi.ComponentResource):
                 instance=instance.name,
                 role=TUNNEL_ROLE,
                 member=f"user:{args.seat.email}",
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[r for r in (shared.iap_api,) if r is not None]),
             )
         if shared.nightly_stop is not None:
             # Attached rather than set on the instance: attaching never replaces the VM.

@@ -625,3 +625,19 @@ def test_the_firewall_graph_is_unchanged_by_iap(tmp_path: Path) -> None:
     }
     assert old[f"{FIREWALL}::course-vm-ssh"].inputs["description"] == "course-vm: SSH from allowedSshCidrs only"
     assert old[f"{DYNAMIC}::course-vm-verify"].inputs["proxy_command"] == ""
+
+
+SERVICE = "gcp:projects/service:Service"
+
+
+def test_iap_enables_the_iap_api_and_keeps_it_on_destroy(tmp_path: Path) -> None:
+    run = run_program(iap_config(tmp_path, studentEmail="maria@example.edu"))
+    service = run.one(SERVICE)
+    assert service.inputs == {"project": "course-project-1", "service": "iap.googleapis.com", "disableOnDestroy": False}
+    # The grant is set through the IAP API, and the check's tunnel goes through it.
+    for dependent in (run.one(TUNNEL_MEMBER), run.one(DYNAMIC)):
+        assert any(urn.endswith("::course-vm-iap-api") for urn in dependent.dependencies), dependent.name
+
+
+def test_firewall_access_enables_no_api(run: Run) -> None:
+    assert run.of_type(SERVICE) == []

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
-import select
 import shlex
 import subprocess
 import tempfile
+import threading
 from typing import IO
 
 from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError
@@ -23,6 +24,7 @@ _IAP = re.compile(
 INSTANCE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 """A GCE instance name: what `%h` becomes, and an ssh `HostName` only behind the IAP proxy."""
 _STDERR_TAIL = 4096
+_CHUNK = 65536
 
 
 class ProxyMissingError(CourseVmError):
@@ -75,8 +77,9 @@ class ProxySocket:
     """A ProxyCommand's process as the socket paramiko talks SSH over: its stdin and its stdout.
 
     Unlike paramiko's own ProxyCommand, the end of the output is an end of file (paramiko's spins
-    until its timeout), the process's stderr is kept for the error message, and `close` always
-    reaps the process: no tunnel outlives its connection.
+    until its timeout), the process's stderr is kept for the error message, `close` always reaps
+    the process (no tunnel outlives its connection), and the output is read by a thread rather
+    than `select`, which takes no pipe on Windows.
     """
 
     def __init__(self, argv: list[str]) -> None:
@@ -86,6 +89,8 @@ class ProxySocket:
         self._closed = False
         self._eof = False
         self._said = ""
+        self._chunks: queue.Queue[bytes] = queue.Queue()
+        self._pending = b""
         # Kept open for the object's life: `why` reads it after the process has gone.
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         try:
@@ -101,6 +106,18 @@ class ProxySocket:
         except OSError as error:
             self._stderr.close()
             raise CourseVmError(f"cannot run the proxy `{argv[0]}`: {error.strerror}. Fix: {GCLOUD_INSTALL}") from None
+        self._reader = threading.Thread(target=self._read, name=f"proxy-{self.process.pid}", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        """Move the proxy's output into the queue as it comes; b"" marks its end."""
+        stdout = self.process.stdout
+        try:
+            while stdout is not None and (data := stdout.read(_CHUNK)):
+                self._chunks.put(data)
+        except (OSError, ValueError):
+            pass  # closed by `close`: the end too
+        self._chunks.put(b"")
 
     def settimeout(self, timeout: float | None) -> None:
         self.timeout = timeout
@@ -117,18 +134,18 @@ class ProxySocket:
 
     def recv(self, size: int) -> bytes:
         """Up to SIZE bytes of the proxy's output; b"" at its end; socket.timeout when none came in time."""
-        stdout = self.process.stdout
-        if self._closed or stdout is None:
+        if self._closed or self._eof:
             return b""
-        try:
-            ready, _, _ = select.select([stdout], [], [], self.timeout)
-            if ready:
-                data = os.read(stdout.fileno(), size)
-                self._eof = not data
-                return data
-        except (ValueError, OSError):
-            return b""  # closed meanwhile by another thread
-        raise TimeoutError("the proxy sent nothing")  # socket.timeout, which paramiko waits on
+        if not self._pending:
+            try:
+                self._pending = self._chunks.get(timeout=self.timeout)
+            except queue.Empty:
+                raise TimeoutError("the proxy sent nothing") from None  # socket.timeout, which paramiko waits on
+            if not self._pending:
+                self._eof = True
+                return b""
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data
 
     @property
     def closed(self) -> bool:
@@ -175,6 +192,7 @@ class ProxySocket:
                     self.process.kill()
                     self.process.wait()
         finally:
+            self._reader.join(2.0)  # the process has gone, so its output has ended
             for pipe in (self.process.stdin, self.process.stdout):
                 if pipe is not None:
                     with contextlib.suppress(OSError):

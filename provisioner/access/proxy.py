@@ -7,6 +7,7 @@ import os
 import queue
 import re
 import shlex
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -93,9 +94,13 @@ class ProxySocket:
         self._pending = b""
         # Kept open for the object's life: `why` reads it after the process has gone.
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        # Found as a shell finds it: on Windows gcloud is gcloud.cmd, which CreateProcess would not find by name.
+        program = shutil.which(argv[0])
         try:
+            if program is None:
+                raise FileNotFoundError(argv[0])
             self.process = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0
+                [program, *argv[1:]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0
             )
         except FileNotFoundError:
             self._stderr.close()

@@ -7,7 +7,9 @@ keys, service-account scopes, secrets in state), asserted on what the engine wou
 from __future__ import annotations
 
 import json
+import shlex
 import stat
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from provisioner.access.ssh_config import ssh_config_block
 from provisioner.gcp.course_vm import RECIPE_LABEL, SSH_TAG
 from provisioner.recipe.metadata import instance_metadata
 from provisioner.recipe.settings import Seat, Settings
-from tests.conftest import validate_cloud_config
+from tests.conftest import require_tool, validate_cloud_config
 from tests.support.pulumi_harness import (
     DISK_LINK_PREFIX,
     DYNAMIC,
@@ -641,3 +643,18 @@ def test_iap_enables_the_iap_api_and_keeps_it_on_destroy(tmp_path: Path) -> None
 
 def test_firewall_access_enables_no_api(run: Run) -> None:
     assert run.of_type(SERVICE) == []
+
+
+@pytest.mark.integration
+def test_openssh_reads_the_iap_ssh_command_as_the_host_block(tmp_path: Path) -> None:
+    run = run_program(iap_config(tmp_path))
+    words = shlex.split(run.outputs["sshCommand"])
+    assert words[0] == "ssh"
+    out = subprocess.run(
+        [require_tool("ssh"), "-G", "-F", "none", *words[1:]], capture_output=True, text=True, check=True
+    ).stdout
+    seen = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    assert seen["hostname"] == run.outputs["instanceName"]
+    assert seen["proxycommand"] == IAP
+    assert seen["userknownhostsfile"] == f"{tmp_path / 'keys' / 'course-vm'}.dev.known_hosts"
+    assert seen["user"] == "student"

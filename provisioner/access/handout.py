@@ -58,7 +58,8 @@ def on_students_machine(alias: str, suffix: str = "") -> str:
 
 
 def build_handout(student: str, alias: str, vm: Mapping[str, Any], private_key: bytes | None) -> Handout:
-    """STUDENT's hand-out from their VM's stack outputs VM (ip, username, knownHosts; studentPublicKey
+    """STUDENT's hand-out from their VM's stack outputs VM (ip, username, knownHosts; instanceName and
+    proxyCommand under sshAccess iap; studentPublicKey
     when they brought their own key) and, when course-vm generated their key, its PRIVATE_KEY bytes.
 
     Files: `ALIAS.config` (their `Host` block, reading the files below from ~/.ssh), `ALIAS.known_hosts`
@@ -72,12 +73,17 @@ def build_handout(student: str, alias: str, vm: Mapping[str, Any], private_key: 
             f"{student}: course-vm {'did not generate' if own_key else 'generated'} this student's key, but "
             f"{'a private key was given' if own_key else 'no private key was given'}. This is a bug in course-vm"
         )
-    ip, user = vm.get("ip") or "", vm.get("username") or ""
-    known_hosts = _pinned_lines(student, alias, ip, vm.get("knownHosts"))
+    user = vm.get("username") or ""
+    # sshAccess iap: ssh reaches the VM by its instance name through the tunnel, and looks the pins up under it.
+    proxy = vm.get("proxyCommand") or None
+    host = (vm.get("instanceName") if proxy else vm.get("ip")) or ""
+    known_hosts = _pinned_lines(student, alias, host, vm.get("knownHosts"), "name" if proxy else "address")
     # windows=False: the paths are written with `/`, which OpenSSH reads on every system.
     identity = "" if own_key else on_students_machine(alias)
     pins = on_students_machine(alias, ".known_hosts")
-    block = ssh_config_block(alias, ip, user, identity, pins, windows=False, default_keys=bool(own_key))
+    block = ssh_config_block(
+        alias, host, user, identity, pins, windows=False, default_keys=bool(own_key), proxy_command=proxy
+    )
     config = f"# course-vm: {student}'s course VM. Connect: ssh -F {on_students_machine(alias, '.config')} {alias}\n"
     files = [
         HandoutFile(f"{alias}.config", (config + block).encode()),
@@ -89,13 +95,14 @@ def build_handout(student: str, alias: str, vm: Mapping[str, Any], private_key: 
             HandoutFile(alias, private_key, PRIVATE_MODE),
             HandoutFile(f"{alias}.pub", f"{public} {user}@course-vm\n".encode()),
         ]
-    readme = readme_text(student, alias, str(user), str(ip), own_key, [f.name for f in files])
+    readme = readme_text(student, alias, str(user), str(host), own_key, [f.name for f in files], iap=bool(proxy))
     files.append(HandoutFile(README, readme.encode()))
     return Handout(student, alias, tuple(files))
 
 
-def _pinned_lines(student: str, alias: str, ip: object, text: object) -> list[str]:
-    """The known_hosts lines of VM IP, each a host key of a known type for IP itself, or HandoutError."""
+def _pinned_lines(student: str, alias: str, host: object, text: object, what: str) -> list[str]:
+    """The known_hosts lines of the VM HOST (its address, or under iap its instance name: WHAT), each a
+    host key of a known type for HOST itself, or HandoutError."""
     if not text:
         raise HandoutError(
             f"{student}: the stack has no pinned host keys for {alias} (verify=false, or `pulumi up` could not "
@@ -110,12 +117,12 @@ def _pinned_lines(student: str, alias: str, ip: object, text: object) -> list[st
             host_key = parse_host_key(key)
         except SshKeyError as error:
             raise HandoutError(f"{student}: a pinned host key in the stack's outputs is not one: {error}") from None
-        if name != ip:
+        if name != host:
             raise HandoutError(
-                f"{student}: a pinned host key in the stack's outputs is for {name!r}, not the VM's address {ip!r}. "
+                f"{student}: a pinned host key in the stack's outputs is for {name!r}, not the VM's {what} {host!r}. "
                 "Fix: run `course-vm up` again, and check who else can change that stack"
             )
-        lines.append(host_key.known_hosts_line(str(ip)))
+        lines.append(host_key.known_hosts_line(str(host)))
     return lines
 
 
@@ -141,8 +148,12 @@ def fingerprint(public_key: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def readme_text(student: str, alias: str, user: str, ip: str, own_key: str, names: list[str]) -> str:
-    """How STUDENT puts the files NAMES into their ~/.ssh and connects, on Linux and macOS and on Windows."""
+def readme_text(
+    student: str, alias: str, user: str, host: str, own_key: str, names: list[str], *, iap: bool = False
+) -> str:
+    """How STUDENT puts the files NAMES into their ~/.ssh and connects, on Linux and macOS and on Windows.
+
+    HOST is the VM's address, or with IAP its instance name (its internal address reaches nothing)."""
     private = [] if own_key else [alias]
     listed = " ".join(names)
     posix = ["mkdir -p -m 700 ~/.ssh", f"cp -f {listed} ~/.ssh/"]
@@ -169,10 +180,22 @@ def readme_text(student: str, alias: str, user: str, ip: str, own_key: str, name
             f"{alias} is your private key: it logs in to your VM, so keep it secret and share it with no one.",
             f"{alias}.pub is its public half.",
         ]
+    where = f"instance {host}, through Google's Identity-Aware Proxy" if iap else host
+    tunnel = (
+        [
+            "Your VM has no public address: ssh reaches it through Google's Identity-Aware Proxy. Once, install",
+            "the Google Cloud CLI (https://cloud.google.com/sdk/docs/install) and run `gcloud auth login` with",
+            "the Google account your instructor put on the roster; ssh then starts the tunnel itself.",
+            "",
+        ]
+        if iap
+        else []
+    )
     return "\n".join(
         [
-            f"Your course VM: {alias} (student {student}: login {user} at {ip})",
+            f"Your course VM: {alias} (student {student}: login {user} at {where})",
             "",
+            *tunnel,
             *key_lines,
             f"{alias}.known_hosts holds your VM's host keys: ssh connects to your VM and nothing else.",
             f"{alias}.config is its ssh entry.",

@@ -193,3 +193,34 @@ def test_on_windows_the_folder_is_owner_only_before_any_file_and_the_key_has_its
     assert icacls[1][0] == ["icacls", key, "/inheritance:r", "/grant:r", "desktop-1\\teacher:F"]
     assert len(icacls) == 2
     assert (folder / ALIAS).is_file()
+
+
+# sshAccess iap: the entry reaches the VM by its instance name through gcloud's IAP tunnel.
+
+IAP_COMMAND = "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project course-project-1 --zone europe-west1-b"
+IAP_VM: dict[str, Any] = {
+    **VM,
+    "ip": "10.42.0.2",
+    "instanceName": "course-vm-alice-vm-1a2b3c",
+    "proxyCommand": IAP_COMMAND,
+    "knownHosts": f"course-vm-alice-vm-1a2b3c {HOST_KEY}",
+}
+
+
+def test_an_iap_vms_entry_goes_through_the_tunnel_to_its_instance_name(tmp_path: Path) -> None:
+    folder = tmp_path / "out" / "alice"
+    write_handout(folder, build_handout("alice", ALIAS, IAP_VM, private_key()), windows=False)
+    options = resolved_by(folder / f"{ALIAS}.config", ALIAS)
+    assert (options["hostname"], options["user"]) == ("course-vm-alice-vm-1a2b3c", "alice")
+    assert options["proxycommand"] == IAP_COMMAND
+    assert options["stricthostkeychecking"] == "true"
+    # ssh looks the pins up under the name it was given: the instance name.
+    assert (folder / f"{ALIAS}.known_hosts").read_text() == f"course-vm-alice-vm-1a2b3c {HOST_KEY}\n"
+    readme = (folder / README).read_text()
+    assert "gcloud auth login" in readme and "https://cloud.google.com/sdk/docs/install" in readme
+    assert "10.42.0.2" not in readme, "the internal address reaches nothing from the student's machine"
+
+
+def test_an_iap_vms_pins_must_be_for_its_instance_name() -> None:
+    with pytest.raises(HandoutError, match="not the VM's name 'course-vm-alice-vm-1a2b3c'"):
+        build_handout("alice", ALIAS, {**IAP_VM, "knownHosts": f"10.42.0.2 {HOST_KEY}"}, private_key())

@@ -137,7 +137,7 @@ def check(stack: str = DEFAULT_STACK) -> None:
         raise MissingPrerequisiteError("\n".join(lines + [f"  - {problem}" for problem in problems]))
 
 
-def compute_engine_ready(settings: Settings, created_vms: int, *, external_addresses_per_vm: int = 1) -> None:
+def compute_engine_ready(settings: Settings, created_vms: int) -> None:
     """Before `up` asks or changes anything: the Compute API is enabled in the settings' project (one
     read of it, always) and, when the change creates CREATED_VMS new VMs, the quotas have room for them.
 
@@ -146,7 +146,7 @@ def compute_engine_ready(settings: Settings, created_vms: int, *, external_addre
     does not answer, CourseVmError when the account may not read the project.
     """
     try:
-        quotas.check_before_up(settings, created_vms, external_addresses_per_vm=external_addresses_per_vm)
+        quotas.check_before_up(settings, created_vms)
     except ServiceDisabledError as error:
         raise MissingPrerequisiteError(
             f"course-vm up needs the Compute Engine API, which is not enabled in project {error.project}; "

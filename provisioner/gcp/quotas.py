@@ -75,18 +75,16 @@ def disk_quota(disk_type: str) -> str:
     return "DISKS_TOTAL_GB" if disk_type == "pd-standard" else "SSD_TOTAL_GB"
 
 
-def demand(
-    settings: Settings, vms: int, guest_cpus: int, region: Mapping[str, Quota], *, external_addresses_per_vm: int = 1
-) -> dict[tuple[str, str], float]:
+def demand(settings: Settings, vms: int, guest_cpus: int, region: Mapping[str, Quota]) -> dict[tuple[str, str], float]:
     """What creating VMS new VMs of SETTINGS adds, by (quota metric, scope); only what is above 0.
 
     Each VM: GUEST_CPUS vCPUs (its region's CPU quota and the project's CPUS_ALL_REGIONS),
-    EXTERNAL_ADDRESSES_PER_VM static external addresses (in use, and static), and its boot disk
+    one static external address (in use, and static; none under sshAccess iap), and its boot disk
     and home disk (diskSizeGb + homeDiskSizeGb) of DISK_TYPE.
     """
     here = settings.region
     cpus = vms * guest_cpus
-    addresses = vms * external_addresses_per_vm
+    addresses = 0 if settings.iap else vms
     added: dict[tuple[str, str], float] = {
         ("CPUS_ALL_REGIONS", PROJECT_SCOPE): cpus,
         (cpu_quota(settings.machine_type, settings.spot, region), here): cpus,
@@ -139,7 +137,6 @@ def check_before_up(
     settings: Settings,
     created_vms: int,
     *,
-    external_addresses_per_vm: int = 1,
     api: str | None = None,
     token: TokenSource = application_default_token,
 ) -> None:
@@ -182,10 +179,7 @@ def check_before_up(
         "`pulumi config set machineType e2-standard-4`, or a zone that has it (--zone)",
     )
     region = quotas_of(region_document, settings.region)
-    added = demand(
-        settings, created_vms, int(machine.get("guestCpus") or 0), region,
-        external_addresses_per_vm=external_addresses_per_vm,
-    )  # fmt: skip
+    added = demand(settings, created_vms, int(machine.get("guestCpus") or 0), region)
     short = shortfalls(added, quotas_of(project_document, PROJECT_SCOPE), region)
     if short:
         raise quota_error(settings.project, created_vms, short)

@@ -75,8 +75,12 @@ def test_a_class_of_thirty_adds_vcpus_addresses_and_ssd_per_vm() -> None:
     }
 
 
-def test_vms_without_an_external_address_add_no_address() -> None:
-    added = demand(settings(), 2, 4, region(), external_addresses_per_vm=0)
+def iap_settings() -> Settings:
+    return parse_settings({"sshAccess": "iap"}, "course-project-1", "europe-west1-b")
+
+
+def test_iap_vms_add_no_address_for_they_have_no_external_one() -> None:
+    added = demand(iap_settings(), 2, 4, region())
     assert ("IN_USE_ADDRESSES", "europe-west1") not in added
     assert ("STATIC_ADDRESSES", "europe-west1") not in added
     assert added[("CPUS", "europe-west1")] == 8

@@ -635,17 +635,27 @@ def _access_rows(problems: Problems, raw: Mapping[str, object]) -> dict[str, Any
     return {"sshAccess": access, "allowedSshCidrs": cidrs, "studentEmail": email}
 
 
-def seat_problems(seats: Sequence[Seat], *, iap: bool) -> list[str]:
+def _emails_for_iap(problems: Problems, roster: Sequence[RosterEntry], *, listed: bool) -> None:
     """Under IAP, every student of a class needs their Google account: without one, nobody but the
-    project's owners could reach their VM. (A stack's one VM, whose seat has no name, needs none.)"""
-    if not iap:
-        return []
-    return [
-        f"studentsCsv: student {seat.name} has no email, but sshAccess iap grants each student's Google account "
-        f"access to their VM. Fix: add an `email` column to the roster with {seat.name}'s Google account"
-        for seat in seats
-        if seat.name and not seat.email
-    ]
+    project's owners could reach their VM. (A stack's one VM needs none: see studentEmail.)
+    LISTED: the roster is the `students` list, which carries no emails."""
+    why = "sshAccess iap grants each student's Google account access to their own VM, and this student has none"
+    for entry in roster:
+        if entry.email:
+            continue
+        if listed:
+            problems.add(
+                "students", entry.name, why + " (a `students` list carries no emails: use studentsCsv)",
+                "a roster CSV with `name` and `email` columns: pulumi config rm students, then "
+                "pulumi config set studentsCsv roster.csv",
+            )  # fmt: skip
+        else:
+            problems.add(
+                "studentsCsv",
+                entry.name,
+                why,
+                f"add an `email` column to the roster with {entry.name}'s Google account",
+            )
 
 
 _JOINT_RULES: Mapping[str, _JointRule] = {
@@ -738,9 +748,11 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
             continue  # checked by the joint rule of an earlier row, or not needed
         joint = _JOINT_RULES.get(row.key)
         values.update(joint(problems, raw) if joint else {row.key: row.check(problems, _given(raw, row.key))})
+    roster = values.get("studentsCsv") or tuple(RosterEntry(name) for name in values.get("students") or ())
+    if values.get("sshAccess") == "iap":
+        _emails_for_iap(problems, roster, listed=bool(values.get("students")))
     if problems.lines:
         raise SettingsError(problems.lines)
-    roster = values["studentsCsv"] or tuple(RosterEntry(name) for name in values["students"])
     settings = Settings(
         project=gcp_project,
         zone=gcp_zone,
@@ -766,9 +778,6 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
         ssh_access=values.get("sshAccess", "firewall"),
         student_email=values.get("studentEmail", ""),
     )
-    seats = seat_problems(settings.seats, iap=settings.iap)
-    if seats:
-        raise SettingsError(seats)
     return settings
 
 

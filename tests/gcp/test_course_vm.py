@@ -10,7 +10,6 @@ import json
 import shlex
 import stat
 import subprocess
-from dataclasses import replace
 from pathlib import Path
 
 import pulumi
@@ -20,7 +19,6 @@ import yaml
 from provisioner.access.ssh_config import ssh_config_block
 from provisioner.gcp.course_vm import RECIPE_LABEL, SSH_TAG
 from provisioner.recipe.metadata import instance_metadata
-from provisioner.recipe.settings import Seat, Settings
 from tests.conftest import require_tool, validate_cloud_config
 from tests.support.pulumi_harness import (
     DISK_LINK_PREFIX,
@@ -516,16 +514,6 @@ def iap_config(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return config
 
 
-def with_emails(monkeypatch: pytest.MonkeyPatch, emails: dict[str, str]) -> None:
-    """Seats with the roster's emails (the roster's `email` column fills Seat.email; see roster.py)."""
-    plain = vars(Settings)["seats"].fget
-
-    def seats(settings: Settings) -> tuple[Seat, ...]:
-        return tuple(replace(seat, email=emails.get(seat.name, seat.email)) for seat in plain(settings))
-
-    monkeypatch.setattr(Settings, "seats", property(seats))
-
-
 def test_firewall_access_has_no_nat_and_no_grant(run: Run) -> None:
     assert run.of_type(ROUTER) == run.of_type(NAT) == run.of_type(TUNNEL_MEMBER) == []
     assert run.outputs["proxyCommand"] == ""
@@ -583,9 +571,10 @@ def test_iap_one_vm_grants_the_student_email_on_that_instance_only(tmp_path: Pat
     assert member.parent.endswith(f"{STUDENT_VM}::course-vm")
 
 
-def test_iap_class_grants_each_student_their_own_vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with_emails(monkeypatch, {"alice": "alice@example.edu", "bob": "bob@example.edu"})
-    run = run_program(iap_config(tmp_path, students=json.dumps(["alice", "bob"])))
+def test_iap_class_grants_each_student_their_own_vm(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_text("name,email\nalice,alice@example.edu\nbob,bob@example.edu\n")
+    run = run_program(iap_config(tmp_path, studentsCsv=str(roster)))
     members = {r.name: r.inputs for r in run.of_type(TUNNEL_MEMBER)}
     assert set(members) == {"course-vm-alice-iap-access", "course-vm-bob-iap-access"}
     for student in ("alice", "bob"):

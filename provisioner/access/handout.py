@@ -191,6 +191,12 @@ def readme_text(
         if iap
         else []
     )
+    # Windows' OpenSSH starts a ProxyCommand without a shell, and gcloud is a .cmd script there.
+    windows_tunnel = (
+        [f"  (If ssh says `CreateProcessW failed`, write gcloud.cmd for gcloud in {alias}.config's ProxyCommand.)"]
+        if iap
+        else []
+    )
     return "\n".join(
         [
             f"Your course VM: {alias} (student {student}: login {user} at {where})",
@@ -205,6 +211,7 @@ def readme_text(
             "",
             "Windows (PowerShell, with the OpenSSH client that Windows 10 and 11 include): in this folder, run:",
             *(f"  {line}" for line in powershell),
+            *windows_tunnel,
             "",
             "Later on, only the last line (the ssh command) is needed.",
             f"To type just `ssh {alias}`, and to pick {alias} in VS Code Remote-SSH, add this line at the very",

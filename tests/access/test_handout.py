@@ -219,6 +219,7 @@ def test_an_iap_vms_entry_goes_through_the_tunnel_to_its_instance_name(tmp_path:
     readme = (folder / README).read_text()
     assert "gcloud auth login" in readme and "https://cloud.google.com/sdk/docs/install" in readme
     assert "10.42.0.2" not in readme, "the internal address reaches nothing from the student's machine"
+    assert "write gcloud.cmd for gcloud" in readme.split("Windows (PowerShell", 1)[1]
 
 
 def test_an_iap_vms_pins_must_be_for_its_instance_name() -> None:

@@ -89,8 +89,10 @@ class _Mocks(pulumi.runtime.Mocks):
         if args.typ == "gcp:compute/disk:Disk":
             outputs["selfLink"] = f"{DISK_LINK_PREFIX}{args.name}-1a2b3c"
         if args.typ == DYNAMIC:
+            # Pinned under the name the checker connects to: the address, or under iap the instance name.
+            host = outputs.get("host") or STATIC_IP
             outputs.update(
-                host_keys=[HOST_KEY], host_key_fingerprint="SHA256:fingerprint", known_hosts=f"{STATIC_IP} {HOST_KEY}"
+                host_keys=[HOST_KEY], host_key_fingerprint="SHA256:fingerprint", known_hosts=f"{host} {HOST_KEY}"
             )
         outputs.setdefault("id", f"{args.name}-id")
         return f"{args.name}-id", outputs

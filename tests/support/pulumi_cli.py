@@ -12,15 +12,24 @@ from pathlib import Path
 from typing import Any
 
 
-def stand_in_pulumi(tmp_path: Path, outputs: Mapping[str, object]) -> dict[str, str]:
-    """An environment whose `pulumi` (a stand-in for the CLI, not installable here) prints OUTPUTS,
-    but only when it is asked on the backend `up` uses (the local file backend, by default)."""
+def stand_in_pulumi(
+    tmp_path: Path, outputs: Mapping[str, object], deployment: Mapping[str, object] | None = None
+) -> dict[str, str]:
+    """An environment whose `pulumi` (a stand-in for the CLI, not installable here) prints OUTPUTS
+    (`stack output`) and, given one, the stack's DEPLOYMENT (`stack export`, see exported_deployment;
+    without one it fails as a CLI that cannot export does), but only when it is asked on the
+    backend `up` uses (the local file backend, by default)."""
     state = tmp_path / "state"
     backend = (state / "course-vm" / "pulumi").as_uri()
     fake = tmp_path / "bin" / "pulumi"
     fake.parent.mkdir(exist_ok=True)
+    exported = tmp_path / "pulumi-stack-export.json"
+    export = ""
+    if deployment is not None:
+        exported.write_text(json.dumps(deployment))
+        export = f"[ \"$1 $2\" = 'stack export' ] && exec cat '{exported}'\n"
     fake.write_text(
-        "#!/bin/sh\n[ \"$1 $2\" = 'stack output' ] || exit 9\n"
+        f"#!/bin/sh\n{export}[ \"$1 $2\" = 'stack output' ] || exit 9\n"
         f"[ \"$PULUMI_BACKEND_URL\" = '{backend}' ] || {{ echo 'no stack on this backend' >&2; exit 1; }}\n"
         f"echo '{json.dumps(outputs)}'\n"
     )
@@ -134,6 +143,10 @@ if verb == "version":
 failure = state["fail"].get(verb)
 if failure is not None:
     log_events(failure.get("events", []))
+    if "deployment" in failure:
+        # What the engine checkpointed before the update failed: the steps that completed.
+        state["deployments"][stack] = failure["deployment"]
+        state_file.write_text(json.dumps(state))
     print(failure.get("stdout", ""))
     sys.stderr.write(failure["stderr"])
     sys.exit(255)
@@ -147,6 +160,8 @@ elif verb == "stack ls":
     print(json.dumps([{"name": name, "current": False} for name in state["stacks"]]))
 elif verb == "stack output":
     print(json.dumps(state["stacks"][stack]))
+elif verb == "stack export":
+    print(json.dumps(state["deployments"].get(stack) or {"version": 3, "deployment": {}}, indent=4))
 elif verb == "stack history":
     print(json.dumps([{"kind": "update", "startTime": "2026-11-27T14:00:00.000Z", "message": "",
                        "environment": {}, "config": {}, "result": "succeeded"}]))
@@ -172,9 +187,11 @@ elif verb in ("preview", "destroy") and (verb == "preview" or "--preview-only" i
 elif verb == "up":
     log_events([])
     state["stacks"][stack] = state["next_outputs"]
+    state["deployments"][stack] = state["next_deployments"].get(stack)
 elif verb == "destroy":
     log_events([])
     state["stacks"][stack] = {}
+    state["deployments"].pop(stack, None)
 state_file.write_text(json.dumps(state))
 """
 
@@ -220,14 +237,18 @@ def stand_in_engine(
 ) -> StandInEngine:
     """An environment whose `pulumi` serves the Automation API: STACKS (name -> outputs) exist,
     `preview`/`destroy --preview-only` report EVENTS, `up` makes NEXT_OUTPUTS the stack's outputs,
-    each command of FAIL (e.g. "up": {"stderr": ...}) fails with that stderr and exit 255, and
-    `pulumi config` keeps CONFIG (stack -> key -> value; default: STACK_CONFIG for each of STACKS)."""
+    each command of FAIL (e.g. "up": {"stderr": ...}) fails with that stderr and exit 255 (with a
+    "deployment", the state it leaves: see exported_deployment), and `pulumi config` keeps CONFIG
+    (stack -> key -> value; default: STACK_CONFIG for each of STACKS). `stack export` prints the
+    deployment of a stack's outputs (exported_deployment), as a successful `up` leaves it."""
     state = tmp_path / "pulumi-stand-in.json"
     configs = {name: dict(STACK_CONFIG) for name in stacks} if config is None else config
+    deployments = {name: exported_deployment(name, outputs) for name, outputs in stacks.items()}
+    next_deployments = {name: exported_deployment(name, next_outputs or {}) for name in stacks}
     state.write_text(
         json.dumps(
             {"stacks": stacks, "events": events or [], "next_outputs": next_outputs or {}, "fail": fail or {},
-             "config": configs}
+             "config": configs, "deployments": deployments, "next_deployments": next_deployments}
         )
     )  # fmt: skip
     calls = tmp_path / "pulumi-calls.jsonl"
@@ -293,3 +314,81 @@ def update_events(vms: Mapping[str, str], *, stack: str = "dev", timestamp: int 
         elif verification.startswith("failed: "):
             done("create", types, f"{name}-verify", vm_urn, verification.removeprefix("failed: "))
     return events
+
+
+# The stack's state, as `pulumi stack export` prints it.
+
+PASSPHRASE_STATE = {"salt": "v1:VGVzdFNhbHQ=:v1:YTdiY2RlZmdoaWprbG1u:c3RhbmQtaW4tY2lwaGVydGV4dA=="}
+
+
+def exported_deployment(
+    stack: str, outputs: Mapping[str, Any], *, root: Mapping[str, Any] | None = None, unfinished: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """What `pulumi stack export --stack STACK` prints for this program whose VMs' outputs are OUTPUTS
+    (the stack's outputs: one VM's, or a class's under `students`), built the way the CLI writes it.
+
+    The CLI prints an apitype.UntypedDeployment, `{"version": 3, "deployment": DeploymentV3}`, whose
+    `resources` are ResourceV3 (`urn`, `custom`, `id`, `type`, `inputs`, `outputs`, `parent`,
+    `provider`, `dependencies`; sdk/go/common/apitype/core.go), each property serialized by
+    pkg/resource/stack/deployment.go: a secret is `{SIG_KEY: SIG, "ciphertext": ...}` (with
+    --show-secrets `"plaintext"`: its JSON text), and an empty `outputs` is left out (omitempty).
+    The resources are this program's: the stack, the gcp provider, the CourseVm and its network,
+    and per VM a StudentVm component whose `outputs` are what it registered (register_outputs),
+    with its address, instance and, with verify (a `hostKeys` output), its verification.
+
+    ROOT: the stack resource's outputs, the stack's outputs (default OUTPUTS; a failed update
+    leaves the last successful one's). UNFINISHED: students whose update failed at their
+    verification: their address and instance are there, their verification is not (a create
+    that failed leaves nothing) and their StudentVm has no outputs (it never registered any).
+    """
+    stack_urn = urn(stack, ["pulumi:pulumi:Stack"], f"course-vm-{stack}")
+    provider_urn = urn(stack, ["pulumi:providers:gcp"], "default_8_10_0")
+    provider = f"{provider_urn}::5d3e2a8c-0b8e-4a4c-9a3e-2f1c8a7b6d5e"
+    course = urn(stack, [COURSE_VM], "course-vm")
+    vms: dict[str, Mapping[str, Any]] = dict(outputs.get("students") or ({"": outputs} if outputs.get("ip") else {}))
+    project = str(outputs.get("project") or STACK_CONFIG["gcp:project"])
+    vms.update({name: {} for name in unfinished})
+
+    def resource(types: list[str], name: str, parent: str, outs: Mapping[str, Any], custom: bool) -> dict[str, Any]:
+        found: dict[str, Any] = {"urn": urn(stack, types, name), "custom": custom, "type": types[-1]}
+        if custom:
+            found.update(id=f"{name}-1a2b3c", provider=provider)
+        found.update(inputs=dict(outs) if custom else {}, parent=parent, dependencies=[])
+        if outs:
+            found["outputs"] = dict(outs)
+        found.update(created="2026-11-27T14:00:00.000000000Z", modified="2026-11-27T14:00:00.000000000Z")
+        return found
+
+    stack_resource = {"urn": stack_urn, "custom": False, "type": "pulumi:pulumi:Stack"}
+    if root is None:
+        root = outputs
+    if root:
+        stack_resource["outputs"] = dict(root)
+    resources = [
+        stack_resource,
+        {"urn": provider_urn, "custom": True, "id": provider.rsplit("::", 1)[-1], "type": "pulumi:providers:gcp",
+         "inputs": {"project": project, "version": "8.10.0"}, "outputs": {"project": project, "version": "8.10.0"}},
+        resource([COURSE_VM], "course-vm", stack_urn, {"network": "course-vm-network-1a2b3c"}, False),
+        resource([COURSE_VM, SHARED["network"]], "course-vm-network", course, {"project": project}, True),
+    ]  # fmt: skip
+    for index, (student, vm) in enumerate(vms.items(), start=10):
+        name = f"course-vm-{student}" if student else "course-vm"
+        types = [COURSE_VM, STUDENT_VM]
+        vm_urn = urn(stack, types, name)
+        resources.append(resource(types, name, course, vm, False))
+        address = {"address": vm.get("ip") or f"34.78.1.{index}", "project": project, "region": "europe-west1"}
+        resources.append(resource([*types, VM_CHILDREN["ip"]], f"{name}-ip", vm_urn, address, True))
+        user_data = {SECRET_SIG_KEY: SECRET_SIG, "ciphertext": "v1:c3RhbmQtaW4=:c3RhbmQtaW4tY2lwaGVydGV4dA=="}
+        instance = {"name": vm.get("instanceName") or f"{name}-vm-1a2b3c", "zone": vm.get("zone") or "europe-west1-b",
+                    "project": project, "metadata": {"user-data": user_data}}  # fmt: skip
+        resources.append(resource([*types, VM_CHILDREN["vm"]], f"{name}-vm", vm_urn, instance, True))
+        if vm.get("hostKeys"):
+            verified = {"host_keys": vm["hostKeys"], "known_hosts_file": vm.get("knownHostsFile")}
+            resources.append(resource([*types, VM_CHILDREN["verify"]], f"{name}-verify", vm_urn, verified, True))
+    manifest = {"time": "2026-11-27T14:00:00.000000000Z", "magic": "0c6e0a8ac3a3a5c7", "version": "v3.200.0"}
+    secrets = {"type": "passphrase", "state": PASSPHRASE_STATE}
+    return {"version": 3, "deployment": {"manifest": manifest, "secrets_providers": secrets, "resources": resources}}
+
+
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"  # noqa: S105 (Pulumi's marker for a secret value)
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105

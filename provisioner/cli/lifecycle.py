@@ -7,7 +7,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -96,10 +96,15 @@ def up(args: argparse.Namespace) -> int:
     """
     prerequisites.check(args.stack)
     progress(f"previewing the changes to stack {args.stack}")
-    outputs = stack.up(
-        args.stack, args.project, args.zone, args.allow, confirm=asker(args.stack, args.yes),
-        added_cidrs=args.add_allow, check=prerequisites.compute_engine_ready,
-    )  # fmt: skip
+    try:
+        outputs = stack.up(
+            args.stack, args.project, args.zone, args.allow, confirm=asker(args.stack, args.yes),
+            added_cidrs=args.add_allow, check=prerequisites.compute_engine_ready,
+        )  # fmt: skip
+    except stack.PartialUpError as error:
+        # The students whose VM finished can be handed out now; the error then says who failed.
+        print("\n" + class_table(args.stack, error.outputs.get("students") or {}, error.failed), flush=True)
+        raise
     if outputs.get("students"):
         print("\n" + class_table(args.stack, outputs["students"]))
         return 0
@@ -108,19 +113,26 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
-def class_table(stack_name: str, students: dict[str, Any]) -> str:
-    """One line per student: ssh alias, address, key file and whether `pulumi up` verified the VM."""
+def class_table(stack_name: str, students: dict[str, Any], failed: Collection[str] = ()) -> str:
+    """One line per student: ssh alias, address, key file and whether `pulumi up` verified the VM;
+    the FAILED students' VMs did not finish (no ssh entry was written for them)."""
     rows = [("STUDENT", "SSH", "IP", "KEY", "VERIFIED")]
-    for name, vm in students.items():
+    for name in [*students, *(name for name in failed if name not in students)]:
+        vm = students.get(name) or {}
+        alias, ip, key = host_alias(stack_name, name), str(vm.get("ip") or "-"), str(vm.get("identityFile") or "-")
         verified = vm.get("hostKeyFingerprint") or "no (verify=false)"
-        rows.append((name, host_alias(stack_name, name), str(vm.get("ip")), str(vm.get("identityFile")), verified))
+        rows.append((name, alias, ip, key, "FAILED: see below" if name in failed else verified))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows]
-    lines.append(
-        # Not "give each student their key": a student who brought their own key is reached with the instructor's.
-        f"{len(students)} VMs. Hand each student their folder: `course-vm handout --stack {stack_name} --out DIR`; "
-        "`course-vm check` checks them all again."
-    )
+    # Not "give each student their key": a student who brought their own key is reached with the instructor's.
+    handout = f"Hand each student their folder: `course-vm handout --stack {stack_name} --out DIR`"
+    if failed:
+        lines.append(
+            f"{len(rows) - 1 - len(failed)} of {len(rows) - 1} VMs ready (not {', '.join(failed)}). {handout} "
+            f"(the ready ones); `course-vm up --stack {stack_name}` again retries the others."
+        )
+    else:
+        lines.append(f"{len(students)} VMs. {handout}; `course-vm check` checks them all again.")
     return "\n".join(lines)
 
 

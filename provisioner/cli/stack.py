@@ -43,6 +43,7 @@ class StackLike(Protocol):
         self, *, on_output: Callable[[str], Any] | None = None, on_event: Callable[[Any], Any] | None = None
     ) -> Any: ...
     def outputs(self) -> Mapping[str, Any]: ...
+    def export_stack(self) -> Any: ...
 
 
 class StackOpener(Protocol):
@@ -288,8 +289,10 @@ def up(
     After a preview without changes no update runs: the current outputs stand.
     One student's failure does not stop the others' VMs (Pulumi's continue-on-error). Entries of
     students no longer on the roster are removed. Raises CourseVmError when the Pulumi CLI is
-    missing or the answer is no (nothing changed), EngineError when Pulumi fails, SettingsError
-    when the program refuses the stack's settings, and what CHECK raises.
+    missing or the answer is no (nothing changed), EngineError when Pulumi fails (PartialUpError
+    when it failed for some students of a class: the others' entries are written, see
+    after_failed_update), SettingsError when the program refuses the stack's settings, and what
+    CHECK raises.
     """
     from pulumi.automation import ConfigValue
 
@@ -318,6 +321,8 @@ def up(
     with engine_errors(f"preview the changes to stack {stack_name}", stack_name, events, project=project):
         stack.preview(on_event=events.append)
     plan = plan_from_events(events)
+    # The preview names every VM in the state, also those a failed first `up` left out of the outputs.
+    before |= {host_alias(stack_name, vm.student) for vm in plan.vms}
     if check is not None:
         check(settings_of(config), plan.created)
     if not confirm(plan):
@@ -328,6 +333,8 @@ def up(
         try:
             with engine_errors(f"update stack {stack_name}", stack_name, events, project=project):
                 result = stack.up(on_output=on_output, on_event=events.append, continue_on_error=True)
+        except EngineError as error:
+            raise after_failed_update(stack_name, stack, error, events, plan, before) from None
         finally:
             # A failed update keeps the old outputs, so only its events say whose verification failed.
             record_verifications(stack_name, events)
@@ -380,6 +387,8 @@ def down(
         aliases = {host_alias(stack_name), *host_aliases(stack_name, _values(stack.outputs()))}
         stack.preview_destroy(on_event=events.append)
     plan = plan_from_events(events)
+    # The preview names every VM in the state, also those a failed first `up` left out of the outputs.
+    aliases |= {host_alias(stack_name, vm.student) for vm in plan.vms}
     if not confirm(plan):
         raise declined("down")
     if plan.changes:
@@ -393,10 +402,96 @@ def down(
 
 
 def status(stack_name: str, *, opener: StackOpener = open_stack) -> dict[str, Any]:
-    """The stack's outputs: empty when nothing exists. Raises CourseVmError when there is no such stack."""
+    """The stack's outputs with each VM as its state has it (see with_state): empty when nothing
+    exists. Raises CourseVmError when there is no such stack."""
     stack = opener(stack_name, create=False)
     with engine_errors(f"read the outputs of stack {stack_name}", stack_name, [], again="status"):
-        return _values(stack.outputs())
+        outputs = _values(stack.outputs())
+    return with_state(outputs, state_of(stack))
+
+
+class PartialUpError(EngineError):
+    """An update of a class that failed for some students: what failed, and what the others' VMs are."""
+
+    def __init__(self, message: str, outputs: Mapping[str, Any], failed: Sequence[str]) -> None:
+        super().__init__(message)
+        self.outputs = dict(outputs)
+        """The stack's outputs as its state has them (see with_state): the VMs that finished, under `students`."""
+        self.failed = tuple(failed)
+        """The students whose VM did not finish, sorted."""
+
+
+def after_failed_update(
+    stack_name: str, stack: StackLike, error: EngineError, events: Sequence[Any], plan: Plan, before: set[str]
+) -> EngineError:
+    """What an update of a class that failed part way leaves, said: ERROR, or a PartialUpError naming
+    the students whose VM failed, once the `Host` blocks of the VMs that finished are written.
+
+    The VMs that finished are read from the stack's state (see state_vms): its outputs are the last
+    successful update's. A student failed when a step of one of their VM's resources failed (EVENTS)
+    or their VM has no outputs in the state; their block is left as it was. ERROR stands as it is
+    for a stack's one VM, an update that failed before any step, or a state that cannot be read.
+    """
+    planned = {vm.student for vm in plan.vms if vm.action != "delete"}
+    stepped = any(getattr(event, "resource_pre_event", None) is not None for event in events)
+    state = state_of(stack) if stepped and any(planned) else None
+    if state is None:
+        return error
+    outputs = with_state(state.root, state)
+    students: dict[str, Any] = dict(outputs.get("students") or {})
+    failed = sorted((failed_students(events) | state.unfinished | (planned - set(students))) - {""})
+    if not failed:
+        return error
+    finished = {name: vm for name, vm in students.items() if name not in failed}
+    after, problems = host_entries(stack_name, {"students": finished})
+    for alias, block in after.items():
+        add_host(alias, block)
+    kept = {host_alias(stack_name, name) for name in failed}
+    for alias in (before | host_aliases(stack_name, {"students": finished})) - after.keys() - kept:
+        remove_host(alias)
+    said, _, fix = str(error).rpartition("\nFix: ")
+    names = ", ".join(failed)
+    total = len(set(students) | set(failed))
+    checkable = [name for name in failed if name in students]
+    look = f"`course-vm render --stack {stack_name} --student {failed[0]}` prints the recipe a VM was given"
+    if checkable:
+        look += f"; `course-vm check --stack {stack_name} --student {checkable[0]}` checks one again"
+    unwritten = "".join(f"\n{problem}" for problem in problems)
+    message = (
+        f"{len(failed)} of {total} VMs of stack {stack_name} did not finish: {names}. The others' ssh entries are "
+        f"written (the table above).{unwritten}\n{said}\nFix: {fix}: it retries what did not finish ({names}) and "
+        f"leaves the VMs that finished as they are. To look into one first: {look}"
+    )
+    return PartialUpError(message, outputs, failed)
+
+
+def failed_students(events: Iterable[Any]) -> set[str]:
+    """The students ("" for a stack's one VM) one of whose VM's resources an update's EVENTS say failed:
+    a failed step, or an error naming a resource under their StudentVm."""
+    parents: dict[str, str] = {}
+    failed: set[str] = set()
+    for event in events:
+        diagnostic = getattr(event, "diagnostic_event", None)
+        if diagnostic is not None and diagnostic.severity == "error" and diagnostic.urn:
+            failed.add(diagnostic.urn)
+        for kind in ("resource_pre_event", "res_outputs_event", "res_op_failed_event"):
+            step = getattr(event, kind, None)
+            if step is None:
+                continue
+            state = step.metadata.new or step.metadata.old
+            if state is not None and state.parent:
+                parents[step.metadata.urn] = state.parent
+            if kind == "res_op_failed_event":
+                failed.add(step.metadata.urn)
+    students: set[str] = set()
+    for urn in failed:
+        seen: set[str] = set()
+        while urn and urn not in seen and _urn_type(urn) != STUDENT_VM:
+            seen.add(urn)
+            urn = parents.get(urn, "")
+        if urn and _urn_type(urn) == STUDENT_VM:
+            students.add(student_of(urn, parents.get(urn, "")))
+    return students
 
 
 def declined(command: str, stored: Sequence[str] = ()) -> CourseVmError:
@@ -614,6 +709,16 @@ def plan_from_events(events: Iterable[Any]) -> Plan:
     return Plan(tuple(sorted(vms, key=lambda vm: vm.student)), tuple(sorted(shared)))
 
 
+def student_of(vm_urn: str, parent: str) -> str:
+    """The student whose StudentVm VM_URN is ("" for a stack's one VM), given its PARENT's URN.
+
+    A VM is named `COURSE-STUDENT` after the CourseVm that holds it (`course-vm` in __main__.py),
+    and a stack's one VM `COURSE`.
+    """
+    name, course = vm_urn.rsplit("::", 1)[-1], parent.rsplit("::", 1)[-1] if parent else "course-vm"
+    return name.removeprefix(f"{course}-") if name != course else ""
+
+
 def _urn_type(urn: str) -> str:
     """The type of the resource URN names: `urn:pulumi:STACK::PROJECT::PARENT-TYPE$...$TYPE::NAME`."""
     parts = urn.split("::", 3)
@@ -622,9 +727,7 @@ def _urn_type(urn: str) -> str:
 
 def _vm_change(urn: str, steps: Mapping[str, tuple[str, str, str]], children: Mapping[str, list[str]]) -> VmChange:
     _type, own, parent = steps.get(urn, (STUDENT_VM, "same", ""))
-    # A VM is named `COURSE-STUDENT` after the CourseVm that holds it (`course-vm` in __main__.py).
-    name, course = urn.rsplit("::", 1)[-1], parent.rsplit("::", 1)[-1] if parent else "course-vm"
-    student = name.removeprefix(f"{course}-") if name != course else ""
+    student = student_of(urn, parent)
     instance = children.get(INSTANCE, [])
     if own in ("create", "delete"):
         action = own
@@ -778,7 +881,8 @@ def next_step(text: str, stack_name: str, project: str | None, concurrent: bool,
 
 
 def stack_outputs(project_dir: Path, stack_name: str | None) -> dict[str, Any]:
-    """The stack's outputs, read with the Pulumi CLI. Raises CourseVmError when that is not possible."""
+    """The stack's outputs with each VM as the stack's state has it (see with_state), read with the
+    Pulumi CLI (`stack output`, then `stack export`). Raises CourseVmError when that is not possible."""
     pulumi = shutil.which("pulumi")
     if pulumi is None:
         raise MissingPrerequisiteError(
@@ -806,11 +910,137 @@ def stack_outputs(project_dir: Path, stack_name: str | None) -> dict[str, Any]:
             f"`pulumi stack output` failed: {result.stderr.strip()}. Fix: `course-vm status --stack {stack}` "
             "shows whether the stack exists; `course-vm up --stack NAME` creates it"
         )
-    outputs = json.loads(result.stdout or "{}")
+    outputs = with_state(
+        json.loads(result.stdout or "{}"), exported_state(pulumi, project_dir, stack_name, environment)
+    )
     missing = [] if outputs.get("students") else [k for k in ("ip", "username", "identityFile") if not outputs.get(k)]
     if missing:
         raise CourseVmError(f"the stack has no {', '.join(missing)} output. Fix: `course-vm up --stack {stack}` first")
     return dict(outputs)
+
+
+# Each VM as the stack's state has it. Pulumi keeps a failed update's stack outputs as they were
+# (pulumi/pulumi#15754, #16289): after a first `up` none, after a later one the last successful
+# update's. But each StudentVm registers its own outputs (register_outputs), and the engine
+# checkpoints them as it gets them, in an update that fails too (pkg/resource/deploy/
+# step_executor.go ExecuteRegisterResourceOutputs -> the backend's SnapshotManager
+# .RegisterResourceOutputs, which persists the snapshot), so `pulumi stack export` holds every VM
+# that finished. A StudentVm that did not finish registered nothing: a new
+# one has no outputs, an older one keeps its previous ones (a same step retains the old outputs).
+
+# Pulumi's marker of a secret value (SIG_KEY: SIG), not secrets.
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"  # noqa: S105
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105
+STACK_RESOURCE = "pulumi:pulumi:Stack"
+ADDRESS = "gcp:compute/address:Address"
+
+
+@dataclass(frozen=True)
+class StateVms:
+    """The VMs of a stack's exported state (see state_vms)."""
+
+    vms: dict[str, dict[str, Any]]
+    """Each VM's own outputs by student ("" for a stack's one VM): those that have an address."""
+    unfinished: frozenset[str]
+    """The students whose VM is in the state without outputs: its first update did not finish."""
+    root: dict[str, Any]
+    """The stack's outputs as the state keeps them (the last successful update's)."""
+    project: str | None
+    """The project the VMs' resources are in."""
+
+
+def _plain(value: Any) -> Any:
+    """VALUE of an exported deployment with each secret as its value: `--show-secrets` writes one as
+    {SIG_KEY: SIG, "plaintext": its JSON text}, without it {SIG_KEY: SIG, "ciphertext": ...} (None here)."""
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG_KEY) == SECRET_SIG:
+            try:
+                return _plain(json.loads(value["plaintext"]))
+            except (KeyError, TypeError, ValueError):
+                return None
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def state_vms(deployment: Mapping[str, Any]) -> StateVms | None:
+    """The VMs of DEPLOYMENT (the `deployment` of `pulumi stack export`: `resources`, each with `urn`,
+    `type`, `parent`, `outputs`); None when it holds no StudentVm (no VM yet, or a foreign layout)."""
+    resources = [r for r in deployment.get("resources") or [] if isinstance(r, dict) and not r.get("delete")]
+    vms: dict[str, dict[str, Any]] = {}
+    unfinished: set[str] = set()
+    root: dict[str, Any] = {}
+    project = None
+    for resource in resources:
+        outputs = _plain(resource.get("outputs") or {})
+        if not isinstance(outputs, dict):
+            continue
+        if resource.get("type") == STUDENT_VM:
+            student = student_of(str(resource.get("urn", "")), str(resource.get("parent") or ""))
+            if outputs.get("ip"):
+                vms[student] = outputs
+            else:
+                unfinished.add(student)
+        elif resource.get("type") == STACK_RESOURCE:
+            root = outputs
+        elif (
+            resource.get("type") in (INSTANCE, ADDRESS) and project is None and isinstance(outputs.get("project"), str)
+        ):
+            project = outputs["project"]
+    if not vms and not unfinished:
+        return None
+    return StateVms(vms, frozenset(unfinished), root, project)
+
+
+def with_state(outputs: Mapping[str, Any], state: StateVms | None) -> dict[str, Any]:
+    """A stack's OUTPUTS with each VM as its STATE has it (None: OUTPUTS as they are).
+
+    A VM's own outputs replace its entry under `students` (for a stack's one VM, the outputs
+    themselves), a student whose VM the state no longer holds is left out, one that only the state
+    holds is added; `project` comes from the VMs' resources when the outputs have none.
+    """
+    merged = dict(outputs)
+    if state is None:
+        return merged
+    if not merged.get("project") and state.project:
+        merged["project"] = state.project
+    named = {name: vm for name, vm in state.vms.items() if name}
+    if named or state.unfinished - {""}:
+        known = set(state.vms) | state.unfinished
+        kept = {name: vm for name, vm in (outputs.get("students") or {}).items() if name in known}
+        merged["students"] = {**kept, **named}
+    elif "" in state.vms:
+        merged.update(state.vms[""])
+    return merged
+
+
+def state_of(stack: StackLike) -> StateVms | None:
+    """The VMs of STACK's state (`pulumi stack export`, through the Automation API); None when it cannot
+    be read (the commands then go on with the outputs alone)."""
+    from pulumi.automation import errors
+
+    try:
+        exported = stack.export_stack()
+    except (errors.CommandError, ValueError):
+        return None
+    deployment = getattr(exported, "deployment", None)
+    return state_vms(deployment) if isinstance(deployment, Mapping) else None
+
+
+def exported_state(
+    pulumi: str, project_dir: Path, stack_name: str | None, environment: Mapping[str, str]
+) -> StateVms | None:
+    """The VMs of the stack's state, read with the Pulumi CLI PULUMI (`stack export`, without secrets:
+    a VM's outputs hold none); None when it cannot be read (the outputs then stand alone)."""
+    command = [pulumi, "stack", "export", *(["--stack", stack_name] if stack_name else [])]
+    result = subprocess.run(command, cwd=project_dir, env=environment, capture_output=True, text=True, check=False)
+    try:
+        exported = json.loads(result.stdout) if result.returncode == 0 else None
+    except ValueError:
+        return None
+    deployment = exported.get("deployment") if isinstance(exported, dict) else None
+    return state_vms(deployment) if isinstance(deployment, Mapping) else None
 
 
 def stack_vms(outputs: dict[str, Any], only: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:

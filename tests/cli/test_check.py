@@ -14,7 +14,7 @@ from provisioner.local.vm import free_loopback_port
 from tests.conftest import ROOT
 from tests.support import gcloud
 from tests.support.fake_compute_api import ED25519, INSTANCE, FakeComputeApi
-from tests.support.pulumi_cli import stand_in_pulumi
+from tests.support.pulumi_cli import exported_deployment, stand_in_pulumi
 from tests.support.sshd import Sshd
 
 
@@ -171,6 +171,19 @@ def test_check_of_a_class_reports_every_student_in_one_table(ready_sshd: Sshd, t
     unknown = check_cli("--student", "carol", env=env)
     assert unknown.returncode == 2
     assert "no student carol in the stack's roster. Fix: one of alice, bob" in unknown.stderr
+
+
+@pytest.mark.integration
+def test_after_an_up_that_failed_for_one_student_check_checks_the_others(ready_sshd: Sshd, tmp_path: Path) -> None:
+    # A first `up` whose update failed at bob's verification: Pulumi kept no stack outputs, and its
+    # state holds alice's VM (here the sshd) as her StudentVm registered it.
+    alice = {"ip": "127.0.0.1", "username": ready_sshd.user, "identityFile": str(ready_sshd.client_key),
+             "hostKeys": [str(ready_sshd.host_key)]}  # fmt: skip
+    state = exported_deployment("dev", {"students": {"alice": alice}}, root={}, unfinished=("bob",))
+    env = stand_in_pulumi(tmp_path, {}, deployment=state)
+    result = check_cli("--stack", "dev", "--port", str(ready_sshd.port), "--timeout", "30", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert list(json.loads(result.stdout)["students"]) == ["alice"]
 
 
 def test_check_without_host_or_pulumi_says_what_to_do(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.conftest import ROOT
 from tests.support.openssh import resolved_by
-from tests.support.pulumi_cli import stand_in_pulumi
+from tests.support.pulumi_cli import exported_deployment, stand_in_pulumi
 
 
 def public_key() -> str:
@@ -224,3 +224,17 @@ def test_answering_no_writes_nothing(
         "Fix: run it again and answer y, or add --yes, or pass another --out\n"
     )
     assert [p.name for p in out.iterdir()] == ["bob"] and [p.name for p in (out / "bob").iterdir()] == ["notes.txt"]
+
+
+def test_after_an_up_that_failed_for_one_student_the_others_get_their_folders(tmp_path: Path) -> None:
+    # A first `up` whose update failed at carol's verification: Pulumi kept no stack outputs, and its
+    # state holds alice's and bob's VMs as they registered them.
+    students = class_outputs(tmp_path / "keys")["students"]
+    state = exported_deployment("dev", {"students": students}, root={}, unfinished=("carol",))
+    env = stand_in_pulumi(tmp_path, {}, deployment=state)
+    out = tmp_path / "handouts"
+    result = handout("--stack", "dev", "--out", str(out), env=env)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["alice", "bob"]
+    options = resolved_by(out / "alice" / "course-vm-alice.config", "course-vm-alice")
+    assert options["hostname"] == IPS["alice"]

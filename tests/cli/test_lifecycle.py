@@ -29,6 +29,7 @@ from tests.support.fake_compute_api import (
 from tests.support.pulumi_cli import (
     STACK_CONFIG,
     error_diagnostic,
+    exported_deployment,
     preview_events,
     stand_in_engine,
     stand_in_pulumi,
@@ -659,3 +660,95 @@ def test_status_of_a_vm_whose_outputs_name_no_instance_is_unknown_not_a_crash(
         "the stack's outputs name no instance or zone for it. Fix: `course-vm up` exports them",
     )
     assert api.requests == []
+
+
+# A class `up` in which one student's VM fails: the others' VMs are ready, and every command sees them.
+
+TRIO = ["alice", "bob", "carol"]
+TRIO_CONFIG = {"dev": {**STACK_CONFIG, "course-vm:students": json.dumps(TRIO)}}
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet"
+NOT_READY = "the VM is not ready:\nCHECK   RESULT  TIME  DETAIL\ndocker  FAILED  1.0s  no docker"
+
+
+def trio_vm(tmp_path: Path, name: str, index: int) -> dict[str, object]:
+    """One student's outputs, as their StudentVm registers them (with verify: pinned host keys)."""
+    key = tmp_path / ".ssh" / f"course-vm-{name}"
+    return {"ip": f"34.78.1.{index}", "username": name, "identityFile": str(key), "instanceName": f"{name}-vm",
+            "zone": INSTANCE.zone, "hostKeys": [HOST_KEY],
+            "hostKeyFingerprint": f"SHA256:{name}", "knownHostsFile": f"{key}.dev.known_hosts"}  # fmt: skip
+
+
+def a_class_up_where_bob_fails(
+    tmp_path: Path, compute: FakeComputeApi
+) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    """`up --yes` of alice, bob and carol, where bob's verification fails: Pulumi fails the update,
+    keeps no stack outputs (a first `up`), and its state holds alice's and carol's VMs' outputs."""
+    compute.project_quotas = [quota("CPUS_ALL_REGIONS", 128, 2)]
+    compute.region_quotas = [quota("CPUS", 128, 2), quota("IN_USE_ADDRESSES", 40, 1), quota("SSD_TOTAL_GB", 1000)]
+    students = {"alice": trio_vm(tmp_path, "alice", 10), "carol": trio_vm(tmp_path, "carol", 12)}
+    failure = {
+        "stderr": "error: update failed\n",
+        "events": update_events({"alice": "passed", "bob": "failed: " + NOT_READY, "carol": "passed"}),
+        "deployment": exported_deployment("dev", {"students": students}, root={}, unfinished=("bob",)),
+    }
+    events = preview_events(
+        {name: {"self": "create", "ip": "create", "vm": "create", "verify": "create"} for name in TRIO}
+    )
+    engine = stand_in_engine(tmp_path, {"dev": {}}, events=events, config=TRIO_CONFIG, fail={"up": failure})
+    return cli("up", "--yes", env=engine.environment), engine.environment
+
+
+def test_a_class_up_where_one_verification_fails_writes_the_others_and_names_it(
+    tmp_path: Path, compute: FakeComputeApi
+) -> None:
+    result, _env = a_class_up_where_bob_fails(tmp_path, compute)
+    assert result.returncode == 5, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    table = result.stdout[result.stdout.index("STUDENT  ") :].splitlines()
+    assert [line.split()[0] for line in table[1:4]] == ["alice", "carol", "bob"]
+    assert table[1].endswith("SHA256:alice") and table[2].endswith("SHA256:carol")
+    assert table[3].split()[1:] == ["course-vm-bob", "-", "-", "FAILED:", "see", "below"]
+    assert table[4].startswith("2 of 3 VMs ready (not bob). Hand each student their folder")
+    error = result.stderr[result.stderr.index("course-vm: 1 of 3") :]
+    assert error.startswith(
+        "course-vm: 1 of 3 VMs of stack dev did not finish: bob. The others' ssh entries are written "
+        "(the table above).\nPulumi could not update stack dev:\n"
+    )
+    assert "no docker" in error, "the engine's lines: bob's check report"
+    assert error.splitlines()[-1] == (
+        "Fix: act on the engine's lines above, then run `course-vm up` again: it retries what did not finish (bob) "
+        "and leaves the VMs that finished as they are. To look into one first: "
+        "`course-vm render --stack dev --student bob` prints the recipe a VM was given"
+    )
+    assert_fixes_are_valid(["up"], error)
+    hosts = (tmp_path / ".ssh" / "course-vm.config").read_text()
+    assert "Host course-vm-alice\n" in hosts and "HostName 34.78.1.10\n" in hosts
+    assert "Host course-vm-carol\n" in hosts and "HostName 34.78.1.12\n" in hosts
+    assert "course-vm-bob" not in hosts, "no entry for a VM without outputs"
+
+
+def test_after_a_class_up_where_one_failed_status_sees_the_others(
+    api: FakeComputeApi, tmp_path: Path, compute: FakeComputeApi
+) -> None:
+    _result, env = a_class_up_where_bob_fails(tmp_path, compute)
+    api.statuses.update({"alice-vm": "RUNNING", "carol-vm": "RUNNING"})
+    result = cli("status", "--json", env={**env, **api.gcloud_environment()})
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(row["student"], row["state"], row["ip"], row["verified"]) for row in rows] == [
+        ("alice", "RUNNING", "34.78.1.10", "passed"),
+        ("carol", "RUNNING", "34.78.1.12", "passed"),
+    ]
+
+
+def test_status_of_a_stack_whose_state_cannot_be_read_shows_its_outputs(api: FakeComputeApi, tmp_path: Path) -> None:
+    students = {"alice": {**VM, "instanceName": "alice-vm"}}
+    engine = stand_in_engine(
+        tmp_path, {"dev": {"project": INSTANCE.project, "students": students}},
+        fail={"stack export": {"stderr": "error: unknown command \"export\" for \"pulumi stack\"\n"}},
+    )  # fmt: skip
+    api.statuses["alice-vm"] = "RUNNING"
+    result = cli("status", "--json", env={**engine.environment, **api.gcloud_environment()})
+    assert result.returncode == 0, result.stderr
+    assert [(row["student"], row["state"]) for row in json.loads(result.stdout)] == [("alice", "RUNNING")]
+    assert "stack export" in engine.verbs()

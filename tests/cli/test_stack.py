@@ -31,7 +31,7 @@ from provisioner.errors import EXIT_BAD_INPUT, EXIT_MISSING_PREREQUISITE, Course
 from provisioner.recipe.settings import Settings
 from tests.conftest import ROOT
 from tests.support.openssh import resolved
-from tests.support.pulumi_cli import preview_events, stand_in_pulumi, update_events
+from tests.support.pulumi_cli import exported_deployment, preview_events, stand_in_pulumi, update_events
 
 OUTPUTS: dict[str, Any] = {
     "ip": "34.78.1.2", "username": "student", "identityFile": "/home/me/.ssh/course-vm",
@@ -86,6 +86,8 @@ class FakeStack:
         default_factory=lambda: preview_events({"": {"self": "create", "vm": "create"}})
     )
     """What the next preview reports, as the engine's event log holds it."""
+    state: dict[str, Any] | None = None
+    """What `pulumi stack export` prints (see exported_deployment); None: the state of the outputs."""
 
     def preview(self, *, on_event: Callable[[Any], Any] | None = None) -> Any:
         self.calls.append("preview")
@@ -136,6 +138,11 @@ class FakeStack:
 
     def outputs(self) -> Mapping[str, Any]:
         return {k: OutputValue(v, False) for k, v in self.exported.items()}
+
+    def export_stack(self) -> automation.Deployment:
+        """The stack's state as `pulumi stack export` gives it: STATE when set, else what the outputs come from."""
+        exported = self.state if self.state is not None else exported_deployment("dev", self.exported)
+        return automation.Deployment(version=exported["version"], deployment=exported["deployment"])
 
 
 def opens(fake: FakeStack, opened: list[str] | None = None) -> stack.StackOpener:
@@ -818,3 +825,169 @@ def test_a_tampered_proxy_command_or_instance_writes_nothing(changes: dict[str, 
     assert blocks == {}
     [problem] = problems
     assert re.search(message, str(problem)), problem
+
+
+# An update that fails for some students: their VMs' own outputs in the stack's state stand in for
+# the stack outputs Pulumi keeps as they were.
+
+
+def test_a_class_up_that_fails_for_one_student_writes_the_others_entries_and_names_it(home: Path) -> None:
+    fake = UpdatingStack(
+        events=preview_events({name: {"self": "create", "vm": "create"} for name in ("alice", "bob", "carol")}),
+        update=update_events({"alice": "passed", "bob": "failed: " + NOT_READY, "carol": "passed"}),
+        fail=True,
+        state=exported_deployment("dev", class_outputs("alice", "carol"), root={}, unfinished=("bob",)),
+    )
+    with pytest.raises(stack.PartialUpError) as raised:
+        stack.up("dev", None, None, [], confirm=yes, opener=opens(fake))
+    assert raised.value.exit_code == 5
+    assert raised.value.failed == ("bob",)
+    assert list(raised.value.outputs["students"]) == ["alice", "carol"]
+    assert str(raised.value).startswith("1 of 3 VMs of stack dev did not finish: bob. ")
+    ours = hosts_file().read_text()
+    assert "Host course-vm-alice\n" in ours and "Host course-vm-carol\n" in ours
+    assert "course-vm-bob" not in ours
+
+
+def test_down_after_a_class_up_that_failed_removes_the_entries_it_wrote(home: Path) -> None:
+    fake = UpdatingStack(
+        events=preview_events({name: {"self": "create", "vm": "create"} for name in ("alice", "bob")}),
+        update=update_events({"alice": "passed", "bob": "failed: " + NOT_READY}),
+        fail=True,
+        state=exported_deployment("dev", class_outputs("alice"), root={}, unfinished=("bob",)),
+    )
+    with pytest.raises(stack.PartialUpError):
+        stack.up("dev", None, None, [], confirm=yes, opener=opens(fake))
+    assert "Host course-vm-alice\n" in hosts_file().read_text()
+    # The stack's outputs name no VM (Pulumi kept the first update's: none); the preview names them all.
+    fake.events = preview_events({name: {"self": "delete", "vm": "delete"} for name in ("alice", "bob")})
+    stack.down("dev", confirm=yes, opener=opens(fake))
+    assert not hosts_file().exists()
+
+
+def test_a_student_removed_after_a_class_up_that_failed_loses_the_entry_it_wrote(home: Path) -> None:
+    fake = UpdatingStack(
+        events=preview_events({name: {"self": "create", "vm": "create"} for name in ("alice", "bob", "carol")}),
+        update=update_events({"alice": "passed", "bob": "failed: " + NOT_READY, "carol": "passed"}),
+        fail=True,
+        state=exported_deployment("dev", class_outputs("alice", "carol"), root={}, unfinished=("bob",)),
+    )
+    with pytest.raises(stack.PartialUpError):
+        stack.up("dev", None, None, [], confirm=yes, opener=opens(fake))
+    # carol leaves the class: the next update deletes her VM and succeeds.
+    fake.events = preview_events({"alice": {}, "bob": {"self": "create"}, "carol": {"self": "delete"}})
+    fake.fail, fake.update, fake.next_outputs = False, [], class_outputs("alice", "bob")
+    stack.up("dev", None, None, [], confirm=yes, opener=opens(fake))
+    ours = hosts_file().read_text()
+    assert "Host course-vm-alice\n" in ours and "Host course-vm-bob\n" in ours
+    assert "course-vm-carol" not in ours
+
+
+def test_a_later_up_that_fails_for_one_student_keeps_that_students_entry_and_updates_the_others(home: Path) -> None:
+    fake = FakeStack(next_outputs=class_outputs("alice", "bob"))
+    stack.up("dev", None, None, [], confirm=yes, opener=opens(fake))
+    # The next update replaces both VMs (new addresses); bob's new VM fails its verification.
+    renewed = class_outputs("alice", "bob")
+    renewed["students"]["alice"]["ip"] = "34.78.2.10"
+    failing = UpdatingStack(
+        exported=class_outputs("alice", "bob"),
+        events=preview_events({name: {"vm": "replace"} for name in ("alice", "bob")}),
+        update=update_events({"alice": "passed", "bob": "failed: " + NOT_READY}),
+        fail=True,
+        # bob's StudentVm registered nothing: the state keeps his previous outputs, as Pulumi's same step does.
+        state=exported_deployment("dev", renewed, root=class_outputs("alice", "bob")),
+    )
+    with pytest.raises(stack.PartialUpError) as raised:
+        stack.up("dev", None, None, [], confirm=yes, opener=opens(failing))
+    assert raised.value.failed == ("bob",)
+    assert "`course-vm check --stack dev --student bob` checks one again" in str(raised.value)
+    ours = hosts_file().read_text()
+    assert "Host course-vm-alice\n    HostName 34.78.2.10\n" in ours
+    assert "Host course-vm-bob\n    HostName 34.78.1.11\n" in ours, "bob's entry is left as it was"
+
+
+def test_an_update_that_failed_before_any_step_is_the_engines_error_alone(home: Path) -> None:
+    fake = UpdatingStack(
+        events=preview_events({name: {"self": "create"} for name in ("alice", "bob")}),
+        fail=True,
+        state=exported_deployment("dev", class_outputs("alice")),
+    )
+    with pytest.raises(EngineError) as raised:
+        stack.up("dev", None, None, [], confirm=yes, opener=opens(fake))
+    assert not isinstance(raised.value, stack.PartialUpError)
+    assert str(raised.value).startswith("Pulumi could not update stack dev:")
+
+
+def test_a_single_vm_stack_reads_the_same_with_its_state(home: Path) -> None:
+    outputs = {**OUTPUTS, "project": "course-project-1"}
+    assert stack.with_state(outputs, stack.state_vms(exported_deployment("dev", outputs)["deployment"])) == outputs
+    # A later update failed at the verification: the StudentVm's own outputs are fresher than the stack's.
+    fresher = {**outputs, "ip": "34.78.9.9"}
+    state = stack.state_vms(exported_deployment("dev", fresher, root=outputs)["deployment"])
+    assert stack.with_state(outputs, state) == fresher
+
+
+def test_a_class_reads_each_vm_as_its_state_has_it() -> None:
+    stale = class_outputs("alice", "dave")  # dave left the class: his VM was deleted
+    now = class_outputs("alice", "bob")
+    now["students"]["alice"]["ip"] = "34.78.2.10"
+    state = stack.state_vms(exported_deployment("dev", now, root=stale, unfinished=("carol",))["deployment"])
+    assert state is not None and state.unfinished == {"carol"}
+    merged = stack.with_state(stale, state)
+    assert merged["students"] == now["students"]
+    assert merged["project"] == "course-project-1"
+
+
+def test_a_secret_in_the_state_is_read_as_the_cli_writes_it() -> None:
+    sig = {stack.SECRET_SIG_KEY: stack.SECRET_SIG}
+    vm = {**OUTPUTS, "username": {**sig, "plaintext": '"student"'}, "sshCommand": {**sig, "ciphertext": "v1:abc"},
+          "zone": {**sig, "plaintext": "not JSON"}}  # fmt: skip
+    state = stack.state_vms(exported_deployment("dev", vm)["deployment"])
+    assert state is not None
+    assert state.vms[""]["username"] == "student", "--show-secrets: the value's JSON text"
+    assert state.vms[""]["sshCommand"] is None, "without: nothing to read"
+    assert state.vms[""]["zone"] is None
+
+
+def test_a_state_of_no_vm_or_another_layout_is_no_state() -> None:
+    assert stack.state_vms(exported_deployment("dev", {})["deployment"]) is None
+    assert stack.state_vms({}) is None
+    assert stack.with_state(OUTPUTS, None) == OUTPUTS
+
+
+def raw_cli(home: Path, monkeypatch: pytest.MonkeyPatch, export: str) -> None:
+    """A `pulumi` whose stack outputs are a first `up`'s that failed (none), and whose `stack export` runs EXPORT."""
+    bin_dir = home / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pulumi").write_text(
+        f"#!/bin/sh\n[ \"$1 $2\" = 'stack export' ] && {{ {export}; }}\n[ \"$1 $2\" = 'stack output' ] || exit 9\n"
+        "echo '{}'\n"
+    )
+    (bin_dir / "pulumi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_stack_outputs_read_the_vms_of_the_state(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (home / "state.json").write_text(json.dumps(exported_deployment("dev", class_outputs("alice"), root={})))
+    raw_cli(home, monkeypatch, f"cat '{home / 'state.json'}'; exit 0")
+    outputs = stack.stack_outputs(home, "dev")
+    assert outputs["students"] == class_outputs("alice")["students"]
+
+
+@pytest.mark.parametrize(
+    "export",
+    [
+        'echo \'error: unknown command "export" for "pulumi stack"\' >&2; exit 1',
+        "echo 'not JSON'; exit 0",
+        "echo '[]'; exit 0",
+    ],
+)
+def test_a_state_that_cannot_be_read_leaves_the_outputs_alone(
+    home: Path, monkeypatch: pytest.MonkeyPatch, export: str
+) -> None:
+    raw_cli(home, monkeypatch, export)
+    with pytest.raises(CourseVmError) as raised:
+        stack.stack_outputs(home, "dev")
+    assert str(raised.value) == (
+        "the stack has no ip, username, identityFile output. Fix: `course-vm up --stack dev` first"
+    )

@@ -28,7 +28,7 @@ from provisioner.gcp.compute_api import (
     stop_instance,
 )
 from provisioner.paths import PROJECT_DIR
-from provisioner.recipe.settings import DEFAULT_STACK
+from provisioner.recipe.settings import DEFAULT_STACK, command
 
 YES_HELP = "go on without asking after the preview (for scripts; without a terminal it is required)"
 
@@ -187,7 +187,7 @@ def change_power(args: argparse.Namespace, how: PowerChange) -> int:
     def one(vm: dict[str, Any]) -> CourseVmError | None:
         instance = GceInstance(str(outputs.get("project")), vm["zone"], vm["instanceName"])
         try:
-            how.change(instance, deadline, progress, api=api, token=lambda: access)
+            how.change(instance, deadline, progress, api=api, token=lambda: access, stack=args.stack)
         except CourseVmError as error:
             return error
         return None
@@ -302,7 +302,7 @@ def vm_statuses(stack_name: str, outputs: dict[str, Any], recorded: dict[str, st
     """The rows of `status`: each VM of OUTPUTS with its state read from GCE now (all at once) and its
     last verification, as `up` RECORDED it, else as the outputs show it (a pinned host key: passed)."""
     vms = stack.stack_vms(outputs)
-    states = gce_states(str(outputs.get("project")), vms)
+    states = gce_states(str(outputs.get("project")), vms, stack_name)
     rows = []
     for student, vm in vms.items():
         state, state_error = states[student]
@@ -326,7 +326,9 @@ def vm_statuses(stack_name: str, outputs: dict[str, Any], recorded: dict[str, st
     return rows
 
 
-def gce_states(project: str, vms: dict[str, dict[str, Any]]) -> dict[str, tuple[str, str | None]]:
+def gce_states(
+    project: str, vms: dict[str, dict[str, Any]], stack_name: str = DEFAULT_STACK
+) -> dict[str, tuple[str, str | None]]:
     """Each VM's (state, None) as GCE reports it now, or ("unknown", why): one instances.get per VM, all at once."""
     try:
         api = compute_api()  # checked before a token is fetched; one token for every VM
@@ -336,10 +338,11 @@ def gce_states(project: str, vms: dict[str, dict[str, Any]]) -> dict[str, tuple[
 
     def one(vm: dict[str, Any]) -> tuple[str, str | None]:
         if not vm.get("instanceName") or not vm.get("zone"):
-            return "unknown", "the stack's outputs name no instance or zone for it. Fix: `course-vm up` exports them"
+            why = "the stack's outputs name no instance or zone for it"
+            return "unknown", f"{why}. Fix: `{command('up', stack_name)}` exports them"
         try:
             instance = GceInstance(project, str(vm["zone"]), str(vm["instanceName"]))
-            return instance_status(instance, api=api, token=lambda: access), None
+            return instance_status(instance, api=api, token=lambda: access, stack=stack_name), None
         except CourseVmError as error:
             return "unknown", _reason(error)
 

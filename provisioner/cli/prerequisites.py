@@ -14,7 +14,7 @@ from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError
 from provisioner.gcp import quotas
 from provisioner.gcp.compute_api import ServiceDisabledError
 from provisioner.paths import ON_WINDOWS, PROJECT_DIR
-from provisioner.recipe.settings import DEFAULT_STACK, PROJECT, Settings
+from provisioner.recipe.settings import DEFAULT_STACK, PROJECT, Settings, command
 
 PULUMI_INSTALL = (
     "install the Pulumi CLI: https://www.pulumi.com/docs/install/ "
@@ -137,8 +137,8 @@ def check(stack: str = DEFAULT_STACK) -> None:
         raise MissingPrerequisiteError("\n".join(lines + [f"  - {problem}" for problem in problems]))
 
 
-def compute_engine_ready(settings: Settings, created_vms: int) -> None:
-    """Before `up` asks or changes anything: the Compute API is enabled in the settings' project (one
+def compute_engine_ready(stack: str, settings: Settings, created_vms: int) -> None:
+    """Before `up` of STACK asks or changes anything: the Compute API is enabled in the settings' project (one
     read of it, always) and, when the change creates CREATED_VMS new VMs, the quotas have room for them.
 
     Raises MissingPrerequisiteError when the API is not enabled, quotas.QuotaError (exit 6, with
@@ -146,10 +146,10 @@ def compute_engine_ready(settings: Settings, created_vms: int) -> None:
     does not answer, CourseVmError when the account may not read the project.
     """
     try:
-        quotas.check_before_up(settings, created_vms)
+        quotas.check_before_up(settings, created_vms, stack=stack)
     except ServiceDisabledError as error:
         raise MissingPrerequisiteError(
             f"course-vm up needs the Compute Engine API, which is not enabled in project {error.project}; "
             f"nothing was created. Fix: `gcloud services enable compute.googleapis.com --project {error.project}`, "
-            "wait a minute, then run `course-vm up` again"
+            f"wait a minute, then run `{command('up', stack)}` again"
         ) from None

@@ -54,8 +54,8 @@ class StackOpener(Protocol):
 
 Confirm = Callable[["Plan"], bool]
 """Shown the plan, says whether to go on (a plan without changes needs no question)."""
-CloudCheck = Callable[[Settings, int], None]
-"""Given the stack's settings and how many VMs the previewed change creates, raises when the cloud
+CloudCheck = Callable[[str, Settings, int], None]
+"""Given the stack's name and settings and how many VMs the previewed change creates, raises when the cloud
 cannot take it (see prerequisites.compute_engine_ready); runs after the preview, before CONFIRM."""
 CIDRS_KEY = "allowedSshCidrs"
 
@@ -324,7 +324,7 @@ def up(
     # The preview names every VM in the state, also those a failed first `up` left out of the outputs.
     before |= {host_alias(stack_name, vm.student) for vm in plan.vms}
     if check is not None:
-        check(settings_of(config), plan.created)
+        check(stack_name, settings_of(config), plan.created)
     if not confirm(plan):
         flags = (("--project", project), ("--zone", zone), ("--allow", allowed_cidrs), ("--add-allow", added_cidrs))
         raise declined("up", [flag for flag, value in flags if value])

@@ -18,6 +18,7 @@ from typing import Any
 from provisioner.access.host_keys import HostKey, host_keys_from_console, parse_host_key
 from provisioner.access.ssh import HostKeySource, Progress
 from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError, UnreachableError
+from provisioner.recipe.settings import DEFAULT_STACK, command
 
 COMPUTE_API = "https://compute.googleapis.com/compute/v1"
 # gcloud's own variables: an endpoint override (private service connect, proxies) and a ready token.
@@ -164,8 +165,11 @@ def _call(method: str, api: str, path: str, query: dict[str, str], token: str, p
     return document if isinstance(document, dict) else {}
 
 
-def read_resource(api: str, path: str, token: str, permission: str, missing: str) -> dict[str, Any]:
-    """One GET of the Compute API resource at PATH (`/projects/P/...`), for a check before anything is created.
+def read_resource(
+    api: str, path: str, token: str, permission: str, missing: str, again: str = "course-vm up"
+) -> dict[str, Any]:
+    """One GET of the Compute API resource at PATH (`/projects/P/...`), for a check before AGAIN
+    (the command to run once the API answers) creates anything.
 
     Raises CourseVmError with MISSING (its `{reason}`: the API's message) when it does not exist,
     ServiceDisabledError when the API is not enabled in the project, CourseVmError naming
@@ -182,7 +186,7 @@ def read_resource(api: str, path: str, token: str, permission: str, missing: str
             what = f"did not answer GET {path} ({getattr(error, 'reason', error)})"
         raise UnreachableError(
             f"the Compute API ({api}) {what}; nothing was created. Fix: check the "
-            "network (a proxy, or CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE when set), then run `course-vm up` again"
+            f"network (a proxy, or CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE when set), then run `{again}` again"
         ) from None
 
 
@@ -194,13 +198,14 @@ def start_instance(
     api: str | None = None,
     token: TokenSource = lambda: application_default_token(MANAGE_SCOPE),
     poll_seconds: float = 2.0,
+    stack: str = DEFAULT_STACK,
 ) -> None:
     """Start INSTANCE (nothing happens to one that runs) and wait until GCE reports it RUNNING.
 
     Raises CourseVmError when it does not exist or may not be started, UnreachableError when it
     is not running by the deadline or the Compute API cannot be reached.
     """
-    _change_power(instance, "start", "RUNNING", deadline, progress, api, token, poll_seconds)
+    _change_power(instance, "start", "RUNNING", deadline, progress, api, token, poll_seconds, stack)
 
 
 def stop_instance(
@@ -211,6 +216,7 @@ def stop_instance(
     api: str | None = None,
     token: TokenSource = lambda: application_default_token(MANAGE_SCOPE),
     poll_seconds: float = 2.0,
+    stack: str = DEFAULT_STACK,
 ) -> None:
     """Stop INSTANCE (nothing happens to one that is stopped) and wait until GCE reports it TERMINATED.
 
@@ -218,11 +224,15 @@ def stop_instance(
     not exist or may not be stopped, UnreachableError when it is not stopped by the deadline or the
     Compute API cannot be reached.
     """
-    _change_power(instance, "stop", "TERMINATED", deadline, progress, api, token, poll_seconds)
+    _change_power(instance, "stop", "TERMINATED", deadline, progress, api, token, poll_seconds, stack)
 
 
 def instance_status(
-    instance: GceInstance, *, api: str | None = None, token: TokenSource = application_default_token
+    instance: GceInstance,
+    *,
+    api: str | None = None,
+    token: TokenSource = application_default_token,
+    stack: str = DEFAULT_STACK,
 ) -> str:
     """INSTANCE's status as GCE reports it now (RUNNING, TERMINATED, STAGING, STOPPING, SUSPENDED, ...).
 
@@ -231,22 +241,22 @@ def instance_status(
     """
     api = api or compute_api()  # checked before a token is fetched
     access = token()
-    with _instance_errors(instance, "read"):
+    with _instance_errors(instance, "read", stack):
         return str(_get(api, instance.path(), {}, access, "compute.instances.get").get("status", "")) or "unknown"
 
 
 def _change_power(
     instance: GceInstance, verb: str, wanted: str, deadline: float, progress: Progress, api: str | None,
-    token: TokenSource, poll_seconds: float,
+    token: TokenSource, poll_seconds: float, stack: str,
 ) -> None:  # fmt: skip
     """POST instances.VERB, then read the instance until GCE reports it WANTED or the deadline passes."""
     api = api or compute_api()  # checked before a token is fetched
     access = token()
     permission = f"compute.instances.{verb}"
-    with _instance_errors(instance, verb):
+    with _instance_errors(instance, verb, stack):
         _call("POST", api, instance.path() + f"/{verb}", {}, access, permission)
     while True:
-        with _instance_errors(instance, verb):
+        with _instance_errors(instance, verb, stack):
             status = str(_get(api, instance.path(), {}, access, permission).get("status", ""))
         if status == wanted:
             return
@@ -258,22 +268,24 @@ def _change_power(
 
 
 @contextmanager
-def _instance_errors(instance: GceInstance, doing: str) -> Iterator[None]:
-    """The Compute API's failures while DOING (start, stop, read) INSTANCE as course-vm's errors:
-    what failed, the API's own words in parentheses, and what to do."""
+def _instance_errors(instance: GceInstance, doing: str, stack: str) -> Iterator[None]:
+    """The Compute API's failures while DOING (start, stop, read) INSTANCE of STACK as course-vm's
+    errors: what failed, the API's own words in parentheses, and what to do."""
     try:
         yield
     except _NotFoundError as error:
         raise CourseVmError(
             f"instance {instance.name} not found in {instance.project}/{instance.zone} ({error}). "
-            "Fix: `course-vm up` creates it again"
+            f"Fix: `{command('up', stack)}` creates it again"
         ) from None
     except urllib.error.HTTPError as error:
         message = str(error.reason).rstrip(".")
         said = f"the Compute API could not {doing} instance {instance.name} ({error.code}: {message})"
         if error.code == 429 or error.code >= 500:
             raise UnreachableError(f"{said}. Fix: try again in a minute") from None
-        raise CourseVmError(f"{said}. Fix: run `course-vm status` to see the VM's state, then try again") from None
+        raise CourseVmError(
+            f"{said}. Fix: run `{command('status', stack)}` to see the VM's state, then try again"
+        ) from None
     except (urllib.error.URLError, OSError) as error:
         raise UnreachableError(
             f"the Compute API is unreachable from here ({getattr(error, 'reason', error)}). "

@@ -9,7 +9,7 @@ from typing import Any
 
 from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError
 from provisioner.gcp.compute_api import TokenSource, application_default_token, compute_api, read_resource
-from provisioner.recipe.settings import Settings
+from provisioner.recipe.settings import DEFAULT_STACK, Settings, command
 
 PROJECT_SCOPE = "project"
 """The scope of a quota of the whole project (CPUS_ALL_REGIONS); a regional one's scope is its region."""
@@ -122,14 +122,14 @@ def quota_table(short: list[Shortfall]) -> str:
     return "\n".join("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
-def quota_error(project: str, vms: int, short: list[Shortfall]) -> QuotaError:
+def quota_error(project: str, vms: int, short: list[Shortfall], up: str = "course-vm up") -> QuotaError:
     count = "a quota" if len(short) == 1 else f"{len(short)} quotas"
     noun = "VM" if vms == 1 else "VMs"
     table = "\n".join(f"  {line}" for line in quota_table(short).splitlines())
     return QuotaError(
         f"the {vms} new {noun} would exceed {count} of project {project}; nothing was created:\n{table}\n"
         f"Fix: ask for more at {QUOTAS_PAGE.format(project=project)} (or use fewer or smaller VMs, smaller disks, "
-        "or a zone in another region), then run `course-vm up` again"
+        f"or a zone in another region), then run `{up}` again"
     )
 
 
@@ -139,6 +139,7 @@ def check_before_up(
     *,
     api: str | None = None,
     token: TokenSource = application_default_token,
+    stack: str = DEFAULT_STACK,
 ) -> None:
     """Read the project from the Compute API and, when CREATED_VMS > 0, compare what they add with
     the quotas left (three small GETs: the project, its region, the machine type).
@@ -150,6 +151,7 @@ def check_before_up(
     """
     api = api or compute_api()  # checked before a token is fetched
     access = token()
+    up = command("up", stack)
     project, zone = (urllib.parse.quote(part, safe="") for part in (settings.project, settings.zone))
     region_name = urllib.parse.quote(settings.region, safe="")
     project_document = read_resource(
@@ -158,7 +160,8 @@ def check_before_up(
         access,
         "compute.projects.get",
         f"project {settings.project} not found ({{reason}}). Fix: name your project's ID: "
-        "`course-vm up --project YOUR-PROJECT-ID`",
+        f"`{up} --project YOUR-PROJECT-ID`",
+        up,
     )
     if created_vms <= 0:
         return
@@ -168,7 +171,8 @@ def check_before_up(
         access,
         "compute.regions.get",
         f"region {settings.region} (of zone {settings.zone}) not found ({{reason}}). Fix: a zone that exists: "
-        "`course-vm up --zone europe-west1-b`",
+        f"`{up} --zone europe-west1-b`",
+        up,
     )
     machine = read_resource(
         api,
@@ -176,10 +180,11 @@ def check_before_up(
         access,
         "compute.machineTypes.get",
         f"machine type {settings.machine_type} does not exist in zone {settings.zone} ({{reason}}). Fix: "
-        "`pulumi config set machineType e2-standard-4`, or a zone that has it (--zone)",
+        f"`pulumi config set machineType e2-standard-4`, or a zone that has it: `{up} --zone ZONE`",
+        up,
     )
     region = quotas_of(region_document, settings.region)
     added = demand(settings, created_vms, int(machine.get("guestCpus") or 0), region)
     short = shortfalls(added, quotas_of(project_document, PROJECT_SCOPE), region)
     if short:
-        raise quota_error(settings.project, created_vms, short)
+        raise quota_error(settings.project, created_vms, short, up)

@@ -39,6 +39,12 @@ PROJECT = "course-vm"
 DEFAULT_STACK = "dev"
 """The stack `course-vm up` uses unless told otherwise."""
 
+
+def command(verb: str, stack: str) -> str:
+    """`course-vm VERB` for STACK, as a Fix line suggests it: `--stack` only when it is not the default."""
+    return f"course-vm {verb}" + ("" if stack == DEFAULT_STACK else f" --stack {stack}")
+
+
 ANACONDA_DEFAULT_SHA256 = "a7c0afe862f6ea19a596801fc138bde0463abcbce1b753e8d5c474b506a2db2d"
 COMPOSE_DEFAULT_SHA256 = "ed79398562f3a80a5d8c068fde14b0b12101e80b494aabb2b3533eaa10599e0f"
 

@@ -150,6 +150,17 @@ def test_each_student_that_failed_is_one_row_and_the_exit_status_the_highest(
     assert_fixes_are_valid([verb], error)
 
 
+@pytest.mark.parametrize("verb", ["start", "stop"])
+def test_each_rows_fix_names_the_stack_it_was_given(api: FakeComputeApi, tmp_path: Path, verb: str) -> None:
+    env = a_class(api, tmp_path, bob="gone", carol="RUNNING")
+    api.failing["carol-vm"] = 400
+    result = power_cli(verb, "--stack", "fall", env=env)
+    error = result.stderr[result.stderr.index("course-vm: 2 of 2") :]
+    assert "Fix: `course-vm up --stack fall` creates it again" in error
+    assert "Fix: run `course-vm status --stack fall` to see the VM's state, then try again" in error
+    assert_fixes_are_valid([verb], error)
+
+
 # `up`, `down`, `status` through the real Automation API against a stand-in `pulumi` (tests/support).
 
 VM = {"ip": "34.78.1.2", "username": "student", "identityFile": "/home/me/.ssh/course-vm", "instanceName": "vm-1",

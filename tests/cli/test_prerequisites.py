@@ -12,7 +12,9 @@ import yaml
 from provisioner.cli import prerequisites
 from provisioner.cli.main import main
 from provisioner.errors import EXIT_MISSING_PREREQUISITE
+from provisioner.recipe.settings import parse_settings
 from tests.conftest import ROOT
+from tests.support.fake_compute_api import FakeComputeApi
 
 
 def tools(tmp_path: Path, *names: str) -> Path:
@@ -194,3 +196,14 @@ def test_up_of_an_iap_stack_without_gcloud_says_so_and_creates_nothing(
         f"tunnel). Fix: {prerequisites.GCLOUD_INSTALL}",
     ]
     assert not (home / "state").exists()
+
+
+def test_a_disabled_compute_api_names_the_stack_to_run_up_for_again(
+    api: FakeComputeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in api.gcloud_environment().items():
+        monkeypatch.setenv(name, value)
+    api.api_enabled = False
+    settings = parse_settings({"allowedSshCidrs": ["203.0.113.7/32"]}, "course-project-1", "europe-west1-b")
+    with pytest.raises(prerequisites.MissingPrerequisiteError, match=r"then run `course-vm up --stack fall` again$"):
+        prerequisites.compute_engine_ready("fall", settings, 0)

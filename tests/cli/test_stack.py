@@ -684,10 +684,10 @@ def test_the_check_gets_the_stacks_settings_and_the_vms_created_before_the_quest
     fake = FakeStack(config={**STORED, "students": ('["alice", "bob"]', False)})
     fake.events = preview_events({"alice": {"self": "create", "vm": "create"}, "bob": {"self": "create"},
                                   "carol": {"vm": "replace"}})  # fmt: skip
-    seen: list[tuple[str, str, tuple[str, ...], int]] = []
+    seen: list[tuple[str, str, str, tuple[str, ...], int]] = []
 
-    def check(settings: Settings, created: int) -> None:
-        seen.append((settings.project, settings.zone, settings.students, created))
+    def check(stack_name: str, settings: Settings, created: int) -> None:
+        seen.append((stack_name, settings.project, settings.zone, settings.students, created))
         fake.calls.append("check")
 
     def ask(plan: stack.Plan) -> bool:
@@ -696,14 +696,14 @@ def test_the_check_gets_the_stacks_settings_and_the_vms_created_before_the_quest
 
     stack.up("dev", None, "europe-west4-a", [], confirm=ask, opener=opens(fake), on_output=print, check=check)
     # The zone given here counts, though the stack stored another; a replaced VM adds nothing.
-    assert seen == [("course-project-1", "europe-west4-a", ("alice", "bob"), 2)]
+    assert seen == [("dev", "course-project-1", "europe-west4-a", ("alice", "bob"), 2)]
     assert fake.calls == ["preview", "check", "ask", "up --continue-on-error"]
 
 
 def test_a_check_that_refuses_leaves_everything_as_it_was(home: Path) -> None:
     fake = FakeStack(config=dict(STORED))
 
-    def refuse(settings: Settings, created: int) -> None:
+    def refuse(stack_name: str, settings: Settings, created: int) -> None:
         raise CourseVmError("short of quota")
 
     with pytest.raises(CourseVmError, match="short of quota"):

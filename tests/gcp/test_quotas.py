@@ -184,3 +184,14 @@ def test_an_api_that_fails_is_unreachable_not_a_traceback(api: FakeComputeApi) -
     api.status = 503
     with pytest.raises(UnreachableError, match=r"answered GET /projects/course-project-1 with HTTP 503; nothing was"):
         check(api, 1)
+
+
+def test_every_fix_names_the_stack_it_was_given(api: FakeComputeApi) -> None:
+    api.region_quotas = [quota("CPUS", 2, 0)]
+    with pytest.raises(QuotaError, match=r"then run `course-vm up --stack fall` again$"):
+        check_before_up(settings(), 1, api=api.url, token=lambda: TOKEN, stack="fall")
+    api.guest_cpus = {}
+    with pytest.raises(CourseVmError, match="or a zone that has it: `course-vm up --stack fall --zone "):
+        check_before_up(settings(), 1, api=api.url, token=lambda: TOKEN, stack="fall")
+    with pytest.raises(UnreachableError, match=r"then run `course-vm up --stack fall` again$"):
+        check_before_up(settings(), 1, api="http://127.0.0.1:9/compute/v1", token=lambda: TOKEN, stack="fall")

@@ -12,6 +12,7 @@ from provisioner.checker.class_pool import ClassReport
 from provisioner.checker.printable import printable
 from provisioner.cli.stack import Plan, VmChange
 from provisioner.errors import EXIT_CHECK_FAILED, CourseVmError
+from provisioner.recipe.settings import command
 
 
 def progress(message: str) -> None:
@@ -48,6 +49,15 @@ def plan_summary(stack_name: str, plan: Plan) -> str:
         lines.append(f"  {name} (shared by the VMs): {action}")
     if not plan.changes:
         lines.append("  no changes: nothing will be created, replaced or deleted")
+    replaced = [vm.student for vm in plan.vms if vm.student and vm.action == "replace"]
+    if replaced:
+        # Their hand-outs pin the old host keys (and under iap name the old instance).
+        whom = replaced[0] if len(replaced) == 1 else ", ".join(replaced[:-1]) + " and " + replaced[-1]
+        flags = " ".join(f"--student {name}" for name in replaced)
+        lines.append(
+            f"  A replaced VM has new host keys (under iap a new name): afterwards, hand {whom} a new folder: "
+            f"{command('handout', stack_name)} {flags} --out DIR"
+        )
     return "\n".join(lines)
 
 

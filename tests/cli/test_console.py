@@ -50,7 +50,9 @@ def test_a_class_preview_says_per_student_what_is_created_replaced_deleted_or_le
         "  dave's VM (course-vm-dave): no change\n"
         "  erin's VM (course-vm-erin): update in place (nothing on it is lost)\n"
         "  course-vm-network (shared by the VMs): update\n"
-        "  course-vm-ssh (shared by the VMs): update"
+        "  course-vm-ssh (shared by the VMs): update\n"
+        "  A replaced VM has new host keys (under iap a new name): afterwards, hand bob a new folder: "
+        "course-vm handout --student bob --out DIR"
     )
 
 
@@ -110,8 +112,17 @@ def test_a_vm_is_found_by_its_resources_urns_when_its_component_reports_no_step(
     events = preview_events({"bob": {"vm": "replace", "home": "same"}})
     only_changes = [e for e in events if e.get("resourcePreEvent", {}).get("metadata", {}).get("type") != STUDENT_VM]
     plan = plan_from_events(EngineEvent.from_json(e) for e in only_changes)
-    assert plan_summary("dev", plan) == (
-        "Pulumi's preview of stack dev:\n"
+    assert plan_summary("dev", plan).splitlines()[:2] == [
+        "Pulumi's preview of stack dev:",
         "  bob's VM (course-vm-bob): REPLACE: everything on its boot disk is lost; /home is kept "
-        "(its own disk, homeDiskSizeGb)"
+        "(its own disk, homeDiskSizeGb)",
+    ]
+
+
+def test_a_class_preview_says_whose_hand_out_a_replacement_makes_stale() -> None:
+    vms = {"bob": {"vm": "replace"}, "carol": {"vm": "replace"}, "dave": {"vm": "same"}}
+    assert summary(vms).endswith(
+        "\n  A replaced VM has new host keys (under iap a new name): afterwards, hand bob and carol a new "
+        "folder: course-vm handout --student bob --student carol --out DIR"
     )
+    assert "hand" not in summary({"": {"vm": "replace"}}), "a stack's one VM has no hand-out"

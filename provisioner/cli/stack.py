@@ -22,6 +22,7 @@ from provisioner.access.ssh_config import add_host, host_alias, remove_host, ssh
 from provisioner.cli.prerequisites import PULUMI_INSTALL, MissingPrerequisiteError
 from provisioner.errors import CourseVmError, EngineError, SettingsError
 from provisioner.paths import FROM_CHECKOUT, ON_WINDOWS, PROGRAM_DIR, PROJECT_DIR, state_home
+from provisioner.recipe.roster import student_name_problem
 from provisioner.recipe.settings import DEFAULT_STACK, PROJECT, Settings, settings_from_pulumi
 
 INSTALL_HINT = PULUMI_INSTALL
@@ -1046,9 +1047,25 @@ def exported_state(
 def stack_vms(outputs: dict[str, Any], only: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     """The stack's VMs in its outputs, by student name ("" for a stack's one VM); ONLY: those named.
 
-    Raises CourseVmError for a name not on the roster.
+    Raises CourseVmError for a name not on the roster, and for a student's name no roster can hold:
+    anyone who can write the stack's state can write any name there (`..` would be a hand-out folder).
     """
-    vms: dict[str, dict[str, Any]] = dict(outputs.get("students") or {"": outputs})
+    students = outputs.get("students")
+    changed = (
+        "someone changed the stack's outputs or state, so course-vm acts on none of its VMs. Fix: check who else "
+        "can write to the stack's Pulumi backend, then run `course-vm up` for the stack to write its outputs again "
+        "from the roster"
+    )
+    if students and not isinstance(students, dict):
+        raise CourseVmError(f"the stack's `students` output is no mapping of names to VMs: {changed}")
+    for name in students or ():
+        why = student_name_problem(name)
+        if why:
+            shown = repr(name) if len(repr(name)) <= 40 else repr(name)[:37] + "..."
+            raise CourseVmError(
+                f"the stack's outputs name a student {shown}, which is no student's name ({why}): {changed}"
+            )
+    vms: dict[str, dict[str, Any]] = dict(students or {"": outputs})
     unknown = [name for name in only or () if name not in vms]
     if unknown:
         known = ", ".join(name for name in vms if name) or "(none: the stack is not a class)"

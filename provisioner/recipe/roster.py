@@ -50,6 +50,28 @@ def is_reserved(name: str) -> bool:
     return name in RESERVED_USERNAMES or name.startswith(RESERVED_PREFIXES)
 
 
+WINDOWS_DEVICE_NAMES = frozenset(
+    {"con", "prn", "aux", "nul", *(f"com{n}" for n in range(10)), *(f"lpt{n}" for n in range(10))}
+)
+"""Names Windows gives its devices, which no file or folder can have there (Microsoft's "Naming Files,
+Paths, and Namespaces"): a student's hand-out is a folder named after them, written on the instructor's machine."""
+NOT_A_NAME = "a student name is 1-32 of a-z, 0-9 and -, starting with a letter and not ending with -"
+SYSTEM_NAME = "that name belongs to the system or grants extra rights"
+DEVICE_NAME = "that name cannot be a folder's name on Windows (it names a device there), and each hand-out is one"
+
+
+def student_name_problem(name: object) -> str:
+    """Why NAME cannot be a student's name ("" when it can): the rule every roster's names pass, and
+    so every name read back from a stack's outputs or state must pass too."""
+    if not isinstance(name, str) or not _STUDENT.fullmatch(name):
+        return NOT_A_NAME
+    if is_reserved(name):
+        return SYSTEM_NAME
+    if name in WINDOWS_DEVICE_NAMES:
+        return DEVICE_NAME
+    return ""
+
+
 def listed(problems: Problems, setting: Setting, value: object) -> tuple[str, ...]:
     """The rule of `students`: a list of valid, distinct names (none when unset)."""
     if value in (None, "", []):
@@ -316,17 +338,14 @@ def _check_names(
     valid: list[str] = []
     taken = {name for name in names if isinstance(name, str)}
     for index, (name, (name_key, fix)) in enumerate(zip(names, where, strict=True)):
-        if not isinstance(name, str) or not _STUDENT.fullmatch(name):
-            why = "a student name is 1-32 of a-z, 0-9 and -, starting with a letter and not ending with -"
+        why = student_name_problem(name)
+        if why == NOT_A_NAME or not isinstance(name, str):
             instead = _free_name(_as_name(name), index, taken)
             problems.add(name_key, name, f"{why} (it becomes their login and part of the VM's name)", fix(instead))
-        elif is_reserved(name):
-            problems.add(
-                name_key,
-                name,
-                "that name belongs to the system or grants extra rights",
-                fix(_free_name("", index, taken)),
-            )
+        elif why == SYSTEM_NAME:
+            problems.add(name_key, name, why, fix(_free_name("", index, taken)))
+        elif why:
+            problems.add(name_key, name, why, fix(_free_name(name, index, taken)))
         elif name in valid:
             why = "that name is listed twice, and each student gets one VM"
             problems.add(name_key, name, why, "give this student another name: " + fix(_free_name(name, index, taken)))
@@ -339,7 +358,7 @@ def _as_name(text: object) -> str:
     """TEXT made into a student name as far as that goes (`Bob Smith` -> `bob-smith`), or ""."""
     name = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
     name = re.sub(r"^[^a-z]+", "", name)[:32].rstrip("-")
-    return name if _STUDENT.fullmatch(name) and not is_reserved(name) else ""
+    return "" if student_name_problem(name) else name
 
 
 def _free_name(base: str, index: int, taken: set[str]) -> str:

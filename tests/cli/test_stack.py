@@ -991,3 +991,32 @@ def test_a_state_that_cannot_be_read_leaves_the_outputs_alone(
     assert str(raised.value) == (
         "the stack has no ip, username, identityFile output. Fix: `course-vm up --stack dev` first"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("..", "a student name is 1-32 of a-z, 0-9 and -, starting with a letter and not ending with -"),
+        ("", "a student name is 1-32 of a-z, 0-9 and -, starting with a letter and not ending with -"),
+        ("a/b", "a student name is 1-32 of a-z, 0-9 and -, starting with a letter and not ending with -"),
+        ("root", "that name belongs to the system or grants extra rights"),
+        ("con", "that name cannot be a folder's name on Windows (it names a device there), and each hand-out is one"),
+    ],
+)
+def test_a_student_name_no_roster_can_hold_in_the_outputs_is_refused_by_every_command(name: str, why: str) -> None:
+    # Every command reads the VMs through stack_vms, so a name written into the stack's outputs or
+    # state by someone else (`..` would make the hand-out folder `--out/..`) reaches none of them.
+    outputs = {"students": {"alice": OUTPUTS, name: OUTPUTS}}
+    with pytest.raises(CourseVmError) as raised:
+        stack.stack_vms(outputs, ["alice"])
+    assert str(raised.value) == (
+        f"the stack's outputs name a student {name!r}, which is no student's name ({why}): someone changed the "
+        "stack's outputs or state, so course-vm acts on none of its VMs. Fix: check who else can write to the "
+        "stack's Pulumi backend, then run `course-vm up` for the stack to write its outputs again from the roster"
+    )
+    assert raised.value.exit_code == EXIT_BAD_INPUT
+
+
+def test_students_that_are_no_mapping_are_refused() -> None:
+    with pytest.raises(CourseVmError, match="the stack's `students` output is no mapping of names to VMs: someone"):
+        stack.stack_vms({"students": ["alice"]})

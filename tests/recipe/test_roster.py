@@ -296,3 +296,36 @@ def test_a_one_line_private_key_is_never_echoed(tmp_path: Path) -> None:
     [message] = problems({"studentsCsv": roster})
     assert "MIIEowIBAAKCAQEA" not in message
     assert "that is a private key" in message
+
+
+@pytest.mark.parametrize("name", ["con", "prn", "aux", "nul", "com1", "com9", "lpt1", "lpt9"])
+def test_windows_device_names_are_refused_as_students(name: str, tmp_path: Path) -> None:
+    # Valid Linux logins, but no folder on Windows, where instructors write the hand-outs, can have them.
+    why = "that name cannot be a folder's name on Windows (it names a device there), and each hand-out is one"
+    assert problems({"students": ["alice", name]}) == [
+        f"students[1]: got {name!r}, but {why}. Fix: pulumi config set --path 'students[1]' {name}-2"
+    ]
+    roster = tmp_path / "roster.csv"
+    roster.write_text(f"name\nalice\n{name.upper()}\n")
+    assert problems({"studentsCsv": str(roster)}) == [
+        f"studentsCsv {roster} line 3: got {name.upper()!r}, but {NAME_RULE}. "
+        f"Fix: correct that line of {roster}, e.g. to student2"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("alice", ""),
+        ("con-1", ""),
+        ("..", NAME_RULE.split(" (")[0]),
+        ("", NAME_RULE.split(" (")[0]),
+        (None, NAME_RULE.split(" (")[0]),
+        ("root", "that name belongs to the system or grants extra rights"),
+        ("lpt3", "that name cannot be a folder's name on Windows (it names a device there), and each hand-out is one"),
+    ],
+)
+def test_the_name_rule_is_one_function_for_names_read_back_from_a_stack(name: object, why: str) -> None:
+    from provisioner.recipe.roster import student_name_problem
+
+    assert student_name_problem(name) == why

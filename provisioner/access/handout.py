@@ -224,16 +224,40 @@ def readme_text(
     )
 
 
+def cannot_write(student: str, folder: Path, error: OSError) -> HandoutError:
+    """The error for STUDENT's FOLDER that the system refused to read or write (ERROR)."""
+    return HandoutError(
+        f"{student}: cannot write {folder} ({error.strerror or error}). Fix: make --out a folder you can write to "
+        "(not under a file; on Windows, close what holds a file of it open), then run `course-vm handout` again"
+    )
+
+
 def write_handout(folder: Path, handout: Handout, *, windows: bool = ON_WINDOWS, run: Runner = windows_acl.run) -> None:
     """Write HANDOUT as FOLDER, replacing what was there: readers see the old folder or the new one.
 
+    FOLDER must be the student's own folder directly in its (resolved) parent, named after them:
+    a name such as `..` from a changed stack must never make it the parent, which would be replaced.
     The folder is readable by its owner alone (0700; on Windows an ACL with the owner alone, set
     before any file is written) and the private key is 0400 (on Windows its own owner-only ACL).
-    Raises CourseVmError when FOLDER is a symlink or the files cannot be written.
+    Raises HandoutError when FOLDER is not such a folder, is a symlink, or cannot be written.
     """
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise CourseVmError(f"{folder} is not a folder course-vm wrote. Fix: move it away, or pass another --out")
-    folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        out = folder.parent.resolve()
+        if folder.name != handout.student or (out / folder.name).resolve().parent != out:
+            raise HandoutError(
+                f"{handout.student}: {folder} is not a folder of its own directly in {out}, so nothing is written "
+                "there. Fix: check who else can write to the stack's Pulumi backend, then run `course-vm up`"
+            )
+        folder = out / folder.name
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise HandoutError(f"{folder} is not a folder course-vm wrote. Fix: move it away, or pass another --out")
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _replace(folder, handout, windows, run)
+    except OSError as error:
+        raise cannot_write(handout.student, folder, error) from None
+
+
+def _replace(folder: Path, handout: Handout, windows: bool, run: Runner) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".course-vm.tmp", dir=folder.parent))
     try:
         if windows:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from provisioner.access.handout import Handout, HandoutError, build_handout, write_handout
+from provisioner.access.handout import Handout, HandoutError, build_handout, cannot_write, write_handout
 from provisioner.access.ssh_config import host_alias
 from provisioner.cli import stack
 from provisioner.cli.console import confirm
@@ -57,9 +57,11 @@ def handout(args: argparse.Namespace) -> int:
             if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
                 raise HandoutError(f"{name}: {folder} is not a folder. Fix: move it away, or pass another --out")
             made.append(_handout(args.stack, name, vm))
+        except OSError as error:
+            failed[name] = cannot_write(name, folder, error)
         except CourseVmError as error:
             failed[name] = error
-    existing = [h for h in made if (out / h.student).is_dir() and any((out / h.student).iterdir())]
+    existing = [h for h in made if _holds_files(out / h.student)]
     if existing:
         print(f"These folders exist and would be replaced: {', '.join(str(out / h.student) for h in existing)}")
         if not confirm("Replace them?", assume_yes=args.yes):
@@ -68,15 +70,29 @@ def handout(args: argparse.Namespace) -> int:
                 "or pass another --out"
             )
     for made_one in made:
-        write_handout(out / made_one.student, made_one)
+        # One folder that cannot be written (a file of it held open on Windows) keeps no one else from theirs.
+        try:
+            write_handout(out / made_one.student, made_one)
+        except CourseVmError as error:
+            failed[made_one.student] = error
+            continue
         alias = made_one.alias
         print(f"{made_one.student}: {out / made_one.student} (README.txt: `ssh -F ~/.ssh/{alias}.config {alias}`)")
     if failed:
-        lines = [str(error) if str(error).startswith(f"{n}:") else f"{n}: {error}" for n, error in failed.items()]
+        ordered = [(n, failed[n]) for n in chosen if n in failed]
+        lines = [str(error) if str(error).startswith(f"{n}:") else f"{n}: {error}" for n, error in ordered]
         combined = CourseVmError(f"{len(failed)} of {len(chosen)} folders not written:\n" + "\n".join(lines))
         combined.exit_code = max(e.exit_code for e in failed.values())
         raise combined
     return 0
+
+
+def _holds_files(folder: Path) -> bool:
+    """Whether writing FOLDER would replace something: it holds files, or cannot be looked into."""
+    try:
+        return folder.is_dir() and any(folder.iterdir())
+    except OSError:
+        return True
 
 
 def _handout(stack_name: str, student: str, vm: dict[str, Any]) -> Handout:

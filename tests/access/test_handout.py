@@ -225,3 +225,27 @@ def test_an_iap_vms_entry_goes_through_the_tunnel_to_its_instance_name(tmp_path:
 def test_an_iap_vms_pins_must_be_for_its_instance_name() -> None:
     with pytest.raises(HandoutError, match="not the VM's name 'course-vm-alice-vm-1a2b3c'"):
         build_handout("alice", ALIAS, {**IAP_VM, "knownHosts": f"10.42.0.2 {HOST_KEY}"}, private_key())
+
+
+@pytest.mark.parametrize("student", ["..", "alice/..", "bob"])
+def test_a_folder_that_is_not_the_students_own_child_of_out_is_never_written(tmp_path: Path, student: str) -> None:
+    # `..` would make the folder --out's parent, which replacing it would delete.
+    out = tmp_path / "home" / "out"
+    out.mkdir(parents=True)
+    (tmp_path / "home" / "work.txt").write_text("kept")
+    folder = out / student if student != "bob" else out / "alice"
+    with pytest.raises(HandoutError, match=f"{re.escape(student)}: .* is not a folder of its own directly in {out}"):
+        write_handout(folder, build_handout(student, ALIAS, VM, private_key()), windows=False)
+    assert (tmp_path / "home" / "work.txt").read_text() == "kept"
+    assert list(out.iterdir()) == []
+
+
+def test_a_folder_the_system_refuses_is_that_students_handout_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    folder = tmp_path / "afile" / "out" / "alice"
+    with pytest.raises(HandoutError) as raised:
+        write_handout(folder, build_handout("alice", ALIAS, VM, private_key()), windows=False)
+    assert str(raised.value) == (
+        f"alice: cannot write {folder} (Not a directory). Fix: make --out a folder you can write to (not under "
+        "a file; on Windows, close what holds a file of it open), then run `course-vm handout` again"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -238,3 +239,68 @@ def test_after_an_up_that_failed_for_one_student_the_others_get_their_folders(tm
     assert sorted(p.name for p in out.iterdir()) == ["alice", "bob"]
     options = resolved_by(out / "alice" / "course-vm-alice.config", "course-vm-alice")
     assert options["hostname"] == IPS["alice"]
+
+
+def test_a_student_named_dot_dot_in_the_outputs_replaces_nothing_above_out(tmp_path: Path) -> None:
+    # Someone who can write the stack's state names a student `..`: its folder would be --out's parent.
+    home = tmp_path / "instructor-home"
+    out = home / "handouts"
+    out.mkdir(parents=True)
+    (home / "work.txt").write_text("the instructor's work\n")
+    outputs = class_outputs(tmp_path / "keys")
+    outputs["students"][".."] = outputs["students"].pop("bob")
+    result = handout("--out", str(out), "--yes", env=stand_in_pulumi(tmp_path, outputs))
+    assert result.returncode == 2
+    assert result.stderr.startswith("course-vm: the stack's outputs name a student '..', which is no student's name")
+    assert result.stderr.count("\n") == 1
+    assert (home / "work.txt").read_text() == "the instructor's work\n"
+    assert list(out.iterdir()) == []
+
+
+def test_an_out_under_a_file_is_one_line_per_student_not_a_traceback(tmp_path: Path) -> None:
+    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "handouts"
+    result = handout("--out", str(out), env=env)
+    assert result.returncode == 2
+    fix = (
+        "Fix: make --out a folder you can write to (not under a file; on Windows, close what holds a file of "
+        "it open), then run `course-vm handout` again"
+    )
+    assert result.stderr == (
+        "course-vm: 2 of 2 folders not written:\n"
+        f"alice: cannot write {out}/alice (Not a directory). {fix}\n"
+        f"bob: cannot write {out}/bob (Not a directory). {fix}\n"
+    )
+
+
+def test_a_folder_that_cannot_be_written_keeps_no_other_student_from_theirs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As on Windows when a file of alice's old folder is open in another program: replacing it fails.
+    from provisioner.cli.main import main
+
+    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
+    for name in ("PATH", "XDG_STATE_HOME", "PULUMI_HOME"):
+        monkeypatch.setenv(name, env[name])
+    for name in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    real_rmtree = shutil.rmtree
+
+    def held(path: Path, *args: Any, **kwargs: Any) -> None:
+        if Path(path).name == "alice":
+            raise PermissionError(13, "Permission denied", str(path))
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr("provisioner.access.handout.shutil.rmtree", held)
+    out = tmp_path / "out"
+    (out / "alice").mkdir(parents=True)
+    (out / "alice" / "course-vm-alice.config").write_text("old")
+    assert main(["handout", "--out", str(out), "--yes", "--project-dir", str(ROOT)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(
+        f"course-vm: 1 of 2 folders not written:\nalice: cannot write {out}/alice (Permission denied). Fix: "
+    )
+    assert "bob: " in captured.out and (out / "bob" / "course-vm-bob.config").is_file()
+    assert (out / "alice" / "course-vm-alice.config").read_text() == "old"
+    assert sorted(p.name for p in out.iterdir()) == ["alice", "bob"], "no temporary folder is left"

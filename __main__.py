@@ -3,7 +3,7 @@
 import pulumi
 import pulumi.runtime.config
 
-from provisioner.access.keys import ensure_key_pair
+from provisioner.access.keys import claim_keys, ensure_key_pair
 from provisioner.access.ssh_config import host_alias
 from provisioner.errors import CourseVmError
 from provisioner.gcp.course_vm import CourseVm, CourseVmArgs, StudentVmArgs
@@ -24,6 +24,9 @@ def namespace_config(namespace: str) -> dict[str, object]:
 
 try:
     settings = settings_from_pulumi(namespace_config(PROJECT), pulumi.Config("gcp").get)
+    # Before any key is made: a student's generated key must be no other stack's (see keys.claim_keys).
+    generated = [(seat.name, seat.ssh_key_path) for seat in settings.seats if seat.name and not seat.ssh_public_key]
+    claim_keys(pulumi.get_stack(), generated, settings.ssh_key_path)
     vms = []
     for seat in settings.seats:
         # A student who brought their own key gets no pair: this is then the instructor's key (sshKeyPath).

@@ -3,11 +3,13 @@ with the owner alone), refused when others can read it."""
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shlex
 import stat
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from provisioner.access import windows_acl
 from provisioner.access.windows_acl import Runner
-from provisioner.errors import SshKeyError
+from provisioner.errors import SettingsError, SshKeyError
 from provisioner.paths import ON_WINDOWS
 
 # The public key as it may appear in metadata and authorized_keys: type and base64, no comment.
@@ -201,3 +203,94 @@ def _normalized(text: str, source: Path) -> str:
             "Fix: set sshKeyPath to a key made by `ssh-keygen -t ed25519`"
         )
     return candidate
+
+
+# A student's generated key logs in to their VM, and goes to them in their hand-out. A class's keys are
+# named `sshKeyPath-NAME` without the stack (renaming them would replace every VM), so two stacks with
+# the same sshKeyPath and a student of the same name would share one: each would log in to both VMs.
+# So each stack claims its students' keys in `KEY.stacks` (a line `STACK STUDENT`), and a key another
+# stack claims is refused. `down` takes the stack's claims away (release_claims).
+CLAIMS_SUFFIX = ".stacks"
+
+
+def claims_path(key: Path) -> Path:
+    """The file that names the stacks whose student's key KEY is."""
+    return key.with_name(key.name + CLAIMS_SUFFIX)
+
+
+def key_claims(key: Path) -> list[tuple[str, str]]:
+    """The (stack, student) pairs whose key KEY is, as KEY.stacks names them; [] when none does.
+
+    Raises SshKeyError when the file exists but cannot be read: a claim that cannot be read is no
+    proof that there is none.
+    """
+    path = claims_path(key)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise SshKeyError(
+            f"cannot read {path} ({reason}), which names the stacks whose student's key {key.name} is. "
+            f"Fix: make it a readable text file, one line `STACK STUDENT` per stack"
+        ) from None
+    claims = []
+    for line in text.splitlines():
+        stack, _, student = line.strip().partition(" ")
+        if stack:
+            claims.append((stack, student.strip()))
+    return claims
+
+
+def claim_keys(stack: str, students: Sequence[tuple[str, Path]], instructor_key: Path) -> None:
+    """Claim STUDENTS' generated keys ((name, key) pairs) for STACK, once every check has passed.
+
+    INSTRUCTOR_KEY (sshKeyPath: the key of a stack's one VM and of students who brought their own)
+    is no student's and is not claimed; it must not be another stack's student's key either.
+    Raises SettingsError naming every key another stack claims (then nothing is claimed), and
+    SshKeyError when a claim cannot be read or written.
+    """
+    fix = f"Fix: pulumi config set sshKeyPath ~/.ssh/course-vm-{stack} (a path of this stack's own)"
+    problems = []
+    for name, key in students:
+        for other, _ in key_claims(key):
+            if other != stack:
+                problems.append(
+                    f"{key} is student {name}'s key of stack {other}; two stacks must not share a student's key. {fix}"
+                )
+                break
+    for other, student in key_claims(instructor_key)[:1]:
+        problems.append(
+            f"{instructor_key} is student {student}'s key of stack {other}; the instructor's key (sshKeyPath) must be "
+            f"no student's. {fix}"
+        )
+    if problems:
+        raise SettingsError(problems)
+    for name, key in students:
+        if (stack, name) not in key_claims(key):
+            _append(claims_path(key), f"{stack} {name}\n")
+
+
+def release_claims(stack: str, instructor_key: Path) -> None:
+    """Take STACK's claims off the students' keys made from INSTRUCTOR_KEY (`KEY-NAME`): once its VMs
+    are gone, another stack may use those names. A claims file no stack is left in is removed."""
+    for path in instructor_key.parent.glob(glob.escape(instructor_key.name) + "-*" + CLAIMS_SUFFIX):
+        key = path.with_name(path.name[: -len(CLAIMS_SUFFIX)])
+        kept = [f"{other} {student}\n" for other, student in key_claims(key) if other != stack]
+        if not kept:
+            path.unlink(missing_ok=True)
+        elif len(kept) < len(key_claims(key)):
+            path.write_text("".join(kept), encoding="utf-8")
+
+
+def _append(path: Path, line: str) -> None:
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as file:
+            file.write(line)
+    except OSError as error:
+        raise SshKeyError(
+            f"cannot write {path} ({error.strerror or error}), which claims a student's key for this stack. "
+            "Fix: set sshKeyPath to a writable place"
+        ) from None

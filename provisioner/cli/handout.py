@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.access.handout import Handout, HandoutError, build_handout, cannot_write, write_handout
+from provisioner.access.keys import key_claims
 from provisioner.access.ssh_config import host_alias
 from provisioner.cli import stack
 from provisioner.cli.console import confirm
@@ -108,6 +109,15 @@ def _handout(stack_name: str, student: str, vm: dict[str, Any]) -> Handout:
             "(sshKeyPath-NAME), so it is not handed out. Fix: run `course-vm up` again with this course-vm"
         )
     path = Path(identity).expanduser()
+    # `up` refuses a key another stack claims; a key shared before it did is still never handed out.
+    for other, _ in key_claims(path):
+        if other != stack_name:
+            raise HandoutError(
+                f"{student}: {path} is student {student}'s key of stack {other} too, and one key would log in to "
+                f"both stacks' VMs, so it is not handed out. Fix: pulumi config set --stack {stack_name} sshKeyPath "
+                f"~/.ssh/course-vm-{stack_name} (a path of this stack's own; it replaces the VMs), run "
+                f"`course-vm up --stack {stack_name}`, then hand out again"
+            )
     try:
         private_key = path.read_bytes()
     except OSError as error:

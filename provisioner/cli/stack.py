@@ -18,12 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from provisioner.access.keys import release_claims
 from provisioner.access.ssh_config import add_host, host_alias, remove_host, ssh_config_block
 from provisioner.cli.prerequisites import PULUMI_INSTALL, MissingPrerequisiteError
 from provisioner.errors import CourseVmError, EngineError, SettingsError
 from provisioner.paths import FROM_CHECKOUT, ON_WINDOWS, PROGRAM_DIR, PROJECT_DIR, state_home
 from provisioner.recipe.roster import student_name_problem
-from provisioner.recipe.settings import DEFAULT_STACK, PROJECT, Settings, settings_from_pulumi
+from provisioner.recipe.rules import Problems
+from provisioner.recipe.settings import DEFAULT_STACK, PROJECT, SETTINGS, Settings, settings_from_pulumi
 
 INSTALL_HINT = PULUMI_INSTALL
 
@@ -374,6 +376,14 @@ def settings_of(config: Mapping[str, str]) -> Settings:
     return settings_from_pulumi(own, lambda key: config.get(f"gcp:{key}"))
 
 
+def key_path_of(config: Mapping[str, str]) -> Path | None:
+    """The `sshKeyPath` of a stack's CONFIG as the program reads it; None when the program refuses it."""
+    row = next(setting for setting in SETTINGS if setting.key == "sshKeyPath")
+    problems = Problems()
+    path = row.rule(problems, row, config.get(f"{PROJECT}:{row.key}", row.default))
+    return None if problems.lines else Path(path)
+
+
 def down(
     stack_name: str, *, confirm: Confirm, opener: StackOpener = open_stack, on_output: Callable[[str], Any] = print
 ) -> None:
@@ -386,6 +396,7 @@ def down(
     events: list[Any] = []
     with engine_errors(f"preview the deletion of stack {stack_name}", stack_name, events, again="down"):
         aliases = {host_alias(stack_name), *host_aliases(stack_name, _values(stack.outputs()))}
+        config = {key: str(getattr(value, "value", value)) for key, value in stack.get_all_config().items()}
         stack.preview_destroy(on_event=events.append)
     plan = plan_from_events(events)
     # The preview names every VM in the state, also those a failed first `up` left out of the outputs.
@@ -398,8 +409,10 @@ def down(
             stack.destroy(on_output=on_output, on_event=events.append)
     for alias in aliases:
         remove_host(alias)
-    # Its VMs are gone: `status` must not say that some may exist.
+    # Its VMs are gone: `status` must not say that some may exist, and its students' names are free again.
     verifications_file(stack_name).unlink(missing_ok=True)
+    if (key := key_path_of(config)) is not None:
+        release_claims(stack_name, key)
 
 
 def status(stack_name: str, *, opener: StackOpener = open_stack) -> dict[str, Any]:

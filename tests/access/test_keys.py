@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from provisioner.access.keys import check_private_key_file, ensure_key_pair
-from provisioner.errors import SshKeyError
+from provisioner.access.keys import check_private_key_file, claim_keys, ensure_key_pair, key_claims, release_claims
+from provisioner.errors import SettingsError, SshKeyError
 from tests.conftest import require_tool
 
 
@@ -211,3 +211,55 @@ def test_the_chmod_fix_quotes_a_path_with_a_space(tmp_path: Path) -> None:
     with pytest.raises(SshKeyError) as raised:
         check_private_key_file(path)
     assert str(raised.value).endswith(f"Fix: chmod 400 '{path}'")
+
+
+def test_a_students_key_another_stack_claims_is_refused_and_nothing_is_claimed(tmp_path: Path) -> None:
+    # Two sections each with an alex: one key would log in to both VMs, and be handed out twice.
+    instructor = tmp_path / "course-vm"
+    claim_keys("section-a", [("alex", tmp_path / "course-vm-alex")], instructor)
+    with pytest.raises(SettingsError) as raised:
+        claim_keys(
+            "section-b", [("bob", tmp_path / "course-vm-bob"), ("alex", tmp_path / "course-vm-alex")], instructor
+        )
+    assert raised.value.problems == (
+        f"{tmp_path}/course-vm-alex is student alex's key of stack section-a; two stacks must not share a student's "
+        "key. Fix: pulumi config set sshKeyPath ~/.ssh/course-vm-section-b (a path of this stack's own)",
+    )
+    assert key_claims(tmp_path / "course-vm-alex") == [("section-a", "alex")]
+    assert key_claims(tmp_path / "course-vm-bob") == [], "nothing is claimed when anything is refused"
+
+
+def test_a_stack_claims_its_students_keys_once_however_often_it_runs(tmp_path: Path) -> None:
+    for _ in range(3):
+        claim_keys("section-a", [("alex", tmp_path / "course-vm-alex")], tmp_path / "course-vm")
+    assert (tmp_path / "course-vm-alex.stacks").read_text() == "section-a alex\n"
+    assert not (tmp_path / "course-vm.stacks").exists(), "the instructor's own key is never claimed"
+
+
+def test_a_students_key_is_never_another_stacks_instructor_key(tmp_path: Path) -> None:
+    claim_keys("section-a", [("alex", tmp_path / "course-vm-alex")], tmp_path / "course-vm")
+    with pytest.raises(SettingsError) as raised:
+        claim_keys("solo", [], tmp_path / "course-vm-alex")
+    assert raised.value.problems == (
+        f"{tmp_path}/course-vm-alex is student alex's key of stack section-a; the instructor's key (sshKeyPath) "
+        "must be no student's. Fix: pulumi config set sshKeyPath ~/.ssh/course-vm-solo (a path of this stack's own)",
+    )
+
+
+def test_releasing_a_stacks_claims_leaves_the_other_stacks_claims(tmp_path: Path) -> None:
+    claim_keys(
+        "section-a", [("alex", tmp_path / "course-vm-alex"), ("bo", tmp_path / "course-vm-bo")], tmp_path / "course-vm"
+    )
+    claim_keys("other", [("x", tmp_path / "elsewhere-x")], tmp_path / "elsewhere")
+    (tmp_path / "course-vm-bo.stacks").write_text("section-a bo\nlegacy bo\n")
+    release_claims("section-a", tmp_path / "course-vm")
+    assert not (tmp_path / "course-vm-alex.stacks").exists()
+    assert (tmp_path / "course-vm-bo.stacks").read_text() == "legacy bo\n"
+    assert key_claims(tmp_path / "elsewhere-x") == [("other", "x")]
+    claim_keys("section-b", [("alex", tmp_path / "course-vm-alex")], tmp_path / "course-vm")
+
+
+def test_a_claims_file_that_cannot_be_read_is_an_error_not_no_claim(tmp_path: Path) -> None:
+    (tmp_path / "course-vm-alex.stacks").mkdir()
+    with pytest.raises(SshKeyError, match=r"cannot read .*course-vm-alex.stacks"):
+        claim_keys("section-a", [("alex", tmp_path / "course-vm-alex")], tmp_path / "course-vm")

@@ -304,3 +304,23 @@ def test_a_folder_that_cannot_be_written_keeps_no_other_student_from_theirs(
     assert "bob: " in captured.out and (out / "bob" / "course-vm-bob.config").is_file()
     assert (out / "alice" / "course-vm-alice.config").read_text() == "old"
     assert sorted(p.name for p in out.iterdir()) == ["alice", "bob"], "no temporary folder is left"
+
+
+def test_a_generated_key_another_stack_claims_too_is_never_handed_out(tmp_path: Path) -> None:
+    # Two stacks, one alex each, one key between them (made before course-vm refused that): the key
+    # would log in to both VMs, so neither alex gets it.
+    keys = tmp_path / "keys"
+    env = stand_in_pulumi(tmp_path, class_outputs(keys))
+    (keys / "course-vm-alice.stacks").write_text("dev alice\nsection-b alice\n")
+    result = handout("--out", str(tmp_path / "out"), env=env)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "course-vm: 1 of 2 folders not written:\n"
+        f"alice: {keys}/course-vm-alice is student alice's key of stack section-b too, and one key would log in "
+        "to both stacks' VMs, so it is not handed out. Fix: pulumi config set --stack dev sshKeyPath "
+        "~/.ssh/course-vm-dev (a path of this stack's own; it replaces the VMs), run `course-vm up --stack dev`, "
+        "then hand out again\n"
+    )
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["bob"]
+    (keys / "course-vm-alice.stacks").write_text("dev alice\n")
+    assert handout("--out", str(tmp_path / "out"), "--yes", env=env).returncode == 0

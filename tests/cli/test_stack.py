@@ -1020,3 +1020,22 @@ def test_a_student_name_no_roster_can_hold_in_the_outputs_is_refused_by_every_co
 def test_students_that_are_no_mapping_are_refused() -> None:
     with pytest.raises(CourseVmError, match="the stack's `students` output is no mapping of names to VMs: someone"):
         stack.stack_vms({"students": ["alice"]})
+
+
+@pytest.mark.parametrize("key_setting", [None, "~/keys/course-vm"])
+def test_down_frees_the_stacks_claims_on_its_students_keys_once_its_vms_are_gone(
+    home: Path, key_setting: str | None
+) -> None:
+    from provisioner.access.keys import claim_keys, key_claims
+
+    key = home / (".ssh" if key_setting is None else "keys") / "course-vm"
+    claim_keys("dev", [("alex", Path(f"{key}-alex"))], key)
+    claim_keys("other", [("alex", home / "elsewhere-alex")], home / "elsewhere")
+    fake = FakeStack(config={} if key_setting is None else {"sshKeyPath": (key_setting, False)})
+    fake.exported = dict(OUTPUTS)
+    with pytest.raises(CourseVmError, match=r"^not confirmed"):
+        stack.down("dev", confirm=lambda plan: False, opener=opens(fake), on_output=print)
+    assert key_claims(Path(f"{key}-alex")) == [("dev", "alex")], "a no keeps the VMs, and so their claims"
+    stack.down("dev", confirm=yes, opener=opens(fake), on_output=print)
+    assert key_claims(Path(f"{key}-alex")) == []
+    assert key_claims(home / "elsewhere-alex") == [("other", "alex")]

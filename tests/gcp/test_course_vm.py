@@ -394,10 +394,12 @@ def test_a_student_with_their_own_key_gets_no_generated_pair_and_the_instructors
     run = run_program(stack_config(tmp_path, studentsCsv=str(roster)))
     keys = tmp_path / "keys"
     # The instructor never holds alice's private key: none is generated for her; sshKeyPath itself is.
+    # Only bob's generated key is claimed for the stack: sshKeyPath is no student's.
     assert sorted(p.name for p in keys.iterdir()) == [
         "course-vm",
         "course-vm-bob",
         "course-vm-bob.pub",
+        "course-vm-bob.stacks",
         "course-vm.pub",
     ]
     instructor = " ".join((keys / "course-vm.pub").read_text().split()[:2])
@@ -647,3 +649,31 @@ def test_openssh_reads_the_iap_ssh_command_as_the_host_block(tmp_path: Path) -> 
     assert seen["proxycommand"] == IAP
     assert seen["userknownhostsfile"] == f"{tmp_path / 'keys' / 'course-vm'}.dev.known_hosts"
     assert seen["user"] == "student"
+
+
+def test_two_stacks_never_share_a_students_generated_key(tmp_path: Path) -> None:
+    # section-a's alex and section-b's alex would get one key (sshKeyPath-alex): each could log in to
+    # the other's VM, and `handout` would give the same private key to both.
+    from provisioner.access.keys import release_claims
+
+    keys = tmp_path / "keys"
+    section_a = run_program(stack_config(tmp_path, students='["alex"]'), stack="section-a")
+    assert section_a.outputs["students"]["alex"]["identityFile"] == f"{keys}/course-vm-alex"
+    run = Run()
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program(stack_config(tmp_path, students='["bob", "alex"]'), stack="section-b", run=run)
+    assert str(raised.value) == (
+        "course-vm settings: 1 problem, nothing was created:\n"
+        f"  - {keys}/course-vm-alex is student alex's key of stack section-a; two stacks must not share a "
+        "student's key. Fix: pulumi config set sshKeyPath ~/.ssh/course-vm-section-b (a path of this stack's own)"
+    )
+    assert run.resources == []
+    assert not (keys / "course-vm-bob").exists(), "no key is made before the check"
+    # A stack of its own keys is fine, and so is section-a again.
+    own_path = stack_config(tmp_path, students='["bob", "alex"]', sshKeyPath=str(keys / "course-vm-section-b"))
+    section_b = run_program(own_path, stack="section-b")
+    assert section_b.outputs["students"]["alex"]["identityFile"] == f"{keys}/course-vm-section-b-alex"
+    run_program(stack_config(tmp_path, students='["alex"]'), stack="section-a")
+    # Once section-a is gone (`down`), its students' names are free again.
+    release_claims("section-a", keys / "course-vm")
+    run_program(stack_config(tmp_path, students='["alex"]'), stack="section-c")

@@ -112,12 +112,20 @@ MAX_RSA_BITS = 16384  # OpenSSH's own limit
 KEY_COLUMN, EMAIL_COLUMN = "sshpublickey", "email"
 # A plain address: it becomes the IAM member `user:EMAIL`, so no space, quote, comma or other syntax.
 _EMAIL = re.compile(r"[a-z0-9._%+-]{1,64}@[a-z0-9-]+(\.[a-z0-9-]+)+")
-_PRIVATE = ("PRIVATE KEY", "PuTTY-User-Key-File")
+# PEM armour, PuTTY's format, and an OpenSSH private key's body without its armour (`openssh-key-v1`).
+_PRIVATE = ("PRIVATE KEY", "PuTTY-User-Key-File", "Private-Lines:", "b3BlbnNzaC1rZXktdjE")
+NOT_SHOWN = "(a private key, not shown)"
+_PRIVATE_WHY = "that is a private key: give the .pub file's line, and keep the private key secret"
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,3}")
 
 
 class PrivateKeyError(ValueError):
     """A private key where a public one belongs: it is never shown, and it has its own fix."""
+
+
+def holds_private_key(text: object) -> bool:
+    """Whether TEXT holds (a recognisable part of) a private key, which no message may ever show."""
+    return isinstance(text, str) and any(marker in text for marker in _PRIVATE)
 
 
 def public_key(text: str) -> str:
@@ -126,8 +134,8 @@ def public_key(text: str) -> str:
 
     Raises PrivateKeyError for a private key, ValueError saying what is wrong for anything else.
     """
-    if any(marker in text for marker in _PRIVATE):
-        raise PrivateKeyError("that is a private key: give the .pub file's line, and keep the private key secret")
+    if holds_private_key(text):
+        raise PrivateKeyError(_PRIVATE_WHY)
     if "\n" in text or "\r" in text:
         raise ValueError("a public key is one line")
     fields = text.split()
@@ -220,6 +228,7 @@ def _roster_entries(problems: Problems, key: str, value: str, lines: io.StringIO
     where: list[tuple[str, Callable[[str], str]]] = []
     fix_line = f"correct that line of {value}"
     cells = _OptionalCells(problems, value)
+    refused = False
 
     def fix_name(name: str) -> str:
         return f"{fix_line}, e.g. to {name}"
@@ -235,6 +244,12 @@ def _roster_entries(problems: Problems, key: str, value: str, lines: io.StringIO
             break
         if not any(cell.strip() for cell in row):
             continue  # a blank line, or a line of empty cells
+        # Before any cell is quoted: a private key pasted into a cell is never shown, whatever its column.
+        secret = next((i for i, cell in enumerate(row) if holds_private_key(cell)), None)
+        if secret is not None:
+            cells.private(f"{key} {value} line {first_line}", header, secret)
+            refused = True
+            continue
         # A key's cell is checked by its own rule, which says what a line break there means.
         keys_at = header.index(KEY_COLUMN) if header and KEY_COLUMN in header else -1
         broken = next((c for i, c in enumerate(row) if ("\n" in c or "\r" in c) and i != keys_at), None)
@@ -258,7 +273,7 @@ def _roster_entries(problems: Problems, key: str, value: str, lines: io.StringIO
             key, f"more than {MAX_STUDENTS} names", f"one stack holds at most {MAX_STUDENTS} VMs", "split the class"
         )
         return ()
-    if not names:
+    if not names and not refused:
         problems.add(key, value, "it lists no students", fix)
     valid = _check_names(problems, key, names, where)
     return tuple(cells.entries.get(name, RosterEntry(name)) for name in valid)
@@ -281,6 +296,10 @@ class _OptionalCells:
             f"in {value}, put the student's Google account (like name@example.org) in its email cell, "
             "or leave the cell empty"
         )
+        self.secret_fix = (
+            f"in {value}, delete it: that private key is no longer secret, so its owner makes a new pair "
+            "(`ssh-keygen -t ed25519`) and gives the line of its .pub file in the sshPublicKey cell"
+        )
         self.entries: dict[object, RosterEntry] = {}
         """Each name's entry, from the first line that names it."""
         self.keys: dict[str, tuple[object, int]] = {}
@@ -291,13 +310,22 @@ class _OptionalCells:
         email = self._email(where, line, name, row.get(EMAIL_COLUMN, "").strip())
         self.entries.setdefault(name, RosterEntry(str(name), ssh_key, email))
 
+    def private(self, where: str, header: list[str] | None, column: int) -> None:
+        """The problem of a line whose cell COLUMN holds a private key: the line is checked no further."""
+        name = header[column] if header and column < len(header) and header[column] else f"column {column + 1}"
+        if name == KEY_COLUMN:
+            why = str(PrivateKeyError(_PRIVATE_WHY))
+            self.problems.add(where, NOT_SHOWN, why, self.private_fix)
+        else:
+            self.problems.add(where, NOT_SHOWN, f"its {name} cell holds a private key", self.secret_fix)
+
     def _key(self, where: str, line: int, name: object, text: str) -> str:
         if not text:
             return ""
         try:
             ssh_key = public_key(text)
         except PrivateKeyError as error:
-            self.problems.add(where, "(a private key, not shown)", str(error), self.private_fix)
+            self.problems.add(where, NOT_SHOWN, str(error), self.private_fix)
             return ""
         except ValueError as error:
             self.problems.add(where, text, str(error), self.key_fix)
@@ -339,7 +367,9 @@ def _check_names(
     taken = {name for name in names if isinstance(name, str)}
     for index, (name, (name_key, fix)) in enumerate(zip(names, where, strict=True)):
         why = student_name_problem(name)
-        if why == NOT_A_NAME or not isinstance(name, str):
+        if holds_private_key(name):
+            problems.add(name_key, NOT_SHOWN, "that is a private key, not a name", fix(_free_name("", index, taken)))
+        elif why == NOT_A_NAME or not isinstance(name, str):
             instead = _free_name(_as_name(name), index, taken)
             problems.add(name_key, name, f"{why} (it becomes their login and part of the VM's name)", fix(instead))
         elif why == SYSTEM_NAME:

@@ -329,3 +329,44 @@ def test_the_name_rule_is_one_function_for_names_read_back_from_a_stack(name: ob
     from provisioner.recipe.roster import student_name_problem
 
     assert student_name_problem(name) == why
+
+
+SECRET_BODY = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW"  # noqa: S105
+SECRET = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{SECRET_BODY}\n-----END OPENSSH PRIVATE KEY-----"
+
+
+def test_a_private_key_in_any_column_is_never_echoed(tmp_path: Path) -> None:
+    # Columns shifted in a spreadsheet: the private key lands in another cell than sshPublicKey.
+    one_line = SECRET.replace("\n", " ")
+    rows = [
+        f'alice,,"{SECRET}",A',  # spans lines: the check of such cells would quote it
+        f"bob,,{one_line},B",
+        f"{one_line},,,C",  # in the name column: no name is made of it either
+        f"carol,,,{SECRET_BODY}",  # its body alone, without the armour lines
+        f"dave,{SECRET_BODY},,D",
+    ]
+    roster = _roster(tmp_path, "name,sshPublicKey,email,group\n" + "\n".join(rows) + "\n")
+    where = f"studentsCsv {roster} line"
+    fix = (
+        f"Fix: in {roster}, delete it: that private key is no longer secret, so its owner makes a new pair "
+        "(`ssh-keygen -t ed25519`) and gives the line of its .pub file in the sshPublicKey cell"
+    )
+    found = problems({"studentsCsv": roster})
+    assert found == [
+        f"{where} 2: got '(a private key, not shown)', but its email cell holds a private key. {fix}",
+        f"{where} 5: got '(a private key, not shown)', but its email cell holds a private key. {fix}",
+        f"{where} 6: got '(a private key, not shown)', but its name cell holds a private key. {fix}",
+        f"{where} 7: got '(a private key, not shown)', but its group cell holds a private key. {fix}",
+        f"{where} 8: got '(a private key, not shown)', but that is a private key: give the .pub file's line, "
+        f"and keep the private key secret. Fix: in {roster}, replace it with the line of the student's .pub file; "
+        "that private key is no longer secret, so the student makes a new pair (`ssh-keygen -t ed25519`)",
+    ]
+    assert not any(SECRET_BODY[:12] in line or "b3blbnnz" in line for line in found)
+
+
+def test_a_private_key_given_as_a_students_name_is_never_echoed() -> None:
+    found = problems({"students": ["alice", SECRET.replace("\n", " ")]})
+    assert found == [
+        "students[1]: got '(a private key, not shown)', but that is a private key, not a name. "
+        "Fix: pulumi config set --path 'students[1]' student2"
+    ]

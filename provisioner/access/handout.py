@@ -273,9 +273,19 @@ def _replace(folder: Path, handout: Handout, windows: bool, run: Runner) -> None
                 os.close(fd)
             if windows and file.private:
                 windows_acl.restrict(str(path), run)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
+        if not folder.exists():
+            os.replace(staging, folder)
+            return
+        # The old folder is moved aside whole first: on Windows a file of it held open fails that
+        # move, and leaves the old folder as it was, where deleting it would stop half-way.
+        old = staging.with_name(staging.name + ".old")
+        os.replace(folder, old)
+        try:
+            os.replace(staging, folder)
+        except BaseException:
+            os.replace(old, folder)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -249,3 +249,20 @@ def test_a_folder_the_system_refuses_is_that_students_handout_error(tmp_path: Pa
         f"alice: cannot write {folder} (Not a directory). Fix: make --out a folder you can write to (not under "
         "a file; on Windows, close what holds a file of it open), then run `course-vm handout` again"
     )
+
+
+def test_a_replacement_that_fails_leaves_the_old_folder_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, _ = generated(tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real_replace = os.replace
+
+    def failing(source: Path, target: Path) -> None:
+        if str(source).endswith(".course-vm.tmp"):
+            raise PermissionError(13, "Permission denied", str(source))
+        real_replace(source, target)
+
+    monkeypatch.setattr("provisioner.access.handout.os.replace", failing)
+    with pytest.raises(HandoutError, match=r"alice: cannot write .* \(Permission denied\)"):
+        write_handout(folder, build_handout("alice", ALIAS, {**VM, "studentPublicKey": OWN_KEY}, None), windows=False)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert [p.name for p in folder.parent.iterdir()] == ["alice"], "no temporary folder is left"

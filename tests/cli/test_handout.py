@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -285,14 +284,14 @@ def test_a_folder_that_cannot_be_written_keeps_no_other_student_from_theirs(
         monkeypatch.setenv(name, env[name])
     for name in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
         monkeypatch.delenv(name, raising=False)
-    real_rmtree = shutil.rmtree
+    real_replace = os.replace
 
-    def held(path: Path, *args: Any, **kwargs: Any) -> None:
-        if Path(path).name == "alice":
-            raise PermissionError(13, "Permission denied", str(path))
-        real_rmtree(path, *args, **kwargs)
+    def held(source: Path, target: Path) -> None:
+        if Path(source).name == "alice":
+            raise PermissionError(13, "Permission denied", str(source))
+        real_replace(source, target)
 
-    monkeypatch.setattr("provisioner.access.handout.shutil.rmtree", held)
+    monkeypatch.setattr("provisioner.access.handout.os.replace", held)
     out = tmp_path / "out"
     (out / "alice").mkdir(parents=True)
     (out / "alice" / "course-vm-alice.config").write_text("old")

@@ -23,6 +23,12 @@ RECIPE_LABEL = "course-vm-recipe"
 SCHEDULE_ROLE = "roles/compute.instanceAdmin.v1"
 # The role that lets a Google account open an IAP TCP tunnel; granted on one instance, it opens only that one.
 TUNNEL_ROLE = "roles/iap.tunnelResourceAccessor"
+# gcloud's GA `start-iap-tunnel INSTANCE` first reads the instance (compute.instances.get) to find its network
+# interface: without it the tunnel is refused. The least predefined role with that permission, granted on
+# the one instance, so it reads that instance and nothing else. (A custom role with only compute.instances.get
+# would be narrower, but it is project-wide state the instructor needs roles/iam.roleAdmin to create, and a
+# deleted custom role's ID cannot be reused for weeks, which breaks `destroy` then `up`.)
+INSTANCE_READ_ROLE = "roles/compute.viewer"
 
 
 @dataclass(frozen=True)
@@ -330,6 +336,16 @@ class StudentVm(pulumi.ComponentResource):
                 role=TUNNEL_ROLE,
                 member=f"user:{args.seat.email}",
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[r for r in (shared.iap_api,) if r is not None]),
+            )
+            # What gcloud reads before it opens the tunnel; the student can already see all of it from inside.
+            compute.InstanceIAMMember(
+                f"{name}-instance-view",
+                project=s.project,
+                zone=s.zone,
+                instance_name=instance.name,
+                role=INSTANCE_READ_ROLE,
+                member=f"user:{args.seat.email}",
+                opts=pulumi.ResourceOptions(parent=self),
             )
         if shared.nightly_stop is not None:
             # Attached rather than set on the instance: attaching never replaces the VM.

@@ -507,6 +507,7 @@ def test_ssh_command_quotes_a_pin_file_with_a_space_for_the_shell_and_for_ssh(tm
 ROUTER = "gcp:compute/router:Router"
 NAT = "gcp:compute/routerNat:RouterNat"
 TUNNEL_MEMBER = "gcp:iap/tunnelInstanceIAMMember:TunnelInstanceIAMMember"
+INSTANCE_MEMBER = "gcp:compute/instanceIAMMember:InstanceIAMMember"
 IAP = "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project course-project-1 --zone europe-west1-b"
 
 
@@ -517,7 +518,7 @@ def iap_config(tmp_path: Path, **overrides: str) -> dict[str, str]:
 
 
 def test_firewall_access_has_no_nat_and_no_grant(run: Run) -> None:
-    assert run.of_type(ROUTER) == run.of_type(NAT) == run.of_type(TUNNEL_MEMBER) == []
+    assert run.of_type(ROUTER) == run.of_type(NAT) == run.of_type(TUNNEL_MEMBER) == run.of_type(INSTANCE_MEMBER) == []
     assert run.outputs["proxyCommand"] == ""
 
 
@@ -557,7 +558,7 @@ def test_iap_vms_reach_the_internet_through_cloud_nat(tmp_path: Path) -> None:
 
 def test_iap_one_vm_without_student_email_has_no_grant(tmp_path: Path) -> None:
     run = run_program(iap_config(tmp_path))
-    assert run.of_type(TUNNEL_MEMBER) == []
+    assert run.of_type(TUNNEL_MEMBER) == run.of_type(INSTANCE_MEMBER) == []
 
 
 def test_iap_one_vm_grants_the_student_email_on_that_instance_only(tmp_path: Path) -> None:
@@ -585,6 +586,26 @@ def test_iap_class_grants_each_student_their_own_vm(tmp_path: Path) -> None:
         assert granted["instance"] == run.outputs["students"][student]["instanceName"]
         assert granted["role"] == "roles/iap.tunnelResourceAccessor"
     assert run.outputs["students"]["alice"]["instanceName"] != run.outputs["students"]["bob"]["instanceName"]
+
+
+def test_iap_lets_each_student_read_their_own_instance_only(tmp_path: Path) -> None:
+    # gcloud's GA `start-iap-tunnel INSTANCE` reads the instance (compute.instances.get) for its network
+    # interface before it opens the tunnel: without this grant the student's tunnel is refused.
+    roster = tmp_path / "roster.csv"
+    roster.write_text("name,email\nalice,alice@example.edu\nbob,bob@example.edu\n")
+    run = run_program(iap_config(tmp_path, studentsCsv=str(roster)))
+    members = {r.name: r for r in run.of_type(INSTANCE_MEMBER)}
+    assert set(members) == {"course-vm-alice-instance-view", "course-vm-bob-instance-view"}
+    for student in ("alice", "bob"):
+        granted = members[f"course-vm-{student}-instance-view"]
+        assert granted.inputs == {
+            "project": "course-project-1",
+            "zone": "europe-west1-b",
+            "instanceName": run.outputs["students"][student]["instanceName"],
+            "role": "roles/compute.viewer",
+            "member": f"user:{student}@example.edu",
+        }
+        assert granted.parent.endswith(f"{STUDENT_VM}::course-vm-{student}")
 
 
 def test_iap_outputs_say_how_to_connect_through_the_tunnel(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import tempfile
 import threading
 from typing import IO
 
-from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError
+from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError, UnreachableError
 from provisioner.recipe.settings import GCE_ZONE, GCP_PROJECT_ID
 
 IAP_PROGRAM = "gcloud"
@@ -29,9 +29,38 @@ _CHUNK = 65536
 
 
 class ProxyMissingError(CourseVmError):
-    """The ProxyCommand's program (gcloud) is not installed."""
+    """The ProxyCommand's program (gcloud) is not installed, or has no account logged in."""
 
     exit_code = EXIT_MISSING_PREREQUISITE
+
+
+# What gcloud says when the tunnel is refused for good: no retry changes it, only the user can.
+# IAP's own codes (Error while connecting [CODE: 'reason']): 4033 not authorized is final; 4003 failed to
+# connect to backend (the VM or its sshd is not up yet) and the rest may pass, and are retried.
+_NOT_AUTHORIZED = re.compile(r"\[4033: |not authorized|Required '[a-zA-Z.]+' permission")
+_NOT_LOGGED_IN = ("do not currently have an active account", "gcloud auth login", "Reauthentication failed")
+_GRANT_FIX = (
+    "`gcloud auth login` with the Google account granted IAP access to this VM (the roster's `email`, or "
+    "studentEmail; a project owner has it too), or ask the instructor to grant yours"
+)
+
+
+def tunnel_refusal(host: str, said: str) -> CourseVmError | None:
+    """The error for gcloud's stderr SAID when it refused the tunnel to HOST for good, None when a retry may help.
+
+    Not logged in is a missing prerequisite (exit 6); an account without the grant is unreachable (exit 3).
+    """
+    lines = [line.strip() for line in said.splitlines() if line.strip()]
+    if any(words in said for words in _NOT_LOGGED_IN):
+        return ProxyMissingError(
+            f"the IAP tunnel to {host} was refused: gcloud has no Google account to use "
+            f"({lines[0].rstrip('.') if lines else 'gcloud auth login'}). "
+            "Fix: run `gcloud auth login` (with the Google account granted IAP access to this VM)"
+        )
+    if match := next((line for line in lines if _NOT_AUTHORIZED.search(line)), None):
+        said_so = " ".join(match.split()).rstrip(".")
+        return UnreachableError(f"the IAP tunnel to {host} was refused: {said_so}. Fix: {_GRANT_FIX}")
+    return None
 
 
 def iap_proxy_command(project: str, zone: str) -> str:
@@ -90,6 +119,7 @@ class ProxySocket:
         self._closed = False
         self._eof = False
         self._said = ""
+        self._said_stderr = ""
         self._chunks: queue.Queue[bytes] = queue.Queue()
         self._pending = b""
         # Kept open for the object's life: `why` reads it after the process has gone.
@@ -171,15 +201,28 @@ class ProxySocket:
         tail = self.stderr_tail()
         return f"the proxy `{' '.join(self.argv[:3])}` exited with status {status}" + (f": {tail}" if tail else "")
 
-    def stderr_tail(self) -> str:
-        """The last line the proxy wrote on stderr ("" for none)."""
+    def refusal(self, host: str) -> CourseVmError | None:
+        """The error to end with at once when the proxy exited refusing the tunnel to HOST for good
+        (tunnel_refusal), else None: it runs, or what it said may pass."""
+        if self._closed:
+            return tunnel_refusal(host, self._said_stderr)
+        if not self.why():
+            return None
+        return tunnel_refusal(host, self._stderr_text())
+
+    def _stderr_text(self) -> str:
+        """The last few KiB the proxy wrote on stderr."""
         try:
             self._stderr.seek(0, os.SEEK_END)
             size = self._stderr.tell()
             self._stderr.seek(max(size - _STDERR_TAIL, 0))
-            lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+            return self._stderr.read().decode(errors="replace")
         except (OSError, ValueError):
             return ""
+
+    def stderr_tail(self) -> str:
+        """The last line the proxy wrote on stderr ("" for none)."""
+        lines = self._stderr_text().strip().splitlines()
         return " ".join(lines[-1].split()) if lines else ""
 
     def close(self) -> None:
@@ -187,6 +230,7 @@ class ProxySocket:
         if self._closed:
             return
         self._said = self.why()  # before it is ended here; paramiko closes its socket before it reports
+        self._said_stderr = self._stderr_text() if self._said else ""
         self._closed = True
         try:
             if self.process.poll() is None:

@@ -172,15 +172,18 @@ def connect(target: Target, key: paramiko.PKey, deadline: float, progress: Progr
             reason = _network_reason(error)
         finally:
             proxy_said = proxy.why() if proxy is not None else ""
+            refusal = proxy.refusal(target.host) if proxy is not None else None
             if proxy is not None:
                 proxy.close()
+        if refusal is not None:
+            raise refusal  # not logged in, or not granted: no retry helps
         if proxy is not None:
             reason = proxy_said or _tunnel_reason(reason)
         now = time.monotonic()
         if now >= deadline:
             fix = (
                 "check that the VM is running, that `gcloud auth login` was done with a Google account granted "
-                "IAP access to it (roles/iap.tunnelResourceAccessor), and the key"
+                "IAP access to it (roles/iap.tunnelResourceAccessor and roles/compute.viewer), and the key"
                 if target.proxy_command
                 else "check that the VM is running, that allowedSshCidrs includes your address, and the key"
             )

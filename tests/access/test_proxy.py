@@ -17,6 +17,7 @@ from provisioner.access.proxy import (
     iap_location,
     iap_proxy_command,
     proxy_argv,
+    tunnel_refusal,
 )
 from provisioner.access.ssh import Target, connect, load_identity, run
 from provisioner.errors import EXIT_MISSING_PREREQUISITE, EXIT_UNREACHABLE, CourseVmError, HostKeyMismatchError
@@ -65,6 +66,30 @@ def test_the_host_is_an_instance_name(host: str) -> None:
 def test_bad_project_or_zone_is_refused() -> None:
     with pytest.raises(CourseVmError, match="not a GCP project ID"):
         iap_proxy_command("x y", ZONE)
+
+
+@pytest.mark.parametrize(
+    ("said", "exit_code"),
+    [
+        (gcloud.NOT_AUTHORIZED, EXIT_UNREACHABLE),
+        (
+            "ERROR: (gcloud.compute.start-iap-tunnel) Could not fetch resource:\n"
+            " - Required 'compute.instances.get' permission for 'projects/p/zones/z/instances/vm-1'",
+            EXIT_UNREACHABLE,
+        ),
+        (gcloud.NOT_LOGGED_IN, EXIT_MISSING_PREREQUISITE),
+        ("ERROR: (gcloud.compute.start-iap-tunnel) Reauthentication failed. cannot prompt", EXIT_MISSING_PREREQUISITE),
+        (gcloud.EXIT_ERROR, None),  # 4003: the VM or its sshd is not up yet
+        ("ERROR: (gcloud.compute.start-iap-tunnel) Error while connecting [4047: 'Failed to lookup instance'].", None),
+        ("", None),
+    ],
+)
+def test_only_a_refusal_no_retry_can_change_is_final(said: str, exit_code: int | None) -> None:
+    refusal = tunnel_refusal(INSTANCE, said)
+    assert (refusal and refusal.exit_code) == exit_code
+    if refusal is not None:
+        assert str(refusal).startswith(f"the IAP tunnel to {INSTANCE} was refused: ")
+        assert "\n" not in str(refusal) and ". Fix: " in str(refusal) and ".." not in str(refusal)
 
 
 # Through the stand-in gcloud (tests/support/gcloud.py) to the tests' real sshd.
@@ -155,6 +180,55 @@ def test_a_broken_tunnel_is_one_clear_error(
     assert "\n" not in message
     assert time.monotonic() - started < 15
     assert standin.pids(), "the tunnel never ran"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("mode", "exit_code", "said", "fix"),
+    [
+        (
+            "denied",
+            EXIT_UNREACHABLE,
+            gcloud.NOT_AUTHORIZED,
+            "Fix: `gcloud auth login` with the Google account granted IAP access to this VM (the roster's `email`, "
+            "or studentEmail; a project owner has it too), or ask the instructor to grant yours",
+        ),
+        (
+            "logged-out",
+            EXIT_MISSING_PREREQUISITE,
+            "gcloud has no Google account to use",
+            "Fix: run `gcloud auth login` (with the Google account granted IAP access to this VM)",
+        ),
+    ],
+)
+def test_a_tunnel_refused_for_good_ends_at_once(
+    ready_sshd: Sshd, standin: gcloud.StandInGcloud, mode: str, exit_code: int, said: str, fix: str
+) -> None:
+    standin.connect_to(ready_sshd.port)
+    standin.misbehave(mode)
+    target = iap_target(ready_sshd)
+    started = time.monotonic()
+    with pytest.raises(CourseVmError) as raised:
+        connect(target, load_identity(target.identity), started + 60, lambda _: None)
+    assert time.monotonic() - started < 10  # not at the deadline: retrying cannot help
+    assert len(standin.pids()) == 1
+    assert raised.value.exit_code == exit_code
+    message = str(raised.value)
+    assert message.startswith(f"the IAP tunnel to {INSTANCE} was refused: "), message
+    assert said in message and message.endswith(fix), message
+    assert "\n" not in message
+
+
+@pytest.mark.integration
+def test_a_vm_whose_sshd_is_not_up_yet_is_retried(ready_sshd: Sshd, standin: gcloud.StandInGcloud) -> None:
+    standin.connect_to(ready_sshd.port)
+    standin.misbehave("exit")  # IAP's 4003: failed to connect to backend
+    target = iap_target(ready_sshd)
+    messages: list[str] = []
+    with pytest.raises(CourseVmError):
+        connect(target, load_identity(target.identity), time.monotonic() + 3, messages.append)
+    assert len(standin.pids()) > 1
+    assert "4003: 'failed to connect to backend'" in messages[0]
 
 
 def test_without_gcloud_the_prerequisite_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,8 +7,10 @@ checks that its arguments are exactly those, then connects stdin and stdout to t
 Neither Google nor gcloud can be reached here; the real tunnel is what `up`'s verification uses.
 
 Its `mode` file makes it misbehave as a broken tunnel would: `exit` (prints gcloud's error for a
-refused tunnel and exits 1), `hang` (runs, sends nothing), `garbage` (prints text that is not SSH,
-then stays). Each run appends its pid to `pids`, so a test can see every tunnel was reaped.
+tunnel to a VM whose sshd is not up, IAP's 4003, and exits 1), `denied` (IAP's 4033: the account is
+not granted the tunnel), `logged-out` (gcloud has no account to use), `hang` (runs, sends nothing),
+`garbage` (prints text that is not SSH, then stays). Each run appends its pid to `pids`, so a test
+can see every tunnel was reaped.
 """
 
 from __future__ import annotations
@@ -17,7 +19,21 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-EXIT_ERROR = "ERROR: (gcloud.compute.start-iap-tunnel) Error while connecting [4033: 'not authorized']."
+EXIT_ERROR = "ERROR: (gcloud.compute.start-iap-tunnel) Error while connecting [4003: 'failed to connect to backend']."
+NOT_AUTHORIZED = "ERROR: (gcloud.compute.start-iap-tunnel) Error while connecting [4033: 'not authorized']."
+# gcloud's own words, over several lines, when no account is logged in.
+NOT_LOGGED_IN = """ERROR: (gcloud.compute.start-iap-tunnel) You do not currently have an active account selected.
+Please run:
+
+  $ gcloud auth login
+
+to obtain new credentials.
+
+If you have already logged in with a different account, run:
+
+  $ gcloud config set account ACCOUNT
+
+to select an already authenticated account to use."""
 
 _SCRIPT = r"""
 import os, select, shlex, socket, sys, time
@@ -30,8 +46,9 @@ if sys.argv[1:] != expected:
     print(f"ERROR: stand-in gcloud: unexpected arguments {{sys.argv[1:]}}, not {{expected}}", file=sys.stderr)
     sys.exit(2)
 mode = open(os.path.join(HERE, "mode")).read().strip()
-if mode == "exit":
-    print({exit_error!r}, file=sys.stderr)
+said = {{"exit": {exit_error!r}, "denied": {not_authorized!r}, "logged-out": {not_logged_in!r}}}
+if mode in said:
+    print(said[mode], file=sys.stderr)
     sys.exit(1)
 if mode == "hang":
     time.sleep(600)
@@ -78,7 +95,7 @@ class StandInGcloud:
         (self.bin / "port").write_text(str(port))
 
     def misbehave(self, mode: str) -> None:
-        """`ok`, `exit`, `hang` or `garbage` (see the module's docstring)."""
+        """`ok`, `exit`, `denied`, `logged-out`, `hang` or `garbage` (see the module's docstring)."""
         (self.bin / "mode").write_text(mode)
 
     def pids(self) -> list[int]:
@@ -91,7 +108,9 @@ def install(directory: Path) -> StandInGcloud:
     """Write the stand-in `gcloud` into DIRECTORY, behaving well (`ok`) until told otherwise."""
     directory.mkdir(parents=True, exist_ok=True)
     script = directory / "gcloud"
-    body = _SCRIPT.format(here=str(directory), exit_error=EXIT_ERROR)
+    body = _SCRIPT.format(
+        here=str(directory), exit_error=EXIT_ERROR, not_authorized=NOT_AUTHORIZED, not_logged_in=NOT_LOGGED_IN
+    )
     script.write_text(f"#!{sys.executable}\n{body}")
     script.chmod(0o755)
     standin = StandInGcloud(directory)

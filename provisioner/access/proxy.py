@@ -7,20 +7,23 @@ import os
 import queue
 import re
 import shlex
-import shutil
 import subprocess
 import tempfile
 import threading
 from typing import IO
 
 from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError, UnreachableError
+from provisioner.paths import ON_WINDOWS
 from provisioner.recipe.settings import GCE_ZONE, GCP_PROJECT_ID
 
 IAP_PROGRAM = "gcloud"
+IAP_PROGRAM_WINDOWS = "gcloud.cmd"
+"""What a ProxyCommand names on Windows, whose OpenSSH starts it without a shell: gcloud there is a .cmd script."""
 GCLOUD_INSTALL = "install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install), then `gcloud auth login`"
-_IAP_COMMAND = "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project {project} --zone {zone}"
+_IAP_COMMAND = "{program} compute start-iap-tunnel %h 22 --listen-on-stdin --project {project} --zone {zone}"
+# Exactly `gcloud` or `gcloud.cmd`, found on PATH: no path, no other program.
 _IAP = re.compile(
-    r"gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project (?P<project>\S+) --zone (?P<zone>\S+)"
+    r"gcloud(\.cmd)? compute start-iap-tunnel %h 22 --listen-on-stdin --project (?P<project>\S+) --zone (?P<zone>\S+)"
 )
 INSTANCE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 """A GCE instance name: what `%h` becomes, and an ssh `HostName` only behind the IAP proxy."""
@@ -63,18 +66,20 @@ def tunnel_refusal(host: str, said: str) -> CourseVmError | None:
     return None
 
 
-def iap_proxy_command(project: str, zone: str) -> str:
+def iap_proxy_command(project: str, zone: str, *, windows: bool = False) -> str:
     """The ProxyCommand that tunnels to an instance of PROJECT in ZONE through Identity-Aware Proxy.
 
     `%h` is the ssh HostName, the instance's name; gcloud connects its stdin and stdout to the
-    instance's port 22. Raises CourseVmError for a project or zone that is not a plain name.
+    instance's port 22. For an ssh config on WINDOWS the program is `gcloud.cmd`. Raises
+    CourseVmError for a project or zone that is not a plain name.
     """
     if not (GCP_PROJECT_ID.fullmatch(project) and GCE_ZONE.fullmatch(zone)):
         raise CourseVmError(
             f"cannot build the IAP ProxyCommand for project {project!r}, zone {zone!r}: not a GCP project ID and "
             "a GCE zone. Fix: set gcp:project and gcp:zone (`pulumi config set gcp:project ID`)"
         )
-    return _IAP_COMMAND.format(project=project, zone=zone)
+    program = IAP_PROGRAM_WINDOWS if windows else IAP_PROGRAM
+    return _IAP_COMMAND.format(program=program, project=project, zone=zone)
 
 
 def iap_location(command: object) -> tuple[str, str] | None:
@@ -103,6 +108,28 @@ def proxy_argv(command: str, host: str, port: int) -> list[str]:
     return [re.sub(r"%[hp%]", lambda m: tokens[m.group(0)], word) for word in shlex.split(command)]
 
 
+def find_program(name: str, path: str, *, windows: bool = ON_WINDOWS, pathext: str | None = None) -> str | None:
+    """The program NAME in the first of PATH's absolute folders that holds it (on WINDOWS trying each
+    extension of PATHEXT too, as cmd does), or None.
+
+    Unlike `shutil.which`, never the current folder: Windows searches it first, and an empty or
+    relative entry of PATH means it everywhere; a gcloud.cmd planted in a course folder would run.
+    """
+    folders = [folder for folder in path.split(";" if windows else ":") if folder and os.path.isabs(folder)]
+    names = [name]
+    if windows:
+        extensions = (os.environ.get("PATHEXT", ".COM;.EXE;.BAT;.CMD") if pathext is None else pathext).split(";")
+        extensions = [ext for ext in extensions if ext]
+        if not any(name.lower().endswith(ext.lower()) for ext in extensions):
+            names = [name + ext.lower() for ext in extensions]
+    for folder in folders:
+        for candidate in names:
+            found = os.path.join(folder, candidate)
+            if os.path.isfile(found) and (windows or os.access(found, os.X_OK)):
+                return found
+    return None
+
+
 class ProxySocket:
     """A ProxyCommand's process as the socket paramiko talks SSH over: its stdin and its stdout.
 
@@ -124,8 +151,9 @@ class ProxySocket:
         self._pending = b""
         # Kept open for the object's life: `why` reads it after the process has gone.
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
-        # Found as a shell finds it: on Windows gcloud is gcloud.cmd, which CreateProcess would not find by name.
-        program = shutil.which(argv[0])
+        # Found as a shell finds it (on Windows gcloud is gcloud.cmd, which CreateProcess would not find by
+        # name), but in PATH's folders only: never the current folder, where a planted gcloud.cmd would run.
+        program = find_program(argv[0], os.environ.get("PATH", ""))
         try:
             if program is None:
                 raise FileNotFoundError(argv[0])

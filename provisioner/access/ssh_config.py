@@ -8,7 +8,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from provisioner.access.proxy import INSTANCE_NAME, iap_location
+from provisioner.access.proxy import INSTANCE_NAME, iap_location, iap_proxy_command
 from provisioner.errors import CourseVmError
 from provisioner.paths import ON_WINDOWS
 from provisioner.recipe.settings import DEFAULT_STACK
@@ -49,7 +49,8 @@ def ssh_config_block(
     With DEFAULT_KEYS (the hand-out of a student who brought their own key) there is no IdentityFile
     line, so ssh offers the user's own keys and agent; IDENTITY_FILE is then "".
     With PROXY_COMMAND (sshAccess iap: only course-vm's own IAP tunnel, see proxy.py) HOST is the
-    instance's name, which ssh hands the tunnel as `%h` and looks the pinned keys up under.
+    instance's name, which ssh hands the tunnel as `%h` and looks the pinned keys up under; its
+    program is written `gcloud.cmd` on WINDOWS, `gcloud` elsewhere.
     Every value is checked first, for ssh reads a newline in any of them as a line of its own
     (`Match exec ...` runs a command): an alias, an IP address (or an instance name behind the
     tunnel), a Linux login, plain paths, a port. On WINDOWS the paths' backslashes are written as
@@ -92,8 +93,9 @@ def ssh_config_block(
         return f'"{path}"' if " " in path else path
 
     lines = [f"Host {alias}", f"    HostName {host}"]
-    if proxy_command is not None:
-        lines.append(f"    ProxyCommand {proxy_command}")
+    if location := iap_location(proxy_command):
+        # Windows' OpenSSH starts a ProxyCommand without a shell, which alone finds gcloud's .cmd script.
+        lines.append(f"    ProxyCommand {iap_proxy_command(*location, windows=windows)}")
     if port != 22:
         lines.append(f"    Port {port}")
     lines.append(f"    User {user}")

@@ -14,6 +14,7 @@ from provisioner.access.host_keys import parse_host_key
 from provisioner.access.proxy import (
     ProxyMissingError,
     ProxySocket,
+    find_program,
     iap_location,
     iap_proxy_command,
     proxy_argv,
@@ -55,6 +56,49 @@ def test_nothing_but_the_iap_command_is_run(command: str) -> None:
     assert iap_location(command) is None
     with pytest.raises(CourseVmError, match="runs only its own IAP tunnel"):
         proxy_argv(command, INSTANCE, 22)
+
+
+def test_gcloud_cmd_is_the_iap_command_too() -> None:
+    windows = IAP.replace("gcloud ", "gcloud.cmd ", 1)
+    assert iap_proxy_command(PROJECT, ZONE, windows=True) == windows
+    assert iap_location(windows) == (PROJECT, ZONE)
+    assert proxy_argv(windows, INSTANCE, 22)[0] == "gcloud.cmd"
+
+
+def planted(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    program = folder / name
+    program.write_text("#!/bin/sh\nexit 0\n")
+    program.chmod(0o755)
+    return program
+
+
+@pytest.mark.parametrize("path", ["{bin}", ":{bin}", "{bin}:", ".:{bin}", "{bin}::{other}", "relative:{bin}"])
+def test_gcloud_is_found_on_path_only_never_in_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    here = tmp_path / "cwd"
+    for name in ("gcloud", "gcloud.cmd"):
+        planted(here, name)
+    planted(here / "relative", "gcloud")
+    monkeypatch.chdir(here)
+    real = planted(tmp_path / "bin", "gcloud")
+    value = path.format(bin=tmp_path / "bin", other=tmp_path / "other")
+    assert find_program("gcloud", value, windows=False) == str(real)
+    assert find_program("gcloud", ":.:relative", windows=False) is None
+
+
+def test_on_windows_gcloud_cmd_is_found_through_pathext_in_path_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = tmp_path / "cwd"
+    planted(here, "gcloud.cmd")
+    monkeypatch.chdir(here)
+    real = planted(tmp_path / "sdk" / "bin", "gcloud.cmd")
+    path = f";.;{tmp_path / 'empty'};{tmp_path / 'sdk' / 'bin'}"
+    assert find_program("gcloud", path, windows=True, pathext=".COM;.EXE;.BAT;.CMD") == str(real)
+    assert find_program("gcloud.cmd", path, windows=True, pathext=".COM;.EXE;.BAT;.CMD") == str(real)
+    assert find_program("gcloud", ";.", windows=True, pathext=".COM;.EXE;.BAT;.CMD") is None
 
 
 @pytest.mark.parametrize("host", ["10.42.0.2", "Course-VM", "vm;id", "-oProxyCommand=x", ""])

@@ -360,3 +360,26 @@ def test_openssh_logs_in_through_the_tunnel_with_the_pinned_key_only(
     refused = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
     assert refused.returncode == 255
     assert "Host key verification failed" in refused.stderr
+
+
+IAP_TUNNEL = "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project course-project-1 --zone europe-west1-b"
+
+
+@pytest.mark.parametrize(("windows", "program"), [(False, "gcloud"), (True, "gcloud.cmd")])
+def test_the_iap_host_block_names_the_gcloud_the_platforms_ssh_can_start(windows: bool, program: str) -> None:
+    # OpenSSH for Windows starts a ProxyCommand without a shell: `gcloud` alone is not found there.
+    for given in (IAP_TUNNEL, IAP_TUNNEL.replace("gcloud ", "gcloud.cmd ", 1)):
+        block = ssh_config_block(
+            "course-vm", "course-vm-vm-1a2b3c", "student", "/k", proxy_command=given, windows=windows
+        )
+        [line] = [line.strip() for line in block.splitlines() if "ProxyCommand" in line]
+        assert line == f"ProxyCommand {program}{IAP_TUNNEL.removeprefix('gcloud')}"
+
+
+@pytest.mark.parametrize("program", ["gcloud.exe", "gcloud.bat", "C:/gcloud.cmd", "./gcloud", "gcloud.CMD", "cmd"])
+def test_no_other_program_is_the_iap_proxy(program: str) -> None:
+    with pytest.raises(CourseVmError, match="is not course-vm's IAP tunnel"):
+        ssh_config_block(
+            "course-vm", "course-vm-vm-1a2b3c", "student", "/k",
+            proxy_command=IAP_TUNNEL.replace("gcloud ", f"{program} ", 1), windows=True,
+        )  # fmt: skip

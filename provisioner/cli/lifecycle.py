@@ -150,12 +150,16 @@ class PowerChange:
 
 def _running(stack_name: str, student: str, vm: dict[str, Any]) -> str:
     alias = host_alias(stack_name, student)
+    # Under sshAccess iap (a proxyCommand) there is no external address: `ip` is one nobody outside reaches.
+    if vm.get("proxyCommand"):
+        return f"{alias}: running, reached through IAP (same host keys): `ssh {alias}`"
     return f"{alias}: running at {vm['ip']} (same address and host keys): `ssh {alias}`"
 
 
-def _stopped(stack_name: str, student: str, _vm: dict[str, Any]) -> str:
+def _stopped(stack_name: str, student: str, vm: dict[str, Any]) -> str:
     again = f"course-vm start --stack {stack_name}" + (f" --student {student}" if student else "")
-    return f"{host_alias(stack_name, student)}: stopped (disks and address kept): `{again}` starts it again"
+    kept = "disks kept" if vm.get("proxyCommand") else "disks and address kept"
+    return f"{host_alias(stack_name, student)}: stopped ({kept}): `{again}` starts it again"
 
 
 STARTED = PowerChange("started", start_instance, _running)

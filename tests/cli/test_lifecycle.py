@@ -763,3 +763,20 @@ def test_status_of_a_stack_whose_state_cannot_be_read_shows_its_outputs(api: Fak
     assert result.returncode == 0, result.stderr
     assert [(row["student"], row["state"]) for row in json.loads(result.stdout)] == [("alice", "RUNNING")]
     assert "stack export" in engine.verbs()
+
+
+IAP = "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project course-project-1 --zone europe-west1-b"
+
+
+def test_start_and_stop_of_an_iap_vm_name_no_address_it_does_not_have(api: FakeComputeApi, tmp_path: Path) -> None:
+    # Under sshAccess iap the VM has no external address: its `ip` is the internal one, which nobody can reach.
+    outputs = {"project": INSTANCE.project, "zone": INSTANCE.zone, "instanceName": INSTANCE.name, "ip": "10.42.0.2",
+               "proxyCommand": IAP, "username": "student", "identityFile": str(tmp_path / "key")}  # fmt: skip
+    env = {**stand_in_pulumi(tmp_path, outputs), **api.gcloud_environment()}
+    started = power_cli("start", env=env)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout == "course-vm: running, reached through IAP (same host keys): `ssh course-vm`\n"
+    stopped = power_cli("stop", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout == "course-vm: stopped (disks kept): `course-vm start --stack dev` starts it again\n"
+    assert api.instance_status == "TERMINATED"

@@ -11,6 +11,7 @@ import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -272,16 +273,32 @@ def claim_keys(stack: str, students: Sequence[tuple[str, Path]], instructor_key:
             _append(claims_path(key), f"{stack} {name}\n")
 
 
-def release_claims(stack: str, instructor_key: Path) -> None:
+def release_claims(stack: str, instructor_key: Path, *, now: str | None = None) -> list[Path]:
     """Take STACK's claims off the students' keys made from INSTRUCTOR_KEY (`KEY-NAME`): once its VMs
-    are gone, another stack may use those names. A claims file no stack is left in is removed."""
-    for path in instructor_key.parent.glob(glob.escape(instructor_key.name) + "-*" + CLAIMS_SUFFIX):
+    are gone, another stack may use those names. A claims file no stack is left in is removed, and
+    its key pair retired: renamed `KEY.retired-NOW` (UTC, e.g. 20261127T180000Z), never deleted, so
+    that a later class's student of the same name gets a new key, not the one a former student
+    still holds. Returns the retired keys' new paths.
+    """
+    stamp = now or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    retired = []
+    for path in sorted(instructor_key.parent.glob(glob.escape(instructor_key.name) + "-*" + CLAIMS_SUFFIX)):
         key = path.with_name(path.name[: -len(CLAIMS_SUFFIX)])
-        kept = [f"{other} {student}\n" for other, student in key_claims(key) if other != stack]
-        if not kept:
-            path.unlink(missing_ok=True)
-        elif len(kept) < len(key_claims(key)):
-            path.write_text("".join(kept), encoding="utf-8")
+        claims = key_claims(key)
+        kept = [f"{other} {student}\n" for other, student in claims if other != stack]
+        if kept:
+            if len(kept) < len(claims):
+                path.write_text("".join(kept), encoding="utf-8")
+            continue
+        path.unlink(missing_ok=True)
+        if key.exists():
+            new = key.with_name(f"{key.name}.retired-{stamp}")
+            key.rename(new)
+            public = key.with_name(key.name + ".pub")
+            if public.exists():
+                public.rename(new.with_name(new.name + ".pub"))
+            retired.append(new)
+    return retired
 
 
 def _append(path: Path, line: str) -> None:

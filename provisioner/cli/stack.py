@@ -412,7 +412,16 @@ def down(
     # Its VMs are gone: `status` must not say that some may exist, and its students' names are free again.
     verifications_file(stack_name).unlink(missing_ok=True)
     if (key := key_path_of(config)) is not None:
-        release_claims(stack_name, key)
+        try:
+            retired = release_claims(stack_name, key)
+        except (OSError, CourseVmError) as error:
+            on_output(f"the VMs are gone, but their students' keys beside {key} were not retired ({error})")
+        else:
+            if retired:
+                on_output(
+                    f"retired {len(retired)} students' generated keys (renamed to KEY.retired-...), so that a "
+                    "later class gets new ones"
+                )
 
 
 def status(stack_name: str, *, opener: StackOpener = open_stack) -> dict[str, Any]:

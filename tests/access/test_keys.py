@@ -263,3 +263,20 @@ def test_a_claims_file_that_cannot_be_read_is_an_error_not_no_claim(tmp_path: Pa
     (tmp_path / "course-vm-alex.stacks").mkdir()
     with pytest.raises(SshKeyError, match=r"cannot read .*course-vm-alex.stacks"):
         claim_keys("section-a", [("alex", tmp_path / "course-vm-alex")], tmp_path / "course-vm")
+
+
+def test_a_students_key_no_stack_claims_any_more_is_retired_never_handed_to_the_next_class(tmp_path: Path) -> None:
+    # A later class's `alex` must not get the key a former `alex` still has from their hand-out.
+    for name in ("alex", "bo"):
+        (tmp_path / f"course-vm-{name}").write_text("private")
+        (tmp_path / f"course-vm-{name}.pub").write_text("public")
+    claim_keys(
+        "spring", [("alex", tmp_path / "course-vm-alex"), ("bo", tmp_path / "course-vm-bo")], tmp_path / "course-vm"
+    )
+    (tmp_path / "course-vm-bo.stacks").write_text("spring bo\nlegacy bo\n")
+    retired = release_claims("spring", tmp_path / "course-vm", now="20261127T180000Z")
+    assert retired == [tmp_path / "course-vm-alex.retired-20261127T180000Z"]
+    assert not (tmp_path / "course-vm-alex").exists() and not (tmp_path / "course-vm-alex.pub").exists()
+    assert (tmp_path / "course-vm-alex.retired-20261127T180000Z").read_text() == "private"
+    assert (tmp_path / "course-vm-alex.retired-20261127T180000Z.pub").read_text() == "public"
+    assert (tmp_path / "course-vm-bo").read_text() == "private", "still claimed by another stack"

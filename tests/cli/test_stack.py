@@ -1036,6 +1036,13 @@ def test_down_frees_the_stacks_claims_on_its_students_keys_once_its_vms_are_gone
     with pytest.raises(CourseVmError, match=r"^not confirmed"):
         stack.down("dev", confirm=lambda plan: False, opener=opens(fake), on_output=print)
     assert key_claims(Path(f"{key}-alex")) == [("dev", "alex")], "a no keeps the VMs, and so their claims"
-    stack.down("dev", confirm=yes, opener=opens(fake), on_output=print)
+    Path(f"{key}-alex").parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{key}-alex").write_text("private")
+    said: list[str] = []
+    stack.down("dev", confirm=yes, opener=opens(fake), on_output=said.append)
     assert key_claims(Path(f"{key}-alex")) == []
     assert key_claims(home / "elsewhere-alex") == [("other", "alex")]
+    assert not Path(f"{key}-alex").exists(), "retired: the next class's alex gets a new key"
+    assert said[-1] == (
+        "retired 1 students' generated keys (renamed to KEY.retired-...), so that a later class gets new ones"
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import configparser
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -137,7 +137,9 @@ def check(stack: str = DEFAULT_STACK) -> None:
         raise MissingPrerequisiteError("\n".join(lines + [f"  - {problem}" for problem in problems]))
 
 
-def compute_engine_ready(stack: str, settings: Settings, created_vms: int) -> None:
+def compute_engine_ready(
+    stack: str, settings: Settings, created_vms: int, existing: Sequence[quotas.Existing] = ()
+) -> None:
     """Before `up` of STACK asks or changes anything: the Compute API is enabled in the settings' project (one
     read of it, always) and, when the change creates CREATED_VMS new VMs, the quotas have room for them.
 
@@ -146,7 +148,7 @@ def compute_engine_ready(stack: str, settings: Settings, created_vms: int) -> No
     does not answer, CourseVmError when the account may not read the project.
     """
     try:
-        quotas.check_before_up(settings, created_vms, stack=stack)
+        quotas.check_before_up(settings, created_vms, stack=stack, existing=existing)
     except ServiceDisabledError as error:
         raise MissingPrerequisiteError(
             f"course-vm up needs the Compute Engine API, which is not enabled in project {error.project}; "

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -22,6 +22,7 @@ from provisioner.access.keys import release_claims
 from provisioner.access.ssh_config import add_host, host_alias, remove_host, ssh_config_block
 from provisioner.cli.prerequisites import PULUMI_INSTALL, MissingPrerequisiteError
 from provisioner.errors import CourseVmError, EngineError, SettingsError
+from provisioner.gcp.quotas import Existing
 from provisioner.paths import FROM_CHECKOUT, ON_WINDOWS, PROGRAM_DIR, PROJECT_DIR, state_home
 from provisioner.recipe.roster import student_name_problem
 from provisioner.recipe.rules import Problems
@@ -57,8 +58,9 @@ class StackOpener(Protocol):
 
 Confirm = Callable[["Plan"], bool]
 """Shown the plan, says whether to go on (a plan without changes needs no question)."""
-CloudCheck = Callable[[str, Settings, int], None]
-"""Given the stack's name and settings and how many VMs the previewed change creates, raises when the cloud
+CloudCheck = Callable[[str, Settings, int, Sequence[Existing]], None]
+"""Given the stack's name and settings, how many VMs the previewed change creates and the VMs it updates or
+replaces (as they are now), raises when the cloud
 cannot take it (see prerequisites.compute_engine_ready); runs after the preview, before CONFIRM."""
 CIDRS_KEY = "allowedSshCidrs"
 
@@ -327,7 +329,8 @@ def up(
     # The preview names every VM in the state, also those a failed first `up` left out of the outputs.
     before |= {host_alias(stack_name, vm.student) for vm in plan.vms}
     if check is not None:
-        check(stack_name, settings_of(config), plan.created)
+        changed = [vm.student for vm in plan.vms if vm.action in ("update", "replace")]
+        check(stack_name, settings_of(config), plan.created, existing_vms(stack, changed) if changed else [])
     if not confirm(plan):
         flags = (("--project", project), ("--zone", zone), ("--allow", allowed_cidrs), ("--add-allow", added_cidrs))
         raise declined("up", [flag for flag, value in flags if value])
@@ -1036,6 +1039,39 @@ def with_state(outputs: Mapping[str, Any], state: StateVms | None) -> dict[str, 
     elif "" in state.vms:
         merged.update(state.vms[""])
     return merged
+
+
+def existing_vms(stack: StackLike, students: Collection[str]) -> list[Existing]:
+    """The machine type and disk GB (boot and home) that STUDENTS' VMs have now, from STACK's state
+    (`pulumi stack export`); those it does not show are left out, and an unreadable state shows none."""
+    from pulumi.automation import errors
+
+    try:
+        deployment = getattr(stack.export_stack(), "deployment", None)
+    except (errors.CommandError, ValueError):
+        return []
+    resources = [r for r in (deployment or {}).get("resources") or [] if isinstance(r, dict) and not r.get("delete")]
+    owner = {
+        str(r.get("urn")): student_of(str(r.get("urn", "")), str(r.get("parent") or ""))
+        for r in resources
+        if r.get("type") == STUDENT_VM
+    }
+    machine: dict[str, str] = {}
+    disk_gb: dict[str, int] = {}
+    for resource in resources:
+        student = owner.get(str(resource.get("parent")))
+        outputs = resource.get("outputs")
+        if student is None or not isinstance(outputs, dict):
+            continue
+        try:
+            if resource.get("type") == INSTANCE:
+                machine[student] = str(outputs["machineType"]).rsplit("/", 1)[-1]
+                disk_gb[student] = disk_gb.get(student, 0) + int(outputs["bootDisk"]["initializeParams"]["size"])
+            elif resource.get("type") == HOME_DISK:
+                disk_gb[student] = disk_gb.get(student, 0) + int(outputs["size"])
+        except (KeyError, TypeError, ValueError):
+            continue  # a state of another shape: that VM is not compared
+    return [Existing(machine[name], disk_gb.get(name, 0)) for name in students if name in machine]
 
 
 def state_of(stack: StackLike) -> StateVms | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,22 +75,34 @@ def disk_quota(disk_type: str) -> str:
     return "DISKS_TOTAL_GB" if disk_type == "pd-standard" else "SSD_TOTAL_GB"
 
 
-def demand(settings: Settings, vms: int, guest_cpus: int, region: Mapping[str, Quota]) -> dict[tuple[str, str], float]:
-    """What creating VMS new VMs of SETTINGS adds, by (quota metric, scope); only what is above 0.
+@dataclass(frozen=True)
+class Existing:
+    """A VM that exists and that the change updates or replaces: what it has now."""
 
-    Each VM: GUEST_CPUS vCPUs (its region's CPU quota and the project's CPUS_ALL_REGIONS),
-    one static external address (in use, and static; none under sshAccess iap), and its boot disk
-    and home disk (diskSizeGb + homeDiskSizeGb) of DISK_TYPE.
+    machine_type: str
+    disk_gb: int
+    """Its boot disk and home disk, in GB."""
+
+
+def demand(
+    settings: Settings, vms: int, guest_cpus: int, region: Mapping[str, Quota], grown_cpus: int = 0, grown_gb: int = 0
+) -> dict[tuple[str, str], float]:
+    """What creating VMS new VMs of SETTINGS adds, with GROWN_CPUS and GROWN_GB more for VMs that exist
+    and get bigger, by (quota metric, scope); only what is above 0.
+
+    Each new VM: GUEST_CPUS vCPUs (its region's CPU quota and the project's CPUS_ALL_REGIONS), one
+    static external address (in use, and static; none under sshAccess iap), and its boot disk and
+    home disk (diskSizeGb + homeDiskSizeGb) of DISK_TYPE.
     """
     here = settings.region
-    cpus = vms * guest_cpus
+    cpus = vms * guest_cpus + grown_cpus
     addresses = 0 if settings.iap else vms
     added: dict[tuple[str, str], float] = {
         ("CPUS_ALL_REGIONS", PROJECT_SCOPE): cpus,
         (cpu_quota(settings.machine_type, settings.spot, region), here): cpus,
         ("IN_USE_ADDRESSES", here): addresses,
         ("STATIC_ADDRESSES", here): addresses,
-        (disk_quota(DISK_TYPE), here): vms * (settings.disk_size_gb + settings.home_disk_size_gb),
+        (disk_quota(DISK_TYPE), here): vms * (settings.disk_size_gb + settings.home_disk_size_gb) + grown_gb,
     }
     return {key: amount for key, amount in added.items() if amount > 0}
 
@@ -122,12 +134,22 @@ def quota_table(short: list[Shortfall]) -> str:
     return "\n".join("  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
-def quota_error(project: str, vms: int, short: list[Shortfall], up: str = "course-vm up") -> QuotaError:
+def quota_error(
+    project: str, vms: int, short: list[Shortfall], up: str = "course-vm up", bigger: int = 0
+) -> QuotaError:
     count = "a quota" if len(short) == 1 else f"{len(short)} quotas"
-    noun = "VM" if vms == 1 else "VMs"
+
+    def some(n: int, what: str) -> str:
+        return f"{n} {what} VM" + ("" if n == 1 else "s")
+
+    if not bigger:
+        who, done = f"the {some(vms, 'new')}", "nothing was created"
+    else:
+        who = (f"{some(vms, 'new')} and " if vms else "") + some(bigger, "bigger")
+        done = "nothing was created or changed"
     table = "\n".join(f"  {line}" for line in quota_table(short).splitlines())
     return QuotaError(
-        f"the {vms} new {noun} would exceed {count} of project {project}; nothing was created:\n{table}\n"
+        f"{who} would exceed {count} of project {project}; {done}:\n{table}\n"
         f"Fix: ask for more at {QUOTAS_PAGE.format(project=project)} (or use fewer or smaller VMs, smaller disks, "
         f"or a zone in another region), then run `{up}` again"
     )
@@ -140,9 +162,11 @@ def check_before_up(
     api: str | None = None,
     token: TokenSource = application_default_token,
     stack: str = DEFAULT_STACK,
+    existing: Sequence[Existing] = (),
 ) -> None:
-    """Read the project from the Compute API and, when CREATED_VMS > 0, compare what they add with
-    the quotas left (three small GETs: the project, its region, the machine type).
+    """Read the project from the Compute API and, when CREATED_VMS > 0 or VMs the change updates or
+    replaces (EXISTING, as they are now) get bigger, compare what that adds with the quotas left
+    (a few small GETs: the project, its region, each machine type).
 
     Raises ServiceDisabledError when the API is not enabled in the project, QuotaError when a
     quota would be exceeded (its table says which), UnreachableError when the API does not
@@ -163,7 +187,9 @@ def check_before_up(
         f"`{up} --project YOUR-PROJECT-ID`",
         up,
     )
-    if created_vms <= 0:
+    grown_gb = sum(settings.disk_size_gb + settings.home_disk_size_gb - vm.disk_gb for vm in existing)
+    changed_type = [vm for vm in existing if vm.machine_type != settings.machine_type]
+    if created_vms <= 0 and grown_gb <= 0 and not changed_type:
         return
     region_document = read_resource(
         api,
@@ -183,8 +209,28 @@ def check_before_up(
         f"`pulumi config set machineType e2-standard-4`, or a zone that has it: `{up} --zone ZONE`",
         up,
     )
+    guest_cpus = int(machine.get("guestCpus") or 0)
+    old_cpus: dict[str, int] = {}
+    for name in sorted({vm.machine_type for vm in changed_type}):
+        old = read_resource(
+            api,
+            f"/projects/{project}/zones/{zone}/machineTypes/{urllib.parse.quote(name, safe='')}",
+            access,
+            "compute.machineTypes.get",
+            f"machine type {name} (a VM's now) cannot be read in zone {settings.zone} ({{reason}}). Fix: "
+            f"try `{up}` again",
+            up,
+        )
+        old_cpus[name] = int(old.get("guestCpus") or 0)
+    grown_cpus = sum(guest_cpus - old_cpus[vm.machine_type] for vm in changed_type)
     region = quotas_of(region_document, settings.region)
-    added = demand(settings, created_vms, int(machine.get("guestCpus") or 0), region)
+    added = demand(settings, created_vms, guest_cpus, region, max(grown_cpus, 0), max(grown_gb, 0))
     short = shortfalls(added, quotas_of(project_document, PROJECT_SCOPE), region)
     if short:
-        raise quota_error(settings.project, created_vms, short, up)
+        bigger = sum(
+            1
+            for vm in existing
+            if vm.disk_gb < settings.disk_size_gb + settings.home_disk_size_gb
+            or old_cpus.get(vm.machine_type, guest_cpus) < guest_cpus
+        )
+        raise quota_error(settings.project, created_vms, short, up, bigger)

@@ -13,7 +13,7 @@ import shlex
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from provisioner.access.ssh_config import hosts_file, ssh_config_block
 from provisioner.cli import stack
 from provisioner.cli.main import main
 from provisioner.errors import EXIT_BAD_INPUT, EXIT_MISSING_PREREQUISITE, CourseVmError, EngineError
+from provisioner.gcp.quotas import Existing
 from provisioner.recipe.settings import Settings
 from tests.conftest import ROOT
 from tests.support.openssh import resolved
@@ -686,7 +687,7 @@ def test_the_check_gets_the_stacks_settings_and_the_vms_created_before_the_quest
                                   "carol": {"vm": "replace"}})  # fmt: skip
     seen: list[tuple[str, str, str, tuple[str, ...], int]] = []
 
-    def check(stack_name: str, settings: Settings, created: int) -> None:
+    def check(stack_name: str, settings: Settings, created: int, existing: Sequence[Existing]) -> None:
         seen.append((stack_name, settings.project, settings.zone, settings.students, created))
         fake.calls.append("check")
 
@@ -703,7 +704,7 @@ def test_the_check_gets_the_stacks_settings_and_the_vms_created_before_the_quest
 def test_a_check_that_refuses_leaves_everything_as_it_was(home: Path) -> None:
     fake = FakeStack(config=dict(STORED))
 
-    def refuse(stack_name: str, settings: Settings, created: int) -> None:
+    def refuse(stack_name: str, settings: Settings, created: int, existing: Sequence[Existing]) -> None:
         raise CourseVmError("short of quota")
 
     with pytest.raises(CourseVmError, match="short of quota"):
@@ -1046,3 +1047,19 @@ def test_down_frees_the_stacks_claims_on_its_students_keys_once_its_vms_are_gone
     assert said[-1] == (
         "retired 1 students' generated keys (renamed to KEY.retired-...), so that a later class gets new ones"
     )
+
+
+def test_up_hands_the_cloud_check_the_vms_it_updates_as_they_are_now(home: Path) -> None:
+    fake = FakeStack(config=dict(STORED))
+    students = {name: {**OUTPUTS, "instanceName": f"{name}-vm"} for name in ("alice", "bob", "carol")}
+    fake.state = exported_deployment(
+        "dev", {"students": students}, machines={"alice": ("e2-standard-4", 30), "bob": ("e2-standard-2", 40)}
+    )
+    fake.events = preview_events({"alice": {"vm": "update"}, "bob": {"vm": "replace"}, "carol": {"vm": "same"}})
+    seen: list[list[Existing]] = []
+
+    def check(stack_name: str, settings: Settings, created: int, existing: Sequence[Existing]) -> None:
+        seen.append(list(existing))
+
+    stack.up("dev", None, None, [], confirm=yes, opener=opens(fake), on_output=print, check=check)
+    assert seen == [[Existing("e2-standard-4", 30), Existing("e2-standard-2", 40)]]

@@ -10,6 +10,7 @@ from provisioner.errors import EXIT_MISSING_PREREQUISITE, EXIT_UNREACHABLE, Cour
 from provisioner.gcp.compute_api import ServiceDisabledError
 from provisioner.gcp.quotas import (
     PROJECT_SCOPE,
+    Existing,
     Quota,
     QuotaError,
     check_before_up,
@@ -195,3 +196,35 @@ def test_every_fix_names_the_stack_it_was_given(api: FakeComputeApi) -> None:
         check_before_up(settings(), 1, api=api.url, token=lambda: TOKEN, stack="fall")
     with pytest.raises(UnreachableError, match=r"then run `course-vm up --stack fall` again$"):
         check_before_up(settings(), 1, api="http://127.0.0.1:9/compute/v1", token=lambda: TOKEN, stack="fall")
+
+
+def test_bigger_vms_that_exist_add_their_growth(api: FakeComputeApi) -> None:
+    # Thirty e2-standard-4 VMs with 30 GB disks become e2-standard-8 with 50 GB: 120 vCPUs and 600 GB more.
+    api.guest_cpus["e2-standard-8"] = 8
+    api.region_quotas = [quota("CPUS", 200, 120), quota("SSD_TOTAL_GB", 1400, 900)]
+    api.project_quotas = [quota("CPUS_ALL_REGIONS", 200, 120)]
+    bigger = settings(machineType="e2-standard-8", diskSizeGb=50)
+    existing = [Existing("e2-standard-4", 30)] * 30
+    with pytest.raises(QuotaError) as raised:
+        check_before_up(bigger, 0, api=api.url, token=lambda: TOKEN, existing=existing)
+    assert str(raised.value).startswith(
+        "30 bigger VMs would exceed 3 quotas of project course-project-1; nothing was created or changed:\n"
+        "  QUOTA             SCOPE         NEEDED  IN USE  LIMIT\n"
+        "  CPUS_ALL_REGIONS  project       120     120     200\n"
+        "  CPUS              europe-west1  120     120     200\n"
+        "  SSD_TOTAL_GB      europe-west1  600     900     1400\n"
+    )
+    # The same VMs, no bigger: nothing to compare, and no region or machine type is read.
+    api.requests.clear()
+    check_before_up(settings(), 0, api=api.url, token=lambda: TOKEN, existing=[Existing("e2-standard-4", 30)] * 30)
+    assert [path for path in api.requests if "/regions/" in path or "/machineTypes/" in path] == []
+
+
+def test_growth_and_new_vms_are_counted_together(api: FakeComputeApi) -> None:
+    api.guest_cpus["e2-standard-8"] = 8
+    api.region_quotas = [quota("CPUS", 24, 0)]
+    # One new e2-standard-8 (8) and two existing e2-standard-4 grown to 8 (4 + 4): 16 of 24, fits.
+    bigger = settings(machineType="e2-standard-8")
+    check_before_up(bigger, 1, api=api.url, token=lambda: TOKEN, existing=[Existing("e2-standard-4", 30)] * 2)
+    with pytest.raises(QuotaError, match="3 new VMs and 2 bigger VMs would exceed a quota"):
+        check_before_up(bigger, 3, api=api.url, token=lambda: TOKEN, existing=[Existing("e2-standard-4", 30)] * 2)

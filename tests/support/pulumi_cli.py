@@ -322,8 +322,9 @@ PASSPHRASE_STATE = {"salt": "v1:VGVzdFNhbHQ=:v1:YTdiY2RlZmdoaWprbG1u:c3RhbmQtaW4
 
 
 def exported_deployment(
-    stack: str, outputs: Mapping[str, Any], *, root: Mapping[str, Any] | None = None, unfinished: tuple[str, ...] = ()
-) -> dict[str, Any]:
+    stack: str, outputs: Mapping[str, Any], *, root: Mapping[str, Any] | None = None, unfinished: tuple[str, ...] = (),
+    machines: Mapping[str, tuple[str, int]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """What `pulumi stack export --stack STACK` prints for this program whose VMs' outputs are OUTPUTS
     (the stack's outputs: one VM's, or a class's under `students`), built the way the CLI writes it.
 
@@ -340,6 +341,7 @@ def exported_deployment(
     leaves the last successful one's). UNFINISHED: students whose update failed at their
     verification: their address and instance are there, their verification is not (a create
     that failed leaves nothing) and their StudentVm has no outputs (it never registered any).
+    MACHINES: each student's instance's machine type and boot disk GB (default e2-standard-4, 30).
     """
     stack_urn = urn(stack, ["pulumi:pulumi:Stack"], f"course-vm-{stack}")
     provider_urn = urn(stack, ["pulumi:providers:gcp"], "default_8_10_0")
@@ -379,8 +381,10 @@ def exported_deployment(
         address = {"address": vm.get("ip") or f"34.78.1.{index}", "project": project, "region": "europe-west1"}
         resources.append(resource([*types, VM_CHILDREN["ip"]], f"{name}-ip", vm_urn, address, True))
         user_data = {SECRET_SIG_KEY: SECRET_SIG, "ciphertext": "v1:c3RhbmQtaW4=:c3RhbmQtaW4tY2lwaGVydGV4dA=="}
+        machine_type, boot_gb = (machines or {}).get(student, ("e2-standard-4", 30))
         instance = {"name": vm.get("instanceName") or f"{name}-vm-1a2b3c", "zone": vm.get("zone") or "europe-west1-b",
-                    "project": project, "metadata": {"user-data": user_data}}  # fmt: skip
+                    "project": project, "metadata": {"user-data": user_data}, "machineType": machine_type,
+                    "bootDisk": {"initializeParams": {"size": boot_gb}}}  # fmt: skip
         resources.append(resource([*types, VM_CHILDREN["vm"]], f"{name}-vm", vm_urn, instance, True))
         if vm.get("hostKeys"):
             verified = {"host_keys": vm["hostKeys"], "known_hosts_file": vm.get("knownHostsFile")}

@@ -48,7 +48,7 @@ def handout(args: argparse.Namespace) -> int:
             f"stack {args.stack} is not a class (it has no `students`): its one VM's ssh entry is already in "
             "~/.ssh/course-vm.config. Fix: name a class stack with --stack, or set `studentsCsv` and run `course-vm up`"
         )
-    chosen = stack.stack_vms(outputs, args.student)
+    chosen = stack.stack_vms(outputs, args.student, args.stack)
     made: list[Handout] = []
     failed: dict[str, CourseVmError] = {}
     out: Path = args.out.expanduser()

@@ -183,7 +183,7 @@ def change_power(args: argparse.Namespace, how: PowerChange) -> int:
     student that failed on a line of its own, with the highest of their exit statuses.
     """
     outputs = stack.stack_outputs(args.project_dir, args.stack)
-    chosen = stack.stack_vms(outputs, args.student)
+    chosen = stack.stack_vms(outputs, args.student, args.stack)
     api = compute_api()  # checked before a token is fetched; one token for every VM
     access = application_default_token(MANAGE_SCOPE)
     deadline = time.monotonic() + args.timeout

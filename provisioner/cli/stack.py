@@ -26,7 +26,7 @@ from provisioner.gcp.quotas import Existing
 from provisioner.paths import FROM_CHECKOUT, ON_WINDOWS, PROGRAM_DIR, PROJECT_DIR, state_home
 from provisioner.recipe.roster import student_name_problem
 from provisioner.recipe.rules import Problems
-from provisioner.recipe.settings import DEFAULT_STACK, PROJECT, SETTINGS, Settings, settings_from_pulumi
+from provisioner.recipe.settings import DEFAULT_STACK, PROJECT, SETTINGS, Settings, command, settings_from_pulumi
 
 INSTALL_HINT = PULUMI_INSTALL
 
@@ -1102,7 +1102,9 @@ def exported_state(
     return state_vms(deployment) if isinstance(deployment, Mapping) else None
 
 
-def stack_vms(outputs: dict[str, Any], only: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+def stack_vms(
+    outputs: dict[str, Any], only: Sequence[str] | None = None, stack_name: str | None = None
+) -> dict[str, dict[str, Any]]:
     """The stack's VMs in its outputs, by student name ("" for a stack's one VM); ONLY: those named.
 
     Raises CourseVmError for a name not on the roster, and for a student's name no roster can hold:
@@ -1127,7 +1129,12 @@ def stack_vms(outputs: dict[str, Any], only: Sequence[str] | None = None) -> dic
     unknown = [name for name in only or () if name not in vms]
     if unknown:
         known = ", ".join(name for name in vms if name) or "(none: the stack is not a class)"
-        raise CourseVmError(f"no student {', '.join(unknown)} in the stack's roster. Fix: one of {known}")
+        # A student on the roster whose first `up` did not finish has no VM in the stack yet.
+        raise CourseVmError(
+            f"no student {', '.join(unknown)} among the stack's VMs. Fix: one of {known} (a student just added "
+            f"to the roster, or whose VM's first `course-vm up` did not finish, has none yet: run "
+            f"`{command('up', stack_name or DEFAULT_STACK)}`)"
+        )
     return {name: vms[name] for name in only or vms}
 
 

@@ -170,7 +170,7 @@ def test_check_of_a_class_reports_every_student_in_one_table(ready_sshd: Sshd, t
     assert list(json.loads(only.stdout)["students"]) == ["alice"]
     unknown = check_cli("--student", "carol", env=env)
     assert unknown.returncode == 2
-    assert "no student carol in the stack's roster. Fix: one of alice, bob" in unknown.stderr
+    assert "no student carol among the stack's VMs. Fix: one of alice, bob (a student just added" in unknown.stderr
 
 
 @pytest.mark.integration

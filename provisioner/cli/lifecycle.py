@@ -119,7 +119,8 @@ def class_table(stack_name: str, students: dict[str, Any], failed: Collection[st
     rows = [("STUDENT", "SSH", "IP", "KEY", "VERIFIED")]
     for name in [*students, *(name for name in failed if name not in students)]:
         vm = students.get(name) or {}
-        alias, ip, key = host_alias(stack_name, name), str(vm.get("ip") or "-"), str(vm.get("identityFile") or "-")
+        alias, key = host_alias(stack_name, name), str(vm.get("identityFile") or "-")
+        ip = _address(vm.get("ip") or "-", bool(vm.get("proxyCommand")))
         verified = vm.get("hostKeyFingerprint") or "no (verify=false)"
         rows.append((name, alias, ip, key, "FAILED: see below" if name in failed else verified))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -134,6 +135,11 @@ def class_table(stack_name: str, students: dict[str, Any], failed: Collection[st
     else:
         lines.append(f"{len(students)} VMs. {handout}; `course-vm check` checks them all again.")
     return "\n".join(lines)
+
+
+def _address(ip: object, iap: bool) -> str:
+    """A VM's address as the tables show it: an iap VM's is internal, reached only through the tunnel."""
+    return f"{ip} (internal: IAP)" if iap else str(ip)
 
 
 @dataclass(frozen=True)
@@ -289,6 +295,8 @@ class VmStatus:
     """When its last verification ran (ISO 8601, UTC); None when not known."""
     verify_error: str | None
     """Why it failed; None when it did not."""
+    iap: bool = False
+    """Reached through Identity-Aware Proxy (sshAccess iap): IP is then its internal address."""
 
     def as_json(self) -> dict[str, object]:
         return asdict(self)
@@ -325,6 +333,7 @@ def vm_statuses(stack_name: str, outputs: dict[str, Any], recorded: dict[str, st
                 verified=verification.result if verification else "unknown",
                 verified_at=verification.at if verification else None,
                 verify_error=(verification.detail or None) if verification else None,
+                iap=bool(vm.get("proxyCommand")),
             )
         )
     return rows
@@ -371,7 +380,7 @@ def status_table(stack_name: str, rows: list[VmStatus]) -> str:
     table = [("STUDENT", "STATE", "IP", "VERIFIED")]
     for row in rows:
         state = f"unknown ({_short(row.state_error)})" if row.state_error else row.state
-        table.append((row.student or row.host, state, str(row.ip), row.verified_cell()))
+        table.append((row.student or row.host, state, _address(row.ip, row.iap), row.verified_cell()))
     widths = [max(len(line[i]) for line in table) for i in range(3)]
     lines = [
         "  ".join(f"{cell:<{w}}" for cell, w in zip(line, widths, strict=False)) + "  " + line[-1] for line in table

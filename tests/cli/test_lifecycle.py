@@ -584,7 +584,7 @@ def test_status_json_is_the_same_rows_with_stable_keys(
     result = cli("status", "--json", env=env)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    common = {"zone": INSTANCE.zone, "state_error": None, "verified_at": None, "verify_error": None}
+    common = {"zone": INSTANCE.zone, "state_error": None, "verified_at": None, "verify_error": None, "iap": False}
     at = "2026-11-27T14:00:00Z"
     assert rows == [
         {**common, "student": "alice", "host": "course-vm-alice", "instance": "alice-vm", "ip": "34.78.1.10",
@@ -780,3 +780,14 @@ def test_start_and_stop_of_an_iap_vm_name_no_address_it_does_not_have(api: FakeC
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout == "course-vm: stopped (disks kept): `course-vm start --stack dev` starts it again\n"
     assert api.instance_status == "TERMINATED"
+
+
+def test_an_iap_vms_address_is_called_internal_in_the_tables() -> None:
+    from provisioner.cli.lifecycle import VmStatus, class_table, status_table
+
+    iap = "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project p-1 --zone europe-west1-b"
+    table = class_table("dev", {"alice": {"ip": "10.42.0.2", "identityFile": "/k", "proxyCommand": iap}})
+    assert table.splitlines()[1].split()[:4] == ["alice", "course-vm-alice", "10.42.0.2", "(internal:"]
+    row = VmStatus("alice", "course-vm-alice", "vm", "z", "10.42.0.2", "RUNNING", None, "passed", None, None, iap=True)
+    assert "10.42.0.2 (internal: IAP)" in status_table("dev", [row]).splitlines()[1]
+    assert row.as_json()["iap"] is True

@@ -103,6 +103,8 @@ class LocalVm:
             self._wait_while_running(deadline, "no SSH host keys in the guest attributes")
 
     def _wait_while_running(self, deadline: float, what: str) -> None:
+        if _panicked(self.console_log):
+            raise GuestPanicError(f"{self.name}: the guest kernel panicked while booting; see {self.console_log}")
         if not self.running():
             tail = (self.directory / "qemu.log").read_text(errors="replace")[-2000:]
             raise CourseVmError(f"QEMU exited: {tail or 'see ' + str(self.console_log)}")
@@ -347,6 +349,32 @@ def _start(command: list[str], directory: Path) -> subprocess.Popen[bytes]:
     return process
 
 
+PANIC = b"Kernel panic - not syncing"
+BOOT_ATTEMPTS = 3
+"""Boots of one `local up`: a guest kernel may panic early under multi-threaded software emulation
+(seen once with Debian 13's kernel: an int3 oops while it patched its own code), as a real machine may
+once; booting it again is what an operator would do."""
+
+
+_LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
+"""The QEMU processes `boot` left running on purpose (a VM outlives `local up`), held so that Python
+does not take them for forgotten ones (a ResourceWarning) when their Popen objects go."""
+
+
+class GuestPanicError(CourseVmError):
+    """The guest's kernel panicked: the VM will never come up without a new boot."""
+
+
+def _panicked(console: Path) -> bool:
+    """Whether the console's last 64 KiB show a kernel panic."""
+    try:
+        with console.open("rb") as file:
+            file.seek(max(file.seek(0, os.SEEK_END) - 65536, 0))
+            return PANIC in file.read()
+    except OSError:
+        return False
+
+
 def _kernel_started(directory: Path, process: subprocess.Popen[bytes], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and process.poll() is None:
@@ -453,16 +481,26 @@ def boot(
                 raise CourseVmError("KVM does not work on this machine. Fix: use --accel auto or tcg")
             process = _start(command("tcg"), directory)
         progress(f"booting {name} ({chosen}{', as a GCE VM' if twin else ''}); SSH on 127.0.0.1:{port}")
-        vm = LocalVm(name, directory, process.pid, port, user, identity, (), chosen, twin)
-        vm.save()
-        try:
-            if twin is None:
-                vm.console_host_keys(deadline)
-            else:
-                vm.wait_for_published_host_keys(deadline)
-        except (UnreachableError, KeyboardInterrupt):
-            # Ctrl-C too: QEMU runs in a session of its own, which the terminal's Ctrl-C does not reach.
-            process.kill()
-            process.wait()
-            raise
-        return vm
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            vm = LocalVm(name, directory, process.pid, port, user, identity, (), chosen, twin)
+            vm.save()
+            try:
+                if twin is None:
+                    vm.console_host_keys(deadline)
+                else:
+                    vm.wait_for_published_host_keys(deadline)
+                _LEFT_RUNNING.append(process)
+                return vm
+            except GuestPanicError:
+                process.kill()
+                process.wait()
+                if attempt == BOOT_ATTEMPTS:
+                    raise
+                progress(f"{name}: the guest kernel panicked while booting; booting it again ({attempt + 1})")
+                process = _start(command(chosen), directory)
+            except (UnreachableError, KeyboardInterrupt):
+                # Ctrl-C too: QEMU runs in a session of its own, which the terminal's Ctrl-C does not reach.
+                process.kill()
+                process.wait()
+                raise
+        raise AssertionError("unreachable: the last attempt returns or raises")

@@ -554,3 +554,64 @@ def test_a_home_disk_is_the_users_alone_even_one_made_before(tmp_path: Path) -> 
     path.chmod(0o644)  # as an earlier course-vm (and qemu-img) left it
     local_vm.ensure_home_disk(path, 10)
     assert modes(tmp_path / "homes") == {".": "0o700", "alice.qcow2": "0o600"}
+
+
+# Python under QEMU's name: the first boot's guest kernel panics (as Debian 13's did once under
+# multi-threaded TCG, patching its own code), the second prints host keys as cloud-init does.
+PANIC_ONCE = """
+import os, sys, time
+directory = os.path.dirname(sys.argv[1])
+open(sys.argv[1], "w").write(str(os.getpid()))
+marker = os.path.join(directory, "booted-once")
+with open(os.path.join(directory, "console.log"), "a") as console:
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        console.write("[    3.778292] Kernel panic - not syncing: Fatal exception in interrupt\\n")
+    else:
+        console.write("-----BEGIN SSH HOST KEY KEYS-----\\n" + sys.argv[2] + "\\n-----END SSH HOST KEY KEYS-----\\n")
+time.sleep(60)
+"""
+
+
+def test_a_guest_kernel_panic_at_boot_is_booted_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_tool("qemu-img")
+    require_tool("cloud-localds")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "disk.img").write_bytes(b"\0" * 65536)
+    qemu = tmp_path / "bin" / "qemu-system-x86_64"
+    qemu.parent.mkdir()
+    qemu.symlink_to(sys.executable)
+    host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet root@vm"
+    monkeypatch.setattr(
+        local_vm,
+        "_qemu_command",
+        lambda _image, directory, *_: [
+            str(qemu),
+            "-c",
+            PANIC_ONCE,
+            str(directory / "qemu.pid"),
+            host_key,
+            "-pidfile",
+            str(directory / "qemu.pid"),
+        ],
+    )
+    said: list[str] = []
+    vm = local_vm.boot(
+        "one",
+        Image(tmp_path / "disk.img", "raw"),
+        {"user-data": "#cloud-config\n"},
+        user="student",
+        identity=tmp_path / "key",
+        accel="tcg",
+        deadline=time.monotonic() + 30,
+        progress=said.append,
+    )
+    try:
+        assert [key.fingerprint for key in vm.console_host_keys(time.monotonic() + 5)] == [
+            parse_host_key(host_key).fingerprint
+        ]
+        assert any("kernel panicked while booting" in line for line in said), said
+        assert vm.running() and local_vm.load("one").pid == vm.pid
+    finally:
+        local_vm.down("one")

@@ -55,6 +55,14 @@ def class_outputs(keys: Path, **changes: dict[str, Any]) -> dict[str, Any]:
     return {"project": "course-project-1", "students": students}
 
 
+def in_this_process(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    """Give this test process ENV's stand-in Pulumi CLI and state (for `main` run in-process)."""
+    for name in ("PATH", "XDG_STATE_HOME", "PULUMI_HOME"):
+        monkeypatch.setenv(name, env[name])
+    for name in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def handout(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "provisioner", "handout", *args]
     return subprocess.run(
@@ -202,11 +210,7 @@ def test_answering_no_writes_nothing(
     from provisioner.cli import handout as command
     from provisioner.cli.main import main
 
-    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
-    for name in ("PATH", "XDG_STATE_HOME", "PULUMI_HOME"):
-        monkeypatch.setenv(name, env[name])
-    for name in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
-        monkeypatch.delenv(name, raising=False)
+    in_this_process(monkeypatch, stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys")))
     asked: list[str] = []
 
     def say_no(question: str, *, assume_yes: bool) -> bool:
@@ -279,11 +283,7 @@ def test_a_folder_that_cannot_be_written_keeps_no_other_student_from_theirs(
     # As on Windows when a file of alice's old folder is open in another program: replacing it fails.
     from provisioner.cli.main import main
 
-    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
-    for name in ("PATH", "XDG_STATE_HOME", "PULUMI_HOME"):
-        monkeypatch.setenv(name, env[name])
-    for name in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
-        monkeypatch.delenv(name, raising=False)
+    in_this_process(monkeypatch, stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys")))
     real_replace = os.replace
 
     def held(source: Path, target: Path) -> None:

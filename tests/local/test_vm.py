@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -512,23 +512,43 @@ def modes(root: Path) -> dict[str, str]:
     return {str(path.relative_to(root)): oct(path.stat().st_mode & 0o777) for path in [root, *sorted(root.rglob("*"))]}
 
 
-def test_a_vms_directory_and_every_file_in_it_are_the_users_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def stand_in_qemu(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    script: str,
+    arguments: Callable[[Path], list[str]] = lambda _directory: [],
 ) -> None:
-    # They hold the guest's disk (its SSH host private keys, the student's work), its console and records.
+    """Boot SCRIPT, Python under QEMU's name, given ARGUMENTS (of the VM's directory) then `-pidfile
+    PATH`, with state and home in TMP_PATH and a raw disk image at TMP_PATH/disk.img."""
     require_tool("qemu-img")
     require_tool("cloud-localds")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "disk.img").write_bytes(b"\0" * 65536)
-    qemu = tmp_path / "bin" / "qemu-system-x86_64"  # Python under QEMU's name: it writes its pid file and waits
+    qemu = tmp_path / "bin" / "qemu-system-x86_64"
     qemu.parent.mkdir()
     qemu.symlink_to(sys.executable)
-    script = "import os, sys, time; open(sys.argv[2], 'w').write(str(os.getpid())); time.sleep(60)"
     monkeypatch.setattr(
         local_vm,
         "_qemu_command",
-        lambda _image, directory, *_: [str(qemu), "-c", script, "-pidfile", str(directory / "qemu.pid")],
+        lambda _image, directory, *_: [
+            str(qemu),
+            "-c",
+            script,
+            *arguments(directory),
+            "-pidfile",
+            str(directory / "qemu.pid"),
+        ],
+    )
+
+
+def test_a_vms_directory_and_every_file_in_it_are_the_users_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # They hold the guest's disk (its SSH host private keys, the student's work), its console and records.
+    # Python under QEMU's name: it writes its pid file and waits.
+    stand_in_qemu(
+        tmp_path, monkeypatch, "import os, sys, time; open(sys.argv[2], 'w').write(str(os.getpid())); time.sleep(60)"
     )
     usual = os.umask(0o022)  # as a user's shell has it
     with pytest.raises(CourseVmError, match="no SSH host keys on the console before the deadline"):
@@ -574,28 +594,8 @@ time.sleep(60)
 
 
 def test_a_guest_kernel_panic_at_boot_is_booted_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    require_tool("qemu-img")
-    require_tool("cloud-localds")
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    (tmp_path / "disk.img").write_bytes(b"\0" * 65536)
-    qemu = tmp_path / "bin" / "qemu-system-x86_64"
-    qemu.parent.mkdir()
-    qemu.symlink_to(sys.executable)
     host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet root@vm"
-    monkeypatch.setattr(
-        local_vm,
-        "_qemu_command",
-        lambda _image, directory, *_: [
-            str(qemu),
-            "-c",
-            PANIC_ONCE,
-            str(directory / "qemu.pid"),
-            host_key,
-            "-pidfile",
-            str(directory / "qemu.pid"),
-        ],
-    )
+    stand_in_qemu(tmp_path, monkeypatch, PANIC_ONCE, lambda directory: [str(directory / "qemu.pid"), host_key])
     said: list[str] = []
     vm = local_vm.boot(
         "one",

@@ -17,9 +17,11 @@ import pytest
 import yaml
 
 from provisioner.access.ssh_config import ssh_config_block
-from provisioner.gcp.course_vm import RECIPE_LABEL, SSH_TAG
+from provisioner.gcp.network import SSH_TAG
+from provisioner.gcp.student_vm import RECIPE_LABEL
 from provisioner.recipe.metadata import instance_metadata
 from tests.conftest import require_tool, validate_cloud_config
+from tests.support.outputs import class_outputs, one_vm
 from tests.support.pulumi_harness import (
     DISK_LINK_PREFIX,
     DYNAMIC,
@@ -698,3 +700,12 @@ def test_two_stacks_never_share_a_students_generated_key(tmp_path: Path) -> None
     # Once section-a is gone (`down`), its students' names are free again.
     release_claims("section-a", keys / "course-vm")
     run_program(stack_config(tmp_path, students='["alex"]'), stack="section-c")
+
+
+def test_the_tests_output_builder_is_what_the_program_exports(tmp_path: Path) -> None:
+    # Every other test that needs a stack's outputs takes them from tests/support/outputs.py.
+    keys = tmp_path / "keys"
+    assert run_program(stack_config(tmp_path)).outputs == one_vm(keys=keys)
+    assert run_program(iap_config(tmp_path)).outputs == one_vm(keys=keys, iap=True)
+    config = {**stack_config(tmp_path), "course-vm:students": json.dumps(["alice", "bob"])}
+    assert run_program(config).outputs == class_outputs("alice", "bob", keys=keys, ip=STATIC_IP)

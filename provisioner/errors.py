@@ -58,6 +58,12 @@ class HostKeyMismatchError(CourseVmError):
     exit_code = EXIT_HOST_KEY_MISMATCH
 
 
+class MissingPrerequisiteError(CourseVmError):
+    """A tool or login course-vm needs is missing; the message says how to get it."""
+
+    exit_code = EXIT_MISSING_PREREQUISITE
+
+
 class InterruptionError(CourseVmError):
     """Ctrl-C: the message says what was left running and how to go on."""
 

@@ -1,9 +1,9 @@
 """The import rules that keep the engines free of Pulumi and the cloud, read from the source itself.
 
 provisioner/ is layered, bottom up: the recipe engine, access (keys, host keys, ssh), the
-checker engine, then the local VM and the Google edge side by side, then the command line. A
-package imports only from the packages below it and from the shared `errors` and `paths`.
-Pulumi lives in the Google edge and in the command line's Automation API module alone.
+checker engine, then the local VM and the Google edge side by side, then the driver of the Pulumi
+CLI, then the command line. A package imports only from the packages below it and from the shared
+`errors`, `paths` and `stack`. Pulumi lives in the Google edge and in the driver alone.
 """
 
 from __future__ import annotations
@@ -21,17 +21,18 @@ LAYERS: dict[str, set[str]] = {
     "checker": {"recipe", "access"},
     "local": {"recipe", "access", "checker"},
     "gcp": {"recipe", "access", "checker"},
-    "cli": {"recipe", "access", "checker", "local", "gcp"},
+    "driver": {"recipe", "access", "checker", "gcp"},
+    "cli": {"recipe", "access", "checker", "local", "gcp", "driver"},
 }
 """Each package, and the packages it may import from."""
-SHARED = {"errors", "paths"}
+SHARED = {"errors", "paths", "stack"}
 """Modules at the top that every package may use; they import no package."""
-TOP_LEVEL = {"__init__.py", "__main__.py", "errors.py", "paths.py"}
+TOP_LEVEL = {"__init__.py", "__main__.py", "errors.py", "paths.py", "stack.py"}
 ENGINES = {"recipe", "access", "checker"}
 """The engines and what they stand on: nothing in them knows Pulumi or Google."""
 CLOUD = ("pulumi", "pulumi_gcp", "google")
 """No engine imports these: Pulumi's SDK, Google's provider, Google's client libraries."""
-MAY_IMPORT_PULUMI = ("provisioner.gcp", "provisioner.cli.stack")
+MAY_IMPORT_PULUMI = ("provisioner.gcp", "provisioner.driver")
 MAY_IMPORT_PULUMI_GCP = ("provisioner.gcp",)
 
 
@@ -115,12 +116,16 @@ def test_the_top_of_provisioner_holds_only_the_packages_and_the_shared_modules()
             "checks.py:2 imports google.auth: checker uses no Pulumi",
         ),
         ("local/vm.py", "from pulumi_gcp import compute\n", "imports pulumi_gcp: only provisioner.gcp may"),
-        ("cli/check.py", "from pulumi import automation\n", "imports pulumi: only provisioner.gcp, provisioner.cli"),
+        ("cli/check.py", "from pulumi import automation\n", "imports pulumi: only provisioner.gcp, provisioner.driver"),
+        ("driver/session.py", "from provisioner.cli import main\n", "driver may import only from"),
+        ("driver/plan.py", "from provisioner.local import vm\n", "driver may import only from"),
         ("recipe/user_data.py", "from provisioner.access import ssh\n", "recipe may import only from errors, paths"),
         ("checker/checks.py", "from ..cli import main\n", "imports provisioner.cli: checker may import only"),
         ("local/vm.py", "from provisioner.gcp.course_vm import CourseVm\n", "local may import only from"),
         ("gcp/course_vm.py", "from provisioner import cli\n", "imports provisioner.cli: gcp may import only"),
+        ("gcp/student_vm.py", "from provisioner.driver import plan\n", "gcp may import only"),
         ("errors.py", "from provisioner.recipe import settings\n", "the shared modules import no package"),
+        ("stack.py", "from provisioner.driver import session\n", "the shared modules import no package"),
     ],
 )
 def test_a_broken_rule_is_reported_with_its_file_and_line(tmp_path: Path, file: str, source: str, problem: str) -> None:
@@ -140,7 +145,8 @@ def test_allowed_imports_are_not_reported(tmp_path: Path) -> None:
     root = tmp_path / "provisioner"
     (root / "gcp").mkdir(parents=True)
     (root / "cli").mkdir()
+    (root / "driver").mkdir()
     (root / "gcp" / "x.py").write_text("import pulumi\nimport pulumi_gcp\nfrom provisioner.checker import checks\n")
-    (root / "cli" / "stack.py").write_text("def f():\n    from pulumi import automation\n")
-    (root / "cli" / "y.py").write_text("from provisioner.local import vm\nfrom . import stack\n")
+    (root / "driver" / "events.py").write_text("def f():\n    from pulumi.automation import events\n")
+    (root / "cli" / "y.py").write_text("from provisioner.local import vm\nfrom provisioner.driver import events\n")
     assert violations(root) == []

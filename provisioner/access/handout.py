@@ -8,10 +8,8 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from provisioner.access import windows_acl
 from provisioner.access.host_keys import parse_host_key
@@ -19,6 +17,7 @@ from provisioner.access.ssh_config import ssh_config_block
 from provisioner.access.windows_acl import Runner
 from provisioner.errors import CourseVmError, SshKeyError
 from provisioner.paths import ON_WINDOWS
+from provisioner.stack import VmOutputs
 
 README = "README.txt"
 PRIVATE_MODE = 0o400
@@ -57,7 +56,7 @@ def on_students_machine(alias: str, suffix: str = "") -> str:
     return f"~/.ssh/{alias}{suffix}"
 
 
-def build_handout(student: str, alias: str, vm: Mapping[str, Any], private_key: bytes | None) -> Handout:
+def build_handout(student: str, alias: str, vm: VmOutputs, private_key: bytes | None) -> Handout:
     """STUDENT's hand-out from their VM's stack outputs VM (ip, username, knownHosts; instanceName and
     proxyCommand under sshAccess iap; studentPublicKey
     when they brought their own key) and, when course-vm generated their key, its PRIVATE_KEY bytes.
@@ -67,17 +66,17 @@ def build_handout(student: str, alias: str, vm: Mapping[str, Any], private_key: 
     only), and README.txt (how to connect from Linux, macOS and Windows).
     Raises HandoutError when the VM has no pinned host keys or the outputs do not fit together.
     """
-    own_key = vm.get("studentPublicKey") or ""
+    own_key = vm.student_public_key
     if bool(own_key) == (private_key is not None):
         raise HandoutError(
             f"{student}: course-vm {'did not generate' if own_key else 'generated'} this student's key, but "
             f"{'a private key was given' if own_key else 'no private key was given'}. This is a bug in course-vm"
         )
-    user = vm.get("username") or ""
+    user = vm.username
     # sshAccess iap: ssh reaches the VM by its instance name through the tunnel, and looks the pins up under it.
-    proxy = vm.get("proxyCommand") or None
-    host = (vm.get("instanceName") if proxy else vm.get("ip")) or ""
-    known_hosts = _pinned_lines(student, alias, host, vm.get("knownHosts"), "name" if proxy else "address")
+    proxy = vm.proxy_command or None
+    host = vm.ssh_host
+    known_hosts = _pinned_lines(student, alias, host, vm.known_hosts, "name" if proxy else "address")
     # windows=False: the paths are written with `/`, which OpenSSH reads on every system.
     identity = "" if own_key else on_students_machine(alias)
     pins = on_students_machine(alias, ".known_hosts")

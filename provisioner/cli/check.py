@@ -16,10 +16,10 @@ from provisioner.checker.checks import DEFAULT_TIMEOUT, NEW_VM_TIMEOUT, Report, 
 from provisioner.checker.class_pool import DEFAULT_WORKERS, TargetSource, check_class
 from provisioner.cli import arguments
 from provisioner.cli.console import print_class_report, print_report, progress
-from provisioner.cli.stack import stack_outputs, stack_vms
+from provisioner.driver.session import StackSession
 from provisioner.errors import CourseVmError, SshKeyError
 from provisioner.gcp.compute_api import GceInstance, published_host_keys
-from provisioner.paths import PROJECT_DIR
+from provisioner.stack import DEFAULT_STACK, StackOutputs, VmOutputs
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -64,8 +64,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help=f"a class stack: check at most N VMs at once (default {DEFAULT_WORKERS})",
     )
-    parser.add_argument("--stack", help="with no --host: the stack whose VM to check")
-    parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--stack", default=DEFAULT_STACK, help="with no --host: the stack whose VM to check")
     parser.set_defaults(run=check)
 
 
@@ -74,7 +73,7 @@ def check(args: argparse.Namespace) -> int:
     started = time.monotonic()
     args.host_given = args.host is not None
     args.proxy_command = ""
-    if args.host is None and (args.student or _class_outputs(args)):
+    if args.host is None and (args.student or _stack_outputs(args).is_class):
         return check_students(args)
     try:
         target = _target(args, started + args.timeout)
@@ -98,14 +97,15 @@ def report_with_hint(report: Report, as_json: bool) -> int:
 
 def _target(args: argparse.Namespace, deadline: float) -> Target:
     if args.host is None:
-        outputs = getattr(args, "outputs", None) or _stack_outputs(args)
-        args.host, args.proxy_command = vm_address(outputs)
-        args.user, args.identity = outputs["username"], Path(outputs["identityFile"])
-        if outputs.get("hostKeys"):
-            args.host_key = list(outputs["hostKeys"])
+        outputs = _stack_outputs(args)
+        outputs.require_vms(args.stack)
+        vm = outputs.vms[""]
+        args.host, args.proxy_command = vm.ssh_host, vm.proxy_command
+        args.user, args.identity = vm.username, Path(vm.identity_file)
+        if vm.host_keys:
+            args.host_key = list(vm.host_keys)
         elif not (args.host_key or args.known_hosts or args.gce_instance):
-            args.gce_instance, args.gce_zone = outputs.get("instanceName"), outputs.get("zone")
-            args.gce_project = outputs.get("project")
+            args.gce_instance, args.gce_zone, args.gce_project = vm.instance_name, vm.zone, outputs.project
     elif args.user is None or args.identity is None:
         raise CourseVmError("--host needs --user and --identity too")
     sources = [bool(args.host_key), bool(args.known_hosts), bool(args.gce_instance)]
@@ -127,29 +127,18 @@ def _target(args: argparse.Namespace, deadline: float) -> Target:
     return Target(*where, published(deadline), published, args.proxy_command)
 
 
-def vm_address(vm: dict[str, Any]) -> tuple[str, str]:
-    """Where a VM of the stack's outputs is logged in to: (its `ip`, ""), or under sshAccess iap
-    (its instance name, the ProxyCommand that reaches it); the proxy is checked where it is run."""
-    proxy = vm.get("proxyCommand") or ""
-    return (vm["instanceName"], proxy) if proxy else (vm["ip"], "")
-
-
-def _class_outputs(args: argparse.Namespace) -> dict[str, Any]:
-    """The stack's outputs, read once; a class's have `students`."""
+def _stack_outputs(args: argparse.Namespace) -> StackOutputs:
+    """The stack's VMs, read once; without the Pulumi CLI, `check` can still be told where the VM is."""
     if getattr(args, "outputs", None) is None:
-        args.outputs = _stack_outputs(args)
-    return dict(args.outputs.get("students") or {})
-
-
-def _stack_outputs(args: argparse.Namespace) -> dict[str, Any]:
-    """The stack's outputs; without the Pulumi CLI, `check` can still be told where the VM is."""
-    if shutil.which("pulumi") is None:
-        raise CourseVmError(
-            "with no --host, check reads the VM's address from the stack's outputs, which needs the Pulumi CLI, "
-            "and it is not installed. Fix: pass --host, --user, --identity and one of --host-key, --known-hosts "
-            "or --gce-instance; or install Pulumi (https://www.pulumi.com/docs/install/)"
-        )
-    return stack_outputs(args.project_dir, args.stack)
+        if shutil.which("pulumi") is None:
+            raise CourseVmError(
+                "with no --host, check reads the VM's address from the stack's outputs, which needs the Pulumi "
+                "CLI, and it is not installed. Fix: pass --host, --user, --identity and one of --host-key, "
+                "--known-hosts or --gce-instance; or install Pulumi (https://www.pulumi.com/docs/install/)"
+            )
+        args.outputs = StackSession.open(args.stack, reads_only=True).outputs()
+    outputs: StackOutputs = args.outputs
+    return outputs
 
 
 def _identity(path: Path, given: bool) -> Path:
@@ -173,28 +162,26 @@ def _identity(path: Path, given: bool) -> Path:
 
 
 def class_targets(
-    outputs: dict[str, Any], only: Sequence[str] | None = None, port: int = 22
+    outputs: StackOutputs, only: Sequence[str] | None, stack_name: str, port: int = 22
 ) -> dict[str, TargetSource]:
-    """How to reach each student's VM, from a class stack's outputs (ONLY: those students).
+    """How to reach each student's VM, from a class stack's OUTPUTS (ONLY: those students).
 
     Host keys come from the outputs (pinned by `pulumi up`), else from GCE's guest attributes.
-    Raises CourseVmError for a student not on the roster (see `stack_vms`).
+    Raises CourseVmError for a student the stack has no VM of.
     """
-    chosen = stack_vms(outputs, only)
 
-    def source(vm: dict[str, Any]) -> TargetSource:
+    def source(vm: VmOutputs) -> TargetSource:
         def target(deadline: float) -> Target:
-            host, proxy = vm_address(vm)
-            where = (host, port, vm["username"], Path(vm["identityFile"]))
-            if vm.get("hostKeys"):
-                return Target(*where, tuple(parse_host_key(text) for text in vm["hostKeys"]), proxy_command=proxy)
-            instance = GceInstance(str(outputs.get("project")), vm["zone"], vm["instanceName"])
-            published = published_host_keys(instance, progress)
-            return Target(*where, published(deadline), published, proxy)
+            where = (vm.ssh_host, port, vm.username, Path(vm.identity_file))
+            if vm.host_keys:
+                keys = tuple(parse_host_key(text) for text in vm.host_keys)
+                return Target(*where, keys, proxy_command=vm.proxy_command)
+            published = published_host_keys(GceInstance(outputs.project, vm.zone, vm.instance_name), progress)
+            return Target(*where, published(deadline), published, vm.proxy_command)
 
         return target
 
-    return {name: source(vm) for name, vm in chosen.items()}
+    return {name: source(vm) for name, vm in outputs.chosen(only, stack_name).items()}
 
 
 def check_students(args: argparse.Namespace) -> int:
@@ -202,8 +189,9 @@ def check_students(args: argparse.Namespace) -> int:
 
     Exit status: 0 all passed, else the most serious student's status (see `check --help`).
     """
-    if not _class_outputs(args):
+    outputs = _stack_outputs(args)
+    if not outputs.is_class:
         raise CourseVmError("--student: the stack has no `students` output. Fix: set `students` and run `up` first")
-    targets = class_targets(args.outputs, args.student, args.port)
+    targets = class_targets(outputs, args.student, args.stack, args.port)
     report = check_class(targets, args.timeout, args.workers, progress)
     return print_class_report(report, args.json)

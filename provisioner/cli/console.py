@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from provisioner.access.ssh_config import host_alias
 from provisioner.checker.checks import Report
 from provisioner.checker.class_pool import ClassReport
 from provisioner.checker.printable import printable
-from provisioner.cli.stack import Plan, VmChange
+from provisioner.driver.plan import Action, HomeDisk, Plan, VmChange
 from provisioner.errors import EXIT_CHECK_FAILED, CourseVmError
 from provisioner.recipe.settings import command
+
+Confirm = Callable[[Plan], bool]
+"""Shown the plan, says whether to go on (a plan without changes needs no question)."""
 
 
 def progress(message: str) -> None:
@@ -49,7 +53,7 @@ def plan_summary(stack_name: str, plan: Plan) -> str:
         lines.append(f"  {name} (shared by the VMs): {action}")
     if not plan.changes:
         lines.append("  no changes: nothing will be created, replaced or deleted")
-    replaced = [vm.student for vm in plan.vms if vm.student and vm.action == "replace"]
+    replaced = [student for student in plan.students(Action.REPLACE) if student]
     if replaced:
         # Their hand-outs pin the old host keys (and under iap name the old instance).
         whom = replaced[0] if len(replaced) == 1 else ", ".join(replaced[:-1]) + " and " + replaced[-1]
@@ -62,16 +66,16 @@ def plan_summary(stack_name: str, plan: Plan) -> str:
 
 
 def _consequence(vm: VmChange) -> str:
-    if vm.action == "create":
+    if vm.action is Action.CREATE:
         return "create"
-    if vm.action == "update":
+    if vm.action is Action.UPDATE:
         return "update in place (nothing on it is lost)"
-    if vm.action == "same":
+    if vm.action is Action.SAME:
         return "no change"
-    if vm.action == "replace":
-        if vm.home_disk == "kept":
+    if vm.action is Action.REPLACE:
+        if vm.home_disk is HomeDisk.KEPT:
             return "REPLACE: everything on its boot disk is lost; /home is kept (its own disk, homeDiskSizeGb)"
-        if vm.home_disk == "created":
+        if vm.home_disk is HomeDisk.CREATED:
             return "REPLACE: everything on its boot disk is lost, /home included (its new home disk starts empty)"
         return "REPLACE: everything on its boot disk is lost, /home included (homeDiskSizeGb would keep /home)"
     return "DELETE: everything on it is lost" + (", its home disk too" if vm.home_disk else "")
@@ -95,3 +99,15 @@ def confirm(question: str, *, assume_yes: bool, stdin: TextIO | None = None) -> 
     if not answer:
         print()
     return answer.strip().lower() in ("y", "yes")
+
+
+def declined(command: str, stored: Sequence[str] = ()) -> CourseVmError:
+    """The answer was no. STORED: the options `up` had already kept in the stack's settings (the
+    preview needs them there); a later `up` applies them, so say so."""
+    kept = (
+        f" The stack's settings keep what {', '.join(stored)} gave; a later `up` previews them again." if stored else ""
+    )
+    return CourseVmError(
+        f"not confirmed: nothing was created, changed or deleted in the cloud.{kept} Fix: run `course-vm {command}` "
+        "again and answer y (first copy off the VM what you need that would be lost)"
+    )

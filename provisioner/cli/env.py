@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from provisioner.cli import stack
+from provisioner.driver.workspace import raw_cli_lines
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -17,5 +17,5 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print("\n".join(stack.raw_cli_lines()))
+    print("\n".join(raw_cli_lines()))
     return 0

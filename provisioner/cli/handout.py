@@ -9,11 +9,10 @@ from typing import Any
 from provisioner.access.handout import Handout, HandoutError, build_handout, cannot_write, write_handout
 from provisioner.access.keys import key_claims
 from provisioner.access.ssh_config import host_alias
-from provisioner.cli import stack
 from provisioner.cli.console import confirm
+from provisioner.driver.session import StackSession
 from provisioner.errors import CourseVmError
-from provisioner.paths import PROJECT_DIR
-from provisioner.recipe.settings import DEFAULT_STACK
+from provisioner.stack import DEFAULT_STACK, VmOutputs
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -32,7 +31,6 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="where the students' folders go")
     parser.add_argument("--yes", action="store_true", help="replace students' existing folders without asking")
-    parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
     parser.set_defaults(run=handout)
 
 
@@ -42,13 +40,13 @@ def handout(args: argparse.Namespace) -> int:
     Every folder that can be made is written; the students whose folder cannot be are then one
     error, a line each (exit 2).
     """
-    outputs = stack.stack_outputs(args.project_dir, args.stack)
-    if not outputs.get("students"):
+    outputs = StackSession.open(args.stack, reads_only=True).outputs()
+    if not outputs.is_class:
         raise CourseVmError(
             f"stack {args.stack} is not a class (it has no `students`): its one VM's ssh entry is already in "
             "~/.ssh/course-vm.config. Fix: name a class stack with --stack, or set `studentsCsv` and run `course-vm up`"
         )
-    chosen = stack.stack_vms(outputs, args.student, args.stack)
+    chosen = outputs.chosen(args.student, args.stack)
     made: list[Handout] = []
     failed: dict[str, CourseVmError] = {}
     out: Path = args.out.expanduser()
@@ -96,14 +94,14 @@ def _holds_files(folder: Path) -> bool:
         return True
 
 
-def _handout(stack_name: str, student: str, vm: dict[str, Any]) -> Handout:
+def _handout(stack_name: str, student: str, vm: VmOutputs) -> Handout:
     """STUDENT's hand-out; their generated private key is read from the instructor's copy (identityFile)."""
     alias = host_alias(stack_name, student)
-    if vm.get("studentPublicKey"):
+    if vm.student_public_key:
         return build_handout(student, alias, vm, None)
-    identity = vm.get("identityFile")
+    identity = vm.identity_file
     # A generated key is sshKeyPath-NAME (Settings.seats): a key of another name is never handed out.
-    if not isinstance(identity, str) or not Path(identity).name.endswith(f"-{student}"):
+    if not identity or not Path(identity).name.endswith(f"-{student}"):
         raise HandoutError(
             f"{student}: the stack's key for this student ({identity!r}) is not one course-vm generated for them "
             "(sshKeyPath-NAME), so it is not handed out. Fix: run `course-vm up` again with this course-vm"

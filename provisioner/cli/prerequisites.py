@@ -8,28 +8,18 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import yaml
-
-from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError
+from provisioner.driver.workspace import PULUMI_INSTALL
+from provisioner.errors import MissingPrerequisiteError
 from provisioner.gcp import quotas
 from provisioner.gcp.compute_api import ServiceDisabledError
-from provisioner.paths import ON_WINDOWS, PROJECT_DIR
-from provisioner.recipe.settings import DEFAULT_STACK, PROJECT, Settings, command
+from provisioner.paths import ON_WINDOWS
+from provisioner.recipe.settings import Settings
+from provisioner.stack import DEFAULT_STACK, command
 
-PULUMI_INSTALL = (
-    "install the Pulumi CLI: https://www.pulumi.com/docs/install/ "
-    "(Linux, macOS: `curl -fsSL https://get.pulumi.com | sh`; Windows: `winget install pulumi`)"
-)
 GCLOUD_INSTALL = "install the Google Cloud CLI: https://cloud.google.com/sdk/docs/install"
 ADC_LOGIN = "gcloud auth application-default login"
 TOKEN_VARIABLES = ("GOOGLE_OAUTH_ACCESS_TOKEN", "CLOUDSDK_AUTH_ACCESS_TOKEN", "GOOGLE_CREDENTIALS")
 """Credentials the GCP provider and course-vm also take, instead of an application-default login."""
-
-
-class MissingPrerequisiteError(CourseVmError):
-    """A tool or login course-vm needs is missing; the message says how to get it."""
-
-    exit_code = EXIT_MISSING_PREREQUISITE
 
 
 def gcloud_config_dir(environ: Mapping[str, str], home: Path, *, windows: bool) -> Path:
@@ -57,20 +47,6 @@ def _credentials_problem(environ: Mapping[str, str], home: Path, *, windows: boo
     if well_known.is_file():
         return None
     return f"no Google application-default credentials ({well_known} does not exist). Fix: `{ADC_LOGIN}`"
-
-
-def uses_iap(stack_file: Path) -> bool:
-    """Whether the stack's settings (its `Pulumi.<stack>.yaml`) say `sshAccess: iap`.
-
-    A file that is missing or unreadable counts as not: the program reports what is wrong with
-    the settings; this only decides which tools `up` needs before it starts.
-    """
-    try:
-        document = yaml.safe_load(stack_file.read_text())
-    except (OSError, yaml.YAMLError, ValueError):
-        return False
-    config = document.get("config") if isinstance(document, dict) else None
-    return isinstance(config, dict) and config.get(f"{PROJECT}:sshAccess") == "iap"
 
 
 def _gcloud_account(environ: Mapping[str, str], home: Path, *, windows: bool) -> bool:
@@ -127,10 +103,10 @@ def missing(
     return problems
 
 
-def check(stack: str = DEFAULT_STACK) -> None:
-    """Raise MissingPrerequisiteError naming every prerequisite of `up` for STACK that is missing (its
-    settings say whether it needs gcloud's IAP tunnel), before anything is created."""
-    problems = missing(iap=uses_iap(PROJECT_DIR / f"Pulumi.{stack}.yaml"))
+def check(stack: str = DEFAULT_STACK, *, iap: bool = False) -> None:
+    """Raise MissingPrerequisiteError naming every prerequisite of `up` for STACK that is missing (IAP: its
+    settings say sshAccess iap, so it needs gcloud's IAP tunnel), before anything is created."""
+    problems = missing(iap=iap)
     if problems:
         count = "one thing" if len(problems) == 1 else f"{len(problems)} things"
         lines = [f"course-vm up needs {count} this machine lacks; nothing was created:"]

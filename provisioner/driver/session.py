@@ -1,0 +1,210 @@
+"""One command's session with a stack: its config, state and outputs read at most once, its changes made once."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn
+
+from provisioner.driver.config import StackConfig
+from provisioner.driver.engine_errors import (
+    RAW_CLI_NOTE,
+    engine_error,
+    is_missing_stack,
+    no_such_stack,
+    passphrase_error,
+)
+from provisioner.driver.events import EngineLog, read_event_log
+from provisioner.driver.plan import Plan, plan_of
+from provisioner.driver.state import StackState, walk
+from provisioner.driver.workspace import CliError, CliResult, OnOutput, Workspace
+from provisioner.errors import EngineError, SettingsError
+from provisioner.recipe.roster import student_name_problem
+from provisioner.stack import PROBLEMS_VARIABLE, StackOutputs
+
+
+class EngineRunError(EngineError):
+    """An update the engine failed: its error, and the events it wrote (which VMs' steps failed)."""
+
+    def __init__(self, error: EngineError, log: EngineLog) -> None:
+        super().__init__(str(error))
+        self.log = log
+
+
+class StackSession:
+    """Stack NAME through WORKSPACE, for one command: what it reads it reads once and keeps; after a
+    change (`update`, `destroy`) the state is read again when asked for."""
+
+    def __init__(self, workspace: Workspace, name: str) -> None:
+        self.workspace = workspace
+        self.name = name
+        self._state: StackState | None = None
+        self._config: StackConfig | None = None
+
+    @classmethod
+    def open(cls, name: str, *, missing_ok: bool = False, reads_only: bool = False) -> StackSession:
+        """The session of stack NAME, its state read (a passphrase that does not fit is one clear error
+        before anything changes). With MISSING_OK a stack that does not exist is no error: `exists` is
+        then False, until `create`.
+
+        Raises MissingPrerequisiteError when the Pulumi CLI is missing (READS_ONLY words it for a
+        command that only reads), CourseVmError when there is no such stack (without MISSING_OK) or the
+        passphrase is missing or wrong, EngineError when the CLI fails otherwise.
+        """
+        session = cls(Workspace.open(reads_only=reads_only), name)
+        session._read_state(missing_ok=missing_ok)
+        return session
+
+    exists = True
+    """Whether the stack exists on the backend (see `open`'s MISSING_OK)."""
+
+    def create(self) -> None:
+        """Create the stack (`pulumi stack init`), if it does not exist yet."""
+        if not self.exists:
+            self._run(["stack", "init", self.name], doing="create")
+            self.exists = True
+            self._config = None  # a stack file that was there before keeps its config
+
+    def state(self) -> StackState:
+        """The stack's state, walked (`pulumi stack export --show-secrets`)."""
+        if self._state is None:
+            self._read_state(missing_ok=False)
+        assert self._state is not None
+        return self._state
+
+    def _read_state(self, *, missing_ok: bool) -> None:
+        args = ["stack", "export", "--show-secrets", "--stack", self.name]
+        try:
+            result = self.workspace.run(args)
+        except CliError as error:
+            if missing_ok and is_missing_stack(error.result):
+                self.exists = False
+                self._state, self._config = StackState(), StackConfig()
+                return
+            self._failed(error.result, doing="read")
+        try:
+            exported = json.loads(result.stdout or "{}")
+        except ValueError:
+            exported = {}
+        deployment = exported.get("deployment") if isinstance(exported, dict) else None
+        self._state = walk(deployment if isinstance(deployment, Mapping) else {})
+
+    def outputs(self) -> StackOutputs:
+        """The stack's VMs, each as its state has it (see StackOutputs.parse). Raises CourseVmError for a
+        student's name no roster can hold."""
+        return self.state().outputs(student_name_problem)
+
+    def config(self) -> StackConfig:
+        """The stack's config (`pulumi config --json --show-secrets`)."""
+        if self._config is None:
+            result = self._run(["config", "--json", "--show-secrets", "--stack", self.name], doing="read the config of")
+            try:
+                self._config = StackConfig.from_cli(json.loads(result.stdout or "{}"))
+            except ValueError:
+                self._config = StackConfig()
+        return self._config
+
+    def store(self, values: Mapping[str, str], lists: Mapping[str, Sequence[str]]) -> None:
+        """Set VALUES (full keys) and replace the lists LISTS (own keys) in the stack's config."""
+        pairs: list[str] = []
+        for key, items in lists.items():
+            self._run(["config", "rm", key, "--stack", self.name], doing="store the settings in")
+            pairs += [f"{key}[{index}]={item}" for index, item in enumerate(items)]
+        pairs = [f"{key}={value}" for key, value in values.items()] + pairs
+        if pairs:
+            flags = [part for pair in pairs for part in ("--plaintext", pair)]
+            self._run(["config", "set-all", "--path", *flags, "--stack", self.name], doing="store the settings in")
+        self._config = self.config().with_changes(values, lists)
+
+    def preview(self, *, project: str | None = None) -> Plan:
+        """What an update would do, per VM (`pulumi preview`); nothing changes."""
+        with self._engine("preview the changes to", project=project) as run:
+            log = run(["preview"], None)
+        return plan_of(log)
+
+    def preview_destroy(self) -> Plan:
+        """What `destroy` would delete, per VM; nothing changes."""
+        with self._engine("preview the deletion of", again="down") as run:
+            log = run(["destroy", "--preview-only"], None)
+        return plan_of(log)
+
+    def update(self, on_output: OnOutput, *, project: str | None = None) -> EngineLog:
+        """Create or update the stack's resources (`pulumi up`), one VM's failure keeping none of the
+        others from finishing; its events. Raises EngineRunError with the events when it fails."""
+        self._state = None
+        with self._engine("update", project=project) as run:
+            return run(["up", "--yes", "--skip-preview", "--continue-on-error"], on_output)
+        raise AssertionError("unreachable")  # pragma: no cover (the engine context raises or returns)
+
+    def destroy(self, on_output: OnOutput) -> None:
+        """Delete every resource of the stack (`pulumi destroy`)."""
+        self._state = None
+        with self._engine("delete", again="down") as run:
+            run(["destroy", "--yes", "--skip-preview"], on_output)
+
+    @contextmanager
+    def _engine(
+        self, doing: str, *, project: str | None = None, again: str | None = "up"
+    ) -> Iterator[Callable[[list[str], OnOutput | None], EngineLog]]:
+        """A run of the engine (preview, up, destroy) with its event log and the program's problems file,
+        its failure turned into course-vm's error: SettingsError when the program refused the settings,
+        EngineRunError (an EngineError) with the events otherwise."""
+        with tempfile.TemporaryDirectory(prefix="course-vm-") as private:
+            events, problems = Path(private) / "events.jsonl", Path(private) / "problems.json"
+            extra = {"PULUMI_DEBUG_COMMANDS": "true", PROBLEMS_VARIABLE: str(problems)}
+
+            def run(args: list[str], on_output: OnOutput | None) -> EngineLog:
+                full = [*args, "--stack", self.name, "--event-log", str(events)]
+                try:
+                    self.workspace.run(full, on_output=on_output, extra=extra)
+                except CliError as error:
+                    log = read_event_log(events)
+                    self._refused(error.result, problems)
+                    failed = engine_error(f"{doing} stack {self.name}", self.name, error.result, log, project=project,
+                                          again=again)  # fmt: skip
+                    raise EngineRunError(failed, log) from None
+                return read_event_log(events)
+
+            yield run
+
+    def _refused(self, result: CliResult, problems: Path) -> None:
+        """Raise what the failed RESULT means before the engine did anything: the program's SettingsError (its
+        PROBLEMS file), a passphrase that does not fit, a stack that does not exist."""
+        try:
+            listed = json.loads(problems.read_text())
+        except (OSError, ValueError):
+            listed = None
+        if isinstance(listed, list) and listed:
+            raise SettingsError([str(problem) for problem in listed], note=RAW_CLI_NOTE)
+        self._raise_state_error(result)
+
+    def _run(self, args: list[str], *, doing: str) -> CliResult:
+        """`pulumi ARGS` (not one of the engine's commands), DOING what to the stack (see _failed)."""
+        try:
+            return self.workspace.run(args)
+        except CliError as error:
+            self._failed(error.result, doing=doing)
+
+    def _failed(self, result: CliResult, *, doing: str) -> NoReturn:
+        """Raise what the failed RESULT means: a passphrase that does not fit, a stack that does not exist,
+        or an EngineError saying what failed (DOING stack NAME)."""
+        self._raise_state_error(result)
+        raise engine_error(f"{doing} stack {self.name}", self.name, result, EngineLog(), project=None, again=None)
+
+    def _raise_state_error(self, result: CliResult) -> None:
+        mapped = passphrase_error(self.name, result.stderr, self.workspace.environment)
+        if mapped is not None:
+            raise mapped
+        if is_missing_stack(result):
+            raise no_such_stack(self.name, self._stack_names())
+
+    def _stack_names(self) -> list[str]:
+        """The stacks of this project on the backend (`pulumi stack ls --json`); none when they cannot be listed."""
+        try:
+            listed = json.loads(self.workspace.run(["stack", "ls", "--json"]).stdout or "[]")
+        except (CliError, ValueError):
+            return []
+        return [str(entry["name"]) for entry in listed if isinstance(entry, dict) and "name" in entry]

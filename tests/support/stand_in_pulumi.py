@@ -1,0 +1,269 @@
+"""A stand-in for the Pulumi CLI, which cannot be installed here: one program serving every command course-vm runs.
+
+It keeps stacks in a JSON file a test describes (each stack's outputs, the state `stack export`
+prints, its config), answers as the real CLI does where course-vm reads it (`stack export`,
+`config --json`, the `error:` lines of a missing stack or a wrong passphrase, the event log of
+`preview`, `up` and `destroy`), records every command line it was run with, and fails the
+commands a test tells it to fail. The engine itself is not simulated: a preview reports the
+events the test gives, and `up` makes the outputs the test gives the stack's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import ROOT
+from tests.support.pulumi_state import STACK_CONFIG, exported_deployment
+
+CANCEL = {"sequence": 0, "timestamp": 0, "cancelEvent": {}}
+"""The engine ends every event log with a cancel event."""
+
+
+class StandInError(Exception):
+    """The stand-in CLI exits 255 with these lines on stderr (and what it printed before on stdout)."""
+
+    def __init__(self, stderr: str, stdout: str = "") -> None:
+        super().__init__(stderr)
+        self.stderr, self.stdout = stderr, stdout
+
+
+def verb_of(args: Sequence[str]) -> str:
+    """The command of ARGS as tests name it: `stack export`, `config set-all`, `config`, `preview`, `up`, ..."""
+    words = [a for a in args if not a.startswith("-")]
+    if words[:1] == ["stack"] or (words[:1] == ["config"] and len(words) > 1 and words[1] in ("rm", "set-all")):
+        return " ".join(words[:2])
+    return words[0] if words else ""
+
+
+def option(args: Sequence[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+class Engine:
+    """The stand-in's answers, on the state in STATE (see StandInPulumi), for the environment ENV."""
+
+    def __init__(self, state: dict[str, Any], env: Mapping[str, str]) -> None:
+        self.state, self.env = state, env
+
+    def run(self, args: list[str]) -> str:
+        """What `pulumi ARGS` prints on stdout; raises StandInError as the real CLI fails."""
+        verb = verb_of(args)
+        if "--event-log" in args and not self.env.get("PULUMI_DEBUG_COMMANDS"):
+            # The real CLI has the flag only when PULUMI_DEBUG_COMMANDS is set (pkg/cmd/pulumi/operations/up.go).
+            raise StandInError("error: unknown flag: --event-log\n")
+        failure = self.state["fail"].get(verb)
+        if failure is not None:
+            self.fail(args, failure)
+        stack = option(args, "--stack") or ""
+        if verb == "stack init":
+            name = [a for a in args if not a.startswith("-")][2]
+            self.state["stacks"][name] = {"outputs": {}, "deployment": None}
+            self.state["config"].setdefault(name, {})
+            return ""
+        if verb == "stack ls":
+            return json.dumps([{"name": name, "current": False} for name in self.state["stacks"]])
+        self.require(stack, secrets="--show-secrets" in args)
+        return self.on_stack(verb, stack, args)
+
+    def on_stack(self, verb: str, stack: str, args: list[str]) -> str:
+        found = self.state["stacks"][stack]
+        if verb == "stack export":
+            return json.dumps(found["deployment"] or {"version": 3, "deployment": {}}, indent=4)
+        if verb == "config":
+            config = self.state["config"].get(stack, {})
+            return json.dumps({key: {"value": value, "secret": False} for key, value in config.items()})
+        if verb in ("config rm", "config set-all"):
+            self.configure(verb, stack, args)
+            return ""
+        if verb == "preview" or (verb == "destroy" and "--preview-only" in args):
+            self.log(args, self.state["events"])
+            return "Previewing update (" + stack + ")\n"
+        if verb == "up":
+            self.log(args, self.state["update_events"])
+            outputs = self.state["next_outputs"]
+            found.update(outputs=outputs, deployment=exported_deployment(stack, outputs) if outputs else None)
+            return f"Updating ({stack})\n"
+        if verb == "destroy":
+            self.log(args, [])
+            found.update(outputs={}, deployment=None)
+            return f"Destroying ({stack})\n"
+        raise StandInError(f"error: the stand-in does not serve `pulumi {' '.join(args)}`\n")
+
+    def require(self, stack: str, *, secrets: bool) -> None:
+        """Fail as the CLI does for a stack this backend does not have, or secrets it cannot decrypt."""
+        backend = self.env.get("PULUMI_BACKEND_URL")
+        if stack not in self.state["stacks"] or backend != self.state["backend"]:
+            raise StandInError(f"error: no stack named '{stack}' found\n")
+        if not (secrets and self.state["stacks"][stack]["deployment"]):
+            return
+        given = self.env.get("PULUMI_CONFIG_PASSPHRASE")
+        if given is None and self.env.get("PULUMI_CONFIG_PASSPHRASE_FILE"):
+            given = Path(self.env["PULUMI_CONFIG_PASSPHRASE_FILE"]).read_text().strip()
+        if given is None:
+            raise StandInError(
+                'error: constructing secrets manager of type "passphrase": passphrase must be set with '
+                "PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE environment variables\n"
+            )
+        expected = self.state["passphrase"]
+        if expected is not None and given != expected:
+            raise StandInError('error: constructing secrets manager of type "passphrase": incorrect passphrase\n')
+
+    def configure(self, verb: str, stack: str, args: list[str]) -> None:
+        """`config rm KEY` and `config set-all [--path] --plaintext KEY=VALUE...`, with Pulumi's key rules: a key
+        without a namespace is the project's, and with --path `KEY[N]` sets a list's item."""
+        config = self.state["config"].setdefault(stack, {})
+
+        def full(key: str) -> str:
+            return key if ":" in key else "course-vm:" + key
+
+        if verb == "config rm":
+            config.pop(full(next(a for a in args[2:] if not a.startswith("-"))), None)
+            return
+        pairs = [args[i + 1] for i, a in enumerate(args) if a == "--plaintext"]
+        for pair in pairs:
+            key, _, value = pair.partition("=")
+            name, _, index = full(key).rstrip("]").partition("[")
+            if "--path" in args and index:
+                items = json.loads(config.get(name) or "[]")
+                items += [None] * (int(index) + 1 - len(items))
+                items[int(index)] = value
+                config[name] = json.dumps(items)
+            else:
+                config[full(key)] = value
+
+    def log(self, args: list[str], events: list[dict[str, Any]]) -> None:
+        path = option(args, "--event-log")
+        if path:
+            with open(path, "a") as log:
+                for event in [*events, CANCEL]:
+                    log.write(json.dumps(event) + "\n")
+
+    def fail(self, args: list[str], failure: Mapping[str, Any]) -> None:
+        """Fail as FAILURE says: its events logged, the state it leaves, the program's problems handed over."""
+        self.log(args, failure.get("events", []))
+        stack = option(args, "--stack") or ""
+        if "deployment" in failure:
+            # What the engine checkpointed before the update failed: the steps that completed.
+            self.state["stacks"][stack]["deployment"] = failure["deployment"]
+        problems, path = failure.get("problems"), self.env.get("COURSE_VM_PROBLEMS_FILE")
+        if problems and path:
+            Path(path).write_text(json.dumps(problems))  # what the program hands over (__main__.py)
+        raise StandInError(failure["stderr"], failure.get("stdout", ""))
+
+
+def main(state_file: Path, calls_file: Path, argv: list[str]) -> int:
+    """Run the stand-in as `pulumi ARGV` on STATE_FILE, recording ARGV in CALLS_FILE; its exit status."""
+    args = [a for a in argv if a != "--non-interactive"]
+    with open(calls_file, "a") as calls:
+        calls.write(json.dumps(args) + "\n")
+    state = json.loads(state_file.read_text())
+    engine = Engine(state, os.environ)
+    try:
+        sys.stdout.write(engine.run(args))
+        return 0
+    except StandInError as failed:
+        sys.stdout.write(failed.stdout)
+        sys.stderr.write(failed.stderr)
+        return 255
+    finally:
+        state_file.write_text(json.dumps(state))
+
+
+@dataclass
+class StandInPulumi:
+    """An environment whose `pulumi` is the stand-in, and what the stand-in keeps and recorded."""
+
+    environment: dict[str, str]
+    state_file: Path
+    calls_file: Path
+
+    def calls(self) -> list[list[str]]:
+        """Each command line the stand-in was run with, without --non-interactive."""
+        if not self.calls_file.exists():
+            return []
+        return [json.loads(line) for line in self.calls_file.read_text().splitlines()]
+
+    def verbs(self) -> list[str]:
+        return [verb_of(call) for call in self.calls()]
+
+    def config(self, stack: str) -> dict[str, str]:
+        """The stack's config as the stand-in holds it now."""
+        return dict(json.loads(self.state_file.read_text())["config"].get(stack, {}))
+
+    def outputs(self, stack: str) -> dict[str, Any]:
+        """The stack's outputs as the stand-in holds them now."""
+        return dict(json.loads(self.state_file.read_text())["stacks"][stack]["outputs"])
+
+
+def stand_in_pulumi(
+    tmp_path: Path,
+    stacks: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    deployments: Mapping[str, Mapping[str, Any]] | None = None,
+    events: list[dict[str, Any]] | None = None,
+    update_events: list[dict[str, Any]] | None = None,
+    next_outputs: Mapping[str, Any] | None = None,
+    fail: Mapping[str, Mapping[str, Any]] | None = None,
+    config: Mapping[str, Mapping[str, str]] | None = None,
+    passphrase: str | None = None,
+) -> StandInPulumi:
+    """An environment (HOME and XDG_STATE_HOME in TMP_PATH, on course-vm's own backend there) whose
+    `pulumi` is the stand-in, with STACKS (name -> the outputs the program exported; default one stack
+    `dev` without any), each stack's state built from its outputs unless DEPLOYMENTS gives it (what
+    `stack export` prints: see pulumi_state.exported_deployment).
+
+    `preview` and `destroy --preview-only` report EVENTS, `up` reports UPDATE_EVENTS and makes
+    NEXT_OUTPUTS the stack's outputs; each command of FAIL (e.g. "up": {"stderr": ...}) fails with
+    that stderr and exit 255, after logging its "events", leaving its "deployment" and handing over
+    its "problems" as the program does. CONFIG: stack -> key -> value (default: STACK_CONFIG for
+    each stack). PASSPHRASE: the one the stacks' secrets take (default: any).
+    `up`'s other prerequisites are there too: a stand-in gcloud on PATH (never run) and
+    application-default credentials where gcloud keeps them.
+    """
+    stacks = {"dev": {}} if stacks is None else stacks
+    state_dir = tmp_path / "state"
+    built = {name: exported_deployment(name, outputs) if outputs else None for name, outputs in stacks.items()}
+    state = {
+        "stacks": {name: {"outputs": dict(o), "deployment": (deployments or {}).get(name) or built[name]}
+                   for name, o in stacks.items()},
+        "config": {name: dict(STACK_CONFIG) for name in stacks} if config is None else dict(config),
+        "events": events or [], "update_events": update_events or [], "next_outputs": dict(next_outputs or {}),
+        "fail": dict(fail or {}), "passphrase": passphrase,
+        "backend": (state_dir / "course-vm" / "pulumi").as_uri(),
+    }  # fmt: skip
+    state_file, calls_file = tmp_path / "pulumi-stand-in.json", tmp_path / "pulumi-calls.jsonl"
+    state_file.write_text(json.dumps(state))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    pulumi = bin_dir / "pulumi"
+    pulumi.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+        "from pathlib import Path\nfrom tests.support.stand_in_pulumi import main\n"
+        f"sys.exit(main(Path({str(state_file)!r}), Path({str(calls_file)!r}), sys.argv[1:]))\n"
+    )
+    pulumi.chmod(0o755)
+    return StandInPulumi(_environment(tmp_path, bin_dir), state_file, calls_file)
+
+
+def _environment(tmp_path: Path, bin_dir: Path) -> dict[str, str]:
+    # What `up` checks for before anything else (provisioner/cli/prerequisites.py): gcloud on PATH
+    # (a stand-in that is never run) and application-default credentials where gcloud keeps them.
+    gcloud = bin_dir / "gcloud"
+    gcloud.write_text("#!/bin/sh\necho 'stand-in gcloud: not for use' >&2\nexit 1\n")
+    gcloud.chmod(0o755)
+    adc = tmp_path / ".config" / "gcloud" / "application_default_credentials.json"
+    adc.parent.mkdir(parents=True, exist_ok=True)
+    adc.write_text('{"type": "authorized_user", "client_id": "stand-in", "client_secret": "x", "refresh_token": "x"}\n')
+    environment = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "XDG_STATE_HOME": str(tmp_path / "state")}
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG", "PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE",
+                 "PULUMI_CONFIG_PASSPHRASE_FILE", "PULUMI_DEBUG_COMMANDS", "COURSE_VM_PROBLEMS_FILE"):  # fmt: skip
+        environment.pop(name, None)
+    environment["PULUMI_HOME"] = str(tmp_path / "pulumi-home")  # not logged in anywhere
+    environment["HOME"] = str(tmp_path)
+    return environment

@@ -3,7 +3,8 @@
 provisioner/ is layered, bottom up: the recipe engine, access (keys, host keys, ssh), the
 checker engine, then the local VM and the Google edge side by side, then the driver of the Pulumi
 CLI, then the command line. A package imports only from the packages below it and from the shared
-`errors`, `paths` and `stack`. Pulumi lives in the Google edge and in the driver alone.
+modules (`errors`, `paths`, `stack`; the general helpers `files`, `parallel`, `terminal`). Pulumi lives
+in the Google edge and in the driver alone.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ LAYERS: dict[str, set[str]] = {
     "cli": {"recipe", "access", "checker", "local", "gcp", "driver"},
 }
 """Each package, and the packages it may import from."""
-SHARED = {"errors", "paths", "stack"}
+SHARED = {"errors", "paths", "stack", "files", "parallel", "terminal"}
 """Modules at the top that every package may use; they import no package."""
-TOP_LEVEL = {"__init__.py", "__main__.py", "errors.py", "paths.py", "stack.py"}
+TOP_LEVEL = {"__init__.py", "__main__.py", *(f"{name}.py" for name in SHARED)}
 ENGINES = {"recipe", "access", "checker"}
 """The engines and what they stand on: nothing in them knows Pulumi or Google."""
 CLOUD = ("pulumi", "pulumi_gcp", "google")
@@ -119,7 +120,7 @@ def test_the_top_of_provisioner_holds_only_the_packages_and_the_shared_modules()
         ("cli/check.py", "from pulumi import automation\n", "imports pulumi: only provisioner.gcp, provisioner.driver"),
         ("driver/session.py", "from provisioner.cli import main\n", "driver may import only from"),
         ("driver/plan.py", "from provisioner.local import vm\n", "driver may import only from"),
-        ("recipe/user_data.py", "from provisioner.access import ssh\n", "recipe may import only from errors, paths"),
+        ("recipe/user_data.py", "from provisioner.access import ssh\n", "recipe may import only from errors, files"),
         ("checker/checks.py", "from ..cli import main\n", "imports provisioner.cli: checker may import only"),
         ("local/vm.py", "from provisioner.gcp.course_vm import CourseVm\n", "local may import only from"),
         ("gcp/course_vm.py", "from provisioner import cli\n", "imports provisioner.cli: gcp may import only"),

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from provisioner.access.proxy import INSTANCE_NAME, iap_location, iap_proxy_command
 from provisioner.errors import CourseVmError
+from provisioner.files import write_atomically
 from provisioner.paths import ON_WINDOWS
-from provisioner.recipe.settings import DEFAULT_STACK
+from provisioner.stack import DEFAULT_STACK
 
 INCLUDE_MARK = "# course-vm: its hosts (python -m provisioner manages this line and that file)"
 BEGIN = "# >>> course-vm host {alias} >>>"
@@ -248,28 +247,3 @@ def _remove_include() -> None:
     kept = [line for line in text.splitlines(keepends=True) if not _is_ours(line)]
     if "".join(kept) != text:
         write_atomically(config, "".join(kept), config.stat().st_mode & 0o777)
-
-
-def write_atomically(path: Path, text: str, mode: int) -> None:
-    """Replace PATH with TEXT at MODE: readers see the old file or the new one, never half of one.
-
-    The temporary file gets a fresh random name, created exclusively (mkstemp: O_EXCL), so a
-    symlink or file planted beside PATH is never followed or overwritten; a failed write removes it.
-    Raises OSError when the directory cannot be written.
-    """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".course-vm.tmp", dir=path.parent)
-    try:
-        try:
-            if hasattr(os, "fchmod"):  # not on Windows before Python 3.13, where the folder's ACL applies
-                os.fchmod(fd, mode)
-            data = memoryview(text.encode())
-            while data:
-                data = data[os.write(fd, data) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -14,7 +14,7 @@ import paramiko
 
 from provisioner.access.host_keys import HostKey
 from provisioner.access.ssh import CommandResult, Progress, Target, connect_published, load_identity, run
-from provisioner.checker.printable import printable
+from provisioner.terminal import printable
 
 DEFAULT_TIMEOUT = 180.0
 """`check`'s one deadline for logging in and the setup being over. A VM whose setup is done needs

@@ -2,62 +2,15 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar, cast
 
 from provisioner.access.ssh import Progress, Target
 from provisioner.checker.checks import DEFAULT_TIMEOUT, Report, check_vm
-from provisioner.checker.printable import printable
 from provisioner.errors import EXIT_CHECK_FAILED, CourseVmError
-
-DEFAULT_WORKERS = 32
-"""Workers mostly wait on the network (each check is a few SSH round trips), so many are cheap."""
-
-Item = TypeVar("Item")
-Result = TypeVar("Result")
-
-
-def at_once(work: Callable[[Item], Result], items: Sequence[Item], workers: int = DEFAULT_WORKERS) -> list[Result]:
-    """WORK done for every item on at most WORKERS threads; the results in ITEMS' order.
-
-    The threads are daemons, so that Ctrl-C ends the command at once: a ThreadPoolExecutor would
-    first wait for every running item (a check runs until its deadline). What an item started
-    ends by its own bounds (remote commands have time limits; a started VM goes on starting).
-    An exception of WORK is raised here, once every item has been done.
-    """
-    results: list[tuple[bool, object]] = [(False, None)] * len(items)
-    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for index in range(len(items)):
-        todo.put(index)
-
-    def worker() -> None:
-        while True:
-            try:
-                index = todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                results[index] = (True, work(items[index]))
-            except BaseException as error:  # raised again in the caller's thread
-                results[index] = (False, error)
-
-    threads = [
-        threading.Thread(target=worker, name=f"at-once-{n}", daemon=True)
-        for n in range(max(1, min(workers, len(items))))
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()  # interruptible: Ctrl-C raises KeyboardInterrupt here
-    for done, value in results:
-        if not done:
-            raise value if isinstance(value, BaseException) else RuntimeError("an item was not done")
-    return [cast(Result, value) for _, value in results]
-
+from provisioner.parallel import DEFAULT_WORKERS, at_once
+from provisioner.terminal import printable
 
 TargetSource = Callable[[float], Target]
 """Gives a student's Target by the deadline passed in (learning its host keys may take a call)."""

@@ -13,12 +13,13 @@ from typing import Any
 from provisioner.access.host_keys import host_keys_from_known_hosts, parse_host_key
 from provisioner.access.ssh import Target
 from provisioner.checker.checks import DEFAULT_TIMEOUT, NEW_VM_TIMEOUT, Report, check_vm
-from provisioner.checker.class_pool import DEFAULT_WORKERS, TargetSource, check_class
+from provisioner.checker.class_pool import TargetSource, check_class
 from provisioner.cli import arguments
 from provisioner.cli.console import print_class_report, print_report, progress
 from provisioner.driver.session import StackSession
 from provisioner.errors import CourseVmError, SshKeyError
 from provisioner.gcp.compute_api import GceInstance, published_host_keys
+from provisioner.parallel import DEFAULT_WORKERS
 from provisioner.stack import DEFAULT_STACK, StackOutputs, VmOutputs
 
 

@@ -10,10 +10,10 @@ from typing import TextIO
 from provisioner.access.ssh_config import host_alias
 from provisioner.checker.checks import Report
 from provisioner.checker.class_pool import ClassReport
-from provisioner.checker.printable import printable
 from provisioner.driver.plan import Action, HomeDisk, Plan, VmChange
 from provisioner.errors import EXIT_CHECK_FAILED, CourseVmError
 from provisioner.recipe.settings import command
+from provisioner.terminal import printable
 
 Confirm = Callable[[Plan], bool]
 """Shown the plan, says whether to go on (a plan without changes needs no question)."""

@@ -7,7 +7,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from provisioner.access.ssh_config import host_alias
-from provisioner.checker.class_pool import at_once
 from provisioner.cli.console import progress
 from provisioner.driver.session import StackSession
 from provisioner.errors import CourseVmError
@@ -19,6 +18,7 @@ from provisioner.gcp.compute_api import (
     start_instance,
     stop_instance,
 )
+from provisioner.parallel import at_once
 from provisioner.stack import VmOutputs
 
 

@@ -71,7 +71,7 @@ def record_verifications(stack_name: str, log: EngineLog) -> None:
 
     A file that cannot be written is left as it is: `status` then says it does not know.
     """
-    from provisioner.access.ssh_config import write_atomically
+    from provisioner.files import write_atomically
 
     before = recorded_verifications(stack_name)
     now = verifications_of(log, before)

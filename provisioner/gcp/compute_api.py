@@ -18,7 +18,7 @@ from typing import Any
 from provisioner.access.host_keys import HostKey, host_keys_from_console, parse_host_key
 from provisioner.access.ssh import HostKeySource, Progress
 from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError, UnreachableError
-from provisioner.recipe.settings import DEFAULT_STACK, command
+from provisioner.stack import DEFAULT_STACK, command
 
 COMPUTE_API = "https://compute.googleapis.com/compute/v1"
 # gcloud's own variables: an endpoint override (private service connect, proxies) and a ready token.

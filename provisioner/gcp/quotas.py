@@ -9,7 +9,8 @@ from typing import Any
 
 from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError
 from provisioner.gcp.compute_api import TokenSource, application_default_token, compute_api, read_resource
-from provisioner.recipe.settings import DEFAULT_STACK, Settings, command
+from provisioner.recipe.settings import Settings
+from provisioner.stack import DEFAULT_STACK, command
 
 PROJECT_SCOPE = "project"
 """The scope of a quota of the whole project (CPUS_ALL_REGIONS); a regional one's scope is its region."""

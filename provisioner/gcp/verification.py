@@ -50,7 +50,7 @@ def move_pins(olds: dict[str, Any], known_hosts_file: str) -> str:
     For stacks made when every stack with one key shared `KEY.known_hosts`: no new check is
     needed, for the keys in state are the ones the checker logged in with. Returns the new path.
     """
-    from provisioner.access.ssh_config import write_atomically
+    from provisioner.files import write_atomically
 
     write_atomically(Path(known_hosts_file), "".join(line + "\n" for line in olds["known_hosts"].splitlines()), 0o644)
     if olds.get("known_hosts_file"):
@@ -63,7 +63,7 @@ def forget_host(known_hosts_file: Path, host: str, port: int) -> None:
 
     Only the lines of this VM: stacks made before pins were per stack share one file.
     """
-    from provisioner.access.ssh_config import write_atomically
+    from provisioner.files import write_atomically
 
     try:
         lines = known_hosts_file.read_text().splitlines(keepends=True)
@@ -84,9 +84,9 @@ def verify(props: dict[str, Any]) -> dict[str, Any]:
     checker's table, which Pulumi shows as the reason the update failed.
     """
     from provisioner.access.ssh import Target
-    from provisioner.access.ssh_config import write_atomically
     from provisioner.checker.checks import check_vm
     from provisioner.errors import CourseVmError
+    from provisioner.files import write_atomically
     from provisioner.gcp.compute_api import GceInstance, published_host_keys
 
     def progress(message: str) -> None:

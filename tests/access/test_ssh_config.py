@@ -15,7 +15,6 @@ from provisioner.access.ssh_config import (
     hosts_file,
     remove_host,
     ssh_config_block,
-    write_atomically,
 )
 from provisioner.errors import CourseVmError
 from tests.conftest import require_tool
@@ -113,35 +112,6 @@ def test_ssh_config_block_quotes_a_key_path_with_spaces() -> None:
     text = ssh_config_block("course-vm", "1.2.3.4", "student", "/home/a b/key")
     assert '    IdentityFile "/home/a b/key"\n' in text
     assert "Port" not in text and "StrictHostKeyChecking" not in text
-
-
-def test_a_symlink_planted_at_a_temporary_name_is_not_followed(tmp_path: Path) -> None:
-    victim = tmp_path / "victim"
-    victim.write_text("precious\n")
-    victim.chmod(0o644)
-    target = tmp_path / "ssh" / "course-vm.config"
-    target.parent.mkdir()
-    # The fixed name the writer once used: a symlink there made it overwrite and chmod the victim.
-    (target.parent / f".{target.name}.course-vm.tmp").symlink_to(victim)
-    write_atomically(target, "Host x\n", 0o600)
-    assert victim.read_text() == "precious\n"
-    assert os.stat(victim).st_mode & 0o777 == 0o644
-    assert target.read_text() == "Host x\n" and not target.is_symlink()
-    assert os.stat(target).st_mode & 0o777 == 0o600
-
-
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "course-vm.config"
-    target.write_text("old\n")
-
-    def full_disk(fd: int) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "fsync", full_disk)
-    with pytest.raises(OSError, match="No space left"):
-        write_atomically(target, "new\n", 0o600)
-    assert target.read_text() == "old\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["course-vm.config"]
 
 
 @pytest.mark.integration
@@ -266,14 +236,6 @@ def test_on_linux_and_macos_a_backslash_is_still_refused() -> None:
         CourseVmError, match="identity file 'C:\\\\\\\\k' holds a control character, a quote, a backslash"
     ):
         ssh_config_block("course-vm", "1.2.3.4", "student", "C:\\k", windows=False)
-
-
-def test_writing_works_where_python_has_no_fchmod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Python on Windows before 3.13 has no os.fchmod; there the file keeps its folder's ACL."""
-    monkeypatch.delattr(os, "fchmod")
-    target = tmp_path / "ssh" / "course-vm.config"
-    write_atomically(target, "Host x\n", 0o600)
-    assert target.read_text() == "Host x\n"
 
 
 def test_a_block_for_the_users_own_keys_names_no_identity_file() -> None:

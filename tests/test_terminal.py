@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.checker.printable import printable
+from provisioner.terminal import printable
 
 OSC_52 = "\x1b]52;c;cm0gLXJmIH4K\x07"  # "write `rm -rf ~` to the clipboard"
 

@@ -1,0 +1,32 @@
+"""Files course-vm writes whole: replaced at once, never half written, never through a planted name."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomically(path: Path, text: str, mode: int) -> None:
+    """Replace PATH with TEXT at MODE: readers see the old file or the new one, never half of one.
+
+    The temporary file gets a fresh random name, created exclusively (mkstemp: O_EXCL), so a
+    symlink or file planted beside PATH is never followed or overwritten; a failed write removes it.
+    Raises OSError when the directory cannot be written.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".course-vm.tmp", dir=path.parent)
+    try:
+        try:
+            if hasattr(os, "fchmod"):  # not on Windows before Python 3.13, where the folder's ACL applies
+                os.fchmod(fd, mode)
+            data = memoryview(text.encode())
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -12,7 +12,7 @@ from provisioner.checker.checks import Report
 from provisioner.checker.class_pool import ClassReport
 from provisioner.driver.plan import Action, HomeDisk, Plan, VmChange
 from provisioner.errors import EXIT_CHECK_FAILED, CourseVmError
-from provisioner.recipe.settings import command
+from provisioner.stack import command
 from provisioner.terminal import printable
 
 Confirm = Callable[[Plan], bool]

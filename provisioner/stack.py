@@ -127,6 +127,12 @@ class VmOutputs:
         return cls(**values)
 
 
+def has_address(raw: Mapping[str, Any]) -> bool:
+    """Whether RAW, one VM's outputs (or a stack's one VM's, at the top), names the VM's address: a StudentVm
+    registers its outputs when its update finished, so one without them did not."""
+    return bool(raw.get("ip"))
+
+
 def vm_exports(**values: object) -> dict[str, object]:
     """The stack outputs of one VM, by output key, from VALUES named as VmOutputs' fields (the program's
     Pulumi Outputs). Raises TypeError for a name VmOutputs has no field for."""
@@ -232,4 +238,4 @@ def _raw_vms(
     if students:
         return {str(name): vm for name, vm in students.items()}, True
     merged = {**root, **(own or {}).get("", {})}
-    return ({"": merged} if merged.get("ip") else {}), False
+    return ({"": merged} if has_address(merged) else {}), False

@@ -16,6 +16,7 @@ from provisioner.stack import (
     STUDENT_VM_TYPE,
     STUDENTS_OUTPUT,
     StackOutputs,
+    has_address,
     student_of,
 )
 
@@ -75,7 +76,7 @@ class StackState:
         up by it (the `Host` entries to remove), never for a file or folder."""
         students = self.root.get(STUDENTS_OUTPUT)
         listed = {str(name) for name in students} if isinstance(students, Mapping) else set()
-        if not listed and self.root.get("ip"):
+        if not listed and has_address(self.root):
             listed = {""}
         return listed | set(self.own or {}) | set(self.unfinished)
 
@@ -106,7 +107,7 @@ def walk(deployment: Mapping[str, Any]) -> StackState:
         kind = resource.get("type")
         if kind == STUDENT_VM_TYPE:
             student = owner[str(resource.get("urn"))]
-            if outputs.get("ip"):
+            if has_address(outputs):
                 own[student] = outputs
             else:
                 unfinished.add(student)

@@ -154,31 +154,6 @@ def readme_text(
 
     HOST is the VM's address, or with IAP its instance name (its internal address reaches nothing)."""
     private = [] if own_key else [alias]
-    listed = " ".join(names)
-    posix = ["mkdir -p -m 700 ~/.ssh", f"cp -f {listed} ~/.ssh/"]
-    posix += [f"chmod 600 ~/.ssh/{name}" for name in private]
-    posix.append(f"ssh -F ~/.ssh/{alias}.config {alias}")
-    powershell = [
-        'New-Item -ItemType Directory -Force "$HOME\\.ssh" | Out-Null',
-        f'Copy-Item -Force {", ".join(names)} "$HOME\\.ssh\\"',
-    ]
-    powershell += [
-        f'icacls "$HOME\\.ssh\\{name}" /inheritance:r /grant:r "${{env:USERDOMAIN}}\\${{env:USERNAME}}:F"'
-        for name in private
-    ]
-    powershell.append(f'ssh -F "$HOME\\.ssh\\{alias}.config" {alias}')
-    if own_key:
-        key_lines = [
-            "You log in with your own SSH key, the one whose public half you gave your instructor",
-            f"({fingerprint(own_key)}). ssh offers your default keys (~/.ssh/id_ed25519, id_ecdsa,",
-            "id_rsa) and those in your ssh-agent; if yours is elsewhere, add `-i PATH-TO-YOUR-PRIVATE-KEY`",
-            "to the ssh command.",
-        ]
-    else:
-        key_lines = [
-            f"{alias} is your private key: it logs in to your VM, so keep it secret and share it with no one.",
-            f"{alias}.pub is its public half.",
-        ]
     where = f"instance {host}, through Google's Identity-Aware Proxy" if iap else host
     tunnel = (
         [
@@ -201,15 +176,15 @@ def readme_text(
             f"Your course VM: {alias} (student {student}: login {user} at {where})",
             "",
             *tunnel,
-            *key_lines,
+            *_key_lines(alias, own_key),
             f"{alias}.known_hosts holds your VM's host keys: ssh connects to your VM and nothing else.",
             f"{alias}.config is its ssh entry.",
             "",
             "Linux and macOS: in a terminal, in this folder, run:",
-            *(f"  {line}" for line in posix),
+            *(f"  {line}" for line in _posix_commands(alias, names, private)),
             "",
             "Windows (PowerShell, with the OpenSSH client that Windows 10 and 11 include): in this folder, run:",
-            *(f"  {line}" for line in powershell),
+            *(f"  {line}" for line in _powershell_commands(alias, names, private)),
             *windows_tunnel,
             "",
             "Later on, only the last line (the ssh command) is needed.",
@@ -221,6 +196,44 @@ def readme_text(
             "",
         ]
     )
+
+
+def _key_lines(alias: str, own_key: str) -> list[str]:
+    """Which key logs in: the student's OWN_KEY, or the private key ALIAS of the hand-out."""
+    if own_key:
+        return [
+            "You log in with your own SSH key, the one whose public half you gave your instructor",
+            f"({fingerprint(own_key)}). ssh offers your default keys (~/.ssh/id_ed25519, id_ecdsa,",
+            "id_rsa) and those in your ssh-agent; if yours is elsewhere, add `-i PATH-TO-YOUR-PRIVATE-KEY`",
+            "to the ssh command.",
+        ]
+    return [
+        f"{alias} is your private key: it logs in to your VM, so keep it secret and share it with no one.",
+        f"{alias}.pub is its public half.",
+    ]
+
+
+def _posix_commands(alias: str, names: list[str], private: list[str]) -> list[str]:
+    """A shell's commands that copy NAMES into ~/.ssh, make the PRIVATE ones the user's alone, and log in."""
+    listed = " ".join(names)
+    posix = ["mkdir -p -m 700 ~/.ssh", f"cp -f {listed} ~/.ssh/"]
+    posix += [f"chmod 600 ~/.ssh/{name}" for name in private]
+    posix.append(f"ssh -F ~/.ssh/{alias}.config {alias}")
+    return posix
+
+
+def _powershell_commands(alias: str, names: list[str], private: list[str]) -> list[str]:
+    """PowerShell's commands that copy NAMES into ~/.ssh, make the PRIVATE ones the user's alone, and log in."""
+    powershell = [
+        'New-Item -ItemType Directory -Force "$HOME\\.ssh" | Out-Null',
+        f'Copy-Item -Force {", ".join(names)} "$HOME\\.ssh\\"',
+    ]
+    powershell += [
+        f'icacls "$HOME\\.ssh\\{name}" /inheritance:r /grant:r "${{env:USERDOMAIN}}\\${{env:USERNAME}}:F"'
+        for name in private
+    ]
+    powershell.append(f'ssh -F "$HOME\\.ssh\\{alias}.config" {alias}')
+    return powershell
 
 
 def cannot_write(student: str, folder: Path, error: OSError) -> HandoutError:

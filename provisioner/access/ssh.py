@@ -119,66 +119,12 @@ def connect(target: Target, key: paramiko.PKey, deadline: float, progress: Progr
     total = max(deadline - started, 0)
     delay, last_reason, last_report = 0.25, "", -1e9
     while True:
-        client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        for name in {target.host, f"[{target.host}]:{target.port}"}:
-            for host_key in target.host_keys:
-                client.get_host_keys().add(name, host_key.type, host_key.pkey)
+        client = _pinned_client(target)
         remaining = deadline - time.monotonic()
         attempt_timeout = max(min(10.0, remaining), 0.5)
-        # A new tunnel per attempt; closed on every way out but success, when the client owns it.
-        proxy = (
-            ProxySocket(proxy_argv(target.proxy_command, target.host, target.port)) if target.proxy_command else None
-        )
-        try:
-            client.connect(
-                target.host,
-                port=target.port,
-                sock=proxy,  # type: ignore[arg-type]  # paramiko takes any object with send, recv, close
-                username=target.user,
-                pkey=key,
-                timeout=attempt_timeout,
-                banner_timeout=attempt_timeout,
-                auth_timeout=attempt_timeout,
-                allow_agent=False,
-                look_for_keys=False,
-                disabled_algorithms={"keys": _host_key_algorithms(target.host_keys)},
-            )
-            _no_delay(client)
-            proxy = None
+        reason = _attempt(client, target, key, attempt_timeout)
+        if not reason:
             return client
-        except paramiko.BadHostKeyException as error:
-            client.close()
-            raise HostKeyMismatchError(
-                f"HOST KEY MISMATCH for {target.host}:{target.port}: it presented {error.key.get_name()} "
-                f"{_fingerprint(error.key)}, not the pinned key. The connection may be intercepted "
-                "(someone in the middle), or the VM was rebuilt; nothing was sent to it. Fix: learn the "
-                "VM's key again out of band (--gce-instance), never by accepting what it presents"
-            ) from None
-        except paramiko.AuthenticationException:
-            client.close()
-            reason = f"the key is not accepted yet for {target.user}"
-        except paramiko.SSHException as error:
-            client.close()
-            if "no acceptable host key" in str(error) or "not found in known_hosts" in str(error):
-                raise HostKeyMismatchError(
-                    f"HOST KEY MISMATCH for {target.host}:{target.port}: it has none of the pinned host keys "
-                    f"({', '.join(k.type for k in target.host_keys)}). The connection may be intercepted; "
-                    "nothing was sent to it. Fix: learn the VM's keys again out of band"
-                ) from None
-            reason = _handshake_reason(error, target.port)
-        except (OSError, EOFError) as error:
-            client.close()
-            reason = _network_reason(error)
-        finally:
-            proxy_said = proxy.why() if proxy is not None else ""
-            refusal = proxy.refusal(target.host) if proxy is not None else None
-            if proxy is not None:
-                proxy.close()
-        if refusal is not None:
-            raise refusal  # not logged in, or not granted: no retry helps
-        if proxy is not None:
-            reason = proxy_said or _tunnel_reason(reason)
         now = time.monotonic()
         if now >= deadline:
             fix = (
@@ -196,6 +142,87 @@ def connect(target: Target, key: paramiko.PKey, deadline: float, progress: Progr
             last_reason, last_report = reason, now
         time.sleep(min(delay, deadline - now))
         delay = min(delay * 1.6, 3.0)
+
+
+def _pinned_client(target: Target) -> paramiko.SSHClient:
+    """A client that trusts TARGET's pinned host keys, under both names ssh looks them up by, and nothing else."""
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    for name in {target.host, f"[{target.host}]:{target.port}"}:
+        for host_key in target.host_keys:
+            client.get_host_keys().add(name, host_key.type, host_key.pkey)
+    return client
+
+
+def _attempt(client: paramiko.SSHClient, target: Target, key: paramiko.PKey, timeout: float) -> str:
+    """One login of CLIENT to TARGET, through a new IAP tunnel if TARGET has one: "" once logged in,
+    else why not (said of the tunnel when there is one).
+
+    Raises HostKeyMismatchError, and the tunnel's refusal (not logged in, or not granted: no retry helps).
+    """
+    # A new tunnel per attempt; closed on every way out but success, when the client owns it.
+    proxy = ProxySocket(proxy_argv(target.proxy_command, target.host, target.port)) if target.proxy_command else None
+    try:
+        reason = _login(client, target, key, timeout, proxy)
+        if not reason:
+            proxy = None
+            return ""
+    finally:
+        proxy_said = proxy.why() if proxy is not None else ""
+        refusal = proxy.refusal(target.host) if proxy is not None else None
+        if proxy is not None:
+            proxy.close()
+    if refusal is not None:
+        raise refusal  # not logged in, or not granted: no retry helps
+    if proxy is not None:
+        reason = proxy_said or _tunnel_reason(reason)
+    return reason
+
+
+def _login(
+    client: paramiko.SSHClient, target: Target, key: paramiko.PKey, timeout: float, proxy: ProxySocket | None
+) -> str:
+    """Log CLIENT in to TARGET over PROXY (None: directly): "" when it did, else why not; CLIENT is
+    closed then. Raises HostKeyMismatchError when TARGET presents no pinned key."""
+    try:
+        client.connect(
+            target.host,
+            port=target.port,
+            sock=proxy,  # type: ignore[arg-type]  # paramiko takes any object with send, recv, close
+            username=target.user,
+            pkey=key,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            allow_agent=False,
+            look_for_keys=False,
+            disabled_algorithms={"keys": _host_key_algorithms(target.host_keys)},
+        )
+        _no_delay(client)
+        return ""
+    except paramiko.BadHostKeyException as error:
+        client.close()
+        raise HostKeyMismatchError(
+            f"HOST KEY MISMATCH for {target.host}:{target.port}: it presented {error.key.get_name()} "
+            f"{_fingerprint(error.key)}, not the pinned key. The connection may be intercepted "
+            "(someone in the middle), or the VM was rebuilt; nothing was sent to it. Fix: learn the "
+            "VM's key again out of band (--gce-instance), never by accepting what it presents"
+        ) from None
+    except paramiko.AuthenticationException:
+        client.close()
+        return f"the key is not accepted yet for {target.user}"
+    except paramiko.SSHException as error:
+        client.close()
+        if "no acceptable host key" in str(error) or "not found in known_hosts" in str(error):
+            raise HostKeyMismatchError(
+                f"HOST KEY MISMATCH for {target.host}:{target.port}: it has none of the pinned host keys "
+                f"({', '.join(k.type for k in target.host_keys)}). The connection may be intercepted; "
+                "nothing was sent to it. Fix: learn the VM's keys again out of band"
+            ) from None
+        return _handshake_reason(error, target.port)
+    except (OSError, EOFError) as error:
+        client.close()
+        return _network_reason(error)
 
 
 def connect_published(
@@ -293,41 +320,8 @@ def run(client: paramiko.SSHClient, command: str, timeout: float) -> CommandResu
     except (paramiko.SSHException, OSError, EOFError):
         return CommandResult(command, None, "", "", time.monotonic() - started, connection_lost=True)
     out, err = bytearray(), bytearray()
-    timed_out = False
-    exited_at: float | None = None
-
-    def drain() -> bool:
-        nonlocal out, err
-        progressed = False
-        while channel.recv_ready():
-            out += channel.recv(65536)
-            del out[:-MAX_OUTPUT_BYTES]
-            progressed = True
-        while channel.recv_stderr_ready():
-            err += channel.recv_stderr(65536)
-            del err[:-MAX_OUTPUT_BYTES]
-            progressed = True
-        return progressed
-
     try:
-        while True:
-            progressed = drain()
-            # sshd may send the exit status before the last of the output: the output ends at EOF.
-            # (A command that leaves a background process holding stdout gets EOF_GRACE to finish.)
-            if channel.exit_status_ready():
-                exited_at = exited_at or time.monotonic()
-                if channel.eof_received or time.monotonic() - exited_at > EOF_GRACE:
-                    break
-            if channel.closed or not transport.is_active():
-                break
-            if time.monotonic() - started > timeout:
-                timed_out = True
-                break
-            if not progressed:
-                # Wakes as soon as output or EOF arrives (paramiko signals both on the channel's
-                # pipe); the timeout only bounds how late an exit status or a deadline is noticed.
-                select.select([channel], [], [], 0.02)
-        drain()  # what arrived between the last read and the end
+        timed_out = _read_to_the_end(channel, transport, out, err, started + timeout)
     finally:
         # paramiko reports -1 when the channel closed without an exit status: the connection dropped.
         status = channel.exit_status if channel.exit_status_ready() else None
@@ -342,3 +336,45 @@ def run(client: paramiko.SSHClient, command: str, timeout: float) -> CommandResu
         timed_out,
         lost,
     )
+
+
+def _read_to_the_end(
+    channel: paramiko.Channel, transport: paramiko.Transport, out: bytearray, err: bytearray, deadline: float
+) -> bool:
+    """Read CHANNEL's stdout into OUT and its stderr into ERR until its command has ended, the
+    connection has, or DEADLINE has passed (then True: it timed out)."""
+    timed_out = False
+    exited_at: float | None = None
+    while True:
+        progressed = _drain(channel, out, err)
+        # sshd may send the exit status before the last of the output: the output ends at EOF.
+        # (A command that leaves a background process holding stdout gets EOF_GRACE to finish.)
+        if channel.exit_status_ready():
+            exited_at = exited_at or time.monotonic()
+            if channel.eof_received or time.monotonic() - exited_at > EOF_GRACE:
+                break
+        if channel.closed or not transport.is_active():
+            break
+        if time.monotonic() > deadline:
+            timed_out = True
+            break
+        if not progressed:
+            # Wakes as soon as output or EOF arrives (paramiko signals both on the channel's
+            # pipe); the timeout only bounds how late an exit status or a deadline is noticed.
+            select.select([channel], [], [], 0.02)
+    _drain(channel, out, err)  # what arrived between the last read and the end
+    return timed_out
+
+
+def _drain(channel: paramiko.Channel, out: bytearray, err: bytearray) -> bool:
+    """Append what CHANNEL has ready to OUT and ERR (the last MAX_OUTPUT_BYTES of each); whether it had any."""
+    progressed = False
+    while channel.recv_ready():
+        out += channel.recv(65536)
+        del out[:-MAX_OUTPUT_BYTES]
+        progressed = True
+    while channel.recv_stderr_ready():
+        err += channel.recv_stderr(65536)
+        del err[:-MAX_OUTPUT_BYTES]
+        progressed = True
+    return progressed

@@ -56,31 +56,11 @@ def ssh_config_block(
     `/`. Raises CourseVmError naming every bad value.
     """
     # The values may come from a stack's outputs, so none is taken to be of its declared type.
-    problems = []
-    plain_alias = isinstance(alias, str) and _ALIAS.fullmatch(alias)
-    if not plain_alias:
-        problems.append(f"alias {alias!r} is not a plain name")
-    if proxy_command is None:
-        if not _is_ip_address(host):
-            problems.append(f"host {host!r} is not an IP address")
-    else:
-        if not (isinstance(host, str) and INSTANCE_NAME.fullmatch(host)):
-            problems.append(f"host {host!r} is not a GCE instance name")
-        if iap_location(proxy_command) is None:
-            problems.append(f"proxy command {proxy_command!r} is not course-vm's IAP tunnel")
-    if not (isinstance(user, str) and _USER.fullmatch(user)):
-        problems.append(f"user {user!r} is not a Linux login")
-    optional = {"known_hosts file": known_hosts_file} if known_hosts_file is not None else {}
-    if default_keys and identity_file != "":
-        problems.append(f"identity file {identity_file!r} is given, but the user's own keys log in")
-    identity = {} if default_keys else {"identity file": identity_file}
-    for what, path in {**identity, **optional}.items():
-        if problem := _path_problem(path, what, windows):
-            problems.append(problem)
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        problems.append(f"port {port!r} is not a TCP port")
+    problems = _destination_problems(alias, host, proxy_command) + _login_problems(
+        user, identity_file, known_hosts_file, port, windows=windows, default_keys=default_keys
+    )
     if problems:
-        name = alias if plain_alias else repr(alias)
+        name = alias if isinstance(alias, str) and _ALIAS.fullmatch(alias) else repr(alias)
         raise CourseVmError(
             f"{name}: cannot write an ssh Host block: {'; '.join(problems)}. Fix: these values come from the "
             "stack's outputs (`pulumi stack output --json`) or the settings; run `course-vm up` again, and check "
@@ -104,6 +84,41 @@ def ssh_config_block(
         lines += [f"    UserKnownHostsFile {quoted(known_hosts_file)}", "    StrictHostKeyChecking yes"]
     lines.append(f"    LocalForward {JUPYTER_PORT} localhost:{JUPYTER_PORT}")
     return "\n".join(lines) + "\n"
+
+
+def _destination_problems(alias: object, host: object, proxy_command: str | None) -> list[str]:
+    """What is wrong with a Host block's ALIAS and HOST (an IP address, or behind PROXY_COMMAND an instance name)."""
+    problems = []
+    if not (isinstance(alias, str) and _ALIAS.fullmatch(alias)):
+        problems.append(f"alias {alias!r} is not a plain name")
+    if proxy_command is None:
+        if not _is_ip_address(host):
+            problems.append(f"host {host!r} is not an IP address")
+    else:
+        if not (isinstance(host, str) and INSTANCE_NAME.fullmatch(host)):
+            problems.append(f"host {host!r} is not a GCE instance name")
+        if iap_location(proxy_command) is None:
+            problems.append(f"proxy command {proxy_command!r} is not course-vm's IAP tunnel")
+    return problems
+
+
+def _login_problems(
+    user: object, identity_file: object, known_hosts_file: object, port: object, *, windows: bool, default_keys: bool
+) -> list[str]:
+    """What is wrong with a Host block's login: its USER, key files and PORT."""
+    problems = []
+    if not (isinstance(user, str) and _USER.fullmatch(user)):
+        problems.append(f"user {user!r} is not a Linux login")
+    optional = {"known_hosts file": known_hosts_file} if known_hosts_file is not None else {}
+    if default_keys and identity_file != "":
+        problems.append(f"identity file {identity_file!r} is given, but the user's own keys log in")
+    identity = {} if default_keys else {"identity file": identity_file}
+    for what, path in {**identity, **optional}.items():
+        if problem := _path_problem(path, what, windows):
+            problems.append(problem)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        problems.append(f"port {port!r} is not a TCP port")
+    return problems
 
 
 def _is_ip_address(host: object) -> bool:

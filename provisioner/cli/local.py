@@ -18,14 +18,14 @@ from typing import Any
 from provisioner.access.host_keys import HostKey
 from provisioner.access.keys import ensure_key_pair
 from provisioner.access.ssh import HostKeySource
-from provisioner.checker.checks import DEFAULT_TIMEOUT, NEW_VM_TIMEOUT, check_vm
+from provisioner.checker.checks import DEFAULT_TIMEOUT, NEW_VM_TIMEOUT, Report, check_vm
 from provisioner.cli import arguments
 from provisioner.cli.check import report_with_hint
 from provisioner.cli.console import print_report, progress
 from provisioner.errors import CourseVmError, InterruptionError, SettingsError
 from provisioner.gcp.compute_api import GceInstance, published_host_keys
 from provisioner.local import vm as local_vm
-from provisioner.local.image import DEBIAN_MIRROR, build_debian_image, image_at, ubuntu_cloud_image
+from provisioner.local.image import DEBIAN_MIRROR, Image, build_debian_image, image_at, ubuntu_cloud_image
 from provisioner.local.metadata_server import MetadataServer, TwinInstance, random_instance_id
 from provisioner.recipe.metadata import instance_metadata
 from provisioner.recipe.rules import as_set_flags
@@ -37,6 +37,14 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     local = commands.add_parser("local", help="the course VM in a local QEMU VM").add_subparsers(
         dest="local_command", required=True
     )
+    _register_image(local)
+    _register_up(local)
+    _register_check(local)
+    _register_ssh_down_and_list(local)
+    _register_metadata_server(local)
+
+
+def _register_image(local: argparse._SubParsersAction[Any]) -> None:
     image = local.add_parser("image", help="local VM images").add_subparsers(dest="image_command", required=True)
     build = image.add_parser(
         "build", help="build a Debian 13 image that boots as on GCE, with debootstrap (needs root); prints its path"
@@ -44,6 +52,8 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     build.add_argument("--mirror", default=DEBIAN_MIRROR, help=f"Debian mirror (default {DEBIAN_MIRROR})")
     build.set_defaults(run=local_image_build)
 
+
+def _register_up(local: argparse._SubParsersAction[Any]) -> None:
     up = local.add_parser("up", help="boot a VM with the course recipe and check it (exit status as `check`)")
     up.add_argument("--name", default="default", help="several VMs may exist side by side (default: default)")
     up.add_argument(
@@ -86,6 +96,8 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     up.add_argument("--json", action="store_true")
     up.set_defaults(run=local_up)
 
+
+def _register_check(local: argparse._SubParsersAction[Any]) -> None:
     check = local.add_parser("check", help="check a running local VM again")
     check.add_argument("--name", default="default")
     check.add_argument(
@@ -99,6 +111,8 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
     check.add_argument("--json", action="store_true")
     check.set_defaults(run=local_check)
 
+
+def _register_ssh_down_and_list(local: argparse._SubParsersAction[Any]) -> None:
     ssh = local.add_parser("ssh", help="log in to a local VM (host key pinned)")
     ssh.add_argument("--name", default="default")
     ssh.add_argument("--print", action="store_true", help="print the ssh command instead of running it")
@@ -111,6 +125,8 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 
     local.add_parser("list", help="the local VMs").set_defaults(run=local_list)
 
+
+def _register_metadata_server(local: argparse._SubParsersAction[Any]) -> None:
     metadata = local.add_parser(
         "metadata-server",
         help="serve a stand-in for GCE's metadata server on 127.0.0.1 until Ctrl-C; prints its URL first",
@@ -153,13 +169,37 @@ def local_up(args: argparse.Namespace) -> int:
     # A GCE twin finds its home disk where GCE puts it, so it runs exactly the user-data GCE gets.
     device = (GCE_HOME_DISK_DEVICE if image.gce else local_vm.LOCAL_HOME_DISK_DEVICE) if home else ""
     user_data = user_data_for(settings, key.public_key, home_disk_device=device)
+    attributes = instance_metadata(settings.username, key.public_key, user_data)
+    vm = _boot(args, image, attributes, settings.username, settings.ssh_key_path, home, deadline)
+    report = _pin_and_check(args.name, vm, deadline)
+    progress(
+        f"`ssh {vm.host_alias}` (or `local ssh --name {args.name}`) logs in; "
+        f"`local down --name {args.name}` removes the VM and its ssh config entry"
+    )
+    return print_report(report, args.json)
+
+
+def _boot(
+    args: argparse.Namespace,
+    image: Image,
+    attributes: dict[str, str],
+    user: str,
+    identity: Path,
+    home: Path | None,
+    deadline: float,
+) -> local_vm.LocalVm:
+    """The VM `local up` ARGS asks for, booted from IMAGE with the instance metadata ATTRIBUTES, for
+    USER to log in to with IDENTITY; on Ctrl-C, what it started is stopped.
+
+    Raises InterruptionError on Ctrl-C, and what `local_vm.boot` raises.
+    """
     try:
-        vm = local_vm.boot(
+        return local_vm.boot(
             args.name,
             image,
-            instance_metadata(settings.username, key.public_key, user_data),
-            user=settings.username,
-            identity=settings.ssh_key_path,
+            attributes,
+            user=user,
+            identity=identity,
             memory_mb=args.memory,
             cpus=args.cpus,
             disk_size=args.disk_size,
@@ -181,25 +221,27 @@ def local_up(args: argparse.Namespace) -> int:
         raise InterruptionError(
             f"interrupted while local VM {args.name} was booting: stopped it; nothing is left running"
         ) from None
+
+
+def _pin_and_check(name: str, vm: local_vm.LocalVm, deadline: float) -> Report:
+    """The report of the booted VM (called NAME), its host keys pinned first, within DEADLINE.
+
+    Raises InterruptionError on Ctrl-C, leaving the VM running, and what `check_vm` raises.
+    """
     try:
         published = pinning(vm)
         keys = published(deadline)
         progress(f"host keys pinned: {keys[0].fingerprint}")
         target = replace(vm.target(), host_keys=keys, published=published)
-        report = check_vm(target, max(deadline - time.monotonic(), 60.0), progress)
+        return check_vm(target, max(deadline - time.monotonic(), 60.0), progress)
     except KeyboardInterrupt:
         # Booted, the VM runs its setup whatever the checker does; it may be what the user wanted
         # (the check is only the waiting), so it is left running, with the commands to go on.
         raise InterruptionError(
-            f"interrupted: the local VM {args.name} is still running (its setup goes on). "
-            f"`course-vm local check --name {args.name}` checks it again; "
-            f"`course-vm local down --name {args.name}` removes it"
+            f"interrupted: the local VM {name} is still running (its setup goes on). "
+            f"`course-vm local check --name {name}` checks it again; "
+            f"`course-vm local down --name {name}` removes it"
         ) from None
-    progress(
-        f"`ssh {vm.host_alias}` (or `local ssh --name {args.name}`) logs in; "
-        f"`local down --name {args.name}` removes the VM and its ssh config entry"
-    )
-    return print_report(report, args.json)
 
 
 def host_key_source(vm: local_vm.LocalVm) -> HostKeySource:

@@ -177,7 +177,7 @@ def check_before_up(
     api = api or compute_api()  # checked before a token is fetched
     access = token()
     up = command("up", stack)
-    project, zone = (urllib.parse.quote(part, safe="") for part in (settings.project, settings.zone))
+    project = urllib.parse.quote(settings.project, safe="")
     region_name = urllib.parse.quote(settings.region, safe="")
     project_document = read_resource(
         api,
@@ -201,37 +201,63 @@ def check_before_up(
         f"`{up} --zone europe-west1-b`",
         up,
     )
-    machine = read_resource(
-        api,
-        f"/projects/{project}/zones/{zone}/machineTypes/{urllib.parse.quote(settings.machine_type, safe='')}",
-        access,
-        "compute.machineTypes.get",
-        f"machine type {settings.machine_type} does not exist in zone {settings.zone} ({{reason}}). Fix: "
-        f"`pulumi config set machineType e2-standard-4`, or a zone that has it: `{up} --zone ZONE`",
-        up,
-    )
-    guest_cpus = int(machine.get("guestCpus") or 0)
-    old_cpus: dict[str, int] = {}
-    for name in sorted({vm.machine_type for vm in changed_type}):
-        old = read_resource(
-            api,
-            f"/projects/{project}/zones/{zone}/machineTypes/{urllib.parse.quote(name, safe='')}",
-            access,
-            "compute.machineTypes.get",
-            f"machine type {name} (a VM's now) cannot be read in zone {settings.zone} ({{reason}}). Fix: "
-            f"try `{up}` again",
-            up,
-        )
-        old_cpus[name] = int(old.get("guestCpus") or 0)
+    guest_cpus, old_cpus = _machine_cpus(api, access, up, settings, changed_type)
     grown_cpus = sum(guest_cpus - old_cpus[vm.machine_type] for vm in changed_type)
     region = quotas_of(region_document, settings.region)
     added = demand(settings, created_vms, guest_cpus, region, max(grown_cpus, 0), max(grown_gb, 0))
     short = shortfalls(added, quotas_of(project_document, PROJECT_SCOPE), region)
     if short:
-        bigger = sum(
-            1
-            for vm in existing
-            if vm.disk_gb < settings.disk_size_gb + settings.home_disk_size_gb
-            or old_cpus.get(vm.machine_type, guest_cpus) < guest_cpus
-        )
+        bigger = _bigger(settings, existing, old_cpus, guest_cpus)
         raise quota_error(settings.project, created_vms, short, up, bigger)
+
+
+def _machine_cpus(
+    api: str, access: str, up: str, settings: Settings, changed_type: Sequence[Existing]
+) -> tuple[int, dict[str, int]]:
+    """The vCPUs of SETTINGS' machine type, and of each machine type the VMs of CHANGED_TYPE have now."""
+    guest_cpus = _guest_cpus(
+        api,
+        access,
+        up,
+        settings,
+        settings.machine_type,
+        f"machine type {settings.machine_type} does not exist in zone {settings.zone} ({{reason}}). Fix: "
+        f"`pulumi config set machineType e2-standard-4`, or a zone that has it: `{up} --zone ZONE`",
+    )
+    old_cpus = {
+        name: _guest_cpus(
+            api,
+            access,
+            up,
+            settings,
+            name,
+            f"machine type {name} (a VM's now) cannot be read in zone {settings.zone} ({{reason}}). Fix: "
+            f"try `{up}` again",
+        )
+        for name in sorted({vm.machine_type for vm in changed_type})
+    }
+    return guest_cpus, old_cpus
+
+
+def _guest_cpus(api: str, access: str, up: str, settings: Settings, name: str, missing: str) -> int:
+    """The vCPUs of machine type NAME in SETTINGS' zone; MISSING is the error's message when it cannot be read."""
+    project, zone = (urllib.parse.quote(part, safe="") for part in (settings.project, settings.zone))
+    machine = read_resource(
+        api,
+        f"/projects/{project}/zones/{zone}/machineTypes/{urllib.parse.quote(name, safe='')}",
+        access,
+        "compute.machineTypes.get",
+        missing,
+        up,
+    )
+    return int(machine.get("guestCpus") or 0)
+
+
+def _bigger(settings: Settings, existing: Sequence[Existing], old_cpus: Mapping[str, int], guest_cpus: int) -> int:
+    """How many of the EXISTING VMs SETTINGS make bigger: more disk, or more vCPUs than their OLD_CPUS."""
+    return sum(
+        1
+        for vm in existing
+        if vm.disk_gb < settings.disk_size_gb + settings.home_disk_size_gb
+        or old_cpus.get(vm.machine_type, guest_cpus) < guest_cpus
+    )

@@ -142,6 +142,28 @@ def build_debian_image(
     if (target / "disk.img").is_file():
         progress(f"using the cached image {target}")
         return image_at(target)
+    _check_build_tools(keyring)
+    made = [path for path in (target.parent, *target.parent.parents) if not path.exists()]
+    private_directory(target.parent)
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))  # 0700
+    try:
+        started = time.monotonic()
+        _build(work, mirror, keyring, progress)
+        # What every VM boots from: for this user only (mkfs and the copies from /boot made them 0644).
+        for path in work.iterdir():
+            private_file(path)
+        if owner:
+            for path in [*made, work, *work.iterdir()]:
+                os.chown(path, owner[0], owner[1], follow_symlinks=False)
+        work.rename(target)
+        progress(f"image built in {time.monotonic() - started:.0f}s: {target}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return image_at(target)
+
+
+def _check_build_tools(keyring: Path) -> None:
+    """Raises CourseVmError unless root runs this, with debootstrap, mkfs.ext4 and KEYRING installed."""
     if os.geteuid() != 0:
         raise CourseVmError(
             "building the Debian image needs root (debootstrap). Fix: run "
@@ -155,50 +177,39 @@ def build_debian_image(
             f"{keyring} is missing: debootstrap could not verify what it downloads. "
             "Fix: sudo apt-get install debian-archive-keyring"
         )
-    made = [path for path in (target.parent, *target.parent.parents) if not path.exists()]
-    private_directory(target.parent)
-    work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))  # 0700
-    try:
-        root = work / "root"
-        started = time.monotonic()
-        progress(f"debootstrap {DEBIAN_SUITE} from {mirror} (about two minutes)")
-        _run(
-            [
-                "debootstrap",
-                # Refuse, not warn, when the Release file's signature cannot be checked.
-                "--force-check-gpg",
-                f"--keyring={keyring}",
-                "--variant=minbase",
-                f"--include={','.join(DEBIAN_PACKAGES)}",
-                DEBIAN_SUITE,
-                str(root),
-                mirror,
-            ],
+
+
+def _build(work: Path, mirror: str, keyring: Path, progress: Progress) -> None:
+    """Debootstrap Debian from MIRROR (its archive signature checked against KEYRING) and make WORK its
+    image: disk.img, the kernel and initrd to boot it with, and the marker that it boots as on GCE."""
+    root = work / "root"
+    progress(f"debootstrap {DEBIAN_SUITE} from {mirror} (about two minutes)")
+    _run(
+        [
             "debootstrap",
-        )
-        _configure(root, mirror)
-        _run(["chroot", str(root), "locale-gen"], "locale-gen")
-        boot = root / "boot"
-        shutil.copy(_newest(boot, "vmlinuz-*"), work / "vmlinuz")
-        shutil.copy(_newest(boot, "initrd.img-*"), work / "initrd.img")
-        progress("writing the disk image")
-        _run(
-            ["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(root), str(work / "disk.img"), DEBIAN_DISK_SIZE],
-            "mkfs.ext4",
-        )
-        shutil.rmtree(root)
-        (work / GCE_MARKER).write_text("cloud-init's GCE datasource and Google's guest agent\n")
-        # What every VM boots from: for this user only (mkfs and the copies from /boot made them 0644).
-        for path in work.iterdir():
-            private_file(path)
-        if owner:
-            for path in [*made, work, *work.iterdir()]:
-                os.chown(path, owner[0], owner[1], follow_symlinks=False)
-        work.rename(target)
-        progress(f"image built in {time.monotonic() - started:.0f}s: {target}")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return image_at(target)
+            # Refuse, not warn, when the Release file's signature cannot be checked.
+            "--force-check-gpg",
+            f"--keyring={keyring}",
+            "--variant=minbase",
+            f"--include={','.join(DEBIAN_PACKAGES)}",
+            DEBIAN_SUITE,
+            str(root),
+            mirror,
+        ],
+        "debootstrap",
+    )
+    _configure(root, mirror)
+    _run(["chroot", str(root), "locale-gen"], "locale-gen")
+    boot = root / "boot"
+    shutil.copy(_newest(boot, "vmlinuz-*"), work / "vmlinuz")
+    shutil.copy(_newest(boot, "initrd.img-*"), work / "initrd.img")
+    progress("writing the disk image")
+    _run(
+        ["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(root), str(work / "disk.img"), DEBIAN_DISK_SIZE],
+        "mkfs.ext4",
+    )
+    shutil.rmtree(root)
+    (work / GCE_MARKER).write_text("cloud-init's GCE datasource and Google's guest agent\n")
 
 
 def _configure(root: Path, mirror: str) -> None:

@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
-import http.server
 import json
 import re
 import secrets
-import socket
-import socketserver
-import sys
 import threading
 import time
-import traceback
-import urllib.parse
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
-WORKERS = 16
-"""Connections served at once; more wait their turn. Each answer closes its connection (HTTP/1.0),
-so only a request in progress or a held `wait_for_change` occupies a worker."""
+from provisioner.local.metadata_http import Answer, HttpServer, Log, Request
+
 MAX_WAIT_SECONDS = 60
 """GCE's default and maximum `timeout_sec`; its clients give up after 70 s."""
-READ_SECONDS = 10.0
-"""A client that has not sent its whole request by then frees its worker."""
 MAX_GUEST_VALUE_BYTES = 256 * 1024
 GUEST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 """One namespace or key of a guest attribute (`hostkeys/ssh-ed25519`, `guest-agent/sshable`)."""
@@ -37,7 +26,6 @@ ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
 """A zone name as GCE spells them (`us-central1-a`): cloud-init takes the region as all but its last part."""
 
 Json = Any
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -112,40 +100,22 @@ def random_instance_id() -> int:
     return 10**18 + secrets.randbelow(8 * 10**18)
 
 
-class _Answer(NamedTuple):
-    status: int
-    body: bytes
-    content_type: str = "text/plain; charset=utf-8"
-    etag: str = ""
+def _text(status: int, message: str) -> Answer:
+    return Answer(status, (message + "\n").encode())
 
 
-@dataclass(frozen=True)
-class _Request:
-    method: str
-    path: str
-    query: Mapping[str, str]
-    flavor: str
-    authorization: str
-    body: bytes | None
-    """A PUT's body; None when it had no usable Content-Length or was too long."""
+def _json(status: int, document: Json) -> Answer:
+    return Answer(status, json.dumps(document).encode(), "application/json; charset=utf-8")
 
 
-def _text(status: int, message: str) -> _Answer:
-    return _Answer(status, (message + "\n").encode())
-
-
-def _json(status: int, document: Json) -> _Answer:
-    return _Answer(status, json.dumps(document).encode(), "application/json; charset=utf-8")
-
-
-def _api_error(code: int, message: str, reason: str) -> _Answer:
+def _api_error(code: int, message: str, reason: str) -> Answer:
     """An error as the Compute API words it; course-vm's client reads `error.message`."""
     return _json(
         code, {"error": {"code": code, "message": message, "errors": [{"message": message, "reason": reason}]}}
     )
 
 
-def _with_etag(answer: _Answer) -> _Answer:
+def _with_etag(answer: Answer) -> Answer:
     digest = hashlib.sha256(f"{answer.status}\n".encode() + answer.body).hexdigest()
     return answer._replace(etag=digest[:16])
 
@@ -176,7 +146,7 @@ def _lookup(node: Json, segments: list[str], literal: bool = False) -> tuple[Jso
     return node, literal
 
 
-def _render(node: Json, literal: bool, query: Mapping[str, str]) -> _Answer:
+def _render(node: Json, literal: bool, query: Mapping[str, str]) -> Answer:
     """A directory as JSON (recursive=true) or GCE's listing (children one a line, directories with a
     trailing /); a leaf as its text, or its JSON with alt=json."""
     if isinstance(node, dict | list):
@@ -189,11 +159,11 @@ def _render(node: Json, literal: bool, query: Mapping[str, str]) -> _Answer:
             + ("/" if isinstance(child, dict | list) else "")
             for name, child in zip(names, children, strict=True)
         ]
-        return _Answer(200, "".join(line + "\n" for line in lines).encode())
+        return Answer(200, "".join(line + "\n" for line in lines).encode())
     if query.get("alt") == "json":
         return _json(200, node)
     # No newline: cloud-init takes instance/id's raw text as the instance id.
-    return _Answer(200, str(node).encode())
+    return Answer(200, str(node).encode())
 
 
 def _timeout(query: Mapping[str, str]) -> float:
@@ -229,7 +199,7 @@ class MetadataServer:
         # Guards the state above; notified on every change, so that held requests look again.
         self._changed = threading.Condition()
         self._closing = False
-        self._http = _HttpServer(self, port)
+        self._http = HttpServer(port, self._answer, log, MAX_GUEST_VALUE_BYTES)
         self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
         # serve_forever looks for close() every poll: a short one makes closing quick, and costs nothing.
         self._thread = threading.Thread(
@@ -278,7 +248,7 @@ class MetadataServer:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _answer(self, request: _Request) -> _Answer:
+    def _answer(self, request: Request) -> Answer:
         segments = [s for s in request.path.split("/") if s]  # GCE ignores empty segments: `v1//` is `v1/`
         if request.path == "/":
             # Client libraries probe this and check for the Metadata-Flavor header.
@@ -293,19 +263,19 @@ class MetadataServer:
             return self._compute_view(request, segments[2:])
         return _text(404, "not found")
 
-    def _metadata(self, request: _Request, segments: list[str]) -> _Answer:
+    def _metadata(self, request: Request, segments: list[str]) -> Answer:
         if segments[:2] == ["instance", "guest-attributes"]:
             return self._guest_attributes(request, segments[2:])
         if request.method != "GET":
             return _text(405, "method not allowed")
 
-        def render() -> _Answer:
+        def render() -> Answer:
             found = _lookup(self._twin.document(), segments)
             return _text(404, "not found") if found is None else _render(*found, request.query)
 
         return self._watched(render, request.query)
 
-    def _watched(self, render: Callable[[], _Answer], query: Mapping[str, str]) -> _Answer:
+    def _watched(self, render: Callable[[], Answer], query: Mapping[str, str]) -> Answer:
         """RENDER's answer with its ETag; held while it still has the ETag `last_etag`, when
         `wait_for_change=true`, until it changes, `timeout_sec` passes or the server closes."""
         try:
@@ -324,7 +294,7 @@ class MetadataServer:
                 answer = _with_etag(render())
         return answer
 
-    def _guest_attributes(self, request: _Request, segments: list[str]) -> _Answer:
+    def _guest_attributes(self, request: Request, segments: list[str]) -> Answer:
         if not self.twin.guest_attributes_enabled():
             return _text(403, "guest attributes are disabled: set the metadata enable-guest-attributes=TRUE")
         if len(segments) > 2 or not all(GUEST_NAME.fullmatch(s) for s in segments):
@@ -345,13 +315,13 @@ class MetadataServer:
         with self._changed:
             self._guest.setdefault(namespace, {})[key] = value
             self._changed.notify_all()
-        return _Answer(200, b"")
+        return Answer(200, b"")
 
-    def _guest_value(self, segments: list[str], query: Mapping[str, str]) -> _Answer:
+    def _guest_value(self, segments: list[str], query: Mapping[str, str]) -> Answer:
         found = _lookup(self._guest, segments, literal=True)
         return _text(404, "not found") if found is None else _render(*found, query)
 
-    def _compute_view(self, request: _Request, segments: list[str]) -> _Answer:
+    def _compute_view(self, request: Request, segments: list[str]) -> Answer:
         """The Compute API's `instances.get`, `getGuestAttributes` and `getSerialPortOutput` of the twin."""
         expected = f"Bearer {self.token}".encode()
         if not hmac.compare_digest(request.authorization.encode("utf-8", "replace"), expected):
@@ -377,7 +347,7 @@ class MetadataServer:
             )
         return _api_error(404, f"The resource '{resource}/{method}' was not found", "notFound")
 
-    def _guest_items(self, resource: str, query_path: str) -> _Answer:
+    def _guest_items(self, resource: str, query_path: str) -> Answer:
         """`getGuestAttributes?queryPath=NAMESPACE/` (or NAMESPACE/KEY); a 404 while nothing matches."""
         namespace, _, key = query_path.partition("/")
         items = [
@@ -395,107 +365,3 @@ class MetadataServer:
             return self.console_log.read_text(errors="replace") if self.console_log else ""
         except OSError:
             return ""
-
-
-class _HttpServer(socketserver.TCPServer):
-    """Serves each connection on a fixed pool of threads instead of a thread per connection."""
-
-    allow_reuse_address = True
-    request_queue_size = 64  # the default 5 drops a burst of connections (each retried only after 1 s)
-
-    def __init__(self, metadata: MetadataServer, port: int) -> None:
-        self.metadata = metadata
-        self.workers = ThreadPoolExecutor(WORKERS, thread_name_prefix="metadata-server")
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-        super().__init__(("127.0.0.1", port), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._open_lock:
-            self._open.add(request)
-        self.workers.submit(self._serve, request, client_address)
-
-    def _serve(self, request: socket.socket, client_address: Any) -> None:
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            with self._open_lock:
-                self._open.discard(request)
-            self.shutdown_request(request)
-
-    def stop_reading(self) -> None:
-        """End every connection's reading: those still waiting for a request finish now, not in READ_SECONDS;
-        those being answered can still write."""
-        with self._open_lock:
-            for connection in self._open:
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RD)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        error = sys.exc_info()[1]
-        # A client gone mid-answer is routine: one line. Anything else is a bug here: its traceback.
-        if isinstance(error, OSError):
-            self.metadata.log(f"{client_address[0]}: connection ended early ({error})")
-        else:
-            self.metadata.log(f"{client_address[0]}: {traceback.format_exc().strip()}")
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _HttpServer
-    timeout = READ_SECONDS
-    protocol_version = "HTTP/1.0"  # one request per connection: an idle keep-alive would hold a worker
-    # http.server answers a request line without a version (HTTP/0.9) with a bare body, no headers; no
-    # metadata client speaks 0.9, and every answer should carry Metadata-Flavor.
-    default_request_version = "HTTP/1.0"
-
-    def version_string(self) -> str:
-        return "Metadata Server for VM"  # GCE's Server header
-
-    def do_GET(self) -> None:
-        # Every method comes here: `MetadataServer._answer` refuses what it does not serve.
-        self._reply(self._request(self._body() if self.command == "PUT" else None))
-
-    do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815 (http.server's names)
-
-    def _body(self) -> bytes | None:
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            return None
-        if not 0 <= length <= MAX_GUEST_VALUE_BYTES:
-            return None
-        body = self.rfile.read(length)
-        return body if len(body) == length else None
-
-    def _request(self, body: bytes | None) -> _Answer:
-        path, _, query = self.path.partition("?")
-        request = _Request(
-            method=self.command,
-            path=path,
-            query=dict(urllib.parse.parse_qsl(query, keep_blank_values=True)),
-            flavor=str(self.headers.get("Metadata-Flavor", "")),
-            authorization=str(self.headers.get("Authorization", "")),
-            body=body,
-        )
-        return self.server.metadata._answer(request)
-
-    def _reply(self, answer: _Answer) -> None:
-        self.send_response(answer.status)
-        self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(answer.body)))
-        if answer.etag:
-            self.send_header("ETag", answer.etag)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(answer.body)
-
-    def end_headers(self) -> None:
-        # On every answer, http.server's own errors too: clients check it to know whom they reached.
-        self.send_header("Metadata-Flavor", "Google")
-        super().end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        line = "".join(c if c.isprintable() else "?" for c in format % args)
-        self.server.metadata.log(line[:300])

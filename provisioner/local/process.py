@@ -1,11 +1,22 @@
-"""The local VM's own processes (QEMU, its metadata server): whether one runs, and stopping only ours."""
+"""The local VM's own processes and the tools it runs: finding a tool, whether one runs, and stopping only ours."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
+
+from provisioner.errors import CourseVmError
+
+
+def require(tool: str, package: str) -> str:
+    """The path of TOOL. Raises CourseVmError naming the Debian PACKAGE that has it when it is not installed."""
+    path = shutil.which(tool)
+    if path is None:
+        raise CourseVmError(f"{tool} is not installed. Fix: sudo apt-get install {package}")
+    return path
 
 
 def alive(pid: int) -> bool:

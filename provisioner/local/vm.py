@@ -1,18 +1,17 @@
-"""The local VM: the same recipe and checker on QEMU, as a GCE twin where the image is one (KVM or TCG)."""
+"""A local VM's life: its record, booting it (again after an early panic), its ssh entry, finding and removing it."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import secrets
 import shutil
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -20,16 +19,16 @@ from provisioner.access.host_keys import HostKey, host_keys_from_console, parse_
 from provisioner.access.ssh import Progress, Target
 from provisioner.access.ssh_config import add_host, remove_host, ssh_config_block
 from provisioner.errors import CourseVmError, UnreachableError
+from provisioner.local import qemu
 from provisioner.local import twin as gce_twin
 from provisioner.local.image import Image
 from provisioner.local.private import private_directory, private_file, private_files
-from provisioner.local.process import alive, arguments, pid_in, runs, stop
+from provisioner.local.process import alive, pid_in, runs, stop
+from provisioner.local.seed import write_seed
 from provisioner.local.twin import Twin
 from provisioner.paths import state_home
 from provisioner.recipe.metadata import USER_DATA
 from provisioner.recipe.user_data import HOME_DISK_NAME
-
-KVM_PROBE_SECONDS = 20.0  # a working KVM prints the kernel banner within a second or two
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class LocalVm:
 
     def running(self) -> bool:
         """Whether its QEMU runs: the process of its PID, if that is still its QEMU and not a stranger's."""
-        return runs(self.pid, *qemu_signature(self.directory))
+        return runs(self.pid, *qemu.signature(self.directory))
 
     def console_host_keys(self, deadline: float) -> tuple[HostKey, ...]:
         """The host keys the VM printed on its console (the recipe prints them first), waiting for them.
@@ -221,18 +220,6 @@ def free_loopback_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _require(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise CourseVmError(f"{tool} is not installed. Fix: sudo apt-get install {package}")
-    return path
-
-
-def qemu_signature(directory: Path) -> tuple[str, ...]:
-    """The program and arguments by which `process.runs` knows the QEMU of DIRECTORY's VM."""
-    return ("qemu-system", "-pidfile", str(directory / "qemu.pid"))
-
-
 def down(name: str, progress: Progress = lambda _: None) -> bool:
     """Stop the VM called NAME (QEMU and its metadata server) and remove its files; False if there was none.
 
@@ -245,7 +232,7 @@ def down(name: str, progress: Progress = lambda _: None) -> bool:
     # Only processes of this VM: their command lines name its own paths. A pid file that outlived
     # its process (a reboot) may name anyone's.
     for pid_file, what, signature in (
-        ("qemu.pid", "QEMU", qemu_signature(directory)),
+        ("qemu.pid", "QEMU", qemu.signature(directory)),
         (gce_twin.PID_FILE, "metadata server", gce_twin.server_signature(directory)),
     ):
         pid = pid_in(directory / pid_file)
@@ -253,100 +240,6 @@ def down(name: str, progress: Progress = lambda _: None) -> bool:
             progress(f"{pid_file}: process {pid} is not this VM's {what} (the pid file is stale): left it alone")
     shutil.rmtree(directory)
     return True
-
-
-def _write_seed(directory: Path, name: str, user_data: str) -> Path:
-    tool = _require("cloud-localds", "cloud-image-utils")
-    (directory / "user-data").write_text(user_data)
-    # A new instance-id per boot of a new VM: cloud-init runs the recipe once per instance.
-    (directory / "meta-data").write_text(
-        f"instance-id: course-vm-{name}-{secrets.token_hex(4)}\nlocal-hostname: course-vm-{name}\n"
-    )
-    seed = directory / "seed.iso"
-    subprocess.run(
-        [tool, str(seed), str(directory / "user-data"), str(directory / "meta-data")], check=True, capture_output=True
-    )
-    return seed
-
-
-def _qemu_option(path: Path) -> str:
-    """PATH as a value in QEMU's KEY=VALUE,... options, where `,,` is a comma (one comma would split them).
-    `-serial file:PATH` and `-pidfile PATH` take the path whole and need no escaping."""
-    return str(path).replace(",", ",,")
-
-
-def _qemu_command(
-    image: Image,
-    directory: Path,
-    accel: str,
-    port: int,
-    memory_mb: int,
-    cpus: int,
-    home_disk: Path | None = None,
-    twin: Twin | None = None,
-) -> list[str]:
-    # The home disk's serial is its GCE device name: the guest finds it as /dev/disk/by-id/virtio-course-vm-home
-    # (LOCAL_HOME_DISK_DEVICE) and, in a GCE twin image, as GCE names it, /dev/disk/by-id/google-course-vm-home.
-    home = (
-        [
-            "-drive",
-            f"file={_qemu_option(home_disk)},if=none,id=home,format=qcow2",
-            "-device",
-            # A PCI slot after the other drives', so that the boot disk stays /dev/vda.
-            f"virtio-blk-pci,drive=home,serial={HOME_DISK_NAME},addr=0x1f",
-        ]
-        if home_disk
-        else []
-    )
-    return [
-        _require("qemu-system-x86_64", "qemu-system-x86"),
-        "-name",
-        f"course-vm-{directory.name}",
-        "-accel",
-        "kvm" if accel == "kvm" else "tcg,thread=multi",
-        "-cpu",
-        "host" if accel == "kvm" else "max",
-        "-smp",
-        str(cpus),
-        "-m",
-        str(memory_mb),
-        "-nodefaults",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-serial",
-        f"file:{directory / 'console.log'}",
-        "-pidfile",
-        str(directory / "qemu.pid"),
-        "-drive",
-        f"file={_qemu_option(directory / 'disk.qcow2')},if=virtio,format=qcow2",
-        *(
-            ["-drive", f"file={_qemu_option(directory / 'seed.iso')},if=virtio,format=raw,readonly=on"]
-            if twin is None
-            else []
-        ),
-        *home,
-        *(
-            ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=net0"]
-            if twin is None
-            else gce_twin.qemu_args(twin, port)
-        ),
-        "-device",
-        "virtio-rng-pci",
-        *image.qemu_boot_args(),
-    ]
-
-
-def _start(command: list[str], directory: Path) -> subprocess.Popen[bytes]:
-    (directory / "console.log").write_bytes(b"")
-    with (directory / "qemu.log").open("ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-    # Its command line, by which `running` knows it, is empty for a moment after the start.
-    deadline = time.monotonic() + 10
-    while not arguments(process.pid) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return process
 
 
 PANIC = b"Kernel panic - not syncing"
@@ -375,15 +268,6 @@ def _panicked(console: Path) -> bool:
         return False
 
 
-def _kernel_started(directory: Path, process: subprocess.Popen[bytes], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and process.poll() is None:
-        if (directory / "console.log").stat().st_size > 0:
-            return True
-        time.sleep(0.2)
-    return False
-
-
 LOCAL_HOME_DISK_DEVICE = f"/dev/disk/by-id/virtio-{HOME_DISK_NAME}"
 
 
@@ -397,10 +281,7 @@ def ensure_home_disk(path: Path, size_gb: int) -> Path:
         # The student's work: for this user only, and so is a directory made for it.
         with private_files():
             path.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run(
-                [_require("qemu-img", "qemu-utils"), "create", "-q", "-f", "qcow2", str(path), f"{size_gb}G"],
-                check=True,
-            )
+            qemu.create_disk(path, f"{size_gb}G")
     return private_file(path)
 
 
@@ -430,6 +311,29 @@ def boot(
     UnreachableError (no host keys published before the deadline).
     """
     directory = vm_directory(name)
+    _make_way(name, directory, progress)
+    # It will hold the VM's disk, its host keys and the twin's token: everything in it, whoever
+    # writes it (qemu-img, cloud-localds, QEMU, the metadata server), is for this user only.
+    private_directory(directory.parent)
+    with private_files():
+        directory.mkdir()
+        qemu.create_disk(directory / "disk.qcow2", disk_size, image)
+        twin = gce_twin.start(directory, gce_twin.twin_instance(name, attributes)) if image.gce else None
+        if twin is None:
+            write_seed(directory, name, attributes[USER_DATA])
+        port = free_loopback_port()
+
+        def command(chosen: str) -> list[str]:
+            return qemu.command(image, directory, chosen, port, memory_mb, cpus, home_disk, twin)
+
+        process, chosen = qemu.start_accelerated(command, directory, accel, progress)
+        progress(f"booting {name} ({chosen}{', as a GCE VM' if twin else ''}); SSH on 127.0.0.1:{port}")
+        vm = LocalVm(name, directory, process.pid, port, user, identity, (), chosen, twin)
+        return _published_host_keys(vm, process, lambda: qemu.start(command(chosen), directory), deadline, progress)
+
+
+def _make_way(name: str, directory: Path, progress: Progress) -> None:
+    """Remove what a stopped VM called NAME left in DIRECTORY. Raises CourseVmError when it still runs."""
     if directory.exists():
         existing = load(name) if (directory / "vm.json").is_file() else None
         if existing and existing.running():
@@ -437,70 +341,40 @@ def boot(
                 f"a local VM named {name!r} is running. Fix: `local down --name {name}` first, or choose another --name"
             )
         down(name, progress)
-    # It will hold the VM's disk, its host keys and the twin's token: everything in it, whoever
-    # writes it (qemu-img, cloud-localds, QEMU, the metadata server), is for this user only.
-    private_directory(directory.parent)
-    with private_files():
-        directory.mkdir()
-        subprocess.run(
-            [
-                _require("qemu-img", "qemu-utils"),
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-F",
-                image.format,
-                "-b",
-                str(image.disk.resolve()),
-                str(directory / "disk.qcow2"),
-                disk_size,
-            ],
-            check=True,
-        )
-        twin = gce_twin.start(directory, gce_twin.twin_instance(name, attributes)) if image.gce else None
-        if twin is None:
-            _write_seed(directory, name, attributes[USER_DATA])
-        port = free_loopback_port()
 
-        def command(chosen: str) -> list[str]:
-            return _qemu_command(image, directory, chosen, port, memory_mb, cpus, home_disk, twin)
 
-        # Detect KVM by trying: on some machines /dev/kvm exists but guests hang or abort.
-        chosen = "tcg"
-        if accel in ("auto", "kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK):
-            process = _start(command("kvm"), directory)
-            if _kernel_started(directory, process, KVM_PROBE_SECONDS):
-                chosen = "kvm"
+def _published_host_keys(
+    vm: LocalVm,
+    process: subprocess.Popen[bytes],
+    boot_again: Callable[[], subprocess.Popen[bytes]],
+    deadline: float,
+    progress: Progress,
+) -> LocalVm:
+    """VM, run by PROCESS, once it has published its host keys; booted again by BOOT_AGAIN when its
+    kernel panics, BOOT_ATTEMPTS times in all. QEMU is stopped when it does not come up, or on Ctrl-C.
+
+    Raises GuestPanicError (the last boot panicked too) and UnreachableError (the deadline passed).
+    """
+    for attempt in range(1, BOOT_ATTEMPTS + 1):
+        vm = replace(vm, pid=process.pid)
+        vm.save()
+        try:
+            if vm.twin is None:
+                vm.console_host_keys(deadline)
             else:
-                progress("KVM did not start the guest; falling back to software emulation (slower)")
-                process.kill()
-                process.wait()
-        if chosen == "tcg":
-            if accel == "kvm":
-                raise CourseVmError("KVM does not work on this machine. Fix: use --accel auto or tcg")
-            process = _start(command("tcg"), directory)
-        progress(f"booting {name} ({chosen}{', as a GCE VM' if twin else ''}); SSH on 127.0.0.1:{port}")
-        for attempt in range(1, BOOT_ATTEMPTS + 1):
-            vm = LocalVm(name, directory, process.pid, port, user, identity, (), chosen, twin)
-            vm.save()
-            try:
-                if twin is None:
-                    vm.console_host_keys(deadline)
-                else:
-                    vm.wait_for_published_host_keys(deadline)
-                _LEFT_RUNNING.append(process)
-                return vm
-            except GuestPanicError:
-                process.kill()
-                process.wait()
-                if attempt == BOOT_ATTEMPTS:
-                    raise
-                progress(f"{name}: the guest kernel panicked while booting; booting it again ({attempt + 1})")
-                process = _start(command(chosen), directory)
-            except (UnreachableError, KeyboardInterrupt):
-                # Ctrl-C too: QEMU runs in a session of its own, which the terminal's Ctrl-C does not reach.
-                process.kill()
-                process.wait()
+                vm.wait_for_published_host_keys(deadline)
+            _LEFT_RUNNING.append(process)
+            return vm
+        except GuestPanicError:
+            process.kill()
+            process.wait()
+            if attempt == BOOT_ATTEMPTS:
                 raise
-        raise AssertionError("unreachable: the last attempt returns or raises")
+            progress(f"{vm.name}: the guest kernel panicked while booting; booting it again ({attempt + 1})")
+            process = boot_again()
+        except (UnreachableError, KeyboardInterrupt):
+            # Ctrl-C too: QEMU runs in a session of its own, which the terminal's Ctrl-C does not reach.
+            process.kill()
+            process.wait()
+            raise
+    raise AssertionError("unreachable: the last attempt returns or raises")

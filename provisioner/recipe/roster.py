@@ -3,8 +3,6 @@ CSV each student's own public key and Google account when it gives them."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import io
 import os
@@ -13,63 +11,15 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from provisioner.paths import PROJECT_DIR
+from provisioner.recipe.names import NOT_A_NAME, SYSTEM_NAME, as_name
+
+# Named here too for cli/stack.py, which imports it from this module until it imports it from names.py.
+from provisioner.recipe.names import student_name_problem as student_name_problem
+from provisioner.recipe.public_keys import NOT_SHOWN, PRIVATE_KEY_WHY, PrivateKeyError, holds_private_key, public_key
 from provisioner.recipe.rules import PATH, Problems, Setting, as_list, set_command
 
 MAX_STUDENTS = 200
-# A student's name is their login and part of GCE resource names, which allow no `_`.
-_STUDENT = re.compile(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?")
-RESERVED_USERNAMES = frozenset(
-    {
-        # Debian's base-passwd: the accounts and groups every Debian and Ubuntu system has.
-        *("root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy"),
-        *("www-data", "backup", "list", "irc", "gnats", "nobody", "nogroup", "shadow", "utmp", "tty", "disk"),
-        *("kmem", "dialout", "fax", "voice", "cdrom", "floppy", "tape", "audio", "dip", "operator", "src"),
-        *("video", "plugdev", "input", "kvm", "render", "sgx", "netdev", "crontab", "rdma", "staff", "users"),
-        # Added by the packages of Ubuntu's and Debian's cloud images (and the GCE guest environment).
-        *("sshd", "messagebus", "syslog", "uuidd", "tcpdump", "tss", "polkitd", "landscape", "pollinate"),
-        *("fwupd-refresh", "dnsmasq", "usbmux", "lxd", "dhcpcd", "chrony", "ntp", "statd", "snap_daemon"),
-        *("google-sudoers", "ubuntu", "debian", "admin", "adm", "sudo", "wheel", "docker"),
-    }
-)
-"""Logins that belong to the system or grant extra rights: no student, nor `username`, may have one."""
-RESERVED_PREFIXES = ("_", "systemd-")
-"""Debian names new system accounts so (`_apt`, `_chrony`; `systemd-network`, `systemd-timesync`)."""
-
-
-def is_reserved(name: str) -> bool:
-    """Whether NAME is, or is named like, a system account or a group that grants extra rights.
-
-    Cloud-init gives an existing account the student's key and sudo, so a login that names one
-    must never pass. (The recipe checks the account's UID on the VM as well.)
-    """
-    return name in RESERVED_USERNAMES or name.startswith(RESERVED_PREFIXES)
-
-
-WINDOWS_DEVICE_NAMES = frozenset(
-    {"con", "prn", "aux", "nul", *(f"com{n}" for n in range(10)), *(f"lpt{n}" for n in range(10))}
-)
-"""Names Windows gives its devices, which no file or folder can have there (Microsoft's "Naming Files,
-Paths, and Namespaces"): a student's hand-out is a folder named after them, written on the instructor's machine."""
-NOT_A_NAME = "a student name is 1-32 of a-z, 0-9 and -, starting with a letter and not ending with -"
-SYSTEM_NAME = "that name belongs to the system or grants extra rights"
-DEVICE_NAME = "that name cannot be a folder's name on Windows (it names a device there), and each hand-out is one"
-
-
-def student_name_problem(name: object) -> str:
-    """Why NAME cannot be a student's name ("" when it can): the rule every roster's names pass, and
-    so every name read back from a stack's outputs or state must pass too."""
-    if not isinstance(name, str) or not _STUDENT.fullmatch(name):
-        return NOT_A_NAME
-    if is_reserved(name):
-        return SYSTEM_NAME
-    if name in WINDOWS_DEVICE_NAMES:
-        return DEVICE_NAME
-    return ""
 
 
 def listed(problems: Problems, setting: Setting, value: object) -> tuple[str, ...]:
@@ -105,73 +55,9 @@ class RosterEntry:
     """Their Google account, lowercased (column email); "" for none."""
 
 
-KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
-"""The public key types a student may bring: those OpenSSH accepts by default, DSA not."""
-MIN_RSA_BITS = 2048
-MAX_RSA_BITS = 16384  # OpenSSH's own limit
 KEY_COLUMN, EMAIL_COLUMN = "sshpublickey", "email"
 # A plain address: it becomes the IAM member `user:EMAIL`, so no space, quote, comma or other syntax.
 _EMAIL = re.compile(r"[a-z0-9._%+-]{1,64}@[a-z0-9-]+(\.[a-z0-9-]+)+")
-# PEM armour, PuTTY's format, and an OpenSSH private key's body without its armour (`openssh-key-v1`).
-_PRIVATE = ("PRIVATE KEY", "PuTTY-User-Key-File", "Private-Lines:", "b3BlbnNzaC1rZXktdjE")
-NOT_SHOWN = "(a private key, not shown)"
-_PRIVATE_WHY = "that is a private key: give the .pub file's line, and keep the private key secret"
-_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,3}")
-
-
-class PrivateKeyError(ValueError):
-    """A private key where a public one belongs: it is never shown, and it has its own fix."""
-
-
-def holds_private_key(text: object) -> bool:
-    """Whether TEXT holds (a recognisable part of) a private key, which no message may ever show."""
-    return isinstance(text, str) and any(marker in text for marker in _PRIVATE)
-
-
-def public_key(text: str) -> str:
-    """TEXT, one line of a .pub file (`TYPE BASE64 [comment]`), as `TYPE BASE64`: a key of a type in
-    KEY_TYPES whose data decodes, names that same type and is a valid key (RSA of 2048 bits or more).
-
-    Raises PrivateKeyError for a private key, ValueError saying what is wrong for anything else.
-    """
-    if holds_private_key(text):
-        raise PrivateKeyError(_PRIVATE_WHY)
-    if "\n" in text or "\r" in text:
-        raise ValueError("a public key is one line")
-    fields = text.split()
-    kind = fields[0] if fields else ""
-    if kind == "ssh-dss":
-        raise ValueError("ssh-dss (DSA) keys are refused by OpenSSH: they are too weak")
-    if kind not in KEY_TYPES:
-        if any(field in KEY_TYPES for field in fields[1:]):
-            raise ValueError("it has options before the key type, which course-vm does not carry")
-        raise ValueError(f"it does not start with a key type ({', '.join(KEY_TYPES[:-1])} or {KEY_TYPES[-1]})")
-    if len(fields) < 2:
-        raise ValueError("it has no key data after its type")
-    data = fields[1]
-    try:
-        if not _BASE64.fullmatch(data):
-            raise binascii.Error
-        blob = base64.b64decode(data, validate=True)
-    except binascii.Error:
-        raise ValueError("its key data is not base64") from None
-    length = int.from_bytes(blob[:4], "big")
-    embedded = blob[4 : 4 + length] if len(blob) >= 4 + length else b""
-    if not re.fullmatch(rb"[a-z0-9@.-]{1,64}", embedded):
-        raise ValueError("its key data is not an SSH public key")
-    if embedded.decode() != kind:
-        raise ValueError(f"its key data is of type {embedded.decode()}, not {kind}")
-    try:
-        key = serialization.load_ssh_public_key(f"{kind} {data}".encode())
-    except (ValueError, UnsupportedAlgorithm):
-        raise ValueError(f"its key data is not a valid {kind} key") from None
-    if isinstance(key, rsa.RSAPublicKey) and not MIN_RSA_BITS <= key.key_size <= MAX_RSA_BITS:
-        raise ValueError(
-            f"it is a {key.key_size}-bit RSA key, and at least {MIN_RSA_BITS} bits are needed"
-            if key.key_size < MIN_RSA_BITS
-            else f"it is a {key.key_size}-bit RSA key, and OpenSSH accepts at most {MAX_RSA_BITS}"
-        )
-    return f"{kind} {data}"
 
 
 def email_address(text: str) -> str:
@@ -314,8 +200,7 @@ class _OptionalCells:
         """The problem of a line whose cell COLUMN holds a private key: the line is checked no further."""
         name = header[column] if header and column < len(header) and header[column] else f"column {column + 1}"
         if name == KEY_COLUMN:
-            why = str(PrivateKeyError(_PRIVATE_WHY))
-            self.problems.add(where, NOT_SHOWN, why, self.private_fix)
+            self.problems.add(where, NOT_SHOWN, PRIVATE_KEY_WHY, self.private_fix)
         else:
             self.problems.add(where, NOT_SHOWN, f"its {name} cell holds a private key", self.secret_fix)
 
@@ -370,7 +255,7 @@ def _check_names(
         if holds_private_key(name):
             problems.add(name_key, NOT_SHOWN, "that is a private key, not a name", fix(_free_name("", index, taken)))
         elif why == NOT_A_NAME or not isinstance(name, str):
-            instead = _free_name(_as_name(name), index, taken)
+            instead = _free_name(as_name(name), index, taken)
             problems.add(name_key, name, f"{why} (it becomes their login and part of the VM's name)", fix(instead))
         elif why == SYSTEM_NAME:
             problems.add(name_key, name, why, fix(_free_name("", index, taken)))
@@ -382,13 +267,6 @@ def _check_names(
         else:
             valid.append(name)
     return tuple(valid)
-
-
-def _as_name(text: object) -> str:
-    """TEXT made into a student name as far as that goes (`Bob Smith` -> `bob-smith`), or ""."""
-    name = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
-    name = re.sub(r"^[^a-z]+", "", name)[:32].rstrip("-")
-    return "" if student_name_problem(name) else name
 
 
 def _free_name(base: str, index: int, taken: set[str]) -> str:

@@ -20,7 +20,8 @@ import yaml
 from provisioner.errors import CourseVmError, SettingsError
 from provisioner.paths import ON_WINDOWS
 from provisioner.recipe import roster
-from provisioner.recipe.roster import RosterEntry, is_reserved
+from provisioner.recipe.names import is_reserved
+from provisioner.recipe.roster import RosterEntry
 from provisioner.recipe.rules import (
     PATH,
     Problems,

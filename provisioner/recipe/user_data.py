@@ -6,6 +6,8 @@ import functools
 import hashlib
 import json
 import shlex
+from dataclasses import dataclass
+from typing import Any
 
 import jinja2
 import yaml
@@ -31,6 +33,25 @@ class RecipeError(CourseVmError):
     """The rendered user-data is not what the templates promise; nothing is sent anywhere."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class UserDataInputs:
+    """What one VM's user-data is made from: its login, the keys that log in, and the recipe's settings."""
+
+    username: str
+    ssh_public_key: str
+    """The key course-vm logs in with."""
+    anaconda: Artifact
+    docker_compose: Artifact
+    docker_registry_mirror: str = ""
+    """The URL Docker pulls images through; "" for none."""
+    auto_stop_idle_minutes: int = 0
+    """Power off after this many idle minutes; 0: never."""
+    home_disk_device: str = ""
+    """Where /home's own disk is attached; "" for none."""
+    student_public_key: str = ""
+    """The student's own key, authorised beside ssh_public_key; "" for none."""
+
+
 def _yaml_scalar(value: object) -> str:
     # A JSON string is a valid double-quoted YAML scalar: quotes, newlines and `: ` stay inside it.
     return json.dumps(str(value))
@@ -49,30 +70,22 @@ def _environment() -> jinja2.Environment:
     return environment
 
 
-def render_setup_script(
-    *,
-    username: str,
-    anaconda: Artifact,
-    docker_compose: Artifact,
-    home_disk_device: str = "",
-    ssh_public_key: str = "",
-    student_public_key: str = "",
-) -> str:
+def render_setup_script(inputs: UserDataInputs) -> str:
     """The bash script that performs every step of the course setup on the VM.
 
-    SSH_PUBLIC_KEY (and STUDENT_PUBLIC_KEY, the student's own, if any) are the keys cloud-init
-    installs: the script takes them back if USERNAME turns out to be a system account of the image.
+    The keys cloud-init installs (INPUTS' ssh_public_key and student_public_key) are in it: the
+    script takes them back if the username turns out to be a system account of the image.
     """
     return (
         _environment()
         .get_template("setup.sh.j2")
         .render(
-            username=username,
-            ssh_public_key=ssh_public_key,
-            student_public_key=student_public_key,
-            anaconda=anaconda,
-            docker_compose=docker_compose,
-            home_disk_device=home_disk_device,
+            username=inputs.username,
+            ssh_public_key=inputs.ssh_public_key,
+            student_public_key=inputs.student_public_key,
+            anaconda=inputs.anaconda,
+            docker_compose=inputs.docker_compose,
+            home_disk_device=inputs.home_disk_device,
         )
     )
 
@@ -95,46 +108,32 @@ def docker_daemon_json(registry_mirror: str) -> str:
     return json.dumps(config, indent=2) + "\n"
 
 
-def render_user_data(
-    *,
-    username: str,
-    ssh_public_key: str,
-    anaconda: Artifact,
-    docker_compose: Artifact,
-    docker_registry_mirror: str = "",
-    auto_stop_idle_minutes: int = 0,
-    home_disk_device: str = "",
-    student_public_key: str = "",
-) -> str:
-    """The `#cloud-config` user-data document for one course VM (/home on HOME_DISK_DEVICE if given).
+def render_user_data(inputs: UserDataInputs) -> str:
+    """The `#cloud-config` user-data document for one course VM (/home on its home_disk_device if given).
 
-    SSH_PUBLIC_KEY is the key course-vm logs in with; STUDENT_PUBLIC_KEY, the student's own key
-    (roster column sshPublicKey), is authorised beside it. Without one, the document is what it
-    was before students could bring keys, so no existing VM is replaced for it.
+    INPUTS' ssh_public_key is the key course-vm logs in with; its student_public_key, the student's
+    own key (roster column sshPublicKey), is authorised beside it. Without one, the document is what
+    it was before students could bring keys, so no existing VM is replaced for it.
 
     The result is parsed back and compared with what went in, so a value that would change the
     document's structure is caught here. Raises RecipeError if so, or if the document is too big.
     """
-    # What the template fills in is exactly what _check compares the parsed document with.
-    parts = {
-        "username": username,
-        "ssh_public_key": ssh_public_key,
-        "student_public_key": student_public_key,
-        "setup_script": render_setup_script(
-            username=username,
-            anaconda=anaconda,
-            docker_compose=docker_compose,
-            home_disk_device=home_disk_device,
-            ssh_public_key=ssh_public_key,
-            student_public_key=student_public_key,
-        ),
-        "docker_daemon_json": docker_daemon_json(docker_registry_mirror),
-        "idle_stop_script": render_idle_stop_script(auto_stop_idle_minutes),
-        "home_disk_device": home_disk_device,
-    }
-    text = _environment().get_template("user-data.yaml.j2").render(**parts)
-    _check(text, **parts)
+    text = _environment().get_template("user-data.yaml.j2").render(**_filled_in(inputs))
+    _check(text, inputs)
     return text
+
+
+def _filled_in(inputs: UserDataInputs) -> dict[str, str]:
+    """What the user-data template fills in: exactly what _check compares the parsed document with."""
+    return {
+        "username": inputs.username,
+        "ssh_public_key": inputs.ssh_public_key,
+        "student_public_key": inputs.student_public_key,
+        "setup_script": render_setup_script(inputs),
+        "docker_daemon_json": docker_daemon_json(inputs.docker_registry_mirror),
+        "idle_stop_script": render_idle_stop_script(inputs.auto_stop_idle_minutes),
+        "home_disk_device": inputs.home_disk_device,
+    }
 
 
 def user_data_for(
@@ -154,28 +153,20 @@ def user_data_for(
     if home_disk_device is None:
         home_disk_device = GCE_HOME_DISK_DEVICE if settings.home_disk_size_gb else ""
     return render_user_data(
-        username=username or settings.username,
-        ssh_public_key=ssh_public_key,
-        anaconda=settings.anaconda,
-        docker_compose=settings.docker_compose,
-        docker_registry_mirror=settings.docker_registry_mirror,
-        auto_stop_idle_minutes=settings.auto_stop_idle_minutes,
-        home_disk_device=home_disk_device,
-        student_public_key=student_public_key,
+        UserDataInputs(
+            username=username or settings.username,
+            ssh_public_key=ssh_public_key,
+            anaconda=settings.anaconda,
+            docker_compose=settings.docker_compose,
+            docker_registry_mirror=settings.docker_registry_mirror,
+            auto_stop_idle_minutes=settings.auto_stop_idle_minutes,
+            home_disk_device=home_disk_device,
+            student_public_key=student_public_key,
+        )
     )
 
 
-def _check(
-    text: str,
-    *,
-    username: str,
-    ssh_public_key: str,
-    student_public_key: str,
-    setup_script: str,
-    docker_daemon_json: str,
-    idle_stop_script: str,
-    home_disk_device: str,
-) -> None:
+def _check(text: str, inputs: UserDataInputs) -> None:
     size = len(text.encode())
     if size > MAX_USER_DATA_BYTES:
         raise RecipeError(f"user-data is {size} bytes; GCE accepts at most {MAX_USER_DATA_BYTES}")
@@ -186,35 +177,44 @@ def _check(
     problems = []
     if not text.startswith("#cloud-config\n"):
         problems.append("it does not start with #cloud-config")
-    expected_keys = _TOP_LEVEL_KEYS | (_HOME_DISK_KEYS if home_disk_device else set())
+    expected_keys = _TOP_LEVEL_KEYS | (_HOME_DISK_KEYS if inputs.home_disk_device else set())
     if not isinstance(document, dict) or set(document) != expected_keys:
         problems.append(f"its top-level keys are {sorted(document) if isinstance(document, dict) else document!r}")
     else:
-        users = document["users"]
-        files = {f.get("path"): f.get("content") for f in document["write_files"]}
-        if len(users) != 1 or users[0].get("name") != username:
-            problems.append("its user is not the configured username")
-        elif users[0].get("ssh_authorized_keys") != [k for k in (student_public_key, ssh_public_key) if k]:
-            problems.append("its authorized keys are not the configured public keys")
-        if files.get(SETUP_SCRIPT_PATH) != setup_script:
-            problems.append("its setup script differs from the rendered script")
-        if files.get(DOCKER_DAEMON_JSON, "") != docker_daemon_json:
-            problems.append("its Docker daemon configuration differs from the settings")
-        if files.get(IDLE_STOP_PATH, "") != idle_stop_script:
-            problems.append("its idle-stop script differs from the rendered script")
-        if home_disk_device and (
-            document["bootcmd"][0][-1] != home_disk_device
-            or document["mounts"] != [[home_disk_device, "/home", "ext4", HOME_MOUNT_OPTIONS, "0", "2"]]
-        ):
-            problems.append("its home disk is not the configured device")
-        armed = ["systemctl", "enable", "--now", IDLE_STOP_TIMER] in document["runcmd"]
-        if armed != bool(idle_stop_script):
-            problems.append("its idle-stop timer is not armed as autoStopIdleMinutes says")
+        problems += _content_problems(document, inputs)
     if problems:
         raise RecipeError(
             "rendered user-data changed shape (a value must contain characters the "
             "templates cannot carry): " + "; ".join(problems)
         )
+
+
+def _content_problems(document: dict[str, Any], inputs: UserDataInputs) -> list[str]:
+    """How the parsed DOCUMENT, of the expected top-level keys, differs from what INPUTS filled in."""
+    filled_in = _filled_in(inputs)
+    problems = []
+    users = document["users"]
+    files = {f.get("path"): f.get("content") for f in document["write_files"]}
+    if len(users) != 1 or users[0].get("name") != inputs.username:
+        problems.append("its user is not the configured username")
+    elif users[0].get("ssh_authorized_keys") != [k for k in (inputs.student_public_key, inputs.ssh_public_key) if k]:
+        problems.append("its authorized keys are not the configured public keys")
+    if files.get(SETUP_SCRIPT_PATH) != filled_in["setup_script"]:
+        problems.append("its setup script differs from the rendered script")
+    if files.get(DOCKER_DAEMON_JSON, "") != filled_in["docker_daemon_json"]:
+        problems.append("its Docker daemon configuration differs from the settings")
+    if files.get(IDLE_STOP_PATH, "") != filled_in["idle_stop_script"]:
+        problems.append("its idle-stop script differs from the rendered script")
+    device = inputs.home_disk_device
+    if device and (
+        document["bootcmd"][0][-1] != device
+        or document["mounts"] != [[device, "/home", "ext4", HOME_MOUNT_OPTIONS, "0", "2"]]
+    ):
+        problems.append("its home disk is not the configured device")
+    armed = ["systemctl", "enable", "--now", IDLE_STOP_TIMER] in document["runcmd"]
+    if armed != bool(filled_in["idle_stop_script"]):
+        problems.append("its idle-stop timer is not armed as autoStopIdleMinutes says")
+    return problems
 
 
 def recipe_hash(user_data: str) -> str:

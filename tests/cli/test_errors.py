@@ -282,11 +282,11 @@ def test_ctrl_c_while_start_waits_exits_at_once(api: FakeComputeApi, tmp_path: P
 QEMU_STAND_IN = """
 import sys
 from pathlib import Path
-from provisioner.local import vm
+from provisioner.local import qemu
 from provisioner.cli.main import main
 
 script = "import os, sys, time; open(sys.argv[2], 'w').write(str(os.getpid())); time.sleep(600)"
-vm._qemu_command = lambda _image, directory, *_: [sys.argv[1], "-c", script, "-pidfile", str(directory / "qemu.pid")]
+qemu.command = lambda _image, directory, *_: [sys.argv[1], "-c", script, "-pidfile", str(directory / "qemu.pid")]
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -20,9 +20,9 @@ import pytest
 from provisioner.access.host_keys import CONSOLE_BEGIN, CONSOLE_END
 from provisioner.errors import CourseVmError
 from provisioner.gcp.compute_api import GceInstance, gce_host_keys
+from provisioner.local.metadata_http import WORKERS
 from provisioner.local.metadata_server import (
     MAX_GUEST_VALUE_BYTES,
-    WORKERS,
     MetadataServer,
     TwinInstance,
     random_instance_id,

@@ -10,8 +10,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from provisioner.local.process import alive, stop
-from provisioner.local.twin import CONFIG, Twin, server_signature
+from provisioner.local.twin import CONFIG, Twin, qemu_args, server_signature
 from tests.conftest import ROOT
 
 ATTRIBUTES = {"user-data": "#cloud-config\n", "enable-guest-attributes": "TRUE"}
@@ -82,3 +84,10 @@ def test_it_ends_once_the_vm_and_the_command_that_started_it_have_ended(tmp_path
     finally:
         qemu.kill()
         qemu.wait()
+
+
+def test_a_comma_in_the_relays_path_cannot_split_qemus_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("provisioner.local.twin.RELAY", Path("/opt/a,b/relay.py"))
+    twin = Twin("http://127.0.0.1:4321", "token", "p", "local-twin1-a", "course-vm-one", 1)
+    netdev = qemu_args(twin, 2222)[3]
+    assert netdev.endswith("-cmd:" + f"{sys.executable} -I -S /opt/a,,b/relay.py 4321")

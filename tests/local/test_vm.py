@@ -30,10 +30,11 @@ import pytest
 from provisioner.access.host_keys import parse_host_key
 from provisioner.access.ssh import connect, load_identity, run
 from provisioner.errors import CourseVmError
+from provisioner.local import qemu as local_qemu
 from provisioner.local import vm as local_vm
 from provisioner.local.image import Image, build_debian_image
 from provisioner.local.process import arguments
-from provisioner.local.twin import HOST_ADDRESS, RELAY, Twin, qemu_args
+from provisioner.local.twin import HOST_ADDRESS
 from provisioner.recipe.user_data import GCE_HOME_DISK_DEVICE
 from tests.conftest import E2E_FACTS, E2E_TIMINGS, ROOT, require_tool
 from tests.support.local_artifacts import served_artifacts
@@ -348,62 +349,6 @@ def test_a_bad_checksum_stops_the_recipe_at_that_step_and_the_checker_says_so(
 # The parts of the local VM that need no QEMU.
 
 
-def test_qemu_runs_the_guest_on_loopback_only_with_both_drives(tmp_path: Path) -> None:
-    image = Image(tmp_path / "disk.img", "raw", tmp_path / "vmlinuz", tmp_path / "initrd.img")
-    command = local_vm._qemu_command(image, tmp_path, "tcg", 2222, 4096, 2)
-    joined = " ".join(command)
-    assert "-accel tcg,thread=multi -cpu max -smp 2 -m 4096" in joined
-    assert "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22" in joined
-    assert f"file={tmp_path / 'disk.qcow2'},if=virtio,format=qcow2" in joined
-    assert f"file={tmp_path / 'seed.iso'},if=virtio,format=raw,readonly=on" in joined
-    assert f"-serial file:{tmp_path / 'console.log'}" in joined
-    assert command[-6:] == image.qemu_boot_args()
-    assert "-accel kvm -cpu host" in " ".join(local_vm._qemu_command(image, tmp_path, "kvm", 2222, 4096, 2))
-    assert "serial=" not in joined
-
-
-def test_an_image_that_is_no_twin_gets_its_user_data_on_a_nocloud_seed(tmp_path: Path) -> None:
-    require_tool("cloud-localds")
-    seed = local_vm._write_seed(tmp_path, "one", "#cloud-config\nruncmd: [[echo, course-vm-seeded]]\n")
-    data = seed.read_bytes()  # ISO 9660 keeps small files whole
-    assert b"runcmd: [[echo, course-vm-seeded]]" in data
-    assert b"instance-id: course-vm-one-" in data and b"local-hostname: course-vm-one" in data
-
-
-def test_a_home_disk_is_a_third_drive_the_guest_finds_by_its_serial(tmp_path: Path) -> None:
-    image = Image(tmp_path / "disk.img", "raw", tmp_path / "vmlinuz", tmp_path / "initrd.img")
-    home = tmp_path / "home.qcow2"
-    joined = " ".join(local_vm._qemu_command(image, tmp_path, "tcg", 2222, 4096, 2, home))
-    assert (
-        f"-drive file={home},if=none,id=home,format=qcow2 -device virtio-blk-pci,drive=home,serial=course-vm-home"
-        in (joined)
-    )
-    assert local_vm.LOCAL_HOME_DISK_DEVICE == "/dev/disk/by-id/virtio-course-vm-home"
-
-
-def test_a_twin_is_presented_as_gce_with_its_metadata_server_and_no_seed(tmp_path: Path) -> None:
-    image = Image(tmp_path / "disk.img", "raw", tmp_path / "vmlinuz", tmp_path / "initrd.img", gce=True)
-    twin = Twin("http://127.0.0.1:4321", "token", "course-vm-twin", "local-twin1-a", "course-vm-one", 1)
-    command = local_vm._qemu_command(image, tmp_path, "tcg", 2222, 4096, 2, twin=twin)
-    joined = " ".join(command)
-    assert "seed.iso" not in joined
-    smbios = command[command.index("-smbios") + 1]
-    assert smbios.startswith("type=1,manufacturer=Google,product=Google Compute Engine,serial=GoogleCloud-")
-    netdev = command[command.index("-netdev") + 1]
-    assert netdev.startswith("user,id=net0,net=169.254.0.0/16,hostfwd=tcp:127.0.0.1:2222-:22,")
-    assert netdev.endswith(f"guestfwd=tcp:169.254.169.254:80-cmd:{sys.executable} -I -S {RELAY} 4321")
-    assert command[command.index("-device", command.index("-netdev")) + 1] == (
-        "virtio-net-pci,netdev=net0,mac=42:01:a9:fe:02:0f"
-    )
-
-
-def test_a_comma_in_the_relays_path_cannot_split_qemus_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("provisioner.local.twin.RELAY", Path("/opt/a,b/relay.py"))
-    twin = Twin("http://127.0.0.1:4321", "token", "p", "local-twin1-a", "course-vm-one", 1)
-    netdev = qemu_args(twin, 2222)[3]
-    assert netdev.endswith("-cmd:" + f"{sys.executable} -I -S /opt/a,,b/relay.py 4321")
-
-
 def test_a_home_disk_image_is_created_once_and_then_kept(tmp_path: Path) -> None:
     require_tool("qemu-img")
     path = local_vm.ensure_home_disk(tmp_path / "homes" / "alice.qcow2", 10)
@@ -443,21 +388,6 @@ def test_unknown_vm_says_how_to_make_one(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(CourseVmError, match="local up --name nope"):
         local_vm.load("nope")
     assert local_vm.down("nope") is False
-
-
-def test_a_comma_in_the_vms_paths_cannot_split_qemus_drive_options(tmp_path: Path) -> None:
-    # The state directory is under $HOME, which may hold a comma; QEMU reads `,,` as one comma.
-    directory, home = tmp_path / "a,b" / "one", tmp_path / "homes,if=none" / "alice.qcow2"
-    image = Image(tmp_path / "disk.img", "raw", tmp_path / "vmlinuz", tmp_path / "initrd.img")
-    command = local_vm._qemu_command(image, directory, "tcg", 2222, 4096, 2, home)
-    drives = [command[i + 1] for i, part in enumerate(command) if part == "-drive"]
-    assert drives == [
-        f"file={tmp_path}/a,,b/one/disk.qcow2,if=virtio,format=qcow2",
-        f"file={tmp_path}/a,,b/one/seed.iso,if=virtio,format=raw,readonly=on",
-        f"file={tmp_path}/homes,,if=none/alice.qcow2,if=none,id=home,format=qcow2",
-    ]
-    # -serial file:PATH and -pidfile PATH take the path whole (QEMU splits no options there).
-    assert f"file:{directory}/console.log" in command and str(directory / "qemu.pid") in command
 
 
 def fake_qemu(pid_file: Path) -> subprocess.Popen[bytes]:
@@ -529,8 +459,8 @@ def stand_in_qemu(
     qemu.parent.mkdir()
     qemu.symlink_to(sys.executable)
     monkeypatch.setattr(
-        local_vm,
-        "_qemu_command",
+        local_qemu,
+        "command",
         lambda _image, directory, *_: [
             str(qemu),
             "-c",

@@ -6,26 +6,10 @@ import re
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from provisioner.errors import SettingsError
 from provisioner.recipe.settings import parse_settings
-
-GOOD = {"allowedSshCidrs": ["203.0.113.7/32"]}
-PROJECT, ZONE = "course-project-1", "europe-west1-b"
-
-
-def problems(raw: dict[str, object]) -> list[str]:
-    with pytest.raises(SettingsError) as raised:
-        parse_settings({**GOOD, **raw}, PROJECT, ZONE)
-    return list(raised.value.problems)
-
-
-NAME_RULE = (
-    "a student name is 1-32 of a-z, 0-9 and -, starting with a letter and not ending with - "
-    "(it becomes their login and part of the VM's name)"
-)
+from tests.support.settings_problems import GOOD, NAME_RULE, PROJECT, ZONE, problems
+from tests.support.student_keys import ed25519_line, public_line
 
 
 def test_a_roster_csv_gives_the_names_in_its_order(tmp_path: Path) -> None:
@@ -62,24 +46,6 @@ def test_following_every_fix_of_a_bad_roster_leaves_no_problem() -> None:
         index, name = re.fullmatch(r"students\[(\d+)\]: .* 'students\[\d+\]' (\S+)", line).groups()  # type: ignore[union-attr]
         fixed[int(index)] = name
     assert parse_settings({**GOOD, "students": fixed}, PROJECT, ZONE).students == tuple(fixed)
-
-
-@pytest.mark.parametrize("name", ["alice\n", "al\nice", "\nalice"])
-def test_a_name_with_a_newline_is_refused(name: str) -> None:
-    assert problems({"students": [name]}) == [
-        f"students[0]: got {name!r}, but {NAME_RULE}. Fix: pulumi config set --path 'students[0]' "
-        + name.replace("\n", "-").strip("-")
-    ]
-
-
-@pytest.mark.parametrize(
-    "name", ["systemd-network", "systemd-anything", "tss", "polkitd", "tcpdump", "messagebus", "landscape", "lxd"]
-)
-def test_system_accounts_are_refused_as_students(name: str) -> None:
-    assert problems({"students": ["alice", name]}) == [
-        f"students[1]: got {name!r}, but that name belongs to the system or grants extra rights. "
-        "Fix: pulumi config set --path 'students[1]' student2"
-    ]
 
 
 def test_bad_csv_lines_are_reported_with_their_line_numbers(tmp_path: Path) -> None:
@@ -181,16 +147,6 @@ def test_line_numbers_count_blank_lines(tmp_path: Path) -> None:
 # Students' own keys and Google accounts: the optional columns sshPublicKey and email.
 
 
-def _public(key: PrivateKeyTypes) -> str:
-    return key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
-
-
-def _ed25519() -> str:
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    return _public(ed25519.Ed25519PrivateKey.generate())
-
-
 def _roster(tmp_path: Path, text: str) -> str:
     roster = tmp_path / "roster.csv"
     roster.write_text(text)
@@ -200,8 +156,8 @@ def _roster(tmp_path: Path, text: str) -> str:
 def test_a_roster_carries_each_students_own_key_and_google_account(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-    alice, bob = _ed25519(), _public(ec.generate_private_key(ec.SECP384R1()))
-    dave = _public(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    alice, bob = ed25519_line(), public_line(ec.generate_private_key(ec.SECP384R1()))
+    dave = public_line(rsa.generate_private_key(public_exponent=65537, key_size=2048))
     # Header names in any case; a comment (even a hostile one) is dropped; an email is lowercased.
     roster = _roster(
         tmp_path,
@@ -236,8 +192,8 @@ def test_every_bad_key_and_email_is_reported_at_once_with_its_line(tmp_path: Pat
 
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    good = _ed25519()
-    small_rsa = _public(rsa.generate_private_key(public_exponent=65537, key_size=1024))  # noqa: S505 (refused)
+    good = ed25519_line()
+    small_rsa = public_line(rsa.generate_private_key(public_exponent=65537, key_size=1024))  # noqa: S505 (refused)
     blob = good.split()[1]
     lying = "ssh-rsa " + blob  # an ed25519 key's data under another type's name
     dss = "ssh-dss " + base64.b64encode(b"\x00\x00\x00\x07ssh-dss" + b"\x00" * 40).decode()
@@ -296,39 +252,6 @@ def test_a_one_line_private_key_is_never_echoed(tmp_path: Path) -> None:
     [message] = problems({"studentsCsv": roster})
     assert "MIIEowIBAAKCAQEA" not in message
     assert "that is a private key" in message
-
-
-@pytest.mark.parametrize("name", ["con", "prn", "aux", "nul", "com1", "com9", "lpt1", "lpt9"])
-def test_windows_device_names_are_refused_as_students(name: str, tmp_path: Path) -> None:
-    # Valid Linux logins, but no folder on Windows, where instructors write the hand-outs, can have them.
-    why = "that name cannot be a folder's name on Windows (it names a device there), and each hand-out is one"
-    assert problems({"students": ["alice", name]}) == [
-        f"students[1]: got {name!r}, but {why}. Fix: pulumi config set --path 'students[1]' {name}-2"
-    ]
-    roster = tmp_path / "roster.csv"
-    roster.write_text(f"name\nalice\n{name.upper()}\n")
-    assert problems({"studentsCsv": str(roster)}) == [
-        f"studentsCsv {roster} line 3: got {name.upper()!r}, but {NAME_RULE}. "
-        f"Fix: correct that line of {roster}, e.g. to student2"
-    ]
-
-
-@pytest.mark.parametrize(
-    ("name", "why"),
-    [
-        ("alice", ""),
-        ("con-1", ""),
-        ("..", NAME_RULE.split(" (")[0]),
-        ("", NAME_RULE.split(" (")[0]),
-        (None, NAME_RULE.split(" (")[0]),
-        ("root", "that name belongs to the system or grants extra rights"),
-        ("lpt3", "that name cannot be a folder's name on Windows (it names a device there), and each hand-out is one"),
-    ],
-)
-def test_the_name_rule_is_one_function_for_names_read_back_from_a_stack(name: object, why: str) -> None:
-    from provisioner.recipe.roster import student_name_problem
-
-    assert student_name_problem(name) == why
 
 
 SECRET_BODY = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW"  # noqa: S105

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from provisioner.recipe.settings import Artifact
-from provisioner.recipe.user_data import render_setup_script
+from provisioner.recipe.user_data import UserDataInputs, render_setup_script
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration
@@ -123,11 +123,13 @@ class Machine:
     def script(self, compose_sha: str | None = None, base_url: str | None = None, own_key: str = "") -> Path:
         base_url = base_url or self.base_url
         text = render_setup_script(
-            username="student",
-            ssh_public_key=STUDENT_KEY,
-            student_public_key=own_key,
-            anaconda=Artifact("anaconda", "2022.05", f"{base_url}/anaconda.sh", _sha(INSTALLER)),
-            docker_compose=Artifact("compose", "v2.6.1", f"{base_url}/compose", compose_sha or _sha(COMPOSE)),
+            UserDataInputs(
+                username="student",
+                ssh_public_key=STUDENT_KEY,
+                student_public_key=own_key,
+                anaconda=Artifact("anaconda", "2022.05", f"{base_url}/anaconda.sh", _sha(INSTALLER)),
+                docker_compose=Artifact("compose", "v2.6.1", f"{base_url}/compose", compose_sha or _sha(COMPOSE)),
+            )
         )
         path = self.root / "course-vm-setup"
         path.write_text(text)

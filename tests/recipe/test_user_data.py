@@ -20,6 +20,7 @@ from provisioner.recipe.user_data import (
     IDLE_STOP_TIMER,
     SETUP_SCRIPT_PATH,
     RecipeError,
+    UserDataInputs,
     recipe_hash,
     render_setup_script,
     render_user_data,
@@ -52,13 +53,15 @@ def render(
     student_key: str = "",
 ) -> str:
     return render_user_data(
-        username=username,
-        ssh_public_key=public_key,
-        student_public_key=student_key,
-        anaconda=anaconda,
-        docker_compose=compose,
-        auto_stop_idle_minutes=idle_minutes,
-        home_disk_device=home_disk,
+        UserDataInputs(
+            username=username,
+            ssh_public_key=public_key,
+            student_public_key=student_key,
+            anaconda=anaconda,
+            docker_compose=compose,
+            auto_stop_idle_minutes=idle_minutes,
+            home_disk_device=home_disk,
+        )
     )
 
 
@@ -339,7 +342,9 @@ def test_hostile_value_cannot_change_yaml_or_shell_structure(value: str, tmp_pat
     assert user["ssh_authorized_keys"] == [value]
     script = setup_script(document_text)
     assert script == render_setup_script(
-        username=value, anaconda=hostile, docker_compose=hostile, home_disk_device=value, ssh_public_key=value
+        UserDataInputs(
+            username=value, anaconda=hostile, docker_compose=hostile, home_disk_device=value, ssh_public_key=value
+        )
     )
     assert set(shell_values(script).values()) == {value}
     validate_cloud_config(document_text, tmp_path)
@@ -404,11 +409,13 @@ def test_registry_mirror_configures_docker_before_it_is_installed(
     mirror: str, expected: dict[str, list[str]], tmp_path: Path
 ) -> None:
     text = render_user_data(
-        username="student",
-        ssh_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u",
-        anaconda=DEFAULTS.anaconda,
-        docker_compose=DEFAULTS.docker_compose,
-        docker_registry_mirror=mirror,
+        UserDataInputs(
+            username="student",
+            ssh_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u",
+            anaconda=DEFAULTS.anaconda,
+            docker_compose=DEFAULTS.docker_compose,
+            docker_registry_mirror=mirror,
+        )
     )
     validate_cloud_config(text, tmp_path)
     files = {f["path"]: f for f in yaml.safe_load(text)["write_files"]}

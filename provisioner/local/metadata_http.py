@@ -1,0 +1,149 @@
+"""The metadata server's HTTP side: one request per connection, on a fixed pool of workers, with GCE's headers."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import socket
+import socketserver
+import sys
+import threading
+import traceback
+import urllib.parse
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+WORKERS = 16
+"""Connections served at once; more wait their turn. Each answer closes its connection (HTTP/1.0),
+so only a request in progress or a held `wait_for_change` occupies a worker."""
+READ_SECONDS = 10.0
+"""A client that has not sent its whole request by then frees its worker."""
+
+Log = Callable[[str], None]
+
+
+class Answer(NamedTuple):
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: Mapping[str, str]
+    flavor: str
+    authorization: str
+    body: bytes | None
+    """A PUT's body; None when it had no usable Content-Length or was too long."""
+
+
+class HttpServer(socketserver.TCPServer):
+    """Serves each connection on a fixed pool of threads instead of a thread per connection: each
+    request becomes a Request for ANSWER, and a body is read only up to MAX_BODY bytes."""
+
+    allow_reuse_address = True
+    request_queue_size = 64  # the default 5 drops a burst of connections (each retried only after 1 s)
+
+    def __init__(self, port: int, answer: Callable[[Request], Answer], log: Log, max_body: int) -> None:
+        self.answer = answer
+        self.log = log
+        self.max_body = max_body
+        self.workers = ThreadPoolExecutor(WORKERS, thread_name_prefix="metadata-server")
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(("127.0.0.1", port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        self.workers.submit(self._serve, request, client_address)
+
+    def _serve(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open.discard(request)
+            self.shutdown_request(request)
+
+    def stop_reading(self) -> None:
+        """End every connection's reading: those still waiting for a request finish now, not in READ_SECONDS;
+        those being answered can still write."""
+        with self._open_lock:
+            for connection in self._open:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RD)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        # A client gone mid-answer is routine: one line. Anything else is a bug here: its traceback.
+        if isinstance(error, OSError):
+            self.log(f"{client_address[0]}: connection ended early ({error})")
+        else:
+            self.log(f"{client_address[0]}: {traceback.format_exc().strip()}")
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: HttpServer
+    timeout = READ_SECONDS
+    protocol_version = "HTTP/1.0"  # one request per connection: an idle keep-alive would hold a worker
+    # http.server answers a request line without a version (HTTP/0.9) with a bare body, no headers; no
+    # metadata client speaks 0.9, and every answer should carry Metadata-Flavor.
+    default_request_version = "HTTP/1.0"
+
+    def version_string(self) -> str:
+        return "Metadata Server for VM"  # GCE's Server header
+
+    def do_GET(self) -> None:
+        # Every method comes here: the server's answer (`MetadataServer._answer`) refuses what it does not serve.
+        self._reply(self._request(self._body() if self.command == "PUT" else None))
+
+    do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815 (http.server's names)
+
+    def _body(self) -> bytes | None:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            return None
+        if not 0 <= length <= self.server.max_body:
+            return None
+        body = self.rfile.read(length)
+        return body if len(body) == length else None
+
+    def _request(self, body: bytes | None) -> Answer:
+        path, _, query = self.path.partition("?")
+        request = Request(
+            method=self.command,
+            path=path,
+            query=dict(urllib.parse.parse_qsl(query, keep_blank_values=True)),
+            flavor=str(self.headers.get("Metadata-Flavor", "")),
+            authorization=str(self.headers.get("Authorization", "")),
+            body=body,
+        )
+        return self.server.answer(request)
+
+    def _reply(self, answer: Answer) -> None:
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(answer.body)))
+        if answer.etag:
+            self.send_header("ETag", answer.etag)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(answer.body)
+
+    def end_headers(self) -> None:
+        # On every answer, http.server's own errors too: clients check it to know whom they reached.
+        self.send_header("Metadata-Flavor", "Google")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        line = "".join(c if c.isprintable() else "?" for c in format % args)
+        self.server.log(line[:300])

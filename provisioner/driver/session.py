@@ -22,7 +22,7 @@ from provisioner.driver.plan import Plan, plan_of
 from provisioner.driver.state import StackState, walk
 from provisioner.driver.workspace import CliError, CliResult, OnOutput, Workspace
 from provisioner.errors import EngineError, SettingsError
-from provisioner.recipe.roster import student_name_problem
+from provisioner.recipe.names import student_name_problem
 from provisioner.stack import PROBLEMS_VARIABLE, StackOutputs
 
 

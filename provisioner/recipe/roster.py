@@ -12,10 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from provisioner.paths import PROJECT_DIR
-from provisioner.recipe.names import NOT_A_NAME, SYSTEM_NAME, as_name
-
-# Named here too for cli/stack.py, which imports it from this module until it imports it from names.py.
-from provisioner.recipe.names import student_name_problem as student_name_problem
+from provisioner.recipe.names import NOT_A_NAME, SYSTEM_NAME, as_name, student_name_problem
 from provisioner.recipe.public_keys import NOT_SHOWN, PRIVATE_KEY_WHY, PrivateKeyError, holds_private_key, public_key
 from provisioner.recipe.rules import PATH, Problems, Setting, as_list, set_command
 

@@ -96,6 +96,43 @@ def violations(root: Path) -> list[str]:
     return problems
 
 
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 60
+"""A module or function longer than this usually holds two ideas (STYLE.md): split it by concern."""
+
+
+def oversized(root: Path) -> list[str]:
+    """Every module of the package at ROOT over MAX_MODULE_LINES lines, and every function (its `def` line to
+    its last, docstring included) over MAX_FUNCTION_LINES, one line each."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        where = path.relative_to(root.parent)
+        lines = len(text.splitlines())
+        if lines > MAX_MODULE_LINES:
+            found.append(f"{where}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    found.append(f"{where}:{node.lineno} {node.name}: {length} lines")
+    return found
+
+
+def test_no_module_and_no_function_is_too_long() -> None:
+    assert oversized(ROOT / "provisioner") == []
+
+
+def test_a_long_module_or_function_is_reported(tmp_path: Path) -> None:
+    root = tmp_path / "provisioner"
+    root.mkdir()
+    body = "".join(f"    x{n} = {n}\n" for n in range(60))
+    (root / "long.py").write_text('def f() -> None:\n    """Sixty-two lines with this docstring."""\n' + body)
+    (root / "big.py").write_text("x = 1\n" * 501)
+    (root / "fine.py").write_text("def g() -> None:\n" + "    pass\n" * 59)
+    assert oversized(root) == ["provisioner/big.py: 501 lines", "provisioner/long.py:1 f: 62 lines"]
+
+
 def test_every_import_keeps_to_the_layers() -> None:
     assert violations(ROOT / "provisioner") == []
 

@@ -20,19 +20,9 @@ import yaml
 from provisioner.errors import CourseVmError, SettingsError
 from provisioner.paths import ON_WINDOWS
 from provisioner.recipe import roster
+from provisioner.recipe.problems import Problems, remove_key, set_key
 from provisioner.recipe.roster import RosterEntry, is_reserved
-from provisioner.recipe.rules import (
-    PATH,
-    Problems,
-    Rule,
-    Setting,
-    as_list,
-    boolean,
-    check_text,
-    set_command,
-    text,
-    whole_number,
-)
+from provisioner.recipe.rules import PATH, Rule, Setting, as_list, boolean, check_text, text, whole_number
 
 PROJECT = "course-vm"
 """The Pulumi project name, and so the namespace of every course-vm config key."""
@@ -103,7 +93,7 @@ def key_path_rule(*, windows: bool) -> Rule:
         if path.endswith(".pub"):
             private = path[: -len(".pub")]
             # Quoted, for the fix is typed into a shell: a space would split the path in two.
-            fix = set_command(setting.key, f'"{private}"' if " " in private else private)
+            fix = set_key(setting.key, f'"{private}"' if " " in private else private)
             problems.add(setting.key, path, "it names a public key; the setting is the private key", fix)
         elif path and not is_absolute(expanded, windows=windows):
             # `pulumi up` runs the program in the project directory, which .gitignore does not cover.
@@ -111,7 +101,7 @@ def key_path_rule(*, windows: bool) -> Rule:
                 "it is a relative path, so the private key would land in whatever directory the command runs in "
                 "(under `pulumi up`, the project directory)"
             )
-            problems.add(setting.key, path, why_relative, set_command(setting.key, setting.default))
+            problems.add(setting.key, path, why_relative, set_key(setting.key, setting.default))
         return Path(expanded)
 
     return rule
@@ -145,7 +135,7 @@ def _mirror(why: str, http_why: str, example: str, *, then: Callable[[str], str]
                 "plain http:// is allowed only to this machine or a link-local address "
                 f"(127.0.0.0/8, localhost, 169.254.0.0/16): {http_why}"
             )
-            problems.add(setting.key, url, why_http, set_command(setting.key, "https://" + url[len("http://") :]))
+            problems.add(setting.key, url, why_http, set_key(setting.key, "https://" + url[len("http://") :]))
             return ""
         return then(url) if url else url
 
@@ -157,17 +147,18 @@ def _ssh_ranges(problems: Problems, setting: Setting, value: object) -> tuple[st
     key = setting.key
     items = as_list(value)
     if items is None:
-        fix = set_command(key, ["203.0.113.7/32"]) + " (one index per range)"
+        fix = set_key(key, ["203.0.113.7/32"]) + " (one index per range)"
         problems.add(key, value, "it must be a list of IPv4 ranges", fix)
         return ()
     if not items:
-        fix = f"allow your own address: {set_command(key, ['YOUR.PUBLIC.IP/32'])} (0.0.0.0/0 allows the whole internet)"
+        own = set_key(key, ["YOUR.PUBLIC.IP/32"])
+        fix = "allow your own address: " + own + " (0.0.0.0/0 allows the whole internet)"
         problems.add(key, value, "the firewall would let nobody reach SSH", fix)
         return ()
     cidrs: list[str] = []
     for index, item in enumerate(items):
         where = f"{key}[{index}]"
-        fix = f"pulumi config set --path '{where}' 203.0.113.7/32"
+        fix = set_key(key, ["203.0.113.7/32"], at=index)
         if not isinstance(item, str) or not re.fullmatch(r"[0-9./]{7,18}", item):
             problems.add(where, item, "it is not an IPv4 range like 203.0.113.7/32", fix)
             continue
@@ -177,7 +168,7 @@ def _ssh_ranges(problems: Problems, setting: Setting, value: object) -> tuple[st
             problems.add(where, item, "it is not an IPv4 range like 203.0.113.7/32", fix)
             continue
         if str(network) != item and f"{network.network_address}" != item:
-            fix = f"pulumi config set --path '{where}' {network}"
+            fix = set_key(key, [str(network)], at=index)
             problems.add(where, item, f"it has host bits set (the range is {network})", fix)
             continue
         cidrs.append(str(network))
@@ -198,7 +189,7 @@ def _time_zone(problems: Problems, setting: Setting, value: object) -> str:
     """The rule of `timeZone`: a zone the IANA database (and so the VM) knows."""
     if isinstance(value, str) and _known_time_zone(value):
         return value
-    fix = set_command(setting.key, "Europe/Berlin") + " (`timedatectl list-timezones` lists them)"
+    fix = set_key(setting.key, "Europe/Berlin") + " (`timedatectl list-timezones` lists them)"
     problems.add(setting.key, value, "it is not an IANA time zone name", fix)
     return ""
 
@@ -585,7 +576,7 @@ def _one_roster(problems: Problems, raw: Mapping[str, object]) -> dict[str, Any]
     """`students` or `studentsCsv`, not both: a class has one roster."""
     listed, csv_path = raw.get("students"), raw.get("studentsCsv")
     if listed not in (None, "", []) and csv_path not in (None, ""):
-        fix = "keep one: pulumi config rm students, or pulumi config rm studentsCsv"
+        fix = "keep one: " + remove_key("students") + ", or " + remove_key("studentsCsv")
         problems.add("studentsCsv", csv_path, "students is set too, and a class has one roster", fix)
         return {"students": (), "studentsCsv": ()}
     return {key: _ROW[key].check(problems, _given(raw, key)) for key in ("students", "studentsCsv")}
@@ -607,7 +598,7 @@ def _artifact_rows(prefix: str) -> _JointRule:
                 version_key,
                 raw[version_key],
                 f"the default {sha_key} only matches version {DEFAULTS[version_key]}",
-                f"also set the new release's checksum: pulumi config set {sha_key} SHA256",
+                "also set the new release's checksum: " + set_key(sha_key, "SHA256"),
             )
         template = raw.get(url_key, DEFAULTS[url_key])
         url = template.replace("{version}", version) if isinstance(template, str) else template
@@ -628,16 +619,16 @@ def _access_rows(problems: Problems, raw: Mapping[str, object]) -> dict[str, Any
     if access == "iap":
         if cidrs_given:
             why = f"sshAccess is iap, which admits only Google's IAP range {IAP_RANGE}, so the ranges would not be used"
-            problems.add("allowedSshCidrs", raw["allowedSshCidrs"], why, "pulumi config rm allowedSshCidrs")
+            problems.add("allowedSshCidrs", raw["allowedSshCidrs"], why, remove_key("allowedSshCidrs"))
     elif access:
         cidrs = _ROW["allowedSshCidrs"].check(problems, _given(raw, "allowedSshCidrs"))
     email = _ROW["studentEmail"].check(problems, _given(raw, "studentEmail"))
     if email and access == "firewall":
         why = "sshAccess is firewall, and only iap grants a Google account access"
-        problems.add("studentEmail", email, why, "pulumi config set sshAccess iap, or pulumi config rm studentEmail")
+        problems.add("studentEmail", email, why, set_key("sshAccess", "iap") + ", or " + remove_key("studentEmail"))
     elif email and (raw.get("students") not in (None, "", "[]", []) or raw.get("studentsCsv")):
         why = "a class's VMs are granted to each student's own email (the roster's email column)"
-        problems.add("studentEmail", email, why, "pulumi config rm studentEmail")
+        problems.add("studentEmail", email, why, remove_key("studentEmail"))
     return {"sshAccess": access, "allowedSshCidrs": cidrs, "studentEmail": email}
 
 
@@ -650,18 +641,16 @@ def _emails_for_iap(problems: Problems, roster: Sequence[RosterEntry], *, listed
         if entry.email:
             continue
         if listed:
-            problems.add(
-                "students", entry.name, why + " (a `students` list carries no emails: use studentsCsv)",
-                "a roster CSV with `name` and `email` columns: pulumi config rm students, then "
-                "pulumi config set studentsCsv roster.csv",
-            )  # fmt: skip
-        else:
-            problems.add(
-                "studentsCsv",
-                entry.name,
-                why,
-                f"add an `email` column to the roster with {entry.name}'s Google account",
+            fix = (
+                "a roster CSV with `name` and `email` columns: "
+                + remove_key("students")
+                + ", then "
+                + set_key("studentsCsv", "roster.csv")
             )
+            problems.add("students", entry.name, why + " (a `students` list carries no emails: use studentsCsv)", fix)
+        else:
+            fix_csv = f"add an `email` column to the roster with {entry.name}'s Google account"
+            problems.add("studentsCsv", entry.name, why, fix_csv)
 
 
 _JOINT_RULES: Mapping[str, _JointRule] = {
@@ -704,7 +693,7 @@ def _provider_key(
     problems: Problems, key: str, value: object, pattern: re.Pattern[str], why: str, example: str, hint: str
 ) -> str:
     if value is None:
-        problems.lines.append(f"{key}: not set. Fix: {set_command(key, example)} ({hint})")
+        problems.not_set(key, set_key(key, example) + f" ({hint})")
         return ""
     return check_text(problems, key, value, pattern, why, example)
 
@@ -717,9 +706,9 @@ def _report_unknown_keys(problems: Problems, raw: Mapping[str, object]) -> None:
         if near:
             meant = by_lower[near[0]]
             why = f"course-vm has no such setting (did you mean {meant}?)"
-            problems.add(key, raw[key], why, f"pulumi config rm {key}, then {set_command(meant, raw[key])}")
+            problems.add(key, raw[key], why, remove_key(key) + ", then " + set_key(meant, raw[key]))
             continue
-        fix = f"remove it (pulumi config rm {key}); known keys: {', '.join(DEFAULTS)}"
+        fix = remove_key(key, aside=True) + f"; known keys: {', '.join(DEFAULTS)}"
         problems.add(key, raw[key], "course-vm has no such setting", fix)
 
 
@@ -757,8 +746,8 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
     roster = values.get("studentsCsv") or tuple(RosterEntry(name) for name in values.get("students") or ())
     if values.get("sshAccess") == "iap":
         _emails_for_iap(problems, roster, listed=bool(values.get("students")))
-    if problems.lines:
-        raise SettingsError(problems.lines)
+    if problems.records:
+        raise SettingsError(problems.records)
     settings = Settings(
         project=gcp_project,
         zone=gcp_zone,

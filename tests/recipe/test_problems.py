@@ -24,7 +24,8 @@ from provisioner.recipe.problems import (
     set_key,
     to_json,
 )
-from provisioner.recipe.settings import DEFAULTS, parse_settings
+from provisioner.recipe.settings import parse_settings
+from provisioner.recipe.settings_table import DEFAULTS
 
 GOOD = {"allowedSshCidrs": ["203.0.113.7/32"]}
 PROJECT, ZONE = "course-project-1", "europe-west1-b"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -24,11 +25,26 @@ class CourseVmError(Exception):
     exit_code = EXIT_BAD_INPUT
 
 
-class SettingsError(CourseVmError):
-    """One or more settings are invalid; every problem is reported together."""
+class ProblemRecord(Protocol):
+    """A settings problem as data, `provisioner.recipe.problems.Problem`: this module imports no package, so it
+    names only what SettingsError needs of one."""
 
-    def __init__(self, problems: Sequence[str], note: str = "") -> None:
-        self.problems = tuple(problems)
+    def in_pulumi_words(self) -> str:
+        """The problem's line as the Pulumi program and `course-vm up` say it."""
+        ...
+
+
+class SettingsError(CourseVmError):
+    """One or more settings are invalid; every problem is reported together.
+
+    Each problem is a record (the settings' rules give every one so) or text (another stack's key
+    claims, lines read back from the engine's output); the message says each in Pulumi's words.
+    """
+
+    def __init__(self, problems: Sequence[str | ProblemRecord], note: str = "") -> None:
+        self.records = tuple(problem for problem in problems if not isinstance(problem, str))
+        """The problems given as records, for a front end that words them itself (`recipe.problems.records_of`)."""
+        self.problems = tuple(p if isinstance(p, str) else p.in_pulumi_words() for p in problems)
         count = len(self.problems)
         noun = "problem" if count == 1 else "problems"
         lines = [f"course-vm settings: {count} {noun}, nothing was created:"]

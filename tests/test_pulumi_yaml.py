@@ -1,4 +1,4 @@
-"""Pulumi.yaml follows the documented project-file schema and declares exactly the code's settings."""
+"""Pulumi.yaml follows the documented project-file schema, and its settings are written from the settings table."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 import yaml
 
 from provisioner.recipe.settings import PROJECT, SETTINGS
+from provisioner.recipe.settings_docs import REGENERATE, with_config_block
 from tests.conftest import ROOT
 
 PROJECT_FILE_KEYS = {
@@ -51,3 +52,10 @@ def test_config_declares_every_setting_with_the_codes_default() -> None:
         assert declared["description"] == setting.description, setting.key
         if setting.type == "array":
             assert declared["items"] == {"type": "string"}
+
+
+def test_the_config_block_is_written_from_the_settings_table() -> None:
+    text = (ROOT / "Pulumi.yaml").read_text()
+    assert text == with_config_block(text), (
+        f"Pulumi.yaml's config block is not the settings table's: run `{REGENERATE}`"
+    )

@@ -1,4 +1,4 @@
-"""What each setting's rule is made of: the row type, the problem list, value coercions and rule makers."""
+"""What the settings table is made of: its row types, value coercions and rule makers."""
 
 from __future__ import annotations
 
@@ -8,19 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+# Problems is imported from here by the roster's rules and the command line.
+from provisioner.recipe.problems import Problems as Problems
+from provisioner.recipe.problems import pulumi_words, set_key
+
 # A file path that is safe in YAML and shell: it cannot carry a newline, a quote or a metacharacter.
 PATH = re.compile(r"[A-Za-z0-9_./~@+-][A-Za-z0-9_./~@+ -]*")
-
-
-class Problems:
-    """Collects `key: got VALUE, but WHY. Fix: WHAT` lines so that all are reported together."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def add(self, key: str, value: object, why: str, fix: str) -> None:
-        self.lines.append(f"{key}: got {value!r}, but {why}. Fix: {fix}")
-
 
 Rule = Callable[[Problems, "Setting", object], Any]
 """Turns a row's raw value into its typed value, or adds problems (what it returns then is never used)."""
@@ -28,52 +21,56 @@ Rule = Callable[[Problems, "Setting", object], Any]
 
 @dataclass(frozen=True)
 class Setting:
-    """One project config key: its Pulumi.yaml type, default and description, and the rule its value must pass."""
+    """One row of the settings table: a course-vm config key, what Pulumi.yaml and the reference say of it,
+    the rule its value must pass, and the Settings field its typed value fills."""
 
     key: str
     type: str
+    """Its type in Pulumi.yaml: string, integer, boolean or array (of strings)."""
     default: Any
     description: str
+    """What Pulumi.yaml says of it: one sentence."""
     rule: Rule
+    field: str = ""
+    """The Settings field its typed value fills; "" when it only feeds a field made from several rows
+    (`settings.DERIVED`). Tests keep the rows and the fields in step."""
     only_for_gcp: bool = False
-    """A local VM has no use for it, so there it is neither needed nor checked."""
+    """A local VM has no use for it, so there it is neither needed nor checked: it takes its default."""
+    reference: str = ""
+    """What the reference's settings table says of it (docs/reference.md; Markdown, one line)."""
+    reference_default: str = ""
+    """Its default as the reference shows it, when that is more than the default itself (see settings_docs)."""
 
     def check(self, problems: Problems, value: object) -> Any:
         """The typed value of VALUE, or a placeholder after adding to PROBLEMS what is wrong with it."""
         return self.rule(problems, self, value)
 
 
+@dataclass(frozen=True)
+class ProviderKey:
+    """A key of the GCP provider that the program needs set (`gcp:project`, `gcp:zone`); not course-vm's own,
+    so neither in Pulumi.yaml nor checked by a rule of the table, but checked and documented beside it."""
+
+    key: str
+    field: str
+    """The Settings field its value fills."""
+    pattern: re.Pattern[str]
+    why: str
+    """Why a value PATTERN does not match cannot be."""
+    example: str
+    hint: str
+    """Where to find a value, said after the fix when the key is not set."""
+    environment: tuple[str, ...]
+    """The environment variables the provider falls back to, in its order."""
+    reference: str
+
+
 def set_command(key: str, example: object, *, at: int = 0) -> str:
-    """The command that sets KEY (a list: its item AT), for the `Fix:` part of a message.
+    """The `pulumi config` command that sets KEY (a list: its item AT) to EXAMPLE, for a fix given as text.
 
-    It is `pulumi config`'s; a front end that takes settings otherwise rewrites it (`as_set_flags`).
+    A fix built from steps (`problems.set_key`) is worded by each front end; text is said alike by all.
     """
-    if isinstance(example, list):
-        return f"pulumi config set --path '{key}[{at}]' {example[0]}"
-    if isinstance(example, bool):
-        example = str(example).lower()
-    return f"pulumi config set {key} {example}"
-
-
-_PULUMI_SET = re.compile(r"pulumi config set (?:--path '(?P<item>\w+)\[\d+\]'|(?P<key>\w+)) (?P<value>\S+)")
-_PULUMI_RM = re.compile(r"(?:remove it )?\(?pulumi config rm (?:--path )?'?(?P<key>\w+)(?:\[\d+\])?'?\)?")
-
-
-def as_set_flags(problem: str) -> str:
-    """PROBLEM with its fix for a front end that takes settings as `--set KEY=VALUE` (`local up`):
-    each `pulumi config set` or `rm` the rules suggest (by `set_command`) becomes that flag, or leaving it out."""
-    what, sep, fix = problem.rpartition(". Fix: ")
-    if not sep:
-        return problem
-
-    def flag(match: re.Match[str]) -> str:
-        if match["item"]:
-            return f"--set '{match['item']}=[\"{match['value']}\"]'"
-        return f"--set {match['key']}={match['value']}"
-
-    fix = _PULUMI_SET.sub(flag, fix)
-    fix = _PULUMI_RM.sub(lambda match: f"leave out --set {match['key']}=...", fix)
-    return f"{what}. Fix: {fix}"
+    return "".join(pulumi_words(step) for step in set_key(key, example, at=at).steps)
 
 
 # Pulumi hands every config value over as a string; a stack file or `parse_settings`' callers may
@@ -113,7 +110,7 @@ def check_text(problems: Problems, key: str, value: object, pattern: re.Pattern[
     """VALUE if it is a string PATTERN matches in full; else "" and a problem whose fix sets EXAMPLE."""
     if isinstance(value, str) and pattern.fullmatch(value):
         return value
-    problems.add(key, value, why, set_command(key, example))
+    problems.add(key, value, why, set_key(key, example))
     return ""
 
 
@@ -136,7 +133,7 @@ def text(
         fix_value = setting.default if example is None else example
         checked = check_text(problems, setting.key, value, compiled, why, fix_value)
         if checked and refused(checked):
-            problems.add(setting.key, checked, refused_why, set_command(setting.key, fix_value))
+            problems.add(setting.key, checked, refused_why, set_key(setting.key, fix_value))
             return ""
         return then(checked) if then and checked else checked
 
@@ -149,7 +146,7 @@ def whole_number(low: int, high: int, why: str, example: object = None, *, or_ze
     def rule(problems: Problems, setting: Setting, value: object) -> int:
         number = as_int(value)
         if number is None or not (low <= number <= high or (or_zero and number == 0)):
-            fix = set_command(setting.key, setting.default if example is None else example)
+            fix = set_key(setting.key, setting.default if example is None else example)
             problems.add(setting.key, value, why, fix)
             return 0
         return number
@@ -161,6 +158,6 @@ def boolean(problems: Problems, setting: Setting, value: object) -> bool:
     """true or false; the fix sets the row's default."""
     flag = as_bool(value)
     if flag is None:
-        problems.add(setting.key, value, "it must be true or false", set_command(setting.key, setting.default))
+        problems.add(setting.key, value, "it must be true or false", set_key(setting.key, setting.default))
         return False
     return flag

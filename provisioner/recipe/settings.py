@@ -1,468 +1,31 @@
-"""The settings table (each key's type, default, description and rule), and the frozen record it yields."""
+"""The Settings record: built from the settings table's rows, GCP's keys, and the fields made from several rows."""
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
-import ntpath
 import os
-import posixpath
-import re
-import urllib.parse
-import zoneinfo
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from provisioner.errors import CourseVmError, SettingsError
-from provisioner.paths import ON_WINDOWS
-from provisioner.recipe import roster
-from provisioner.recipe.names import is_reserved
+from provisioner.recipe.joint_rules import checked_gcp_location, checked_rows, emails_for_iap, report_unknown_keys
+from provisioner.recipe.problems import Problems
 from provisioner.recipe.roster import RosterEntry
-from provisioner.recipe.rules import (
-    PATH,
-    Problems,
-    Rule,
-    Setting,
-    as_list,
-    boolean,
-    check_text,
-    set_command,
-    text,
-    whole_number,
-)
+
+# Other modules import these from here, where they were before the table had a module of its own.
+from provisioner.recipe.settings_table import DEFAULTS as DEFAULTS
+from provisioner.recipe.settings_table import GCE_ZONE as GCE_ZONE
+from provisioner.recipe.settings_table import GCP_PROJECT_ID as GCP_PROJECT_ID
+from provisioner.recipe.settings_table import IAP_RANGE as IAP_RANGE
+from provisioner.recipe.settings_table import PROVIDER_KEYS
+from provisioner.recipe.settings_table import SETTINGS as SETTINGS
 
 PROJECT = "course-vm"
 """The Pulumi project name, and so the namespace of every course-vm config key."""
-DEFAULT_STACK = "dev"
-"""The stack `course-vm up` uses unless told otherwise."""
-
-
-def command(verb: str, stack: str) -> str:
-    """`course-vm VERB` for STACK, as a Fix line suggests it: `--stack` only when it is not the default."""
-    return f"course-vm {verb}" + ("" if stack == DEFAULT_STACK else f" --stack {stack}")
-
-
-ANACONDA_DEFAULT_SHA256 = "a7c0afe862f6ea19a596801fc138bde0463abcbce1b753e8d5c474b506a2db2d"
-COMPOSE_DEFAULT_SHA256 = "ed79398562f3a80a5d8c068fde14b0b12101e80b494aabb2b3533eaa10599e0f"
-
-# Ubuntu's image is 10 GB; Anaconda (installer plus install) and Docker need about 8 GB more.
-MIN_DISK_GB = 20
-MAX_DISK_GB = 65536
-MAX_IDLE_MINUTES = 7 * 24 * 60
-MIN_HOME_DISK_GB = 10  # GCE's smallest pd-balanced disk
-# Shared-core machines have too little memory: Anaconda plus Docker get sshd killed by the OOM killer.
-TOO_SMALL_MACHINE_TYPES = frozenset({"f1-micro", "g1-small", "e2-micro", "e2-small", "e2-medium"})
-
-# Every value ends up in YAML, shell or an API call, so each rule admits only what a pattern allows:
-# no value can carry a newline, a quote or a shell metacharacter. Patterns two rows share:
-_SHA256 = r"[0-9a-fA-F]{64}"
-_HTTPS_URL = r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/%+-]*"
-_MIRROR_URL_OR_EMPTY = r"|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/%+-]*)?"
-EMAIL = r"[A-Za-z0-9._+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+"
-"""A Google account's address as IAM takes it after `user:`: no quote, space or shell character."""
-IAP_RANGE = "35.235.240.0/20"
-"""Where Google's Identity-Aware Proxy connects from: the only source the firewall admits under iap."""
-
-
-# PATH, or after a drive letter (C:/keys/course-vm), which only Windows reads as one.
-_KEY_PATH = re.compile(f"([A-Za-z]:)?(?:{PATH.pattern})")
-# On Windows a backslash separates too (C:\Users\Alice Smith\.ssh\course-vm); no other character is
-# added, so the path still cannot carry a quote, `%` or `$` (which cmd, PowerShell and ssh expand).
-_WINDOWS_KEY_PATH = re.compile(r"([A-Za-z]:)?[A-Za-z0-9_./\\~@+-][A-Za-z0-9_./\\~@+ -]*")
-
-
-def is_absolute(path: str, *, windows: bool = ON_WINDOWS) -> bool:
-    """Whether PATH (after `~` expansion) names the same file whatever the current directory.
-
-    On Windows that takes a drive and a root (`C:\\keys`, `C:/keys`): `\\keys` is relative to
-    the current drive and `C:keys` to drive C's current directory.
-    """
-    if windows:
-        windows_path = PureWindowsPath(path)
-        return bool(windows_path.drive and windows_path.root)
-    return PurePosixPath(path).is_absolute()
-
-
-def key_path_rule(*, windows: bool) -> Rule:
-    """The rule of `sshKeyPath` on Windows or on Linux and macOS: a safe absolute (or `~/`) path, and
-    not the `.pub` half of the pair."""
-    pattern = _WINDOWS_KEY_PATH if windows else _KEY_PATH
-    why = (
-        "the path may hold only a drive letter (C:), letters, digits, spaces and ._/\\~@+-"
-        if windows
-        else "the path may hold only letters, digits, spaces and ._/~@+-"
-    )
-    expanduser = ntpath.expanduser if windows else posixpath.expanduser
-
-    def rule(problems: Problems, setting: Setting, value: object) -> Path:
-        path = check_text(problems, setting.key, value, pattern, why, setting.default)
-        expanded = expanduser(path)
-        if path.endswith(".pub"):
-            private = path[: -len(".pub")]
-            # Quoted, for the fix is typed into a shell: a space would split the path in two.
-            fix = set_command(setting.key, f'"{private}"' if " " in private else private)
-            problems.add(setting.key, path, "it names a public key; the setting is the private key", fix)
-        elif path and not is_absolute(expanded, windows=windows):
-            # `pulumi up` runs the program in the project directory, which .gitignore does not cover.
-            why_relative = (
-                "it is a relative path, so the private key would land in whatever directory the command runs in "
-                "(under `pulumi up`, the project directory)"
-            )
-            problems.add(setting.key, path, why_relative, set_command(setting.key, setting.default))
-        return Path(expanded)
-
-    return rule
-
-
-def plain_http_allowed(host: str) -> bool:
-    """Whether HOST is this machine or link-local, where plain http crosses no network that others share.
-
-    127.0.0.0/8, ::1 and `localhost` never leave the machine; 169.254.0.0/16 and fe80::/10 never
-    leave the link (the local GCE twin serves its mirrors at 169.254.2.2).
-    """
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.is_loopback or address.is_link_local
-
-
-def _mirror(why: str, http_why: str, example: str, *, then: Callable[[str], str] = str) -> Rule:
-    """A mirror's URL (or none): the URL pattern, and https unless the host is local (see plain_http_allowed)."""
-    pattern = re.compile(_MIRROR_URL_OR_EMPTY)
-
-    def rule(problems: Problems, setting: Setting, value: object) -> str:
-        url = check_text(problems, setting.key, value, pattern, why, example)
-        host = urllib.parse.urlsplit(url).hostname or ""
-        if url.startswith("http://") and not plain_http_allowed(host):
-            why_http = (
-                "plain http:// is allowed only to this machine or a link-local address "
-                f"(127.0.0.0/8, localhost, 169.254.0.0/16): {http_why}"
-            )
-            problems.add(setting.key, url, why_http, set_command(setting.key, "https://" + url[len("http://") :]))
-            return ""
-        return then(url) if url else url
-
-    return rule
-
-
-def _ssh_ranges(problems: Problems, setting: Setting, value: object) -> tuple[str, ...]:
-    """The rule of `allowedSshCidrs`: at least one IPv4 range, each written as its network."""
-    key = setting.key
-    items = as_list(value)
-    if items is None:
-        fix = set_command(key, ["203.0.113.7/32"]) + " (one index per range)"
-        problems.add(key, value, "it must be a list of IPv4 ranges", fix)
-        return ()
-    if not items:
-        fix = f"allow your own address: {set_command(key, ['YOUR.PUBLIC.IP/32'])} (0.0.0.0/0 allows the whole internet)"
-        problems.add(key, value, "the firewall would let nobody reach SSH", fix)
-        return ()
-    cidrs: list[str] = []
-    for index, item in enumerate(items):
-        where = f"{key}[{index}]"
-        fix = f"pulumi config set --path '{where}' 203.0.113.7/32"
-        if not isinstance(item, str) or not re.fullmatch(r"[0-9./]{7,18}", item):
-            problems.add(where, item, "it is not an IPv4 range like 203.0.113.7/32", fix)
-            continue
-        try:
-            network = ipaddress.IPv4Network(item, strict=False)
-        except ValueError:
-            problems.add(where, item, "it is not an IPv4 range like 203.0.113.7/32", fix)
-            continue
-        if str(network) != item and f"{network.network_address}" != item:
-            fix = f"pulumi config set --path '{where}' {network}"
-            problems.add(where, item, f"it has host bits set (the range is {network})", fix)
-            continue
-        cidrs.append(str(network))
-    return tuple(cidrs)
-
-
-def _known_time_zone(name: str) -> bool:
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+/-]{0,63}", name):
-        return False
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
-
-
-def _time_zone(problems: Problems, setting: Setting, value: object) -> str:
-    """The rule of `timeZone`: a zone the IANA database (and so the VM) knows."""
-    if isinstance(value, str) and _known_time_zone(value):
-        return value
-    fix = set_command(setting.key, "Europe/Berlin") + " (`timedatectl list-timezones` lists them)"
-    problems.add(setting.key, value, "it is not an IANA time zone name", fix)
-    return ""
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "machineType",
-        "string",
-        "e2-standard-4",
-        "GCE machine type; the course needs 4 vCPU / 16 GB (e2-standard-4).",
-        rule=text(
-            r"[a-z][a-z0-9-]{0,62}",
-            "it is not a GCE machine type name",
-            refused=TOO_SMALL_MACHINE_TYPES.__contains__,
-            refused_why="it has too little memory for Anaconda and Docker (sshd gets killed when memory runs out)",
-        ),
-    ),
-    Setting(
-        "diskSizeGb",
-        "integer",
-        30,
-        f"Boot disk size in GB ({MIN_DISK_GB} or more).",
-        rule=whole_number(
-            MIN_DISK_GB,
-            MAX_DISK_GB,
-            f"the disk must be a whole number of GB from {MIN_DISK_GB} to {MAX_DISK_GB} "
-            "(Ubuntu needs 10 GB, Anaconda and Docker about 8 GB more)",
-        ),
-    ),
-    Setting(
-        "image",
-        "string",
-        "ubuntu-os-cloud/ubuntu-2404-lts-amd64",
-        "Boot image or image family, PROJECT/FAMILY; it must run cloud-init (Ubuntu images do).",
-        rule=text(
-            r"[a-z][a-z0-9-]{0,62}/[a-z][a-z0-9-]{0,62}"
-            r"|projects/[a-z][a-z0-9-]{0,62}/global/images/(family/)?[a-z][a-z0-9-]{0,62}",
-            "it is not PROJECT/FAMILY or projects/P/global/images/NAME",
-        ),
-    ),
-    Setting(
-        "username",
-        "string",
-        "student",
-        "Linux login of the student on the VM (not root).",
-        rule=text(
-            r"[a-z_][a-z0-9_-]{0,31}",
-            "a Linux login is 1-32 of a-z, 0-9, _ and -, starting with a letter or _",
-            refused=is_reserved,
-            refused_why="that name belongs to the system or grants extra rights",
-        ),
-    ),
-    Setting(
-        "sshKeyPath",
-        "string",
-        "~/.ssh/course-vm",
-        "Private key to log in with; an ed25519 key is generated there (mode 0400) if missing.",
-        rule=key_path_rule(windows=ON_WINDOWS),
-    ),
-    # At most one of the two is set: see _one_roster.
-    Setting(
-        "students",
-        "array",
-        [],
-        "A class: one VM per student name (their Linux login), each with its own key, IP and ssh Host entry.",
-        rule=roster.listed,
-    ),
-    Setting(
-        "studentsCsv",
-        "string",
-        "",
-        "A class from a roster: a CSV file with a `name` column (instead of `students`), and optionally "
-        "`sshPublicKey` (the student's own public key: no key pair is generated for them) and `email` "
-        "(their Google account).",
-        rule=roster.from_csv,
-    ),
-    # The three are checked together: see _access_rows.
-    Setting(
-        "sshAccess",
-        "string",
-        "firewall",
-        "How students reach SSH: firewall (a static external IP, SSH from allowedSshCidrs) or iap "
-        "(Identity-Aware Proxy through gcloud: no external address, each student's Google account granted).",
-        rule=text(
-            "firewall|iap",
-            "it must be firewall (SSH from allowedSshCidrs) or iap (Identity-Aware Proxy: no external address)",
-            "iap",
-        ),
-        only_for_gcp=True,
-    ),
-    Setting(
-        "allowedSshCidrs",
-        "array",
-        [],
-        "IPv4 ranges allowed to reach SSH (tcp/22), e.g. your address as 203.0.113.7/32 (sshAccess firewall only).",
-        rule=_ssh_ranges,
-        only_for_gcp=True,
-    ),
-    Setting(
-        "studentEmail",
-        "string",
-        "",
-        "sshAccess iap, one VM: the student's Google account, granted IAP access to this VM only "
-        "(empty: only the project's owners reach it).",
-        rule=text(f"|{EMAIL}", "it is not an email address like student@example.edu", "student@example.edu"),
-        only_for_gcp=True,
-    ),
-    Setting(
-        "verify",
-        "boolean",
-        True,
-        "Log in after creation and check that docker hello-world works before `pulumi up` succeeds.",
-        rule=boolean,
-    ),
-    Setting(
-        "verifyTimeoutSeconds",
-        "integer",
-        1800,
-        "How long `pulumi up` waits for the VM and its setup before the check fails.",
-        rule=whole_number(
-            60, 7200, "it must be a whole number of seconds from 60 to 7200 (the setup alone takes minutes)"
-        ),
-    ),
-    Setting(
-        "spot",
-        "boolean",
-        False,
-        "Run as a Spot VM (much cheaper; GCE may stop it at any time, and it is stopped, not deleted).",
-        rule=boolean,
-    ),
-    Setting(
-        "homeDiskSizeGb",
-        "integer",
-        0,
-        "Keep /home on its own persistent disk of this many GB, so that a new VM (a changed recipe) "
-        "keeps the student's work (0: /home on the boot disk).",
-        rule=whole_number(
-            MIN_HOME_DISK_GB,
-            MAX_DISK_GB,
-            f"it must be a whole number of GB from {MIN_HOME_DISK_GB} to {MAX_DISK_GB}, or 0 for no home disk",
-            20,
-            or_zero=True,
-        ),
-    ),
-    Setting(
-        "autoStopIdleMinutes",
-        "integer",
-        60,
-        "Power the VM off after this many minutes with no SSH connection and no CPU use (0: never).",
-        rule=whole_number(
-            0,
-            MAX_IDLE_MINUTES,
-            f"it must be a whole number of minutes from 1 to {MAX_IDLE_MINUTES}, or 0 to never stop",
-        ),
-    ),
-    Setting(
-        "nightlyStopTime",
-        "string",
-        "",
-        "Stop the VM every day at this time, HH:MM in timeZone, e.g. 22:00 (empty: no schedule).",
-        rule=text(
-            r"|([01][0-9]|2[0-3]):[0-5][0-9]",
-            "it must be a time of day as HH:MM (24-hour clock), or empty for no schedule",
-            "22:00",
-        ),
-    ),
-    Setting(
-        "timeZone",
-        "string",
-        "UTC",
-        "IANA time zone of nightlyStopTime, e.g. Europe/Berlin.",
-        rule=_time_zone,
-    ),
-    # Each artifact's version, URL and checksum are checked together: see _artifact_rows.
-    Setting(
-        "anacondaVersion",
-        "string",
-        "2022.05",
-        "Anaconda release to install; set anacondaSha256 with it.",
-        rule=text(r"[0-9]{4}\.[0-9]{2}(-[0-9]+)?", "it is not a release version"),
-    ),
-    Setting(
-        "anacondaUrl",
-        "string",
-        "https://repo.anaconda.com/archive/Anaconda3-{version}-Linux-x86_64.sh",
-        "Where the VM downloads the Anaconda installer; {version} is replaced by anacondaVersion.",
-        rule=text(_HTTPS_URL, "the URL must be https:// with no quotes, spaces, query or shell characters"),
-    ),
-    Setting(
-        "anacondaSha256",
-        "string",
-        ANACONDA_DEFAULT_SHA256,
-        "sha256 of the Anaconda installer; the VM refuses any other file.",
-        rule=text(
-            _SHA256,
-            "a sha256 is 64 hexadecimal characters",
-            "the sha256 of the Anaconda installer (`sha256sum FILE`)",
-            then=str.lower,
-        ),
-    ),
-    Setting(
-        "dockerComposeVersion",
-        "string",
-        "v2.6.1",
-        "docker-compose release to install into ~/soft; set dockerComposeSha256 with it.",
-        # Releases are tagged vX.Y.Z, and the tag is part of the download URL.
-        rule=text(
-            r"v?[0-9]+\.[0-9]+\.[0-9]+",
-            "it is not a release version",
-            then=lambda version: version if version.startswith("v") else "v" + version,
-        ),
-    ),
-    Setting(
-        "dockerComposeUrl",
-        "string",
-        "https://github.com/docker/compose/releases/download/{version}/docker-compose-linux-x86_64",
-        "Where the VM downloads docker-compose; {version} is replaced by dockerComposeVersion.",
-        rule=text(_HTTPS_URL, "the URL must be https:// with no quotes, spaces, query or shell characters"),
-    ),
-    Setting(
-        "dockerComposeSha256",
-        "string",
-        COMPOSE_DEFAULT_SHA256,
-        "sha256 of the docker-compose binary; the VM refuses any other file.",
-        rule=text(
-            _SHA256,
-            "a sha256 is 64 hexadecimal characters",
-            "the sha256 of docker-compose (`sha256sum FILE`)",
-            then=str.lower,
-        ),
-    ),
-    Setting(
-        "artifactMirrorUrl",
-        "string",
-        "",
-        "Mirror serving the Anaconda installer and docker-compose by file name (checksums are still "
-        "verified); https://, or http:// to a loopback or link-local host such as http://169.254.2.2:8000.",
-        rule=_mirror(
-            "a mirror is an https:// URL with no quotes, spaces, query or shell characters",
-            "anyone on the network path could serve other files (the checksums would refuse them, "
-            "and the setup would fail)",
-            "https://mirror.example.org/course-vm",
-        ),
-    ),
-    Setting(
-        "dockerRegistryMirror",
-        "string",
-        "",
-        "Docker registry mirror for image pulls (registry-mirrors); https://, or http:// to a loopback or "
-        "link-local host such as http://169.254.2.2:5000. Docker trusts what it serves for a pull by tag.",
-        rule=_mirror(
-            "a registry mirror is an https:// URL like https://registry.example.org:5000",
-            "anyone on the network path could serve other images, and Docker trusts what a mirror serves "
-            "for a pull by tag",
-            "https://registry.example.org:5000",
-            then=lambda url: url.rstrip("/"),
-        ),
-    ),
-)
-"""Every course-vm config key, in Pulumi.yaml's order (tests/test_pulumi_yaml.py keeps the two in step)."""
-
-DEFAULTS: Mapping[str, Any] = {s.key: s.default for s in SETTINGS}
-_ROW: Mapping[str, Setting] = {s.key: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -508,7 +71,11 @@ class Seat:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every validated setting of one course VM; built only by `parse_settings`."""
+    """Every validated setting of one course VM; built only by `parse_settings`, from the settings table.
+
+    Each field is filled by one row of the table (`Setting.field`), one of GCP's keys (`ProviderKey.field`)
+    or one of DERIVED's, and nothing else: so a field has no default of its own here.
+    """
 
     project: str
     zone: str
@@ -532,13 +99,13 @@ class Settings:
     docker_compose: Artifact
     docker_registry_mirror: str
     """`""` for none; else the URL Docker pulls images through."""
-    students: tuple[str, ...] = ()
+    students: tuple[str, ...]
     """The class roster; empty for one student's own VM."""
-    roster: tuple[RosterEntry, ...] = ()
+    roster: tuple[RosterEntry, ...]
     """Each student of `students`, with their own key and Google account when the roster CSV gives them."""
-    ssh_access: str = "firewall"
+    ssh_access: str
     """`firewall` (static external IP, SSH from allowed_ssh_cidrs) or `iap` (no external IP, IAP TCP forwarding)."""
-    student_email: str = ""
+    student_email: str
     """sshAccess iap, one VM: the Google account granted access to it ("" for none)."""
 
     @property
@@ -576,166 +143,48 @@ class Settings:
         return any(ipaddress.ip_network(c).prefixlen == 0 for c in self.allowed_ssh_cidrs)
 
 
-# Rules across rows. Each one runs where the first of its rows is checked, and checks its rows itself.
+@dataclass(frozen=True)
+class Derived:
+    """A Settings field that no one row fills: MAKE builds it from the typed values of ROWS."""
 
-_JointRule = Callable[[Problems, Mapping[str, object]], dict[str, Any]]
-"""Checks several rows of a raw config together; returns each row's typed value."""
-
-
-def _one_roster(problems: Problems, raw: Mapping[str, object]) -> dict[str, Any]:
-    """`students` or `studentsCsv`, not both: a class has one roster."""
-    listed, csv_path = raw.get("students"), raw.get("studentsCsv")
-    if listed not in (None, "", []) and csv_path not in (None, ""):
-        fix = "keep one: pulumi config rm students, or pulumi config rm studentsCsv"
-        problems.add("studentsCsv", csv_path, "students is set too, and a class has one roster", fix)
-        return {"students": (), "studentsCsv": ()}
-    return {key: _ROW[key].check(problems, _given(raw, key)) for key in ("students", "studentsCsv")}
+    field: str
+    rows: tuple[str, ...]
+    make: Callable[[Mapping[str, Any]], Any]
 
 
-def _artifact_rows(prefix: str) -> _JointRule:
-    """The rule across PREFIX's version, checksum and URL, checked in that order.
-
-    The URL is checked with {version} filled in; the default checksum belongs to the default
-    version only, so a new version without its own checksum is a problem.
-    """
-    version_key, url_key, sha_key = f"{prefix}Version", f"{prefix}Url", f"{prefix}Sha256"
-
-    def rule(problems: Problems, raw: Mapping[str, object]) -> dict[str, Any]:
-        version = _ROW[version_key].check(problems, raw.get(version_key, DEFAULTS[version_key]))
-        sha = _ROW[sha_key].check(problems, raw.get(sha_key, DEFAULTS[sha_key]))
-        if version and version_key in raw and sha_key not in raw and version != DEFAULTS[version_key]:
-            problems.add(
-                version_key,
-                raw[version_key],
-                f"the default {sha_key} only matches version {DEFAULTS[version_key]}",
-                f"also set the new release's checksum: pulumi config set {sha_key} SHA256",
-            )
-        template = raw.get(url_key, DEFAULTS[url_key])
-        url = template.replace("{version}", version) if isinstance(template, str) else template
-        return {version_key: version, sha_key: sha, url_key: _ROW[url_key].check(problems, url)}
-
-    return rule
-
-
-def _access_rows(problems: Problems, raw: Mapping[str, object]) -> dict[str, Any]:
-    """`sshAccess` with what it uses: `allowedSshCidrs` (firewall only) and `studentEmail` (iap, one VM only).
-
-    A value the chosen access would not use is a problem, not silently ignored. Under iap one VM
-    needs no studentEmail: whoever runs `up` owns the project and may open a tunnel already.
-    """
-    access = _ROW["sshAccess"].check(problems, _given(raw, "sshAccess"))
-    cidrs_given = raw.get("allowedSshCidrs") not in (None, "", "[]", [])
-    cidrs: tuple[str, ...] = ()
-    if access == "iap":
-        if cidrs_given:
-            why = f"sshAccess is iap, which admits only Google's IAP range {IAP_RANGE}, so the ranges would not be used"
-            problems.add("allowedSshCidrs", raw["allowedSshCidrs"], why, "pulumi config rm allowedSshCidrs")
-    elif access:
-        cidrs = _ROW["allowedSshCidrs"].check(problems, _given(raw, "allowedSshCidrs"))
-    email = _ROW["studentEmail"].check(problems, _given(raw, "studentEmail"))
-    if email and access == "firewall":
-        why = "sshAccess is firewall, and only iap grants a Google account access"
-        problems.add("studentEmail", email, why, "pulumi config set sshAccess iap, or pulumi config rm studentEmail")
-    elif email and (raw.get("students") not in (None, "", "[]", []) or raw.get("studentsCsv")):
-        why = "a class's VMs are granted to each student's own email (the roster's email column)"
-        problems.add("studentEmail", email, why, "pulumi config rm studentEmail")
-    return {"sshAccess": access, "allowedSshCidrs": cidrs, "studentEmail": email}
-
-
-def _emails_for_iap(problems: Problems, roster: Sequence[RosterEntry], *, listed: bool) -> None:
-    """Under IAP, every student of a class needs their Google account: without one, nobody but the
-    project's owners could reach their VM. (A stack's one VM needs none: see studentEmail.)
-    LISTED: the roster is the `students` list, which carries no emails."""
-    why = "sshAccess iap grants each student's Google account access to their own VM, and this student has none"
-    for entry in roster:
-        if entry.email:
-            continue
-        if listed:
-            problems.add(
-                "students", entry.name, why + " (a `students` list carries no emails: use studentsCsv)",
-                "a roster CSV with `name` and `email` columns: pulumi config rm students, then "
-                "pulumi config set studentsCsv roster.csv",
-            )  # fmt: skip
-        else:
-            problems.add(
-                "studentsCsv",
-                entry.name,
-                why,
-                f"add an `email` column to the roster with {entry.name}'s Google account",
-            )
-
-
-_JOINT_RULES: Mapping[str, _JointRule] = {
-    "students": _one_roster,
-    "sshAccess": _access_rows,
-    "anacondaVersion": _artifact_rows("anaconda"),
-    "dockerComposeVersion": _artifact_rows("dockerCompose"),
-}
-"""Each rule across rows, by the first of its rows."""
-
-GCP_PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
-GCE_ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
-
-
-def _check_gcp_location(problems: Problems, project: object, zone: object) -> tuple[str, str]:
-    """`gcp:project` and `gcp:zone`: the GCP provider's own keys, so not rows of the table, and both required."""
-    return (
-        _provider_key(
-            problems,
-            "gcp:project",
-            project,
-            GCP_PROJECT_ID,
-            "it is not a GCP project ID",
-            "YOUR-PROJECT-ID",
-            "`gcloud projects list` shows yours",
-        ),
-        _provider_key(
-            problems,
-            "gcp:zone",
-            zone,
-            GCE_ZONE,
-            "it is not a GCE zone like europe-west1-b",
-            "europe-west1-b",
-            "a zone near you",
-        ),
-    )
-
-
-def _provider_key(
-    problems: Problems, key: str, value: object, pattern: re.Pattern[str], why: str, example: str, hint: str
-) -> str:
-    if value is None:
-        problems.lines.append(f"{key}: not set. Fix: {set_command(key, example)} ({hint})")
-        return ""
-    return check_text(problems, key, value, pattern, why, example)
-
-
-def _report_unknown_keys(problems: Problems, raw: Mapping[str, object]) -> None:
-    """Every key course-vm does not know, with the known key it most likely meant, if one is close."""
-    by_lower = {key.lower(): key for key in DEFAULTS}
-    for key in sorted(set(raw) - set(DEFAULTS)):
-        near = difflib.get_close_matches(key.lower(), by_lower, n=1, cutoff=0.8)
-        if near:
-            meant = by_lower[near[0]]
-            why = f"course-vm has no such setting (did you mean {meant}?)"
-            problems.add(key, raw[key], why, f"pulumi config rm {key}, then {set_command(meant, raw[key])}")
-            continue
-        fix = f"remove it (pulumi config rm {key}); known keys: {', '.join(DEFAULTS)}"
-        problems.add(key, raw[key], "course-vm has no such setting", fix)
-
-
-def _given(raw: Mapping[str, object], key: str) -> object:
-    """KEY's raw value, or its default when it is unset or None."""
-    value = raw.get(key)
-    return DEFAULTS[key] if value is None else value
-
-
-def _artifact(values: Mapping[str, Any], prefix: str, name: str) -> Artifact:
+def _artifact(prefix: str, name: str) -> Callable[[Mapping[str, Any]], Artifact]:
     """The file PREFIX's rows describe; `artifactMirrorUrl`, when set, serves it under its file name."""
-    url, mirror = values[f"{prefix}Url"], values["artifactMirrorUrl"]
-    if mirror:
-        url = mirror.rstrip("/") + "/" + url.rsplit("/", 1)[1]
-    return Artifact(name=name, version=values[f"{prefix}Version"], url=url, sha256=values[f"{prefix}Sha256"])
+
+    def make(values: Mapping[str, Any]) -> Artifact:
+        url, mirror = values[f"{prefix}Url"], values["artifactMirrorUrl"]
+        if mirror:
+            url = mirror.rstrip("/") + "/" + url.rsplit("/", 1)[1]
+        return Artifact(name=name, version=values[f"{prefix}Version"], url=url, sha256=values[f"{prefix}Sha256"])
+
+    return make
+
+
+def _roster(values: Mapping[str, Any]) -> tuple[RosterEntry, ...]:
+    """The class: the roster CSV's students, or the `students` list's (one roster at most is set)."""
+    return values["studentsCsv"] or tuple(RosterEntry(name) for name in values["students"])
+
+
+DERIVED: tuple[Derived, ...] = (
+    Derived(
+        "anaconda",
+        ("anacondaVersion", "anacondaUrl", "anacondaSha256", "artifactMirrorUrl"),
+        _artifact("anaconda", "the Anaconda installer"),
+    ),
+    Derived(
+        "docker_compose",
+        ("dockerComposeVersion", "dockerComposeUrl", "dockerComposeSha256", "artifactMirrorUrl"),
+        _artifact("dockerCompose", "docker-compose"),
+    ),
+    Derived("students", ("students", "studentsCsv"), lambda values: tuple(entry.name for entry in _roster(values))),
+    Derived("roster", ("students", "studentsCsv"), _roster),
+)
+"""The fields made from several rows. With the rows that name a field and GCP's keys, every field of Settings
+comes from exactly one of them (tests/recipe/test_settings.py)."""
 
 
 def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, for_gcp: bool = True) -> Settings:
@@ -744,48 +193,20 @@ def parse_settings(raw: Mapping[str, object], project: object, zone: object, *, 
     `raw` maps course-vm keys (without the `course-vm:` prefix) to values; absent keys take
     their defaults. `project` and `zone` are the `gcp:project` and `gcp:zone` values; with
     `for_gcp=False` (a local VM) they and `allowedSshCidrs` are not needed and left empty.
-    Raises SettingsError listing every problem at once.
+    Raises SettingsError listing every problem at once, as records.
     """
     problems = Problems()
-    _report_unknown_keys(problems, raw)
-    gcp_project, gcp_zone = _check_gcp_location(problems, project, zone) if for_gcp else ("", "")
-    values: dict[str, Any] = {}
-    for row in SETTINGS:
-        if row.key in values or (row.only_for_gcp and not for_gcp):
-            continue  # checked by the joint rule of an earlier row, or not needed
-        joint = _JOINT_RULES.get(row.key)
-        values.update(joint(problems, raw) if joint else {row.key: row.check(problems, _given(raw, row.key))})
-    roster = values.get("studentsCsv") or tuple(RosterEntry(name) for name in values.get("students") or ())
-    if values.get("sshAccess") == "iap":
-        _emails_for_iap(problems, roster, listed=bool(values.get("students")))
-    if problems.lines:
-        raise SettingsError(problems.lines)
-    settings = Settings(
-        project=gcp_project,
-        zone=gcp_zone,
-        machine_type=values["machineType"],
-        disk_size_gb=values["diskSizeGb"],
-        image=values["image"],
-        username=values["username"],
-        ssh_key_path=values["sshKeyPath"],
-        allowed_ssh_cidrs=values.get("allowedSshCidrs", ()),
-        verify=values["verify"],
-        verify_timeout_seconds=values["verifyTimeoutSeconds"],
-        spot=values["spot"],
-        home_disk_size_gb=values["homeDiskSizeGb"],
-        auto_stop_idle_minutes=values["autoStopIdleMinutes"],
-        nightly_stop_time=values["nightlyStopTime"],
-        time_zone=values["timeZone"],
-        # Only from valid rows: a mirror serves each file under the name its URL ends in.
-        anaconda=_artifact(values, "anaconda", "the Anaconda installer"),
-        docker_compose=_artifact(values, "dockerCompose", "docker-compose"),
-        docker_registry_mirror=values["dockerRegistryMirror"],
-        students=tuple(entry.name for entry in roster),
-        roster=roster,
-        ssh_access=values.get("sshAccess", "firewall"),
-        student_email=values.get("studentEmail", ""),
-    )
-    return settings
+    report_unknown_keys(problems, raw)
+    location = checked_gcp_location(problems, project, zone) if for_gcp else {key.field: "" for key in PROVIDER_KEYS}
+    values = checked_rows(problems, raw, for_gcp=for_gcp)
+    if values["sshAccess"] == "iap":
+        emails_for_iap(problems, _roster(values), listed=bool(values["students"]))
+    if problems.records:
+        raise SettingsError(problems.records)
+    fields: dict[str, Any] = {**location, **{row.field: values[row.key] for row in SETTINGS if row.field}}
+    # Only from valid rows: a mirror serves each file under the name its URL ends in.
+    fields.update({derived.field: derived.make(values) for derived in DERIVED})
+    return Settings(**fields)
 
 
 def settings_from_pulumi(config: Mapping[str, object], gcp_get: Callable[[str], str | None]) -> Settings:
@@ -841,10 +262,8 @@ def settings_from_stack_file(path: Path) -> Settings:
 def _gcp_location(project: object, zone: object) -> tuple[object, object]:
     """`gcp:project` and `gcp:zone`, or the environment variables the GCP provider falls back to."""
 
-    def first_env(*names: str) -> str | None:
+    def first_env(names: tuple[str, ...]) -> str | None:
         return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
-    return (
-        project or first_env("GOOGLE_PROJECT", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"),
-        zone or first_env("GOOGLE_ZONE", "CLOUDSDK_COMPUTE_ZONE"),
-    )
+    project_key, zone_key = PROVIDER_KEYS
+    return project or first_env(project_key.environment), zone or first_env(zone_key.environment)

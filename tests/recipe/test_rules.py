@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.recipe.rules import (
-    Problems,
-    Rule,
-    Setting,
-    as_bool,
-    as_int,
-    as_list,
-    as_set_flags,
-    boolean,
-    text,
-    whole_number,
-)
+from provisioner.recipe.problems import Problems
+from provisioner.recipe.rules import Rule, Setting, as_bool, as_int, as_list, boolean, set_command, text, whole_number
 
 
 @pytest.mark.parametrize(
@@ -81,18 +71,12 @@ def test_boolean_fix_sets_the_default_as_pulumi_writes_it() -> None:
 
 
 @pytest.mark.parametrize(
-    ("problem", "for_local_up"),
+    ("example", "at", "command"),
     [
-        ("diskSizeGb: got '10', but too small. Fix: pulumi config set diskSizeGb 30",
-         "diskSizeGb: got '10', but too small. Fix: --set diskSizeGb=30"),
-        ("students: got 'x', but a list. Fix: pulumi config set --path 'students[0]' alice (one index per student)",
-         "students: got 'x', but a list. Fix: --set 'students=[\"alice\"]' (one index per student)"),
-        ("bogus: got '1', but no such setting. Fix: remove it (pulumi config rm bogus); known keys: a, b",
-         "bogus: got '1', but no such setting. Fix: leave out --set bogus=...; known keys: a, b"),
-        ("x: got 'a. Fix: pulumi config set y 1', but bad. Fix: pulumi config set x 2",
-         "x: got 'a. Fix: pulumi config set y 1', but bad. Fix: --set x=2"),
-        ("no fix here", "no fix here"),
+        ("roster.csv", 0, "pulumi config set studentsCsv roster.csv"),
+        (False, 0, "pulumi config set studentsCsv false"),
+        (["bob"], 2, "pulumi config set --path 'studentsCsv[2]' bob"),
     ],
-)  # fmt: skip
-def test_a_fix_for_local_up_sets_with_flags(problem: str, for_local_up: str) -> None:
-    assert as_set_flags(problem) == for_local_up
+)
+def test_set_command_is_the_pulumi_words_of_a_fix_given_as_text(example: object, at: int, command: str) -> None:
+    assert set_command("studentsCsv", example, at=at) == command

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from provisioner.errors import CourseVmError, SettingsError
-from provisioner.recipe.rules import Problems, Setting
+from provisioner.recipe.joint_rules import checked_rows
+from provisioner.recipe.problems import Problems
+from provisioner.recipe.row_rules import is_absolute, key_path_rule
+from provisioner.recipe.rules import Setting
 from provisioner.recipe.settings import (
-    ANACONDA_DEFAULT_SHA256,
-    DEFAULTS,
-    is_absolute,
-    key_path_rule,
+    DERIVED,
+    Settings,
     parse_settings,
     settings_from_pulumi,
     settings_from_stack_file,
 )
+from provisioner.recipe.settings_table import ANACONDA_DEFAULT_SHA256, DEFAULTS, PROVIDER_KEYS, SETTINGS
 
 GOOD = {"allowedSshCidrs": ["203.0.113.7/32"]}
 PROJECT, ZONE = "course-project-1", "europe-west1-b"
@@ -42,6 +45,33 @@ def test_defaults_are_the_course_setup() -> None:
     assert s.docker_compose.url == (
         "https://github.com/docker/compose/releases/download/v2.6.1/docker-compose-linux-x86_64"
     )
+
+
+def test_every_field_of_settings_comes_from_one_row_one_gcp_key_or_one_derivation() -> None:
+    # A row that names a misspelt or missing field, a field no row fills, or a field filled twice differ here.
+    filled = [row.field for row in SETTINGS if row.field]
+    filled += [key.field for key in PROVIDER_KEYS] + [derived.field for derived in DERIVED]
+    fields = dataclasses.fields(Settings)
+    assert sorted(filled) == sorted(field.name for field in fields)
+    # The table holds the defaults: the record has none of its own to drift from them.
+    assert [field.name for field in fields if field.default is not dataclasses.MISSING] == []
+
+
+def test_every_row_fills_a_field_or_feeds_a_derived_one() -> None:
+    fed = {key for derived in DERIVED for key in derived.rows}
+    assert [row.key for row in SETTINGS if not row.field and row.key not in fed] == []
+    assert fed - {row.key for row in SETTINGS} == set()
+
+
+def test_a_derived_field_reads_only_the_rows_it_names(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_text("name,email\nalice,alice@example.edu\n")
+    raw = {**GOOD, "studentsCsv": str(roster), "artifactMirrorUrl": "http://169.254.2.2:8000"}
+    settings = parse_settings(raw, PROJECT, ZONE)
+    values = checked_rows(Problems(), raw, for_gcp=True)
+    for derived in DERIVED:
+        made = derived.make({key: values[key] for key in derived.rows})
+        assert made == getattr(settings, derived.field), derived.field
 
 
 def test_values_as_pulumi_config_strings_are_typed() -> None:

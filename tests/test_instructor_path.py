@@ -16,6 +16,7 @@ from provisioner.access.handout import build_handout, write_handout
 from provisioner.access.ssh_config import host_alias
 from provisioner.gcp.quotas import Quota, demand
 from provisioner.recipe.settings import parse_settings
+from provisioner.stack import VmOutputs
 from tests.support.openssh import resolved_by
 from tests.support.pulumi_harness import run_program
 
@@ -68,9 +69,9 @@ def test_a_class_of_thirty_under_iap_is_handed_out_without_the_instructor_holdin
 
     # Every student's folder: their entry through the tunnel, their pins, their key only if generated.
     for name in names:
-        vm = students[name]
+        vm = VmOutputs.parse(students[name])
         alias = host_alias("dev", name)
-        private = None if name in own else Path(vm["identityFile"]).read_bytes()
+        private = None if name in own else Path(vm.identity_file).read_bytes()
         folder = tmp_path / "out" / name
         write_handout(folder, build_handout(name, alias, vm, private), windows=False)
         files = {p.name for p in folder.iterdir()}
@@ -79,7 +80,7 @@ def test_a_class_of_thirty_under_iap_is_handed_out_without_the_instructor_holdin
         texts = " ".join(p.read_text() for p in folder.iterdir() if p.name != alias)
         assert set(re.findall(r"student\d\d", texts)) == {name}, "nothing of another student's"
         options = resolved_by(folder / f"{alias}.config", alias)
-        assert options["hostname"] == vm["instanceName"]
+        assert options["hostname"] == vm.instance_name
         assert options["proxycommand"].startswith("gcloud compute start-iap-tunnel")
-        assert (folder / f"{alias}.known_hosts").read_text().startswith(vm["instanceName"] + " ")
+        assert (folder / f"{alias}.known_hosts").read_text().startswith(vm.instance_name + " ")
     assert json.dumps(run.outputs).count("PRIVATE KEY") == 0

@@ -16,19 +16,23 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from provisioner.access.handout import README, Handout, HandoutError, build_handout, fingerprint, write_handout
+from provisioner.stack import VmOutputs
 from tests.conftest import require_tool
 from tests.support.openssh import resolved_by
+from tests.support.outputs import HOST_KEY, IAP, vm_outputs
 
 ALIAS = "course-vm-alice"
-HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet"
 OWN_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOwnKeyOfTheStudentAAAAAAAAAAAAAAAAAAAAAAAAA"
-VM: dict[str, Any] = {
-    "ip": "34.78.1.2",
-    "username": "alice",
-    "identityFile": "/home/instructor/.ssh/course-vm-alice",
-    "knownHosts": f"34.78.1.2 {HOST_KEY}",
-    "knownHostsFile": "/home/instructor/.ssh/course-vm-alice.dev.known_hosts",
-}
+
+
+def alices_vm(**changes: Any) -> VmOutputs:
+    """Alice's VM as the stack's outputs describe it (at 34.78.1.2, her key in the instructor's
+    /home/instructor/.ssh), CHANGES to the output builder's on top."""
+    return VmOutputs.parse(vm_outputs("alice", **{"ip": "34.78.1.2", "keys": "/home/instructor/.ssh", **changes}))
+
+
+VM = alices_vm()
+OWNS_HER_KEY = alices_vm(studentPublicKey=OWN_KEY)
 
 
 def private_key() -> bytes:
@@ -46,7 +50,7 @@ def generated(tmp_path: Path) -> tuple[Path, bytes]:
 
 def own(tmp_path: Path) -> Path:
     folder = tmp_path / "out" / "alice"
-    write_handout(folder, build_handout("alice", ALIAS, {**VM, "studentPublicKey": OWN_KEY}, None), windows=False)
+    write_handout(folder, build_handout("alice", ALIAS, OWNS_HER_KEY, None), windows=False)
     return folder
 
 
@@ -141,27 +145,27 @@ def test_the_readme_says_how_to_connect_from_windows(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("vm", "message"),
     [
-        ({**VM, "knownHosts": None}, "alice: the stack has no pinned host keys for course-vm-alice (verify=false"),
-        ({**VM, "knownHosts": f"10.0.0.9 {HOST_KEY}"}, "is for '10.0.0.9', not the VM's address '34.78.1.2'"),
-        ({**VM, "knownHosts": "34.78.1.2 ssh-ed25519 AAAA\nMatch exec id"}, "is not one: malformed host key"),
+        (alices_vm(host_keys=None), "alice: the stack has no pinned host keys for course-vm-alice (verify=false"),
+        (alices_vm(knownHosts=f"10.0.0.9 {HOST_KEY}"), "is for '10.0.0.9', not the VM's address '34.78.1.2'"),
+        (alices_vm(knownHosts="34.78.1.2 ssh-ed25519 AAAA\nMatch exec id"), "is not one: malformed host key"),
     ],
     ids=["verify=false", "another host's key", "not a key"],
 )
-def test_a_vm_without_good_pins_gets_no_handout(vm: dict[str, Any], message: str) -> None:
+def test_a_vm_without_good_pins_gets_no_handout(vm: VmOutputs, message: str) -> None:
     with pytest.raises(HandoutError, match=re.escape(message)):
         build_handout("alice", ALIAS, vm, private_key())
 
 
 def test_a_bad_value_from_the_stack_cannot_reach_the_entry() -> None:
     with pytest.raises(Exception, match="cannot write an ssh Host block: user 'alice\\\\nMatch exec id'"):
-        build_handout("alice", ALIAS, {**VM, "username": "alice\nMatch exec id"}, private_key())
+        build_handout("alice", ALIAS, alices_vm(username="alice\nMatch exec id"), private_key())
 
 
 def test_replacing_a_folder_leaves_nothing_of_the_old_one(tmp_path: Path) -> None:
     folder, _ = generated(tmp_path)
     (folder / "stale").write_text("x")
     # The student brought their own key since: the generated private key must not linger.
-    write_handout(folder, build_handout("alice", ALIAS, {**VM, "studentPublicKey": OWN_KEY}, None), windows=False)
+    write_handout(folder, build_handout("alice", ALIAS, OWNS_HER_KEY, None), windows=False)
     assert sorted(p.name for p in folder.iterdir()) == sorted([f"{ALIAS}.config", f"{ALIAS}.known_hosts", README])
     assert [p.name for p in folder.parent.iterdir()] == ["alice"], "no temporary folder is left"
 
@@ -197,14 +201,8 @@ def test_on_windows_the_folder_is_owner_only_before_any_file_and_the_key_has_its
 
 # sshAccess iap: the entry reaches the VM by its instance name through gcloud's IAP tunnel.
 
-IAP_COMMAND = "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project course-project-1 --zone europe-west1-b"
-IAP_VM: dict[str, Any] = {
-    **VM,
-    "ip": "10.42.0.2",
-    "instanceName": "course-vm-alice-vm-1a2b3c",
-    "proxyCommand": IAP_COMMAND,
-    "knownHosts": f"course-vm-alice-vm-1a2b3c {HOST_KEY}",
-}
+IAP_VM = alices_vm(iap=True)
+"""Alice's VM under iap: its `ip` output is its internal address (10.42.0.2), its name course-vm-alice-vm-1a2b3c."""
 
 
 def test_an_iap_vms_entry_goes_through_the_tunnel_to_its_instance_name(tmp_path: Path) -> None:
@@ -212,7 +210,7 @@ def test_an_iap_vms_entry_goes_through_the_tunnel_to_its_instance_name(tmp_path:
     write_handout(folder, build_handout("alice", ALIAS, IAP_VM, private_key()), windows=False)
     options = resolved_by(folder / f"{ALIAS}.config", ALIAS)
     assert (options["hostname"], options["user"]) == ("course-vm-alice-vm-1a2b3c", "alice")
-    assert options["proxycommand"] == IAP_COMMAND
+    assert options["proxycommand"] == IAP
     assert options["stricthostkeychecking"] == "true"
     # ssh looks the pins up under the name it was given: the instance name.
     assert (folder / f"{ALIAS}.known_hosts").read_text() == f"course-vm-alice-vm-1a2b3c {HOST_KEY}\n"
@@ -224,7 +222,7 @@ def test_an_iap_vms_entry_goes_through_the_tunnel_to_its_instance_name(tmp_path:
 
 def test_an_iap_vms_pins_must_be_for_its_instance_name() -> None:
     with pytest.raises(HandoutError, match="not the VM's name 'course-vm-alice-vm-1a2b3c'"):
-        build_handout("alice", ALIAS, {**IAP_VM, "knownHosts": f"10.42.0.2 {HOST_KEY}"}, private_key())
+        build_handout("alice", ALIAS, alices_vm(iap=True, knownHosts=f"10.42.0.2 {HOST_KEY}"), private_key())
 
 
 @pytest.mark.parametrize("student", ["..", "alice/..", "bob"])
@@ -263,6 +261,6 @@ def test_a_replacement_that_fails_leaves_the_old_folder_whole(tmp_path: Path, mo
 
     monkeypatch.setattr("provisioner.access.handout.os.replace", failing)
     with pytest.raises(HandoutError, match=r"alice: cannot write .* \(Permission denied\)"):
-        write_handout(folder, build_handout("alice", ALIAS, {**VM, "studentPublicKey": OWN_KEY}, None), windows=False)
+        write_handout(folder, build_handout("alice", ALIAS, OWNS_HER_KEY, None), windows=False)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert [p.name for p in folder.parent.iterdir()] == ["alice"], "no temporary folder is left"

@@ -22,9 +22,8 @@ from provisioner.access.proxy import (
 )
 from provisioner.access.ssh import Target, connect, load_identity, run
 from provisioner.errors import EXIT_MISSING_PREREQUISITE, EXIT_UNREACHABLE, CourseVmError, HostKeyMismatchError
-from tests.access.test_ssh import other_host_key
 from tests.support import gcloud
-from tests.support.sshd import Sshd
+from tests.support.sshd import Sshd, other_host_key
 
 PROJECT, ZONE, INSTANCE = "course-project-1", "europe-west1-b", "course-vm-vm-1a2b3c"
 IAP = "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project course-project-1 --zone europe-west1-b"

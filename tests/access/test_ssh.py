@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,8 +13,8 @@ from provisioner.access.host_keys import HostKey, parse_host_key
 from provisioner.access.ssh import Target, _handshake_reason, connect, connect_published, load_identity, run
 from provisioner.errors import HostKeyMismatchError, SshKeyError, UnreachableError
 from provisioner.local.vm import free_loopback_port
-from tests.conftest import require_tool, wait_for_port
-from tests.support.sshd import Sshd
+from tests.conftest import wait_for_port
+from tests.support.sshd import Sshd, other_host_key
 
 pytestmark = pytest.mark.integration
 
@@ -46,13 +45,6 @@ def settled_connections(sshd: Sshd) -> int:
     """Connections sshd has logged, once it has caught up (it logs from forked children)."""
     time.sleep(0.5)
     return sshd.log.count("Connection from 127.0.0.1")
-
-
-def other_host_key(tmp_path: Path, key_type: str = "ed25519") -> str:
-    subprocess.run(
-        [require_tool("ssh-keygen"), "-q", "-t", key_type, "-N", "", "-f", str(tmp_path / "other")], check=True
-    )
-    return (tmp_path / "other.pub").read_text()
 
 
 def test_logs_in_with_the_pinned_key(ready_sshd: Sshd) -> None:

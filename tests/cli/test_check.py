@@ -5,29 +5,42 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from provisioner.local.vm import free_loopback_port
-from tests.conftest import ROOT
 from tests.support import gcloud
+from tests.support.cli import run_cli
 from tests.support.fake_compute_api import ED25519, INSTANCE, FakeComputeApi
-from tests.support.pulumi_cli import exported_deployment, stand_in_pulumi
-from tests.support.sshd import Sshd
+from tests.support.outputs import PROJECT, ZONE, class_outputs, one_vm, vm_outputs
+from tests.support.pulumi_state import exported_deployment
+from tests.support.sshd import Sshd, other_host_key
+from tests.support.stand_in_pulumi import StandInPulumi, option, stand_in_pulumi
 
 
-def check_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "provisioner", "check", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
+def check_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli("check", *args, env=env)
+
+
+def at_the_sshd(server: Sshd, host_key: str | None = None) -> dict[str, Any]:
+    """What the output builder (vm_outputs, one_vm) takes for a VM that is SERVER: its address, its user
+    and key, pinned to its host key (or HOST_KEY)."""
+    return {
+        "ip": "127.0.0.1",
+        "host_keys": (host_key or str(server.host_key),),
+        "username": server.user,
+        "identityFile": str(server.client_key),
+    }
+
+
+def reads_of(engine: StandInPulumi, stack: str = "dev") -> list[list[str]]:
+    """The Pulumi CLI processes `check` started, having checked that each was about STACK."""
+    calls = engine.calls()
+    assert all(option(call, "--stack") == stack for call in calls), calls
+    return calls
 
 
 def sshd_args(server: Sshd) -> list[str]:
@@ -112,8 +125,7 @@ def test_check_exit_3_when_the_vm_never_answers(ready_sshd: Sshd) -> None:
 
 @pytest.mark.integration
 def test_check_exit_4_on_host_key_mismatch(ready_sshd: Sshd, tmp_path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
-    result = check_cli(*sshd_args(ready_sshd), "--host-key", (tmp_path / "other.pub").read_text())
+    result = check_cli(*sshd_args(ready_sshd), "--host-key", other_host_key(tmp_path))
     assert result.returncode == 4
     assert "may be intercepted" in result.stderr
 
@@ -133,29 +145,34 @@ def test_check_pins_the_keys_a_gce_vm_publishes_after_its_first_ones(ready_sshd:
 
 @pytest.mark.integration
 def test_check_without_host_uses_the_stacks_outputs(ready_sshd: Sshd, tmp_path: Path) -> None:
-    # A stand-in for the Pulumi CLI (not installable here) that prints the stack's outputs.
-    outputs = {
-        "ip": "127.0.0.1",
-        "username": ready_sshd.user,
-        "identityFile": str(ready_sshd.client_key),
-        "hostKeys": [str(ready_sshd.host_key)],
-    }
-    env = stand_in_pulumi(tmp_path, outputs)
-    result = check_cli("--port", str(ready_sshd.port), "--json", env=env)
+    # Without --stack: stack dev, as every other command.
+    engine = stand_in_pulumi(tmp_path, {"dev": one_vm(**at_the_sshd(ready_sshd))})
+    result = check_cli("--port", str(ready_sshd.port), "--json", env=engine.environment)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ok"] is True
+    assert len(reads_of(engine)) <= 2, "issue 18's measure: `check` starts the Pulumi CLI at most twice"
+
+
+def test_check_of_a_stack_that_does_not_exist_names_those_that_do(tmp_path: Path) -> None:
+    engine = stand_in_pulumi(tmp_path, {"dev": one_vm()})
+    result = check_cli("--stack", "prod", env=engine.environment)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "course-vm: there is no stack prod (the stacks that exist: dev); nothing was created or deleted. "
+        "Fix: name one of them with --stack\n"
+    )
+    assert result.stdout == ""
 
 
 @pytest.mark.integration
 def test_check_of_a_class_reports_every_student_in_one_table(ready_sshd: Sshd, tmp_path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
     # Two students whose VMs are the same sshd: one pinned to its real key, one to another key.
-    vm = {"ip": "127.0.0.1", "username": ready_sshd.user, "identityFile": str(ready_sshd.client_key)}
     students = {
-        "alice": {**vm, "hostKeys": [str(ready_sshd.host_key)]},
-        "bob": {**vm, "hostKeys": [(tmp_path / "other.pub").read_text().strip()]},
+        "alice": vm_outputs("alice", **at_the_sshd(ready_sshd)),
+        "bob": vm_outputs("bob", **at_the_sshd(ready_sshd, other_host_key(tmp_path).strip())),
     }
-    env = stand_in_pulumi(tmp_path, {"project": "course-project-1", "students": students})
+    engine = stand_in_pulumi(tmp_path, {"dev": class_outputs(vms=students)})
+    env = engine.environment
     result = check_cli("--port", str(ready_sshd.port), "--timeout", "30", env=env)
     assert result.returncode == 4, "the most serious student's status: a host key mismatch"
     lines = result.stdout.splitlines()
@@ -164,6 +181,7 @@ def test_check_of_a_class_reports_every_student_in_one_table(ready_sshd: Sshd, t
     assert lines[2].split()[:3] == ["bob", "-", "FAILED"] and "may be intercepted" in lines[2]
     assert lines[-1] == "1 of 2 VMs ready; see FAILED rows"
     assert "alice: logged in; waiting for cloud-init to finish" in result.stderr
+    assert len(reads_of(engine)) <= 2, "issue 18's measure: `check` of a class starts the Pulumi CLI at most twice"
 
     only = check_cli("--port", str(ready_sshd.port), "--student", "alice", "--json", env=env)
     assert only.returncode == 0, only.stderr
@@ -177,10 +195,9 @@ def test_check_of_a_class_reports_every_student_in_one_table(ready_sshd: Sshd, t
 def test_after_an_up_that_failed_for_one_student_check_checks_the_others(ready_sshd: Sshd, tmp_path: Path) -> None:
     # A first `up` whose update failed at bob's verification: Pulumi kept no stack outputs, and its
     # state holds alice's VM (here the sshd) as her StudentVm registered it.
-    alice = {"ip": "127.0.0.1", "username": ready_sshd.user, "identityFile": str(ready_sshd.client_key),
-             "hostKeys": [str(ready_sshd.host_key)]}  # fmt: skip
-    state = exported_deployment("dev", {"students": {"alice": alice}}, root={}, unfinished=("bob",))
-    env = stand_in_pulumi(tmp_path, {}, deployment=state)
+    alice = class_outputs(vms={"alice": vm_outputs("alice", **at_the_sshd(ready_sshd))})
+    state = exported_deployment("dev", alice, root={}, unfinished=("bob",))
+    env = stand_in_pulumi(tmp_path, {"dev": {}}, deployments={"dev": state}).environment
     result = check_cli("--stack", "dev", "--port", str(ready_sshd.port), "--timeout", "30", "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert list(json.loads(result.stdout)["students"]) == ["alice"]
@@ -208,9 +225,7 @@ def test_check_of_a_vm_whose_setup_still_runs_says_which_step_and_how_to_wait(re
 
 
 def test_check_waits_for_a_finished_vm_by_default_and_for_a_new_one_when_told() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "provisioner", "check", "--help"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+    result = check_cli("--help")
     assert "(default 180: a VM whose setup is done; a new VM's setup takes up to 1800)" in " ".join(
         result.stdout.split()
     )
@@ -218,24 +233,17 @@ def test_check_waits_for_a_finished_vm_by_default_and_for_a_new_one_when_told() 
 
 # sshAccess iap: the stack's VMs are reached by instance name through the IAP tunnel (a stand-in gcloud here).
 
-IAP = "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project course-project-1 --zone europe-west1-b"
+
+def iap_vm(server: Sshd, student: str = "") -> dict[str, Any]:
+    """STUDENT's VM ("" for a stack's one VM) under iap, which is SERVER: its `ip` output is the internal
+    address, which check must not try."""
+    return vm_outputs(student, iap=True, **at_the_sshd(server))
 
 
-def iap_vm(server: Sshd) -> dict[str, object]:
-    return {
-        "ip": "10.42.0.2",  # the internal address: check must not try it
-        "proxyCommand": IAP,
-        "instanceName": INSTANCE.name,
-        "zone": INSTANCE.zone,
-        "username": server.user,
-        "identityFile": str(server.client_key),
-        "hostKeys": [str(server.host_key)],
-    }
-
-
-def with_standin_gcloud(env: dict[str, str], tmp_path: Path, server: Sshd) -> gcloud.StandInGcloud:
+def with_standin_gcloud(env: dict[str, str], tmp_path: Path, server: Sshd, instance: str) -> gcloud.StandInGcloud:
+    """A gcloud first on ENV's PATH whose one tunnel, to INSTANCE, reaches SERVER."""
     standin = gcloud.install(tmp_path / "gcloud-bin")
-    standin.expect(INSTANCE.name, INSTANCE.project, INSTANCE.zone)
+    standin.expect(instance, PROJECT, ZONE)
     standin.connect_to(server.port)
     env["PATH"] = f"{standin.bin}:{env['PATH']}"
     return standin
@@ -247,8 +255,9 @@ def reaped(standin: gcloud.StandInGcloud) -> bool:
 
 @pytest.mark.integration
 def test_check_of_an_iap_vm_goes_through_the_tunnel(ready_sshd: Sshd, tmp_path: Path) -> None:
-    env = stand_in_pulumi(tmp_path, iap_vm(ready_sshd))
-    standin = with_standin_gcloud(env, tmp_path, ready_sshd)
+    vm = iap_vm(ready_sshd)
+    env = stand_in_pulumi(tmp_path, {"dev": {"project": PROJECT, **vm}}).environment
+    standin = with_standin_gcloud(env, tmp_path, ready_sshd, vm["instanceName"])
     result = check_cli("--json", env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ok"] is True
@@ -257,18 +266,20 @@ def test_check_of_an_iap_vm_goes_through_the_tunnel(ready_sshd: Sshd, tmp_path: 
 
 @pytest.mark.integration
 def test_check_of_an_iap_class_goes_through_each_tunnel(ready_sshd: Sshd, tmp_path: Path) -> None:
-    env = stand_in_pulumi(tmp_path, {"project": INSTANCE.project, "students": {"alice": iap_vm(ready_sshd)}})
-    standin = with_standin_gcloud(env, tmp_path, ready_sshd)
+    alice = iap_vm(ready_sshd, "alice")
+    env = stand_in_pulumi(tmp_path, {"dev": class_outputs(vms={"alice": alice})}).environment
+    standin = with_standin_gcloud(env, tmp_path, ready_sshd, alice["instanceName"])
     result = check_cli("--timeout", "30", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[1].split()[:3] == ["alice", INSTANCE.name, "ok"]
+    assert result.stdout.splitlines()[1].split()[:3] == ["alice", alice["instanceName"], "ok"]
     assert reaped(standin)
 
 
 @pytest.mark.integration
 def test_check_through_a_broken_tunnel_is_exit_3_with_one_line(ready_sshd: Sshd, tmp_path: Path) -> None:
-    env = stand_in_pulumi(tmp_path, iap_vm(ready_sshd))
-    standin = with_standin_gcloud(env, tmp_path, ready_sshd)
+    vm = iap_vm(ready_sshd)
+    env = stand_in_pulumi(tmp_path, {"dev": {"project": PROJECT, **vm}}).environment
+    standin = with_standin_gcloud(env, tmp_path, ready_sshd, vm["instanceName"])
     standin.misbehave("exit")
     result = check_cli("--timeout", "3", env=env)
     assert result.returncode == 3, result.stderr

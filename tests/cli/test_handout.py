@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.conftest import ROOT
+from tests.support.cli import in_this_process, run_cli
 from tests.support.openssh import resolved_by
-from tests.support.pulumi_cli import exported_deployment, stand_in_pulumi
+from tests.support.outputs import class_outputs, one_vm, vm_outputs
+from tests.support.pulumi_state import exported_deployment
+from tests.support.stand_in_pulumi import stand_in_pulumi
 
 
 def public_key() -> str:
@@ -28,8 +30,9 @@ BOBS_OWN_KEY = public_key()
 IPS = {"alice": "34.78.1.2", "bob": "34.78.9.9"}
 
 
-def class_outputs(keys: Path, **changes: dict[str, Any]) -> dict[str, Any]:
-    """A class stack's outputs: alice's key was generated (KEYS/course-vm-alice), bob brought his own."""
+def two_students(keys: Path, **changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A class stack's outputs: alice's key was generated (KEYS/course-vm-alice), bob brought his own;
+    CHANGES: a student's changes to what the output builder (vm_outputs) makes of their VM."""
     private = ed25519.Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     )
@@ -37,41 +40,30 @@ def class_outputs(keys: Path, **changes: dict[str, Any]) -> dict[str, Any]:
     (keys / "course-vm-alice").write_bytes(private)
     (keys / "course-vm-alice").chmod(0o400)
     (keys / "course-vm").write_text("the instructor's private key\n")
-    students: dict[str, dict[str, Any]] = {
-        name: {
-            "ip": IPS[name],
-            "username": name,
-            "instanceName": f"course-vm-{name}-vm",
-            "zone": "europe-west1-b",
-            "knownHosts": f"{IPS[name]} {HOST_KEYS[name]}",
-            "hostKeys": [HOST_KEYS[name]],
-        }
-        for name in ("alice", "bob")
+    own: dict[str, dict[str, Any]] = {
+        "alice": {},
+        "bob": {"identityFile": str(keys / "course-vm"), "studentPublicKey": BOBS_OWN_KEY},
     }
-    students["alice"]["identityFile"] = str(keys / "course-vm-alice")
-    students["bob"].update(identityFile=str(keys / "course-vm"), studentPublicKey=BOBS_OWN_KEY)
-    for name, change in changes.items():
-        students[name].update(change)
-    return {"project": "course-project-1", "students": students}
+    vms = {
+        name: vm_outputs(name, **{"ip": IPS[name], "keys": keys, "host_keys": (HOST_KEYS[name],), **own[name],
+                                  **changes.get(name, {})})
+        for name in ("alice", "bob")
+    }  # fmt: skip
+    return class_outputs(vms=vms)
 
 
-def in_this_process(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
-    """Give this test process ENV's stand-in Pulumi CLI and state (for `main` run in-process)."""
-    for name in ("PATH", "XDG_STATE_HOME", "PULUMI_HOME"):
-        monkeypatch.setenv(name, env[name])
-    for name in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
-        monkeypatch.delenv(name, raising=False)
+def handout(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    return run_cli("handout", *args, env=env)
 
 
-def handout(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "provisioner", "handout", *args]
-    return subprocess.run(
-        command, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False, env=env
-    )
+def dev_stack(tmp_path: Path, outputs: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The environment of a stand-in Pulumi CLI whose stack dev has OUTPUTS (default: two_students')."""
+    stack = two_students(tmp_path / "keys") if outputs is None else outputs
+    return stand_in_pulumi(tmp_path, {"dev": stack}).environment
 
 
 def test_each_student_gets_a_folder_with_their_own_things_only(tmp_path: Path) -> None:
-    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
+    env = dev_stack(tmp_path)
     out = tmp_path / "handouts"
     result = handout("--out", str(out), env=env)
     assert result.returncode == 0, result.stderr
@@ -105,14 +97,14 @@ def test_each_student_gets_a_folder_with_their_own_things_only(tmp_path: Path) -
 
 
 def test_only_the_named_students(tmp_path: Path) -> None:
-    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
+    env = dev_stack(tmp_path)
     result = handout("--out", str(tmp_path / "out"), "--student", "bob", env=env)
     assert result.returncode == 0, result.stderr
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["bob"]
 
 
 def test_an_unknown_student_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
-    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
+    env = dev_stack(tmp_path)
     result = handout("--out", str(tmp_path / "out"), "--student", "carol", env=env)
     assert result.returncode == 2
     assert result.stderr.startswith("course-vm: no student carol among the stack's VMs. Fix: one of alice, bob (")
@@ -120,25 +112,24 @@ def test_an_unknown_student_is_refused_and_nothing_is_written(tmp_path: Path) ->
 
 
 def test_a_stack_that_does_not_exist_is_an_error_not_a_new_stack(tmp_path: Path) -> None:
-    env = stand_in_pulumi(tmp_path, {})
-    fake = tmp_path / "bin" / "pulumi"
-    fake.write_text("#!/bin/sh\necho \"error: no stack named 'prod' found\" >&2\nexit 255\n")
+    env = dev_stack(tmp_path)
     result = handout("--stack", "prod", "--out", str(tmp_path / "out"), env=env)
     assert result.returncode == 2
-    assert result.stderr.startswith("course-vm: there is no stack prod on ")
-    assert "`course-vm up --stack prod` creates this one" in result.stderr
+    assert result.stderr == (
+        "course-vm: there is no stack prod (the stacks that exist: dev); nothing was created or deleted. "
+        "Fix: name one of them with --stack\n"
+    )
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
 def test_a_stack_that_is_no_class_gets_no_handout(tmp_path: Path) -> None:
-    outputs = {"project": "p", "ip": "34.78.1.2", "username": "student", "identityFile": str(tmp_path / "k")}
-    result = handout("--out", str(tmp_path / "out"), env=stand_in_pulumi(tmp_path, outputs))
+    result = handout("--out", str(tmp_path / "out"), env=dev_stack(tmp_path, one_vm()))
     assert result.returncode == 2
     assert result.stderr.startswith("course-vm: stack dev is not a class (it has no `students`)")
 
 
 def test_an_existing_folder_is_replaced_only_after_a_yes(tmp_path: Path) -> None:
-    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
+    env = dev_stack(tmp_path)
     out = tmp_path / "out"
     (out / "alice").mkdir(parents=True)
     (out / "alice" / "notes.txt").write_text("the instructor's notes")
@@ -157,8 +148,8 @@ def test_an_existing_folder_is_replaced_only_after_a_yes(tmp_path: Path) -> None
 
 
 def test_a_vm_without_pinned_host_keys_is_one_line_and_the_others_get_their_folders(tmp_path: Path) -> None:
-    outputs = class_outputs(tmp_path / "keys", alice={"knownHosts": None, "hostKeys": None})
-    result = handout("--out", str(tmp_path / "out"), env=stand_in_pulumi(tmp_path, outputs))
+    outputs = two_students(tmp_path / "keys", alice={"host_keys": None})
+    result = handout("--out", str(tmp_path / "out"), env=dev_stack(tmp_path, outputs))
     assert result.returncode == 2
     assert result.stderr.startswith(
         "course-vm: 1 of 2 folders not written:\n"
@@ -172,8 +163,8 @@ def test_a_vm_without_pinned_host_keys_is_one_line_and_the_others_get_their_fold
 def test_a_key_course_vm_did_not_generate_for_the_student_is_never_handed_out(tmp_path: Path) -> None:
     # An old stack's outputs, or tampered ones: alice's identityFile is the instructor's own key.
     keys = tmp_path / "keys"
-    outputs = class_outputs(keys, alice={"identityFile": str(keys / "course-vm")})
-    result = handout("--out", str(tmp_path / "out"), env=stand_in_pulumi(tmp_path, outputs))
+    outputs = two_students(keys, alice={"identityFile": str(keys / "course-vm")})
+    result = handout("--out", str(tmp_path / "out"), env=dev_stack(tmp_path, outputs))
     assert result.returncode == 2
     assert f"alice: the stack's key for this student ('{keys}/course-vm') is not one course-vm generated" in (
         result.stderr
@@ -186,15 +177,15 @@ def test_a_key_course_vm_did_not_generate_for_the_student_is_never_handed_out(tm
 
 def test_a_missing_generated_key_is_that_students_error(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
-    outputs = class_outputs(keys)
+    outputs = two_students(keys)
     os.remove(keys / "course-vm-alice")
-    result = handout("--out", str(tmp_path / "out"), env=stand_in_pulumi(tmp_path, outputs))
+    result = handout("--out", str(tmp_path / "out"), env=dev_stack(tmp_path, outputs))
     assert result.returncode == 2
     assert f"alice: cannot read their private key {keys}/course-vm-alice (No such file or directory)" in result.stderr
 
 
 def test_a_file_where_a_students_folder_goes_is_that_students_error(tmp_path: Path) -> None:
-    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
+    env = dev_stack(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
     (out / "alice").write_text("not a folder")
@@ -210,7 +201,7 @@ def test_answering_no_writes_nothing(
     from provisioner.cli import handout as command
     from provisioner.cli.main import main
 
-    in_this_process(monkeypatch, stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys")))
+    in_this_process(monkeypatch, dev_stack(tmp_path))
     asked: list[str] = []
 
     def say_no(question: str, *, assume_yes: bool) -> bool:
@@ -221,7 +212,7 @@ def test_answering_no_writes_nothing(
     out = tmp_path / "out"
     (out / "bob").mkdir(parents=True)
     (out / "bob" / "notes.txt").write_text("kept")
-    assert main(["handout", "--out", str(out), "--project-dir", str(ROOT)]) == 2
+    assert main(["handout", "--out", str(out)]) == 2
     assert asked == ["Replace them?"]
     assert capsys.readouterr().err == (
         "course-vm: not confirmed: no folder was written or replaced. "
@@ -233,9 +224,8 @@ def test_answering_no_writes_nothing(
 def test_after_an_up_that_failed_for_one_student_the_others_get_their_folders(tmp_path: Path) -> None:
     # A first `up` whose update failed at carol's verification: Pulumi kept no stack outputs, and its
     # state holds alice's and bob's VMs as they registered them.
-    students = class_outputs(tmp_path / "keys")["students"]
-    state = exported_deployment("dev", {"students": students}, root={}, unfinished=("carol",))
-    env = stand_in_pulumi(tmp_path, {}, deployment=state)
+    state = exported_deployment("dev", two_students(tmp_path / "keys"), root={}, unfinished=("carol",))
+    env = stand_in_pulumi(tmp_path, {"dev": {}}, deployments={"dev": state}).environment
     out = tmp_path / "handouts"
     result = handout("--stack", "dev", "--out", str(out), env=env)
     assert result.returncode == 0, result.stderr
@@ -250,9 +240,9 @@ def test_a_student_named_dot_dot_in_the_outputs_replaces_nothing_above_out(tmp_p
     out = home / "handouts"
     out.mkdir(parents=True)
     (home / "work.txt").write_text("the instructor's work\n")
-    outputs = class_outputs(tmp_path / "keys")
+    outputs = two_students(tmp_path / "keys")
     outputs["students"][".."] = outputs["students"].pop("bob")
-    result = handout("--out", str(out), "--yes", env=stand_in_pulumi(tmp_path, outputs))
+    result = handout("--out", str(out), "--yes", env=dev_stack(tmp_path, outputs))
     assert result.returncode == 2
     assert result.stderr.startswith("course-vm: the stack's outputs name a student '..', which is no student's name")
     assert result.stderr.count("\n") == 1
@@ -261,7 +251,7 @@ def test_a_student_named_dot_dot_in_the_outputs_replaces_nothing_above_out(tmp_p
 
 
 def test_an_out_under_a_file_is_one_line_per_student_not_a_traceback(tmp_path: Path) -> None:
-    env = stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys"))
+    env = dev_stack(tmp_path)
     (tmp_path / "afile").write_text("x")
     out = tmp_path / "afile" / "handouts"
     result = handout("--out", str(out), env=env)
@@ -283,7 +273,7 @@ def test_a_folder_that_cannot_be_written_keeps_no_other_student_from_theirs(
     # As on Windows when a file of alice's old folder is open in another program: replacing it fails.
     from provisioner.cli.main import main
 
-    in_this_process(monkeypatch, stand_in_pulumi(tmp_path, class_outputs(tmp_path / "keys")))
+    in_this_process(monkeypatch, dev_stack(tmp_path))
     real_replace = os.replace
 
     def held(source: Path, target: Path) -> None:
@@ -295,7 +285,7 @@ def test_a_folder_that_cannot_be_written_keeps_no_other_student_from_theirs(
     out = tmp_path / "out"
     (out / "alice").mkdir(parents=True)
     (out / "alice" / "course-vm-alice.config").write_text("old")
-    assert main(["handout", "--out", str(out), "--yes", "--project-dir", str(ROOT)]) == 2
+    assert main(["handout", "--out", str(out), "--yes"]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith(
         f"course-vm: 1 of 2 folders not written:\nalice: cannot write {out}/alice (Permission denied). Fix: "
@@ -309,7 +299,7 @@ def test_a_generated_key_another_stack_claims_too_is_never_handed_out(tmp_path: 
     # Two stacks, one alex each, one key between them (made before course-vm refused that): the key
     # would log in to both VMs, so neither alex gets it.
     keys = tmp_path / "keys"
-    env = stand_in_pulumi(tmp_path, class_outputs(keys))
+    env = dev_stack(tmp_path)
     (keys / "course-vm-alice.stacks").write_text("dev alice\nsection-b alice\n")
     result = handout("--out", str(tmp_path / "out"), env=env)
     assert result.returncode == 2

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from provisioner.cli.main import main
 from provisioner.local import vm as local_vm
-from tests.conftest import ROOT
+from tests.support.cli import started_cli
 
 
 @pytest.mark.parametrize(
@@ -63,15 +62,7 @@ def test_metadata_server_refuses_bad_attributes(
 def test_metadata_server_serves_until_ctrl_c(tmp_path: Path) -> None:
     attributes = tmp_path / "attributes.json"
     attributes.write_text(json.dumps({"user-data": "#cloud-config\n", "enable-guest-attributes": "TRUE"}))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "provisioner", "local", "metadata-server", "--attributes", str(attributes)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # A shell without job control starts background commands with SIGINT ignored; Ctrl-C is the test.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    process = started_cli("local", "metadata-server", "--attributes", str(attributes), env=os.environ)
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip()

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from provisioner.cli.main import main
-from tests.conftest import ROOT
+from tests.support.cli import run_cli
 
 
 def test_help_lists_every_command_in_order() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "provisioner", "--help"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+    result = run_cli("--help")
     assert result.returncode == 0, result.stderr
     assert "{up,down,start,stop,status,handout,render,check,local,env}" in result.stdout
     assert result.stdout.startswith("usage: course-vm ")
@@ -24,9 +20,7 @@ def test_help_lists_every_command_in_order() -> None:
 def test_version_is_the_packages() -> None:
     from provisioner import __version__
 
-    result = subprocess.run(
-        [sys.executable, "-m", "provisioner", "--version"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+    result = run_cli("--version")
     assert (result.returncode, result.stdout) == (0, f"course-vm {__version__}\n")
 
 

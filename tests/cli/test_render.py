@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from provisioner.cli.main import main
-from tests.conftest import ROOT, validate_cloud_config
+from tests.conftest import validate_cloud_config
+from tests.support.cli import run_cli
 
 
 def write_stack(directory: Path, name: str = "dev", extra: str = "") -> None:
@@ -24,13 +23,7 @@ def write_stack(directory: Path, name: str = "dev", extra: str = "") -> None:
 @pytest.mark.integration
 def test_render_prints_valid_user_data_for_the_only_stack(tmp_path: Path) -> None:
     write_stack(tmp_path, extra="  course-vm:username: alice\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "provisioner", "render", "--project-dir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_cli("render", "--project-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("#cloud-config\n")
     assert '  - name: "alice"\n' in result.stdout

@@ -37,6 +37,7 @@ from provisioner.local.process import arguments
 from provisioner.local.twin import HOST_ADDRESS
 from provisioner.recipe.user_data import GCE_HOME_DISK_DEVICE
 from tests.conftest import E2E_FACTS, E2E_TIMINGS, ROOT, require_tool
+from tests.support.cli import COMMAND, run_cli
 from tests.support.local_artifacts import served_artifacts
 from tests.support.local_registry import hello_world_registry
 from tests.support.pulumi_harness import run_program
@@ -110,7 +111,8 @@ def local(
     """Run `python -m provisioner local ARGS`, timestamping each progress line as it arrives."""
     env = {**os.environ, "XDG_STATE_HOME": str(e2e.state)}
     started = time.monotonic()
-    command = [sys.executable, "-m", "provisioner", "local", *args]
+    # Not started_cli: its preexec_fn is unsafe beside this module's HTTP server threads (subprocess docs).
+    command = [*COMMAND, "local", *args]
     with subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as process:
@@ -124,9 +126,7 @@ def local(
 
 def local_cli(e2e: E2e, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     """Run `python -m provisioner local ARGS` to the end, as a user would."""
-    env = {**os.environ, "XDG_STATE_HOME": str(e2e.state)}
-    command = [sys.executable, "-m", "provisioner", "local", *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return run_cli("local", *args, env={**os.environ, "XDG_STATE_HOME": str(e2e.state)}, timeout=timeout)
 
 
 def first(progress: list[tuple[float, str]], pattern: str) -> float:

@@ -125,6 +125,15 @@ class Sshd:
             self.process.wait(10)
 
 
+def other_host_key(folder: Path, key_type: str = "ed25519") -> str:
+    """A new host key of KEY_TYPE that no sshd has (`TYPE BASE64 COMMENT` and a newline, as ssh-keygen writes
+    FOLDER/other.pub): a pin that must not match."""
+    subprocess.run(
+        [require_tool("ssh-keygen"), "-q", "-t", key_type, "-N", "", "-f", str(folder / "other")], check=True
+    )
+    return (folder / "other.pub").read_text()
+
+
 def make_sshd() -> Sshd:
     """Build (not start) an sshd with a new user, host key and client key. Needs root."""
     sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)

@@ -12,6 +12,7 @@ from provisioner.access.ssh_config import host_alias
 from provisioner.errors import CourseVmError, SettingsError
 from provisioner.gcp.course_vm import CourseVm, CourseVmArgs
 from provisioner.gcp.student_vm import StudentVmArgs
+from provisioner.recipe.problems import error_to_json
 from provisioner.recipe.settings import PROJECT, settings_from_pulumi
 from provisioner.recipe.user_data import user_data_for
 from provisioner.stack import COURSE, PROBLEMS_VARIABLE, PROJECT_OUTPUT, STUDENTS_OUTPUT
@@ -36,7 +37,7 @@ def hand_over(error: SettingsError, path: str | None) -> None:
             contextlib.suppress(OSError),
             os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file,
         ):
-            file.write(json.dumps(list(error.problems)))
+            file.write(json.dumps(error_to_json(error)))
 
 
 try:

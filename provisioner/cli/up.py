@@ -81,7 +81,7 @@ def up(
     try:
         settings = session.config().settings()
     except SettingsError as error:
-        raise SettingsError(error.problems, note=RAW_CLI_NOTE) from None
+        raise SettingsError([*error.records] or error.problems, note=RAW_CLI_NOTE) from None
     plan = session.preview(project=options.project)
     # The preview names every VM in the state, also those a failed first `up` left out of the outputs.
     before = aliases(stack_name, session.state().names() | set(plan.students()))

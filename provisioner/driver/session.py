@@ -21,8 +21,9 @@ from provisioner.driver.events import EngineLog, read_event_log
 from provisioner.driver.plan import Plan, plan_of
 from provisioner.driver.state import StackState, walk
 from provisioner.driver.workspace import CliError, CliResult, OnOutput, Workspace
-from provisioner.errors import EngineError, SettingsError
+from provisioner.errors import EngineError
 from provisioner.recipe.names import student_name_problem
+from provisioner.recipe.problems import error_from_json
 from provisioner.stack import PROBLEMS_VARIABLE, StackOutputs
 
 
@@ -174,11 +175,11 @@ class StackSession:
         """Raise what the failed RESULT means before the engine did anything: the program's SettingsError (its
         PROBLEMS file), a passphrase that does not fit, a stack that does not exist."""
         try:
-            listed = json.loads(problems.read_text())
+            refused = error_from_json(json.loads(problems.read_text()), note=RAW_CLI_NOTE)
         except (OSError, ValueError):
-            listed = None
-        if isinstance(listed, list) and listed:
-            raise SettingsError([str(problem) for problem in listed], note=RAW_CLI_NOTE)
+            refused = None  # none handed over (the program got no further, or is not this one): the engine's lines
+        if refused is not None:
+            raise refused
         self._raise_state_error(result)
 
     def _run(self, args: list[str], *, doing: str) -> CliResult:

@@ -215,3 +215,22 @@ def _fields(data: object, types: Mapping[str, tuple[type, ...]], where: str) -> 
     if wrong:
         raise ValueError(f"{where}: {', '.join(wrong)} of the wrong type")
     return dict(data)
+
+
+def error_to_json(error: SettingsError) -> list[Any]:
+    """ERROR's problems as JSON: its records as `to_json` gives them, or, when it holds problems given as text
+    (another stack's key claims), each problem's line as it is."""
+    try:
+        return to_json(records_of(error))
+    except ValueError:
+        return list(error.problems)
+
+
+def error_from_json(data: object, note: str = "") -> SettingsError:
+    """The SettingsError that `error_to_json` gave as DATA, with NOTE after its problems.
+
+    Raises ValueError when DATA is neither form.
+    """
+    if isinstance(data, list) and data and all(isinstance(item, str) for item in data):
+        return SettingsError(data, note=note)
+    return SettingsError(from_json(data), note=note)

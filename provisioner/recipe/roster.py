@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from provisioner.paths import PROJECT_DIR
 from provisioner.recipe.names import NOT_A_NAME, SYSTEM_NAME, as_name, student_name_problem
+from provisioner.recipe.problems import Fix, set_key
 from provisioner.recipe.public_keys import NOT_SHOWN, PRIVATE_KEY_WHY, PrivateKeyError, holds_private_key, public_key
-from provisioner.recipe.rules import PATH, Problems, Setting, as_list, set_command
+from provisioner.recipe.rules import PATH, Problems, Setting, as_list
 
 MAX_STUDENTS = 200
 
@@ -25,7 +26,7 @@ def listed(problems: Problems, setting: Setting, value: object) -> tuple[str, ..
         return ()
     items = as_list(value)
     if items is None:
-        fix = set_command(setting.key, ["alice"]) + " (one index per student)"
+        fix = set_key(setting.key, ["alice"]) + " (one index per student)"
         problems.add(setting.key, value, "it must be a list of names", fix)
         return ()
     key = setting.key
@@ -33,8 +34,8 @@ def listed(problems: Problems, setting: Setting, value: object) -> tuple[str, ..
     return _check_names(problems, key, items, where)
 
 
-def _set_at(key: str, index: int) -> Callable[[str], str]:
-    return lambda name: set_command(key, [name], at=index)
+def _set_at(key: str, index: int) -> Callable[[str], Fix | str]:
+    return lambda name: set_key(key, [name], at=index)
 
 
 MAX_CSV_BYTES = 1024 * 1024
@@ -81,7 +82,7 @@ def from_csv(problems: Problems, setting: Setting, value: object) -> tuple[Roste
     if not isinstance(value, str) or not PATH.fullmatch(value):
         problems.add(key, value, "the path may hold only letters, digits, spaces and ._/~@+-", fix)
         return ()
-    fix_path = f"point it at the roster: {set_command(key, 'roster.csv')}"
+    fix_path = "point it at the roster: " + set_key(key, "roster.csv")
     # A relative path is relative to the project directory, where Pulumi.yaml is.
     path = PROJECT_DIR / os.path.expanduser(value)
     try:
@@ -108,7 +109,7 @@ def _roster_entries(problems: Problems, key: str, value: str, lines: io.StringIO
     reader = csv.reader(lines)
     header: list[str] | None = None
     names: list[object] = []
-    where: list[tuple[str, Callable[[str], str]]] = []
+    where: list[tuple[str, Callable[[str], Fix | str]]] = []
     fix_line = f"correct that line of {value}"
     cells = _OptionalCells(problems, value)
     refused = False
@@ -238,7 +239,7 @@ class _OptionalCells:
 
 
 def _check_names(
-    problems: Problems, key: str, names: list[object], where: list[tuple[str, Callable[[str], str]]]
+    problems: Problems, key: str, names: list[object], where: list[tuple[str, Callable[[str], Fix | str]]]
 ) -> tuple[str, ...]:
     """Each name of the roster KEY valid and reserved for no one else; WHERE gives each name's key, and
     its fix given a name to use instead (one that is valid and on the roster nowhere else)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 # Problems is imported from here by the roster's rules and the command line.
 from provisioner.recipe.problems import Problems as Problems
-from provisioner.recipe.problems import pulumi_words, set_key
+from provisioner.recipe.problems import set_key
 
 # A file path that is safe in YAML and shell: it cannot carry a newline, a quote or a metacharacter.
 PATH = re.compile(r"[A-Za-z0-9_./~@+-][A-Za-z0-9_./~@+ -]*")
@@ -63,14 +63,6 @@ class ProviderKey:
     environment: tuple[str, ...]
     """The environment variables the provider falls back to, in its order."""
     reference: str
-
-
-def set_command(key: str, example: object, *, at: int = 0) -> str:
-    """The `pulumi config` command that sets KEY (a list: its item AT) to EXAMPLE, for a fix given as text.
-
-    A fix built from steps (`problems.set_key`) is worded by each front end; text is said alike by all.
-    """
-    return "".join(pulumi_words(step) for step in set_key(key, example, at=at).steps)
 
 
 # Pulumi hands every config value over as a string; a stack file or `parse_settings`' callers may

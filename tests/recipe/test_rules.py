@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from provisioner.recipe.problems import Problems
-from provisioner.recipe.rules import Rule, Setting, as_bool, as_int, as_list, boolean, set_command, text, whole_number
+from provisioner.recipe.rules import Rule, Setting, as_bool, as_int, as_list, boolean, text, whole_number
 
 
 @pytest.mark.parametrize(
@@ -68,15 +68,3 @@ def test_boolean_fix_sets_the_default_as_pulumi_writes_it() -> None:
         False,
         ["someKey: got 'maybe', but it must be true or false. Fix: pulumi config set someKey false"],
     )
-
-
-@pytest.mark.parametrize(
-    ("example", "at", "command"),
-    [
-        ("roster.csv", 0, "pulumi config set studentsCsv roster.csv"),
-        (False, 0, "pulumi config set studentsCsv false"),
-        (["bob"], 2, "pulumi config set --path 'studentsCsv[2]' bob"),
-    ],
-)
-def test_set_command_is_the_pulumi_words_of_a_fix_given_as_text(example: object, at: int, command: str) -> None:
-    assert set_command("studentsCsv", example, at=at) == command

@@ -14,7 +14,7 @@ from pulumi.automation import EngineEvent
 
 from provisioner.cli import stack
 from provisioner.errors import SettingsError
-from tests.cli.test_errors import assert_fixes_are_valid
+from tests.support.fixes import assert_fixes_are_valid
 from tests.conftest import ROOT
 from tests.support.fake_compute_api import (
     BASE,

@@ -84,11 +84,16 @@ def up(args: argparse.Namespace) -> int:
     checked, and nothing changes without a yes.
     """
     options = UpOptions(args.project, args.zone, tuple(args.allow), tuple(args.add_allow))
-    progress(f"previewing the changes to stack {args.stack}")
+
+    def ready(iap: bool) -> None:
+        # What this machine lacks comes alone, before any word of a preview (the stack's settings say iap).
+        prerequisites.check(args.stack, iap=iap)
+        progress(f"previewing the changes to stack {args.stack}")
+
     try:
         outputs = run_up(
             args.stack, options, confirm=asker(args.stack, args.yes), check=prerequisites.compute_engine_ready,
-            ready=lambda iap: prerequisites.check(args.stack, iap=iap),
+            ready=ready,
         )  # fmt: skip
     except PartialUpError as error:
         # The students whose VM finished can be handed out now; the error then says who failed.

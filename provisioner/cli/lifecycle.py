@@ -86,6 +86,7 @@ def up(args: argparse.Namespace) -> int:
     options = UpOptions(args.project, args.zone, tuple(args.allow), tuple(args.add_allow))
 
     def ready(iap: bool) -> None:
+        # What this machine lacks comes alone, before any word of a preview (the stack's settings say iap).
         prerequisites.check(args.stack, iap=iap)
         progress(f"previewing the changes to stack {args.stack}")
 

@@ -3,10 +3,7 @@ line and their documented exit status (provisioner/errors.py)."""
 
 from __future__ import annotations
 
-import argparse
 import os
-import re
-import shlex
 import signal
 import socket
 import subprocess
@@ -25,8 +22,11 @@ from provisioner.local import vm as local_vm
 from provisioner.local.process import alive, pid_in
 from provisioner.recipe.settings import DEFAULTS
 from tests.conftest import ROOT
+from tests.support.cli import run_cli, started_cli
 from tests.support.fake_compute_api import INSTANCE, FakeComputeApi
-from tests.support.pulumi_cli import stand_in_pulumi
+from tests.support.fixes import assert_fixes_are_valid
+from tests.support.outputs import class_outputs
+from tests.support.stand_in_pulumi import stand_in_pulumi
 
 
 @pytest.fixture
@@ -41,31 +41,6 @@ def home(tmp_path: Path) -> dict[str, str]:
     for name in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE"):
         environment.pop(name, None)
     return environment
-
-
-def cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "provisioner", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def started(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "provisioner", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # A shell without job control starts background commands with SIGINT ignored; Ctrl-C is the test.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
 
 
 def serve(answer: bytes | None) -> Iterator[int]:
@@ -162,7 +137,7 @@ def no_traceback(result: subprocess.CompletedProcess[str] | tuple[str, str]) -> 
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], status: int, message: str, home: dict[str, str]) -> None:
-    result = cli(*args, env=home)
+    result = run_cli(*args, env=home)
     assert result.returncode == status, result.stderr
     assert message in no_traceback(result)
 
@@ -170,7 +145,7 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], status: int, message:
 def test_a_port_that_is_open_but_not_ssh_is_unreachable_without_paramikos_tracebacks(
     not_ssh: int, key: tuple[Path, str], home: dict[str, str]
 ) -> None:
-    result = cli(*check_args(not_ssh, key, "--timeout", "4"), env=home)
+    result = run_cli(*check_args(not_ssh, key, "--timeout", "4"), env=home)
     assert result.returncode == errors.EXIT_UNREACHABLE, result.stderr
     last = no_traceback(result)
     assert "Exception (client)" not in result.stderr
@@ -186,7 +161,7 @@ def test_a_missing_local_tool_names_it(tmp_path: Path, home: dict[str, str]) -> 
     image.write_bytes(b"\0" * 65536)
     empty = tmp_path / "empty-bin"
     empty.mkdir()
-    result = cli("local", "up", "--image", str(image), env={**home, "PATH": str(empty)})
+    result = run_cli("local", "up", "--image", str(image), env={**home, "PATH": str(empty)})
     assert result.returncode == errors.EXIT_BAD_INPUT
     assert "qemu-img is not installed. Fix: sudo apt-get install qemu-utils" in no_traceback(result)
 
@@ -200,7 +175,7 @@ def test_local_ssh_without_an_ssh_client_names_it(tmp_path: Path, home: dict[str
     )
     empty = tmp_path / "empty-bin"
     empty.mkdir()
-    result = cli("local", "ssh", "--name", "one", env={**home, "PATH": str(empty)})
+    result = run_cli("local", "ssh", "--name", "one", env={**home, "PATH": str(empty)})
     assert result.returncode == errors.EXIT_BAD_INPUT
     assert "ssh is not installed" in no_traceback(result)
 
@@ -233,7 +208,7 @@ def interrupt(process: subprocess.Popen[str], seen: str) -> tuple[str, str]:
 def test_ctrl_c_during_check_exits_130_saying_nothing_is_left_running(
     silent: int, key: tuple[Path, str], home: dict[str, str]
 ) -> None:
-    process = started(*check_args(silent, key, "--timeout", "60"), env=home)
+    process = started_cli(*check_args(silent, key, "--timeout", "60"), env=home)
     seen = wait_for(process, "connecting to")
     time.sleep(0.5)  # into the login, which the silent server holds
     out, err = interrupt(process, seen)
@@ -243,16 +218,13 @@ def test_ctrl_c_during_check_exits_130_saying_nothing_is_left_running(
     assert "check changes nothing on the VM" in last
 
 
-def test_ctrl_c_during_a_class_check_exits_at_once(
-    silent: int, key: tuple[Path, str], home: dict[str, str], tmp_path: Path
-) -> None:
+def test_ctrl_c_during_a_class_check_exits_at_once(silent: int, key: tuple[Path, str], tmp_path: Path) -> None:
     # Each student's check is held by the silent server until its deadline (120 s); Ctrl-C must not
     # wait for those checks to run out (a thread pool's exit would).
     path, public = key
-    vm = {"ip": "127.0.0.1", "username": "u", "identityFile": str(path), "hostKeys": [public]}
-    outputs = {"project": "course-project-1", "students": {"alice": vm, "bob": vm}}
-    env = {**stand_in_pulumi(tmp_path, outputs), "HOME": home["HOME"]}
-    process = started("check", "--port", str(silent), "--timeout", "120", env=env)
+    outputs = class_outputs("alice", "bob", ip="127.0.0.1", username="u", identityFile=str(path), host_keys=[public])
+    pulumi = stand_in_pulumi(tmp_path, {"dev": outputs})
+    process = started_cli("check", "--port", str(silent), "--timeout", "120", env=pulumi.environment)
     seen = wait_for(process, "connecting to")
     time.sleep(0.5)  # into the logins, which the silent server holds
     began = time.monotonic()
@@ -265,11 +237,9 @@ def test_ctrl_c_during_a_class_check_exits_at_once(
 def test_ctrl_c_while_start_waits_exits_at_once(api: FakeComputeApi, tmp_path: Path) -> None:
     # A SUSPENDED VM is not started by `start` (GCE wants a resume), so start waits its whole timeout.
     api.instance_status = "SUSPENDED"
-    vm = {"zone": INSTANCE.zone, "instanceName": INSTANCE.name, "ip": "34.78.1.2", "username": "x",
-          "identityFile": str(tmp_path / "key")}  # fmt: skip
-    env = {**stand_in_pulumi(tmp_path, {"project": INSTANCE.project, "students": {"alice": vm}}),
-           **api.gcloud_environment()}  # fmt: skip
-    process = started("start", "--timeout", "120", env=env)
+    outputs = class_outputs("alice", instanceName=INSTANCE.name, identityFile=str(tmp_path / "key"))
+    env = {**stand_in_pulumi(tmp_path, {"dev": outputs}).environment, **api.gcloud_environment()}
+    process = started_cli("start", "--timeout", "120", env=env)
     seen = wait_for(process, "SUSPENDED")
     began = time.monotonic()
     out, err = interrupt(process, seen)
@@ -377,49 +347,6 @@ def test_course_vm_traceback_shows_an_unexpected_errors_traceback(
     monkeypatch.setattr(render, "stack_file", broken)
     with pytest.raises(ZeroDivisionError):
         main(["render"])
-
-
-# Every "Fix:" line is right for the command that printed it: the commands and flags it suggests exist there.
-
-
-def command_parser(argv: list[str]) -> argparse.ArgumentParser:
-    """The argparse parser of the (sub)command ARGV runs, built as `python -m provisioner` builds it."""
-    current = parser()
-    for word in argv:
-        actions = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
-        if not actions or word not in actions[0].choices:
-            break
-        current = actions[0].choices[word]
-    return current
-
-
-def assert_fixes_are_valid(argv: list[str], message: str) -> None:
-    """Each `Fix:` of MESSAGE (what `python -m provisioner ARGV` printed) suggests only what exists:
-    `python -m provisioner ...` commands that parse, flags of ARGV's own command, and settings that are settings."""
-    fixes = [part for part in message.split("Fix: ")[1:]]
-    assert fixes, f"no Fix: in {message!r}"
-    options = set(command_parser(argv)._option_string_actions)
-    for fix in fixes:
-        for command in re.findall(r"(?:(?<![\w/.~-])course-vm|python -m provisioner) ([^`;|\n]*)", fix):
-            try:
-                parser().parse_args(shlex.split(command))
-            except SystemExit:
-                raise AssertionError(f"`course-vm {command}` does not parse (in {fix!r})") from None
-        for key in re.findall(r"pulumi config (?:set|rm) (?:--path )?'?([\w:]+)", fix):
-            if key.isupper():
-                continue  # a placeholder: `pulumi config set KEY VALUE`
-            assert key in DEFAULTS or key in ("gcp:project", "gcp:zone"), f"no setting {key!r} (in {fix!r})"
-        if argv[:2] == ["local", "up"]:
-            assert "pulumi" not in fix, f"local up takes settings as --set KEY=VALUE, not {fix!r}"
-        for key in re.findall(r"(?<!leave out )--set '?(\w+)=", fix):
-            assert key in DEFAULTS, f"no setting {key!r} (in {fix!r})"
-        bare = re.sub(
-            r"(?:(?<![\w/.~-])course-vm|python -m provisioner) [^`;|\n]*|pulumi [^`;,|\n]*|ssh-keygen [^`;,|\n]*",
-            "",
-            fix,
-        )
-        for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*", bare):
-            assert flag in options, f"{' '.join(argv[:2])} has no {flag} (in {fix!r})"
 
 
 @pytest.fixture

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from provisioner.cli import prerequisites
 from provisioner.cli.main import main
-from provisioner.errors import EXIT_MISSING_PREREQUISITE
+from provisioner.driver.workspace import PULUMI_INSTALL
+from provisioner.errors import EXIT_MISSING_PREREQUISITE, MissingPrerequisiteError
 from provisioner.recipe.settings import parse_settings
-from tests.conftest import ROOT
+from tests.support.cli import in_this_process, run_cli
 from tests.support.fake_compute_api import FakeComputeApi
+from tests.support.pulumi_state import STACK_CONFIG
+from tests.support.stand_in_pulumi import stand_in_pulumi
 
 
 def tools(tmp_path: Path, *names: str) -> Path:
@@ -31,18 +31,11 @@ def test_with_nothing_installed_up_names_everything_and_creates_nothing(tmp_path
     home = tmp_path / "home"
     home.mkdir()
     environment = {"PATH": str(tools(tmp_path)), "HOME": str(home), "XDG_STATE_HOME": str(home / "state")}
-    result = subprocess.run(
-        [sys.executable, "-m", "provisioner", "up", "--project", "course-project-1"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_cli("up", "--project", "course-project-1", env=environment)
     assert result.returncode == EXIT_MISSING_PREREQUISITE
     assert result.stderr.splitlines() == [
         "course-vm: course-vm up needs 3 things this machine lacks; nothing was created:",
-        f"  - the Pulumi CLI is not on PATH (course-vm drives it). Fix: {prerequisites.PULUMI_INSTALL}",
+        f"  - the Pulumi CLI is not on PATH (course-vm drives it). Fix: {PULUMI_INSTALL}",
         f"  - the Google Cloud CLI (gcloud) is not on PATH (it logs you in). Fix: {prerequisites.GCLOUD_INSTALL}",
         f"  - no Google application-default credentials ({home}/.config/gcloud/application_default_credentials.json "
         "does not exist). Fix: `gcloud auth application-default login`",
@@ -115,13 +108,6 @@ def test_with_credentials_already_given_gcloud_is_not_needed(tmp_path: Path) -> 
 # sshAccess iap: `up`'s verification opens the IAP tunnel with gcloud, as gcloud's logged-in account.
 
 
-def stack_file(tmp_path: Path, access: str | None) -> Path:
-    path = tmp_path / "Pulumi.dev.yaml"
-    config = {"gcp:project": "course-project-1"} | ({"course-vm:sshAccess": access} if access else {})
-    path.write_text(yaml.safe_dump({"config": config}))
-    return path
-
-
 def logged_in(config_dir: Path, account: str = "teacher@example.edu") -> None:
     """What `gcloud auth login` leaves: the active configuration names the account."""
     (config_dir / "configurations").mkdir(parents=True, exist_ok=True)
@@ -129,18 +115,30 @@ def logged_in(config_dir: Path, account: str = "teacher@example.edu") -> None:
     (config_dir / "configurations" / "config_default").write_text(f"[core]\naccount = {account}\n")
 
 
-@pytest.mark.parametrize(("access", "iap"), [("iap", True), ("firewall", False), (None, False)])
-def test_up_knows_iap_from_the_stacks_settings(tmp_path: Path, access: str | None, iap: bool) -> None:
-    assert prerequisites.uses_iap(stack_file(tmp_path, access)) is iap
-
-
-@pytest.mark.parametrize("text", ["", "config: [", "- a list", "config:\n  course-vm:sshAccess: {secure: x}\n"])
-def test_a_stack_file_up_cannot_read_is_not_iap_here(tmp_path: Path, text: str) -> None:
-    # The program reports what is wrong with the settings; here it only decides what to check first.
-    path = tmp_path / "Pulumi.dev.yaml"
-    path.write_text(text)
-    assert prerequisites.uses_iap(path) is False
-    assert prerequisites.uses_iap(tmp_path / "Pulumi.missing.yaml") is False
+@pytest.mark.parametrize(
+    ("config", "iap"),
+    [
+        ({**STACK_CONFIG, "course-vm:sshAccess": "iap"}, True),
+        ({**STACK_CONFIG, "course-vm:sshAccess": "firewall"}, False),
+        (STACK_CONFIG, False),
+        # The settings' own problems are said once the prerequisites are there; here it only decides what to check.
+        ({**STACK_CONFIG, "course-vm:sshAccess": "tunnel"}, False),
+        (None, False),  # a stack that does not exist yet
+    ],
+)
+def test_up_knows_iap_from_the_stacks_settings(tmp_path: Path, config: dict[str, str] | None, iap: bool) -> None:
+    # gcloud is there but logged in to no account: only an iap stack needs that login (for its IAP tunnel).
+    stacks: dict[str, dict[str, object]] = {} if config is None else {"dev": {}}
+    pulumi = stand_in_pulumi(tmp_path, stacks, config={"dev": config} if config else {},
+                             fail={"preview": {"stderr": "error: the preview is not this test's\n"}})  # fmt: skip
+    env = {k: v for k, v in pulumi.environment.items() if k not in ("CLOUDSDK_CORE_ACCOUNT", "CLOUDSDK_CONFIG")}
+    result = run_cli("up", "--yes", env=env)
+    lacks = "gcloud has no logged-in account (sshAccess iap: `up` checks the VMs through gcloud's IAP tunnel"
+    assert (lacks in result.stderr) is iap, result.stderr
+    assert (result.returncode == EXIT_MISSING_PREREQUISITE) is iap
+    assert ("course-vm: previewing the changes to stack dev" in result.stderr) is not iap, "past the prerequisites"
+    if iap:
+        assert pulumi.verbs() == ["stack export", "config"], "the stack is read, and nothing is created or stored"
 
 
 def test_under_iap_gcloud_is_needed_even_with_credentials(tmp_path: Path) -> None:
@@ -178,15 +176,11 @@ def test_under_iap_gcloud_must_be_logged_in(tmp_path: Path) -> None:
 def test_up_of_an_iap_stack_without_gcloud_says_so_and_creates_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    home = tmp_path / "home"
-    adc = home / ".config" / "gcloud" / "application_default_credentials.json"
-    adc.parent.mkdir(parents=True)
-    adc.write_text("{}")
-    stack_file(tmp_path, "iap").rename(tmp_path / "Pulumi.class.yaml")
-    monkeypatch.setattr(prerequisites, "PROJECT_DIR", tmp_path)
-    monkeypatch.setenv("PATH", str(tools(tmp_path, "pulumi")))
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
+    # Application-default credentials are there (the stand-in's home has them); gcloud is not.
+    pulumi = stand_in_pulumi(tmp_path, {"class": {}}, config={"class": {**STACK_CONFIG, "course-vm:sshAccess": "iap"}})
+    in_this_process(monkeypatch, pulumi.environment)
+    (tmp_path / "bin" / "gcloud").unlink()  # the stand-in's; PATH is its folder alone
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     for name in ("CLOUDSDK_CONFIG", "GOOGLE_APPLICATION_CREDENTIALS", *prerequisites.TOKEN_VARIABLES):
         monkeypatch.delenv(name, raising=False)
     assert main(["up", "--stack", "class"]) == EXIT_MISSING_PREREQUISITE
@@ -195,7 +189,8 @@ def test_up_of_an_iap_stack_without_gcloud_says_so_and_creates_nothing(
         "  - the Google Cloud CLI (gcloud) is not on PATH (sshAccess iap: `up` checks the VMs through its IAP "
         f"tunnel). Fix: {prerequisites.GCLOUD_INSTALL}",
     ]
-    assert not (home / "state").exists()
+    # To learn that the stack uses iap, up reads it (on its own backend); it stores, creates and previews nothing.
+    assert pulumi.verbs() == ["stack export", "config"]
 
 
 def test_a_disabled_compute_api_names_the_stack_to_run_up_for_again(
@@ -205,5 +200,5 @@ def test_a_disabled_compute_api_names_the_stack_to_run_up_for_again(
         monkeypatch.setenv(name, value)
     api.api_enabled = False
     settings = parse_settings({"allowedSshCidrs": ["203.0.113.7/32"]}, "course-project-1", "europe-west1-b")
-    with pytest.raises(prerequisites.MissingPrerequisiteError, match=r"then run `course-vm up --stack fall` again$"):
+    with pytest.raises(MissingPrerequisiteError, match=r"then run `course-vm up --stack fall` again$"):
         prerequisites.compute_engine_ready("fall", settings, 0)

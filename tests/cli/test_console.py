@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
-from pulumi.automation import EngineEvent
 
 from provisioner.cli.console import confirm, plan_summary, print_error, progress
-from provisioner.cli.stack import plan_from_events
+from provisioner.driver.events import parse_events
+from provisioner.driver.plan import plan_of
 from provisioner.errors import CourseVmError, UnreachableError
-from tests.support.pulumi_cli import STUDENT_VM, preview_events
+from tests.support.pulumi_events import STUDENT_VM, preview_events
 
 OSC_52 = "\x1b]52;c;cm0gLXJmIH4K\x07"
 
@@ -30,7 +31,7 @@ def test_progress_is_printed_without_escape_sequences(capsys: pytest.CaptureFixt
 
 
 def summary(vms: dict[str, dict[str, str]], shared: str = "same") -> str:
-    return plan_summary("dev", plan_from_events(EngineEvent.from_json(e) for e in preview_events(vms, shared=shared)))
+    return plan_summary("dev", plan_of(parse_events(json.dumps(e) for e in preview_events(vms, shared=shared))))
 
 
 def test_a_class_preview_says_per_student_what_is_created_replaced_deleted_or_left() -> None:
@@ -111,7 +112,7 @@ def test_without_a_terminal_nobody_is_asked_and_nothing_goes_on(capsys: pytest.C
 def test_a_vm_is_found_by_its_resources_urns_when_its_component_reports_no_step() -> None:
     events = preview_events({"bob": {"vm": "replace", "home": "same"}})
     only_changes = [e for e in events if e.get("resourcePreEvent", {}).get("metadata", {}).get("type") != STUDENT_VM]
-    plan = plan_from_events(EngineEvent.from_json(e) for e in only_changes)
+    plan = plan_of(parse_events(json.dumps(e) for e in only_changes))
     assert plan_summary("dev", plan).splitlines()[:2] == [
         "Pulumi's preview of stack dev:",
         "  bob's VM (course-vm-bob): REPLACE: everything on its boot disk is lost; /home is kept "

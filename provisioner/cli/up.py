@@ -147,17 +147,18 @@ def after_failed_update(
         return error
     finished = {name: vm for name, vm in outputs.vms.items() if name not in failed}
     problems = write_entries(session.name, finished, set(before) - aliases(session.name, failed))
-    return PartialUpError(_partial_message(session.name, error, failed, finished, problems), outputs, failed)
+    return PartialUpError(_partial_message(session.name, error, failed, outputs.vms, problems), outputs, failed)
 
 
 def _partial_message(
-    stack_name: str, error: EngineError, failed: Sequence[str], finished: Mapping[str, VmOutputs],
+    stack_name: str, error: EngineError, failed: Sequence[str], vms: Mapping[str, VmOutputs],
     problems: Sequence[CourseVmError],
 ) -> str:  # fmt: skip
+    """The message of a PartialUpError; VMS: every VM of the state, also a failed one that has outputs (checkable)."""
     said, _, fix = str(error).rpartition("\nFix: ")
     names = ", ".join(failed)
-    total = len(set(finished) | set(failed))
-    checkable = [name for name in failed if name in finished]
+    total = len(set(vms) | set(failed))
+    checkable = [name for name in failed if name in vms]
     look = f"`course-vm render --stack {stack_name} --student {failed[0]}` prints the recipe a VM was given"
     if checkable:
         look += f"; `course-vm check --stack {stack_name} --student {checkable[0]}` checks one again"

@@ -1,0 +1,511 @@
+"""`up` through the stand-in Pulumi CLI, in this process: options kept, the preview, the cloud check, the entries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner.access.ssh_config import hosts_file
+from provisioner.cli.main import main
+from provisioner.cli.up import PartialUpError, UpOptions, up
+from provisioner.driver.engine_errors import RAW_CLI_NOTE
+from provisioner.driver.plan import Action, Plan
+from provisioner.driver.session import EngineRunError
+from provisioner.driver.verifications import Result, Verification, recorded_verifications
+from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError, MissingPrerequisiteError, SettingsError
+from provisioner.gcp.quotas import Existing
+from provisioner.recipe.settings import Settings
+from provisioner.stack import StackOutputs
+from tests.support.cli import in_this_process
+from tests.support.openssh import resolved
+from tests.support.outputs import IAP, class_outputs, one_vm
+from tests.support.pulumi_events import preview_events, update_events
+from tests.support.pulumi_state import STACK_CONFIG, exported_deployment
+from tests.support.stand_in_pulumi import StandInPulumi, stand_in_pulumi
+
+CREATE = preview_events({"": {"self": "create", "ip": "create", "vm": "create"}})
+NOT_READY = "the VM is not ready:\nCHECK  RESULT  TIME  DETAIL\ndocker  FAILED  1.0s  no docker\n"
+FAILED = "error: update failed\n"
+
+
+def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stacks: Any = None, **given: Any) -> StandInPulumi:
+    """The stand-in CLI with STACKS (see stand_in_pulumi), for `up` run in this process; HOME is TMP_PATH.
+    Called again on the same TMP_PATH it stands for the stacks as they are by then (a later `up`)."""
+    pulumi = stand_in_pulumi(tmp_path, stacks, **given)
+    in_this_process(monkeypatch, pulumi.environment)
+    return pulumi
+
+
+def yes(plan: Plan) -> bool:
+    return True
+
+
+def create(*students: str) -> list[dict[str, Any]]:
+    return preview_events({name: {"self": "create", "ip": "create", "vm": "create"} for name in students})
+
+
+def test_up_stores_the_options_says_the_ranges_and_writes_a_pinned_host_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pulumi = stand_in(tmp_path, monkeypatch, {"dev": {}}, config={"dev": {}}, events=CREATE, next_outputs=one_vm())
+    said: list[str] = []
+    options = UpOptions("course-project-1", "europe-west1-b", ("203.0.113.7/32", "198.51.100.0/24"))
+    outputs = up("dev", options, confirm=yes, on_output=said.append)
+    assert pulumi.config("dev") == {
+        "gcp:project": "course-project-1",
+        "gcp:zone": "europe-west1-b",
+        "course-vm:allowedSshCidrs": '["203.0.113.7/32", "198.51.100.0/24"]',
+    }
+    assert pulumi.verbs() == ["stack export", "config", "config rm", "config set-all", "preview", "up", "stack export"]
+    assert said == ["allowedSshCidrs: (none) -> 203.0.113.7/32, 198.51.100.0/24", "Updating (dev)"]
+    assert outputs.vms[""].ip == "34.78.1.2"
+    ours = hosts_file().read_text()
+    assert "Host course-vm\n    HostName 34.78.1.2\n    User student\n" in ours
+    assert "    UserKnownHostsFile /home/me/.ssh/course-vm.dev.known_hosts\n    StrictHostKeyChecking yes\n" in ours
+
+
+def test_up_keeps_settings_it_is_not_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pulumi = stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm())
+    up("dev", UpOptions(), confirm=yes, on_output=print)
+    assert pulumi.config("dev") == STACK_CONFIG
+    assert pulumi.verbs() == ["stack export", "config", "preview", "up", "stack export"]
+
+
+def test_up_creates_a_stack_that_is_not_there_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pulumi = stand_in(tmp_path, monkeypatch, {}, events=CREATE, next_outputs=one_vm(stack="fall"))
+    up("fall", UpOptions("course-project-1", "europe-west1-b", ("203.0.113.7/32",)), confirm=yes, on_output=print)
+    assert pulumi.verbs()[:3] == ["stack export", "stack init", "config"]
+    assert pulumi.config("fall")["gcp:project"] == "course-project-1"
+
+
+def test_other_stacks_get_their_own_host_alias(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stand_in(tmp_path, monkeypatch, {"alice": {}}, events=CREATE, next_outputs=one_vm(stack="alice"))
+    up("alice", UpOptions("p-123456"), confirm=yes, on_output=print)
+    assert "Host course-vm-alice\n" in hosts_file().read_text()
+
+
+def test_a_class_gets_one_pinned_host_entry_per_student(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stand_in(
+        tmp_path, monkeypatch, {"dev": {}}, events=create("alice", "bob"), next_outputs=class_outputs("alice", "bob")
+    )
+    outputs = up("dev", UpOptions(), confirm=yes, on_output=print)
+    assert outputs.is_class and list(outputs.vms) == ["alice", "bob"]
+    ours = hosts_file().read_text()
+    for index, name in enumerate(("alice", "bob"), start=10):
+        assert f"Host course-vm-{name}\n    HostName 34.78.1.{index}\n    User {name}\n" in ours
+        assert f"    UserKnownHostsFile /home/me/.ssh/course-vm-{name}.dev.known_hosts\n" in ours
+    assert "Host course-vm\n" not in ours
+
+
+def test_a_roster_change_adds_and_removes_only_those_students_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stand_in(
+        tmp_path, monkeypatch, {"dev": {}}, events=create("alice", "bob"), next_outputs=class_outputs("alice", "bob")
+    )
+    up("dev", UpOptions(), confirm=yes, on_output=print)
+    other = one_vm(stack="other")
+    stand_in(tmp_path, monkeypatch, {"other": {}}, events=CREATE, next_outputs=other)
+    up("other", UpOptions(), confirm=yes, on_output=print)
+    roster = preview_events({"alice": {}, "bob": {"self": "delete", "vm": "delete"}, "carol": {"self": "create"}})
+    stacks = {"dev": class_outputs("alice", "bob"), "other": other}
+    stand_in(tmp_path, monkeypatch, stacks, events=roster, next_outputs=class_outputs("alice", "carol"))
+    up("dev", UpOptions(), confirm=yes, on_output=print)
+    ours = hosts_file().read_text()
+    assert "Host course-vm-alice\n" in ours and "Host course-vm-carol\n" in ours
+    assert "Host course-vm-bob\n" not in ours
+    assert "Host course-vm-other\n" in ours, "another stack's entry is not this stack's to remove"
+
+
+# The Host block is built from the VM's fields, each checked: never the sshConfig text read back.
+
+INJECTED = 'Match exec "touch /tmp/course-vm-pwned"\n    ProxyCommand sh -c "id"\n'
+
+
+@pytest.mark.integration
+def test_a_tampered_ssh_config_output_never_reaches_the_users_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tampered = {**one_vm(), "sshConfig": one_vm()["sshConfig"] + INJECTED}
+    stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=tampered)
+    up("dev", UpOptions(), confirm=yes, on_output=print)
+    ours = hosts_file().read_text()
+    assert "Match" not in ours and "touch" not in ours and "ProxyCommand" not in ours
+    seen = resolved(tmp_path, "course-vm")
+    assert (seen["hostname"], seen["user"], seen["port"]) == ("34.78.1.2", "student", "22")
+    assert seen["identityfile"] == "/home/me/.ssh/course-vm"
+    assert seen["userknownhostsfile"] == "/home/me/.ssh/course-vm.dev.known_hosts"
+    assert seen["stricthostkeychecking"] == "true"
+    assert "proxycommand" not in seen
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("ip", "34.78.1.2\n" + INJECTED, r"host '34\.78\.1\.2\\nMatch exec .*' is not an IP address"),
+        ("ip", "evil.example.org", r"host 'evil\.example\.org' is not an IP address"),
+        ("username", "student\nHost *", r"user 'student\\nHost \*' is not a Linux login"),
+        ("identityFile", '/home/me/key"\nMatch exec "id', r"identity file .* holds a control character"),
+        ("knownHostsFile", "/home/me/%d/known_hosts", r"known_hosts file '/home/me/%d/known_hosts' holds"),
+    ],
+)
+def test_a_bad_field_in_the_outputs_writes_nothing_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, value: str, message: str
+) -> None:
+    stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm())
+    up("dev", UpOptions(), confirm=yes, on_output=print)
+    assert "Host course-vm\n" in hosts_file().read_text()
+    changed = preview_events({"": {"vm": "update"}})
+    stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, events=changed, next_outputs={**one_vm(), key: value})
+    with pytest.raises(CourseVmError, match=r"^course-vm: cannot write an ssh Host block: " + message) as raised:
+        up("dev", UpOptions(), confirm=yes, on_output=print)
+    assert "\n" not in str(raised.value) and "Fix: " in str(raised.value)
+    assert not hosts_file().exists(), "the VM's earlier block goes too: it may name an old address"
+
+
+def test_one_students_bad_field_keeps_the_others_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outputs = class_outputs("alice", "bob")
+    outputs["students"]["bob"]["ip"] = "34.78.1.11\nHost *"
+    stand_in(tmp_path, monkeypatch, {"dev": {}}, events=create("alice", "bob"), next_outputs=outputs)
+    with pytest.raises(CourseVmError, match=r"^course-vm-bob: cannot write an ssh Host block: host '34"):
+        up("dev", UpOptions(), confirm=yes, on_output=print)
+    ours = hosts_file().read_text()
+    assert "Host course-vm-alice\n" in ours and "course-vm-bob" not in ours and "Host *" not in ours
+
+
+@pytest.mark.integration
+def test_up_writes_an_iap_host_entry_that_ssh_reaches_through_the_tunnel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm(iap=True))
+    up("dev", UpOptions(), confirm=yes, on_output=print)
+    seen = resolved(tmp_path, "course-vm")
+    assert seen["hostname"] == "course-vm-vm-1a2b3c"
+    assert seen["proxycommand"] == IAP
+    assert seen["userknownhostsfile"] == "/home/me/.ssh/course-vm.dev.known_hosts"
+
+
+# What `up` needs before it reads or changes anything.
+
+
+def test_without_the_pulumi_cli_up_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert main(["up", "--project", "course-project-1"]) == EXIT_MISSING_PREREQUISITE
+    assert "the Pulumi CLI is not on PATH" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists(), "nothing is set up before the CLI is known to exist"
+
+
+def test_ready_is_told_whether_the_stack_uses_iap_before_anything_is_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {"gcp:project": "course-project-1", "gcp:zone": "europe-west1-b", "course-vm:sshAccess": "iap"}
+    pulumi = stand_in(tmp_path, monkeypatch, {"dev": {}}, config={"dev": config}, events=CREATE, next_outputs=one_vm())
+    told: list[tuple[bool, list[str]]] = []
+    up("dev", UpOptions(), confirm=yes, ready=lambda iap: told.append((iap, pulumi.verbs())), on_output=print)
+    assert told == [(True, ["stack export", "config"])]
+
+
+def test_a_machine_that_is_not_ready_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pulumi = stand_in(tmp_path, monkeypatch, {}, events=CREATE)
+
+    def lacking(iap: bool) -> None:
+        raise MissingPrerequisiteError("no gcloud")
+
+    with pytest.raises(MissingPrerequisiteError, match=r"^no gcloud$"):
+        up("dev", UpOptions("course-project-1"), confirm=yes, ready=lacking, on_output=print)
+    assert pulumi.verbs() == ["stack export"], "no stack created, no option stored"
+
+
+def test_settings_the_program_would_refuse_are_refused_before_any_preview(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {**STACK_CONFIG, "course-vm:diskSizeGb": "tiny"}
+    pulumi = stand_in(tmp_path, monkeypatch, {"dev": {}}, config={"dev": config}, events=CREATE)
+    with pytest.raises(SettingsError) as raised:
+        up("dev", UpOptions(), confirm=yes, on_output=print)
+    [problem] = raised.value.problems
+    assert problem.startswith("diskSizeGb: got 'tiny', but ") and problem.endswith(
+        "Fix: pulumi config set diskSizeGb 30"
+    )
+    assert str(raised.value) == f"course-vm settings: 1 problem, nothing was created:\n  - {problem}\n{RAW_CLI_NOTE}"
+    assert pulumi.verbs() == ["stack export", "config"]
+
+
+# Preview, then confirm: nothing changes without a yes, and a preview without changes runs nothing.
+
+
+def test_up_shows_the_plan_and_a_no_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events = preview_events({"bob": {"vm": "replace"}, "carol": {"self": "delete", "vm": "delete"}})
+    pulumi = stand_in(tmp_path, monkeypatch, {"dev": class_outputs("bob", "carol")}, events=events)
+    shown: list[Plan] = []
+
+    def no(plan: Plan) -> bool:
+        shown.append(plan)
+        return False
+
+    with pytest.raises(CourseVmError) as raised:
+        up("dev", UpOptions(), confirm=no, on_output=print)
+    assert str(raised.value) == (
+        "not confirmed: nothing was created, changed or deleted in the cloud. Fix: run `course-vm up` again and "
+        "answer y (first copy off the VM what you need that would be lost)"
+    )
+    assert "up" not in pulumi.verbs(), "no up after a no"
+    assert [(vm.student, vm.action) for vm in shown[0].vms] == [("bob", Action.REPLACE), ("carol", Action.DELETE)]
+    assert not hosts_file().exists()
+
+
+def test_a_no_says_that_the_options_given_stay_in_the_stacks_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The preview needs --zone in the stack's settings, so a no cannot take it back unsaid.
+    pulumi = stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, events=preview_events({"": {"vm": "replace"}}))
+    with pytest.raises(CourseVmError) as raised:
+        up("dev", UpOptions(zone="europe-west4-a", allowed=("203.0.113.7/32",)), confirm=lambda plan: False)
+    assert "The stack's settings keep what --zone, --allow gave; a later `up` previews them again." in str(raised.value)
+    assert pulumi.config("dev")["gcp:zone"] == "europe-west4-a"
+    assert "up" not in pulumi.verbs()
+
+
+def test_a_preview_without_changes_runs_no_update_and_writes_the_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    same = preview_events({"": {"ip": "same", "vm": "same", "verify": "same"}})
+    pulumi = stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, events=same)
+    shown: list[Plan] = []
+
+    def show(plan: Plan) -> bool:
+        shown.append(plan)
+        return True
+
+    outputs = up("dev", UpOptions(), confirm=show, on_output=print)
+    assert pulumi.verbs() == ["stack export", "config", "preview"]
+    assert not shown[0].changes
+    assert outputs.vms[""].ip == "34.78.1.2"
+    assert "Host course-vm\n    HostName 34.78.1.2\n" in hosts_file().read_text(), "from the state, as it is"
+
+
+# allowedSshCidrs: --allow replaces the stored list, --add-allow appends to it; a change is said first.
+
+
+def up_with_cidrs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, allowed: Sequence[str], added: Sequence[str]
+) -> tuple[StandInPulumi, list[tuple[str, str]]]:
+    """`up` with ALLOWED (--allow) and ADDED (--add-allow) of a stack storing 203.0.113.7/32; what it said, each
+    line with the last command the CLI had run by then."""
+    pulumi = stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm())
+    said: list[tuple[str, str]] = []
+    options = UpOptions(allowed=tuple(allowed), added=tuple(added))
+    up("dev", options, confirm=yes, on_output=lambda line: said.append((line, pulumi.verbs()[-1])))
+    return pulumi, said
+
+
+def test_allow_replaces_the_stored_ranges_and_says_so_before_the_preview(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pulumi, said = up_with_cidrs(tmp_path, monkeypatch, ["198.51.100.0/24"], [])
+    assert pulumi.config("dev")["course-vm:allowedSshCidrs"] == '["198.51.100.0/24"]'
+    assert said == [("allowedSshCidrs: 203.0.113.7/32 -> 198.51.100.0/24", "config set-all"), ("Updating (dev)", "up")]
+
+
+def test_add_allow_appends_to_the_stored_ranges_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pulumi, said = up_with_cidrs(tmp_path, monkeypatch, [], ["198.51.100.0/24", "203.0.113.7/32", "198.51.100.0/24"])
+    assert pulumi.config("dev")["course-vm:allowedSshCidrs"] == '["203.0.113.7/32", "198.51.100.0/24"]'
+    assert said[0] == ("allowedSshCidrs: 203.0.113.7/32 -> 203.0.113.7/32, 198.51.100.0/24", "config set-all")
+
+
+def test_allow_and_add_allow_together_make_the_given_list_plus_the_added(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pulumi, _ = up_with_cidrs(tmp_path, monkeypatch, ["192.0.2.0/24"], ["198.51.100.0/24"])
+    assert pulumi.config("dev")["course-vm:allowedSshCidrs"] == '["192.0.2.0/24", "198.51.100.0/24"]'
+
+
+@pytest.mark.parametrize(("allowed", "added"), [(["203.0.113.7/32"], []), ([], ["203.0.113.7/32"])])
+def test_ranges_already_stored_change_nothing_and_say_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, allowed: list[str], added: list[str]
+) -> None:
+    pulumi, said = up_with_cidrs(tmp_path, monkeypatch, allowed, added)
+    assert pulumi.config("dev") == STACK_CONFIG
+    assert "config set-all" not in pulumi.verbs() and "config rm" not in pulumi.verbs()
+    assert said == [("Updating (dev)", "up")]
+
+
+# The cloud check: after the preview, with the settings it validated, before any question or change.
+
+
+def test_the_check_gets_the_stacks_settings_and_the_vms_created_before_the_question(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {**STACK_CONFIG, "course-vm:students": '["alice", "bob"]'}
+    events = preview_events({"alice": {"self": "create", "vm": "create"}, "bob": {"self": "create"},
+                             "carol": {"vm": "replace"}})  # fmt: skip
+    pulumi = stand_in(tmp_path, monkeypatch, {"dev": {}}, config={"dev": config}, events=events)
+    seen: list[tuple[str, str, str, tuple[str, ...], int]] = []
+    order: list[tuple[str, str]] = []
+
+    def check(stack_name: str, settings: Settings, created: int, existing: Sequence[Existing]) -> None:
+        seen.append((stack_name, settings.project, settings.zone, settings.students, created))
+        order.append(("check", pulumi.verbs()[-1]))
+
+    def ask(plan: Plan) -> bool:
+        order.append(("ask", pulumi.verbs()[-1]))
+        return True
+
+    up("dev", UpOptions(zone="europe-west4-a"), confirm=ask, check=check, on_output=print)
+    # The zone given here counts, though the stack stored another; a replaced VM adds nothing.
+    assert seen == [("dev", "course-project-1", "europe-west4-a", ("alice", "bob"), 2)]
+    assert order == [("check", "preview"), ("ask", "preview")]
+    assert "up" in pulumi.verbs()
+
+
+def test_a_check_that_refuses_leaves_everything_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pulumi = stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm())
+
+    def refuse(stack_name: str, settings: Settings, created: int, existing: Sequence[Existing]) -> None:
+        raise CourseVmError("short of quota")
+
+    with pytest.raises(CourseVmError, match=r"^short of quota$"):
+        up("dev", UpOptions(), confirm=yes, check=refuse, on_output=print)
+    assert pulumi.verbs() == ["stack export", "config", "preview"]
+    assert not hosts_file().exists()
+
+
+def test_up_hands_the_cloud_check_the_vms_it_updates_as_they_are_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outputs = class_outputs("alice", "bob", "carol")
+    state = exported_deployment("dev", outputs, machines={"alice": ("e2-standard-4", 30), "bob": ("e2-standard-2", 40)})
+    events = preview_events({"alice": {"vm": "update"}, "bob": {"vm": "replace"}, "carol": {"vm": "same"}})
+    stand_in(tmp_path, monkeypatch, {"dev": outputs}, deployments={"dev": state}, events=events, next_outputs=outputs)
+    seen: list[list[Existing]] = []
+
+    def check(stack_name: str, settings: Settings, created: int, existing: Sequence[Existing]) -> None:
+        seen.append(list(existing))
+
+    up("dev", UpOptions(), confirm=yes, check=check, on_output=print)
+    assert seen == [[Existing("e2-standard-4", 30), Existing("e2-standard-2", 40)]]
+
+
+# An update that fails for some students: their VMs' own outputs in the stack's state stand in for
+# the stack outputs Pulumi keeps as they were.
+
+
+def fails_for_bob(students: Sequence[str], state: dict[str, Any], **given: Any) -> dict[str, Any]:
+    """The stand-in's arguments for an update of STUDENTS that fails at bob's verification, leaving STATE."""
+    verified = {name: "failed: " + NOT_READY if name == "bob" else "passed" for name in students}
+    failure = {"stderr": FAILED, "events": update_events(verified), "deployment": state}
+    return {"events": create(*students), "fail": {"up": failure}, **given}
+
+
+def test_a_class_up_that_fails_for_one_student_writes_the_others_entries_and_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = exported_deployment("dev", class_outputs("alice", "carol"), root={}, unfinished=("bob",))
+    stand_in(tmp_path, monkeypatch, {"dev": {}}, **fails_for_bob(["alice", "bob", "carol"], state))
+    with pytest.raises(PartialUpError) as raised:
+        up("dev", UpOptions(), confirm=yes, on_output=print)
+    assert raised.value.exit_code == 5
+    assert raised.value.failed == ("bob",)
+    assert list(raised.value.outputs.vms) == ["alice", "carol"]
+    assert str(raised.value) == (
+        "1 of 3 VMs of stack dev did not finish: bob. The others' ssh entries are written (the table above).\n"
+        "Pulumi could not update stack dev:\n"
+        "  the VM is not ready:\n  CHECK  RESULT  TIME  DETAIL\n  docker  FAILED  1.0s  no docker\n"
+        "  error: update failed\n"
+        "Fix: act on the engine's lines above, then run `course-vm up` again: it retries what did not finish (bob) "
+        "and leaves the VMs that finished as they are. To look into one first: `course-vm render --stack dev "
+        "--student bob` prints the recipe a VM was given"
+    )
+    ours = hosts_file().read_text()
+    assert "Host course-vm-alice\n" in ours and "Host course-vm-carol\n" in ours
+    assert "course-vm-bob" not in ours
+    # A failed update keeps the old outputs: only its events say whose verification failed.
+    assert recorded_verifications("dev") == {
+        "alice": Verification(Result.PASSED, "2026-11-27T14:00:00Z"),
+        "bob": Verification(Result.FAILED, "2026-11-27T14:00:00Z", NOT_READY.strip()),
+        "carol": Verification(Result.PASSED, "2026-11-27T14:00:00Z"),
+    }
+
+
+def test_a_student_removed_after_a_class_up_that_failed_loses_the_entry_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = exported_deployment("dev", class_outputs("alice", "carol"), root={}, unfinished=("bob",))
+    stand_in(tmp_path, monkeypatch, {"dev": {}}, **fails_for_bob(["alice", "bob", "carol"], state))
+    with pytest.raises(PartialUpError):
+        up("dev", UpOptions(), confirm=yes, on_output=print)
+    assert "Host course-vm-carol\n" in hosts_file().read_text()
+    # carol leaves the class: the next update deletes her VM and succeeds.
+    events = preview_events({"alice": {}, "bob": {"self": "create"}, "carol": {"self": "delete"}})
+    stand_in(tmp_path, monkeypatch, {"dev": {}}, deployments={"dev": state}, events=events,
+             next_outputs=class_outputs("alice", "bob"))  # fmt: skip
+    up("dev", UpOptions(), confirm=yes, on_output=print)
+    ours = hosts_file().read_text()
+    assert "Host course-vm-alice\n" in ours and "Host course-vm-bob\n" in ours
+    assert "course-vm-carol" not in ours
+
+
+def test_a_later_up_that_fails_for_one_student_keeps_that_students_entry_and_updates_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stand_in(
+        tmp_path, monkeypatch, {"dev": {}}, events=create("alice", "bob"), next_outputs=class_outputs("alice", "bob")
+    )
+    up("dev", UpOptions(), confirm=yes, on_output=print)
+    # The next update replaces both VMs (new addresses); bob's new VM fails its verification.
+    renewed = class_outputs("alice", "bob")
+    renewed["students"]["alice"]["ip"] = "34.78.2.10"
+    # bob's StudentVm registered nothing: the state keeps his previous outputs, as Pulumi's same step does.
+    state = exported_deployment("dev", renewed, root=class_outputs("alice", "bob"))
+    replace = preview_events({name: {"vm": "replace"} for name in ("alice", "bob")})
+    stand_in(tmp_path, monkeypatch, {"dev": class_outputs("alice", "bob")},
+             **fails_for_bob(["alice", "bob"], state, events=replace))  # fmt: skip
+    with pytest.raises(PartialUpError) as raised:
+        up("dev", UpOptions(), confirm=yes, on_output=print)
+    assert raised.value.failed == ("bob",)
+    assert "`course-vm check --stack dev --student bob` checks one again" in str(raised.value)
+    ours = hosts_file().read_text()
+    assert "Host course-vm-alice\n    HostName 34.78.2.10\n" in ours
+    assert "Host course-vm-bob\n    HostName 34.78.1.11\n" in ours, "bob's entry is left as it was"
+
+
+def test_an_update_that_failed_before_any_step_is_the_engines_error_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = exported_deployment("dev", class_outputs("alice"))
+    failure = {"stderr": FAILED, "deployment": state}
+    stand_in(tmp_path, monkeypatch, {"dev": {}}, events=create("alice", "bob"), fail={"up": failure})
+    with pytest.raises(EngineRunError) as raised:
+        up("dev", UpOptions(), confirm=yes, on_output=print)
+    assert not isinstance(raised.value, PartialUpError)
+    assert str(raised.value).startswith("Pulumi could not update stack dev:")
+    assert not hosts_file().exists()
+
+
+def test_a_stack_with_one_vm_whose_update_failed_is_the_engines_error_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failure = {"stderr": FAILED, "events": update_events({"": "failed: " + NOT_READY}),
+               "deployment": exported_deployment("dev", one_vm())}  # fmt: skip
+    stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, fail={"up": failure})
+    with pytest.raises(EngineRunError) as raised:
+        up("dev", UpOptions(), confirm=yes, on_output=print)
+    assert not isinstance(raised.value, PartialUpError)
+    assert not hosts_file().exists()
+    assert recorded_verifications("dev") == {"": Verification(Result.FAILED, "2026-11-27T14:00:00Z", NOT_READY.strip())}
+
+
+def test_up_returns_the_stacks_vms_as_its_state_has_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm(),
+             update_events=update_events({"": "passed"}))  # fmt: skip
+    outputs = up("dev", UpOptions(), confirm=yes, on_output=print)
+    assert isinstance(outputs, StackOutputs) and not outputs.is_class
+    assert outputs.vms[""].ssh_command == one_vm()["sshCommand"]
+    assert recorded_verifications("dev") == {"": Verification(Result.PASSED, "2026-11-27T14:00:00Z")}

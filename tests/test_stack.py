@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from provisioner.errors import EXIT_BAD_INPUT, CourseVmError
-from provisioner.recipe.roster import student_name_problem
+from provisioner.recipe.names import student_name_problem
 from provisioner.stack import (
     StackOutputs,
     VmOutputs,

@@ -16,21 +16,12 @@ from provisioner.driver.session import StackSession
 from provisioner.driver.verifications import recorded_verifications
 from provisioner.errors import CourseVmError
 from provisioner.stack import StackOutputs
-from tests.support.cli import in_this_process
 from tests.support.outputs import class_outputs, one_vm
 from tests.support.pulumi_events import preview_events, update_events
 from tests.support.pulumi_state import STACK_CONFIG, exported_deployment
-from tests.support.stand_in_pulumi import StandInPulumi, stand_in_pulumi
+from tests.support.stand_in_pulumi import stand_in_here
 
 GONE = preview_events({"": {"self": "delete", "ip": "delete", "vm": "delete", "home": "delete"}})
-
-
-def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stacks: Any = None, **given: Any) -> StandInPulumi:
-    """The stand-in CLI with STACKS (see stand_in_pulumi), for `down` run in this process; HOME is TMP_PATH.
-    Called again on the same TMP_PATH it stands for the stacks as they are by then."""
-    pulumi = stand_in_pulumi(tmp_path, stacks, **given)
-    in_this_process(monkeypatch, pulumi.environment)
-    return pulumi
 
 
 def yes(plan: Plan) -> bool:
@@ -41,14 +32,14 @@ def up_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outputs: dict[str,
     """A first `up` of STACK that made OUTPUTS (and wrote their entries)."""
     students = outputs.get("students") or {"": outputs}
     events = preview_events({name: {"self": "create", "vm": "create"} for name in students})
-    stand_in(tmp_path, monkeypatch, {stack: {}}, events=events, next_outputs=outputs,
+    stand_in_here(tmp_path, monkeypatch, {stack: {}}, events=events, next_outputs=outputs,
              update_events=update_events(dict.fromkeys(students, "passed")))  # fmt: skip
     up(stack, UpOptions(), confirm=yes, on_output=print)
 
 
 def test_down_shows_the_plan_and_a_no_deletes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     up_first(tmp_path, monkeypatch, one_vm())
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, events=GONE)
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, events=GONE)
     shown: list[Plan] = []
 
     def no(plan: Plan) -> bool:
@@ -73,7 +64,7 @@ def test_down_destroys_and_removes_the_entry_and_nothing_else(tmp_path: Path, mo
     config.write_text("Host work\n    User me\n")
     up_first(tmp_path, monkeypatch, one_vm())
     assert "Include" in config.read_text()
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, events=GONE)
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, events=GONE)
     ran = len(pulumi.calls())  # the calls of the first `up`
     said: list[str] = []
     down("dev", confirm=yes, on_output=said.append)
@@ -90,7 +81,7 @@ def test_down_of_a_class_removes_only_its_stacks_entries(tmp_path: Path, monkeyp
     up_first(tmp_path, monkeypatch, one_vm(stack="other"), stack="other")
     up_first(tmp_path, monkeypatch, class_outputs("alice", "bob"))
     events = preview_events({name: {"self": "delete", "vm": "delete"} for name in ("alice", "bob")})
-    stand_in(
+    stand_in_here(
         tmp_path, monkeypatch, {"dev": class_outputs("alice", "bob"), "other": one_vm(stack="other")}, events=events
     )
     down("dev", confirm=yes, on_output=print)
@@ -100,7 +91,7 @@ def test_down_of_a_class_removes_only_its_stacks_entries(tmp_path: Path, monkeyp
 
 
 def test_down_of_a_stack_that_is_not_there_creates_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": one_vm(), "alice": {}}, events=GONE)
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm(), "alice": {}}, events=GONE)
     with pytest.raises(CourseVmError, match=r"^there is no stack typo \(the stacks that exist: alice, dev\)"):
         down("typo", confirm=yes, on_output=print)
     assert pulumi.verbs() == ["stack export", "stack ls"], "no stack init, no destroy"
@@ -109,7 +100,7 @@ def test_down_of_a_stack_that_is_not_there_creates_none(tmp_path: Path, monkeypa
 def test_down_of_a_stack_without_resources_deletes_nothing_and_tidies_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": {}}, events=[])
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=[])
     asked: list[Plan] = []
 
     def ask(plan: Plan) -> bool:
@@ -128,13 +119,13 @@ def test_down_after_a_class_up_that_failed_removes_the_entries_it_wrote(
     failure = {"stderr": "error: update failed\n", "deployment": state,
                "events": update_events({"alice": "passed", "bob": "failed: the VM is not ready"})}  # fmt: skip
     created = preview_events({name: {"self": "create", "vm": "create"} for name in ("alice", "bob")})
-    stand_in(tmp_path, monkeypatch, {"dev": {}}, events=created, fail={"up": failure})
+    stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=created, fail={"up": failure})
     with pytest.raises(PartialUpError):
         up("dev", UpOptions(), confirm=yes, on_output=print)
     assert "Host course-vm-alice\n" in hosts_file().read_text()
     # The stack's outputs name no VM (Pulumi kept the first update's: none); the state and the preview name them.
     deleted = preview_events({name: {"self": "delete", "vm": "delete"} for name in ("alice", "bob")})
-    stand_in(tmp_path, monkeypatch, {"dev": {}}, deployments={"dev": state}, events=deleted)
+    stand_in_here(tmp_path, monkeypatch, {"dev": {}}, deployments={"dev": state}, events=deleted)
     down("dev", confirm=yes, on_output=print)
     assert not hosts_file().exists()
 
@@ -144,7 +135,7 @@ def test_down_forgets_the_stacks_verifications(tmp_path: Path, monkeypatch: pyte
     up_first(tmp_path, monkeypatch, one_vm(stack="other"), stack="other")
     assert list(recorded_verifications("dev")) == ["alice"]
     events = preview_events({"alice": {"self": "delete", "vm": "delete"}})
-    stand_in(tmp_path, monkeypatch, {"dev": class_outputs("alice"), "other": one_vm(stack="other")}, events=events)
+    stand_in_here(tmp_path, monkeypatch, {"dev": class_outputs("alice"), "other": one_vm(stack="other")}, events=events)
     down("dev", confirm=yes, on_output=print)
     assert recorded_verifications("dev") == {}
     assert list(recorded_verifications("other")) == [""], "another stack's are not this one's"
@@ -155,7 +146,7 @@ def test_down_frees_the_stacks_claims_on_its_students_keys_once_its_vms_are_gone
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key_setting: str | None
 ) -> None:
     config = {**STACK_CONFIG, **({"course-vm:sshKeyPath": key_setting} if key_setting else {})}
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": class_outputs("alex")}, config={"dev": config}, events=GONE)
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": class_outputs("alex")}, config={"dev": config}, events=GONE)
     key = tmp_path / (".ssh" if key_setting is None else "keys") / "course-vm"
     claim_keys("dev", [("alex", Path(f"{key}-alex"))], key)
     claim_keys("other", [("alex", tmp_path / "elsewhere-alex")], tmp_path / "elsewhere")
@@ -178,7 +169,7 @@ def test_down_frees_the_stacks_claims_on_its_students_keys_once_its_vms_are_gone
 def test_keys_that_cannot_be_retired_are_said_after_the_vms_are_gone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": class_outputs("alex")}, events=GONE)
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": class_outputs("alex")}, events=GONE)
     key = tmp_path / ".ssh" / "course-vm"
     (tmp_path / ".ssh" / "course-vm-alex.stacks").mkdir(parents=True)  # a claim that cannot be read
     said: list[str] = []
@@ -189,7 +180,7 @@ def test_keys_that_cannot_be_retired_are_said_after_the_vms_are_gone(
 
 def test_a_key_path_the_program_would_refuse_retires_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = {**STACK_CONFIG, "course-vm:sshKeyPath": "relative/course-vm"}
-    stand_in(tmp_path, monkeypatch, {"dev": class_outputs("alex")}, config={"dev": config}, events=GONE)
+    stand_in_here(tmp_path, monkeypatch, {"dev": class_outputs("alex")}, config={"dev": config}, events=GONE)
     key = tmp_path / ".ssh" / "course-vm"
     claim_keys("dev", [("alex", Path(f"{key}-alex"))], key)
     said: list[str] = []

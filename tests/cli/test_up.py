@@ -19,24 +19,15 @@ from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError, Missing
 from provisioner.gcp.quotas import Existing
 from provisioner.recipe.settings import Settings
 from provisioner.stack import StackOutputs
-from tests.support.cli import in_this_process
 from tests.support.openssh import resolved
 from tests.support.outputs import IAP, class_outputs, one_vm
 from tests.support.pulumi_events import preview_events, update_events
 from tests.support.pulumi_state import STACK_CONFIG, exported_deployment
-from tests.support.stand_in_pulumi import StandInPulumi, stand_in_pulumi
+from tests.support.stand_in_pulumi import StandInPulumi, stand_in_here
 
 CREATE = preview_events({"": {"self": "create", "ip": "create", "vm": "create"}})
 NOT_READY = "the VM is not ready:\nCHECK  RESULT  TIME  DETAIL\ndocker  FAILED  1.0s  no docker\n"
 FAILED = "error: update failed\n"
-
-
-def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stacks: Any = None, **given: Any) -> StandInPulumi:
-    """The stand-in CLI with STACKS (see stand_in_pulumi), for `up` run in this process; HOME is TMP_PATH.
-    Called again on the same TMP_PATH it stands for the stacks as they are by then (a later `up`)."""
-    pulumi = stand_in_pulumi(tmp_path, stacks, **given)
-    in_this_process(monkeypatch, pulumi.environment)
-    return pulumi
 
 
 def yes(plan: Plan) -> bool:
@@ -50,7 +41,7 @@ def create(*students: str) -> list[dict[str, Any]]:
 def test_up_stores_the_options_says_the_ranges_and_writes_a_pinned_host_entry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": {}}, config={"dev": {}}, events=CREATE, next_outputs=one_vm())
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": {}}, config={"dev": {}}, events=CREATE, next_outputs=one_vm())
     said: list[str] = []
     options = UpOptions("course-project-1", "europe-west1-b", ("203.0.113.7/32", "198.51.100.0/24"))
     outputs = up("dev", options, confirm=yes, on_output=said.append)
@@ -68,27 +59,27 @@ def test_up_stores_the_options_says_the_ranges_and_writes_a_pinned_host_entry(
 
 
 def test_up_keeps_settings_it_is_not_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm())
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm())
     up("dev", UpOptions(), confirm=yes, on_output=print)
     assert pulumi.config("dev") == STACK_CONFIG
     assert pulumi.verbs() == ["stack export", "config", "preview", "up", "stack export"]
 
 
 def test_up_creates_a_stack_that_is_not_there_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pulumi = stand_in(tmp_path, monkeypatch, {}, events=CREATE, next_outputs=one_vm(stack="fall"))
+    pulumi = stand_in_here(tmp_path, monkeypatch, {}, events=CREATE, next_outputs=one_vm(stack="fall"))
     up("fall", UpOptions("course-project-1", "europe-west1-b", ("203.0.113.7/32",)), confirm=yes, on_output=print)
     assert pulumi.verbs()[:3] == ["stack export", "stack init", "config"]
     assert pulumi.config("fall")["gcp:project"] == "course-project-1"
 
 
 def test_other_stacks_get_their_own_host_alias(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stand_in(tmp_path, monkeypatch, {"alice": {}}, events=CREATE, next_outputs=one_vm(stack="alice"))
+    stand_in_here(tmp_path, monkeypatch, {"alice": {}}, events=CREATE, next_outputs=one_vm(stack="alice"))
     up("alice", UpOptions("p-123456"), confirm=yes, on_output=print)
     assert "Host course-vm-alice\n" in hosts_file().read_text()
 
 
 def test_a_class_gets_one_pinned_host_entry_per_student(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stand_in(
+    stand_in_here(
         tmp_path, monkeypatch, {"dev": {}}, events=create("alice", "bob"), next_outputs=class_outputs("alice", "bob")
     )
     outputs = up("dev", UpOptions(), confirm=yes, on_output=print)
@@ -103,16 +94,16 @@ def test_a_class_gets_one_pinned_host_entry_per_student(tmp_path: Path, monkeypa
 def test_a_roster_change_adds_and_removes_only_those_students_entries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stand_in(
+    stand_in_here(
         tmp_path, monkeypatch, {"dev": {}}, events=create("alice", "bob"), next_outputs=class_outputs("alice", "bob")
     )
     up("dev", UpOptions(), confirm=yes, on_output=print)
     other = one_vm(stack="other")
-    stand_in(tmp_path, monkeypatch, {"other": {}}, events=CREATE, next_outputs=other)
+    stand_in_here(tmp_path, monkeypatch, {"other": {}}, events=CREATE, next_outputs=other)
     up("other", UpOptions(), confirm=yes, on_output=print)
     roster = preview_events({"alice": {}, "bob": {"self": "delete", "vm": "delete"}, "carol": {"self": "create"}})
     stacks = {"dev": class_outputs("alice", "bob"), "other": other}
-    stand_in(tmp_path, monkeypatch, stacks, events=roster, next_outputs=class_outputs("alice", "carol"))
+    stand_in_here(tmp_path, monkeypatch, stacks, events=roster, next_outputs=class_outputs("alice", "carol"))
     up("dev", UpOptions(), confirm=yes, on_output=print)
     ours = hosts_file().read_text()
     assert "Host course-vm-alice\n" in ours and "Host course-vm-carol\n" in ours
@@ -130,7 +121,7 @@ def test_a_tampered_ssh_config_output_never_reaches_the_users_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tampered = {**one_vm(), "sshConfig": one_vm()["sshConfig"] + INJECTED}
-    stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=tampered)
+    stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=tampered)
     up("dev", UpOptions(), confirm=yes, on_output=print)
     ours = hosts_file().read_text()
     assert "Match" not in ours and "touch" not in ours and "ProxyCommand" not in ours
@@ -155,11 +146,11 @@ def test_a_tampered_ssh_config_output_never_reaches_the_users_config(
 def test_a_bad_field_in_the_outputs_writes_nothing_of_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, value: str, message: str
 ) -> None:
-    stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm())
+    stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm())
     up("dev", UpOptions(), confirm=yes, on_output=print)
     assert "Host course-vm\n" in hosts_file().read_text()
     changed = preview_events({"": {"vm": "update"}})
-    stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, events=changed, next_outputs={**one_vm(), key: value})
+    stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, events=changed, next_outputs={**one_vm(), key: value})
     with pytest.raises(CourseVmError, match=r"^course-vm: cannot write an ssh Host block: " + message) as raised:
         up("dev", UpOptions(), confirm=yes, on_output=print)
     assert "\n" not in str(raised.value) and "Fix: " in str(raised.value)
@@ -169,7 +160,7 @@ def test_a_bad_field_in_the_outputs_writes_nothing_of_it(
 def test_one_students_bad_field_keeps_the_others_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     outputs = class_outputs("alice", "bob")
     outputs["students"]["bob"]["ip"] = "34.78.1.11\nHost *"
-    stand_in(tmp_path, monkeypatch, {"dev": {}}, events=create("alice", "bob"), next_outputs=outputs)
+    stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=create("alice", "bob"), next_outputs=outputs)
     with pytest.raises(CourseVmError, match=r"^course-vm-bob: cannot write an ssh Host block: host '34"):
         up("dev", UpOptions(), confirm=yes, on_output=print)
     ours = hosts_file().read_text()
@@ -180,7 +171,7 @@ def test_one_students_bad_field_keeps_the_others_blocks(tmp_path: Path, monkeypa
 def test_up_writes_an_iap_host_entry_that_ssh_reaches_through_the_tunnel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm(iap=True))
+    stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm(iap=True))
     up("dev", UpOptions(), confirm=yes, on_output=print)
     seen = resolved(tmp_path, "course-vm")
     assert seen["hostname"] == "course-vm-vm-1a2b3c"
@@ -206,14 +197,16 @@ def test_ready_is_told_whether_the_stack_uses_iap_before_anything_is_created(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = {"gcp:project": "course-project-1", "gcp:zone": "europe-west1-b", "course-vm:sshAccess": "iap"}
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": {}}, config={"dev": config}, events=CREATE, next_outputs=one_vm())
+    pulumi = stand_in_here(
+        tmp_path, monkeypatch, {"dev": {}}, config={"dev": config}, events=CREATE, next_outputs=one_vm()
+    )
     told: list[tuple[bool, list[str]]] = []
     up("dev", UpOptions(), confirm=yes, ready=lambda iap: told.append((iap, pulumi.verbs())), on_output=print)
     assert told == [(True, ["stack export", "config"])]
 
 
 def test_a_machine_that_is_not_ready_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pulumi = stand_in(tmp_path, monkeypatch, {}, events=CREATE)
+    pulumi = stand_in_here(tmp_path, monkeypatch, {}, events=CREATE)
 
     def lacking(iap: bool) -> None:
         raise MissingPrerequisiteError("no gcloud")
@@ -227,7 +220,7 @@ def test_settings_the_program_would_refuse_are_refused_before_any_preview(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = {**STACK_CONFIG, "course-vm:diskSizeGb": "tiny"}
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": {}}, config={"dev": config}, events=CREATE)
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": {}}, config={"dev": config}, events=CREATE)
     with pytest.raises(SettingsError) as raised:
         up("dev", UpOptions(), confirm=yes, on_output=print)
     [problem] = raised.value.problems
@@ -243,7 +236,7 @@ def test_settings_the_program_would_refuse_are_refused_before_any_preview(
 
 def test_up_shows_the_plan_and_a_no_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     events = preview_events({"bob": {"vm": "replace"}, "carol": {"self": "delete", "vm": "delete"}})
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": class_outputs("bob", "carol")}, events=events)
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": class_outputs("bob", "carol")}, events=events)
     shown: list[Plan] = []
 
     def no(plan: Plan) -> bool:
@@ -265,7 +258,7 @@ def test_a_no_says_that_the_options_given_stay_in_the_stacks_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The preview needs --zone in the stack's settings, so a no cannot take it back unsaid.
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, events=preview_events({"": {"vm": "replace"}}))
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, events=preview_events({"": {"vm": "replace"}}))
     with pytest.raises(CourseVmError) as raised:
         up("dev", UpOptions(zone="europe-west4-a", allowed=("203.0.113.7/32",)), confirm=lambda plan: False)
     assert "The stack's settings keep what --zone, --allow gave; a later `up` previews them again." in str(raised.value)
@@ -277,7 +270,7 @@ def test_a_preview_without_changes_runs_no_update_and_writes_the_entries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     same = preview_events({"": {"ip": "same", "vm": "same", "verify": "same"}})
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, events=same)
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, events=same)
     shown: list[Plan] = []
 
     def show(plan: Plan) -> bool:
@@ -299,7 +292,7 @@ def up_with_cidrs(
 ) -> tuple[StandInPulumi, list[tuple[str, str]]]:
     """`up` with ALLOWED (--allow) and ADDED (--add-allow) of a stack storing 203.0.113.7/32; what it said, each
     line with the last command the CLI had run by then."""
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm())
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm())
     said: list[tuple[str, str]] = []
     options = UpOptions(allowed=tuple(allowed), added=tuple(added))
     up("dev", options, confirm=yes, on_output=lambda line: said.append((line, pulumi.verbs()[-1])))
@@ -346,7 +339,7 @@ def test_the_check_gets_the_stacks_settings_and_the_vms_created_before_the_quest
     config = {**STACK_CONFIG, "course-vm:students": '["alice", "bob"]'}
     events = preview_events({"alice": {"self": "create", "vm": "create"}, "bob": {"self": "create"},
                              "carol": {"vm": "replace"}})  # fmt: skip
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": {}}, config={"dev": config}, events=events)
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": {}}, config={"dev": config}, events=events)
     seen: list[tuple[str, str, str, tuple[str, ...], int]] = []
     order: list[tuple[str, str]] = []
 
@@ -366,7 +359,7 @@ def test_the_check_gets_the_stacks_settings_and_the_vms_created_before_the_quest
 
 
 def test_a_check_that_refuses_leaves_everything_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm())
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm())
 
     def refuse(stack_name: str, settings: Settings, created: int, existing: Sequence[Existing]) -> None:
         raise CourseVmError("short of quota")
@@ -383,7 +376,9 @@ def test_up_hands_the_cloud_check_the_vms_it_updates_as_they_are_now(
     outputs = class_outputs("alice", "bob", "carol")
     state = exported_deployment("dev", outputs, machines={"alice": ("e2-standard-4", 30), "bob": ("e2-standard-2", 40)})
     events = preview_events({"alice": {"vm": "update"}, "bob": {"vm": "replace"}, "carol": {"vm": "same"}})
-    stand_in(tmp_path, monkeypatch, {"dev": outputs}, deployments={"dev": state}, events=events, next_outputs=outputs)
+    stand_in_here(
+        tmp_path, monkeypatch, {"dev": outputs}, deployments={"dev": state}, events=events, next_outputs=outputs
+    )
     seen: list[list[Existing]] = []
 
     def check(stack_name: str, settings: Settings, created: int, existing: Sequence[Existing]) -> None:
@@ -408,7 +403,7 @@ def test_a_class_up_that_fails_for_one_student_writes_the_others_entries_and_nam
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state = exported_deployment("dev", class_outputs("alice", "carol"), root={}, unfinished=("bob",))
-    stand_in(tmp_path, monkeypatch, {"dev": {}}, **fails_for_bob(["alice", "bob", "carol"], state))
+    stand_in_here(tmp_path, monkeypatch, {"dev": {}}, **fails_for_bob(["alice", "bob", "carol"], state))
     with pytest.raises(PartialUpError) as raised:
         up("dev", UpOptions(), confirm=yes, on_output=print)
     assert raised.value.exit_code == 5
@@ -438,13 +433,13 @@ def test_a_student_removed_after_a_class_up_that_failed_loses_the_entry_it_wrote
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state = exported_deployment("dev", class_outputs("alice", "carol"), root={}, unfinished=("bob",))
-    stand_in(tmp_path, monkeypatch, {"dev": {}}, **fails_for_bob(["alice", "bob", "carol"], state))
+    stand_in_here(tmp_path, monkeypatch, {"dev": {}}, **fails_for_bob(["alice", "bob", "carol"], state))
     with pytest.raises(PartialUpError):
         up("dev", UpOptions(), confirm=yes, on_output=print)
     assert "Host course-vm-carol\n" in hosts_file().read_text()
     # carol leaves the class: the next update deletes her VM and succeeds.
     events = preview_events({"alice": {}, "bob": {"self": "create"}, "carol": {"self": "delete"}})
-    stand_in(tmp_path, monkeypatch, {"dev": {}}, deployments={"dev": state}, events=events,
+    stand_in_here(tmp_path, monkeypatch, {"dev": {}}, deployments={"dev": state}, events=events,
              next_outputs=class_outputs("alice", "bob"))  # fmt: skip
     up("dev", UpOptions(), confirm=yes, on_output=print)
     ours = hosts_file().read_text()
@@ -455,7 +450,7 @@ def test_a_student_removed_after_a_class_up_that_failed_loses_the_entry_it_wrote
 def test_a_later_up_that_fails_for_one_student_keeps_that_students_entry_and_updates_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stand_in(
+    stand_in_here(
         tmp_path, monkeypatch, {"dev": {}}, events=create("alice", "bob"), next_outputs=class_outputs("alice", "bob")
     )
     up("dev", UpOptions(), confirm=yes, on_output=print)
@@ -465,7 +460,7 @@ def test_a_later_up_that_fails_for_one_student_keeps_that_students_entry_and_upd
     # bob's StudentVm registered nothing: the state keeps his previous outputs, as Pulumi's same step does.
     state = exported_deployment("dev", renewed, root=class_outputs("alice", "bob"))
     replace = preview_events({name: {"vm": "replace"} for name in ("alice", "bob")})
-    stand_in(tmp_path, monkeypatch, {"dev": class_outputs("alice", "bob")},
+    stand_in_here(tmp_path, monkeypatch, {"dev": class_outputs("alice", "bob")},
              **fails_for_bob(["alice", "bob"], state, events=replace))  # fmt: skip
     with pytest.raises(PartialUpError) as raised:
         up("dev", UpOptions(), confirm=yes, on_output=print)
@@ -481,7 +476,7 @@ def test_an_update_that_failed_before_any_step_is_the_engines_error_alone(
 ) -> None:
     state = exported_deployment("dev", class_outputs("alice"))
     failure = {"stderr": FAILED, "deployment": state}
-    stand_in(tmp_path, monkeypatch, {"dev": {}}, events=create("alice", "bob"), fail={"up": failure})
+    stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=create("alice", "bob"), fail={"up": failure})
     with pytest.raises(EngineRunError) as raised:
         up("dev", UpOptions(), confirm=yes, on_output=print)
     assert not isinstance(raised.value, PartialUpError)
@@ -494,7 +489,7 @@ def test_a_stack_with_one_vm_whose_update_failed_is_the_engines_error_alone(
 ) -> None:
     failure = {"stderr": FAILED, "events": update_events({"": "failed: " + NOT_READY}),
                "deployment": exported_deployment("dev", one_vm())}  # fmt: skip
-    stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, fail={"up": failure})
+    stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, fail={"up": failure})
     with pytest.raises(EngineRunError) as raised:
         up("dev", UpOptions(), confirm=yes, on_output=print)
     assert not isinstance(raised.value, PartialUpError)
@@ -503,7 +498,7 @@ def test_a_stack_with_one_vm_whose_update_failed_is_the_engines_error_alone(
 
 
 def test_up_returns_the_stacks_vms_as_its_state_has_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stand_in(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm(),
+    stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm(),
              update_events=update_events({"": "passed"}))  # fmt: skip
     outputs = up("dev", UpOptions(), confirm=yes, on_output=print)
     assert isinstance(outputs, StackOutputs) and not outputs.is_class

@@ -21,13 +21,13 @@ from provisioner.errors import (
     SettingsError,
 )
 from provisioner.stack import StackOutputs, VmOutputs
-from tests.support.cli import in_this_process, run_cli
+from tests.support.cli import run_cli
 from tests.support.fake_compute_api import FakeComputeApi
 from tests.support.outputs import class_outputs, one_vm, vm_outputs
 from tests.support.pulumi_events import error_diagnostic, preview_events, update_events
 from tests.support.pulumi_state import STACK_CONFIG, exported_deployment
 from tests.support.sshd import Sshd
-from tests.support.stand_in_pulumi import StandInPulumi, option, stand_in_pulumi
+from tests.support.stand_in_pulumi import option, stand_in_here, stand_in_pulumi
 
 EXPORT = ["stack", "export", "--show-secrets", "--stack", "dev"]
 NOT_READY = "the VM is not ready:\ndocker  FAILED  no docker"
@@ -35,18 +35,11 @@ TYPED = "typed at stack init"
 """The passphrase of a stack made with `pulumi stack init`, not course-vm's."""
 
 
-def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stacks: Any = None, **given: Any) -> StandInPulumi:
-    """The stand-in CLI with STACKS (see stand_in_pulumi), for the driver run in this process."""
-    pulumi = stand_in_pulumi(tmp_path, stacks, **given)
-    in_this_process(monkeypatch, pulumi.environment)
-    return pulumi
-
-
 # Opening a stack: its state read, and the one error for a stack that is not there.
 
 
 def test_opening_a_stack_reads_its_state_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": one_vm()})
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()})
     session = StackSession.open("dev")
     assert session.exists
     assert session.outputs() == StackOutputs.parse(one_vm(), lambda name: None)
@@ -59,7 +52,7 @@ def test_with_missing_ok_a_stack_that_is_not_there_is_no_error_yet(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # What `up` opens: the stack is created only after the checks that need no stack.
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": one_vm(), "alice": {}})
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm(), "alice": {}})
     session = StackSession.open("typo", missing_ok=True)
     assert (session.exists, session.state(), session.outputs()) == (False, StackState(), StackOutputs())
     assert pulumi.verbs() == ["stack export"]
@@ -68,7 +61,7 @@ def test_with_missing_ok_a_stack_that_is_not_there_is_no_error_yet(
 def test_without_missing_ok_a_stack_that_is_not_there_is_the_one_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": one_vm(), "alice": {}})
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm(), "alice": {}})
     with pytest.raises(CourseVmError) as raised:
         StackSession.open("typo")
     assert str(raised.value) == (
@@ -82,7 +75,7 @@ def test_without_missing_ok_a_stack_that_is_not_there_is_the_one_error(
 def test_a_stack_that_is_not_there_where_none_is_says_how_to_create_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stand_in(tmp_path, monkeypatch, {})
+    stand_in_here(tmp_path, monkeypatch, {})
     with pytest.raises(CourseVmError) as raised:
         StackSession.open("dev")
     assert str(raised.value) == (
@@ -94,7 +87,7 @@ def test_a_stack_that_is_not_there_where_none_is_says_how_to_create_one(
 def test_a_stack_opened_missing_ok_is_created_once_and_its_config_read_then(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pulumi = stand_in(tmp_path, monkeypatch, {}, config={"new": {"gcp:zone": "europe-west4-a"}})
+    pulumi = stand_in_here(tmp_path, monkeypatch, {}, config={"new": {"gcp:zone": "europe-west4-a"}})
     session = StackSession.open("new", missing_ok=True)
     assert not session.exists
     assert session.config().values == {}, "nothing to read yet"
@@ -110,7 +103,7 @@ def test_a_stack_opened_missing_ok_is_created_once_and_its_config_read_then(
 
 
 def test_creating_a_stack_that_exists_runs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": one_vm()})
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()})
     StackSession.open("dev", missing_ok=True).create()
     assert pulumi.verbs() == ["stack export"]
 
@@ -118,7 +111,7 @@ def test_creating_a_stack_that_exists_runs_nothing(tmp_path: Path, monkeypatch: 
 def test_other_failures_of_the_cli_are_engine_errors_not_missing_stacks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stand_in(tmp_path, monkeypatch, fail={"stack export": {"stderr": "error: could not reach the backend\n"}})
+    stand_in_here(tmp_path, monkeypatch, fail={"stack export": {"stderr": "error: could not reach the backend\n"}})
     for missing_ok in (False, True):
         with pytest.raises(EngineError) as raised:
             StackSession.open("dev", missing_ok=missing_ok)
@@ -142,7 +135,7 @@ def test_without_the_pulumi_cli_a_session_says_how_to_install_it(
 def their_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **given: Any) -> str:
     """A backend the user chose (PULUMI_BACKEND_URL, not course-vm's own), holding stack `mine`; its URL."""
     (tmp_path / "srv").mkdir()
-    pulumi = stand_in(tmp_path / "srv", monkeypatch, {"mine": one_vm()}, **given)
+    pulumi = stand_in_here(tmp_path / "srv", monkeypatch, {"mine": one_vm()}, **given)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # course-vm's own backend is elsewhere
     url = pulumi.environment["XDG_STATE_HOME"] + "/course-vm/pulumi"
     monkeypatch.setenv("PULUMI_BACKEND_URL", Path(url).as_uri())
@@ -178,7 +171,7 @@ def test_a_backend_the_user_chose_is_read_with_their_own_passphrase(
 def test_a_passphrase_that_does_not_decrypt_the_stack_says_which_one_was_tried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, passphrase=TYPED)
+    stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, passphrase=TYPED)
     assert main(["status"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     passphrase = tmp_path / "state" / "course-vm" / "pulumi" / "passphrase"
@@ -189,7 +182,7 @@ def test_a_passphrase_that_does_not_decrypt_the_stack_says_which_one_was_tried(
 def test_a_passphrase_the_user_set_that_does_not_decrypt_the_stack_is_theirs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, passphrase=TYPED)
+    stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, passphrase=TYPED)
     monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "another")
     with pytest.raises(CourseVmError, match=r"^the passphrase you set does not decrypt stack dev's secrets"):
         StackSession.open("dev", missing_ok=True)
@@ -202,7 +195,7 @@ def test_after_a_first_up_that_failed_the_outputs_are_the_vms_of_the_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state = exported_deployment("dev", class_outputs("alice"), root={}, unfinished=("bob",))
-    stand_in(tmp_path, monkeypatch, {"dev": {}}, deployments={"dev": state})
+    stand_in_here(tmp_path, monkeypatch, {"dev": {}}, deployments={"dev": state})
     outputs = StackSession.open("dev").outputs()
     assert outputs.vms == {"alice": VmOutputs.parse(class_outputs("alice")["students"]["alice"])}
     assert outputs.unfinished == frozenset({"bob"})
@@ -215,7 +208,7 @@ def test_after_a_first_up_that_failed_the_outputs_are_the_vms_of_the_state(
 def test_a_state_of_another_shape_is_a_stack_without_vms(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exported: dict[str, Any]
 ) -> None:
-    stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, deployments={"dev": exported})
+    stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, deployments={"dev": exported})
     outputs = StackSession.open("dev").outputs()
     assert outputs == StackOutputs()
     with pytest.raises(CourseVmError) as raised:
@@ -228,7 +221,7 @@ def test_a_state_of_another_shape_is_a_stack_without_vms(
 def test_a_student_name_no_roster_can_hold_is_refused_when_the_outputs_are_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stand_in(tmp_path, monkeypatch, {"dev": class_outputs("alice", vms={"..": vm_outputs()})})
+    stand_in_here(tmp_path, monkeypatch, {"dev": class_outputs("alice", vms={"..": vm_outputs()})})
     session = StackSession.open("dev")
     with pytest.raises(CourseVmError, match=r"^the stack's outputs name a student '\.\.', which is no student's name"):
         session.outputs()
@@ -239,7 +232,7 @@ def test_a_student_name_no_roster_can_hold_is_refused_when_the_outputs_are_read(
 
 
 def test_the_config_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": one_vm()})
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()})
     session = StackSession.open("dev")
     assert session.config().values == STACK_CONFIG
     assert session.config().cidrs() == ["203.0.113.7/32"]
@@ -247,7 +240,7 @@ def test_the_config_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_store_sets_values_and_replaces_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": one_vm()})
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()})
     session = StackSession.open("dev")
     assert session.config().cidrs() == ["203.0.113.7/32"]  # as `up` reads it first
     session.store({"gcp:zone": "europe-west4-a"}, {"allowedSshCidrs": ["198.51.100.0/24", "192.0.2.0/24"]})
@@ -269,7 +262,7 @@ def test_store_sets_values_and_replaces_lists(tmp_path: Path, monkeypatch: pytes
 def test_store_of_an_empty_list_removes_it_and_of_nothing_runs_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": one_vm()})
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()})
     session = StackSession.open("dev")
     session.store({}, {})
     assert pulumi.verbs() == ["stack export", "config"]
@@ -280,7 +273,9 @@ def test_store_of_an_empty_list_removes_it_and_of_nothing_runs_nothing(
 
 
 def test_a_config_that_cannot_be_read_is_an_engine_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, fail={"config": {"stderr": "error: the config is broken\n"}})
+    stand_in_here(
+        tmp_path, monkeypatch, {"dev": one_vm()}, fail={"config": {"stderr": "error: the config is broken\n"}}
+    )
     with pytest.raises(EngineError, match=r"^Pulumi could not read the config of stack dev:\n  error: the config is"):
         StackSession.open("dev").config()
 
@@ -290,7 +285,7 @@ def test_a_config_that_cannot_be_read_is_an_engine_error(tmp_path: Path, monkeyp
 
 def test_a_preview_is_a_plan_per_vm_from_the_event_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     events = preview_events({"alice": {"self": "create", "vm": "create"}, "bob": {"vm": "replace", "home": "same"}})
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": class_outputs("bob")}, events=events)
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": class_outputs("bob")}, events=events)
     plan = StackSession.open("dev").preview()
     assert plan.vms == (VmChange("alice", Action.CREATE, None), VmChange("bob", Action.REPLACE, HomeDisk.KEPT))
     preview = pulumi.calls()[-1]
@@ -304,7 +299,7 @@ def test_the_programs_settings_problems_are_handed_over_as_a_settings_error(
 ) -> None:
     problems = ["diskSizeGb: got 'tiny', but ... Fix: pulumi config set diskSizeGb 30", "nope: got 'x', but ..."]
     refused = {"stderr": "error: Program failed with an unhandled exception:\n  SettingsError\n", "problems": problems}
-    stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, fail={"preview": refused})
+    stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, fail={"preview": refused})
     with pytest.raises(SettingsError) as raised:
         StackSession.open("dev").preview()
     assert raised.value.problems == tuple(problems)
@@ -315,7 +310,7 @@ def test_the_programs_settings_problems_are_handed_over_as_a_settings_error(
 
 def test_a_failed_preview_is_the_engines_error_with_its_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     failure = {"stderr": "error: preview failed\n", "events": [error_diagnostic("Quota 'CPUS' exceeded.")]}
-    stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, fail={"preview": failure})
+    stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, fail={"preview": failure})
     with pytest.raises(EngineRunError) as raised:
         StackSession.open("dev").preview(project="course-project-1")
     assert str(raised.value) == (
@@ -330,14 +325,14 @@ def test_a_passphrase_the_engine_refuses_is_the_passphrase_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wrong = {"stderr": 'error: constructing secrets manager of type "passphrase": incorrect passphrase\n'}
-    stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, fail={"up": wrong})
+    stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, fail={"up": wrong})
     with pytest.raises(CourseVmError, match=r"^course-vm's passphrase file .* does not decrypt stack dev's") as raised:
         StackSession.open("dev").update(print)
     assert not isinstance(raised.value, EngineError)
 
 
 def test_an_update_says_its_progress_and_reads_the_state_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pulumi = stand_in(
+    pulumi = stand_in_here(
         tmp_path,
         monkeypatch,
         {"dev": {}},
@@ -360,7 +355,7 @@ def test_a_failed_update_carries_its_events(tmp_path: Path, monkeypatch: pytest.
         "stderr": "error: update failed\n",
         "events": update_events({"alice": "passed", "bob": f"failed: {NOT_READY}"}),
     }
-    stand_in(tmp_path, monkeypatch, {"dev": {}}, fail={"up": failure})
+    stand_in_here(tmp_path, monkeypatch, {"dev": {}}, fail={"up": failure})
     with pytest.raises(EngineRunError) as raised:
         StackSession.open("dev").update(print)
     assert failed_students(raised.value.log) == {"bob"}
@@ -373,7 +368,7 @@ def test_a_failed_update_carries_its_events(tmp_path: Path, monkeypatch: pytest.
 
 def test_a_deletion_is_previewed_then_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gone = preview_events({"": {"self": "delete", "ip": "delete", "vm": "delete", "home": "delete"}})
-    pulumi = stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, events=gone)
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, events=gone)
     session = StackSession.open("dev")
     assert session.preview_destroy().vms == (VmChange("", Action.DELETE, HomeDisk.LOST),)
     said: list[str] = []
@@ -388,7 +383,7 @@ def test_a_deletion_is_previewed_then_done(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_a_failed_deletion_says_to_run_down_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stand_in(tmp_path, monkeypatch, {"dev": one_vm()}, fail={"destroy": {"stderr": "error: the disk is in use\n"}})
+    stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, fail={"destroy": {"stderr": "error: the disk is in use\n"}})
     session = StackSession.open("dev")
     with pytest.raises(EngineRunError) as raised:
         session.preview_destroy()

@@ -6,7 +6,7 @@ from typing import Any
 
 from provisioner.driver.state import SECRET_SIG, SECRET_SIG_KEY, StackState, plain, walk
 from provisioner.gcp.quotas import Existing
-from provisioner.recipe.roster import student_name_problem
+from provisioner.recipe.names import student_name_problem
 from provisioner.stack import StackOutputs, VmOutputs
 from tests.support.outputs import class_outputs, one_vm, vm_outputs
 from tests.support.pulumi_state import exported_deployment

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import ROOT
+from tests.support.cli import in_this_process
 from tests.support.pulumi_state import STACK_CONFIG, exported_deployment
 
 CANCEL = {"sequence": 0, "timestamp": 0, "cancelEvent": {}}
@@ -267,3 +270,13 @@ def _environment(tmp_path: Path, bin_dir: Path) -> dict[str, str]:
     environment["PULUMI_HOME"] = str(tmp_path / "pulumi-home")  # not logged in anywhere
     environment["HOME"] = str(tmp_path)
     return environment
+
+
+def stand_in_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stacks: Mapping[str, Mapping[str, Any]] | None = None, **given: Any
+) -> StandInPulumi:
+    """stand_in_pulumi (STACKS, GIVEN: see there) for course-vm run in this process: `main`, or a flow called
+    directly; HOME is TMP_PATH. Called again on the same TMP_PATH, it stands for the stacks it is given then."""
+    pulumi = stand_in_pulumi(tmp_path, stacks, **given)
+    in_this_process(monkeypatch, pulumi.environment)
+    return pulumi

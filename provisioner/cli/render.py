@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.access.keys import ensure_key_pair
+from provisioner.driver.config import StackConfig
 from provisioner.errors import CourseVmError
 from provisioner.paths import PROJECT_DIR
-from provisioner.recipe.settings import settings_from_stack_file
 from provisioner.recipe.user_data import user_data_for
 
 
@@ -53,7 +53,7 @@ def stack_file(project_dir: Path, stack: str | None) -> Path:
 
 def render(args: argparse.Namespace) -> int:
     """Print the user-data `pulumi up` would send for the stack, without touching the cloud."""
-    settings = settings_from_stack_file(stack_file(args.project_dir, args.stack))
+    settings = StackConfig.from_stack_file(stack_file(args.project_dir, args.stack)).settings()
     seats = {seat.name: seat for seat in settings.seats}
     if args.student not in seats:
         names = ", ".join(seats)

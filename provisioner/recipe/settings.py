@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from provisioner.errors import CourseVmError, SettingsError
+from provisioner.errors import SettingsError
 from provisioner.recipe.joint_rules import checked_gcp_location, checked_rows, emails_for_iap, report_unknown_keys
 from provisioner.recipe.problems import Problems
 from provisioner.recipe.roster import RosterEntry
@@ -218,45 +216,6 @@ def settings_from_pulumi(config: Mapping[str, object], gcp_get: Callable[[str], 
     """
     raw = {key: value for key, value in config.items() if value is not None}
     return parse_settings(raw, *_gcp_location(gcp_get("project"), gcp_get("zone")))
-
-
-PULUMI_PREFIX = "Pulumi."
-
-
-def settings_from_stack_file(path: Path) -> Settings:
-    """Build Settings from a `Pulumi.<stack>.yaml` file, as `pulumi up` would, without the Pulumi CLI.
-
-    Raises SettingsError for invalid values and CourseVmError when the file cannot be used.
-    """
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        stack = path.name.removeprefix(PULUMI_PREFIX).removesuffix(".yaml")
-        raise CourseVmError(
-            f"no stack settings {path}. Fix: `pulumi stack init {stack}` and set its config first"
-        ) from None
-    except OSError as error:
-        raise CourseVmError(f"cannot read stack settings {path}: {error.strerror}. Fix: make it readable") from None
-    except (yaml.YAMLError, ValueError) as error:
-        raise CourseVmError(
-            f"{path} is not valid YAML ({' '.join(str(error).split())}). Fix: correct it there, "
-            "or remove it and set each value again: `pulumi config set KEY VALUE`"
-        ) from None
-    config = document.get("config") or {} if isinstance(document, dict) else None
-    if not isinstance(config, dict):
-        raise CourseVmError(
-            f"{path} is not a stack's settings: they are a `config:` mapping of KEY: VALUE lines. "
-            "Fix: correct it there, or remove it and set each value again: `pulumi config set KEY VALUE`"
-        )
-    prefix = PROJECT + ":"
-    raw = {k[len(prefix) :]: v for k, v in config.items() if isinstance(k, str) and k.startswith(prefix)}
-    encrypted = sorted(k for k, v in raw.items() if isinstance(v, dict))
-    if encrypted:
-        raise CourseVmError(
-            f"{path}: {', '.join(encrypted)} encrypted, but course-vm settings are not "
-            "secrets. Fix: set them again without --secret"
-        )
-    return parse_settings(raw, *_gcp_location(config.get("gcp:project"), config.get("gcp:zone")))
 
 
 def _gcp_location(project: object, zone: object) -> tuple[object, object]:

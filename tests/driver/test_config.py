@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.driver.config import StackConfig
-from provisioner.errors import SettingsError
+from provisioner.errors import CourseVmError, SettingsError
 from tests.support.pulumi_state import STACK_CONFIG
 
 
@@ -104,3 +104,28 @@ def test_changes_set_full_keys_and_replace_own_lists() -> None:
         "course-vm:allowedSshCidrs": json.dumps(["198.51.100.0/24", "192.0.2.0/24"]),
     }
     assert changed.cidrs() == ["198.51.100.0/24", "192.0.2.0/24"]
+
+
+def test_a_stack_file_gives_the_settings_pulumi_up_would(tmp_path: Path) -> None:
+    stack = tmp_path / "Pulumi.dev.yaml"
+    stack.write_text(
+        "config:\n  gcp:project: course-project-1\n  gcp:zone: europe-west1-b\n"
+        "  course-vm:diskSizeGb: 50\n  course-vm:allowedSshCidrs:\n    - 203.0.113.7/32\n"
+        "  aws:region: us-east-1\n"
+    )
+    s = StackConfig.from_stack_file(stack).settings()
+    assert (s.project, s.disk_size_gb, s.allowed_ssh_cidrs) == ("course-project-1", 50, ("203.0.113.7/32",))
+
+
+def test_stack_file_with_encrypted_setting_is_refused(tmp_path: Path) -> None:
+    stack = tmp_path / "Pulumi.dev.yaml"
+    stack.write_text("config:\n  course-vm:username:\n    secure: AAABAxyz\n")
+    with pytest.raises(CourseVmError, match="username encrypted, but course-vm settings are not secrets"):
+        StackConfig.from_stack_file(stack).settings()
+
+
+def test_missing_stack_file_says_how_to_create_it(tmp_path: Path) -> None:
+    with pytest.raises(CourseVmError, match="Fix: `pulumi stack init dev`"):
+        StackConfig.from_stack_file(tmp_path / "Pulumi.dev.yaml")
+    with pytest.raises(CourseVmError, match="Fix: `pulumi stack init prod`"):
+        StackConfig.from_stack_file(tmp_path / "Pulumi.prod.yaml")

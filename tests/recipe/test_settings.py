@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.errors import CourseVmError, SettingsError
+from provisioner.errors import SettingsError
 from provisioner.recipe.joint_rules import checked_rows
 from provisioner.recipe.problems import Problems
 from provisioner.recipe.row_rules import is_absolute, key_path_rule
@@ -17,7 +17,6 @@ from provisioner.recipe.settings import (
     Settings,
     parse_settings,
     settings_from_pulumi,
-    settings_from_stack_file,
 )
 from provisioner.recipe.settings_table import ANACONDA_DEFAULT_SHA256, DEFAULTS, PROVIDER_KEYS, SETTINGS
 
@@ -545,31 +544,6 @@ def test_a_backslash_is_no_separator_on_linux_and_macos(value: str) -> None:
         f"sshKeyPath: got {value!r}, but the path may hold only letters, digits, spaces and ._/~@+-. "
         "Fix: pulumi config set sshKeyPath ~/.ssh/course-vm"
     ]
-
-
-def test_settings_from_stack_file(tmp_path: Path) -> None:
-    stack = tmp_path / "Pulumi.dev.yaml"
-    stack.write_text(
-        "config:\n  gcp:project: course-project-1\n  gcp:zone: europe-west1-b\n"
-        "  course-vm:diskSizeGb: 50\n  course-vm:allowedSshCidrs:\n    - 203.0.113.7/32\n"
-        "  aws:region: us-east-1\n"
-    )
-    s = settings_from_stack_file(stack)
-    assert (s.project, s.disk_size_gb, s.allowed_ssh_cidrs) == ("course-project-1", 50, ("203.0.113.7/32",))
-
-
-def test_stack_file_with_encrypted_setting_is_refused(tmp_path: Path) -> None:
-    stack = tmp_path / "Pulumi.dev.yaml"
-    stack.write_text("config:\n  course-vm:username:\n    secure: AAABAxyz\n")
-    with pytest.raises(CourseVmError, match="username encrypted, but course-vm settings are not secrets"):
-        settings_from_stack_file(stack)
-
-
-def test_missing_stack_file_says_how_to_create_it(tmp_path: Path) -> None:
-    with pytest.raises(CourseVmError, match="Fix: `pulumi stack init dev`"):
-        settings_from_stack_file(tmp_path / "Pulumi.dev.yaml")
-    with pytest.raises(CourseVmError, match="Fix: `pulumi stack init prod`"):
-        settings_from_stack_file(tmp_path / "Pulumi.prod.yaml")
 
 
 def test_artifact_mirror_serves_both_files_by_name() -> None:

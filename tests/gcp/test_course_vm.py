@@ -16,6 +16,7 @@ import pulumi
 import pytest
 import yaml
 
+from provisioner import stack
 from provisioner.access.ssh_config import ssh_config_block
 from provisioner.gcp.network import SSH_TAG
 from provisioner.gcp.student_vm import RECIPE_LABEL
@@ -709,3 +710,19 @@ def test_the_tests_output_builder_is_what_the_program_exports(tmp_path: Path) ->
     assert run_program(iap_config(tmp_path)).outputs == one_vm(keys=keys, iap=True)
     config = {**stack_config(tmp_path), "course-vm:students": json.dumps(["alice", "bob"])}
     assert run_program(config).outputs == class_outputs("alice", "bob", keys=keys, ip=STATIC_IP)
+
+
+def test_the_names_and_types_the_driver_reads_are_the_ones_the_program_registers(tmp_path: Path) -> None:
+    # provisioner/stack.py names them for the driver, which finds each student's resources by them.
+    run = run_program({**stack_config(tmp_path, homeDiskSizeGb="20"), "course-vm:students": json.dumps(["alice"])})
+    registered = {(r.type, r.name) for r in run.resources}
+    vm = stack.vm_name("alice")
+    assert (stack.COURSE_VM_TYPE, stack.COURSE) in registered
+    assert (stack.STUDENT_VM_TYPE, vm) in registered
+    for type_, role in [
+        (stack.INSTANCE_TYPE, stack.INSTANCE_ROLE),
+        (stack.ADDRESS_TYPE, stack.ADDRESS_ROLE),
+        (stack.HOME_DISK_TYPE, stack.HOME_DISK_ROLE),
+        (stack.VERIFICATION_TYPE, stack.VERIFICATION_ROLE),
+    ]:
+        assert (type_, f"{vm}-{role}") in registered, (type_, role)

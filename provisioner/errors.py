@@ -10,7 +10,7 @@ EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 3
 EXIT_HOST_KEY_MISMATCH = 4
 EXIT_ENGINE_FAILED = 5
-"""The Pulumi engine (or Google Cloud behind it) refused or failed a change."""
+"""The Pulumi engine (or Google Cloud behind it) refused or failed a change, or the CLI could not read the stack."""
 EXIT_MISSING_PREREQUISITE = 6
 """A tool or login course-vm needs (Pulumi CLI, gcloud, application-default credentials) is missing."""
 EXIT_INTERRUPTED = 130

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -122,54 +121,44 @@ class StackSession:
 
     def preview(self, *, project: str | None = None) -> Plan:
         """What an update would do, per VM (`pulumi preview`); nothing changes."""
-        with self._engine("preview the changes to", project=project) as run:
-            log = run(["preview"], None)
-        return plan_of(log)
+        return plan_of(self._engine(["preview"], doing="preview the changes to", project=project))
 
     def preview_destroy(self) -> Plan:
         """What `destroy` would delete, per VM; nothing changes."""
-        with self._engine("preview the deletion of", again="down") as run:
-            log = run(["destroy", "--preview-only"], None)
-        return plan_of(log)
+        return plan_of(self._engine(["destroy", "--preview-only"], doing="preview the deletion of", again="down"))
 
     def update(self, on_output: OnOutput, *, project: str | None = None) -> EngineLog:
         """Create or update the stack's resources (`pulumi up`), one VM's failure keeping none of the
         others from finishing; its events. Raises EngineRunError with the events when it fails."""
         self._state = None
-        with self._engine("update", project=project) as run:
-            return run(["up", "--yes", "--skip-preview", "--continue-on-error"], on_output)
-        raise AssertionError("unreachable")  # pragma: no cover (the engine context raises or returns)
+        args = ["up", "--yes", "--skip-preview", "--continue-on-error"]
+        return self._engine(args, doing="update", project=project, on_output=on_output)
 
     def destroy(self, on_output: OnOutput) -> None:
         """Delete every resource of the stack (`pulumi destroy`)."""
         self._state = None
-        with self._engine("delete", again="down") as run:
-            run(["destroy", "--yes", "--skip-preview"], on_output)
+        self._engine(["destroy", "--yes", "--skip-preview"], doing="delete", again="down", on_output=on_output)
 
-    @contextmanager
     def _engine(
-        self, doing: str, *, project: str | None = None, again: str | None = "up"
-    ) -> Iterator[Callable[[list[str], OnOutput | None], EngineLog]]:
-        """A run of the engine (preview, up, destroy) with its event log and the program's problems file,
-        its failure turned into course-vm's error: SettingsError when the program refused the settings,
-        EngineRunError (an EngineError) with the events otherwise."""
+        self, args: list[str], *, doing: str, project: str | None = None, again: str | None = "up",
+        on_output: OnOutput | None = None,
+    ) -> EngineLog:  # fmt: skip
+        """Run the engine (`pulumi ARGS`: preview, up, destroy) with an event log and a file for the program's
+        problems; its events. Its failure is course-vm's error: the SettingsError the program handed
+        over, a passphrase or missing-stack error, or else EngineRunError (DOING stack NAME) with the events.
+        """
         with tempfile.TemporaryDirectory(prefix="course-vm-") as private:
             events, problems = Path(private) / "events.jsonl", Path(private) / "problems.json"
             extra = {"PULUMI_DEBUG_COMMANDS": "true", PROBLEMS_VARIABLE: str(problems)}
-
-            def run(args: list[str], on_output: OnOutput | None) -> EngineLog:
-                full = [*args, "--stack", self.name, "--event-log", str(events)]
-                try:
-                    self.workspace.run(full, on_output=on_output, extra=extra)
-                except CliError as error:
-                    log = read_event_log(events)
-                    self._refused(error.result, problems)
-                    failed = engine_error(f"{doing} stack {self.name}", self.name, error.result, log, project=project,
-                                          again=again)  # fmt: skip
-                    raise EngineRunError(failed, log) from None
-                return read_event_log(events)
-
-            yield run
+            try:
+                self.workspace.run([*args, "--stack", self.name, "--event-log", str(events)], on_output, extra)
+            except CliError as error:
+                log = read_event_log(events)
+                self._refused(error.result, problems)
+                failed = engine_error(f"{doing} stack {self.name}", self.name, error.result, log, project=project,
+                                      again=again)  # fmt: skip
+                raise EngineRunError(failed, log) from None
+            return read_event_log(events)
 
     def _refused(self, result: CliResult, problems: Path) -> None:
         """Raise what the failed RESULT means before the engine did anything: the program's SettingsError (its

@@ -199,7 +199,7 @@ class Workspace:
         return cls(pulumi, project_directory(), environment)
 
     def run(
-        self, args: Sequence[str], *, on_output: OnOutput | None = None, extra: Mapping[str, str] | None = None
+        self, args: Sequence[str], on_output: OnOutput | None = None, extra: Mapping[str, str] | None = None
     ) -> CliResult:
         """Run `pulumi ARGS` to its end, each stdout line to ON_OUTPUT as it comes; EXTRA on top of the
         environment. Raises CliError when it fails.

@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import IntEnum
 from typing import Protocol
 
-EXIT_CHECK_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_UNREACHABLE = 3
-EXIT_HOST_KEY_MISMATCH = 4
-EXIT_ENGINE_FAILED = 5
-"""The Pulumi engine (or Google Cloud behind it) refused or failed a change, or the CLI could not read the stack."""
-EXIT_MISSING_PREREQUISITE = 6
-"""A tool or login course-vm needs (Pulumi CLI, gcloud, application-default credentials) is missing."""
-EXIT_INTERRUPTED = 130
-"""Ctrl-C: 128 + SIGINT, as shells report it."""
-EXIT_BUG = 70
-"""An unexpected error: a bug in course-vm (EX_SOFTWARE of sysexits.h), never one of the statuses above."""
+
+class ExitStatus(IntEnum):
+    """Every exit status course-vm has, the one table docs/errors.md lists (tests/test_docs.py keeps them in step)."""
+
+    OK = 0
+    """Done; for `check`, every check passed."""
+    CHECK_FAILED = 1
+    """The VM was reached, but a check failed."""
+    BAD_INPUT = 2
+    """Bad input, refused before anything changed."""
+    UNREACHABLE = 3
+    """The VM (or the Compute API) could not be reached before the deadline."""
+    HOST_KEY_MISMATCH = 4
+    """The VM presented a host key other than the pinned one."""
+    ENGINE_FAILED = 5
+    """The Pulumi engine (or Google Cloud behind it) refused or failed a change, or the CLI could not read the stack."""
+    MISSING_PREREQUISITE = 6
+    """A tool or login course-vm needs (Pulumi CLI, gcloud, application-default credentials) is missing."""
+    BUG = 70
+    """An unexpected error: a bug in course-vm (EX_SOFTWARE of sysexits.h), never one of the statuses above."""
+    INTERRUPTED = 130
+    """Ctrl-C: 128 + SIGINT, as shells report it."""
 
 
 class CourseVmError(Exception):
     """An expected failure: the CLI prints its message without a traceback and exits `exit_code`."""
 
-    exit_code = EXIT_BAD_INPUT
+    exit_code = ExitStatus.BAD_INPUT
 
 
 class ProblemRecord(Protocol):
@@ -59,28 +70,28 @@ class SshKeyError(CourseVmError):
 class UnreachableError(CourseVmError):
     """The VM could not be reached and logged in to before the deadline."""
 
-    exit_code = EXIT_UNREACHABLE
+    exit_code = ExitStatus.UNREACHABLE
 
 
 class EngineError(CourseVmError):
     """The Pulumi engine (or Google Cloud behind it) refused or failed a change: its own lines, then a next step."""
 
-    exit_code = EXIT_ENGINE_FAILED
+    exit_code = ExitStatus.ENGINE_FAILED
 
 
 class HostKeyMismatchError(CourseVmError):
     """The VM presented a host key other than the pinned one: never retried."""
 
-    exit_code = EXIT_HOST_KEY_MISMATCH
+    exit_code = ExitStatus.HOST_KEY_MISMATCH
 
 
 class MissingPrerequisiteError(CourseVmError):
     """A tool or login course-vm needs is missing; the message says how to get it."""
 
-    exit_code = EXIT_MISSING_PREREQUISITE
+    exit_code = ExitStatus.MISSING_PREREQUISITE
 
 
 class InterruptionError(CourseVmError):
     """Ctrl-C: the message says what was left running and how to go on."""
 
-    exit_code = EXIT_INTERRUPTED
+    exit_code = ExitStatus.INTERRUPTED

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from provisioner.errors import EXIT_BAD_INPUT, CourseVmError
+from provisioner.errors import CourseVmError, ExitStatus
 from provisioner.recipe.names import student_name_problem
 from provisioner.stack import (
     StackOutputs,
@@ -181,7 +181,7 @@ def test_a_student_name_no_roster_can_hold_in_the_outputs_is_refused(name: str, 
         "stack's outputs or state, so course-vm acts on none of its VMs. Fix: check who else can write to the "
         "stack's Pulumi backend, then run `course-vm up` for the stack to write its outputs again from the roster"
     )
-    assert raised.value.exit_code == EXIT_BAD_INPUT
+    assert raised.value.exit_code == ExitStatus.BAD_INPUT
 
 
 def test_a_refused_name_in_the_state_alone_is_refused_too() -> None:

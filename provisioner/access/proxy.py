@@ -12,7 +12,7 @@ import tempfile
 import threading
 from typing import IO
 
-from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError, UnreachableError
+from provisioner.errors import CourseVmError, ExitStatus, UnreachableError
 from provisioner.paths import ON_WINDOWS
 from provisioner.recipe.settings import GCE_ZONE, GCP_PROJECT_ID
 
@@ -34,7 +34,7 @@ _CHUNK = 65536
 class ProxyMissingError(CourseVmError):
     """The ProxyCommand's program (gcloud) is not installed, or has no account logged in."""
 
-    exit_code = EXIT_MISSING_PREREQUISITE
+    exit_code = ExitStatus.MISSING_PREREQUISITE
 
 
 # What gcloud says when the tunnel is refused for good: no retry changes it, only the user can.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from provisioner.access.ssh import Progress, Target
 from provisioner.checker.checks import DEFAULT_TIMEOUT, Report, check_vm
-from provisioner.errors import EXIT_CHECK_FAILED, CourseVmError
+from provisioner.errors import CourseVmError, ExitStatus
 from provisioner.parallel import DEFAULT_WORKERS, at_once
 from provisioner.terminal import printable
 
@@ -104,8 +104,8 @@ def check_class(
             return StudentResult(student, time.monotonic() - started, error=str(error), exit_code=error.exit_code)
         except Exception as error:
             message = f"unexpected error: {type(error).__name__}: {error}"
-            return StudentResult(student, time.monotonic() - started, error=message, exit_code=EXIT_CHECK_FAILED)
-        code = 0 if report.ok else EXIT_CHECK_FAILED
+            return StudentResult(student, time.monotonic() - started, error=message, exit_code=ExitStatus.CHECK_FAILED)
+        code = 0 if report.ok else ExitStatus.CHECK_FAILED
         return StudentResult(student, time.monotonic() - started, report=report, exit_code=code)
 
     return ClassReport(tuple(at_once(lambda pair: one(*pair), list(targets.items()), workers)))

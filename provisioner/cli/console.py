@@ -11,7 +11,7 @@ from provisioner.access.ssh_config import host_alias
 from provisioner.checker.checks import Report
 from provisioner.checker.class_pool import ClassReport
 from provisioner.driver.plan import Action, HomeDisk, Plan, VmChange
-from provisioner.errors import EXIT_CHECK_FAILED, CourseVmError
+from provisioner.errors import CourseVmError, ExitStatus
 from provisioner.stack import command
 from provisioner.terminal import printable
 
@@ -33,7 +33,7 @@ def print_error(error: CourseVmError) -> int:
 def print_report(report: Report, as_json: bool) -> int:
     """Print one VM's report; the exit status: 0 all checks passed, else 1."""
     print(json.dumps(report.as_json()) if as_json else report.table(), flush=True)
-    return 0 if report.ok else EXIT_CHECK_FAILED
+    return 0 if report.ok else ExitStatus.CHECK_FAILED
 
 
 def print_class_report(report: ClassReport, as_json: bool) -> int:

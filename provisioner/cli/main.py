@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import provisioner
 from provisioner.cli import check, env, handout, lifecycle, local, render
 from provisioner.cli.console import print_error
-from provisioner.errors import EXIT_BUG, CourseVmError, InterruptionError
+from provisioner.errors import CourseVmError, ExitStatus, InterruptionError
 from provisioner.paths import state_home
 
 TRACEBACK_VARIABLE = "COURSE_VM_TRACEBACK"
@@ -75,7 +75,7 @@ CHECK_INTERRUPTED = (
 
 
 def report_bug(error: Exception) -> int:
-    """Say that ERROR is a bug in one line, and where its traceback is saved; EXIT_BUG.
+    """Say that ERROR is a bug in one line, and where its traceback is saved; ExitStatus.BUG.
 
     The traceback goes to a file (mode 0600: it may quote paths and settings), so the terminal
     shows what to do, and the report has everything a developer needs. If the file cannot be
@@ -98,5 +98,5 @@ def report_bug(error: Exception) -> int:
 
 def print_error_line(message: str) -> int:
     error = CourseVmError(message)
-    error.exit_code = EXIT_BUG
+    error.exit_code = ExitStatus.BUG
     return print_error(error)

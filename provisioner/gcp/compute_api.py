@@ -17,7 +17,7 @@ from typing import Any
 
 from provisioner.access.host_keys import HostKey, host_keys_from_console, parse_host_key
 from provisioner.access.ssh import HostKeySource, Progress
-from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError, UnreachableError
+from provisioner.errors import CourseVmError, ExitStatus, UnreachableError
 from provisioner.stack import DEFAULT_STACK, command
 
 COMPUTE_API = "https://compute.googleapis.com/compute/v1"
@@ -104,7 +104,7 @@ class _NotFoundError(Exception):
 class ServiceDisabledError(CourseVmError):
     """The Compute Engine API is not enabled in the project (Google's 403 SERVICE_DISABLED)."""
 
-    exit_code = EXIT_MISSING_PREREQUISITE
+    exit_code = ExitStatus.MISSING_PREREQUISITE
 
     def __init__(self, project: str) -> None:
         self.project = project

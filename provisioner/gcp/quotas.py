@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError
+from provisioner.errors import CourseVmError, ExitStatus
 from provisioner.gcp.compute_api import TokenSource, application_default_token, compute_api, read_resource
 from provisioner.recipe.settings import Settings
 from provisioner.stack import DEFAULT_STACK, command
@@ -25,7 +25,7 @@ other series has its own, FAMILY_CPUS (N2_CPUS, C3_CPUS, ...). GCE also lists E2
 class QuotaError(CourseVmError):
     """A change would need more of a quota than the project has left; nothing was created."""
 
-    exit_code = EXIT_MISSING_PREREQUISITE
+    exit_code = ExitStatus.MISSING_PREREQUISITE
 
 
 @dataclass(frozen=True)

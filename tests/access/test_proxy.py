@@ -21,7 +21,7 @@ from provisioner.access.proxy import (
     tunnel_refusal,
 )
 from provisioner.access.ssh import Target, connect, load_identity, run
-from provisioner.errors import EXIT_MISSING_PREREQUISITE, EXIT_UNREACHABLE, CourseVmError, HostKeyMismatchError
+from provisioner.errors import CourseVmError, ExitStatus, HostKeyMismatchError
 from tests.support import gcloud
 from tests.support.sshd import Sshd, other_host_key
 
@@ -114,14 +114,17 @@ def test_bad_project_or_zone_is_refused() -> None:
 @pytest.mark.parametrize(
     ("said", "exit_code"),
     [
-        (gcloud.NOT_AUTHORIZED, EXIT_UNREACHABLE),
+        (gcloud.NOT_AUTHORIZED, ExitStatus.UNREACHABLE),
         (
             "ERROR: (gcloud.compute.start-iap-tunnel) Could not fetch resource:\n"
             " - Required 'compute.instances.get' permission for 'projects/p/zones/z/instances/vm-1'",
-            EXIT_UNREACHABLE,
+            ExitStatus.UNREACHABLE,
         ),
-        (gcloud.NOT_LOGGED_IN, EXIT_MISSING_PREREQUISITE),
-        ("ERROR: (gcloud.compute.start-iap-tunnel) Reauthentication failed. cannot prompt", EXIT_MISSING_PREREQUISITE),
+        (gcloud.NOT_LOGGED_IN, ExitStatus.MISSING_PREREQUISITE),
+        (
+            "ERROR: (gcloud.compute.start-iap-tunnel) Reauthentication failed. cannot prompt",
+            ExitStatus.MISSING_PREREQUISITE,
+        ),
         (gcloud.EXIT_ERROR, None),  # 4003: the VM or its sshd is not up yet
         ("ERROR: (gcloud.compute.start-iap-tunnel) Error while connecting [4047: 'Failed to lookup instance'].", None),
         ("", None),
@@ -215,7 +218,7 @@ def test_a_broken_tunnel_is_one_clear_error(
     started = time.monotonic()
     with pytest.raises(CourseVmError) as raised:
         connect(target, load_identity(target.identity), started + 4, messages.append)
-    assert raised.value.exit_code == EXIT_UNREACHABLE
+    assert raised.value.exit_code == ExitStatus.UNREACHABLE
     message = str(raised.value)
     assert message.startswith(f"could not log in to {ready_sshd.user}@{INSTANCE}:22 within 4s: "), message
     assert reason in message
@@ -231,14 +234,14 @@ def test_a_broken_tunnel_is_one_clear_error(
     [
         (
             "denied",
-            EXIT_UNREACHABLE,
+            ExitStatus.UNREACHABLE,
             gcloud.NOT_AUTHORIZED,
             "Fix: `gcloud auth login` with the Google account granted IAP access to this VM (the roster's `email`, "
             "or studentEmail; a project owner has it too), or ask the instructor to grant yours",
         ),
         (
             "logged-out",
-            EXIT_MISSING_PREREQUISITE,
+            ExitStatus.MISSING_PREREQUISITE,
             "gcloud has no Google account to use",
             "Fix: run `gcloud auth login` (with the Google account granted IAP access to this VM)",
         ),
@@ -278,7 +281,7 @@ def test_without_gcloud_the_prerequisite_is_named(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ProxyMissingError) as raised:
         ProxySocket(proxy_argv(IAP, INSTANCE, 22))
-    assert raised.value.exit_code == EXIT_MISSING_PREREQUISITE
+    assert raised.value.exit_code == ExitStatus.MISSING_PREREQUISITE
     assert str(raised.value) == (
         "the SSH connection goes through `gcloud` (sshAccess iap), which is not on PATH. Fix: install the Google "
         "Cloud CLI (https://cloud.google.com/sdk/docs/install), then `gcloud auth login`"

@@ -113,27 +113,27 @@ def no_traceback(result: subprocess.CompletedProcess[str] | tuple[str, str]) -> 
 @pytest.mark.parametrize(
     ("args", "status", "message"),
     [
-        (["frobnicate"], errors.EXIT_BAD_INPUT, "invalid choice: 'frobnicate'"),
-        (["check", "--timeout", "soon"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
-        (["check", "--timeout", "0"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
-        (["check", "--timeout", "nan"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
-        (["start", "--timeout", "nan"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
-        (["start", "--timeout", "-1"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
-        (["stop", "--timeout", "nan"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
-        (["stop", "--timeout", "0"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
-        (["stop", "--student"], errors.EXIT_BAD_INPUT, "argument --student: expected one argument"),
-        (["status", "--json", "--student", "x"], errors.EXIT_BAD_INPUT, "unrecognized arguments: --student x"),
-        (["status", "--json"], errors.EXIT_MISSING_PREREQUISITE, "the Pulumi CLI is not installed"),
-        (["stop"], errors.EXIT_MISSING_PREREQUISITE, "the Pulumi CLI is needed to read the stack's outputs"),
-        (["check", "--port", "99999"], errors.EXIT_BAD_INPUT, "argument --port: "),
-        (["check", "--workers", "0"], errors.EXIT_BAD_INPUT, "argument --workers: "),
-        (["local", "up", "--cpus", "0"], errors.EXIT_BAD_INPUT, "argument --cpus: "),
-        (["local", "up", "--memory", "-1"], errors.EXIT_BAD_INPUT, "argument --memory: "),
-        (["local", "up", "--disk-size", "big"], errors.EXIT_BAD_INPUT, "argument --disk-size: "),
-        (["local", "up", "--timeout", "-5"], errors.EXIT_BAD_INPUT, "argument --timeout: "),
+        (["frobnicate"], errors.ExitStatus.BAD_INPUT, "invalid choice: 'frobnicate'"),
+        (["check", "--timeout", "soon"], errors.ExitStatus.BAD_INPUT, "argument --timeout: "),
+        (["check", "--timeout", "0"], errors.ExitStatus.BAD_INPUT, "argument --timeout: "),
+        (["check", "--timeout", "nan"], errors.ExitStatus.BAD_INPUT, "argument --timeout: "),
+        (["start", "--timeout", "nan"], errors.ExitStatus.BAD_INPUT, "argument --timeout: "),
+        (["start", "--timeout", "-1"], errors.ExitStatus.BAD_INPUT, "argument --timeout: "),
+        (["stop", "--timeout", "nan"], errors.ExitStatus.BAD_INPUT, "argument --timeout: "),
+        (["stop", "--timeout", "0"], errors.ExitStatus.BAD_INPUT, "argument --timeout: "),
+        (["stop", "--student"], errors.ExitStatus.BAD_INPUT, "argument --student: expected one argument"),
+        (["status", "--json", "--student", "x"], errors.ExitStatus.BAD_INPUT, "unrecognized arguments: --student x"),
+        (["status", "--json"], errors.ExitStatus.MISSING_PREREQUISITE, "the Pulumi CLI is not installed"),
+        (["stop"], errors.ExitStatus.MISSING_PREREQUISITE, "the Pulumi CLI is needed to read the stack's outputs"),
+        (["check", "--port", "99999"], errors.ExitStatus.BAD_INPUT, "argument --port: "),
+        (["check", "--workers", "0"], errors.ExitStatus.BAD_INPUT, "argument --workers: "),
+        (["local", "up", "--cpus", "0"], errors.ExitStatus.BAD_INPUT, "argument --cpus: "),
+        (["local", "up", "--memory", "-1"], errors.ExitStatus.BAD_INPUT, "argument --memory: "),
+        (["local", "up", "--disk-size", "big"], errors.ExitStatus.BAD_INPUT, "argument --disk-size: "),
+        (["local", "up", "--timeout", "-5"], errors.ExitStatus.BAD_INPUT, "argument --timeout: "),
         (["local", "metadata-server", "--attributes", "a.json", "--port", "70000"], 2, "argument --port: "),
-        (["render", "--stack", "no-such-stack"], errors.EXIT_BAD_INPUT, "Pulumi.no-such-stack.yaml"),
-        (["local", "check", "--name", "nothing-here"], errors.EXIT_BAD_INPUT, "no local VM named 'nothing-here'"),
+        (["render", "--stack", "no-such-stack"], errors.ExitStatus.BAD_INPUT, "Pulumi.no-such-stack.yaml"),
+        (["local", "check", "--name", "nothing-here"], errors.ExitStatus.BAD_INPUT, "no local VM named 'nothing-here'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], status: int, message: str, home: dict[str, str]) -> None:
@@ -146,7 +146,7 @@ def test_a_port_that_is_open_but_not_ssh_is_unreachable_without_paramikos_traceb
     not_ssh: int, key: tuple[Path, str], home: dict[str, str]
 ) -> None:
     result = run_cli(*check_args(not_ssh, key, "--timeout", "4"), env=home)
-    assert result.returncode == errors.EXIT_UNREACHABLE, result.stderr
+    assert result.returncode == errors.ExitStatus.UNREACHABLE, result.stderr
     last = no_traceback(result)
     assert "Exception (client)" not in result.stderr
     assert f"could not log in to u@127.0.0.1:{not_ssh} within 4s: " in last
@@ -162,7 +162,7 @@ def test_a_missing_local_tool_names_it(tmp_path: Path, home: dict[str, str]) -> 
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     result = run_cli("local", "up", "--image", str(image), env={**home, "PATH": str(empty)})
-    assert result.returncode == errors.EXIT_BAD_INPUT
+    assert result.returncode == errors.ExitStatus.BAD_INPUT
     assert "qemu-img is not installed. Fix: sudo apt-get install qemu-utils" in no_traceback(result)
 
 
@@ -176,7 +176,7 @@ def test_local_ssh_without_an_ssh_client_names_it(tmp_path: Path, home: dict[str
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     result = run_cli("local", "ssh", "--name", "one", env={**home, "PATH": str(empty)})
-    assert result.returncode == errors.EXIT_BAD_INPUT
+    assert result.returncode == errors.ExitStatus.BAD_INPUT
     assert "ssh is not installed" in no_traceback(result)
 
 
@@ -212,7 +212,7 @@ def test_ctrl_c_during_check_exits_130_saying_nothing_is_left_running(
     seen = wait_for(process, "connecting to")
     time.sleep(0.5)  # into the login, which the silent server holds
     out, err = interrupt(process, seen)
-    assert process.returncode == errors.EXIT_INTERRUPTED, err
+    assert process.returncode == errors.ExitStatus.INTERRUPTED, err
     last = no_traceback((out, err))
     assert last.startswith("course-vm: interrupted: ")
     assert "check changes nothing on the VM" in last
@@ -229,7 +229,7 @@ def test_ctrl_c_during_a_class_check_exits_at_once(silent: int, key: tuple[Path,
     time.sleep(0.5)  # into the logins, which the silent server holds
     began = time.monotonic()
     out, err = interrupt(process, seen)
-    assert process.returncode == errors.EXIT_INTERRUPTED, err
+    assert process.returncode == errors.ExitStatus.INTERRUPTED, err
     assert time.monotonic() - began < 10, "Ctrl-C waited for the running checks"
     assert no_traceback((out, err)).startswith("course-vm: interrupted: the check changes nothing on the VM")
 
@@ -243,7 +243,7 @@ def test_ctrl_c_while_start_waits_exits_at_once(api: FakeComputeApi, tmp_path: P
     seen = wait_for(process, "SUSPENDED")
     began = time.monotonic()
     out, err = interrupt(process, seen)
-    assert process.returncode == errors.EXIT_INTERRUPTED, err
+    assert process.returncode == errors.ExitStatus.INTERRUPTED, err
     assert time.monotonic() - began < 10, "Ctrl-C waited for the VMs being started"
     assert no_traceback((out, err)).startswith("course-vm: interrupted: VMs already asked to start go on starting")
 
@@ -284,7 +284,7 @@ def test_ctrl_c_while_local_up_boots_stops_the_vm_it_started(tmp_path: Path, hom
         time.sleep(0.05)  # the stand-in writes it once it runs
     assert pid and alive(pid)
     out, err = interrupt(process, seen)
-    assert process.returncode == errors.EXIT_INTERRUPTED, err
+    assert process.returncode == errors.ExitStatus.INTERRUPTED, err
     last = no_traceback((out, err))
     assert last == "course-vm: interrupted while local VM one was booting: stopped it; nothing is left running"
     assert not alive(pid)
@@ -306,7 +306,7 @@ def test_ctrl_c_once_the_local_vm_booted_says_it_still_runs_and_how_to_remove_it
     monkeypatch.setattr("provisioner.cli.local.pinning", booted)
     monkeypatch.setattr(local_vm, "boot", lambda name, *_, **__: local_vm.LocalVm(
         name, tmp_path, 1, 2222, "student", tmp_path / "key", (), "tcg", None))  # fmt: skip
-    assert main(["local", "up", "--name", "one", "--image", str(image)]) == errors.EXIT_INTERRUPTED
+    assert main(["local", "up", "--name", "one", "--image", str(image)]) == errors.ExitStatus.INTERRUPTED
     assert capsys.readouterr().err == (
         "course-vm: interrupted: the local VM one is still running (its setup goes on). "
         "`course-vm local check --name one` checks it again; "
@@ -324,7 +324,8 @@ def test_an_unexpected_error_is_one_line_exit_70_and_its_traceback_is_kept(
         raise ZeroDivisionError("division by zero")
 
     monkeypatch.setattr(render, "stack_file", broken)
-    assert main(["render"]) == errors.EXIT_BUG == 70
+    assert main(["render"]) == errors.ExitStatus.BUG
+    assert errors.ExitStatus.BUG.value == 70
     err = capsys.readouterr().err
     saved = tmp_path / "state" / "course-vm" / "last-error.txt"
     assert err == (
@@ -373,7 +374,7 @@ GOOD_STACK = (
 )
 
 
-def failing(argv: list[str], capsys: pytest.CaptureFixture[str], status: int = errors.EXIT_BAD_INPUT) -> str:
+def failing(argv: list[str], capsys: pytest.CaptureFixture[str], status: int = errors.ExitStatus.BAD_INPUT) -> str:
     """What ARGV prints on stderr, after asserting that it fails as expected failures do (exit STATUS)."""
     assert main(argv) == status
     err = capsys.readouterr().err
@@ -387,7 +388,7 @@ def test_start_stop_and_status_without_pulumi_suggest_nothing_they_do_not_have(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = [command, "--stack", "dev"]
-    err = failing(argv, capsys, errors.EXIT_MISSING_PREREQUISITE)
+    err = failing(argv, capsys, errors.ExitStatus.MISSING_PREREQUISITE)
     assert "--host" not in err and "--identity" not in err
     assert_fixes_are_valid(argv, err)
 

@@ -9,7 +9,7 @@ import pytest
 from provisioner.cli import prerequisites
 from provisioner.cli.main import main
 from provisioner.driver.workspace import PULUMI_INSTALL
-from provisioner.errors import EXIT_MISSING_PREREQUISITE, MissingPrerequisiteError
+from provisioner.errors import ExitStatus, MissingPrerequisiteError
 from provisioner.recipe.settings import parse_settings
 from tests.support.cli import in_this_process, run_cli
 from tests.support.fake_compute_api import FakeComputeApi
@@ -32,7 +32,7 @@ def test_with_nothing_installed_up_names_everything_and_creates_nothing(tmp_path
     home.mkdir()
     environment = {"PATH": str(tools(tmp_path)), "HOME": str(home), "XDG_STATE_HOME": str(home / "state")}
     result = run_cli("up", "--project", "course-project-1", env=environment)
-    assert result.returncode == EXIT_MISSING_PREREQUISITE
+    assert result.returncode == ExitStatus.MISSING_PREREQUISITE
     assert result.stderr.splitlines() == [
         "course-vm: course-vm up needs 3 things this machine lacks; nothing was created:",
         f"  - the Pulumi CLI is not on PATH (course-vm drives it). Fix: {PULUMI_INSTALL}",
@@ -135,7 +135,7 @@ def test_up_knows_iap_from_the_stacks_settings(tmp_path: Path, config: dict[str,
     result = run_cli("up", "--yes", env=env)
     lacks = "gcloud has no logged-in account (sshAccess iap: `up` checks the VMs through gcloud's IAP tunnel"
     assert (lacks in result.stderr) is iap, result.stderr
-    assert (result.returncode == EXIT_MISSING_PREREQUISITE) is iap
+    assert (result.returncode == ExitStatus.MISSING_PREREQUISITE) is iap
     assert ("course-vm: previewing the changes to stack dev" in result.stderr) is not iap, "past the prerequisites"
     if iap:
         assert pulumi.verbs() == ["stack export", "config"], "the stack is read, and nothing is created or stored"
@@ -183,7 +183,7 @@ def test_up_of_an_iap_stack_without_gcloud_says_so_and_creates_nothing(
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     for name in ("CLOUDSDK_CONFIG", "GOOGLE_APPLICATION_CREDENTIALS", *prerequisites.TOKEN_VARIABLES):
         monkeypatch.delenv(name, raising=False)
-    assert main(["up", "--stack", "class"]) == EXIT_MISSING_PREREQUISITE
+    assert main(["up", "--stack", "class"]) == ExitStatus.MISSING_PREREQUISITE
     assert capsys.readouterr().err.splitlines() == [
         "course-vm: course-vm up needs one thing this machine lacks; nothing was created:",
         "  - the Google Cloud CLI (gcloud) is not on PATH (sshAccess iap: `up` checks the VMs through its IAP "

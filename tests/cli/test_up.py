@@ -15,7 +15,7 @@ from provisioner.driver.engine_errors import RAW_CLI_NOTE
 from provisioner.driver.plan import Action, Plan
 from provisioner.driver.session import EngineRunError
 from provisioner.driver.verifications import Result, Verification, recorded_verifications
-from provisioner.errors import EXIT_MISSING_PREREQUISITE, CourseVmError, MissingPrerequisiteError, SettingsError
+from provisioner.errors import CourseVmError, ExitStatus, MissingPrerequisiteError, SettingsError
 from provisioner.gcp.quotas import Existing
 from provisioner.recipe.settings import Settings
 from provisioner.stack import StackOutputs
@@ -188,7 +188,7 @@ def test_without_the_pulumi_cli_up_says_how_to_install_it(
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert main(["up", "--project", "course-project-1"]) == EXIT_MISSING_PREREQUISITE
+    assert main(["up", "--project", "course-project-1"]) == ExitStatus.MISSING_PREREQUISITE
     assert "the Pulumi CLI is not on PATH" in capsys.readouterr().err
     assert not (tmp_path / "state").exists(), "nothing is set up before the CLI is known to exist"
 

@@ -17,7 +17,7 @@ from provisioner.driver.engine_errors import (
 )
 from provisioner.driver.events import EngineLog, parse_events
 from provisioner.driver.workspace import CliResult
-from provisioner.errors import EXIT_BAD_INPUT, EXIT_ENGINE_FAILED, EXIT_MISSING_PREREQUISITE, EngineError
+from provisioner.errors import EngineError, ExitStatus
 from tests.support.pulumi_events import error_diagnostic, update_events
 
 # The real CLI's lines (pkg/secrets/passphrase/manager.go; pkg/backend: StackNotFoundError).
@@ -75,7 +75,7 @@ def failed(stderr: str, stdout: str = "") -> CliResult:
 def test_a_missing_passphrase_says_which_backend_and_how_to_set_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PULUMI_BACKEND_URL", "s3://their-bucket")
     error = passphrase_error("mine", MISSING, {})
-    assert error is not None and error.exit_code == EXIT_MISSING_PREREQUISITE
+    assert error is not None and error.exit_code == ExitStatus.MISSING_PREREQUISITE
     assert str(error) == (
         "stack mine on s3://their-bucket keeps its secrets with a passphrase, and none is set (course-vm brings its "
         "own only to its own backend). Fix: export PULUMI_CONFIG_PASSPHRASE_FILE=FILE (a file holding the stack's "
@@ -85,7 +85,7 @@ def test_a_missing_passphrase_says_which_backend_and_how_to_set_one(monkeypatch:
 
 def test_a_passphrase_that_does_not_fit_says_which_one_was_tried() -> None:
     ours = passphrase_error("dev", INCORRECT, {"PULUMI_CONFIG_PASSPHRASE_FILE": "/state/pulumi/passphrase"})
-    assert ours is not None and ours.exit_code == EXIT_BAD_INPUT
+    assert ours is not None and ours.exit_code == ExitStatus.BAD_INPUT
     assert str(ours) == (
         "course-vm's passphrase file /state/pulumi/passphrase does not decrypt stack dev's secrets: the stack was "
         "made with another passphrase (e.g. one typed at `pulumi stack init`). Fix: export "
@@ -111,7 +111,7 @@ def test_a_missing_stack_is_known_by_the_clis_words() -> None:
 
 def test_a_missing_stack_names_the_stacks_that_exist() -> None:
     error = no_such_stack("typo", ["dev", "alice"])
-    assert error.exit_code == EXIT_BAD_INPUT
+    assert error.exit_code == ExitStatus.BAD_INPUT
     assert str(error) == (
         "there is no stack typo (the stacks that exist: alice, dev); nothing was created or deleted. "
         "Fix: name one of them with --stack"
@@ -130,7 +130,7 @@ def test_a_missing_stack_where_none_exists_says_how_to_create_one() -> None:
 
 def test_an_engine_error_says_what_failed_in_the_engines_lines_and_what_to_do() -> None:
     error = engine_error("update stack dev", "dev", failed(QUOTA), EngineLog(), project="course-project-1", again="up")
-    assert isinstance(error, EngineError) and error.exit_code == EXIT_ENGINE_FAILED
+    assert isinstance(error, EngineError) and error.exit_code == ExitStatus.ENGINE_FAILED
     assert str(error) == (
         "Pulumi could not update stack dev:\n"
         "  error: 1 error occurred:\n"

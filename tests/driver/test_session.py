@@ -12,14 +12,7 @@ from provisioner.driver.engine_errors import RAW_CLI_NOTE
 from provisioner.driver.plan import Action, HomeDisk, VmChange, failed_students
 from provisioner.driver.session import EngineRunError, StackSession
 from provisioner.driver.state import StackState
-from provisioner.errors import (
-    EXIT_BAD_INPUT,
-    EXIT_MISSING_PREREQUISITE,
-    CourseVmError,
-    EngineError,
-    MissingPrerequisiteError,
-    SettingsError,
-)
+from provisioner.errors import CourseVmError, EngineError, ExitStatus, MissingPrerequisiteError, SettingsError
 from provisioner.stack import StackOutputs, VmOutputs
 from tests.support.cli import run_cli
 from tests.support.fake_compute_api import FakeComputeApi
@@ -68,7 +61,7 @@ def test_without_missing_ok_a_stack_that_is_not_there_is_the_one_error(
         "there is no stack typo (the stacks that exist: alice, dev); nothing was created or deleted. "
         "Fix: name one of them with --stack"
     )
-    assert raised.value.exit_code == EXIT_BAD_INPUT
+    assert raised.value.exit_code == ExitStatus.BAD_INPUT
     assert pulumi.verbs() == ["stack export", "stack ls"], "no stack init"
 
 
@@ -152,7 +145,7 @@ def test_a_stack_with_a_typed_passphrase_and_none_set_is_one_clear_error(
     with pytest.raises(MissingPrerequisiteError, match=r"^stack mine on .* keeps its secrets with a passphrase"):
         StackSession.open("mine", reads_only=True)  # what check, start, stop and handout open
     # status opens the stack as every command does: the same error, one line, no traceback.
-    assert main(["status", "--stack", "mine"]) == EXIT_MISSING_PREREQUISITE
+    assert main(["status", "--stack", "mine"]) == ExitStatus.MISSING_PREREQUISITE
     err = capsys.readouterr().err
     assert err.startswith(f"course-vm: stack mine on {url} keeps its secrets with a passphrase")
     assert "Fix: export PULUMI_CONFIG_PASSPHRASE_FILE=FILE" in err
@@ -172,7 +165,7 @@ def test_a_passphrase_that_does_not_decrypt_the_stack_says_which_one_was_tried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, passphrase=TYPED)
-    assert main(["status"]) == EXIT_BAD_INPUT
+    assert main(["status"]) == ExitStatus.BAD_INPUT
     err = capsys.readouterr().err
     passphrase = tmp_path / "state" / "course-vm" / "pulumi" / "passphrase"
     assert err.startswith(f"course-vm: course-vm's passphrase file {passphrase} does not decrypt stack dev's secrets")

@@ -27,7 +27,7 @@ from provisioner.driver.workspace import (
     raw_cli_lines,
     runtime_environment,
 )
-from provisioner.errors import EXIT_MISSING_PREREQUISITE, MissingPrerequisiteError
+from provisioner.errors import ExitStatus, MissingPrerequisiteError
 from tests.conftest import ROOT
 from tests.support.cli import in_this_process, run_cli
 from tests.support.outputs import one_vm
@@ -280,7 +280,7 @@ def test_without_the_pulumi_cli_every_command_says_how_to_install_it(
     home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
     monkeypatch.setenv("PATH", str(home / "empty"))
-    assert main(command) == EXIT_MISSING_PREREQUISITE
+    assert main(command) == ExitStatus.MISSING_PREREQUISITE
     err = capsys.readouterr().err
     assert err.startswith("course-vm: the Pulumi CLI ") and f"Fix: {PULUMI_INSTALL}" in err
     assert not (home / "state").exists()

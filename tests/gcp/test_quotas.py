@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from provisioner.errors import EXIT_MISSING_PREREQUISITE, EXIT_UNREACHABLE, CourseVmError, UnreachableError
+from provisioner.errors import CourseVmError, ExitStatus, UnreachableError
 from provisioner.gcp.compute_api import ServiceDisabledError
 from provisioner.gcp.quotas import (
     PROJECT_SCOPE,
@@ -126,7 +126,7 @@ def test_a_class_too_big_for_the_quotas_is_refused_with_the_table_and_the_link(a
                          quota("SSD_TOTAL_GB", 500, 20), quota("DISKS_TOTAL_GB", 4096)]  # fmt: skip
     with pytest.raises(QuotaError) as raised:
         check(api, 30)
-    assert raised.value.exit_code == EXIT_MISSING_PREREQUISITE
+    assert raised.value.exit_code == ExitStatus.MISSING_PREREQUISITE
     assert str(raised.value) == (
         "the 30 new VMs would exceed 5 quotas of project course-project-1; nothing was created:\n"
         "  QUOTA             SCOPE         NEEDED  IN USE  LIMIT\n"
@@ -158,7 +158,7 @@ def test_an_api_not_enabled_names_the_command_that_enables_it(api: FakeComputeAp
     api.api_enabled = False
     with pytest.raises(ServiceDisabledError) as raised:
         check(api, 0)
-    assert raised.value.exit_code == EXIT_MISSING_PREREQUISITE
+    assert raised.value.exit_code == ExitStatus.MISSING_PREREQUISITE
     assert "`gcloud services enable compute.googleapis.com --project course-project-1`" in str(raised.value)
 
 
@@ -176,7 +176,7 @@ def test_a_machine_type_the_zone_lacks_is_named_before_anything_is_created(api: 
 def test_an_unreachable_api_is_one_clear_error(api: FakeComputeApi) -> None:
     with pytest.raises(UnreachableError) as raised:
         check_before_up(settings(), 1, api="http://127.0.0.1:9/compute/v1", token=lambda: TOKEN)
-    assert raised.value.exit_code == EXIT_UNREACHABLE
+    assert raised.value.exit_code == ExitStatus.UNREACHABLE
     assert str(raised.value).startswith("the Compute API (http://127.0.0.1:9/compute/v1) did not answer GET ")
     assert "nothing was created. Fix: check the network" in str(raised.value)
 

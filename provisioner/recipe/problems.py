@@ -60,9 +60,10 @@ def as_fix(fix: Fix | str) -> Fix:
 
 
 def set_key(key: str, example: object, *, at: int = 0) -> Fix:
-    """Set KEY to EXAMPLE, written as `pulumi config` takes it; a list EXAMPLE sets its first item as item AT."""
+    """Set KEY to EXAMPLE, written as `pulumi config` takes it; a list EXAMPLE sets its first item as item AT
+    (an empty one: a placeholder the user fills in)."""
     if isinstance(example, list):
-        return Fix((SetKey(key, f"{example[0]}", at),))
+        return Fix((SetKey(key, f"{example[0]}" if example else "VALUE", at),))
     if isinstance(example, bool):
         example = str(example).lower()
     return Fix((SetKey(key, f"{example}"),))

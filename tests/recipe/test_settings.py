@@ -755,3 +755,12 @@ def test_a_students_list_under_iap_is_told_to_use_a_roster_with_emails() -> None
         parse_settings({"sshAccess": "iap", "students": ["alice"]}, PROJECT, ZONE)
     assert "students: got 'alice', but sshAccess iap grants each student's Google account" in str(raised.value)
     assert "(a `students` list carries no emails: use studentsCsv)" in str(raised.value)
+
+
+def test_a_misspelt_list_setting_given_an_empty_list_is_one_problem_not_a_crash() -> None:
+    with pytest.raises(SettingsError) as raised:
+        parse_settings({**GOOD, "student": []}, PROJECT, ZONE)
+    assert raised.value.problems == (
+        "student: got [], but course-vm has no such setting (did you mean students?). "
+        "Fix: pulumi config rm student, then pulumi config set --path 'students[0]' VALUE",
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -12,11 +11,13 @@ from provisioner.cli.ssh_entries import aliases, write_entries
 from provisioner.driver.config import CIDRS_KEY
 from provisioner.driver.engine_errors import RAW_CLI_NOTE
 from provisioner.driver.plan import Action, Plan, failed_students
-from provisioner.driver.session import EngineRunError, StackSession
+from provisioner.driver.session import EngineInterruptedError, EngineRunError, StackSession, stack_file_config
 from provisioner.driver.verifications import record_verifications
-from provisioner.driver.workspace import OnOutput
+from provisioner.driver.workspace import OnOutput, Workspace
 from provisioner.errors import CourseVmError, EngineError, SettingsError
 from provisioner.gcp.quotas import Existing
+from provisioner.paths import PROJECT_DIR
+from provisioner.recipe.problems import as_given
 from provisioner.recipe.settings import Settings
 from provisioner.stack import StackOutputs, VmOutputs
 
@@ -71,17 +72,19 @@ def up(
     when the answer is no (nothing changed), EngineError when Pulumi fails (PartialUpError when it
     failed for some students of a class: see after_failed_update), and what READY and CHECK raise.
     """
-    if ready is not None and shutil.which("pulumi") is None:
-        ready(False)  # names the Pulumi CLI with whatever else is missing; a stack cannot be read without it
+    if ready is not None and not Workspace.installed():
+        # Named with whatever else is missing; the stack file says whether gcloud's login is needed too.
+        ready(stack_file_config(PROJECT_DIR, stack_name).iap)
     session = StackSession.open(stack_name, missing_ok=True)
     if ready is not None:
         ready(session.config().iap)
     session.create()
+    session.select()
     keep_options(session, options, on_output)
     try:
         settings = session.config().settings()
     except SettingsError as error:
-        raise SettingsError([*error.records] or error.problems, note=RAW_CLI_NOTE) from None
+        raise SettingsError(as_given(error), note=RAW_CLI_NOTE) from None
     plan = session.preview(project=options.project)
     # The preview names every VM in the state, also those a failed first `up` left out of the outputs.
     before = aliases(stack_name, session.state().names() | set(plan.students()))
@@ -96,7 +99,10 @@ def up(
         except EngineRunError as error:
             # A failed update keeps the old outputs, so only its events say whose verification failed.
             record_verifications(stack_name, error.log)
-            raise after_failed_update(session, error, plan, before) from None
+            raise after_failed_update(stack_name, session, error, plan, before) from None
+        except EngineInterruptedError as interrupted:
+            record_verifications(stack_name, interrupted.log)  # those that ended before Pulumi cancelled
+            raise
         record_verifications(stack_name, log)
     outputs = session.outputs()
     problems = write_entries(stack_name, outputs.vms, before)
@@ -121,7 +127,7 @@ def keep_options(session: StackSession, options: UpOptions, on_output: OnOutput)
 
 
 def after_failed_update(
-    session: StackSession, error: EngineRunError, plan: Plan, before: Collection[str]
+    stack_name: str, session: StackSession, error: EngineRunError, plan: Plan, before: Collection[str]
 ) -> EngineError:
     """What an update of a class that failed part way leaves, said: ERROR, or a PartialUpError naming the
     students whose VM failed, once the `Host` entries of the VMs that finished are written.
@@ -146,8 +152,8 @@ def after_failed_update(
     if not failed:
         return error
     finished = {name: vm for name, vm in outputs.vms.items() if name not in failed}
-    problems = write_entries(session.name, finished, set(before) - aliases(session.name, failed))
-    return PartialUpError(_partial_message(session.name, error, failed, outputs.vms, problems), outputs, failed)
+    problems = write_entries(stack_name, finished, set(before) - aliases(stack_name, failed))
+    return PartialUpError(_partial_message(stack_name, error, failed, outputs.vms, problems), outputs, failed)
 
 
 def _partial_message(

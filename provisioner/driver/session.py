@@ -20,7 +20,7 @@ from provisioner.driver.events import EngineLog, read_event_log
 from provisioner.driver.plan import Plan, plan_of
 from provisioner.driver.state import StackState, walk
 from provisioner.driver.workspace import CliError, CliResult, OnOutput, Workspace
-from provisioner.errors import EngineError
+from provisioner.errors import CourseVmError, EngineError
 from provisioner.recipe.names import student_name_problem
 from provisioner.recipe.problems import error_from_json
 from provisioner.stack import PROBLEMS_VARIABLE, StackOutputs
@@ -34,18 +34,36 @@ class EngineRunError(EngineError):
         self.log = log
 
 
+class EngineInterruptedError(KeyboardInterrupt):
+    """Ctrl-C while the engine ran: the events it wrote until it had cancelled (whose verifications ended)."""
+
+    def __init__(self, log: EngineLog) -> None:
+        super().__init__()
+        self.log = log
+
+
 class StackSession:
     """Stack NAME through WORKSPACE, for one command: what it reads it reads once and keeps; after a
-    change (`update`, `destroy`) the state is read again when asked for."""
+    change (`update`, `destroy`) the state is read again when asked for. NAME None: the stack selected
+    in the Pulumi CLI (the one `up`, `down` or `status` last used, or `pulumi stack select` chose)."""
 
-    def __init__(self, workspace: Workspace, name: str) -> None:
+    def __init__(self, workspace: Workspace, name: str | None) -> None:
         self.workspace = workspace
         self.name = name
         self._state: StackState | None = None
         self._config: StackConfig | None = None
 
+    @property
+    def _stack(self) -> list[str]:
+        return ["--stack", self.name] if self.name is not None else []
+
+    @property
+    def said_name(self) -> str:
+        """The stack's name as messages say it."""
+        return self.name if self.name is not None else "(the selected one)"
+
     @classmethod
-    def open(cls, name: str, *, missing_ok: bool = False, reads_only: bool = False) -> StackSession:
+    def open(cls, name: str | None, *, missing_ok: bool = False, reads_only: bool = False) -> StackSession:
         """The session of stack NAME, its state read (a passphrase that does not fit is one clear error
         before anything changes). With MISSING_OK a stack that does not exist is no error: `exists` is
         then False, until `create`.
@@ -62,11 +80,22 @@ class StackSession:
     """Whether the stack exists on the backend (see `open`'s MISSING_OK)."""
 
     def create(self) -> None:
-        """Create the stack (`pulumi stack init`), if it does not exist yet."""
+        """Create the stack (`pulumi stack init`, which selects it too), if it does not exist yet."""
         if not self.exists:
-            self._run(["stack", "init", self.name], doing="create")
+            self._run(["stack", "init", *self._stack[1:]], doing="create")
             self.exists = True
-            self._config = None  # a stack file that was there before keeps its config
+            self._selected = True
+            self._config = None  # the stack file that was there before keeps its config
+
+    _selected = False
+
+    def select(self) -> None:
+        """Make the stack the one the Pulumi CLI works on when told no other (`pulumi stack select`), as
+        `up`, `down` and `status` always have: the raw `pulumi config` lines of their fixes, and `check`
+        without --stack, then reach it."""
+        if not self._selected and self.name is not None:
+            self._run(["stack", "select", *self._stack], doing="select")
+            self._selected = True
 
     def state(self) -> StackState:
         """The stack's state, walked (`pulumi stack export --show-secrets`)."""
@@ -76,13 +105,15 @@ class StackSession:
         return self._state
 
     def _read_state(self, *, missing_ok: bool) -> None:
-        args = ["stack", "export", "--show-secrets", "--stack", self.name]
+        args = ["stack", "export", "--show-secrets", *self._stack]
         try:
             result = self.workspace.run(args)
         except CliError as error:
-            if missing_ok and is_missing_stack(error.result):
+            if missing_ok and self.name is not None and is_missing_stack(error.result):
                 self.exists = False
-                self._state, self._config = StackState(), StackConfig()
+                self._state = StackState()
+                # What `stack init` keeps of a stack file that is there already (none: no config).
+                self._config = stack_file_config(self.workspace.directory, self.name)
                 return
             self._failed(error.result, doing="read")
         try:
@@ -100,7 +131,7 @@ class StackSession:
     def config(self) -> StackConfig:
         """The stack's config (`pulumi config --json --show-secrets`)."""
         if self._config is None:
-            result = self._run(["config", "--json", "--show-secrets", "--stack", self.name], doing="read the config of")
+            result = self._run(["config", "--json", "--show-secrets", *self._stack], doing="read the config of")
             try:
                 self._config = StackConfig.from_cli(json.loads(result.stdout or "{}"))
             except ValueError:
@@ -111,12 +142,12 @@ class StackSession:
         """Set VALUES (full keys) and replace the lists LISTS (own keys) in the stack's config."""
         pairs: list[str] = []
         for key, items in lists.items():
-            self._run(["config", "rm", key, "--stack", self.name], doing="store the settings in")
+            self._run(["config", "rm", key, *self._stack], doing="store the settings in")
             pairs += [f"{key}[{index}]={item}" for index, item in enumerate(items)]
         pairs = [f"{key}={value}" for key, value in values.items()] + pairs
         if pairs:
             flags = [part for pair in pairs for part in ("--plaintext", pair)]
-            self._run(["config", "set-all", "--path", *flags, "--stack", self.name], doing="store the settings in")
+            self._run(["config", "set-all", "--path", *flags, *self._stack], doing="store the settings in")
         self._config = self.config().with_changes(values, lists)
 
     def preview(self, *, project: str | None = None) -> Plan:
@@ -151,13 +182,15 @@ class StackSession:
             events, problems = Path(private) / "events.jsonl", Path(private) / "problems.json"
             extra = {"PULUMI_DEBUG_COMMANDS": "true", PROBLEMS_VARIABLE: str(problems)}
             try:
-                self.workspace.run([*args, "--stack", self.name, "--event-log", str(events)], on_output, extra)
+                self.workspace.run([*args, *self._stack, "--event-log", str(events)], on_output, extra)
             except CliError as error:
                 log = read_event_log(events)
                 self._refused(error.result, problems)
-                failed = engine_error(f"{doing} stack {self.name}", self.name, error.result, log, project=project,
-                                      again=again)  # fmt: skip
+                name = self.said_name
+                failed = engine_error(f"{doing} stack {name}", name, error.result, log, project=project, again=again)
                 raise EngineRunError(failed, log) from None
+            except KeyboardInterrupt:
+                raise EngineInterruptedError(read_event_log(events)) from None
             return read_event_log(events)
 
     def _refused(self, result: CliResult, problems: Path) -> None:
@@ -182,10 +215,11 @@ class StackSession:
         """Raise what the failed RESULT means: a passphrase that does not fit, a stack that does not exist,
         or an EngineError saying what failed (DOING stack NAME)."""
         self._raise_state_error(result)
-        raise engine_error(f"{doing} stack {self.name}", self.name, result, EngineLog(), project=None, again=None)
+        name = self.said_name
+        raise engine_error(f"{doing} stack {name}", name, result, EngineLog(), project=None, again=None)
 
     def _raise_state_error(self, result: CliResult) -> None:
-        mapped = passphrase_error(self.name, result.stderr, self.workspace.environment)
+        mapped = passphrase_error(self.said_name, result.stderr, self.workspace.environment)
         if mapped is not None:
             raise mapped
         if is_missing_stack(result):
@@ -198,3 +232,12 @@ class StackSession:
         except (CliError, ValueError):
             return []
         return [str(entry["name"]) for entry in listed if isinstance(entry, dict) and "name" in entry]
+
+
+def stack_file_config(directory: Path, name: str) -> StackConfig:
+    """The config of the stack file `Pulumi.NAME.yaml` in DIRECTORY, for a stack the backend does not have
+    yet; none when there is no such file or it cannot be used (`up` then reports that with the settings)."""
+    try:
+        return StackConfig.from_stack_file(directory / f"Pulumi.{name}.yaml")
+    except CourseVmError:
+        return StackConfig()

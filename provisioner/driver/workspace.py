@@ -204,40 +204,46 @@ class Workspace:
         """Run `pulumi ARGS` to its end, each stdout line to ON_OUTPUT as it comes; EXTRA on top of the
         environment. Raises CliError when it fails.
 
-        Ctrl-C reaches the CLI too (the same process group), which then cancels its operation cleanly;
-        this waits for it to finish doing so before KeyboardInterrupt goes on.
+        Ctrl-C reaches the CLI too (the same process group), which then cancels its operation cleanly,
+        saying so: what it says still goes to ON_OUTPUT (a pipe nobody reads would fill and hold it), and
+        KeyboardInterrupt goes on once it ended. A second Ctrl-C stops the waiting.
         """
         command = [self.pulumi, "--non-interactive", *args]
         environment = {**os.environ, **self.environment, **(extra or {})}
+        stdout: list[str] = []
+
+        def said(line: str) -> None:
+            stdout.append(line)
+            if on_output is not None:
+                on_output(line.rstrip("\n"))
+
         with subprocess.Popen(
-            command,
-            cwd=self.directory,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            encoding="utf-8",
-            errors="replace",
-        ) as process:
+            command, cwd=self.directory, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, encoding="utf-8", errors="replace",
+        ) as process:  # fmt: skip
             assert process.stdout is not None and process.stderr is not None
             stderr: list[str] = []
             reader = threading.Thread(target=_read_all, args=(process.stderr, stderr), daemon=True)
             reader.start()
-            stdout: list[str] = []
             try:
                 for line in process.stdout:
-                    stdout.append(line)
-                    if on_output is not None:
-                        on_output(line.rstrip("\n"))
-                code = process.wait()
+                    said(line)
             except KeyboardInterrupt:
+                for line in process.stdout:
+                    said(line)
                 process.wait()
                 raise
+            code = process.wait()
             reader.join()
         result = CliResult(tuple(args), code, "".join(stdout), "".join(stderr))
         if code != 0:
             raise CliError(result)
         return result
+
+    @staticmethod
+    def installed() -> bool:
+        """Whether the Pulumi CLI is on PATH (`open` says how to install it when it is not)."""
+        return shutil.which("pulumi") is not None
 
 
 def _read_all(stream: IO[str], into: list[str]) -> None:

@@ -5,15 +5,17 @@ test_power.py and test_status.py."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from provisioner.cli.up import class_table
 from provisioner.driver.engine_errors import RAW_CLI_NOTE
-from provisioner.errors import SettingsError
+from provisioner.errors import ExitStatus, SettingsError
 from provisioner.stack import VmOutputs
-from tests.support.cli import on_a_terminal, run_cli
+from tests.support.cli import on_a_terminal, run_cli, started_cli
 from tests.support.fake_compute_api import MACHINE_TYPES_PATH, PROJECT_PATH, REGION_PATH, FakeComputeApi, quota
 from tests.support.fixes import assert_fixes_are_valid
 from tests.support.outputs import class_outputs, one_vm, vm_outputs
@@ -469,3 +471,33 @@ def test_a_class_up_where_one_verification_fails_writes_the_others_and_names_it(
     assert "Host course-vm-alice\n" in hosts and "HostName 34.78.1.10\n" in hosts
     assert "Host course-vm-carol\n" in hosts and "HostName 34.78.1.11\n" in hosts
     assert "course-vm-bob" not in hosts, "no entry for a VM without outputs"
+
+
+def test_ctrl_c_during_up_waits_for_pulumi_to_cancel_passing_on_all_it_says(tmp_path: Path) -> None:
+    # A terminal's Ctrl-C reaches course-vm and the Pulumi CLI it runs alike. Pulumi cancels cleanly, saying
+    # more than a pipe holds; course-vm passes all of it on (an unread pipe would hold Pulumi, and course-vm
+    # with it), keeps the verifications that ended before, and then exits 130 saying what may be left.
+    ended = update_events({"": "passed"})
+    cancelled = {"cancelled": 3000, "events": ended, "stderr": "error: update canceled\n"}
+    pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, events=CREATE, fail={"up": cancelled})
+    process = started_cli("up", "--yes", env=pulumi.environment, own_group=True)
+    assert process.stdout is not None
+    seen = ""
+    while "Updating (dev)" not in seen:
+        line = process.stdout.readline()
+        assert line, f"`up` ended before it updated: {seen}{process.communicate(timeout=30)}"
+        seen += line
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == ExitStatus.INTERRUPTED, err
+    assert "cancelling: waiting for the running operations to finish (2999)\n" in out
+    assert err.endswith(
+        "course-vm: interrupted: Pulumi may have created or changed some of stack dev's resources before it "
+        "stopped. `course-vm up --stack dev` finishes the job; `course-vm down --stack dev` removes what exists\n"
+    )
+    assert "Traceback" not in err
+    recorded = json.loads((tmp_path / "state" / "course-vm" / "verifications" / "dev.json").read_text())
+    assert recorded[""]["result"] == "passed", "the verification that ended before the Ctrl-C"

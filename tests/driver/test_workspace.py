@@ -301,7 +301,7 @@ def test_the_workspace_runs_the_cli_on_course_vms_backend_each_line_as_it_comes(
     said: list[str] = []
     result = opened.run(["stack", "ls", "--json"], on_output=said.append)
     assert [entry["name"] for entry in json.loads(result.stdout)] == ["dev", "fall"]
-    assert said == result.stdout.splitlines(), "each line as it comes"
+    assert said == result.stdout.splitlines()
     assert (result.args, result.code, result.stderr) == (("stack", "ls", "--json"), 0, "")
     assert pulumi.calls() == [["stack", "ls", "--json"]]
 
@@ -327,3 +327,22 @@ def test_extra_variables_reach_the_cli_on_top_of_the_workspaces(
     with pytest.raises(CliError, match="unknown flag: --event-log"):
         opened.run(args)
     assert opened.run(args, extra={"PULUMI_DEBUG_COMMANDS": "true"}).stdout == "Previewing update (dev)\n"
+
+
+def test_each_line_reaches_on_output_while_the_cli_still_runs(tmp_path: Path) -> None:
+    # A CLI that says one line, then waits for that line to have been passed on before it says the next.
+    go = tmp_path / "go"
+    cli = tmp_path / "pulumi"
+    cli.write_text(
+        '#!/bin/sh\necho first\ni=0\nwhile [ ! -e "$GO" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done\n'
+        '[ -e "$GO" ] || exit 3\necho second\n'
+    )
+    cli.chmod(0o755)
+    said: list[str] = []
+
+    def on_output(line: str) -> None:
+        said.append(line)
+        go.touch()
+
+    result = Workspace(str(cli), tmp_path, {"GO": str(go)}).run(["version"], on_output)
+    assert (result.code, said) == (0, ["first", "second"])

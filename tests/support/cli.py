@@ -33,8 +33,12 @@ def run_cli(
     )
 
 
-def started_cli(*args: str, env: Mapping[str, str]) -> subprocess.Popen[str]:
-    """`course-vm ARGS` started, its output piped, as a shell with job control starts it (so Ctrl-C reaches it)."""
+def started_cli(*args: str, env: Mapping[str, str], own_group: bool = False) -> subprocess.Popen[str]:
+    """`course-vm ARGS` started, its output piped, as a shell with job control starts it (so Ctrl-C reaches it).
+
+    OWN_GROUP: in a process group of its own, which `os.killpg` then signals as a terminal's Ctrl-C does:
+    course-vm and the programs it runs (the Pulumi CLI) alike.
+    """
     return subprocess.Popen(
         [*COMMAND, *args],
         cwd=ROOT,
@@ -44,6 +48,7 @@ def started_cli(*args: str, env: Mapping[str, str]) -> subprocess.Popen[str]:
         text=True,
         # A shell without job control starts background commands with SIGINT ignored; Ctrl-C is the test.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        process_group=0 if own_group else None,
     )
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,25 @@ def verb_of(args: Sequence[str]) -> str:
     return words[0] if words else ""
 
 
+FLAGS: Mapping[str, frozenset[str]] = {
+    verb: frozenset(flags.split())
+    for verb, flags in {
+        "stack export": "--stack --show-secrets --file --version",
+        "stack init": "--stack --secrets-provider --copy-config-from --no-select",
+        "stack select": "--stack --create --secrets-provider",
+        "stack ls": "--json --all --organization --project --tag",
+        "config": "--stack --json --show-secrets --config-file --open",
+        "config rm": "--stack --path --config-file",
+        "config set-all": "--stack --path --plaintext --secret --json --config-file",
+        "preview": "--stack --event-log --diff --json --refresh",
+        "up": "--stack --event-log --yes --skip-preview --continue-on-error --diff --json --refresh",
+        "destroy": "--stack --event-log --yes --skip-preview --preview-only --continue-on-error --diff --refresh",
+    }.items()
+}
+"""The flags each command the stand-in serves has in the real CLI (pkg/cmd/pulumi/...; --event-log only with
+PULUMI_DEBUG_COMMANDS): any other one fails as cobra fails, so a misspelt flag cannot pass the tests."""
+
+
 def option(args: Sequence[str], name: str) -> str | None:
     return args[args.index(name) + 1] if name in args else None
 
@@ -57,21 +78,29 @@ class Engine:
     def run(self, args: list[str]) -> str:
         """What `pulumi ARGS` prints on stdout; raises StandInError as the real CLI fails."""
         verb = verb_of(args)
-        if "--event-log" in args and not self.env.get("PULUMI_DEBUG_COMMANDS"):
-            # The real CLI has the flag only when PULUMI_DEBUG_COMMANDS is set (pkg/cmd/pulumi/operations/up.go).
-            raise StandInError("error: unknown flag: --event-log\n")
+        for flag in (a.split("=", 1)[0] for a in args if a.startswith("--")):
+            # The real CLI has --event-log only when PULUMI_DEBUG_COMMANDS is set (pkg/cmd/pulumi/operations/up.go).
+            if flag not in FLAGS.get(verb, ()) or (flag == "--event-log" and not self.env.get("PULUMI_DEBUG_COMMANDS")):
+                raise StandInError(f"error: unknown flag: {flag}\n")
         failure = self.state["fail"].get(verb)
         if failure is not None:
             self.fail(args, failure)
-        stack = option(args, "--stack") or ""
         if verb == "stack init":
-            name = [a for a in args if not a.startswith("-")][2]
+            name = option(args, "--stack") or [a for a in args if not a.startswith("-")][2]
             self.state["stacks"][name] = {"outputs": {}, "deployment": None}
             self.state["config"].setdefault(name, {})
+            self.state["current"] = name  # `stack init` selects the new stack
             return ""
         if verb == "stack ls":
-            return json.dumps([{"name": name, "current": False} for name in self.state["stacks"]])
+            current = self.state["current"]
+            return json.dumps([{"name": name, "current": name == current} for name in self.state["stacks"]])
+        stack = option(args, "--stack") or self.state["current"]
+        if stack is None:
+            raise StandInError("error: no stack selected; please use `pulumi stack select` to choose one\n")
         self.require(stack, secrets="--show-secrets" in args)
+        if verb == "stack select":
+            self.state["current"] = stack
+            return ""
         return self.on_stack(verb, stack, args)
 
     def on_stack(self, verb: str, stack: str, args: list[str]) -> str:
@@ -148,7 +177,10 @@ class Engine:
                     log.write(json.dumps(event) + "\n")
 
     def fail(self, args: list[str], failure: Mapping[str, Any]) -> None:
-        """Fail as FAILURE says: its events logged, the state it leaves, the program's problems handed over."""
+        """Fail as FAILURE says: its events logged, the state it leaves, the program's problems handed over; with
+        "cancelled" (a number of lines), only once Ctrl-C came, saying that many lines as it cancels."""
+        if "cancelled" in failure:
+            self.cancel_on_ctrl_c(args, failure)
         self.log(args, failure.get("events", []))
         stack = option(args, "--stack") or ""
         if "deployment" in failure:
@@ -159,6 +191,22 @@ class Engine:
             Path(path).write_text(json.dumps(problems))  # what the program hands over (__main__.py)
         raise StandInError(failure["stderr"], failure.get("stdout", ""))
 
+    def cancel_on_ctrl_c(self, args: list[str], failure: Mapping[str, Any]) -> None:
+        """As the CLI does on Ctrl-C: the events so far, then on SIGINT line after line while it cancels."""
+        path = option(args, "--event-log")
+        with open(path or os.devnull, "a") as log:
+            log.writelines(json.dumps(event) + "\n" for event in failure.get("events", []))
+        print(f"Updating ({option(args, '--stack')})", flush=True)
+        try:
+            time.sleep(120)
+        except KeyboardInterrupt:
+            for number in range(int(failure["cancelled"])):
+                print(f"cancelling: waiting for the running operations to finish ({number})")
+            with open(path or os.devnull, "a") as log:
+                log.write(json.dumps(CANCEL) + "\n")
+            raise StandInError(failure["stderr"]) from None
+        raise StandInError("error: the stand-in waited 120 s for a Ctrl-C that did not come\n")
+
 
 def main(state_file: Path, calls_file: Path, argv: list[str]) -> int:
     """Run the stand-in as `pulumi ARGV` on STATE_FILE, recording ARGV in CALLS_FILE; its exit status."""
@@ -166,6 +214,7 @@ def main(state_file: Path, calls_file: Path, argv: list[str]) -> int:
     with open(calls_file, "a") as calls:
         calls.write(json.dumps(args) + "\n")
     state = json.loads(state_file.read_text())
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, as the CLI handles it: see cancel_on_ctrl_c
     engine = Engine(state, os.environ)
     try:
         sys.stdout.write(engine.run(args))
@@ -185,6 +234,11 @@ class StandInPulumi:
     environment: dict[str, str]
     state_file: Path
     calls_file: Path
+
+    def selected(self) -> str | None:
+        """The stack the stand-in CLI has selected now (`stack select`, `stack init`)."""
+        selected = json.loads(self.state_file.read_text())["current"]
+        return str(selected) if selected is not None else None
 
     def calls(self) -> list[list[str]]:
         """Each command line the stand-in was run with, without --non-interactive."""
@@ -215,6 +269,7 @@ def stand_in_pulumi(
     fail: Mapping[str, Mapping[str, Any]] | None = None,
     config: Mapping[str, Mapping[str, str]] | None = None,
     passphrase: str | None = None,
+    selected: str | None = None,
 ) -> StandInPulumi:
     """An environment (HOME and XDG_STATE_HOME in TMP_PATH, on course-vm's own backend there) whose
     `pulumi` is the stand-in, with STACKS (name -> the outputs the program exported; default one stack
@@ -224,8 +279,10 @@ def stand_in_pulumi(
     `preview` and `destroy --preview-only` report EVENTS, `up` reports UPDATE_EVENTS and makes
     NEXT_OUTPUTS the stack's outputs; each command of FAIL (e.g. "up": {"stderr": ...}) fails with
     that stderr and exit 255, after logging its "events", leaving its "deployment" and handing over
-    its "problems" as the program does. CONFIG: stack -> key -> value (default: STACK_CONFIG for
-    each stack). PASSPHRASE: the one the stacks' secrets take (default: any).
+    its "problems" as the program does; with "cancelled": N, only after a Ctrl-C, saying N lines then.
+    CONFIG: stack -> key -> value (default: STACK_CONFIG for
+    each stack). PASSPHRASE: the one the stacks' secrets take (default: any). SELECTED: the stack the CLI
+    has selected (`pulumi stack select`), for a command given no --stack (default: none).
     `up`'s other prerequisites are there too: a stand-in gcloud on PATH (never run) and
     application-default credentials where gcloud keeps them.
     """
@@ -237,7 +294,7 @@ def stand_in_pulumi(
                    for name, o in stacks.items()},
         "config": {name: dict(STACK_CONFIG) for name in stacks} if config is None else dict(config),
         "events": events or [], "update_events": update_events or [], "next_outputs": dict(next_outputs or {}),
-        "fail": dict(fail or {}), "passphrase": passphrase,
+        "fail": dict(fail or {}), "passphrase": passphrase, "current": selected,
         "backend": (state_dir / "course-vm" / "pulumi").as_uri(),
     }  # fmt: skip
     state_file, calls_file = tmp_path / "pulumi-stand-in.json", tmp_path / "pulumi-calls.jsonl"

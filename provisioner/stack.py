@@ -133,6 +133,14 @@ def has_address(raw: Mapping[str, Any]) -> bool:
     return bool(raw.get("ip"))
 
 
+def named_in(root: Mapping[str, Any]) -> set[str]:
+    """The students ROOT (a stack's outputs) names a VM of ("" for a stack's one VM), unchecked: for what is
+    only looked up by name (the `Host` entries to remove), never for a file or folder."""
+    students = root.get(STUDENTS_OUTPUT)
+    listed = {str(name) for name in students} if isinstance(students, Mapping) else set()
+    return listed or ({""} if has_address(root) else set())
+
+
 def vm_exports(**values: object) -> dict[str, object]:
     """The stack outputs of one VM, by output key, from VALUES named as VmOutputs' fields (the program's
     Pulumi Outputs). Raises TypeError for a name VmOutputs has no field for."""
@@ -196,20 +204,19 @@ class StackOutputs:
         vms = {name: VmOutputs.parse(vm if isinstance(vm, Mapping) else {}) for name, vm in raw.items()}
         return cls(str(root.get(PROJECT_OUTPUT) or project), vms, is_class, frozenset(unfinished))
 
-    def require_vms(self, stack_name: str) -> None:
-        """Raise CourseVmError when the stack has no VM to act on: no outputs yet, or a stack's one VM without
-        the outputs that reach it."""
-        if self.is_class:
+    def require_vms(self, stack_name: str | None) -> None:
+        """Raise CourseVmError when the stack has no VM to act on: no outputs yet (a class whose first `up`
+        finished for no student), or a stack's one VM without the outputs that reach it."""
+        if self.is_class and self.vms:
             return
         vm = self.vms.get("", VmOutputs())
         needed = (("ip", vm.ip), ("username", vm.username), ("identityFile", vm.identity_file))
         missing = [key for key, value in needed if not value]
         if missing:
-            raise CourseVmError(
-                f"the stack has no {', '.join(missing)} output. Fix: `course-vm up --stack {stack_name}` first"
-            )
+            again = f"course-vm up --stack {stack_name}" if stack_name else "course-vm up"
+            raise CourseVmError(f"the stack has no {', '.join(missing)} output. Fix: `{again}` first")
 
-    def chosen(self, only: Sequence[str] | None, stack_name: str) -> dict[str, VmOutputs]:
+    def chosen(self, only: Sequence[str] | None, stack_name: str | None) -> dict[str, VmOutputs]:
         """The VMs of the students ONLY names (every VM when None), by student. Raises CourseVmError for a
         name the stack has no VM of."""
         unknown = [name for name in only or () if name not in self.vms]
@@ -219,7 +226,7 @@ class StackOutputs:
             raise CourseVmError(
                 f"no student {', '.join(unknown)} among the stack's VMs. Fix: one of {known} (a student just added "
                 f"to the roster, or whose VM's first `course-vm up` did not finish, has none yet: run "
-                f"`{command('up', stack_name)}`)"
+                f"`{command('up', stack_name or DEFAULT_STACK)}`)"
             )
         return {name: self.vms[name] for name in only or self.vms}
 

@@ -222,7 +222,18 @@ def test_a_stack_without_a_vm_to_act_on_says_to_run_up_first() -> None:
 
 def test_a_stack_with_its_vm_or_a_class_has_vms_to_act_on() -> None:
     parsed(one_vm()).require_vms("dev")
-    parsed({}, own={}, unfinished=frozenset({"bob"})).require_vms("dev")  # a class: each student says for itself
+    parsed(class_outputs("alice")).require_vms("dev")
+
+
+def test_a_class_whose_first_up_finished_for_no_student_has_no_vm_to_act_on() -> None:
+    # check would pass "0 of 0 VMs ready", handout write nothing, start and stop ask for a token for none.
+    outputs = parsed({}, own={}, unfinished=frozenset({"bob"}))
+    assert outputs.is_class and not outputs.vms
+    with pytest.raises(CourseVmError) as raised:
+        outputs.require_vms("fall")
+    assert str(raised.value) == (
+        "the stack has no ip, username, identityFile output. Fix: `course-vm up --stack fall` first"
+    )
 
 
 def test_chosen_are_every_vm_or_those_of_the_students_named() -> None:

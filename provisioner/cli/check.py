@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,10 +16,11 @@ from provisioner.checker.class_pool import TargetSource, check_class
 from provisioner.cli import arguments
 from provisioner.cli.console import print_class_report, print_report, progress
 from provisioner.driver.session import StackSession
+from provisioner.driver.workspace import Workspace
 from provisioner.errors import CourseVmError, SshKeyError
 from provisioner.gcp.compute_api import GceInstance, published_host_keys
 from provisioner.parallel import DEFAULT_WORKERS
-from provisioner.stack import DEFAULT_STACK, StackOutputs, VmOutputs
+from provisioner.stack import StackOutputs, VmOutputs
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -65,7 +65,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help=f"a class stack: check at most N VMs at once (default {DEFAULT_WORKERS})",
     )
-    parser.add_argument("--stack", default=DEFAULT_STACK, help="with no --host: the stack whose VM to check")
+    parser.add_argument("--stack", help="with no --host: the stack whose VM to check")
     parser.set_defaults(run=check)
 
 
@@ -131,7 +131,7 @@ def _target(args: argparse.Namespace, deadline: float) -> Target:
 def _stack_outputs(args: argparse.Namespace) -> StackOutputs:
     """The stack's VMs, read once; without the Pulumi CLI, `check` can still be told where the VM is."""
     if getattr(args, "outputs", None) is None:
-        if shutil.which("pulumi") is None:
+        if not Workspace.installed():
             raise CourseVmError(
                 "with no --host, check reads the VM's address from the stack's outputs, which needs the Pulumi "
                 "CLI, and it is not installed. Fix: pass --host, --user, --identity and one of --host-key, "
@@ -193,6 +193,7 @@ def check_students(args: argparse.Namespace) -> int:
     outputs = _stack_outputs(args)
     if not outputs.is_class:
         raise CourseVmError("--student: the stack has no `students` output. Fix: set `students` and run `up` first")
+    outputs.require_vms(args.stack)
     targets = class_targets(outputs, args.student, args.stack, args.port)
     report = check_class(targets, args.timeout, args.workers, progress)
     return print_class_report(report, args.json)

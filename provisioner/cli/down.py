@@ -19,6 +19,7 @@ def down(stack_name: str, *, confirm: Confirm, on_output: OnOutput = print) -> N
     no (nothing deleted), EngineError when Pulumi fails.
     """
     session = StackSession.open(stack_name)
+    session.select()
     key_path = session.config().key_path()
     plan = session.preview_destroy()
     # The preview names every VM in the state, also those a failed first `up` left out of the outputs.

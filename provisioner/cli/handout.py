@@ -46,6 +46,7 @@ def handout(args: argparse.Namespace) -> int:
             f"stack {args.stack} is not a class (it has no `students`): its one VM's ssh entry is already in "
             "~/.ssh/course-vm.config. Fix: name a class stack with --stack, or set `studentsCsv` and run `course-vm up`"
         )
+    outputs.require_vms(args.stack)
     chosen = outputs.chosen(args.student, args.stack)
     made: list[Handout] = []
     failed: dict[str, CourseVmError] = {}

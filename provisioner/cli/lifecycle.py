@@ -143,7 +143,9 @@ def status(args: argparse.Namespace) -> int:
     Never creates a stack; reads each VM's state with one Compute API call, all at once, and
     refreshes nothing. A state that cannot be read is `unknown` in its row, not a failure.
     """
-    outputs = StackSession.open(args.stack).outputs()
+    session = StackSession.open(args.stack)
+    session.select()
+    outputs = session.outputs()
     recorded = recorded_verifications(args.stack)
     if not outputs.vms:
         if args.json:

@@ -28,7 +28,7 @@ from provisioner.local import vm as local_vm
 from provisioner.local.image import DEBIAN_MIRROR, Image, build_debian_image, image_at, ubuntu_cloud_image
 from provisioner.local.metadata_server import MetadataServer, TwinInstance, random_instance_id
 from provisioner.recipe.metadata import instance_metadata
-from provisioner.recipe.problems import records_of, set_flag_words
+from provisioner.recipe.problems import as_given, set_flag_words
 from provisioner.recipe.settings import parse_settings
 from provisioner.recipe.user_data import GCE_HOME_DISK_DEVICE, user_data_for
 
@@ -162,7 +162,8 @@ def local_up(args: argparse.Namespace) -> int:
     try:
         settings = parse_settings(_settings_from_set(args.set), None, None, for_gcp=False)
     except SettingsError as error:
-        raise SettingsError([problem.in_words(set_flag_words) for problem in records_of(error)]) from None
+        words = [p if isinstance(p, str) else p.in_words(set_flag_words) for p in as_given(error)]
+        raise SettingsError(words) from None
     key = ensure_key_pair(settings.ssh_key_path, comment=f"{settings.username}@course-vm")
     home = local_vm.ensure_home_disk(args.home_disk, settings.home_disk_size_gb or 10) if args.home_disk else None
     image = image_at(args.image) if args.image else ubuntu_cloud_image(progress)

@@ -34,12 +34,20 @@ def passphrase_error(stack_name: str, text: str, environment: Mapping[str, str])
 
 
 def is_missing_stack(result: CliResult) -> bool:
-    """Whether the CLI failed because the stack it was given does not exist (StackNotFoundError)."""
-    return bool(re.search(r"no stack named.*found", result.stderr))
+    """Whether the CLI failed because the stack it was given does not exist (StackNotFoundError), or it was
+    given none and none is selected."""
+    return bool(re.search(r"no stack named.*found|no stack selected", result.stderr))
 
 
-def no_such_stack(name: str, existing: Sequence[str]) -> CourseVmError:
-    """The error for a stack NAME that a command was asked about and that does not exist: every command's."""
+def no_such_stack(name: str | None, existing: Sequence[str]) -> CourseVmError:
+    """The error for a stack NAME that a command was asked about and that does not exist (None: no stack is
+    selected, and the command was told none): every command's."""
+    if name is None:
+        listed = f"the stacks that exist: {', '.join(sorted(existing))}" if existing else "no stack exists yet"
+        return CourseVmError(
+            f"no stack is selected and none was named ({listed}); nothing was created or deleted. "
+            "Fix: name one with --stack"
+        )
     if existing:
         there, fix = f"the stacks that exist: {', '.join(sorted(existing))}", "name one of them with --stack"
     else:

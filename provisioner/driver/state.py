@@ -14,9 +14,9 @@ from provisioner.stack import (
     INSTANCE_TYPE,
     STACK_TYPE,
     STUDENT_VM_TYPE,
-    STUDENTS_OUTPUT,
     StackOutputs,
     has_address,
+    named_in,
     student_of,
 )
 
@@ -74,11 +74,7 @@ class StackState:
     def names(self) -> set[str]:
         """Every student the state names a VM of ("" for a stack's one VM), unchecked: for what is only looked
         up by it (the `Host` entries to remove), never for a file or folder."""
-        students = self.root.get(STUDENTS_OUTPUT)
-        listed = {str(name) for name in students} if isinstance(students, Mapping) else set()
-        if not listed and has_address(self.root):
-            listed = {""}
-        return listed | set(self.own or {}) | set(self.unfinished)
+        return named_in(self.root) | set(self.own or {}) | set(self.unfinished)
 
     def existing_of(self, students: Collection[str]) -> list[Existing]:
         """What STUDENTS' VMs have now, in STUDENTS' order; those the state does not show are left out."""

@@ -218,6 +218,14 @@ def _fields(data: object, types: Mapping[str, tuple[type, ...]], where: str) -> 
     return dict(data)
 
 
+def as_given(error: SettingsError) -> Sequence[str | Problem]:
+    """ERROR's problems as records, for a front end to word them itself; as text when some were given as text."""
+    try:
+        return records_of(error)
+    except ValueError:
+        return error.problems
+
+
 def error_to_json(error: SettingsError) -> list[Any]:
     """ERROR's problems as JSON: its records as `to_json` gives them, or, when it holds problems given as text
     (another stack's key claims), each problem's line as it is."""

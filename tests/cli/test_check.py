@@ -36,8 +36,9 @@ def at_the_sshd(server: Sshd, host_key: str | None = None) -> dict[str, Any]:
     }
 
 
-def reads_of(engine: StandInPulumi, stack: str = "dev") -> list[list[str]]:
-    """The Pulumi CLI processes `check` started, having checked that each was about STACK."""
+def reads_of(engine: StandInPulumi, stack: str | None) -> list[list[str]]:
+    """The Pulumi CLI processes `check` started, having checked that each was about STACK (None: the selected one,
+    no --stack)."""
     calls = engine.calls()
     assert all(option(call, "--stack") == stack for call in calls), calls
     return calls
@@ -145,12 +146,22 @@ def test_check_pins_the_keys_a_gce_vm_publishes_after_its_first_ones(ready_sshd:
 
 @pytest.mark.integration
 def test_check_without_host_uses_the_stacks_outputs(ready_sshd: Sshd, tmp_path: Path) -> None:
-    # Without --stack: stack dev, as every other command.
-    engine = stand_in_pulumi(tmp_path, {"dev": one_vm(**at_the_sshd(ready_sshd))})
+    # Without --stack: the stack the Pulumi CLI has selected, the one `up`, `down` or `status` last used.
+    engine = stand_in_pulumi(tmp_path, {"dev": one_vm(**at_the_sshd(ready_sshd))}, selected="dev")
     result = check_cli("--port", str(ready_sshd.port), "--json", env=engine.environment)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ok"] is True
-    assert len(reads_of(engine)) <= 2, "issue 18's measure: `check` starts the Pulumi CLI at most twice"
+    assert len(reads_of(engine, None)) <= 2, "issue 18's measure: `check` starts the Pulumi CLI at most twice"
+
+
+def test_check_without_a_stack_named_or_selected_says_so(tmp_path: Path) -> None:
+    engine = stand_in_pulumi(tmp_path, {"dev": one_vm(), "fall": one_vm(stack="fall")})
+    result = check_cli(env=engine.environment)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "course-vm: no stack is selected and none was named (the stacks that exist: dev, fall); nothing was "
+        "created or deleted. Fix: name one with --stack\n"
+    )
 
 
 def test_check_of_a_stack_that_does_not_exist_names_those_that_do(tmp_path: Path) -> None:
@@ -171,7 +182,7 @@ def test_check_of_a_class_reports_every_student_in_one_table(ready_sshd: Sshd, t
         "alice": vm_outputs("alice", **at_the_sshd(ready_sshd)),
         "bob": vm_outputs("bob", **at_the_sshd(ready_sshd, other_host_key(tmp_path).strip())),
     }
-    engine = stand_in_pulumi(tmp_path, {"dev": class_outputs(vms=students)})
+    engine = stand_in_pulumi(tmp_path, {"dev": class_outputs(vms=students)}, selected="dev")
     env = engine.environment
     result = check_cli("--port", str(ready_sshd.port), "--timeout", "30", env=env)
     assert result.returncode == 4, "the most serious student's status: a host key mismatch"
@@ -181,7 +192,7 @@ def test_check_of_a_class_reports_every_student_in_one_table(ready_sshd: Sshd, t
     assert lines[2].split()[:3] == ["bob", "-", "FAILED"] and "may be intercepted" in lines[2]
     assert lines[-1] == "1 of 2 VMs ready; see FAILED rows"
     assert "alice: logged in; waiting for cloud-init to finish" in result.stderr
-    assert len(reads_of(engine)) <= 2, "issue 18's measure: `check` of a class starts the Pulumi CLI at most twice"
+    assert len(reads_of(engine, None)) <= 2, "issue 18's measure: `check` of a class runs the Pulumi CLI at most twice"
 
     only = check_cli("--port", str(ready_sshd.port), "--student", "alice", "--json", env=env)
     assert only.returncode == 0, only.stderr
@@ -197,7 +208,7 @@ def test_after_an_up_that_failed_for_one_student_check_checks_the_others(ready_s
     # state holds alice's VM (here the sshd) as her StudentVm registered it.
     alice = class_outputs(vms={"alice": vm_outputs("alice", **at_the_sshd(ready_sshd))})
     state = exported_deployment("dev", alice, root={}, unfinished=("bob",))
-    env = stand_in_pulumi(tmp_path, {"dev": {}}, deployments={"dev": state}).environment
+    env = stand_in_pulumi(tmp_path, {"dev": {}}, deployments={"dev": state}, selected="dev").environment
     result = check_cli("--stack", "dev", "--port", str(ready_sshd.port), "--timeout", "30", "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert list(json.loads(result.stdout)["students"]) == ["alice"]
@@ -256,7 +267,7 @@ def reaped(standin: gcloud.StandInGcloud) -> bool:
 @pytest.mark.integration
 def test_check_of_an_iap_vm_goes_through_the_tunnel(ready_sshd: Sshd, tmp_path: Path) -> None:
     vm = iap_vm(ready_sshd)
-    env = stand_in_pulumi(tmp_path, {"dev": {"project": PROJECT, **vm}}).environment
+    env = stand_in_pulumi(tmp_path, {"dev": {"project": PROJECT, **vm}}, selected="dev").environment
     standin = with_standin_gcloud(env, tmp_path, ready_sshd, vm["instanceName"])
     result = check_cli("--json", env=env)
     assert result.returncode == 0, result.stderr
@@ -267,7 +278,7 @@ def test_check_of_an_iap_vm_goes_through_the_tunnel(ready_sshd: Sshd, tmp_path: 
 @pytest.mark.integration
 def test_check_of_an_iap_class_goes_through_each_tunnel(ready_sshd: Sshd, tmp_path: Path) -> None:
     alice = iap_vm(ready_sshd, "alice")
-    env = stand_in_pulumi(tmp_path, {"dev": class_outputs(vms={"alice": alice})}).environment
+    env = stand_in_pulumi(tmp_path, {"dev": class_outputs(vms={"alice": alice})}, selected="dev").environment
     standin = with_standin_gcloud(env, tmp_path, ready_sshd, alice["instanceName"])
     result = check_cli("--timeout", "30", env=env)
     assert result.returncode == 0, result.stderr
@@ -278,7 +289,7 @@ def test_check_of_an_iap_class_goes_through_each_tunnel(ready_sshd: Sshd, tmp_pa
 @pytest.mark.integration
 def test_check_through_a_broken_tunnel_is_exit_3_with_one_line(ready_sshd: Sshd, tmp_path: Path) -> None:
     vm = iap_vm(ready_sshd)
-    env = stand_in_pulumi(tmp_path, {"dev": {"project": PROJECT, **vm}}).environment
+    env = stand_in_pulumi(tmp_path, {"dev": {"project": PROJECT, **vm}}, selected="dev").environment
     standin = with_standin_gcloud(env, tmp_path, ready_sshd, vm["instanceName"])
     standin.misbehave("exit")
     result = check_cli("--timeout", "3", env=env)
@@ -287,3 +298,14 @@ def test_check_through_a_broken_tunnel_is_exit_3_with_one_line(ready_sshd: Sshd,
     assert f"exited with status 1: {gcloud.EXIT_ERROR}" in last and "Fix: " in last, result.stderr
     assert "Traceback" not in result.stderr
     assert reaped(standin)
+
+
+def test_check_of_a_class_whose_first_up_finished_for_no_student_says_there_is_nothing_yet(tmp_path: Path) -> None:
+    # The StudentVms are in the state, without outputs: no VM finished, so there is nothing to check.
+    state = exported_deployment("dev", {"project": PROJECT}, root={}, unfinished=("alice", "bob"))
+    pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, deployments={"dev": state})
+    result = run_cli("check", "--stack", "dev", env=pulumi.environment)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == (
+        "course-vm: the stack has no ip, username, identityFile output. Fix: `course-vm up --stack dev` first\n"
+    )

@@ -69,7 +69,8 @@ def test_down_destroys_and_removes_the_entry_and_nothing_else(tmp_path: Path, mo
     said: list[str] = []
     down("dev", confirm=yes, on_output=said.append)
     assert [call[:2] for call in pulumi.calls()[ran:]] == [
-        ["stack", "export"], ["config", "--json"], ["destroy", "--preview-only"], ["destroy", "--yes"]
+        ["stack", "export"], ["stack", "select"], ["config", "--json"], ["destroy", "--preview-only"],
+        ["destroy", "--yes"],
     ]  # fmt: skip
     assert said == ["Destroying (dev)"]
     assert config.read_text() == "Host work\n    User me\n"

@@ -223,7 +223,7 @@ def test_ctrl_c_during_a_class_check_exits_at_once(silent: int, key: tuple[Path,
     # wait for those checks to run out (a thread pool's exit would).
     path, public = key
     outputs = class_outputs("alice", "bob", ip="127.0.0.1", username="u", identityFile=str(path), host_keys=[public])
-    pulumi = stand_in_pulumi(tmp_path, {"dev": outputs})
+    pulumi = stand_in_pulumi(tmp_path, {"dev": outputs}, selected="dev")
     process = started_cli("check", "--port", str(silent), "--timeout", "120", env=pulumi.environment)
     seen = wait_for(process, "connecting to")
     time.sleep(0.5)  # into the logins, which the silent server holds

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.support.cli import in_this_process, run_cli
 from tests.support.openssh import resolved_by
-from tests.support.outputs import class_outputs, one_vm, vm_outputs
+from tests.support.outputs import PROJECT, class_outputs, one_vm, vm_outputs
 from tests.support.pulumi_state import exported_deployment
 from tests.support.stand_in_pulumi import stand_in_pulumi
 
@@ -313,3 +313,14 @@ def test_a_generated_key_another_stack_claims_too_is_never_handed_out(tmp_path: 
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["bob"]
     (keys / "course-vm-alice.stacks").write_text("dev alice\n")
     assert handout("--out", str(tmp_path / "out"), "--yes", env=env).returncode == 0
+
+
+def test_handout_of_a_class_whose_first_up_finished_for_no_student_says_there_is_nothing_yet(tmp_path: Path) -> None:
+    # The StudentVms are in the state, without outputs: no VM finished, so there is nothing to hand out.
+    state = exported_deployment("dev", {"project": PROJECT}, root={}, unfinished=("alice", "bob"))
+    pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, deployments={"dev": state})
+    result = run_cli("handout", "--out", str(tmp_path / "out"), env=pulumi.environment)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == (
+        "course-vm: the stack has no ip, username, identityFile output. Fix: `course-vm up --stack dev` first\n"
+    )

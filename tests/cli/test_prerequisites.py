@@ -193,6 +193,45 @@ def test_up_of_an_iap_stack_without_gcloud_says_so_and_creates_nothing(
     assert pulumi.verbs() == ["stack export", "config"]
 
 
+IAP_STACK_FILE = "config:\n  course-vm:sshAccess: iap\n"
+GCLOUD_LOGIN = (
+    "gcloud has no logged-in account (sshAccess iap: `up` checks the VMs through gcloud's IAP tunnel, as that "
+    "account; the application-default login is another one). Fix: `gcloud auth login`"
+)
+
+
+def test_a_stack_the_backend_has_not_yet_is_iap_when_its_stack_file_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A stack file copied from a colleague, or kept by `pulumi stack rm --preserve-config`: `stack init` keeps it.
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "Pulumi.dev.yaml").write_text(IAP_STACK_FILE)
+    monkeypatch.setattr("provisioner.driver.workspace.project_directory", lambda: project)
+    pulumi = stand_in_pulumi(tmp_path, {}, config={})
+    in_this_process(monkeypatch, pulumi.environment)
+    for name in ("CLOUDSDK_CORE_ACCOUNT", "CLOUDSDK_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["up"]) == ExitStatus.MISSING_PREREQUISITE
+    assert GCLOUD_LOGIN in capsys.readouterr().err
+    assert pulumi.verbs() == ["stack export"], "nothing is created before what up needs is there"
+
+
+def test_without_pulumi_the_stack_file_still_says_whether_gclouds_login_is_needed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "Pulumi.dev.yaml").write_text(IAP_STACK_FILE)
+    monkeypatch.setattr("provisioner.cli.up.PROJECT_DIR", tmp_path)
+    path = tools(tmp_path, "gcloud")
+    monkeypatch.setenv("PATH", str(path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("CLOUDSDK_CORE_ACCOUNT", "CLOUDSDK_CONFIG", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["up"]) == ExitStatus.MISSING_PREREQUISITE
+    err = capsys.readouterr().err
+    assert "the Pulumi CLI is not on PATH" in err and GCLOUD_LOGIN in err, err
+
+
 def test_a_disabled_compute_api_names_the_stack_to_run_up_for_again(
     api: FakeComputeApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -50,7 +50,10 @@ def test_up_stores_the_options_says_the_ranges_and_writes_a_pinned_host_entry(
         "gcp:zone": "europe-west1-b",
         "course-vm:allowedSshCidrs": '["203.0.113.7/32", "198.51.100.0/24"]',
     }
-    assert pulumi.verbs() == ["stack export", "config", "config rm", "config set-all", "preview", "up", "stack export"]
+    assert pulumi.verbs() == [
+        "stack export", "stack select", "config", "config rm", "config set-all", "preview", "up", "stack export"
+    ]  # fmt: skip
+    assert pulumi.selected() == "dev", "the raw pulumi lines of a fix, and check without --stack, reach it"
     assert said == ["allowedSshCidrs: (none) -> 203.0.113.7/32, 198.51.100.0/24", "Updating (dev)"]
     assert outputs.vms[""].ip == "34.78.1.2"
     ours = hosts_file().read_text()
@@ -62,7 +65,7 @@ def test_up_keeps_settings_it_is_not_given(tmp_path: Path, monkeypatch: pytest.M
     pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm())
     up("dev", UpOptions(), confirm=yes, on_output=print)
     assert pulumi.config("dev") == STACK_CONFIG
-    assert pulumi.verbs() == ["stack export", "config", "preview", "up", "stack export"]
+    assert pulumi.verbs() == ["stack export", "stack select", "config", "preview", "up", "stack export"]
 
 
 def test_up_creates_a_stack_that_is_not_there_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -228,7 +231,7 @@ def test_settings_the_program_would_refuse_are_refused_before_any_preview(
         "Fix: pulumi config set diskSizeGb 30"
     )
     assert str(raised.value) == f"course-vm settings: 1 problem, nothing was created:\n  - {problem}\n{RAW_CLI_NOTE}"
-    assert pulumi.verbs() == ["stack export", "config"]
+    assert pulumi.verbs() == ["stack export", "stack select", "config"]
 
 
 # Preview, then confirm: nothing changes without a yes, and a preview without changes runs nothing.
@@ -278,7 +281,7 @@ def test_a_preview_without_changes_runs_no_update_and_writes_the_entries(
         return True
 
     outputs = up("dev", UpOptions(), confirm=show, on_output=print)
-    assert pulumi.verbs() == ["stack export", "config", "preview"]
+    assert pulumi.verbs() == ["stack export", "stack select", "config", "preview"]
     assert not shown[0].changes
     assert outputs.vms[""].ip == "34.78.1.2"
     assert "Host course-vm\n    HostName 34.78.1.2\n" in hosts_file().read_text(), "from the state, as it is"
@@ -366,7 +369,7 @@ def test_a_check_that_refuses_leaves_everything_as_it_was(tmp_path: Path, monkey
 
     with pytest.raises(CourseVmError, match=r"^short of quota$"):
         up("dev", UpOptions(), confirm=yes, check=refuse, on_output=print)
-    assert pulumi.verbs() == ["stack export", "config", "preview"]
+    assert pulumi.verbs() == ["stack export", "stack select", "config", "preview"]
     assert not hosts_file().exists()
 
 

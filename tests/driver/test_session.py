@@ -393,22 +393,22 @@ def test_a_failed_deletion_says_to_run_down_again(tmp_path: Path, monkeypatch: p
 # Each list is exact, so a test fails when a call is added, and says which.
 
 
-def test_up_of_an_unchanged_one_vm_stack_runs_the_cli_3_times(tmp_path: Path, api: FakeComputeApi) -> None:
+def test_up_of_an_unchanged_one_vm_stack_runs_the_cli_4_times(tmp_path: Path, api: FakeComputeApi) -> None:
     # Measure: at most 6. Was 12 (version, stack select, six `stack output` runs, config, preview, up, history).
     unchanged = preview_events({"": {"ip": "same", "vm": "same", "verify": "same"}})
     pulumi = stand_in_pulumi(tmp_path, {"dev": one_vm()}, events=unchanged)
     result = run_cli("up", env={**pulumi.environment, **api.gcloud_environment()})
     assert result.returncode == 0, result.stderr
     assert "no changes: nothing will be created, replaced or deleted\n" in result.stdout
-    assert pulumi.verbs() == ["stack export", "config", "preview"]
+    assert pulumi.verbs() == ["stack export", "config", "stack select", "preview"]
 
 
-def test_status_runs_the_cli_once(tmp_path: Path, api: FakeComputeApi) -> None:
+def test_status_runs_the_cli_twice(tmp_path: Path, api: FakeComputeApi) -> None:
     # Measure: at most 3. Was 7.
     pulumi = stand_in_pulumi(tmp_path, {"dev": class_outputs("alice", "bob")})
     result = run_cli("status", "--json", env={**pulumi.environment, **api.gcloud_environment()})
     assert result.returncode == 0, result.stderr
-    assert pulumi.verbs() == ["stack export"]
+    assert pulumi.verbs() == ["stack export", "stack select"]
 
 
 @pytest.mark.integration
@@ -416,7 +416,7 @@ def test_check_runs_the_cli_once(tmp_path: Path, ready_sshd: Sshd) -> None:
     # Measure: at most 2. Was 2 (`stack output`, then `stack export`).
     vm = one_vm(ip="127.0.0.1", username=ready_sshd.user, identityFile=str(ready_sshd.client_key),
                 hostKeys=[str(ready_sshd.host_key)])  # fmt: skip
-    pulumi = stand_in_pulumi(tmp_path, {"dev": vm})
+    pulumi = stand_in_pulumi(tmp_path, {"dev": vm}, selected="dev")
     result = run_cli("check", "--port", str(ready_sshd.port), "--timeout", "30", "--json", env=pulumi.environment)
     assert result.returncode == 0, result.stderr
     assert pulumi.verbs() == ["stack export"]

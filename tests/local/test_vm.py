@@ -36,8 +36,8 @@ from provisioner.local.image import Image, build_debian_image
 from provisioner.local.process import arguments
 from provisioner.local.twin import HOST_ADDRESS
 from provisioner.recipe.user_data import GCE_HOME_DISK_DEVICE
-from tests.conftest import E2E_FACTS, E2E_TIMINGS, ROOT, require_tool
-from tests.support.cli import COMMAND, run_cli
+from tests.conftest import E2E_FACTS, E2E_TIMINGS, require_tool
+from tests.support.cli import run_cli, started_cli
 from tests.support.local_artifacts import served_artifacts
 from tests.support.local_registry import hello_world_registry
 from tests.support.pulumi_harness import run_program
@@ -111,11 +111,8 @@ def local(
     """Run `python -m provisioner local ARGS`, timestamping each progress line as it arrives."""
     env = {**os.environ, "XDG_STATE_HOME": str(e2e.state)}
     started = time.monotonic()
-    # Not started_cli: its preexec_fn is unsafe beside this module's HTTP server threads (subprocess docs).
-    command = [*COMMAND, "local", *args]
-    with subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as process:
+    # No preexec_fn (for_ctrl_c): it is unsafe beside this module's HTTP server threads (subprocess docs).
+    with started_cli("local", *args, env=env, for_ctrl_c=False) as process:
         assert process.stderr is not None and process.stdout is not None
         progress = [(time.monotonic() - started, line.rstrip("\n")) for line in process.stderr]
         stdout = process.stdout.read()

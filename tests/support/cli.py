@@ -33,12 +33,17 @@ def run_cli(
     )
 
 
-def started_cli(*args: str, env: Mapping[str, str], own_group: bool = False) -> subprocess.Popen[str]:
+def started_cli(
+    *args: str, env: Mapping[str, str], own_group: bool = False, for_ctrl_c: bool = True
+) -> subprocess.Popen[str]:
     """`course-vm ARGS` started, its output piped, as a shell with job control starts it (so Ctrl-C reaches it).
 
     OWN_GROUP: in a process group of its own, which `os.killpg` then signals as a terminal's Ctrl-C does:
-    course-vm and the programs it runs (the Pulumi CLI) alike.
+    course-vm and the programs it runs (the Pulumi CLI) alike. Not FOR_CTRL_C: SIGINT is left as this
+    process has it, for a test process with threads of its own, beside which a preexec_fn is unsafe.
     """
+    # A shell without job control starts background commands with SIGINT ignored; Ctrl-C is the test.
+    default_sigint = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if for_ctrl_c else None
     return subprocess.Popen(
         [*COMMAND, *args],
         cwd=ROOT,
@@ -46,8 +51,7 @@ def started_cli(*args: str, env: Mapping[str, str], own_group: bool = False) -> 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # A shell without job control starts background commands with SIGINT ignored; Ctrl-C is the test.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
         process_group=0 if own_group else None,
     )
 

@@ -24,6 +24,7 @@ import yaml
 
 import provisioner
 from tests.conftest import ROOT
+from tests.support.cli import run_cli
 
 TEMPLATES = [f"cloud-init/{path.name}" for path in sorted((ROOT / "cloud-init").iterdir())]
 PROGRAM_FILES = ["Pulumi.yaml", "__main__.py", *TEMPLATES]
@@ -145,8 +146,6 @@ def test_pyprojects_dependencies_are_requirements_txt() -> None:
 
 
 def test_python_m_provisioner_is_the_same_command() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "provisioner", "--version"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+    result = run_cli("--version")  # `python -m provisioner` in the checkout
     assert result.stdout == f"course-vm {provisioner.__version__}\n"
     assert os.path.samefile(Path(provisioner.__file__).parent.parent, ROOT)

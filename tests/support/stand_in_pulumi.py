@@ -196,8 +196,8 @@ class Engine:
         path = option(args, "--event-log")
         with open(path or os.devnull, "a") as log:
             log.writelines(json.dumps(event) + "\n" for event in failure.get("events", []))
-        print(f"Updating ({option(args, '--stack')})", flush=True)
-        try:
+        try:  # before the line that tells the test to press Ctrl-C
+            print(f"Updating ({option(args, '--stack')})", flush=True)
             time.sleep(120)
         except KeyboardInterrupt:
             for number in range(int(failure["cancelled"])):

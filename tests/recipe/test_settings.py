@@ -19,15 +19,7 @@ from provisioner.recipe.settings import (
     settings_from_pulumi,
 )
 from provisioner.recipe.settings_table import ANACONDA_DEFAULT_SHA256, DEFAULTS, PROVIDER_KEYS, SETTINGS
-
-GOOD = {"allowedSshCidrs": ["203.0.113.7/32"]}
-PROJECT, ZONE = "course-project-1", "europe-west1-b"
-
-
-def problems(raw: dict[str, object], project: object = PROJECT, zone: object = ZONE) -> list[str]:
-    with pytest.raises(SettingsError) as raised:
-        parse_settings({**GOOD, **raw}, project, zone)
-    return list(raised.value.problems)
+from tests.support.settings_problems import GOOD, PROJECT, ZONE, problems
 
 
 def test_defaults_are_the_course_setup() -> None:

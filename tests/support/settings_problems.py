@@ -16,8 +16,8 @@ NAME_RULE = (
 """Why a roster refuses a name that is no name, as its message says it."""
 
 
-def problems(raw: dict[str, object]) -> list[str]:
-    """The problems of GOOD with RAW added, each as the message says it."""
+def problems(raw: dict[str, object], project: object = PROJECT, zone: object = ZONE) -> list[str]:
+    """The problems of GOOD with RAW added (in PROJECT and ZONE), each as the message says it."""
     with pytest.raises(SettingsError) as raised:
-        parse_settings({**GOOD, **raw}, PROJECT, ZONE)
+        parse_settings({**GOOD, **raw}, project, zone)
     return list(raised.value.problems)

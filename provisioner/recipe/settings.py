@@ -11,6 +11,7 @@ from typing import Any
 
 from provisioner.errors import SettingsError
 from provisioner.recipe.joint_rules import checked_gcp_location, checked_rows, emails_for_iap, report_unknown_keys
+from provisioner.recipe.ports import PortForward
 from provisioner.recipe.problems import Problems
 from provisioner.recipe.roster import RosterEntry
 
@@ -105,6 +106,10 @@ class Settings:
     """`firewall` (static external IP, SSH from allowed_ssh_cidrs) or `iap` (no external IP, IAP TCP forwarding)."""
     student_email: str
     """sshAccess iap, one VM: the Google account granted access to it ("" for none)."""
+    forward_ports: tuple[PortForward, ...]
+    """The VM's ports each Host block forwards to the laptop's loopback while a session is open."""
+    forward_agent: bool
+    """Whether the Host blocks forward the laptop's ssh agent (`git push` from the VM with the laptop's key)."""
 
     @property
     def iap(self) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 from provisioner.paths import ON_WINDOWS
 from provisioner.recipe import roster
 from provisioner.recipe.names import is_reserved
+from provisioner.recipe.ports import DEFAULT_FORWARDS, forward_ports
 from provisioner.recipe.row_rules import key_path_rule, mirror, ssh_ranges, time_zone
 from provisioner.recipe.rules import ProviderKey, Setting, boolean, text, whole_number
 
@@ -203,6 +204,32 @@ SETTINGS: tuple[Setting, ...] = (
         "`firewall` and for a class (each student's email comes from the roster)",
         rule=text(f"|{EMAIL}", "it is not an email address like student@example.edu", "student@example.edu"),
         only_for_gcp=True,
+    ),
+    Setting(
+        key="forwardPorts",
+        field="forward_ports",
+        type="array",
+        default=[forward.text for forward in DEFAULT_FORWARDS],
+        description="The VM's ports forwarded to your laptop's loopback while you are logged in (Jupyter 8888, "
+        "MLflow 5000); LOCAL:REMOTE maps another laptop port, e.g. 5001:5000.",
+        reference="the VM's TCP ports each `Host` block forwards to the laptop, bound to its loopback only "
+        "(`LocalForward localhost:PORT localhost:PORT`): `http://localhost:PORT` reaches the tool while an ssh "
+        "session is open. `LOCAL:REMOTE` maps another laptop port (macOS's AirPlay Receiver holds 5000: use "
+        "`5001:5000`); ports 1024 to 65535, at most 16, no laptop port twice; set by index, `--path "
+        "'forwardPorts[2]' 3000`",
+        rule=forward_ports,
+    ),
+    Setting(
+        key="forwardAgent",
+        field="forward_agent",
+        type="boolean",
+        default=False,
+        description="Forward your laptop's ssh agent (ForwardAgent yes), so that git on the VM pushes with your "
+        "laptop's key; root on the VM can use the agent while you are logged in.",
+        reference="`ForwardAgent yes` in each `Host` block: `git push` over SSH on the VM signs with the key in the "
+        "laptop's agent. Whoever is root on the VM can use that agent while the session is open (see "
+        "[security.md](security.md)); the alternative is a deploy key made on the VM",
+        rule=boolean,
     ),
     Setting(
         key="verify",

@@ -72,6 +72,10 @@ PROJECT_OUTPUT = "project"
 STUDENTS_OUTPUT = "students"
 
 
+FORWARDS_BEFORE = ("8888",)
+"""What a stack's outputs from before `forwardPorts` forward: Jupyter's port alone, as its Host block did then."""
+
+
 def _key(name: str) -> Any:
     return field(default="", metadata={"key": name})
 
@@ -103,6 +107,10 @@ class VmOutputs:
     host_key_fingerprint: str = _key("hostKeyFingerprint")
     known_hosts: str = _key("knownHosts")
     known_hosts_file: str = _key("knownHostsFile")
+    forward_ports: tuple[str, ...] = field(default=FORWARDS_BEFORE, metadata={"key": "forwardPorts"})
+    """The VM's ports its Host block forwards, each `PORT` or `LOCAL:REMOTE` (checked where a block is written)."""
+    forward_agent: bool = field(default=False, metadata={"key": "forwardAgent"})
+    """Whether its Host block forwards the laptop's ssh agent."""
 
     @property
     def iap(self) -> bool:
@@ -120,8 +128,10 @@ class VmOutputs:
         values: dict[str, Any] = {}
         for item in fields(cls):
             value = raw.get(item.metadata["key"])
-            if item.name == "host_keys":
-                values[item.name] = tuple(str(key) for key in value) if isinstance(value, list | tuple) else ()
+            if item.name in ("host_keys", "forward_ports"):
+                values[item.name] = tuple(map(str, value)) if isinstance(value, list | tuple) else item.default
+            elif item.name == "forward_agent":
+                values[item.name] = value is True
             else:
                 values[item.name] = "" if value is None else str(value)
         return cls(**values)

@@ -260,3 +260,12 @@ def test_a_student_named_in_a_stack_with_one_vm_is_told_it_is_no_class() -> None
         "no student alice among the stack's VMs. Fix: one of (none: the stack is not a class) (a student"
     )
     assert str(raised.value).endswith("has none yet: run `course-vm up`)")
+
+
+def test_a_vms_ports_and_agent_are_read_and_a_stack_from_before_forwards_jupyter_alone() -> None:
+    vm = VmOutputs.parse(vm_outputs(forwards=["8888", "5001:5000"], forward_agent=True))
+    assert (vm.forward_ports, vm.forward_agent) == (("8888", "5001:5000"), True)
+    before = {key: value for key, value in vm_outputs().items() if key not in ("forwardPorts", "forwardAgent")}
+    assert (VmOutputs.parse(before).forward_ports, VmOutputs.parse(before).forward_agent) == (("8888",), False)
+    # From the state, where anyone who can write it can write anything: only a real true forwards the agent.
+    assert VmOutputs.parse({**before, "forwardAgent": "yes"}).forward_agent is False

@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from provisioner.access.ssh_config import ssh_config_block
 from provisioner.access.windows_acl import Runner
 from provisioner.errors import CourseVmError, SshKeyError
 from provisioner.paths import ON_WINDOWS
+from provisioner.recipe.ports import parse_forward
 from provisioner.stack import VmOutputs
 
 README = "README.txt"
@@ -81,8 +83,9 @@ def build_handout(student: str, alias: str, vm: VmOutputs, private_key: bytes | 
     identity = "" if own_key else on_students_machine(alias)
     pins = on_students_machine(alias, ".known_hosts")
     block = ssh_config_block(
-        alias, host, user, identity, pins, windows=False, default_keys=bool(own_key), proxy_command=proxy
-    )
+        alias, host, user, identity, pins, windows=False, default_keys=bool(own_key), proxy_command=proxy,
+        forwards=vm.forward_ports, forward_agent=vm.forward_agent,
+    )  # fmt: skip
     config = f"# course-vm: {student}'s course VM. Connect: ssh -F {on_students_machine(alias, '.config')} {alias}\n"
     files = [
         HandoutFile(f"{alias}.config", (config + block).encode()),
@@ -94,7 +97,8 @@ def build_handout(student: str, alias: str, vm: VmOutputs, private_key: bytes | 
             HandoutFile(alias, private_key, PRIVATE_MODE),
             HandoutFile(f"{alias}.pub", f"{public} {user}@course-vm\n".encode()),
         ]
-    readme = readme_text(student, alias, str(user), str(host), own_key, [f.name for f in files], iap=bool(proxy))
+    names = [f.name for f in files]
+    readme = readme_text(student, alias, user, host, own_key, names, iap=bool(proxy), forwards=vm.forward_ports)
     files.append(HandoutFile(README, readme.encode()))
     return Handout(student, alias, tuple(files))
 
@@ -148,11 +152,13 @@ def fingerprint(public_key: str) -> str:
 
 
 def readme_text(
-    student: str, alias: str, user: str, host: str, own_key: str, names: list[str], *, iap: bool = False
-) -> str:
+    student: str, alias: str, user: str, host: str, own_key: str, names: list[str], *, iap: bool = False,
+    forwards: Sequence[str] = ("8888",),
+) -> str:  # fmt: skip
     """How STUDENT puts the files NAMES into their ~/.ssh and connects, on Linux and macOS and on Windows.
 
-    HOST is the VM's address, or with IAP its instance name (its internal address reaches nothing)."""
+    HOST is the VM's address, or with IAP its instance name (its internal address reaches nothing);
+    FORWARDS the VM's ports the entry forwards (`PORT` or `LOCAL:REMOTE`, checked when the entry was written)."""
     private = [] if own_key else [alias]
     where = f"instance {host}, through Google's Identity-Aware Proxy" if iap else host
     tunnel = (
@@ -192,7 +198,7 @@ def readme_text(
             "top of ~/.ssh/config (Windows: %USERPROFILE%\\.ssh\\config):",
             f"  Include {alias}.config",
             "",
-            "While you are connected, Jupyter on the VM's port 8888 is http://localhost:8888 on your machine.",
+            *_port_lines(forwards),
             "",
         ]
     )
@@ -301,3 +307,13 @@ def _replace(folder: Path, handout: Handout, windows: bool, run: Runner) -> None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _port_lines(forwards: Sequence[str]) -> list[str]:
+    """What the student opens on their machine for each of the VM's forwarded ports, while connected."""
+    known = [forward for forward in map(parse_forward, forwards) if forward is not None]
+    if not known:
+        return []
+    lines = ["While you are connected, your machine reaches these ports of the VM (Jupyter is 8888, MLflow 5000):"]
+    lines += [f"  VM port {forward.remote}: http://localhost:{forward.local}" for forward in known]
+    return lines

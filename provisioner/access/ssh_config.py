@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from provisioner.access.proxy import INSTANCE_NAME, iap_location, iap_proxy_command
 from provisioner.errors import CourseVmError
 from provisioner.files import write_atomically
 from provisioner.paths import ON_WINDOWS
+from provisioner.recipe.ports import DEFAULT_FORWARD_TEXTS, parse_forward
 from provisioner.stack import DEFAULT_STACK
 
 INCLUDE_MARK = "# course-vm: its hosts (python -m provisioner manages this line and that file)"
 BEGIN = "# >>> course-vm host {alias} >>>"
 END = "# <<< course-vm host {alias} <<<"
 _ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-JUPYTER_PORT = 8888
 # The Linux login rule of the `username` setting.
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _UNSAFE_PATH = re.compile(r"[\x00-\x1f\x7f\"'\\%$]")
@@ -41,8 +42,11 @@ def ssh_config_block(
     proxy_command: str | None = None,
     windows: bool = ON_WINDOWS,
     default_keys: bool = False,
+    forwards: Sequence[object] = DEFAULT_FORWARD_TEXTS,
+    forward_agent: object = False,
 ) -> str:
-    """A `Host` block that logs in with the course key and forwards Jupyter's port.
+    """A `Host` block that logs in with the course key and forwards the course's ports (FORWARDS, each
+    `PORT` or `LOCAL:REMOTE`: see recipe/ports.py) to the laptop's loopback; FORWARD_AGENT: the agent too.
 
     With KNOWN_HOSTS_FILE (the pinned keys), ssh verifies the host key as strictly as the checker.
     With DEFAULT_KEYS (the hand-out of a student who brought their own key) there is no IdentityFile
@@ -59,6 +63,7 @@ def ssh_config_block(
     problems = _destination_problems(alias, host, proxy_command) + _login_problems(
         user, identity_file, known_hosts_file, port, windows=windows, default_keys=default_keys
     )
+    problems += _forward_problems(forwards, forward_agent)
     if problems:
         name = alias if isinstance(alias, str) and _ALIAS.fullmatch(alias) else repr(alias)
         raise CourseVmError(
@@ -82,8 +87,7 @@ def ssh_config_block(
         lines += [f"    IdentityFile {quoted(identity_file)}", "    IdentitiesOnly yes"]
     if known_hosts_file:
         lines += [f"    UserKnownHostsFile {quoted(known_hosts_file)}", "    StrictHostKeyChecking yes"]
-    lines.append(f"    LocalForward {JUPYTER_PORT} localhost:{JUPYTER_PORT}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _forward_lines(forwards, forward_agent is True)) + "\n"
 
 
 def _destination_problems(alias: object, host: object, proxy_command: str | None) -> list[str]:
@@ -118,6 +122,29 @@ def _login_problems(
             problems.append(problem)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         problems.append(f"port {port!r} is not a TCP port")
+    return problems
+
+
+def _forward_lines(forwards: Sequence[object], agent: bool) -> list[str]:
+    """The block's lines that forward the agent (AGENT) and FORWARDS, each bound to the laptop's loopback
+    whatever GatewayPorts says: nobody on the laptop's network reaches the VM through it."""
+    lines = ["    ForwardAgent yes"] if agent else []
+    for forward in filter(None, map(parse_forward, forwards)):
+        lines.append(f"    LocalForward localhost:{forward.local} localhost:{forward.remote}")
+    return lines
+
+
+def _forward_problems(forwards: object, forward_agent: object) -> list[str]:
+    """What is wrong with a Host block's FORWARDS (ports, see recipe/ports.py) and FORWARD_AGENT (true or false)."""
+    if isinstance(forwards, str) or not isinstance(forwards, Sequence):
+        return [f"forwarded ports {forwards!r} are no list"]
+    problems = [f"forwarded port {forward!r} is not PORT or LOCAL:REMOTE" for forward in forwards
+                if parse_forward(forward) is None]  # fmt: skip
+    locals_ = [forward.local for forward in filter(None, map(parse_forward, forwards))]
+    if len(set(locals_)) != len(locals_):
+        problems.append(f"forwarded ports {list(forwards)!r} name a laptop port twice")
+    if not isinstance(forward_agent, bool):
+        problems.append(f"forward agent {forward_agent!r} is not true or false")
     return problems
 
 

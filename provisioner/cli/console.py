@@ -51,6 +51,8 @@ def plan_summary(stack_name: str, plan: Plan) -> str:
         lines.append(f"  {who}: {_consequence(vm)}")
     for name, action in plan.shared:
         lines.append(f"  {name} (shared by the VMs): {action}")
+    if plan.entries:
+        lines.append("  the VMs' ssh entries (forwardPorts, forwardAgent): update (no VM changes)")
     if not plan.changes:
         lines.append("  no changes: nothing will be created, replaced or deleted")
     replaced = [student for student in plan.students(Action.REPLACE) if student]

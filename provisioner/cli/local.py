@@ -29,7 +29,7 @@ from provisioner.local.image import DEBIAN_MIRROR, Image, build_debian_image, im
 from provisioner.local.metadata_server import MetadataServer, TwinInstance, random_instance_id
 from provisioner.recipe.metadata import instance_metadata
 from provisioner.recipe.problems import as_given, set_flag_words
-from provisioner.recipe.settings import parse_settings
+from provisioner.recipe.settings import Settings, parse_settings
 from provisioner.recipe.user_data import GCE_HOME_DISK_DEVICE, user_data_for
 
 
@@ -171,7 +171,7 @@ def local_up(args: argparse.Namespace) -> int:
     device = (GCE_HOME_DISK_DEVICE if image.gce else local_vm.LOCAL_HOME_DISK_DEVICE) if home else ""
     user_data = user_data_for(settings, key.public_key, home_disk_device=device)
     attributes = instance_metadata(settings.username, key.public_key, user_data)
-    vm = _boot(args, image, attributes, settings.username, settings.ssh_key_path, home, deadline)
+    vm = _boot(args, image, attributes, settings, home, deadline)
     report = _pin_and_check(args.name, vm, deadline)
     progress(
         f"`ssh {vm.host_alias}` (or `local ssh --name {args.name}`) logs in; "
@@ -184,13 +184,12 @@ def _boot(
     args: argparse.Namespace,
     image: Image,
     attributes: dict[str, str],
-    user: str,
-    identity: Path,
+    settings: Settings,
     home: Path | None,
     deadline: float,
 ) -> local_vm.LocalVm:
-    """The VM `local up` ARGS asks for, booted from IMAGE with the instance metadata ATTRIBUTES, for
-    USER to log in to with IDENTITY; on Ctrl-C, what it started is stopped.
+    """The VM `local up` ARGS asks for, booted from IMAGE with the instance metadata ATTRIBUTES, for the
+    SETTINGS' user to log in to with their key (and its Host entry's ports); on Ctrl-C, what it started is stopped.
 
     Raises InterruptionError on Ctrl-C, and what `local_vm.boot` raises.
     """
@@ -199,8 +198,10 @@ def _boot(
             args.name,
             image,
             attributes,
-            user=user,
-            identity=identity,
+            user=settings.username,
+            identity=settings.ssh_key_path,
+            forwards=tuple(forward.text for forward in settings.forward_ports),
+            forward_agent=settings.forward_agent,
             memory_mb=args.memory,
             cpus=args.cpus,
             disk_size=args.disk_size,

@@ -33,6 +33,8 @@ def host_blocks(stack_name: str, vms: Mapping[str, VmOutputs]) -> tuple[dict[str
                 vm.identity_file,
                 vm.known_hosts_file or None,
                 proxy_command=vm.proxy_command or None,
+                forwards=vm.forward_ports,
+                forward_agent=vm.forward_agent,
             )
         except CourseVmError as error:
             problems.append(error)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from provisioner.access.ssh_config import host_alias
 from provisioner.cli.console import Confirm, declined
@@ -86,6 +86,8 @@ def up(
     except SettingsError as error:
         raise SettingsError(as_given(error), note=RAW_CLI_NOTE) from None
     plan = session.preview(project=options.project)
+    if entries_change(settings, session):
+        plan = replace(plan, entries=True)
     # The preview names every VM in the state, also those a failed first `up` left out of the outputs.
     before = aliases(stack_name, session.state().names() | set(plan.students()))
     if check is not None:
@@ -109,6 +111,20 @@ def up(
     if problems:
         raise CourseVmError(" | ".join(str(problem) for problem in problems))
     return outputs
+
+
+def entries_change(settings: Settings, session: StackSession) -> bool:
+    """Whether SETTINGS forward other ports, or the agent otherwise, than the stack's outputs say its VMs' ssh
+    entries do (outputs from before forwardPorts forward Jupyter's port alone), or the outputs name a student
+    no roster can hold: an update writes them again from the settings."""
+    try:
+        outputs = session.outputs()
+    except CourseVmError:
+        return True
+    forwards = tuple(forward.text for forward in settings.forward_ports)
+    return any(
+        (vm.forward_ports, vm.forward_agent) != (forwards, settings.forward_agent) for vm in outputs.vms.values()
+    )
 
 
 def keep_options(session: StackSession, options: UpOptions, on_output: OnOutput) -> None:

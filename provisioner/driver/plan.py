@@ -55,10 +55,13 @@ class Plan:
     vms: tuple[VmChange, ...]
     shared: tuple[tuple[str, Action], ...] = ()
     """(resource name, action) of each changed resource outside any VM."""
+    entries: bool = False
+    """Whether the VMs' ssh entries change while no resource does (forwardPorts, forwardAgent): the engine
+    shows no step for outputs alone, so an update runs for them."""
 
     @property
     def changes(self) -> bool:
-        return bool(self.shared) or any(vm.action is not Action.SAME for vm in self.vms)
+        return bool(self.shared) or self.entries or any(vm.action is not Action.SAME for vm in self.vms)
 
     @property
     def created(self) -> int:

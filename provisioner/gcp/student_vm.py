@@ -172,7 +172,7 @@ class StudentVm(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[shared.nightly_stop.grant]),
             )
         verification = self._verification(name, args.seat, s, address, instance, shared) if s.verify else None
-        self._outputs = self._export(args, address, instance, verification)
+        self._outputs = self._export(args, s, address, instance, verification)
         self.register_outputs(self._outputs)
 
     def _iap_grants(self, name: str, s: Settings, email: str, instance: compute.Instance, shared: SharedByVms) -> None:
@@ -296,6 +296,7 @@ class StudentVm(pulumi.ComponentResource):
     def _export(
         self,
         args: StudentVmArgs,
+        s: Settings,
         address: compute.Address | None,
         instance: compute.Instance,
         verification: VmVerification | None,
@@ -320,11 +321,13 @@ class StudentVm(pulumi.ComponentResource):
         self.ssh_command = pulumi.Output.all(host, pinned).apply(
             lambda values: ssh_command(key_path, seat.username, values[0], values[1] or None, proxy)
         )
+        forwards = tuple(forward.text for forward in s.forward_ports)
         self.ssh_config = pulumi.Output.all(host, pinned).apply(
             lambda values: ssh_config_block(
-                args.host_alias, values[0], seat.username, key_path, values[1] or None, proxy_command=proxy or None
+                args.host_alias, values[0], seat.username, key_path, values[1] or None, proxy_command=proxy or None,
+                forwards=forwards, forward_agent=s.forward_agent,
             )
-        )
+        )  # fmt: skip
         outputs = vm_exports(
             ip=self.ip,
             proxy_command=proxy,
@@ -334,6 +337,8 @@ class StudentVm(pulumi.ComponentResource):
             zone=self.zone,
             username=seat.username,
             identity_file=key_path,
+            forward_ports=list(forwards),
+            forward_agent=s.forward_agent,
         )
         if seat.ssh_public_key:
             # The student brought their own key: `identityFile` is the instructor's, never handed out.

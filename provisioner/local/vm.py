@@ -28,6 +28,7 @@ from provisioner.local.seed import write_seed
 from provisioner.local.twin import Twin
 from provisioner.paths import state_home
 from provisioner.recipe.metadata import USER_DATA
+from provisioner.recipe.ports import DEFAULT_FORWARD_TEXTS
 from provisioner.recipe.user_data import HOME_DISK_NAME
 
 
@@ -46,6 +47,10 @@ class LocalVm:
     accel: str
     twin: Twin | None = None
     """Its metadata server, when the image boots as on GCE; None: a NoCloud seed gave it its recipe."""
+    forwards: tuple[str, ...] = DEFAULT_FORWARD_TEXTS
+    """The VM's ports its Host entry forwards (forwardPorts), each `PORT` or `LOCAL:REMOTE`."""
+    forward_agent: bool = False
+    """Whether its Host entry forwards the laptop's ssh agent (forwardAgent)."""
 
     @property
     def console_log(self) -> Path:
@@ -116,8 +121,9 @@ class LocalVm:
         vm = replace(self, host_keys=host_keys)
         vm.save()
         block = ssh_config_block(
-            vm.host_alias, "127.0.0.1", vm.user, str(vm.identity), str(vm.known_hosts), vm.ssh_port
-        )
+            vm.host_alias, "127.0.0.1", vm.user, str(vm.identity), str(vm.known_hosts), vm.ssh_port,
+            forwards=vm.forwards, forward_agent=vm.forward_agent,
+        )  # fmt: skip
         add_host(vm.host_alias, block)
         return vm
 
@@ -202,6 +208,9 @@ def load(name: str) -> LocalVm:
         host_keys=tuple(parse_host_key(k) for k in record["host_keys"]),
         accel=record["accel"],
         twin=Twin(**record["twin"]) if record.get("twin") else None,
+        # A VM booted before forwardPorts forwarded Jupyter's port alone.
+        forwards=tuple(map(str, record.get("forwards", ["8888"]))),
+        forward_agent=record.get("forward_agent") is True,
     )
 
 
@@ -297,6 +306,8 @@ def boot(
     disk_size: str = "30G",
     accel: str = "auto",
     home_disk: Path | None = None,
+    forwards: tuple[str, ...] = DEFAULT_FORWARD_TEXTS,
+    forward_agent: bool = False,
     deadline: float,
     progress: Progress = lambda _: None,
 ) -> LocalVm:
@@ -306,7 +317,7 @@ def boot(
     A GCE image (Image.gce) boots as a GCE VM: it reads ATTRIBUTES from its metadata server and
     publishes its host keys in guest attributes. Any other image gets ATTRIBUTES' user-data from a
     NoCloud seed and prints its host keys on the console. HOME_DISK (see `ensure_home_disk`) is
-    attached as the VM's home disk.
+    attached as the VM's home disk; FORWARDS and FORWARD_AGENT go into its Host entry once it is pinned.
     Raises CourseVmError (a VM of that name exists, a tool is missing, QEMU fails) and
     UnreachableError (no host keys published before the deadline).
     """
@@ -328,7 +339,7 @@ def boot(
 
         process, chosen = qemu.start_accelerated(command, directory, accel, progress)
         progress(f"booting {name} ({chosen}{', as a GCE VM' if twin else ''}); SSH on 127.0.0.1:{port}")
-        vm = LocalVm(name, directory, process.pid, port, user, identity, (), chosen, twin)
+        vm = LocalVm(name, directory, process.pid, port, user, identity, (), chosen, twin, forwards, forward_agent)
         return _published_host_keys(vm, process, lambda: qemu.start(command(chosen), directory), deadline, progress)
 
 

@@ -264,3 +264,14 @@ def test_a_replacement_that_fails_leaves_the_old_folder_whole(tmp_path: Path, mo
         write_handout(folder, build_handout("alice", ALIAS, OWNS_HER_KEY, None), windows=False)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert [p.name for p in folder.parent.iterdir()] == ["alice"], "no temporary folder is left"
+
+
+def test_the_entry_forwards_the_vms_ports_and_the_readme_names_each(tmp_path: Path) -> None:
+    vm = alices_vm(forwards=["8888", "5001:5000"], forward_agent=True)
+    folder = tmp_path / "out" / "alice"
+    write_handout(folder, build_handout("alice", ALIAS, vm, private_key()), windows=False)
+    config = (folder / f"{ALIAS}.config").read_text()
+    assert "    LocalForward localhost:8888 localhost:8888\n    LocalForward localhost:5001 localhost:5000\n" in config
+    assert "    ForwardAgent yes\n" in config
+    readme = (folder / README).read_text()
+    assert "  VM port 8888: http://localhost:8888\n  VM port 5000: http://localhost:5001\n" in readme

@@ -19,7 +19,7 @@ from provisioner.access.ssh_config import (
 from provisioner.errors import CourseVmError
 from tests.conftest import require_tool
 from tests.support import gcloud
-from tests.support.openssh import resolved
+from tests.support.openssh import resolved, resolved_all
 from tests.support.sshd import Sshd
 
 USERS_CONFIG = """# my own settings
@@ -61,7 +61,12 @@ def test_openssh_reads_the_host_and_the_users_own_hosts_still_work(home: Path) -
     assert ours["stricthostkeychecking"] == "true"
     assert ours["userknownhostsfile"] == "/vm/known_hosts"
     assert ours["identitiesonly"] == "yes"
-    assert ours["localforward"] == "8888 [localhost]:8888"
+    # Bound to the laptop's loopback, whatever a GatewayPorts of the user's own would say.
+    assert resolved_all(home, "course-vm-local-a", "localforward") == [
+        "[localhost]:8888 [localhost]:8888",
+        "[localhost]:5000 [localhost]:5000",
+    ]
+    assert ours["forwardagent"] == "no"
     theirs = resolved(home, "work")
     assert (theirs["hostname"], theirs["user"], theirs["serveraliveinterval"]) == ("work.example.org", "me", "30")
 
@@ -204,7 +209,7 @@ def test_a_windows_host_block_writes_its_paths_with_forward_slashes() -> None:
         "    IdentitiesOnly yes\n"
         '    UserKnownHostsFile "C:/Users/Alice Smith/.ssh/course-vm.dev.known_hosts"\n'
         "    StrictHostKeyChecking yes\n"
-        "    LocalForward 8888 localhost:8888\n"
+        "    LocalForward localhost:8888 localhost:8888\n    LocalForward localhost:5000 localhost:5000\n"
     )
 
 
@@ -242,7 +247,8 @@ def test_a_block_for_the_users_own_keys_names_no_identity_file() -> None:
     block = ssh_config_block("course-vm-alice", "1.2.3.4", "alice", "", "~/.ssh/pins", default_keys=True)
     assert block == (
         "Host course-vm-alice\n    HostName 1.2.3.4\n    User alice\n"
-        "    UserKnownHostsFile ~/.ssh/pins\n    StrictHostKeyChecking yes\n    LocalForward 8888 localhost:8888\n"
+        "    UserKnownHostsFile ~/.ssh/pins\n    StrictHostKeyChecking yes\n"
+        "    LocalForward localhost:8888 localhost:8888\n    LocalForward localhost:5000 localhost:5000\n"
     )
     with pytest.raises(CourseVmError, match="identity file '/k/key' is given, but the user's own keys log in"):
         ssh_config_block("course-vm-alice", "1.2.3.4", "alice", "/k/key", default_keys=True)
@@ -270,7 +276,7 @@ def test_an_iap_block_names_the_instance_and_its_tunnel() -> None:
         "    IdentitiesOnly yes\n"
         "    UserKnownHostsFile /vm/known_hosts\n"
         "    StrictHostKeyChecking yes\n"
-        "    LocalForward 8888 localhost:8888\n"
+        "    LocalForward localhost:8888 localhost:8888\n    LocalForward localhost:5000 localhost:5000\n"
     )
 
 
@@ -345,3 +351,39 @@ def test_no_other_program_is_the_iap_proxy(program: str) -> None:
             "course-vm", "course-vm-vm-1a2b3c", "student", "/k",
             proxy_command=IAP_TUNNEL.replace("gcloud ", f"{program} ", 1), windows=True,
         )  # fmt: skip
+
+
+@pytest.mark.integration
+def test_the_courses_ports_and_the_agent_as_openssh_reads_them(home: Path) -> None:
+    # A GatewayPorts of the user's own, read after our block, must not open the ports to their network.
+    (home / ".ssh").mkdir(mode=0o700)
+    (home / ".ssh" / "config").write_text("Host *\n    GatewayPorts yes\n")
+    add_host(
+        "course-vm",
+        ssh_config_block("course-vm", "1.2.3.4", "student", "/k", forwards=["5001:5000", 8888], forward_agent=True),
+    )
+    assert resolved_all(home, "course-vm", "localforward") == [
+        "[localhost]:5001 [localhost]:5000",
+        "[localhost]:8888 [localhost]:8888",
+    ]
+    ours = resolved(home, "course-vm")
+    assert (ours["forwardagent"], ours["gatewayports"]) == ("yes", "yes")
+    none = ssh_config_block("course-vm", "1.2.3.4", "student", "/k", forwards=[])
+    assert "LocalForward" not in none and "ForwardAgent" not in none
+
+
+@pytest.mark.parametrize(
+    ("forwards", "agent", "message"),
+    [
+        (["22"], False, "forwarded port '22' is not PORT or LOCAL:REMOTE"),
+        (["8888\n    ProxyCommand id"], False, r"forwarded port '8888\\n    ProxyCommand id' is not PORT"),
+        (["5000", "5000:8888"], False, r"forwarded ports \['5000', '5000:8888'\] name a laptop port twice"),
+        ("8888", False, "forwarded ports '8888' are no list"),
+        (["8888"], "yes", "forward agent 'yes' is not true or false"),
+    ],
+)
+def test_ports_and_an_agent_from_the_stack_are_checked_like_every_value(
+    forwards: object, agent: object, message: str
+) -> None:
+    with pytest.raises(CourseVmError, match=r"^course-vm: cannot write an ssh Host block: " + message):
+        ssh_config_block("course-vm", "1.2.3.4", "student", "/k", forwards=forwards, forward_agent=agent)  # type: ignore[arg-type]

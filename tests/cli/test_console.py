@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -75,6 +76,15 @@ def test_a_preview_without_changes_says_so() -> None:
         "Pulumi's preview of stack dev:\n"
         "  the VM (course-vm): no change\n"
         "  no changes: nothing will be created, replaced or deleted"
+    )
+
+
+def test_entries_changed_alone_are_a_change_of_their_own() -> None:
+    same = plan_of(parse_events(json.dumps(e) for e in preview_events({"": {"ip": "same", "vm": "same"}})))
+    assert plan_summary("dev", replace(same, entries=True)) == (
+        "Pulumi's preview of stack dev:\n"
+        "  the VM (course-vm): no change\n"
+        "  the VMs' ssh entries (forwardPorts, forwardAgent): update (no VM changes)"
     )
 
 

@@ -114,3 +114,18 @@ def test_remove_entries_removes_those_that_exist() -> None:
     assert "course-vm-alice" not in hosts_file().read_text()
     remove_entries({"course-vm-bob"})
     assert not hosts_file().exists(), "with no entry left the file goes"
+
+
+def test_an_entry_forwards_the_ports_and_the_agent_its_vm_was_made_with() -> None:
+    made = VmOutputs.parse(vm_outputs(forwards=["3000"], forward_agent=True))
+    blocks, problems = host_blocks("dev", {"": made})
+    assert problems == []
+    assert blocks["course-vm"] == made.ssh_config, "what the program exports, built from checked fields"
+    assert "    ForwardAgent yes\n    LocalForward localhost:3000 localhost:3000\n" in blocks["course-vm"]
+
+
+def test_ports_someone_wrote_into_the_state_write_nothing_of_that_vm() -> None:
+    blocks, problems = host_blocks("dev", {"": vm(forwardPorts=["8888\nMatch exec id"])})
+    assert blocks == {}
+    [problem] = problems
+    assert "forwarded port '8888\\nMatch exec id' is not PORT or LOCAL:REMOTE" in str(problem)

@@ -269,6 +269,41 @@ def test_a_no_says_that_the_options_given_stay_in_the_stacks_settings(
     assert "up" not in pulumi.verbs()
 
 
+BEFORE_FORWARDS = {key: value for key, value in one_vm().items() if key not in ("forwardPorts", "forwardAgent")}
+"""A stack last updated before forwardPorts: its outputs forward Jupyter's port alone."""
+
+
+@pytest.mark.parametrize(
+    ("outputs", "config", "after", "said"),
+    [
+        (BEFORE_FORWARDS, {}, one_vm(), "LocalForward localhost:5000 localhost:5000"),
+        (one_vm(), {"course-vm:forwardAgent": "true"}, one_vm(forward_agent=True), "ForwardAgent yes"),
+        (one_vm(), {"course-vm:forwardPorts": '["5001:5000"]'}, one_vm(forwards=["5001:5000"]),
+         "LocalForward localhost:5001 localhost:5000"),
+    ],
+)  # fmt: skip
+def test_ports_or_the_agent_changed_alone_update_the_entries_though_no_vm_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outputs: dict[str, Any], config: dict[str, str],
+    after: dict[str, Any], said: str,
+) -> None:  # fmt: skip
+    # The engine shows no step for outputs alone, so the preview says "same" for every resource.
+    same = preview_events({"": {"ip": "same", "vm": "same", "verify": "same"}})
+    pulumi = stand_in_here(
+        tmp_path, monkeypatch, {"dev": outputs}, events=same, next_outputs=after,
+        config={"dev": {**STACK_CONFIG, **config}},
+    )  # fmt: skip
+    shown: list[Plan] = []
+
+    def show(plan: Plan) -> bool:
+        shown.append(plan)
+        return True
+
+    up("dev", UpOptions(), confirm=show, on_output=print)
+    assert shown[0].entries and shown[0].changes
+    assert "up" in pulumi.verbs(), "the update writes the outputs the entries are built from"
+    assert f"    {said}\n" in hosts_file().read_text()
+
+
 def test_a_preview_without_changes_runs_no_update_and_writes_the_entries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

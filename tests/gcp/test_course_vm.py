@@ -224,7 +224,7 @@ def test_outputs_say_how_to_connect(run: Run, tmp_path: Path) -> None:
     assert run.outputs["sshConfig"] == (
         f"Host course-vm\n    HostName {STATIC_IP}\n    User student\n    IdentityFile {key}\n"
         f"    IdentitiesOnly yes\n    UserKnownHostsFile {key}.dev.known_hosts\n    StrictHostKeyChecking yes\n"
-        "    LocalForward 8888 localhost:8888\n"
+        "    LocalForward localhost:8888 localhost:8888\n    LocalForward localhost:5000 localhost:5000\n"
     )
     assert run.outputs["hostKeys"] == [HOST_KEY]
     assert run.outputs["knownHosts"] == f"{STATIC_IP} {HOST_KEY}"
@@ -726,3 +726,12 @@ def test_the_names_and_types_the_driver_reads_are_the_ones_the_program_registers
         (stack.VERIFICATION_TYPE, stack.VERIFICATION_ROLE),
     ]:
         assert (type_, f"{vm}-{role}") in registered, (type_, role)
+
+
+def test_the_courses_ports_and_the_agent_reach_the_outputs_and_the_host_block(tmp_path: Path) -> None:
+    run = run_program(stack_config(tmp_path, forwardPorts='["3000", "5001:5000"]', forwardAgent="true"))
+    keys = tmp_path / "keys"
+    assert run.outputs == one_vm(keys=keys, forwards=("3000", "5001:5000"), forward_agent=True)
+    assert "    ForwardAgent yes\n    LocalForward localhost:3000 localhost:3000\n" in run.outputs["sshConfig"]
+    # Client-side only: the instance's recipe is the one of the defaults.
+    assert run.one(INSTANCE).inputs["metadata"] == run_program(stack_config(tmp_path)).one(INSTANCE).inputs["metadata"]

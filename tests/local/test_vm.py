@@ -29,6 +29,7 @@ import pytest
 
 from provisioner.access.host_keys import parse_host_key
 from provisioner.access.ssh import connect, load_identity, run
+from provisioner.access.ssh_config import hosts_file
 from provisioner.errors import CourseVmError
 from provisioner.local import qemu as local_qemu
 from provisioner.local import vm as local_vm
@@ -387,6 +388,25 @@ def test_a_vm_record_round_trips_and_pins_its_keys(tmp_path: Path, monkeypatch: 
         qemu.wait()
     assert not vm.running()
     assert not replace(vm, pid=os.getpid()).running(), "a PID that is not its QEMU's (after a reboot) is no VM"
+
+
+def test_a_vms_entry_forwards_its_ports_and_a_record_from_before_forwards_jupyter_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    directory = local_vm.state_dir() / "one"
+    directory.mkdir(parents=True)
+    key = parse_host_key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet")
+    vm = local_vm.LocalVm("one", directory, 0, 2222, "student", tmp_path / "key", (), "tcg", None, ("5001:5000",), True)
+    vm.pinned((key,))
+    assert local_vm.load("one") == replace(vm, host_keys=(key,))
+    entry = hosts_file().read_text()
+    assert "    ForwardAgent yes\n    LocalForward localhost:5001 localhost:5000\n" in entry
+    record = json.loads((directory / "vm.json").read_text())
+    del record["forwards"], record["forward_agent"]
+    (directory / "vm.json").write_text(json.dumps(record))
+    assert (local_vm.load("one").forwards, local_vm.load("one").forward_agent) == (("8888",), False)
 
 
 def test_unknown_vm_says_how_to_make_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,17 @@ def resolved(home: Path, alias: str) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
+def resolved_all(home: Path, alias: str, option: str) -> list[str]:
+    """Every value `ssh -G` gives ALIAS's OPTION through HOME's ~/.ssh/config (one per LocalForward, say)."""
+    out = subprocess.run(
+        [require_tool("ssh"), "-G", "-F", str(home / ".ssh" / "config"), alias],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith(f"{option} ")]
+
+
 def resolved_by(config: Path, alias: str) -> dict[str, str]:
     """What `ssh -G -F CONFIG ALIAS` makes of ALIAS: CONFIG alone, as `ssh -F` reads it. Options OpenSSH
     lists several times (identityfile) are joined by a space."""

@@ -23,10 +23,13 @@ def vm_outputs(
     stack: str = "dev",
     host_keys: Sequence[str] | None = (HOST_KEY,),
     iap: bool = False,
+    forwards: Sequence[str] = ("8888", "5000"),
+    forward_agent: bool = False,
     **changes: Any,
 ) -> dict[str, Any]:
     """What the program exports for STUDENT's VM ("" for a stack's one VM) of STACK, its key in KEYS:
-    with HOST_KEYS pinned (None: verify=false), under IAP reached by instance name; CHANGES on top."""
+    with HOST_KEYS pinned (None: verify=false), under IAP reached by instance name, FORWARDS (forwardPorts)
+    and FORWARD_AGENT in its Host block; CHANGES on top."""
     alias = ("course-vm" if stack == "dev" else f"course-vm-{stack}") + (f"-{student}" if student else "")
     key = f"{keys}/course-vm" + (f"-{student}" if student else "")
     instance = f"course-vm-{student}-vm-1a2b3c" if student else "course-vm-vm-1a2b3c"
@@ -39,11 +42,22 @@ def vm_outputs(
         "ip": "10.42.0.2" if iap else ip,
         "proxyCommand": IAP if iap else "",
         "sshCommand": f"ssh -i {key}{pinned}{proxy} {user}@{host}",
-        "sshConfig": ssh_config_block(alias, host, user, key, pins, proxy_command=IAP if iap else None),
+        "sshConfig": ssh_config_block(
+            alias,
+            host,
+            user,
+            key,
+            pins,
+            proxy_command=IAP if iap else None,
+            forwards=forwards,
+            forward_agent=forward_agent,
+        ),
         "instanceName": instance,
         "zone": ZONE,
         "username": user,
         "identityFile": key,
+        "forwardPorts": list(forwards),
+        "forwardAgent": forward_agent,
     }
     if host_keys is not None:
         outputs.update(

@@ -56,8 +56,11 @@ echo "installed into $prefix" >>"$CALLS"
 
 STUBS = {
     "apt-get": 'echo "apt-get $*" >>"$CALLS"; /bin/sleep "${APT_SECONDS:-0}"; [[ -z ${APT_FAILS:-} ]]',
-    # Stand-in for apt-cache: docker.io as packaged since Debian 13 (DOCKER_CLI_SPLIT), or before.
-    "apt-cache": 'echo docker.io; [[ -z ${DOCKER_CLI_SPLIT:-} ]] || echo "  Recommends: docker-cli"',
+    # Stand-in for apt-cache: docker.io as packaged since Debian 13 (DOCKER_CLI_SPLIT), or before. Like the
+    # real one it goes on writing after the line the recipe looks for (here after a pause, so that a reader
+    # that stops at that line cuts it off for sure).
+    "apt-cache": 'echo docker.io; [[ -z ${DOCKER_CLI_SPLIT:-} ]] || echo "  Recommends: docker-cli"; '
+    '/bin/sleep 0.2; for n in $(seq 100); do echo "  Suggests: docker-doc-$n"; done',
     "systemctl": 'echo "systemctl $*" >>"$CALLS"',
     "usermod": 'echo "usermod $*" >>"$CALLS"',
     "runuser": 'shift 3; exec "$@"',  # runuser -u USER -- CMD...

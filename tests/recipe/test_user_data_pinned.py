@@ -27,14 +27,14 @@ OTHER_RELEASES = {
     "autoStopIdleMinutes": "15",
 }
 PINNED = [
-    ({}, {}, "6f43513261d61a07d5b724c5683d583e7820834136907347ccee42d16f1dc44e"),
+    ({}, {}, "38dd695502a5157bf1d591078183e8bd4bf44180915bd4bc9faa843a4a482755"),
     ({}, {"username": "alice", "student_public_key": STUDENT_KEY},
-     "6fd7d282cefbb310688709f3506b6b61e742a17bd9e4cb7ac42a5186c635c354"),
+     "c2e8b2fc4ded23af47daf308988248d030048fdae25532970211ed22edd47211"),
     ({"homeDiskSizeGb": "20", "autoStopIdleMinutes": "0"}, {},
-     "b0a6cf677dec780a91fbc3223cdb5bf90b979395275af86cd2bfd3618b4a787a"),
+     "713a673afba16eb9429cdd5193ff8835b645dc02f699588f6e072472b6f81b23"),
     ({"homeDiskSizeGb": "20"}, {"home_disk_device": "/dev/disk/by-id/virtio-course-vm-home"},
-     "77614f9fd8fe7aa9367b784cc412c225284ea16f1305531f66686715527fd338"),
-    (OTHER_RELEASES, {}, "08eb305b2fdb8c4326ef688eaa122389ede2eae025a1cb2143c59fa068064612"),
+     "c42c0c671ca73a0633f54264ef521cf24a374a3f82d7c3476a598bda580bc242"),
+    (OTHER_RELEASES, {}, "a978a72c439ac02e597c55c17c66833235b0a4bfa303d3c1fa30a0706c65a880"),
 ]  # fmt: skip
 
 

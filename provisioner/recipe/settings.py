@@ -91,6 +91,8 @@ class Settings:
     """0: no home disk; else the size of the disk that holds /home and outlives the VM."""
     auto_stop_idle_minutes: int
     """0: never; else the VM powers itself off after that many idle minutes."""
+    max_run_hours: int
+    """0: never; else the VM powers itself off that many hours after it started."""
     nightly_stop_time: str
     """"" for none; else HH:MM in `time_zone`, when GCE stops the VM every day."""
     time_zone: str

@@ -22,6 +22,7 @@ COMPOSE_DEFAULT_SHA256 = "ed79398562f3a80a5d8c068fde14b0b12101e80b494aabb2b3533e
 MIN_DISK_GB = 20
 MAX_DISK_GB = 65536
 MAX_IDLE_MINUTES = 7 * 24 * 60
+MAX_RUN_HOURS = 7 * 24
 MIN_HOME_DISK_GB = 10  # GCE's smallest pd-balanced disk
 # Shared-core machines have too little memory: Anaconda plus Docker get sshd killed by the OOM killer.
 TOO_SMALL_MACHINE_TYPES = frozenset({"f1-micro", "g1-small", "e2-micro", "e2-small", "e2-medium"})
@@ -287,12 +288,30 @@ SETTINGS: tuple[Setting, ...] = (
         field="auto_stop_idle_minutes",
         type="integer",
         default=60,
-        description="Power the VM off after this many minutes with no SSH connection and no CPU use (0: never).",
-        reference=f"the [idle stop](../README.md#stop-start-and-down), 1 to {MAX_IDLE_MINUTES} minutes; `0`: never",
+        description="Power the VM off after this many minutes without use: no typing in a terminal, no data over "
+        "SSH, no CPU use; an open but idle session does not count (0: never).",
+        reference=f"the [idle stop](../README.md#stop-start-and-down), 1 to {MAX_IDLE_MINUTES} minutes; `0`: never. "
+        "Use is typing in a terminal, data moving over SSH, a busy CPU or the setup running; an SSH session or "
+        "VS Code window that is open but idle is not",
         rule=whole_number(
             0,
             MAX_IDLE_MINUTES,
             f"it must be a whole number of minutes from 1 to {MAX_IDLE_MINUTES}, or 0 to never stop",
+        ),
+    ),
+    Setting(
+        key="maxRunHours",
+        field="max_run_hours",
+        type="integer",
+        default=12,
+        description="Power the VM off this many hours after it started, whatever it is doing, after a warning; "
+        "course-vm start starts it again (0: never).",
+        reference=f"the [running cap](../README.md#stop-start-and-down), 1 to {MAX_RUN_HOURS} hours after the VM "
+        "started, whatever it is doing; `0`: never",
+        rule=whole_number(
+            0,
+            MAX_RUN_HOURS,
+            f"it must be a whole number of hours from 1 to {MAX_RUN_HOURS}, or 0 for no cap",
         ),
     ),
     Setting(

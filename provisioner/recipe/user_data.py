@@ -18,8 +18,8 @@ from provisioner.recipe.settings import Artifact, Settings
 
 SETUP_SCRIPT_PATH = "/usr/local/sbin/course-vm-setup"
 DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
-IDLE_STOP_PATH = "/usr/local/sbin/course-vm-idle-stop"
-IDLE_STOP_TIMER = "course-vm-idle-stop.timer"
+AUTO_STOP_PATH = "/usr/local/sbin/course-vm-auto-stop"
+AUTO_STOP_TIMER = "course-vm-auto-stop.timer"
 MAX_USER_DATA_BYTES = 256 * 1024  # GCE's limit for one metadata value
 _TOP_LEVEL_KEYS = {"ssh_pwauth", "disable_root", "users", "write_files", "runcmd"}
 _HOME_DISK_KEYS = {"bootcmd", "mounts"}
@@ -46,6 +46,8 @@ class UserDataInputs:
     """The URL Docker pulls images through; "" for none."""
     auto_stop_idle_minutes: int = 0
     """Power off after this many idle minutes; 0: never."""
+    max_run_hours: int = 0
+    """Power off this many hours after the VM started, whatever it is doing; 0: never."""
     home_disk_device: str = ""
     """Where /home's own disk is attached; "" for none."""
     student_public_key: str = ""
@@ -90,11 +92,15 @@ def render_setup_script(inputs: UserDataInputs) -> str:
     )
 
 
-def render_idle_stop_script(idle_minutes: int) -> str:
-    """The script a systemd timer runs every minute: power off after IDLE_MINUTES without use ("" if 0)."""
-    if idle_minutes <= 0:
+def render_auto_stop_script(idle_minutes: int, max_run_hours: int) -> str:
+    """The script a systemd timer runs every minute ("" if both rules are off).
+
+    It powers the VM off after IDLE_MINUTES without use, and MAX_RUN_HOURS after it started (0: that rule is off).
+    """
+    if idle_minutes <= 0 and max_run_hours <= 0:
         return ""
-    return _environment().get_template("idle-stop.sh.j2").render(idle_minutes=idle_minutes)
+    template = _environment().get_template("auto-stop.sh.j2")
+    return template.render(idle_minutes=max(idle_minutes, 0), max_run_hours=max(max_run_hours, 0))
 
 
 def docker_daemon_json(registry_mirror: str) -> str:
@@ -131,7 +137,7 @@ def _filled_in(inputs: UserDataInputs) -> dict[str, str]:
         "student_public_key": inputs.student_public_key,
         "setup_script": render_setup_script(inputs),
         "docker_daemon_json": docker_daemon_json(inputs.docker_registry_mirror),
-        "idle_stop_script": render_idle_stop_script(inputs.auto_stop_idle_minutes),
+        "auto_stop_script": render_auto_stop_script(inputs.auto_stop_idle_minutes, inputs.max_run_hours),
         "home_disk_device": inputs.home_disk_device,
     }
 
@@ -160,6 +166,7 @@ def user_data_for(
             docker_compose=settings.docker_compose,
             docker_registry_mirror=settings.docker_registry_mirror,
             auto_stop_idle_minutes=settings.auto_stop_idle_minutes,
+            max_run_hours=settings.max_run_hours,
             home_disk_device=home_disk_device,
             student_public_key=student_public_key,
         )
@@ -203,17 +210,17 @@ def _content_problems(document: dict[str, Any], inputs: UserDataInputs) -> list[
         problems.append("its setup script differs from the rendered script")
     if files.get(DOCKER_DAEMON_JSON, "") != filled_in["docker_daemon_json"]:
         problems.append("its Docker daemon configuration differs from the settings")
-    if files.get(IDLE_STOP_PATH, "") != filled_in["idle_stop_script"]:
-        problems.append("its idle-stop script differs from the rendered script")
+    if files.get(AUTO_STOP_PATH, "") != filled_in["auto_stop_script"]:
+        problems.append("its auto-stop script differs from the rendered script")
     device = inputs.home_disk_device
     if device and (
         document["bootcmd"][0][-1] != device
         or document["mounts"] != [[device, "/home", "ext4", HOME_MOUNT_OPTIONS, "0", "2"]]
     ):
         problems.append("its home disk is not the configured device")
-    armed = ["systemctl", "enable", "--now", IDLE_STOP_TIMER] in document["runcmd"]
-    if armed != bool(filled_in["idle_stop_script"]):
-        problems.append("its idle-stop timer is not armed as autoStopIdleMinutes says")
+    armed = ["systemctl", "enable", "--now", AUTO_STOP_TIMER] in document["runcmd"]
+    if armed != bool(filled_in["auto_stop_script"]):
+        problems.append("its auto-stop timer is not armed as autoStopIdleMinutes and maxRunHours say")
     return problems
 
 

@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -61,9 +62,48 @@ class E2e:
     timings: list[tuple[str, float]] = field(default_factory=list)
     progress: list[tuple[float, str]] = field(default_factory=list)
     """The good VM's `local up` progress lines, timestamped."""
-    keep_alive: paramiko.SSHClient | None = None
-    """An SSH connection held open while the good VM's tests run: with autoStopIdleMinutes=1 it keeps
-    the VM from powering itself off between them."""
+    student: Typist | None = None
+    """A terminal on the good VM where a key is typed every 20 s while its tests run: with
+    autoStopIdleMinutes=1 it keeps the VM from powering itself off between them."""
+
+
+class Typist:
+    """A student at a terminal on the VM: a real SSH login with a pty (sshd-session USER@pts/N), where a key
+    is typed every 20 s until `stop_typing`, which leaves the session open and idle."""
+
+    def __init__(self, client: paramiko.SSHClient) -> None:
+        self.client = client
+        self.channel = client.invoke_shell()
+        self.output = bytearray()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._type, daemon=True)
+        self._thread.start()
+
+    def _type(self) -> None:
+        while True:
+            try:
+                self.channel.send(b"\n")  # what the shell reads: the terminal's access time moves
+            except (OSError, EOFError, paramiko.SSHException):
+                return
+            if self._stop.wait(20):
+                return
+
+    def stop_typing(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def wait_for(self, text: bytes, seconds: float) -> bool:
+        """Whether TEXT reached the terminal within SECONDS."""
+        deadline = time.monotonic() + seconds
+        while text not in self.output and time.monotonic() < deadline and not self.channel.closed:
+            while self.channel.recv_ready():
+                self.output += self.channel.recv(65536)
+            time.sleep(0.5)
+        return text in self.output
+
+    def close(self) -> None:
+        self.stop_typing()
+        self.client.close()
 
 
 def require_root_and_tools() -> None:
@@ -150,7 +190,7 @@ def good_vm(e2e: E2e) -> Iterator[local_vm.LocalVm]:
     vm = local_vm.load("e2e")
     try:
         assert result.returncode == 0, f"{result.stderr}\n{json.dumps(report, indent=2)}"
-        e2e.keep_alive = connect(vm.target(), load_identity(vm.identity), time.monotonic() + 60, print)
+        e2e.student = Typist(connect(vm.target(), load_identity(vm.identity), time.monotonic() + 60, print))
         published = first(progress, "host keys, from its guest attributes")
         logged_in = first(progress, "logged in; waiting for cloud-init")
         e2e.timings += [
@@ -163,8 +203,8 @@ def good_vm(e2e: E2e) -> Iterator[local_vm.LocalVm]:
         e2e.timings.append(("local up, in all", progress[-1][0]))
         yield vm
     finally:
-        if e2e.keep_alive is not None:
-            e2e.keep_alive.close()
+        if e2e.student is not None:
+            e2e.student.close()
         local_vm.down("e2e")
 
 
@@ -207,6 +247,7 @@ def test_the_vm_is_a_gce_vm_to_its_own_software(
         groups = run(client, "id -nG", 30).stdout.split()
         schema = run(client, "sudo -n cloud-init schema --system 2>&1", 120)
         managed = run(client, "sudo -n cat /var/lib/google/google_users", 30).stdout.split()
+        client_alive = run(client, "sudo -n sshd -T | grep '^clientalive'", 30).stdout.split("\n")
     published = [line for _, line in e2e.progress if "'s host keys, from its " in line]
     facts = request.config.stash.setdefault(E2E_FACTS, [])
     facts += [
@@ -222,6 +263,8 @@ def test_the_vm_is_a_gce_vm_to_its_own_software(
     assert good_vm.user in managed, "the guest agent manages the student's account"
     assert published and all("from its guest attributes" in line for line in published), published
     assert schema.ok, schema.summary()
+    # A laptop that went to sleep leaves no session behind: sshd drops it after 5 unanswered minutes.
+    assert sorted(filter(None, client_alive)) == ["clientalivecountmax 5", "clientaliveinterval 60"], client_alive
     # What the VM booted from is what the Pulumi program gives a GCE instance with these settings.
     assert served_attributes(good_vm) == pulumi_instance_metadata(e2e)
 
@@ -285,35 +328,37 @@ def test_rerunning_the_setup_succeeds_and_changes_nothing(good_vm: local_vm.Loca
     assert before.ok and before.stdout == after.stdout
 
 
-def test_an_idle_vm_powers_itself_off(good_vm: local_vm.LocalVm, e2e: E2e) -> None:
-    # The last test of the good VM. Its timer runs every minute; with autoStopIdleMinutes=1 the VM
-    # powers off at the second run that finds no logged-in SSH session and an idle CPU, and QEMU exits.
-    # The keep-alive session is a real OpenSSH 10 login (`sshd-session: USER@notty`): the script must
-    # count it as use.
-    assert e2e.keep_alive is not None
-    with e2e.keep_alive as client:
+def test_an_idle_vm_warns_its_terminal_and_powers_itself_off(good_vm: local_vm.LocalVm, e2e: E2e) -> None:
+    # The last test of the good VM. Its timer runs every minute. Once nobody types in the student's
+    # terminal, which stays logged in, the first run that sees no use warns that terminal and the console
+    # (with autoStopIdleMinutes=1, at once) and the next powers the VM off; QEMU exits.
+    assert e2e.student is not None
+    journal = "sudo -n journalctl -u course-vm-auto-stop.service --no-pager -o cat | tail -n 3"
+    with connect(good_vm.target(), load_identity(good_vm.identity), time.monotonic() + 60, print) as client:
         timer = run(
-            client, "systemctl is-active course-vm-idle-stop.timer; systemctl is-enabled course-vm-idle-stop.timer", 30
+            client, "systemctl is-active course-vm-auto-stop.timer; systemctl is-enabled course-vm-auto-stop.timer", 30
         )
-        # The timer's first run comes a minute after the setup armed it: wait for it rather than race it.
-        journal = "sudo -n journalctl -u course-vm-idle-stop.service --no-pager -o cat | tail -n 3"
+        # A run since the typing began (the timer's first comes a minute after the setup armed it).
         said = run(client, journal, 30)
         waited = time.monotonic()
-        while "in use: an SSH session is logged in" not in said.stdout and time.monotonic() - waited < 150:
+        while "in use: input was typed in a terminal" not in said.stdout and time.monotonic() - waited < 150:
             time.sleep(10)
             said = run(client, journal, 30)
-        if "in use: an SSH session is logged in" not in said.stdout:
-            why = run(client, "systemctl list-timers --all --no-pager; sudo -n systemctl status --no-pager "
-                              "course-vm-idle-stop.service course-vm-idle-stop.timer; date; uptime", 30)  # fmt: skip
-            pytest.fail(f"the keep-alive session was never counted as use: {said.summary()}\n{why.summary(40)}")
     assert timer.stdout.split() == ["active", "enabled"], timer.summary()
+    assert "in use: input was typed in a terminal" in said.stdout, said.summary(20)
+    e2e.student.stop_typing()
     started = time.monotonic()
+    warning = b"[course-vm] idle stop: nothing has used this VM since"
+    assert e2e.student.wait_for(warning, 240), f"no warning on the idle terminal: {bytes(e2e.student.output[-600:])!r}"
+    e2e.timings.append(("idle terminal warned (autoStopIdleMinutes=1)", time.monotonic() - started))
     while good_vm.running() and time.monotonic() - started < 420:
         time.sleep(1)
     e2e.timings.append(("idle VM powers off (autoStopIdleMinutes=1)", time.monotonic() - started))
-    assert not good_vm.running(), "the VM was still running 7 minutes after its last SSH connection closed"
+    assert not good_vm.running(), "the VM was still running 7 minutes after its terminal went idle"
     console = good_vm.console_log.read_text(errors="replace")
-    assert "[course-vm] idle for 1 minutes: powering off" in console
+    assert warning.decode() in console
+    assert "[course-vm] idle stop: powering off after 1 idle minutes (autoStopIdleMinutes)" in console
+    assert console.index(warning.decode()) < console.index("[course-vm] idle stop: powering off")
 
 
 def test_a_bad_checksum_stops_the_recipe_at_that_step_and_the_checker_says_so(

@@ -227,6 +227,26 @@ def test_ssh_open_to_internet_is_allowed_but_flagged() -> None:
             "never stop. Fix: pulumi config set autoStopIdleMinutes 60",
         ),
         (
+            {"maxRunHours": "-1"},
+            "maxRunHours: got '-1', but it must be a whole number of hours from 1 to 168, or 0 for no cap. "
+            "Fix: pulumi config set maxRunHours 12",
+        ),
+        (
+            {"maxRunHours": 169},
+            "maxRunHours: got 169, but it must be a whole number of hours from 1 to 168, or 0 for no cap. "
+            "Fix: pulumi config set maxRunHours 12",
+        ),
+        (
+            {"maxRunHours": "1.5"},
+            "maxRunHours: got '1.5', but it must be a whole number of hours from 1 to 168, or 0 for no cap. "
+            "Fix: pulumi config set maxRunHours 12",
+        ),
+        (
+            {"maxRunHours": "twelve"},
+            "maxRunHours: got 'twelve', but it must be a whole number of hours from 1 to 168, or 0 for no cap. "
+            "Fix: pulumi config set maxRunHours 12",
+        ),
+        (
             {"homeDiskSizeGb": "5"},
             "homeDiskSizeGb: got '5', but it must be a whole number of GB from 10 to 65536, or 0 for no home disk. "
             "Fix: pulumi config set homeDiskSizeGb 20",

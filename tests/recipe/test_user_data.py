@@ -14,10 +14,10 @@ import yaml
 
 from provisioner.recipe.settings import Artifact, parse_settings
 from provisioner.recipe.user_data import (
+    AUTO_STOP_PATH,
+    AUTO_STOP_TIMER,
     GCE_HOME_DISK_DEVICE,
     HOME_MOUNT_OPTIONS,
-    IDLE_STOP_PATH,
-    IDLE_STOP_TIMER,
     SETUP_SCRIPT_PATH,
     RecipeError,
     UserDataInputs,
@@ -49,6 +49,7 @@ def render(
     anaconda: Artifact = DEFAULTS.anaconda,
     compose: Artifact = DEFAULTS.docker_compose,
     idle_minutes: int = 0,
+    max_run_hours: int = 0,
     home_disk: str = "",
     student_key: str = "",
 ) -> str:
@@ -60,6 +61,7 @@ def render(
             anaconda=anaconda,
             docker_compose=compose,
             auto_stop_idle_minutes=idle_minutes,
+            max_run_hours=max_run_hours,
             home_disk_device=home_disk,
         )
     )
@@ -117,27 +119,37 @@ def test_document_holds_the_hardening_the_user_and_the_setup() -> None:
     sshd = files["/etc/ssh/sshd_config.d/10-course-vm.conf"]["content"]
     assert "PasswordAuthentication no\n" in sshd
     assert "PermitRootLogin no\n" in sshd
+    # A laptop that went to sleep leaves no session behind for more than 5 minutes.
+    assert "ClientAliveInterval 60\nClientAliveCountMax 5\n" in sshd
     assert files[SETUP_SCRIPT_PATH]["permissions"] == "0755"
     assert document["runcmd"] == [[SETUP_SCRIPT_PATH]]
 
 
-def test_the_defaults_arm_the_idle_stop_timer_before_the_setup() -> None:
+def test_the_defaults_arm_the_auto_stop_timer_before_the_setup() -> None:
     document = yaml.safe_load(user_data_for(DEFAULTS, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3u"))
-    assert DEFAULTS.auto_stop_idle_minutes == 60
-    assert document["runcmd"] == [["systemctl", "enable", "--now", IDLE_STOP_TIMER], [SETUP_SCRIPT_PATH]]
+    assert DEFAULTS.auto_stop_idle_minutes == 60 and DEFAULTS.max_run_hours == 12
+    assert document["runcmd"] == [["systemctl", "enable", "--now", AUTO_STOP_TIMER], [SETUP_SCRIPT_PATH]]
     files = {f["path"]: f for f in document["write_files"]}
-    assert "IDLE_MINUTES=60\n" in files[IDLE_STOP_PATH]["content"]
-    assert files[IDLE_STOP_PATH]["permissions"] == "0755"
-    timer = files[f"/etc/systemd/system/{IDLE_STOP_TIMER}"]["content"]
+    assert "IDLE_MINUTES=60\nMAX_RUN_HOURS=12\n" in files[AUTO_STOP_PATH]["content"]
+    assert files[AUTO_STOP_PATH]["permissions"] == "0755"
+    timer = files[f"/etc/systemd/system/{AUTO_STOP_TIMER}"]["content"]
     assert "OnUnitActiveSec=1min\n" in timer and "WantedBy=timers.target\n" in timer
-    service = files["/etc/systemd/system/course-vm-idle-stop.service"]["content"]
-    assert f"ExecStart={IDLE_STOP_PATH}\n" in service
+    service = files["/etc/systemd/system/course-vm-auto-stop.service"]["content"]
+    assert f"ExecStart={AUTO_STOP_PATH}\n" in service
 
 
-def test_zero_idle_minutes_installs_no_timer() -> None:
-    document = yaml.safe_load(render(idle_minutes=0))
+def test_zero_idle_minutes_and_no_running_cap_install_no_timer() -> None:
+    document = yaml.safe_load(render(idle_minutes=0, max_run_hours=0))
     assert document["runcmd"] == [[SETUP_SCRIPT_PATH]]
-    assert not any("idle-stop" in f["path"] for f in document["write_files"])
+    assert not any("auto-stop" in f["path"] for f in document["write_files"])
+
+
+@pytest.mark.parametrize(("idle_minutes", "max_run_hours"), [(0, 12), (60, 0)])
+def test_either_rule_alone_installs_the_timer(idle_minutes: int, max_run_hours: int) -> None:
+    document = yaml.safe_load(render(idle_minutes=idle_minutes, max_run_hours=max_run_hours))
+    assert document["runcmd"][0] == ["systemctl", "enable", "--now", AUTO_STOP_TIMER]
+    files = {f["path"]: f["content"] for f in document["write_files"]}
+    assert f"IDLE_MINUTES={idle_minutes}\nMAX_RUN_HOURS={max_run_hours}\n" in files[AUTO_STOP_PATH]
 
 
 def test_a_home_disk_is_mounted_on_home_before_the_user_exists() -> None:
@@ -362,7 +374,7 @@ def test_oversized_user_data_is_refused() -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("path", [SETUP_SCRIPT_PATH, IDLE_STOP_PATH])
+@pytest.mark.parametrize("path", [SETUP_SCRIPT_PATH, AUTO_STOP_PATH])
 def test_scripts_are_clean_bash(path: str, tmp_path: Path) -> None:
     files = {f["path"]: f["content"] for f in yaml.safe_load(render(idle_minutes=60))["write_files"]}
     script = tmp_path / Path(path).name

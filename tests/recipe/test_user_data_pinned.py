@@ -25,23 +25,24 @@ OTHER_RELEASES = {
     "dockerComposeSha256": "d" * 64,
     "username": "bob",
     "autoStopIdleMinutes": "15",
+    "maxRunHours": "4",
 }
 PINNED = [
-    ({}, {}, "38dd695502a5157bf1d591078183e8bd4bf44180915bd4bc9faa843a4a482755"),
+    ({}, {}, "a29eb5ce3c58ba6e24e9e0d80c6d02befebf2938f1bc3c4e29250d0da8557b4a"),
     ({}, {"username": "alice", "student_public_key": STUDENT_KEY},
-     "c2e8b2fc4ded23af47daf308988248d030048fdae25532970211ed22edd47211"),
-    ({"homeDiskSizeGb": "20", "autoStopIdleMinutes": "0"}, {},
-     "713a673afba16eb9429cdd5193ff8835b645dc02f699588f6e072472b6f81b23"),
+     "12a921a9cbdd0a649e3d5b7e2f4d5742d3462b0991e54bcd1b2a1f8c1f1c7b69"),
+    ({"homeDiskSizeGb": "20", "autoStopIdleMinutes": "0", "maxRunHours": "0"}, {},
+     "457f919878a2faca4471638bafc61ac5017dd01c67c53f732caf56318245b3c6"),
     ({"homeDiskSizeGb": "20"}, {"home_disk_device": "/dev/disk/by-id/virtio-course-vm-home"},
-     "c42c0c671ca73a0633f54264ef521cf24a374a3f82d7c3476a598bda580bc242"),
-    (OTHER_RELEASES, {}, "a978a72c439ac02e597c55c17c66833235b0a4bfa303d3c1fa30a0706c65a880"),
+     "7bff38abafafb12aefa7d78b83aaf9aabb7d10e0a2dd9c9385a978a295fdd1b9"),
+    (OTHER_RELEASES, {}, "dc4f4bbad489c47aebe84c65524ec066285090b4485b4a8e4137ecef60219113"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("raw", "seat", "sha256"),
     PINNED,
-    ids=["defaults", "class student with own key", "home disk, no idle stop", "local twin's home disk", "mirrors"],
+    ids=["defaults", "class student with own key", "home disk, no auto stop", "local twin's home disk", "mirrors"],
 )
 def test_the_rendered_user_data_is_byte_identical(raw: dict[str, str], seat: dict[str, str], sha256: str) -> None:
     settings = parse_settings({"allowedSshCidrs": ["203.0.113.7/32"], **raw}, "course-project-1", "europe-west1-b")

@@ -56,11 +56,21 @@ echo "installed into $prefix" >>"$CALLS"
 
 STUBS = {
     "apt-get": 'echo "apt-get $*" >>"$CALLS"; /bin/sleep "${APT_SECONDS:-0}"; [[ -z ${APT_FAILS:-} ]]',
-    # Stand-in for apt-cache: docker.io as packaged since Debian 13 (DOCKER_CLI_SPLIT), or before. Like the
-    # real one it goes on writing after the line the recipe looks for (here after a pause, so that a reader
-    # that stops at that line cuts it off for sure).
-    "apt-cache": 'echo docker.io; [[ -z ${DOCKER_CLI_SPLIT:-} ]] || echo "  Recommends: docker-cli"; '
-    '/bin/sleep 0.2; for n in $(seq 100); do echo "  Suggests: docker-doc-$n"; done',
+    # Stand-in for apt-cache. `depends docker.io`: docker.io as packaged before Debian 13, or with the line
+    # DOCKER_CLI_LINE naming docker-cli. Like the real one it goes on writing after that line (here after a
+    # pause, so that a reader that stops at that line cuts it off for sure). `policy docker-cli`: no
+    # candidate for the first DOCKER_CLI_MISSING calls (a mirror mid-sync), then one.
+    "apt-cache": """
+if [[ $1 == depends ]]; then
+  echo docker.io; echo '  Depends: containerd'; [[ -z ${DOCKER_CLI_LINE:-} ]] || echo "  $DOCKER_CLI_LINE"
+  /bin/sleep 0.2; for n in $(seq 100); do echo "  Suggests: docker-doc-$n"; done
+else
+  asked=$(cat "$CALLS.policy" 2>/dev/null || echo 0); echo $((asked + 1)) >"$CALLS.policy"
+  echo "apt-cache $*" >>"$CALLS"
+  echo docker-cli:; echo '  Installed: (none)'
+  if ((asked < ${DOCKER_CLI_MISSING:-0})); then echo '  Candidate: (none)'; else echo '  Candidate: 26.1.5+dfsg1-9'; fi
+  echo '  Version table:'
+fi""",
     "systemctl": 'echo "systemctl $*" >>"$CALLS"',
     "usermod": 'echo "usermod $*" >>"$CALLS"',
     "runuser": 'shift 3; exec "$@"',  # runuser -u USER -- CMD...
@@ -273,12 +283,35 @@ def test_setup_does_every_step_and_marks_it(machine: Machine) -> None:
     assert "systemctl enable --now docker.socket docker.service" in calls
 
 
-def test_where_the_docker_command_is_its_own_package_it_is_installed_too(machine: Machine) -> None:
-    # Debian 13's docker.io only recommends docker-cli, and the recipe installs no recommends.
-    assert machine.run(machine.script(), DOCKER_CLI_SPLIT="1").returncode == 0
+@pytest.mark.parametrize(
+    "line",
+    ["Recommends: docker-cli", "Recommends: <docker-cli>", "Depends: docker-cli", "|Recommends: docker-cli"],
+)
+def test_where_the_docker_command_is_its_own_package_it_is_installed_too(machine: Machine, line: str) -> None:
+    # Debian 13's docker.io recommends docker-cli (apt-cache's <docker-cli>: named, but not in the
+    # index it read), and the recipe installs no recommends.
+    assert machine.run(machine.script(), DOCKER_CLI_LINE=line).returncode == 0
     calls = machine.calls.read_text().splitlines()
     install = next(c for c in calls if c.startswith("apt-get") and " install " in c)
     assert install.endswith(" install --no-install-recommends docker.io apparmor docker-cli")
+
+
+def test_a_docker_cli_without_a_candidate_yet_is_waited_for(machine: Machine) -> None:
+    # A mirror caught mid-sync: docker.io names docker-cli, which has no version to install yet.
+    result = machine.run(machine.script(), DOCKER_CLI_LINE="Recommends: <docker-cli>", DOCKER_CLI_MISSING="2")
+    assert result.returncode == 0, result.stdout
+    calls = machine.calls.read_text().splitlines()
+    install = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and " install " in c)
+    assert calls[install].endswith(" install --no-install-recommends docker.io apparmor docker-cli")
+    assert [c for c in calls[:install] if c.startswith("apt-cache policy")] == ["apt-cache policy docker-cli"] * 3
+    assert sum(c.endswith(" update") for c in calls[:install]) == 3, "apt's index read again while waiting"
+
+
+def test_a_docker_cli_that_never_gets_a_candidate_fails_the_step_with_one_line(machine: Machine) -> None:
+    result = machine.run(machine.script(), DOCKER_CLI_LINE="Recommends: <docker-cli>", DOCKER_CLI_MISSING="9")
+    assert result.returncode != 0
+    assert "docker.io needs docker-cli, but the Debian mirror has no installable docker-cli yet" in result.stdout
+    assert not any(" install " in c for c in machine.calls.read_text().splitlines() if c.startswith("apt-get"))
 
 
 def test_rerun_changes_nothing_and_downloads_nothing(machine: Machine) -> None:

@@ -28,14 +28,14 @@ OTHER_RELEASES = {
     "maxRunHours": "4",
 }
 PINNED = [
-    ({}, {}, "a29eb5ce3c58ba6e24e9e0d80c6d02befebf2938f1bc3c4e29250d0da8557b4a"),
+    ({}, {}, "24e516b73381704a5956cb940da465c8b6cc6f99e630593746372d18dff246ee"),
     ({}, {"username": "alice", "student_public_key": STUDENT_KEY},
-     "12a921a9cbdd0a649e3d5b7e2f4d5742d3462b0991e54bcd1b2a1f8c1f1c7b69"),
+     "9f5c7c283c793b0179baf557666d155ef3fb736eaa0a273aabe3c819d4e30531"),
     ({"homeDiskSizeGb": "20", "autoStopIdleMinutes": "0", "maxRunHours": "0"}, {},
-     "457f919878a2faca4471638bafc61ac5017dd01c67c53f732caf56318245b3c6"),
+     "9c052f6edaf801087c5edd6e1d082d772442f58e2e2b44db353ec0126428cf9c"),
     ({"homeDiskSizeGb": "20"}, {"home_disk_device": "/dev/disk/by-id/virtio-course-vm-home"},
-     "7bff38abafafb12aefa7d78b83aaf9aabb7d10e0a2dd9c9385a978a295fdd1b9"),
-    (OTHER_RELEASES, {}, "dc4f4bbad489c47aebe84c65524ec066285090b4485b4a8e4137ecef60219113"),
+     "c3a310d3d8701d27101297229c75b534ac0564eb2b8f93c96d009a6b355215e3"),
+    (OTHER_RELEASES, {}, "d696c0acf81ac6fca1f9c7c7238c96a6b4d6b8ec420f466e0e647f54f05f1b07"),
 ]  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from enum import IntEnum
 from typing import Protocol
@@ -95,3 +96,20 @@ class InterruptionError(CourseVmError):
     """Ctrl-C: the message says what was left running and how to go on."""
 
     exit_code = ExitStatus.INTERRUPTED
+
+
+ACCESS_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+"""What an OAuth bearer token may hold (RFC 6750's b64token): no space, quote or control character."""
+_SECRETS = (
+    (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.DOTALL),
+     "[private key redacted]"),
+    (re.compile(r"(Bearer\s+)[^\s'\"]+", re.IGNORECASE), r"\1[redacted]"),
+    (re.compile(r"ya29\.[A-Za-z0-9._~+/-]+"), "ya29.[redacted]"),
+)  # fmt: skip
+
+
+def redacted(text: str) -> str:
+    """TEXT without the secrets an error might quote: bearer tokens, Google access tokens (`ya29.`), private keys."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import provisioner
 from provisioner.cli import check, env, handout, lifecycle, local, render
 from provisioner.cli.console import print_error
-from provisioner.errors import CourseVmError, ExitStatus, InterruptionError
+from provisioner.errors import CourseVmError, ExitStatus, InterruptionError, redacted
 from provisioner.paths import state_home
 
 TRACEBACK_VARIABLE = "COURSE_VM_TRACEBACK"
@@ -77,11 +77,12 @@ CHECK_INTERRUPTED = (
 def report_bug(error: Exception) -> int:
     """Say that ERROR is a bug in one line, and where its traceback is saved; ExitStatus.BUG.
 
+    Tokens and private keys are cut out of both (`redacted`): the user is asked to send them on.
     The traceback goes to a file (mode 0600: it may quote paths and settings), so the terminal
     shows what to do, and the report has everything a developer needs. If the file cannot be
     written, the traceback is printed after all: it must not be lost.
     """
-    text = "".join(traceback.format_exception(error))
+    text = redacted("".join(traceback.format_exception(error)))
     saved = state_home() / "last-error.txt"
     try:
         saved.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -92,7 +93,7 @@ def report_bug(error: Exception) -> int:
         where = f"the traceback saved in {saved}"
     except OSError:
         where = f"this traceback:\n{text.rstrip()}"
-    summary = f"{type(error).__name__}: {error}"
+    summary = redacted(f"{type(error).__name__}: {error}")
     return print_error_line(f"unexpected error: {summary}. This is a bug in course-vm: please report it with {where}")
 
 

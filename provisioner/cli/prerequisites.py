@@ -9,9 +9,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from provisioner.driver.workspace import PULUMI_INSTALL
-from provisioner.errors import MissingPrerequisiteError
+from provisioner.errors import ACCESS_TOKEN, MissingPrerequisiteError
 from provisioner.gcp import quotas
-from provisioner.gcp.compute_api import ServiceDisabledError
+from provisioner.gcp.compute_api import ServiceDisabledError, token_problem
 from provisioner.paths import ON_WINDOWS
 from provisioner.recipe.settings import Settings
 from provisioner.stack import DEFAULT_STACK, command
@@ -41,6 +41,9 @@ def _credentials_problem(environ: Mapping[str, str], home: Path, *, windows: boo
             f"GOOGLE_APPLICATION_CREDENTIALS names {named}, which does not exist. "
             f"Fix: point it at your key file, or unset it and run `{ADC_LOGIN}`"
         )
+    for name in TOKEN_VARIABLES[:2]:  # the access tokens; GOOGLE_CREDENTIALS is a key file's JSON
+        if environ.get(name) and not ACCESS_TOKEN.fullmatch(environ[name]):
+            return token_problem(name)
     if any(environ.get(name) for name in TOKEN_VARIABLES):
         return None
     well_known = gcloud_config_dir(environ, home, windows=windows) / "application_default_credentials.json"

@@ -17,7 +17,7 @@ from typing import Any
 
 from provisioner.access.host_keys import HostKey, host_keys_from_console, parse_host_key
 from provisioner.access.ssh import HostKeySource, Progress
-from provisioner.errors import CourseVmError, ExitStatus, UnreachableError
+from provisioner.errors import ACCESS_TOKEN, CourseVmError, ExitStatus, UnreachableError
 from provisioner.stack import DEFAULT_STACK, command
 
 COMPUTE_API = "https://compute.googleapis.com/compute/v1"
@@ -82,7 +82,10 @@ def application_default_token(scope: str = READ_SCOPE) -> str:
     Raises CourseVmError when there are none.
     """
     if os.environ.get(TOKEN_VARIABLE):
-        return os.environ[TOKEN_VARIABLE]
+        token = os.environ[TOKEN_VARIABLE]
+        if not ACCESS_TOKEN.fullmatch(token):
+            raise CourseVmError(token_problem(TOKEN_VARIABLE))
+        return token
     import google.auth
     import google.auth.exceptions
     import google.auth.transport.requests
@@ -95,6 +98,15 @@ def application_default_token(scope: str = READ_SCOPE) -> str:
             f"no usable Google credentials ({error}). Fix: gcloud auth application-default login"
         ) from None
     return str(credentials.token)
+
+
+def token_problem(variable: str) -> str:
+    """Why the access token in VARIABLE cannot be sent, without the token."""
+    return (
+        f"{variable} holds a character no access token has (a space, a line end such as a file saved on Windows "
+        f'adds, or another control character); its value is not shown. Fix: export {variable}="$(gcloud auth '
+        f'print-access-token)", or unset it'
+    )
 
 
 class _NotFoundError(Exception):

@@ -337,6 +337,27 @@ def test_an_unexpected_error_is_one_line_exit_70_and_its_traceback_is_kept(
     assert saved.stat().st_mode & 0o777 == 0o600
 
 
+def test_an_unexpected_error_never_prints_or_keeps_a_token_or_a_private_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("COURSE_VM_TRACEBACK", raising=False)
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----"
+
+    def broken(*_: object) -> Path:
+        # What http.client raises for a header value with a line break: the whole header in the message.
+        raise ValueError(f"Invalid header value b'Bearer ya29.a0AfB_secret-token\\r' and {key} and Bearer abc.DEF_1")
+
+    monkeypatch.setattr(render, "stack_file", broken)
+    assert main(["render"]) == errors.ExitStatus.BUG
+    err = capsys.readouterr().err
+    saved = (tmp_path / "state" / "course-vm" / "last-error.txt").read_text()
+    for text in (err, saved):
+        assert "secret-token" not in text and "b3BlbnNzaC1rZXktdjEAAAAA" not in text and "abc.DEF_1" not in text
+        assert "Bearer [redacted]" in text and "[private key redacted]" in text
+    assert "Invalid header value" in err and "Traceback (most recent call last)" in saved
+
+
 def test_course_vm_traceback_shows_an_unexpected_errors_traceback(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -71,6 +71,8 @@ def test_windows_keeps_gclouds_login_under_appdata(tmp_path: Path) -> None:
     [
         ({"GOOGLE_APPLICATION_CREDENTIALS": "/nowhere/key.json"}, "GOOGLE_APPLICATION_CREDENTIALS names /nowhere"),
         ({"GOOGLE_OAUTH_ACCESS_TOKEN": "ya29.token"}, None),
+        ({"GOOGLE_OAUTH_ACCESS_TOKEN": "ya29.token\r"}, "GOOGLE_OAUTH_ACCESS_TOKEN holds a character no access token"),
+        ({"CLOUDSDK_AUTH_ACCESS_TOKEN": "ya29.to ken"}, "CLOUDSDK_AUTH_ACCESS_TOKEN holds a character no access token"),
         ({"CLOUDSDK_CONFIG": "/elsewhere/gcloud"}, "(/elsewhere/gcloud/application_default_credentials.json does not"),
     ],
 )

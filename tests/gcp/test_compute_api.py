@@ -11,6 +11,7 @@ from provisioner.access.host_keys import CONSOLE_BEGIN, CONSOLE_END, parse_host_
 from provisioner.errors import CourseVmError, UnreachableError
 from provisioner.gcp.compute_api import (
     GceInstance,
+    application_default_token,
     compute_api,
     gce_host_keys,
     instance_status,
@@ -250,3 +251,22 @@ def test_each_instance_has_its_own_status(api: FakeComputeApi) -> None:
 def test_the_status_of_a_missing_instance_says_so(api: FakeComputeApi) -> None:
     with pytest.raises(CourseVmError, match="instance gone not found in course-project-1/europe-west1-b"):
         instance_status(GceInstance(INSTANCE.project, INSTANCE.zone, "gone"), api=api.url, token=lambda: "test-token")
+
+
+@pytest.mark.parametrize("token", ["ya29.a0Af-token_value\r", "ya29.one two", "ya29.x\x1b[2J", "ya29.é"])
+def test_a_token_with_a_character_no_token_has_is_refused_without_being_shown(
+    token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A token read from a file saved on Windows ends in \r: http.client would raise a ValueError that
+    # carries the whole Authorization header.
+    monkeypatch.setenv("CLOUDSDK_AUTH_ACCESS_TOKEN", token)
+    with pytest.raises(CourseVmError) as raised:
+        application_default_token()
+    message = str(raised.value)
+    assert message.startswith("CLOUDSDK_AUTH_ACCESS_TOKEN holds a character no access token has"), message
+    assert "ya29" not in message and "Fix: export CLOUDSDK_AUTH_ACCESS_TOKEN=" in message
+
+
+def test_a_well_formed_token_is_used_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDSDK_AUTH_ACCESS_TOKEN", "ya29.a0AfB_byC-12.3~x+y/z==")
+    assert application_default_token() == "ya29.a0AfB_byC-12.3~x+y/z=="

@@ -137,22 +137,34 @@ def raw_cli_lines(*, windows: bool = ON_WINDOWS) -> list[str]:
     Windows, POSIX sh elsewhere)."""
     environment = {**backend_environment(), **runtime_environment()}
     chosen = chosen_backend()
+    quoted = _powershell_quoted if windows else shlex.quote
     lines = [
         f"# course-vm's own backend; or once for all shells: pulumi login {state_dir().as_uri()}"
         if chosen is None
-        else f"# your Pulumi backend {chosen}: course-vm uses it with your own passphrase settings, as pulumi does"
+        else f"# your Pulumi backend {_one_line(chosen)}: course-vm uses it with your own passphrase settings, "
+        "as pulumi does"
     ]
     for name, value in environment.items():
-        lines.append(
-            f"$env:{name} = '{value.replace(chr(39), chr(39) * 2)}'"
-            if windows
-            else f"export {name}={shlex.quote(value)}"
-        )
+        lines.append(f"$env:{name} = {quoted(value)}" if windows else f"export {name}={quoted(value)}")
     directory = str(project_directory())
-    lines.append(
-        f"Set-Location '{directory.replace(chr(39), chr(39) * 2)}'" if windows else f"cd {shlex.quote(directory)}"
-    )
+    lines.append(f"Set-Location {quoted(directory)}" if windows else f"cd {quoted(directory)}")
     return lines
+
+
+POWERSHELL_QUOTES = "'\u2018\u2019\u201a\u201b"
+"""What PowerShell reads as a single quote: the ASCII one and four typographic ones."""
+
+
+def _powershell_quoted(value: str) -> str:
+    """VALUE as a PowerShell single-quoted string: every quote PowerShell knows doubled."""
+    for quote in POWERSHELL_QUOTES:
+        value = value.replace(quote, quote * 2)
+    return f"'{value}'"
+
+
+def _one_line(text: str) -> str:
+    """TEXT for a comment line: every character a shell or terminal would not print as it is, as \\uXXXX."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 @dataclass(frozen=True)

@@ -255,6 +255,36 @@ def test_env_lines_of_a_backend_the_user_chose_add_nothing_to_it(home: Path, mon
     ]
 
 
+HOSTILE = "s3://b\n$(touch {mark})\r`touch {mark}`\u2028'; touch {mark}; '\u2019; touch {mark}"
+
+
+def test_the_posix_env_lines_run_nothing_a_hostile_backend_url_or_folder_holds(
+    home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `eval "$(course-vm env)"`: whatever the backend URL and the project folder hold, sh only reads them.
+    mark = tmp_path / "ran"
+    monkeypatch.setenv("PULUMI_BACKEND_URL", HOSTILE.format(mark=mark))
+    monkeypatch.setattr(workspace, "PROJECT_DIR", tmp_path / HOSTILE.format(mark=mark).replace("/", "_"))
+    lines = raw_cli_lines(windows=False)
+    assert all("\n" not in line and "\r" not in line and "\u2028" not in line for line in lines[:1]), lines
+    result = subprocess.run(
+        ["sh", "-c", "\n".join([*lines[:-1], f"{lines[-1]} 2>/dev/null; true"])],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert not mark.exists(), f"the env lines ran a command: {lines}"
+
+
+@pytest.mark.parametrize("quote", ["'", "\u2018", "\u2019", "\u201a", "\u201b"])
+def test_the_powershell_env_lines_double_every_quote_powershell_reads(
+    home: Path, monkeypatch: pytest.MonkeyPatch, quote: str
+) -> None:
+    monkeypatch.setattr(workspace, "PROJECT_DIR", home / f"a{quote}b")
+    assert raw_cli_lines(windows=True)[-1] == f"Set-Location '{home}/a{quote}{quote}b'"
+    monkeypatch.setenv("PULUMI_BACKEND_URL", f"s3://b\n{quote}; Remove-Item x")
+    assert "\n" not in raw_cli_lines(windows=True)[0]
+
+
 # The workspace: every process of the CLI starts in it.
 
 

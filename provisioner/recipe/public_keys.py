@@ -19,6 +19,8 @@ _PRIVATE = ("PRIVATE KEY", "PuTTY-User-Key-File", "Private-Lines:", "b3BlbnNzaC1
 NOT_SHOWN = "(a private key, not shown)"
 PRIVATE_KEY_WHY = "that is a private key: give the .pub file's line, and keep the private key secret"
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,3}")
+LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+"""Every character str.splitlines (and many editors) end a line at: a cell with one holds two lines."""
 
 
 class PrivateKeyError(ValueError):
@@ -38,7 +40,7 @@ def public_key(text: str) -> str:
     """
     if holds_private_key(text):
         raise PrivateKeyError(PRIVATE_KEY_WHY)
-    if "\n" in text or "\r" in text:
+    if LINE_BREAKS.intersection(text):
         raise ValueError("a public key is one line")
     fields = text.split()
     kind = fields[0] if fields else ""

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from provisioner.paths import PROJECT_DIR
 from provisioner.recipe.names import NOT_A_NAME, SYSTEM_NAME, as_name, student_name_problem
 from provisioner.recipe.problems import Fix, set_key
-from provisioner.recipe.public_keys import NOT_SHOWN, PRIVATE_KEY_WHY, PrivateKeyError, holds_private_key, public_key
+from provisioner.recipe.public_keys import (
+    LINE_BREAKS,
+    NOT_SHOWN,
+    PRIVATE_KEY_WHY,
+    PrivateKeyError,
+    holds_private_key,
+    public_key,
+)
 from provisioner.recipe.rules import PATH, Problems, Setting, as_list
 
 MAX_STUDENTS = 200
@@ -136,7 +143,7 @@ def _roster_entries(problems: Problems, key: str, value: str, lines: io.StringIO
             continue
         # A key's cell is checked by its own rule, which says what a line break there means.
         keys_at = header.index(KEY_COLUMN) if header and KEY_COLUMN in header else -1
-        broken = next((c for i, c in enumerate(row) if ("\n" in c or "\r" in c) and i != keys_at), None)
+        broken = next((c for i, c in enumerate(row) if LINE_BREAKS.intersection(c) and i != keys_at), None)
         if broken is not None:
             # The csv module joins a quoted field's lines; a name that spans lines is a mistake, never a name.
             why = "a field spans lines (a line break inside quotes), which no name may hold"

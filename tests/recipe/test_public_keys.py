@@ -27,10 +27,16 @@ def test_a_public_key_line_is_taken_without_its_comment(line: str) -> None:
     assert public_key(f"  {line}  ") == line
 
 
+LINE_SEPARATORS = ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
 @pytest.mark.parametrize(
     ("line", "why"),
     [
         (f"{KIND}\n{BLOB}", "a public key is one line"),
+        # Every other line or vertical separator Python and editors know: two keys in one cell, not one
+        # key whose second half is a comment to drop.
+        *((f"{GOOD}{separator}{GOOD}", "a public key is one line") for separator in LINE_SEPARATORS),
         (
             "ssh-dss " + base64.b64encode(b"\x00\x00\x00\x07ssh-dss").decode(),
             "ssh-dss (DSA) keys are refused by OpenSSH: they are too weak",

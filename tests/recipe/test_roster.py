@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.recipe.roster import email_address
 from provisioner.recipe.settings import parse_settings
 from tests.support.settings_problems import GOOD, NAME_RULE, PROJECT, ZONE, problems
 from tests.support.student_keys import ed25519_line, public_line
@@ -293,3 +294,11 @@ def test_a_private_key_given_as_a_students_name_is_never_echoed() -> None:
         "students[1]: got '(a private key, not shown)', but that is a private key, not a name. "
         "Fix: pulumi config set --path 'students[1]' student2"
     ]
+
+
+@pytest.mark.parametrize("address", ["a,b@example.org", "a;b@example.org", "<a@example.org>", "a:b@example.org",
+                                     "a b@example.org", "a@example.org,b@example.org", "a@exa_mple.org"])  # fmt: skip
+def test_an_email_with_any_character_of_address_syntax_is_refused(address: str) -> None:
+    # The address becomes the IAM member `user:ADDRESS`: a comma or a colon would make it another member, or two.
+    with pytest.raises(ValueError, match="it is not a plain email address"):
+        email_address(address)

@@ -3,13 +3,14 @@ with the owner alone), refused when others can read it."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
 import shlex
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from provisioner.access import windows_acl
 from provisioner.access.windows_acl import Runner
 from provisioner.errors import SettingsError, SshKeyError
+from provisioner.files import locked
 from provisioner.paths import ON_WINDOWS
 
 # The public key as it may appear in metadata and authorized_keys: type and base64, no comment.
@@ -252,6 +254,11 @@ def claim_keys(stack: str, students: Sequence[tuple[str, Path]], instructor_key:
     Raises SettingsError naming every key another stack claims (then nothing is claimed), and
     SshKeyError when a claim cannot be read or written.
     """
+    with _claims_locked(instructor_key):
+        _claim_keys(stack, students, instructor_key)
+
+
+def _claim_keys(stack: str, students: Sequence[tuple[str, Path]], instructor_key: Path) -> None:
     fix = f"Fix: pulumi config set sshKeyPath ~/.ssh/course-vm-{stack} (a path of this stack's own)"
     problems = []
     for name, key in students:
@@ -282,23 +289,53 @@ def release_claims(stack: str, instructor_key: Path, *, now: str | None = None) 
     """
     stamp = now or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     retired = []
-    for path in sorted(instructor_key.parent.glob(glob.escape(instructor_key.name) + "-*" + CLAIMS_SUFFIX)):
-        key = path.with_name(path.name[: -len(CLAIMS_SUFFIX)])
-        claims = key_claims(key)
-        kept = [f"{other} {student}\n" for other, student in claims if other != stack]
-        if kept:
-            if len(kept) < len(claims):
-                path.write_text("".join(kept), encoding="utf-8")
-            continue
-        path.unlink(missing_ok=True)
-        if key.exists():
-            new = key.with_name(f"{key.name}.retired-{stamp}")
-            key.rename(new)
-            public = key.with_name(key.name + ".pub")
-            if public.exists():
-                public.rename(new.with_name(new.name + ".pub"))
-            retired.append(new)
+    with _claims_locked(instructor_key):
+        for path in sorted(instructor_key.parent.glob(glob.escape(instructor_key.name) + "-*" + CLAIMS_SUFFIX)):
+            key = path.with_name(path.name[: -len(CLAIMS_SUFFIX)])
+            claims = key_claims(key)
+            kept = [f"{other} {student}\n" for other, student in claims if other != stack]
+            if kept:
+                if len(kept) < len(claims):
+                    path.write_text("".join(kept), encoding="utf-8")
+                continue
+            # Retired first, then unclaimed: a key that could not be renamed keeps its claim.
+            if key.exists():
+                retired.append(_retire(key, stamp))
+            path.unlink(missing_ok=True)
     return retired
+
+
+def _retire(key: Path, stamp: str) -> Path:
+    """Rename KEY and its .pub to `KEY.retired-STAMP`; the new path. Raises SshKeyError when it cannot."""
+    new = key.with_name(f"{key.name}.retired-{stamp}")
+    try:
+        key.rename(new)
+        public = key.with_name(key.name + ".pub")
+        if public.exists():
+            public.rename(new.with_name(new.name + ".pub"))
+    except OSError as error:
+        raise SshKeyError(
+            f"cannot retire {key} ({error.strerror or error}); it stays claimed. Fix: make its folder writable, "
+            "then run `course-vm down` again"
+        ) from None
+    return new
+
+
+@contextlib.contextmanager
+def _claims_locked(instructor_key: Path) -> Iterator[None]:
+    """One stack at a time claims or releases the students' keys made from INSTRUCTOR_KEY: the claims
+    are checked, then written, under a lock beside them (`KEY.stacks.lock`)."""
+    lock = instructor_key.with_name(instructor_key.name + CLAIMS_SUFFIX + ".lock")
+    try:
+        with locked(lock):
+            yield
+    except OSError as error:
+        if error.filename != str(lock):
+            raise
+        raise SshKeyError(
+            f"cannot lock {lock} ({error.strerror or error}), which keeps two stacks from claiming one student's key "
+            "at once. Fix: set sshKeyPath to a writable place"
+        ) from None
 
 
 def _append(path: Path, line: str) -> None:

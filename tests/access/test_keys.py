@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import stat
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -280,3 +282,57 @@ def test_a_students_key_no_stack_claims_any_more_is_retired_never_handed_to_the_
     assert (tmp_path / "course-vm-alex.retired-20261127T180000Z").read_text() == "private"
     assert (tmp_path / "course-vm-alex.retired-20261127T180000Z.pub").read_text() == "public"
     assert (tmp_path / "course-vm-bo").read_text() == "private", "still claimed by another stack"
+
+
+def _claim_at_once(folder: str, stack: str, start: Any, results: Any) -> None:
+    """One `up` of STACK claiming student alex's key, started with the other (a multiprocessing child)."""
+    start.wait()
+    try:
+        claim_keys(stack, [("alex", Path(folder) / "course-vm-alex")], Path(folder) / "course-vm")
+        results.put(stack)
+    except SettingsError:
+        results.put("refused")
+
+
+def test_two_stacks_claiming_one_key_at_once_never_both_get_it(tmp_path: Path) -> None:
+    # Two `up`s at the same moment, of two stacks with the same sshKeyPath and a student of the same
+    # name: check-then-append without a lock let both claim the key in 86 of 100 runs.
+    context = multiprocessing.get_context("fork")
+    for round_ in range(25):
+        folder = tmp_path / str(round_)
+        folder.mkdir()
+        start, results = context.Barrier(2), context.Queue()
+        workers = [
+            context.Process(target=_claim_at_once, args=(str(folder), stack, start, results)) for stack in ("a", "b")
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        outcomes = sorted(results.get(timeout=5) for _ in workers)
+        assert outcomes in (["a", "refused"], ["b", "refused"]), f"round {round_}: {outcomes}"
+        assert len(key_claims(folder / "course-vm-alex")) == 1
+
+
+def test_a_key_that_cannot_be_retired_keeps_its_claim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Renamed first, then unclaimed: a failed rename must not leave a key neither claimed nor retired.
+    (tmp_path / "course-vm-alex").write_text("private")
+    claim_keys("spring", [("alex", tmp_path / "course-vm-alex")], tmp_path / "course-vm")
+
+    def refused(self: Path, target: Path) -> Path:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "rename", refused)
+    with pytest.raises(SshKeyError, match=r"cannot retire .*course-vm-alex \(Permission denied\)"):
+        release_claims("spring", tmp_path / "course-vm", now="20261127T180000Z")
+    assert key_claims(tmp_path / "course-vm-alex") == [("spring", "alex")]
+    assert (tmp_path / "course-vm-alex").read_text() == "private"
+
+
+def test_a_symlink_planted_as_the_claims_lock_is_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "someone-elses-file"
+    target.write_text("theirs")
+    (tmp_path / "course-vm.stacks.lock").symlink_to(target)
+    with pytest.raises(SshKeyError, match=r"cannot lock .*course-vm\.stacks\.lock"):
+        claim_keys("spring", [("alex", tmp_path / "course-vm-alex")], tmp_path / "course-vm")
+    assert target.read_text() == "theirs" and key_claims(tmp_path / "course-vm-alex") == []

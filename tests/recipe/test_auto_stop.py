@@ -293,3 +293,9 @@ def test_the_titles_of_this_machines_sshd_are_told_apart(ready_sshd: Sshd, vm: V
         wait_for(ready_sshd, lambda t: not t, f"the ssh {flags} session closed")
         vm.processes()
         vm.run()  # the session is gone: the next one is a new login
+
+
+def test_the_cpu_counts_as_use_above_ten_percent_busy_as_documented(vm: Vm) -> None:
+    vm.run()
+    assert "in use: the CPU was 11% busy" in vm.run(busy_percent=11)
+    assert "in use" not in vm.run(busy_percent=10)

@@ -10,9 +10,13 @@ timer powering a real VM off is in tests/local/test_vm.py.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pty
 import re
 import socket
 import subprocess
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -158,7 +162,7 @@ def test_input_typed_in_any_terminal_is_use(vm: Vm) -> None:
     vm.terminal(7, typed_seconds_ago=3600)  # VS Code's or Jupyter's terminal, tmux: a pty all the same
     vm.run()
     for _ in range(5):
-        vm.terminal(7, typed_seconds_ago=1)
+        vm.terminal(7, typed_seconds_ago=0)
         assert "in use: input was typed in a terminal" in vm.run()
     vm.terminal(7, typed_seconds_ago=600)
     assert WARNED.search(vm.run())
@@ -191,7 +195,7 @@ def test_a_short_gap_between_sessions_is_not_idleness(vm: Vm) -> None:
     vm.processes()
     vm.run(after=179)  # between two logins: the count starts here, not at the last busy run
     vm.processes(*LOGGED_IN["a terminal"])
-    vm.run(after=2)
+    assert "in use: an SSH session logged in" in vm.run(after=2)
     assert not vm.powered_off
 
 
@@ -299,3 +303,65 @@ def test_the_cpu_counts_as_use_above_ten_percent_busy_as_documented(vm: Vm) -> N
     vm.run()
     assert "in use: the CPU was 11% busy" in vm.run(busy_percent=11)
     assert "in use" not in vm.run(busy_percent=10)
+
+
+def test_a_process_that_only_looks_like_an_ssh_session_is_not_use(vm: Vm) -> None:
+    # `exec -a "sshd: x@pts/0" cat /dev/zero`: any user may give a program sshd's title.
+    vm.processes(*LOGGED_IN["a terminal"], program="/usr/bin/cat")
+    vm.move(4, 5 << 20)
+    assert WARNED.search(vm.run())
+    vm.move(4, 5 << 20)
+    vm.processes(*LOGGED_IN["a terminal"], program="/usr/sbin/sshd (deleted)")  # sshd, since upgraded
+    assert "in use: an SSH session logged in" in vm.run()
+
+
+def test_a_terminal_whose_access_time_was_set_ahead_is_not_typed_in(vm: Vm) -> None:
+    # The terminal's owner may set its times: `touch -a -d 2099-01-01 $(tty)` types nothing, ever.
+    vm.terminal(0, typed_seconds_ago=-100 * 24 * 3600)
+    assert WARNED.search(vm.run())
+
+
+@pytest.mark.parametrize("state", ["", "garbage\n", "12x"])
+def test_a_damaged_state_file_starts_the_count_again(vm: Vm, state: str) -> None:
+    vm.run()
+    (vm.root / "state" / "idle-since").write_text(state)
+    (vm.root / "state" / "last-run").write_text(state)
+    said = vm.run()
+    assert not vm.powered_off, said
+    assert "idle: counting from now" in said, said
+
+
+def test_a_terminal_that_does_not_take_output_does_not_hold_the_script(vm: Vm) -> None:
+    # A terminal stopped with Ctrl-S whose output buffer is full: a blocking write would wait forever,
+    # and the timer would start no other run.
+    controller, terminal = pty.openpty()
+    try:
+        attributes = termios.tcgetattr(terminal)
+        attributes[0] |= termios.IXON
+        termios.tcsetattr(terminal, termios.TCSANOW, attributes)
+        os.write(controller, b"\x13")  # Ctrl-S
+        os.set_blocking(terminal, False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(terminal, b"x" * 4096)
+        (vm.root / "dev" / "pts" / "0").symlink_to(os.ttyname(terminal))
+        os.utime(os.ttyname(terminal), (time.time() - 3600, time.time() - 3600))
+        started = time.monotonic()
+        assert WARNED.search(vm.run())
+        assert time.monotonic() - started < 4, "the script waited for the stopped terminal"
+        assert WARNED.search(vm.console)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+
+
+def test_the_running_cap_waits_for_a_setup_still_running(tmp_path: Path) -> None:
+    vm = make_vm(tmp_path, 0, max_run_hours=1)
+    vm.uptime = 2 * 3600
+    (vm.root / "result.json").unlink()
+    for _ in range(3):
+        assert "running cap" not in vm.run()
+    (vm.root / "result.json").write_text("{}")
+    assert "running cap: this VM started at" in vm.run()
+    vm.run()
+    assert vm.powered_off

@@ -28,14 +28,14 @@ OTHER_RELEASES = {
     "maxRunHours": "4",
 }
 PINNED = [
-    ({}, {}, "24e516b73381704a5956cb940da465c8b6cc6f99e630593746372d18dff246ee"),
+    ({}, {}, "de5e79fc3d39f0f34b1a7f8fe7685a2e29ebff2a99a94a2f84bda072549cf19f"),
     ({}, {"username": "alice", "student_public_key": STUDENT_KEY},
-     "9f5c7c283c793b0179baf557666d155ef3fb736eaa0a273aabe3c819d4e30531"),
+     "46ae770bc4171d582a9d4677c9e1543ad66871dd1d4730afa0191045d0942518"),
     ({"homeDiskSizeGb": "20", "autoStopIdleMinutes": "0", "maxRunHours": "0"}, {},
      "9c052f6edaf801087c5edd6e1d082d772442f58e2e2b44db353ec0126428cf9c"),
     ({"homeDiskSizeGb": "20"}, {"home_disk_device": "/dev/disk/by-id/virtio-course-vm-home"},
-     "c3a310d3d8701d27101297229c75b534ac0564eb2b8f93c96d009a6b355215e3"),
-    (OTHER_RELEASES, {}, "d696c0acf81ac6fca1f9c7c7238c96a6b4d6b8ec420f466e0e647f54f05f1b07"),
+     "1b4eb19f826c1c5f534a2d5e8c099e801b58518d084fd1d04728946b5f973304"),
+    (OTHER_RELEASES, {}, "e416f8f6b37101a76f283439afd756323bd9e662a319ed129df26e0c91dddbc8"),
 ]  # fmt: skip
 
 

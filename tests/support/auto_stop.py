@@ -57,10 +57,11 @@ class Vm:
         (self.root / "proc" / "net" / "tcp").write_text(TCP_HEADER + LISTEN_22 + tcp)
         (self.root / "proc" / "net" / "tcp6").write_text(TCP_HEADER + tcp6)
 
-    def processes(self, *cmdlines: bytes) -> None:
+    def processes(self, *cmdlines: bytes, program: str | None = None) -> None:
         """The VM's processes, as /proc/PID/cmdline, besides init and a shell that are always there.
 
-        Each starts with 1,500 bytes read and written (a login's); PIDs are 3, 4, ... in order.
+        Each starts with 1,500 bytes read and written (a login's); PIDs are 3, 4, ... in order. Their
+        /proc/PID/exe is PROGRAM, by default the one their title names (sshd's own for sshd's titles).
         """
         for old in (self.root / "proc").glob("[0-9]*"):
             for file in old.iterdir():
@@ -70,6 +71,7 @@ class Vm:
         for pid, cmdline in enumerate((b"/sbin/init\0", b"bash\0", *cmdlines), start=1):
             (self.root / "proc" / str(pid)).mkdir()
             (self.root / "proc" / str(pid) / "cmdline").write_bytes(cmdline)
+            (self.root / "proc" / str(pid) / "exe").symlink_to(program or _program(cmdline))
             self.move(pid, 1500)
 
     def move(self, pid: int, size: int) -> None:
@@ -119,6 +121,15 @@ class Vm:
     def console(self) -> str:
         path = self.root / "console"
         return path.read_text() if path.exists() else ""
+
+
+def _program(cmdline: bytes) -> str:
+    """The program a process of this CMDLINE runs, as /proc/PID/exe shows it."""
+    if cmdline.startswith(b"sshd-session:"):
+        return "/usr/lib/openssh/sshd-session"
+    if cmdline.startswith(b"sshd"):
+        return "/usr/sbin/sshd"
+    return "/usr/bin/" + cmdline.split(b"\0")[0].decode().rsplit("/", 1)[-1].lstrip("-")
 
 
 def run_script(script: Path, root: Path) -> str:

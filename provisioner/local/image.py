@@ -19,6 +19,7 @@ from pathlib import Path
 from provisioner.access.ssh import Progress
 from provisioner.errors import CourseVmError
 from provisioner.local.private import private_directory, private_file, private_files
+from provisioner.local.process import require
 from provisioner.paths import cache_home
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -120,8 +121,42 @@ def image_at(path: Path) -> Image:
     if path.is_file():
         with path.open("rb") as file:
             magic = file.read(4)
-        return Image(path, "qcow2" if magic == b"QFI\xfb" else "raw")
+        if magic != QCOW2_MAGIC:
+            return Image(path, "raw")  # QEMU reads a raw disk as bytes: it names no other file
+        refuse_other_files(path, "--image")
+        return Image(path, "qcow2")
     raise CourseVmError(f"image {path} does not exist. Fix: `course-vm local image build`, or omit --image")
+
+
+QCOW2_MAGIC = b"QFI\xfb"
+
+
+def refuse_other_files(path: Path, option: str) -> None:
+    """Raise CourseVmError unless the qcow2 disk at PATH (given as OPTION) is self-contained.
+
+    A qcow2 file may name a backing file, which the guest then reads, or an external data file,
+    which it reads and writes: a disk handed to course-vm must not reach other files of this machine.
+    """
+    result = subprocess.run(
+        [require("qemu-img", "qemu-utils"), "info", "-U", "--output=json", str(path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    try:
+        info = json.loads(result.stdout) if result.returncode == 0 else None
+    except ValueError:
+        info = None
+    if not isinstance(info, dict):
+        reason = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise CourseVmError(
+            f"{option} {path} is not a disk image qemu-img can read ({reason}). Fix: give a qcow2 or raw disk image"
+        )
+    data = info.get("format-specific", {}).get("data", {})
+    other = info.get("full-backing-filename") or info.get("backing-filename") or data.get("data-file")
+    if other:
+        raise CourseVmError(
+            f"{option} {path} reads another file, {other}, which the VM could then read or write. Fix: give a "
+            f"self-contained copy: `qemu-img convert -O qcow2 {path} NEW.qcow2`"
+        )
 
 
 def build_debian_image(
@@ -274,7 +309,7 @@ def ubuntu_cloud_image(
     if target.is_file():
         try:
             if _sha256(target) == _signed_sha256(sums, signature, keyring, f"the cached {sums.name}"):
-                return image_at(private_file(target))
+                return Image(private_file(target), "qcow2")  # Ubuntu's own, verified against its signed sums
         except CourseVmError:
             pass  # its sums are gone or no longer verify: download both again
         progress(f"the cached {UBUNTU_IMAGE} does not match its signed SHA256SUMS: downloading it again")
@@ -296,7 +331,7 @@ def ubuntu_cloud_image(
     finally:
         for part in parts:
             part.unlink(missing_ok=True)
-    return image_at(target)
+    return Image(target, "qcow2")  # Ubuntu's own, verified against its signed sums
 
 
 def _download(url: str, path: Path) -> None:

@@ -21,7 +21,7 @@ from provisioner.access.ssh_config import add_host, remove_host, ssh_config_bloc
 from provisioner.errors import CourseVmError, UnreachableError
 from provisioner.local import qemu
 from provisioner.local import twin as gce_twin
-from provisioner.local.image import Image
+from provisioner.local.image import Image, refuse_other_files
 from provisioner.local.private import private_directory, private_file, private_files
 from provisioner.local.process import alive, pid_in, runs, stop
 from provisioner.local.seed import write_seed
@@ -281,7 +281,8 @@ LOCAL_HOME_DISK_DEVICE = f"/dev/disk/by-id/virtio-{HOME_DISK_NAME}"
 
 
 def ensure_home_disk(path: Path, size_gb: int) -> Path:
-    """A home disk image at PATH: created empty (sparse qcow2 of SIZE_GB) if missing, else kept as is.
+    """A home disk image at PATH: created empty (sparse qcow2 of SIZE_GB) if missing, else kept as is
+    (if it reads no other file: see `refuse_other_files`).
 
     It is not part of any VM's directory, so `local down` keeps it for the next `local up`.
     """
@@ -291,6 +292,8 @@ def ensure_home_disk(path: Path, size_gb: int) -> Path:
         with private_files():
             path.parent.mkdir(parents=True, exist_ok=True)
             qemu.create_disk(path, f"{size_gb}G")
+    else:
+        refuse_other_files(path, "--home-disk")
     return private_file(path)
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from provisioner.errors import CourseVmError
 from provisioner.local import image as local_image
+from provisioner.local import vm as local_vm
 from provisioner.local.image import UBUNTU_IMAGE, build_debian_image, image_at, ubuntu_cloud_image
 from tests.conftest import require_tool
 
@@ -42,7 +43,7 @@ def test_a_built_image_directory_boots_its_own_kernel(tmp_path: Path) -> None:
 
 def test_a_disk_image_file_boots_its_own_loader_and_its_format_is_read(tmp_path: Path) -> None:
     qcow2, raw = tmp_path / "cloud.img", tmp_path / "disk.raw"
-    qcow2.write_bytes(b"QFI\xfb" + b"\0" * 100)
+    subprocess.run([require_tool("qemu-img"), "create", "-q", "-f", "qcow2", str(qcow2), "1M"], check=True)
     raw.write_bytes(b"\0" * 100)
     assert (image_at(qcow2).format, image_at(qcow2).qemu_boot_args()) == ("qcow2", [])
     assert image_at(raw).format == "raw"
@@ -348,3 +349,29 @@ def test_under_sudo_the_image_is_built_into_the_users_cache_and_is_theirs(
     assert len(owners) == 8, owners  # .cache, course-vm, images, the image's directory and its 4 files
     assert set(owners.values()) == {(4242, 4343)}
     assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("option", ["backing", "data_file"])
+def test_a_qcow2_image_or_home_disk_that_reads_another_file_is_refused(
+    tmp_path: Path, option: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The guest would read (a backing file) or write (a data file) a host file through it: /etc/shadow, say.
+    secret = tmp_path / "host-secret"
+    secret.write_bytes(b"root:$6$hash" + b"\0" * 1024)
+    disk = tmp_path / "planted.qcow2"
+    data_file = ["-o", f"data_file={secret},data_file_raw=on"]
+    options = ["-b", str(secret), "-F", "raw"] if option == "backing" else data_file
+    subprocess.run([require_tool("qemu-img"), "create", "-q", "-f", "qcow2", *options, str(disk), "1M"], check=True)
+    with pytest.raises(CourseVmError, match=f"--image {disk} reads another file, {secret}") as raised:
+        image_at(disk)
+    assert "qemu-img convert -O qcow2" in str(raised.value)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    with pytest.raises(CourseVmError, match=f"--home-disk {disk} reads another file, {secret}"):
+        local_vm.ensure_home_disk(disk, 10)
+
+
+def test_a_file_that_says_qcow2_but_is_not_one_is_refused(tmp_path: Path) -> None:
+    disk = tmp_path / "broken.qcow2"
+    disk.write_bytes(b"QFI\xfb" + b"not a qcow2 header" * 10)
+    with pytest.raises(CourseVmError, match=f"--image {disk} is not a disk image qemu-img can read"):
+        image_at(disk)

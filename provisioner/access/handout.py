@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -248,6 +249,40 @@ def cannot_write(student: str, folder: Path, error: OSError) -> HandoutError:
         f"{student}: cannot write {folder} ({error.strerror or error}). Fix: make --out a folder you can write to "
         "(not under a file; on Windows, close what holds a file of it open), then run `course-vm handout` again"
     )
+
+
+def own_out_folder(out: Path) -> Path:
+    """The folder --out OUT names, resolved, when no other user can steer it there.
+
+    A symlink on the way that another user made (say /tmp/handouts, planted), or a folder of another
+    user at its end, would let them read or swap the students' private keys. Root's and this user's
+    own symlinks and folders are followed. On Windows folders are guarded by their ACLs instead.
+    Raises HandoutError.
+    """
+    out = out.expanduser().absolute()
+    if not hasattr(os, "geteuid"):
+        return out.resolve()
+    trusted = {os.geteuid(), 0}
+    fix = "Fix: pass a folder of your own as --out"
+    for part in [*reversed(out.parents), out]:
+        try:
+            info = part.lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            break  # what does not exist yet is made by this user
+        if stat.S_ISLNK(info.st_mode) and info.st_uid not in trusted:
+            raise HandoutError(
+                f"--out {out} goes through {part}, a symlink of another user (uid {info.st_uid}), who could then "
+                f"read or swap the students' keys. {fix}"
+            )
+    real = out.resolve()
+    existing = next(p for p in [real, *real.parents] if p.exists())
+    owner = existing.stat().st_uid
+    if owner not in trusted:
+        raise HandoutError(
+            f"--out {out} is {real}, a folder of another user (uid {owner}), who could then read or swap the "
+            f"students' keys. {fix}"
+        )
+    return real
 
 
 def write_handout(folder: Path, handout: Handout, *, windows: bool = ON_WINDOWS, run: Runner = windows_acl.run) -> None:

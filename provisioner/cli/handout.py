@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from provisioner.access.handout import Handout, HandoutError, build_handout, cannot_write, write_handout
+from provisioner.access.handout import (
+    Handout,
+    HandoutError,
+    build_handout,
+    cannot_write,
+    own_out_folder,
+    write_handout,
+)
 from provisioner.access.keys import key_claims
 from provisioner.access.ssh_config import host_alias
 from provisioner.cli.console import confirm
@@ -40,6 +47,7 @@ def handout(args: argparse.Namespace) -> int:
     Every folder that can be made is written; the students whose folder cannot be are then one
     error, a line each (exit 2).
     """
+    out = own_out_folder(args.out)
     outputs = StackSession.open(args.stack, reads_only=True).outputs()
     if not outputs.is_class:
         raise CourseVmError(
@@ -50,7 +58,6 @@ def handout(args: argparse.Namespace) -> int:
     chosen = outputs.chosen(args.student, args.stack)
     made: list[Handout] = []
     failed: dict[str, CourseVmError] = {}
-    out: Path = args.out.expanduser()
     for name, vm in chosen.items():
         folder = out / name
         try:

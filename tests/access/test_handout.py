@@ -15,7 +15,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from provisioner.access.handout import README, Handout, HandoutError, build_handout, fingerprint, write_handout
+from provisioner.access.handout import (
+    README,
+    Handout,
+    HandoutError,
+    build_handout,
+    fingerprint,
+    own_out_folder,
+    write_handout,
+)
 from provisioner.stack import VmOutputs
 from tests.conftest import require_tool
 from tests.support.openssh import resolved_by
@@ -275,3 +283,35 @@ def test_the_entry_forwards_the_vms_ports_and_the_readme_names_each(tmp_path: Pa
     assert "    ForwardAgent yes\n" in config
     readme = (folder / README).read_text()
     assert "  VM port 8888: http://localhost:8888\n  VM port 5000: http://localhost:5001\n" in readme
+
+
+def _nobody() -> tuple[int, int]:
+    entry = pwd.getpwnam("nobody")
+    return entry.pw_uid, entry.pw_gid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making another user's files needs root")
+def test_an_out_folder_through_another_users_symlink_is_refused(tmp_path: Path) -> None:
+    # /tmp/handouts planted by another user as a symlink to a folder of theirs: they could read or
+    # swap the students' private keys once written there.
+    shared = tmp_path / "tmp"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, *_nobody())
+    planted = shared / "handouts"
+    planted.symlink_to(theirs)
+    os.lchown(planted, *_nobody())
+    with pytest.raises(HandoutError, match=rf"--out {planted} goes through {planted}, a symlink of another user"):
+        own_out_folder(planted)
+    os.lchown(planted, os.geteuid(), os.getegid())  # our own symlink, to their folder
+    with pytest.raises(HandoutError, match=rf"--out {planted} is {theirs}, a folder of another user"):
+        own_out_folder(planted)
+
+
+def test_an_out_folder_of_ones_own_is_taken_resolved(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert own_out_folder(tmp_path / "link") == tmp_path / "real"
+    assert own_out_folder(tmp_path / "new" / "folder") == tmp_path / "new" / "folder"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -61,3 +62,16 @@ def locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # which releases the lock
+
+
+def foreign_symlink(path: Path, trusted: set[int]) -> tuple[Path, int] | None:
+    """The first component of PATH (absolute) that is a symlink of a user not in TRUSTED, and its owner;
+    None when there is none. What does not exist yet ends the walk: whoever makes it, makes it a folder."""
+    for part in [*reversed(path.parents), path]:
+        try:
+            info = part.lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISLNK(info.st_mode) and info.st_uid not in trusted:
+            return part, info.st_uid
+    return None

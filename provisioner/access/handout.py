@@ -7,7 +7,6 @@ import binascii
 import hashlib
 import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from provisioner.access.host_keys import parse_host_key
 from provisioner.access.ssh_config import ssh_config_block
 from provisioner.access.windows_acl import Runner
 from provisioner.errors import CourseVmError, SshKeyError
+from provisioner.files import foreign_symlink
 from provisioner.paths import ON_WINDOWS
 from provisioner.recipe.ports import parse_forward
 from provisioner.stack import VmOutputs
@@ -264,16 +264,12 @@ def own_out_folder(out: Path) -> Path:
         return out.resolve()
     trusted = {os.geteuid(), 0}
     fix = "Fix: pass a folder of your own as --out"
-    for part in [*reversed(out.parents), out]:
-        try:
-            info = part.lstat()
-        except (FileNotFoundError, NotADirectoryError):
-            break  # what does not exist yet is made by this user
-        if stat.S_ISLNK(info.st_mode) and info.st_uid not in trusted:
-            raise HandoutError(
-                f"--out {out} goes through {part}, a symlink of another user (uid {info.st_uid}), who could then "
-                f"read or swap the students' keys. {fix}"
-            )
+    planted = foreign_symlink(out, trusted)
+    if planted:
+        raise HandoutError(
+            f"--out {out} goes through {planted[0]}, a symlink of another user (uid {planted[1]}), who could then "
+            f"read or swap the students' keys. {fix}"
+        )
     real = out.resolve()
     existing = next(p for p in [real, *real.parents] if p.exists())
     owner = existing.stat().st_uid

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from provisioner.access.ssh import Progress
 from provisioner.errors import CourseVmError
+from provisioner.files import foreign_symlink
 from provisioner.local.private import private_directory, private_file, private_files
 from provisioner.local.process import require
 from provisioner.paths import cache_home
@@ -172,6 +173,14 @@ def build_debian_image(
     if owner:
         # Under sudo HOME is root's: the image goes where the user's own `local up` looks, and is theirs.
         cache = Path(os.environ.get("XDG_CACHE_HOME") or owner[2] / ".cache") / "course-vm" / "images"
+        # Root follows no symlink the user made: it would chmod and chown whatever that names.
+        planted = foreign_symlink(cache.absolute(), {0})
+        if planted:
+            raise CourseVmError(
+                f"the image cache {cache} goes through {planted[0]}, a symlink of uid {planted[1]}, which a build "
+                "under sudo does not follow (it would chmod and chown what it names). Fix: replace the symlink with "
+                "a folder, or build without sudo as root"
+            )
     key = hashlib.sha256(json.dumps([IMAGE_RECIPE_VERSION, DEBIAN_SUITE, mirror, DEBIAN_PACKAGES]).encode())
     target = (cache or cache_dir()) / f"debian-{DEBIAN_RELEASE}-{key.hexdigest()[:12]}"
     if (target / "disk.img").is_file():

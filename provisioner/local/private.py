@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from provisioner.errors import CourseVmError
+
 
 @contextlib.contextmanager
 def private_files() -> Iterator[None]:
@@ -26,9 +28,17 @@ def private_files() -> Iterator[None]:
 
 
 def private_directory(path: Path) -> Path:
-    """PATH, made (with its missing parents) 0700, or made 0700 if an earlier course-vm left it open."""
+    """PATH, made (with its missing parents) 0700, or made 0700 if an earlier course-vm left it open.
+
+    Raises CourseVmError when PATH is a symlink: chmod would change the folder it points to.
+    """
     with private_files():
         path.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        raise CourseVmError(
+            f"{path} is a symlink; course-vm keeps its files in a folder of its own, made for this user alone. "
+            "Fix: remove the symlink (or point XDG_CACHE_HOME / XDG_STATE_HOME at a real folder)"
+        )
     path.chmod(0o700)
     return path
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import os
 import shutil
 import subprocess
 import tempfile
@@ -20,6 +21,7 @@ from provisioner.errors import CourseVmError
 from provisioner.local import image as local_image
 from provisioner.local import vm as local_vm
 from provisioner.local.image import UBUNTU_IMAGE, build_debian_image, image_at, ubuntu_cloud_image
+from provisioner.local.private import private_directory
 from tests.conftest import require_tool
 
 
@@ -349,6 +351,38 @@ def test_under_sudo_the_image_is_built_into_the_users_cache_and_is_theirs(
     assert len(owners) == 8, owners  # .cache, course-vm, images, the image's directory and its 4 files
     assert set(owners.values()) == {(4242, 4343)}
     assert not (tmp_path / "root").exists()
+
+
+def test_under_sudo_a_symlink_the_user_made_in_the_cache_path_is_not_followed(
+    fake_build: list[list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # alice points her cache at /etc: root would make it 0700 and hers.
+    alice, system = tmp_path / "home" / "alice", tmp_path / "etc"
+    (alice / ".cache").mkdir(parents=True)
+    system.mkdir(mode=0o755)
+    (alice / ".cache" / "course-vm").symlink_to(system)
+    os.lchown(alice / ".cache" / "course-vm", 4242, 4343)
+    monkeypatch.setenv("HOME", str(tmp_path / "root"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("SUDO_USER", "alice")
+    monkeypatch.setenv("SUDO_UID", "4242")
+    monkeypatch.setenv("SUDO_GID", "4343")
+    monkeypatch.setattr("provisioner.local.image.pwd.getpwnam", lambda name: SimpleNamespace(pw_dir=str(alice)))
+    keyring = tmp_path / "debian-archive-keyring.gpg"
+    keyring.write_bytes(b"keys")
+    with pytest.raises(CourseVmError, match=r"goes through .*/\.cache/course-vm, a symlink of uid 4242"):
+        build_debian_image(print, keyring=keyring)
+    assert (system.stat().st_mode & 0o777, system.stat().st_uid) == (0o755, 0)
+    assert list(system.iterdir()) == []
+
+
+def test_a_private_folder_that_is_a_symlink_is_refused_not_chmodded(tmp_path: Path) -> None:
+    target = tmp_path / "shared"
+    target.mkdir(mode=0o755)
+    (tmp_path / "cache").symlink_to(target)
+    with pytest.raises(CourseVmError, match="is a symlink"):
+        private_directory(tmp_path / "cache")
+    assert target.stat().st_mode & 0o777 == 0o755
 
 
 @pytest.mark.parametrize("option", ["backing", "data_file"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,12 @@ def test_check_exit_4_on_host_key_mismatch(ready_sshd: Sshd, tmp_path: Path) -> 
     result = check_cli(*sshd_args(ready_sshd), "--host-key", other_host_key(tmp_path))
     assert result.returncode == 4
     assert "may be intercepted" in result.stderr
+    # At once: a wrong host key is no reason to try again until the timeout. One connection got as far as
+    # the key exchange (the fixture's probe of the port closes before it).
+    deadline = time.monotonic() + 5
+    while "[preauth]" not in ready_sshd.log and time.monotonic() < deadline:
+        time.sleep(0.05)  # sshd logs the closed connection a moment after the client is gone
+    assert ready_sshd.log.count("[preauth]") == 1, ready_sshd.log
 
 
 @pytest.mark.integration

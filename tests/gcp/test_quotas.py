@@ -93,6 +93,8 @@ def test_only_what_would_pass_the_limit_is_short_and_unlisted_metrics_limit_noth
     short = shortfalls(added, {}, left)
     assert [(s.quota.metric, s.needed) for s in short] == [("SSD_TOTAL_GB", 60)]
     assert shortfalls({("CPUS", "europe-west1"): 8}, {}, left) == [], "exactly up to the limit is allowed"
+    one_past = shortfalls({("CPUS", "europe-west1"): 9}, {}, left)
+    assert [(s.quota.metric, s.needed) for s in one_past] == [("CPUS", 9)], "one past the limit is short"
 
 
 def test_the_table_has_needed_in_use_and_limit_per_quota() -> None:

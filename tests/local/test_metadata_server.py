@@ -610,3 +610,24 @@ def test_cloud_inits_gce_datasource_reads_the_twin(server: MetadataServer) -> No
     }
     # cc_ssh's publishing of host keys, through cloud-init's own PUT.
     assert server.guest_attributes == {"hostkeys": {"ssh-ed25519": ED25519}}
+
+
+def test_the_server_listens_on_loopback_alone(server: MetadataServer) -> None:
+    # Bound to 0.0.0.0 it would hand the VM's user-data, and take its host keys, from the whole network.
+    host, port = server._http.server_address[:2]
+    assert host == "127.0.0.1"
+    outward = _outward_address()
+    if outward is not None:  # a machine with no route at all has no other address to try
+        with socket.socket() as probe:
+            probe.settimeout(2)
+            assert probe.connect_ex((outward, port)) != 0, f"the server answers on {outward}"
+
+
+def _outward_address() -> str | None:
+    """This machine's address towards the network (a UDP socket's own end once connected; nothing is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        try:
+            udp.connect(("192.0.2.1", 9))  # TEST-NET-1: only the route is looked up
+        except OSError:
+            return None
+        return str(udp.getsockname()[0])

@@ -98,6 +98,8 @@ def test_ssh_open_to_internet_is_allowed_but_flagged() -> None:
     s = parse_settings({"allowedSshCidrs": ["0.0.0.0/0"]}, PROJECT, ZONE)
     assert s.ssh_open_to_internet
     assert not parse_settings(GOOD, PROJECT, ZONE).ssh_open_to_internet
+    # Anywhere in the list, not only first.
+    assert parse_settings({"allowedSshCidrs": ["203.0.113.7/32", "0.0.0.0/0"]}, PROJECT, ZONE).ssh_open_to_internet
 
 
 @pytest.mark.parametrize(

@@ -269,6 +269,20 @@ def test_a_disk_whose_superblock_is_gone_is_never_formatted(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("mib", [8, 128, 384, 599], ids=["8 MiB", "128 MiB", "384 MiB", "the last MiB (backup GPT)"])
+def test_data_in_any_sampled_mib_alone_keeps_the_disk_from_being_formatted(home_disk: HomeDisk, mib: int) -> None:
+    # Each sample is where a damaged disk may keep its only proof of data: a backup superblock, the
+    # backup GPT header. Data there alone (blkid finds no signature) must be enough to leave the disk be.
+    with home_disk.path.open("r+b") as disk:
+        disk.seek(mib << 20)
+        disk.write(b"the student's work" * 100)
+    before = home_disk.digest()
+    result = home_disk.boot()
+    assert home_disk.digest() == before, f"data at {mib} MiB alone did not keep the disk from being formatted"
+    assert result.returncode != 0 and "holds data but no filesystem blkid recognises" in result.stderr
+
+
+@pytest.mark.integration
 def test_a_partitioned_disk_is_left_alone(home_disk: HomeDisk) -> None:
     table = bytearray(512)
     table[446 + 4] = 0x83  # one Linux partition entry, and the MBR signature

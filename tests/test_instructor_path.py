@@ -52,7 +52,7 @@ def test_a_class_of_thirty_under_iap_is_handed_out_without_the_instructor_holdin
     grants = {r.inputs["member"]: r.inputs["instance"] for r in run.of_type(TUNNEL_MEMBER)}
     assert grants == {f"user:{n}@example.edu": students[n]["instanceName"] for n in names}
     # The instructor holds a generated key only for the students who brought none.
-    generated = {p.name for p in keys.iterdir() if not p.name.endswith((".pub", ".known_hosts", ".stacks"))}
+    generated = {p.name for p in keys.iterdir() if not p.name.endswith((".pub", ".known_hosts", ".stacks", ".lock"))}
     assert generated == {"course-vm", *(f"course-vm-{n}" for n in names if n not in own)}
 
     # The quotas that class needs in one region: no addresses under iap.

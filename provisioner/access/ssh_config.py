@@ -164,6 +164,8 @@ def _path_problem(path: object, what: str, windows: bool) -> str | None:
         return f"{what} {path!r} is not a path"
     if (_UNSAFE_WINDOWS_PATH if windows else _UNSAFE_PATH).search(path):
         return f"{what} {path!r} holds {_syntax(windows)}, which ssh reads as syntax"
+    if path.lstrip().startswith("#"):
+        return f"{what} {path!r} starts with #, which ssh reads as a comment"
     return None
 
 

@@ -115,8 +115,16 @@ def _handout(stack_name: str, student: str, vm: VmOutputs) -> Handout:
             "(sshKeyPath-NAME), so it is not handed out. Fix: run `course-vm up` again with this course-vm"
         )
     path = Path(identity).expanduser()
+    # The state names the file, so only a key `up` claimed for this student of this stack is read.
+    claims = key_claims(path)
+    if (stack_name, student) not in claims and not any(other != stack_name for other, _ in claims):
+        raise HandoutError(
+            f"{student}: {path} is not a key `course-vm up` made for student {student} of stack {stack_name} (no "
+            f"claim in {path.name}.stacks), so it is not handed out. Fix: run `course-vm up --stack {stack_name}`, "
+            "then hand out again"
+        )
     # `up` refuses a key another stack claims; a key shared before it did is still never handed out.
-    for other, _ in key_claims(path):
+    for other, _ in claims:
         if other != stack_name:
             raise HandoutError(
                 f"{student}: {path} is student {student}'s key of stack {other} too, and one key would log in to "

@@ -44,27 +44,71 @@ def known_hosts_path(identity_file: str, stack: str) -> Path:
     return Path(f"{identity_file}.{stack}.known_hosts")
 
 
+# What the state of a stack may hold, and this module then edits, is checked first: whoever can write
+# the state would otherwise choose which of the user's files `down` or an `up` edits or deletes.
+_PIN_LINE = re.compile(
+    r"(\[[A-Za-z0-9.:-]+\]:[0-9]{1,5}|[A-Za-z0-9.:-]+) (ssh-|ecdsa-sha2-)[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,3}"
+)
+_HOST = re.compile(r"[A-Za-z0-9.:-]+")
+
+
+def _pins_file(path: str) -> Path:
+    """PATH, if it is a known_hosts file course-vm writes: named `*.known_hosts`, a regular file (or
+    none yet, never a symlink), every line a host key line. Raises CourseVmError otherwise."""
+    from provisioner.errors import CourseVmError
+
+    pins = Path(path)
+    problem = None if pins.name.endswith(".known_hosts") else "its name does not end in .known_hosts"
+    if problem is None and pins.is_symlink():
+        problem = "it is a symlink"
+    elif problem is None and pins.exists():
+        lines = pins.read_text(errors="replace").splitlines() if pins.is_file() else ["(not a file)"]
+        if any(line.strip() and not _PIN_LINE.fullmatch(line.strip()) for line in lines):
+            problem = "it holds lines that are not host keys"
+    if problem:
+        raise CourseVmError(
+            f"{path}, named in the stack's state, is not a known_hosts file course-vm wrote ({problem}); it was left "
+            "alone. Fix: check who else can write to the stack's Pulumi backend"
+        )
+    return pins
+
+
 def move_pins(olds: dict[str, Any], known_hosts_file: str) -> str:
     """Write the pins OLDS verified into KNOWN_HOSTS_FILE and take them out of the file they were in.
 
     For stacks made when every stack with one key shared `KEY.known_hosts`: no new check is
     needed, for the keys in state are the ones the checker logged in with. Returns the new path.
     """
+    from provisioner.errors import CourseVmError
     from provisioner.files import write_atomically
 
-    write_atomically(Path(known_hosts_file), "".join(line + "\n" for line in olds["known_hosts"].splitlines()), 0o644)
-    if olds.get("known_hosts_file"):
-        forget_host(Path(olds["known_hosts_file"]), olds["host"], int(olds.get("port", 22)))
+    target = _pins_file(known_hosts_file)
+    old = _pins_file(olds["known_hosts_file"]) if olds.get("known_hosts_file") else None
+    lines = olds["known_hosts"].splitlines()
+    for line in lines:
+        if not _PIN_LINE.fullmatch(line):
+            raise CourseVmError(
+                f"{line!r}, in the stack's state, is not a host key line; no pin was moved. Fix: check who else can "
+                "write to the stack's Pulumi backend"
+            )
+    write_atomically(target, "".join(line + "\n" for line in lines), 0o644)
+    if old is not None:
+        forget_host(old, olds["host"], int(olds.get("port", 22)))
     return known_hosts_file
 
 
 def forget_host(known_hosts_file: Path, host: str, port: int) -> None:
     """Remove HOST's lines from KNOWN_HOSTS_FILE, and the file once no line is left.
 
-    Only the lines of this VM: stacks made before pins were per stack share one file.
+    Only the lines of this VM: stacks made before pins were per stack share one file. Raises
+    CourseVmError when KNOWN_HOSTS_FILE is not a pins file (see `_pins_file`) or HOST not a host.
     """
+    from provisioner.errors import CourseVmError
     from provisioner.files import write_atomically
 
+    known_hosts_file = _pins_file(str(known_hosts_file))
+    if not _HOST.fullmatch(str(host)):
+        raise CourseVmError(f"{host!r}, in the stack's state, is not a host; {known_hosts_file} was left alone")
     try:
         lines = known_hosts_file.read_text().splitlines(keepends=True)
     except FileNotFoundError:

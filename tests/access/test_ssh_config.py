@@ -165,6 +165,8 @@ def test_a_home_that_ssh_config_cannot_hold_is_refused_before_anything_is_writte
         ({"identity_file": '/k/"x'}, "identity file '/k/\"x' holds a control character"),
         ({"known_hosts_file": "/k/${HOME}"}, "known_hosts file '/k/${HOME}' holds a control character"),
         ({"known_hosts_file": "/k/%h"}, "known_hosts file '/k/%h' holds a control character"),
+        ({"identity_file": "#x"}, "identity file '#x' starts with #, which ssh reads as a comment"),
+        ({"known_hosts_file": " #x"}, "known_hosts file ' #x' starts with #, which ssh reads as a comment"),
         ({"port": 0}, "port 0 is not a TCP port"),
         ({"port": "22\nHost *"}, "port '22\\nHost *' is not a TCP port"),
     ],

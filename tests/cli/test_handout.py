@@ -39,6 +39,7 @@ def two_students(keys: Path, **changes: Mapping[str, Any]) -> dict[str, Any]:
     keys.mkdir(exist_ok=True)
     (keys / "course-vm-alice").write_bytes(private)
     (keys / "course-vm-alice").chmod(0o400)
+    (keys / "course-vm-alice.stacks").write_text("dev alice\n")  # as `up` of stack dev claimed it
     (keys / "course-vm").write_text("the instructor's private key\n")
     own: dict[str, dict[str, Any]] = {
         "alice": {},
@@ -158,6 +159,20 @@ def test_a_vm_without_pinned_host_keys_is_one_line_and_the_others_get_their_fold
     )
     assert result.stderr.count("\n") == 2 and "Traceback" not in result.stderr
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["bob"]
+
+
+def test_a_key_named_like_the_students_that_up_never_claimed_is_never_handed_out(tmp_path: Path) -> None:
+    # Tampered state: alice's identityFile names another key of the right shape, ~/.ssh/work-alice.
+    keys = tmp_path / "keys"
+    (tmp_path / "ssh").mkdir()
+    (tmp_path / "ssh" / "work-alice").write_text("the instructor's private key for work\n")
+    outputs = two_students(keys, alice={"identityFile": str(tmp_path / "ssh" / "work-alice")})
+    result = handout("--out", str(tmp_path / "out"), env=dev_stack(tmp_path, outputs))
+    assert result.returncode == 2
+    assert f"alice: {tmp_path}/ssh/work-alice is not a key `course-vm up` made for student alice of stack dev" in (
+        result.stderr
+    )
+    assert all(b"for work" not in p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file())
 
 
 def test_a_key_course_vm_did_not_generate_for_the_student_is_never_handed_out(tmp_path: Path) -> None:

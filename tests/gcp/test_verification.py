@@ -138,6 +138,38 @@ def test_delete_removes_only_the_known_hosts_file_it_wrote(tmp_path: Path) -> No
     assert (tmp_path / "course-vm").read_text() == "the key stays"
 
 
+@pytest.mark.parametrize("planted", ["authorized_keys", "bashrc.known_hosts", "link.known_hosts"])
+def test_a_path_from_state_that_is_not_a_pins_file_is_left_alone(tmp_path: Path, planted: str) -> None:
+    # Whoever can write the stack's state names the file `down` edits: it must be a pins file course-vm
+    # wrote, not ~/.ssh/authorized_keys (whose lines start with the "host" ssh-ed25519) or what a link names.
+    victim = tmp_path / "authorized_keys"
+    victim.write_text("ssh-ed25519 AAAA alice@laptop\n")
+    (tmp_path / "bashrc.known_hosts").write_text("ssh-ed25519 AAAA alice@laptop\nexport PATH=~/bin:$PATH\n")
+    (tmp_path / "link.known_hosts").symlink_to(victim)
+    path = tmp_path / planted
+    before = path.read_text()
+    provider = VmVerificationProvider(str(ROOT))
+    crafted = {"host": "ssh-ed25519", "port": 22, "known_hosts_file": str(path)}
+    with pytest.raises(CourseVmError, match="not a known_hosts file course-vm wrote"):
+        provider.delete("x", crafted)
+    with pytest.raises(CourseVmError, match="not a known_hosts file course-vm wrote"):
+        provider.update("x", {**crafted, "known_hosts": "", "timeout_seconds": 60},
+                        {"known_hosts_file": str(tmp_path / "new.known_hosts"), "timeout_seconds": 60})  # fmt: skip
+    assert path.read_text() == before and victim.read_text() == "ssh-ed25519 AAAA alice@laptop\n"
+
+
+def test_pins_from_state_are_written_only_to_a_pins_file(tmp_path: Path) -> None:
+    provider = VmVerificationProvider(str(ROOT))
+    olds = {"host": "1.2.3.4", "port": 22, "known_hosts": "1.2.3.4 ssh-ed25519 AAAA", "timeout_seconds": 60}
+    with pytest.raises(CourseVmError, match="not a known_hosts file course-vm wrote"):
+        provider.update("x", olds, {"known_hosts_file": str(tmp_path / ".bashrc"), "timeout_seconds": 60})
+    assert not (tmp_path / ".bashrc").exists()
+    with pytest.raises(CourseVmError, match="is not a host key line"):
+        provider.update("x", {**olds, "known_hosts": "1.2.3.4 ssh-ed25519 AAAA\nMatch exec id"},
+                        {"known_hosts_file": str(tmp_path / "k.known_hosts"), "timeout_seconds": 60})  # fmt: skip
+    assert not (tmp_path / "k.known_hosts").exists()
+
+
 @pytest.mark.integration
 def test_two_stacks_with_one_key_each_keep_their_own_pin(
     ready_sshd: Sshd, api: FakeComputeApi, monkeypatch: pytest.MonkeyPatch

@@ -19,7 +19,10 @@ WORKERS = 16
 """Connections served at once; more wait their turn. Each answer closes its connection (HTTP/1.0),
 so only a request in progress or a held `wait_for_change` occupies a worker."""
 READ_SECONDS = 10.0
-"""A client that has not sent its whole request by then frees its worker."""
+"""A client that has not sent its whole request (line, headers and body) by then is cut off: a
+deadline for the whole request, not for each read, so a byte every few seconds holds nothing."""
+MAX_OPEN = 64
+"""Connections open at once, being served or waiting for a worker; one more is closed at once."""
 
 Log = Callable[[str], None]
 
@@ -40,6 +43,10 @@ class Request:
     authorization: str
     body: bytes | None
     """A PUT's body; None when it had no usable Content-Length or was too long."""
+    host: str = ""
+    """The Host header ("" when none was sent)."""
+    forwarded: bool = False
+    """Whether the request carried X-Forwarded-For: it came through a proxy."""
 
 
 class HttpServer(socketserver.TCPServer):
@@ -60,7 +67,13 @@ class HttpServer(socketserver.TCPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
-            self._open.add(request)
+            full = len(self._open) >= MAX_OPEN
+            if not full:
+                self._open.add(request)
+        if full:
+            self.log(f"{client_address[0]}: {MAX_OPEN} connections open already; closed this one")
+            self.shutdown_request(request)
+            return
         self.workers.submit(self._serve, request, client_address)
 
     def _serve(self, request: socket.socket, client_address: Any) -> None:
@@ -101,9 +114,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return "Metadata Server for VM"  # GCE's Server header
 
+    def setup(self) -> None:
+        super().setup()
+        self._too_late = False
+        self._deadline = threading.Timer(READ_SECONDS, self._cut_off)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _cut_off(self) -> None:
+        self._too_late = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RD)  # the read in progress ends: no request
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        self._deadline.join()  # at once once cancelled: no timer thread outlives its connection
+        super().finish()
+
     def do_GET(self) -> None:
         # Every method comes here: the server's answer (`MetadataServer._answer`) refuses what it does not serve.
-        self._reply(self._request(self._body() if self.command == "PUT" else None))
+        body = self._body() if self.command == "PUT" else None
+        self._deadline.cancel()  # the whole request is in: answering may take as long as it takes
+        if self._too_late:
+            self.close_connection = True  # cut off mid-request: what was read is no request to answer
+            return
+        self._reply(self._request(body))
 
     do_PUT = do_POST = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815 (http.server's names)
 
@@ -126,6 +161,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             flavor=str(self.headers.get("Metadata-Flavor", "")),
             authorization=str(self.headers.get("Authorization", "")),
             body=body,
+            host=str(self.headers.get("Host", "")),
+            forwarded="X-Forwarded-For" in self.headers,
         )
         return self.server.answer(request)
 

@@ -15,11 +15,19 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from provisioner.local.metadata_http import Answer, HttpServer, Log, Request
+from provisioner.local.metadata_http import WORKERS, Answer, HttpServer, Log, Request
 
 MAX_WAIT_SECONDS = 60
 """GCE's default and maximum `timeout_sec`; its clients give up after 70 s."""
 MAX_GUEST_VALUE_BYTES = 256 * 1024
+MAX_GUEST_ATTRIBUTES = 64
+MAX_GUEST_BYTES = 1024 * 1024
+"""What the guest may publish in all: the guest agent publishes a few host keys."""
+MAX_HELD = WORKERS // 2
+"""`wait_for_change` requests held at once; more are told to try again (503), so that the other
+workers always answer at once."""
+GUEST_HOSTS = frozenset({"metadata.google.internal", "metadata", "169.254.169.254"})
+"""The names the guest reaches the metadata server by, as GCE's clients send them in Host."""
 GUEST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 """One namespace or key of a guest attribute (`hostkeys/ssh-ed25519`, `guest-agent/sshable`)."""
 ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
@@ -198,6 +206,8 @@ class MetadataServer:
         self._guest: dict[str, dict[str, str]] = {}
         # Guards the state above; notified on every change, so that held requests look again.
         self._changed = threading.Condition()
+        self._held = 0
+        """Requests waiting for a change now (see MAX_HELD)."""
         self._closing = False
         self._http = HttpServer(port, self._answer, log, MAX_GUEST_VALUE_BYTES)
         self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
@@ -249,6 +259,14 @@ class MetadataServer:
         self.close()
 
     def _answer(self, request: Request) -> Answer:
+        if request.forwarded:
+            # As GCE: a request a proxy forwarded may come from anyone.
+            return _text(403, "requests with X-Forwarded-For are refused")
+        host = request.host.lower()
+        own = host.rpartition(":")[0] if host.endswith((":80", self.url[self.url.rindex(":") :])) else host
+        if host and own not in GUEST_HOSTS | {"127.0.0.1", "localhost"}:
+            # A page in a browser that a name resolving to 127.0.0.1 led here (DNS rebinding) sends its own.
+            return _text(403, f"unknown Host {request.host!r}")
         segments = [s for s in request.path.split("/") if s]  # GCE ignores empty segments: `v1//` is `v1/`
         if request.path == "/":
             # Client libraries probe this and check for the Metadata-Flavor header.
@@ -286,12 +304,20 @@ class MetadataServer:
         last = query.get("last_etag", "NONE")
         with self._changed:
             answer = _with_etag(render())
-            while waiting and answer.etag == last and not self._closing:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._changed.wait(remaining)
-                answer = _with_etag(render())
+            if not (waiting and answer.etag == last and not self._closing):
+                return answer
+            if self._held >= MAX_HELD:
+                return _text(503, f"{MAX_HELD} requests wait for a change already; try again later")
+            self._held += 1
+            try:
+                while answer.etag == last and not self._closing:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._changed.wait(remaining)
+                    answer = _with_etag(render())
+            finally:
+                self._held -= 1
         return answer
 
     def _guest_attributes(self, request: Request, segments: list[str]) -> Answer:
@@ -313,6 +339,12 @@ class MetadataServer:
             return _text(400, "a guest attribute's value must be UTF-8 text")
         namespace, key = segments
         with self._changed:
+            others = [v for n, values in self._guest.items() for k, v in values.items() if (n, k) != (namespace, key)]
+            size = sum(len(v.encode()) for v in others) + len(request.body)
+            if len(others) + 1 > MAX_GUEST_ATTRIBUTES or size > MAX_GUEST_BYTES:
+                return _text(
+                    400, f"guest attributes are full: at most {MAX_GUEST_ATTRIBUTES}, of {MAX_GUEST_BYTES} bytes in all"
+                )
             self._guest.setdefault(namespace, {})[key] = value
             self._changed.notify_all()
         return Answer(200, b"")

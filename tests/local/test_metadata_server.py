@@ -20,9 +20,12 @@ import pytest
 from provisioner.access.host_keys import CONSOLE_BEGIN, CONSOLE_END
 from provisioner.errors import CourseVmError
 from provisioner.gcp.compute_api import GceInstance, gce_host_keys
-from provisioner.local.metadata_http import WORKERS
+from provisioner.local.metadata_http import MAX_OPEN, WORKERS
 from provisioner.local.metadata_server import (
+    MAX_GUEST_ATTRIBUTES,
+    MAX_GUEST_BYTES,
     MAX_GUEST_VALUE_BYTES,
+    MAX_HELD,
     MetadataServer,
     TwinInstance,
     random_instance_id,
@@ -515,7 +518,7 @@ def test_close_answers_held_requests_and_leaves_no_thread_or_socket() -> None:
     server.close()  # a second close does nothing
 
 
-def test_a_fixed_pool_of_workers_serves_many_held_requests() -> None:
+def test_a_fixed_pool_of_workers_holds_at_most_max_held_requests_and_answers_the_rest() -> None:
     threads = threading.active_count()
     with MetadataServer(TWIN) as server:
         etag = call(server, V1 + "?recursive=true").headers["ETag"]
@@ -527,15 +530,21 @@ def test_a_fixed_pool_of_workers_serves_many_held_requests() -> None:
         for connection in connections:
             connection.sendall(request)
         time.sleep(0.5)
-        assert threading.active_count() <= threads + 1 + WORKERS  # the accepting thread and the pool
+        assert threading.active_count() <= threads + 1 + WORKERS * 2  # the accepting thread, the pool, its timers
+        # Held requests leave workers free: a plain request is answered at once.
+        assert call(server, V1 + "instance/id").status == 200
         server.set_attributes({**TWIN.attributes, "startup-script": "echo changed"})
+        answers = []
         for connection in connections:
             with connection:
                 answer = b""
                 while chunk := connection.recv(65536):
                     answer += chunk
-            # The held ones wake with the change; those that waited for a worker find it already changed.
-            assert answer.startswith(b"HTTP/1.0 200 ") and b"echo changed" in answer
+                answers.append(answer)
+        # The held ones wake with the change; those past MAX_HELD were told to try again at once.
+        changed = [a for a in answers if a.startswith(b"HTTP/1.0 200 ") and b"echo changed" in a]
+        again = [a for a in answers if a.startswith(b"HTTP/1.0 503 ")]
+        assert (len(changed), len(again)) == (MAX_HELD, WORKERS + 4 - MAX_HELD), answers
 
 
 def test_a_twin_refuses_what_gce_clients_could_not_read() -> None:
@@ -631,3 +640,77 @@ def _outward_address() -> str | None:
         except OSError:
             return None
         return str(udp.getsockname()[0])
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({**FLAVOR, "X-Forwarded-For": "203.0.113.9"}, 403),
+        ({**FLAVOR, "Host": "evil.example"}, 403),
+        ({**FLAVOR, "Host": "127.0.0.1:1"}, 403),
+        ({**FLAVOR, "Host": "metadata.google.internal"}, 200),
+        ({**FLAVOR, "Host": "169.254.169.254:80"}, 200),
+    ],
+)
+def test_a_forwarded_request_or_a_foreign_host_is_refused_as_gce_does(
+    server: MetadataServer, headers: dict[str, str], status: int
+) -> None:
+    # A page in a browser whose name was made to resolve to 127.0.0.1 (DNS rebinding) sends its own Host.
+    assert call(server, V1 + "instance/id", headers=headers).status == status
+
+
+def test_a_request_sent_a_byte_at_a_time_is_cut_off_at_the_whole_requests_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("provisioner.local.metadata_http.READ_SECONDS", 1.0)
+    with MetadataServer(TWIN) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        request = f"GET {V1}instance/id HTTP/1.0\r\nMetadata-Flavor: Google\r\n" + "X-Slow: y\r\n" * 20
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            started = time.monotonic()
+            for byte in request.encode():
+                try:
+                    slow.sendall(bytes([byte]))
+                except OSError:
+                    break  # the server has hung up
+                time.sleep(0.05)  # every read comes well within the 1 s: only a deadline for the whole ends it
+                if time.monotonic() - started > 4:
+                    break
+            slow.settimeout(3)
+            try:
+                answer = slow.recv(65536)
+            except OSError:
+                answer = b""
+        assert answer == b"", "a request spread over more than READ_SECONDS was answered"
+        assert time.monotonic() - started < 4.5
+
+
+def test_the_guest_can_publish_only_so_many_attributes_and_bytes(server: MetadataServer) -> None:
+    put = "instance/guest-attributes/flood/"
+    for n in range(MAX_GUEST_ATTRIBUTES):
+        assert call(server, f"{V1}{put}k{n}", method="PUT", data=b"x").status == 200
+    assert call(server, f"{V1}{put}one-more", method="PUT", data=b"x").status == 400
+    assert call(server, f"{V1}{put}k0", method="PUT", data=b"y").status == 200, "replacing one is no new one"
+    with MetadataServer(TWIN) as empty:
+        big = b"x" * (256 * 1024)
+        for n in range(MAX_GUEST_BYTES // len(big)):
+            assert call(empty, f"{V1}{put}big{n}", method="PUT", data=big).status == 200
+        full = call(empty, f"{V1}{put}past", method="PUT", data=b"x")
+        assert (full.status, full.text) == (
+            400,
+            f"guest attributes are full: at most 64, of {MAX_GUEST_BYTES} bytes in all\n",
+        )
+
+
+def test_connections_past_max_open_are_closed_at_once(server: MetadataServer) -> None:
+    # Each open connection holds a file descriptor while it waits for a worker: their number is bounded.
+    port = int(server.url.rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(MAX_OPEN)]
+    try:
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as one_more:
+            assert one_more.recv(1) == b"", "the connection past MAX_OPEN was kept"
+    finally:
+        for connection in idle:
+            connection.close()
+    assert call(server, V1 + "instance/id").status == 200

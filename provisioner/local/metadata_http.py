@@ -47,6 +47,8 @@ class Request:
     """The Host header ("" when none was sent)."""
     forwarded: bool = False
     """Whether the request carried X-Forwarded-For: it came through a proxy."""
+    from_guest: bool = False
+    """Whether it came in on the guest's own socket (through QEMU's relay), not on the loopback port."""
 
 
 class HttpServer(socketserver.TCPServer):
@@ -56,14 +58,22 @@ class HttpServer(socketserver.TCPServer):
     allow_reuse_address = True
     request_queue_size = 64  # the default 5 drops a burst of connections (each retried only after 1 s)
 
-    def __init__(self, port: int, answer: Callable[[Request], Answer], log: Log, max_body: int) -> None:
+    def __init__(
+        self, port: int, answer: Callable[[Request], Answer], log: Log, max_body: int, *, unix_path: str = ""
+    ) -> None:
+        """On 127.0.0.1:PORT; or, given UNIX_PATH, on a unix socket there (the guest's, through the relay)."""
         self.answer = answer
         self.log = log
         self.max_body = max_body
+        self.from_guest = bool(unix_path)
         self.workers = ThreadPoolExecutor(WORKERS, thread_name_prefix="metadata-server")
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
-        super().__init__(("127.0.0.1", port), _Handler)
+        if unix_path:
+            self.address_family = socket.AF_UNIX
+            super().__init__(unix_path, _Handler)  # type: ignore[arg-type]  # an AF_UNIX address is a path
+        else:
+            super().__init__(("127.0.0.1", port), _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
@@ -71,7 +81,7 @@ class HttpServer(socketserver.TCPServer):
             if not full:
                 self._open.add(request)
         if full:
-            self.log(f"{client_address[0]}: {MAX_OPEN} connections open already; closed this one")
+            self.log(f"{_who(client_address)}: {MAX_OPEN} connections open already; closed this one")
             self.shutdown_request(request)
             return
         self.workers.submit(self._serve, request, client_address)
@@ -98,9 +108,14 @@ class HttpServer(socketserver.TCPServer):
         error = sys.exc_info()[1]
         # A client gone mid-answer is routine: one line. Anything else is a bug here: its traceback.
         if isinstance(error, OSError):
-            self.log(f"{client_address[0]}: connection ended early ({error})")
+            self.log(f"{_who(client_address)}: connection ended early ({error})")
         else:
-            self.log(f"{client_address[0]}: {traceback.format_exc().strip()}")
+            self.log(f"{_who(client_address)}: {traceback.format_exc().strip()}")
+
+
+def _who(client_address: Any) -> str:
+    """A client as the log names it: its address on the loopback port, `guest` on the guest's socket."""
+    return str(client_address[0]) if isinstance(client_address, tuple) and client_address else "guest"
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -113,6 +128,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return "Metadata Server for VM"  # GCE's Server header
+
+    def address_string(self) -> str:
+        return _who(self.client_address)
 
     def setup(self) -> None:
         super().setup()
@@ -163,6 +181,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body=body,
             host=str(self.headers.get("Host", "")),
             forwarded="X-Forwarded-For" in self.headers,
+            from_guest=self.server.from_guest,
         )
         return self.server.answer(request)
 

@@ -187,7 +187,9 @@ class MetadataServer:
 
     It also serves the Compute API's view of the instance (its guest attributes, its console, its
     status) under `/compute/v1`, for a client holding TOKEN, so that the host reads the twin's host
-    keys as it reads a real VM's. Raises OSError when PORT cannot be bound.
+    keys as it reads a real VM's. Given GUEST_SOCKET, the guest's side (`/computeMetadata`) is served
+    there alone, and the loopback port serves the Compute API view alone: no other local user can read
+    the VM's metadata or publish its host keys. Raises OSError when PORT or GUEST_SOCKET cannot be bound.
     """
 
     def __init__(
@@ -198,6 +200,7 @@ class MetadataServer:
         token: str | None = None,
         console_log: Path | None = None,
         log: Log = lambda _: None,
+        guest_socket: Path | None = None,
     ) -> None:
         self.token = token or secrets.token_urlsafe(32)
         self.console_log = console_log
@@ -211,11 +214,23 @@ class MetadataServer:
         self._closing = False
         self._http = HttpServer(port, self._answer, log, MAX_GUEST_VALUE_BYTES)
         self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
+        self._servers = [self._http]
+        self.guest_socket = guest_socket
+        if guest_socket is not None:
+            # The guest's side on a socket in the VM's own 0700 folder: only QEMU's relay, run as this
+            # user, reaches it. The loopback port then serves the host alone (the Compute API view).
+            if guest_socket.is_socket():
+                guest_socket.unlink()  # left by a server that was killed
+            self._servers.append(HttpServer(0, self._answer, log, MAX_GUEST_VALUE_BYTES, unix_path=str(guest_socket)))
         # serve_forever looks for close() every poll: a short one makes closing quick, and costs nothing.
-        self._thread = threading.Thread(
-            target=self._http.serve_forever, kwargs={"poll_interval": 0.1}, name="metadata-server", daemon=True
-        )
-        self._thread.start()
+        self._threads = [
+            threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="metadata-server", daemon=True
+            )
+            for server in self._servers
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def compute_api(self) -> str:
@@ -246,11 +261,16 @@ class MetadataServer:
                 return
             self._closing = True
             self._changed.notify_all()
-        self._http.shutdown()  # nothing new is accepted once this returns
-        self._http.stop_reading()
-        self._http.workers.shutdown(wait=True)
-        self._http.server_close()
-        self._thread.join()
+        for server in self._servers:
+            server.shutdown()  # nothing new is accepted once this returns
+            server.stop_reading()
+        for server in self._servers:
+            server.workers.shutdown(wait=True)
+            server.server_close()
+        for thread in self._threads:
+            thread.join()
+        if self.guest_socket is not None:
+            self.guest_socket.unlink(missing_ok=True)
 
     def __enter__(self) -> MetadataServer:
         return self
@@ -272,12 +292,14 @@ class MetadataServer:
             # Client libraries probe this and check for the Metadata-Flavor header.
             return _text(200, "computeMetadata/") if request.method == "GET" else _text(405, "method not allowed")
         if segments[:1] == ["computeMetadata"]:
+            if self.guest_socket is not None and not request.from_guest:
+                return _text(403, "the instance's metadata is served to its VM alone (through its socket)")
             if request.flavor != "Google":
                 return _text(403, "missing the request header Metadata-Flavor: Google")
             if segments[1:2] != ["v1"]:
                 return _text(404, "not found")
             return self._metadata(request, segments[2:])
-        if segments[:2] == ["compute", "v1"]:
+        if segments[:2] == ["compute", "v1"] and not request.from_guest:
             return self._compute_view(request, segments[2:])
         return _text(404, "not found")
 

@@ -65,7 +65,7 @@ def command(
         "-pidfile",
         str(directory / "qemu.pid"),
         *_drives(directory, home_disk, twin),
-        *_network(port, twin),
+        *_network(port, twin, directory),
         "-device",
         "virtio-rng-pci",
         *image.qemu_boot_args(),
@@ -115,11 +115,11 @@ def _home_drive(home_disk: Path | None) -> list[str]:
     )
 
 
-def _network(port: int, twin: Twin | None) -> list[str]:
+def _network(port: int, twin: Twin | None, directory: Path) -> list[str]:
     return (
         ["-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=net0"]
         if twin is None
-        else gce_twin.qemu_args(twin, port)
+        else gce_twin.qemu_args(twin, port, directory)
     )
 
 

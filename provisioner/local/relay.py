@@ -1,6 +1,7 @@
-"""Run by QEMU once per guest connection: relays the guest's bytes (stdin/stdout) to and from 127.0.0.1:PORT.
+"""Run by QEMU once per guest connection: relays the guest's bytes (stdin/stdout) to and from the
+metadata server's guest socket (a path), or 127.0.0.1:PORT (a number).
 
-QEMU runs it as a script (`python3 -I -S relay.py PORT`, from `guestfwd=...-cmd:`), so it imports
+QEMU runs it as a script (`python3 -I -S relay.py SOCKET`, from `guestfwd=...-cmd:`), so it imports
 nothing from course-vm. libslirp hands it the guest's connection as stdin, stdout and stderr alike:
 anything it printed would reach the guest, so it prints nothing and fails quietly.
 """
@@ -45,13 +46,27 @@ def _server_to_guest(server: socket.socket) -> None:
         guest.detach()
 
 
+def _connect(target: str) -> socket.socket:
+    if target.isdigit():
+        return socket.create_connection(("127.0.0.1", int(target)))
+    # By its name in its folder: a socket's path may have at most 108 bytes, its folder's path more.
+    os.chdir(os.path.dirname(target))
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.connect(os.path.basename(target))
+    except OSError:
+        server.close()
+        raise
+    return server
+
+
 def main() -> int:
     # Whatever Python itself might write to stderr (a thread's traceback, a fatal error) goes nowhere.
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 2)
     os.close(null)
     try:
-        with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as server:
+        with _connect(sys.argv[1]) as server:
             incoming = threading.Thread(target=_guest_to_server, args=(server,), daemon=True)
             incoming.start()
             _server_to_guest(server)

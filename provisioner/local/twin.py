@@ -40,6 +40,8 @@ RELAY = Path(__file__).resolve().parent / "relay.py"
 CONFIG = "twin.json"
 PID_FILE = "metadata.pid"
 LOG = "metadata.log"
+GUEST_SOCKET = "metadata.sock"
+"""The metadata server's guest side, in the VM's own 0700 folder: QEMU's relay connects there."""
 START_SECONDS = 30.0
 SERVER_MODULE = "provisioner.local.twin"
 """This module: the metadata server runs as `python -m SERVER_MODULE DIRECTORY`."""
@@ -74,16 +76,17 @@ def twin_instance(name: str, attributes: Mapping[str, str]) -> TwinInstance:
     )
 
 
-def qemu_args(twin: Twin, ssh_port: int) -> list[str]:
-    """QEMU's SMBIOS and network arguments that make the VM a GCE one, its SSH on 127.0.0.1:SSH_PORT.
+def qemu_args(twin: Twin, ssh_port: int, directory: Path) -> list[str]:
+    """QEMU's SMBIOS and network arguments that make the VM in DIRECTORY a GCE one, its SSH on
+    127.0.0.1:SSH_PORT.
 
-    Each guest connection to the metadata server starts one relay to the host's server (QEMU's
-    `cmd:` form; its chardev form would be one stream for the VM's whole life).
+    Each guest connection to the metadata server starts one relay to the server's guest socket in
+    DIRECTORY (QEMU's `cmd:` form; its chardev form would be one stream for the VM's whole life).
     """
-    port = twin.url.rsplit(":", 1)[1]
     # cloud-init's GCE detection reads the SMBIOS product name (or a GoogleCloud- serial).
     serial = hashlib.sha256(twin.instance.encode()).hexdigest()[:32].upper()
-    relay = " ".join(shlex.quote(part) for part in (sys.executable, "-I", "-S", str(RELAY), port))
+    socket_path = str((directory / GUEST_SOCKET).absolute())
+    relay = " ".join(shlex.quote(part) for part in (sys.executable, "-I", "-S", str(RELAY), socket_path))
     netdev = (
         f"user,id=net0,net={NETWORK},hostfwd=tcp:127.0.0.1:{ssh_port}-:22,"
         f"guestfwd=tcp:{METADATA_ADDRESS}:80-cmd:{relay.replace(',', ',,')}"  # QEMU's options escape a comma as ,,
@@ -149,7 +152,13 @@ def serve(directory: Path) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    with MetadataServer(instance, token=config["token"], console_log=directory / "console.log", log=log) as server:
+    # The guest's socket is bound by its name in DIRECTORY, so that a long DIRECTORY cannot pass the
+    # 108 bytes a socket's path may have; its files are given whole.
+    console_log = (directory / "console.log").absolute()
+    os.chdir(directory)
+    with MetadataServer(
+        instance, token=config["token"], console_log=console_log, log=log, guest_socket=Path(GUEST_SOCKET)
+    ) as server:
         print(server.url, flush=True)
         # The starter reads only that line and closes the pipe: nothing more may go there.
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)

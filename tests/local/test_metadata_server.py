@@ -32,6 +32,7 @@ from provisioner.local.metadata_server import (
 )
 from tests.conftest import require_tool
 from tests.support.fake_compute_api import ECDSA, ED25519
+from tests.support.guest_http import guest_get
 
 USER_DATA = "#cloud-config\nusers: [{name: student}]\n"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3unvPvnl5DNqYVMSX98AkgvhARJ26KaLZ9j0J/hYet"
@@ -714,3 +715,23 @@ def test_connections_past_max_open_are_closed_at_once(server: MetadataServer) ->
         for connection in idle:
             connection.close()
     assert call(server, V1 + "instance/id").status == 200
+
+
+def test_with_a_guest_socket_only_the_guest_publishes_and_reads_and_only_the_host_sees_the_view(
+    tmp_path: Path,
+) -> None:
+    # Any local user, and any local VM's guest (through 169.254.2.2), reaches the loopback port.
+    with MetadataServer(TWIN, guest_socket=tmp_path / "metadata.sock") as server:
+        put = f"{V1}instance/guest-attributes/hostkeys/ssh-ed25519"
+        assert call(server, put, method="PUT", data=b"ssh-ed25519 AAAA planted").status == 403
+        assert call(server, V1 + "instance/attributes/?recursive=true").status == 403
+        request = f"PUT {put} HTTP/1.0\r\nMetadata-Flavor: Google\r\nContent-Length: 4\r\n\r\nAAAA".encode()
+        with socket.socket(socket.AF_UNIX) as guest:
+            guest.connect(str(tmp_path / "metadata.sock"))
+            guest.sendall(request)
+            assert guest.recv(65536).startswith(b"HTTP/1.0 200 ")
+        assert server.guest_attributes == {"hostkeys": {"ssh-ed25519": "AAAA"}}
+        view = f"/compute/v1/projects/{TWIN.project_id}/zones/{TWIN.zone}/instances/{TWIN.name}"
+        assert guest_get(tmp_path / "metadata.sock", view)[0] == 404, "the token's view is the host's alone"
+        assert call(server, view, headers={"Authorization": f"Bearer {server.token}"}).status == 200
+    assert not (tmp_path / "metadata.sock").exists(), "closing removes the socket"

@@ -50,7 +50,9 @@ def test_a_twin_is_presented_as_gce_with_its_metadata_server_and_no_seed(tmp_pat
     assert smbios.startswith("type=1,manufacturer=Google,product=Google Compute Engine,serial=GoogleCloud-")
     netdev = command[command.index("-netdev") + 1]
     assert netdev.startswith("user,id=net0,net=169.254.0.0/16,hostfwd=tcp:127.0.0.1:2222-:22,")
-    assert netdev.endswith(f"guestfwd=tcp:169.254.169.254:80-cmd:{sys.executable} -I -S {RELAY} 4321")
+    # The relay reaches the server's guest socket in the VM's folder, never the loopback port.
+    relay = f"{sys.executable} -I -S {RELAY} {tmp_path / 'metadata.sock'}"
+    assert netdev.endswith(f"guestfwd=tcp:169.254.169.254:80-cmd:{relay}")
     assert command[command.index("-device", command.index("-netdev")) + 1] == (
         "virtio-net-pci,netdev=net0,mac=42:01:a9:fe:02:0f"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -103,3 +104,27 @@ def test_bad_arguments_print_nothing(arguments: list[str]) -> None:
     )
     assert (result.stdout, result.stderr) == (b"", b"")
     assert result.returncode != 0
+
+
+def test_the_relay_reaches_the_guest_socket_by_its_path_however_long_its_folder(tmp_path: Path) -> None:
+    # A socket's path may have at most 108 bytes; a VM's folder under a long XDG_STATE_HOME has more.
+    folder = tmp_path / ("a-long-folder-name-" * 6)
+    folder.mkdir()
+    twin = TwinInstance(name="vm", instance_id=4520031799277581759)
+    cwd = Path.cwd()
+    os.chdir(folder)  # as the twin's server process binds it: by its name in the folder
+    try:
+        server = MetadataServer(twin, guest_socket=Path("metadata.sock"))
+    finally:
+        os.chdir(cwd)
+    with server:
+        request = b"GET /computeMetadata/v1/instance/id HTTP/1.0\r\nMetadata-Flavor: Google\r\n\r\n"
+        process = run_relay_to(str(folder / "metadata.sock"))
+        out, err = process.communicate(request, timeout=30)
+        assert len(str(folder / "metadata.sock").encode()) > 108
+        assert out.startswith(b"HTTP/1.0 200 ") and out.endswith(b"\r\n\r\n4520031799277581759"), (out, err)
+
+
+def run_relay_to(target: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-I", "-S", str(RELAY), target]
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

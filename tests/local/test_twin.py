@@ -7,22 +7,29 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from provisioner.local.process import alive, stop
-from provisioner.local.twin import CONFIG, Twin, qemu_args, server_signature
+from provisioner.local.twin import CONFIG, GUEST_SOCKET, Twin, qemu_args, server_signature
 from tests.conftest import ROOT
+from tests.support.guest_http import guest_json
 
 ATTRIBUTES = {"user-data": "#cloud-config\n", "enable-guest-attributes": "TRUE"}
 
 
-def served(url: str, path: str) -> object:
-    request = urllib.request.Request(url + path, headers={"Metadata-Flavor": "Google"})  # noqa: S310
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
-        return json.load(response)
+def host_get(url: str, path: str, headers: dict[str, str]) -> int:
+    """The status the loopback port answers to `GET PATH` (the host's side)."""
+    request = urllib.request.Request(url + path, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code
 
 
 def wait_until_gone(pid: int, seconds: float = 10.0) -> bool:
@@ -57,9 +64,16 @@ def test_it_serves_the_vms_metadata_and_holds_its_token_for_this_user_only(tmp_p
     (tmp_path / "qemu.pid").write_text(f"{qemu.pid}\n")
     twin = start_as_local_up_does(tmp_path, ATTRIBUTES)
     try:
-        assert served(twin.url, "/computeMetadata/v1/instance/attributes/?recursive=true") == ATTRIBUTES
-        document = served(twin.url, "/computeMetadata/v1/?recursive=true")
+        guest = tmp_path / GUEST_SOCKET
+        assert guest_json(guest, "/computeMetadata/v1/instance/attributes/?recursive=true") == ATTRIBUTES
+        document = guest_json(guest, "/computeMetadata/v1/?recursive=true")
         assert isinstance(document, dict)
+        # The guest's side is the VM's alone: on the loopback port, which every local user (and every
+        # local VM's guest) reaches, the instance's metadata is refused and only the token's view is served.
+        assert stat.S_ISSOCK(guest.stat().st_mode)  # in the VM's own folder, 0700 (see test_vm.py)
+        assert host_get(twin.url, "/computeMetadata/v1/instance/attributes/", {"Metadata-Flavor": "Google"}) == 403
+        view = f"/compute/v1/projects/{twin.project}/zones/{twin.zone}/instances/{twin.instance}"
+        assert host_get(twin.url, view, {"Authorization": f"Bearer {twin.token}"}) == 200
         assert document["instance"]["name"] == twin.instance == "course-vm-one"
         assert document["instance"]["networkInterfaces"][0]["mac"] == "42:01:a9:fe:02:0f"
         assert stat.S_IMODE((tmp_path / CONFIG).stat().st_mode) == 0o600
@@ -89,5 +103,5 @@ def test_it_ends_once_the_vm_and_the_command_that_started_it_have_ended(tmp_path
 def test_a_comma_in_the_relays_path_cannot_split_qemus_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("provisioner.local.twin.RELAY", Path("/opt/a,b/relay.py"))
     twin = Twin("http://127.0.0.1:4321", "token", "p", "local-twin1-a", "course-vm-one", 1)
-    netdev = qemu_args(twin, 2222)[3]
-    assert netdev.endswith("-cmd:" + f"{sys.executable} -I -S /opt/a,,b/relay.py 4321")
+    netdev = qemu_args(twin, 2222, Path("/vms/x,y"))[3]
+    assert netdev.endswith("-cmd:" + f"{sys.executable} -I -S /opt/a,,b/relay.py /vms/x,,y/metadata.sock")

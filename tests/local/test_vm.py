@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,10 +35,11 @@ from provisioner.local import qemu as local_qemu
 from provisioner.local import vm as local_vm
 from provisioner.local.image import Image, build_debian_image
 from provisioner.local.process import arguments
-from provisioner.local.twin import HOST_ADDRESS
+from provisioner.local.twin import GUEST_SOCKET, HOST_ADDRESS
 from provisioner.recipe.user_data import GCE_HOME_DISK_DEVICE
 from tests.conftest import E2E_FACTS, E2E_TIMINGS, require_tool
 from tests.support.cli import run_cli, started_cli
+from tests.support.guest_http import guest_json
 from tests.support.local_artifacts import served_artifacts
 from tests.support.local_registry import hello_world_registry
 from tests.support.pulumi_harness import run_program
@@ -270,12 +270,10 @@ def test_the_vm_is_a_gce_vm_to_its_own_software(
 
 
 def served_attributes(vm: local_vm.LocalVm) -> dict[str, str]:
-    assert vm.twin is not None
-    request = urllib.request.Request(  # noqa: S310 (the twin's server on loopback)
-        f"{vm.twin.url}/computeMetadata/v1/instance/attributes/?recursive=true", headers={"Metadata-Flavor": "Google"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        return dict(json.load(response))
+    """The instance attributes the VM's metadata server gives the guest, asked on the guest's own socket."""
+    attributes = guest_json(vm.directory / GUEST_SOCKET, "/computeMetadata/v1/instance/attributes/?recursive=true")
+    assert isinstance(attributes, dict)
+    return dict(attributes)
 
 
 def pulumi_instance_metadata(e2e: E2e) -> dict[str, str]:

@@ -154,7 +154,8 @@ def serve(directory: Path) -> int:
 
     # The guest's socket is bound by its name in DIRECTORY, so that a long DIRECTORY cannot pass the
     # 108 bytes a socket's path may have; its files are given whole.
-    console_log = (directory / "console.log").absolute()
+    directory = directory.absolute()  # it is still read (qemu.pid) once the process is in it
+    console_log = directory / "console.log"
     os.chdir(directory)
     with MetadataServer(
         instance, token=config["token"], console_log=console_log, log=log, guest_socket=Path(GUEST_SOCKET)

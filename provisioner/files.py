@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -53,15 +54,22 @@ def locked(path: Path) -> Iterator[None]:
                 try:
                     msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined,unused-ignore]
                     break
-                except OSError:
+                except OSError as error:
+                    if error.errno not in (errno.EACCES, errno.EDEADLK):  # not "another holds it"
+                        raise
                     time.sleep(0.05)
+            try:
+                yield
+            finally:
+                os.lseek(fd, 0, os.SEEK_SET)
+                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined,unused-ignore]
         else:
             import fcntl
 
             fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+            yield
     finally:
-        os.close(fd)  # which releases the lock
+        os.close(fd)  # which releases a POSIX lock
 
 
 def foreign_symlink(path: Path, trusted: set[int]) -> tuple[Path, int] | None:

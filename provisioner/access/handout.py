@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -251,7 +253,7 @@ def cannot_write(student: str, folder: Path, error: OSError) -> HandoutError:
     )
 
 
-def own_out_folder(out: Path) -> Path:
+def own_out_folder(out: Path, *, create: bool = False) -> Path:
     """The folder --out OUT names, resolved, when no other user can steer it there.
 
     A symlink on the way that another user made (say /tmp/handouts, planted), or a folder of another
@@ -271,12 +273,17 @@ def own_out_folder(out: Path) -> Path:
             f"read or swap the students' keys. {fix}"
         )
     real = out.resolve()
+    if create:
+        # Made as this user's and checked again: between the first check and the writing (after a
+        # prompt) another user could have made it, in /tmp say, to have the students' folders go in theirs.
+        with contextlib.suppress(OSError):  # one that cannot be made: each student's folder then says why
+            real.mkdir(mode=0o700, parents=True, exist_ok=True)
     existing = next(p for p in [real, *real.parents] if p.exists())
-    owner = existing.stat().st_uid
-    if owner not in trusted:
+    info = existing.lstat()
+    if info.st_uid not in trusted or stat.S_ISLNK(info.st_mode):
         raise HandoutError(
-            f"--out {out} is {real}, a folder of another user (uid {owner}), who could then read or swap the "
-            f"students' keys. {fix}"
+            f"--out {out} is {real}, a folder of another user (uid {info.st_uid}), who could then read or swap "
+            f"the students' keys. {fix}"
         )
     return real
 

@@ -214,6 +214,7 @@ def _normalized(text: str, source: Path) -> str:
 # So each stack claims its students' keys in `KEY.stacks` (a line `STACK STUDENT`), and a key another
 # stack claims is refused. `down` takes the stack's claims away (release_claims).
 CLAIMS_SUFFIX = ".stacks"
+CLAIMS_LOCK = ".course-vm-claims.lock"
 
 
 def claims_path(key: Path) -> Path:
@@ -323,9 +324,10 @@ def _retire(key: Path, stamp: str) -> Path:
 
 @contextlib.contextmanager
 def _claims_locked(instructor_key: Path) -> Iterator[None]:
-    """One stack at a time claims or releases the students' keys made from INSTRUCTOR_KEY: the claims
-    are checked, then written, under a lock beside them (`KEY.stacks.lock`)."""
-    lock = instructor_key.with_name(instructor_key.name + CLAIMS_SUFFIX + ".lock")
+    """One stack at a time claims or releases the students' keys in INSTRUCTOR_KEY's folder: the claims
+    are checked, then written, under one lock there (`.course-vm-claims.lock`). One per folder, not per
+    key: `K` with student `ta-anna` and `K-ta` with student `anna` both name `K-ta-anna`."""
+    lock = instructor_key.parent / CLAIMS_LOCK
     try:
         with locked(lock):
             yield

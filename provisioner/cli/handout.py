@@ -76,6 +76,8 @@ def handout(args: argparse.Namespace) -> int:
                 "not confirmed: no folder was written or replaced. Fix: run it again and answer y, or add --yes, "
                 "or pass another --out"
             )
+    if made and own_out_folder(args.out, create=True) != out:
+        raise HandoutError(f"--out {args.out} now leads elsewhere than {out}: nothing was written. Fix: run it again")
     for made_one in made:
         # One folder that cannot be written (a file of it held open on Windows) keeps no one else from theirs.
         try:

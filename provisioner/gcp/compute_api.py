@@ -148,6 +148,16 @@ def _project_of(path: str) -> str:
 READ_PERMISSIONS = "compute.instances.getGuestAttributes and getSerialPortOutput"
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""An opener that goes to the address itself, whatever http_proxy says: for servers on this machine."""
+
+
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    """How to reach URL: a server on loopback (the local twin) directly, for a proxy would see its token
+    and add X-Forwarded-For, which the twin refuses; any other through the proxy settings, as urlopen does."""
+    return _DIRECT if _loopback(urllib.parse.urlsplit(url).hostname) else urllib.request.build_opener()
+
+
 def _get(api: str, path: str, query: dict[str, str], token: str, permission: str = READ_PERMISSIONS) -> dict[str, Any]:
     return _call("GET", api, path, query, token, permission)
 
@@ -158,7 +168,7 @@ def _call(method: str, api: str, path: str, query: dict[str, str], token: str, p
     data = b"" if method == "POST" else None
     request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 (http(s) only)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        with _opener(url).open(request, timeout=30) as response:
             document = json.load(response)
     except urllib.error.HTTPError as error:
         body = _error_body(error)

@@ -12,6 +12,7 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
+from provisioner.errors import CourseVmError
 from provisioner.paths import PROJECT_DIR
 
 _STACK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -49,13 +50,22 @@ def known_hosts_path(identity_file: str, stack: str) -> Path:
 _PIN_LINE = re.compile(
     r"(\[[A-Za-z0-9.:-]+\]:[0-9]{1,5}|[A-Za-z0-9.:-]+) (ssh-|ecdsa-sha2-)[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,3}"
 )
+"""A pin as course-vm writes it: HOST (or [HOST]:PORT), a key type, the key."""
+_KNOWN_HOSTS_LINE = re.compile(
+    r"(@(cert-authority|revoked) )?[^\s]+ (ssh-|ecdsa-sha2-|sk-)[A-Za-z0-9@.-]+ [A-Za-z0-9+/]+={0,3}( .*)?"
+)
+"""Any line of a known_hosts file: hashed (`|1|...`) or listed hosts, a marker, a comment after the key.
+An authorized_keys line (a key type first) is none."""
 _HOST = re.compile(r"[A-Za-z0-9.:-]+")
+
+
+def _known_hosts_line(line: str) -> bool:
+    return line.startswith("#") or bool(_KNOWN_HOSTS_LINE.fullmatch(line))
 
 
 def _pins_file(path: str) -> Path:
     """PATH, if it is a known_hosts file course-vm writes: named `*.known_hosts`, a regular file (or
     none yet, never a symlink), every line a host key line. Raises CourseVmError otherwise."""
-    from provisioner.errors import CourseVmError
 
     pins = Path(path)
     problem = None if pins.name.endswith(".known_hosts") else "its name does not end in .known_hosts"
@@ -63,7 +73,7 @@ def _pins_file(path: str) -> Path:
         problem = "it is a symlink"
     elif problem is None and pins.exists():
         lines = pins.read_text(errors="replace").splitlines() if pins.is_file() else ["(not a file)"]
-        if any(line.strip() and not _PIN_LINE.fullmatch(line.strip()) for line in lines):
+        if any(line.strip() and not _known_hosts_line(line.strip()) for line in lines):
             problem = "it holds lines that are not host keys"
     if problem:
         raise CourseVmError(
@@ -79,7 +89,6 @@ def move_pins(olds: dict[str, Any], known_hosts_file: str) -> str:
     For stacks made when every stack with one key shared `KEY.known_hosts`: no new check is
     needed, for the keys in state are the ones the checker logged in with. Returns the new path.
     """
-    from provisioner.errors import CourseVmError
     from provisioner.files import write_atomically
 
     target = _pins_file(known_hosts_file)
@@ -103,7 +112,6 @@ def forget_host(known_hosts_file: Path, host: str, port: int) -> None:
     Only the lines of this VM: stacks made before pins were per stack share one file. Raises
     CourseVmError when KNOWN_HOSTS_FILE is not a pins file (see `_pins_file`) or HOST not a host.
     """
-    from provisioner.errors import CourseVmError
     from provisioner.files import write_atomically
 
     known_hosts_file = _pins_file(str(known_hosts_file))
@@ -129,7 +137,6 @@ def verify(props: dict[str, Any]) -> dict[str, Any]:
     """
     from provisioner.access.ssh import Target
     from provisioner.checker.checks import check_vm
-    from provisioner.errors import CourseVmError
     from provisioner.files import write_atomically
     from provisioner.gcp.compute_api import GceInstance, published_host_keys
 
@@ -208,7 +215,12 @@ def _provider_class() -> Any:
         def delete(self, _id: str, props: dict[str, Any]) -> None:
             path = props.get("known_hosts_file")
             if path:
-                self._import().forget_host(Path(path), props["host"], int(props.get("port", 22)))
+                module = self._import()
+                try:
+                    module.forget_host(Path(path), props["host"], int(props.get("port", 22)))
+                except module.CourseVmError as error:
+                    # The VM goes all the same: a pin left behind names a VM that no longer exists.
+                    print(f"course-vm: warning: {error}", file=sys.stderr, flush=True)
 
     return VmVerificationProvider
 

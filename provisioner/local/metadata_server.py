@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -182,6 +184,16 @@ def _timeout(query: Mapping[str, str]) -> float:
     return float(min(seconds, MAX_WAIT_SECONDS))
 
 
+def _remove_stale(path: Path) -> None:
+    """Remove the socket at PATH that a killed server left; raise OSError if a server still answers there."""
+    if not path.is_socket():
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        if probe.connect_ex(str(path)) == 0:
+            raise OSError(errno.EADDRINUSE, f"another metadata server serves {path}")
+    path.unlink()
+
+
 class MetadataServer:
     """GCE's metadata server for one TwinInstance, on 127.0.0.1 from the moment it is made.
 
@@ -215,13 +227,19 @@ class MetadataServer:
         self._http = HttpServer(port, self._answer, log, MAX_GUEST_VALUE_BYTES)
         self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
         self._servers = [self._http]
-        self.guest_socket = guest_socket
+        # Removed again by close(): where it is now, whatever the process's folder is by then.
+        self.guest_socket = guest_socket.absolute() if guest_socket is not None else None
         if guest_socket is not None:
             # The guest's side on a socket in the VM's own 0700 folder: only QEMU's relay, run as this
             # user, reaches it. The loopback port then serves the host alone (the Compute API view).
-            if guest_socket.is_socket():
-                guest_socket.unlink()  # left by a server that was killed
-            self._servers.append(HttpServer(0, self._answer, log, MAX_GUEST_VALUE_BYTES, unix_path=str(guest_socket)))
+            # It is bound by the name given (relative, when its folder's path is long).
+            try:
+                _remove_stale(guest_socket)
+                guest = HttpServer(0, self._answer, log, MAX_GUEST_VALUE_BYTES, unix_path=str(guest_socket))
+            except BaseException:
+                self._http.server_close()
+                raise
+            self._servers.append(guest)
         # serve_forever looks for close() every poll: a short one makes closing quick, and costs nothing.
         self._threads = [
             threading.Thread(

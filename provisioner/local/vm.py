@@ -102,7 +102,7 @@ class LocalVm:
         )
         while True:
             try:
-                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                with _DIRECT.open(request, timeout=10) as response:
                     if json.load(response).get("queryValue", {}).get("items"):
                         return
             except (urllib.error.URLError, OSError, ValueError, AttributeError):
@@ -279,6 +279,9 @@ def _panicked(console: Path) -> bool:
     except OSError:
         return False
 
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""The twin's server is on loopback: reached directly, never through http_proxy (which would see its token)."""
 
 LOCAL_HOME_DISK_DEVICE = f"/dev/disk/by-id/virtio-{HOME_DISK_NAME}"
 

@@ -315,3 +315,20 @@ def test_an_out_folder_of_ones_own_is_taken_resolved(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(tmp_path / "real")
     assert own_out_folder(tmp_path / "link") == tmp_path / "real"
     assert own_out_folder(tmp_path / "new" / "folder") == tmp_path / "new" / "folder"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making another user's files needs root")
+def test_an_out_folder_another_user_made_after_the_first_check_is_refused_before_writing(tmp_path: Path) -> None:
+    shared = tmp_path / "tmp"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    out = shared / "handouts"
+    assert own_out_folder(out) == out and not out.exists(), "checked, not made, before the prompt"
+    out.mkdir()  # another user's, made while the prompt waited
+    os.chown(out, *_nobody())
+    with pytest.raises(HandoutError, match="a folder of another user"):
+        own_out_folder(out, create=True)
+    os.chown(out, 0, 0)
+    out.rmdir()
+    assert own_out_folder(out, create=True) == out
+    assert out.is_dir() and stat.S_IMODE(out.stat().st_mode) == 0o700

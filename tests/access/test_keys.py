@@ -332,7 +332,7 @@ def test_a_key_that_cannot_be_retired_keeps_its_claim(tmp_path: Path, monkeypatc
 def test_a_symlink_planted_as_the_claims_lock_is_not_followed(tmp_path: Path) -> None:
     target = tmp_path / "someone-elses-file"
     target.write_text("theirs")
-    (tmp_path / "course-vm.stacks.lock").symlink_to(target)
-    with pytest.raises(SshKeyError, match=r"cannot lock .*course-vm\.stacks\.lock"):
+    (tmp_path / ".course-vm-claims.lock").symlink_to(target)
+    with pytest.raises(SshKeyError, match=r"cannot lock .*\.course-vm-claims\.lock"):
         claim_keys("spring", [("alex", tmp_path / "course-vm-alex")], tmp_path / "course-vm")
     assert target.read_text() == "theirs" and key_claims(tmp_path / "course-vm-alex") == []

@@ -139,7 +139,9 @@ def test_delete_removes_only_the_known_hosts_file_it_wrote(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("planted", ["authorized_keys", "bashrc.known_hosts", "link.known_hosts"])
-def test_a_path_from_state_that_is_not_a_pins_file_is_left_alone(tmp_path: Path, planted: str) -> None:
+def test_a_path_from_state_that_is_not_a_pins_file_is_left_alone(
+    tmp_path: Path, planted: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Whoever can write the stack's state names the file `down` edits: it must be a pins file course-vm
     # wrote, not ~/.ssh/authorized_keys (whose lines start with the "host" ssh-ed25519) or what a link names.
     victim = tmp_path / "authorized_keys"
@@ -150,12 +152,27 @@ def test_a_path_from_state_that_is_not_a_pins_file_is_left_alone(tmp_path: Path,
     before = path.read_text()
     provider = VmVerificationProvider(str(ROOT))
     crafted = {"host": "ssh-ed25519", "port": 22, "known_hosts_file": str(path)}
-    with pytest.raises(CourseVmError, match="not a known_hosts file course-vm wrote"):
-        provider.delete("x", crafted)
+    provider.delete("x", crafted)  # the VM goes all the same; the file is left alone, and said so
+    assert "not a known_hosts file course-vm wrote" in capsys.readouterr().err
     with pytest.raises(CourseVmError, match="not a known_hosts file course-vm wrote"):
         provider.update("x", {**crafted, "known_hosts": "", "timeout_seconds": 60},
                         {"known_hosts_file": str(tmp_path / "new.known_hosts"), "timeout_seconds": 60})  # fmt: skip
     assert path.read_text() == before and victim.read_text() == "ssh-ed25519 AAAA alice@laptop\n"
+
+
+def test_a_known_hosts_file_ssh_itself_added_lines_to_is_still_edited(tmp_path: Path) -> None:
+    # UpdateHostKeys with HashKnownHosts (elsewhere in the user's ssh config) adds hashed lines; a
+    # comment, a host list or a marker are known_hosts syntax too.
+    pins = tmp_path / "course-vm.dev.known_hosts"
+    other = [
+        "# added by hand",
+        "|1|F1E1KeoE/eEWhi10WpGv4OdiO6Y=|3988QV0VE8wmZL7suNrYQLITLCg= ssh-ed25519 AAAA",
+        "5.6.7.8,vm.example ssh-ed25519 BBBB a comment",
+        "@cert-authority *.example ssh-ed25519 CCCC",
+    ]
+    pins.write_text("1.2.3.4 ssh-ed25519 AAAA\n" + "\n".join(other) + "\n")
+    VmVerificationProvider(str(ROOT)).delete("x", {"host": "1.2.3.4", "port": 22, "known_hosts_file": str(pins)})
+    assert pins.read_text() == "\n".join(other) + "\n"
 
 
 def test_pins_from_state_are_written_only_to_a_pins_file(tmp_path: Path) -> None:

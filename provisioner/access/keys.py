@@ -255,6 +255,9 @@ def claim_keys(stack: str, students: Sequence[tuple[str, Path]], instructor_key:
     Raises SettingsError naming every key another stack claims (then nothing is claimed), and
     SshKeyError when a claim cannot be read or written.
     """
+    if not students:  # one VM, or every student brought a key: nothing to claim, no lock file made
+        _claim_keys(stack, students, instructor_key)
+        return
     with _claims_locked(instructor_key):
         _claim_keys(stack, students, instructor_key)
 
@@ -290,8 +293,11 @@ def release_claims(stack: str, instructor_key: Path, *, now: str | None = None) 
     """
     stamp = now or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     retired = []
+    pattern = glob.escape(instructor_key.name) + "-*" + CLAIMS_SUFFIX
+    if not any(instructor_key.parent.glob(pattern)):
+        return []  # no student's key was ever claimed here: no lock file made
     with _claims_locked(instructor_key):
-        for path in sorted(instructor_key.parent.glob(glob.escape(instructor_key.name) + "-*" + CLAIMS_SUFFIX)):
+        for path in sorted(instructor_key.parent.glob(pattern)):
             key = path.with_name(path.name[: -len(CLAIMS_SUFFIX)])
             claims = key_claims(key)
             kept = [f"{other} {student}\n" for other, student in claims if other != stack]

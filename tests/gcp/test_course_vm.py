@@ -399,6 +399,7 @@ def test_a_student_with_their_own_key_gets_no_generated_pair_and_the_instructors
     # The instructor never holds alice's private key: none is generated for her; sshKeyPath itself is.
     # Only bob's generated key is claimed for the stack: sshKeyPath is no student's.
     assert sorted(p.name for p in keys.iterdir()) == [
+        ".course-vm-claims.lock",  # one stack at a time claims the folder's keys
         "course-vm",
         "course-vm-bob",
         "course-vm-bob.pub",

@@ -285,6 +285,14 @@ def test_the_entry_forwards_the_vms_ports_and_the_readme_names_each(tmp_path: Pa
     assert "  VM port 8888: http://localhost:8888\n  VM port 5000: http://localhost:5001\n" in readme
 
 
+def _sticky_shared(tmp_path: Path) -> Path:
+    """A folder every user may write in, as /tmp is (mode 1777)."""
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    return shared
+
+
 def _nobody() -> tuple[int, int]:
     entry = pwd.getpwnam("nobody")
     return entry.pw_uid, entry.pw_gid
@@ -294,9 +302,7 @@ def _nobody() -> tuple[int, int]:
 def test_an_out_folder_through_another_users_symlink_is_refused(tmp_path: Path) -> None:
     # /tmp/handouts planted by another user as a symlink to a folder of theirs: they could read or
     # swap the students' private keys once written there.
-    shared = tmp_path / "tmp"
-    shared.mkdir(mode=0o1777)
-    shared.chmod(0o1777)
+    shared = _sticky_shared(tmp_path)
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     os.chown(theirs, *_nobody())
@@ -319,9 +325,7 @@ def test_an_out_folder_of_ones_own_is_taken_resolved(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making another user's files needs root")
 def test_an_out_folder_another_user_made_after_the_first_check_is_refused_before_writing(tmp_path: Path) -> None:
-    shared = tmp_path / "tmp"
-    shared.mkdir(mode=0o1777)
-    shared.chmod(0o1777)
+    shared = _sticky_shared(tmp_path)
     out = shared / "handouts"
     assert own_out_folder(out) == out and not out.exists(), "checked, not made, before the prompt"
     out.mkdir()  # another user's, made while the prompt waited

@@ -331,12 +331,9 @@ def test_without_debians_keyring_nothing_is_built(fake_build: list[list[str]], t
     assert fake_build == [] and not (tmp_path / "cache").exists()
 
 
-def test_under_sudo_the_image_is_built_into_the_users_cache_and_is_theirs(
-    fake_build: list[list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # `sudo python -m provisioner local image build` by alice: root's HOME, alice's SUDO_* variables.
-    alice = tmp_path / "home" / "alice"
-    alice.mkdir(parents=True)
+def as_sudo_by_alice(alice: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`sudo python -m provisioner local image build` by alice (uid 4242, home ALICE): root's HOME, alice's
+    SUDO_* variables. Returns the Debian keyring the build is given."""
     monkeypatch.setenv("HOME", str(tmp_path / "root"))
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("SUDO_USER", "alice")
@@ -345,6 +342,15 @@ def test_under_sudo_the_image_is_built_into_the_users_cache_and_is_theirs(
     monkeypatch.setattr("provisioner.local.image.pwd.getpwnam", lambda name: SimpleNamespace(pw_dir=str(alice)))
     keyring = tmp_path / "debian-archive-keyring.gpg"
     keyring.write_bytes(b"keys")
+    return keyring
+
+
+def test_under_sudo_the_image_is_built_into_the_users_cache_and_is_theirs(
+    fake_build: list[list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = tmp_path / "home" / "alice"
+    alice.mkdir(parents=True)
+    keyring = as_sudo_by_alice(alice, tmp_path, monkeypatch)
     image = build_debian_image(print, keyring=keyring)
     assert image.disk.parent.parent == alice / ".cache" / "course-vm" / "images"
     owners = {str(p.relative_to(alice)): (p.stat().st_uid, p.stat().st_gid) for p in alice.rglob("*")}
@@ -362,14 +368,7 @@ def test_under_sudo_a_symlink_the_user_made_in_the_cache_path_is_not_followed(
     system.mkdir(mode=0o755)
     (alice / ".cache" / "course-vm").symlink_to(system)
     os.lchown(alice / ".cache" / "course-vm", 4242, 4343)
-    monkeypatch.setenv("HOME", str(tmp_path / "root"))
-    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    monkeypatch.setenv("SUDO_USER", "alice")
-    monkeypatch.setenv("SUDO_UID", "4242")
-    monkeypatch.setenv("SUDO_GID", "4343")
-    monkeypatch.setattr("provisioner.local.image.pwd.getpwnam", lambda name: SimpleNamespace(pw_dir=str(alice)))
-    keyring = tmp_path / "debian-archive-keyring.gpg"
-    keyring.write_bytes(b"keys")
+    keyring = as_sudo_by_alice(alice, tmp_path, monkeypatch)
     with pytest.raises(CourseVmError, match=r"goes through .*/\.cache/course-vm, a symlink of uid 4242"):
         build_debian_image(print, keyring=keyring)
     assert (system.stat().st_mode & 0o777, system.stat().st_uid) == (0o755, 0)

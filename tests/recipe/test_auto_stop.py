@@ -25,13 +25,13 @@ import paramiko
 import pytest
 
 from provisioner.recipe.user_data import render_auto_stop_script
-from tests.conftest import require_tool
 from tests.support.auto_stop import (
     HTTP_ESTABLISHED,
     SSH6_ESTABLISHED,
     SSH_ESTABLISHED,
     Vm,
     make_vm,
+    ssh_command,
     wait_for,
 )
 from tests.support.sshd import Sshd
@@ -281,12 +281,13 @@ def test_the_titles_of_this_machines_sshd_are_told_apart(ready_sshd: Sshd, vm: V
         assert "idle for 60s" in vm.run(), titles(named)
     wait_for(ready_sshd, lambda t: not t, "the named user's connection closed")
 
-    ssh = [require_tool("ssh"), "-i", str(ready_sshd.client_key), "-p", str(ready_sshd.port), "-o", "BatchMode=yes"]
-    ssh += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", f"{ready_sshd.user}@127.0.0.1"]
     # `cat` ends with the connection, so nothing outlives the test; -N runs nothing.
-    for flags, seen in ((["-tt", "cat"], b"cat"), (["-T", "cat"], b"cat"), (["-N"], b"sshd: " + user)):
+    for flags, command, seen in ((["-tt"], ["cat"], b"cat"), (["-T"], ["cat"], b"cat"), (["-N"], [], b"sshd: " + user)):
         with subprocess.Popen(
-            [*ssh, *flags], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            ssh_command(ready_sshd, flags, command),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         ) as client:
             try:
                 logged_in = wait_for(ready_sshd, shows(seen), f"ssh {flags}")

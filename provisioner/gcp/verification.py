@@ -66,7 +66,6 @@ def _known_hosts_line(line: str) -> bool:
 def _pins_file(path: str) -> Path:
     """PATH, if it is a known_hosts file course-vm writes: named `*.known_hosts`, a regular file (or
     none yet, never a symlink), every line a host key line. Raises CourseVmError otherwise."""
-
     pins = Path(path)
     problem = None if pins.name.endswith(".known_hosts") else "its name does not end in .known_hosts"
     if problem is None and pins.is_symlink():

@@ -81,6 +81,8 @@ class Settings:
     machine_type: str
     disk_size_gb: int
     image: str
+    baked_image: bool
+    """Boot from the image `course-vm image bake` made for the stack, instead of `image`."""
     username: str
     ssh_key_path: Path
     allowed_ssh_cidrs: tuple[str, ...]

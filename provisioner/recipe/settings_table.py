@@ -114,6 +114,19 @@ SETTINGS: tuple[Setting, ...] = (
         ),
     ),
     Setting(
+        key="bakedImage",
+        field="baked_image",
+        type="boolean",
+        default=False,
+        description="Boot every VM from the image `course-vm image bake` made for this stack (instead of image): "
+        "the VM then does only the student's part of the setup.",
+        reference="boot every VM from the newest image `course-vm image bake` made for this stack (image family "
+        "`course-vm-STACK`) instead of `image`; the VM then does only the student's part of the setup, after "
+        "checking that the image holds the releases these settings ask for (see "
+        "[a class from a baked image](../README.md#a-class-from-a-baked-image))",
+        rule=boolean,
+    ),
+    Setting(
         key="username",
         field="username",
         type="string",

@@ -52,6 +52,9 @@ class UserDataInputs:
     """Where /home's own disk is attached; "" for none."""
     student_public_key: str = ""
     """The student's own key, authorised beside ssh_public_key; "" for none."""
+    baked: bool = False
+    """The VM boots from a baked image (`course-vm image bake`): the setup checks the image's manifest,
+    then does only the student's part."""
 
 
 def _yaml_scalar(value: object) -> str:
@@ -60,7 +63,7 @@ def _yaml_scalar(value: object) -> str:
 
 
 @functools.cache
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
@@ -79,9 +82,11 @@ def render_setup_script(inputs: UserDataInputs) -> str:
     script takes them back if the username turns out to be a system account of the image.
     """
     return (
-        _environment()
+        environment()
         .get_template("setup.sh.j2")
         .render(
+            part="student" if inputs.baked else "full",
+            manifest=image_manifest(inputs.anaconda, inputs.docker_compose) if inputs.baked else "",
             username=inputs.username,
             ssh_public_key=inputs.ssh_public_key,
             student_public_key=inputs.student_public_key,
@@ -92,6 +97,47 @@ def render_setup_script(inputs: UserDataInputs) -> str:
     )
 
 
+def render_system_script(anaconda: Artifact, docker_compose: Artifact, manifest: str) -> str:
+    """The bake's script: the setup's system part (packages, Docker, docker-compose, Anaconda in the image's
+    own place), a check of it as a throwaway user, and MANIFEST written where a VM from the image reads it."""
+    return (
+        environment()
+        .get_template("setup.sh.j2")
+        .render(
+            part="system",
+            manifest=manifest,
+            student_public_key="",
+            anaconda=anaconda,
+            docker_compose=docker_compose,
+            home_disk_device="",
+        )
+    )
+
+
+IMAGE_FORMAT = "1"
+"""The manifest's own version: bump it when what a baked image holds, or where, changes."""
+
+
+def system_recipe_hash() -> str:
+    """A short hash of the bake's steps alone, whatever the releases: a new value means an image baked
+    before it is out of date."""
+    blank = Artifact("", "", "", "")
+    return hashlib.sha256(render_system_script(blank, blank, "").encode()).hexdigest()[:12]
+
+
+def image_manifest(anaconda: Artifact, docker_compose: Artifact) -> str:
+    """What a baked image holds, one `KIND VALUE...` line each: the manifest format, the bake's recipe,
+    and each release with its checksum. A VM from the image requires each line of it."""
+    return "\n".join(
+        [
+            f"course-vm-image {IMAGE_FORMAT}",
+            f"recipe {system_recipe_hash()}",
+            f"anaconda {anaconda.version} {anaconda.sha256.lower()}",
+            f"docker-compose {docker_compose.version} {docker_compose.sha256.lower()}",
+        ]
+    )
+
+
 def render_auto_stop_script(idle_minutes: int, max_run_hours: int) -> str:
     """The script a systemd timer runs every minute ("" if both rules are off).
 
@@ -99,7 +145,7 @@ def render_auto_stop_script(idle_minutes: int, max_run_hours: int) -> str:
     """
     if idle_minutes <= 0 and max_run_hours <= 0:
         return ""
-    template = _environment().get_template("auto-stop.sh.j2")
+    template = environment().get_template("auto-stop.sh.j2")
     return template.render(idle_minutes=max(idle_minutes, 0), max_run_hours=max(max_run_hours, 0))
 
 
@@ -124,7 +170,7 @@ def render_user_data(inputs: UserDataInputs) -> str:
     The result is parsed back and compared with what went in, so a value that would change the
     document's structure is caught here. Raises RecipeError if so, or if the document is too big.
     """
-    text = _environment().get_template("user-data.yaml.j2").render(**_filled_in(inputs))
+    text = environment().get_template("user-data.yaml.j2").render(**_filled_in(inputs))
     _check(text, inputs)
     return text
 
@@ -149,12 +195,14 @@ def user_data_for(
     home_disk_device: str | None = None,
     *,
     student_public_key: str = "",
+    baked: bool | None = None,
 ) -> str:
     """The user-data for SETTINGS: what every front end (Pulumi, `render`, the local VM) sends.
 
     USERNAME is a class's student; by default, the `username` setting. HOME_DISK_DEVICE is where
     the VM finds its home disk: by default GCE's, if homeDiskSizeGb asks for one.
     STUDENT_PUBLIC_KEY is the student's own key (a seat's `ssh_public_key`), authorised beside SSH_PUBLIC_KEY.
+    BAKED: the VM boots from a baked image; by default, as the bakedImage setting says.
     """
     if home_disk_device is None:
         home_disk_device = GCE_HOME_DISK_DEVICE if settings.home_disk_size_gb else ""
@@ -169,6 +217,7 @@ def user_data_for(
             max_run_hours=settings.max_run_hours,
             home_disk_device=home_disk_device,
             student_public_key=student_public_key,
+            baked=settings.baked_image if baked is None else baked,
         )
     )
 

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from provisioner.recipe.settings import Artifact
-from provisioner.recipe.user_data import UserDataInputs, render_setup_script
+from provisioner.recipe.user_data import UserDataInputs, image_manifest, render_setup_script, render_system_script
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration
@@ -78,7 +78,10 @@ fi""",
     "id": 'echo "$(/usr/bin/id -gn)"',
     "install": 'args=(); while (($#)); do case $1 in -o|-g) shift 2;; *) args+=("$1"); shift;; esac; done; '
     'exec /usr/bin/install "${args[@]}"',
-    "docker": "exit 0",
+    "docker": 'echo "docker $*" >>"$CALLS"; [[ $1 != run ]] || echo "Hello from Docker!"',
+    "useradd": 'echo "useradd $*" >>"$CALLS"',
+    "userdel": 'echo "userdel $*" >>"$CALLS"',
+    "chown": 'echo "chown $*" >>"$CALLS"',
     "sleep": "exit 0",
 }
 
@@ -147,6 +150,36 @@ class Machine:
         path = self.root / "course-vm-setup"
         path.write_text(text)
         return path
+
+    def artifacts(self, compose_sha: str | None = None) -> tuple[Artifact, Artifact]:
+        return (
+            Artifact("anaconda", "2022.05", f"{self.base_url}/anaconda.sh", _sha(INSTALLER)),
+            Artifact("compose", "v2.6.1", f"{self.base_url}/compose", compose_sha or _sha(COMPOSE)),
+        )
+
+    def system_script(self) -> Path:
+        """The bake's script, as `course-vm image bake` renders it."""
+        anaconda, compose = self.artifacts()
+        path = self.root / "course-vm-bake"
+        path.write_text(render_system_script(anaconda, compose, image_manifest(anaconda, compose)))
+        return path
+
+    def baked_script(self, compose_sha: str | None = None) -> Path:
+        """The setup of a VM that boots from a baked image."""
+        anaconda, compose = self.artifacts(compose_sha)
+        inputs = UserDataInputs(
+            username="student", ssh_public_key=STUDENT_KEY, anaconda=anaconda, docker_compose=compose, baked=True
+        )
+        path = self.root / "course-vm-setup"
+        path.write_text(render_setup_script(inputs))
+        return path
+
+    def image_environment(self) -> dict[str, str]:
+        """Where the stand-in image keeps its manifest and its Anaconda."""
+        return {
+            "COURSE_VM_IMAGE_MANIFEST": str(self.root / "image" / "manifest"),
+            "COURSE_VM_IMAGE_ANACONDA": str(self.root / "image" / "anaconda3"),
+        }
 
     def run(self, script: Path, **env: str) -> subprocess.CompletedProcess[str]:
         environment = {
@@ -568,3 +601,90 @@ def test_a_system_accounts_keys_symlink_is_not_written_through(machine: Machine)
     assert "student is a system account of this image (uid 42)" in result.stdout
     assert target.read_text() == f"{STUDENT_KEY}\nother content\n"
     assert list((machine.home / ".ssh").iterdir()) == [keys], "a file of the setup's was left in the home"
+
+
+# The bake's system part, and a VM from the image it makes.
+
+
+def test_the_bake_installs_the_system_part_checks_it_as_a_throwaway_user_and_writes_the_manifest(
+    machine: Machine,
+) -> None:
+    result = machine.run(machine.system_script(), **machine.image_environment())
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = [m.split()[1] for m in markers(result.stdout) if m.startswith("BEGIN")]
+    assert sorted(steps[:3]) == ["anaconda", "docker-compose", "packages"]
+    assert steps[3:] == ["docker", "check", "manifest"] and markers(result.stdout)[-1].startswith("DONE ")
+    image = machine.root / "image"
+    assert (image / "anaconda3" / "bin" / "conda").is_file()
+    anaconda, compose = machine.artifacts()
+    assert (image / "manifest").read_text() == image_manifest(anaconda, compose) + "\n"
+    cache = machine.root / "cache"
+    assert sorted(p.name for p in cache.iterdir()) == ["docker-compose-v2.6.1"], "the installer is not kept"
+    calls = machine.calls.read_text()
+    assert "usermod" not in calls, "the bake makes no student"
+    assert "useradd --create-home --groups docker --shell /bin/bash course-vm-bake-check" in calls
+    assert calls.index("docker run --rm hello-world") < calls.rindex("userdel --remove course-vm-bake-check\n")
+
+
+def _group() -> str:
+    return subprocess.run(["id", "-gn"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def bake(machine: Machine) -> None:
+    assert machine.run(machine.system_script(), **machine.image_environment()).returncode == 0
+    machine.calls.write_text("")
+
+
+def test_a_baked_vm_checks_the_image_first_then_does_only_the_students_part(machine: Machine) -> None:
+    bake(machine)
+    machine.requests.clear()
+    result = machine.run(machine.baked_script(), **machine.image_environment())
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = [m.split()[1] for m in markers(result.stdout) if m.startswith("BEGIN")]
+    assert steps[:2] == ["image", "account"] and "packages" not in steps and "curl" not in steps
+    assert sorted(steps[2:5]) == ["anaconda", "docker", "docker-compose"] and steps[5:] == ["shell", "sshd"]
+    assert machine.requests == [], "nothing is downloaded: the image has it"
+    calls = machine.calls.read_text()
+    assert "apt-get" not in calls and "usermod -aG docker student" in calls
+    assert f"chown -R student:{_group()} {machine.root / 'image' / 'anaconda3'}" in calls
+    conda = machine.home / "anaconda3"
+    assert conda.is_symlink() and conda.resolve() == (machine.root / "image" / "anaconda3").resolve()
+    assert (machine.home / "soft" / "docker-compose").read_bytes() == COMPOSE
+    assert "conda initialize" in (machine.home / ".bashrc").read_text()
+    again = machine.run(machine.baked_script(), **machine.image_environment())
+    assert again.returncode == 0 and "already downloaded" in again.stdout
+
+
+def test_a_students_own_anaconda_on_a_kept_home_disk_stays(machine: Machine) -> None:
+    bake(machine)
+    own = machine.home / "anaconda3" / "bin"
+    own.mkdir(parents=True)
+    (own / "conda").write_text("#!/bin/sh\n")
+    (own / "conda").chmod(0o755)
+    result = machine.run(machine.baked_script(), **machine.image_environment())
+    assert result.returncode == 0, result.stdout
+    assert not (machine.home / "anaconda3").is_symlink()
+    assert "Anaconda already installed" in result.stdout
+
+
+def test_an_image_without_what_the_settings_ask_for_fails_the_first_step_saying_what_differs(
+    machine: Machine,
+) -> None:
+    bake(machine)
+    result = machine.run(machine.baked_script(compose_sha="0" * 64), **machine.image_environment())
+    assert result.returncode == 1
+    assert markers(result.stdout)[:2] == ["BEGIN image", "FAILED image exit=1"]
+    assert "BEGIN account" not in result.stdout, "nothing else runs"
+    held = [line for line in result.stdout.splitlines() if line.startswith("  image| ")]
+    assert held == [
+        f"  image| the image holds 'docker-compose v2.6.1 {_sha(COMPOSE)}' where these settings ask for "
+        f"'docker-compose v2.6.1 {'0' * 64}'",
+        "  image| image out of date: bake again ('course-vm image bake'), or set bakedImage to false",
+    ]
+
+
+def test_an_image_that_was_never_baked_fails_the_first_step(machine: Machine) -> None:
+    result = machine.run(machine.baked_script(), **machine.image_environment())
+    assert result.returncode == 1
+    assert "this image was not baked by course-vm" in result.stdout
+    assert markers(result.stdout)[:2] == ["BEGIN image", "FAILED image exit=1"]

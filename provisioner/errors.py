@@ -80,6 +80,12 @@ class EngineError(CourseVmError):
     exit_code = ExitStatus.ENGINE_FAILED
 
 
+class BakeFailedError(CourseVmError):
+    """The bake's VM ran, but its setup or its check failed: nothing was kept."""
+
+    exit_code = ExitStatus.CHECK_FAILED
+
+
 class HostKeyMismatchError(CourseVmError):
     """The VM presented a host key other than the pinned one: never retried."""
 

@@ -55,6 +55,7 @@ def plan_summary(stack_name: str, plan: Plan) -> str:
         lines.append("  the VMs' ssh entries (forwardPorts, forwardAgent): update (no VM changes)")
     if not plan.changes:
         lines.append("  no changes: nothing will be created, replaced or deleted")
+    lines += [f"  warning: {warning}" for warning in plan.warnings]
     replaced = [student for student in plan.students(Action.REPLACE) if student]
     if replaced:
         # Their hand-outs pin the old host keys (and under iap name the old instance).

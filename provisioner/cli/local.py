@@ -23,8 +23,9 @@ from provisioner.cli import arguments
 from provisioner.cli.check import report_with_hint
 from provisioner.cli.console import print_report, progress
 from provisioner.errors import CourseVmError, InterruptionError, SettingsError
-from provisioner.gcp.compute_api import GceInstance, published_host_keys
+from provisioner.gcp.compute_api import GceInstance, bake_verdict, published_host_keys
 from provisioner.local import vm as local_vm
+from provisioner.local.bake import bake_image
 from provisioner.local.image import DEBIAN_MIRROR, Image, build_debian_image, image_at, ubuntu_cloud_image
 from provisioner.local.metadata_server import MetadataServer, TwinInstance, random_instance_id
 from provisioner.recipe.metadata import instance_metadata
@@ -51,6 +52,45 @@ def _register_image(local: argparse._SubParsersAction[Any]) -> None:
     )
     build.add_argument("--mirror", default=DEBIAN_MIRROR, help=f"Debian mirror (default {DEBIAN_MIRROR})")
     build.set_defaults(run=local_image_build)
+    bake = image.add_parser(
+        "bake",
+        help="bake the course's system part (Docker, docker-compose, Anaconda) into an image, checked, for "
+        "`local up --image`; prints its path",
+        description="Boot a VM from a `local image build` image that runs the setup's system part, checks it "
+        "(docker hello-world as a throwaway user, conda, docker-compose), cleans itself and powers off; its "
+        "disk becomes the baked image. A VM from it (`local up --image PATH`) does only the student's part.",
+        epilog="example: course-vm local image bake --set artifactMirrorUrl=http://169.254.2.2:8000",
+    )
+    bake.add_argument("--image", type=Path, help="the image to bake from (default: the one `local image build` makes)")
+    _add_set_option(bake, "as `local up --set`: the releases to bake (e.g. anacondaVersion=..., anacondaSha256=...)")
+    _add_vm_options(bake)
+    bake.set_defaults(run=local_image_bake)
+
+
+def _add_set_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
+def _add_vm_options(parser: argparse.ArgumentParser) -> None:
+    """The QEMU options of `local up` and `local image bake`."""
+    parser.add_argument("--memory", type=arguments.whole(256, 1 << 20), default=4096, metavar="MB")
+    parser.add_argument("--cpus", type=arguments.whole(1, 256), default=2)
+    parser.add_argument(
+        "--disk-size", type=arguments.disk_size, default="30G", help="virtual disk size (default 30G; sparse)"
+    )
+    parser.add_argument(
+        "--accel",
+        choices=("auto", "kvm", "tcg"),
+        default="auto",
+        help="auto: KVM if it really starts the guest, else software emulation",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=arguments.seconds,
+        default=NEW_VM_TIMEOUT,
+        metavar="SECONDS",
+        help=f"one deadline for booting, logging in and the setup (default {NEW_VM_TIMEOUT:.0f})",
+    )
 
 
 def _register_up(local: argparse._SubParsersAction[Any]) -> None:
@@ -59,15 +99,10 @@ def _register_up(local: argparse._SubParsersAction[Any]) -> None:
     up.add_argument(
         "--image",
         type=Path,
-        help="an image from `local image build` or a disk image (default: Ubuntu 24.04's cloud image, downloaded once)",
+        help="an image from `local image build` or `local image bake`, or a disk image (default: Ubuntu 24.04's "
+        "cloud image, downloaded once)",
     )
-    up.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a course-vm setting, as in Pulumi.yaml (e.g. username=alice, artifactMirrorUrl=URL)",
-    )
+    _add_set_option(up, "a course-vm setting, as in Pulumi.yaml (e.g. username=alice, artifactMirrorUrl=URL)")
     up.add_argument(
         "--home-disk",
         type=Path,
@@ -75,24 +110,7 @@ def _register_up(local: argparse._SubParsersAction[Any]) -> None:
         help="keep /home on this disk image (created if missing, homeDiskSizeGb or 10 GB); "
         "`local down` keeps it, so the next VM gets the student's work back",
     )
-    up.add_argument("--memory", type=arguments.whole(256, 1 << 20), default=4096, metavar="MB")
-    up.add_argument("--cpus", type=arguments.whole(1, 256), default=2)
-    up.add_argument(
-        "--disk-size", type=arguments.disk_size, default="30G", help="virtual disk size (default 30G; sparse)"
-    )
-    up.add_argument(
-        "--accel",
-        choices=("auto", "kvm", "tcg"),
-        default="auto",
-        help="auto: KVM if it really starts the guest, else software emulation",
-    )
-    up.add_argument(
-        "--timeout",
-        type=arguments.seconds,
-        default=NEW_VM_TIMEOUT,
-        metavar="SECONDS",
-        help=f"one deadline for booting, logging in and the setup (default {NEW_VM_TIMEOUT:.0f})",
-    )
+    _add_vm_options(up)
     up.add_argument("--json", action="store_true")
     up.set_defaults(run=local_up)
 
@@ -154,22 +172,29 @@ def _settings_from_set(pairs: Sequence[str]) -> dict[str, str]:
     return raw
 
 
+def _local_settings(pairs: Sequence[str]) -> Settings:
+    """The settings `--set KEY=VALUE` PAIRS give. Raises SettingsError with every problem, worded for --set."""
+    try:
+        return parse_settings(_settings_from_set(pairs), None, None, for_gcp=False)
+    except SettingsError as error:
+        words = [p if isinstance(p, str) else p.in_words(set_flag_words) for p in as_given(error)]
+        raise SettingsError(words) from None
+
+
 def local_up(args: argparse.Namespace) -> int:
     """Boot a local VM with the course recipe, then check it like `check` does."""
     started = time.monotonic()
     deadline = started + args.timeout
     local_vm.vm_directory(args.name)  # a bad --name stops it before the key, the home disk or the image
-    try:
-        settings = parse_settings(_settings_from_set(args.set), None, None, for_gcp=False)
-    except SettingsError as error:
-        words = [p if isinstance(p, str) else p.in_words(set_flag_words) for p in as_given(error)]
-        raise SettingsError(words) from None
+    settings = _local_settings(args.set)
     key = ensure_key_pair(settings.ssh_key_path, comment=f"{settings.username}@course-vm")
     home = local_vm.ensure_home_disk(args.home_disk, settings.home_disk_size_gb or 10) if args.home_disk else None
     image = image_at(args.image) if args.image else ubuntu_cloud_image(progress)
     # A GCE twin finds its home disk where GCE puts it, so it runs exactly the user-data GCE gets.
     device = (GCE_HOME_DISK_DEVICE if image.gce else local_vm.LOCAL_HOME_DISK_DEVICE) if home else ""
-    user_data = user_data_for(settings, key.public_key, home_disk_device=device)
+    # From a baked image the VM does the student's part alone (bakedImage=true on another image: its first step fails).
+    baked = image.manifest is not None or settings.baked_image
+    user_data = user_data_for(settings, key.public_key, home_disk_device=device, baked=baked)
     attributes = instance_metadata(settings.username, key.public_key, user_data)
     vm = _boot(args, image, attributes, settings, home, deadline)
     report = _pin_and_check(args.name, vm, deadline)
@@ -314,6 +339,31 @@ def local_list(_args: argparse.Namespace) -> int:
 
 def local_image_build(args: argparse.Namespace) -> int:
     image = build_debian_image(progress, mirror=args.mirror)
+    print(image.disk.parent)
+    return 0
+
+
+def bake_verdict_of(vm: local_vm.LocalVm, deadline: float) -> str:
+    """What the bake's twin VM published in its guest attribute course-vm/bake, read through the Compute API
+    client that reads a GCE builder's."""
+    twin = vm.twin
+    if twin is None:
+        raise CourseVmError("the bake's VM is no GCE twin: it has no metadata server to report through")
+    instance = GceInstance(twin.project, twin.zone, twin.instance)
+    return bake_verdict(instance, deadline, progress, api=twin.compute_api, token=lambda: twin.token, poll_seconds=2)
+
+
+def local_image_bake(args: argparse.Namespace) -> int:
+    deadline = time.monotonic() + args.timeout
+    settings = _local_settings(args.set)  # before the image is built or the VM booted
+    base = image_at(args.image) if args.image else build_debian_image(progress)
+    try:
+        image = bake_image(
+            base, settings, bake_verdict_of, deadline=deadline, memory_mb=args.memory, cpus=args.cpus,
+            disk_size=args.disk_size, accel=args.accel, progress=progress,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        raise InterruptionError("interrupted: the bake's VM was stopped and removed; nothing was kept") from None
     print(image.disk.parent)
     return 0
 

@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Sequence
 
 import provisioner
-from provisioner.cli import check, env, handout, lifecycle, local, render
+from provisioner.cli import check, env, handout, image, lifecycle, local, render
 from provisioner.cli.console import print_error
 from provisioner.errors import CourseVmError, ExitStatus, InterruptionError, redacted
 from provisioner.paths import state_home
@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"course-vm {provisioner.__version__}")
     commands = top.add_subparsers(dest="command", required=True)
     # In the order `--help` lists them: each command group adds its own commands.
-    for group in (lifecycle, handout, render, check, local, env):
+    for group in (lifecycle, image, handout, render, check, local, env):
         group.register(commands)
     return top
 
@@ -65,6 +65,10 @@ def left_running(args: argparse.Namespace) -> str:
         "local check": CHECK_INTERRUPTED + f"; the local VM {name} keeps running",
         "local down": f"the local VM {name} may be half removed. `course-vm local down --name {name}` finishes the job",
         "local image build": "the image was not finished; `course-vm local image build` starts over",
+        "image bake": f"a builder VM may be running in stack {stack}-image. `course-vm image bake --stack {stack}` "
+        f"starts over (it replaces the builder); `course-vm image delete --stack {stack}` removes it",
+        "image delete": f"Pulumi may have deleted some of stack {stack}-image. "
+        f"`course-vm image delete --stack {stack}` deletes the rest",
     }.get(command, "nothing was changed and nothing is left running")
 
 

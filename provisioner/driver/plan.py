@@ -58,6 +58,8 @@ class Plan:
     entries: bool = False
     """Whether the VMs' ssh entries change while no resource does (forwardPorts, forwardAgent): the engine
     shows no step for outputs alone, so an update runs for them."""
+    warnings: tuple[str, ...] = ()
+    """What the program warned of (an open firewall, a baked image out of date), each once."""
 
     @property
     def changes(self) -> bool:
@@ -101,7 +103,10 @@ def plan_of(log: EngineLog) -> Plan:
             if vm != urn:
                 found.setdefault(type_, []).append(action)
     vms = [_vm_change(urn, steps, found) for urn, found in children.items()]
-    return Plan(tuple(sorted(vms, key=lambda vm: vm.student)), tuple(sorted(shared)))
+    warnings = dict.fromkeys(
+        d.message.strip() for d in log.diagnostics if d.severity == "warning" and d.message.strip()
+    )
+    return Plan(tuple(sorted(vms, key=lambda vm: vm.student)), tuple(sorted(shared)), warnings=tuple(warnings))
 
 
 def vm_of(urn: str, parents: Mapping[str, str]) -> str | None:

@@ -412,3 +412,44 @@ def gce_host_keys(
             progress(f"waiting for {instance.name}'s host keys: {reason}")
             last = reason
         time.sleep(min(poll_seconds, max(deadline - now, 0)))
+
+
+def bake_verdict(
+    instance: GceInstance,
+    deadline: float,
+    progress: Progress = lambda _: None,
+    *,
+    api: str | None = None,
+    token: TokenSource = application_default_token,
+    poll_seconds: float = 6.0,
+) -> str:
+    """The verdict the bake's VM INSTANCE publishes in its guest attribute `course-vm/bake` when its
+    setup has finished (see cloud-init/bake-finish.sh.j2), waiting until it has. Every 6 s at most:
+    GCE allows 10 reads a minute of one VM's guest attributes.
+
+    Raises UnreachableError when none appears before DEADLINE, CourseVmError when the instance may not be read.
+    """
+    api = api or compute_api()
+    access, last = token(), ""
+    while True:
+        try:
+            document = _get(api, instance.path() + "/getGuestAttributes", {"queryPath": "course-vm/bake"}, access)
+            items = (document.get("queryValue") or {}).get("items") or []
+            for item in items:
+                if item.get("namespace") == "course-vm" and item.get("key") == "bake":
+                    return str(item.get("value", ""))
+            reason = "no verdict yet"
+        except _NotFoundError:
+            reason = "the bake is still running"
+        except (urllib.error.URLError, OSError) as error:
+            reason = f"Compute API unreachable ({error})"
+        now = time.monotonic()
+        if now >= deadline:
+            raise UnreachableError(
+                f"{instance.name}: {reason}; the bake did not finish in time. Fix: run the bake again with a longer "
+                "--timeout, and see the builder's serial console if it fails again"
+            )
+        if reason != last:
+            progress(f"waiting for {instance.name}'s verdict: {reason}")
+            last = reason
+        time.sleep(min(poll_seconds, max(deadline - now, 0)))

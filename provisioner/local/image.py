@@ -65,6 +65,8 @@ IMAGE_RECIPE_VERSION = "4"  # bump when the build below changes, so cached image
 
 GCE_MARKER = "gce"
 """A file in a built image's directory: the image boots as on GCE."""
+MANIFEST = "manifest"
+"""A file in a baked image's directory: what the image holds (recipe.user_data.image_manifest)."""
 
 UBUNTU_RELEASE_URL = "https://cloud-images.ubuntu.com/releases/noble/release"
 UBUNTU_IMAGE = "ubuntu-24.04-server-cloudimg-amd64.img"
@@ -84,6 +86,8 @@ class Image:
     gce: bool = False
     """It boots as a GCE image does: cloud-init's GCE datasource and Google's guest agent, from a
     metadata server. Otherwise it gets its recipe from a NoCloud seed."""
+    manifest: str | None = None
+    """What a baked image (`local image bake`) holds, as its bake wrote it; None for an image not baked."""
 
     def qemu_boot_args(self) -> list[str]:
         if self.kernel is None or self.initrd is None:
@@ -117,12 +121,15 @@ def image_at(path: Path) -> Image:
         disk, kernel, initrd = path / "disk.img", path / "vmlinuz", path / "initrd.img"
         if not all(p.is_file() for p in (disk, kernel, initrd)):
             raise CourseVmError(f"{path} is not an image built by `local image build` (disk.img, vmlinuz, initrd.img)")
-        # Built by an earlier course-vm (Debian 12, NoCloud) if it has no marker.
-        return Image(disk, "raw", kernel, initrd, gce=(path / GCE_MARKER).is_file())
+        # Built by an earlier course-vm (Debian 12, NoCloud) if it has no marker. A baked one's disk is qcow2.
+        baked = path / MANIFEST
+        manifest = baked.read_text().strip() if baked.is_file() else None
+        disk_format = "qcow2" if _magic(disk) == QCOW2_MAGIC else "raw"
+        if disk_format == "qcow2":
+            refuse_other_files(disk, "--image")
+        return Image(disk, disk_format, kernel, initrd, gce=(path / GCE_MARKER).is_file(), manifest=manifest)
     if path.is_file():
-        with path.open("rb") as file:
-            magic = file.read(4)
-        if magic != QCOW2_MAGIC:
+        if _magic(path) != QCOW2_MAGIC:
             return Image(path, "raw")  # QEMU reads a raw disk as bytes: it names no other file
         refuse_other_files(path, "--image")
         return Image(path, "qcow2")
@@ -130,6 +137,11 @@ def image_at(path: Path) -> Image:
 
 
 QCOW2_MAGIC = b"QFI\xfb"
+
+
+def _magic(path: Path) -> bytes:
+    with path.open("rb") as file:
+        return file.read(4)
 
 
 def refuse_other_files(path: Path, option: str) -> None:

@@ -38,7 +38,9 @@ def render_bake_user_data(settings: Settings) -> str:
     }
     text = environment().get_template("bake-user-data.yaml.j2").render(**filled_in)
     if len(text.encode()) > MAX_USER_DATA_BYTES:
-        raise RecipeError(f"the bake's user-data is {len(text.encode())} bytes; GCE accepts at most {MAX_USER_DATA_BYTES}")
+        raise RecipeError(
+            f"the bake's user-data is {len(text.encode())} bytes; GCE accepts at most {MAX_USER_DATA_BYTES}"
+        )
     document = yaml.safe_load(text)
     files = {f.get("path"): f.get("content") for f in document.get("write_files", [])}
     if (
@@ -47,7 +49,9 @@ def render_bake_user_data(settings: Settings) -> str:
         or files.get(BAKE_FINISH_PATH) != filled_in["finish_script"]
         or files.get("/etc/docker/daemon.json", "") != filled_in["docker_daemon_json"]
     ):
-        raise RecipeError("the bake's rendered user-data changed shape (a value holds characters the templates cannot carry)")
+        raise RecipeError(
+            "the bake's rendered user-data changed shape (a value holds characters the templates cannot carry)"
+        )
     return text
 
 

@@ -38,3 +38,9 @@ def instance_metadata(
     """
     keys = [ssh_keys_line(username, key) for key in (student_public_key, ssh_public_key) if key]
     return {USER_DATA: user_data, SSH_KEYS: "\n".join(keys), **FIXED_ATTRIBUTES}
+
+
+def bake_metadata(user_data: str) -> dict[str, str]:
+    """The instance attributes of the bake's VM: its user-data and the fixed hardening, and no key at all,
+    so that nobody logs in to it."""
+    return {USER_DATA: user_data, **FIXED_ATTRIBUTES}

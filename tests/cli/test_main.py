@@ -13,7 +13,7 @@ from tests.support.cli import run_cli
 def test_help_lists_every_command_in_order() -> None:
     result = run_cli("--help")
     assert result.returncode == 0, result.stderr
-    assert "{up,down,start,stop,status,handout,render,check,local,env}" in result.stdout
+    assert "{up,down,start,stop,status,image,handout,render,check,local,env}" in result.stdout
     assert result.stdout.startswith("usage: course-vm ")
 
 

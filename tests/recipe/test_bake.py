@@ -72,14 +72,20 @@ def test_the_recipe_hash_follows_the_steps_not_the_releases() -> None:
     # Releases have their own manifest lines; the hash is what the steps do.
     assert len(system_recipe_hash()) == 12
     a, b = settings(), settings(anacondaVersion="2024.02-1", anacondaSha256="c" * 64)
-    assert image_manifest(a.anaconda, a.docker_compose).splitlines()[1] == image_manifest(
-        b.anaconda, b.docker_compose
-    ).splitlines()[1]
+    assert (
+        image_manifest(a.anaconda, a.docker_compose).splitlines()[1]
+        == image_manifest(b.anaconda, b.docker_compose).splitlines()[1]
+    )
 
 
 def test_a_baked_vms_user_data_differs_from_a_plain_one_only_in_its_setup() -> None:
-    plain, baked = yaml.safe_load(user_data_for(settings(), KEY)), yaml.safe_load(user_data_for(settings(), KEY, baked=True))
-    assert {k: v for k, v in plain.items() if k != "write_files"} == {k: v for k, v in baked.items() if k != "write_files"}
+    plain, baked = (
+        yaml.safe_load(user_data_for(settings(), KEY)),
+        yaml.safe_load(user_data_for(settings(), KEY, baked=True)),
+    )
+    assert {k: v for k, v in plain.items() if k != "write_files"} == {
+        k: v for k, v in baked.items() if k != "write_files"
+    }
     assert [f["path"] for f in plain["write_files"]] == [f["path"] for f in baked["write_files"]]
     assert user_data_for(settings(bakedImage="true"), KEY) == user_data_for(settings(), KEY, baked=True)
 

@@ -8,9 +8,11 @@ say in its message that every VM will be replaced.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pytest
 
+from provisioner.recipe.bake import render_bake_user_data
 from provisioner.recipe.settings import parse_settings
 from provisioner.recipe.user_data import user_data_for
 
@@ -36,15 +38,32 @@ PINNED = [
     ({"homeDiskSizeGb": "20"}, {"home_disk_device": "/dev/disk/by-id/virtio-course-vm-home"},
      "1b4eb19f826c1c5f534a2d5e8c099e801b58518d084fd1d04728946b5f973304"),
     (OTHER_RELEASES, {}, "e416f8f6b37101a76f283439afd756323bd9e662a319ed129df26e0c91dddbc8"),
+    ({"bakedImage": "true"}, {}, "adf2f527bf91de0f4207222eaec4ac83811220670e084670a88d60fb114868ff"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("raw", "seat", "sha256"),
     PINNED,
-    ids=["defaults", "class student with own key", "home disk, no auto stop", "local twin's home disk", "mirrors"],
+    ids=[
+        "defaults",
+        "class student with own key",
+        "home disk, no auto stop",
+        "local twin's home disk",
+        "mirrors",
+        "baked",
+    ],
 )
-def test_the_rendered_user_data_is_byte_identical(raw: dict[str, str], seat: dict[str, str], sha256: str) -> None:
+def test_the_rendered_user_data_is_byte_identical(raw: dict[str, str], seat: dict[str, Any], sha256: str) -> None:
     settings = parse_settings({"allowedSshCidrs": ["203.0.113.7/32"], **raw}, "course-project-1", "europe-west1-b")
     text = user_data_for(settings, KEY, **seat)
     assert hashlib.sha256(text.encode()).hexdigest() == sha256
+
+
+def test_the_bakes_user_data_is_byte_identical() -> None:
+    # A change to it changes what `image bake` bakes; a change of its steps makes every baked image out of date.
+    settings = parse_settings({"allowedSshCidrs": ["203.0.113.7/32"]}, "course-project-1", "europe-west1-b")
+    text = render_bake_user_data(settings)
+    assert (
+        hashlib.sha256(text.encode()).hexdigest() == "f3ffedbfdb395c3b8202935f14716b7bd541ffba2c0ea4e9fc6dcbbd24516970"
+    )

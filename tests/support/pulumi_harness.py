@@ -74,7 +74,14 @@ def _secret_paths(value: Any, path: str = "") -> list[str]:
     return []
 
 
+IMAGE_LINK_PREFIX = "https://www.googleapis.com/compute/v1/projects/course-project-1/global/images/"
+
+
 class _Mocks(pulumi.runtime.Mocks):
+    def __init__(self, images: dict[str, str] | None = None) -> None:
+        self.images = images or {}
+        """The images GCE has, by family: each one's description (a baked image's holds its manifest)."""
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
         if args.typ == "gcp:compute/address:Address":
@@ -88,6 +95,11 @@ class _Mocks(pulumi.runtime.Mocks):
             outputs["networkInterfaces"] = [{**nic, "networkIp": NETWORK_IP} for nic in outputs["networkInterfaces"]]
         if args.typ == "gcp:compute/disk:Disk":
             outputs["selfLink"] = f"{DISK_LINK_PREFIX}{args.name}-1a2b3c"
+        if args.typ == "gcp:compute/instance:Instance":
+            # GCE names an instance's boot disk after the instance.
+            outputs["bootDisk"] = {**outputs["bootDisk"], "source": f"{DISK_LINK_PREFIX}{outputs['name']}"}
+        if args.typ == "gcp:compute/image:Image":
+            outputs["selfLink"] = f"{IMAGE_LINK_PREFIX}{args.name}-1a2b3c"
         if args.typ == DYNAMIC:
             # Pinned under the name the checker connects to: the address, or under iap the instance name.
             host = outputs.get("host") or STATIC_IP
@@ -100,12 +112,25 @@ class _Mocks(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         if args.token == "gcp:organizations/getProject:getProject":  # noqa: S105 (an invoke token, not a secret)
             return {"projectId": args.args.get("projectId"), "number": PROJECT_NUMBER}, []
+        if args.token == "gcp:compute/getImage:getImage":  # noqa: S105 (an invoke token, not a secret)
+            family, project = args.args.get("family"), args.args.get("project")
+            if family not in self.images:
+                # As the provider answers: a failure with GCE's 404 for a family with no image.
+                resource = f"projects/{project}/global/images/family/{family}"
+                return {}, [("", f"googleapi: Error 404: The resource '{resource}' was not found, notFound")]
+            name = f"{family}-1a2b3c"
+            return {
+                "name": name,
+                "family": family,
+                "selfLink": IMAGE_LINK_PREFIX + name,
+                "description": self.images[family],
+            }, []
         return {}, []
 
 
 class _Monitor(pulumi_mocks.MockMonitor):
-    def __init__(self, run: Run) -> None:
-        super().__init__(_Mocks())
+    def __init__(self, run: Run, mocks: _Mocks) -> None:
+        super().__init__(mocks)
         self.run = run
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
@@ -138,27 +163,39 @@ class _ListHandler(logging.Handler):
         self.sink.append(record.getMessage())
 
 
-def run_program(config: dict[str, str], stack: str = "dev", run: Run | None = None) -> Run:
+def run_program(
+    config: dict[str, str], stack: str = "dev", run: Run | None = None, images: dict[str, str] | None = None
+) -> Run:
     """Run __main__.py with CONFIG (full keys, e.g. `course-vm:diskSizeGb`) and return what it did.
 
-    What is recorded goes into RUN (a new one by default). Exceptions the program raises
-    (pulumi.RunError for bad settings) propagate.
+    What is recorded goes into RUN (a new one by default). IMAGES are the image families GCE has (each
+    newest image's description). Exceptions the program raises (pulumi.RunError for bad settings) propagate.
     """
     run = Run() if run is None else run
     logger = logging.getLogger(f"course-vm-test-{id(run)}")
     logger.propagate = False
     logger.addHandler(_ListHandler(run.warnings))
+    mocks = _Mocks(images)
     pulumi.runtime.set_mocks(
-        _Mocks(), project="course-vm", stack=stack, preview=False, logger=logger, monitor=_Monitor(run)
+        mocks, project="course-vm", stack=stack, preview=False, logger=logger, monitor=_Monitor(run, mocks)
     )
     pulumi.runtime.set_all_config(config)
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def program() -> pulumi.Output[None]:
         module = runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi_test__")
-        # What __main__.py exports: one VM's outputs, or a class's under `students`.
-        course, settings = module["course"], module["settings"]
+        # What __main__.py exports: one VM's outputs, or a class's under `students`; a bake stack's image.
+        settings = module["settings"]
         exported: dict[str, Any] = {"project": settings.project}
+        if module.get("image_args") is not None:
+            image = module["image"]
+            exported["family"] = module["image_args"].family
+            if image.image is not None:
+                exported["image"] = image.image.self_link
+            if image.builder_disk is not None:
+                exported.update(builderDisk=image.builder_disk, manifest=image.manifest)
+            return pulumi.Output.from_input(exported).apply(run.outputs.update)
+        course = module["course"]
         if settings.students:
             exported["students"] = {name: vm.outputs() for name, vm in course.vms.items()}
         else:

@@ -83,7 +83,7 @@ class Engine:
             if flag not in FLAGS.get(verb, ()) or (flag == "--event-log" and not self.env.get("PULUMI_DEBUG_COMMANDS")):
                 raise StandInError(f"error: unknown flag: {flag}\n")
         failure = self.state["fail"].get(verb)
-        if failure is not None:
+        if failure is not None and self.applies(failure, args):
             self.fail(args, failure)
         if verb == "stack init":
             name = option(args, "--stack") or [a for a in args if not a.startswith("-")][2]
@@ -118,7 +118,13 @@ class Engine:
             return "Previewing update (" + stack + ")\n"
         if verb == "up":
             self.log(args, self.state["update_events"])
-            outputs = self.state["next_outputs"]
+            config = self.state["config"].get(stack, {})
+            chosen = [
+                o
+                for when, o in self.state["outputs_when"].items()
+                if config.get(when.split("=", 1)[0]) == when.split("=", 1)[1]
+            ]
+            outputs = chosen[0] if chosen else self.state["next_outputs"]
             found.update(outputs=outputs, deployment=exported_deployment(stack, outputs) if outputs else None)
             return f"Updating ({stack})\n"
         if verb == "destroy":
@@ -126,6 +132,15 @@ class Engine:
             found.update(outputs={}, deployment=None)
             return f"Destroying ({stack})\n"
         raise StandInError(f"error: the stand-in does not serve `pulumi {' '.join(args)}`\n")
+
+    def applies(self, failure: Mapping[str, Any], args: list[str]) -> bool:
+        """Whether FAILURE is for this run: always, or (with "when": "KEY=VALUE") while the stack's config has that."""
+        when = failure.get("when")
+        if when is None:
+            return True
+        key, _, value = str(when).partition("=")
+        stack = option(args, "--stack") or self.state["current"]
+        return bool(self.state["config"].get(stack, {}).get(key) == value)
 
     def require(self, stack: str, *, secrets: bool) -> None:
         """Fail as the CLI does for a stack this backend does not have, or secrets it cannot decrypt."""
@@ -266,6 +281,7 @@ def stand_in_pulumi(
     events: list[dict[str, Any]] | None = None,
     update_events: list[dict[str, Any]] | None = None,
     next_outputs: Mapping[str, Any] | None = None,
+    outputs_when: Mapping[str, Mapping[str, Any]] | None = None,
     fail: Mapping[str, Mapping[str, Any]] | None = None,
     config: Mapping[str, Mapping[str, str]] | None = None,
     passphrase: str | None = None,
@@ -277,9 +293,11 @@ def stand_in_pulumi(
     `stack export` prints: see pulumi_state.exported_deployment).
 
     `preview` and `destroy --preview-only` report EVENTS, `up` reports UPDATE_EVENTS and makes
-    NEXT_OUTPUTS the stack's outputs; each command of FAIL (e.g. "up": {"stderr": ...}) fails with
-    that stderr and exit 255, after logging its "events", leaving its "deployment" and handing over
-    its "problems" as the program does; with "cancelled": N, only after a Ctrl-C, saying N lines then.
+    NEXT_OUTPUTS the stack's outputs (or, OUTPUTS_WHEN the stack's config has one of its KEY=VALUE, its
+    outputs); each command of FAIL (e.g. "up": {"stderr": ...}) fails with that stderr and exit 255 (with
+    "when": "KEY=VALUE", only while the stack's config has it), after logging its "events", leaving its
+    "deployment" and handing over its "problems" as the program does; with "cancelled": N, only after a
+    Ctrl-C, saying N lines then.
     CONFIG: stack -> key -> value (default: STACK_CONFIG for
     each stack). PASSPHRASE: the one the stacks' secrets take (default: any). SELECTED: the stack the CLI
     has selected (`pulumi stack select`), for a command given no --stack (default: none).
@@ -294,6 +312,7 @@ def stand_in_pulumi(
                    for name, o in stacks.items()},
         "config": {name: dict(STACK_CONFIG) for name in stacks} if config is None else dict(config),
         "events": events or [], "update_events": update_events or [], "next_outputs": dict(next_outputs or {}),
+        "outputs_when": dict(outputs_when or {}),
         "fail": dict(fail or {}), "passphrase": passphrase, "current": selected,
         "backend": (state_dir / "course-vm" / "pulumi").as_uri(),
     }  # fmt: skip

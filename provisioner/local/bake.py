@@ -71,6 +71,11 @@ def bake_image(
         progress(f"using the baked image {target}")
         return image_at(target)
     attributes = bake_metadata(render_bake_user_data(settings))
+    if BAKE_VM in local_vm.names() and local_vm.load(BAKE_VM).running():
+        # Another bake's: left alone (the cleanup below would stop it).
+        raise CourseVmError(
+            f"another bake is running (local VM {BAKE_VM}). Fix: wait for it, or `local down --name {BAKE_VM}`"
+        )
     started = time.monotonic()
     try:
         vm = local_vm.boot(

@@ -9,6 +9,8 @@ Test data, served from the host (the guest reaches it as 169.254.2.2): a docker-
 Anaconda installer stand-in (tests/support/local_artifacts.py), and a `hello-world` image built from
 busybox-static in Debian's docker-registry (tests/support/local_registry.py). Only mirror settings
 and their checksums differ from what GCP gets.
+The full recipe runs once, from the plain image; `local image bake` then bakes that image (while the
+first VM idles) and a VM from the bake does only the student's part, and passes the same checks.
 """
 
 from __future__ import annotations
@@ -33,20 +35,19 @@ from provisioner.access.ssh_config import hosts_file
 from provisioner.errors import CourseVmError
 from provisioner.local import qemu as local_qemu
 from provisioner.local import vm as local_vm
-from provisioner.local.image import Image, build_debian_image
+from provisioner.local.image import Image, build_debian_image, image_at
 from provisioner.local.process import arguments
-from provisioner.local.twin import GUEST_SOCKET, HOST_ADDRESS
+from provisioner.local.twin import GUEST_SOCKET
 from provisioner.recipe.user_data import GCE_HOME_DISK_DEVICE
 from tests.conftest import E2E_FACTS, E2E_TIMINGS, require_tool
 from tests.support.cli import run_cli, started_cli
 from tests.support.guest_http import guest_json
-from tests.support.local_artifacts import served_artifacts
+from tests.support.local_artifacts import served_artifacts, twin_settings
 from tests.support.local_registry import hello_world_registry
 from tests.support.pulumi_harness import run_program
 
 pytestmark = pytest.mark.integration
 
-HOST = HOST_ADDRESS  # the host, as the twin's user network shows it to the guest
 WORK = "the student's notebook, saved on the first VM"
 
 
@@ -65,6 +66,21 @@ class E2e:
     student: Typist | None = None
     """A terminal on the good VM where a key is typed every 20 s while its tests run: with
     autoStopIdleMinutes=1 it keeps the VM from powering itself off between them."""
+    bake: Bake | None = None
+    """`local image bake` of the image, started while the good VM idles (see baked_image)."""
+
+
+@dataclass
+class Bake:
+    """`local image bake`, running in a process of its own, and when it started."""
+
+    process: subprocess.Popen[str]
+    started: float = field(default_factory=time.monotonic)
+
+    def result(self) -> tuple[int, str, str]:
+        """Its exit status, stdout and stderr, once it has finished."""
+        stdout, stderr = self.process.communicate(timeout=1500)
+        return self.process.returncode, stdout, stderr
 
 
 class Typist:
@@ -130,11 +146,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     build_seconds = time.monotonic() - started
     with served_artifacts(work / "artifacts") as artifacts, hello_world_registry(work / "registry") as registry:
         settings = [
-            f"artifactMirrorUrl=http://{HOST}:{artifacts.port}",
-            f"anacondaSha256={artifacts.anaconda_sha256}",
-            f"dockerComposeSha256={artifacts.compose_sha256}",
-            f"dockerRegistryMirror=http://{HOST}:{registry.rsplit(':', 1)[1]}",
-            f"sshKeyPath={work / 'keys' / 'course-vm'}",
+            *twin_settings(artifacts, registry, work / "keys" / "course-vm"),
             "homeDiskSizeGb=10",
             # Short, so that test_an_idle_vm_powers_itself_off waits minutes, not an hour.
             "autoStopIdleMinutes=1",
@@ -160,6 +172,17 @@ def local(
         process.wait(timeout)
     stderr = "\n".join(line for _, line in progress)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), progress
+
+
+def start_bake(e2e: E2e) -> Bake:
+    """`local image bake` of the module's image with its settings, started now (once), as a user runs it.
+
+    Its cache is this run's own, so that every run bakes (a cached bake would be reused)."""
+    if e2e.bake is None:
+        env = {**os.environ, "XDG_STATE_HOME": str(e2e.state), "XDG_CACHE_HOME": str(e2e.state.parent / "cache")}
+        bake = ["image", "bake", "--image", str(e2e.image.disk.parent), *(f"--set={s}" for s in e2e.settings)]
+        e2e.bake = Bake(started_cli("local", *bake, env=env, for_ctrl_c=False))
+    return e2e.bake
 
 
 def local_cli(e2e: E2e, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -344,6 +367,8 @@ def test_an_idle_vm_warns_its_terminal_and_powers_itself_off(good_vm: local_vm.L
             said = run(client, journal, 30)
     assert timer.stdout.split() == ["active", "enabled"], timer.summary()
     assert "in use: input was typed in a terminal" in said.stdout, said.summary(20)
+    # The bake's VM runs while this one idles: their waits overlap, and an idle VM takes little of the CPU.
+    start_bake(e2e)
     e2e.student.stop_typing()
     started = time.monotonic()
     warning = b"[course-vm] idle stop: nothing has used this VM since"
@@ -359,11 +384,55 @@ def test_an_idle_vm_warns_its_terminal_and_powers_itself_off(good_vm: local_vm.L
     assert console.index(warning.decode()) < console.index("[course-vm] idle stop: powering off")
 
 
-def test_a_bad_checksum_stops_the_recipe_at_that_step_and_the_checker_says_so(
-    good_vm: local_vm.LocalVm, e2e: E2e
+@pytest.fixture(scope="module")
+def baked_image(e2e: E2e) -> Image:
+    """The module's image baked with its settings by `local image bake`, as a user runs it."""
+    bake = start_bake(e2e)
+    status, stdout, stderr = bake.result()
+    assert status == 0, stderr
+    e2e.timings.append(("local image bake, in all (beside the idle VM)", time.monotonic() - bake.started))
+    baked = image_at(Path(stdout.strip()))
+    assert baked.manifest is not None and baked.format == "qcow2" and baked.gce
+    return baked
+
+
+def test_a_vm_from_the_baked_image_does_only_the_students_part_and_works(baked_image: Image, e2e: E2e) -> None:
+    good = local_vm.state_dir() / "e2e"
+    if good.exists():
+        local_vm.down("e2e")  # one VM at a time: they would share the machine's two cores
+    image = str(baked_image.disk.parent)
+    try:
+        result, progress = local(e2e, "up", "--name", "e2e-baked", "--image", image, "--json",
+                                 *(f"--set={s}" for s in e2e.settings))  # fmt: skip
+        report = json.loads(result.stdout) if result.stdout.strip() else {}
+        assert result.returncode == 0, f"{result.stderr}\n{json.dumps(report, indent=2)}"
+        baked = local_vm.load("e2e-baked")
+        e2e.timings += [(f"baked: {label}", seconds) for label, seconds in recipe_timings(baked)]
+        e2e.timings.append(("local up from the baked image, in all", progress[-1][0]))
+        with connect(baked.target(), load_identity(baked.identity), time.monotonic() + 60, print) as client:
+            log = run(client, "sudo -n cat /var/log/cloud-init-output.log", 30).stdout
+            conda = run(client, "readlink ~/anaconda3; stat -c %U /opt/anaconda3 /opt/anaconda3/bin/conda", 30)
+            fresh = run(client, "cat /etc/machine-id; sudo -n cat /etc/course-vm/image; ls /var/cache/course-vm", 30)
+    finally:
+        local_vm.down("e2e-baked")
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["docker hello-world"]["detail"] == "Hello from Docker!" and checks["conda on PATH"]["ok"]
+    steps = re.findall(r"^\[course-vm\] BEGIN (\S+)", log, re.MULTILINE)
+    assert steps[:2] == ["image", "account"] and "packages" not in steps, "the bake's log went with the bake"
+    # The image's Anaconda is the student's: conda installs into base without sudo.
+    assert conda.stdout.split() == ["/opt/anaconda3", baked.user, baked.user], conda.summary()
+    assert baked_image.manifest is not None
+    machine_id, *manifest_and_cache = fresh.stdout.split("\n")
+    assert len(machine_id) == 32, "each VM from the image makes a machine id of its own"
+    assert "\n".join(manifest_and_cache).startswith(baked_image.manifest)
+    assert "Anaconda3" not in fresh.stdout, "the image keeps the install, not the installer"
+
+
+def test_an_image_without_what_the_settings_ask_for_fails_its_first_step_and_the_checker_says_so(
+    good_vm: local_vm.LocalVm, baked_image: Image, e2e: E2e
 ) -> None:
     # This VM also gets the good VM's home disk, as a GCE VM replaced for a new recipe would: the
-    # student's work must be there, and the disk not formatted again.
+    # student's work must be there (cloud-init mounts it before any step), and the disk not formatted again.
     if good_vm.running():
         local_vm.down(good_vm.name)  # it synced its disks; one VM at a time may use the home disk
     settings = [s for s in e2e.settings if not s.startswith("dockerComposeSha256=")]
@@ -373,27 +442,28 @@ def test_a_bad_checksum_stops_the_recipe_at_that_step_and_the_checker_says_so(
             e2e,
             "up",
             "--name",
-            "e2e-bad",
+            "e2e-stale",
             "--image",
-            str(e2e.image.disk.parent),
+            str(baked_image.disk.parent),
             "--home-disk",
             str(e2e.home_disk),
             "--json",
             *(f"--set={s}" for s in settings),
         )
-        e2e.timings.append(("local up with a bad checksum, in all", progress[-1][0]))
-        bad = local_vm.load("e2e-bad")
-        with connect(bad.target(), load_identity(bad.identity), time.monotonic() + 60, print) as client:
+        e2e.timings.append(("local up from an image out of date, in all", progress[-1][0]))
+        stale = local_vm.load("e2e-stale")
+        with connect(stale.target(), load_identity(stale.identity), time.monotonic() + 60, print) as client:
             kept = run(client, "cat ~/work-in-progress.txt", 30)
     finally:
-        local_vm.down("e2e-bad")
+        local_vm.down("e2e-stale")
     assert kept.stdout.strip() == WORK, f"the student's work did not survive the new VM: {kept.summary()}"
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     cloud_init = report["checks"][0]
     assert cloud_init["name"] == "cloud-init" and not cloud_init["ok"]
-    assert "recipe step 'docker-compose' failed (exit 1): checksum mismatch" in cloud_init["detail"]
-    assert f"expected sha256 {'0' * 64}" in cloud_init["detail"]
+    assert "recipe step 'image' failed (exit 1): the image holds 'docker-compose v2.6.1 " in cloud_init["detail"]
+    assert f"where these settings ask for 'docker-compose v2.6.1 {'0' * 64}'" in cloud_init["detail"]
+    assert "image out of date: bake again" in cloud_init["detail"]
 
 
 # The parts of the local VM that need no QEMU.

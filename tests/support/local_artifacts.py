@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from provisioner.local.twin import HOST_ADDRESS
+
 COMPOSE = b"""#!/bin/sh
 # Test fixture standing in for docker-compose v2.6.1 (the course-vm end-to-end test serves it).
 echo "Docker Compose version v2.6.1 (course-vm test fixture)"
@@ -76,3 +78,15 @@ def served_artifacts(directory: Path) -> Iterator[Artifacts]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def twin_settings(artifacts: Artifacts, registry: str, key_path: Path) -> list[str]:
+    """The `--set KEY=VALUE` settings that send a twin's downloads to ARTIFACTS and its image pulls to the
+    REGISTRY (`127.0.0.1:PORT`), both reached on the host's address as the guest sees it, with KEY_PATH's key."""
+    return [
+        f"artifactMirrorUrl=http://{HOST_ADDRESS}:{artifacts.port}",
+        f"anacondaSha256={artifacts.anaconda_sha256}",
+        f"dockerComposeSha256={artifacts.compose_sha256}",
+        f"dockerRegistryMirror=http://{HOST_ADDRESS}:{registry.rsplit(':', 1)[1]}",
+        f"sshKeyPath={key_path}",
+    ]

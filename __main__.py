@@ -11,9 +11,10 @@ import pulumi.runtime.config
 from provisioner.access.keys import claim_keys, ensure_key_pair
 from provisioner.access.ssh_config import host_alias
 from provisioner.errors import CourseVmError, SettingsError
-from provisioner.gcp.course_image import CourseImage, CourseImageArgs, bake_args, newest_baked_image, stale_lines
+from provisioner.gcp.course_image import CourseImage, CourseImageArgs, bake_args, newest_baked_image
 from provisioner.gcp.course_vm import CourseVm, CourseVmArgs
 from provisioner.gcp.student_vm import StudentVmArgs
+from provisioner.recipe.bake import stale_lines
 from provisioner.recipe.problems import error_to_json
 from provisioner.recipe.settings import PROJECT, Settings, settings_from_pulumi
 from provisioner.recipe.user_data import image_manifest, user_data_for

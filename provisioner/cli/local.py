@@ -28,10 +28,11 @@ from provisioner.local import vm as local_vm
 from provisioner.local.bake import bake_image
 from provisioner.local.image import DEBIAN_MIRROR, Image, build_debian_image, image_at, ubuntu_cloud_image
 from provisioner.local.metadata_server import MetadataServer, TwinInstance, random_instance_id
+from provisioner.recipe.bake import stale_lines
 from provisioner.recipe.metadata import instance_metadata
 from provisioner.recipe.problems import as_given, set_flag_words
 from provisioner.recipe.settings import Settings, parse_settings
-from provisioner.recipe.user_data import GCE_HOME_DISK_DEVICE, user_data_for
+from provisioner.recipe.user_data import GCE_HOME_DISK_DEVICE, image_manifest, user_data_for
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -194,6 +195,16 @@ def local_up(args: argparse.Namespace) -> int:
     device = (GCE_HOME_DISK_DEVICE if image.gce else local_vm.LOCAL_HOME_DISK_DEVICE) if home else ""
     # From a baked image the VM does the student's part alone (bakedImage=true on another image: its first step fails).
     baked = image.manifest is not None or settings.baked_image
+    stale = (
+        stale_lines(image.manifest, image_manifest(settings.anaconda, settings.docker_compose))
+        if image.manifest
+        else []
+    )
+    if stale:
+        progress(
+            "warning: image out of date: bake again (`local image bake`), or its setup fails at once: "
+            + "; ".join(stale)
+        )
     user_data = user_data_for(settings, key.public_key, home_disk_device=device, baked=baked)
     attributes = instance_metadata(settings.username, key.public_key, user_data)
     vm = _boot(args, image, attributes, settings, home, deadline)

@@ -25,18 +25,22 @@ class StackConfig:
     program builds them (`settings`)."""
 
     values: Mapping[str, object] = field(default_factory=dict)
+    secret: frozenset[str] = frozenset()
+    """The keys `pulumi config` keeps encrypted (`--secret`): never copied anywhere in the clear."""
 
     @classmethod
     def from_cli(cls, document: object) -> StackConfig:
         """The config in DOCUMENT, what `pulumi config --json --show-secrets` printed ({KEY: {"value": ...}})."""
         if not isinstance(document, dict):
             return cls()
-        values = {}
+        values, secret = {}, set()
         for key, entry in document.items():
             value = entry.get("value") if isinstance(entry, dict) else entry
             if value is not None:
                 values[str(key)] = value if isinstance(value, str) else json.dumps(value)
-        return cls(values)
+            if isinstance(entry, dict) and entry.get("secret") is True:
+                secret.add(str(key))
+        return cls(values, frozenset(secret))
 
     @classmethod
     def from_stack_file(cls, path: Path) -> StackConfig:
@@ -114,7 +118,7 @@ class StackConfig:
         """This config after VALUES (full keys) and LISTS (own keys, each list replacing the stored one) are set."""
         changed = dict(self.values) | dict(values)
         changed |= {f"{PROJECT}:{key}": json.dumps(list(items)) for key, items in lists.items()}
-        return StackConfig(changed)
+        return StackConfig(changed, self.secret)
 
 
 def _text(value: object) -> str | None:

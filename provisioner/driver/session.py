@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -138,17 +138,31 @@ class StackSession:
                 self._config = StackConfig()
         return self._config
 
-    def store(self, values: Mapping[str, str], lists: Mapping[str, Sequence[str]]) -> None:
-        """Set VALUES (full keys) and replace the lists LISTS (own keys) in the stack's config."""
-        pairs: list[str] = []
+    def remove(self, keys: Sequence[str]) -> None:
+        """Remove KEYS (full keys) from the stack's config."""
+        for key in keys:
+            self._run(["config", "rm", key, *self._stack], doing="store the settings in")
+        self._config = StackConfig(
+            {k: v for k, v in self.config().values.items() if k not in keys}, self.config().secret
+        )
+
+    def store(
+        self, values: Mapping[str, str], lists: Mapping[str, Sequence[str]], secret: Collection[str] = ()
+    ) -> None:
+        """Set VALUES (full keys; those in SECRET encrypted, as `--secret`) and replace the lists LISTS (own keys)
+        in the stack's config."""
+        pairs: list[tuple[str, str]] = []
         for key, items in lists.items():
             self._run(["config", "rm", key, *self._stack], doing="store the settings in")
-            pairs += [f"{key}[{index}]={item}" for index, item in enumerate(items)]
-        pairs = [f"{key}={value}" for key, value in values.items()] + pairs
+            pairs += [("--plaintext", f"{key}[{index}]={item}") for index, item in enumerate(items)]
+        pairs = [
+            ("--secret" if key in secret else "--plaintext", f"{key}={value}") for key, value in values.items()
+        ] + pairs
         if pairs:
-            flags = [part for pair in pairs for part in ("--plaintext", pair)]
+            flags = [part for pair in pairs for part in pair]
             self._run(["config", "set-all", "--path", *flags, *self._stack], doing="store the settings in")
-        self._config = self.config().with_changes(values, lists)
+        config = self.config().with_changes(values, lists)
+        self._config = StackConfig(config.values, config.secret | (frozenset(secret) & set(values)))
 
     def preview(self, *, project: str | None = None) -> Plan:
         """What an update would do, per VM (`pulumi preview`); nothing changes."""
@@ -158,11 +172,12 @@ class StackSession:
         """What `destroy` would delete, per VM; nothing changes."""
         return plan_of(self._engine(["destroy", "--preview-only"], doing="preview the deletion of", again="down"))
 
-    def update(self, on_output: OnOutput, *, project: str | None = None) -> EngineLog:
-        """Create or update the stack's resources (`pulumi up`), one VM's failure keeping none of the
-        others from finishing; its events. Raises EngineRunError with the events when it fails."""
+    def update(self, on_output: OnOutput, *, project: str | None = None, each_vm: bool = True) -> EngineLog:
+        """Create or update the stack's resources (`pulumi up`), with EACH_VM one VM's failure keeping none of
+        the others from finishing (without it the first failure stops the update, deleting nothing); its
+        events. Raises EngineRunError with the events when it fails."""
         self._state = None
-        args = ["up", "--yes", "--skip-preview", "--continue-on-error"]
+        args = ["up", "--yes", "--skip-preview", *(["--continue-on-error"] if each_vm else [])]
         return self._engine(args, doing="update", project=project, on_output=on_output)
 
     def destroy(self, on_output: OnOutput) -> None:

@@ -430,7 +430,7 @@ def bake_verdict(
     Raises UnreachableError when none appears before DEADLINE, CourseVmError when the instance may not be read.
     """
     api = api or compute_api()
-    access, last = token(), ""
+    access, last, started = token(), "", time.monotonic()
     while True:
         try:
             document = _get(api, instance.path() + "/getGuestAttributes", {"queryPath": "course-vm/bake"}, access)
@@ -446,8 +446,8 @@ def bake_verdict(
         now = time.monotonic()
         if now >= deadline:
             raise UnreachableError(
-                f"{instance.name}: {reason}; the bake did not finish in time. Fix: run the bake again with a longer "
-                "--timeout, and see the builder's serial console if it fails again"
+                f"{instance.name}: {reason}; no verdict within {now - started:.0f}s. Fix: bake again; if it times out "
+                "again, its serial console says where it stopped"
             )
         if reason != last:
             progress(f"waiting for {instance.name}'s verdict: {reason}")

@@ -64,17 +64,6 @@ def newest_baked_image(project: str, stack: str) -> BakedImage:
     return BakedImage(found.self_link, manifest_of(found.description or ""))
 
 
-def stale_lines(held: str, wanted: str) -> list[str]:
-    """What WANTED (the settings' manifest) asks for that the image, holding HELD, lacks: one phrase each."""
-    found = {line.split(" ", 1)[0]: line for line in held.splitlines()}
-    return [
-        f"the image holds '{found.get(line.split(' ', 1)[0], 'no ' + line.split(' ', 1)[0])}' where the settings "
-        f"ask for '{line}'"
-        for line in wanted.splitlines()
-        if line not in held.splitlines()
-    ]
-
-
 @dataclass(frozen=True)
 class CourseImageArgs:
     """What the bake is made from: the class's settings, the bake's user-data and where the bake stands."""
@@ -86,9 +75,12 @@ class CourseImageArgs:
     phase: str
     """BUILD, CAPTURE or KEEP."""
     source_disk: str = ""
-    """The disk the image is made of (a builder's); "" before the first bake."""
+    """The disk the image is made of: in CAPTURE the new builder's; else the one the kept image was made
+    of ("" before the first bake)."""
     manifest: str = ""
     """What that disk holds, as its bake's check found it."""
+    bake: str = ""
+    """This bake's own mark: each bake gets a builder of its own, never one an interrupted bake left."""
 
 
 class CourseImage(pulumi.ComponentResource):
@@ -108,7 +100,7 @@ class CourseImage(pulumi.ComponentResource):
         s = args.settings
         self.builder_disk = self.manifest = None
         if args.phase == BUILD:
-            self.builder_disk, self.manifest = self._builder(name, s, args.user_data)
+            self.builder_disk, self.manifest = self._builder(name, s, args.user_data, args.bake)
         self.image = None
         if args.source_disk:
             self.image = compute.Image(
@@ -127,7 +119,9 @@ class CourseImage(pulumi.ComponentResource):
             outputs |= {"builderDisk": self.builder_disk, "manifest": self.manifest}
         self.register_outputs(outputs)
 
-    def _builder(self, name: str, s: Settings, user_data: str) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+    def _builder(
+        self, name: str, s: Settings, user_data: str, bake: str
+    ) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
         """The builder VM, its network and its check: the builder's disk and what it holds, once checked."""
         child = pulumi.ResourceOptions(parent=self)
         network = compute.Network(
@@ -160,14 +154,17 @@ class CourseImage(pulumi.ComponentResource):
                 )
             ],
             metadata={k: pulumi.Output.secret(v) if k == USER_DATA else v for k, v in metadata.items()},
-            labels={"managed-by": "course-vm", "course-vm-role": "builder"},
+            labels={"managed-by": "course-vm", "course-vm-role": "builder", "course-vm-bake": label_value(bake)},
             shielded_instance_config=compute.InstanceShieldedInstanceConfigArgs(
                 enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True
             ),
             # No service account: the bake needs no Google API.
             allow_stopping_for_update=True,
             description="course-vm: the bake's builder VM; it powers itself off when done",
-            opts=child,
+            # A new bake (its mark) or recipe: a new builder, and so a new check, never one left powered off.
+            opts=pulumi.ResourceOptions(
+                parent=self, replace_on_changes=['labels["course-vm-bake"]', 'metadata["user-data"]']
+            ),
         )
         check = BakeCheck(
             f"{name}-check",
@@ -195,6 +192,9 @@ def _image_labels(args: CourseImageArgs) -> dict[str, str]:
     return labels
 
 
+KEYS = frozenset({"phase", "family", "bake", "sourceDisk", "manifest", "builderDisk", "builderManifest"})
+"""The keys `image bake` writes in the bake stack's IMAGE_NAMESPACE (see docs/reference.md, "Baked images")."""
+_BAKE = re.compile(r"([0-9]{8}T[0-9]{6}Z)?")
 _FAMILY = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 _DISK = re.compile(r"(https://www\.googleapis\.com/compute/v1/)?projects/[a-z0-9-]+/zones/[a-z0-9-]+/disks/[a-z0-9-]+")
 
@@ -206,21 +206,26 @@ def bake_args(settings: Settings, config: Mapping[str, object]) -> CourseImageAr
     chooses which disk becomes an image.
     """
     values = {key: str(value) for key, value in config.items()}
-    phase, family = values.get("phase", ""), values.get("family", "")
+    phase, family, bake = values.get("phase", ""), values.get("family", ""), values.get("bake", "")
     source_disk, manifest = values.get("sourceDisk", ""), values.get("manifest", "")
-    problems = [f"unknown key {key}" for key in sorted(set(values) - {"phase", "family", "sourceDisk", "manifest"})]
+    if phase == CAPTURE:
+        source_disk, manifest = values.get("builderDisk", ""), values.get("builderManifest", "")
+    problems = [f"unknown key {key}" for key in sorted(set(values) - KEYS)]
     if phase not in (BUILD, CAPTURE, KEEP):
         problems.append(f"phase {phase!r} is not {BUILD}, {CAPTURE} or {KEEP}")
     if not _FAMILY.fullmatch(family):
         problems.append(f"family {family!r} is not an image family name")
-    if source_disk and not _DISK.fullmatch(source_disk):
-        problems.append(f"sourceDisk {source_disk!r} is not a disk of a project's zone")
+    for key in ("sourceDisk", "builderDisk"):
+        if values.get(key) and not _DISK.fullmatch(values[key]):
+            problems.append(f"{key} {values[key]!r} is not a disk of a project's zone")
     if phase == CAPTURE and not (source_disk and manifest):
-        problems.append("phase capture needs sourceDisk and manifest")
+        problems.append("phase capture needs builderDisk and builderManifest")
+    if not _BAKE.fullmatch(bake):
+        problems.append(f"bake {bake!r} is not a bake's mark")
     if problems:
         raise CourseVmError(
             f"the bake stack's {IMAGE_NAMESPACE} config is not what `image bake` writes: " + "; ".join(problems)
             + ". Fix: run `course-vm image bake` again rather than setting these keys by hand"
         )  # fmt: skip
     user_data = render_bake_user_data(settings) if phase == BUILD else ""
-    return CourseImageArgs(settings, user_data, family, phase, source_disk, manifest)
+    return CourseImageArgs(settings, user_data, family, phase, source_disk, manifest, bake)

@@ -41,8 +41,13 @@ def render_bake_user_data(settings: Settings) -> str:
         raise RecipeError(
             f"the bake's user-data is {len(text.encode())} bytes; GCE accepts at most {MAX_USER_DATA_BYTES}"
         )
-    document = yaml.safe_load(text)
-    files = {f.get("path"): f.get("content") for f in document.get("write_files", [])}
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise RecipeError(f"the bake's rendered user-data is not valid YAML: {error}") from None
+    if not text.startswith("#cloud-config\n") or not isinstance(document, dict):
+        raise RecipeError("the bake's rendered user-data is not a #cloud-config mapping")
+    files = {f.get("path"): f.get("content") for f in document.get("write_files", []) if isinstance(f, dict)}
     if (
         set(document) != {"ssh_pwauth", "disable_root", "write_files", "runcmd"}
         or files.get(BAKE_SCRIPT_PATH) != filled_in["system_script"]
@@ -60,3 +65,14 @@ def parse_verdict(text: str) -> tuple[bool, str]:
     or the failed step's lines (failed)."""
     first, _, rest = text.partition("\n")
     return first.strip() == "ok", rest.strip()
+
+
+def stale_lines(held: str, wanted: str) -> list[str]:
+    """What WANTED (the settings' manifest) asks for that the image, holding HELD, lacks: one phrase each."""
+    found = {line.split(" ", 1)[0]: line for line in held.splitlines()}
+    return [
+        f"the image holds '{found.get(line.split(' ', 1)[0], 'no ' + line.split(' ', 1)[0])}' where the settings "
+        f"ask for '{line}'"
+        for line in wanted.splitlines()
+        if line not in held.splitlines()
+    ]

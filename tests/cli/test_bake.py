@@ -42,7 +42,7 @@ def test_a_bake_builds_then_captures_in_a_stack_of_its_own(tmp_path: Path, monke
     pulumi = stand_in_here(tmp_path, monkeypatch, {"fall": {}}, config={"fall": CLASS}, outputs_when=PHASES)
     asked: list[str] = []
     said: list[str] = []
-    baked = bake("fall", ask=answer(True, asked), on_output=said.append)  # type: ignore[arg-type]
+    baked = bake("fall", ask=answer(True, asked), on_output=said.append, now="20261205T010000Z")  # type: ignore[arg-type]
     assert (baked.image, baked.family, baked.manifest) == (IMAGE, "course-vm-fall", MANIFEST)
     [question] = asked
     assert "builder VM in course-project-1/europe-west1-b" in question and "family course-vm-fall" in question
@@ -53,9 +53,13 @@ def test_a_bake_builds_then_captures_in_a_stack_of_its_own(tmp_path: Path, monke
     }
     assert {k: v for k, v in config.items() if k.startswith("course-vm-image:")} == {
         "course-vm-image:phase": "keep", "course-vm-image:family": "course-vm-fall",
-        "course-vm-image:sourceDisk": DISK, "course-vm-image:manifest": MANIFEST,
+        "course-vm-image:bake": "20261205T010000Z", "course-vm-image:sourceDisk": DISK,
+        "course-vm-image:manifest": MANIFEST,
     }  # fmt: skip
-    assert [v for v in pulumi.verbs() if v == "up"] == ["up", "up"], "build, then capture"
+    ups = [call for call in pulumi.calls() if call[0] == "up"]
+    assert len(ups) == 2, "build, then capture"
+    # The first failure stops a bake's update: a failed capture must not go on to delete the builder's disk.
+    assert not [call for call in ups if "--continue-on-error" in call]
     assert pulumi.config("fall") == CLASS, "the class's own stack is only read"
 
 
@@ -135,3 +139,50 @@ def test_bake_without_a_terminal_needs_yes(
     assert main(["image", "bake", "--stack", "fall", "--yes", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert printed == {"image": IMAGE, "family": "course-vm-fall", "manifest": MANIFEST.splitlines()}
+
+
+def test_the_bake_stack_follows_the_class_and_keeps_its_secrets_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The class dropped spot since the last bake, and holds a credential as a secret.
+    held = {
+        **CLASS,
+        "course-vm:spot": "true",
+        "course-vm-image:family": "course-vm-fall",
+        "course-vm-image:phase": "keep",
+    }
+    config = {"fall": {**CLASS, "gcp:accessToken": "ya29.secret"}, "fall-image": held}
+    secrets = {"fall": ["gcp:accessToken"]}
+    pulumi = stand_in_here(
+        tmp_path, monkeypatch, {"fall": {}, "fall-image": {}}, config=config, secrets=secrets, outputs_when=PHASES
+    )
+    bake("fall", ask=answer(True, []))  # type: ignore[arg-type]
+    now = pulumi.config("fall-image")
+    assert "course-vm:spot" not in now, "what the class no longer has is not baked"
+    assert now["gcp:accessToken"] == "ya29.secret"
+    pair = "gcp:accessToken=ya29.secret"
+    given = [call for call in pulumi.calls() if pair in call]
+    assert given and all(call[call.index(pair) - 1] == "--secret" for call in given), given
+
+
+def test_a_failed_capture_keeps_the_builder_and_the_old_image_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = {"course-vm-image:family": "course-vm-fall", "course-vm-image:phase": "keep",
+           "course-vm-image:sourceDisk": DISK + "-old", "course-vm-image:manifest": "course-vm-image 1"}  # fmt: skip
+    refused = error_diagnostic("googleapi: Error 400: The disk resource is already being used\n")
+    fail = {"up": {"when": "course-vm-image:phase=capture", "stderr": "error: update failed\n", "events": [refused]}}
+    pulumi = stand_in_here(
+        tmp_path, monkeypatch, {"fall": {}, "fall-image": {}}, config={"fall": CLASS, "fall-image": {**CLASS, **old}},
+        outputs_when=PHASES, fail=fail,
+    )  # fmt: skip
+    with pytest.raises(EngineError) as raised:
+        bake("fall", ask=answer(True, []))  # type: ignore[arg-type]
+    message = str(raised.value)
+    assert "The builder VM is kept, powered off, and the image of family course-vm-fall is as it was" in message
+    assert "`course-vm image bake --stack fall` again bakes anew" in message
+    config = pulumi.config("fall-image")
+    assert (config["course-vm-image:sourceDisk"], config["course-vm-image:manifest"]) == (
+        DISK + "-old",
+        "course-vm-image 1",
+    ), "the kept image's own disk and manifest, untouched"

@@ -8,8 +8,8 @@ import pulumi
 import pytest
 import yaml
 
-from provisioner.gcp.course_image import image_description, image_family, manifest_of, stale_lines
-from provisioner.recipe.bake import BAKE_SCRIPT_PATH
+from provisioner.gcp.course_image import image_description, image_family, manifest_of
+from provisioner.recipe.bake import BAKE_SCRIPT_PATH, stale_lines
 from provisioner.recipe.settings import parse_settings
 from provisioner.recipe.user_data import image_manifest
 from tests.support.pulumi_harness import DISK_LINK_PREFIX, IMAGE_LINK_PREFIX, run_program
@@ -33,9 +33,12 @@ def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def bake(phase: str, **keys: str) -> dict[str, str]:
-    return {**CONFIG, "course-vm-image:phase": phase, "course-vm-image:family": FAMILY} | {
-        f"course-vm-image:{k}": v for k, v in keys.items()
+    marked = {
+        "course-vm-image:phase": phase,
+        "course-vm-image:family": FAMILY,
+        "course-vm-image:bake": "20261205T010000Z",
     }
+    return {**CONFIG, **marked} | {f"course-vm-image:{k}": v for k, v in keys.items()}
 
 
 def test_the_build_phase_makes_a_builder_nobody_can_reach_and_its_check() -> None:
@@ -55,10 +58,17 @@ def test_the_build_phase_makes_a_builder_nobody_can_reach_and_its_check() -> Non
     assert check.inputs["instance_name"] == builder.name + "-1a2b3c"
     assert run.outputs["builderDisk"].startswith(DISK_LINK_PREFIX) and run.outputs["family"] == FAMILY
     assert [r for r in run.resources if r.type == "course-vm:gcp:CourseImage"]
+    # Each bake its own builder (and so its own check): never one an interrupted bake left powered off.
+    assert builder.inputs["labels"]["course-vm-bake"] == "20261205t010000z"
+    assert set(builder.replace_on_changes) == {'labels["course-vm-bake"]', 'metadata["user-data"]'}
 
 
 def test_the_capture_phase_makes_the_image_of_the_builders_disk_and_drops_the_builder() -> None:
-    run = run_program(bake("capture", sourceDisk=BUILDER_DISK, manifest=MANIFEST), stack="fall-image")
+    old = DISK_LINK_PREFIX + "course-image-builder-0f0f0f"
+    config = bake(
+        "capture", sourceDisk=old, manifest="course-vm-image 1", builderDisk=BUILDER_DISK, builderManifest=MANIFEST
+    )
+    run = run_program(config, stack="fall-image")
     assert run.of_type(INSTANCE) == [] and run.of_type("gcp:compute/network:Network") == []
     image = run.one(IMAGE)
     assert image.inputs["sourceDisk"] == BUILDER_DISK and image.inputs["family"] == FAMILY
@@ -81,7 +91,12 @@ def test_a_later_build_keeps_the_image_until_its_capture() -> None:
         ({"phase": "cook"}, "phase 'cook' is not build, capture or keep"),
         ({"family": "Course VM"}, "family 'Course VM' is not an image family name"),
         ({"sourceDisk": "/home/alice/.ssh/id_rsa"}, "sourceDisk '/home/alice/.ssh/id_rsa' is not a disk"),
-        ({"phase": "capture"}, "phase capture needs sourceDisk and manifest"),
+        ({"phase": "capture"}, "phase capture needs builderDisk and builderManifest"),
+        (
+            {"builderDisk": "projects/p/zones/z/disks/../../x"},
+            "builderDisk 'projects/p/zones/z/disks/../../x' is not a disk",
+        ),
+        ({"bake": "now; rm -rf /"}, "bake 'now; rm -rf /' is not a bake's mark"),
         ({"colour": "blue"}, "unknown key colour"),
     ],
 )

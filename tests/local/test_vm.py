@@ -464,6 +464,8 @@ def test_an_image_without_what_the_settings_ask_for_fails_its_first_step_and_the
     assert "recipe step 'image' failed (exit 1): the image holds 'docker-compose v2.6.1 " in cloud_init["detail"]
     assert f"where these settings ask for 'docker-compose v2.6.1 {'0' * 64}'" in cloud_init["detail"]
     assert "image out of date: bake again" in cloud_init["detail"]
+    # And `local up` said so before it booted the VM, as `up`'s preview does on GCP.
+    assert any(line.startswith("course-vm: warning: image out of date: bake again") for _, line in progress)
 
 
 # The parts of the local VM that need no QEMU.

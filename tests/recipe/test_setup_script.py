@@ -78,7 +78,9 @@ fi""",
     "id": 'echo "$(/usr/bin/id -gn)"',
     "install": 'args=(); while (($#)); do case $1 in -o|-g) shift 2;; *) args+=("$1"); shift;; esac; done; '
     'exec /usr/bin/install "${args[@]}"',
-    "docker": 'echo "docker $*" >>"$CALLS"; [[ $1 != run ]] || echo "Hello from Docker!"',
+    # `docker run` prints hello-world's greeting, unless DOCKER_RUN_FAILS (then it fails as a broken daemon would).
+    "docker": 'echo "docker $*" >>"$CALLS"; [[ $1 != run ]] || '
+    '{ [[ -z ${DOCKER_RUN_FAILS:-} ]] && echo "Hello from Docker!"; }',
     "useradd": 'echo "useradd $*" >>"$CALLS"',
     "userdel": 'echo "userdel $*" >>"$CALLS"',
     "chown": 'echo "chown $*" >>"$CALLS"',
@@ -688,3 +690,30 @@ def test_an_image_that_was_never_baked_fails_the_first_step(machine: Machine) ->
     assert result.returncode == 1
     assert "this image was not baked by course-vm" in result.stdout
     assert markers(result.stdout)[:2] == ["BEGIN image", "FAILED image exit=1"]
+
+
+@pytest.mark.parametrize("broken", ["docker", "docker-compose"])
+def test_a_bake_whose_check_fails_fails_at_that_step_and_writes_no_manifest(machine: Machine, broken: str) -> None:
+    env = machine.image_environment()
+    if broken == "docker":
+        env["DOCKER_RUN_FAILS"] = "1"
+    else:
+        # A docker-compose that does not run (its checksum matching: a release that is broken).
+        machine.root.joinpath("served", "compose").write_bytes(BROKEN_COMPOSE)
+    script = machine.system_script() if broken == "docker" else _system_script_for(machine, BROKEN_COMPOSE)
+    result = machine.run(script, **env)
+    assert result.returncode != 0
+    assert "FAILED check exit=" in result.stdout and "DONE" not in result.stdout
+    assert not (machine.root / "image" / "manifest").exists(), "a bake that failed its check marks no image"
+
+
+BROKEN_COMPOSE = b"#!/bin/sh\nexit 3\n"
+
+
+def _system_script_for(machine: Machine, compose: bytes) -> Path:
+    """The bake's script for a served docker-compose of COMPOSE's bytes (its checksum matching)."""
+    anaconda, _ = machine.artifacts()
+    other = Artifact("compose", "v2.6.1", f"{machine.base_url}/compose", _sha(compose))
+    path = machine.root / "course-vm-bake"
+    path.write_text(render_system_script(anaconda, other, image_manifest(anaconda, other)))
+    return path

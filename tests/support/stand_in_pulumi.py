@@ -108,8 +108,8 @@ class Engine:
         if verb == "stack export":
             return json.dumps(found["deployment"] or {"version": 3, "deployment": {}}, indent=4)
         if verb == "config":
-            config = self.state["config"].get(stack, {})
-            return json.dumps({key: {"value": value, "secret": False} for key, value in config.items()})
+            config, secret = self.state["config"].get(stack, {}), self.state["secret"].get(stack, [])
+            return json.dumps({key: {"value": value, "secret": key in secret} for key, value in config.items()})
         if verb in ("config rm", "config set-all"):
             self.configure(verb, stack, args)
             return ""
@@ -172,9 +172,12 @@ class Engine:
         if verb == "config rm":
             config.pop(full(next(a for a in args[2:] if not a.startswith("-"))), None)
             return
-        pairs = [args[i + 1] for i, a in enumerate(args) if a == "--plaintext"]
-        for pair in pairs:
+        pairs = [(a, args[i + 1]) for i, a in enumerate(args) if a in ("--plaintext", "--secret")]
+        secret = self.state["secret"].setdefault(stack, [])
+        for kind, pair in pairs:
             key, _, value = pair.partition("=")
+            if kind == "--secret":
+                secret.append(full(key))
             name, _, index = full(key).rstrip("]").partition("[")
             if "--path" in args and index:
                 items = json.loads(config.get(name) or "[]")
@@ -282,6 +285,7 @@ def stand_in_pulumi(
     update_events: list[dict[str, Any]] | None = None,
     next_outputs: Mapping[str, Any] | None = None,
     outputs_when: Mapping[str, Mapping[str, Any]] | None = None,
+    secrets: Mapping[str, Sequence[str]] | None = None,
     fail: Mapping[str, Mapping[str, Any]] | None = None,
     config: Mapping[str, Mapping[str, str]] | None = None,
     passphrase: str | None = None,
@@ -298,9 +302,10 @@ def stand_in_pulumi(
     "when": "KEY=VALUE", only while the stack's config has it), after logging its "events", leaving its
     "deployment" and handing over its "problems" as the program does; with "cancelled": N, only after a
     Ctrl-C, saying N lines then.
-    CONFIG: stack -> key -> value (default: STACK_CONFIG for
-    each stack). PASSPHRASE: the one the stacks' secrets take (default: any). SELECTED: the stack the CLI
-    has selected (`pulumi stack select`), for a command given no --stack (default: none).
+    CONFIG: stack -> key -> value (default: STACK_CONFIG for each stack); SECRETS: stack -> the keys of its
+    config kept encrypted (`config set-all --secret` adds to them). PASSPHRASE: the one the stacks' secrets
+    take (default: any). SELECTED: the stack the CLI has selected (`pulumi stack select`), for a command
+    given no --stack (default: none).
     `up`'s other prerequisites are there too: a stand-in gcloud on PATH (never run) and
     application-default credentials where gcloud keeps them.
     """
@@ -313,6 +318,7 @@ def stand_in_pulumi(
         "config": {name: dict(STACK_CONFIG) for name in stacks} if config is None else dict(config),
         "events": events or [], "update_events": update_events or [], "next_outputs": dict(next_outputs or {}),
         "outputs_when": dict(outputs_when or {}),
+        "secret": {name: list(keys) for name, keys in (secrets or {}).items()},
         "fail": dict(fail or {}), "passphrase": passphrase, "current": selected,
         "backend": (state_dir / "course-vm" / "pulumi").as_uri(),
     }  # fmt: skip

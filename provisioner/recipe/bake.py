@@ -49,7 +49,8 @@ def render_bake_user_data(settings: Settings) -> str:
         raise RecipeError("the bake's rendered user-data is not a #cloud-config mapping")
     files = {f.get("path"): f.get("content") for f in document.get("write_files", []) if isinstance(f, dict)}
     if (
-        set(document) != {"ssh_pwauth", "disable_root", "write_files", "runcmd"}
+        set(document) != {"ssh_pwauth", "disable_root", "users", "write_files", "runcmd"}
+        or document["users"] != {}
         or files.get(BAKE_SCRIPT_PATH) != filled_in["system_script"]
         or files.get(BAKE_FINISH_PATH) != filled_in["finish_script"]
         or files.get("/etc/docker/daemon.json", "") != filled_in["docker_daemon_json"]

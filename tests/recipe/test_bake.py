@@ -30,7 +30,7 @@ def test_the_bake_is_valid_cloud_config_that_makes_no_user_and_no_login(mirror: 
     text = render_bake_user_data(settings(dockerRegistryMirror=mirror) if mirror else settings())
     validate_cloud_config(text, tmp_path)
     document = yaml.safe_load(text)
-    assert "users" not in document and document["ssh_pwauth"] is False and document["disable_root"] is True
+    assert document["users"] == {} and document["ssh_pwauth"] is False and document["disable_root"] is True
     assert ("/etc/docker/daemon.json" in files(text)) == bool(mirror)
     # The finisher first, so that a failed bake still reports and powers off.
     assert document["runcmd"][0][:2] == ["systemd-run", "--unit=course-vm-bake-finish"]

@@ -74,7 +74,9 @@ fi""",
     "systemctl": 'echo "systemctl $*" >>"$CALLS"',
     "usermod": 'echo "usermod $*" >>"$CALLS"',
     "runuser": 'shift 3; exec "$@"',  # runuser -u USER -- CMD...
-    "getent": 'echo "$2:x:${FAKE_UID:-1000}:1000::$FAKE_HOME:/bin/bash"',
+    # `getent passwd NAME`: NAME, with FAKE_UID and FAKE_HOME; `getent passwd`: the accounts, root and EXTRA_ACCOUNT.
+    "getent": 'if [[ -n ${2:-} ]]; then echo "$2:x:${FAKE_UID:-1000}:1000::$FAKE_HOME:/bin/bash"; else '
+    'echo "root:x:0:0::/root:/bin/bash"; [[ -z ${EXTRA_ACCOUNT:-} ]] || echo "$EXTRA_ACCOUNT"; fi',
     "id": 'echo "$(/usr/bin/id -gn)"',
     "install": 'args=(); while (($#)); do case $1 in -o|-g) shift 2;; *) args+=("$1"); shift;; esac; done; '
     'exec /usr/bin/install "${args[@]}"',
@@ -717,3 +719,12 @@ def _system_script_for(machine: Machine, compose: bytes) -> Path:
     path = machine.root / "course-vm-bake"
     path.write_text(render_system_script(anaconda, other, image_manifest(anaconda, other)))
     return path
+
+
+def test_a_bake_that_would_leave_a_login_account_in_the_image_fails_its_check(machine: Machine) -> None:
+    # As cloud-init's default user (`debian`, uid 1000) would be: every VM's, with sudo, and on the student's uid.
+    env = {**machine.image_environment(), "EXTRA_ACCOUNT": "debian:x:1000:1000:Debian:/home/debian:/bin/bash"}
+    result = machine.run(machine.system_script(), **env)
+    assert result.returncode != 0
+    assert "check| the image would hold these accounts: debian; a bake makes none" in result.stdout
+    assert not (machine.root / "image" / "manifest").exists()

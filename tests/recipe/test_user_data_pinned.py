@@ -38,7 +38,7 @@ PINNED = [
     ({"homeDiskSizeGb": "20"}, {"home_disk_device": "/dev/disk/by-id/virtio-course-vm-home"},
      "1b4eb19f826c1c5f534a2d5e8c099e801b58518d084fd1d04728946b5f973304"),
     (OTHER_RELEASES, {}, "e416f8f6b37101a76f283439afd756323bd9e662a319ed129df26e0c91dddbc8"),
-    ({"bakedImage": "true"}, {}, "558d21ffabcf1b7fe001e9e8fd2a427a1f03c1690013af1d4cf128c01544fed8"),
+    ({"bakedImage": "true"}, {}, "2f537ee0e66b7374908b1bbabc2305dd97536265a237e4642143450e149e088d"),
 ]  # fmt: skip
 
 
@@ -65,5 +65,5 @@ def test_the_bakes_user_data_is_byte_identical() -> None:
     settings = parse_settings({"allowedSshCidrs": ["203.0.113.7/32"]}, "course-project-1", "europe-west1-b")
     text = render_bake_user_data(settings)
     assert (
-        hashlib.sha256(text.encode()).hexdigest() == "6cb1f448ef2280828109baad7d2840007c14b812922c2660d4cf9e04e8cf0cbe"
+        hashlib.sha256(text.encode()).hexdigest() == "76f7ebdd3d5acce53c5ca68b04ad9f102b956777bd3a110f7df88bc66e33c25e"
     )

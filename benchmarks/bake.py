@@ -27,10 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SETUP_RATIO_GOAL = 0.15
-# When cloud-init started, and the guest's clock now, read on the guest at one moment.
+# When cloud-init started, and the guest's clocks now, read on the guest at one moment. cloud-init keeps
+# its start on the monotonic clock (seconds since boot), older ones on the wall clock: both are printed.
 CLOUD_INIT_START = (
     "python3 -c 'import json, time; "
-    'print(json.load(open("/var/lib/cloud/data/status.json"))["v1"]["init-local"]["start"], time.time())\''
+    'print(json.load(open("/var/lib/cloud/data/status.json"))["v1"]["init-local"]["start"], '
+    "time.monotonic(), time.time())'"
 )
 
 
@@ -73,8 +75,9 @@ def timed_up(env: dict[str, str], name: str, image: Path, settings: list[str]) -
         asked = time.time()
         read = course_vm(env, "local", "ssh", "--name", name, "--", CLOUD_INIT_START)
         answered = time.time()
-        cloud_init, guest_now = (float(value) for value in read.stdout.split())
-        # The guest's clock is not the host's: place cloud-init's start on the host's by the guest's own now.
+        cloud_init, monotonic, wall = (float(value) for value in read.stdout.split())
+        # The guest's clocks are not the host's: place cloud-init's start on the host's by the guest's own now.
+        guest_now = wall if cloud_init > 1e9 else monotonic
         cloud_init_on_host = (asked + answered) / 2 - (guest_now - cloud_init)
         return Run(ready=verdict - started, setup=verdict - cloud_init_on_host)
     finally:

@@ -67,6 +67,18 @@ def bake(stack: str, *, ask: Ask, on_output: OnOutput = print, now: str | None =
     )
     if not ask(question):
         raise declined(command("image bake", stack))
+    try:
+        return _bake(session, config, family, stack, now, on_output)
+    finally:
+        # `stack init` selected the bake stack: the raw CLI and `check` without --stack go back to the class's.
+        source.select()
+
+
+def _bake(
+    session: StackSession, config: StackConfig, family: str, stack: str, now: str | None, on_output: OnOutput
+) -> Baked:
+    """The bake in SESSION, once asked: the class's CONFIG copied, then its two updates (see `bake`)."""
+    held = session.config() if session.exists else StackConfig()
     session.create()
     copied = _copied(config)
     # The class's settings as they are now: what it no longer has goes from the bake stack too.

@@ -38,7 +38,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def image_bake(args: argparse.Namespace) -> int:
-    prerequisites.check(args.stack)
+    prerequisites.check(args.stack, verb="image bake")
     baked = run_bake(args.stack, ask=lambda question: _ask(question, args.yes), on_output=progress)
     if args.json:
         print(json.dumps({"image": baked.image, "family": baked.family, "manifest": baked.manifest.splitlines()}))
@@ -51,7 +51,7 @@ def image_bake(args: argparse.Namespace) -> int:
 
 
 def image_delete(args: argparse.Namespace) -> int:
-    prerequisites.check(args.stack)
+    prerequisites.check(args.stack, verb="image delete")
     if delete_image(args.stack, ask=lambda question: _ask(question, args.yes), on_output=progress):
         print(f"Deleted the baked image of stack {args.stack} (stack {bake_stack(args.stack)} is empty now).")
     else:

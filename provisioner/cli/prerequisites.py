@@ -106,13 +106,15 @@ def missing(
     return problems
 
 
-def check(stack: str = DEFAULT_STACK, *, iap: bool = False) -> None:
-    """Raise MissingPrerequisiteError naming every prerequisite of `up` for STACK that is missing (IAP: its
-    settings say sshAccess iap, so it needs gcloud's IAP tunnel), before anything is created."""
+def check(stack: str = DEFAULT_STACK, *, iap: bool = False, verb: str = "up") -> None:
+    """Raise MissingPrerequisiteError naming every prerequisite of `up` (or VERB: `image bake`, which needs the
+    same) for STACK that is missing (IAP: its settings say sshAccess iap, so it needs gcloud's IAP tunnel),
+    before anything is created."""
     problems = missing(iap=iap)
     if problems:
         count = "one thing" if len(problems) == 1 else f"{len(problems)} things"
-        lines = [f"course-vm up needs {count} this machine lacks; nothing was created:"]
+        untouched = "nothing was deleted" if verb.endswith("delete") else "nothing was created"
+        lines = [f"course-vm {verb} needs {count} this machine lacks; {untouched}:"]
         raise MissingPrerequisiteError("\n".join(lines + [f"  - {problem}" for problem in problems]))
 
 

@@ -187,3 +187,13 @@ def test_a_failed_capture_keeps_the_builder_and_the_old_image_and_says_so(
         DISK + "-old",
         "course-vm-image 1",
     ), "the kept image's own disk and manifest, untouched"
+
+
+def test_without_the_pulumi_cli_the_bake_says_what_is_missing_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["image", "bake", "--stack", "fall", "--yes"]) == ExitStatus.MISSING_PREREQUISITE
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == "course-vm: course-vm image bake needs 2 things this machine lacks; nothing was created:"

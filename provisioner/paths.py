@@ -27,12 +27,15 @@ def config_home() -> Path:
 ON_WINDOWS = os.name == "nt"
 """The one switch for Windows' rules (key ACLs, drive-letter paths, PowerShell lines); tests pass `windows=`."""
 
-PROJECT_DIR = _SOURCE if FROM_CHECKOUT else config_home()
-"""The project directory: Pulumi.yaml, the stack files (Pulumi.STACK.yaml) and relative roster paths.
 
-A checkout is its own project directory. An installed copy cannot keep stack files in
-site-packages, so its project directory is `$XDG_CONFIG_HOME/course-vm`, where `course-vm up`
-writes a Pulumi.yaml whose python runtime is the interpreter course-vm is installed in."""
+
+def project_dir() -> Path:
+    """The project folder, `$XDG_CONFIG_HOME/course-vm` (default `~/.config/course-vm`), the one place of
+    Pulumi.yaml and the stack files (Pulumi.STACK.yaml) for `course-vm` and `python -m provisioner` alike,
+    wherever they run from: an installed copy cannot keep stack files in site-packages, and a checkout run
+    with its own folder would show other stacks than the installed command. Course-vm writes its Pulumi.yaml
+    there, whose python runtime is the interpreter course-vm runs in (see driver/workspace.py)."""
+    return config_home()
 
 
 def state_home() -> Path:

@@ -53,6 +53,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.fixture(autouse=True)
+def project_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's own XDG_CONFIG_HOME, so its project folder (provisioner.paths.project_dir) is its own, never
+    the user's `~/.config/course-vm`; the project folder."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    return tmp_path / "xdg-config" / "course-vm"
+
+
 def require_tool(name: str) -> str:
     """The path of tool NAME. Missing, it skips the test on a developer machine and fails it in CI."""
     path = shutil.which(name)

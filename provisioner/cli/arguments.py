@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from provisioner.errors import CourseVmError
 
 _SIZE = re.compile(r"[1-9][0-9]*[KMGT]?")
 
@@ -47,3 +51,22 @@ def disk_size(text: str) -> str:
     if not _SIZE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a size like 30G")
     return text
+
+
+PATH_SETTINGS = ("studentsCsv", "sshKeyPath")
+"""Settings that name a file: given relative, they are made absolute against the directory the command runs in."""
+
+
+def settings_given(pairs: Sequence[str]) -> dict[str, str]:
+    """The settings `--set KEY=VALUE` PAIRS give, by key; a relative path of PATH_SETTINGS made absolute against
+    the working directory (stored so, it means the same file from anywhere). Raises CourseVmError for a pair
+    without `=`."""
+    given: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise CourseVmError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set username=alice")
+        if key in PATH_SETTINGS and value and not value.startswith("~") and not os.path.isabs(value):
+            value = Path(value).absolute().as_posix()
+        given[key] = value
+    return given

@@ -42,6 +42,15 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         metavar="CIDR",
         help="an IPv4 range to add to the stack's stored allowedSshCidrs, keeping the others (repeatable)",
     )
+    up_parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting to keep in the stack (repeatable), e.g. autoStopIdleMinutes=0, spot=true, "
+        "homeDiskSizeGb=20, 'forwardPorts=[8888, 5000, 3000]' (a list as JSON); KEY= removes it (its default "
+        "again); a relative studentsCsv or sshKeyPath is kept as its absolute path (docs/reference.md lists the keys)",
+    )
     up_parser.add_argument("--stack", default=DEFAULT_STACK)
     up_parser.add_argument("--yes", action="store_true", help=YES_HELP)
     up_parser.set_defaults(run=up)
@@ -83,7 +92,9 @@ def up(args: argparse.Namespace) -> int:
     Pulumi's preview comes first, summarised per VM, then the Compute API and its quotas are
     checked, and nothing changes without a yes.
     """
-    options = UpOptions(args.project, args.zone, tuple(args.allow), tuple(args.add_allow))
+    options = UpOptions(
+        args.project, args.zone, tuple(args.allow), tuple(args.add_allow), arguments.settings_given(args.set)
+    )
 
     def ready(iap: bool) -> None:
         # What this machine lacks comes alone, before any word of a preview (the stack's settings say iap).

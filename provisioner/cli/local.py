@@ -163,20 +163,10 @@ def _register_metadata_server(local: argparse._SubParsersAction[Any]) -> None:
     metadata.set_defaults(run=local_metadata_server)
 
 
-def _settings_from_set(pairs: Sequence[str]) -> dict[str, str]:
-    raw: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise CourseVmError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set username=alice")
-        raw[key] = value
-    return raw
-
-
 def _local_settings(pairs: Sequence[str]) -> Settings:
     """The settings `--set KEY=VALUE` PAIRS give. Raises SettingsError with every problem, worded for --set."""
     try:
-        return parse_settings(_settings_from_set(pairs), None, None, for_gcp=False)
+        return parse_settings(arguments.settings_given(pairs), None, None, for_gcp=False)
     except SettingsError as error:
         words = [p if isinstance(p, str) else p.in_words(set_flag_words) for p in as_given(error)]
         raise SettingsError(words) from None

@@ -48,15 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def left_running(args: argparse.Namespace) -> str:
     """What a command interrupted by Ctrl-C leaves behind, and how to go on. Commands that know more
-    (`local up`) raise InterruptionError themselves."""
+    (`up`, `local up`) raise InterruptionError themselves."""
     stack = getattr(args, "stack", None) or "dev"
     words = (args.command, getattr(args, "local_command", None), getattr(args, "image_command", None))
     command = " ".join(word for word in words if word)
     name = getattr(args, "name", "")
     return {
-        "up": f"Pulumi may have created or changed some of stack {stack}'s resources before it stopped. "
-        f"`course-vm up --stack {stack}` finishes the job; "
-        f"`course-vm down --stack {stack}` removes what exists",
         "down": f"Pulumi may have deleted some of stack {stack}'s resources before it stopped. "
         f"`course-vm down --stack {stack}` deletes the rest",
         "start": f"VMs already asked to start go on starting; `course-vm start --stack {stack}` waits for them again",

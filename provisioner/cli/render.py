@@ -1,59 +1,66 @@
-"""`render`: the user-data `pulumi up` would send for a stack, printed without touching the cloud."""
+"""`render`: the user-data `pulumi up` would send for a stack, printed without the Pulumi CLI or the cloud."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from provisioner.access.keys import ensure_key_pair
+from provisioner.cli import arguments
+from provisioner.cli.console import progress
+from provisioner.cli.up import refused
 from provisioner.driver.config import StackConfig
-from provisioner.errors import CourseVmError
-from provisioner.paths import PROJECT_DIR
+from provisioner.errors import CourseVmError, SettingsError
+from provisioner.paths import project_dir
+from provisioner.recipe.problems import as_given, set_flag_words
+from provisioner.recipe.settings import PROJECT, Settings, parse_settings
 from provisioner.recipe.user_data import user_data_for
+from provisioner.stack import DEFAULT_STACK
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser = commands.add_parser(
-        "render", help="print the cloud-init user-data for a stack's settings (no cloud calls)"
+        "render", help="print the cloud-init user-data for a stack's settings (no Pulumi, no cloud calls)"
     )
-    parser.add_argument("--stack", help="stack name (reads Pulumi.STACK.yaml); default: the only stack")
+    parser.add_argument("--stack", default=DEFAULT_STACK)
     parser.add_argument("--student", default="", metavar="NAME", help="a class stack: whose user-data")
-    parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting, over the stack's stored ones (repeatable), as `up --set` takes it, e.g. username=alice",
+    )
     parser.set_defaults(run=render)
 
 
-def stack_file(project_dir: Path, stack: str | None) -> Path:
-    """The `Pulumi.<stack>.yaml` to read: the named one, or the only one there is.
+def rendered_settings(stack: str, pairs: list[str]) -> Settings:
+    """The settings to render: the stack's stored settings (its stack file in the project folder) with the
+    --set PAIRS over them, checked as `up` checks them; with no stack file, PAIRS over the defaults, checked
+    as `local up` checks them (no project, zone or ranges: the user-data needs none).
 
-    Raises CourseVmError when no stack is named and there is not exactly one stack file.
-    """
-    candidates = sorted(project_dir.glob("Pulumi.*.yaml"))
-    if stack:
-        path = project_dir / f"Pulumi.{stack}.yaml"
-        if path.exists() or path.is_symlink():
-            return path
-        others = ", ".join(f"--stack {p.name[len('Pulumi.') : -len('.yaml')]}" for p in candidates)
-        raise CourseVmError(
-            f"stack {stack} has no settings file {path.name} in {project_dir}. Fix: "
-            + (f"{others}, or " if others else "")
-            + f"`pulumi stack init {stack}`, then set gcp:project, gcp:zone and allowedSshCidrs as the README shows"
-        )
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise CourseVmError(
-            f"no stack settings (Pulumi.STACK.yaml) in {project_dir}. Fix: `pulumi stack init dev`, "
-            "then set gcp:project, gcp:zone and allowedSshCidrs as the README shows"
-        )
-    found = ", ".join(p.name for p in candidates)
-    raise CourseVmError(f"several stacks ({found}) and no --stack. Fix: pass --stack NAME")
+    Raises SettingsError (each Fix an `up` command, or with no stack file a --set flag) or CourseVmError for a
+    stack file that cannot be used."""
+    given = arguments.settings_given(pairs)
+    path = project_dir() / f"Pulumi.{stack}.yaml"
+    if path.exists() or path.is_symlink():
+        stored = StackConfig.from_stack_file(path)
+        try:
+            return stored.with_changes({f"{PROJECT}:{key}": value for key, value in given.items()}, {}).settings()
+        except SettingsError as error:
+            raise refused(stack, error) from None  # the stack's settings: fixed with `up`
+    progress(f"stack {stack} has no settings in {project_dir()} yet: rendering the defaults and --set")
+    try:
+        return parse_settings(given, None, None, for_gcp=False)
+    except SettingsError as error:
+        words = [p if isinstance(p, str) else p.in_words(set_flag_words) for p in as_given(error)]
+        raise SettingsError(words) from None
 
 
 def render(args: argparse.Namespace) -> int:
-    """Print the user-data `pulumi up` would send for the stack, without touching the cloud."""
-    settings = StackConfig.from_stack_file(stack_file(args.project_dir, args.stack)).settings()
+    """Print the user-data `pulumi up` would send for the stack, without the Pulumi CLI or the cloud."""
+    settings = rendered_settings(args.stack, args.set)
     seats = {seat.name: seat for seat in settings.seats}
     if args.student not in seats:
         names = ", ".join(seats)

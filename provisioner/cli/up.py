@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from provisioner.access.ssh_config import host_alias
 from provisioner.cli.console import Confirm, declined
 from provisioner.cli.ssh_entries import aliases, write_entries
-from provisioner.driver.config import CIDRS_KEY
+from provisioner.driver.config import CIDRS_KEY, StackConfig
 from provisioner.driver.engine_errors import RAW_CLI_NOTE
+from provisioner.driver.events import EngineLog, StepKind
 from provisioner.driver.plan import Action, Plan, failed_students
 from provisioner.driver.session import EngineInterruptedError, EngineRunError, StackSession, stack_file_config
 from provisioner.driver.verifications import record_verifications
 from provisioner.driver.workspace import OnOutput, Workspace
-from provisioner.errors import CourseVmError, EngineError, SettingsError
+from provisioner.errors import CourseVmError, EngineError, InterruptionError, SettingsError
 from provisioner.gcp.quotas import Existing
-from provisioner.paths import PROJECT_DIR
-from provisioner.recipe.problems import as_given
-from provisioner.recipe.settings import Settings
-from provisioner.stack import StackOutputs, VmOutputs
+from provisioner.paths import project_dir
+from provisioner.recipe.problems import Problem, RemoveKey, SetKey, Step, as_given, pulumi_words
+from provisioner.recipe.settings import PROJECT, SETTINGS, Settings
+from provisioner.stack import VERIFICATION_TYPE, StackOutputs, VmOutputs, command
 
 CloudCheck = Callable[[str, Settings, int, Sequence[Existing]], None]
 """Given the stack's name and settings, how many VMs the previewed change creates and the VMs it updates or
@@ -37,11 +39,133 @@ class UpOptions:
     """IPv4 ranges that replace the stored allowedSshCidrs (--allow)."""
     added: Sequence[str] = ()
     """IPv4 ranges appended to them, each once (--add-allow)."""
+    sets: Mapping[str, str] = field(default_factory=dict)
+    """Settings by key (without `course-vm:`), from --set KEY=VALUE: a list's value is its JSON text; "" removes
+    the key, so that its default applies again."""
 
     def given(self) -> list[str]:
         """The flags that were given, as `declined` names them."""
-        flags = (("--project", self.project), ("--zone", self.zone), ("--allow", self.allowed))
-        return [flag for flag, value in (*flags, ("--add-allow", self.added)) if value]
+        flags: list[tuple[str, object]] = [("--project", self.project), ("--zone", self.zone)]
+        flags += [("--allow", self.allowed), ("--add-allow", self.added), ("--set", self.sets)]
+        return [flag for flag, value in flags if value]
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """What `up` stores in a stack's config for its options: VALUES (full keys), LISTS (own keys, each replacing
+    the stored list) and REMOVED (full keys)."""
+
+    values: Mapping[str, str]
+    lists: Mapping[str, Sequence[str]]
+    removed: Sequence[str]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.values or self.lists or self.removed)
+
+    def applied(self, config: StackConfig) -> StackConfig:
+        """CONFIG as it is after this change."""
+        changed = config.with_changes(self.values, self.lists)
+        return StackConfig({k: v for k, v in changed.values.items() if k not in self.removed}, changed.secret)
+
+
+ARRAYS = frozenset(row.key for row in SETTINGS if row.type == "array")
+
+
+def config_change(config: StackConfig, options: UpOptions) -> ConfigChange:
+    """What OPTIONS change in CONFIG, the stack's config: the flags' values, and the ranges as a list only when it
+    differs from the stored one (so that the line `allowedSshCidrs: OLD -> NEW` is said only for a change)."""
+    values = {key: value for key, value in (("gcp:project", options.project), ("gcp:zone", options.zone)) if value}
+    lists: dict[str, Sequence[str]] = {}
+    removed: list[str] = []
+    for key, text in options.sets.items():
+        items = _json_list(text) if key in ARRAYS else None
+        if text == "":
+            removed.append(f"{PROJECT}:{key}")
+        elif items is not None:
+            lists[key] = items
+        else:
+            values[f"{PROJECT}:{key}"] = text
+    old = config.cidrs()
+    new = list(options.allowed) if options.allowed else list(old)
+    for cidr in options.added:
+        if cidr not in new:
+            new.append(cidr)
+    if new != old:
+        lists[CIDRS_KEY] = new
+    return ConfigChange(values, lists, [key for key in removed if key in config.values])
+
+
+def _json_list(text: str) -> list[str] | None:
+    """TEXT, a --set value, as the list of strings it writes in JSON; None when it is no such list (the rules
+    then say what it must be)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(value, list) and all(isinstance(item, str | int) and not isinstance(item, bool) for item in value):
+        return [str(item) for item in value]
+    return None
+
+
+def up_words(stack_name: str) -> Callable[[Step], str]:
+    """How `up` says a fix's steps: the `course-vm up` flag that takes each (--project, --zone, --allow, --set)."""
+    up = command("up", stack_name)
+    flags = {"gcp:project": "--project", "gcp:zone": "--zone", CIDRS_KEY: "--allow"}
+
+    def words(step: Step) -> str:
+        if isinstance(step, SetKey):
+            if step.key in flags:
+                return f"`{up} {flags[step.key]} {step.example}`"
+            if step.at is None:
+                return f"`{up} --set {step.key}={step.example}`"
+            return pulumi_words(step)  # one item of a list: --set would replace the whole list
+        if isinstance(step, RemoveKey):
+            return f"`{up} --set {step.key}=` (which removes it)"
+        return step.text
+
+    return words
+
+
+NO_ADDRESS = "it has no address before the slash"
+"""Why a range without its address (`--allow "$(curl ...)/32"` when the lookup failed) is refused: see ssh_ranges."""
+ADDRESS_NOTE = (
+    'Your public address (the lookup in `--allow "$(curl -s https://checkip.amazonaws.com)/32"` printed none): '
+    "Linux, macOS `curl -s https://checkip.amazonaws.com`; Windows PowerShell "
+    "`(Invoke-RestMethod https://checkip.amazonaws.com).Trim()`, as in "
+    '`course-vm up --allow "$((Invoke-RestMethod https://checkip.amazonaws.com).Trim())/32"`; '
+    "or open https://checkip.amazonaws.com in a browser."
+)
+
+
+def refused(stack_name: str, error: SettingsError) -> SettingsError:
+    """ERROR, the stack's settings refused, each Fix a `course-vm up` command (see up_words)."""
+    problems = as_given(error)
+    words = up_words(stack_name)
+    lines = [p if isinstance(p, str) else p.in_words(words) for p in problems]
+    no_address = any(isinstance(p, Problem) and p.why.startswith(NO_ADDRESS) for p in problems)
+    notes = [ADDRESS_NOTE] if no_address else []
+    notes += [RAW_CLI_NOTE] if any("pulumi config" in line for line in lines) else []
+    return SettingsError(lines, note="\n".join(notes))
+
+
+def checked_options(stack_name: str, options: UpOptions) -> None:
+    """Check what the stack's config would hold with OPTIONS, from its stack file (no Pulumi CLI needed), before
+    anything else: every problem at once, each Fix a `course-vm up` command. A stack file course-vm cannot read
+    alone (secrets, or broken) is checked after the Pulumi CLI has read it.
+
+    Raises SettingsError."""
+    path = project_dir() / f"Pulumi.{stack_name}.yaml"
+    try:
+        stored = StackConfig.from_stack_file(path) if path.exists() else StackConfig()
+    except CourseVmError:
+        return
+    if any(isinstance(value, dict) for value in stored.values.values()):
+        return  # a secret (`secure:`): the Pulumi CLI's reading of it is checked once it is there
+    try:
+        config_change(stored, options).applied(stored).settings()
+    except SettingsError as error:
+        raise refused(stack_name, error) from None
 
 
 class PartialUpError(EngineError):
@@ -66,35 +190,65 @@ def up(
     keeps the options in the config. After a preview without changes no update runs. One student's
     failure does not stop the others' VMs (Pulumi's continue-on-error). Entries of students no longer
     on the roster are removed. READY is told whether the stack uses IAP before anything is created,
-    and raises what this machine lacks (see prerequisites.check).
+    and raises what this machine lacks (see prerequisites.check). Ctrl-C raises InterruptionError saying what
+    is true for the stage it came in (see interrupted_up).
 
     Raises SettingsError when the stack's settings are refused (before any preview), CourseVmError
     when the answer is no (nothing changed), EngineError when Pulumi fails (PartialUpError when it
     failed for some students of a class: see after_failed_update), and what READY and CHECK raise.
     """
+    stage = Stage()
+    try:
+        return _up(stage, stack_name, options, confirm, check, ready, on_output)
+    except EngineInterruptedError as interrupted:
+        record_verifications(stack_name, interrupted.log)  # those that ended before Pulumi cancelled
+        stage.now = "verification" if verifying(interrupted.log) else "update"
+        raise InterruptionError(interrupted_up(stack_name, stage.now, options)) from None
+    except KeyboardInterrupt:
+        raise InterruptionError(interrupted_up(stack_name, stage.now, options)) from None
+
+
+@dataclass
+class Stage:
+    """Where `up` is: what a Ctrl-C now leaves (see interrupted_up)."""
+
+    now: str = "check"
+
+
+def _up(
+    stage: Stage, stack_name: str, options: UpOptions, confirm: Confirm, check: CloudCheck | None,
+    ready: Callable[[bool], None] | None, on_output: OnOutput,
+) -> StackOutputs:  # fmt: skip
+    checked_options(stack_name, options)
     if ready is not None and not Workspace.installed():
         # Named with whatever else is missing; the stack file says whether gcloud's login is needed too.
-        ready(stack_file_config(PROJECT_DIR, stack_name).iap)
+        ready(stack_file_config(project_dir(), stack_name).iap)
     session = StackSession.open(stack_name, missing_ok=True)
     if ready is not None:
-        ready(session.config().iap)
+        ready(config_change(session.config(), options).applied(session.config()).iap)
+    try:
+        # What the Pulumi CLI reads (secrets too) is checked before anything is stored.
+        config_change(session.config(), options).applied(session.config()).settings()
+    except SettingsError as error:
+        raise refused(stack_name, error) from None
+    stage.now = "preview"
     session.create()
     session.select()
     keep_options(session, options, on_output)
-    try:
-        settings = session.config().settings()
-    except SettingsError as error:
-        raise SettingsError(as_given(error), note=RAW_CLI_NOTE) from None
+    settings = session.config().settings()
     plan = session.preview(project=options.project)
     if entries_change(settings, session):
         plan = replace(plan, entries=True)
     # The preview names every VM in the state, also those a failed first `up` left out of the outputs.
     before = aliases(stack_name, session.state().names() | set(plan.students()))
+    stage.now = "cloud"
     if check is not None:
         changed = plan.students(Action.UPDATE, Action.REPLACE)
         check(stack_name, settings, plan.created, session.state().existing_of(changed) if changed else [])
+    stage.now = "prompt"
     if not confirm(plan):
         raise declined("up", options.given())
+    stage.now = "update"
     if plan.changes:
         try:
             log = session.update(on_output, project=options.project)
@@ -102,15 +256,46 @@ def up(
             # A failed update keeps the old outputs, so only its events say whose verification failed.
             record_verifications(stack_name, error.log)
             raise after_failed_update(stack_name, session, error, plan, before) from None
-        except EngineInterruptedError as interrupted:
-            record_verifications(stack_name, interrupted.log)  # those that ended before Pulumi cancelled
-            raise
         record_verifications(stack_name, log)
+    stage.now = "entries"
     outputs = session.outputs()
     problems = write_entries(stack_name, outputs.vms, before)
     if problems:
         raise CourseVmError(" | ".join(str(problem) for problem in problems))
     return outputs
+
+
+def verifying(log: EngineLog) -> bool:
+    """Whether the engine, when LOG ends, was running only VMs' verifications: every VM was made."""
+    pending: dict[str, str] = {}
+    for step in log.steps:
+        if step.kind is StepKind.PRE:
+            pending[step.urn] = step.type
+        else:
+            pending.pop(step.urn, None)
+    return bool(pending) and set(pending.values()) == {VERIFICATION_TYPE}
+
+
+def interrupted_up(stack_name: str, stage: str, options: UpOptions) -> str:
+    """What is true after Ctrl-C in `up`'s STAGE, and how to go on."""
+    up, down = command("up", stack_name), command("down", stack_name)
+    kept = f" The stack's settings keep what {', '.join(options.given())} gave." if options.given() else ""
+    return (
+        "interrupted: "
+        + {
+            "check": "nothing was changed: the settings and this machine were being checked",
+            "preview": f"a preview changes nothing in the cloud.{kept} `{up}` previews again",
+            "cloud": f"nothing was changed in the cloud (its API and quotas were being read).{kept} `{up}` reads "
+            "them again",
+            "prompt": f"nothing was created, changed or deleted in the cloud.{kept} `{up}` asks again",
+            "update": f"Pulumi may have created, changed or deleted some of stack {stack_name}'s resources before it "
+            f"stopped. `{up}` finishes the job; `{down}` removes what exists",
+            "verification": f"the VMs were made; Pulumi stopped while checking them (their setup goes on). `{up}` "
+            f"checks them again and finishes the job; `{down}` removes them",
+            "entries": f"the VMs are ready, but their ssh entries may not be written. `{up}` writes them (it changes "
+            "nothing else)",
+        }[stage]
+    )
 
 
 def entries_change(settings: Settings, session: StackSession) -> bool:
@@ -130,15 +315,13 @@ def entries_change(settings: Settings, session: StackSession) -> bool:
 def keep_options(session: StackSession, options: UpOptions, on_output: OnOutput) -> None:
     """Store what OPTIONS give in the stack's config (the preview reads it there); a changed range list is said."""
     old = session.config().cidrs()
-    new = list(options.allowed) if options.allowed else list(old)
-    for cidr in options.added:
-        if cidr not in new:
-            new.append(cidr)
-    values = {key: value for key, value in (("gcp:project", options.project), ("gcp:zone", options.zone)) if value}
-    lists = {CIDRS_KEY: new} if new != old else {}
-    if values or lists:
-        session.store(values, lists)
-    if lists:
+    change = config_change(session.config(), options)
+    if change.removed:
+        session.remove(change.removed)
+    if change.values or change.lists:
+        session.store(change.values, change.lists)
+    if CIDRS_KEY in change.lists:
+        new = change.lists[CIDRS_KEY]
         on_output(f"{CIDRS_KEY}: {', '.join(old) or '(none)'} -> {', '.join(new) or '(none)'}")
 
 

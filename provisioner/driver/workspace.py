@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from provisioner.errors import MissingPrerequisiteError
-from provisioner.paths import FROM_CHECKOUT, ON_WINDOWS, PROGRAM_DIR, PROJECT_DIR, state_home
+from provisioner.paths import FROM_CHECKOUT, ON_WINDOWS, PACKAGE_ROOT, PROGRAM_DIR, project_dir, state_home
 
 PULUMI_INSTALL = (
     "install the Pulumi CLI: https://www.pulumi.com/docs/install/ "
@@ -89,29 +89,33 @@ def backend_environment() -> dict[str, str]:
 
 
 def runtime_environment() -> dict[str, str]:
-    """For an installed copy outside a virtualenv: the python Pulumi runs the program with (this one)."""
-    if FROM_CHECKOUT or sys.prefix != sys.base_prefix:
-        return {}
-    return {"PULUMI_PYTHON_CMD": sys.executable}
+    """What Pulumi needs to run the program in the project folder with this course-vm: outside a virtualenv the
+    python course-vm runs in; from a checkout, the checkout on PYTHONPATH (the program imports `provisioner`)."""
+    environment: dict[str, str] = {}
+    if sys.prefix == sys.base_prefix:
+        environment["PULUMI_PYTHON_CMD"] = sys.executable
+    if FROM_CHECKOUT:
+        given = os.environ.get("PYTHONPATH")
+        environment["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), *([given] if given else [])])
+    return environment
 
 
 def project_directory() -> Path:
-    """The project directory Pulumi runs in (PROJECT_DIR), ready to run the program.
+    """The project folder Pulumi runs in (paths.project_dir), ready to run the program.
 
-    A checkout is ready as it is. For an installed copy, PROJECT_DIR gets the packaged Pulumi.yaml
-    (its python runtime set to the interpreter course-vm is installed in) and __main__.py, written
-    again when an upgrade changed them; the stack files beside them stay the user's.
+    It gets the shipped Pulumi.yaml (its python runtime set to the interpreter course-vm runs in) and
+    __main__.py, written again when an upgrade (or a checkout's change) changed them; the stack files beside
+    them stay the user's.
     """
-    if FROM_CHECKOUT:
-        return PROJECT_DIR
-    PROJECT_DIR.mkdir(parents=True, exist_ok=True)
+    directory = project_dir()
+    directory.mkdir(parents=True, exist_ok=True)
     in_virtualenv = sys.prefix != sys.base_prefix
     project_file = installed_project_file(
         (PROGRAM_DIR / "Pulumi.yaml").read_text(), sys.prefix if in_virtualenv else None
     )
-    _write_if_changed(PROJECT_DIR / "Pulumi.yaml", project_file)
-    _write_if_changed(PROJECT_DIR / "__main__.py", (PROGRAM_DIR / "__main__.py").read_text())
-    return PROJECT_DIR
+    _write_if_changed(directory / "Pulumi.yaml", project_file)
+    _write_if_changed(directory / "__main__.py", (PROGRAM_DIR / "__main__.py").read_text())
+    return directory
 
 
 def installed_project_file(text: str, virtualenv: str | None) -> str:

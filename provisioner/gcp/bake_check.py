@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
-from provisioner.paths import PROJECT_DIR
+from provisioner.paths import PACKAGE_ROOT
 
 BAKE_CHECK_VERSION = "1"
 """Bump when the check changes: Pulumi does not notice changed provider code by itself."""
@@ -89,7 +89,7 @@ class BakeCheck(pulumi.dynamic.Resource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(
-            BakeCheckProvider(str(PROJECT_DIR)),
+            BakeCheckProvider(str(PACKAGE_ROOT)),
             name,
             {
                 "project": project,

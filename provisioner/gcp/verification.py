@@ -13,7 +13,7 @@ import pulumi
 import pulumi.dynamic
 
 from provisioner.errors import CourseVmError
-from provisioner.paths import PROJECT_DIR
+from provisioner.paths import PACKAGE_ROOT
 
 _STACK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 CHECKER_VERSION = "1"
@@ -173,8 +173,8 @@ def verify(props: dict[str, Any]) -> dict[str, Any]:
 
 def _provider_class() -> Any:
     # Defined inside a function so that dill pickles the class by value: the provider process that
-    # Pulumi starts can then load it without importing this module, and it puts the project
-    # directory on sys.path before it imports the checker.
+    # Pulumi starts can then load it without importing this module, and it puts the directory
+    # `provisioner` is imported from (a checkout, or site-packages) on sys.path before it imports the checker.
     class VmVerificationProvider(pulumi.dynamic.ResourceProvider):
         def __init__(self, project_dir: str) -> None:
             self.project_dir = project_dir
@@ -255,7 +255,7 @@ class VmVerification(pulumi.dynamic.Resource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(
-            VmVerificationProvider(str(PROJECT_DIR)),
+            VmVerificationProvider(str(PACKAGE_ROOT)),
             name,
             {
                 "host": host,

@@ -11,7 +11,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from provisioner.paths import PROJECT_DIR
+from provisioner.paths import project_dir
 from provisioner.recipe.names import NOT_A_NAME, SYSTEM_NAME, as_name, student_name_problem
 from provisioner.recipe.problems import Fix, set_key
 from provisioner.recipe.public_keys import (
@@ -91,7 +91,7 @@ def from_csv(problems: Problems, setting: Setting, value: object) -> tuple[Roste
         return ()
     fix_path = "point it at the roster: " + set_key(key, "roster.csv")
     # A relative path is relative to the project directory, where Pulumi.yaml is.
-    path = PROJECT_DIR / os.path.expanduser(value)
+    path = project_dir() / os.path.expanduser(value)
     try:
         # stat first: opening a FIFO would block, and /dev/zero never ends.
         if not stat.S_ISREG(path.stat().st_mode):

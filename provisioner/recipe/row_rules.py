@@ -117,6 +117,11 @@ def ssh_ranges(problems: Problems, setting: Setting, value: object) -> tuple[str
     for index, item in enumerate(items):
         where = f"{key}[{index}]"
         fix = set_key(key, ["203.0.113.7/32"], at=index)
+        if isinstance(item, str) and re.fullmatch(r"/?[0-9]{0,2}", item):
+            # What `--allow "$(curl -s https://checkip.amazonaws.com)/32"` gives when the lookup printed nothing.
+            why = "it has no address before the slash (did the lookup of your public address fail?)"
+            problems.add(where, item, why, set_key(key, ["YOUR.PUBLIC.IP/32"], at=index))
+            continue
         if not isinstance(item, str) or not re.fullmatch(r"[0-9./]{7,18}", item):
             problems.add(where, item, "it is not an IPv4 range like 203.0.113.7/32", fix)
             continue

@@ -241,12 +241,13 @@ def test_settings_the_program_would_refuse_are_refused_before_the_preview(tmp_pa
     assert result.returncode == 2
     problems = [
         "diskSizeGb: got '10', but the disk must be a whole number of GB from 20 to 65536 (Ubuntu needs 10 GB, "
-        "Anaconda and Docker about 8 GB more). Fix: pulumi config set diskSizeGb 30",
-        "verify: got 'maybe', but it must be true or false. Fix: pulumi config set verify true",
+        "Anaconda and Docker about 8 GB more). Fix: `course-vm up --set diskSizeGb=30`",
+        "verify: got 'maybe', but it must be true or false. Fix: `course-vm up --set verify=true`",
     ]
-    assert result.stderr.endswith(f"course-vm: {SettingsError(problems, note=RAW_CLI_NOTE)}\n")
-    assert "preview" not in pulumi.verbs()
-    assert_fixes_are_valid(["up"], "\n".join(result.stderr.splitlines()[:-1]))  # the problems, without the note
+    # Before the prerequisites are looked for and the Pulumi CLI runs: the stack file says what is stored.
+    assert result.stderr == f"course-vm: {SettingsError(problems)}\n"
+    assert pulumi.verbs() == []
+    assert_fixes_are_valid(["up"], result.stderr)
 
 
 # Before anything is created: the Compute API enabled, and room in the quotas for the VMs the preview creates.
@@ -461,8 +462,8 @@ def test_ctrl_c_during_up_waits_for_pulumi_to_cancel_passing_on_all_it_says(tmp_
     assert process.returncode == ExitStatus.INTERRUPTED, err
     assert "cancelling: waiting for the running operations to finish (2999)\n" in out
     assert err.endswith(
-        "course-vm: interrupted: Pulumi may have created or changed some of stack dev's resources before it "
-        "stopped. `course-vm up --stack dev` finishes the job; `course-vm down --stack dev` removes what exists\n"
+        "course-vm: interrupted: Pulumi may have created, changed or deleted some of stack dev's resources before "
+        "it stopped. `course-vm up` finishes the job; `course-vm down` removes what exists\n"
     )
     assert "Traceback" not in err
     recorded = json.loads((tmp_path / "state" / "course-vm" / "verifications" / "dev.json").read_text())

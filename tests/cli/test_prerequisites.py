@@ -10,6 +10,7 @@ from provisioner.cli import prerequisites
 from provisioner.cli.main import main
 from provisioner.driver.workspace import PULUMI_INSTALL
 from provisioner.errors import ExitStatus, MissingPrerequisiteError
+from provisioner.paths import project_dir
 from provisioner.recipe.settings import parse_settings
 from tests.support.cli import in_this_process, run_cli
 from tests.support.fake_compute_api import FakeComputeApi
@@ -31,7 +32,8 @@ def test_with_nothing_installed_up_names_everything_and_creates_nothing(tmp_path
     home = tmp_path / "home"
     home.mkdir()
     environment = {"PATH": str(tools(tmp_path)), "HOME": str(home), "XDG_STATE_HOME": str(home / "state")}
-    result = run_cli("up", "--project", "course-project-1", env=environment)
+    flags = ["--project", "course-project-1", "--zone", "europe-west1-b", "--allow", "203.0.113.7/32"]
+    result = run_cli("up", *flags, env=environment)
     assert result.returncode == ExitStatus.MISSING_PREREQUISITE
     assert result.stderr.splitlines() == [
         "course-vm: course-vm up needs 3 things this machine lacks; nothing was created:",
@@ -108,6 +110,7 @@ def test_with_credentials_already_given_gcloud_is_not_needed(tmp_path: Path) -> 
 
 
 # sshAccess iap: `up`'s verification opens the IAP tunnel with gcloud, as gcloud's logged-in account.
+IAP_CONFIG = {"gcp:project": "course-project-1", "gcp:zone": "europe-west1-b", "course-vm:sshAccess": "iap"}
 
 
 def logged_in(config_dir: Path, account: str = "teacher@example.edu") -> None:
@@ -120,11 +123,9 @@ def logged_in(config_dir: Path, account: str = "teacher@example.edu") -> None:
 @pytest.mark.parametrize(
     ("config", "iap"),
     [
-        ({**STACK_CONFIG, "course-vm:sshAccess": "iap"}, True),
+        (IAP_CONFIG, True),
         ({**STACK_CONFIG, "course-vm:sshAccess": "firewall"}, False),
         (STACK_CONFIG, False),
-        # The settings' own problems are said once the prerequisites are there; here it only decides what to check.
-        ({**STACK_CONFIG, "course-vm:sshAccess": "tunnel"}, False),
         (None, False),  # a stack that does not exist yet
     ],
 )
@@ -134,7 +135,9 @@ def test_up_knows_iap_from_the_stacks_settings(tmp_path: Path, config: dict[str,
     pulumi = stand_in_pulumi(tmp_path, stacks, config={"dev": config} if config else {},
                              fail={"preview": {"stderr": "error: the preview is not this test's\n"}})  # fmt: skip
     env = {k: v for k, v in pulumi.environment.items() if k not in ("CLOUDSDK_CORE_ACCOUNT", "CLOUDSDK_CONFIG")}
-    result = run_cli("up", "--yes", env=env)
+    # A stack that does not exist yet gets its settings from the flags (they are checked before anything else).
+    flags = [] if config else ["--project", "course-project-1", "--zone", "europe-west1-b", "--allow", "203.0.113.7/32"]
+    result = run_cli("up", "--yes", *flags, env=env)
     lacks = "gcloud has no logged-in account (sshAccess iap: `up` checks the VMs through gcloud's IAP tunnel"
     assert (lacks in result.stderr) is iap, result.stderr
     assert (result.returncode == ExitStatus.MISSING_PREREQUISITE) is iap
@@ -179,7 +182,7 @@ def test_up_of_an_iap_stack_without_gcloud_says_so_and_creates_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Application-default credentials are there (the stand-in's home has them); gcloud is not.
-    pulumi = stand_in_pulumi(tmp_path, {"class": {}}, config={"class": {**STACK_CONFIG, "course-vm:sshAccess": "iap"}})
+    pulumi = stand_in_pulumi(tmp_path, {"class": {}}, config={"class": IAP_CONFIG})
     in_this_process(monkeypatch, pulumi.environment)
     (tmp_path / "bin" / "gcloud").unlink()  # the stand-in's; PATH is its folder alone
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
@@ -195,7 +198,9 @@ def test_up_of_an_iap_stack_without_gcloud_says_so_and_creates_nothing(
     assert pulumi.verbs() == ["stack export", "config"]
 
 
-IAP_STACK_FILE = "config:\n  course-vm:sshAccess: iap\n"
+IAP_STACK_FILE = (
+    "config:\n  gcp:project: course-project-1\n  gcp:zone: europe-west1-b\n  course-vm:sshAccess: iap\n"
+)
 GCLOUD_LOGIN = (
     "gcloud has no logged-in account (sshAccess iap: `up` checks the VMs through gcloud's IAP tunnel, as that "
     "account; the application-default login is another one). Fix: `gcloud auth login`"
@@ -206,11 +211,9 @@ def test_a_stack_the_backend_has_not_yet_is_iap_when_its_stack_file_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # A stack file copied from a colleague, or kept by `pulumi stack rm --preserve-config`: `stack init` keeps it.
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "Pulumi.dev.yaml").write_text(IAP_STACK_FILE)
-    monkeypatch.setattr("provisioner.driver.workspace.project_directory", lambda: project)
     pulumi = stand_in_pulumi(tmp_path, {}, config={})
+    project_dir().mkdir(parents=True)
+    (project_dir() / "Pulumi.dev.yaml").write_text(IAP_STACK_FILE)
     in_this_process(monkeypatch, pulumi.environment)
     for name in ("CLOUDSDK_CORE_ACCOUNT", "CLOUDSDK_CONFIG"):
         monkeypatch.delenv(name, raising=False)
@@ -222,8 +225,8 @@ def test_a_stack_the_backend_has_not_yet_is_iap_when_its_stack_file_says_so(
 def test_without_pulumi_the_stack_file_still_says_whether_gclouds_login_is_needed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "Pulumi.dev.yaml").write_text(IAP_STACK_FILE)
-    monkeypatch.setattr("provisioner.cli.up.PROJECT_DIR", tmp_path)
+    project_dir().mkdir(parents=True)
+    (project_dir() / "Pulumi.dev.yaml").write_text(IAP_STACK_FILE)
     path = tools(tmp_path, "gcloud")
     monkeypatch.setenv("PATH", str(path))
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import stat
 import subprocess
@@ -28,6 +29,7 @@ from provisioner.driver.workspace import (
     runtime_environment,
 )
 from provisioner.errors import ExitStatus, MissingPrerequisiteError
+from provisioner.paths import project_dir
 from tests.conftest import ROOT
 from tests.support.cli import in_this_process, run_cli
 from tests.support.outputs import one_vm
@@ -142,16 +144,23 @@ def installed(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     packaged.mkdir(parents=True)
     for name in ("Pulumi.yaml", "__main__.py"):
         (packaged / name).write_text((ROOT / name).read_text())
-    project = home / "config" / "course-vm"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.setattr(workspace, "FROM_CHECKOUT", False)
     monkeypatch.setattr(workspace, "PROGRAM_DIR", packaged)
-    monkeypatch.setattr(workspace, "PROJECT_DIR", project)
-    return project
+    return home / "config" / "course-vm"
 
 
-def test_a_checkout_is_its_own_project_directory_and_runs_the_program_with_its_venv(home: Path) -> None:
-    assert project_directory() == ROOT
-    assert runtime_environment() == {}
+def test_a_checkout_runs_the_program_in_the_same_project_folder_with_its_venv(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One project folder for `course-vm` and `python -m provisioner` in a checkout: the stacks are the same.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("PYTHONPATH", "/theirs")
+    assert project_directory() == home / "config" / "course-vm"
+    project = yaml.safe_load((home / "config" / "course-vm" / "Pulumi.yaml").read_text())
+    assert project["runtime"]["options"]["virtualenv"] == sys.prefix
+    # The program there imports `provisioner` from the checkout.
+    assert runtime_environment() == {"PYTHONPATH": f"{ROOT}{os.pathsep}/theirs"}
 
 
 def test_an_installed_copy_runs_the_program_in_its_own_interpreter(
@@ -211,7 +220,7 @@ def test_the_env_lines_reach_course_vms_stacks_from_the_raw_cli(tmp_path: Path) 
     lines = result.stdout
     assert f"export PULUMI_CONFIG_PASSPHRASE_FILE={passphrase}\n" in lines
     assert f"# course-vm's own backend; or once for all shells: pulumi login {passphrase.parent.as_uri()}\n" in lines
-    assert lines.endswith(f"cd {ROOT}\n")
+    assert lines.endswith(f"cd {project_dir()}\n")
     shell = 'eval "$1"\npulumi stack export --show-secrets --stack dev'
     raw = subprocess.run(
         ["sh", "-c", shell, "sh", lines], env=pulumi.environment, capture_output=True, text=True, check=False
@@ -235,14 +244,14 @@ def test_env_lines_for_powershell(home: Path) -> None:
     assert lines[0] == f"# course-vm's own backend; or once for all shells: pulumi login {own_backend(home).as_uri()}"
     assert f"$env:PULUMI_BACKEND_URL = '{own_backend(home).as_uri()}'" in lines
     assert f"$env:PULUMI_CONFIG_PASSPHRASE_FILE = '{own_backend(home) / 'passphrase'}'" in lines
-    assert lines[-1] == f"Set-Location '{ROOT}'"
+    assert lines[-1] == f"Set-Location '{project_dir()}'"
 
 
 def test_env_lines_quote_what_each_shell_would_read_otherwise(
     home: Path, installed: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     directory = home / "it's here"
-    monkeypatch.setattr(workspace, "PROJECT_DIR", directory)
+    monkeypatch.setattr(workspace, "project_dir", lambda: directory)
     assert raw_cli_lines(windows=True)[-1] == f"Set-Location '{home}/it''s here'"
     assert raw_cli_lines(windows=False)[-1] == f"cd {shlex.quote(str(directory))}"
 
@@ -251,7 +260,8 @@ def test_env_lines_of_a_backend_the_user_chose_add_nothing_to_it(home: Path, mon
     monkeypatch.setenv("PULUMI_BACKEND_URL", "s3://their-bucket")
     assert raw_cli_lines(windows=False) == [
         "# your Pulumi backend s3://their-bucket: course-vm uses it with your own passphrase settings, as pulumi does",
-        f"cd {shlex.quote(str(ROOT))}",
+        f"export PYTHONPATH={shlex.quote(str(ROOT))}",  # the program imports `provisioner` from the checkout
+        f"cd {shlex.quote(str(project_dir()))}",
     ]
 
 
@@ -264,12 +274,13 @@ def test_the_posix_env_lines_run_nothing_a_hostile_backend_url_or_folder_holds(
     # `eval "$(course-vm env)"`: whatever the backend URL and the project folder hold, sh only reads them.
     mark = tmp_path / "ran"
     monkeypatch.setenv("PULUMI_BACKEND_URL", HOSTILE.format(mark=mark))
-    monkeypatch.setattr(workspace, "PROJECT_DIR", tmp_path / HOSTILE.format(mark=mark).replace("/", "_"))
+    hostile = tmp_path / HOSTILE.format(mark="ran").replace("/", "_")  # `touch ran` in tmp_path: the same mark
+    monkeypatch.setattr(workspace, "project_dir", lambda: hostile)
     lines = raw_cli_lines(windows=False)
     assert all("\n" not in line and "\r" not in line and "\u2028" not in line for line in lines[:1]), lines
     result = subprocess.run(
         ["sh", "-c", "\n".join([*lines[:-1], f"{lines[-1]} 2>/dev/null; true"])],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert not mark.exists(), f"the env lines ran a command: {lines}"
@@ -279,7 +290,7 @@ def test_the_posix_env_lines_run_nothing_a_hostile_backend_url_or_folder_holds(
 def test_the_powershell_env_lines_double_every_quote_powershell_reads(
     home: Path, monkeypatch: pytest.MonkeyPatch, quote: str
 ) -> None:
-    monkeypatch.setattr(workspace, "PROJECT_DIR", home / f"a{quote}b")
+    monkeypatch.setattr(workspace, "project_dir", lambda: home / f"a{quote}b")
     assert raw_cli_lines(windows=True)[-1] == f"Set-Location '{home}/a{quote}{quote}b'"
     monkeypatch.setenv("PULUMI_BACKEND_URL", f"s3://b\n{quote}; Remove-Item x")
     assert "\n" not in raw_cli_lines(windows=True)[0]
@@ -323,10 +334,11 @@ def test_the_workspace_runs_the_cli_on_course_vms_backend_each_line_as_it_comes(
     in_this_process(monkeypatch, pulumi.environment)
     opened = Workspace.open()
     own = tmp_path / "state" / "course-vm" / "pulumi"
-    assert (opened.pulumi, opened.directory) == (str(tmp_path / "bin" / "pulumi"), ROOT)
+    assert (opened.pulumi, opened.directory) == (str(tmp_path / "bin" / "pulumi"), project_dir())
     assert opened.environment == {
         "PULUMI_BACKEND_URL": own.as_uri(),
         "PULUMI_CONFIG_PASSPHRASE_FILE": str(own / "passphrase"),
+        "PYTHONPATH": str(ROOT),  # the program in the project folder imports `provisioner` from the checkout
     }
     said: list[str] = []
     result = opened.run(["stack", "ls", "--json"], on_output=said.append)

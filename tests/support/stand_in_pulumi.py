@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from provisioner.paths import project_dir
 from tests.conftest import ROOT
 from tests.support.cli import in_this_process
 from tests.support.pulumi_state import STACK_CONFIG, exported_deployment
@@ -226,6 +228,24 @@ class Engine:
         raise StandInError("error: the stand-in waited 120 s for a Ctrl-C that did not come\n")
 
 
+def write_stack_files(state: Mapping[str, Any], directory: Path) -> None:
+    """Keep each stack's config in DIRECTORY's `Pulumi.STACK.yaml` as the real CLI keeps it in the project folder
+    (what `up` reads before the CLI runs): a list set with --path as a YAML list, a secret as `secure:` ciphertext,
+    and the passphrase's salt, which `stack init` writes. A file of a stack the backend has not is left alone."""
+    for name in state["stacks"]:
+        path = directory / f"Pulumi.{name}.yaml"
+        secret = state["secret"].get(name, [])
+        config: dict[str, Any] = {}
+        for key, value in state["config"].get(name, {}).items():
+            try:
+                listed = json.loads(value) if isinstance(value, str) and value.startswith("[") else None
+            except ValueError:
+                listed = None
+            config[key] = {"secure": "v1:stand-in"} if key in secret else listed if listed is not None else value
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump({"encryptionsalt": "v1:stand-in", **({"config": config} if config else {})}))
+
+
 def main(state_file: Path, calls_file: Path, argv: list[str]) -> int:
     """Run the stand-in as `pulumi ARGV` on STATE_FILE, recording ARGV in CALLS_FILE; its exit status."""
     args = [a for a in argv if a != "--non-interactive"]
@@ -243,6 +263,7 @@ def main(state_file: Path, calls_file: Path, argv: list[str]) -> int:
         return 255
     finally:
         state_file.write_text(json.dumps(state))
+        write_stack_files(state, project_dir())
 
 
 @dataclass
@@ -324,6 +345,7 @@ def stand_in_pulumi(
     }  # fmt: skip
     state_file, calls_file = tmp_path / "pulumi-stand-in.json", tmp_path / "pulumi-calls.jsonl"
     state_file.write_text(json.dumps(state))
+    write_stack_files(state, project_dir())
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     pulumi = bin_dir / "pulumi"

@@ -97,7 +97,7 @@ def test_the_wheel_carries_the_program_and_its_templates(installed: Installed) -
         metadata = wheel.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
         entry_points = wheel.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     assert f"Version: {provisioner.__version__}\n" in metadata
-    assert "Requires-Python: >=3.11\n" in metadata
+    assert "Requires-Python: >=3.10\n" in metadata
     assert "course-vm = provisioner.cli.main:main" in entry_points
 
 

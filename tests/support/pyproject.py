@@ -8,7 +8,7 @@ from typing import Any
 from tests.conftest import ROOT
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    import tomllib  # novm: read on 3.11 and newer alone; vermin reads no version guard
 else:
     import tomli as tomllib
 

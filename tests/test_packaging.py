@@ -25,6 +25,7 @@ import yaml
 import provisioner
 from tests.conftest import ROOT
 from tests.support.cli import run_cli
+from tests.support.pyproject import pyproject
 
 TEMPLATES = [f"cloud-init/{path.name}" for path in sorted((ROOT / "cloud-init").iterdir())]
 PROGRAM_FILES = ["Pulumi.yaml", "__main__.py", *TEMPLATES]
@@ -96,7 +97,7 @@ def test_the_wheel_carries_the_program_and_its_templates(installed: Installed) -
         metadata = wheel.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
         entry_points = wheel.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     assert f"Version: {provisioner.__version__}\n" in metadata
-    assert "Requires-Python: >=3.11\n" in metadata
+    assert "Requires-Python: >=3.10\n" in metadata
     assert "course-vm = provisioner.cli.main:main" in entry_points
 
 
@@ -138,9 +139,7 @@ def test_an_installed_copy_renders_from_its_own_templates_and_project_directory(
 
 
 def test_pyprojects_dependencies_are_requirements_txt() -> None:
-    import tomllib
-
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = pyproject()["project"]["dependencies"]
     lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
     assert declared == [line for line in lines if line]
 

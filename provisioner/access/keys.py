@@ -12,7 +12,7 @@ import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -291,7 +291,7 @@ def release_claims(stack: str, instructor_key: Path, *, now: str | None = None) 
     that a later class's student of the same name gets a new key, not the one a former student
     still holds. Returns the retired keys' new paths.
     """
-    stamp = now or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = now or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     retired = []
     pattern = glob.escape(instructor_key.name) + "-*" + CLAIMS_SUFFIX
     if not any(instructor_key.parent.glob(pattern)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from provisioner.cli.console import declined
 from provisioner.driver.config import StackConfig
@@ -83,7 +83,7 @@ def _bake(
     copied = _copied(config)
     # The class's settings as they are now: what it no longer has goes from the bake stack too.
     session.remove([key for key in held.values if _is_setting(key) and key not in copied])
-    mark = now or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    mark = now or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     session.store(copied | {_key("phase"): BUILD, _key("family"): family, _key("bake"): mark}, {}, config.secret)
     _build(session, on_output)
     outputs = session.state().root

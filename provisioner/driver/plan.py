@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum
 
 from pulumi.automation.events import OpType
 
@@ -18,8 +18,9 @@ REPLACING = {
 }  # fmt: skip
 
 
-class Action(StrEnum):
-    """What a step does to a resource, or a preview to a VM, as the student sees it."""
+class Action(str, Enum):
+    """What a step does to a resource, or a preview to a VM, as the student sees it; str() and format() give
+    its value, as a 3.11 enum.StrEnum's do (Python 3.10 has none)."""
 
     CREATE = "create"
     UPDATE = "update"
@@ -27,13 +28,19 @@ class Action(StrEnum):
     DELETE = "delete"
     SAME = "same"
 
+    def __str__(self) -> str:
+        return self.value
 
-class HomeDisk(StrEnum):
-    """The fate of a VM's /home disk (homeDiskSizeGb)."""
+
+class HomeDisk(str, Enum):
+    """The fate of a VM's /home disk (homeDiskSizeGb); str() and format() give its value, as Action's do."""
 
     KEPT = "kept"
     CREATED = "created"
     LOST = "lost"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)

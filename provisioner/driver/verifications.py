@@ -6,8 +6,8 @@ import json
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 
 from pulumi.automation.events import OpType
@@ -27,13 +27,16 @@ _GONE = {
 """Steps that take a resource away (the SDK knows `read-discard` as none of its operations)."""
 
 
-class Result(StrEnum):
-    """How a VM's last verification ended."""
+class Result(str, Enum):
+    """How a VM's last verification ended; str() and format() give its value, as a 3.11 enum.StrEnum's do."""
 
     PASSED = "passed"
     FAILED = "failed"
     OFF = "off"
     """The stack has verify=false."""
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -129,5 +132,5 @@ def verifications_of(log: EngineLog, before: Mapping[str, Verification]) -> dict
 
 
 def _when(timestamp: int | float | None) -> str:
-    moment = datetime.fromtimestamp(timestamp, UTC) if timestamp else datetime.now(UTC)
+    moment = datetime.fromtimestamp(timestamp, timezone.utc) if timestamp else datetime.now(timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -167,3 +167,10 @@ def test_errors_of_the_program_or_shared_resources_name_no_student() -> None:
     events = [*shared, error_diagnostic("the program failed"),
               {"diagnosticEvent": {"message": "no", "severity": "error", "urn": network}}]  # fmt: skip
     assert failed_students(parse_events(json.dumps(e) for e in events)) == set()
+
+
+@pytest.mark.parametrize("member", [*Action, *HomeDisk])
+def test_an_action_and_a_home_disks_fate_read_as_their_value(member: Action | HomeDisk) -> None:
+    # What `up` prints (f"{action}"): the value, as enum.StrEnum gives it on 3.11, on Python 3.10 too.
+    assert str(member) == f"{member}" == member.value
+    assert json.dumps(member) == f'"{member.value}"'

@@ -144,3 +144,9 @@ def test_forget_removes_the_stacks_record_alone() -> None:
     assert recorded_verifications("dev") == {}
     assert list(recorded_verifications("fall")) == ["bob"]
     forget_verifications("dev")  # nothing left to forget: no error
+
+
+@pytest.mark.parametrize("result", list(Result))
+def test_a_result_reads_as_its_value(result: Result) -> None:
+    # What `status` prints (str(result)): the value, as enum.StrEnum gives it on 3.11, on Python 3.10 too.
+    assert str(result) == f"{result}" == result.value

@@ -496,7 +496,7 @@ def tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
     """A certificate for 127.0.0.1, and the bundle that makes curl trust it (CURL_CA_BUNDLE)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.timezone.utc)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -38,9 +38,10 @@ def started_cli(
 ) -> subprocess.Popen[str]:
     """`course-vm ARGS` started, its output piped, as a shell with job control starts it (so Ctrl-C reaches it).
 
-    OWN_GROUP: in a process group of its own, which `os.killpg` then signals as a terminal's Ctrl-C does:
-    course-vm and the programs it runs (the Pulumi CLI) alike. Not FOR_CTRL_C: SIGINT is left as this
-    process has it, for a test process with threads of its own, beside which a preexec_fn is unsafe.
+    OWN_GROUP: in a session, and so a process group, of its own (Python 3.10 has no `process_group`), which
+    `os.killpg` then signals as a terminal's Ctrl-C does: course-vm and the programs it runs (the Pulumi CLI)
+    alike. Not FOR_CTRL_C: SIGINT is left as this process has it, for a test process with threads of its own,
+    beside which a preexec_fn is unsafe.
     """
     # A shell without job control starts background commands with SIGINT ignored; Ctrl-C is the test.
     default_sigint = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if for_ctrl_c else None
@@ -52,7 +53,7 @@ def started_cli(
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=default_sigint,
-        process_group=0 if own_group else None,
+        start_new_session=own_group,
     )
 
 

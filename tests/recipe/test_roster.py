@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.paths import PROJECT_DIR
 from provisioner.recipe.roster import email_address
 from provisioner.recipe.settings import parse_settings
 from tests.support.settings_problems import GOOD, NAME_RULE, PROJECT, ZONE, problems
@@ -65,10 +66,10 @@ def test_bad_csv_lines_are_reported_with_their_line_numbers(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("content", "why"),
     [
-        ("email\na@x.org\n", "it has no `name` column"),
-        ("", "it lists no students"),
-        ("name,email\n\n,\n", "it lists no students"),
-        (None, "it cannot be read (No such file or directory)"),
+        ("email\na@x.org\n", "has no `name` column"),
+        ("", "lists no students"),
+        ("name,email\n\n,\n", "lists no students"),
+        (None, "cannot be read (No such file or directory)"),
     ],
 )
 def test_an_unusable_roster_file_says_what_it_must_hold(tmp_path: Path, content: str | None, why: str) -> None:
@@ -76,7 +77,33 @@ def test_an_unusable_roster_file_says_what_it_must_hold(tmp_path: Path, content:
     if content is not None:
         roster.write_text(content)
     [message] = problems({"studentsCsv": str(roster)})
-    assert message.startswith(f"studentsCsv: got '{roster}', but {why}. Fix: ")
+    assert message.startswith(f"studentsCsv: got '{roster}', but {roster} {why}. Fix: ")
+
+
+@pytest.mark.parametrize("value", ["roster.csv", "~/roster.csv", "rosters/../roster.csv"])
+def test_a_missing_roster_names_the_absolute_path_tried(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str
+) -> None:
+    project, home = tmp_path / "project", tmp_path / "home"
+    monkeypatch.setattr("provisioner.recipe.roster.PROJECT_DIR", project)
+    monkeypatch.setenv("HOME", str(home))
+    tried = (home if value.startswith("~") else project) / value.removeprefix("~/")
+    assert problems({"studentsCsv": value}) == [
+        f"studentsCsv: got {value!r}, but {tried} cannot be read (No such file or directory). "
+        "Fix: point it at the roster: pulumi config set studentsCsv roster.csv "
+        f"(a relative path is read from {project})"
+    ]
+
+
+def test_a_relative_rosters_lines_are_named_by_the_absolute_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "roster.csv").write_text("name\nBob\n")
+    monkeypatch.setattr("provisioner.recipe.roster.PROJECT_DIR", tmp_path)
+    roster = tmp_path / "roster.csv"
+    assert problems({"studentsCsv": "roster.csv"}) == [
+        f"studentsCsv {roster} line 2: got 'Bob', but {NAME_RULE}. Fix: correct that line of {roster}, e.g. to bob"
+    ]
 
 
 def test_a_roster_too_big_for_one_stack_names_its_key(tmp_path: Path) -> None:
@@ -99,12 +126,17 @@ def test_reading_a_roster_stops_after_one_name_too_many(tmp_path: Path) -> None:
     ]
 
 
+POINT_FIX = (
+    "Fix: point it at the roster: pulumi config set studentsCsv roster.csv "
+    f"(a relative path is read from {PROJECT_DIR})"
+)
+
+
 @pytest.mark.parametrize("path", ["/dev/zero", "/dev/null", "DIRECTORY"])
 def test_a_roster_that_is_no_regular_file_is_refused_unread(tmp_path: Path, path: str) -> None:
     path = str(tmp_path) if path == "DIRECTORY" else path
     assert problems({"studentsCsv": path}) == [
-        f"studentsCsv: got {path!r}, but it is not a regular file. "
-        "Fix: point it at the roster: pulumi config set studentsCsv roster.csv"
+        f"studentsCsv: got {path!r}, but {path} is not a regular file. {POINT_FIX}"
     ]
 
 
@@ -112,8 +144,8 @@ def test_a_roster_larger_than_a_class_needs_is_refused_unparsed(tmp_path: Path) 
     roster = tmp_path / "roster.csv"
     roster.write_bytes(b"name\n" + b"a" * (1024 * 1024))
     assert problems({"studentsCsv": str(roster)}) == [
-        f"studentsCsv: got '{roster}', but it is larger than 1 MiB, far more than a roster of 200 students. "
-        "Fix: point it at the roster: pulumi config set studentsCsv roster.csv"
+        f"studentsCsv: got '{roster}', but {roster} is larger than 1 MiB, far more than a roster of 200 students. "
+        + POINT_FIX
     ]
 
 

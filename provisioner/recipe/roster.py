@@ -48,7 +48,16 @@ def _set_at(key: str, index: int) -> Callable[[str], Fix | str]:
 
 MAX_CSV_BYTES = 1024 * 1024
 """Far more than a roster of MAX_STUDENTS needs: a file that big is not a roster, and is not parsed."""
+DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs"}
+"""The delimiters a roster's cells may be separated by, each with its name in a message."""
 ROSTER_FIX = "a CSV file whose first line names the columns, one being `name`, then one student per line"
+HEADER_FIX = (
+    "make its first line name the columns, separated by commas, semicolons or tabs, one being `name` "
+    "(e.g. `name` alone, or `name,sshPublicKey,email`), and save it as CSV UTF-8"
+)
+SHOWN_COLUMNS, SHOWN_CHARACTERS = 8, 24
+"""How much of a header without a `name` column its problem shows: at most this many columns, each cut to this
+many characters."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,9 @@ def from_csv(problems: Problems, setting: Setting, value: object) -> tuple[Roste
 
     The file is read only if it is a regular file of at most MAX_CSV_BYTES, and parsed only up to
     one name more than a stack holds; a line the csv module cannot read is a problem of that line.
-    Every problem names the file by the absolute path that was read.
+    It is UTF-8, with or without a byte-order mark, its lines ending in LF, CRLF or CR, and its cells
+    separated as `delimiter` says: what a spreadsheet's "CSV UTF-8" saves, in any locale. Every
+    problem names the file by the absolute path that was read.
     """
     if value in (None, ""):
         return ()
@@ -134,9 +145,29 @@ def _read(problems: Problems, key: str, value: str, path: Path) -> str | None:
         return None
 
 
+def delimiter(text: str) -> str:
+    """The delimiter of the roster TEXT, one of DELIMITERS: the one under which its header line (its first line
+    holding anything but delimiters, quotes and spaces) has a `name` column; among several, or none, the one
+    the header line holds most often; on a tie, the first of `,`, `;` and tab.
+
+    So a roster whose header is `name` alone is read as comma-separated, whatever its names hold, and a header
+    cell holding another delimiter (`name;Last, First`) does not mislead it.
+    """
+    header = next((line for line in io.StringIO(text, newline=None) if line.strip(' \t\n,;"')), "")
+    return max(DELIMITERS, key=lambda candidate: ("name" in _columns(header, candidate), header.count(candidate)))
+
+
+def _columns(line: str, delimiter: str) -> list[str]:
+    """The cells of LINE, separated by DELIMITER, each stripped and lowercased (none when it is no CSV)."""
+    try:
+        return [cell.strip().lower() for cell in next(csv.reader([line], delimiter=delimiter), [])]
+    except csv.Error:
+        return []
+
+
 def _roster_entries(problems: Problems, key: str, value: str, file: str, text: str) -> tuple[RosterEntry, ...]:
     """The students of the CSV TEXT, read from FILE (the value VALUE of KEY), each cell checked with its line."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter(text))
     header: list[str] | None = None
     names: list[object] = []
     where: list[tuple[str, Callable[[str], Fix | str]]] = []
@@ -176,7 +207,7 @@ def _roster_entries(problems: Problems, key: str, value: str, file: str, text: s
         if header is None:
             header = [cell.strip().lower() for cell in row]
             if "name" not in header:
-                problems.add(key, value, f"{file} has no `name` column", ROSTER_FIX)
+                problems.add(key, value, _no_name_column(file, row, first_line, reader.dialect.delimiter), HEADER_FIX)
                 return ()
             continue
         column = header.index("name")
@@ -192,6 +223,17 @@ def _roster_entries(problems: Problems, key: str, value: str, file: str, text: s
         problems.add(key, value, f"{file} lists no students", ROSTER_FIX)
     valid = _check_names(problems, key, names, where)
     return tuple(cells.entries.get(name, RosterEntry(name)) for name in valid)
+
+
+def _no_name_column(file: str, row: list[str], line: int, delimiter: str) -> str:
+    """Why FILE, whose header ROW on LINE has no `name` column, is refused: the header's columns as read, each
+    printable (quoted, unprintable characters escaped) and cut, so that a wrong delimiter or a stray mark shows."""
+    cut = [cell.strip() for cell in row[:SHOWN_COLUMNS]]
+    shown = [repr(cell[:SHOWN_CHARACTERS] + ("..." if len(cell) > SHOWN_CHARACTERS else "")) for cell in cut]
+    if len(row) > SHOWN_COLUMNS:
+        shown.append(f"and {len(row) - SHOWN_COLUMNS} more")
+    columns = f"the column {shown[0]}" if len(row) == 1 else f"the columns {', '.join(shown)}"
+    return f"{file} has no `name` column: its header (line {line}), split at {DELIMITERS[delimiter]}, holds {columns}"
 
 
 class _OptionalCells:

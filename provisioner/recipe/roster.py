@@ -141,7 +141,10 @@ def _read(problems: Problems, key: str, value: str, path: Path) -> str | None:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        problems.add(key, value, f"{shown} cannot be read ({error})", fix)
+        line = error.object[: error.start].count(b"\n") + 1
+        why = f"{shown} is not UTF-8 text (byte {error.object[error.start]:#04x} on line {line})"
+        resave = "save it again as CSV UTF-8 (a spreadsheet's plain CSV may be in another encoding)"
+        problems.add(key, value, why, resave)
         return None
 
 

@@ -166,6 +166,16 @@ def test_a_roster_without_a_name_column_shows_its_header_as_read(tmp_path: Path,
     ]
 
 
+def test_a_roster_in_another_encoding_than_utf8_says_so_and_where(tmp_path: Path) -> None:
+    # What a spreadsheet's plain CSV saves in Western Europe (Windows-1252): here an accented letter on line 3.
+    roster = tmp_path / "roster.csv"
+    roster.write_bytes(b"name;full name\r\nalice;Alice\r\njose;Jos\xe9\r\n")
+    assert problems({"studentsCsv": str(roster)}) == [
+        f"studentsCsv: got '{roster}', but {roster} is not UTF-8 text (byte 0xe9 on line 3). "
+        "Fix: save it again as CSV UTF-8 (a spreadsheet's plain CSV may be in another encoding)"
+    ]
+
+
 @pytest.mark.parametrize("value", ["roster.csv", "~/roster.csv", "rosters/../roster.csv"])
 def test_a_missing_roster_names_the_absolute_path_tried(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str

@@ -10,6 +10,7 @@ import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from provisioner.paths import project_dir
 from provisioner.recipe.names import NOT_A_NAME, SYSTEM_NAME, as_name, student_name_problem
@@ -47,6 +48,16 @@ def _set_at(key: str, index: int) -> Callable[[str], Fix | str]:
 
 MAX_CSV_BYTES = 1024 * 1024
 """Far more than a roster of MAX_STUDENTS needs: a file that big is not a roster, and is not parsed."""
+DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs"}
+"""The delimiters a roster's cells may be separated by, each with its name in a message."""
+ROSTER_FIX = "a CSV file whose first line names the columns, one being `name`, then one student per line"
+HEADER_FIX = (
+    "make its first line name the columns, separated by commas, semicolons or tabs, one being `name` "
+    "(e.g. `name` alone, or `name,sshPublicKey,email`), and save it as CSV UTF-8"
+)
+SHOWN_COLUMNS, SHOWN_CHARACTERS = 8, 24
+"""How much of a header without a `name` column its problem shows: at most this many columns, each cut to this
+many characters."""
 
 
 @dataclass(frozen=True)
@@ -81,44 +92,95 @@ def from_csv(problems: Problems, setting: Setting, value: object) -> tuple[Roste
 
     The file is read only if it is a regular file of at most MAX_CSV_BYTES, and parsed only up to
     one name more than a stack holds; a line the csv module cannot read is a problem of that line.
+    It is UTF-8, with or without a byte-order mark, its lines ending in LF, CRLF or CR, and its cells
+    separated as `delimiter` says: what a spreadsheet's "CSV UTF-8" saves, in any locale. Every
+    problem names the file by the absolute path that was read.
     """
     if value in (None, ""):
         return ()
     key = setting.key
-    fix = "a CSV file whose first line names the columns, one being `name`, then one student per line"
     if not isinstance(value, str) or not PATH.fullmatch(value):
-        problems.add(key, value, "the path may hold only letters, digits, spaces and ._/~@+-", fix)
+        problems.add(key, value, "the path may hold only letters, digits, spaces and ._/~@+-", ROSTER_FIX)
         return ()
-    fix_path = "point it at the roster: " + set_key(key, "roster.csv")
-    # A relative path is relative to the project directory, where Pulumi.yaml is.
-    path = project_dir() / os.path.expanduser(value)
+    path = roster_path(value)
+    text = _read(problems, key, value, path)
+    if text is None:
+        return ()
+    return _roster_entries(problems, key, value, _shown(path), text)
+
+
+RELATIVE_NOTE = (
+    " (a relative path: `up --set` keeps it as the working directory's; `pulumi config` reads it from {project})"
+)
+
+
+def roster_path(value: str) -> Path:
+    """The file the roster path VALUE names: `~` expanded, a relative path relative to the project folder (where
+    Pulumi.yaml is; `up --set` and `render --set` store a relative path as its absolute one)."""
+    return (project_dir() / os.path.expanduser(value)).absolute()
+
+
+def _shown(path: Path) -> str:
+    """PATH as a message shows it: as it is, or quoted with its unprintable characters escaped."""
+    return str(path) if str(path).isprintable() else repr(str(path))
+
+
+def _read(problems: Problems, key: str, value: str, path: Path) -> str | None:
+    """The text of the roster file PATH (the value VALUE of KEY), or None after a problem that names PATH."""
+    shown = _shown(path)
+    fix = "point it at the roster: " + set_key(key, "roster.csv") + RELATIVE_NOTE.format(project=project_dir())
     try:
         # stat first: opening a FIFO would block, and /dev/zero never ends.
         if not stat.S_ISREG(path.stat().st_mode):
-            problems.add(key, value, "it is not a regular file", fix_path)
-            return ()
+            problems.add(key, value, f"{shown} is not a regular file", fix)
+            return None
         with path.open("rb") as file:
             data = file.read(MAX_CSV_BYTES + 1)
-        text = data.decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        problems.add(key, value, f"it cannot be read ({reason})", fix_path)
-        return ()
+    except OSError as error:
+        problems.add(key, value, f"{shown} cannot be read ({error.strerror or error})", fix)
+        return None
     if len(data) > MAX_CSV_BYTES:
-        why = f"it is larger than 1 MiB, far more than a roster of {MAX_STUDENTS} students"
-        problems.add(key, value, why, fix_path)
-        return ()
-    return _roster_entries(problems, key, value, io.StringIO(text, newline=""), fix)
+        why = f"{shown} is larger than 1 MiB, far more than a roster of {MAX_STUDENTS} students"
+        problems.add(key, value, why, fix)
+        return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = error.object[: error.start].count(b"\n") + 1
+        why = f"{shown} is not UTF-8 text (byte {error.object[error.start]:#04x} on line {line})"
+        resave = "save it again as CSV UTF-8 (a spreadsheet's plain CSV may be in another encoding)"
+        problems.add(key, value, why, resave)
+        return None
 
 
-def _roster_entries(problems: Problems, key: str, value: str, lines: io.StringIO, fix: str) -> tuple[RosterEntry, ...]:
-    """The students of the CSV in LINES (the file VALUE), each cell checked with its line number."""
-    reader = csv.reader(lines)
+def delimiter(text: str) -> str:
+    """The delimiter of the roster TEXT, one of DELIMITERS: the one under which its header line (its first line
+    holding anything but delimiters, quotes and spaces) has a `name` column; among several, or none, the one
+    the header line holds most often; on a tie, the first of `,`, `;` and tab.
+
+    So a roster whose header is `name` alone is read as comma-separated, whatever its names hold, and a header
+    cell holding another delimiter (`name;Last, First`) does not mislead it.
+    """
+    header = next((line for line in io.StringIO(text, newline=None) if line.strip(' \t\n,;"')), "")
+    return max(DELIMITERS, key=lambda candidate: ("name" in _columns(header, candidate), header.count(candidate)))
+
+
+def _columns(line: str, delimiter: str) -> list[str]:
+    """The cells of LINE, separated by DELIMITER, each stripped and lowercased (none when it is no CSV)."""
+    try:
+        return [cell.strip().lower() for cell in next(csv.reader([line], delimiter=delimiter), [])]
+    except csv.Error:
+        return []
+
+
+def _roster_entries(problems: Problems, key: str, value: str, file: str, text: str) -> tuple[RosterEntry, ...]:
+    """The students of the CSV TEXT, read from FILE (the value VALUE of KEY), each cell checked with its line."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter(text))
     header: list[str] | None = None
     names: list[object] = []
     where: list[tuple[str, Callable[[str], Fix | str]]] = []
-    fix_line = f"correct that line of {value}"
-    cells = _OptionalCells(problems, value)
+    fix_line = f"correct that line of {file}"
+    cells = _OptionalCells(problems, file)
     refused = False
 
     def fix_name(name: str) -> str:
@@ -129,16 +191,17 @@ def _roster_entries(problems: Problems, key: str, value: str, lines: io.StringIO
         try:
             row = next(reader, None)
         except csv.Error as error:
-            problems.add(f"{key} {value} line {reader.line_num}", str(error), "it is not valid CSV", fix_line)
+            problems.add(f"{key} {file} line {reader.line_num}", str(error), "it is not valid CSV", fix_line)
             return ()
         if row is None:
             break
         if not any(cell.strip() for cell in row):
             continue  # a blank line, or a line of empty cells
+        at = f"{key} {file} line {first_line}"
         # Before any cell is quoted: a private key pasted into a cell is never shown, whatever its column.
         secret = next((i for i, cell in enumerate(row) if holds_private_key(cell)), None)
         if secret is not None:
-            cells.private(f"{key} {value} line {first_line}", header, secret)
+            cells.private(at, header, secret)
             refused = True
             continue
         # A key's cell is checked by its own rule, which says what a line break there means.
@@ -147,27 +210,38 @@ def _roster_entries(problems: Problems, key: str, value: str, lines: io.StringIO
         if broken is not None:
             # The csv module joins a quoted field's lines; a name that spans lines is a mistake, never a name.
             why = "a field spans lines (a line break inside quotes), which no name may hold"
-            problems.add(f"{key} {value} line {first_line}", broken, why, fix_line)
+            problems.add(at, broken, why, fix_line)
             return ()
         if header is None:
             header = [cell.strip().lower() for cell in row]
             if "name" not in header:
-                problems.add(key, value, "it has no `name` column", fix)
+                problems.add(key, value, _no_name_column(file, row, first_line, reader.dialect.delimiter), HEADER_FIX)
                 return ()
             continue
         column = header.index("name")
         names.append(row[column].strip() if column < len(row) else "")
-        where.append((f"{key} {value} line {first_line}", fix_name))
-        cells.check(f"{key} {value} line {first_line}", first_line, names[-1], dict(zip(header, row, strict=False)))
+        where.append((at, fix_name))
+        cells.check(at, first_line, names[-1], dict(zip(header, row, strict=False)))
     if len(names) > MAX_STUDENTS:
         problems.add(
             key, f"more than {MAX_STUDENTS} names", f"one stack holds at most {MAX_STUDENTS} VMs", "split the class"
         )
         return ()
     if not names and not refused:
-        problems.add(key, value, "it lists no students", fix)
+        problems.add(key, value, f"{file} lists no students", ROSTER_FIX)
     valid = _check_names(problems, key, names, where)
     return tuple(cells.entries.get(name, RosterEntry(name)) for name in valid)
+
+
+def _no_name_column(file: str, row: list[str], line: int, delimiter: str) -> str:
+    """Why FILE, whose header ROW on LINE has no `name` column, is refused: the header's columns as read, each
+    printable (quoted, unprintable characters escaped) and cut, so that a wrong delimiter or a stray mark shows."""
+    cut = [cell.strip() for cell in row[:SHOWN_COLUMNS]]
+    shown = [repr(cell[:SHOWN_CHARACTERS] + ("..." if len(cell) > SHOWN_CHARACTERS else "")) for cell in cut]
+    if len(row) > SHOWN_COLUMNS:
+        shown.append(f"and {len(row) - SHOWN_COLUMNS} more")
+    columns = f"the column {shown[0]}" if len(row) == 1 else f"the columns {', '.join(shown)}"
+    return f"{file} has no `name` column: its header (line {line}), split at {DELIMITERS[delimiter]}, holds {columns}"
 
 
 class _OptionalCells:

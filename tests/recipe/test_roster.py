@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.recipe.roster import email_address
+from provisioner.paths import project_dir
+from provisioner.recipe.roster import delimiter, email_address
 from provisioner.recipe.settings import parse_settings
 from tests.support.settings_problems import GOOD, NAME_RULE, PROJECT, ZONE, problems
 from tests.support.student_keys import ed25519_line, public_line
@@ -21,9 +22,66 @@ def test_a_roster_csv_gives_the_names_in_its_order(tmp_path: Path) -> None:
     assert s.students == ("carol", "alice")
 
 
+def test_a_roster_saved_by_a_european_spreadsheet_is_read(tmp_path: Path) -> None:
+    # Excel's "CSV UTF-8" where the list separator is `;`: a byte-order mark, CRLF, `;` between cells.
+    key = ed25519_line()
+    roster = tmp_path / "roster.csv"
+    text = f"Name;sshPublicKey;Email;Groupe\r\nalice;{key} alice@laptop;Alice@Example.org;A, B\r\n;;;\r\nbob;;;B\r\n"
+    roster.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    s = parse_settings({**GOOD, "studentsCsv": str(roster)}, PROJECT, ZONE)
+    assert [(entry.name, entry.ssh_public_key, entry.email) for entry in s.roster] == [
+        ("alice", key, "alice@example.org"),
+        ("bob", "", ""),
+    ]
+
+
+def test_a_tab_separated_roster_is_read(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_bytes(b"group\temail\tname\r\nA, B\tc@x.org\tcarol\r\nA;B\t\talice\r\n")
+    s = parse_settings({**GOOD, "studentsCsv": str(roster)}, PROJECT, ZONE)
+    assert [(entry.name, entry.email) for entry in s.roster] == [("carol", "c@x.org"), ("alice", "")]
+
+
+@pytest.mark.parametrize("line_end", ["\n", "\r\n", "\r"])
+def test_a_one_column_roster_is_read(tmp_path: Path, line_end: str) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_bytes(line_end.join(["\ufeffName", "alice", "", "bob", ""]).encode())
+    assert parse_settings({**GOOD, "studentsCsv": str(roster)}, PROJECT, ZONE).students == ("alice", "bob")
+
+
+def test_a_delimiter_in_a_one_column_rosters_name_stays_in_the_name(tmp_path: Path) -> None:
+    # No delimiter in the header: the file is read as comma-separated, so a `;` is part of the name, refused whole.
+    roster = tmp_path / "roster.csv"
+    roster.write_text("name\nalice;bob\n")
+    assert problems({"studentsCsv": str(roster)}) == [
+        f"studentsCsv {roster} line 2: got 'alice;bob', but {NAME_RULE}. "
+        f"Fix: correct that line of {roster}, e.g. to alice-bob"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name\nalice\n", ","),
+        ("name\nalice;bob\talice\n", ","),
+        ("name,email\n", ","),
+        ("name;email\n", ";"),
+        ("name\temail\n", "\t"),
+        ('"Last, First";name\n', ";"),  # a header cell holding another delimiter
+        ("name;Last, First, Middle\n", ";"),  # even more often than the delimiter itself
+        ('\n;;\r\n\t\n"";""\nemail\tname\n', "\t"),  # blank lines and lines of empty cells before the header
+        ("email;group;x,y\n", ";"),  # no `name`: the most frequent
+        ("email\n", ","),
+        ("", ","),
+    ],
+)
+def test_the_delimiter_is_the_one_that_gives_the_header_a_name_column(text: str, expected: str) -> None:
+    assert delimiter(text) == expected
+
+
 def test_a_relative_roster_path_is_relative_to_the_project(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "roster.csv").write_text("name\nalice\n")
-    monkeypatch.setattr("provisioner.recipe.roster.PROJECT_DIR", tmp_path)
+    monkeypatch.setattr("provisioner.recipe.roster.project_dir", lambda: tmp_path)
     assert parse_settings({**GOOD, "studentsCsv": "roster.csv"}, PROJECT, ZONE).students == ("alice",)
 
 
@@ -65,10 +123,10 @@ def test_bad_csv_lines_are_reported_with_their_line_numbers(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("content", "why"),
     [
-        ("email\na@x.org\n", "it has no `name` column"),
-        ("", "it lists no students"),
-        ("name,email\n\n,\n", "it lists no students"),
-        (None, "it cannot be read (No such file or directory)"),
+        ("", "lists no students"),
+        ("name,email\n\n,\n", "lists no students"),
+        ("name;email\r\n;\r\n", "lists no students"),
+        (None, "cannot be read (No such file or directory)"),
     ],
 )
 def test_an_unusable_roster_file_says_what_it_must_hold(tmp_path: Path, content: str | None, why: str) -> None:
@@ -76,7 +134,72 @@ def test_an_unusable_roster_file_says_what_it_must_hold(tmp_path: Path, content:
     if content is not None:
         roster.write_text(content)
     [message] = problems({"studentsCsv": str(roster)})
-    assert message.startswith(f"studentsCsv: got '{roster}', but {why}. Fix: ")
+    assert message.startswith(f"studentsCsv: got '{roster}', but {roster} {why}. Fix: ")
+
+
+HEADER_FIX = (
+    "Fix: make its first line name the columns, separated by commas, semicolons or tabs, one being `name` "
+    "(e.g. `name` alone, or `name,sshPublicKey,email`), and save it as CSV UTF-8"
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "header"),
+    [
+        (b"email\na@x.org\n", "line 1), split at commas, holds the column 'email'"),
+        # Another delimiter than the three: the header is one column, which shows it.
+        (b"\xef\xbb\xbfEmail|Name\r\na@x.org|alice\r\n", "line 1), split at commas, holds the column 'Email|Name'"),
+        (b"\r\n;;\r\nEmail;Nom\r\n", "line 3), split at semicolons, holds the columns 'Email', 'Nom'"),
+        # A second byte-order mark (a file saved twice over) is not stripped as a space is: it shows, escaped.
+        (b"\xef\xbb\xbf\xef\xbb\xbfname\nalice\n", "line 1), split at commas, holds the column '\\ufeffname'"),
+        # Printable and short, however many and long the columns: each cut, and the rest counted.
+        (b"\x1b[2Jx\t" + b"y" * 40 + b"\t" + b"\t".join(b"c%d" % i for i in range(9)) + b"\n",
+         "line 1), split at tabs, holds the columns '\\x1b[2Jx', 'yyyyyyyyyyyyyyyyyyyyyyyy...', 'c0', 'c1', 'c2', "
+         "'c3', 'c4', 'c5', and 3 more"),
+    ],
+)  # fmt: skip
+def test_a_roster_without_a_name_column_shows_its_header_as_read(tmp_path: Path, content: bytes, header: str) -> None:
+    roster = tmp_path / "roster.csv"
+    roster.write_bytes(content)
+    assert problems({"studentsCsv": str(roster)}) == [
+        f"studentsCsv: got '{roster}', but {roster} has no `name` column: its header ({header}. {HEADER_FIX}"
+    ]
+
+
+def test_a_roster_in_another_encoding_than_utf8_says_so_and_where(tmp_path: Path) -> None:
+    # What a spreadsheet's plain CSV saves in Western Europe (Windows-1252): here an accented letter on line 3.
+    roster = tmp_path / "roster.csv"
+    roster.write_bytes(b"name;full name\r\nalice;Alice\r\njose;Jos\xe9\r\n")
+    assert problems({"studentsCsv": str(roster)}) == [
+        f"studentsCsv: got '{roster}', but {roster} is not UTF-8 text (byte 0xe9 on line 3). "
+        "Fix: save it again as CSV UTF-8 (a spreadsheet's plain CSV may be in another encoding)"
+    ]
+
+
+@pytest.mark.parametrize("value", ["roster.csv", "~/roster.csv", "rosters/../roster.csv"])
+def test_a_missing_roster_names_the_absolute_path_tried(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str
+) -> None:
+    project, home = tmp_path / "project", tmp_path / "home"
+    monkeypatch.setattr("provisioner.recipe.roster.project_dir", lambda: project)
+    monkeypatch.setenv("HOME", str(home))
+    tried = (home if value.startswith("~") else project) / value.removeprefix("~/")
+    assert problems({"studentsCsv": value}) == [
+        f"studentsCsv: got {value!r}, but {tried} cannot be read (No such file or directory). "
+        "Fix: point it at the roster: pulumi config set studentsCsv roster.csv "
+        f"(a relative path: `up --set` keeps it as the working directory's; `pulumi config` reads it from {project})"
+    ]
+
+
+def test_a_relative_rosters_lines_are_named_by_the_absolute_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "roster.csv").write_text("name\nBob\n")
+    monkeypatch.setattr("provisioner.recipe.roster.project_dir", lambda: tmp_path)
+    roster = tmp_path / "roster.csv"
+    assert problems({"studentsCsv": "roster.csv"}) == [
+        f"studentsCsv {roster} line 2: got 'Bob', but {NAME_RULE}. Fix: correct that line of {roster}, e.g. to bob"
+    ]
 
 
 def test_a_roster_too_big_for_one_stack_names_its_key(tmp_path: Path) -> None:
@@ -99,12 +222,19 @@ def test_reading_a_roster_stops_after_one_name_too_many(tmp_path: Path) -> None:
     ]
 
 
+def point_fix() -> str:
+    return (
+        "Fix: point it at the roster: pulumi config set studentsCsv roster.csv "
+        "(a relative path: `up --set` keeps it as the working directory's; `pulumi config` reads it from "
+        f"{project_dir()})"
+    )
+
+
 @pytest.mark.parametrize("path", ["/dev/zero", "/dev/null", "DIRECTORY"])
 def test_a_roster_that_is_no_regular_file_is_refused_unread(tmp_path: Path, path: str) -> None:
     path = str(tmp_path) if path == "DIRECTORY" else path
     assert problems({"studentsCsv": path}) == [
-        f"studentsCsv: got {path!r}, but it is not a regular file. "
-        "Fix: point it at the roster: pulumi config set studentsCsv roster.csv"
+        f"studentsCsv: got {path!r}, but {path} is not a regular file. {point_fix()}"
     ]
 
 
@@ -112,8 +242,8 @@ def test_a_roster_larger_than_a_class_needs_is_refused_unparsed(tmp_path: Path) 
     roster = tmp_path / "roster.csv"
     roster.write_bytes(b"name\n" + b"a" * (1024 * 1024))
     assert problems({"studentsCsv": str(roster)}) == [
-        f"studentsCsv: got '{roster}', but it is larger than 1 MiB, far more than a roster of 200 students. "
-        "Fix: point it at the roster: pulumi config set studentsCsv roster.csv"
+        f"studentsCsv: got '{roster}', but {roster} is larger than 1 MiB, far more than a roster of 200 students. "
+        + point_fix()
     ]
 
 

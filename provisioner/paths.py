@@ -28,7 +28,6 @@ ON_WINDOWS = os.name == "nt"
 """The one switch for Windows' rules (key ACLs, drive-letter paths, PowerShell lines); tests pass `windows=`."""
 
 
-
 def project_dir() -> Path:
     """The project folder, `$XDG_CONFIG_HOME/course-vm` (default `~/.config/course-vm`), the one place of
     Pulumi.yaml and the stack files (Pulumi.STACK.yaml) for `course-vm` and `python -m provisioner` alike,

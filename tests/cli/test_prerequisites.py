@@ -198,9 +198,7 @@ def test_up_of_an_iap_stack_without_gcloud_says_so_and_creates_nothing(
     assert pulumi.verbs() == ["stack export", "config"]
 
 
-IAP_STACK_FILE = (
-    "config:\n  gcp:project: course-project-1\n  gcp:zone: europe-west1-b\n  course-vm:sshAccess: iap\n"
-)
+IAP_STACK_FILE = "config:\n  gcp:project: course-project-1\n  gcp:zone: europe-west1-b\n  course-vm:sshAccess: iap\n"
 GCLOUD_LOGIN = (
     "gcloud has no logged-in account (sshAccess iap: `up` checks the VMs through gcloud's IAP tunnel, as that "
     "account; the application-default login is another one). Fix: `gcloud auth login`"

@@ -99,7 +99,8 @@ def from_csv(problems: Problems, setting: Setting, value: object) -> tuple[Roste
     if value in (None, ""):
         return ()
     key = setting.key
-    if not isinstance(value, str) or not PATH.fullmatch(value):
+    # A Windows drive (`C:/...`) as `up --set` stores a relative path there, made absolute with forward slashes.
+    if not isinstance(value, str) or not PATH.fullmatch(WINDOWS_DRIVE.sub("", value, count=1)):
         problems.add(key, value, "the path may hold only letters, digits, spaces and ._/~@+-", ROSTER_FIX)
         return ()
     path = roster_path(value)
@@ -109,6 +110,7 @@ def from_csv(problems: Problems, setting: Setting, value: object) -> tuple[Roste
     return _roster_entries(problems, key, value, _shown(path), text)
 
 
+WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:(?=/)")
 RELATIVE_NOTE = (
     " (a relative path: `up --set` keeps it as the working directory's; `pulumi config` reads it from {project})"
 )

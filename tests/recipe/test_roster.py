@@ -432,3 +432,11 @@ def test_an_email_with_any_character_of_address_syntax_is_refused(address: str) 
     # The address becomes the IAM member `user:ADDRESS`: a comma or a colon would make it another member, or two.
     with pytest.raises(ValueError, match="it is not a plain email address"):
         email_address(address)
+
+
+def test_a_roster_path_on_a_windows_drive_passes_the_path_rule(tmp_path: Path) -> None:
+    # `up --set studentsCsv=roster.csv` on Windows stores `C:/Users/.../roster.csv`: only the reading may fail here.
+    [problem] = problems({"studentsCsv": "C:/Users/ana/roster.csv"})
+    assert "cannot be read" in problem
+    [problem] = problems({"studentsCsv": "C:roster.csv"})
+    assert "the path may hold only" in problem

@@ -49,7 +49,11 @@ def test_the_readmes_install_line_gives_a_working_course_vm_on_a_fresh_clone(tmp
         "PIPX_HOME": str(home / "pipx"),
         "PIPX_BIN_DIR": str(bin_dir),
         "PIPX_MAN_DIR": str(home / "man"),
-        **{name: os.environ[name] for name in ("PIP_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONFIG_FILE") if name in os.environ},
+        **{
+            name: os.environ[name]
+            for name in ("PIP_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONFIG_FILE")
+            if name in os.environ
+        },
     }
     install, _ = first_block((clone / "README.md").read_text())
     installed = subprocess.run(

@@ -20,7 +20,7 @@ from provisioner.driver.workspace import Workspace
 from provisioner.errors import CourseVmError, SshKeyError
 from provisioner.gcp.compute_api import GceInstance, published_host_keys
 from provisioner.parallel import DEFAULT_WORKERS
-from provisioner.stack import StackOutputs, VmOutputs
+from provisioner.stack import DEFAULT_STACK, StackOutputs, VmOutputs
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
@@ -65,7 +65,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help=f"a class stack: check at most N VMs at once (default {DEFAULT_WORKERS})",
     )
-    parser.add_argument("--stack", help="with no --host: the stack whose VM to check")
+    parser.add_argument("--stack", default=DEFAULT_STACK, help="with no --host: the stack whose VM to check")
     parser.set_defaults(run=check)
 
 

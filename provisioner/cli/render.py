@@ -12,13 +12,14 @@ from provisioner.driver.config import StackConfig
 from provisioner.errors import CourseVmError
 from provisioner.paths import PROJECT_DIR
 from provisioner.recipe.user_data import user_data_for
+from provisioner.stack import DEFAULT_STACK
 
 
 def register(commands: argparse._SubParsersAction[Any]) -> None:
     parser = commands.add_parser(
         "render", help="print the cloud-init user-data for a stack's settings (no cloud calls)"
     )
-    parser.add_argument("--stack", help="stack name (reads Pulumi.STACK.yaml); default: the only stack")
+    parser.add_argument("--stack", default=DEFAULT_STACK, help="stack name (reads Pulumi.STACK.yaml)")
     parser.add_argument("--student", default="", metavar="NAME", help="a class stack: whose user-data")
     parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
     parser.set_defaults(run=render)

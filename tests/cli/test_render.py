@@ -21,7 +21,7 @@ def write_stack(directory: Path, name: str = "dev", extra: str = "") -> None:
 
 
 @pytest.mark.integration
-def test_render_prints_valid_user_data_for_the_only_stack(tmp_path: Path) -> None:
+def test_render_prints_valid_user_data_for_stack_dev(tmp_path: Path) -> None:
     write_stack(tmp_path, extra="  course-vm:username: alice\n")
     result = run_cli("render", "--project-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -51,13 +51,22 @@ def test_render_picks_the_named_stack(tmp_path: Path, capsys: pytest.CaptureFixt
     assert '  - name: "bob"\n' in capsys.readouterr().out
 
 
-def test_render_with_several_stacks_asks_which(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_stack(tmp_path, "dev")
+def test_render_without_stack_renders_dev_as_every_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_stack(tmp_path, "dev", extra="  course-vm:username: alice\n")
+    write_stack(tmp_path, "prod", extra="  course-vm:username: bob\n")
+    assert main(["render", "--project-dir", str(tmp_path)]) == 0
+    assert '  - name: "alice"\n' in capsys.readouterr().out
+
+
+def test_render_without_stack_and_without_dev_names_the_stacks_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The only stack file is not taken for dev: `--stack` means the same in every command.
     write_stack(tmp_path, "prod")
     assert main(["render", "--project-dir", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == (
-        "course-vm: several stacks (Pulumi.dev.yaml, Pulumi.prod.yaml) and no --stack. Fix: pass --stack NAME\n"
-    )
+    err = capsys.readouterr().err
+    assert err.startswith("course-vm: stack dev has no settings file Pulumi.dev.yaml in ")
+    assert "Fix: --stack prod, or `pulumi stack init dev`" in err
 
 
 def test_render_without_a_stack_says_how_to_make_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -135,7 +135,7 @@ def _register_ssh_down_and_list(local: argparse._SubParsersAction[Any]) -> None:
     ssh = local.add_parser("ssh", help="log in to a local VM (host key pinned)")
     ssh.add_argument("--name", default="default")
     ssh.add_argument("--print", action="store_true", help="print the ssh command instead of running it")
-    ssh.add_argument("command", nargs="*", help="a command to run instead of a shell")
+    ssh.add_argument("remote_command", nargs="*", metavar="COMMAND", help="a command to run instead of a shell")
     ssh.set_defaults(run=local_ssh)
 
     down = local.add_parser("down", help="stop a local VM and remove its files")
@@ -321,7 +321,7 @@ def local_check(args: argparse.Namespace) -> int:
 
 
 def local_ssh(args: argparse.Namespace) -> int:
-    command = local_vm.load(args.name).ssh_command() + list(args.command)
+    command = local_vm.load(args.name).ssh_command() + list(args.remote_command)
     if args.print:
         print(shlex.join(command))
         return 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.cli.main import main
+from provisioner.cli.main import main, parser
 from tests.support.cli import run_cli
 
 
@@ -32,3 +32,9 @@ def test_an_expected_failure_is_one_line_and_its_exit_status(
     assert main(["local", "down", "--name", "nothing-here"]) == 2
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", "course-vm: no local VM named 'nothing-here'\n")
+
+
+def test_the_command_run_over_ssh_is_not_taken_for_the_command() -> None:
+    # `args.command` names the command run (main.py's Ctrl-C message reads it), never a list of words.
+    args = parser().parse_args(["local", "ssh", "--", "docker", "ps"])
+    assert (args.command, args.local_command, args.remote_command) == ("local", "ssh", ["docker", "ps"])

@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Sequence
 
 import provisioner
-from provisioner.cli import check, env, handout, image, lifecycle, local, render
+from provisioner.cli import check, env, handout, image, lifecycle, local_parser, render
 from provisioner.cli.console import print_error
 from provisioner.errors import CourseVmError, ExitStatus, InterruptionError, redacted
 from provisioner.paths import state_home
@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"course-vm {provisioner.__version__}")
     commands = top.add_subparsers(dest="command", required=True)
     # In the order `--help` lists them: each command group adds its own commands.
-    for group in (lifecycle, image, handout, render, check, local, env):
+    for group in (lifecycle, image, handout, render, check, local_parser, env):
         group.register(commands)
     return top
 

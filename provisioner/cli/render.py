@@ -5,21 +5,26 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from provisioner.access.keys import ensure_key_pair
+from provisioner.cli.arguments import Commands, add_command, add_stack_option
 from provisioner.driver.config import StackConfig
 from provisioner.errors import CourseVmError
 from provisioner.paths import PROJECT_DIR
 from provisioner.recipe.user_data import user_data_for
-from provisioner.stack import DEFAULT_STACK
 
 
-def register(commands: argparse._SubParsersAction[Any]) -> None:
-    parser = commands.add_parser(
-        "render", help="print the cloud-init user-data for a stack's settings (no cloud calls)"
+def register(commands: Commands) -> None:
+    parser = add_command(
+        commands,
+        "render",
+        summary="print the cloud-init user-data for a stack's settings (no cloud calls)",
+        description="Print the cloud-init user-data `up` would send for the stack's settings (a class: one "
+        "student's), read from its Pulumi.NAME.yaml, without touching the cloud. Like `up`, it creates the "
+        "key pair if it is missing; bad settings stop it as they stop `up`.",
+        examples=["course-vm render", "course-vm render --stack fall --student alice > alice-user-data.yaml"],
     )
-    parser.add_argument("--stack", default=DEFAULT_STACK, help="stack name (reads Pulumi.STACK.yaml)")
+    add_stack_option(parser)
     parser.add_argument("--student", default="", metavar="NAME", help="a class stack: whose user-data")
     parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR, help=argparse.SUPPRESS)
     parser.set_defaults(run=render)

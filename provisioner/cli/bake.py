@@ -70,7 +70,7 @@ def bake(stack: str, *, ask: Ask, on_output: OnOutput = print, now: str | None =
     try:
         return _bake(session, config, family, stack, now, on_output)
     finally:
-        # `stack init` selected the bake stack: the raw CLI and `check` without --stack go back to the class's.
+        # `stack init` selected the bake stack: the raw CLI goes back to the class's.
         source.select()
 
 

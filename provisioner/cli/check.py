@@ -7,13 +7,13 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from provisioner.access.host_keys import host_keys_from_known_hosts, parse_host_key
 from provisioner.access.ssh import Target
 from provisioner.checker.checks import DEFAULT_TIMEOUT, NEW_VM_TIMEOUT, Report, check_vm
 from provisioner.checker.class_pool import TargetSource, check_class
 from provisioner.cli import arguments
+from provisioner.cli.arguments import Commands, add_command, add_stack_option
 from provisioner.cli.console import print_class_report, print_report, progress
 from provisioner.driver.session import StackSession
 from provisioner.driver.workspace import Workspace
@@ -23,26 +23,39 @@ from provisioner.parallel import DEFAULT_WORKERS
 from provisioner.stack import StackOutputs, VmOutputs
 
 
-def register(commands: argparse._SubParsersAction[Any]) -> None:
-    parser = commands.add_parser(
+def register(commands: Commands) -> None:
+    parser = add_command(
+        commands,
         "check",
-        help="log in and check the VM works (docker hello-world, docker-compose, conda)",
-        description="Exit status: 0 all checks passed; 1 a check failed; 2 bad input; 3 VM not reached "
-        "before the deadline; 4 host key mismatch. Without --host: the current stack's VM, or every "
-        "student's VM of a class stack at once, with one summary table (the exit status is then the "
-        "most serious student's).",
+        summary="log in and check the VM works (docker hello-world, docker-compose, conda)",
+        description="Log in to the stack's VM and check it works the way a student uses it (docker "
+        "hello-world, docker-compose, conda); a class stack: every student's VM at once, with one summary "
+        "table. With --host: any VM, given its address, user, key and one host key source (--stack is then "
+        "not read).\n"
+        "\n"
+        "Exit status: 0 all checks passed; 1 a check failed; 2 bad input; 3 VM not reached before the "
+        "deadline; 4 host key mismatch. A class: the most serious student's.",
+        examples=[
+            "course-vm check  # the stack's VM, or every VM of a class",
+            "course-vm check --stack fall --student alice --timeout 1800  # a new VM: wait for its setup",
+            "course-vm check --host 203.0.113.20 --user student --identity ~/.ssh/course-vm "
+            "--known-hosts ~/.ssh/known_hosts",
+        ],
     )
-    parser.add_argument("--host", help="address of the VM (default: the stack's `ip` output)")
-    parser.add_argument("--port", type=arguments.port, default=22)
-    parser.add_argument("--user", help="the course user to log in as")
-    parser.add_argument("--identity", type=Path, help="private key file (mode 0400 or 0600)")
+    add_stack_option(parser)
+    parser.add_argument("--host", help="the VM's address, to check a VM without reading the stack")
+    parser.add_argument("--port", type=arguments.port, default=22, help="the VM's SSH port")
+    parser.add_argument("--user", help="with --host: the course user to log in as")
+    parser.add_argument(
+        "--identity", type=Path, metavar="KEY", help="with --host: the private key file (mode 0400 or 0600)"
+    )
     parser.add_argument(
         "--host-key", action="append", metavar="'TYPE BASE64'", help="the VM's public host key (repeatable)"
     )
     parser.add_argument("--known-hosts", type=Path, metavar="FILE", help="a known_hosts file listing the VM")
     parser.add_argument("--gce-instance", metavar="NAME", help="learn the host key from this GCE instance")
-    parser.add_argument("--gce-zone", metavar="ZONE")
-    parser.add_argument("--gce-project", metavar="PROJECT")
+    parser.add_argument("--gce-zone", metavar="ZONE", help="the zone of --gce-instance")
+    parser.add_argument("--gce-project", metavar="PROJECT", help="the project of --gce-instance")
     parser.add_argument(
         "--timeout",
         type=arguments.seconds,
@@ -63,9 +76,8 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         type=arguments.whole(1, 100),
         default=DEFAULT_WORKERS,
         metavar="N",
-        help=f"a class stack: check at most N VMs at once (default {DEFAULT_WORKERS})",
+        help="a class stack: check at most N VMs at once",
     )
-    parser.add_argument("--stack", help="with no --host: the stack whose VM to check")
     parser.set_defaults(run=check)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from provisioner.access.handout import (
     Handout,
@@ -16,23 +15,31 @@ from provisioner.access.handout import (
 )
 from provisioner.access.keys import key_claims
 from provisioner.access.ssh_config import host_alias
+from provisioner.cli.arguments import Commands, add_command, add_stack_option
 from provisioner.cli.console import confirm
 from provisioner.driver.session import StackSession
 from provisioner.errors import CourseVmError
-from provisioner.stack import DEFAULT_STACK, VmOutputs
+from provisioner.stack import VmOutputs
 
 
-def register(commands: argparse._SubParsersAction[Any]) -> None:
-    parser = commands.add_parser(
+def register(commands: Commands) -> None:
+    parser = add_command(
+        commands,
         "handout",
-        help="write one folder per student: their ssh entry, their VM's pinned host keys, and their key if "
+        summary="write one folder per student: their ssh entry, their VM's pinned host keys, and their key if "
         "course-vm made it",
-        description="Writes DIR/NAME/ for each student of a class stack (or those named by --student), from the "
-        "stack's outputs: nothing of another student's is in any folder. Exit status: 0 every folder written; "
-        "2 bad input (no such stack, not a class, unknown student, a folder not replaced, a VM without pinned "
-        "host keys: the other students' folders are still written).",
+        description="Write DIR/NAME/ for each student of a class stack (or those named by --student), from the "
+        "stack's outputs: their ssh Host entry, their VM's pinned host keys, and their private key if "
+        "course-vm made it. Nothing of another student's is in any folder.\n"
+        "\n"
+        "Exit status: 0 every folder written; 2 bad input (no such stack, not a class, unknown student, a "
+        "folder not replaced, a VM without pinned host keys: the other students' folders are still written).",
+        examples=[
+            "course-vm handout --stack fall --out handouts",
+            "course-vm handout --stack fall --out handouts --student alice --yes  # alice's folder again",
+        ],
     )
-    parser.add_argument("--stack", default=DEFAULT_STACK)
+    add_stack_option(parser)
     parser.add_argument(
         "--student", action="append", metavar="NAME", help="only this student's folder (repeatable; default: all)"
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from provisioner.access.ssh_config import host_alias
 from provisioner.cli import arguments, prerequisites
+from provisioner.cli.arguments import Commands, add_command, add_stack_option
 from provisioner.cli.console import Confirm, confirm, plan_summary, progress
 from provisioner.cli.down import down as run_down
 from provisioner.cli.power import STARTED, STOPPED, change_power
@@ -18,16 +18,39 @@ from provisioner.cli.up import up as run_up
 from provisioner.driver.plan import Plan
 from provisioner.driver.session import StackSession
 from provisioner.driver.verifications import recorded_verifications
-from provisioner.stack import DEFAULT_STACK
 
 YES_HELP = "go on without asking after the preview (for scripts; without a terminal it is required)"
 
 
-def register(commands: argparse._SubParsersAction[Any]) -> None:
-    up_parser = commands.add_parser("up", help="create or update your course VM (drives the Pulumi CLI)")
-    up_parser.add_argument("--project", help="GCP project ID (kept in the stack once set)")
-    up_parser.add_argument("--zone", help="GCE zone, e.g. europe-west1-b (kept in the stack once set)")
-    up_parser.add_argument(
+def register(commands: Commands) -> None:
+    _register_up(commands)
+    _register_down(commands)
+    _register_power(commands, "start")
+    _register_power(commands, "stop")
+    _register_status(commands)
+
+
+def _register_up(commands: Commands) -> None:
+    parser = add_command(
+        commands,
+        "up",
+        summary="create or update your course VM, or a class's (drives the Pulumi CLI)",
+        description="Create or update the stack's VM (a class: one per student) with one command, then say how "
+        "to log in. The stack is created if needed and keeps --project, --zone, --allow and --set, so a later "
+        "`up` needs no options; every option and stored setting is checked first, before anything is stored. "
+        "Pulumi's preview comes first, summarised per VM, and nothing changes without a yes; `up` then waits "
+        "until each VM's checks pass and writes its Host entry into ~/.ssh.",
+        examples=[
+            "course-vm up --project my-proj --zone europe-west1-b --allow 203.0.113.7/32",
+            "course-vm up  # later: the stack kept its settings",
+            "course-vm up --add-allow 198.51.100.4/32  # your address changed",
+            "course-vm up --set autoStopIdleMinutes=0 --set spot=true  # any setting (docs/reference.md)",
+        ],
+    )
+    add_stack_option(parser)
+    parser.add_argument("--project", help="GCP project ID (kept in the stack once set)")
+    parser.add_argument("--zone", help="GCE zone, e.g. europe-west1-b (kept in the stack once set)")
+    parser.add_argument(
         "--allow",
         action="append",
         default=[],
@@ -35,14 +58,14 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         help="an IPv4 range allowed to reach SSH, e.g. your address as 203.0.113.7/32 (repeatable); "
         "the ranges given REPLACE the stack's stored allowedSshCidrs",
     )
-    up_parser.add_argument(
+    parser.add_argument(
         "--add-allow",
         action="append",
         default=[],
         metavar="CIDR",
         help="an IPv4 range to add to the stack's stored allowedSshCidrs, keeping the others (repeatable)",
     )
-    up_parser.add_argument(
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -51,39 +74,75 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         "homeDiskSizeGb=20, 'forwardPorts=[8888, 5000, 3000]' (a list as JSON); KEY= removes it (its default "
         "again); a relative studentsCsv or sshKeyPath is kept as its absolute path (docs/reference.md lists the keys)",
     )
-    up_parser.add_argument("--stack", default=DEFAULT_STACK)
-    up_parser.add_argument("--yes", action="store_true", help=YES_HELP)
-    up_parser.set_defaults(run=up)
-    down_parser = commands.add_parser("down", help="destroy the course VM and everything it uses")
-    down_parser.add_argument("--stack", default=DEFAULT_STACK)
-    down_parser.add_argument("--yes", action="store_true", help=YES_HELP)
-    down_parser.set_defaults(run=down)
-    power_parser(
-        commands, "start", "start the stack's VMs again after they stopped (idle, nightly stop, Spot) and wait"
+    parser.add_argument("--yes", action="store_true", help=YES_HELP)
+    parser.set_defaults(run=up)
+
+
+def _register_down(commands: Commands) -> None:
+    parser = add_command(
+        commands,
+        "down",
+        summary="destroy the course VM and everything it uses",
+        description="Delete the stack's VMs and everything they use (disks, addresses, firewall, network, "
+        "schedule) and their ~/.ssh entries, after Pulumi's preview and a yes. The stack's settings are kept.",
+        examples=["course-vm down", "course-vm down --stack fall --yes"],
     )
-    power_parser(commands, "stop", "stop the stack's VMs (their disks and addresses are kept, and billed) and wait")
-    status_parser = commands.add_parser(
-        "status", help="each VM of the stack: its state in GCE now, its address, whether its last verification passed"
+    add_stack_option(parser)
+    parser.add_argument("--yes", action="store_true", help=YES_HELP)
+    parser.set_defaults(run=down)
+
+
+POWER = {
+    "start": (
+        "start the stack's VMs again after they stopped (idle, nightly stop, Spot) and wait",
+        "Start the stack's stopped VMs (idle stop, nightly stop, Spot preemption), all at once, and wait until "
+        "they run: same address, same host keys.",
+    ),
+    "stop": (
+        "stop the stack's VMs (their disks and addresses are kept, and billed) and wait",
+        "Stop the stack's VMs now, all at once, and wait until GCE reports them stopped. Their disks and "
+        "addresses are kept (and billed); `course-vm start` brings them back as they were.",
+    ),
+}
+"""`start` and `stop`, which take the same options: their summary and their description."""
+
+
+def _register_power(commands: Commands, name: str) -> None:
+    summary, description = POWER[name]
+    parser = add_command(
+        commands,
+        name,
+        summary=summary,
+        description=description,
+        examples=[f"course-vm {name}", f"course-vm {name} --stack fall --student alice --student bob"],
     )
-    status_parser.add_argument("--stack", default=DEFAULT_STACK)
-    status_parser.add_argument(
+    add_stack_option(parser)
+    parser.add_argument(
+        "--student", action="append", metavar="NAME", help="a class: only this student's VM (repeatable)"
+    )
+    parser.add_argument(
+        "--timeout", type=arguments.seconds, default=300, metavar="SECONDS", help="how long to wait for the VMs"
+    )
+    parser.set_defaults(run=start if name == "start" else stop)
+
+
+def _register_status(commands: Commands) -> None:
+    parser = add_command(
+        commands,
+        "status",
+        summary="each VM of the stack: its state in GCE now, its address, whether its last verification passed",
+        description="One row per VM of the stack: its state as GCE reports it now, its address, and whether "
+        "its last verification passed. It reads; it changes and refreshes nothing.",
+        examples=["course-vm status", "course-vm status --stack fall --json"],
+    )
+    add_stack_option(parser)
+    parser.add_argument(
         "--json",
         action="store_true",
         help="a JSON list, one object per VM, with the keys student, host, instance, zone, ip, state, state_error, "
         "verified (passed, failed, off, unknown), verified_at, verify_error",
     )
-    status_parser.set_defaults(run=status)
-
-
-def power_parser(commands: argparse._SubParsersAction[Any], name: str, help_text: str) -> None:
-    """`start` or `stop` (NAME): the same options."""
-    parser = commands.add_parser(name, help=help_text)
-    parser.add_argument("--stack", default=DEFAULT_STACK)
-    parser.add_argument(
-        "--student", action="append", metavar="NAME", help="a class: only this student's VM (repeatable)"
-    )
-    parser.add_argument("--timeout", type=arguments.seconds, default=300, metavar="SECONDS")
-    parser.set_defaults(run=start if name == "start" else stop)
+    parser.set_defaults(run=status)
 
 
 def up(args: argparse.Namespace) -> int:

@@ -8,7 +8,8 @@ import traceback
 from collections.abc import Sequence
 
 import provisioner
-from provisioner.cli import check, env, handout, image, lifecycle, local, render
+from provisioner.cli import check, env, handout, image, lifecycle, local_parser, render
+from provisioner.cli.arguments import Parser, examples_text
 from provisioner.cli.console import print_error
 from provisioner.errors import CourseVmError, ExitStatus, InterruptionError, redacted
 from provisioner.paths import state_home
@@ -17,12 +18,23 @@ TRACEBACK_VARIABLE = "COURSE_VM_TRACEBACK"
 """Set (to anything) to see an unexpected error's traceback on the terminal instead of in a file."""
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="course-vm", description=__doc__)
+DESCRIPTION = (
+    "A course student's Linux VM on Google Cloud (or a class's, one VM each), made, checked and taken down "
+    "with one command each; the same VM in a local QEMU VM with `local`."
+)
+EXAMPLES = (
+    "course-vm up --project my-proj --zone europe-west1-b --allow 203.0.113.7/32",
+    "course-vm local up",
+    "course-vm up --help  # each command's options and examples",
+)
+
+
+def parser() -> Parser:
+    top = Parser(prog="course-vm", description=DESCRIPTION, epilog=examples_text(EXAMPLES))
     top.add_argument("--version", action="version", version=f"course-vm {provisioner.__version__}")
-    commands = top.add_subparsers(dest="command", required=True)
+    commands = top.add_commands("command")
     # In the order `--help` lists them: each command group adds its own commands.
-    for group in (lifecycle, image, handout, render, check, local, env):
+    for group in (lifecycle, image, handout, render, check, local_parser, env):
         group.register(commands)
     return top
 

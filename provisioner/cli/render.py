@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from provisioner.access.keys import ensure_key_pair
 from provisioner.cli import arguments
+from provisioner.cli.arguments import Commands, add_command, add_stack_option
 from provisioner.cli.console import progress
 from provisioner.cli.up import refused
 from provisioner.driver.config import StackConfig
@@ -16,14 +16,24 @@ from provisioner.paths import project_dir
 from provisioner.recipe.problems import as_given, set_flag_words
 from provisioner.recipe.settings import PROJECT, Settings, parse_settings
 from provisioner.recipe.user_data import user_data_for
-from provisioner.stack import DEFAULT_STACK
 
 
-def register(commands: argparse._SubParsersAction[Any]) -> None:
-    parser = commands.add_parser(
-        "render", help="print the cloud-init user-data for a stack's settings (no Pulumi, no cloud calls)"
+def register(commands: Commands) -> None:
+    parser = add_command(
+        commands,
+        "render",
+        summary="print the cloud-init user-data for a stack's settings (no Pulumi CLI, no cloud calls)",
+        description="Print the cloud-init user-data `up` would send for the stack's settings (a class: one "
+        "student's), read from its Pulumi.NAME.yaml in the project folder with --set over them (a stack without "
+        "one: the defaults and --set), without the Pulumi CLI or the cloud. Like `up`, it creates the key pair "
+        "if it is missing; bad settings stop it as they stop `up`.",
+        examples=[
+            "course-vm render",
+            "course-vm render --set username=alice --set autoStopIdleMinutes=0",
+            "course-vm render --stack fall --student alice > alice-user-data.yaml",
+        ],
     )
-    parser.add_argument("--stack", default=DEFAULT_STACK)
+    add_stack_option(parser)
     parser.add_argument("--student", default="", metavar="NAME", help="a class stack: whose user-data")
     parser.add_argument(
         "--set",

@@ -91,8 +91,7 @@ class StackSession:
 
     def select(self) -> None:
         """Make the stack the one the Pulumi CLI works on when told no other (`pulumi stack select`), as
-        `up`, `down` and `status` always have: the raw `pulumi config` lines of their fixes, and `check`
-        without --stack, then reach it."""
+        `up`, `down` and `status` always have: the raw `pulumi config` lines of their fixes then reach it."""
         if not self._selected and self.name is not None:
             self._run(["stack", "select", *self._stack], doing="select")
             self._selected = True

@@ -61,7 +61,7 @@ def test_a_bake_builds_then_captures_in_a_stack_of_its_own(tmp_path: Path, monke
     # The first failure stops a bake's update: a failed capture must not go on to delete the builder's disk.
     assert not [call for call in ups if "--continue-on-error" in call]
     assert pulumi.config("fall") == CLASS, "the class's own stack is only read"
-    assert pulumi.selected() == "fall", "the raw CLI, and `check` without --stack, still reach the class's stack"
+    assert pulumi.selected() == "fall", "the raw CLI still reaches the class's stack"
 
 
 def test_a_no_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,9 +37,8 @@ def at_the_sshd(server: Sshd, host_key: str | None = None) -> dict[str, Any]:
     }
 
 
-def reads_of(engine: StandInPulumi, stack: str | None) -> list[list[str]]:
-    """The Pulumi CLI processes `check` started, having checked that each was about STACK (None: the selected one,
-    no --stack)."""
+def reads_of(engine: StandInPulumi, stack: str) -> list[list[str]]:
+    """The Pulumi CLI processes `check` started, having checked that each was about STACK."""
     calls = engine.calls()
     assert all(option(call, "--stack") == stack for call in calls), calls
     return calls
@@ -153,21 +152,22 @@ def test_check_pins_the_keys_a_gce_vm_publishes_after_its_first_ones(ready_sshd:
 
 @pytest.mark.integration
 def test_check_without_host_uses_the_stacks_outputs(ready_sshd: Sshd, tmp_path: Path) -> None:
-    # Without --stack: the stack the Pulumi CLI has selected, the one `up`, `down` or `status` last used.
-    engine = stand_in_pulumi(tmp_path, {"dev": one_vm(**at_the_sshd(ready_sshd))}, selected="dev")
+    # Without --stack: stack dev, as for every command, whichever stack the Pulumi CLI has selected.
+    stacks = {"dev": one_vm(**at_the_sshd(ready_sshd)), "fall": one_vm(stack="fall")}
+    engine = stand_in_pulumi(tmp_path, stacks, selected="fall")
     result = check_cli("--port", str(ready_sshd.port), "--json", env=engine.environment)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ok"] is True
-    assert len(reads_of(engine, None)) <= 2, "issue 18's measure: `check` starts the Pulumi CLI at most twice"
+    assert len(reads_of(engine, "dev")) <= 2, "issue 18's measure: `check` starts the Pulumi CLI at most twice"
 
 
-def test_check_without_a_stack_named_or_selected_says_so(tmp_path: Path) -> None:
-    engine = stand_in_pulumi(tmp_path, {"dev": one_vm(), "fall": one_vm(stack="fall")})
+def test_check_without_a_stack_named_reads_dev_not_the_selected_one(tmp_path: Path) -> None:
+    engine = stand_in_pulumi(tmp_path, {"fall": one_vm(stack="fall")}, selected="fall")
     result = check_cli(env=engine.environment)
     assert result.returncode == 2
     assert result.stderr == (
-        "course-vm: no stack is selected and none was named (the stacks that exist: dev, fall); nothing was "
-        "created or deleted. Fix: name one with --stack\n"
+        "course-vm: there is no stack dev (the stacks that exist: fall); nothing was created or deleted. "
+        "Fix: name one of them with --stack\n"
     )
 
 
@@ -199,7 +199,7 @@ def test_check_of_a_class_reports_every_student_in_one_table(ready_sshd: Sshd, t
     assert lines[2].split()[:3] == ["bob", "-", "FAILED"] and "may be intercepted" in lines[2]
     assert lines[-1] == "1 of 2 VMs ready; see FAILED rows"
     assert "alice: logged in; waiting for cloud-init to finish" in result.stderr
-    assert len(reads_of(engine, None)) <= 2, "issue 18's measure: `check` of a class runs the Pulumi CLI at most twice"
+    assert len(reads_of(engine, "dev")) <= 2, "issue 18's measure: `check` of a class runs the Pulumi CLI at most twice"
 
     only = check_cli("--port", str(ready_sshd.port), "--student", "alice", "--json", env=env)
     assert only.returncode == 0, only.stderr

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from provisioner.cli.main import main
+from provisioner.cli.main import main, parser
 from tests.support.cli import run_cli
 
 
 def test_help_lists_every_command_in_order() -> None:
     result = run_cli("--help")
     assert result.returncode == 0, result.stderr
-    assert "{up,down,start,stop,status,image,handout,render,check,local,env}" in result.stdout
-    assert result.stdout.startswith("usage: course-vm ")
+    assert result.stdout.startswith("usage: course-vm [-h] [--version] COMMAND ...\n")
+    listed = re.findall(r"^    (\S+)", result.stdout.partition("\ncommands:\n")[2], re.MULTILINE)
+    assert listed == ["up", "down", "start", "stop", "status", "image", "handout", "render", "check", "local", "env"]
 
 
 def test_version_is_the_packages() -> None:
@@ -32,3 +34,9 @@ def test_an_expected_failure_is_one_line_and_its_exit_status(
     assert main(["local", "down", "--name", "nothing-here"]) == 2
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", "course-vm: no local VM named 'nothing-here'\n")
+
+
+def test_the_command_run_over_ssh_is_not_taken_for_the_command() -> None:
+    # `args.command` names the command run (main.py's Ctrl-C message reads it), never a list of words.
+    args = parser().parse_args(["local", "ssh", "--", "docker", "ps"])
+    assert (args.command, args.local_command, args.remote_command) == ("local", "ssh", ["docker", "ps"])

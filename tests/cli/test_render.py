@@ -25,7 +25,7 @@ def write_stack(directory: Path, name: str = "dev", extra: str = "") -> None:
 
 
 @pytest.mark.integration
-def test_render_prints_valid_user_data_for_the_only_stack(tmp_path: Path) -> None:
+def test_render_prints_valid_user_data_for_stack_dev(tmp_path: Path) -> None:
     write_stack(tmp_path, extra="  course-vm:username: alice\n")
     result = run_cli("render")
     assert result.returncode == 0, result.stderr
@@ -65,6 +65,13 @@ def test_render_without_a_stack_renders_the_defaults_and_set(
     assert f"stack dev has no settings in {project_dir()} yet" in captured.err
     # A relative path is the working directory's.
     assert " ".join((tmp_path / "keys" / "k.pub").read_text().split()[:2]) in captured.out
+
+
+def test_render_without_stack_renders_dev_as_every_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_stack(tmp_path, "dev", extra="  course-vm:username: alice\n")
+    write_stack(tmp_path, "prod", extra="  course-vm:username: bob\n")
+    assert main(["render"]) == 0
+    assert '  - name: "alice"\n' in capsys.readouterr().out
 
 
 def test_render_set_goes_over_the_stack_and_its_problems_are_set_flags(

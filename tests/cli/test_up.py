@@ -53,7 +53,7 @@ def test_up_stores_the_options_says_the_ranges_and_writes_a_pinned_host_entry(
     assert pulumi.verbs() == [
         "stack export", "stack select", "config", "config rm", "config set-all", "preview", "up", "stack export"
     ]  # fmt: skip
-    assert pulumi.selected() == "dev", "the raw pulumi lines of a fix, and check without --stack, reach it"
+    assert pulumi.selected() == "dev", "the raw pulumi lines of a fix reach it"
     assert said == ["allowedSshCidrs: (none) -> 203.0.113.7/32, 198.51.100.0/24", "Updating (dev)"]
     assert outputs.vms[""].ip == "34.78.1.2"
     ours = hosts_file().read_text()

@@ -158,12 +158,11 @@ def up(args: argparse.Namespace) -> int:
     def ready(iap: bool) -> None:
         # What this machine lacks comes alone, before any word of a preview (the stack's settings say iap).
         prerequisites.check(args.stack, iap=iap)
-        progress(f"previewing the changes to stack {args.stack}")
 
     try:
         outputs = run_up(
             args.stack, options, confirm=asker(args.stack, args.yes), check=prerequisites.compute_engine_ready,
-            ready=ready,
+            ready=ready, on_progress=progress,
         )  # fmt: skip
     except PartialUpError as error:
         # The students whose VM finished can be handed out now; the error then says who failed.

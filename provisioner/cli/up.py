@@ -181,7 +181,7 @@ class PartialUpError(EngineError):
 
 def up(
     stack_name: str, options: UpOptions, *, confirm: Confirm, check: CloudCheck | None = None,
-    ready: Callable[[bool], None] | None = None, on_output: OnOutput = print,
+    ready: Callable[[bool], None] | None = None, on_output: OnOutput = print, on_progress: OnOutput | None = None,
 ) -> StackOutputs:  # fmt: skip
     """Keep OPTIONS in the stack's config, preview the changes, CHECK the cloud, ask CONFIRM, then create
     or update the stack's VMs and write their `Host` entries; the stack's VMs.
@@ -190,7 +190,8 @@ def up(
     keeps the options in the config. After a preview without changes no update runs. One student's
     failure does not stop the others' VMs (Pulumi's continue-on-error). Entries of students no longer
     on the roster are removed. READY is told whether the stack uses IAP before anything is created,
-    and raises what this machine lacks (see prerequisites.check). Ctrl-C raises InterruptionError saying what
+    and raises what this machine lacks (see prerequisites.check); ON_PROGRESS is told when the preview starts.
+    Ctrl-C raises InterruptionError saying what
     is true for the stage it came in (see interrupted_up).
 
     Raises SettingsError when the stack's settings are refused (before any preview), CourseVmError
@@ -199,7 +200,7 @@ def up(
     """
     stage = Stage()
     try:
-        return _up(stage, stack_name, options, confirm, check, ready, on_output)
+        return _up(stage, stack_name, options, confirm, check, ready, on_output, on_progress)
     except EngineInterruptedError as interrupted:
         record_verifications(stack_name, interrupted.log)  # those that ended before Pulumi cancelled
         stage.now = "verification" if verifying(interrupted.log) else "update"
@@ -217,7 +218,7 @@ class Stage:
 
 def _up(
     stage: Stage, stack_name: str, options: UpOptions, confirm: Confirm, check: CloudCheck | None,
-    ready: Callable[[bool], None] | None, on_output: OnOutput,
+    ready: Callable[[bool], None] | None, on_output: OnOutput, on_progress: OnOutput | None,
 ) -> StackOutputs:  # fmt: skip
     checked_options(stack_name, options)
     if ready is not None and not Workspace.installed():
@@ -231,10 +232,13 @@ def _up(
         config_change(session.config(), options).applied(session.config()).settings()
     except SettingsError as error:
         raise refused(stack_name, error) from None
-    stage.now = "preview"
+    stage.now = "store"
     session.create()
     session.select()
     keep_options(session, options, on_output)
+    stage.now = "preview"
+    if on_progress is not None:
+        on_progress(f"previewing the changes to stack {stack_name}")
     settings = session.config().settings()
     plan = session.preview(project=options.project)
     if entries_change(settings, session):
@@ -284,6 +288,8 @@ def interrupted_up(stack_name: str, stage: str, options: UpOptions) -> str:
         "interrupted: "
         + {
             "check": "nothing was changed: the settings and this machine were being checked",
+            "store": f"nothing was changed in the cloud; the stack's settings may keep some of what "
+            f"{', '.join(options.given())} gave. `{up}` starts again",
             "preview": f"a preview changes nothing in the cloud.{kept} `{up}` previews again",
             "cloud": f"nothing was changed in the cloud (its API and quotas were being read).{kept} `{up}` reads "
             "them again",

@@ -468,3 +468,26 @@ def test_ctrl_c_during_up_waits_for_pulumi_to_cancel_passing_on_all_it_says(tmp_
     assert "Traceback" not in err
     recorded = json.loads((tmp_path / "state" / "course-vm" / "verifications" / "dev.json").read_text())
     assert recorded[""]["result"] == "passed", "the verification that ended before the Ctrl-C"
+
+
+def test_ctrl_c_during_the_preview_says_it_changed_nothing_in_the_cloud(tmp_path: Path) -> None:
+    cancelled = {"cancelled": 1, "stderr": "error: preview canceled\n"}
+    pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, fail={"preview": cancelled})
+    process = started_cli("up", "--yes", "--set", "spot=true", env=pulumi.environment, own_group=True)
+    assert process.stderr is not None
+    seen = ""
+    while "previewing the changes to stack dev" not in seen:
+        line = process.stderr.readline()
+        assert line, f"`up` ended before its preview: {seen}{process.communicate(timeout=30)}"
+        seen += line
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == ExitStatus.INTERRUPTED, err
+    assert err.endswith(
+        "course-vm: interrupted: a preview changes nothing in the cloud. The stack's settings keep what --set "
+        "gave. `course-vm up` previews again\n"
+    ), err
+    assert "up" not in pulumi.verbs()

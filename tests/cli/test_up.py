@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from provisioner.access.ssh_config import hosts_file
+from provisioner.cli.arguments import settings_given
 from provisioner.cli.main import main
 from provisioner.cli.up import PartialUpError, UpOptions, up
-from provisioner.driver.engine_errors import RAW_CLI_NOTE
 from provisioner.driver.plan import Action, Plan
 from provisioner.driver.session import EngineRunError
 from provisioner.driver.verifications import Result, Verification, recorded_verifications
@@ -51,7 +51,7 @@ def test_up_stores_the_options_says_the_ranges_and_writes_a_pinned_host_entry(
         "course-vm:allowedSshCidrs": '["203.0.113.7/32", "198.51.100.0/24"]',
     }
     assert pulumi.verbs() == [
-        "stack export", "stack select", "config", "config rm", "config set-all", "preview", "up", "stack export"
+        "stack export", "config", "stack select", "config rm", "config set-all", "preview", "up", "stack export"
     ]  # fmt: skip
     assert pulumi.selected() == "dev", "the raw pulumi lines of a fix reach it"
     assert said == ["allowedSshCidrs: (none) -> 203.0.113.7/32, 198.51.100.0/24", "Updating (dev)"]
@@ -65,7 +65,7 @@ def test_up_keeps_settings_it_is_not_given(tmp_path: Path, monkeypatch: pytest.M
     pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, next_outputs=one_vm())
     up("dev", UpOptions(), confirm=yes, on_output=print)
     assert pulumi.config("dev") == STACK_CONFIG
-    assert pulumi.verbs() == ["stack export", "stack select", "config", "preview", "up", "stack export"]
+    assert pulumi.verbs() == ["stack export", "config", "stack select", "preview", "up", "stack export"]
 
 
 def test_up_creates_a_stack_that_is_not_there_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,7 +191,8 @@ def test_without_the_pulumi_cli_up_says_how_to_install_it(
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert main(["up", "--project", "course-project-1"]) == ExitStatus.MISSING_PREREQUISITE
+    flags = ["--project", "course-project-1", "--zone", "europe-west1-b", "--allow", "203.0.113.7/32"]
+    assert main(["up", *flags]) == ExitStatus.MISSING_PREREQUISITE
     assert "the Pulumi CLI is not on PATH" in capsys.readouterr().err
     assert not (tmp_path / "state").exists(), "nothing is set up before the CLI is known to exist"
 
@@ -215,7 +216,8 @@ def test_a_machine_that_is_not_ready_changes_nothing(tmp_path: Path, monkeypatch
         raise MissingPrerequisiteError("no gcloud")
 
     with pytest.raises(MissingPrerequisiteError, match=r"^no gcloud$"):
-        up("dev", UpOptions("course-project-1"), confirm=yes, ready=lacking, on_output=print)
+        options = UpOptions("course-project-1", "europe-west1-b", ["203.0.113.7/32"])
+        up("dev", options, confirm=yes, ready=lacking, on_output=print)
     assert pulumi.verbs() == ["stack export"], "no stack created, no option stored"
 
 
@@ -228,10 +230,11 @@ def test_settings_the_program_would_refuse_are_refused_before_any_preview(
         up("dev", UpOptions(), confirm=yes, on_output=print)
     [problem] = raised.value.problems
     assert problem.startswith("diskSizeGb: got 'tiny', but ") and problem.endswith(
-        "Fix: pulumi config set diskSizeGb 30"
+        "Fix: `course-vm up --set diskSizeGb=30`"
     )
-    assert str(raised.value) == f"course-vm settings: 1 problem, nothing was created:\n  - {problem}\n{RAW_CLI_NOTE}"
-    assert pulumi.verbs() == ["stack export", "stack select", "config"]
+    assert str(raised.value) == f"course-vm settings: 1 problem, nothing was created:\n  - {problem}"
+    # Read from the stack file, before the Pulumi CLI runs at all.
+    assert pulumi.verbs() == []
 
 
 # Preview, then confirm: nothing changes without a yes, and a preview without changes runs nothing.
@@ -316,7 +319,7 @@ def test_a_preview_without_changes_runs_no_update_and_writes_the_entries(
         return True
 
     outputs = up("dev", UpOptions(), confirm=show, on_output=print)
-    assert pulumi.verbs() == ["stack export", "stack select", "config", "preview"]
+    assert pulumi.verbs() == ["stack export", "config", "stack select", "preview"]
     assert not shown[0].changes
     assert outputs.vms[""].ip == "34.78.1.2"
     assert "Host course-vm\n    HostName 34.78.1.2\n" in hosts_file().read_text(), "from the state, as it is"
@@ -404,7 +407,7 @@ def test_a_check_that_refuses_leaves_everything_as_it_was(tmp_path: Path, monkey
 
     with pytest.raises(CourseVmError, match=r"^short of quota$"):
         up("dev", UpOptions(), confirm=yes, check=refuse, on_output=print)
-    assert pulumi.verbs() == ["stack export", "stack select", "config", "preview"]
+    assert pulumi.verbs() == ["stack export", "config", "stack select", "preview"]
     assert not hosts_file().exists()
 
 
@@ -542,3 +545,57 @@ def test_up_returns_the_stacks_vms_as_its_state_has_them(tmp_path: Path, monkeyp
     assert isinstance(outputs, StackOutputs) and not outputs.is_class
     assert outputs.vms[""].ssh_command == one_vm()["sshCommand"]
     assert recorded_verifications("dev") == {"": Verification(Result.PASSED, "2026-11-27T14:00:00Z")}
+
+
+def test_set_stores_each_setting_a_list_as_a_list_and_an_empty_value_removes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {"dev": {**STACK_CONFIG, "course-vm:spot": "true"}}
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": {}}, config=config, events=CREATE, next_outputs=one_vm())
+    roster = tmp_path / "class" / "roster.csv"
+    roster.parent.mkdir()
+    roster.write_text("name\nana\n")
+    monkeypatch.chdir(roster.parent)
+    sets = ["autoStopIdleMinutes=0", "forwardPorts=[8888, 3000]", "spot=", "studentsCsv=roster.csv"]
+    up("dev", UpOptions(sets=settings_given(sets)), confirm=yes, on_output=print)
+    stored = pulumi.config("dev")
+    assert stored["course-vm:autoStopIdleMinutes"] == "0"
+    assert stored["course-vm:forwardPorts"] == '["8888", "3000"]'
+    assert "course-vm:spot" not in stored
+    # A relative path is the working directory's, kept as its absolute path: any later `up` finds the same file.
+    assert stored["course-vm:studentsCsv"] == str(roster)
+    assert pulumi.verbs()[:5] == ["stack export", "config", "stack select", "config rm", "config rm"]
+
+
+def test_a_bad_set_is_refused_with_every_other_problem_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": {}}, config={"dev": {}}, events=CREATE)
+    argv = ["up", "--project", "My_Proj", "--allow", "", "--set", "spot=maybe", "--set", "nosuch=1", "--set", "x"]
+    assert main(argv) == ExitStatus.BAD_INPUT
+    assert "--set 'x': expected KEY=VALUE" in capsys.readouterr().err
+    assert main(argv[:-2]) == ExitStatus.BAD_INPUT
+    err = capsys.readouterr().err
+    for said in (
+        "gcp:project: got 'My_Proj', but it is not a GCP project ID. Fix: `course-vm up --project YOUR-PROJECT-ID`",
+        "gcp:zone: not set. Fix: `course-vm up --zone europe-west1-b`",
+        "allowedSshCidrs[0]: got '', but it has no address before the slash",
+        "spot: got 'maybe', but it must be true or false. Fix: `course-vm up --set spot=false`",
+        "nosuch: got '1', but course-vm has no such setting. Fix: `course-vm up --set nosuch=` (which removes it)",
+        "Windows PowerShell `(Invoke-RestMethod https://checkip.amazonaws.com).Trim()`",
+    ):
+        assert said in err, err
+    assert pulumi.verbs() == [], "nothing read with the Pulumi CLI, nothing stored"
+    assert pulumi.config("dev") == {}
+
+
+def test_settings_only_the_pulumi_cli_can_read_are_checked_before_anything_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A secret in the stack file is ciphertext there: the CLI's reading of the settings is checked instead.
+    config = {"dev": {**STACK_CONFIG, "course-vm:diskSizeGb": "5"}}
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": {}}, config=config, secrets={"dev": ["gcp:project"]})
+    with pytest.raises(SettingsError, match=r"diskSizeGb: got '5', .* Fix: `course-vm up --set diskSizeGb=30`"):
+        up("dev", UpOptions(zone="europe-west1-c"), confirm=yes, on_output=print)
+    assert pulumi.verbs() == ["stack export", "config"]
+    assert pulumi.config("dev")["gcp:zone"] == "europe-west1-b", "the refused options were not stored"

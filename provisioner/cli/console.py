@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
@@ -24,9 +25,18 @@ def progress(message: str) -> None:
     print(f"course-vm: {printable(message)}", file=sys.stderr, flush=True)
 
 
+_NAMES_COURSE_VM = re.compile(r"course-vm(?: |'s )")
+"""A message that begins by naming course-vm: printed without the `course-vm: ` before it."""
+
+
 def print_error(error: CourseVmError) -> int:
-    """Print an expected failure as one clear message; its exit status. It may quote the VM, so only printable text."""
-    print(f"course-vm: {printable(str(error))}", file=sys.stderr, flush=True)
+    """Print an expected failure as one clear message; its exit status. It may quote the VM, so only printable text.
+
+    Every message begins with `course-vm`: one that names it already (`course-vm up needs …`, `course-vm
+    settings: …`, `course-vm's passphrase file …`, worded so for Pulumi's output too) is printed as it is.
+    """
+    text = printable(str(error))
+    print(text if _NAMES_COURSE_VM.match(text) else f"course-vm: {text}", file=sys.stderr, flush=True)
     return error.exit_code
 
 

@@ -196,5 +196,5 @@ def test_without_the_pulumi_cli_the_bake_says_what_is_missing_and_creates_nothin
     monkeypatch.setenv("HOME", str(tmp_path))
     assert main(["image", "bake", "--stack", "fall", "--yes"]) == ExitStatus.MISSING_PREREQUISITE
     said = capsys.readouterr().err
-    assert said.startswith("course-vm: course-vm image bake needs ") and "lacks; nothing was created:\n" in said
+    assert said.startswith("course-vm image bake needs ") and "lacks; nothing was created:\n" in said
     assert "the Pulumi CLI is not on PATH" in said

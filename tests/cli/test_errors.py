@@ -399,7 +399,7 @@ def failing(argv: list[str], capsys: pytest.CaptureFixture[str], status: int = e
     """What ARGV prints on stderr, after asserting that it fails as expected failures do (exit STATUS)."""
     assert main(argv) == status
     err = capsys.readouterr().err
-    assert err.startswith("course-vm: ") and "Traceback" not in err, err
+    assert err.startswith("course-vm") and "Traceback" not in err, err
     return err
 
 

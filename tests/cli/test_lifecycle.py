@@ -228,7 +228,7 @@ def test_the_programs_settings_error_comes_through_as_it_is(tmp_path: Path) -> N
     result = run_cli("up", "--yes", env=pulumi.environment)
     assert result.returncode == 2
     # The problems as the program listed them, and how to run their raw pulumi Fix lines on this stack.
-    assert result.stderr.endswith(f"course-vm: {SettingsError(PROBLEMS, note=RAW_CLI_NOTE)}\n")
+    assert result.stderr.endswith(f"{SettingsError(PROBLEMS, note=RAW_CLI_NOTE)}\n")
     assert 'after `eval "$(course-vm env)"`' in result.stderr.splitlines()[-1]
     assert "Traceback" not in result.stderr
     assert "up" not in pulumi.verbs()
@@ -244,7 +244,7 @@ def test_settings_the_program_would_refuse_are_refused_before_the_preview(tmp_pa
         "Anaconda and Docker about 8 GB more). Fix: pulumi config set diskSizeGb 30",
         "verify: got 'maybe', but it must be true or false. Fix: pulumi config set verify true",
     ]
-    assert result.stderr.endswith(f"course-vm: {SettingsError(problems, note=RAW_CLI_NOTE)}\n")
+    assert result.stderr.endswith(f"{SettingsError(problems, note=RAW_CLI_NOTE)}\n")
     assert "preview" not in pulumi.verbs()
     assert_fixes_are_valid(["up"], "\n".join(result.stderr.splitlines()[:-1]))  # the problems, without the note
 
@@ -308,7 +308,7 @@ def test_an_api_not_enabled_names_the_command_that_enables_it_and_creates_nothin
     result = run_cli("up", "--yes", "--project", "course-project-1", env=pulumi.environment)
     assert result.returncode == 6
     assert result.stderr.endswith(
-        "course-vm: course-vm up needs the Compute Engine API, which is not enabled in project course-project-1; "
+        "course-vm up needs the Compute Engine API, which is not enabled in project course-project-1; "
         "nothing was created. Fix: `gcloud services enable compute.googleapis.com --project course-project-1`, "
         "wait a minute, then run `course-vm up` again\n"
     )

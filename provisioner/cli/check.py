@@ -17,7 +17,7 @@ from provisioner.cli import arguments
 from provisioner.cli.console import print_class_report, print_report, progress
 from provisioner.driver.session import StackSession
 from provisioner.driver.workspace import Workspace
-from provisioner.errors import CourseVmError, SshKeyError
+from provisioner.errors import CourseVmError, MissingPrerequisiteError, SshKeyError
 from provisioner.gcp.compute_api import GceInstance, published_host_keys
 from provisioner.parallel import DEFAULT_WORKERS
 from provisioner.stack import StackOutputs, VmOutputs
@@ -129,10 +129,13 @@ def _target(args: argparse.Namespace, deadline: float) -> Target:
 
 
 def _stack_outputs(args: argparse.Namespace) -> StackOutputs:
-    """The stack's VMs, read once; without the Pulumi CLI, `check` can still be told where the VM is."""
+    """The stack's VMs, read once; without the Pulumi CLI, `check` can still be told where the VM is.
+
+    Raises MissingPrerequisiteError (exit 6, as every command that needs the Pulumi CLI) when it is not installed.
+    """
     if getattr(args, "outputs", None) is None:
         if not Workspace.installed():
-            raise CourseVmError(
+            raise MissingPrerequisiteError(
                 "with no --host, check reads the VM's address from the stack's outputs, which needs the Pulumi "
                 "CLI, and it is not installed. Fix: pass --host, --user, --identity and one of --host-key, "
                 "--known-hosts or --gce-instance; or install Pulumi (https://www.pulumi.com/docs/install/)"

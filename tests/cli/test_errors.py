@@ -415,8 +415,24 @@ def test_start_stop_and_status_without_pulumi_suggest_nothing_they_do_not_have(
 
 
 @pytest.mark.usefixtures("no_pulumi")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["up", "--yes"], ["down", "--yes"], ["status"], ["start"], ["stop"], ["check"], ["check", "--student", "a"],
+        ["handout", "--out", "out"], ["image", "bake", "--yes"], ["image", "delete", "--yes"],
+    ],
+)  # fmt: skip
+def test_a_missing_pulumi_cli_is_exit_6_for_every_command_that_needs_it(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [str(tmp_path / word) if word == "out" else word for word in argv]
+    assert "the Pulumi CLI" in failing(argv, capsys, errors.ExitStatus.MISSING_PREREQUISITE)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("no_pulumi")
 def test_check_without_pulumi_suggests_its_own_flags(capsys: pytest.CaptureFixture[str]) -> None:
-    err = failing(["check"], capsys)
+    err = failing(["check"], capsys, errors.ExitStatus.MISSING_PREREQUISITE)
     assert "--host, --user, --identity" in err
     assert_fixes_are_valid(["check"], err)
 

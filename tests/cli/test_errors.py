@@ -519,6 +519,16 @@ def test_check_with_a_missing_identity_file_suggests_identity(
     assert_fixes_are_valid(argv, err)
 
 
+def test_check_with_a_host_key_cut_short_says_all_of_what_is_wrong_and_where_to_get_one(
+    key: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*check_args(22, key)[:-1], "ssh-ed25519 AAAA"]
+    err = failing(argv, capsys)
+    assert err.startswith("course-vm: malformed host key 'ssh-ed25519 AAAA': its 4 base64 characters are no whole ")
+    assert "`ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI…`" in err and err.endswith("--gce-project PROJECT\n")
+    assert_fixes_are_valid(argv, err)
+
+
 def test_local_check_of_no_vm_suggests_a_command_that_parses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.access.host_keys import host_keys_from_known_hosts, parse_host_key
+from provisioner.access.keys import SSH_KEY_PATH, KeyOption, check_private_key_file
 from provisioner.access.ssh import Target
 from provisioner.checker.checks import DEFAULT_TIMEOUT, NEW_VM_TIMEOUT, Report, check_vm
 from provisioner.checker.class_pool import TargetSource, check_class
@@ -145,20 +146,29 @@ def _stack_outputs(args: argparse.Namespace) -> StackOutputs:
     return outputs
 
 
-def _identity(path: Path, given: bool) -> Path:
-    """PATH, the private key to log in with, if it is a file: else an error whose fix fits where it came
-    from (GIVEN: --identity; else the stack's `identityFile` output, the key `up` made).
+IDENTITY = KeyOption(
+    "--identity",
+    "--identity {}",
+    "pass --identity the private key file that logs in to the VM (course-vm's own: the stack's sshKeyPath, "
+    "~/.ssh/course-vm by default)",
+)
+"""`check --identity`, as an error about the key names it."""
 
-    Raises SshKeyError. The other rules of a key (its mode, its format) are checked where it is loaded.
+
+def _identity(path: Path, given: bool) -> Path:
+    """PATH, the private key to log in with, if it is a private key file only its owner may read: else an
+    error whose fix fits where it came from (GIVEN: --identity; else the stack's `identityFile` output,
+    the key `up` made, which sshKeyPath names).
+
+    Raises SshKeyError: what the file is (a public key, another file) before its mode. Before a
+    host key is looked up, so that a wrong file is not told about anything else first.
     """
     if path.is_file():
+        check_private_key_file(path, option=IDENTITY if given else SSH_KEY_PATH)
         return path
     problem = "does not exist" if not path.exists() else "is not a file"
     if given:
-        raise SshKeyError(
-            f"--identity {path} {problem}. Fix: pass --identity the private key file that logs in to the VM "
-            "(course-vm's own: the stack's sshKeyPath, ~/.ssh/course-vm by default)"
-        )
+        raise SshKeyError(f"--identity {path} {problem}. Fix: {IDENTITY.otherwise}")
     raise SshKeyError(
         f"the stack's private key {path} (its identityFile output) {problem}. Fix: restore it from a backup, "
         "or pass --host, --user and --identity with the key that logs in to the VM"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.access.host_keys import HostKey
-from provisioner.access.keys import ensure_key_pair
+from provisioner.access.keys import KeyOption, ensure_key_pair
 from provisioner.access.ssh import HostKeySource
 from provisioner.checker.checks import DEFAULT_TIMEOUT, NEW_VM_TIMEOUT, Report, check_vm
 from provisioner.cli import arguments
@@ -182,13 +182,21 @@ def _local_settings(pairs: Sequence[str]) -> Settings:
         raise SettingsError(words) from None
 
 
+SET_SSH_KEY_PATH = KeyOption(
+    "sshKeyPath",
+    "--set sshKeyPath={}",
+    "--set sshKeyPath=~/.ssh/id_ed25519 (a private key), or leave it out to have ~/.ssh/course-vm made",
+)
+"""`local up --set sshKeyPath=PATH`, as an error about the key names it."""
+
+
 def local_up(args: argparse.Namespace) -> int:
     """Boot a local VM with the course recipe, then check it like `check` does."""
     started = time.monotonic()
     deadline = started + args.timeout
     local_vm.vm_directory(args.name)  # a bad --name stops it before the key, the home disk or the image
     settings = _local_settings(args.set)
-    key = ensure_key_pair(settings.ssh_key_path, comment=f"{settings.username}@course-vm")
+    key = ensure_key_pair(settings.ssh_key_path, comment=f"{settings.username}@course-vm", option=SET_SSH_KEY_PATH)
     home = local_vm.ensure_home_disk(args.home_disk, settings.home_disk_size_gb or 10) if args.home_disk else None
     image = image_at(args.image) if args.image else ubuntu_cloud_image(progress)
     # A GCE twin finds its home disk where GCE puts it, so it runs exactly the user-data GCE gets.

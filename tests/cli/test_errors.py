@@ -519,6 +519,42 @@ def test_check_with_a_missing_identity_file_suggests_identity(
     assert_fixes_are_valid(argv, err)
 
 
+def test_check_with_a_public_key_as_identity_suggests_the_private_key_beside_it(
+    key: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    private, public = key[0], key[0].with_name("key.pub")
+    argv = check_args(22, (public, key[1]))
+    err = failing(argv, capsys)
+    assert err == (
+        f"course-vm: --identity {public} is a public key; ssh logs in with the private key beside it. "
+        f"Fix: --identity {private}\n"
+    )
+    assert_fixes_are_valid(argv, err)
+
+
+@pytest.mark.parametrize("option", ["--identity", "sshKeyPath"])
+def test_a_file_that_is_no_private_key_is_named_so_not_told_to_chmod(
+    option: str,
+    tmp_path: Path,
+    key: tuple[Path, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    not_a_key = tmp_path / "passwd"
+    not_a_key.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    not_a_key.chmod(0o644)
+    argv = (
+        check_args(22, (not_a_key, key[1]))
+        if option == "--identity"
+        else ["local", "up", "--image", str(tmp_path / "none"), "--set", f"sshKeyPath={not_a_key}"]
+    )
+    err = failing(argv, capsys)
+    assert err.startswith(f"course-vm: {option} {not_a_key} is not an OpenSSH private key"), err
+    assert "chmod" not in err and "root:" not in err
+    assert_fixes_are_valid(argv, err)
+
+
 def test_check_with_a_host_key_cut_short_says_all_of_what_is_wrong_and_where_to_get_one(
     key: tuple[Path, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -348,8 +348,16 @@ def local_down(args: argparse.Namespace) -> int:
     return 0
 
 
+NO_LOCAL_VMS = "no local VMs. Create one: course-vm local up"
+"""What `local list` says when there is none, as `status` says of a stack without VMs."""
+
+
 def local_list(_args: argparse.Namespace) -> int:
-    for name in local_vm.names():
+    """One line per local VM (name, state, login, accelerator); a line saying how to make one if there is none."""
+    names = local_vm.names()
+    if not names:
+        print(NO_LOCAL_VMS)
+    for name in names:
         vm = local_vm.load(name)
         state = "running" if vm.running() else "stopped"
         print(f"{name}\t{state}\t{vm.user}@127.0.0.1:{vm.ssh_port}\t{vm.accel}")

@@ -25,6 +25,8 @@ class ExitStatus(IntEnum):
     """The Pulumi engine (or Google Cloud behind it) refused or failed a change, or the CLI could not read the stack."""
     MISSING_PREREQUISITE = 6
     """A tool or login course-vm needs (Pulumi CLI, gcloud, application-default credentials) is missing."""
+    DECLINED = 7
+    """A yes was needed and not given: the user answered no, or there was no terminal to ask on and no --yes."""
     BUG = 70
     """An unexpected error: a bug in course-vm (EX_SOFTWARE of sysexits.h), never one of the statuses above."""
     INTERRUPTED = 130
@@ -96,6 +98,12 @@ class MissingPrerequisiteError(CourseVmError):
     """A tool or login course-vm needs is missing; the message says how to get it."""
 
     exit_code = ExitStatus.MISSING_PREREQUISITE
+
+
+class DeclinedError(CourseVmError):
+    """A question was not answered yes (or could not be asked): nothing was changed."""
+
+    exit_code = ExitStatus.DECLINED
 
 
 class InterruptionError(CourseVmError):

@@ -12,7 +12,7 @@ from provisioner.access.ssh_config import host_alias
 from provisioner.checker.checks import Report
 from provisioner.checker.class_pool import ClassReport
 from provisioner.driver.plan import Action, HomeDisk, Plan, VmChange
-from provisioner.errors import CourseVmError, ExitStatus
+from provisioner.errors import CourseVmError, DeclinedError, ExitStatus
 from provisioner.stack import command
 from provisioner.terminal import printable
 
@@ -97,13 +97,13 @@ def _consequence(vm: VmChange) -> str:
 def confirm(question: str, *, assume_yes: bool, stdin: TextIO | None = None) -> bool:
     """Whether the user answers QUESTION with yes (`y`); no, an empty answer and end of input say no.
 
-    ASSUME_YES (--yes) answers for them. Raises CourseVmError when nobody can answer: no terminal on stdin.
+    ASSUME_YES (--yes) answers for them. Raises DeclinedError when nobody can answer: no terminal on stdin.
     """
     if assume_yes:
         return True
     stdin = sys.stdin if stdin is None else stdin
     if not stdin.isatty():
-        raise CourseVmError(
+        raise DeclinedError(
             "nothing was changed: this needs a yes, and there is no terminal to ask on. "
             "Fix: run it again with --yes once the preview above is what you want"
         )
@@ -114,13 +114,13 @@ def confirm(question: str, *, assume_yes: bool, stdin: TextIO | None = None) -> 
     return answer.strip().lower() in ("y", "yes")
 
 
-def declined(command: str, stored: Sequence[str] = ()) -> CourseVmError:
+def declined(command: str, stored: Sequence[str] = ()) -> DeclinedError:
     """The answer was no. STORED: the options `up` had already kept in the stack's settings (the
     preview needs them there); a later `up` applies them, so say so."""
     kept = (
         f" The stack's settings keep what {', '.join(stored)} gave; a later `up` previews them again." if stored else ""
     )
-    return CourseVmError(
+    return DeclinedError(
         f"not confirmed: nothing was created, changed or deleted in the cloud.{kept} Fix: run `course-vm {command}` "
         "again and answer y (first copy off the VM what you need that would be lost)"
     )

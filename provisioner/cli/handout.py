@@ -18,7 +18,7 @@ from provisioner.access.keys import key_claims
 from provisioner.access.ssh_config import host_alias
 from provisioner.cli.console import confirm
 from provisioner.driver.session import StackSession
-from provisioner.errors import CourseVmError
+from provisioner.errors import CourseVmError, DeclinedError
 from provisioner.stack import DEFAULT_STACK, VmOutputs
 
 
@@ -72,7 +72,7 @@ def handout(args: argparse.Namespace) -> int:
     if existing:
         print(f"These folders exist and would be replaced: {', '.join(str(out / h.student) for h in existing)}")
         if not confirm("Replace them?", assume_yes=args.yes):
-            raise CourseVmError(
+            raise DeclinedError(
                 "not confirmed: no folder was written or replaced. Fix: run it again and answer y, or add --yes, "
                 "or pass another --out"
             )

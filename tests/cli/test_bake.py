@@ -134,7 +134,7 @@ def test_bake_without_a_terminal_needs_yes(
 ) -> None:
     pulumi = stand_in_here(tmp_path, monkeypatch, {"fall": {}}, config={"fall": CLASS}, outputs_when=PHASES)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    assert main(["image", "bake", "--stack", "fall"]) == ExitStatus.BAD_INPUT
+    assert main(["image", "bake", "--stack", "fall"]) == ExitStatus.DECLINED
     assert "run it again with --yes" in capsys.readouterr().err
     assert "up" not in pulumi.verbs()
     assert main(["image", "bake", "--stack", "fall", "--yes", "--json"]) == 0

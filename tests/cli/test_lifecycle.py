@@ -54,7 +54,7 @@ def test_up_yes_previews_then_updates_and_says_how_to_log_in(tmp_path: Path) -> 
 def test_without_a_terminal_or_yes_up_shows_the_plan_and_changes_nothing(tmp_path: Path) -> None:
     pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, events=CREATE, next_outputs=VM)
     result = run_cli("up", env=pulumi.environment)
-    assert result.returncode == 2
+    assert result.returncode == ExitStatus.DECLINED
     assert result.stdout == "Pulumi's preview of stack dev:\n  the VM (course-vm): create\n"
     assert result.stderr.endswith(
         "course-vm: nothing was changed: this needs a yes, and there is no terminal to ask on. "
@@ -84,14 +84,14 @@ def test_on_a_terminal_only_a_yes_changes_anything(tmp_path: Path, typed: bytes,
     if goes_on:
         assert code == 0 and "Ready: `ssh course-vm`" in output
     else:
-        assert code == 2 and "not confirmed: nothing was created, changed or deleted" in output
+        assert code == ExitStatus.DECLINED and "not confirmed: nothing was created, changed or deleted" in output
 
 
 def test_down_previews_the_deletion_and_without_a_terminal_deletes_nothing(tmp_path: Path) -> None:
     gone = preview_events({"": {"self": "delete", "ip": "delete", "vm": "delete", "home": "delete"}})
     pulumi = stand_in_pulumi(tmp_path, {"dev": VM}, events=gone)
     result = run_cli("down", env=pulumi.environment)
-    assert result.returncode == 2
+    assert result.returncode == ExitStatus.DECLINED
     assert "the VM (course-vm): DELETE: everything on it is lost, its home disk too\n" in result.stdout
     assert "--yes" in result.stderr
     assert "destroy" in pulumi.verbs(), "the preview of the deletion"

@@ -22,7 +22,7 @@ from provisioner.checker.checks import DEFAULT_TIMEOUT, NEW_VM_TIMEOUT, Report, 
 from provisioner.cli import arguments
 from provisioner.cli.check import report_with_hint
 from provisioner.cli.console import print_report, progress
-from provisioner.errors import CourseVmError, InterruptionError, SettingsError
+from provisioner.errors import CourseVmError, InterruptionError, MissingPrerequisiteError, SettingsError
 from provisioner.gcp.compute_api import GceInstance, bake_verdict, published_host_keys
 from provisioner.local import vm as local_vm
 from provisioner.local.bake import bake_image
@@ -334,7 +334,7 @@ def local_ssh(args: argparse.Namespace) -> int:
         print(shlex.join(command))
         return 0
     if shutil.which(command[0]) is None:
-        raise CourseVmError(
+        raise MissingPrerequisiteError(
             f"{command[0]} is not installed. Fix: install the OpenSSH client (sudo apt-get install openssh-client), "
             f"or log in with another client: {shlex.join(command)}"
         )

@@ -162,8 +162,22 @@ def test_a_missing_local_tool_names_it(tmp_path: Path, home: dict[str, str]) -> 
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     result = run_cli("local", "up", "--image", str(image), env={**home, "PATH": str(empty)})
-    assert result.returncode == errors.ExitStatus.BAD_INPUT
+    assert result.returncode == errors.ExitStatus.MISSING_PREREQUISITE
     assert "qemu-img is not installed. Fix: sudo apt-get install qemu-utils" in no_traceback(result)
+
+
+def test_a_local_tool_that_fails_is_exit_8_with_its_own_words(tmp_path: Path, home: dict[str, str]) -> None:
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "qemu-img").write_text('#!/bin/sh\necho "qemu-img: $5: Could not create: Permission denied" >&2\nexit 1\n')
+    (tools / "qemu-img").chmod(0o755)
+    disk = tmp_path / "home.qcow2"
+    result = run_cli("local", "up", "--home-disk", str(disk), env={**home, "PATH": str(tools)})
+    assert result.returncode == errors.ExitStatus.LOCAL_TOOL_FAILED, result.stderr
+    assert result.stderr.endswith(
+        f"course-vm: qemu-img failed (exit 1):\nqemu-img: {disk}: Could not create: Permission denied\n"
+    )
+    assert "Traceback" not in result.stderr
 
 
 def test_local_ssh_without_an_ssh_client_names_it(tmp_path: Path, home: dict[str, str]) -> None:
@@ -176,7 +190,7 @@ def test_local_ssh_without_an_ssh_client_names_it(tmp_path: Path, home: dict[str
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     result = run_cli("local", "ssh", "--name", "one", env={**home, "PATH": str(empty)})
-    assert result.returncode == errors.ExitStatus.BAD_INPUT
+    assert result.returncode == errors.ExitStatus.MISSING_PREREQUISITE
     assert "ssh is not installed" in no_traceback(result)
 
 

@@ -24,7 +24,11 @@ class ExitStatus(IntEnum):
     ENGINE_FAILED = 5
     """The Pulumi engine (or Google Cloud behind it) refused or failed a change, or the CLI could not read the stack."""
     MISSING_PREREQUISITE = 6
-    """A tool or login course-vm needs (Pulumi CLI, gcloud, application-default credentials) is missing."""
+    """A tool or login course-vm needs (Pulumi CLI, gcloud, application-default credentials, QEMU) is missing."""
+    DECLINED = 7
+    """A yes was needed and not given: the user answered no, or there was no terminal to ask on and no --yes."""
+    LOCAL_TOOL_FAILED = 8
+    """A program a local VM needs (QEMU, qemu-img, cloud-localds, debootstrap, its metadata server) failed."""
     BUG = 70
     """An unexpected error: a bug in course-vm (EX_SOFTWARE of sysexits.h), never one of the statuses above."""
     INTERRUPTED = 130
@@ -96,6 +100,18 @@ class MissingPrerequisiteError(CourseVmError):
     """A tool or login course-vm needs is missing; the message says how to get it."""
 
     exit_code = ExitStatus.MISSING_PREREQUISITE
+
+
+class DeclinedError(CourseVmError):
+    """A question was not answered yes (or could not be asked): nothing was changed."""
+
+    exit_code = ExitStatus.DECLINED
+
+
+class LocalToolError(CourseVmError):
+    """A program run on this machine for a local VM failed; the message ends with its own words."""
+
+    exit_code = ExitStatus.LOCAL_TOOL_FAILED
 
 
 class InterruptionError(CourseVmError):

@@ -30,6 +30,11 @@ def test_every_exit_status_is_in_the_errors_table() -> None:
     assert {int(status) for status in errors.ExitStatus} == documented
 
 
+def test_the_readme_names_every_exit_status() -> None:
+    listed = " ".join(README.split("[exit statuses](docs/errors.md#exit-statuses):", 1)[1].split(".\n", 1)[0].split())
+    assert {int(code) for code in re.findall(r"(?:^|, )(\d+) ", listed)} == {int(s) for s in errors.ExitStatus}
+
+
 def _anchors(text: str) -> set[str]:
     """GitHub's anchors of TEXT's headings: lowercased, punctuation dropped, spaces as `-`."""
     headings = re.findall(r"^#+ (.+)$", text, re.MULTILINE)

@@ -46,23 +46,53 @@ class HostKey:
         return f"{self.type} {self.blob}"
 
 
+HOST_KEY_LINE = (
+    "A host key line is TYPE BASE64, as the VM's /etc/ssh/ssh_host_ed25519_key.pub holds it: "
+    "`ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI…` with 68 base64 characters (an RSA key has more). Fix: copy the "
+    "whole line from the VM's serial console or its guest attributes (hostkeys/), or let check read them from "
+    "GCE: --gce-instance NAME --gce-zone ZONE --gce-project PROJECT"
+)
+"""What a host key looks like and where to get one, for a line that is not one."""
+
+
 def parse_host_key(text: str) -> HostKey:
     """Parse `TYPE BASE64 [comment]` into a HostKey.
 
-    Raises SshKeyError when the text is not a well-formed public key of a known type.
+    Raises SshKeyError when the text is not a well-formed public key of a known type, saying what is
+    wrong with it, what a host key line looks like and where to get one (HOST_KEY_LINE).
     """
     fields = text.split()
     if len(fields) < 2 or fields[0] not in HOST_KEY_TYPES or not _BASE64.fullmatch(fields[1]):
-        raise SshKeyError(
-            f"malformed host key {text.strip()[:80]!r}: expected 'TYPE BASE64' with TYPE one of "
-            f"{', '.join(HOST_KEY_TYPES)}. Fix: copy a line of the server's /etc/ssh/ssh_host_*_key.pub"
-        )
+        raise SshKeyError(f"malformed host key {_shown(text)}: {_format_problem(fields)}. {HOST_KEY_LINE}")
     key = HostKey(fields[0], fields[1])
     try:
         key.pkey  # noqa: B018 (decoding is the check)
-    except (binascii.Error, ValueError, paramiko.SSHException) as error:
-        raise SshKeyError(f"malformed host key {text.strip()[:80]!r}: {error}") from None
+    except (binascii.Error, ValueError, paramiko.SSHException):
+        # paramiko's own words end mid-sentence for a key cut short ("Invalid key (class: ..., data type: ").
+        raise SshKeyError(
+            f"malformed host key {_shown(text)}: its {len(fields[1])} base64 characters are no whole {fields[0]} "
+            f"key (cut short when copied?). {HOST_KEY_LINE}"
+        ) from None
     return key
+
+
+def _format_problem(fields: list[str]) -> str:
+    """Why FIELDS (a host key line's words) are not `TYPE BASE64`."""
+    if not fields:
+        return "expected 'TYPE BASE64', got nothing"
+    if fields[0] not in HOST_KEY_TYPES:
+        return f"expected 'TYPE BASE64' with TYPE one of {', '.join(HOST_KEY_TYPES)}"
+    if len(fields) < 2:
+        return "expected 'TYPE BASE64', got the type alone"
+    return "expected 'TYPE BASE64', but its second word is not base64"
+
+
+def _shown(text: str) -> str:
+    """TEXT as an error quotes it: whole when short, else its start and its length; never a private key."""
+    text = text.strip()
+    if "PRIVATE KEY" in text:
+        return "(a private key, not shown: a host key is the VM's public key)"
+    return repr(text) if len(text) <= 100 else f"{text[:60]!r}… ({len(text)} characters)"
 
 
 def host_keys_from_known_hosts(path: Path, host: str, port: int = 22) -> tuple[HostKey, ...]:

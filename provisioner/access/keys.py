@@ -31,6 +31,38 @@ _PUBLIC_KEY = re.compile(
     r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521) [A-Za-z0-9+/]+={0,3}"
 )
 MIN_RSA_BITS = 2048
+_PRIVATE_KEY = re.compile(rb"^-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----", re.MULTILINE)
+"""How a private key file ssh reads begins: OpenSSH's own format, or PEM (PKCS#1, PKCS#8, SEC1)."""
+_PUBLIC_KEY_FILE = re.compile(
+    rb"\A\s*(?:(?:ssh|ecdsa|sk)-[-\w@.]+ AAAA|---- BEGIN SSH2 PUBLIC KEY ----|-----BEGIN [A-Z0-9 ]*PUBLIC KEY-----)"
+)
+"""How a public key file begins: an OpenSSH line (`TYPE AAAA…`, as a .pub holds it), RFC 4716, or PEM."""
+_PUTTY_KEY = re.compile(rb"\A\s*PuTTY-User-Key-File-\d+:")
+_HEAD_BYTES = 16384
+"""How much of a key file tells what it is: the whole of any private key ssh takes but a huge RSA key's start."""
+
+
+@dataclass(frozen=True)
+class KeyOption:
+    """Where the user named a private key file, so that an error about it names the fix there."""
+
+    name: str
+    """How a message names the path: `sshKeyPath`, `--identity`."""
+    set_to: str
+    """How to give another path, `{}` standing for it: `pulumi config set sshKeyPath {}`."""
+    otherwise: str
+    """The fix when there is no path to suggest."""
+
+    def fix(self, path: Path | str) -> str:
+        return self.set_to.format(shlex.quote(str(path)))
+
+
+SSH_KEY_PATH = KeyOption(
+    "sshKeyPath",
+    "pulumi config set sshKeyPath {}",
+    "set sshKeyPath to a private key such as ~/.ssh/id_ed25519, or remove the setting to have one made",
+)
+"""The stack's setting (`up`, `render`, the Pulumi program)."""
 
 
 @dataclass(frozen=True)
@@ -42,13 +74,17 @@ class SshKey:
     """`TYPE BASE64`, without a comment, so no user text reaches metadata."""
 
 
-def check_private_key_file(path: Path, *, windows: bool = ON_WINDOWS, run: Runner = windows_acl.run) -> None:
-    """Refuse a private key file OpenSSH would refuse: missing, not a file, or readable by others.
+def check_private_key_file(
+    path: Path, *, option: KeyOption = SSH_KEY_PATH, windows: bool = ON_WINDOWS, run: Runner = windows_acl.run
+) -> None:
+    """Refuse a private key file OpenSSH would refuse: missing, not a file, no private key, or readable by others.
 
-    Readable by others means group or other mode bits on Linux and macOS, and on Windows (where
-    Python reports every file as 0666 or 0444) an ACL entry for anyone but the user, SYSTEM and
-    Administrators, read with RUN (`icacls`). Raises SshKeyError naming the fix: the exact
-    `chmod 400 PATH`, or the `icacls` command.
+    What the file holds is told first: a public key (or any other file) needs another path, not
+    another mode. Its content is never quoted. Readable by others means group or other mode bits on
+    Linux and macOS, and on Windows (where Python reports every file as 0666 or 0444) an ACL entry
+    for anyone but the user, SYSTEM and Administrators, read with RUN (`icacls`). Raises
+    SshKeyError naming the fix: another path as OPTION takes it, the exact `chmod 400 PATH`, or the
+    `icacls` command.
     """
     try:
         info = path.stat()
@@ -61,6 +97,8 @@ def check_private_key_file(path: Path, *, windows: bool = ON_WINDOWS, run: Runne
         raise SshKeyError(f"cannot read private key {path}: {error.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
         raise SshKeyError(f"private key {path} is not a regular file. Fix: set sshKeyPath to a key file")
+    if problem := _content_problem(path, option):
+        raise SshKeyError(problem)
     if windows:
         if problem := windows_acl.key_problem(str(path), run):
             raise SshKeyError(problem)
@@ -71,16 +109,50 @@ def check_private_key_file(path: Path, *, windows: bool = ON_WINDOWS, run: Runne
         )
 
 
-def ensure_key_pair(path: Path, comment: str, *, windows: bool = ON_WINDOWS, run: Runner = windows_acl.run) -> SshKey:
+def _content_problem(path: Path, option: KeyOption) -> str | None:
+    """Why the file PATH (given as OPTION) holds no private key ssh could read, or None when it may.
+
+    Raises SshKeyError when it cannot be read.
+    """
+    try:
+        with path.open("rb") as file:
+            head = file.read(_HEAD_BYTES)
+    except OSError as error:
+        raise SshKeyError(f"cannot read private key {path}: {error.strerror}") from None
+    if _PRIVATE_KEY.search(head):
+        return None
+    given = f"{option.name} {path}"
+    if _PUBLIC_KEY_FILE.match(head):
+        private = path.with_suffix("") if path.suffix == ".pub" else None
+        if private is not None and private.is_file():
+            return f"{given} is a public key; ssh logs in with the private key beside it. Fix: {option.fix(private)}"
+        pair = "its pair's file without .pub" if private is not None else "not a .pub file"
+        return f"{given} is a public key; ssh logs in with a private key ({pair}). Fix: {option.otherwise}"
+    if _PUTTY_KEY.match(head):
+        return (
+            f"{given} is a PuTTY key, which ssh cannot read. Fix: in PuTTYgen, load it and use Conversions > Export "
+            f"OpenSSH key; then {option.fix('THAT_FILE')}"
+        )
+    return f"{given} is not an OpenSSH private key (no -----BEGIN … PRIVATE KEY----- line). Fix: {option.otherwise}"
+
+
+def ensure_key_pair(
+    path: Path,
+    comment: str,
+    *,
+    option: KeyOption = SSH_KEY_PATH,
+    windows: bool = ON_WINDOWS,
+    run: Runner = windows_acl.run,
+) -> SshKey:
     """Return the key pair at PATH, generating an ed25519 pair there first if PATH does not exist.
 
     A new private key is written atomically with mode 0400 (on Windows: an ACL granting the user
     alone, set with RUN) and its public half to PATH.pub (mode 0644). Existing files are never
-    modified. Raises SshKeyError when the key cannot be used, saying what to do.
+    modified. Raises SshKeyError when the key cannot be used, saying what to do where OPTION named it.
     """
     if not path.exists() and not path.is_symlink():
         _generate(path, comment, windows, run)
-    check_private_key_file(path, windows=windows, run=run)
+    check_private_key_file(path, option=option, windows=windows, run=run)
     return SshKey(private_key_path=path, public_key=_public_key_of(path))
 
 

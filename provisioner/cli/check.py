@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from provisioner.access.host_keys import host_keys_from_known_hosts, parse_host_key
+from provisioner.access.keys import SSH_KEY_PATH, KeyOption, check_private_key_file
 from provisioner.access.ssh import Target
 from provisioner.checker.checks import DEFAULT_TIMEOUT, NEW_VM_TIMEOUT, Report, check_vm
 from provisioner.checker.class_pool import TargetSource, check_class
@@ -17,7 +18,7 @@ from provisioner.cli.arguments import Commands, add_command, add_stack_option
 from provisioner.cli.console import print_class_report, print_report, progress
 from provisioner.driver.session import StackSession
 from provisioner.driver.workspace import Workspace
-from provisioner.errors import CourseVmError, SshKeyError
+from provisioner.errors import CourseVmError, MissingPrerequisiteError, SshKeyError
 from provisioner.gcp.compute_api import GceInstance, published_host_keys
 from provisioner.parallel import DEFAULT_WORKERS
 from provisioner.stack import StackOutputs, VmOutputs
@@ -141,10 +142,13 @@ def _target(args: argparse.Namespace, deadline: float) -> Target:
 
 
 def _stack_outputs(args: argparse.Namespace) -> StackOutputs:
-    """The stack's VMs, read once; without the Pulumi CLI, `check` can still be told where the VM is."""
+    """The stack's VMs, read once; without the Pulumi CLI, `check` can still be told where the VM is.
+
+    Raises MissingPrerequisiteError (exit 6, as every command that needs the Pulumi CLI) when it is not installed.
+    """
     if getattr(args, "outputs", None) is None:
         if not Workspace.installed():
-            raise CourseVmError(
+            raise MissingPrerequisiteError(
                 "with no --host, check reads the VM's address from the stack's outputs, which needs the Pulumi "
                 "CLI, and it is not installed. Fix: pass --host, --user, --identity and one of --host-key, "
                 "--known-hosts or --gce-instance; or install Pulumi (https://www.pulumi.com/docs/install/)"
@@ -154,20 +158,29 @@ def _stack_outputs(args: argparse.Namespace) -> StackOutputs:
     return outputs
 
 
-def _identity(path: Path, given: bool) -> Path:
-    """PATH, the private key to log in with, if it is a file: else an error whose fix fits where it came
-    from (GIVEN: --identity; else the stack's `identityFile` output, the key `up` made).
+IDENTITY = KeyOption(
+    "--identity",
+    "--identity {}",
+    "pass --identity the private key file that logs in to the VM (course-vm's own: the stack's sshKeyPath, "
+    "~/.ssh/course-vm by default)",
+)
+"""`check --identity`, as an error about the key names it."""
 
-    Raises SshKeyError. The other rules of a key (its mode, its format) are checked where it is loaded.
+
+def _identity(path: Path, given: bool) -> Path:
+    """PATH, the private key to log in with, if it is a private key file only its owner may read: else an
+    error whose fix fits where it came from (GIVEN: --identity; else the stack's `identityFile` output,
+    the key `up` made, which sshKeyPath names).
+
+    Raises SshKeyError: what the file is (a public key, another file) before its mode. Before a
+    host key is looked up, so that a wrong file is not told about anything else first.
     """
     if path.is_file():
+        check_private_key_file(path, option=IDENTITY if given else SSH_KEY_PATH)
         return path
     problem = "does not exist" if not path.exists() else "is not a file"
     if given:
-        raise SshKeyError(
-            f"--identity {path} {problem}. Fix: pass --identity the private key file that logs in to the VM "
-            "(course-vm's own: the stack's sshKeyPath, ~/.ssh/course-vm by default)"
-        )
+        raise SshKeyError(f"--identity {path} {problem}. Fix: {IDENTITY.otherwise}")
     raise SshKeyError(
         f"the stack's private key {path} (its identityFile output) {problem}. Fix: restore it from a backup, "
         "or pass --host, --user and --identity with the key that logs in to the VM"

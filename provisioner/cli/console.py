@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
@@ -11,7 +12,7 @@ from provisioner.access.ssh_config import host_alias
 from provisioner.checker.checks import Report
 from provisioner.checker.class_pool import ClassReport
 from provisioner.driver.plan import Action, HomeDisk, Plan, VmChange
-from provisioner.errors import CourseVmError, ExitStatus
+from provisioner.errors import CourseVmError, DeclinedError, ExitStatus
 from provisioner.stack import command
 from provisioner.terminal import printable
 
@@ -24,9 +25,18 @@ def progress(message: str) -> None:
     print(f"course-vm: {printable(message)}", file=sys.stderr, flush=True)
 
 
+_NAMES_COURSE_VM = re.compile(r"course-vm(?: |'s )")
+"""A message that begins by naming course-vm: printed without the `course-vm: ` before it."""
+
+
 def print_error(error: CourseVmError) -> int:
-    """Print an expected failure as one clear message; its exit status. It may quote the VM, so only printable text."""
-    print(f"course-vm: {printable(str(error))}", file=sys.stderr, flush=True)
+    """Print an expected failure as one clear message; its exit status. It may quote the VM, so only printable text.
+
+    Every message begins with `course-vm`: one that names it already (`course-vm up needs …`, `course-vm
+    settings: …`, `course-vm's passphrase file …`, worded so for Pulumi's output too) is printed as it is.
+    """
+    text = printable(str(error))
+    print(text if _NAMES_COURSE_VM.match(text) else f"course-vm: {text}", file=sys.stderr, flush=True)
     return error.exit_code
 
 
@@ -87,13 +97,13 @@ def _consequence(vm: VmChange) -> str:
 def confirm(question: str, *, assume_yes: bool, stdin: TextIO | None = None) -> bool:
     """Whether the user answers QUESTION with yes (`y`); no, an empty answer and end of input say no.
 
-    ASSUME_YES (--yes) answers for them. Raises CourseVmError when nobody can answer: no terminal on stdin.
+    ASSUME_YES (--yes) answers for them. Raises DeclinedError when nobody can answer: no terminal on stdin.
     """
     if assume_yes:
         return True
     stdin = sys.stdin if stdin is None else stdin
     if not stdin.isatty():
-        raise CourseVmError(
+        raise DeclinedError(
             "nothing was changed: this needs a yes, and there is no terminal to ask on. "
             "Fix: run it again with --yes once the preview above is what you want"
         )
@@ -104,13 +114,13 @@ def confirm(question: str, *, assume_yes: bool, stdin: TextIO | None = None) -> 
     return answer.strip().lower() in ("y", "yes")
 
 
-def declined(command: str, stored: Sequence[str] = ()) -> CourseVmError:
+def declined(command: str, stored: Sequence[str] = ()) -> DeclinedError:
     """The answer was no. STORED: the options `up` had already kept in the stack's settings (the
     preview needs them there); a later `up` applies them, so say so."""
     kept = (
         f" The stack's settings keep what {', '.join(stored)} gave; a later `up` previews them again." if stored else ""
     )
-    return CourseVmError(
+    return DeclinedError(
         f"not confirmed: nothing was created, changed or deleted in the cloud.{kept} Fix: run `course-vm {command}` "
         "again and answer y (first copy off the VM what you need that would be lost)"
     )

@@ -18,7 +18,7 @@ from provisioner.access.ssh_config import host_alias
 from provisioner.cli.arguments import Commands, add_command, add_stack_option
 from provisioner.cli.console import confirm
 from provisioner.driver.session import StackSession
-from provisioner.errors import CourseVmError
+from provisioner.errors import CourseVmError, DeclinedError
 from provisioner.stack import VmOutputs
 
 
@@ -33,7 +33,8 @@ def register(commands: Commands) -> None:
         "course-vm made it. Nothing of another student's is in any folder.\n"
         "\n"
         "Exit status: 0 every folder written; 2 bad input (no such stack, not a class, unknown student, a "
-        "folder not replaced, a VM without pinned host keys: the other students' folders are still written).",
+        "VM without pinned host keys: the other students' folders are still written); 7 a folder not replaced "
+        "(the answer was no).",
         examples=[
             "course-vm handout --stack fall --out handouts",
             "course-vm handout --stack fall --out handouts --student alice --yes  # alice's folder again",
@@ -79,7 +80,7 @@ def handout(args: argparse.Namespace) -> int:
     if existing:
         print(f"These folders exist and would be replaced: {', '.join(str(out / h.student) for h in existing)}")
         if not confirm("Replace them?", assume_yes=args.yes):
-            raise CourseVmError(
+            raise DeclinedError(
                 "not confirmed: no folder was written or replaced. Fix: run it again and answer y, or add --yes, "
                 "or pass another --out"
             )

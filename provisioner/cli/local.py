@@ -15,13 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from provisioner.access.host_keys import HostKey
-from provisioner.access.keys import ensure_key_pair
+from provisioner.access.keys import KeyOption, ensure_key_pair
 from provisioner.access.ssh import HostKeySource
 from provisioner.checker.checks import Report, check_vm
 from provisioner.cli import arguments
 from provisioner.cli.check import report_with_hint
 from provisioner.cli.console import print_report, progress
-from provisioner.errors import CourseVmError, InterruptionError, SettingsError
+from provisioner.errors import CourseVmError, InterruptionError, MissingPrerequisiteError, SettingsError
 from provisioner.gcp.compute_api import GceInstance, bake_verdict, published_host_keys
 from provisioner.local import vm as local_vm
 from provisioner.local.bake import bake_image
@@ -43,13 +43,21 @@ def _local_settings(pairs: Sequence[str]) -> Settings:
         raise SettingsError(words) from None
 
 
+SET_SSH_KEY_PATH = KeyOption(
+    "sshKeyPath",
+    "--set sshKeyPath={}",
+    "--set sshKeyPath=~/.ssh/id_ed25519 (a private key), or leave it out to have ~/.ssh/course-vm made",
+)
+"""`local up --set sshKeyPath=PATH`, as an error about the key names it."""
+
+
 def local_up(args: argparse.Namespace) -> int:
     """Boot a local VM with the course recipe, then check it like `check` does."""
     started = time.monotonic()
     deadline = started + args.timeout
     local_vm.vm_directory(args.name)  # a bad --name stops it before the key, the home disk or the image
     settings = _local_settings(args.set)
-    key = ensure_key_pair(settings.ssh_key_path, comment=f"{settings.username}@course-vm")
+    key = ensure_key_pair(settings.ssh_key_path, comment=f"{settings.username}@course-vm", option=SET_SSH_KEY_PATH)
     home = local_vm.ensure_home_disk(args.home_disk, settings.home_disk_size_gb or 10) if args.home_disk else None
     image = image_at(args.image) if args.image else ubuntu_cloud_image(progress)
     # A GCE twin finds its home disk where GCE puts it, so it runs exactly the user-data GCE gets.
@@ -187,7 +195,7 @@ def local_ssh(args: argparse.Namespace) -> int:
         print(shlex.join(command))
         return 0
     if shutil.which(command[0]) is None:
-        raise CourseVmError(
+        raise MissingPrerequisiteError(
             f"{command[0]} is not installed. Fix: install the OpenSSH client (sudo apt-get install openssh-client), "
             f"or log in with another client: {shlex.join(command)}"
         )
@@ -201,8 +209,16 @@ def local_down(args: argparse.Namespace) -> int:
     return 0
 
 
+NO_LOCAL_VMS = "no local VMs. Create one: course-vm local up"
+"""What `local list` says when there is none, as `status` says of a stack without VMs."""
+
+
 def local_list(_args: argparse.Namespace) -> int:
-    for name in local_vm.names():
+    """One line per local VM (name, state, login, accelerator); a line saying how to make one if there is none."""
+    names = local_vm.names()
+    if not names:
+        print(NO_LOCAL_VMS)
+    for name in names:
         vm = local_vm.load(name)
         state = "running" if vm.running() else "stopped"
         print(f"{name}\t{state}\t{vm.user}@127.0.0.1:{vm.ssh_port}\t{vm.accel}")

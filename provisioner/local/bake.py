@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from provisioner.errors import BakeFailedError, CourseVmError, UnreachableError
 from provisioner.local import vm as local_vm
 from provisioner.local.image import GCE_MARKER, MANIFEST, Image, cache_dir, image_at
 from provisioner.local.private import private_directory, private_file
-from provisioner.local.process import require
+from provisioner.local.process import require, run_tool
 from provisioner.recipe.bake import parse_verdict, render_bake_user_data
 from provisioner.recipe.metadata import bake_metadata
 from provisioner.recipe.settings import Settings
@@ -121,9 +120,9 @@ def _keep(disk: Path, base: Image, manifest: str, target: Path) -> Image:
     private_directory(target.parent)
     work = Path(tempfile.mkdtemp(prefix=".bake-", dir=target.parent))  # 0700
     try:
-        subprocess.run(
+        run_tool(
             [require("qemu-img", "qemu-utils"), "convert", "-q", "-O", "qcow2", str(disk), str(work / "disk.img")],
-            check=True,
+            "qemu-img",
         )
         shutil.copyfile(base.kernel, work / "vmlinuz")
         shutil.copyfile(base.initrd, work / "initrd.img")

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner.access.ssh import Progress
-from provisioner.errors import CourseVmError
+from provisioner.errors import CourseVmError, MissingPrerequisiteError
 from provisioner.files import foreign_symlink
 from provisioner.local.private import private_directory, private_file, private_files
-from provisioner.local.process import require
+from provisioner.local.process import require, run_tool
 from provisioner.paths import cache_home
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -179,7 +179,7 @@ def build_debian_image(
     whose archive signature KEYRING verifies.
 
     Needs root and Debian's debootstrap, e2fsprogs and debian-archive-keyring. Raises CourseVmError
-    when they are missing or the build fails.
+    without root, MissingPrerequisiteError when a package is missing, LocalToolError when a build step fails.
     """
     owner = sudo_user() if cache is None else None
     if owner:
@@ -219,7 +219,8 @@ def build_debian_image(
 
 
 def _check_build_tools(keyring: Path) -> None:
-    """Raises CourseVmError unless root runs this, with debootstrap, mkfs.ext4 and KEYRING installed."""
+    """Raises CourseVmError unless root runs this, MissingPrerequisiteError unless debootstrap, mkfs.ext4 and
+    KEYRING are installed."""
     if os.geteuid() != 0:
         raise CourseVmError(
             "building the Debian image needs root (debootstrap). Fix: run "
@@ -227,9 +228,9 @@ def _check_build_tools(keyring: Path) -> None:
         )
     for tool in ("debootstrap", "mkfs.ext4"):
         if shutil.which(tool) is None:
-            raise CourseVmError(f"{tool} is not installed. Fix: sudo apt-get install debootstrap e2fsprogs")
+            raise MissingPrerequisiteError(f"{tool} is not installed. Fix: sudo apt-get install debootstrap e2fsprogs")
     if not keyring.is_file():
-        raise CourseVmError(
+        raise MissingPrerequisiteError(
             f"{keyring} is missing: debootstrap could not verify what it downloads. "
             "Fix: sudo apt-get install debian-archive-keyring"
         )
@@ -240,7 +241,7 @@ def _build(work: Path, mirror: str, keyring: Path, progress: Progress) -> None:
     image: disk.img, the kernel and initrd to boot it with, and the marker that it boots as on GCE."""
     root = work / "root"
     progress(f"debootstrap {DEBIAN_SUITE} from {mirror} (about two minutes)")
-    _run(
+    run_tool(
         [
             "debootstrap",
             # Refuse, not warn, when the Release file's signature cannot be checked.
@@ -255,12 +256,12 @@ def _build(work: Path, mirror: str, keyring: Path, progress: Progress) -> None:
         "debootstrap",
     )
     _configure(root, mirror)
-    _run(["chroot", str(root), "locale-gen"], "locale-gen")
+    run_tool(["chroot", str(root), "locale-gen"], "locale-gen")
     boot = root / "boot"
     shutil.copy(_newest(boot, "vmlinuz-*"), work / "vmlinuz")
     shutil.copy(_newest(boot, "initrd.img-*"), work / "initrd.img")
     progress("writing the disk image")
-    _run(
+    run_tool(
         ["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(root), str(work / "disk.img"), DEBIAN_DISK_SIZE],
         "mkfs.ext4",
     )
@@ -300,13 +301,6 @@ def _newest(directory: Path, pattern: str) -> Path:
     return found[-1]
 
 
-def _run(command: list[str], name: str) -> None:
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise CourseVmError(f"{name} failed (exit {result.returncode}):\n{tail}")
-
-
 def ubuntu_cloud_image(
     progress: Progress, cache: Path | None = None, release_url: str = UBUNTU_RELEASE_URL, keyring: Path = UBUNTU_KEYRING
 ) -> Image:
@@ -314,17 +308,17 @@ def ubuntu_cloud_image(
     (a key in KEYRING) vouches for. The image is hashed again on every use, against the signed
     SHA256SUMS kept beside it: a cached file that changed is downloaded again.
 
-    Raises CourseVmError when gpgv or the keyring is missing, or the image cannot be downloaded,
-    is not signed or does not match.
+    Raises MissingPrerequisiteError when gpgv or the keyring is missing, CourseVmError when the image
+    cannot be downloaded, is not signed or does not match.
     """
     if not keyring.is_file():
-        raise CourseVmError(
+        raise MissingPrerequisiteError(
             f"{keyring} is missing: Ubuntu's cloud image could not be verified. "
             "Fix: sudo apt-get install ubuntu-keyring (on Debian 12 from bookworm-backports), or build a "
             'Debian image instead: `sudo "$(command -v course-vm)" local image build`'
         )
     if shutil.which("gpgv") is None:
-        raise CourseVmError("gpgv is not installed. Fix: sudo apt-get install gpgv")
+        raise MissingPrerequisiteError("gpgv is not installed. Fix: sudo apt-get install gpgv")
     directory = (cache or cache_dir()).resolve()
     target, sums, signature = (directory / name for name in (UBUNTU_IMAGE, "SHA256SUMS", "SHA256SUMS.gpg"))
     if target.is_file():

@@ -5,18 +5,31 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
-from provisioner.errors import CourseVmError
+from provisioner.errors import LocalToolError, MissingPrerequisiteError
+
+TAIL_LINES = 15
+"""How much of a failed tool's output its error quotes: its last lines, where the reason is."""
 
 
 def require(tool: str, package: str) -> str:
-    """The path of TOOL. Raises CourseVmError naming the Debian PACKAGE that has it when it is not installed."""
+    """The path of TOOL. Raises MissingPrerequisiteError naming the Debian PACKAGE that has it when it is
+    not installed."""
     path = shutil.which(tool)
     if path is None:
-        raise CourseVmError(f"{tool} is not installed. Fix: sudo apt-get install {package}")
+        raise MissingPrerequisiteError(f"{tool} is not installed. Fix: sudo apt-get install {package}")
     return path
+
+
+def run_tool(command: list[str], name: str) -> None:
+    """Run COMMAND, a tool called NAME, to its end. Raises LocalToolError with the end of its output when it fails."""
+    result = subprocess.run(command, capture_output=True, text=True, errors="replace", check=False)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-TAIL_LINES:])
+        raise LocalToolError(f"{name} failed (exit {result.returncode})" + (f":\n{tail}" if tail else ""))
 
 
 def alive(pid: int) -> bool:

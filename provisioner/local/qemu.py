@@ -9,10 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from provisioner.access.ssh import Progress
-from provisioner.errors import CourseVmError
+from provisioner.errors import LocalToolError
 from provisioner.local import twin as gce_twin
 from provisioner.local.image import Image
-from provisioner.local.process import arguments, require
+from provisioner.local.process import arguments, require, run_tool
 from provisioner.local.twin import Twin
 from provisioner.recipe.user_data import HOME_DISK_NAME
 
@@ -27,9 +27,7 @@ def signature(directory: Path) -> tuple[str, ...]:
 def create_disk(path: Path, size: str, backing: Image | None = None) -> None:
     """A qcow2 disk image at PATH of virtual SIZE (sparse): empty, or over BACKING's disk (copy on write)."""
     over = ["-F", backing.format, "-b", str(backing.disk.resolve())] if backing is not None else []
-    subprocess.run(
-        [require("qemu-img", "qemu-utils"), "create", "-q", "-f", "qcow2", *over, str(path), size], check=True
-    )
+    run_tool([require("qemu-img", "qemu-utils"), "create", "-q", "-f", "qcow2", *over, str(path), size], "qemu-img")
 
 
 def _option(path: Path) -> str:
@@ -150,7 +148,7 @@ def start_accelerated(
     """QEMU started by COMMAND (given an accelerator) for the VM in DIRECTORY, and the accelerator it
     runs with: KVM when ACCEL (auto, kvm or tcg) allows it and it really starts the guest, else TCG.
 
-    Raises CourseVmError when ACCEL is kvm and KVM does not work.
+    Raises LocalToolError when ACCEL is kvm and KVM does not work.
     """
     # Detect KVM by trying: on some machines /dev/kvm exists but guests hang or abort.
     chosen = "tcg"
@@ -164,6 +162,6 @@ def start_accelerated(
             process.wait()
     if chosen == "tcg":
         if accel == "kvm":
-            raise CourseVmError("KVM does not work on this machine. Fix: use --accel auto or tcg")
+            raise LocalToolError("KVM does not work on this machine. Fix: use --accel auto or tcg")
         process = start(command("tcg"), directory)
     return process, chosen

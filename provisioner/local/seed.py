@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import secrets
-import subprocess
 from pathlib import Path
 
-from provisioner.local.process import require
+from provisioner.local.process import require, run_tool
 
 
 def write_seed(directory: Path, name: str, user_data: str) -> Path:
@@ -18,7 +17,5 @@ def write_seed(directory: Path, name: str, user_data: str) -> Path:
         f"instance-id: course-vm-{name}-{secrets.token_hex(4)}\nlocal-hostname: course-vm-{name}\n"
     )
     seed = directory / "seed.iso"
-    subprocess.run(
-        [tool, str(seed), str(directory / "user-data"), str(directory / "meta-data")], check=True, capture_output=True
-    )
+    run_tool([tool, str(seed), str(directory / "user-data"), str(directory / "meta-data")], "cloud-localds")
     return seed

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisioner.errors import CourseVmError
+from provisioner.errors import LocalToolError
 from provisioner.local.metadata_server import MetadataServer, TwinInstance, random_instance_id
 from provisioner.local.process import alive, pid_in
 from provisioner.paths import PACKAGE_ROOT
@@ -110,7 +110,7 @@ def start(directory: Path, instance: TwinInstance) -> Twin:
     """Start the metadata server of the VM in DIRECTORY, serving INSTANCE, and return how to reach it.
 
     It runs until the VM's QEMU (DIRECTORY/qemu.pid) and the process that started it have both
-    ended. Raises CourseVmError when it does not start.
+    ended. Raises LocalToolError when it does not start.
     """
     token = os.urandom(24).hex()
     config = directory / CONFIG
@@ -137,7 +137,7 @@ def start(directory: Path, instance: TwinInstance) -> Twin:
     if not url.startswith("http://127.0.0.1:"):
         process.kill()
         tail = (directory / LOG).read_text(errors="replace")[-2000:]
-        raise CourseVmError(f"the local VM's metadata server did not start: {tail or 'no output'}")
+        raise LocalToolError(f"the local VM's metadata server did not start: {tail or 'no output'}")
     return Twin(url, token, instance.project_id, instance.zone, instance.name, process.pid)
 
 

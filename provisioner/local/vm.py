@@ -18,7 +18,7 @@ from pathlib import Path
 from provisioner.access.host_keys import HostKey, host_keys_from_console, parse_host_key
 from provisioner.access.ssh import Progress, Target
 from provisioner.access.ssh_config import add_host, remove_host, ssh_config_block
-from provisioner.errors import CourseVmError, UnreachableError
+from provisioner.errors import CourseVmError, LocalToolError, UnreachableError
 from provisioner.local import qemu
 from provisioner.local import twin as gce_twin
 from provisioner.local.image import Image, refuse_other_files
@@ -75,7 +75,7 @@ class LocalVm:
     def console_host_keys(self, deadline: float) -> tuple[HostKey, ...]:
         """The host keys the VM printed on its console (the recipe prints them first), waiting for them.
 
-        Raises CourseVmError when QEMU exits, UnreachableError when the deadline passes first.
+        Raises LocalToolError when QEMU exits, UnreachableError when the deadline passes first.
         """
         last_size = -1
         while True:
@@ -90,7 +90,7 @@ class LocalVm:
     def wait_for_published_host_keys(self, deadline: float) -> None:
         """Wait until a twin's guest has published its host keys (cloud-init does so early in boot).
 
-        Raises CourseVmError when QEMU exits, UnreachableError when the deadline passes first.
+        Raises LocalToolError when QEMU exits, UnreachableError when the deadline passes first.
         """
         assert self.twin is not None
         twin = self.twin
@@ -114,7 +114,7 @@ class LocalVm:
             raise GuestPanicError(f"{self.name}: the guest kernel panicked while booting; see {self.console_log}")
         if not self.running():
             tail = (self.directory / "qemu.log").read_text(errors="replace")[-2000:]
-            raise CourseVmError(f"QEMU exited: {tail or 'see ' + str(self.console_log)}")
+            raise LocalToolError(f"QEMU exited: {tail or 'see ' + str(self.console_log)}")
         if time.monotonic() >= deadline:
             raise UnreachableError(f"{self.name}: {what} before the deadline; see {self.console_log}")
         time.sleep(0.5)
@@ -266,7 +266,7 @@ _LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
 does not take them for forgotten ones (a ResourceWarning) when their Popen objects go."""
 
 
-class GuestPanicError(CourseVmError):
+class GuestPanicError(LocalToolError):
     """The guest's kernel panicked: the VM will never come up without a new boot."""
 
 
@@ -327,8 +327,8 @@ def boot(
     publishes its host keys in guest attributes. Any other image gets ATTRIBUTES' user-data from a
     NoCloud seed and prints its host keys on the console. HOME_DISK (see `ensure_home_disk`) is
     attached as the VM's home disk; FORWARDS and FORWARD_AGENT go into its Host entry once it is pinned.
-    Raises CourseVmError (a VM of that name exists, a tool is missing, QEMU fails) and
-    UnreachableError (no host keys published before the deadline).
+    Raises CourseVmError (a VM of that name exists), MissingPrerequisiteError (a tool is missing),
+    LocalToolError (QEMU or a tool fails) and UnreachableError (no host keys published before the deadline).
     """
     directory = vm_directory(name)
     _make_way(name, directory, progress)

@@ -44,7 +44,9 @@ def test_fingerprint_is_what_ssh_keygen_prints(host_pub: str, tmp_path: Path) ->
         ("", "expected 'TYPE BASE64'"),
         ("ssh-dss AAAAB3NzaC1kc3M=", "expected 'TYPE BASE64'"),
         ("ssh-ed25519 not-base64!", "expected 'TYPE BASE64'"),
-        ("ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQAB", "Invalid key"),
+        ("ssh-ed25519", "expected 'TYPE BASE64', got the type alone"),
+        ("ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQAB", "its 24 base64 characters are no whole ssh-ed25519 key"),
+        ("ssh-ed25519 AAAA", "its 4 base64 characters are no whole ssh-ed25519 key (cut short when copied?)"),
     ],
 )
 def test_malformed_host_keys_are_refused(text: str, why: str) -> None:
@@ -52,6 +54,35 @@ def test_malformed_host_keys_are_refused(text: str, why: str) -> None:
         parse_host_key(text)
     assert why in str(raised.value)
     assert raised.value.exit_code == 2
+
+
+def test_a_host_key_cut_short_is_told_whole_what_a_host_key_looks_like_and_where_to_get_one() -> None:
+    # paramiko's own words for it end mid-sentence: "Invalid key (class: Ed25519Key, data type: ".
+    with pytest.raises(SshKeyError) as raised:
+        parse_host_key("ssh-ed25519 AAAA")
+    assert str(raised.value) == (
+        "malformed host key 'ssh-ed25519 AAAA': its 4 base64 characters are no whole ssh-ed25519 key (cut short "
+        "when copied?). A host key line is TYPE BASE64, as the VM's /etc/ssh/ssh_host_ed25519_key.pub holds it: "
+        "`ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI…` with 68 base64 characters (an RSA key has more). Fix: copy the "
+        "whole line from the VM's serial console or its guest attributes (hostkeys/), or let check read them from "
+        "GCE: --gce-instance NAME --gce-zone ZONE --gce-project PROJECT"
+    )
+    assert ED25519.startswith("AAAAC3NzaC1lZDI1NTE5AAAAI") and len(ED25519) == 68, "the example is as a key is"
+
+
+def test_a_private_key_given_as_a_host_key_is_not_quoted(tmp_path: Path) -> None:
+    subprocess.run([require_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
+    private = (tmp_path / "k").read_text()
+    with pytest.raises(SshKeyError) as raised:
+        parse_host_key(private)
+    assert "PRIVATE KEY" not in str(raised.value) and private.splitlines()[1] not in str(raised.value)
+    assert "a private key, not shown" in str(raised.value)
+
+
+def test_a_long_line_is_quoted_by_its_start_and_length() -> None:
+    with pytest.raises(SshKeyError) as raised:
+        parse_host_key("x" * 300)
+    assert str(raised.value).startswith(f"malformed host key {'x' * 60!r}… (300 characters): ")
 
 
 @pytest.mark.integration

@@ -14,7 +14,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from provisioner.access.keys import check_private_key_file, claim_keys, ensure_key_pair, key_claims, release_claims
+from provisioner.access.keys import (
+    KeyOption,
+    check_private_key_file,
+    claim_keys,
+    ensure_key_pair,
+    key_claims,
+    release_claims,
+)
 from provisioner.errors import SettingsError, SshKeyError
 from tests.conftest import require_tool
 
@@ -119,8 +126,71 @@ def test_file_that_is_not_a_key_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("hello\n")
     os.chmod(path, 0o600)
+    with pytest.raises(SshKeyError, match=r"^sshKeyPath \S+notes.txt is not an OpenSSH private key \(no -----BEGIN"):
+        ensure_key_pair(path, comment="x")
+
+
+def test_a_file_with_a_private_key_header_but_no_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "broken"
+    path.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot base64\n-----END OPENSSH PRIVATE KEY-----\n")
+    os.chmod(path, 0o600)
     with pytest.raises(SshKeyError, match="is not an OpenSSH or PEM private key"):
         ensure_key_pair(path, comment="x")
+
+
+IDENTITY = KeyOption("--identity", "--identity {}", "pass --identity the private key file")
+
+
+@pytest.mark.parametrize("public_mode", [0o644, 0o400])
+def test_a_public_key_is_named_so_before_its_mode_and_its_private_key_suggested(
+    tmp_path: Path, public_mode: int
+) -> None:
+    path = tmp_path / "my keys" / "course-vm"
+    ensure_key_pair(path, comment="x")
+    public = path.with_name("course-vm.pub")
+    os.chmod(public, public_mode)
+    with pytest.raises(SshKeyError) as raised:
+        check_private_key_file(public, option=IDENTITY)
+    assert str(raised.value) == (
+        f"--identity {public} is a public key; ssh logs in with the private key beside it. Fix: --identity '{path}'"
+    )
+    with pytest.raises(SshKeyError) as raised:
+        ensure_key_pair(public, comment="x")
+    assert str(raised.value).endswith(f"Fix: pulumi config set sshKeyPath '{path}'")
+    assert mode(public) == public_mode, "course-vm must not change the user's file itself"
+
+
+def test_a_public_key_without_its_private_key_gets_the_options_own_fix(tmp_path: Path) -> None:
+    ensure_key_pair(tmp_path / "course-vm", comment="x")
+    alone = tmp_path / "laptop.pub"
+    alone.write_bytes(tmp_path.joinpath("course-vm.pub").read_bytes())
+    with pytest.raises(SshKeyError) as raised:
+        check_private_key_file(alone, option=IDENTITY)
+    assert str(raised.value) == (
+        f"--identity {alone} is a public key; ssh logs in with a private key (its pair's file without .pub). "
+        "Fix: pass --identity the private key file"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        ("root:x:0:0:root:/root:/bin/bash\nsecret-word: hunter2\n", "is not an OpenSSH private key"),
+        ("\x00\x01binary", "is not an OpenSSH private key"),
+        ("ssh-rsa AAAAB3NzaC1yc2E hunter2@laptop\n", "is a public key"),
+        ("---- BEGIN SSH2 PUBLIC KEY ----\nComment: hunter2\n", "is a public key"),
+        ("-----BEGIN PUBLIC KEY-----\nhunter2\n", "is a public key"),
+        ("PuTTY-User-Key-File-3: ssh-ed25519\nComment: hunter2\n", "is a PuTTY key, which ssh cannot read"),
+    ],
+)
+def test_what_a_file_holds_is_told_before_its_mode_and_never_quoted(tmp_path: Path, content: str, what: str) -> None:
+    path = tmp_path / "passwd"
+    path.write_text(content)
+    os.chmod(path, 0o644)
+    with pytest.raises(SshKeyError) as raised:
+        check_private_key_file(path, option=IDENTITY)
+    assert str(raised.value).startswith(f"--identity {path} {what}")
+    assert "chmod" not in str(raised.value) and "hunter2" not in str(raised.value)
 
 
 def test_tampered_pub_file_is_refused(tmp_path: Path) -> None:

@@ -134,7 +134,7 @@ def test_bake_without_a_terminal_needs_yes(
 ) -> None:
     pulumi = stand_in_here(tmp_path, monkeypatch, {"fall": {}}, config={"fall": CLASS}, outputs_when=PHASES)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    assert main(["image", "bake", "--stack", "fall"]) == ExitStatus.BAD_INPUT
+    assert main(["image", "bake", "--stack", "fall"]) == ExitStatus.DECLINED
     assert "run it again with --yes" in capsys.readouterr().err
     assert "up" not in pulumi.verbs()
     assert main(["image", "bake", "--stack", "fall", "--yes", "--json"]) == 0
@@ -196,5 +196,5 @@ def test_without_the_pulumi_cli_the_bake_says_what_is_missing_and_creates_nothin
     monkeypatch.setenv("HOME", str(tmp_path))
     assert main(["image", "bake", "--stack", "fall", "--yes"]) == ExitStatus.MISSING_PREREQUISITE
     said = capsys.readouterr().err
-    assert said.startswith("course-vm: course-vm image bake needs ") and "lacks; nothing was created:\n" in said
+    assert said.startswith("course-vm image bake needs ") and "lacks; nothing was created:\n" in said
     assert "the Pulumi CLI is not on PATH" in said

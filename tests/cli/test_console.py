@@ -8,10 +8,17 @@ from dataclasses import replace
 
 import pytest
 
-from provisioner.cli.console import confirm, plan_summary, print_error, progress
+from provisioner.cli.console import confirm, declined, plan_summary, print_error, progress
 from provisioner.driver.events import parse_events
 from provisioner.driver.plan import plan_of
-from provisioner.errors import CourseVmError, UnreachableError
+from provisioner.errors import (
+    CourseVmError,
+    DeclinedError,
+    ExitStatus,
+    MissingPrerequisiteError,
+    SettingsError,
+    UnreachableError,
+)
 from tests.support.pulumi_events import STUDENT_VM, preview_events
 
 OSC_52 = "\x1b]52;c;cm0gLXJmIH4K\x07"
@@ -21,6 +28,24 @@ def test_an_error_quoting_the_vm_is_printed_without_its_escape_sequences(capsys:
     error = UnreachableError(f'could not log in: Indecipherable protocol version "SSH-2.0{OSC_52}\x1b[2J"')
     assert print_error(error) == 3
     assert capsys.readouterr().err == 'course-vm: could not log in: Indecipherable protocol version "SSH-2.0"\n'
+
+
+@pytest.mark.parametrize(
+    ("error", "printed"),
+    [
+        (CourseVmError("no stack dev"), "course-vm: no stack dev"),
+        (MissingPrerequisiteError("course-vm up needs one thing"), "course-vm up needs one thing"),
+        (
+            CourseVmError("course-vm's passphrase file P does not decrypt"),
+            "course-vm's passphrase file P does not decrypt",
+        ),
+        (SettingsError(["diskSizeGb: got '1'"]), "course-vm settings: 1 problem, nothing was created:\n  - diskSizeGb"),
+        (CourseVmError("course-vm-alice: not running"), "course-vm: course-vm-alice: not running"),
+    ],
+)
+def test_an_error_names_course_vm_once(error: CourseVmError, printed: str, capsys: pytest.CaptureFixture[str]) -> None:
+    print_error(error)
+    assert capsys.readouterr().err.startswith(printed)
 
 
 def test_progress_is_printed_without_escape_sequences(capsys: pytest.CaptureFixture[str]) -> None:
@@ -115,8 +140,14 @@ def test_yes_goes_on_without_asking(capsys: pytest.CaptureFixture[str]) -> None:
 def test_without_a_terminal_nobody_is_asked_and_nothing_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(CourseVmError, match=r"no terminal to ask on\. Fix: run it again with --yes") as raised:
         confirm("Proceed?", assume_yes=False, stdin=Answer("y\n", tty=False))
-    assert raised.value.exit_code == 2
+    assert raised.value.exit_code == ExitStatus.DECLINED
     assert capsys.readouterr().out == ""
+
+
+def test_a_no_has_its_own_exit_status_and_says_nothing_changed() -> None:
+    error = declined("down")
+    assert isinstance(error, DeclinedError) and error.exit_code == ExitStatus.DECLINED
+    assert str(error).startswith("not confirmed: nothing was created, changed or deleted in the cloud.")
 
 
 def test_a_vm_is_found_by_its_resources_urns_when_its_component_reports_no_step() -> None:

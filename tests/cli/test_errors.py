@@ -163,8 +163,22 @@ def test_a_missing_local_tool_names_it(tmp_path: Path, home: dict[str, str]) -> 
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     result = run_cli("local", "up", "--image", str(image), env={**home, "PATH": str(empty)})
-    assert result.returncode == errors.ExitStatus.BAD_INPUT
+    assert result.returncode == errors.ExitStatus.MISSING_PREREQUISITE
     assert "qemu-img is not installed. Fix: sudo apt-get install qemu-utils" in no_traceback(result)
+
+
+def test_a_local_tool_that_fails_is_exit_8_with_its_own_words(tmp_path: Path, home: dict[str, str]) -> None:
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "qemu-img").write_text('#!/bin/sh\necho "qemu-img: $5: Could not create: Permission denied" >&2\nexit 1\n')
+    (tools / "qemu-img").chmod(0o755)
+    disk = tmp_path / "home.qcow2"
+    result = run_cli("local", "up", "--home-disk", str(disk), env={**home, "PATH": str(tools)})
+    assert result.returncode == errors.ExitStatus.LOCAL_TOOL_FAILED, result.stderr
+    assert result.stderr.endswith(
+        f"course-vm: qemu-img failed (exit 1):\nqemu-img: {disk}: Could not create: Permission denied\n"
+    )
+    assert "Traceback" not in result.stderr
 
 
 def test_local_ssh_without_an_ssh_client_names_it(tmp_path: Path, home: dict[str, str]) -> None:
@@ -177,7 +191,7 @@ def test_local_ssh_without_an_ssh_client_names_it(tmp_path: Path, home: dict[str
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     result = run_cli("local", "ssh", "--name", "one", env={**home, "PATH": str(empty)})
-    assert result.returncode == errors.ExitStatus.BAD_INPUT
+    assert result.returncode == errors.ExitStatus.MISSING_PREREQUISITE
     assert "ssh is not installed" in no_traceback(result)
 
 
@@ -400,7 +414,7 @@ def failing(argv: list[str], capsys: pytest.CaptureFixture[str], status: int = e
     """What ARGV prints on stderr, after asserting that it fails as expected failures do (exit STATUS)."""
     assert main(argv) == status
     err = capsys.readouterr().err
-    assert err.startswith("course-vm: ") and "Traceback" not in err, err
+    assert err.startswith("course-vm") and "Traceback" not in err, err
     return err
 
 
@@ -416,8 +430,24 @@ def test_start_stop_and_status_without_pulumi_suggest_nothing_they_do_not_have(
 
 
 @pytest.mark.usefixtures("no_pulumi")
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["up", "--yes"], ["down", "--yes"], ["status"], ["start"], ["stop"], ["check"], ["check", "--student", "a"],
+        ["handout", "--out", "out"], ["image", "bake", "--yes"], ["image", "delete", "--yes"],
+    ],
+)  # fmt: skip
+def test_a_missing_pulumi_cli_is_exit_6_for_every_command_that_needs_it(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [str(tmp_path / word) if word == "out" else word for word in argv]
+    assert "the Pulumi CLI" in failing(argv, capsys, errors.ExitStatus.MISSING_PREREQUISITE)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("no_pulumi")
 def test_check_without_pulumi_suggests_its_own_flags(capsys: pytest.CaptureFixture[str]) -> None:
-    err = failing(["check"], capsys)
+    err = failing(["check"], capsys, errors.ExitStatus.MISSING_PREREQUISITE)
     assert "--host, --user, --identity" in err
     assert_fixes_are_valid(["check"], err)
 
@@ -491,6 +521,52 @@ def test_check_with_a_missing_identity_file_suggests_identity(
     err = failing(argv, capsys)
     assert "set sshKeyPath" not in err
     assert f"--identity {tmp_path / 'missing'} does not exist" in err
+    assert_fixes_are_valid(argv, err)
+
+
+def test_check_with_a_public_key_as_identity_suggests_the_private_key_beside_it(
+    key: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    private, public = key[0], key[0].with_name("key.pub")
+    argv = check_args(22, (public, key[1]))
+    err = failing(argv, capsys)
+    assert err == (
+        f"course-vm: --identity {public} is a public key; ssh logs in with the private key beside it. "
+        f"Fix: --identity {private}\n"
+    )
+    assert_fixes_are_valid(argv, err)
+
+
+@pytest.mark.parametrize("option", ["--identity", "sshKeyPath"])
+def test_a_file_that_is_no_private_key_is_named_so_not_told_to_chmod(
+    option: str,
+    tmp_path: Path,
+    key: tuple[Path, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    not_a_key = tmp_path / "passwd"
+    not_a_key.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    not_a_key.chmod(0o644)
+    argv = (
+        check_args(22, (not_a_key, key[1]))
+        if option == "--identity"
+        else ["local", "up", "--image", str(tmp_path / "none"), "--set", f"sshKeyPath={not_a_key}"]
+    )
+    err = failing(argv, capsys)
+    assert err.startswith(f"course-vm: {option} {not_a_key} is not an OpenSSH private key"), err
+    assert "chmod" not in err and "root:" not in err
+    assert_fixes_are_valid(argv, err)
+
+
+def test_check_with_a_host_key_cut_short_says_all_of_what_is_wrong_and_where_to_get_one(
+    key: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*check_args(22, key)[:-1], "ssh-ed25519 AAAA"]
+    err = failing(argv, capsys)
+    assert err.startswith("course-vm: malformed host key 'ssh-ed25519 AAAA': its 4 base64 characters are no whole ")
+    assert "`ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI…`" in err and err.endswith("--gce-project PROJECT\n")
     assert_fixes_are_valid(argv, err)
 
 

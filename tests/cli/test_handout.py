@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from provisioner.errors import ExitStatus
 from tests.support.cli import in_this_process, run_cli
 from tests.support.openssh import resolved_by
 from tests.support.outputs import PROJECT, class_outputs, one_vm, vm_outputs
@@ -135,7 +136,7 @@ def test_an_existing_folder_is_replaced_only_after_a_yes(tmp_path: Path) -> None
     (out / "alice").mkdir(parents=True)
     (out / "alice" / "notes.txt").write_text("the instructor's notes")
     result = handout("--out", str(out), env=env)
-    assert result.returncode == 2
+    assert result.returncode == ExitStatus.DECLINED
     assert result.stdout == f"These folders exist and would be replaced: {out}/alice\n"
     assert result.stderr == (
         "course-vm: nothing was changed: this needs a yes, and there is no terminal to ask on. "
@@ -227,7 +228,7 @@ def test_answering_no_writes_nothing(
     out = tmp_path / "out"
     (out / "bob").mkdir(parents=True)
     (out / "bob" / "notes.txt").write_text("kept")
-    assert main(["handout", "--out", str(out)]) == 2
+    assert main(["handout", "--out", str(out)]) == ExitStatus.DECLINED
     assert asked == ["Replace them?"]
     assert capsys.readouterr().err == (
         "course-vm: not confirmed: no folder was written or replaced. "

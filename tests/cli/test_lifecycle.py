@@ -54,7 +54,7 @@ def test_up_yes_previews_then_updates_and_says_how_to_log_in(tmp_path: Path) -> 
 def test_without_a_terminal_or_yes_up_shows_the_plan_and_changes_nothing(tmp_path: Path) -> None:
     pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, events=CREATE, next_outputs=VM)
     result = run_cli("up", env=pulumi.environment)
-    assert result.returncode == 2
+    assert result.returncode == ExitStatus.DECLINED
     assert result.stdout == "Pulumi's preview of stack dev:\n  the VM (course-vm): create\n"
     assert result.stderr.endswith(
         "course-vm: nothing was changed: this needs a yes, and there is no terminal to ask on. "
@@ -84,14 +84,14 @@ def test_on_a_terminal_only_a_yes_changes_anything(tmp_path: Path, typed: bytes,
     if goes_on:
         assert code == 0 and "Ready: `ssh course-vm`" in output
     else:
-        assert code == 2 and "not confirmed: nothing was created, changed or deleted" in output
+        assert code == ExitStatus.DECLINED and "not confirmed: nothing was created, changed or deleted" in output
 
 
 def test_down_previews_the_deletion_and_without_a_terminal_deletes_nothing(tmp_path: Path) -> None:
     gone = preview_events({"": {"self": "delete", "ip": "delete", "vm": "delete", "home": "delete"}})
     pulumi = stand_in_pulumi(tmp_path, {"dev": VM}, events=gone)
     result = run_cli("down", env=pulumi.environment)
-    assert result.returncode == 2
+    assert result.returncode == ExitStatus.DECLINED
     assert "the VM (course-vm): DELETE: everything on it is lost, its home disk too\n" in result.stdout
     assert "--yes" in result.stderr
     assert "destroy" in pulumi.verbs(), "the preview of the deletion"
@@ -228,7 +228,7 @@ def test_the_programs_settings_error_comes_through_as_it_is(tmp_path: Path) -> N
     result = run_cli("up", "--yes", env=pulumi.environment)
     assert result.returncode == 2
     # The problems as the program listed them, and how to run their raw pulumi Fix lines on this stack.
-    assert result.stderr.endswith(f"course-vm: {SettingsError(PROBLEMS, note=RAW_CLI_NOTE)}\n")
+    assert result.stderr.endswith(f"{SettingsError(PROBLEMS, note=RAW_CLI_NOTE)}\n")
     assert 'after `eval "$(course-vm env)"`' in result.stderr.splitlines()[-1]
     assert "Traceback" not in result.stderr
     assert "up" not in pulumi.verbs()
@@ -245,7 +245,7 @@ def test_settings_the_program_would_refuse_are_refused_before_the_preview(tmp_pa
         "verify: got 'maybe', but it must be true or false. Fix: `course-vm up --set verify=true`",
     ]
     # Before the prerequisites are looked for and the Pulumi CLI runs: the stack file says what is stored.
-    assert result.stderr == f"course-vm: {SettingsError(problems)}\n"
+    assert result.stderr == f"{SettingsError(problems)}\n"
     assert pulumi.verbs() == []
     assert_fixes_are_valid(["up"], result.stderr)
 
@@ -309,7 +309,7 @@ def test_an_api_not_enabled_names_the_command_that_enables_it_and_creates_nothin
     result = run_cli("up", "--yes", "--project", "course-project-1", env=pulumi.environment)
     assert result.returncode == 6
     assert result.stderr.endswith(
-        "course-vm: course-vm up needs the Compute Engine API, which is not enabled in project course-project-1; "
+        "course-vm up needs the Compute Engine API, which is not enabled in project course-project-1; "
         "nothing was created. Fix: `gcloud services enable compute.googleapis.com --project course-project-1`, "
         "wait a minute, then run `course-vm up` again\n"
     )

@@ -15,6 +15,7 @@ import pytest
 from provisioner.cli.main import main
 from provisioner.local import vm as local_vm
 from tests.support.cli import started_cli
+from tests.support.fixes import assert_fixes_are_valid
 
 
 @pytest.mark.parametrize(
@@ -125,3 +126,14 @@ def test_local_list_shows_only_vms_with_a_good_name(
     (vm.parent / "Bad,Name").mkdir()
     (vm.parent / "Bad,Name" / "vm.json").write_text("{}")
     assert local_vm.names() == ["other"]
+
+
+def test_local_list_of_no_vms_says_how_to_make_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert main(["local", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert (out, err) == ("no local VMs. Create one: course-vm local up\n", "")
+    assert_fixes_are_valid(["local", "list"], out.replace("Create one:", "Fix:"))  # the command it names parses
+    assert not (tmp_path / "state").exists(), "listing creates nothing"

@@ -36,7 +36,7 @@ def test_with_nothing_installed_up_names_everything_and_creates_nothing(tmp_path
     result = run_cli("up", *flags, env=environment)
     assert result.returncode == ExitStatus.MISSING_PREREQUISITE
     assert result.stderr.splitlines() == [
-        "course-vm: course-vm up needs 3 things this machine lacks; nothing was created:",
+        "course-vm up needs 3 things this machine lacks; nothing was created:",
         f"  - the Pulumi CLI is not on PATH (course-vm drives it). Fix: {PULUMI_INSTALL}",
         f"  - the Google Cloud CLI (gcloud) is not on PATH (it logs you in). Fix: {prerequisites.GCLOUD_INSTALL}",
         f"  - no Google application-default credentials ({home}/.config/gcloud/application_default_credentials.json "
@@ -190,7 +190,7 @@ def test_up_of_an_iap_stack_without_gcloud_says_so_and_creates_nothing(
         monkeypatch.delenv(name, raising=False)
     assert main(["up", "--stack", "class"]) == ExitStatus.MISSING_PREREQUISITE
     assert capsys.readouterr().err.splitlines() == [
-        "course-vm: course-vm up needs one thing this machine lacks; nothing was created:",
+        "course-vm up needs one thing this machine lacks; nothing was created:",
         "  - the Google Cloud CLI (gcloud) is not on PATH (sshAccess iap: `up` checks the VMs through its IAP "
         f"tunnel). Fix: {prerequisites.GCLOUD_INSTALL}",
     ]

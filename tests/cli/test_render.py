@@ -91,7 +91,7 @@ def test_render_reports_every_bad_setting(tmp_path: Path, capsys: pytest.Capture
     write_stack(tmp_path, extra="  course-vm:diskSizeGb: 5\n  course-vm:username: root\n")
     assert main(["render"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("course-vm: course-vm settings: 2 problems, nothing was created:\n")
+    assert err.startswith("course-vm settings: 2 problems, nothing was created:\n")
     assert "  - diskSizeGb: got 5," in err
     assert "  - username: got 'root'," in err
     assert not (tmp_path / "key").exists()

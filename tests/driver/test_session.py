@@ -168,7 +168,7 @@ def test_a_passphrase_that_does_not_decrypt_the_stack_says_which_one_was_tried(
     assert main(["status"]) == ExitStatus.BAD_INPUT
     err = capsys.readouterr().err
     passphrase = tmp_path / "state" / "course-vm" / "pulumi" / "passphrase"
-    assert err.startswith(f"course-vm: course-vm's passphrase file {passphrase} does not decrypt stack dev's secrets")
+    assert err.startswith(f"course-vm's passphrase file {passphrase} does not decrypt stack dev's secrets")
     assert "Fix: export PULUMI_CONFIG_PASSPHRASE_FILE=FILE" in err and "Traceback" not in err
 
 

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from provisioner.errors import CourseVmError
+from provisioner.errors import CourseVmError, MissingPrerequisiteError
 from provisioner.local import image as local_image
 from provisioner.local import vm as local_vm
 from provisioner.local.image import UBUNTU_IMAGE, build_debian_image, image_at, ubuntu_cloud_image
@@ -248,7 +248,7 @@ def test_ubuntu_sums_without_ubuntus_signature_are_refused(
 def test_without_ubuntus_keyring_nothing_is_downloaded(release: tuple[str, Path], tmp_path: Path) -> None:
     url, served = release
     publish(served, IMAGE, None)
-    with pytest.raises(CourseVmError) as raised:
+    with pytest.raises(MissingPrerequisiteError) as raised:
         ubuntu_cloud_image(print, cache=tmp_path / "cache", release_url=url, keyring=tmp_path / "missing.gpg")
     assert str(raised.value) == (
         f"{tmp_path / 'missing.gpg'} is missing: Ubuntu's cloud image could not be verified. "
@@ -294,7 +294,7 @@ def fake_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str
             Path(command[-2]).write_bytes(b"disk")
             Path(command[-2]).chmod(0o644)
 
-    monkeypatch.setattr(local_image, "_run", run)
+    monkeypatch.setattr(local_image, "run_tool", run)
     monkeypatch.setattr("provisioner.local.image.os.geteuid", lambda: 0)
     monkeypatch.setattr("provisioner.local.image.shutil.which", lambda tool: f"/usr/sbin/{tool}")
     return commands
@@ -322,7 +322,7 @@ def test_debootstrap_verifies_the_archive_against_debians_keyring(fake_build: li
 
 
 def test_without_debians_keyring_nothing_is_built(fake_build: list[list[str]], tmp_path: Path) -> None:
-    with pytest.raises(CourseVmError) as raised:
+    with pytest.raises(MissingPrerequisiteError) as raised:
         build_debian_image(print, cache=tmp_path / "cache", keyring=tmp_path / "missing.gpg")
     assert str(raised.value) == (
         f"{tmp_path / 'missing.gpg'} is missing: debootstrap could not verify what it downloads. "

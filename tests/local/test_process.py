@@ -8,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from provisioner.local.process import alive, arguments, pid_in, runs, stop
+import pytest
+
+from provisioner.errors import ExitStatus, LocalToolError, MissingPrerequisiteError
+from provisioner.local.process import alive, arguments, pid_in, require, run_tool, runs, stop
 
 
 def test_a_powered_off_vm_whose_qemu_is_not_reaped_yet_is_not_running() -> None:
@@ -59,3 +62,20 @@ def test_a_pid_file_holds_a_number_or_nothing(tmp_path: Path) -> None:
     (tmp_path / "qemu.pid").write_text("1234\n")
     (tmp_path / "bad.pid").write_text("12; rm -rf /\n")
     assert (pid_in(tmp_path / "qemu.pid"), pid_in(tmp_path / "bad.pid"), pid_in(tmp_path / "none")) == (1234, 0, 0)
+
+
+def test_a_tool_that_fails_is_a_local_tool_failure_ending_with_its_own_words() -> None:
+    script = "import sys; print('line 1'); print('qemu-img: disk.img: Permission denied', file=sys.stderr); exit(3)"
+    with pytest.raises(LocalToolError) as raised:
+        run_tool([sys.executable, "-c", script], "qemu-img")
+    assert str(raised.value) == "qemu-img failed (exit 3):\nline 1\nqemu-img: disk.img: Permission denied"
+    assert raised.value.exit_code == ExitStatus.LOCAL_TOOL_FAILED
+    run_tool([sys.executable, "-c", "print('fine')"], "python")  # a tool that succeeds says nothing
+
+
+def test_a_missing_tool_is_a_missing_prerequisite_naming_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(
+        MissingPrerequisiteError, match=r"^qemu-img is not installed\. Fix: sudo apt-get install qemu-utils$"
+    ):
+        require("qemu-img", "qemu-utils")

@@ -54,11 +54,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(autouse=True)
-def project_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project_folder(tmp_path: Path) -> Iterator[Path]:
     """Every test's own XDG_CONFIG_HOME, so its project folder (provisioner.paths.project_dir) is its own, never
-    the user's `~/.config/course-vm`; the project folder."""
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    return tmp_path / "xdg-config" / "course-vm"
+    the user's `~/.config/course-vm`; the project folder.
+
+    Not through `monkeypatch`: an autouse fixture that took it would set it up before every other fixture, so
+    that a test's own PATH would still be set while those fixtures are torn down (sshd's needs `userdel`)."""
+    before = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path / "xdg-config")
+    yield tmp_path / "xdg-config" / "course-vm"
+    if before is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = before
 
 
 def require_tool(name: str) -> str:

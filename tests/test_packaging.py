@@ -11,12 +11,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
-import sysconfig
-import venv
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,67 +20,16 @@ import yaml
 import provisioner
 from tests.conftest import ROOT
 from tests.support.cli import run_cli
+from tests.support.installed import Installed, install_wheel
 from tests.support.pyproject import pyproject
 
 TEMPLATES = [f"cloud-init/{path.name}" for path in sorted((ROOT / "cloud-init").iterdir())]
 PROGRAM_FILES = ["Pulumi.yaml", "__main__.py", *TEMPLATES]
 
 
-@dataclass(frozen=True)
-class Installed:
-    wheel: Path
-    prefix: Path
-    home: Path
-    """An unrelated directory: the working directory and HOME of every run."""
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        environment = {
-            "PATH": f"{self.prefix / 'bin'}:/usr/bin:/bin",
-            "HOME": str(self.home),
-            "XDG_CONFIG_HOME": str(self.home / "config"),
-            "XDG_STATE_HOME": str(self.home / "state"),
-        }
-        return subprocess.run(
-            [str(self.prefix / "bin" / "course-vm"), *args],
-            cwd=self.home,
-            env=environment,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
-
-
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    base = tmp_path_factory.mktemp("packaging")
-    # Without build isolation: hatchling comes from requirements-dev.txt, not a download per run.
-    build = ["wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(base / "dist"), str(ROOT)]
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", *build],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr
-    (wheel,) = (base / "dist").glob("course_vm-*.whl")
-    prefix = base / "venv"
-    venv.create(prefix, with_pip=False)
-    site = Path(
-        subprocess.run(
-            [str(prefix / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    )
-    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    install = [sys.executable, "-m", "pip", "--python", str(prefix / "bin" / "python"), "install", "-q", "--no-deps"]
-    result = subprocess.run([*install, str(wheel)], capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
-    home = base / "elsewhere"
-    home.mkdir()
-    yield Installed(wheel, prefix, home)
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    return install_wheel(tmp_path_factory.mktemp("packaging"))
 
 
 def test_the_wheel_carries_the_program_and_its_templates(installed: Installed) -> None:

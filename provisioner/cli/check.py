@@ -35,7 +35,8 @@ def register(commands: Commands) -> None:
         "not read).\n"
         "\n"
         "Exit status: 0 all checks passed; 1 a check failed; 2 bad input; 3 VM not reached before the "
-        "deadline; 4 host key mismatch. A class: the most serious student's.",
+        "deadline; 4 host key mismatch; 6 a prerequisite missing (the Pulumi CLI, to read the stack). A class: "
+        "the most serious student's.",
         examples=[
             "course-vm check  # the stack's VM, or every VM of a class",
             "course-vm check --stack fall --student alice --timeout 1800  # a new VM: wait for its setup",

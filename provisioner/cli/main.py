@@ -13,6 +13,7 @@ from provisioner.cli.arguments import Parser, examples_text
 from provisioner.cli.console import print_error
 from provisioner.errors import CourseVmError, ExitStatus, InterruptionError, redacted
 from provisioner.paths import state_home
+from provisioner.stack import DEFAULT_STACK
 
 TRACEBACK_VARIABLE = "COURSE_VM_TRACEBACK"
 """Set (to anything) to see an unexpected error's traceback on the terminal instead of in a file."""
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def left_running(args: argparse.Namespace) -> str:
     """What a command interrupted by Ctrl-C leaves behind, and how to go on. Commands that know more
     (`up`, `local up`) raise InterruptionError themselves."""
-    stack = getattr(args, "stack", None) or "dev"
+    stack = getattr(args, "stack", None) or DEFAULT_STACK
     words = (args.command, getattr(args, "local_command", None), getattr(args, "image_command", None))
     command = " ".join(word for word in words if word)
     name = getattr(args, "name", "")

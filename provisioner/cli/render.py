@@ -11,6 +11,7 @@ from provisioner.cli.arguments import Commands, add_command, add_stack_option
 from provisioner.cli.console import progress
 from provisioner.cli.up import refused
 from provisioner.driver.config import StackConfig
+from provisioner.driver.workspace import refuse_stack_files_left_in_checkout
 from provisioner.errors import CourseVmError, SettingsError
 from provisioner.paths import project_dir
 from provisioner.recipe.problems import as_given, set_flag_words
@@ -53,6 +54,7 @@ def rendered_settings(stack: str, pairs: list[str]) -> Settings:
     Raises SettingsError (each Fix an `up` command, or with no stack file a --set flag) or CourseVmError for a
     stack file that cannot be used."""
     given = arguments.settings_given(pairs)
+    refuse_stack_files_left_in_checkout()
     path = project_dir() / f"Pulumi.{stack}.yaml"
     if path.exists() or path.is_symlink():
         stored = StackConfig.from_stack_file(path)

@@ -15,7 +15,7 @@ from provisioner.driver.events import EngineLog, StepKind
 from provisioner.driver.plan import Action, Plan, failed_students
 from provisioner.driver.session import EngineInterruptedError, EngineRunError, StackSession, stack_file_config
 from provisioner.driver.verifications import record_verifications
-from provisioner.driver.workspace import OnOutput, Workspace
+from provisioner.driver.workspace import OnOutput, Workspace, refuse_stack_files_left_in_checkout
 from provisioner.errors import CourseVmError, EngineError, InterruptionError, SettingsError
 from provisioner.gcp.quotas import Existing
 from provisioner.paths import project_dir
@@ -155,6 +155,7 @@ def checked_options(stack_name: str, options: UpOptions) -> None:
     alone (secrets, or broken) is checked after the Pulumi CLI has read it.
 
     Raises SettingsError."""
+    refuse_stack_files_left_in_checkout()
     path = project_dir() / f"Pulumi.{stack_name}.yaml"
     try:
         stored = StackConfig.from_stack_file(path) if path.exists() else StackConfig()

@@ -108,6 +108,7 @@ def project_directory() -> Path:
     them stay the user's.
     """
     directory = project_dir()
+    refuse_stack_files_left_in_checkout()
     directory.mkdir(parents=True, exist_ok=True)
     in_virtualenv = sys.prefix != sys.base_prefix
     project_file = installed_project_file(
@@ -116,6 +117,28 @@ def project_directory() -> Path:
     _write_if_changed(directory / "Pulumi.yaml", project_file)
     _write_if_changed(directory / "__main__.py", (PROGRAM_DIR / "__main__.py").read_text())
     return directory
+
+
+def refuse_stack_files_left_in_checkout(*, checkout: Path | None = None) -> None:
+    """Raise CourseVmError when the checkout (CHECKOUT, default this one when course-vm runs from one) holds stack
+    files that the project folder has not: a checkout was once its own project folder, and a stack whose settings
+    were left there would otherwise look empty. Nothing is moved without the user."""
+    if checkout is None:
+        if not FROM_CHECKOUT:
+            return
+        checkout = PACKAGE_ROOT
+    directory = project_dir()
+    left = sorted(path for path in checkout.glob("Pulumi.*.yaml") if not (directory / path.name).exists())
+    if left:
+        from provisioner.errors import CourseVmError
+
+        names = ", ".join(path.name for path in left)
+        move = " ".join(shlex.quote(str(path)) for path in left)
+        raise CourseVmError(
+            f"the stack settings {names} are in the checkout {checkout}, but every way of running course-vm now "
+            f"keeps them in its project folder {directory}. Fix: move them there: "
+            f"mkdir -p {shlex.quote(str(directory))} && mv {move} {shlex.quote(str(directory))}/"
+        )
 
 
 def installed_project_file(text: str, virtualenv: str | None) -> str:

@@ -28,7 +28,7 @@ from provisioner.driver.workspace import (
     raw_cli_lines,
     runtime_environment,
 )
-from provisioner.errors import ExitStatus, MissingPrerequisiteError
+from provisioner.errors import CourseVmError, ExitStatus, MissingPrerequisiteError
 from provisioner.paths import project_dir
 from tests.conftest import ROOT
 from tests.support.cli import in_this_process, run_cli
@@ -388,3 +388,21 @@ def test_each_line_reaches_on_output_while_the_cli_still_runs(tmp_path: Path) ->
 
     result = Workspace(str(cli), tmp_path, {"GO": str(go)}).run(["version"], on_output)
     assert (result.code, said) == (0, ["first", "second"])
+
+
+def test_stack_files_a_checkout_kept_are_named_with_the_move_that_keeps_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkout was once its own project folder: its stacks' settings are not silently left behind.
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "Pulumi.yaml").write_text("name: course-vm\n")
+    (checkout / "Pulumi.dev.yaml").write_text("config:\n  gcp:project: p-123456\n")
+    with pytest.raises(CourseVmError) as raised:
+        workspace.refuse_stack_files_left_in_checkout(checkout=checkout)
+    message = str(raised.value)
+    assert message.startswith(f"the stack settings Pulumi.dev.yaml are in the checkout {checkout}")
+    fix = message.partition("Fix: move them there: ")[2]
+    subprocess.run(["sh", "-c", fix], check=True)
+    assert (project_dir() / "Pulumi.dev.yaml").read_text() == "config:\n  gcp:project: p-123456\n"
+    workspace.refuse_stack_files_left_in_checkout(checkout=checkout)  # nothing left: no error

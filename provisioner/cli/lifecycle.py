@@ -13,8 +13,9 @@ from provisioner.cli.console import Confirm, confirm, plan_summary, progress
 from provisioner.cli.down import down as run_down
 from provisioner.cli.power import STARTED, STOPPED, change_power
 from provisioner.cli.status import no_vms, status_table, vm_statuses
-from provisioner.cli.up import PartialUpError, UpOptions, class_table
+from provisioner.cli.up import PartialUpError, class_table
 from provisioner.cli.up import up as run_up
+from provisioner.cli.up_options import UpOptions
 from provisioner.driver.plan import Plan
 from provisioner.driver.session import StackSession
 from provisioner.driver.verifications import recorded_verifications

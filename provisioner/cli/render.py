@@ -9,7 +9,7 @@ from provisioner.access.keys import ensure_key_pair
 from provisioner.cli import arguments
 from provisioner.cli.arguments import Commands, add_command, add_stack_option
 from provisioner.cli.console import progress
-from provisioner.cli.up import refused
+from provisioner.cli.up_options import refused
 from provisioner.driver.config import StackConfig
 from provisioner.driver.workspace import refuse_stack_files_left_in_checkout
 from provisioner.errors import CourseVmError, SettingsError

@@ -10,7 +10,8 @@ import pytest
 from provisioner.access.keys import claim_keys, key_claims
 from provisioner.access.ssh_config import hosts_file
 from provisioner.cli.down import down
-from provisioner.cli.up import PartialUpError, UpOptions, up
+from provisioner.cli.up import PartialUpError, up
+from provisioner.cli.up_options import UpOptions
 from provisioner.driver.plan import Action, HomeDisk, Plan, VmChange
 from provisioner.driver.session import StackSession
 from provisioner.driver.verifications import recorded_verifications

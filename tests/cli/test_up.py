@@ -7,18 +7,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pulumi.automation.events import OpType
 
 from provisioner.access.ssh_config import hosts_file
 from provisioner.cli.arguments import settings_given
 from provisioner.cli.main import main
-from provisioner.cli.up import PartialUpError, UpOptions, up
+from provisioner.cli.up import PartialUpError, interrupted_up, up, verifying
+from provisioner.cli.up_options import UpOptions
+from provisioner.driver.events import EngineLog, Step, StepKind
 from provisioner.driver.plan import Action, Plan
 from provisioner.driver.session import EngineRunError
 from provisioner.driver.verifications import Result, Verification, recorded_verifications
 from provisioner.errors import CourseVmError, ExitStatus, MissingPrerequisiteError, SettingsError
 from provisioner.gcp.quotas import Existing
 from provisioner.recipe.settings import Settings
-from provisioner.stack import StackOutputs
+from provisioner.stack import VERIFICATION_TYPE, StackOutputs
 from tests.support.openssh import resolved
 from tests.support.outputs import IAP, class_outputs, one_vm
 from tests.support.pulumi_events import preview_events, update_events
@@ -599,3 +602,21 @@ def test_settings_only_the_pulumi_cli_can_read_are_checked_before_anything_is_st
         up("dev", UpOptions(zone="europe-west1-c"), confirm=yes, on_output=print)
     assert pulumi.verbs() == ["stack export", "config"]
     assert pulumi.config("dev")["gcp:zone"] == "europe-west1-b", "the refused options were not stored"
+
+
+def test_an_update_interrupted_while_only_verifications_ran_is_said_to_have_made_the_vms() -> None:
+    vm, check = "urn:pulumi:dev::course-vm::gcp:compute/instance:Instance::vm", "urn:pulumi:dev::course-vm::v::verify"
+
+    def step(kind: StepKind, urn: str, type_: str) -> Step:
+        return Step(kind, OpType.CREATE, urn, type_, "", 0)
+
+    made = [step(StepKind.PRE, vm, "gcp:compute/instance:Instance"), step(StepKind.OUTPUTS, vm, "x")]
+    verifying_now = EngineLog((*made, step(StepKind.PRE, check, VERIFICATION_TYPE)))
+    assert verifying(verifying_now)
+    assert not verifying(EngineLog(tuple(made[:1])))  # the VM itself was being made
+    assert not verifying(EngineLog(tuple(made)))  # nothing was running
+    said = interrupted_up("fall", "verification", UpOptions())
+    assert said == (
+        "interrupted: the VMs were made; Pulumi stopped while checking them (their setup goes on). `course-vm up "
+        "--stack fall` checks them again and finishes the job; `course-vm down --stack fall` removes them"
+    )

@@ -8,7 +8,7 @@ from typing import Any
 
 from provisioner.recipe.problems import Problems, remove_key, set_key
 from provisioner.recipe.roster import RosterEntry
-from provisioner.recipe.rules import ProviderKey, check_text
+from provisioner.recipe.rules import ProviderKey
 from provisioner.recipe.settings_table import DEFAULTS, IAP_RANGE, PROVIDER_KEYS, ROW, SETTINGS
 
 # Each rule across rows runs where the first of its rows is checked, and checks its rows itself.
@@ -132,10 +132,14 @@ def checked_gcp_location(problems: Problems, project: object, zone: object) -> d
 
 
 def _provider_key(problems: Problems, key: ProviderKey, value: object) -> str:
+    fix = set_key(key.key, key.example) + f" ({key.hint})"
     if value is None:
-        problems.not_set(key.key, set_key(key.key, key.example) + f" ({key.hint})")
+        problems.not_set(key.key, fix)
         return ""
-    return check_text(problems, key.key, value, key.pattern, key.why, key.example)
+    if isinstance(value, str) and key.pattern.fullmatch(value):
+        return value
+    problems.add(key.key, value, key.why, fix)  # with the hint: the value may be the README's placeholder itself
+    return ""
 
 
 def report_unknown_keys(problems: Problems, raw: Mapping[str, object]) -> None:

@@ -343,7 +343,7 @@ def test_bad_value_message(raw: dict[str, object], message: str) -> None:
             ZONE,
             [
                 "gcp:project: got 'My Project', but it is not a GCP project ID. "
-                "Fix: pulumi config set gcp:project YOUR-PROJECT-ID"
+                "Fix: pulumi config set gcp:project YOUR-PROJECT-ID (`gcloud projects list` shows yours)"
             ],
         ),
         (
@@ -351,7 +351,7 @@ def test_bad_value_message(raw: dict[str, object], message: str) -> None:
             "europe-west1",
             [
                 "gcp:zone: got 'europe-west1', but it is not a GCE zone like europe-west1-b. "
-                "Fix: pulumi config set gcp:zone europe-west1-b"
+                "Fix: pulumi config set gcp:zone europe-west1-b (a zone near you)"
             ],
         ),
     ],

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
@@ -179,7 +178,7 @@ def settings_given(pairs: Sequence[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep:
             raise CourseVmError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set username=alice")
-        if key in PATH_SETTINGS and value and not value.startswith("~") and not os.path.isabs(value):
-            value = Path(value).absolute().as_posix()
+        if key in PATH_SETTINGS and value and not value.startswith("~"):
+            value = Path(value).absolute().as_posix()  # on Windows `C:\Users\...` too, as C:/Users/...
         given[key] = value
     return given

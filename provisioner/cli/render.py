@@ -9,13 +9,13 @@ from provisioner.access.keys import ensure_key_pair
 from provisioner.cli import arguments
 from provisioner.cli.arguments import Commands, add_command, add_stack_option
 from provisioner.cli.console import progress
-from provisioner.cli.up_options import refused
+from provisioner.cli.up_options import UpOptions, config_change, refused
 from provisioner.driver.config import StackConfig
 from provisioner.driver.workspace import refuse_stack_files_left_in_checkout
 from provisioner.errors import CourseVmError, SettingsError
 from provisioner.paths import project_dir
 from provisioner.recipe.problems import as_given, set_flag_words
-from provisioner.recipe.settings import PROJECT, Settings, parse_settings
+from provisioner.recipe.settings import Settings, parse_settings
 from provisioner.recipe.user_data import user_data_for
 
 
@@ -53,17 +53,19 @@ def rendered_settings(stack: str, pairs: list[str]) -> Settings:
 
     Raises SettingsError (each Fix an `up` command, or with no stack file a --set flag) or CourseVmError for a
     stack file that cannot be used."""
-    given = arguments.settings_given(pairs)
+    options = UpOptions(sets=arguments.settings_given(pairs))
     refuse_stack_files_left_in_checkout()
     path = project_dir() / f"Pulumi.{stack}.yaml"
     if path.exists() or path.is_symlink():
         stored = StackConfig.from_stack_file(path)
+        # As `up --set` would store them: `KEY=` removes a stored key.
         try:
-            return stored.with_changes({f"{PROJECT}:{key}": value for key, value in given.items()}, {}).settings()
+            return config_change(stored, options).applied(stored).settings()
         except SettingsError as error:
-            raise refused(stack, error) from None  # the stack's settings: fixed with `up`
+            raise refused(stack, error, options.sets) from None
     progress(f"stack {stack} has no settings in {project_dir()} yet: rendering the defaults and --set")
     try:
+        given = config_change(StackConfig(), options).applied(StackConfig()).own()
         return parse_settings(given, None, None, for_gcp=False)
     except SettingsError as error:
         words = [p if isinstance(p, str) else p.in_words(set_flag_words) for p in as_given(error)]

@@ -84,7 +84,8 @@ def _up(
     checked_options(stack_name, options)
     if ready is not None and not Workspace.installed():
         # Named with whatever else is missing; the stack file says whether gcloud's login is needed too.
-        ready(stack_file_config(project_dir(), stack_name).iap)
+        stored = stack_file_config(project_dir(), stack_name)
+        ready(config_change(stored, options).applied(stored).iap)
     session = StackSession.open(stack_name, missing_ok=True)
     if ready is not None:
         ready(config_change(session.config(), options).applied(session.config()).iap)
@@ -92,7 +93,7 @@ def _up(
         # What the Pulumi CLI reads (secrets too) is checked before anything is stored.
         config_change(session.config(), options).applied(session.config()).settings()
     except SettingsError as error:
-        raise refused(stack_name, error) from None
+        raise refused(stack_name, error, options.sets) from None
     stage.now = "store"
     session.create()
     session.select()
@@ -149,8 +150,9 @@ def interrupted_up(stack_name: str, stage: str, options: UpOptions) -> str:
         "interrupted: "
         + {
             "check": "nothing was changed: the settings and this machine were being checked",
-            "store": f"nothing was changed in the cloud; the stack's settings may keep some of what "
-            f"{', '.join(options.given())} gave. `{up}` starts again",
+            "store": "nothing was changed in the cloud"
+            + (f"; the stack's settings may keep some of what {', '.join(options.given())} gave" if kept else "")
+            + f". `{up}` starts again",
             "preview": f"a preview changes nothing in the cloud.{kept} `{up}` previews again",
             "cloud": f"nothing was changed in the cloud (its API and quotas were being read).{kept} `{up}` reads "
             "them again",

@@ -4,7 +4,7 @@ each problem's fix a `course-vm up` command."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from provisioner.driver.config import CIDRS_KEY, StackConfig
@@ -56,22 +56,35 @@ class ConfigChange:
 ARRAYS = frozenset(row.key for row in SETTINGS if row.type == "array")
 
 
+GCP_KEYS = ("gcp:project", "gcp:zone")
+"""The provider's keys, which --set may name too (as --project and --zone do); every other key is course-vm's."""
+
+
+def full_key(key: str) -> str:
+    """KEY of --set as the stack's config names it."""
+    return key if key in GCP_KEYS else f"{PROJECT}:{key}"
+
+
 def config_change(config: StackConfig, options: UpOptions) -> ConfigChange:
     """What OPTIONS change in CONFIG, the stack's config: the flags' values, and the ranges as a list only when it
-    differs from the stored one (so that the line `allowedSshCidrs: OLD -> NEW` is said only for a change)."""
-    values = {key: value for key, value in (("gcp:project", options.project), ("gcp:zone", options.zone)) if value}
+    differs from the stored one (so that the line `allowedSshCidrs: OLD -> NEW` is said only for a change).
+
+    A list is stored item by item, an empty one as the JSON text `[]` (no item would leave the key unset, and so
+    its default). --set allowedSshCidrs=[...] is --allow given whole."""
+    values = {key: value for key, value in zip(GCP_KEYS, (options.project, options.zone), strict=True) if value}
     lists: dict[str, Sequence[str]] = {}
     removed: list[str] = []
     for key, text in options.sets.items():
         items = _json_list(text) if key in ARRAYS else None
         if text == "":
-            removed.append(f"{PROJECT}:{key}")
-        elif items is not None:
+            removed.append(full_key(key))
+        elif items:
             lists[key] = items
         else:
-            values[f"{PROJECT}:{key}"] = text
+            values[full_key(key)] = text
     old = config.cidrs()
-    new = list(options.allowed) if options.allowed else list(old)
+    given = lists.pop(CIDRS_KEY, None) or options.allowed
+    new = list(given) if given else list(old)
     for cidr in options.added:
         if cidr not in new:
             new.append(cidr)
@@ -92,8 +105,11 @@ def _json_list(text: str) -> list[str] | None:
     return None
 
 
-def up_words(stack_name: str) -> Callable[[Step], str]:
-    """How `up` says a fix's steps: the `course-vm up` flag that takes each (--project, --zone, --allow, --set)."""
+def up_words(stack_name: str, given: Collection[str] = ()) -> Callable[[Step], str]:
+    """How `up` says a fix's steps: the `course-vm up` flag that takes each (--project, --zone, --allow, --set).
+
+    One item of a list: in the list --set GIVEN (keys), that item corrected; in a stored list, the raw
+    `pulumi config` line that sets that item alone (a --set would replace the whole list)."""
     up = command("up", stack_name)
     flags = {"gcp:project": "--project", "gcp:zone": "--zone", CIDRS_KEY: "--allow"}
 
@@ -103,7 +119,9 @@ def up_words(stack_name: str) -> Callable[[Step], str]:
                 return f"`{up} {flags[step.key]} {step.example}`"
             if step.at is None:
                 return f"`{up} --set {step.key}={step.example}`"
-            return pulumi_words(step)  # one item of a list: --set would replace the whole list
+            if step.key in given:
+                return f"make item {step.at} of your --set {step.key}=[...] {step.example}"
+            return pulumi_words(step)
         if isinstance(step, RemoveKey):
             return f"`{up} --set {step.key}=` (which removes it)"
         return step.text
@@ -122,10 +140,10 @@ ADDRESS_NOTE = (
 )
 
 
-def refused(stack_name: str, error: SettingsError) -> SettingsError:
-    """ERROR, the stack's settings refused, each Fix a `course-vm up` command (see up_words)."""
+def refused(stack_name: str, error: SettingsError, given: Collection[str] = ()) -> SettingsError:
+    """ERROR, the stack's settings refused, each Fix a `course-vm up` command (see up_words: GIVEN, the --set keys)."""
     problems = as_given(error)
-    words = up_words(stack_name)
+    words = up_words(stack_name, given)
     lines = [p if isinstance(p, str) else p.in_words(words) for p in problems]
     no_address = any(isinstance(p, Problem) and p.why.startswith(NO_ADDRESS) for p in problems)
     notes = [ADDRESS_NOTE] if no_address else []
@@ -150,4 +168,4 @@ def checked_options(stack_name: str, options: UpOptions) -> None:
     try:
         config_change(stored, options).applied(stored).settings()
     except SettingsError as error:
-        raise refused(stack_name, error) from None
+        raise refused(stack_name, error, options.sets) from None

@@ -119,7 +119,7 @@ def project_directory() -> Path:
     return directory
 
 
-def refuse_stack_files_left_in_checkout(*, checkout: Path | None = None) -> None:
+def refuse_stack_files_left_in_checkout(*, checkout: Path | None = None, windows: bool = ON_WINDOWS) -> None:
     """Raise CourseVmError when the checkout (CHECKOUT, default this one when course-vm runs from one) holds stack
     files that the project folder has not: a checkout was once its own project folder, and a stack whose settings
     were left there would otherwise look empty. Nothing is moved without the user."""
@@ -133,11 +133,15 @@ def refuse_stack_files_left_in_checkout(*, checkout: Path | None = None) -> None
         from provisioner.errors import CourseVmError
 
         names = ", ".join(path.name for path in left)
-        move = " ".join(shlex.quote(str(path)) for path in left)
+        if windows:
+            folder, files = _powershell_quoted(str(directory)), ", ".join(_powershell_quoted(str(p)) for p in left)
+            move = f"New-Item -ItemType Directory -Force {folder} | Out-Null; Move-Item {files} {folder}"
+        else:
+            folder, files = shlex.quote(str(directory)), " ".join(shlex.quote(str(p)) for p in left)
+            move = f"mkdir -p {folder} && mv {files} {folder}/"
         raise CourseVmError(
             f"the stack settings {names} are in the checkout {checkout}, but every way of running course-vm now "
-            f"keeps them in its project folder {directory}. Fix: move them there: "
-            f"mkdir -p {shlex.quote(str(directory))} && mv {move} {shlex.quote(str(directory))}/"
+            f"keeps them in its project folder {directory}. Fix: move them there: {move}"
         )
 
 

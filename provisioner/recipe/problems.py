@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from provisioner.errors import SettingsError
+from provisioner.recipe.public_keys import NOT_SHOWN, holds_private_key
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,10 @@ class Problems:
         self.records: list[Problem] = []
 
     def add(self, key: str, value: object, why: str, fix: Fix | str) -> None:
-        """KEY holds VALUE, which cannot be because WHY; a FIX given as text is said alike by every front end."""
-        self.records.append(Problem(key, repr(value), why, as_fix(fix)))
+        """KEY holds VALUE, which cannot be because WHY; a FIX given as text is said alike by every front end.
+        A VALUE holding a private key (pasted into the wrong setting) is never shown."""
+        shown = repr(value)
+        self.records.append(Problem(key, NOT_SHOWN if holds_private_key(shown) else shown, why, as_fix(fix)))
 
     def not_set(self, key: str, fix: Fix | str) -> None:
         """KEY is required and has no value."""

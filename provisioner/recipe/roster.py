@@ -23,7 +23,7 @@ from provisioner.recipe.public_keys import (
     holds_private_key,
     public_key,
 )
-from provisioner.recipe.rules import PATH, Problems, Setting, as_list
+from provisioner.recipe.rules import Problems, Setting, as_list
 
 MAX_STUDENTS = 200
 
@@ -99,9 +99,10 @@ def from_csv(problems: Problems, setting: Setting, value: object) -> tuple[Roste
     if value in (None, ""):
         return ()
     key = setting.key
-    # A Windows drive (`C:/...`) as `up --set` stores a relative path there, made absolute with forward slashes.
-    if not isinstance(value, str) or not PATH.fullmatch(WINDOWS_DRIVE.sub("", value, count=1)):
-        problems.add(key, value, "the path may hold only letters, digits, spaces and ._/~@+-", ROSTER_FIX)
+    # Only read here, never written anywhere: any printable path (`/home/José (class)/roster.csv`, `C:/...`).
+    if not isinstance(value, str) or not value.isprintable() or len(value) > MAX_PATH:
+        why = f"it must be a path: printable text of at most {MAX_PATH} characters"
+        problems.add(key, value, why, "point it at the roster: " + set_key(key, "roster.csv"))
         return ()
     path = roster_path(value)
     text = _read(problems, key, value, path)
@@ -110,7 +111,7 @@ def from_csv(problems: Problems, setting: Setting, value: object) -> tuple[Roste
     return _roster_entries(problems, key, value, _shown(path), text)
 
 
-WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:(?=/)")
+MAX_PATH = 4096
 RELATIVE_NOTE = (
     " (a relative path: `up --set` keeps it as the working directory's; `pulumi config` reads it from {project})"
 )

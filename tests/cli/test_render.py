@@ -109,3 +109,11 @@ def test_render_of_a_student_with_their_own_key_authorises_it_and_the_instructor
     assert not (tmp_path / "key-alice").exists()
     assert user["ssh_authorized_keys"] == [own, " ".join((tmp_path / "key.pub").read_text().split()[:2])]
     assert (tmp_path / "key.pub").read_text().endswith(" instructor@course-vm\n")
+
+
+def test_render_set_with_nothing_after_the_equals_sign_renders_the_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_stack(tmp_path, extra="  course-vm:username: alice\n")
+    assert main(["render", "--set", "username="]) == 0  # as `up --set username=` would leave the stack
+    assert '  - name: "student"\n' in capsys.readouterr().out

@@ -399,10 +399,16 @@ def test_stack_files_a_checkout_kept_are_named_with_the_move_that_keeps_them(
     (checkout / "Pulumi.yaml").write_text("name: course-vm\n")
     (checkout / "Pulumi.dev.yaml").write_text("config:\n  gcp:project: p-123456\n")
     with pytest.raises(CourseVmError) as raised:
-        workspace.refuse_stack_files_left_in_checkout(checkout=checkout)
+        workspace.refuse_stack_files_left_in_checkout(checkout=checkout, windows=True)
+    assert str(raised.value).endswith(
+        f"Fix: move them there: New-Item -ItemType Directory -Force '{project_dir()}' | Out-Null; "
+        f"Move-Item '{checkout / 'Pulumi.dev.yaml'}' '{project_dir()}'"
+    )
+    with pytest.raises(CourseVmError) as raised:
+        workspace.refuse_stack_files_left_in_checkout(checkout=checkout, windows=False)
     message = str(raised.value)
     assert message.startswith(f"the stack settings Pulumi.dev.yaml are in the checkout {checkout}")
     fix = message.partition("Fix: move them there: ")[2]
     subprocess.run(["sh", "-c", fix], check=True)
     assert (project_dir() / "Pulumi.dev.yaml").read_text() == "config:\n  gcp:project: p-123456\n"
-    workspace.refuse_stack_files_left_in_checkout(checkout=checkout)  # nothing left: no error
+    workspace.refuse_stack_files_left_in_checkout(checkout=checkout, windows=False)  # nothing left: no error

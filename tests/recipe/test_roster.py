@@ -434,9 +434,13 @@ def test_an_email_with_any_character_of_address_syntax_is_refused(address: str) 
         email_address(address)
 
 
-def test_a_roster_path_on_a_windows_drive_passes_the_path_rule(tmp_path: Path) -> None:
-    # `up --set studentsCsv=roster.csv` on Windows stores `C:/Users/.../roster.csv`: only the reading may fail here.
-    [problem] = problems({"studentsCsv": "C:/Users/ana/roster.csv"})
-    assert "cannot be read" in problem
-    [problem] = problems({"studentsCsv": "C:roster.csv"})
-    assert "the path may hold only" in problem
+@pytest.mark.parametrize("folder", ["José (class)", "C:"])
+def test_any_printable_roster_path_is_read(tmp_path: Path, folder: str) -> None:
+    # `up --set studentsCsv=roster.csv` keeps the working directory's absolute path, whatever its folders are
+    # called (on Windows `C:/Users/...`): the path is only read, never written anywhere.
+    roster = tmp_path / folder / "roster.csv"
+    roster.parent.mkdir()
+    roster.write_text("name\nana\n")
+    assert parse_settings({**GOOD, "studentsCsv": str(roster)}, PROJECT, ZONE).students == ("ana",)
+    [problem] = problems({"studentsCsv": "roster\n.csv"})
+    assert "it must be a path: printable text" in problem

@@ -778,3 +778,11 @@ def test_a_misspelt_list_setting_given_an_empty_list_is_one_problem_not_a_crash(
         "student: got [], but course-vm has no such setting (did you mean students?). "
         "Fix: pulumi config rm student, then pulumi config set --path 'students[0]' VALUE",
     )
+
+
+def test_a_private_key_pasted_into_any_setting_is_never_shown() -> None:
+    # `up --set "username=$(cat ~/.ssh/course-vm)"`: the message names the key, never its text.
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+    said = problems({"username": key, "forwardPorts": [key]})
+    assert len(said) == 2
+    assert all("(a private key, not shown)" in line and "b3BlbnNzaC1rZXktdjE" not in line for line in said), said

@@ -20,7 +20,7 @@ TEMPLATES = PROGRAM_DIR / "cloud-init"
 
 
 def config_home() -> Path:
-    """`$XDG_CONFIG_HOME/course-vm` (default `~/.config/course-vm`): an installed copy's project directory."""
+    """`$XDG_CONFIG_HOME/course-vm` (default `~/.config/course-vm`): the project folder (see project_dir)."""
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "course-vm"
 
 

@@ -49,7 +49,7 @@ class KeyOption:
     name: str
     """How a message names the path: `sshKeyPath`, `--identity`."""
     set_to: str
-    """How to give another path, `{}` standing for it: `pulumi config set sshKeyPath {}`."""
+    """How to give another path, `{}` standing for it: `course-vm up --set sshKeyPath={}`."""
     otherwise: str
     """The fix when there is no path to suggest."""
 
@@ -59,7 +59,7 @@ class KeyOption:
 
 SSH_KEY_PATH = KeyOption(
     "sshKeyPath",
-    "pulumi config set sshKeyPath {}",
+    "course-vm up --set sshKeyPath={}",
     "set sshKeyPath to a private key such as ~/.ssh/id_ed25519, or remove the setting to have one made",
 )
 """The stack's setting (`up`, `render`, the Pulumi program)."""

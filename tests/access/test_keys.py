@@ -156,7 +156,7 @@ def test_a_public_key_is_named_so_before_its_mode_and_its_private_key_suggested(
     )
     with pytest.raises(SshKeyError) as raised:
         ensure_key_pair(public, comment="x")
-    assert str(raised.value).endswith(f"Fix: pulumi config set sshKeyPath '{path}'")
+    assert str(raised.value).endswith(f"Fix: course-vm up --set sshKeyPath='{path}'")
     assert mode(public) == public_mode, "course-vm must not change the user's file itself"
 
 

@@ -134,7 +134,7 @@ def test_the_own_backend_is_known_however_its_url_is_written(home: Path, url: st
     assert is_own_backend(own_backend(home).as_uri())
 
 
-# The project directory: a checkout is its own; an installed copy gets one with its own interpreter.
+# The project folder: the same for a checkout and an installed copy, its Pulumi.yaml naming the interpreter.
 
 
 @pytest.fixture

@@ -44,8 +44,10 @@ def test_the_readmes_install_line_gives_a_working_course_vm_on_a_fresh_clone(tmp
     home.mkdir()
     environment = {
         "HOME": str(home),
-        # pipx comes from requirements-dev.txt, beside this interpreter; no `pulumi` anywhere on PATH.
-        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "SHELL": "/bin/bash",  # whose start-up files `pipx ensurepath` extends
+        # pipx comes from requirements-dev.txt, beside this interpreter; no `pulumi` anywhere on PATH, and no
+        # course-vm either until `pipx ensurepath` has put pipx's folder there for the next shell.
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "PIPX_HOME": str(home / "pipx"),
         "PIPX_BIN_DIR": str(bin_dir),
         "PIPX_MAN_DIR": str(home / "man"),
@@ -60,13 +62,16 @@ def test_the_readmes_install_line_gives_a_working_course_vm_on_a_fresh_clone(tmp
         ["sh", "-c", install], cwd=clone, env=environment, capture_output=True, text=True, timeout=900, check=False
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert (bin_dir / "course-vm").exists()
+    assert shutil.which("course-vm", path=environment["PATH"]) is None, "only a new shell finds it, on pipx's PATH"
     elsewhere = home / "work"
     elsewhere.mkdir()
 
     def course_vm(*args: str) -> subprocess.CompletedProcess[str]:
+        # A new terminal, as the README says: a login shell, which reads what `pipx ensurepath` wrote.
         return subprocess.run(
-            ["course-vm", *args], cwd=elsewhere, env=environment, capture_output=True, text=True, timeout=120,
-            check=False,
+            ["bash", "-l", "-c", 'course-vm "$@"', "bash", *args], cwd=elsewhere, env=environment,
+            capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
 
     version = course_vm("--version")

@@ -13,13 +13,15 @@ from provisioner.access.ssh_config import hosts_file
 from provisioner.cli.arguments import settings_given
 from provisioner.cli.main import main
 from provisioner.cli.up import PartialUpError, interrupted_up, up, verifying
-from provisioner.cli.up_options import UpOptions
+from provisioner.cli.up_options import UpOptions, config_change, up_words
+from provisioner.driver.config import StackConfig
 from provisioner.driver.events import EngineLog, Step, StepKind
 from provisioner.driver.plan import Action, Plan
 from provisioner.driver.session import EngineRunError
 from provisioner.driver.verifications import Result, Verification, recorded_verifications
 from provisioner.errors import CourseVmError, ExitStatus, MissingPrerequisiteError, SettingsError
 from provisioner.gcp.quotas import Existing
+from provisioner.recipe.problems import SetKey
 from provisioner.recipe.settings import Settings
 from provisioner.stack import VERIFICATION_TYPE, StackOutputs
 from tests.support.openssh import resolved
@@ -620,3 +622,46 @@ def test_an_update_interrupted_while_only_verifications_ran_is_said_to_have_made
         "interrupted: the VMs were made; Pulumi stopped while checking them (their setup goes on). `course-vm up "
         "--stack fall` checks them again and finishes the job; `course-vm down --stack fall` removes them"
     )
+
+
+def test_config_change_stores_an_empty_list_as_such_and_set_ranges_as_allow() -> None:
+    stored = StackConfig({"course-vm:allowedSshCidrs": '["203.0.113.7/32"]', "course-vm:spot": "true"})
+    change = config_change(stored, UpOptions(sets={"forwardPorts": "[]", "spot": "", "gcp:zone": "europe-west1-c"}))
+    # No item would leave forwardPorts unset, and so Jupyter's and MLflow's ports forwarded after all.
+    assert change.values == {"course-vm:forwardPorts": "[]", "gcp:zone": "europe-west1-c"}
+    assert change.removed == ["course-vm:spot"]
+    assert change.lists == {}
+    both = config_change(stored, UpOptions(added=["198.51.100.0/24"], sets={"allowedSshCidrs": '["192.0.2.0/24"]'}))
+    assert both.lists == {"allowedSshCidrs": ["192.0.2.0/24", "198.51.100.0/24"]}
+
+
+def test_a_list_item_is_fixed_where_it_was_given() -> None:
+    step = SetKey("students", "alice-2", 1)
+    assert up_words("fall", given=["students"])(step) == "make item 1 of your --set students=[...] alice-2"
+    assert up_words("fall")(step) == "pulumi config set --path 'students[1]' alice-2"  # a stored list
+
+
+def test_ctrl_c_while_the_stack_is_made_says_no_empty_options() -> None:
+    assert interrupted_up("dev", "store", UpOptions()) == (
+        "interrupted: nothing was changed in the cloud. `course-vm up` starts again"
+    )
+    assert interrupted_up("dev", "store", UpOptions(zone="europe-west1-c")) == (
+        "interrupted: nothing was changed in the cloud; the stack's settings may keep some of what --zone gave. "
+        "`course-vm up` starts again"
+    )
+
+
+def test_an_iap_set_without_pulumi_names_gclouds_own_login_among_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    told: list[bool] = []
+
+    def ready(iap: bool) -> None:
+        told.append(iap)
+        raise MissingPrerequisiteError("lacking")
+
+    options = UpOptions("course-project-1", "europe-west1-b", sets={"sshAccess": "iap"})
+    with pytest.raises(MissingPrerequisiteError):
+        up("dev", options, confirm=yes, ready=ready, on_output=print)
+    assert told == [True]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import json
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -142,6 +144,14 @@ def _provider_key(problems: Problems, key: ProviderKey, value: object) -> str:
     return ""
 
 
+def _as_typed(key: str, value: object) -> object:
+    """VALUE as KEY takes it: for a list key, a value given alone as the JSON list of it, quoted for a shell
+    (`--set forwardport=8888` meant `--set forwardPorts='["8888"]'`)."""
+    if ROW[key].type != "array" or isinstance(value, list) or (isinstance(value, str) and value.startswith("[")):
+        return value
+    return shlex.quote(json.dumps([value]))
+
+
 def report_unknown_keys(problems: Problems, raw: Mapping[str, object]) -> None:
     """Every key course-vm does not know, with the known key it most likely meant, if one is close."""
     by_lower = {key.lower(): key for key in DEFAULTS}
@@ -150,7 +160,7 @@ def report_unknown_keys(problems: Problems, raw: Mapping[str, object]) -> None:
         if near:
             meant = by_lower[near[0]]
             why = f"course-vm has no such setting (did you mean {meant}?)"
-            problems.add(key, raw[key], why, remove_key(key) + ", then " + set_key(meant, raw[key]))
+            problems.add(key, raw[key], why, remove_key(key) + ", then " + set_key(meant, _as_typed(meant, raw[key])))
             continue
         fix = remove_key(key, aside=True) + f"; known keys: {', '.join(DEFAULTS)}"
         problems.add(key, raw[key], "course-vm has no such setting", fix)

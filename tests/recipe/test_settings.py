@@ -786,3 +786,10 @@ def test_a_private_key_pasted_into_any_setting_is_never_shown() -> None:
     said = problems({"username": key, "forwardPorts": [key]})
     assert len(said) == 2
     assert all("(a private key, not shown)" in line and "b3BlbnNzaC1rZXktdjE" not in line for line in said), said
+
+
+def test_a_misspelt_list_key_is_fixed_with_the_value_as_that_list() -> None:
+    [said] = problems({"forwardport": "8888"})
+    assert said.endswith("then pulumi config set forwardPorts '[\"8888\"]'")
+    [said] = problems({"forwardport": ["8888"]})
+    assert "then pulumi config set --path 'forwardPorts[0]' 8888" in said

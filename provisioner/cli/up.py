@@ -13,12 +13,11 @@ from provisioner.cli.up_options import UpOptions, checked_options, config_change
 from provisioner.driver.config import CIDRS_KEY
 from provisioner.driver.events import EngineLog, StepKind
 from provisioner.driver.plan import Action, Plan, failed_students
-from provisioner.driver.session import EngineInterruptedError, EngineRunError, StackSession, stack_file_config
+from provisioner.driver.session import EngineInterruptedError, EngineRunError, StackSession
 from provisioner.driver.verifications import record_verifications
 from provisioner.driver.workspace import OnOutput, Workspace
 from provisioner.errors import CourseVmError, EngineError, InterruptionError, SettingsError
 from provisioner.gcp.quotas import Existing
-from provisioner.paths import project_dir
 from provisioner.recipe.settings import Settings
 from provisioner.stack import VERIFICATION_TYPE, StackOutputs, VmOutputs, command
 
@@ -81,17 +80,17 @@ def _up(
     stage: Stage, stack_name: str, options: UpOptions, confirm: Confirm, check: CloudCheck | None,
     ready: Callable[[bool], None] | None, on_output: OnOutput, on_progress: OnOutput | None,
 ) -> StackOutputs:  # fmt: skip
-    checked_options(stack_name, options)
+    planned = checked_options(stack_name, options)
     if ready is not None and not Workspace.installed():
         # Named with whatever else is missing; the stack file says whether gcloud's login is needed too.
-        stored = stack_file_config(project_dir(), stack_name)
-        ready(config_change(stored, options).applied(stored).iap)
+        ready(planned.iap)
     session = StackSession.open(stack_name, missing_ok=True)
+    planned = config_change(session.config(), options).applied(session.config())
     if ready is not None:
-        ready(config_change(session.config(), options).applied(session.config()).iap)
+        ready(planned.iap)
     try:
         # What the Pulumi CLI reads (secrets too) is checked before anything is stored.
-        config_change(session.config(), options).applied(session.config()).settings()
+        planned.settings()
     except SettingsError as error:
         raise refused(stack_name, error, options.sets) from None
     stage.now = "store"

@@ -3,7 +3,6 @@ each problem's fix a `course-vm up` command."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -13,6 +12,7 @@ from provisioner.driver.workspace import refuse_stack_files_left_in_checkout
 from provisioner.errors import CourseVmError, SettingsError
 from provisioner.paths import project_dir
 from provisioner.recipe.problems import Problem, RemoveKey, SetKey, Step, as_given, pulumi_words
+from provisioner.recipe.rules import as_list
 from provisioner.recipe.settings import PROJECT, SETTINGS
 from provisioner.stack import command
 
@@ -96,12 +96,9 @@ def config_change(config: StackConfig, options: UpOptions) -> ConfigChange:
 def _json_list(text: str) -> list[str] | None:
     """TEXT, a --set value, as the list of strings it writes in JSON; None when it is no such list (the rules
     then say what it must be)."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    if isinstance(value, list) and all(isinstance(item, str | int) and not isinstance(item, bool) for item in value):
-        return [str(item) for item in value]
+    items = as_list(text)
+    if items is not None and all(isinstance(item, str | int) and not isinstance(item, bool) for item in items):
+        return [str(item) for item in items]
     return None
 
 
@@ -151,10 +148,10 @@ def refused(stack_name: str, error: SettingsError, given: Collection[str] = ()) 
     return SettingsError(lines, note="\n".join(notes))
 
 
-def checked_options(stack_name: str, options: UpOptions) -> None:
-    """Check what the stack's config would hold with OPTIONS, from its stack file (no Pulumi CLI needed), before
-    anything else: every problem at once, each Fix a `course-vm up` command. A stack file course-vm cannot read
-    alone (secrets, or broken) is checked after the Pulumi CLI has read it.
+def checked_options(stack_name: str, options: UpOptions) -> StackConfig:
+    """The stack's config with OPTIONS, from its stack file (no Pulumi CLI needed; none when it cannot be read
+    alone), checked before anything else: every problem at once, each Fix a `course-vm up` command. A stack
+    file holding secrets, or broken, is checked after the Pulumi CLI has read it.
 
     Raises SettingsError."""
     refuse_stack_files_left_in_checkout()
@@ -162,10 +159,12 @@ def checked_options(stack_name: str, options: UpOptions) -> None:
     try:
         stored = StackConfig.from_stack_file(path) if path.exists() else StackConfig()
     except CourseVmError:
-        return
+        return config_change(StackConfig(), options).applied(StackConfig())  # checked as the Pulumi CLI reads it
+    planned = config_change(stored, options).applied(stored)
     if any(isinstance(value, dict) for value in stored.values.values()):
-        return  # a secret (`secure:`): the Pulumi CLI's reading of it is checked once it is there
+        return planned  # a secret (`secure:`): the Pulumi CLI's reading of it is checked once it is there
     try:
-        config_change(stored, options).applied(stored).settings()
+        planned.settings()
     except SettingsError as error:
         raise refused(stack_name, error, options.sets) from None
+    return planned

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -440,6 +442,22 @@ def test_a_class_up_where_one_verification_fails_writes_the_others_and_names_it(
     assert "course-vm-bob" not in hosts, "no entry for a VM without outputs"
 
 
+def ctrl_c_once(process: subprocess.Popen[str], stream: IO[str] | None, said: str) -> tuple[str, str]:
+    """Ctrl-C for PROCESS (a terminal's: its whole group) once STREAM, one of its pipes, has SAID; what it printed
+    after that on stdout and stderr (STREAM's lines up to SAID are in neither)."""
+    assert stream is not None
+    seen = ""
+    while said not in seen:
+        line = stream.readline()
+        assert line, f"`up` ended before it said {said!r}: {seen}{process.communicate(timeout=30)}"
+        seen += line
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        return process.communicate(timeout=60)
+    finally:
+        process.kill()
+
+
 def test_ctrl_c_during_up_waits_for_pulumi_to_cancel_passing_on_all_it_says(tmp_path: Path) -> None:
     # A terminal's Ctrl-C reaches course-vm and the Pulumi CLI it runs alike. Pulumi cancels cleanly, saying
     # more than a pipe holds; course-vm passes all of it on (an unread pipe would hold Pulumi, and course-vm
@@ -448,17 +466,7 @@ def test_ctrl_c_during_up_waits_for_pulumi_to_cancel_passing_on_all_it_says(tmp_
     cancelled = {"cancelled": 3000, "events": ended, "stderr": "error: update canceled\n"}
     pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, events=CREATE, fail={"up": cancelled})
     process = started_cli("up", "--yes", env=pulumi.environment, own_group=True)
-    assert process.stdout is not None
-    seen = ""
-    while "Updating (dev)" not in seen:
-        line = process.stdout.readline()
-        assert line, f"`up` ended before it updated: {seen}{process.communicate(timeout=30)}"
-        seen += line
-    os.killpg(process.pid, signal.SIGINT)
-    try:
-        out, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
+    out, err = ctrl_c_once(process, process.stdout, "Updating (dev)")
     assert process.returncode == ExitStatus.INTERRUPTED, err
     assert "cancelling: waiting for the running operations to finish (2999)\n" in out
     assert err.endswith(
@@ -474,17 +482,7 @@ def test_ctrl_c_during_the_preview_says_it_changed_nothing_in_the_cloud(tmp_path
     cancelled = {"cancelled": 1, "stderr": "error: preview canceled\n"}
     pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, fail={"preview": cancelled})
     process = started_cli("up", "--yes", "--set", "spot=true", env=pulumi.environment, own_group=True)
-    assert process.stderr is not None
-    seen = ""
-    while "previewing the changes to stack dev" not in seen:
-        line = process.stderr.readline()
-        assert line, f"`up` ended before its preview: {seen}{process.communicate(timeout=30)}"
-        seen += line
-    os.killpg(process.pid, signal.SIGINT)
-    try:
-        _, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
+    _, err = ctrl_c_once(process, process.stderr, "previewing the changes to stack dev")
     assert process.returncode == ExitStatus.INTERRUPTED, err
     assert err.endswith(
         "course-vm: interrupted: a preview changes nothing in the cloud. The stack's settings keep what --set "

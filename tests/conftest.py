@@ -16,6 +16,7 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.support.fake_compute_api import FakeComputeApi
+    from tests.support.iap_relay import RealGcloudTunnels
     from tests.support.sshd import Sshd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,3 +136,17 @@ def api() -> Iterator[FakeComputeApi]:
 
     with fake_compute_api() as fake:
         yield fake
+
+
+@pytest.fixture
+def iap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RealGcloudTunnels]:
+    """Google's real gcloud first on PATH (and its settings in this test's folder), its IAP tunnels going to
+    a relay stand-in on loopback whose backend a test sets (tests/support/iap_relay.py). At the end, every
+    gcloud run must have been reaped, and gcloud must have spoken the relay's protocol as IAP takes it."""
+    from tests.support.iap_relay import real_gcloud_tunnels
+
+    with real_gcloud_tunnels(tmp_path / "iap") as tunnels:
+        for name, value in tunnels.environment(os.environ["PATH"]).items():
+            monkeypatch.setenv(name, value)
+        yield tunnels
+        tunnels.check()

@@ -39,7 +39,9 @@ class ProxyMissingError(CourseVmError):
 
 # What gcloud says when the tunnel is refused for good: no retry changes it, only the user can.
 # IAP's own codes (Error while connecting [CODE: 'reason']): 4033 not authorized is final; 4003 failed to
-# connect to backend (the VM or its sshd is not up yet) and the rest may pass, and are retried.
+# connect to backend (the VM or its sshd is not up yet) and the rest may pass, and are retried. gcloud 528
+# exits 0 after such a refusal under --listen-on-stdin (it logs the error, then a traceback): only its words
+# tell it apart; exit 1 without an account.
 _NOT_AUTHORIZED = re.compile(r"\[4033: |not authorized|Required '[a-zA-Z.]+' permission")
 _NOT_LOGGED_IN = ("do not currently have an active account", "gcloud auth login", "Reauthentication failed")
 _GRANT_FIX = (
@@ -249,9 +251,14 @@ class ProxySocket:
             return ""
 
     def stderr_tail(self) -> str:
-        """The last line the proxy wrote on stderr ("" for none)."""
+        """The last `ERROR:` line the proxy wrote on stderr, else its last line ("" for none).
+
+        gcloud's tunnel that fails to connect writes `ERROR: [0] Error during local connection to [stdin]:
+        Error while connecting [4003: ...]`, then its traceback: the ERROR line says it without the class path.
+        """
         lines = self._stderr_text().strip().splitlines()
-        return " ".join(lines[-1].split()) if lines else ""
+        errors = [line for line in lines if line.startswith("ERROR:")]
+        return " ".join((errors or lines)[-1].split()) if lines else ""
 
     def close(self) -> None:
         """End the proxy and reap it: SIGTERM, then SIGKILL after 2 s. Safe to call more than once."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import signal
+import socket
+import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -22,7 +23,9 @@ from provisioner.access.proxy import (
 )
 from provisioner.access.ssh import Target, connect, load_identity, run
 from provisioner.errors import CourseVmError, ExitStatus, HostKeyMismatchError
-from tests.support import gcloud
+from tests.support.fake_compute_api import FakeComputeApi
+from tests.support.iap_relay import RealGcloudTunnels
+from tests.support.real_gcloud import TOKEN
 from tests.support.sshd import Sshd, other_host_key
 
 PROJECT, ZONE, INSTANCE = "course-project-1", "europe-west1-b", "course-vm-vm-1a2b3c"
@@ -62,6 +65,13 @@ def test_gcloud_cmd_is_the_iap_command_too() -> None:
     assert iap_proxy_command(PROJECT, ZONE, windows=True) == windows
     assert iap_location(windows) == (PROJECT, ZONE)
     assert proxy_argv(windows, INSTANCE, 22)[0] == "gcloud.cmd"
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (it was free a moment ago)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def planted(folder: Path, name: str) -> Path:
@@ -111,21 +121,34 @@ def test_bad_project_or_zone_is_refused() -> None:
         iap_proxy_command("x y", ZONE)
 
 
+# What the real gcloud 528 wrote on stderr for each (test_the_real_gclouds_words_for_each_refusal holds them to it).
+DENIED = "ERROR: [0] Error during local connection to [stdin]: Error while connecting [4033: 'not authorized']."
+BACKEND = (
+    "ERROR: [0] Error during local connection to [stdin]: Error while connecting [4003: 'failed to connect to "
+    "backend']. (Failed to connect to port 22)"
+)
+NO_ACCOUNT = "ERROR: (gcloud.compute.start-iap-tunnel) You do not currently have an active account selected."
+TRACEBACK = (
+    'Traceback (most recent call last):\n  File "iap_tunnel.py", line 775, in RunReceiveLocalData\n'
+    "googlecloudsdk.api_lib.compute.iap_tunnel_websocket.ConnectionCreationError: Error while connecting [{}]."
+)
+
+
 @pytest.mark.parametrize(
     ("said", "exit_code"),
     [
-        (gcloud.NOT_AUTHORIZED, ExitStatus.UNREACHABLE),
+        (DENIED + "\n" + TRACEBACK.format("4033: 'not authorized'"), ExitStatus.UNREACHABLE),
         (
             "ERROR: (gcloud.compute.start-iap-tunnel) Could not fetch resource:\n"
             " - Required 'compute.instances.get' permission for 'projects/p/zones/z/instances/vm-1'",
             ExitStatus.UNREACHABLE,
         ),
-        (gcloud.NOT_LOGGED_IN, ExitStatus.MISSING_PREREQUISITE),
+        (NO_ACCOUNT + "\nPlease run:\n\n  $ gcloud auth login\n", ExitStatus.MISSING_PREREQUISITE),
         (
             "ERROR: (gcloud.compute.start-iap-tunnel) Reauthentication failed. cannot prompt",
             ExitStatus.MISSING_PREREQUISITE,
         ),
-        (gcloud.EXIT_ERROR, None),  # 4003: the VM or its sshd is not up yet
+        (BACKEND + "\n" + TRACEBACK.format("4003: 'failed to connect to backend'"), None),  # the VM's sshd is not up
         ("ERROR: (gcloud.compute.start-iap-tunnel) Error while connecting [4047: 'Failed to lookup instance'].", None),
         ("", None),
     ],
@@ -138,24 +161,8 @@ def test_only_a_refusal_no_retry_can_change_is_final(said: str, exit_code: int |
         assert "\n" not in str(refusal) and ". Fix: " in str(refusal) and ".." not in str(refusal)
 
 
-# Through the stand-in gcloud (tests/support/gcloud.py) to the tests' real sshd.
-
-
-@pytest.fixture
-def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[gcloud.StandInGcloud]:
-    fake = gcloud.install(tmp_path / "gcloud-bin")
-    fake.expect(INSTANCE, PROJECT, ZONE)
-    monkeypatch.setenv("PATH", f"{fake.bin}:{Path('/usr/bin')}:{Path('/bin')}")
-    yield fake
-    assert_reaped(fake)
-
-
-def assert_reaped(fake: gcloud.StandInGcloud) -> None:
-    """Every tunnel the stand-in ran has ended and been reaped (a zombie still has its /proc entry)."""
-    deadline = time.monotonic() + 5
-    while (left := [pid for pid in fake.pids() if Path(f"/proc/{pid}").exists()]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert left == [], f"tunnel processes left: {left}"
+# Through Google's real gcloud and the IAP relay stand-in (the `iap` fixture, tests/support/iap_relay.py) to the
+# tests' real sshd.
 
 
 def iap_target(sshd: Sshd, **changes: object) -> Target:
@@ -172,48 +179,89 @@ def iap_target(sshd: Sshd, **changes: object) -> Target:
 
 
 @pytest.mark.integration
-def test_logs_in_through_the_tunnel_with_the_pinned_key(ready_sshd: Sshd, standin: gcloud.StandInGcloud) -> None:
-    standin.connect_to(ready_sshd.port)
+@pytest.mark.parametrize(
+    ("mode", "token", "status", "said"),
+    [("denied", True, 0, DENIED), ("backend", True, 0, BACKEND), ("ok", False, 1, NO_ACCOUNT)],
+)
+def test_the_real_gclouds_words_for_each_refusal(
+    iap: RealGcloudTunnels, monkeypatch: pytest.MonkeyPatch, mode: str, token: bool, status: int, said: str
+) -> None:
+    """What tunnel_refusal reads is what Google's gcloud writes: 4033 and 4003 exit 0 (gcloud logs the
+    error of its stdin tunnel and ends), no account exits 1."""
+    iap.relay.mode = mode
+    if not token:
+        monkeypatch.delenv("CLOUDSDK_AUTH_ACCESS_TOKEN")
+    done = subprocess.run(proxy_argv(IAP, INSTANCE, 22), input=b"", capture_output=True, timeout=60, check=False)
+    lines = done.stderr.decode().splitlines()
+    assert (done.returncode, said in lines) == (status, True), done.stderr.decode()
+    assert len(iap.relay.connects) == (1 if token else 0)
+    refusal = tunnel_refusal(INSTANCE, done.stderr.decode())
+    assert (refusal and refusal.exit_code) == {"denied": ExitStatus.UNREACHABLE, "backend": None}.get(
+        mode, ExitStatus.MISSING_PREREQUISITE
+    )
+
+
+@pytest.mark.integration
+def test_logs_in_through_the_tunnel_with_the_pinned_key(
+    ready_sshd: Sshd, iap: RealGcloudTunnels, api: FakeComputeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through gcloud as students run it: the relay is asked for the instance's nic0, port 22, with the
+    account's token; megabytes flow both ways without stalling (gcloud ACKs past 32 KiB unacknowledged)."""
+    iap.relay.backend_port = ready_sshd.port
+    monkeypatch.setenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", api.url + "/")
     target = iap_target(ready_sshd)
     messages: list[str] = []
     with connect(target, load_identity(target.identity), time.monotonic() + 20, messages.append) as client:
         result = run(client, "id -un", 10)
+        _, down, _ = client.exec_command("head -c 3000000 /dev/zero", timeout=60)
+        received = len(down.read())
+        up, counted, _ = client.exec_command("wc -c", timeout=60)
+        up.write(bytes(3_000_000))
+        up.channel.shutdown_write()
+        uploaded = counted.read().decode().strip()
     assert result.ok and result.stdout.strip() == ready_sshd.user, result
+    assert (received, uploaded) == (3_000_000, "3000000")
     assert messages == []
-    assert len(standin.pids()) == 1
+    assert len(iap.gcloud.pids()) == 1
+    [connected] = iap.relay.connects
+    assert connected.path == "/v4/connect"
+    assert connected.query == {
+        "project": PROJECT, "zone": ZONE, "instance": INSTANCE, "interface": "nic0", "port": "22",
+        "newWebsocket": "True",
+    }  # fmt: skip
+    assert connected.headers["authorization"] == f"Bearer {TOKEN}"
+    assert connected.headers["sec-websocket-protocol"] == "relay.tunnel.cloudproxy.app"
+    assert iap.relay.acked_by_gcloud > 2 * 16384
+    # gcloud 528's GA start-iap-tunnel given --zone reads no instance before connecting (nic0 is assumed), and
+    # under --listen-on-stdin not after a failed connect either: the Compute API is not called at all.
+    assert api.requests == []
 
 
 @pytest.mark.integration
 def test_a_wrong_host_key_through_the_tunnel_is_a_mismatch(
-    ready_sshd: Sshd, standin: gcloud.StandInGcloud, tmp_path: Path
+    ready_sshd: Sshd, iap: RealGcloudTunnels, tmp_path: Path
 ) -> None:
-    standin.connect_to(ready_sshd.port)
+    iap.relay.backend_port = ready_sshd.port
     target = iap_target(ready_sshd, host_keys=(parse_host_key(other_host_key(tmp_path)),))
     with pytest.raises(HostKeyMismatchError, match=f"HOST KEY MISMATCH for {INSTANCE}:22"):
         connect(target, load_identity(target.identity), time.monotonic() + 10, lambda _: None)
-    assert len(standin.pids()) == 1
+    assert len(iap.gcloud.pids()) == 1
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
     ("mode", "reason"),
     [
-        ("exit", f"the proxy `gcloud compute start-iap-tunnel` exited with status 1: {gcloud.EXIT_ERROR}"),
+        # Nothing listens on the backend's port: the relay refuses with 4003, as IAP does.
+        ("ok", f"the proxy `gcloud compute start-iap-tunnel` exited with status 0: {BACKEND}"),
         ("hang", "no SSH server answered through the IAP tunnel (gcloud)"),
         ("garbage", "no SSH server answered through the IAP tunnel (gcloud)"),
-        # The real gcloud says `Error while connecting [4003: 'failed to connect to backend']`.
-        ("refused", "exited with status 1: ConnectionRefusedError: [Errno 111] Connection refused"),
     ],
 )
-def test_a_broken_tunnel_is_one_clear_error(
-    ready_sshd: Sshd, standin: gcloud.StandInGcloud, mode: str, reason: str
-) -> None:
-    standin.connect_to(ready_sshd.port)
+def test_a_broken_tunnel_is_one_clear_error(ready_sshd: Sshd, iap: RealGcloudTunnels, mode: str, reason: str) -> None:
+    iap.relay.backend_port = unused_port()
+    iap.relay.mode = mode
     target = iap_target(ready_sshd)
-    if mode == "refused":
-        standin.connect_to(1)  # nothing listens: the stand-in fails as a tunnel to a VM without sshd
-    else:
-        standin.misbehave(mode)
     messages: list[str] = []
     started = time.monotonic()
     with pytest.raises(CourseVmError) as raised:
@@ -225,7 +273,7 @@ def test_a_broken_tunnel_is_one_clear_error(
     assert "Fix: check that the VM is running, that `gcloud auth login` was done" in message
     assert "\n" not in message
     assert time.monotonic() - started < 15
-    assert standin.pids(), "the tunnel never ran"
+    assert iap.gcloud.pids(), "the tunnel never ran"
 
 
 @pytest.mark.integration
@@ -235,29 +283,38 @@ def test_a_broken_tunnel_is_one_clear_error(
         (
             "denied",
             ExitStatus.UNREACHABLE,
-            gcloud.NOT_AUTHORIZED,
+            "was refused: " + DENIED.rstrip("."),
             "Fix: `gcloud auth login` with the Google account granted IAP access to this VM (the roster's `email`, "
             "or studentEmail; a project owner has it too), or ask the instructor to grant yours",
         ),
         (
             "logged-out",
             ExitStatus.MISSING_PREREQUISITE,
-            "gcloud has no Google account to use",
+            f"gcloud has no Google account to use ({NO_ACCOUNT.rstrip('.')})",
             "Fix: run `gcloud auth login` (with the Google account granted IAP access to this VM)",
         ),
     ],
 )
 def test_a_tunnel_refused_for_good_ends_at_once(
-    ready_sshd: Sshd, standin: gcloud.StandInGcloud, mode: str, exit_code: int, said: str, fix: str
+    ready_sshd: Sshd,
+    iap: RealGcloudTunnels,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
+    exit_code: int,
+    said: str,
+    fix: str,
 ) -> None:
-    standin.connect_to(ready_sshd.port)
-    standin.misbehave(mode)
+    iap.relay.backend_port = ready_sshd.port
+    if mode == "logged-out":
+        monkeypatch.delenv("CLOUDSDK_AUTH_ACCESS_TOKEN")
+    else:
+        iap.relay.mode = mode
     target = iap_target(ready_sshd)
     started = time.monotonic()
     with pytest.raises(CourseVmError) as raised:
         connect(target, load_identity(target.identity), started + 60, lambda _: None)
     assert time.monotonic() - started < 10  # not at the deadline: retrying cannot help
-    assert len(standin.pids()) == 1
+    assert len(iap.gcloud.pids()) == 1
     assert raised.value.exit_code == exit_code
     message = str(raised.value)
     assert message.startswith(f"the IAP tunnel to {INSTANCE} was refused: "), message
@@ -266,15 +323,19 @@ def test_a_tunnel_refused_for_good_ends_at_once(
 
 
 @pytest.mark.integration
-def test_a_vm_whose_sshd_is_not_up_yet_is_retried(ready_sshd: Sshd, standin: gcloud.StandInGcloud) -> None:
-    standin.connect_to(ready_sshd.port)
-    standin.misbehave("exit")  # IAP's 4003: failed to connect to backend
+def test_a_vm_whose_sshd_is_not_up_yet_is_retried_until_it_is(ready_sshd: Sshd, iap: RealGcloudTunnels) -> None:
+    iap.relay.backend_port = ready_sshd.port
+    iap.relay.next_modes = ["backend", "backend"]  # IAP's 4003 twice, then the tunnel opens
     target = iap_target(ready_sshd)
     messages: list[str] = []
-    with pytest.raises(CourseVmError):
-        connect(target, load_identity(target.identity), time.monotonic() + 3, messages.append)
-    assert len(standin.pids()) > 1
-    assert "4003: 'failed to connect to backend'" in messages[0]
+    with connect(target, load_identity(target.identity), time.monotonic() + 30, messages.append) as client:
+        assert run(client, "true", 10).ok
+    assert len(iap.gcloud.pids()) == 3
+    [said] = messages  # the second 4003 says the same: not said again
+    assert said.startswith(
+        f"waiting for {INSTANCE}:22: the proxy `gcloud compute start-iap-tunnel` exited with status 0: "
+    )
+    assert BACKEND in said
 
 
 def test_without_gcloud_the_prerequisite_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -289,9 +350,9 @@ def test_without_gcloud_the_prerequisite_is_named(tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.integration
-def test_ctrl_c_while_the_tunnel_hangs_leaves_no_tunnel(ready_sshd: Sshd, standin: gcloud.StandInGcloud) -> None:
-    standin.connect_to(ready_sshd.port)
-    standin.misbehave("hang")
+def test_ctrl_c_while_the_tunnel_hangs_leaves_no_tunnel(ready_sshd: Sshd, iap: RealGcloudTunnels) -> None:
+    iap.relay.backend_port = ready_sshd.port
+    iap.relay.mode = "hang"
     target = iap_target(ready_sshd)
 
     def interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -305,7 +366,7 @@ def test_ctrl_c_while_the_tunnel_hangs_leaves_no_tunnel(ready_sshd: Sshd, standi
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert len(standin.pids()) == 1  # reaped: the fixture checks
+    assert len(iap.gcloud.pids()) == 1  # reaped: the fixture checks
 
 
 def test_close_reaps_a_proxy_that_ignores_sigterm(tmp_path: Path) -> None:

@@ -269,7 +269,8 @@ def test_a_broken_tunnel_is_one_clear_error(ready_sshd: Sshd, iap: RealGcloudTun
     assert raised.value.exit_code == ExitStatus.UNREACHABLE
     message = str(raised.value)
     assert message.startswith(f"could not log in to {ready_sshd.user}@{INSTANCE}:22 within 4s: "), message
-    assert reason in message
+    # The last attempt, cut short by the deadline, may end before gcloud (0.5 s to start) says anything.
+    assert reason in message or (mode == "ok" and reason in messages[0]), (message, messages)
     assert "Fix: check that the VM is running, that `gcloud auth login` was done" in message
     assert "\n" not in message
     assert time.monotonic() - started < 15

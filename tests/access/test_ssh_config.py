@@ -18,7 +18,7 @@ from provisioner.access.ssh_config import (
 )
 from provisioner.errors import CourseVmError
 from tests.conftest import require_tool
-from tests.support import gcloud
+from tests.support.iap_relay import RealGcloudTunnels
 from tests.support.openssh import resolved, resolved_all
 from tests.support.sshd import Sshd
 
@@ -312,14 +312,12 @@ def test_openssh_reads_the_iap_block(home: Path) -> None:
 
 @pytest.mark.integration
 def test_openssh_logs_in_through_the_tunnel_with_the_pinned_key_only(
-    home: Path, ready_sshd: Sshd, monkeypatch: pytest.MonkeyPatch
+    home: Path, ready_sshd: Sshd, iap: RealGcloudTunnels
 ) -> None:
-    """A real `ssh` through the Host block and the stand-in gcloud: the pinned line, named by the instance
-    as the verification writes it, is the one ssh looks up; another key under that name is refused."""
-    standin = gcloud.install(home / "bin")
-    standin.expect(INSTANCE, "course-project-1", "europe-west1-b")
-    standin.connect_to(ready_sshd.port)
-    monkeypatch.setenv("PATH", f"{standin.bin}:{os.environ['PATH']}")
+    """A real `ssh -F` through the Host block `up` writes, Google's real gcloud as its ProxyCommand and the IAP
+    relay stand-in: the pinned line, named by the instance as the verification writes it, is the one ssh looks
+    up; another key under that name is refused."""
+    iap.relay.backend_port = ready_sshd.port
     pins = home / "pins"
     pins.write_text(ready_sshd.host_key.known_hosts_line(INSTANCE, 22) + "\n")
     add_host("course-vm", iap_block(str(pins), str(ready_sshd.client_key), ready_sshd.user))
@@ -330,6 +328,8 @@ def test_openssh_logs_in_through_the_tunnel_with_the_pinned_key_only(
     refused = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
     assert refused.returncode == 255
     assert "Host key verification failed" in refused.stderr
+    assert len(iap.gcloud.pids()) == 2
+    assert {connect.query["instance"] for connect in iap.relay.connects} == {INSTANCE}
 
 
 IAP_TUNNEL = "gcloud compute start-iap-tunnel %h 22 --listen-on-stdin --project course-project-1 --zone europe-west1-b"

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from provisioner.local.vm import free_loopback_port
-from tests.support import gcloud
 from tests.support.cli import run_cli
 from tests.support.fake_compute_api import ED25519, INSTANCE, FakeComputeApi
+from tests.support.iap_relay import RealGcloudTunnels
 from tests.support.outputs import PROJECT, ZONE, class_outputs, one_vm, vm_outputs
 from tests.support.pulumi_state import exported_deployment
 from tests.support.sshd import Sshd, other_host_key
@@ -249,7 +249,8 @@ def test_check_waits_for_a_finished_vm_by_default_and_for_a_new_one_when_told() 
     )
 
 
-# sshAccess iap: the stack's VMs are reached by instance name through the IAP tunnel (a stand-in gcloud here).
+# sshAccess iap: the stack's VMs are reached by instance name through the IAP tunnel: Google's real gcloud, to the
+# IAP relay stand-in (the `iap` fixture, which also checks every tunnel was reaped).
 
 
 def iap_vm(server: Sshd, student: str = "") -> dict[str, Any]:
@@ -258,53 +259,74 @@ def iap_vm(server: Sshd, student: str = "") -> dict[str, Any]:
     return vm_outputs(student, iap=True, **at_the_sshd(server))
 
 
-def with_standin_gcloud(env: dict[str, str], tmp_path: Path, server: Sshd, instance: str) -> gcloud.StandInGcloud:
-    """A gcloud first on ENV's PATH whose one tunnel, to INSTANCE, reaches SERVER."""
-    standin = gcloud.install(tmp_path / "gcloud-bin")
-    standin.expect(instance, PROJECT, ZONE)
-    standin.connect_to(server.port)
-    env["PATH"] = f"{standin.bin}:{env['PATH']}"
-    return standin
-
-
-def reaped(standin: gcloud.StandInGcloud) -> bool:
-    return bool(standin.pids()) and not [pid for pid in standin.pids() if Path(f"/proc/{pid}").exists()]
+def through_real_gcloud(env: dict[str, str], iap: RealGcloudTunnels, server: Sshd) -> None:
+    """ENV runs Google's real gcloud first on PATH, whose tunnels reach SERVER through the IAP relay stand-in."""
+    iap.relay.backend_port = server.port
+    env.update(iap.environment(env["PATH"]))
 
 
 @pytest.mark.integration
-def test_check_of_an_iap_vm_goes_through_the_tunnel(ready_sshd: Sshd, tmp_path: Path) -> None:
+def test_check_of_an_iap_vm_goes_through_the_tunnel(ready_sshd: Sshd, iap: RealGcloudTunnels, tmp_path: Path) -> None:
     vm = iap_vm(ready_sshd)
     env = stand_in_pulumi(tmp_path, {"dev": {"project": PROJECT, **vm}}, selected="dev").environment
-    standin = with_standin_gcloud(env, tmp_path, ready_sshd, vm["instanceName"])
+    through_real_gcloud(env, iap, ready_sshd)
     result = check_cli("--json", env=env)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["ok"] is True
-    assert reaped(standin)
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["checks"], report
+    assert [(c.query["instance"], c.query["zone"], c.query["project"]) for c in iap.relay.connects] == [
+        (vm["instanceName"], ZONE, PROJECT)
+    ]
 
 
 @pytest.mark.integration
-def test_check_of_an_iap_class_goes_through_each_tunnel(ready_sshd: Sshd, tmp_path: Path) -> None:
+def test_check_of_an_iap_class_goes_through_each_tunnel(
+    ready_sshd: Sshd, iap: RealGcloudTunnels, tmp_path: Path
+) -> None:
     alice = iap_vm(ready_sshd, "alice")
     env = stand_in_pulumi(tmp_path, {"dev": class_outputs(vms={"alice": alice})}, selected="dev").environment
-    standin = with_standin_gcloud(env, tmp_path, ready_sshd, alice["instanceName"])
+    through_real_gcloud(env, iap, ready_sshd)
     result = check_cli("--timeout", "30", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[1].split()[:3] == ["alice", alice["instanceName"], "ok"]
-    assert reaped(standin)
+    assert {c.query["instance"] for c in iap.relay.connects} == {alice["instanceName"]}
 
 
 @pytest.mark.integration
-def test_check_through_a_broken_tunnel_is_exit_3_with_one_line(ready_sshd: Sshd, tmp_path: Path) -> None:
+def test_check_through_a_tunnel_refused_for_good_is_one_line_at_once(
+    ready_sshd: Sshd, iap: RealGcloudTunnels, tmp_path: Path
+) -> None:
     vm = iap_vm(ready_sshd)
     env = stand_in_pulumi(tmp_path, {"dev": {"project": PROJECT, **vm}}, selected="dev").environment
-    standin = with_standin_gcloud(env, tmp_path, ready_sshd, vm["instanceName"])
-    standin.misbehave("exit")
-    result = check_cli("--timeout", "3", env=env)
+    through_real_gcloud(env, iap, ready_sshd)
+    iap.relay.mode = "denied"
+    result = check_cli("--timeout", "60", env=env)
     assert result.returncode == 3, result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert f"exited with status 1: {gcloud.EXIT_ERROR}" in last and "Fix: " in last, result.stderr
+    assert f"the IAP tunnel to {vm['instanceName']} was refused: " in last, result.stderr
+    assert "Error while connecting [4033: 'not authorized']" in last and "Fix: `gcloud auth login`" in last
     assert "Traceback" not in result.stderr
-    assert reaped(standin)
+    assert len(iap.gcloud.pids()) == 1
+
+
+@pytest.mark.integration
+def test_check_through_a_broken_tunnel_is_exit_3_with_one_line(
+    ready_sshd: Sshd, iap: RealGcloudTunnels, tmp_path: Path
+) -> None:
+    vm = iap_vm(ready_sshd)
+    env = stand_in_pulumi(tmp_path, {"dev": {"project": PROJECT, **vm}}, selected="dev").environment
+    through_real_gcloud(env, iap, ready_sshd)
+    iap.relay.mode = "backend"
+    result = check_cli("--timeout", "3", env=env)
+    assert result.returncode == 3, result.stderr
+    # gcloud's words come as the check waits; the last attempt, cut short by the deadline, may end before
+    # gcloud (0.5 s to start) has said anything, so the final line may only say that no SSH server answered.
+    waiting = [line for line in result.stderr.splitlines() if line.startswith("course-vm: waiting for ")]
+    assert "exited with status 0: ERROR: [0] Error during local connection to [stdin]: " in waiting[0], result.stderr
+    assert "Error while connecting [4003: 'failed to connect to backend']" in waiting[0]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("course-vm: could not log in to ") and "Fix: " in last, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_check_of_a_class_whose_first_up_finished_for_no_student_says_there_is_nothing_yet(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +15,8 @@ from provisioner.access.proxy import iap_proxy_command
 from provisioner.errors import CourseVmError
 from provisioner.gcp.verification import CHECKER_VERSION, VmVerificationProvider
 from tests.conftest import ROOT
-from tests.support import gcloud
 from tests.support.fake_compute_api import ED25519, INSTANCE, FakeComputeApi
+from tests.support.iap_relay import RealGcloudTunnels
 from tests.support.sshd import Sshd
 
 
@@ -234,17 +233,17 @@ def test_a_stack_made_before_moves_its_pins_to_a_file_of_its_own_without_a_new_c
 
 @pytest.mark.integration
 def test_an_iap_vm_is_verified_through_the_tunnel_and_pinned_under_its_name(
-    ready_sshd: Sshd, api: FakeComputeApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ready_sshd: Sshd, api: FakeComputeApi, iap: RealGcloudTunnels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """`up`'s verification reaches the VM through Google's real gcloud and the IAP relay stand-in."""
     for name, value in publish(api, ready_sshd).items():
         monkeypatch.setenv(name, value)
-    standin = gcloud.install(tmp_path / "bin")
-    standin.expect(INSTANCE.name, INSTANCE.project, INSTANCE.zone)
-    standin.connect_to(ready_sshd.port)
-    monkeypatch.setenv("PATH", f"{standin.bin}:{os.environ['PATH']}")
-    iap = iap_proxy_command(INSTANCE.project, INSTANCE.zone)
+    iap.relay.backend_port = ready_sshd.port
+    tunnel = iap_proxy_command(INSTANCE.project, INSTANCE.zone)
     outs = (
-        VmVerificationProvider(str(ROOT)).create(props(ready_sshd, host=INSTANCE.name, port=22, proxy_command=iap)).outs
+        VmVerificationProvider(str(ROOT))
+        .create(props(ready_sshd, host=INSTANCE.name, port=22, proxy_command=tunnel))
+        .outs
     )
     assert outs is not None
     # What ssh looks up behind the ProxyCommand: the HostName, the instance's name.
@@ -252,7 +251,10 @@ def test_an_iap_vm_is_verified_through_the_tunnel_and_pinned_under_its_name(
     assert outs["known_hosts"] == line
     assert Path(outs["known_hosts_file"]).read_text() == line + "\n"
     assert json.loads(outs["report"])["ok"] is True
-    assert standin.pids() and not [pid for pid in standin.pids() if Path(f"/proc/{pid}").exists()]
+    assert iap.gcloud.pids()  # each reaped: the fixture checks
+    assert {(c.query["project"], c.query["zone"], c.query["instance"]) for c in iap.relay.connects} == {
+        (INSTANCE.project, INSTANCE.zone, INSTANCE.name)
+    }
 
 
 def test_a_stack_made_before_iap_is_not_checked_again() -> None:

@@ -4,7 +4,9 @@ Real: the image (debootstrap, Debian 13), QEMU, cloud-init and its GCE datasourc
 agent, the recipe, apt and Debian's docker.io, dockerd, the docker group, the image pull through a
 registry mirror, sshd, paramiko and the checker. The VM's metadata is what the Pulumi program gives
 a GCE instance, served by course-vm's metadata server stand-in; its host keys are pinned from the
-guest attributes it publishes, through the Compute API client `pulumi up` uses.
+guest attributes it publishes, through the Compute API client `pulumi up` uses. One login goes the way
+of `sshAccess: iap`: real ssh, Google's real gcloud as its ProxyCommand, and the IAP relay stand-in
+(tests/support/iap_relay.py) to the VM's sshd; gcloud also reads those guest attributes.
 Test data, served from the host (the guest reaches it as 169.254.2.2): a docker-compose and an
 Anaconda installer stand-in (tests/support/local_artifacts.py), and a `hello-world` image built from
 busybox-static in Debian's docker-registry (tests/support/local_registry.py). Only mirror settings
@@ -30,8 +32,9 @@ import paramiko
 import pytest
 
 from provisioner.access.host_keys import parse_host_key
+from provisioner.access.proxy import iap_proxy_command
 from provisioner.access.ssh import connect, load_identity, run
-from provisioner.access.ssh_config import hosts_file
+from provisioner.access.ssh_config import hosts_file, ssh_config_block
 from provisioner.errors import CourseVmError
 from provisioner.local import qemu as local_qemu
 from provisioner.local import vm as local_vm
@@ -40,8 +43,10 @@ from provisioner.local.process import arguments
 from provisioner.local.twin import GUEST_SOCKET
 from provisioner.recipe.user_data import GCE_HOME_DISK_DEVICE
 from tests.conftest import E2E_FACTS, E2E_TIMINGS, require_tool
+from tests.support import real_gcloud
 from tests.support.cli import run_cli, started_cli
 from tests.support.guest_http import guest_json
+from tests.support.iap_relay import real_gcloud_tunnels
 from tests.support.local_artifacts import served_artifacts, twin_settings
 from tests.support.local_registry import hello_world_registry
 from tests.support.pulumi_harness import run_program
@@ -329,6 +334,50 @@ def test_local_ssh_is_pinned_and_works(good_vm: local_vm.LocalVm, e2e: E2e) -> N
     )
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.strip() == good_vm.user
+
+
+def test_the_twin_is_reached_through_googles_real_gcloud_and_the_iap_relay(
+    good_vm: local_vm.LocalVm, tmp_path: Path
+) -> None:
+    """The path of a class at home (sshAccess iap), end to end: real ssh through the Host block course-vm
+    writes, its ProxyCommand Google's real gcloud, the IAP relay stand-in, then the twin's sshd, whose keys
+    are pinned under the instance's name as `up` pins them from the guest attributes."""
+    twin = good_vm.twin
+    assert twin is not None
+    pins = tmp_path / "iap.known_hosts"
+    pins.write_text("".join(key.known_hosts_line(twin.instance, 22) + "\n" for key in good_vm.host_keys))
+    proxy = iap_proxy_command(twin.project, twin.zone)
+    config = tmp_path / "config"
+    config.write_text(
+        ssh_config_block("twin", twin.instance, good_vm.user, str(good_vm.identity), str(pins), proxy_command=proxy,
+                         forwards=())
+    )  # fmt: skip
+    with real_gcloud_tunnels(tmp_path / "iap", good_vm.ssh_port) as tunnels:
+        done = subprocess.run(
+            [require_tool("ssh"), "-F", str(config), "-o", "BatchMode=yes", "twin", "id -un"],
+            env={**os.environ, **tunnels.environment(os.environ["PATH"])},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        tunnels.check()
+    assert (done.returncode, done.stdout.strip()) == (0, good_vm.user), done.stderr
+    assert [(c.query["project"], c.query["zone"], c.query["instance"]) for c in tunnels.relay.connects] == [
+        (twin.project, twin.zone, twin.instance)
+    ]
+    # The keys were pinned from the guest attributes the guest agent published; Google's client reads
+    # them from the twin's Compute API view as it would from GCE's.
+    where = [twin.instance, "--project", twin.project, "--zone", twin.zone, "--format=json"]
+    read = real_gcloud.run(
+        ["compute", "instances", "get-guest-attributes", *where, "--query-path=hostkeys/"],
+        tmp_path / "gcloud-config",
+        twin.compute_api,
+        token=twin.token,
+    )
+    assert read.returncode == 0, read.stderr
+    published = {(item["key"], item["value"]) for item in json.loads(read.stdout)}
+    assert {(key.type, f"{key.type} {key.blob}") for key in good_vm.host_keys} <= published
 
 
 def test_rerunning_the_setup_succeeds_and_changes_nothing(good_vm: local_vm.LocalVm, e2e: E2e) -> None:

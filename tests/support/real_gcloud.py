@@ -48,10 +48,12 @@ def environment(config: Path, compute_api: str | None = None, *, token: str | No
     return variables
 
 
-def run(arguments: list[str], config: Path, compute_api: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real `gcloud ARGUMENTS` with `environment(CONFIG, COMPUTE_API)` over this process's, and
-    capture what it prints."""
-    env = {**os.environ, **environment(config, compute_api)}
+def run(
+    arguments: list[str], config: Path, compute_api: str | None = None, *, token: str | None = TOKEN
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `gcloud ARGUMENTS` with `environment(CONFIG, COMPUTE_API, token=TOKEN)` over this
+    process's, and capture what it prints."""
+    env = {**os.environ, **environment(config, compute_api, token=token)}
     return subprocess.run(
         [gcloud_path(), *arguments], env=env, capture_output=True, text=True, timeout=120, check=False
     )

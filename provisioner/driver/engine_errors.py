@@ -72,7 +72,7 @@ def engine_error(
     events it wrote, whose error diagnostics are the engine's clearest lines; AGAIN is the course-vm
     command to run again (None: the same)."""
     diagnostics = [d.message for d in log.errors]
-    lines = engine_lines([line for message in diagnostics for line in message.splitlines()], error_lines(result.stderr))
+    lines = engine_lines([line for d in log.errors for line in d.lines], error_lines(result.stderr))
     said = "\n".join(f"  {line}" for line in lines) or "  (the Pulumi CLI said nothing more)"
     rerun = f"`course-vm {again}` again" if again else "the same command again"
     everything = "\n".join([result.stdout, result.stderr, *diagnostics])

@@ -48,6 +48,15 @@ class Diagnostic:
     severity: str
     message: str
     urn: str
+    prefix: str = ""
+    """What the CLI shows before the message (`error: `, `warning: `); the engine keeps it apart from it."""
+
+    @property
+    def lines(self) -> list[str]:
+        """The message's lines as the CLI shows them, the first after its prefix: the engine's closing
+        `update failed` is then the `error: update failed` line the CLI also writes to stderr."""
+        lines = self.message.splitlines() or [""]
+        return [self.prefix + lines[0], *lines[1:]]
 
 
 @dataclass(frozen=True)
@@ -89,8 +98,9 @@ def parse_events(lines: Iterable[str]) -> EngineLog:
         timestamp = event.get("timestamp") if isinstance(event.get("timestamp"), int) else 0
         diagnostic = event.get("diagnosticEvent")
         if isinstance(diagnostic, dict):
-            message = without_colour(str(diagnostic.get("message") or ""))
-            diagnostics.append(Diagnostic(str(diagnostic.get("severity")), message, str(diagnostic.get("urn") or "")))
+            message, prefix = (without_colour(str(diagnostic.get(key) or "")) for key in ("message", "prefix"))
+            severity, urn = str(diagnostic.get("severity")), str(diagnostic.get("urn") or "")
+            diagnostics.append(Diagnostic(severity, message, urn, prefix))
         for kind in StepKind:
             step = event.get(kind.value)
             metadata = step.get("metadata") if isinstance(step, dict) else None

@@ -203,7 +203,7 @@ def test_the_engines_diagnostics_events_are_its_clearest_lines(tmp_path: Path) -
     result = run_cli("up", "--yes", env=pulumi.environment)
     assert result.returncode == 5
     assert (
-        "course-vm: Pulumi could not update stack dev:\n  "
+        "course-vm: Pulumi could not update stack dev:\n  error: "
         + message
         + "  error: update failed\nFix: ask for more quota at https://console.cloud.google.com/iam-admin/quotas, "
         in result.stderr

@@ -458,7 +458,7 @@ def test_a_class_up_that_fails_for_one_student_writes_the_others_entries_and_nam
     assert str(raised.value) == (
         "1 of 3 VMs of stack dev did not finish: bob. The others' ssh entries are written (the table above).\n"
         "Pulumi could not update stack dev:\n"
-        "  the VM is not ready:\n  CHECK  RESULT  TIME  DETAIL\n  docker  FAILED  1.0s  no docker\n"
+        "  error: the VM is not ready:\n  CHECK  RESULT  TIME  DETAIL\n  docker  FAILED  1.0s  no docker\n"
         "  error: update failed\n"
         "Fix: act on the engine's lines above, then run `course-vm up` again: it retries what did not finish (bob) "
         "and leaves the VMs that finished as they are. To look into one first: `course-vm render --stack dev "

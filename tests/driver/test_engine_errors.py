@@ -110,13 +110,14 @@ def test_an_engine_error_says_what_failed_in_the_engines_lines_and_what_to_do() 
 
 
 def test_the_engines_diagnostics_come_first_and_no_line_twice() -> None:
+    # The engine's own closing error is `update failed` after the prefix `error: `, as the CLI's stderr says it.
     events = [error_diagnostic("<{%reset%}>the VM is not ready:\ndocker FAILED<{%reset%}>\n"),
-              error_diagnostic("error: update failed")]  # fmt: skip
+              error_diagnostic("update failed")]  # fmt: skip
     log = parse_events(json.dumps(event) for event in events)
     error = engine_error("update stack dev", "dev", failed("error: update failed\n"), log, project=None, again=None)
     assert str(error) == (
         "Pulumi could not update stack dev:\n"
-        "  the VM is not ready:\n"
+        "  error: the VM is not ready:\n"
         "  docker FAILED\n"
         "  error: update failed\n"
         "Fix: act on the engine's lines above, then run the same command again"
@@ -146,7 +147,8 @@ def test_the_error_lines_are_those_of_error_with_their_indented_continuations() 
 def test_an_updates_events_name_the_failure_of_a_vm() -> None:
     log = parse_events(json.dumps(e) for e in update_events({"bob": "failed: the VM is not ready"}))
     error = engine_error("update stack dev", "dev", failed("error: update failed\n"), log, project=None, again="up")
-    assert str(error).startswith("Pulumi could not update stack dev:\n  the VM is not ready\n  error: update failed\n")
+    said = "Pulumi could not update stack dev:\n  error: the VM is not ready\n  error: update failed\nFix: "
+    assert str(error).startswith(said), "the engine's closing error and the CLI's stderr are one line"
 
 
 AGAIN = "`course-vm up` again"

@@ -19,6 +19,7 @@ from provisioner.driver.events import (
 )
 from tests.support.pulumi_events import (
     COURSE_VM,
+    NOW,
     STUDENT_VM,
     VM_CHILDREN,
     error_diagnostic,
@@ -39,17 +40,14 @@ def lines(events: list[dict[str, Any]]) -> list[str]:
 
 def test_each_step_is_read_with_its_op_urn_type_and_parent() -> None:
     log = parse_events(lines(preview_events({"alice": {"self": "create", "vm": "create"}})))
-    assert log.steps[-2:] == (
-        Step(StepKind.PRE, OpType.CREATE, ALICE, STUDENT_VM, COURSE, 0),
-        Step(
-            StepKind.PRE,
-            OpType.CREATE,
-            urn("dev", [COURSE_VM, STUDENT_VM, VM_CHILDREN["vm"]], "course-vm-alice-vm"),
-            VM_CHILDREN["vm"],
-            ALICE,
-            0,
-        ),
-    )
+    vm = urn("dev", [COURSE_VM, STUDENT_VM, VM_CHILDREN["vm"]], "course-vm-alice-vm")
+    alice = [s for s in log.steps if s.urn in (ALICE, vm)]
+    assert alice == [
+        Step(StepKind.PRE, OpType.CREATE, ALICE, STUDENT_VM, COURSE, NOW),
+        Step(StepKind.PRE, OpType.CREATE, vm, VM_CHILDREN["vm"], ALICE, NOW),
+        Step(StepKind.OUTPUTS, OpType.CREATE, vm, VM_CHILDREN["vm"], ALICE, NOW),
+        Step(StepKind.OUTPUTS, OpType.CREATE, ALICE, STUDENT_VM, COURSE, NOW),
+    ]
     assert log.diagnostics == ()
     assert log.stepped
 
@@ -66,9 +64,13 @@ def test_an_update_reports_each_step_done_or_failed_at_its_time() -> None:
         (StepKind.PRE, OpType.CREATE, 1795788000),
         (StepKind.FAILED, OpType.CREATE, 1795788000),
     ]
-    assert log.errors == [Diagnostic("error", "the VM is not ready", ALICE_VERIFY)]
-    done = [s.kind for s in log.steps if s.urn == ALICE]
-    assert done == [StepKind.PRE, StepKind.OUTPUTS]
+    # The verification's error names it; the engine's own closing error names no resource.
+    assert log.errors == [
+        Diagnostic("error", "the VM is not ready\n", ALICE_VERIFY, "error: "),
+        Diagnostic("error", "update failed\n", "", "error: "),
+    ]
+    # A VM whose verification failed registers no outputs.
+    assert [s.kind for s in log.steps if s.urn == ALICE] == [StepKind.PRE]
 
 
 def test_an_op_this_sdk_does_not_know_is_none() -> None:
@@ -77,11 +79,15 @@ def test_an_op_this_sdk_does_not_know_is_none() -> None:
     assert read.op is None
 
 
-def test_diagnostics_keep_their_severity_and_urn_without_the_engines_colour_tags() -> None:
-    warning = {"diagnosticEvent": {"message": "<{%reset%}>careful<{%reset%}>\n", "severity": "warning"}}
-    log = parse_events(lines([warning, error_diagnostic("<{%fg 1%}>error: <{%reset%}>it failed")]))
-    assert log.diagnostics == (Diagnostic("warning", "careful\n", ""), Diagnostic("error", "error: it failed", ""))
-    assert log.errors == [Diagnostic("error", "error: it failed", "")]
+def test_diagnostics_keep_their_severity_urn_and_prefix_without_the_engines_colour_tags() -> None:
+    warning = {"diagnosticEvent": {"message": "<{%reset%}>careful<{%reset%}>\n", "color": "raw", "severity": "warning"}}
+    log = parse_events(lines([warning, error_diagnostic("it failed", ALICE)]))
+    assert log.diagnostics == (
+        Diagnostic("warning", "careful\n", ""),
+        Diagnostic("error", "it failed\n", ALICE, "error: "),
+    )
+    assert log.errors == [Diagnostic("error", "it failed\n", ALICE, "error: ")]
+    assert log.errors[0].lines == ["error: it failed"]
     assert not log.stepped
 
 

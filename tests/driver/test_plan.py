@@ -11,6 +11,7 @@ from provisioner.driver.events import parse_events
 from provisioner.driver.plan import Action, HomeDisk, Plan, VmChange, failed_students, plan_of
 from tests.support.pulumi_events import (
     COURSE_VM,
+    SHARED,
     STUDENT_VM,
     VM_CHILDREN,
     error_diagnostic,
@@ -163,7 +164,7 @@ def test_an_error_naming_a_resource_of_a_vm_names_its_student() -> None:
 
 def test_errors_of_the_program_or_shared_resources_name_no_student() -> None:
     shared = preview_events({}, shared="update")
-    network = shared[2]["resourcePreEvent"]["metadata"]["urn"]
+    network = urn("dev", [COURSE_VM, SHARED["network"]], "course-vm-network")
     events = [*shared, error_diagnostic("the program failed"),
               {"diagnosticEvent": {"message": "no", "severity": "error", "urn": network}}]  # fmt: skip
     assert failed_students(parse_events(json.dumps(e) for e in events)) == set()

@@ -307,11 +307,11 @@ def test_a_failed_preview_is_the_engines_error_with_its_lines(tmp_path: Path, mo
     with pytest.raises(EngineRunError) as raised:
         StackSession.open("dev").preview(project="course-project-1")
     assert str(raised.value) == (
-        "Pulumi could not preview the changes to stack dev:\n  Quota 'CPUS' exceeded.\n  error: preview failed\n"
+        "Pulumi could not preview the changes to stack dev:\n  error: Quota 'CPUS' exceeded.\n  error: preview failed\n"
         "Fix: ask for more quota at https://console.cloud.google.com/iam-admin/quotas?project=course-project-1, or "
         "use another zone (--zone) or a smaller machineType; then run `course-vm up` again"
     )
-    assert [d.message for d in raised.value.log.errors] == ["Quota 'CPUS' exceeded."]
+    assert [d.message for d in raised.value.log.errors] == ["Quota 'CPUS' exceeded.\n"]
 
 
 def test_a_passphrase_the_engine_refuses_is_the_passphrase_error(
@@ -354,7 +354,7 @@ def test_a_failed_update_carries_its_events(tmp_path: Path, monkeypatch: pytest.
     assert failed_students(raised.value.log) == {"bob"}
     assert raised.value.exit_code == 5
     assert str(raised.value) == (
-        "Pulumi could not update stack dev:\n  the VM is not ready:\n  docker  FAILED  no docker\n"
+        "Pulumi could not update stack dev:\n  error: the VM is not ready:\n  docker  FAILED  no docker\n"
         "  error: update failed\nFix: act on the engine's lines above, then run `course-vm up` again"
     )
 

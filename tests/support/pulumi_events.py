@@ -1,113 +1,256 @@
-"""The engine's events as `pulumi --event-log` writes them, one JSON object a line, for this program's resources."""
+"""The engine's events as `pulumi --event-log` writes them, one JSON object a line, for this program's resources.
+
+Held to what Pulumi itself recorded (tests/driver/recorded/, compared in tests/driver/test_recorded.py):
+each event is an apitype.EngineEvent (sdk/go/common/apitype/events.go) whose `sequence` counts from 0
+and whose `timestamp` is a Unix second (pkg/backend/display/display.go stampEvents); a step's metadata
+names both its `old` and its `new` state (null where there is none), `detailedDiff`, its `provider`, and
+`logical` only for the ops that are (deploy.Step.Logical); a preview's step events say `planning`, an
+update's do not; each step that completes is followed by a resOutputsEvent, each that fails by an error
+diagnostic naming it and a resOpFailedEvent; a log opens with a preludeEvent and ends with a
+summaryEvent and a cancelEvent (engine_log).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # Written out here, not taken from provisioner/stack.py: these are what the engine writes, which the code must match.
+STACK = "pulumi:pulumi:Stack"
 COURSE_VM = "course-vm:gcp:CourseVm"
 STUDENT_VM = "course-vm:gcp:StudentVm"
 VM_CHILDREN = {
     "ip": "gcp:compute/address:Address",
-    "vm": "gcp:compute/instance:Instance",
     "home": "gcp:compute/disk:Disk",
+    "vm": "gcp:compute/instance:Instance",
     "verify": "pulumi-python:dynamic:Resource",
 }
+"""A StudentVm's children by role, in the order the program registers them."""
 SHARED = {"network": "gcp:compute/network:Network", "ssh": "gcp:compute/firewall:Firewall"}
+COMPONENTS = (STACK, COURSE_VM, STUDENT_VM)
+
+NOW = 1795788000
+"""The Unix second the built events are stamped with (the engine stamps each with time.Now().Unix())."""
+
+LOGICAL = frozenset({"same", "create", "update", "delete", "replace", "read", "import"})
+"""The ops whose steps are logical: a replacement's create-replacement and delete-replaced are not, and only
+logical steps are counted in the summary (pkg/engine/update.go)."""
+
+DELETE_BEFORE_REPLACE = frozenset({"vm", "verify"})
+"""The roles replaced delete-before-replace: the instance by its option (student_vm.instance_options), the
+verification because its provider's diff asks for it. The address, home disk, network and firewall are
+auto-named, so the GCP provider asks for none: the engine creates their replacement first and deletes the
+old one after every other step (pkg/resource/deploy/step_generator.go)."""
+
+DEPENDENTS = {"vm": ("verify",)}
+"""What the engine deletes before a role it replaces delete-before-replace (calculateDependentReplacements):
+the verification's instance_name and instance_id come from the instance, and its provider replaces it when
+they change; it is then replaced after the instance (replace, create-replacement, and no second delete)."""
 
 
 def urn(stack: str, types: list[str], name: str) -> str:
     return f"urn:pulumi:{stack}::course-vm::{'$'.join(types)}::{name}"
 
 
-def step(op: str, types: list[str], name: str, parent: str, stack: str = "dev") -> dict[str, Any]:
-    """One resourcePreEvent: the engine's step OP on a resource, its state naming its parent."""
-    state = {"type": types[-1], "urn": urn(stack, types, name), "parent": parent, "custom": True}
+def provider_of(type_: str, stack: str) -> str:
+    """The provider reference of a resource of TYPE_ (its default provider's URN and ID); "" for a component."""
+    if type_ in COMPONENTS:
+        return ""
+    if type_ == VM_CHILDREN["verify"]:
+        return urn(stack, ["pulumi:providers:pulumi-python"], "default") + "::0f8b2d3c-5a6e-4c1d-9e7f-3b2a1c0d9e8f"
+    return urn(stack, ["pulumi:providers:gcp"], "default_8_10_0") + "::5d3e2a8c-0b8e-4a4c-9a3e-2f1c8a7b6d5e"
+
+
+def _state(types: list[str], name: str, parent: str, stack: str) -> dict[str, Any]:
+    """A StepEventStateMetadata: `custom` only for a custom resource (omitempty)."""
+    custom = {"custom": True} if types[-1] not in COMPONENTS else {}
+    return {"type": types[-1], "urn": urn(stack, types, name), **custom, "id": "", "parent": parent,
+            "inputs": {}, "outputs": {}, "provider": provider_of(types[-1], stack)}  # fmt: skip
+
+
+def step(
+    op: str, types: list[str], name: str, parent: str, stack: str = "dev", *, planning: bool = True,
+    kind: str = "resourcePreEvent", timestamp: int = NOW,
+) -> dict[str, Any]:  # fmt: skip
+    """One event of the engine's step OP on a resource (KIND: resourcePreEvent, resOutputsEvent), its state
+    naming its parent; PLANNING: a preview's."""
+    state = _state(types, name, parent, stack)
     metadata = {
-        "op": op,
-        "urn": state["urn"],
-        "type": types[-1],
-        "provider": "",
-        "old" if op == "delete" else "new": state,
+        "op": op, "urn": state["urn"], "type": types[-1],
+        "old": None if op == "create" else state, "new": None if op in ("delete", "delete-replaced") else state,
+        "detailedDiff": None, **({"logical": True} if op in LOGICAL else {}), "provider": state["provider"],
+    }  # fmt: skip
+    return {
+        "sequence": 0,
+        "timestamp": timestamp,
+        kind: {"metadata": metadata, **({"planning": True} if planning else {})},
     }
-    return {"sequence": 0, "timestamp": 0, "resourcePreEvent": {"metadata": metadata, "planning": True}}
+
+
+def done(op: str, types: list[str], name: str, parent: str, stack: str, *, planning: bool) -> list[dict[str, Any]]:
+    """A step that completes: its resourcePreEvent and its resOutputsEvent."""
+    return [step(op, types, name, parent, stack, planning=planning, kind=kind)
+            for kind in ("resourcePreEvent", "resOutputsEvent")]  # fmt: skip
+
+
+def diagnostic(message: str, severity: str = "error", urn_: str = "") -> dict[str, Any]:
+    """A diagnosticEvent as the engine writes it with colour left to the reader: its prefix and message in
+    the engine's colour tags, `"color": "raw"`, and `urn` only when it names a resource (omitempty)."""
+    colour = {"error": 1, "warning": 3}.get(severity, 7)
+    text = message if message.startswith("<{%reset%}>") else "<{%reset%}>" + message.rstrip("\n") + "<{%reset%}>\n"
+    event = {**({"urn": urn_} if urn_ else {}), "prefix": f"<{{%fg {colour}%}}>{severity}: <{{%reset%}}>",
+             "message": text, "color": "raw", "severity": severity}  # fmt: skip
+    return {"sequence": 0, "timestamp": NOW, "diagnosticEvent": event}
+
+
+def error_diagnostic(message: str, urn_: str = "") -> dict[str, Any]:
+    return diagnostic(message, "error", urn_)
+
+
+def _shared_and_providers(stack: str, ops: Mapping[str, str], *, planning: bool) -> list[dict[str, Any]]:
+    """The stack's step, its default providers' (the log keeps these internal steps) and the CourseVm's."""
+    stack_urn = urn(stack, [STACK], f"course-vm-{stack}")
+    events = [step("same", [STACK], f"course-vm-{stack}", "", stack, planning=planning)]
+    for provider in ("pulumi:providers:gcp", "pulumi:providers:pulumi-python"):
+        name = "default_8_10_0" if provider.endswith("gcp") else "default"
+        events += done("same", [provider], name, "", stack, planning=planning)
+    events.append(step("same", [COURSE_VM], "course-vm", stack_urn, stack, planning=planning))
+    course = urn(stack, [COURSE_VM], "course-vm")
+    for role, type_ in SHARED.items():
+        events += done(ops.get(role, "same"), [COURSE_VM, type_], f"course-vm-{role}", course, stack, planning=planning)
+    return events
+
+
+def _vm_steps(student: str, ops: Mapping[str, str], stack: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A previewed VM's steps now, and those the engine takes after every other step (its deletions)."""
+    name = f"course-vm-{student}" if student else "course-vm"
+    course = urn(stack, [COURSE_VM], "course-vm")
+    vm_urn = urn(stack, [COURSE_VM, STUDENT_VM], name)
+    own = ops.get("self", "same")
+    now: list[dict[str, Any]] = [] if own == "delete" else [step(own, [COURSE_VM, STUDENT_VM], name, course, stack)]
+    last: list[dict[str, Any]] = []
+    deleted_first: set[str] = set()
+    for role, type_ in VM_CHILDREN.items():
+        op, types, child = ops.get(role), [COURSE_VM, STUDENT_VM, type_], f"{name}-{role}"
+        if op is None:
+            continue
+        if op == "delete":
+            last[:0] = done("delete", types, child, vm_urn, stack, planning=True)
+        elif op == "replace" and role in deleted_first:
+            now += done("replace", types, child, vm_urn, stack, planning=True)
+            now += done("create-replacement", types, child, vm_urn, stack, planning=True)
+        elif op == "replace" and role in DELETE_BEFORE_REPLACE:
+            for first in (*reversed([d for d in DEPENDENTS.get(role, ()) if ops.get(d) == "replace"]), role):
+                now += done("delete-replaced", [COURSE_VM, STUDENT_VM, VM_CHILDREN[first]], f"{name}-{first}",
+                            vm_urn, stack, planning=True)  # fmt: skip
+                deleted_first.add(first)
+            now += done("replace", types, child, vm_urn, stack, planning=True)
+            now += done("create-replacement", types, child, vm_urn, stack, planning=True)
+        elif op == "replace":
+            now += done("create-replacement", types, child, vm_urn, stack, planning=True)
+            now += done("replace", types, child, vm_urn, stack, planning=True)
+            last += done("delete-replaced", types, child, vm_urn, stack, planning=True)
+        else:
+            now += done(op, types, child, vm_urn, stack, planning=True)
+    if own == "delete":
+        last += done("delete", [COURSE_VM, STUDENT_VM], name, course, stack, planning=True)
+    else:
+        now.append(step(own, [COURSE_VM, STUDENT_VM], name, course, stack, kind="resOutputsEvent"))
+    return now, last
 
 
 def preview_events(
     vms: Mapping[str, Mapping[str, str]], *, shared: str = "same", stack: str = "dev"
 ) -> list[dict[str, Any]]:
-    """What the engine reports for VMS: student ("" for a stack's one VM) -> {role or "self": op}.
+    """What the engine reports in a preview for VMS: student ("" for a stack's one VM) -> {role or "self": op}.
 
-    A role left out is not there (no home disk without homeDiskSizeGb); a `replace` is reported
-    as delete-before-replace reports it: delete-replaced, replace, create-replacement.
+    A role left out is not there (no home disk without homeDiskSizeGb). A `replace` is reported as the
+    engine replaces that role (DELETE_BEFORE_REPLACE, DEPENDENTS); a deletion, and the old half of a
+    create-before-delete replacement, after every other step, a VM's children before the VM.
     """
-    stack_urn = urn(stack, ["pulumi:pulumi:Stack"], f"course-vm-{stack}")
-    course = urn(stack, [COURSE_VM], "course-vm")
-    events = [
-        step("same", ["pulumi:pulumi:Stack"], f"course-vm-{stack}", "", stack),
-        step("same", [COURSE_VM], "course-vm", stack_urn, stack),
-    ]
-    events += [step(shared, [COURSE_VM, t], f"course-vm-{role}", course, stack) for role, t in SHARED.items()]
+    events = _shared_and_providers(stack, dict.fromkeys(SHARED, shared), planning=True)
+    later: list[dict[str, Any]] = []
     for student, ops in vms.items():
-        name = f"course-vm-{student}" if student else "course-vm"
-        vm_urn = urn(stack, [COURSE_VM, STUDENT_VM], name)
-        events.append(step(ops.get("self", "same"), [COURSE_VM, STUDENT_VM], name, course, stack))
-        for role, op in ops.items():
-            if role == "self":
-                continue
-            types = [COURSE_VM, STUDENT_VM, VM_CHILDREN[role]]
-            for each in ("delete-replaced", "replace", "create-replacement") if op == "replace" else (op,):
-                events.append(step(each, types, f"{name}-{role}", vm_urn, stack))
-    counts: dict[str, int] = {}
-    for event in events:
-        op = event["resourcePreEvent"]["metadata"]["op"]
-        counts[op] = counts.get(op, 0) + 1
-    events.append({"sequence": 0, "timestamp": 0, "summaryEvent": {"resourceChanges": counts}})
-    return events
+        now, last = _vm_steps(student, ops, stack)
+        events += now
+        later += last
+    stack_urn = urn(stack, [STACK], f"course-vm-{stack}")
+    events.append(step("same", [COURSE_VM], "course-vm", stack_urn, stack, kind="resOutputsEvent"))
+    events.append(step("same", [STACK], f"course-vm-{stack}", "", stack, kind="resOutputsEvent"))
+    return events + later
 
 
-def error_diagnostic(message: str) -> dict[str, Any]:
-    return {
-        "sequence": 0,
-        "timestamp": 0,
-        "diagnosticEvent": {"message": message, "severity": "error", "color": "never"},
-    }
+def update_events(vms: Mapping[str, str], *, stack: str = "dev", timestamp: int = NOW) -> list[dict[str, Any]]:
+    """What the engine reports while `pulumi up` runs, for VMS: student ("" for a stack's one VM) -> what
+    became of its verification: "passed" (checked now), "same" (passed before, not checked again),
+    "failed: MESSAGE" (the checker's error), "off" (verify=false: there is none).
 
-
-def update_events(vms: Mapping[str, str], *, stack: str = "dev", timestamp: int = 1795788000) -> list[dict[str, Any]]:
-    """What the engine reports while `pulumi up` runs, for VMS: student ("" for a stack's one VM) ->
-    what became of its verification: "passed" (checked now), "same" (passed before, not checked
-    again), "failed: MESSAGE" (the checker's error), "off" (verify=false: there is none).
-
-    Each step as the engine reports it: a resourcePreEvent, then a resOutputsEvent, or an error
-    diagnostic naming the resource and a resOpFailedEvent; every event at TIMESTAMP (Unix seconds).
+    Each step as an update reports it: a resourcePreEvent, then a resOutputsEvent, or an error diagnostic
+    naming the resource and a resOpFailedEvent (status 1, StatusUnknown: the Python dynamic provider fails
+    with gRPC's UNKNOWN; `steps`: the logical steps done before). A VM whose verification failed registers
+    no outputs; with a failure the stack registers none either and the engine's own `update failed` error
+    ends the steps. Every event at TIMESTAMP (Unix seconds).
     """
     course = urn(stack, [COURSE_VM], "course-vm")
-    events: list[dict[str, Any]] = []
-
-    def done(op: str, types: list[str], name: str, parent: str, failure: str | None = None) -> None:
-        pre = step(op, types, name, parent, stack)
-        metadata = pre["resourcePreEvent"]["metadata"]
-        events.append({**pre, "timestamp": timestamp})
-        if failure is None:
-            events.append({"sequence": 0, "timestamp": timestamp, "resOutputsEvent": {"metadata": metadata}})
-            return
-        diagnostic = {"message": failure, "severity": "error", "color": "never", "urn": metadata["urn"]}
-        events.append({"sequence": 0, "timestamp": timestamp, "diagnosticEvent": diagnostic})
-        failed = {"metadata": metadata, "status": 0, "steps": 0}
-        events.append({"sequence": 0, "timestamp": timestamp, "resOpFailedEvent": failed})
-
+    events = _shared_and_providers(stack, {}, planning=False)
+    failed = False
     for student, verification in vms.items():
         name = f"course-vm-{student}" if student else "course-vm"
-        vm_urn = urn(stack, [COURSE_VM, STUDENT_VM], name)
-        done("same", [COURSE_VM, STUDENT_VM], name, course)
-        done("same", [COURSE_VM, STUDENT_VM, VM_CHILDREN["vm"]], f"{name}-vm", vm_urn)
-        types = [COURSE_VM, STUDENT_VM, VM_CHILDREN["verify"]]
-        if verification == "passed":
-            done("create", types, f"{name}-verify", vm_urn)
-        elif verification == "same":
-            done("same", types, f"{name}-verify", vm_urn)
+        vm_urn, types = urn(stack, [COURSE_VM, STUDENT_VM], name), [COURSE_VM, STUDENT_VM]
+        events.append(step("same", types, name, course, stack, planning=False))
+        events += done("same", [*types, VM_CHILDREN["vm"]], f"{name}-vm", vm_urn, stack, planning=False)
+        verify = [*types, VM_CHILDREN["verify"]]
+        if verification in ("passed", "same"):
+            op = "create" if verification == "passed" else "same"
+            events += done(op, verify, f"{name}-verify", vm_urn, stack, planning=False)
         elif verification.startswith("failed: "):
-            done("create", types, f"{name}-verify", vm_urn, verification.removeprefix("failed: "))
-    return events
+            failed = True
+            pre = step("create", verify, f"{name}-verify", vm_urn, stack, planning=False)
+            metadata = pre["resourcePreEvent"]["metadata"]
+            steps = sum(counted(e).get("op") is not None for e in events)
+            events += [pre, error_diagnostic(verification.removeprefix("failed: "), metadata["urn"]),
+                       {"sequence": 0, "timestamp": NOW, "resOpFailedEvent": {"metadata": metadata, "status": 1,
+                                                                              "steps": steps}}]  # fmt: skip
+            continue
+        events.append(step("same", types, name, course, stack, planning=False, kind="resOutputsEvent"))
+    if failed:
+        events.append(error_diagnostic("update failed"))
+    else:
+        stack_urn = urn(stack, [STACK], f"course-vm-{stack}")
+        events.append(step("same", [COURSE_VM], "course-vm", stack_urn, stack, planning=False, kind="resOutputsEvent"))
+        events.append(step("same", [STACK], f"course-vm-{stack}", "", stack, planning=False, kind="resOutputsEvent"))
+    return [{**event, "timestamp": timestamp} for event in events]
+
+
+def metadata_of(event: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The step metadata of EVENT if it is a KIND event; {} otherwise."""
+    payload = event.get(kind)
+    return dict(payload["metadata"]) if isinstance(payload, dict) else {}
+
+
+def counted(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata of EVENT if it ends a step the engine counts (a logical one, on no default provider)."""
+    metadata = metadata_of(event, "resOutputsEvent")
+    return metadata if metadata.get("logical") and not str(metadata["type"]).startswith("pulumi:providers:") else {}
+
+
+def engine_log(events: Sequence[Mapping[str, Any]], *, preview: bool, failed: bool = False) -> list[dict[str, Any]]:
+    """EVENTS as the CLI writes them to its event log: opened by a preludeEvent, closed by a summaryEvent
+    (the logical steps that completed, by op, default providers' left out; maybeCorrupt after a step that
+    failed with an unknown status) and a cancelEvent, each numbered from 0 in `sequence`."""
+    when = int(events[0].get("timestamp") or NOW) if events else NOW
+    changes: dict[str, int] = {}
+    for op in (counted(event).get("op") for event in events):
+        if op is not None:
+            changes[op] = changes.get(op, 0) + 1
+    corrupt = any(metadata_of(e, "resOpFailedEvent") and e["resOpFailedEvent"].get("status") == 1 for e in events)
+    summary = {"maybeCorrupt": corrupt, "durationSeconds": 1, "resourceChanges": changes, "PolicyPacks": {},
+               "isPreview": preview, "result": "failed" if failed else "succeeded"}  # fmt: skip
+    written = [
+        {"timestamp": when, "preludeEvent": {"config": {}}},
+        *events,
+        {"timestamp": when, "summaryEvent": summary},
+        {"timestamp": when, "cancelEvent": {}},
+    ]
+    return [{"sequence": number, **{k: v for k, v in event.items() if k != "sequence"}}
+            for number, event in enumerate(written)]  # fmt: skip

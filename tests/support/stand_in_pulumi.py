@@ -26,10 +26,8 @@ import yaml
 from provisioner.paths import project_dir
 from tests.conftest import ROOT
 from tests.support.cli import in_this_process
+from tests.support.pulumi_events import engine_log
 from tests.support.pulumi_state import STACK_CONFIG, exported_deployment
-
-CANCEL = {"sequence": 0, "timestamp": 0, "cancelEvent": {}}
-"""The engine ends every event log with a cancel event."""
 
 
 class StandInError(Exception):
@@ -189,19 +187,21 @@ class Engine:
             else:
                 config[full(key)] = value
 
-    def log(self, args: list[str], events: list[dict[str, Any]]) -> None:
+    def log(self, args: list[str], events: list[dict[str, Any]], *, failed: bool = False) -> None:
+        """Write EVENTS as the CLI writes its event log: the file made anew (O_TRUNC), a prelude first, a summary
+        and a cancel event last, the events numbered (see pulumi_events.engine_log)."""
         path = option(args, "--event-log")
         if path:
-            with open(path, "a") as log:
-                for event in [*events, CANCEL]:
-                    log.write(json.dumps(event) + "\n")
+            written = engine_log(events, preview=verb_of(args) == "preview" or "--preview-only" in args, failed=failed)
+            with open(path, "w") as log:
+                log.writelines(json.dumps(event) + "\n" for event in written)
 
     def fail(self, args: list[str], failure: Mapping[str, Any]) -> None:
         """Fail as FAILURE says: its events logged, the state it leaves, the program's problems handed over; with
         "cancelled" (a number of lines), only once Ctrl-C came, saying that many lines as it cancels."""
         if "cancelled" in failure:
             self.cancel_on_ctrl_c(args, failure)
-        self.log(args, failure.get("events", []))
+        self.log(args, failure.get("events", []), failed=True)
         stack = option(args, "--stack") or ""
         if "deployment" in failure:
             # What the engine checkpointed before the update failed: the steps that completed.
@@ -214,8 +214,9 @@ class Engine:
     def cancel_on_ctrl_c(self, args: list[str], failure: Mapping[str, Any]) -> None:
         """As the CLI does on Ctrl-C: the events so far, then on SIGINT line after line while it cancels."""
         path = option(args, "--event-log")
-        with open(path or os.devnull, "a") as log:
-            log.writelines(json.dumps(event) + "\n" for event in failure.get("events", []))
+        written = engine_log(failure.get("events", []), preview=False, failed=True)
+        with open(path or os.devnull, "w") as log:  # all but the summary and the cancel event, which end it
+            log.writelines(json.dumps(event) + "\n" for event in written[:-2])
         try:  # before the line that tells the test to press Ctrl-C
             print(f"Updating ({option(args, '--stack')})", flush=True)
             time.sleep(120)
@@ -223,7 +224,7 @@ class Engine:
             for number in range(int(failure["cancelled"])):
                 print(f"cancelling: waiting for the running operations to finish ({number})")
             with open(path or os.devnull, "a") as log:
-                log.write(json.dumps(CANCEL) + "\n")
+                log.writelines(json.dumps(event) + "\n" for event in written[-2:])
             raise StandInError(failure["stderr"]) from None
         raise StandInError("error: the stand-in waited 120 s for a Ctrl-C that did not come\n")
 

@@ -83,8 +83,13 @@ class StackState:
 
 def walk(deployment: Mapping[str, Any]) -> StackState:
     """The StackState of DEPLOYMENT, the `deployment` of `pulumi stack export --show-secrets`
-    (`resources`, each with `urn`, `type`, `parent`, `outputs`); resources being deleted are left out."""
-    resources = [r for r in deployment.get("resources") or [] if isinstance(r, dict) and not r.get("delete")]
+    (`resources`, each with `urn`, `type`, `parent`, `outputs`). Left out: a resource being deleted (`delete`:
+    an old one a replacement outlived) and one deleted already (`pendingReplacement`: an instance replaced
+    delete-before-replace whose new one was not made, as when its update failed), which the VM no longer has."""
+    resources = [
+        r for r in deployment.get("resources") or []
+        if isinstance(r, dict) and not r.get("delete") and not r.get("pendingReplacement")
+    ]  # fmt: skip
     owner = {
         str(r.get("urn")): student_of(str(r.get("urn", "")), str(r.get("parent") or ""))
         for r in resources

@@ -138,3 +138,15 @@ def test_a_state_of_no_vm_or_another_layout_is_no_state_of_vms() -> None:
     state = walk(other)
     assert state.own is None
     assert state.outputs(student_name_problem) == StackOutputs.parse(one_vm(), student_name_problem)
+
+
+def test_an_instance_deleted_before_its_replacement_is_no_longer_the_vms() -> None:
+    # Replaced delete-before-replace, the old instance stays in the state, marked pendingReplacement, once
+    # deleted; an update that then failed to create the new one leaves it so. The VM has no instance now.
+    deployment = exported_deployment("dev", class_outputs("alice", "bob"))["deployment"]
+    for resource in deployment["resources"]:
+        if resource["urn"].endswith("::course-vm-bob-vm"):
+            resource["pendingReplacement"] = True
+    state = walk(deployment)
+    assert state.own is not None and list(state.own) == ["alice", "bob"]
+    assert list(state.existing) == ["alice"]

@@ -29,7 +29,8 @@ def exported_deployment(
     `resources` are ResourceV3 (`urn`, `custom`, `id`, `type`, `inputs`, `outputs`, `parent`,
     `provider`, `dependencies`; sdk/go/common/apitype/core.go), each property serialized by
     pkg/resource/stack/deployment.go: a secret is `{SIG_KEY: SIG, "ciphertext": ...}` (with
-    --show-secrets `"plaintext"`: its JSON text), and an empty `outputs` is left out (omitempty).
+    --show-secrets `"plaintext"`: its JSON text), and an empty `inputs`, `outputs` or `dependencies`
+    is left out (omitempty), as in the checkpoint Pulumi recorded (tests/driver/recorded/).
     The resources are this program's: the stack, the gcp provider, the CourseVm and its network,
     and per VM a StudentVm component whose `outputs` are what it registered (register_outputs),
     with its address, instance and, with verify (a `hostKeys` output), its verification.
@@ -52,9 +53,11 @@ def exported_deployment(
         found: dict[str, Any] = {"urn": urn(stack, types, name), "custom": custom, "type": types[-1]}
         if custom:
             found.update(id=f"{name}-1a2b3c", provider=provider)
-        found.update(inputs=dict(outs) if custom else {}, parent=parent, dependencies=[])
+        if custom:  # a component's inputs are none: omitted (omitempty), as are its empty outputs
+            found["inputs"] = dict(outs)
         if outs:
             found["outputs"] = dict(outs)
+        found["parent"] = parent
         found.update(created="2026-11-27T14:00:00.000000000Z", modified="2026-11-27T14:00:00.000000000Z")
         return found
 

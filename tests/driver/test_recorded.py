@@ -1,0 +1,217 @@
+"""The readers on event logs and state that Pulumi itself recorded, and the stand-in held to their shapes.
+
+The files are pulumi/pulumi's test data (tests/driver/recorded/README.md says where each is from): what
+course-vm concludes from them is what it would conclude from the real engine, and each event the
+stand-in writes must have the shape the real engine gives that kind of event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pulumi.automation.events import OpType
+
+from provisioner.driver.engine_errors import engine_error
+from provisioner.driver.events import Diagnostic, StepKind, parse_events, read_event_log
+from provisioner.driver.plan import Action, failed_students, plan_of
+from provisioner.driver.state import plain, walk
+from provisioner.driver.workspace import CliResult
+from tests.support.pulumi_events import engine_log, preview_events, update_events
+
+RECORDED = Path(__file__).parent / "recorded"
+STREAMS = sorted(p for p in RECORDED.glob("*.json") if not p.name.startswith("checkpoint"))
+STEP_KINDS = ("resourcePreEvent", "resOutputsEvent", "resOpFailedEvent")
+
+
+def events_of(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def ops_of(path: Path, name: str) -> list[str]:
+    """The ops of the resourcePreEvents of the resource NAME in the log at PATH, in order."""
+    return [s.op.value for s in read_event_log(path).steps if s.kind is StepKind.PRE and s.urn.endswith(name) and s.op]
+
+
+def test_a_create_before_delete_replacement_is_one_replacement_whose_old_half_comes_last() -> None:
+    path = RECORDED / "webserver-userdata.json"
+    log = read_event_log(path)
+    assert ops_of(path, "::web-server-www") == ["create-replacement", "replace", "delete-replaced"]
+    # The old instance is deleted after every other step, the stack's outputs too.
+    kinds = [(s.kind, s.op) for s in log.steps]
+    assert kinds.index((StepKind.PRE, OpType.DELETE_REPLACED)) > kinds.index((StepKind.OUTPUTS, OpType.SAME), 2)
+    assert {s.timestamp for s in log.steps} == {1649558910, 1649558916, 1649558922}
+    assert plan_of(log).shared == (("web-server-www", Action.REPLACE),)
+
+
+def test_a_delete_before_replace_deletes_its_dependents_first_and_each_is_one_replacement() -> None:
+    path = RECORDED / "explicit-delete-before-replace-preview.json"
+    assert ops_of(path, "::resA") == ["delete-replaced", "replace", "create-replacement"]
+    assert ops_of(path, "::resB") == ["delete-replaced", "replace", "create-replacement"]
+    pre = [s.urn.rsplit("::", 1)[-1] for s in read_event_log(path).steps if s.kind is StepKind.PRE]
+    assert pre[1:4] == ["resB", "resA", "resA"], "the dependent is deleted before what it depends on"
+    assert plan_of(read_event_log(path)).shared == (("resA", Action.REPLACE), ("resB", Action.REPLACE))
+
+
+def test_a_deletion_is_read_with_its_parent_from_its_old_state() -> None:
+    log = read_event_log(RECORDED / "destroy-with-components.json")
+    deleted = [(s.urn.rsplit("::", 1)[-1], s.parent.rsplit("::", 1)[-1]) for s in log.steps if s.op is OpType.DELETE]
+    assert deleted[::2] == [("mychild", "mycomponent"), ("mycomponent", "myproject-dev")]
+    assert plan_of(log).shared == (("mychild", Action.DELETE), ("mycomponent", Action.DELETE))
+
+
+def test_a_failed_create_is_its_failed_step_its_error_and_the_engines_closing_error() -> None:
+    log = read_event_log(RECORDED / "failed-create.json")
+    res = "urn:pulumi:test::test::pkgA:m:typA::resA"
+    assert [(s.kind, s.op) for s in log.steps] == [(StepKind.PRE, OpType.CREATE), (StepKind.FAILED, OpType.CREATE)]
+    assert log.errors == [
+        Diagnostic("error", "create failed 2\n", res, "error: "),
+        Diagnostic("error", "update failed\n", "", "error: "),
+    ]
+    assert plan_of(log).warnings == ("retrying create due to on-error hook request (1/100)",)
+    assert failed_students(log) == set(), "no StudentVm's resource"
+    result = CliResult(("pulumi", "up"), 255, "", "error: update failed\n")
+    error = engine_error("update stack dev", "dev", result, log, project=None, again="up")
+    assert str(error).splitlines()[1:3] == ["  error: create failed 2", "  error: update failed"]
+    assert str(error).count("update failed") == 1
+
+
+def test_a_program_that_failed_before_any_step_changed_nothing() -> None:
+    log = read_event_log(RECORDED / "program-error.json")
+    assert not log.stepped
+    assert [d.lines for d in log.errors] == [["error: an unhandled error occurred: oh no"]]
+
+
+def test_a_recorded_deployment_is_walked_without_a_vm_and_its_ciphertext_is_no_value() -> None:
+    document = json.loads((RECORDED / "checkpoint-secrets-excerpt.json").read_text())
+    deployment = document["checkpoint"]["latest"]
+    state = walk(deployment)
+    assert (state.own, state.root, state.existing) == (None, {}, {})
+    [role] = [r for r in deployment["resources"] if r["type"] == "aws:iam/role:Role"]
+    assert set(role["inputs"]["assumeRolePolicy"]) == {"4dabf18193072939515e22adb298388d", "ciphertext"}
+    assert plain(role["inputs"])["assumeRolePolicy"] is None
+    assert plain(role["outputs"])["name"] == role["outputs"]["name"]
+
+
+# The stand-in's events against the recorded ones' shapes.
+
+
+def recorded() -> Iterator[dict[str, Any]]:
+    for path in STREAMS:
+        yield from events_of(path)
+
+
+def kind_of(event: dict[str, Any]) -> str:
+    [kind] = [key for key in event if key not in ("sequence", "timestamp")]
+    return kind
+
+
+def keys_by_kind(events: Sequence[dict[str, Any]]) -> dict[str, set[str]]:
+    """Each event kind's payload keys, a step event's metadata's (as `KIND.metadata`) and its states' too."""
+    found: dict[str, set[str]] = {}
+    for event in events:
+        kind = kind_of(event)
+        payload = event[kind]
+        found.setdefault(kind, set()).update(payload)
+        if kind in STEP_KINDS:
+            metadata = payload["metadata"]
+            found.setdefault(f"{kind}.metadata", set()).update(metadata)
+            for state in (metadata["old"], metadata["new"]):
+                found.setdefault("state", set()).update(state or {})
+    return found
+
+
+def signature_by_op(events: Sequence[dict[str, Any]]) -> dict[str, set[tuple[bool, bool, bool]]]:
+    """Per op, whether its steps are logical and whether they name an old and a new state."""
+    found: dict[str, set[tuple[bool, bool, bool]]] = {}
+    for event in events:
+        if kind_of(event) in STEP_KINDS:
+            metadata = event[kind_of(event)]["metadata"]
+            signature = (bool(metadata.get("logical")), metadata["old"] is not None, metadata["new"] is not None)
+            found.setdefault(metadata["op"], set()).add(signature)
+    return found
+
+
+STAND_IN_LOGS = {
+    "preview": engine_log(
+        preview_events({
+            "alice": {"self": "create", "ip": "create", "home": "create", "vm": "create", "verify": "create"},
+            "bob": {"ip": "replace", "home": "replace", "vm": "replace", "verify": "replace"},
+            "carol": {"self": "delete", "ip": "delete", "vm": "delete"},
+        }, shared="update"),
+        preview=True,
+    ),
+    "failed update": engine_log(update_events({"alice": "passed", "bob": "failed: not ready"}), preview=False,
+                                failed=True),
+    "update": engine_log(update_events({"alice": "same", "bob": "off"}), preview=False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", STAND_IN_LOGS)
+def test_each_stand_in_event_has_the_keys_the_engine_writes_for_its_kind(name: str) -> None:
+    known, written = keys_by_kind(list(recorded())), STAND_IN_LOGS[name]
+    for kind, keys in keys_by_kind(written).items():
+        assert keys <= known[kind], f"{kind}: {sorted(keys - known[kind])} the engine never writes"
+    for event in written:
+        assert set(event) == {"sequence", "timestamp", kind_of(event)}
+    required = {"op", "urn", "type", "old", "new", "detailedDiff", "provider"}
+    assert all(required <= set(e[kind_of(e)]["metadata"]) for e in written if kind_of(e) in STEP_KINDS)
+    real = signature_by_op(list(recorded()))
+    for op, signature in signature_by_op(written).items():
+        assert signature <= real.get(op, signature), f"{op}: (logical, old, new) {signature}, the engine's {real[op]}"
+
+
+@pytest.mark.parametrize("name", STAND_IN_LOGS)
+def test_a_stand_in_log_opens_and_closes_as_the_engines_and_counts_its_events(name: str) -> None:
+    written = STAND_IN_LOGS[name]
+    assert [kind_of(written[0]), kind_of(written[-2]), kind_of(written[-1])] == [
+        "preludeEvent", "summaryEvent", "cancelEvent",
+    ]  # fmt: skip
+    assert [e["sequence"] for e in written] == list(range(len(written)))
+    assert all(isinstance(e["timestamp"], int) and e["timestamp"] > 1_600_000_000 for e in written)
+    summary = written[-2]["summaryEvent"]
+    assert set(summary) == next(set(e["summaryEvent"]) for e in events_of(RECORDED / "failed-create.json")[-2:-1])
+    assert summary["isPreview"] is (name == "preview")
+    assert summary["result"] == ("failed" if name == "failed update" else "succeeded")
+    assert not {"create-replacement", "delete-replaced"} & set(summary["resourceChanges"]), "not logical steps"
+
+
+@pytest.mark.parametrize("name", STAND_IN_LOGS)
+def test_each_stand_in_step_that_completes_is_followed_by_its_outputs_as_the_engines(name: str) -> None:
+    pending: dict[tuple[str, str], int] = {}
+    for event in STAND_IN_LOGS[name]:
+        kind = kind_of(event)
+        if kind in STEP_KINDS:
+            metadata = event[kind]["metadata"]
+            key = (metadata["urn"], metadata["op"])
+            pending[key] = pending.get(key, 0) + (1 if kind == "resourcePreEvent" else -1)
+            assert pending[key] >= 0, f"{key}: outputs or a failure without its step"
+        if kind == "resourcePreEvent":
+            assert event[kind].get("planning", False) is (name == "preview")
+    # After a failed verification its StudentVm, the CourseVm and the stack register no outputs.
+    unended = [urn.rsplit("::", 1)[-1] for (urn, _op), n in pending.items() if n]
+    assert unended == ([] if name != "failed update" else ["course-vm-dev", "course-vm", "course-vm-bob"])
+
+
+def test_the_stand_ins_replacements_are_in_the_engines_order_for_each_resource() -> None:
+    # The instance (deleteBeforeReplace) and its verification (its provider asks for it) as in the recorded
+    # delete-before-replace; the auto-named address and home disk as in the recorded create-before-delete.
+    steps = parse_events(json.dumps(e) for e in STAND_IN_LOGS["preview"]).steps
+    pre = [(s.urn.rsplit("::", 1)[-1], s.op.value) for s in steps if s.kind is StepKind.PRE and s.op]
+    bob = [(name, op) for name, op in pre if name.startswith("course-vm-bob-") and op != "same"]
+    assert bob == [
+        ("course-vm-bob-ip", "create-replacement"), ("course-vm-bob-ip", "replace"),
+        ("course-vm-bob-home", "create-replacement"), ("course-vm-bob-home", "replace"),
+        ("course-vm-bob-verify", "delete-replaced"), ("course-vm-bob-vm", "delete-replaced"),
+        ("course-vm-bob-vm", "replace"), ("course-vm-bob-vm", "create-replacement"),
+        ("course-vm-bob-verify", "replace"), ("course-vm-bob-verify", "create-replacement"),
+        ("course-vm-bob-ip", "delete-replaced"), ("course-vm-bob-home", "delete-replaced"),
+    ]  # fmt: skip
+    stack = "pulumi:pulumi:Stack"
+    stack_outputs = max(i for i, s in enumerate(steps) if s.kind is StepKind.OUTPUTS and s.type == stack)
+    late = [i for i, s in enumerate(steps) if s.op in (OpType.DELETE, OpType.DELETE_REPLACED) and "-verify" not in s.urn
+            and not s.urn.endswith("-bob-vm")]  # fmt: skip
+    assert late and min(late) > stack_outputs, "deletions come after every other step"

@@ -51,12 +51,20 @@ def test_each_vm_gets_one_action_from_its_steps(ops: dict[str, str], action: Act
     assert plan({"alice": ops}).vms == (VmChange("alice", action, None),)
 
 
-def test_delete_before_replace_is_one_replacement_of_the_instance() -> None:
-    # The engine reports delete-replaced, replace and create-replacement for the one URN.
-    events = preview_events({"": {"vm": "replace"}})
-    ops = [e["resourcePreEvent"]["metadata"]["op"] for e in events if "resourcePreEvent" in e]
-    assert ops[-3:] == ["delete-replaced", "replace", "create-replacement"]
-    assert of(events).vms == (VmChange("", Action.REPLACE, None),)
+def test_each_replacement_is_one_whatever_the_order_of_its_steps() -> None:
+    # The instance is replaced delete-before-replace (its verification deleted first), the home disk
+    # create-before-delete with its old half deleted last of all: several steps on one URN each.
+    events = preview_events({"": {"home": "replace", "vm": "replace", "verify": "replace"}})
+    steps = [e["resourcePreEvent"]["metadata"] for e in events if "resourcePreEvent" in e]
+    ops = [(m["urn"].rsplit("::", 1)[-1], m["op"]) for m in steps if m["op"] != "same"]
+    assert ops == [
+        ("course-vm-home", "create-replacement"), ("course-vm-home", "replace"),
+        ("course-vm-verify", "delete-replaced"), ("course-vm-vm", "delete-replaced"),
+        ("course-vm-vm", "replace"), ("course-vm-vm", "create-replacement"),
+        ("course-vm-verify", "replace"), ("course-vm-verify", "create-replacement"),
+        ("course-vm-home", "delete-replaced"),
+    ]  # fmt: skip
+    assert of(events).vms == (VmChange("", Action.REPLACE, HomeDisk.LOST),)
 
 
 @pytest.mark.parametrize(

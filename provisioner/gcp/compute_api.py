@@ -42,19 +42,22 @@ class GceInstance:
 
 
 def compute_api() -> str:
-    """The Compute API base URL: `CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE` if set, else Google's.
+    """The Compute API base URL: `CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE` read as gcloud reads it, else Google's.
+
+    gcloud takes the override as the API's base URL, to which it adds `projects/...`; one that is only a
+    host (`https://HOST/`) gets the API's own path, `compute/v1/`. It refuses a value without the trailing
+    '/', and so does course-vm: the one variable points both at the same API.
 
     Raises CourseVmError when the override would carry the access token in clear: it must be
-    https://, or plain http:// to this machine (a local fake or proxy).
+    https://, or plain http:// to this machine (a local fake or proxy); or lacks gcloud's trailing '/'.
     """
     given = os.environ.get(ENDPOINT_VARIABLE, "")
-    override = given.rstrip("/")
-    if not override:
+    if not given:
         return COMPUTE_API
-    parts = urllib.parse.urlsplit(override)
+    parts = urllib.parse.urlsplit(given)
     if not (parts.scheme == "https" and parts.hostname) and not (parts.scheme == "http" and _loopback(parts.hostname)):
         fix = (
-            "https://" + given.split("://", 1)[1]
+            "https://" + given.split("://", 1)[1].rstrip("/") + "/"
             if parts.scheme in ("http", "ftp") and parts.hostname
             else "https://HOST/"
         )
@@ -63,7 +66,13 @@ def compute_api() -> str:
             "the endpoint must be https:// (plain http:// only to this machine: 127.0.0.0/8, ::1, localhost). "
             f"Fix: export {ENDPOINT_VARIABLE}={fix}, or unset it"
         )
-    return override if override.endswith("/v1") else override + "/compute/v1"
+    if not given.endswith("/") or parts.query or parts.fragment:
+        raise CourseVmError(
+            f"{ENDPOINT_VARIABLE}: got {given!r}, but gcloud reads it only as a base URL ending in '/' (the API "
+            f"at https://HOST/compute/v1/, or https://HOST/ for that path). Fix: export {ENDPOINT_VARIABLE}="
+            f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/, or unset it"
+        )
+    return f"{parts.scheme}://{parts.netloc}/compute/v1" if parts.path == "/" else given.rstrip("/")
 
 
 def _loopback(host: str | None) -> bool:

@@ -144,7 +144,7 @@ def test_status_without_credentials_says_unknown_in_every_row_and_why(tmp_path: 
         "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE: got 'http://compute.example.org'"
     )
     assert rows[0]["state_error"].endswith(
-        "Fix: export CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE=https://compute.example.org, or unset it"
+        "Fix: export CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE=https://compute.example.org/, or unset it"
     )
     table = run_cli("status", env=env).stdout.splitlines()
     assert table[1].startswith(

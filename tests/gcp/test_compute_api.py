@@ -99,8 +99,8 @@ def test_console_block_with_a_forged_key_is_refused(api: FakeComputeApi) -> None
 
 
 def test_gcloud_endpoint_override_and_token_are_honoured(api: FakeComputeApi, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", api.url.removesuffix("/compute/v1") + "/")
-    monkeypatch.setenv("CLOUDSDK_AUTH_ACCESS_TOKEN", "test-token")
+    for name, value in api.gcloud_environment().items():
+        monkeypatch.setenv(name, value)
     assert compute_api() == api.url
     api.guest_attributes = [{"namespace": "hostkeys", "key": "ssh-ed25519", "value": ED25519}]
     keys = gce_host_keys(INSTANCE, time.monotonic() + 5, poll_seconds=0.05)
@@ -111,10 +111,10 @@ def test_gcloud_endpoint_override_and_token_are_honoured(api: FakeComputeApi, mo
     ("override", "fix"),
     [
         ("http://compute.example.org/", "https://compute.example.org/"),
-        ("http://10.0.0.5:8080", "https://10.0.0.5:8080"),
-        ("http://169.254.169.254", "https://169.254.169.254"),
-        ("http://127.0.0.1.nip.io", "https://127.0.0.1.nip.io"),
-        ("ftp://compute.example.org", "https://compute.example.org"),
+        ("http://10.0.0.5:8080", "https://10.0.0.5:8080/"),
+        ("http://169.254.169.254/", "https://169.254.169.254/"),
+        ("http://127.0.0.1.nip.io", "https://127.0.0.1.nip.io/"),
+        ("ftp://compute.example.org", "https://compute.example.org/"),
         ("file:///etc/passwd", "https://HOST/"),
         ("compute.example.org", "https://HOST/"),
     ],
@@ -143,8 +143,46 @@ def test_an_endpoint_override_that_would_send_the_token_in_clear_is_refused(
 def test_a_plain_http_endpoint_on_this_machine_is_allowed(host: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", f"http://{host}:8080/")
     assert compute_api() == f"http://{host}:8080/compute/v1"
-    monkeypatch.setenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", "https://compute.example.org/")
-    assert compute_api() == "https://compute.example.org/compute/v1"
+
+
+@pytest.mark.parametrize(
+    ("override", "base"),
+    [
+        ("https://compute.example.org/", "https://compute.example.org/compute/v1"),
+        ("https://compute.example.org/compute/v1/", "https://compute.example.org/compute/v1"),
+        ("https://proxy.example.org/google/compute/", "https://proxy.example.org/google/compute"),
+        ("https://proxy.example.org/compute/beta-mirror/", "https://proxy.example.org/compute/beta-mirror"),
+    ],
+)
+def test_an_override_is_the_apis_base_url_as_gcloud_reads_it(
+    override: str, base: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gcloud (googlecloudsdk/api_lib/util/apis_internal.py, _BuildEndpointOverride) adds the API's own path
+    `compute/v1/` to a host alone and takes any other path as the base itself: course-vm must call the same URLs."""
+    monkeypatch.setenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", override)
+    assert compute_api() == base
+
+
+@pytest.mark.parametrize(
+    ("override", "fix"),
+    [
+        ("https://compute.example.org", "https://compute.example.org/"),
+        ("https://compute.example.org/compute/v1", "https://compute.example.org/compute/v1/"),
+        ("http://127.0.0.1:8080/compute/v1?alt=json", "http://127.0.0.1:8080/compute/v1/"),
+    ],
+)
+def test_an_override_gcloud_refuses_is_refused_with_the_fix(
+    override: str, fix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", override)
+    with pytest.raises(CourseVmError) as raised:
+        compute_api()
+    assert str(raised.value) == (
+        f"CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE: got {override!r}, but gcloud reads it only as a base URL ending "
+        "in '/' (the API at https://HOST/compute/v1/, or https://HOST/ for that path). "
+        f"Fix: export CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE={fix}, or unset it"
+    )
+    assert raised.value.exit_code == 2
 
 
 def test_default_endpoint_is_googles(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,7 +39,7 @@ def props(sshd: Sshd, **changes: Any) -> dict[str, Any]:
 
 def publish(api: FakeComputeApi, sshd: Sshd) -> dict[str, str]:
     api.guest_attributes = [{"namespace": "hostkeys", "key": sshd.host_key.type, "value": sshd.host_key.blob}]
-    return {"CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": api.url, "CLOUDSDK_AUTH_ACCESS_TOKEN": "test-token"}
+    return api.gcloud_environment()
 
 
 LOAD_AND_CREATE = """

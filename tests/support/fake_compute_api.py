@@ -143,8 +143,9 @@ class FakeComputeApi:
             self.statuses[name] = status
 
     def gcloud_environment(self) -> dict[str, str]:
-        """gcloud's variables that point course-vm at this fake, with its token."""
-        return {"CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": self.url, "CLOUDSDK_AUTH_ACCESS_TOKEN": TOKEN}
+        """gcloud's variables that point course-vm (and gcloud itself) at this fake, with its token: the
+        override is the API's base URL with the trailing '/' gcloud requires."""
+        return {"CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": self.url + "/", "CLOUDSDK_AUTH_ACCESS_TOKEN": TOKEN}
 
 
 def _not_found(what: str) -> tuple[int, dict[str, object]]:

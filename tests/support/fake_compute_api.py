@@ -1,12 +1,17 @@
-"""A local fake of the Compute API endpoints course-vm calls (compute.googleapis.com is
-unreachable here): `instances.getGuestAttributes` and `instances.getSerialPortOutput`, with the
-API's response shapes, including the 404 the API gives until the guest publishes `hostkeys/` and
-keys replaced once read, as GCE's guest agent replaces cloud-init's on first boot;
-and `instances.start` and `instances.get`, a started instance going STAGING, then RUNNING;
-`projects.get` and `regions.get` with their `quotas[]`, `machineTypes.get` with its `guestCpus`,
-and the 403 SERVICE_DISABLED the API gives every call while it is not enabled in the project;
-`instances.stop`, a stopped one going STOPPING, then TERMINATED. Besides INSTANCE, other instances of
-its zone (`statuses`), and instances whose every call fails with an HTTP status (`failing`).
+"""A local fake of the Compute API (compute.googleapis.com is unreachable here), standing in for Google's
+endpoints course-vm calls, with the API's documents and error bodies as the real one gives them:
+`instances.get` (an Instance with its id, selfLink, zone and machine type URLs, and nic0), `instances.start`
+and `.stop` (an Operation: name, id, zone, targetLink, status RUNNING until `zoneOperations.get` or `.wait`
+reads it DONE, with `error.errors[]` when it failed), `instances.getGuestAttributes` (`hostkeys/`, a 404
+until the guest publishes them, keys replaced once read as GCE's guest agent replaces cloud-init's on first
+boot) and `.getSerialPortOutput` (port 1); `projects.get` and `regions.get` with their `quotas[]`,
+`machineTypes.get` with its `guestCpus`, and the 403 SERVICE_DISABLED every call gets while the API is not
+enabled. Besides INSTANCE, other instances of its zone (`statuses`), and instances whose every call fails
+with an HTTP status (`failing`). A started instance goes STAGING, then RUNNING; a stopped one STOPPING,
+then TERMINATED, one `instances.get` (or the operation's end) at a time.
+
+course-vm's client was written beside this fake, so agreeing with it proves little: tests/gcp/test_gcloud_reads.py
+holds it to Google's own client, the real gcloud, which reads every one of these answers.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -104,6 +110,81 @@ def service_disabled(project_number: str = "123456789012") -> tuple[int, dict[st
 
 
 TOKEN = "test-token"  # noqa: S105 (the only credential the fake accepts)
+GOOGLE_API = "https://www.googleapis.com/compute/v1/"
+"""Where the real API's selfLinks point, whatever endpoint was called (an override included)."""
+OPERATIONS_PATH = PROJECT_PATH + "/zones/europe-west1-b/operations/"
+ZONE_URL = GOOGLE_API + "projects/course-project-1/zones/europe-west1-b"
+NETWORK_IP = "10.42.0.2"
+
+
+def zone_exhausted() -> dict[str, Any]:
+    """The `error` a start operation ends with when the zone has no room for the machine type (GCE's
+    ZONE_RESOURCE_POOL_EXHAUSTED): the instance stays TERMINATED."""
+    return {
+        "errors": [{
+            "code": "ZONE_RESOURCE_POOL_EXHAUSTED",
+            "message": "The zone 'projects/course-project-1/zones/europe-west1-b' does not have enough resources "
+            "available to fulfill the request.  Try a different zone, or try again later.",
+        }]
+    }  # fmt: skip
+
+
+def quota_exceeded() -> dict[str, Any]:
+    """The `error` a start operation ends with when the region's CPU quota is used up (QUOTA_EXCEEDED)."""
+    return {
+        "errors": [{
+            "code": "QUOTA_EXCEEDED",
+            "message": "Quota 'CPUS' exceeded.  Limit: 24.0 in region europe-west1.",
+            "errorDetails": [{"quotaInfo": {"metricName": "compute.googleapis.com/cpus",
+                                            "limitName": "CPUS-per-project-region",
+                                            "dimensions": {"region": "europe-west1"}, "limit": 24}}],
+        }]
+    }  # fmt: skip
+
+
+def instance_id(name: str) -> str:
+    """A 19-digit id, fixed per NAME (the API gives uint64 values as JSON strings)."""
+    return str(10**18 + int.from_bytes(name.encode()[:7].ljust(7, b"\0"), "big"))
+
+
+def instance_document(name: str, status: str) -> dict[str, object]:
+    """An Instance as instances.get returns it, with what gcloud reads: `networkInterfaces[0]` named nic0 with
+    its networkIP (start prints it; start-iap-tunnel takes nic0), and the zone and machine type as URLs."""
+    return {
+        "kind": "compute#instance",
+        "id": instance_id(name),
+        "creationTimestamp": "2025-09-01T08:00:00.000-07:00",
+        "name": name,
+        "machineType": f"{ZONE_URL}/machineTypes/e2-standard-2",
+        "status": status,
+        "zone": ZONE_URL,
+        "networkInterfaces": [{
+            "kind": "compute#networkInterface",
+            "name": "nic0",
+            "network": GOOGLE_API + "projects/course-project-1/global/networks/course-vm-net",
+            "subnetwork": GOOGLE_API + "projects/course-project-1/regions/europe-west1/subnetworks/course-vm-subnet",
+            "networkIP": NETWORK_IP,
+            "stackType": "IPV4_ONLY",
+            "fingerprint": "c2b0WjEzPRU=",
+        }],
+        "selfLink": f"{ZONE_URL}/instances/{name}",
+    }  # fmt: skip
+
+
+def api_error(code: int, message: str, reason: str, status: str) -> tuple[int, dict[str, object]]:
+    """An error answer as the Compute API words it: `error.message`, `error.errors[]` with a reason."""
+    return code, {
+        "error": {
+            "code": code,
+            "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": reason}],
+            "status": status,
+        }
+    }
+
+
+def _not_found(what: str) -> tuple[int, dict[str, object]]:
+    return api_error(404, f"The resource '{what}' was not found", "notFound", "NOT_FOUND")
 
 
 @dataclass
@@ -129,6 +210,11 @@ class FakeComputeApi:
     """Other instances of INSTANCE's project and zone, by name: their status (INSTANCE's is instance_status)."""
     failing: dict[str, int] = field(default_factory=dict)
     """Instances, by name, whose every call fails with this HTTP status (400, 429, 500, 503...)."""
+    operation_error: dict[str, Any] | None = None
+    """The `error` every start or stop operation ends DONE with (`zone_exhausted()`, `quota_exceeded()`):
+    the instance's status stays as it was, as GCE's does."""
+    operations: dict[str, dict[str, object]] = field(default_factory=dict)
+    """The operations start and stop made, by name, as zoneOperations.get would return them now."""
 
     def status_of(self, name: str) -> str | None:
         """The status of instance NAME; None when it does not exist."""
@@ -147,20 +233,130 @@ class FakeComputeApi:
         override is the API's base URL with the trailing '/' gcloud requires."""
         return {"CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": self.url + "/", "CLOUDSDK_AUTH_ACCESS_TOKEN": TOKEN}
 
-
-def _not_found(what: str) -> tuple[int, dict[str, object]]:
-    return 404, {
-        "error": {
-            "code": 404,
-            "message": f"The resource '{what}' was not found",
-            "errors": [{"reason": "notFound", "message": f"The resource '{what}' was not found"}],
+    def power(self, name: str, verb: str) -> tuple[int, dict[str, object]]:
+        """instances.start or .stop of NAME: its status moves on (unless `operation_error`), and the answer is
+        the Operation GCE returns, RUNNING until zoneOperations.get or .wait reads it DONE."""
+        status = self.status_of(name)
+        if status is None:
+            return _not_found(f"projects/course-project-1/zones/europe-west1-b/instances/{name}")
+        if self.operation_error is None:
+            if verb == "start" and status in ("TERMINATED", "STOPPED"):
+                self.set_status(name, "STAGING")
+            elif verb == "stop" and status in ("RUNNING", "STAGING", "PROVISIONING"):
+                self.set_status(name, "STOPPING")
+        number = len(self.operations) + 1
+        operation_name = f"operation-17250000000{number:02d}-6150f5e1a2b3c-3f0e2a1b-8c7d6e{number:02d}"
+        self.operations[operation_name] = {
+            "kind": "compute#operation",
+            "id": str(7 * 10**18 + number),
+            "name": operation_name,
+            "zone": ZONE_URL,
+            "operationType": verb,
+            "targetLink": f"{ZONE_URL}/instances/{name}",
+            "targetId": instance_id(name),
+            "status": "RUNNING",
+            "user": "student@example.org",
+            "progress": 0,
+            "insertTime": "2025-09-01T08:00:00.000-07:00",
+            "startTime": "2025-09-01T08:00:00.100-07:00",
+            "selfLink": f"{ZONE_URL}/operations/{operation_name}",
         }
-    }
+        return 200, dict(self.operations[operation_name])
+
+    def operation(self, name: str) -> tuple[int, dict[str, object]]:
+        """zoneOperations.get or .wait of operation NAME: DONE, the instance where the operation took it, or
+        with `operation_error` (and the HTTP status GCE records for it)."""
+        found = self.operations.get(name)
+        if found is None:
+            return _not_found(f"projects/course-project-1/zones/europe-west1-b/operations/{name}")
+        if found["status"] != "DONE":
+            found.update(status="DONE", progress=100, endTime="2025-09-01T08:00:20.000-07:00")
+            target = str(found["targetLink"]).rsplit("/", 1)[-1]
+            if self.operation_error is not None:
+                found.update(error=self.operation_error, httpErrorStatusCode=503,
+                             httpErrorMessage="SERVICE UNAVAILABLE")  # fmt: skip
+            elif self.status_of(target) in ("STAGING", "STOPPING"):
+                self.set_status(target, "RUNNING" if found["operationType"] == "start" else "TERMINATED")
+        return 200, dict(found)
+
+    def answer(self, method: str, path: str, params: dict[str, list[str]]) -> tuple[int, dict[str, object]]:
+        """The status and JSON body the API gives METHOD PATH?PARAMS (the Authorization header checked)."""
+        if not self.api_enabled:
+            return service_disabled()
+        if self.status != 200:
+            message = "Required 'compute.instances.getGuestAttributes' permission for 'projects/course-project-1'"
+            return api_error(self.status, message, "forbidden", "PERMISSION_DENIED")
+        if method == "GET" and path == PROJECT_PATH:
+            return 200, {"kind": "compute#project", "id": "123456789012", "name": "course-project-1",
+                         "selfLink": GOOGLE_API + "projects/course-project-1",
+                         "quotas": self.project_quotas}  # fmt: skip
+        if method == "GET" and path == REGION_PATH:
+            return 200, {"kind": "compute#region", "id": "1100", "name": "europe-west1", "status": "UP",
+                         "selfLink": GOOGLE_API + "projects/course-project-1/regions/europe-west1",
+                         "quotas": self.region_quotas}  # fmt: skip
+        if method == "GET" and path.startswith(MACHINE_TYPES_PATH):
+            name = path[len(MACHINE_TYPES_PATH) :]
+            if name not in self.guest_cpus:
+                return _not_found(f"projects/course-project-1/zones/europe-west1-b/machineTypes/{name}")
+            return 200, {"kind": "compute#machineType", "id": "334002", "name": name,
+                         "guestCpus": self.guest_cpus[name], "zone": "europe-west1-b",
+                         "selfLink": f"{ZONE_URL}/machineTypes/{name}"}  # fmt: skip
+        if path.startswith(OPERATIONS_PATH):
+            name, _, wait = path[len(OPERATIONS_PATH) :].partition("/")
+            if (method, wait) in (("GET", ""), ("POST", "wait")):
+                return self.operation(name)
+            return _not_found(path)
+        if not self.instance_exists:
+            return _not_found(f"projects/course-project-1/zones/europe-west1-b/instances/{INSTANCE.name}")
+        return self.instance_answer(method, path, params)
+
+    def instance_answer(self, method: str, path: str, params: dict[str, list[str]]) -> tuple[int, dict[str, object]]:
+        """instances.get, .start, .stop, .getGuestAttributes and .getSerialPortOutput."""
+        name, _, verb = path[len(ZONE_PATH) :].partition("/") if path.startswith(ZONE_PATH) else ("", "", "")
+        if name in self.failing:
+            code = self.failing[name]
+            message = "Invalid value for field 'resource'" if code == 400 else "The service is currently unavailable."
+            return api_error(code, message, "invalid" if code == 400 else "backendError",
+                             "INVALID_ARGUMENT" if code == 400 else "UNAVAILABLE")  # fmt: skip
+        if method == "POST" and name and verb in ("start", "stop"):
+            return self.power(name, verb)
+        if method == "POST" or not name:
+            return _not_found(path)
+        if verb == "":
+            status = self.status_of(name)
+            if status is None:
+                return _not_found(f"projects/course-project-1/zones/europe-west1-b/instances/{name}")
+            after = {**STARTING, **STOPPING}.get(status)
+            if after:
+                self.set_status(name, after)  # the next read finds it there
+            return 200, instance_document(name, status)
+        if path == BASE + "/getGuestAttributes" and params.get("queryPath") == ["hostkeys/"]:
+            return self.host_key_attributes()
+        if path == BASE + "/serialPort" and params.get("port") == ["1"]:
+            return 200, {"kind": "compute#serialPortOutput", "contents": self.console, "start": "0",
+                         "next": str(len(self.console)),
+                         "selfLink": f"{ZONE_URL}/instances/{name}/serialPort"}  # fmt: skip
+        return _not_found(path)
+
+    def host_key_attributes(self) -> tuple[int, dict[str, object]]:
+        guest_calls = sum(r.endswith("/getGuestAttributes") for r in self.requests)
+        if guest_calls <= self.guest_attributes_after or not self.guest_attributes:
+            return _not_found(f"{INSTANCE.name}/guestAttributes/hostkeys/")
+        answer: dict[str, object] = {
+            "kind": "compute#guestAttributes",
+            "queryPath": "hostkeys/",
+            "queryValue": {"items": self.guest_attributes},
+            "selfLink": f"{ZONE_URL}/instances/{INSTANCE.name}/getGuestAttributes?queryPath=hostkeys/",
+        }
+        if self.then_guest_attributes is not None:
+            self.guest_attributes, self.then_guest_attributes = self.then_guest_attributes, None
+        return 200, answer
 
 
 @contextmanager
 def fake_compute_api() -> Iterator[FakeComputeApi]:
     fake = FakeComputeApi()
+    lock = threading.Lock()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -168,93 +364,17 @@ def fake_compute_api() -> Iterator[FakeComputeApi]:
 
         def do_GET(self, method: str = "GET") -> None:
             path, _, query = self.path.partition("?")
-            params = urllib.parse.parse_qs(query)
-            fake.requests.append(path if method == "GET" else f"{method} {path}")
-            body: dict[str, object]
-            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                code, body = 401, {"error": {"code": 401, "message": "Request had invalid authentication credentials."}}
-            elif not fake.api_enabled:
-                code, body = service_disabled()
-            elif fake.status != 200:
-                code, body = (
-                    fake.status,
-                    {
-                        "error": {
-                            "code": fake.status,
-                            "message": "Required 'compute.instances.getGuestAttributes' permission",
-                        }
-                    },
-                )
-            elif method == "GET" and path == PROJECT_PATH:
-                body = {"kind": "compute#project", "name": "course-project-1", "quotas": fake.project_quotas}
-                code = 200
-            elif method == "GET" and path == REGION_PATH:
-                code, body = 200, {"kind": "compute#region", "name": "europe-west1", "quotas": fake.region_quotas}
-            elif method == "GET" and path.startswith(MACHINE_TYPES_PATH):
-                name = path[len(MACHINE_TYPES_PATH) :]
-                if name in fake.guest_cpus:
-                    code, body = 200, {"kind": "compute#machineType", "name": name, "guestCpus": fake.guest_cpus[name]}
-                else:
-                    code, body = _not_found(f"projects/course-project-1/zones/europe-west1-b/machineTypes/{name}")
-            elif not fake.instance_exists:
-                code, body = _not_found(f"projects/course-project-1/zones/europe-west1-b/instances/{INSTANCE.name}")
-            elif path.startswith(ZONE_PATH) and path[len(ZONE_PATH) :].split("/")[0] in fake.failing:
-                code = fake.failing[path[len(ZONE_PATH) :].split("/")[0]]
-                body = {"error": {"code": code, "message": "Invalid value for field 'resource'" if code == 400
-                                  else "The service is currently unavailable."}}  # fmt: skip
-            elif method == "POST" and path.startswith(ZONE_PATH) and path.rsplit("/", 1)[-1] in ("start", "stop"):
-                name, verb = path[len(ZONE_PATH) :].split("/")
-                status = fake.status_of(name)
-                if status is None:
-                    code, body = _not_found(f"projects/course-project-1/zones/europe-west1-b/instances/{name}")
-                else:
-                    if verb == "start" and status in ("TERMINATED", "STOPPED"):
-                        fake.set_status(name, "STAGING")
-                    elif verb == "stop" and status in ("RUNNING", "STAGING", "PROVISIONING"):
-                        fake.set_status(name, "STOPPING")
-                    code, body = 200, {"kind": "compute#operation", "operationType": verb, "status": "RUNNING"}
-            elif method == "POST":
-                code, body = _not_found(path)
-            elif path.startswith(ZONE_PATH) and "/" not in path[len(ZONE_PATH) :]:
-                name = path[len(ZONE_PATH) :]
-                status = fake.status_of(name)
-                if status is None:
-                    code, body = _not_found(f"projects/course-project-1/zones/europe-west1-b/instances/{name}")
-                else:
-                    code, body = 200, {"kind": "compute#instance", "name": name, "status": status}
-                    after = {**STARTING, **STOPPING}.get(status)
-                    if after:
-                        fake.set_status(name, after)  # the next read finds it there
-            elif path == BASE + "/getGuestAttributes" and params.get("queryPath") == ["hostkeys/"]:
-                guest_calls = sum(r.endswith("/getGuestAttributes") for r in fake.requests)
-                if guest_calls <= fake.guest_attributes_after or not fake.guest_attributes:
-                    code, body = _not_found(f"{INSTANCE.name}/guestAttributes/hostkeys/")
-                else:
-                    code, body = (
-                        200,
-                        {
-                            "kind": "compute#guestAttributes",
-                            "queryPath": "hostkeys/",
-                            "queryValue": {"items": fake.guest_attributes},
-                        },
+            with lock:
+                fake.requests.append(path if method == "GET" else f"{method} {path}")
+                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                    code, body = api_error(
+                        401, "Request had invalid authentication credentials.", "authError", "UNAUTHENTICATED"
                     )
-                    if fake.then_guest_attributes is not None:
-                        fake.guest_attributes, fake.then_guest_attributes = fake.then_guest_attributes, None
-            elif path == BASE + "/serialPort" and params.get("port") == ["1"]:
-                code, body = (
-                    200,
-                    {
-                        "kind": "compute#serialPortOutput",
-                        "contents": fake.console,
-                        "start": "0",
-                        "next": str(len(fake.console)),
-                    },
-                )
-            else:
-                code, body = _not_found(path)
+                else:
+                    code, body = fake.answer(method, path, urllib.parse.parse_qs(query))
             data = json.dumps(body).encode()
             self.send_response(code)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "application/json; charset=UTF-8")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

@@ -15,9 +15,8 @@ from provisioner.gcp.compute_api import (
     GceInstance,
     application_default_token,
     compute_api,
-    start_instance,
-    stop_instance,
 )
+from provisioner.gcp.instance_power import start_instance, stop_instance
 from provisioner.parallel import at_once
 from provisioner.stack import VmOutputs
 
@@ -29,7 +28,7 @@ class PowerChange:
     done: str
     """The VMs "could not be DONE" when some fail: started, stopped."""
     change: Callable[..., None]
-    """start_instance or stop_instance (provisioner/gcp/compute_api.py)."""
+    """start_instance or stop_instance (provisioner/gcp/instance_power.py)."""
     said: Callable[[str, str, VmOutputs], str]
     """What is printed for a VM that got there, given the stack, the student and the VM."""
 

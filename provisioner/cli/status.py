@@ -10,7 +10,8 @@ from provisioner.access.ssh_config import host_alias
 from provisioner.cli.up import address_cell
 from provisioner.driver.verifications import Result, Verification
 from provisioner.errors import CourseVmError
-from provisioner.gcp.compute_api import READ_SCOPE, GceInstance, application_default_token, compute_api, instance_status
+from provisioner.gcp.compute_api import READ_SCOPE, GceInstance, application_default_token, compute_api
+from provisioner.gcp.instance_power import instance_status
 from provisioner.parallel import at_once
 from provisioner.stack import DEFAULT_STACK, StackOutputs, VmOutputs, command
 

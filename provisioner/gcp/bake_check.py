@@ -22,7 +22,8 @@ def check_bake(props: dict[str, Any]) -> dict[str, Any]:
     no verdict, or no power-off, before the timeout.
     """
     from provisioner.errors import CourseVmError, UnreachableError
-    from provisioner.gcp.compute_api import GceInstance, bake_verdict, instance_status
+    from provisioner.gcp.compute_api import GceInstance, bake_verdict
+    from provisioner.gcp.instance_power import instance_status
     from provisioner.recipe.bake import parse_verdict
 
     def progress(message: str) -> None:

@@ -1,5 +1,5 @@
 """The Compute API calls: a GCE VM's SSH host keys out of band (guest attributes, else the serial console),
-starting and stopping it, reading its status."""
+its resources read before a change; starting and stopping a VM is provisioner/gcp/instance_power.py."""
 
 from __future__ import annotations
 
@@ -10,15 +10,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from provisioner.access.host_keys import HostKey, host_keys_from_console, parse_host_key
 from provisioner.access.ssh import HostKeySource, Progress
 from provisioner.errors import ACCESS_TOKEN, CourseVmError, ExitStatus, UnreachableError
-from provisioner.stack import DEFAULT_STACK, command
 
 COMPUTE_API = "https://compute.googleapis.com/compute/v1"
 # gcloud's own variables: an endpoint override (private service connect, proxies) and a ready token.
@@ -218,109 +216,6 @@ def read_resource(
         raise UnreachableError(
             f"the Compute API ({api}) {what}; nothing was created. Fix: check the "
             f"network (a proxy, or CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE when set), then run `{again}` again"
-        ) from None
-
-
-def start_instance(
-    instance: GceInstance,
-    deadline: float,
-    progress: Progress = lambda _: None,
-    *,
-    api: str | None = None,
-    token: TokenSource = lambda: application_default_token(MANAGE_SCOPE),
-    poll_seconds: float = 2.0,
-    stack: str = DEFAULT_STACK,
-) -> None:
-    """Start INSTANCE (nothing happens to one that runs) and wait until GCE reports it RUNNING.
-
-    Raises CourseVmError when it does not exist or may not be started, UnreachableError when it
-    is not running by the deadline or the Compute API cannot be reached.
-    """
-    _change_power(instance, "start", "RUNNING", deadline, progress, api, token, poll_seconds, stack)
-
-
-def stop_instance(
-    instance: GceInstance,
-    deadline: float,
-    progress: Progress = lambda _: None,
-    *,
-    api: str | None = None,
-    token: TokenSource = lambda: application_default_token(MANAGE_SCOPE),
-    poll_seconds: float = 2.0,
-    stack: str = DEFAULT_STACK,
-) -> None:
-    """Stop INSTANCE (nothing happens to one that is stopped) and wait until GCE reports it TERMINATED.
-
-    Its disks and static address stay (and are still billed). Raises CourseVmError when it does
-    not exist or may not be stopped, UnreachableError when it is not stopped by the deadline or the
-    Compute API cannot be reached.
-    """
-    _change_power(instance, "stop", "TERMINATED", deadline, progress, api, token, poll_seconds, stack)
-
-
-def instance_status(
-    instance: GceInstance,
-    *,
-    api: str | None = None,
-    token: TokenSource = application_default_token,
-    stack: str = DEFAULT_STACK,
-) -> str:
-    """INSTANCE's status as GCE reports it now (RUNNING, TERMINATED, STAGING, STOPPING, SUSPENDED, ...).
-
-    One `instances.get`. Raises CourseVmError when it does not exist or may not be read,
-    UnreachableError when the Compute API cannot be reached or fails.
-    """
-    api = api or compute_api()  # checked before a token is fetched
-    access = token()
-    with _instance_errors(instance, "read", stack):
-        return str(_get(api, instance.path(), {}, access, "compute.instances.get").get("status", "")) or "unknown"
-
-
-def _change_power(
-    instance: GceInstance, verb: str, wanted: str, deadline: float, progress: Progress, api: str | None,
-    token: TokenSource, poll_seconds: float, stack: str,
-) -> None:  # fmt: skip
-    """POST instances.VERB, then read the instance until GCE reports it WANTED or the deadline passes."""
-    api = api or compute_api()  # checked before a token is fetched
-    access = token()
-    permission = f"compute.instances.{verb}"
-    with _instance_errors(instance, verb, stack):
-        _call("POST", api, instance.path() + f"/{verb}", {}, access, permission)
-    while True:
-        with _instance_errors(instance, verb, stack):
-            status = str(_get(api, instance.path(), {}, access, permission).get("status", ""))
-        if status == wanted:
-            return
-        now = time.monotonic()
-        if now >= deadline:
-            raise UnreachableError(f"{instance.name} is still {status or 'not ' + wanted}. Fix: try again later")
-        progress(f"{instance.name}: {status}")
-        time.sleep(min(poll_seconds, max(deadline - now, 0)))
-
-
-@contextmanager
-def _instance_errors(instance: GceInstance, doing: str, stack: str) -> Iterator[None]:
-    """The Compute API's failures while DOING (start, stop, read) INSTANCE of STACK as course-vm's
-    errors: what failed, the API's own words in parentheses, and what to do."""
-    try:
-        yield
-    except _NotFoundError as error:
-        raise CourseVmError(
-            f"instance {instance.name} not found in {instance.project}/{instance.zone} ({error}). "
-            f"Fix: `{command('up', stack)}` creates it again"
-        ) from None
-    except urllib.error.HTTPError as error:
-        message = str(error.reason).rstrip(".")
-        said = f"the Compute API could not {doing} instance {instance.name} ({error.code}: {message})"
-        if error.code == 429 or error.code >= 500:
-            raise UnreachableError(f"{said}. Fix: try again in a minute") from None
-        raise CourseVmError(
-            f"{said}. Fix: run `{command('status', stack)}` to see the VM's state, then try again"
-        ) from None
-    except (urllib.error.URLError, OSError) as error:
-        raise UnreachableError(
-            f"the Compute API is unreachable from here ({getattr(error, 'reason', error)}). "
-            "Fix: check this machine's network, then try again"
         ) from None
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.cli import run_cli
-from tests.support.fake_compute_api import INSTANCE, ZONE_PATH, FakeComputeApi
+from tests.support.fake_compute_api import INSTANCE, ZONE_PATH, FakeComputeApi, zone_exhausted
 from tests.support.fixes import assert_fixes_are_valid
 from tests.support.outputs import class_outputs, one_vm
 from tests.support.stand_in_pulumi import stand_in_pulumi
@@ -108,6 +108,20 @@ def test_each_student_that_failed_is_one_row_and_the_exit_status_the_highest(
     ]
     assert api.statuses[instances["alice"]] == ("TERMINATED" if verb == "stop" else "RUNNING")
     assert_fixes_are_valid([verb], error)
+
+
+def test_a_start_gce_refuses_for_want_of_room_is_one_line_at_once(api: FakeComputeApi, tmp_path: Path) -> None:
+    api.operation_error = zone_exhausted()
+    result = run_cli("start", "--timeout", "600", env=a_vm(api, tmp_path))
+    assert result.returncode == 3
+    assert result.stderr.splitlines()[-1] == (
+        f"course-vm: course-vm: GCE could not start instance {INSTANCE.name} (ZONE_RESOURCE_POOL_EXHAUSTED: The zone "
+        "'projects/course-project-1/zones/europe-west1-b' does not have enough resources available to fulfill the "
+        "request. Try a different zone, or try again later). Fix: zone europe-west1-b has no room for this machine "
+        "type now; run `course-vm start` again in a few minutes"
+    )
+    assert "Traceback" not in result.stderr
+    assert_fixes_are_valid(["start"], result.stderr)
 
 
 @pytest.mark.parametrize("verb", ["start", "stop"])

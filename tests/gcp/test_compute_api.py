@@ -14,11 +14,18 @@ from provisioner.gcp.compute_api import (
     application_default_token,
     compute_api,
     gce_host_keys,
-    instance_status,
-    start_instance,
-    stop_instance,
 )
-from tests.support.fake_compute_api import BASE, ECDSA, ED25519, INSTANCE, FakeComputeApi
+from provisioner.gcp.instance_power import instance_status, start_instance, stop_instance
+from tests.support.fake_compute_api import (
+    BASE,
+    ECDSA,
+    ED25519,
+    INSTANCE,
+    OPERATIONS_PATH,
+    FakeComputeApi,
+    quota_exceeded,
+    zone_exhausted,
+)
 
 
 def learn(api: FakeComputeApi, seconds: float = 5.0, messages: list[str] | None = None) -> list[str]:
@@ -195,7 +202,8 @@ def test_start_starts_a_stopped_instance_and_waits_until_it_runs(api: FakeComput
     start_instance(
         INSTANCE, time.monotonic() + 10, said.append, api=api.url, token=lambda: "test-token", poll_seconds=0
     )
-    assert api.requests == [f"POST {BASE}/start", BASE, BASE]
+    [operation] = api.operations
+    assert api.requests == [f"POST {BASE}/start", OPERATIONS_PATH + operation, BASE, OPERATIONS_PATH + operation, BASE]
     assert said == [f"{INSTANCE.name}: STAGING"]
     assert api.instance_status == "RUNNING"
 
@@ -223,13 +231,15 @@ def change(verb: str, api: FakeComputeApi, instance: GceInstance = INSTANCE, sec
 def test_stop_stops_a_running_instance_and_waits_until_it_is_terminated(api: FakeComputeApi) -> None:
     api.instance_status = "RUNNING"
     assert change("stop", api) == [f"{INSTANCE.name}: STOPPING"]
-    assert api.requests == [f"POST {BASE}/stop", BASE, BASE]
+    [operation] = api.operations
+    assert api.requests == [f"POST {BASE}/stop", OPERATIONS_PATH + operation, BASE, OPERATIONS_PATH + operation, BASE]
     assert api.instance_status == "TERMINATED"
 
 
 def test_stop_of_a_stopped_instance_is_fine(api: FakeComputeApi) -> None:
     assert change("stop", api) == []
-    assert api.requests == [f"POST {BASE}/stop", BASE]
+    [operation] = api.operations
+    assert api.requests == [f"POST {BASE}/stop", OPERATIONS_PATH + operation, BASE]
     assert api.instance_status == "TERMINATED"
 
 
@@ -243,6 +253,44 @@ def test_stop_without_permission_names_it(api: FakeComputeApi) -> None:
     api.status = 403
     with pytest.raises(CourseVmError, match=r"refused POST .*/stop \(403: .*compute.instances.stop"):
         change("stop", api)
+
+
+def test_a_start_gce_cannot_do_for_want_of_room_says_so_at_once(api: FakeComputeApi) -> None:
+    api.operation_error = zone_exhausted()
+    with pytest.raises(UnreachableError) as raised:
+        change("start", api, seconds=60)
+    assert str(raised.value) == (
+        f"GCE could not start instance {INSTANCE.name} (ZONE_RESOURCE_POOL_EXHAUSTED: The zone "
+        "'projects/course-project-1/zones/europe-west1-b' does not have enough resources available to fulfill the "
+        "request. Try a different zone, or try again later). Fix: zone europe-west1-b has no room for this machine "
+        "type now; run `course-vm start` again in a few minutes"
+    )
+    assert raised.value.exit_code == 3
+    assert len(api.requests) == 2, "the operation's error is read once, not waited on until the deadline"
+
+
+def test_a_start_over_the_quota_names_it_and_where_to_ask_for_more(api: FakeComputeApi) -> None:
+    api.operation_error = quota_exceeded()
+    with pytest.raises(CourseVmError) as raised:
+        start_instance(INSTANCE, time.monotonic() + 60, api=api.url, token=lambda: "test-token", stack="lab")
+    assert str(raised.value) == (
+        f"GCE could not start instance {INSTANCE.name} (QUOTA_EXCEEDED: Quota 'CPUS' exceeded. Limit: 24.0 in region "
+        "europe-west1). Fix: stop another VM of the project, or ask for more at "
+        "https://console.cloud.google.com/iam-admin/quotas?project=course-project-1, then run "
+        "`course-vm start --stack lab` again"
+    )
+    assert raised.value.exit_code == 6
+    assert api.instance_status == "TERMINATED"
+
+
+@pytest.mark.parametrize("name", ["../../../instances/other/stop", "operation?x=1", "Operation-1", "o" * 64, 7, None])
+def test_an_operation_name_gce_would_not_give_is_never_put_in_a_url(name: object) -> None:
+    """The operation is read back from the API: only a name GCE would give is read again, else the instance."""
+    from provisioner.gcp import instance_power
+
+    assert instance_power._operation_path(INSTANCE, {"name": name}) is None
+    path = instance_power._operation_path(INSTANCE, {"name": "operation-1-a"})
+    assert path == "/projects/course-project-1/zones/europe-west1-b/operations/operation-1-a"
 
 
 def test_an_instance_that_never_gets_there_is_unreachable_by_the_deadline(api: FakeComputeApi) -> None:

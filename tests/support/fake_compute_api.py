@@ -263,20 +263,21 @@ class FakeComputeApi:
         }
         return 200, dict(self.operations[operation_name])
 
-    def operation(self, name: str) -> tuple[int, dict[str, object]]:
-        """zoneOperations.get or .wait of operation NAME: DONE, the instance where the operation took it, or
-        with `operation_error` (and the HTTP status GCE records for it)."""
+    def operation(self, name: str, wait: bool) -> tuple[int, dict[str, object]]:
+        """zoneOperations.get (or, WAIT, .wait) of operation NAME. It ends DONE with `operation_error` at once;
+        else when its instance got where it was going, which .wait (blocking until then, as GCE's does) brings
+        about and .get only reports, so that the instance's own reads go STAGING, then RUNNING."""
         found = self.operations.get(name)
         if found is None:
             return _not_found(f"projects/course-project-1/zones/europe-west1-b/operations/{name}")
-        if found["status"] != "DONE":
-            found.update(status="DONE", progress=100, endTime="2025-09-01T08:00:20.000-07:00")
-            target = str(found["targetLink"]).rsplit("/", 1)[-1]
-            if self.operation_error is not None:
-                found.update(error=self.operation_error, httpErrorStatusCode=503,
-                             httpErrorMessage="SERVICE UNAVAILABLE")  # fmt: skip
-            elif self.status_of(target) in ("STAGING", "STOPPING"):
-                self.set_status(target, "RUNNING" if found["operationType"] == "start" else "TERMINATED")
+        target = str(found["targetLink"]).rsplit("/", 1)[-1]
+        if found["status"] != "DONE" and self.operation_error is not None:
+            found.update(error=self.operation_error, httpErrorStatusCode=503, httpErrorMessage="SERVICE UNAVAILABLE")
+        elif found["status"] != "DONE" and self.status_of(target) in ("STAGING", "STOPPING"):
+            if not wait:
+                return 200, dict(found, progress=50)
+            self.set_status(target, "RUNNING" if found["operationType"] == "start" else "TERMINATED")
+        found.update(status="DONE", progress=100, endTime="2025-09-01T08:00:20.000-07:00")
         return 200, dict(found)
 
     def answer(self, method: str, path: str, params: dict[str, list[str]]) -> tuple[int, dict[str, object]]:
@@ -304,7 +305,7 @@ class FakeComputeApi:
         if path.startswith(OPERATIONS_PATH):
             name, _, wait = path[len(OPERATIONS_PATH) :].partition("/")
             if (method, wait) in (("GET", ""), ("POST", "wait")):
-                return self.operation(name)
+                return self.operation(name, wait == "wait")
             return _not_found(path)
         if not self.instance_exists:
             return _not_found(f"projects/course-project-1/zones/europe-west1-b/instances/{INSTANCE.name}")

@@ -36,6 +36,8 @@ ZONE = re.compile(r"[a-z]+-[a-z]+[0-9]+-[a-z]")
 """A zone name as GCE spells them (`us-central1-a`): cloud-init takes the region as all but its last part."""
 
 Json = Any
+GOOGLE_API = "https://www.googleapis.com/compute/v1/"
+"""Where the Compute API's selfLinks point, whatever endpoint was called."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,23 @@ class TwinInstance:
                 "numericProjectId": self.numeric_project_id,
                 "attributes": dict(self.project_attributes),
             },
+        }
+
+    def compute_document(self) -> dict[str, Json]:
+        """The instance as the Compute API's `instances.get` shows it, as gcloud reads it: `start-iap-tunnel`
+        takes nic0's networkIP, and the zone and machine type are URLs (tests/gcp/test_gcloud_reads.py)."""
+        zone = f"{GOOGLE_API}projects/{self.project_id}/zones/{self.zone}"
+        network = f"{GOOGLE_API}projects/{self.project_id}/global/networks/default"
+        interface = {"kind": "compute#networkInterface", "name": "nic0", "network": network, "networkIP": self.ip}
+        return {
+            "kind": "compute#instance",
+            "id": str(self.instance_id),
+            "name": self.name,
+            "status": "RUNNING",
+            "zone": zone,
+            "machineType": f"{zone}/machineTypes/{self.machine_type}",
+            "networkInterfaces": [interface],
+            "selfLink": f"{zone}/instances/{self.name}",
         }
 
 
@@ -394,7 +413,9 @@ class MetadataServer:
         return _text(404, "not found") if found is None else _render(*found, query)
 
     def _compute_view(self, request: Request, segments: list[str]) -> Answer:
-        """The Compute API's `instances.get`, `getGuestAttributes` and `getSerialPortOutput` of the twin."""
+        """The Compute API's `instances.get`, `getGuestAttributes` and `getSerialPortOutput` of the twin, standing
+        in for Google's with its documents and error bodies, so that course-vm's client and gcloud read the twin as
+        a GCE VM (tests/gcp/test_gcloud_reads.py holds them to the real gcloud); start and stop are not served."""
         expected = f"Bearer {self.token}".encode()
         if not hmac.compare_digest(request.authorization.encode("utf-8", "replace"), expected):
             return _api_error(401, "Request had invalid authentication credentials.", "authError")
@@ -406,9 +427,7 @@ class MetadataServer:
             return _api_error(405, "Method not allowed.", "methodNotAllowed")
         method = segments[6] if len(segments) == 7 else ""
         if method == "":
-            return _json(
-                200, {"kind": "compute#instance", "name": twin.name, "id": str(twin.instance_id), "status": "RUNNING"}
-            )
+            return _json(200, twin.compute_document())
         if method == "getGuestAttributes":
             return self._guest_items(resource, request.query.get("queryPath", ""))
         if method == "serialPort":

@@ -10,9 +10,14 @@ Each gcloud run takes most of a second, so one test reads several endpoints.
 from __future__ import annotations
 
 import json
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from provisioner.local.metadata_server import MetadataServer, TwinInstance
 from tests.support import real_gcloud
 from tests.support.fake_compute_api import (
     ED25519,
@@ -119,3 +124,64 @@ def test_gcloud_shows_the_fakes_error_bodies(api: FakeComputeApi, tmp_path: Path
     api.status, api.api_enabled = 200, False
     disabled = gcloud_error(["compute", "project-info", "describe", "--project", INSTANCE.project], tmp_path, api.url)
     assert "Compute Engine API has not been used in project 123456789012 before or it is disabled" in disabled
+
+
+TWIN = TwinInstance(
+    name="course-vm-alice",
+    instance_id=4520031799277581759,
+    project_id="twin-proj",
+    attributes={"enable-guest-attributes": "TRUE"},
+)
+TWIN_AT = ["--project", TWIN.project_id, "--zone", TWIN.zone]
+
+
+@pytest.fixture
+def twin(tmp_path: Path) -> Iterator[MetadataServer]:
+    """The twin's metadata server (no VM), with a console, that takes gcloud's token."""
+    console = tmp_path / "console.log"
+    console.write_text("[    3.1] cloud-init[301]: Cloud-init v. 24.1 running 'init'\n")
+    with MetadataServer(TWIN, token=real_gcloud.TOKEN, console_log=console) as server:
+        yield server
+
+
+def publish(server: MetadataServer, namespace: str, key: str, value: str) -> None:
+    """Publish a guest attribute as the guest does, through the metadata server's guest side."""
+    request = urllib.request.Request(  # noqa: S310 (http to our own server)
+        f"{server.url}/computeMetadata/v1/instance/guest-attributes/{namespace}/{key}",
+        data=value.encode(),
+        headers={"Metadata-Flavor": "Google"},
+        method="PUT",
+    )
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+        pass
+
+
+def test_gcloud_reads_the_twins_instance_guest_attributes_and_console(twin: MetadataServer, tmp_path: Path) -> None:
+    publish(twin, "hostkeys", "ssh-ed25519", ED25519)
+    publish(twin, "course-vm", "bake", "passed")
+    config = tmp_path / "gcloud"
+    instance = gcloud_json(["compute", "instances", "describe", TWIN.name, *TWIN_AT], config, twin.compute_api)
+    zone = f"https://www.googleapis.com/compute/v1/projects/{TWIN.project_id}/zones/{TWIN.zone}"
+    assert (instance["name"], instance["status"], instance["zone"]) == (TWIN.name, "RUNNING", zone)
+    assert (instance["id"], instance["selfLink"]) == (str(TWIN.instance_id), f"{zone}/instances/{TWIN.name}")
+    [nic] = instance["networkInterfaces"]
+    assert (nic["name"], nic["networkIP"]) == ("nic0", TWIN.ip), "what start-iap-tunnel reads"
+    for path, item in [
+        ("hostkeys/", {"namespace": "hostkeys", "key": "ssh-ed25519", "value": ED25519}),
+        ("course-vm/bake", {"namespace": "course-vm", "key": "bake", "value": "passed"}),
+    ]:
+        read = ["compute", "instances", "get-guest-attributes", TWIN.name, f"--query-path={path}", *TWIN_AT]
+        assert gcloud_json(read, config, twin.compute_api) == [item]
+    console = real_gcloud.run(
+        ["compute", "instances", "get-serial-port-output", TWIN.name, "--port", "1", *TWIN_AT], config, twin.compute_api
+    )
+    assert (console.returncode, console.stdout) == (0, (tmp_path / "console.log").read_text() + "\n"), console.stderr
+
+
+def test_gcloud_shows_the_twins_error_bodies(twin: MetadataServer, tmp_path: Path) -> None:
+    config = tmp_path / "gcloud"
+    unpublished = ["compute", "instances", "get-guest-attributes", TWIN.name, "--query-path=hostkeys/", *TWIN_AT]
+    said = gcloud_error(unpublished, config, twin.compute_api)
+    assert f"The resource 'projects/{TWIN.project_id}/zones/{TWIN.zone}/instances/{TWIN.name}/guestAttributes/" in said
+    other = gcloud_error(["compute", "instances", "describe", "course-vm-bob", *TWIN_AT], config, twin.compute_api)
+    assert "instances/course-vm-bob' was not found" in other

@@ -423,11 +423,23 @@ def test_the_compute_api_view_needs_the_servers_token(server: MetadataServer) ->
 def test_the_compute_api_view_of_the_instance_and_its_console(server: MetadataServer) -> None:
     auth = {"Authorization": f"Bearer {server.token}"}
     instance = f"/compute/v1/projects/twin-proj/zones/local-twin1-a/instances/{TWIN.name}"
+    zone = "https://www.googleapis.com/compute/v1/projects/twin-proj/zones/local-twin1-a"
     assert call(server, instance, headers=auth).json() == {
         "kind": "compute#instance",
-        "name": TWIN.name,
         "id": "4520031799277581759",
+        "name": TWIN.name,
         "status": "RUNNING",
+        "zone": zone,
+        "machineType": f"{zone}/machineTypes/e2-standard-4",
+        "networkInterfaces": [
+            {
+                "kind": "compute#networkInterface",
+                "name": "nic0",
+                "network": "https://www.googleapis.com/compute/v1/projects/twin-proj/global/networks/default",
+                "networkIP": "10.128.0.2",
+            }
+        ],
+        "selfLink": f"{zone}/instances/{TWIN.name}",
     }
     assert call(server, instance + "/serialPort?port=1", headers=auth).json() == {
         "kind": "compute#serialPortOutput",

@@ -117,15 +117,19 @@ def connect(target: Target, key: paramiko.PKey, deadline: float, progress: Progr
         )
     started = time.monotonic()
     total = max(deadline - started, 0)
-    delay, last_reason, last_report = 0.25, "", -1e9
+    delay, last_reason, last_report, heard = 0.25, "", -1e9, ""
     while True:
         client = _pinned_client(target)
-        remaining = deadline - time.monotonic()
-        attempt_timeout = max(min(10.0, remaining), 0.5)
+        attempted = time.monotonic()
+        attempt_timeout = max(min(10.0, deadline - attempted), 0.5)
         reason = _attempt(client, target, key, attempt_timeout)
         if not reason:
             return client
         now = time.monotonic()
+        # An attempt the deadline cut short ran out of time before it could learn why (gcloud takes 0.5 s to
+        # start, then to say IAP's 4003): the final error quotes the most recent reason an attempt gave.
+        if not (heard and attempt_timeout < 10.0 and now - attempted >= attempt_timeout):
+            heard = reason
         if now >= deadline:
             fix = (
                 "check that the VM is running, that `gcloud auth login` was done with a Google account granted "
@@ -134,7 +138,7 @@ def connect(target: Target, key: paramiko.PKey, deadline: float, progress: Progr
                 else "check that the VM is running, that allowedSshCidrs includes your address, and the key"
             )
             raise UnreachableError(
-                f"could not log in to {target.user}@{target.host}:{target.port} within {total:.0f}s: {reason}. "
+                f"could not log in to {target.user}@{target.host}:{target.port} within {total:.0f}s: {heard}. "
                 f"Fix: {fix}"
             )
         if reason != last_reason or now - last_report >= 15:

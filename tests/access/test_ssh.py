@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import cast
 
 import paramiko
 import pytest
 
+from provisioner.access import ssh
 from provisioner.access.host_keys import HostKey, parse_host_key
 from provisioner.access.ssh import Target, _handshake_reason, connect, connect_published, load_identity, run
 from provisioner.errors import HostKeyMismatchError, SshKeyError, UnreachableError
 from provisioner.local.vm import free_loopback_port
 from tests.conftest import wait_for_port
+from tests.support.outputs import HOST_KEY
 from tests.support.sshd import Sshd, other_host_key
 
 pytestmark = pytest.mark.integration
@@ -171,6 +174,29 @@ def test_deadline_passes_when_nothing_answers(sshd: Sshd) -> None:
     assert 1.5 <= time.monotonic() - started < 6
     assert f"could not log in to {sshd.user}@127.0.0.1:{port} within 2s: connection refused" in str(raised.value)
     assert raised.value.exit_code == 3
+
+
+def test_the_final_error_quotes_the_last_reason_an_attempt_had_time_to_give(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last attempt, cut short by the deadline, learns nothing (gcloud takes 0.5 s to start before it says
+    IAP's 4003): the error quotes the reason an earlier attempt gave, not that nothing answered in time."""
+    said = ["the proxy `gcloud compute start-iap-tunnel` exited with status 0: ERROR: ... [4003: ...]"]
+
+    def attempt(_client: object, _target: Target, _key: object, timeout: float) -> str:
+        if said:
+            return said.pop()
+        time.sleep(timeout)  # runs until the deadline ends it
+        return "no SSH server answered through the IAP tunnel (gcloud)"
+
+    monkeypatch.setattr(ssh, "_attempt", attempt)
+    vm = Target("vm-1", 22, "student", Path("unused"), (parse_host_key(HOST_KEY),), proxy_command="(not run)")
+    messages: list[str] = []
+    with pytest.raises(UnreachableError) as raised:
+        connect(vm, cast(paramiko.PKey, None), time.monotonic() + 2.0, messages.append)
+    assert str(raised.value).startswith(
+        "could not log in to student@vm-1:22 within 2s: the proxy `gcloud compute start-iap-tunnel` exited with "
+        "status 0: ERROR: ... [4003: ...]. Fix: "
+    ), raised.value
+    assert len(messages) == 1
 
 
 def test_key_readable_by_others_is_refused(sshd: Sshd) -> None:

@@ -28,11 +28,14 @@ from provisioner.stack import (
 RECIPE_LABEL = "course-vm-recipe"
 # The role that lets a Google account open an IAP TCP tunnel; granted on one instance, it opens only that one.
 TUNNEL_ROLE = "roles/iap.tunnelResourceAccessor"
-# gcloud's GA `start-iap-tunnel INSTANCE` first reads the instance (compute.instances.get) to find its network
-# interface: without it the tunnel is refused. The least predefined role with that permission, granted on
-# the one instance, so it reads that instance and nothing else. (A custom role with only compute.instances.get
-# would be narrower, but it is project-wide state the instructor needs roles/iam.roleAdmin to create, and a
-# deleted custom role's ID cannot be reused for weeks, which breaks `destroy` then `up`.)
+# Reading the instance (compute.instances.get): older gcloud releases' `start-iap-tunnel INSTANCE` read it to find
+# its network interface before they open the tunnel, and `gcloud compute ssh --tunnel-through-iap` still does.
+# gcloud 528 given --zone (as the ProxyCommand is) assumes nic0 and reads it only after a failed connect, to say
+# why more precisely, and not under --listen-on-stdin: the ProxyCommand needs TUNNEL_ROLE alone there, but the
+# grant stays for the student's gcloud whatever its release. The least predefined role with that permission,
+# granted on the one instance, so it reads that instance and nothing else. (A custom role with only
+# compute.instances.get would be narrower, but it is project-wide state the instructor needs roles/iam.roleAdmin
+# to create, and a deleted custom role's ID cannot be reused for weeks, which breaks `destroy` then `up`.)
 INSTANCE_READ_ROLE = "roles/compute.viewer"
 
 

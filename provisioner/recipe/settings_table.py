@@ -184,8 +184,9 @@ SETTINGS: tuple[Setting, ...] = (
         f"(Identity-Aware Proxy: no external address, a firewall for Google's IAP range `{IAP_RANGE}` only, "
         "Cloud NAT for the setup's downloads, the IAP API enabled; students connect through `gcloud compute "
         "start-iap-tunnel`; each student's Google account gets, on their own VM only, "
-        "`roles/iap.tunnelResourceAccessor` to open the tunnel and `roles/compute.viewer` because gcloud reads "
-        "the instance (`compute.instances.get`) before it opens one)",
+        "`roles/iap.tunnelResourceAccessor` to open the tunnel and `roles/compute.viewer` to read the instance "
+        "(`compute.instances.get`), which older gcloud releases and `gcloud compute ssh --tunnel-through-iap` do "
+        "before they tunnel; gcloud 528 given `--zone`, as the ProxyCommand is, opens the tunnel without it)",
         rule=text(
             "firewall|iap",
             "it must be firewall (SSH from allowedSshCidrs) or iap (Identity-Aware Proxy: no external address)",
@@ -214,8 +215,8 @@ SETTINGS: tuple[Setting, ...] = (
         description="sshAccess iap, one VM: the student's Google account, granted IAP access to this VM only "
         "(empty: only the project's owners reach it).",
         reference="`iap`, one VM: the student's Google account, granted `roles/iap.tunnelResourceAccessor` and "
-        "`roles/compute.viewer` on that VM only; empty: only the project's owners reach it. Refused under "
-        "`firewall` and for a class (each student's email comes from the roster)",
+        "`roles/compute.viewer` on that VM only (see `sshAccess`); empty: only the project's owners reach it. "
+        "Refused under `firewall` and for a class (each student's email comes from the roster)",
         rule=text(f"|{EMAIL}", "it is not an email address like student@example.edu", "student@example.edu"),
         only_for_gcp=True,
     ),

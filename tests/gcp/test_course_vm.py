@@ -593,8 +593,9 @@ def test_iap_class_grants_each_student_their_own_vm(tmp_path: Path) -> None:
 
 
 def test_iap_lets_each_student_read_their_own_instance_only(tmp_path: Path) -> None:
-    # gcloud's GA `start-iap-tunnel INSTANCE` reads the instance (compute.instances.get) for its network
-    # interface before it opens the tunnel: without this grant the student's tunnel is refused.
+    # Older gcloud releases' `start-iap-tunnel INSTANCE` read the instance (compute.instances.get) for its network
+    # interface before they open the tunnel, and `gcloud compute ssh --tunnel-through-iap` does: without this grant
+    # their tunnel is refused. (gcloud 528 given --zone opens it without reading the instance.)
     roster = tmp_path / "roster.csv"
     roster.write_text("name,email\nalice,alice@example.edu\nbob,bob@example.edu\n")
     run = run_program(iap_config(tmp_path, studentsCsv=str(roster)))

@@ -19,8 +19,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,19 +142,12 @@ def make_sshd() -> Sshd:
     if sshd is None:
         require_tool("sshd")
     keygen = require_tool("ssh-keygen")
-    if os.geteuid() != 0:
-        message = "the sshd tests need root to create a throwaway user"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    _need_root("the sshd tests")
     base = Path(tempfile.mkdtemp(prefix="course-vm-sshd-"))
     base.chmod(0o755)
-    user = f"{USER_PREFIX}{secrets.token_hex(4)}"  # unique, and no longer than a login may be
     home = base / "home"
-    # "*": no password, but not locked (sshd without PAM refuses locked accounts, even for keys).
-    subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/bash", "-U", "-p", "*", user], check=True)
-    entry = pwd.getpwnam(user)
-    CREATED_USERS.append((user, entry.pw_uid))
+    entry = add_user(home)
+    user = entry.pw_name
 
     for directory in (home, home / "soft", home / "anaconda3" / "bin"):
         directory.mkdir(parents=True)
@@ -203,6 +198,15 @@ def make_sshd() -> Sshd:
     )
 
 
+def _need_root(who: str) -> None:
+    """Skip (on a developer machine) or fail (in CI) the test unless it runs as root."""
+    if os.geteuid() != 0:
+        message = f"{who} need root to create a throwaway user"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def remove_sshd(server: Sshd) -> None:
     """Stop the server, end every process of its user, delete the user. Fails loudly if any step fails.
 
@@ -211,15 +215,50 @@ def remove_sshd(server: Sshd) -> None:
     """
     try:
         server.stop()
-        uid = pwd.getpwnam(server.user).pw_uid
-        end_processes(uid)
-        deleted = subprocess.run(["userdel", "-r", server.user], check=False, capture_output=True, text=True)
-        if deleted.returncode != 0:
-            raise AssertionError(f"userdel -r {server.user} exited {deleted.returncode}: {deleted.stderr.strip()}")
-        if group_names(server.user):
-            raise AssertionError(f"groups of test user {server.user} left: {', '.join(group_names(server.user))}")
+        delete_user(server.user)
     finally:
         shutil.rmtree(server.base, ignore_errors=True)
+
+
+def add_user(home: Path) -> pwd.struct_passwd:
+    """A new local user (USER_PREFIX and 8 hex digits) whose passwd entry names HOME, not made here; its entry.
+    Recorded in CREATED_USERS, for delete_user and tests/conftest.py's check that none is left. Needs root."""
+    user = f"{USER_PREFIX}{secrets.token_hex(4)}"  # unique, and no longer than a login may be
+    # "*": no password, but not locked (sshd without PAM refuses locked accounts, even for keys).
+    subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/bash", "-U", "-p", "*", user], check=True)
+    entry = pwd.getpwnam(user)
+    CREATED_USERS.append((user, entry.pw_uid))
+    return entry
+
+
+def delete_user(user: str) -> None:
+    """End every process of test user USER, then delete it, its home and its group. Fails loudly if any step fails."""
+    end_processes(pwd.getpwnam(user).pw_uid)
+    deleted = subprocess.run(["userdel", "-r", user], check=False, capture_output=True, text=True)
+    if deleted.returncode != 0:
+        raise AssertionError(f"userdel -r {user} exited {deleted.returncode}: {deleted.stderr.strip()}")
+    if group_names(user):
+        raise AssertionError(f"groups of test user {user} left: {', '.join(group_names(user))}")
+
+
+@contextlib.contextmanager
+def local_user(home: Path) -> Iterator[pwd.struct_passwd]:
+    """A throwaway local user whose home is HOME (made here, theirs, 0700), for the block's length: a client such
+    as OpenSSH's ssh, which expands `~` from the passwd entry, never $HOME, run as them finds its files there
+    (`as_user`). Deleted with its processes and home at the end. Needs root (skipped or failed as make_sshd is)."""
+    _need_root("tests that run a client as a throwaway user")
+    entry = add_user(home)
+    try:
+        home.mkdir(mode=0o700)
+        os.chown(home, entry.pw_uid, entry.pw_gid)
+        yield entry
+    finally:
+        delete_user(entry.pw_name)
+
+
+def as_user(entry: pwd.struct_passwd) -> dict[str, Any]:
+    """subprocess.run's arguments that run a program as ENTRY's user and group only (no group of root's)."""
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
 def end_processes(uid: int, seconds: float = 10.0) -> None:

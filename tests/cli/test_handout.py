@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,10 +16,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from provisioner.errors import ExitStatus
+from tests.conftest import require_tool, wait_for_port
 from tests.support.cli import in_this_process, run_cli
+from tests.support.iap_relay import real_gcloud_tunnels
 from tests.support.openssh import resolved_by
-from tests.support.outputs import PROJECT, class_outputs, one_vm, vm_outputs
+from tests.support.outputs import PROJECT, ZONE, class_outputs, one_vm, vm_outputs
 from tests.support.pulumi_state import exported_deployment
+from tests.support.sshd import Sshd, as_user, local_user
 from tests.support.stand_in_pulumi import stand_in_pulumi
 
 
@@ -96,6 +101,59 @@ def test_each_student_gets_a_folder_with_their_own_things_only(tmp_path: Path) -
         assert (options["hostname"], options["user"]) == (IPS[me], me)
         assert options["userknownhostsfile"].endswith(f"/.ssh/course-vm-{me}.known_hosts")
         assert (options["identityfile"] == "~/.ssh/course-vm-alice") == (me == "alice")
+
+
+@pytest.mark.integration
+def test_a_student_who_follows_the_readme_logs_in_through_the_iap_tunnel_with_openssh(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    """alice's hand-out of an iap VM, put where its README says and used as it says by a student: a throwaway local
+    user (OpenSSH expands `~` from the passwd entry, never $HOME) running the real ssh, with Google's real gcloud as
+    its ProxyCommand, through the IAP relay stand-in to the tests' sshd as the VM; `ssh -F`, then the Include line."""
+    iap = {"iap": True, "username": sshd.user, "host_keys": (str(sshd.host_key),)}
+    instance = vm_outputs("alice", iap=True)["instanceName"]
+    env = dev_stack(tmp_path, two_students(tmp_path / "keys", alice=iap))
+    result = handout("--out", str(tmp_path / "out"), "--student", "alice", env=env)
+    assert result.returncode == 0, result.stderr
+    given = tmp_path / "out" / "alice"
+    (sshd.base / "authorized_keys").write_bytes((given / "course-vm-alice.pub").read_bytes())  # as `up` did
+    sshd.start()
+    wait_for_port(sshd.port)
+    readme = (given / "README.txt").read_text()
+    posix = readme.split("Linux and macOS: in a terminal, in this folder, run:\n", 1)[1].split("\n\n", 1)[0]
+    commands = [line.strip() for line in posix.splitlines()]
+    include = "Include course-vm-alice.config"
+    assert f"\n  {include}\n" in readme
+    base = Path(tempfile.mkdtemp(prefix="course-vm-student-"))
+    base.chmod(0o755)  # the student goes through it to their home and to the gcloud wrapper
+    try:
+        with real_gcloud_tunnels(base / "iap", sshd.port) as tunnels, local_user(base / "home") as student:
+            home = Path(student.pw_dir)
+            shutil.copytree(given, home / "alice")  # as the student got it
+            subprocess.run(["chown", "-R", f"{student.pw_uid}:{student.pw_gid}", str(home)], check=True)
+            pids = tunnels.gcloud.bin / "pids"
+            pids.touch()
+            os.chown(pids, student.pw_uid, student.pw_gid)  # the wrapper records each run, as the student
+            # The student's own gcloud settings (~/.config/gcloud), its login stood in for by the token.
+            env = {**tunnels.environment("/usr/local/bin:/usr/bin:/bin"), "HOME": str(home), "USER": student.pw_name}
+            del env["CLOUDSDK_CONFIG"]
+            login, included = f"{commands[-1]} id -un", f"echo '{include}' > ~/.ssh/config && ssh course-vm-alice id"
+            script = " && ".join([*commands[:-1], login, included])
+            done = subprocess.run(
+                [require_tool("bash"), "-c", script], cwd=home / "alice", env=env, stdin=subprocess.DEVNULL,
+                capture_output=True, text=True, timeout=120, check=False, **as_user(student),
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.splitlines()[0] == sshd.user and f"({sshd.user})" in done.stdout, done.stdout
+            assert (home / ".config" / "gcloud").is_dir(), "gcloud ran as the student, with their own settings"
+            assert len(tunnels.gcloud.pids()) == 2
+            assert [connect.query for connect in tunnels.relay.connects] == 2 * [
+                {"project": PROJECT, "zone": ZONE, "instance": instance, "interface": "nic0", "port": "22",
+                 "newWebsocket": "True"}
+            ]  # fmt: skip
+            tunnels.check()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_only_the_named_students(tmp_path: Path) -> None:

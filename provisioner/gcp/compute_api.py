@@ -116,8 +116,9 @@ def token_problem(variable: str) -> str:
     )
 
 
-class _NotFoundError(Exception):
-    pass
+class NotFoundError(Exception):
+    """The Compute API's 404: what was asked for does not exist (or not yet: guest attributes before the
+    guest publishes them). Its message is the API's own; each caller says what that means for the user."""
 
 
 class ServiceDisabledError(CourseVmError):
@@ -165,11 +166,19 @@ def _opener(url: str) -> urllib.request.OpenerDirector:
     return _DIRECT if _loopback(urllib.parse.urlsplit(url).hostname) else urllib.request.build_opener()
 
 
-def _get(api: str, path: str, query: dict[str, str], token: str, permission: str = READ_PERMISSIONS) -> dict[str, Any]:
-    return _call("GET", api, path, query, token, permission)
+def api_get(
+    api: str, path: str, query: dict[str, str], token: str, permission: str = READ_PERMISSIONS
+) -> dict[str, Any]:
+    """GET PATH of the Compute API at API (see api_call)."""
+    return api_call("GET", api, path, query, token, permission)
 
 
-def _call(method: str, api: str, path: str, query: dict[str, str], token: str, permission: str) -> dict[str, Any]:
+def api_call(method: str, api: str, path: str, query: dict[str, str], token: str, permission: str) -> dict[str, Any]:
+    """METHOD PATH?QUERY of the Compute API at API with TOKEN: its JSON answer.
+
+    Raises NotFoundError for a 404, ServiceDisabledError when the API is not enabled in the project,
+    CourseVmError naming PERMISSION when the token may not, urllib's errors for the rest.
+    """
     url = f"{api}{path}?{urllib.parse.urlencode(query)}"
     headers = {"Authorization": f"Bearer {token}"}
     data = b"" if method == "POST" else None
@@ -181,7 +190,7 @@ def _call(method: str, api: str, path: str, query: dict[str, str], token: str, p
         body = _error_body(error)
         message = _error_message(body, error)
         if error.code == 404:
-            raise _NotFoundError(message) from None
+            raise NotFoundError(message) from None
         if error.code == 403 and _service_disabled(body):
             raise ServiceDisabledError(_project_of(path)) from None
         if error.code in (401, 403):
@@ -205,8 +214,8 @@ def read_resource(
     PERMISSION when it may not be read, and UnreachableError when the API does not answer.
     """
     try:
-        return _get(api, path, {}, token, permission)
-    except _NotFoundError as error:
+        return api_get(api, path, {}, token, permission)
+    except NotFoundError as error:
         raise CourseVmError(missing.format(reason=error)) from None
     except (urllib.error.URLError, OSError) as error:
         if isinstance(error, urllib.error.HTTPError):
@@ -282,24 +291,24 @@ def gce_host_keys(
         reason = ""
         try:
             keys = _from_guest_attributes(
-                _get(api, instance.path() + "/getGuestAttributes", {"queryPath": "hostkeys/"}, access)
+                api_get(api, instance.path() + "/getGuestAttributes", {"queryPath": "hostkeys/"}, access)
             )
             if keys:
                 progress(f"{instance.name}'s host keys, from its guest attributes: {keys[0].fingerprint}")
                 return keys
-        except _NotFoundError:
+        except NotFoundError:
             reason = "guest attributes hostkeys/ not published yet"
         except (urllib.error.URLError, OSError) as error:
             reason = f"Compute API unreachable ({error})"
         if not reason.startswith("Compute API"):
             try:
-                console = _get(api, instance.path() + "/serialPort", {"port": "1"}, access)
+                console = api_get(api, instance.path() + "/serialPort", {"port": "1"}, access)
                 keys = host_keys_from_console(str(console.get("contents", "")))
                 if keys:
                     progress(f"{instance.name}'s host keys, from its serial console: {keys[0].fingerprint}")
                     return keys
                 reason = "host keys not yet published (guest attributes or serial console)"
-            except _NotFoundError as error:
+            except NotFoundError as error:
                 raise CourseVmError(
                     f"instance {instance.name} not found in {instance.project}/{instance.zone} "
                     f"({error}). Fix: check --gce-instance, --gce-zone and --gce-project"
@@ -337,13 +346,13 @@ def bake_verdict(
     access, last, started = token(), "", time.monotonic()
     while True:
         try:
-            document = _get(api, instance.path() + "/getGuestAttributes", {"queryPath": "course-vm/bake"}, access)
+            document = api_get(api, instance.path() + "/getGuestAttributes", {"queryPath": "course-vm/bake"}, access)
             items = (document.get("queryValue") or {}).get("items") or []
             for item in items:
                 if item.get("namespace") == "course-vm" and item.get("key") == "bake":
                     return str(item.get("value", ""))
             reason = "no verdict yet"
-        except _NotFoundError:
+        except NotFoundError:
             reason = "the bake is still running"
         except (urllib.error.URLError, OSError) as error:
             reason = f"Compute API unreachable ({error})"

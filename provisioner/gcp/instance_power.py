@@ -15,10 +15,10 @@ from provisioner.errors import CourseVmError, UnreachableError
 from provisioner.gcp.compute_api import (
     MANAGE_SCOPE,
     GceInstance,
+    NotFoundError,
     TokenSource,
-    _call,
-    _get,
-    _NotFoundError,
+    api_call,
+    api_get,
     application_default_token,
     compute_api,
 )
@@ -83,7 +83,7 @@ def instance_status(
     api = api or compute_api()  # checked before a token is fetched
     access = token()
     with _instance_errors(instance, "read", stack):
-        return str(_get(api, instance.path(), {}, access, "compute.instances.get").get("status", "")) or "unknown"
+        return str(api_get(api, instance.path(), {}, access, "compute.instances.get").get("status", "")) or "unknown"
 
 
 def _change_power(
@@ -96,14 +96,14 @@ def _change_power(
     access = token()
     permission = f"compute.instances.{verb}"
     with _instance_errors(instance, verb, stack):
-        operation = _call("POST", api, instance.path() + f"/{verb}", {}, access, permission)
+        operation = api_call("POST", api, instance.path() + f"/{verb}", {}, access, permission)
     pending = _operation_path(instance, operation)
     while True:
         with _instance_errors(instance, verb, stack):
             if pending is not None:
                 operation = _operation(api, pending, access, permission)
             failed = _operation_errors(operation)
-            status = "" if failed else str(_get(api, instance.path(), {}, access, permission).get("status", ""))
+            status = "" if failed else str(api_get(api, instance.path(), {}, access, permission).get("status", ""))
         if failed:
             raise _failed_operation(instance, verb, failed, stack)
         if pending is not None and operation.get("status") in ("DONE", None):
@@ -129,8 +129,8 @@ def _operation_path(instance: GceInstance, operation: dict[str, Any]) -> str | N
 def _operation(api: str, path: str, access: str, permission: str) -> dict[str, Any]:
     """zoneOperations.get of PATH; {} when the operation is gone (GCE keeps them a while only)."""
     try:
-        return _get(api, path, {}, access, permission)
-    except _NotFoundError:
+        return api_get(api, path, {}, access, permission)
+    except NotFoundError:
         return {}
 
 
@@ -170,7 +170,7 @@ def _instance_errors(instance: GceInstance, doing: str, stack: str) -> Iterator[
     errors: what failed, the API's own words in parentheses, and what to do."""
     try:
         yield
-    except _NotFoundError as error:
+    except NotFoundError as error:
         raise CourseVmError(
             f"instance {instance.name} not found in {instance.project}/{instance.zone} ({error}). "
             f"Fix: `{command('up', stack)}` creates it again"

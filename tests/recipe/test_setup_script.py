@@ -9,10 +9,8 @@ local HTTP server. The real VM runs the real ones (tests/test_local_vm.py, when 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
 import http.server
-import ipaddress
 import os
 import re
 import socket
@@ -25,14 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from provisioner.recipe.settings import Artifact
 from provisioner.recipe.user_data import UserDataInputs, image_manifest, render_setup_script, render_system_script
 from tests.conftest import require_tool
+from tests.support.tls import loopback_tls
 
 pytestmark = pytest.mark.integration
 
@@ -494,29 +489,7 @@ def test_a_redirect_to_another_protocol_is_not_followed(machine: Machine) -> Non
 @pytest.fixture
 def tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
     """A certificate for 127.0.0.1, and the bundle that makes curl trust it (CURL_CA_BUNDLE)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_path, certificate_path = tmp_path / "tls.key", tmp_path / "tls.crt"
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certificate_path, key_path)
-    return context, certificate_path
+    return loopback_tls(tmp_path / "tls")
 
 
 def test_an_https_download_is_never_redirected_to_http(machine: Machine, tls: tuple[ssl.SSLContext, Path]) -> None:

@@ -22,14 +22,11 @@ that is not SSH). `connects` records every connect's path, query and headers for
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
-import ipaddress
 import os
 import shlex
 import socket
 import socketserver
-import ssl
 import struct
 import threading
 import time
@@ -40,11 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from tests.support.real_gcloud import TOKEN, environment, gcloud_path
+from tests.support.tls import loopback_tls
 
 SUBPROTOCOL = "relay.tunnel.cloudproxy.app"
 CONNECT_SUCCESS_SID, RECONNECT_SUCCESS_ACK, DATA, ACK = 0x0001, 0x0002, 0x0004, 0x0007
@@ -225,40 +219,14 @@ def _serve(handler: socketserver.StreamRequestHandler, relay: IapRelay) -> None:
         to_backend.join(5)
 
 
-def _certificate(folder: Path) -> Path:
-    """A self-signed certificate for 127.0.0.1 (and its key, beside it) in FOLDER: gcloud 528 tunnels over TLS
-    only (its WebSocket calls `pending()`, which only a TLS socket has), and checks the certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "IAP relay stand-in")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "relay-key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    path = folder / "relay-cert.pem"
-    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
 @contextmanager
 def iap_relay(folder: Path, backend_port: int = 0) -> Iterator[IapRelay]:
     """A relay on 127.0.0.1 to BACKEND_PORT, for the block's length, its certificate written into FOLDER;
     every tunnel is cut when it ends."""
-    relay = IapRelay(backend_port=backend_port, ca_file=_certificate(folder))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(relay.ca_file, folder / "relay-key.pem")
+    # gcloud 528 tunnels over TLS only (its WebSocket calls `pending()`, which only a TLS socket has), and
+    # checks the certificate: the wrapper makes this one its CA.
+    context, certificate = loopback_tls(folder)
+    relay = IapRelay(backend_port=backend_port, ca_file=certificate)
 
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:

@@ -229,7 +229,9 @@ class ProxySocket:
         if status is None:
             return ""
         tail = self.stderr_tail()
-        return f"the proxy `{' '.join(self.argv[:3])}` exited with status {status}" + (f": {tail}" if tail else "")
+        # gcloud exits 0 when IAP refuses the tunnel; "exited with status 0" would read as success.
+        ended = f"exited with status {status}" if status else "ended the connection"
+        return f"the proxy `{' '.join(self.argv[:3])}` {ended}" + (f": {tail}" if tail else "")
 
     def refusal(self, host: str) -> CourseVmError | None:
         """The error to end with at once when the proxy exited refusing the tunnel to HOST for good

@@ -253,7 +253,7 @@ def test_a_wrong_host_key_through_the_tunnel_is_a_mismatch(
     ("mode", "reason"),
     [
         # Nothing listens on the backend's port: the relay refuses with 4003, as IAP does.
-        ("ok", f"the proxy `gcloud compute start-iap-tunnel` exited with status 0: {BACKEND}"),
+        ("ok", f"the proxy `gcloud compute start-iap-tunnel` ended the connection: {BACKEND}"),
         ("hang", "no SSH server answered through the IAP tunnel (gcloud)"),
         ("garbage", "no SSH server answered through the IAP tunnel (gcloud)"),
     ],
@@ -335,7 +335,7 @@ def test_a_vm_whose_sshd_is_not_up_yet_is_retried_until_it_is(ready_sshd: Sshd, 
     assert len(iap.gcloud.pids()) == 3
     [said] = messages  # the second 4003 says the same: not said again
     assert said.startswith(
-        f"waiting for {INSTANCE}:22: the proxy `gcloud compute start-iap-tunnel` exited with status 0: "
+        f"waiting for {INSTANCE}:22: the proxy `gcloud compute start-iap-tunnel` ended the connection: "
     )
     assert BACKEND in said
 
@@ -380,3 +380,22 @@ def test_close_reaps_a_proxy_that_ignores_sigterm(tmp_path: Path) -> None:
     proxy.close()
     assert proxy.process.returncode is not None
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("status", "ended"),
+    [(0, "ended the connection: ERROR: tunnel refused"), (2, "exited with status 2: ERROR: tunnel refused")],
+)
+def test_a_proxy_that_ends_says_so_with_its_error_line(tmp_path: Path, status: int, ended: str) -> None:
+    """gcloud exits 0 after IAP refuses a tunnel: that is not put as `exited with status 0`, which reads as
+    success. (A stand-in process: the point is the wording; the real gcloud's exits are tested above.)"""
+    script = tmp_path / "proxy"
+    script.write_text(f"#!/bin/sh\necho 'ERROR: tunnel refused' >&2\necho '  at line 3' >&2\nexit {status}\n")
+    script.chmod(0o755)
+    proxy = ProxySocket([str(script)])
+    try:
+        proxy.settimeout(10)
+        assert proxy.recv(1) == b""
+        assert proxy.why() == f"the proxy `{script}` {ended}"
+    finally:
+        proxy.close()

@@ -179,7 +179,7 @@ def test_deadline_passes_when_nothing_answers(sshd: Sshd) -> None:
 def test_the_final_error_quotes_the_last_reason_an_attempt_had_time_to_give(monkeypatch: pytest.MonkeyPatch) -> None:
     """The last attempt, cut short by the deadline, learns nothing (gcloud takes 0.5 s to start before it says
     IAP's 4003): the error quotes the reason an earlier attempt gave, not that nothing answered in time."""
-    said = ["the proxy `gcloud compute start-iap-tunnel` exited with status 0: ERROR: ... [4003: ...]"]
+    said = ["the proxy `gcloud compute start-iap-tunnel` ended the connection: ERROR: ... [4003: ...]"]
 
     def attempt(_client: object, _target: Target, _key: object, timeout: float) -> str:
         if said:
@@ -193,8 +193,8 @@ def test_the_final_error_quotes_the_last_reason_an_attempt_had_time_to_give(monk
     with pytest.raises(UnreachableError) as raised:
         connect(vm, cast(paramiko.PKey, None), time.monotonic() + 2.0, messages.append)
     assert str(raised.value).startswith(
-        "could not log in to student@vm-1:22 within 2s: the proxy `gcloud compute start-iap-tunnel` exited with "
-        "status 0: ERROR: ... [4003: ...]. Fix: "
+        "could not log in to student@vm-1:22 within 2s: the proxy `gcloud compute start-iap-tunnel` ended the "
+        "connection: ERROR: ... [4003: ...]. Fix: "
     ), raised.value
     assert len(messages) == 1
 

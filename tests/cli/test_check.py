@@ -321,7 +321,7 @@ def test_check_through_a_broken_tunnel_is_exit_3_with_one_line(
     assert result.returncode == 3, result.stderr
     # gcloud's words come as the check waits, and end its last line: the last attempt, cut short by the
     # deadline before gcloud (0.5 s to start) has said anything, does not replace them.
-    said = "exited with status 0: ERROR: [0] Error during local connection to [stdin]: Error while connecting [4003: "
+    said = "ended the connection: ERROR: [0] Error during local connection to [stdin]: Error while connecting [4003: "
     waiting = [line for line in result.stderr.splitlines() if line.startswith("course-vm: waiting for ")]
     assert said in waiting[0], result.stderr
     last = result.stderr.strip().splitlines()[-1]

@@ -17,7 +17,7 @@ from pulumi.automation.events import OpType
 
 from provisioner.driver.engine_errors import engine_error
 from provisioner.driver.events import Diagnostic, StepKind, parse_events, read_event_log
-from provisioner.driver.plan import Action, failed_students, plan_of
+from provisioner.driver.plan import Action, HomeDisk, failed_students, plan_of
 from provisioner.driver.state import plain, walk
 from provisioner.driver.workspace import CliResult
 from tests.support.pulumi_events import engine_log, preview_events, update_events
@@ -144,6 +144,15 @@ STAND_IN_LOGS = {
         }, shared="update"),
         preview=True,
     ),
+    "iap preview": engine_log(
+        preview_events({
+            "dana": {"home": "same", "vm": "replace", "iap-access": "same", "instance-view": "same",
+                     "nightly-stop": "same", "verify": "same"},
+            "eve": {"self": "delete", "home": "delete", "vm": "delete", "iap-access": "delete",
+                    "instance-view": "delete", "nightly-stop": "delete"},
+        }, shared={"nat": "update"}, iap=True, nightly=True),
+        preview=True,
+    ),
     "failed update": engine_log(update_events({"alice": "passed", "bob": "failed: not ready"}), preview=False,
                                 failed=True),
     "update": engine_log(update_events({"alice": "same", "bob": "off"}), preview=False),
@@ -174,7 +183,7 @@ def test_a_stand_in_log_opens_and_closes_as_the_engines_and_counts_its_events(na
     assert all(isinstance(e["timestamp"], int) and e["timestamp"] > 1_600_000_000 for e in written)
     summary = written[-2]["summaryEvent"]
     assert set(summary) == next(set(e["summaryEvent"]) for e in events_of(RECORDED / "failed-create.json")[-2:-1])
-    assert summary["isPreview"] is (name == "preview")
+    assert summary["isPreview"] is name.endswith("preview")
     assert summary["result"] == ("failed" if name == "failed update" else "succeeded")
     assert not {"create-replacement", "delete-replaced"} & set(summary["resourceChanges"]), "not logical steps"
 
@@ -190,7 +199,7 @@ def test_each_stand_in_step_that_completes_is_followed_by_its_outputs_as_the_eng
             pending[key] = pending.get(key, 0) + (1 if kind == "resourcePreEvent" else -1)
             assert pending[key] >= 0, f"{key}: outputs or a failure without its step"
         if kind == "resourcePreEvent":
-            assert event[kind].get("planning", False) is (name == "preview")
+            assert event[kind].get("planning", False) is name.endswith("preview")
     # After a failed verification its StudentVm, the CourseVm and the stack register no outputs.
     unended = [urn.rsplit("::", 1)[-1] for (urn, _op), n in pending.items() if n]
     assert unended == ([] if name != "failed update" else ["course-vm-dev", "course-vm", "course-vm-bob"])
@@ -215,3 +224,30 @@ def test_the_stand_ins_replacements_are_in_the_engines_order_for_each_resource()
     late = [i for i, s in enumerate(steps) if s.op in (OpType.DELETE, OpType.DELETE_REPLACED) and "-verify" not in s.urn
             and not s.urn.endswith("-bob-vm")]  # fmt: skip
     assert late and min(late) > stack_outputs, "deletions come after every other step"
+
+
+def test_a_replaced_instance_replaces_what_takes_an_input_from_it_as_the_engine_replaces_a_dependent() -> None:
+    # As resB in the recorded delete-before-replace: the grants on the instance, its schedule attachment and its
+    # verification are deleted first (last registered first), and each is replaced after the instance.
+    steps = parse_events(json.dumps(e) for e in STAND_IN_LOGS["iap preview"]).steps
+    pre = [(s.urn.rsplit("::", 1)[-1], s.op.value) for s in steps if s.kind is StepKind.PRE and s.op]
+    dana = [(name.removeprefix("course-vm-dana-"), op) for name, op in pre if name.startswith("course-vm-dana-")]
+    dependents = ["iap-access", "instance-view", "nightly-stop", "verify"]
+    assert dana == [
+        ("home", "same"),
+        *((d, "delete-replaced") for d in reversed(dependents)),
+        ("vm", "delete-replaced"), ("vm", "replace"), ("vm", "create-replacement"),
+        *((d, op) for d in dependents for op in ("replace", "create-replacement")),
+    ]  # fmt: skip
+    recorded_order = [op for _name, op in [(n, o) for n, o in dana if n == "verify"]]
+    assert recorded_order == ops_of(RECORDED / "explicit-delete-before-replace-preview.json", "::resB")
+    shared = [(n, o) for n, o in pre if not n.startswith(("course-vm-dana", "course-vm-eve", "course-vm-dev"))]
+    assert [n for n, _o in shared if n.startswith("course-vm-")] == [
+        f"course-vm-{r}" for r in ("network", "subnet", "ssh", "router", "nat", "iap-api", "nightly-stop",
+                                   "schedule-grant")
+    ]  # fmt: skip
+    plan = plan_of(parse_events(json.dumps(e) for e in STAND_IN_LOGS["iap preview"]))
+    assert [(vm.student, vm.action, vm.home_disk) for vm in plan.vms] == [
+        ("dana", Action.REPLACE, HomeDisk.KEPT), ("eve", Action.DELETE, HomeDisk.LOST),
+    ]  # fmt: skip
+    assert plan.shared == (("course-vm-nat", Action.UPDATE),)

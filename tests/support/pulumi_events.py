@@ -23,10 +23,28 @@ VM_CHILDREN = {
     "ip": "gcp:compute/address:Address",
     "home": "gcp:compute/disk:Disk",
     "vm": "gcp:compute/instance:Instance",
+    "iap-access": "gcp:iap/tunnelInstanceIAMMember:TunnelInstanceIAMMember",
+    "instance-view": "gcp:compute/instanceIAMMember:InstanceIAMMember",
+    "nightly-stop": "gcp:compute/resourcePolicyAttachment:ResourcePolicyAttachment",
     "verify": "pulumi-python:dynamic:Resource",
 }
-"""A StudentVm's children by role, in the order the program registers them."""
-SHARED = {"network": "gcp:compute/network:Network", "ssh": "gcp:compute/firewall:Firewall"}
+"""A StudentVm's children by role, in the order the program registers them (provisioner/gcp/student_vm.py): the
+address (not under sshAccess iap), the home disk (homeDiskSizeGb), the instance, the IAP grants on it (sshAccess
+iap with the student's email), its nightly-stop attachment (nightlyStopTime) and its verification (verify)."""
+SHARED = {
+    "network": "gcp:compute/network:Network",
+    "subnet": "gcp:compute/subnetwork:Subnetwork",
+    "ssh": "gcp:compute/firewall:Firewall",
+    "router": "gcp:compute/router:Router",
+    "nat": "gcp:compute/routerNat:RouterNat",
+    "iap-api": "gcp:projects/service:Service",
+    "nightly-stop": "gcp:compute/resourcePolicy:ResourcePolicy",
+    "schedule-grant": "gcp:projects/iAMMember:IAMMember",
+}
+"""The CourseVm's own children by role, in the order the program registers them (provisioner/gcp/network.py)."""
+SHARED_ALWAYS = ("network", "subnet", "ssh")
+SHARED_UNDER_IAP = ("router", "nat", "iap-api")
+SHARED_WITH_NIGHTLY_STOP = ("nightly-stop", "schedule-grant")
 COMPONENTS = (STACK, COURSE_VM, STUDENT_VM)
 
 NOW = 1795788000
@@ -40,12 +58,17 @@ DELETE_BEFORE_REPLACE = frozenset({"vm", "verify"})
 """The roles replaced delete-before-replace: the instance by its option (student_vm.instance_options), the
 verification because its provider's diff asks for it. The address, home disk, network and firewall are
 auto-named, so the GCP provider asks for none: the engine creates their replacement first and deletes the
-old one after every other step (pkg/resource/deploy/step_generator.go)."""
+old one after every other step (pkg/resource/deploy/step_generator.go). (The IAP grants and the nightly-stop
+attachment replaced on their own, not with the instance, are modelled so too: not checked against the GCP
+provider, whose answer for the attachment, whose `name` is set, may be delete-before-replace.)"""
 
-DEPENDENTS = {"vm": ("verify",)}
-"""What the engine deletes before a role it replaces delete-before-replace (calculateDependentReplacements):
-the verification's instance_name and instance_id come from the instance, and its provider replaces it when
-they change; it is then replaced after the instance (replace, create-replacement, and no second delete)."""
+DEPENDENTS = {"vm": ("iap-access", "instance-view", "nightly-stop", "verify")}
+"""What the engine replaces with a role it replaces delete-before-replace (calculateDependentReplacements): each
+resource one of whose inputs comes from the instance and whose provider replaces it when that input changes
+(the IAP grants' `instance`/`instance_name` and the attachment's `instance` are ForceNew; the verification's
+instance_name and instance_id make its provider replace it), in the order registered. The engine deletes them
+first, last registered first, then the instance; each is then replaced after the instance (replace,
+create-replacement, and no second delete)."""
 
 
 def urn(stack: str, types: list[str], name: str) -> str:
@@ -117,8 +140,28 @@ def _shared_and_providers(stack: str, ops: Mapping[str, str], *, planning: bool)
     events.append(step("same", [COURSE_VM], "course-vm", stack_urn, stack, planning=planning))
     course = urn(stack, [COURSE_VM], "course-vm")
     for role, type_ in SHARED.items():
-        events += done(ops.get(role, "same"), [COURSE_VM, type_], f"course-vm-{role}", course, stack, planning=planning)
+        if role in ops:
+            events += done(ops[role], [COURSE_VM, type_], f"course-vm-{role}", course, stack, planning=planning)
     return events
+
+
+def shared_ops(shared: str | Mapping[str, str], *, iap: bool = False, nightly: bool = False) -> dict[str, str]:
+    """Each of the CourseVm's children the program registers (the network, subnet and firewall; the router,
+    Cloud NAT and IAP API under sshAccess iap; the nightly-stop policy and its grant with nightlyStopTime) ->
+    its op: SHARED's for the roles it names, or one op for the network and the firewall; `same` otherwise."""
+    roles = (*SHARED_ALWAYS, *(SHARED_UNDER_IAP if iap else ()), *(SHARED_WITH_NIGHTLY_STOP if nightly else ()))
+    given = {"network": shared, "ssh": shared} if isinstance(shared, str) else dict(shared)
+    return {role: given.get(role, "same") for role in SHARED if role in roles}
+
+
+def forced(ops: Mapping[str, str]) -> dict[str, str]:
+    """OPS as the engine carries them out: a role replaced delete-before-replace replaces each of its DEPENDENTS
+    there (calculateDependentReplacements), whatever its own diff says."""
+    steps = dict(ops)
+    for role, dependents in DEPENDENTS.items():
+        if steps.get(role) == "replace":
+            steps.update({d: "replace" for d in dependents if steps.get(d) in ("same", "update", "replace")})
+    return steps
 
 
 def _vm_steps(student: str, ops: Mapping[str, str], stack: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -126,6 +169,7 @@ def _vm_steps(student: str, ops: Mapping[str, str], stack: str) -> tuple[list[di
     name = f"course-vm-{student}" if student else "course-vm"
     course = urn(stack, [COURSE_VM], "course-vm")
     vm_urn = urn(stack, [COURSE_VM, STUDENT_VM], name)
+    ops = forced(ops)
     own = ops.get("self", "same")
     now: list[dict[str, Any]] = [] if own == "delete" else [step(own, [COURSE_VM, STUDENT_VM], name, course, stack)]
     last: list[dict[str, Any]] = []
@@ -160,15 +204,17 @@ def _vm_steps(student: str, ops: Mapping[str, str], stack: str) -> tuple[list[di
 
 
 def preview_events(
-    vms: Mapping[str, Mapping[str, str]], *, shared: str = "same", stack: str = "dev"
-) -> list[dict[str, Any]]:
+    vms: Mapping[str, Mapping[str, str]], *, shared: str | Mapping[str, str] = "same", stack: str = "dev",
+    iap: bool = False, nightly: bool = False,
+) -> list[dict[str, Any]]:  # fmt: skip
     """What the engine reports in a preview for VMS: student ("" for a stack's one VM) -> {role or "self": op}.
 
-    A role left out is not there (no home disk without homeDiskSizeGb). A `replace` is reported as the
-    engine replaces that role (DELETE_BEFORE_REPLACE, DEPENDENTS); a deletion, and the old half of a
-    create-before-delete replacement, after every other step, a VM's children before the VM.
+    A role left out is not there (no home disk without homeDiskSizeGb, no address under iap). A `replace` is
+    reported as the engine replaces that role (DELETE_BEFORE_REPLACE), and a replaced instance replaces its
+    DEPENDENTS that are there, whatever op they are given; a deletion, and the old half of a create-before-delete
+    replacement, after every other step, a VM's children before the VM. SHARED, IAP, NIGHTLY: see shared_ops.
     """
-    events = _shared_and_providers(stack, dict.fromkeys(SHARED, shared), planning=True)
+    events = _shared_and_providers(stack, shared_ops(shared, iap=iap, nightly=nightly), planning=True)
     later: list[dict[str, Any]] = []
     for student, ops in vms.items():
         now, last = _vm_steps(student, ops, stack)
@@ -192,7 +238,7 @@ def update_events(vms: Mapping[str, str], *, stack: str = "dev", timestamp: int 
     ends the steps. Every event at TIMESTAMP (Unix seconds).
     """
     course = urn(stack, [COURSE_VM], "course-vm")
-    events = _shared_and_providers(stack, {}, planning=False)
+    events = _shared_and_providers(stack, shared_ops("same"), planning=False)
     failed = False
     for student, verification in vms.items():
         name = f"course-vm-{student}" if student else "course-vm"

@@ -40,7 +40,8 @@ def up_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outputs: dict[str,
 
 def test_down_shows_the_plan_and_a_no_deletes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     up_first(tmp_path, monkeypatch, one_vm())
-    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, events=GONE)
+    state = exported_deployment("dev", one_vm(), home_disks={"": 50})  # destroy deletes what the state holds
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, deployments={"dev": state})
     shown: list[Plan] = []
 
     def no(plan: Plan) -> bool:

@@ -57,7 +57,12 @@ def test_without_a_terminal_or_yes_up_shows_the_plan_and_changes_nothing(tmp_pat
     pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, events=CREATE, next_outputs=VM)
     result = run_cli("up", env=pulumi.environment)
     assert result.returncode == ExitStatus.DECLINED
-    assert result.stdout == "Pulumi's preview of stack dev:\n  the VM (course-vm): create\n"
+    # A stack with nothing yet: the engine creates what the VMs share too (and the stack resource, not shown).
+    assert result.stdout == (
+        "Pulumi's preview of stack dev:\n  the VM (course-vm): create\n"
+        "  course-vm-network (shared by the VMs): create\n  course-vm-ssh (shared by the VMs): create\n"
+        "  course-vm-subnet (shared by the VMs): create\n"
+    )
     assert result.stderr.endswith(
         "course-vm: nothing was changed: this needs a yes, and there is no terminal to ask on. "
         "Fix: run it again with --yes once the preview above is what you want\n"
@@ -90,11 +95,13 @@ def test_on_a_terminal_only_a_yes_changes_anything(tmp_path: Path, typed: bytes,
 
 
 def test_down_previews_the_deletion_and_without_a_terminal_deletes_nothing(tmp_path: Path) -> None:
-    gone = preview_events({"": {"self": "delete", "ip": "delete", "vm": "delete", "home": "delete"}})
-    pulumi = stand_in_pulumi(tmp_path, {"dev": VM}, events=gone)
+    # The engine deletes what the stack's state holds: here the VM with its home disk, and what the VMs share.
+    state = exported_deployment("dev", VM, home_disks={"": 50})
+    pulumi = stand_in_pulumi(tmp_path, {"dev": VM}, deployments={"dev": state})
     result = run_cli("down", env=pulumi.environment)
     assert result.returncode == ExitStatus.DECLINED
     assert "the VM (course-vm): DELETE: everything on it is lost, its home disk too\n" in result.stdout
+    assert "  course-vm-network (shared by the VMs): delete\n" in result.stdout
     assert "--yes" in result.stderr
     assert "destroy" in pulumi.verbs(), "the preview of the deletion"
     assert all("--preview-only" in call for call in pulumi.calls() if call[0] == "destroy")

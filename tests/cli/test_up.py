@@ -385,7 +385,8 @@ def test_the_check_gets_the_stacks_settings_and_the_vms_created_before_the_quest
     config = {**STACK_CONFIG, "course-vm:students": '["alice", "bob"]'}
     events = preview_events({"alice": {"self": "create", "vm": "create"}, "bob": {"self": "create"},
                              "carol": {"vm": "replace"}})  # fmt: skip
-    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": {}}, config={"dev": config}, events=events)
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": class_outputs("carol")}, config={"dev": config},
+                           events=events)  # fmt: skip
     seen: list[tuple[str, str, str, tuple[str, ...], int]] = []
     order: list[tuple[str, str]] = []
 

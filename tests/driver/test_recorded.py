@@ -17,10 +17,13 @@ from pulumi.automation.events import OpType
 
 from provisioner.driver.engine_errors import engine_error
 from provisioner.driver.events import Diagnostic, StepKind, parse_events, read_event_log
-from provisioner.driver.plan import Action, HomeDisk, failed_students, plan_of
+from provisioner.driver.plan import Action, HomeDisk, VmChange, failed_students, plan_of
 from provisioner.driver.state import plain, walk
 from provisioner.driver.workspace import CliResult
+from tests.support.outputs import one_vm
 from tests.support.pulumi_events import engine_log, preview_events, update_events
+from tests.support.pulumi_state import exported_deployment
+from tests.support.stand_in_pulumi import Engine, stand_in_pulumi
 
 RECORDED = Path(__file__).parent / "recorded"
 STREAMS = sorted(p for p in RECORDED.glob("*.json") if not p.name.startswith("checkpoint"))
@@ -251,3 +254,80 @@ def test_a_replaced_instance_replaces_what_takes_an_input_from_it_as_the_engine_
         ("dana", Action.REPLACE, HomeDisk.KEPT), ("eve", Action.DELETE, HomeDisk.LOST),
     ]  # fmt: skip
     assert plan.shared == (("course-vm-nat", Action.UPDATE),)
+
+
+def stand_in_log(tmp_path: Path, args: list[str], stacks: dict[str, Any], **given: Any) -> list[dict[str, Any]]:
+    """The event log the stand-in CLI writes for `pulumi ARGS --event-log FILE` on STACKS (GIVEN: stand_in_pulumi's)."""
+    pulumi = stand_in_pulumi(tmp_path, stacks, **given)
+    state = json.loads(pulumi.state_file.read_text())
+    environment = {**pulumi.environment, "PULUMI_DEBUG_COMMANDS": "true", "PULUMI_BACKEND_URL": state["backend"]}
+    log = tmp_path / "events.jsonl"
+    Engine(state, environment).run([*args, "--stack", "dev", "--event-log", str(log)])
+    return events_of(log)
+
+
+@pytest.mark.parametrize("args", [["destroy", "--yes", "--skip-preview"], ["destroy", "--preview-only"]])
+def test_a_stand_in_destroy_deletes_all_the_state_holds_as_the_recorded_destroy(
+    tmp_path: Path, args: list[str]
+) -> None:
+    vm = one_vm()
+    state = exported_deployment("dev", vm, home_disks={"": 50})
+    written = stand_in_log(tmp_path, args, {"dev": vm}, deployments={"dev": state})
+    preview = "--preview-only" in args
+    steps = [e for e in written if kind_of(e) in STEP_KINDS]
+    # Each a delete step as the recorded destroy's: its resourcePreEvent then its resOutputsEvent, the same keys,
+    # logical, the old state only, planning only in the preview.
+    real = [e for e in events_of(RECORDED / "destroy-with-components.json") if kind_of(e) in STEP_KINDS]
+    real_deletes = [e for e in real if e[kind_of(e)]["metadata"]["op"] == "delete"]
+    assert {e[kind_of(e)]["metadata"]["op"] for e in steps} == {"delete"}
+    pair = ["resourcePreEvent", "resOutputsEvent"]
+    assert [kind_of(e) for e in real_deletes] == pair * 2 and [kind_of(e) for e in steps] == pair * (len(steps) // 2)
+    assert signature_by_op(steps) == signature_by_op(real_deletes) == {"delete": {(True, True, False)}}
+    assert keys_by_kind(steps)["resourcePreEvent.metadata"] >= keys_by_kind(real_deletes)["resourcePreEvent.metadata"]
+    assert all(
+        e["resourcePreEvent"].get("planning", False) is preview for e in steps if kind_of(e) == "resourcePreEvent"
+    )
+    # Every resource the state holds, dependents first: children before their parent, the stack last.
+    deleted = [e["resourcePreEvent"]["metadata"]["urn"] for e in steps if kind_of(e) == "resourcePreEvent"]
+    assert deleted == [r["urn"] for r in reversed(state["deployment"]["resources"])]
+    assert deleted[-1].endswith("pulumi:pulumi:Stack::course-vm-dev")
+    assert any("pulumi:providers:gcp" in u for u in deleted) and any(
+        "pulumi:providers:pulumi-python" in u for u in deleted
+    )
+    parents = {r["urn"]: r.get("parent") for r in state["deployment"]["resources"]}
+    assert all(deleted.index(urn) < deleted.index(parent) for urn, parent in parents.items() if parent)
+    summary = written[-2]["summaryEvent"]
+    assert summary["isPreview"] is preview and summary["resourceChanges"] == {"delete": len(deleted) - 2}
+    plan = plan_of(parse_events(json.dumps(e) for e in written))
+    assert [(v.student, v.action, v.home_disk) for v in plan.vms] == [("", Action.DELETE, HomeDisk.LOST)]
+    assert plan.shared == tuple((f"course-vm-{r}", Action.DELETE) for r in ("network", "ssh", "subnet"))
+
+
+@pytest.mark.parametrize("verb", ["preview", "up"])
+def test_a_stand_in_stack_without_state_creates_the_stack_resource_which_the_plan_leaves_out(
+    tmp_path: Path, verb: str
+) -> None:
+    events = preview_events({"": {"self": "create", "ip": "create", "vm": "create"}})
+    given = {"events": events} if verb == "preview" else {"update_events": events, "next_outputs": one_vm()}
+    written = stand_in_log(tmp_path, [verb, *(["--yes", "--skip-preview"] if verb == "up" else [])], {"dev": {}},
+                           **given)  # fmt: skip
+    steps = [e[kind_of(e)]["metadata"] for e in written if kind_of(e) in STEP_KINDS]
+    assert {m["op"] for m in steps} == {"create"}, "nothing is there yet: every resource is created"
+    [stack_pre, stack_outputs] = [m for m in steps if m["type"] == "pulumi:pulumi:Stack"]
+    assert stack_pre["old"] is None and stack_pre["new"]["urn"] == stack_outputs["urn"]
+    assert signature_by_op(
+        [e for e in written if kind_of(e) in STEP_KINDS]
+    )["create"] <= signature_by_op(list(recorded()))["create"]  # fmt: skip
+    plan = plan_of(parse_events(json.dumps(e) for e in written))
+    assert plan.vms == (VmChange("", Action.CREATE, None),)
+    assert plan.shared == tuple((f"course-vm-{r}", Action.CREATE) for r in ("network", "ssh", "subnet"))
+    assert all(not name.startswith(("course-vm-dev", "default")) for name, _a in plan.shared)
+
+
+def test_a_stand_in_stack_with_state_keeps_its_stack_resource_the_same(tmp_path: Path) -> None:
+    events = preview_events({"": {"ip": "same", "vm": "update"}})
+    written = stand_in_log(tmp_path, ["preview"], {"dev": one_vm()}, events=events)
+    ops = {
+        e[kind_of(e)]["metadata"]["type"]: e[kind_of(e)]["metadata"]["op"] for e in written if kind_of(e) in STEP_KINDS
+    }
+    assert ops["pulumi:pulumi:Stack"] == "same" and ops["gcp:compute/instance:Instance"] == "update"

@@ -360,8 +360,9 @@ def test_a_failed_update_carries_its_events(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_a_deletion_is_previewed_then_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    gone = preview_events({"": {"self": "delete", "ip": "delete", "vm": "delete", "home": "delete"}})
-    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, events=gone)
+    # What `destroy` deletes is what the state holds (here a home disk too), whatever the program would make.
+    state = exported_deployment("dev", one_vm(), home_disks={"": 50})
+    pulumi = stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, deployments={"dev": state})
     session = StackSession.open("dev")
     assert session.preview_destroy().vms == (VmChange("", Action.DELETE, HomeDisk.LOST),)
     said: list[str] = []

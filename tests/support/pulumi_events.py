@@ -268,6 +268,36 @@ def update_events(vms: Mapping[str, str], *, stack: str = "dev", timestamp: int 
     return [{**event, "timestamp": timestamp} for event in events]
 
 
+def destroy_events(deployment: Mapping[str, Any] | None, *, planning: bool) -> list[dict[str, Any]]:
+    """What the engine reports as `pulumi destroy` deletes the resources of DEPLOYMENT (what `stack export`
+    prints; None: a stack without any): runs no program (its source is a deploy.NullSource, pkg/engine/destroy.go),
+    so every resource the state holds is deleted, the default providers and the stack too, each a delete step
+    (resourcePreEvent, resOutputsEvent) naming its old state and its parent, dependents before what they depend on
+    (GenerateDeletes, ScheduleDeletes: the state's order reversed), PLANNING in a preview (--preview-only)."""
+    resources = ((deployment or {}).get("deployment") or {}).get("resources") or []
+    events: list[dict[str, Any]] = []
+    for resource in reversed(resources):
+        address = str(resource["urn"])
+        stack = address.split("::", 1)[0].removeprefix("urn:pulumi:")
+        types, name = address.split("::")[2].split("$"), address.split("::")[3]
+        events += done("delete", types, name, str(resource.get("parent") or ""), stack, planning=planning)
+    return events
+
+
+def created_anew(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """EVENTS as the engine reports them for a stack whose state holds no resource (new, or destroyed): what was
+    `same` is created, the stack resource and the default providers first of all (no old state)."""
+    fresh: list[dict[str, Any]] = []
+    for event in events:
+        kind = next((k for k in ("resourcePreEvent", "resOutputsEvent") if k in event), None)
+        if kind is None or event[kind]["metadata"]["op"] != "same":
+            fresh.append(dict(event))
+            continue
+        metadata = {**event[kind]["metadata"], "op": "create", "old": None}
+        fresh.append({**event, kind: {**event[kind], "metadata": metadata}})
+    return fresh
+
+
 def metadata_of(event: Mapping[str, Any], kind: str) -> dict[str, Any]:
     """The step metadata of EVENT if it is a KIND event; {} otherwise."""
     payload = event.get(kind)

@@ -20,7 +20,7 @@ PASSPHRASE_STATE = {"salt": "v1:VGVzdFNhbHQ=:v1:YTdiY2RlZmdoaWprbG1u:c3RhbmQtaW4
 
 def exported_deployment(
     stack: str, outputs: Mapping[str, Any], *, root: Mapping[str, Any] | None = None, unfinished: tuple[str, ...] = (),
-    machines: Mapping[str, tuple[str, int]] | None = None,
+    machines: Mapping[str, tuple[str, int]] | None = None, home_disks: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """What `pulumi stack export --stack STACK` prints for this program whose VMs' outputs are OUTPUTS
     (the stack's outputs: one VM's, or a class's under `students`), built the way the CLI writes it.
@@ -31,9 +31,11 @@ def exported_deployment(
     pkg/resource/stack/deployment.go: a secret is `{SIG_KEY: SIG, "ciphertext": ...}` (with
     --show-secrets `"plaintext"`: its JSON text), and an empty `inputs`, `outputs` or `dependencies`
     is left out (omitempty), as in the checkpoint Pulumi recorded (tests/driver/recorded/).
-    The resources are this program's: the stack, the gcp provider, the CourseVm and its network,
-    and per VM a StudentVm component whose `outputs` are what it registered (register_outputs),
-    with its address, instance and, with verify (a `hostKeys` output), its verification.
+    The resources are this program's, in the order the engine registered them: the stack, the gcp
+    provider, the CourseVm and its network, subnet and firewall, and per VM a StudentVm component whose
+    `outputs` are what it registered (register_outputs), with its address, home disk (HOME_DISKS:
+    student -> its GB; none by default), instance and, with verify (a `hostKeys` output), its
+    verification and the pulumi-python provider before the first.
 
     ROOT: the stack resource's outputs, the stack's outputs (default OUTPUTS; a failed update
     leaves the last successful one's). UNFINISHED: students whose update failed at their
@@ -71,8 +73,10 @@ def exported_deployment(
         {"urn": provider_urn, "custom": True, "id": provider.rsplit("::", 1)[-1], "type": "pulumi:providers:gcp",
          "inputs": {"project": project, "version": "8.10.0"}, "outputs": {"project": project, "version": "8.10.0"}},
         resource([COURSE_VM], "course-vm", stack_urn, {"network": "course-vm-network-1a2b3c"}, False),
-        resource([COURSE_VM, SHARED["network"]], "course-vm-network", course, {"project": project}, True),
+        *(resource([COURSE_VM, SHARED[role]], f"course-vm-{role}", course, {"project": project}, True)
+          for role in ("network", "subnet", "ssh")),
     ]  # fmt: skip
+    python_provider = urn(stack, ["pulumi:providers:pulumi-python"], "default")
     for index, (student, vm) in enumerate(vms.items(), start=10):
         name = f"course-vm-{student}" if student else "course-vm"
         types = [COURSE_VM, STUDENT_VM]
@@ -80,6 +84,9 @@ def exported_deployment(
         resources.append(resource(types, name, course, vm, False))
         address = {"address": vm.get("ip") or f"34.78.1.{index}", "project": project, "region": "europe-west1"}
         resources.append(resource([*types, VM_CHILDREN["ip"]], f"{name}-ip", vm_urn, address, True))
+        if student in (home_disks or {}):
+            home = {"size": (home_disks or {})[student], "project": project, "zone": "europe-west1-b"}
+            resources.append(resource([*types, VM_CHILDREN["home"]], f"{name}-home", vm_urn, home, True))
         user_data = {SECRET_SIG_KEY: SECRET_SIG, "ciphertext": "v1:c3RhbmQtaW4=:c3RhbmQtaW4tY2lwaGVydGV4dA=="}
         machine_type, boot_gb = (machines or {}).get(student, ("e2-standard-4", 30))
         instance = {"name": vm.get("instanceName") or f"{name}-vm-1a2b3c", "zone": vm.get("zone") or "europe-west1-b",
@@ -87,6 +94,9 @@ def exported_deployment(
                     "bootDisk": {"initializeParams": {"size": boot_gb}}}  # fmt: skip
         resources.append(resource([*types, VM_CHILDREN["vm"]], f"{name}-vm", vm_urn, instance, True))
         if vm.get("hostKeys"):
+            if not any(r["urn"] == python_provider for r in resources):
+                resources.append({"urn": python_provider, "custom": True, "type": "pulumi:providers:pulumi-python",
+                                  "id": "0f8b2d3c-5a6e-4c1d-9e7f-3b2a1c0d9e8f"})  # fmt: skip
             verified = {"host_keys": vm["hostKeys"], "known_hosts_file": vm.get("knownHostsFile")}
             resources.append(resource([*types, VM_CHILDREN["verify"]], f"{name}-verify", vm_urn, verified, True))
     manifest = {"time": "2026-11-27T14:00:00.000000000Z", "magic": "0c6e0a8ac3a3a5c7", "version": "v3.200.0"}

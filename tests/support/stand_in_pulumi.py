@@ -4,8 +4,9 @@ It keeps stacks in a JSON file a test describes (each stack's outputs, the state
 prints, its config), answers as the real CLI does where course-vm reads it (`stack export`,
 `config --json`, the `error:` lines of a missing stack or a wrong passphrase, the event log of
 `preview`, `up` and `destroy`), records every command line it was run with, and fails the
-commands a test tells it to fail. The engine itself is not simulated: a preview reports the
-events the test gives, and `up` makes the outputs the test gives the stack's.
+commands a test tells it to fail. The engine itself is simulated only in part: a preview reports the
+events the test gives (created anew in a stack whose state is empty), `up` makes the outputs the test
+gives the stack's, and `destroy` deletes what the stack's state holds (pulumi_events.destroy_events).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import yaml
 from provisioner.paths import project_dir
 from tests.conftest import ROOT
 from tests.support.cli import in_this_process
-from tests.support.pulumi_events import engine_log
+from tests.support.pulumi_events import created_anew, destroy_events, engine_log
 from tests.support.pulumi_state import STACK_CONFIG, exported_deployment
 
 
@@ -113,7 +114,7 @@ class Engine:
         if verb in ("config rm", "config set-all"):
             self.configure(verb, stack, args)
             return ""
-        if verb == "preview" or (verb == "destroy" and "--preview-only" in args):
+        if verb == "preview":
             self.log(args, self.state["events"])
             return "Previewing update (" + stack + ")\n"
         if verb == "up":
@@ -128,7 +129,9 @@ class Engine:
             found.update(outputs=outputs, deployment=exported_deployment(stack, outputs) if outputs else None)
             return f"Updating ({stack})\n"
         if verb == "destroy":
-            self.log(args, [])
+            self.log(args, destroy_events(found["deployment"], planning="--preview-only" in args))
+            if "--preview-only" in args:
+                return f"Previewing destroy ({stack})\n"
             found.update(outputs={}, deployment=None)
             return f"Destroying ({stack})\n"
         raise StandInError(f"error: the stand-in does not serve `pulumi {' '.join(args)}`\n")
@@ -191,6 +194,9 @@ class Engine:
         """Write EVENTS as the CLI writes its event log: the file made anew (O_TRUNC), a prelude first, a summary
         and a cancel event last, the events numbered (see pulumi_events.engine_log)."""
         path = option(args, "--event-log")
+        stack = self.state["stacks"].get(option(args, "--stack") or self.state["current"]) or {}
+        if not stack.get("deployment"):
+            events = created_anew(events)  # the stack resource, the providers and all: nothing is there yet
         if path:
             written = engine_log(events, preview=verb_of(args) == "preview" or "--preview-only" in args, failed=failed)
             with open(path, "w") as log:
@@ -318,12 +324,14 @@ def stand_in_pulumi(
     `dev` without any), each stack's state built from its outputs unless DEPLOYMENTS gives it (what
     `stack export` prints: see pulumi_state.exported_deployment).
 
-    `preview` and `destroy --preview-only` report EVENTS, `up` reports UPDATE_EVENTS and makes
-    NEXT_OUTPUTS the stack's outputs (or, OUTPUTS_WHEN the stack's config has one of its KEY=VALUE, its
-    outputs); each command of FAIL (e.g. "up": {"stderr": ...}) fails with that stderr and exit 255 (with
-    "when": "KEY=VALUE", only while the stack's config has it), after logging its "events", leaving its
-    "deployment" and handing over its "problems" as the program does; with "cancelled": N, only after a
-    Ctrl-C, saying N lines then.
+    `preview` reports EVENTS, `up` reports UPDATE_EVENTS (in a stack whose state holds no resource, what
+    they say is `same` created, as pulumi_events.created_anew) and makes NEXT_OUTPUTS the stack's outputs
+    (or, OUTPUTS_WHEN the stack's config has one of its KEY=VALUE, its outputs); `destroy` (and its
+    --preview-only) deletes what the stack's state holds (pulumi_events.destroy_events); each command of
+    FAIL (e.g. "up": {"stderr": ...}) fails with that stderr and exit 255 (with "when": "KEY=VALUE",
+    only while the stack's config has it), after logging its "events", leaving its "deployment" and
+    handing over its "problems" as the program does; with "cancelled": N, only after a Ctrl-C, saying
+    N lines then.
     CONFIG: stack -> key -> value (default: STACK_CONFIG for each stack); SECRETS: stack -> the keys of its
     config kept encrypted (`config set-all --secret` adds to them). PASSPHRASE: the one the stacks' secrets
     take (default: any). SELECTED: the stack the CLI has selected (`pulumi stack select`), for a command

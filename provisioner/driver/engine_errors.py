@@ -81,7 +81,9 @@ def engine_error(
 
 
 def error_lines(stderr: str) -> list[str]:
-    """The `error:` lines of the CLI's stderr, each with the indented lines that continue it."""
+    """The `error:` lines of the CLI's stderr, each with the indented lines that continue it: the CLI's own
+    errors (a locked stack, a passphrase, a missing stack). What the engine reported it shows on stdout, in its
+    progress display's Diagnostics section, and not again on stderr (a bail): those lines come from the event log."""
     kept: list[str] = []
     inside = False
     for line in stderr.splitlines():

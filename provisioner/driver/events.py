@@ -54,7 +54,8 @@ class Diagnostic:
     @property
     def lines(self) -> list[str]:
         """The message's lines as the CLI shows them, the first after its prefix: the engine's closing
-        `update failed` is then the `error: update failed` line the CLI also writes to stderr."""
+        `update failed` is then the `error: update failed` line the CLI shows in its Diagnostics section (on
+        stdout, under the stack resource; a failure the engine reported is not written again on stderr)."""
         lines = self.message.splitlines() or [""]
         return [self.prefix + lines[0], *lines[1:]]
 

@@ -119,7 +119,7 @@ def test_down_after_a_class_up_that_failed_removes_the_entries_it_wrote(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state = exported_deployment("dev", class_outputs("alice"), root={}, unfinished=("bob",))
-    failure = {"stderr": "error: update failed\n", "deployment": state,
+    failure = {"deployment": state,
                "events": update_events({"alice": "passed", "bob": "failed: the VM is not ready"})}  # fmt: skip
     created = preview_events({name: {"self": "create", "vm": "create"} for name in ("alice", "bob")})
     stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=created, fail={"up": failure})

@@ -442,7 +442,7 @@ def test_up_hands_the_cloud_check_the_vms_it_updates_as_they_are_now(
 def fails_for_bob(students: Sequence[str], state: dict[str, Any], **given: Any) -> dict[str, Any]:
     """The stand-in's arguments for an update of STUDENTS that fails at bob's verification, leaving STATE."""
     verified = {name: "failed: " + NOT_READY if name == "bob" else "passed" for name in students}
-    failure = {"stderr": FAILED, "events": update_events(verified), "deployment": state}
+    failure = {"events": update_events(verified), "deployment": state}
     return {"events": create(*students), "fail": {"up": failure}, **given}
 
 
@@ -534,7 +534,7 @@ def test_an_update_that_failed_before_any_step_is_the_engines_error_alone(
 def test_a_stack_with_one_vm_whose_update_failed_is_the_engines_error_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    failure = {"stderr": FAILED, "events": update_events({"": "failed: " + NOT_READY}),
+    failure = {"events": update_events({"": "failed: " + NOT_READY}),
                "deployment": exported_deployment("dev", one_vm())}  # fmt: skip
     stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=CREATE, fail={"up": failure})
     with pytest.raises(EngineRunError) as raised:

@@ -21,9 +21,9 @@ from provisioner.driver.plan import Action, HomeDisk, VmChange, failed_students,
 from provisioner.driver.state import plain, walk
 from provisioner.driver.workspace import CliResult
 from tests.support.outputs import one_vm
-from tests.support.pulumi_events import engine_log, preview_events, update_events
+from tests.support.pulumi_events import display_name, engine_log, preview_events, update_events
 from tests.support.pulumi_state import exported_deployment
-from tests.support.stand_in_pulumi import Engine, stand_in_pulumi
+from tests.support.stand_in_pulumi import Engine, StandInError, stand_in_pulumi
 
 RECORDED = Path(__file__).parent / "recorded"
 STREAMS = sorted(p for p in RECORDED.glob("*.json") if not p.name.startswith("checkpoint"))
@@ -331,3 +331,37 @@ def test_a_stand_in_stack_with_state_keeps_its_stack_resource_the_same(tmp_path:
         e[kind_of(e)]["metadata"]["type"]: e[kind_of(e)]["metadata"]["op"] for e in written if kind_of(e) in STEP_KINDS
     }
     assert ops["pulumi:pulumi:Stack"] == "same" and ops["gcp:compute/instance:Instance"] == "update"
+
+
+def test_a_stand_in_engine_failure_shows_its_diagnostics_on_stdout_and_nothing_on_stderr(tmp_path: Path) -> None:
+    # The CLI's progress display (no --diff, no --json) prints the Diagnostics section on stdout
+    # (pkg/backend/display/progress.go printDiagnostics, jsonmessage.go newNonInteractiveRenderer(stdout)); the
+    # engine's failure is a bail, which the CLI does not print again on stderr (pkg/cmd/pulumi/cmd/cmd.go).
+    failure = {"events": update_events({"": "failed: the VM is not ready:\nno docker"})}
+    pulumi = stand_in_pulumi(tmp_path, {"dev": one_vm()}, fail={"up": failure})
+    state = json.loads(pulumi.state_file.read_text())
+    environment = {**pulumi.environment, "PULUMI_DEBUG_COMMANDS": "true", "PULUMI_BACKEND_URL": state["backend"]}
+    log_path = tmp_path / "events.jsonl"
+    with pytest.raises(StandInError) as failed:
+        Engine(state, environment).run(
+            ["up", "--yes", "--skip-preview", "--stack", "dev", "--event-log", str(log_path)]
+        )
+    assert failed.value.stderr == ""
+    assert failed.value.stdout == (
+        "Diagnostics:\n"
+        "  pulumi-python:dynamic:Resource (course-vm-verify):\n    error: the VM is not ready:\n    no docker\n\n"
+        "  pulumi:pulumi:Stack (course-vm-dev):\n    error: update failed\n\n"
+    )
+    # course-vm reads the engine's lines from the event log, where they are whatever the CLI prints where.
+    log = read_event_log(log_path)
+    result = CliResult(("pulumi", "up"), 1, failed.value.stdout, failed.value.stderr)
+    error = engine_error("update stack dev", "dev", result, log, project=None, again="up")
+    assert str(error).splitlines()[1:4] == ["  error: the VM is not ready:", "  no docker", "  error: update failed"]
+
+
+def test_the_cli_shows_a_type_as_its_display_name() -> None:
+    assert display_name("gcp:compute/instance:Instance") == "gcp:compute:Instance"
+    assert display_name("gcp:iap/tunnelInstanceIAMMember:TunnelInstanceIAMMember") == "gcp:iap:TunnelInstanceIAMMember"
+    assert display_name("pulumi:pulumi:Stack") == "pulumi:pulumi:Stack"
+    assert display_name("gcp:projects/iAMMember:IAMMember") == "gcp:projects:IAMMember"
+    assert display_name("pkgA:m/other:TypA") == "pkgA:m/other:TypA", "the module's last part is not the name"

@@ -298,6 +298,47 @@ def created_anew(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return fresh
 
 
+def engine_failed(events: Sequence[Mapping[str, Any]], *, preview: bool) -> list[dict[str, Any]]:
+    """EVENTS of a run the engine failed, ending as it ends one: its own `update failed` (`preview failed` in a
+    preview) error naming no resource (deploymentExecutor.reportExecResult), unless they end so already."""
+    closing = error_diagnostic(("preview" if preview else "update") + " failed")
+    said = [e["diagnosticEvent"] for e in events if "diagnosticEvent" in e]
+    return [dict(e) for e in events] + ([] if said and said[-1] == closing["diagnosticEvent"] else [closing])
+
+
+def display_name(type_: str) -> str:
+    """TYPE_ as the CLI shows it (tokens.Type.DisplayName): `gcp:compute/instance:Instance` is `gcp:compute:Instance`,
+    the module's last part dropped where it is the type's name in camelCase; any other token as it is."""
+    parts = type_.split(":")
+    if len(parts) != 3 or not parts[2] or "/" not in parts[1]:
+        return type_
+    module, _, file = parts[1].rpartition("/")
+    return f"{parts[0]}:{module}:{parts[2]}" if file == parts[2][:1].lower() + parts[2][1:] else type_
+
+
+def diagnostics_shown(events: Sequence[Mapping[str, Any]], stack: str) -> str:
+    """The `Diagnostics:` section the CLI's progress display (no --diff, no --json) prints on stdout for the
+    diagnosticEvents among EVENTS (ProgressDisplay.printDiagnostics): per resource, `  TYPE (NAME):` (a simplified
+    type; the stack's for a diagnostic naming none), then each message's lines after its prefix, indented by 4.
+    Colour tags are left out (the CLI run by course-vm has no terminal, and colours are off)."""
+    by_resource: dict[str, list[str]] = {}
+    for event in events:
+        diagnostic_ = event.get("diagnosticEvent")
+        if diagnostic_ is None:
+            continue
+        address = diagnostic_.get("urn") or urn(stack, [STACK], f"course-vm-{stack}")
+        prefix = str(diagnostic_.get("prefix", "")).replace("<{%reset%}>", "").split("%}>")[-1]
+        text = str(diagnostic_["message"]).replace("<{%reset%}>", "").rstrip("\n")
+        by_resource.setdefault(address, []).extend(f"    {line}".rstrip() for line in (prefix + text).splitlines())
+    if not by_resource:
+        return ""
+    shown = ["Diagnostics:"]
+    for address, lines in by_resource.items():
+        type_, name = address.split("::")[2].split("$")[-1], address.split("::")[3]
+        shown += [f"  {display_name(type_)} ({name}):", *lines, ""]
+    return "\n".join(shown) + "\n"
+
+
 def metadata_of(event: Mapping[str, Any], kind: str) -> dict[str, Any]:
     """The step metadata of EVENT if it is a KIND event; {} otherwise."""
     payload = event.get(kind)

@@ -27,7 +27,7 @@ import yaml
 from provisioner.paths import project_dir
 from tests.conftest import ROOT
 from tests.support.cli import in_this_process
-from tests.support.pulumi_events import created_anew, destroy_events, engine_log
+from tests.support.pulumi_events import created_anew, destroy_events, diagnostics_shown, engine_failed, engine_log
 from tests.support.pulumi_state import STACK_CONFIG, exported_deployment
 
 
@@ -207,15 +207,25 @@ class Engine:
         "cancelled" (a number of lines), only once Ctrl-C came, saying that many lines as it cancels."""
         if "cancelled" in failure:
             self.cancel_on_ctrl_c(args, failure)
-        self.log(args, failure.get("events", []), failed=True)
+        events, stdout, stderr = failure.get("events", []), failure.get("stdout", ""), failure.get("stderr", "")
+        preview = verb_of(args) == "preview" or "--preview-only" in args
         stack = option(args, "--stack") or ""
+        if any(e.get("diagnosticEvent", {}).get("severity") == "error" for e in events):
+            # The engine said why (a step or the program failed): it ends with its own error, the CLI's progress
+            # display shows its diagnostics on stdout, and the CLI bails, saying nothing on stderr
+            # (pkg/cmd/pulumi/cmd/cmd.go processCmdErrors, result.IsBail).
+            if stderr:
+                raise StandInError(f"stand-in: the CLI writes nothing on stderr as the engine fails, not {stderr!r}\n")
+            events = engine_failed(events, preview=preview)
+            stdout += diagnostics_shown(events, stack)
+        self.log(args, events, failed=True)
         if "deployment" in failure:
             # What the engine checkpointed before the update failed: the steps that completed.
             self.state["stacks"][stack]["deployment"] = failure["deployment"]
         problems, path = failure.get("problems"), self.env.get("COURSE_VM_PROBLEMS_FILE")
         if problems and path:
             Path(path).write_text(json.dumps(problems))  # what the program hands over (__main__.py)
-        raise StandInError(failure["stderr"], failure.get("stdout", ""))
+        raise StandInError(stderr, stdout)
 
     def cancel_on_ctrl_c(self, args: list[str], failure: Mapping[str, Any]) -> None:
         """As the CLI does on Ctrl-C: the events so far, then on SIGINT line after line while it cancels."""
@@ -328,10 +338,12 @@ def stand_in_pulumi(
     they say is `same` created, as pulumi_events.created_anew) and makes NEXT_OUTPUTS the stack's outputs
     (or, OUTPUTS_WHEN the stack's config has one of its KEY=VALUE, its outputs); `destroy` (and its
     --preview-only) deletes what the stack's state holds (pulumi_events.destroy_events); each command of
-    FAIL (e.g. "up": {"stderr": ...}) fails with that stderr and exit 255 (with "when": "KEY=VALUE",
-    only while the stack's config has it), after logging its "events", leaving its "deployment" and
-    handing over its "problems" as the program does; with "cancelled": N, only after a Ctrl-C, saying
-    N lines then.
+    FAIL (e.g. "up": {"stderr": ...}) fails with that stderr (the CLI's own error) and exit 255 (with
+    "when": "KEY=VALUE", only while the stack's config has it), after logging its "events", leaving its
+    "deployment" and handing over its "problems" as the program does; with "cancelled": N, only after a
+    Ctrl-C, saying N lines then. Where its events hold an error diagnostic the engine failed: they end
+    with the engine's `update failed`, its diagnostics are shown on stdout and nothing on stderr (a
+    test that gives a stderr then is refused).
     CONFIG: stack -> key -> value (default: STACK_CONFIG for each stack); SECRETS: stack -> the keys of its
     config kept encrypted (`config set-all --secret` adds to them). PASSPHRASE: the one the stacks' secrets
     take (default: any). SELECTED: the stack the CLI has selected (`pulumi stack select`), for a command

@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -21,8 +21,18 @@ from tests.support.cli import on_a_terminal, run_cli, started_cli
 from tests.support.fake_compute_api import MACHINE_TYPES_PATH, PROJECT_PATH, REGION_PATH, FakeComputeApi, quota
 from tests.support.fixes import assert_fixes_are_valid
 from tests.support.outputs import class_outputs, one_vm, vm_outputs
-from tests.support.pulumi_errors import API_DISABLED, CRASH, CREDENTIALS, LOCKED, QUOTA
-from tests.support.pulumi_events import error_diagnostic, preview_events, update_events
+from tests.support.pulumi_errors import (
+    API_DISABLED,
+    CRASH,
+    CREDENTIALS,
+    LOCKED,
+    QUOTA,
+    failed_create,
+    program_failed,
+    provider_unconfigured,
+    run_error,
+)
+from tests.support.pulumi_events import preview_events, update_events
 from tests.support.pulumi_state import STACK_CONFIG, exported_deployment
 from tests.support.stand_in_pulumi import stand_in_pulumi
 
@@ -143,36 +153,40 @@ def test_every_command_that_reads_a_missing_stack_names_the_stacks_and_creates_n
 # The Pulumi engine's failures: what failed, the engine's own lines, a next step; exit 5, no traceback.
 
 
+def engine_said(doing: str, message: str, *, closing: str | None = None) -> str:
+    """What course-vm quotes of an engine that failed DOING with an error diagnostic MESSAGE (and its CLOSING error)."""
+    lines = [line.strip() for line in f"error: {message}".splitlines() if line.strip()]
+    return "\n  ".join([f"{doing}:", *lines, *([f"error: {closing}"] if closing else [])])
+
+
 @pytest.mark.parametrize(
-    ("failing", "stderr", "said", "fix"),
+    ("failing", "events", "said", "fix"),
     [
         (
             "up",
-            API_DISABLED,
-            "update stack dev:\n  error: 1 error occurred:\n  * Error creating instance: googleapi: Error 403: Compute "
-            "Engine API has not been used in project 123456789012 before or it is disabled. Enable it by visiting "
-            "https://console.developers.google.com/apis/api/compute.googleapis.com/overview?project=123456789012 then "
-            "retry.\n  error: update failed",
+            failed_create(API_DISABLED),
+            engine_said("update stack dev", API_DISABLED, closing="update failed"),
             "enable the API with `gcloud services enable compute.googleapis.com --project 123456789012`, wait a "
             "minute, then run `course-vm up` again",
         ),
         (
             "up",
-            QUOTA,
-            "update stack dev:\n  error: 1 error occurred:\n  * Error creating instance: googleapi: Error 403: Quota "
-            "'CPUS' exceeded.  Limit: 8.0 in region europe-west1., quotaExceeded\n  error: update failed",
+            failed_create(QUOTA),
+            "update stack dev:\n  error: sdk-v2/provider2.go:572: sdk.helper_schema: Error creating instance: "
+            "googleapi: Error 403: Quota 'CPUS' exceeded.  Limit: 8.0 in region europe-west1., quotaExceeded: "
+            "provider=google-beta@8.10.0\n  error: update failed",
             "ask for more quota at https://console.cloud.google.com/iam-admin/quotas?project=course-project-1, or use "
             "another zone (--zone) or a smaller machineType; then run `course-vm up` again",
         ),
         (
             "preview",
-            CREDENTIALS,
-            "preview the changes to stack dev:\n  " + CREDENTIALS.strip(),
+            provider_unconfigured(CREDENTIALS),
+            engine_said("preview the changes to stack dev", CREDENTIALS),
             "log in for applications with `gcloud auth application-default login`, then run `course-vm up` again",
         ),
         (
             "preview",
-            CRASH,
+            program_failed(CRASH),
             "preview the changes to stack dev:\n"
             "  error: Program failed with an unhandled exception:\n  ValueError: boom",
             "act on the engine's lines above, then run `course-vm up` again",
@@ -180,9 +194,10 @@ def test_every_command_that_reads_a_missing_stack_names_the_stacks_and_creates_n
     ],
 )
 def test_an_engine_failure_is_one_error_with_the_engines_lines_and_a_next_step(
-    tmp_path: Path, failing: str, stderr: str, said: str, fix: str
+    tmp_path: Path, failing: str, events: list[dict[str, Any]], said: str, fix: str
 ) -> None:
-    pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, events=CREATE, fail={failing: {"stderr": stderr}})
+    # The engine says why in its events (shown on stdout); the CLI, bailing, says nothing on stderr and exits 1.
+    pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, events=CREATE, fail={failing: {"events": events}})
     result = run_cli("up", "--yes", "--project", "course-project-1", env=pulumi.environment)
     assert result.returncode == 5
     assert "Traceback" not in result.stdout + result.stderr
@@ -190,12 +205,13 @@ def test_an_engine_failure_is_one_error_with_the_engines_lines_and_a_next_step(
 
 
 def test_a_locked_stack_says_how_to_clear_the_lock_and_where(tmp_path: Path) -> None:
-    pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, events=CREATE, fail={"preview": {"stderr": LOCKED}})
+    # Only the update takes the lock (a DIY backend's preview does not), and the CLI says so on stderr.
+    pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, events=CREATE, fail={"up": {"stderr": LOCKED}})
     result = run_cli("up", "--yes", env=pulumi.environment)
     assert result.returncode == 5
-    said = "\n  ".join(line.strip() for line in LOCKED.splitlines())
+    said = "\n  ".join(["update stack dev:", *(line.strip() for line in LOCKED.splitlines())])
     assert result.stderr.endswith(
-        f"course-vm: Pulumi could not preview the changes to stack dev:\n  {said}"
+        f"course-vm: Pulumi could not {said}"
         "\nFix: if no other `up` or `down` of stack dev is still running, clear its lock with "
         "`pulumi cancel --yes --stack dev` in a shell set up by `course-vm env` "
         '(`eval "$(course-vm env)"`; PowerShell: `course-vm env | Out-String | Invoke-Expression`), then run '
@@ -205,7 +221,7 @@ def test_a_locked_stack_says_how_to_clear_the_lock_and_where(tmp_path: Path) -> 
 
 def test_the_engines_diagnostics_events_are_its_clearest_lines(tmp_path: Path) -> None:
     message = "sdk-v2/provider2.go:520: Error creating instance: googleapi: Error 403: QUOTA_EXCEEDED\n"
-    failure = {"events": [error_diagnostic(message)]}
+    failure = {"events": failed_create(message)}
     pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, events=CREATE, fail={"up": failure})
     result = run_cli("up", "--yes", env=pulumi.environment)
     assert result.returncode == 5
@@ -226,13 +242,9 @@ PROBLEMS = [
 
 
 def test_the_programs_settings_error_comes_through_as_it_is(tmp_path: Path) -> None:
-    # The program hands its problems over as data (the file COURSE_VM_PROBLEMS_FILE names), beside what it prints.
-    stdout = (
-        "Previewing update (dev):\n\nDiagnostics:\n  pulumi:pulumi:Stack (course-vm-dev):\n    error: "
-        + str(SettingsError(PROBLEMS)).replace("\n", "\n    ")
-        + "\n"
-    )
-    failure = {"stdout": stdout, "stderr": "error: preview failed\n", "problems": PROBLEMS}
+    # The program hands its problems over as data (the file COURSE_VM_PROBLEMS_FILE names), beside the RunError it
+    # raises with them as text (the language host's error diagnostic).
+    failure = {"events": run_error(str(SettingsError(PROBLEMS))), "problems": PROBLEMS}
     pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, events=CREATE, fail={"preview": failure})
     result = run_cli("up", "--yes", env=pulumi.environment)
     assert result.returncode == 2
@@ -469,7 +481,7 @@ def test_ctrl_c_during_up_waits_for_pulumi_to_cancel_passing_on_all_it_says(tmp_
     # more than a pipe holds; course-vm passes all of it on (an unread pipe would hold Pulumi, and course-vm
     # with it), keeps the verifications that ended before, and then exits 130 saying what may be left.
     ended = update_events({"": "passed"})
-    cancelled = {"cancelled": 3000, "events": ended, "stderr": "error: update canceled\n"}
+    cancelled = {"cancelled": 3000, "events": ended}
     pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, events=CREATE, fail={"up": cancelled})
     process = started_cli("up", "--yes", env=pulumi.environment, own_group=True)
     out, err = ctrl_c_once(process, process.stdout, "Updating (dev)")
@@ -485,7 +497,7 @@ def test_ctrl_c_during_up_waits_for_pulumi_to_cancel_passing_on_all_it_says(tmp_
 
 
 def test_ctrl_c_during_the_preview_says_it_changed_nothing_in_the_cloud(tmp_path: Path) -> None:
-    cancelled = {"cancelled": 1, "stderr": "error: preview canceled\n"}
+    cancelled = {"cancelled": 1}
     pulumi = stand_in_pulumi(tmp_path, {"dev": {}}, fail={"preview": cancelled})
     process = started_cli("up", "--yes", "--set", "spot=true", env=pulumi.environment, own_group=True)
     _, err = ctrl_c_once(process, process.stderr, "previewing the changes to stack dev")

@@ -26,13 +26,13 @@ from provisioner.recipe.settings import Settings
 from provisioner.stack import VERIFICATION_TYPE, StackOutputs
 from tests.support.openssh import resolved
 from tests.support.outputs import IAP, class_outputs, one_vm
+from tests.support.pulumi_errors import program_failed
 from tests.support.pulumi_events import preview_events, update_events
 from tests.support.pulumi_state import STACK_CONFIG, exported_deployment
 from tests.support.stand_in_pulumi import StandInPulumi, stand_in_here
 
 CREATE = preview_events({"": {"self": "create", "ip": "create", "vm": "create"}})
 NOT_READY = "the VM is not ready:\nCHECK  RESULT  TIME  DETAIL\ndocker  FAILED  1.0s  no docker\n"
-FAILED = "error: update failed\n"
 
 
 def yes(plan: Plan) -> bool:
@@ -522,12 +522,14 @@ def test_an_update_that_failed_before_any_step_is_the_engines_error_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state = exported_deployment("dev", class_outputs("alice"))
-    failure = {"stderr": FAILED, "deployment": state}
+    failure = {"events": program_failed(), "deployment": state}  # no step: no `update failed` either
     stand_in_here(tmp_path, monkeypatch, {"dev": {}}, events=create("alice", "bob"), fail={"up": failure})
     with pytest.raises(EngineRunError) as raised:
         up("dev", UpOptions(), confirm=yes, on_output=print)
     assert not isinstance(raised.value, PartialUpError)
-    assert str(raised.value).startswith("Pulumi could not update stack dev:")
+    assert str(raised.value).startswith(
+        "Pulumi could not update stack dev:\n  error: Program failed with an unhandled exception:\n  ValueError: boom\n"
+    )
     assert not hosts_file().exists()
 
 

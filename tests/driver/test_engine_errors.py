@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -18,8 +19,17 @@ from provisioner.driver.engine_errors import (
 from provisioner.driver.events import EngineLog, parse_events
 from provisioner.driver.workspace import CliResult
 from provisioner.errors import EngineError, ExitStatus
-from tests.support.pulumi_errors import API_DISABLED, CRASH, CREDENTIALS, LOCKED, QUOTA
-from tests.support.pulumi_events import error_diagnostic, update_events
+from tests.support.pulumi_errors import (
+    API_DISABLED,
+    CRASH,
+    CREDENTIALS,
+    LOCKED,
+    QUOTA,
+    failed_create,
+    program_failed,
+    provider_unconfigured,
+)
+from tests.support.pulumi_events import diagnostics_shown, engine_failed, error_diagnostic, update_events
 
 # The real CLI's lines (pkg/secrets/passphrase/manager.go; pkg/backend: StackNotFoundError).
 MISSING = (
@@ -33,7 +43,14 @@ INCORRECT = (
 
 
 def failed(stderr: str, stdout: str = "") -> CliResult:
-    return CliResult(("up", "--yes"), 255, stdout, stderr)
+    return CliResult(("up", "--yes"), 1, stdout, stderr)
+
+
+def engine_failure(events: list[dict[str, Any]]) -> tuple[CliResult, EngineLog]:
+    """An update the engine failed with EVENTS, as the CLI ends it: its events ended as the engine ends them, their
+    diagnostics shown on stdout, nothing on stderr (a bail), exit 1."""
+    ended = engine_failed(events, preview=False)
+    return failed("", stdout=diagnostics_shown(ended, "dev")), parse_events(json.dumps(event) for event in ended)
 
 
 # A passphrase that is missing or does not fit: one clear error, before anything changes.
@@ -96,25 +113,25 @@ def test_a_missing_stack_where_none_exists_says_how_to_create_one() -> None:
 
 
 def test_an_engine_error_says_what_failed_in_the_engines_lines_and_what_to_do() -> None:
-    error = engine_error("update stack dev", "dev", failed(QUOTA), EngineLog(), project="course-project-1", again="up")
+    result, log = engine_failure(failed_create(QUOTA))
+    error = engine_error("update stack dev", "dev", result, log, project="course-project-1", again="up")
     assert isinstance(error, EngineError) and error.exit_code == ExitStatus.ENGINE_FAILED
     assert str(error) == (
         "Pulumi could not update stack dev:\n"
-        "  error: 1 error occurred:\n"
-        "  * Error creating instance: googleapi: Error 403: Quota 'CPUS' exceeded.  Limit: 8.0 in region "
-        "europe-west1., quotaExceeded\n"
+        "  error: sdk-v2/provider2.go:572: sdk.helper_schema: Error creating instance: googleapi: Error 403: Quota "
+        "'CPUS' exceeded.  Limit: 8.0 in region europe-west1., quotaExceeded: provider=google-beta@8.10.0\n"
         "  error: update failed\n"
         "Fix: ask for more quota at https://console.cloud.google.com/iam-admin/quotas?project=course-project-1, or "
         "use another zone (--zone) or a smaller machineType; then run `course-vm up` again"
     )
 
 
-def test_the_engines_diagnostics_come_first_and_no_line_twice() -> None:
-    # The engine's own closing error is `update failed` after the prefix `error: `, as the CLI's stderr says it.
+def test_the_engines_diagnostics_are_its_lines_in_order_without_their_colour() -> None:
+    # The engine's own closing error is `update failed` after the prefix `error: `, as its progress display shows it.
     events = [error_diagnostic("<{%reset%}>the VM is not ready:\ndocker FAILED<{%reset%}>\n"),
               error_diagnostic("update failed")]  # fmt: skip
     log = parse_events(json.dumps(event) for event in events)
-    error = engine_error("update stack dev", "dev", failed("error: update failed\n"), log, project=None, again=None)
+    error = engine_error("update stack dev", "dev", failed(""), log, project=None, again=None)
     assert str(error) == (
         "Pulumi could not update stack dev:\n"
         "  error: the VM is not ready:\n"
@@ -132,8 +149,15 @@ def test_an_engine_that_said_nothing_is_said_so() -> None:
     )
 
 
+def test_no_line_is_said_twice() -> None:
+    assert engine_lines(["error: one", "  more"], ["error: one", "error: two"]) == ["error: one", "more", "error: two"]
+
+
 def test_a_programs_traceback_is_left_out_but_its_last_line_kept() -> None:
-    assert engine_lines(error_lines(CRASH)) == [
+    # The language host's diagnostic names no resource, and the engine adds nothing after it (a bail).
+    result, log = engine_failure(program_failed(CRASH))
+    assert [d.message for d in log.errors] == [CRASH]
+    assert engine_lines([line for d in log.errors for line in d.lines], error_lines(result.stderr)) == [
         "error: Program failed with an unhandled exception:",
         "ValueError: boom",
     ]
@@ -145,10 +169,10 @@ def test_the_error_lines_are_those_of_error_with_their_indented_continuations() 
 
 
 def test_an_updates_events_name_the_failure_of_a_vm() -> None:
-    log = parse_events(json.dumps(e) for e in update_events({"bob": "failed: the VM is not ready"}))
-    error = engine_error("update stack dev", "dev", failed("error: update failed\n"), log, project=None, again="up")
+    result, log = engine_failure(update_events({"bob": "failed: the VM is not ready"}))
+    error = engine_error("update stack dev", "dev", result, log, project=None, again="up")
     said = "Pulumi could not update stack dev:\n  error: the VM is not ready\n  error: update failed\nFix: "
-    assert str(error).startswith(said), "the engine's closing error and the CLI's stderr are one line"
+    assert str(error).startswith(said)
 
 
 AGAIN = "`course-vm up` again"
@@ -230,13 +254,20 @@ def test_each_known_failure_has_its_next_step(text: str, project: str | None, fi
     assert next_step(text, "fall", project, AGAIN) == fix
 
 
-def test_the_next_step_reads_stdout_and_the_diagnostics_too() -> None:
-    log = parse_events([json.dumps(error_diagnostic(CREDENTIALS))])
-    from_events = engine_error(
-        "update stack dev", "dev", failed("error: update failed\n"), log, project=None, again="up"
-    )
+def test_the_next_step_reads_the_diagnostics_and_stdout_too() -> None:
+    # A provider that cannot be configured fails before any step: its error alone, no `update failed`.
+    result, log = engine_failure(provider_unconfigured(CREDENTIALS))
+    assert [d.urn.rsplit("::", 1)[-1] for d in log.errors] == ["default_8_10_0"]
+    from_events = engine_error("update stack dev", "dev", result, log, project=None, again="up")
     assert str(from_events).endswith("Fix: log in for applications with `gcloud auth application-default login`, "
                                       "then run `course-vm up` again")  # fmt: skip
-    from_stdout = engine_error("update stack dev", "dev", failed("", stdout=LOCKED), EngineLog(), project=None,
-                               again="up")  # fmt: skip
-    assert "clear its lock with `pulumi cancel --yes --stack dev`" in str(from_stdout)
+    # Without an event log to read, the progress display's Diagnostics section on stdout still names the failure.
+    shown, _log = engine_failure(failed_create(QUOTA))
+    from_stdout = engine_error("update stack dev", "dev", shown, EngineLog(), project=None, again="up")
+    assert "Fix: ask for more quota at https://console.cloud.google.com/iam-admin/quotas" in str(from_stdout)
+
+
+def test_a_locked_stack_is_the_clis_error_on_stderr() -> None:
+    error = engine_error("update stack dev", "dev", failed(LOCKED), EngineLog(), project=None, again="up")
+    assert str(error).splitlines()[1:3] == [f"  {line.strip()}" for line in LOCKED.splitlines()]
+    assert "clear its lock with `pulumi cancel --yes --stack dev`" in str(error)

@@ -21,7 +21,8 @@ from provisioner.driver.plan import Action, HomeDisk, VmChange, failed_students,
 from provisioner.driver.state import plain, walk
 from provisioner.driver.workspace import CliResult
 from tests.support.outputs import one_vm
-from tests.support.pulumi_events import display_name, engine_log, preview_events, update_events
+from tests.support.pulumi_errors import failed_create, program_failed
+from tests.support.pulumi_events import display_name, engine_failed, engine_log, preview_events, update_events
 from tests.support.pulumi_state import exported_deployment
 from tests.support.stand_in_pulumi import Engine, StandInError, stand_in_pulumi
 
@@ -76,7 +77,7 @@ def test_a_failed_create_is_its_failed_step_its_error_and_the_engines_closing_er
     ]
     assert plan_of(log).warnings == ("retrying create due to on-error hook request (1/100)",)
     assert failed_students(log) == set(), "no StudentVm's resource"
-    result = CliResult(("pulumi", "up"), 255, "", "error: update failed\n")
+    result = CliResult(("pulumi", "up"), 1, "", "")  # a bail: the CLI prints nothing more, exits 1
     error = engine_error("update stack dev", "dev", result, log, project=None, again="up")
     assert str(error).splitlines()[1:3] == ["  error: create failed 2", "  error: update failed"]
     assert str(error).count("update failed") == 1
@@ -86,6 +87,21 @@ def test_a_program_that_failed_before_any_step_changed_nothing() -> None:
     log = read_event_log(RECORDED / "program-error.json")
     assert not log.stepped
     assert [d.lines for d in log.errors] == [["error: an unhandled error occurred: oh no"]]
+
+
+@pytest.mark.parametrize(
+    ("recorded_name", "events"),
+    [("program-error.json", program_failed("an unhandled error occurred: oh no")),
+     ("failed-create.json", failed_create("create failed 2"))],
+)  # fmt: skip
+def test_a_stand_in_failure_ends_as_the_engine_ends_it(recorded_name: str, events: list[dict[str, Any]]) -> None:
+    # The engine's `update failed` closes a run only after a step failed; a program that failed first is a bail.
+    real = [kind_of(e) for e in events_of(RECORDED / recorded_name)
+            if not (kind_of(e) == "diagnosticEvent" and e["diagnosticEvent"]["severity"] == "warning")]  # fmt: skip
+    written = engine_log(engine_failed(events, preview=False), preview=False, failed=True)
+    assert [kind_of(e) for e in written] == real
+    closing = [e for e in written if kind_of(e) == "diagnosticEvent" and "update failed" in str(e)]
+    assert len(closing) == (recorded_name == "failed-create.json")
 
 
 def test_a_recorded_deployment_is_walked_without_a_vm_and_its_ciphertext_is_no_value() -> None:

@@ -17,7 +17,8 @@ from provisioner.stack import StackOutputs, VmOutputs
 from tests.support.cli import run_cli
 from tests.support.fake_compute_api import FakeComputeApi
 from tests.support.outputs import class_outputs, one_vm, vm_outputs
-from tests.support.pulumi_events import error_diagnostic, preview_events, update_events
+from tests.support.pulumi_errors import CREDENTIALS, failed_step, provider_unconfigured, run_error
+from tests.support.pulumi_events import preview_events, update_events
 from tests.support.pulumi_state import STACK_CONFIG, exported_deployment
 from tests.support.sshd import Sshd
 from tests.support.stand_in_pulumi import option, stand_in_here, stand_in_pulumi
@@ -291,7 +292,8 @@ def test_the_programs_settings_problems_are_handed_over_as_a_settings_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     problems = ["diskSizeGb: got 'tiny', but ... Fix: pulumi config set diskSizeGb 30", "nope: got 'x', but ..."]
-    refused = {"stderr": "error: Program failed with an unhandled exception:\n  SettingsError\n", "problems": problems}
+    # The program raises RunError with the problems as text (its events), and hands them over as data.
+    refused = {"events": run_error(str(SettingsError(problems))), "problems": problems}
     stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, fail={"preview": refused})
     with pytest.raises(SettingsError) as raised:
         StackSession.open("dev").preview()
@@ -302,17 +304,18 @@ def test_the_programs_settings_problems_are_handed_over_as_a_settings_error(
 
 
 def test_a_failed_preview_is_the_engines_error_with_its_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    failure = {"events": [error_diagnostic("Quota 'CPUS' exceeded.")]}
+    failure = {"events": provider_unconfigured()}
     stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, fail={"preview": failure})
     with pytest.raises(EngineRunError) as raised:
         StackSession.open("dev").preview(project="course-project-1")
+    said = "\n  ".join(line.strip() for line in CREDENTIALS.splitlines())
     assert str(raised.value) == (
-        "Pulumi could not preview the changes to stack dev:\n  error: Quota 'CPUS' exceeded.\n  error: preview failed\n"
-        "Fix: ask for more quota at https://console.cloud.google.com/iam-admin/quotas?project=course-project-1, or "
-        "use another zone (--zone) or a smaller machineType; then run `course-vm up` again"
+        f"Pulumi could not preview the changes to stack dev:\n  error: {said}\n"
+        "Fix: log in for applications with `gcloud auth application-default login`, then run `course-vm up` again"
     )
-    # The engine's own closing error is in its events; the CLI, bailing, says nothing on stderr.
-    assert [d.message for d in raised.value.log.errors] == ["Quota 'CPUS' exceeded.\n", "preview failed\n"]
+    # The provider's error names it; before any step failed, the engine adds no `preview failed` (a bail), and the
+    # CLI, bailing, says nothing on stderr.
+    assert [d.message for d in raised.value.log.errors] == [CREDENTIALS + "\n"]
 
 
 def test_a_passphrase_the_engine_refuses_is_the_passphrase_error(
@@ -377,16 +380,14 @@ def test_a_deletion_is_previewed_then_done(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_a_failed_deletion_says_to_run_down_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, fail={"destroy": {"stderr": "error: the disk is in use\n"}})
-    session = StackSession.open("dev")
+    # The deletion of the home disk fails (a step): the engine says so, then `update failed` (as for any update).
+    failure = {"events": failed_step("delete", "home", "Error deleting Disk: googleapi: Error 400: the disk is in use")}
+    stand_in_here(tmp_path, monkeypatch, {"dev": one_vm()}, fail={"destroy": failure})
     with pytest.raises(EngineRunError) as raised:
-        session.preview_destroy()
-    assert str(raised.value).startswith("Pulumi could not preview the deletion of stack dev:\n  error: the disk is")
-    with pytest.raises(EngineRunError) as raised:
-        session.destroy(print)
+        StackSession.open("dev").destroy(print)
     assert str(raised.value) == (
-        "Pulumi could not delete stack dev:\n  error: the disk is in use\n"
-        "Fix: act on the engine's lines above, then run `course-vm down` again"
+        "Pulumi could not delete stack dev:\n  error: Error deleting Disk: googleapi: Error 400: the disk is in use\n"
+        "  error: update failed\nFix: act on the engine's lines above, then run `course-vm down` again"
     )
 
 

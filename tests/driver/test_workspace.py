@@ -236,7 +236,8 @@ def test_without_the_env_lines_the_raw_cli_finds_no_stack(tmp_path: Path) -> Non
         ["pulumi", "stack", "export", "--show-secrets", "--stack", "dev"],
         env=pulumi.environment, capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert (raw.returncode, raw.stderr) == (255, "error: no stack named 'dev' found\n")
+    # The CLI's ExitStackNotFound (pkg/cmd/pulumi/cmd/exit_codes.go).
+    assert (raw.returncode, raw.stderr) == (6, "error: no stack named 'dev' found\n")
 
 
 def test_env_lines_for_powershell(home: Path) -> None:
@@ -353,9 +354,9 @@ def test_a_failure_of_the_cli_is_a_cli_error_with_its_result(tmp_path: Path, mon
     in_this_process(monkeypatch, pulumi.environment)
     with pytest.raises(CliError) as raised:
         Workspace.open().run(["stack", "export", "--stack", "typo"])
-    assert raised.value.result.code == 255
+    assert raised.value.result.code == 6
     assert raised.value.result.stderr == "error: no stack named 'typo' found\n"
-    assert str(raised.value) == "pulumi stack export exited 255: error: no stack named 'typo' found"
+    assert str(raised.value) == "pulumi stack export exited 6: error: no stack named 'typo' found"
 
 
 def test_extra_variables_reach_the_cli_on_top_of_the_workspaces(

@@ -299,11 +299,15 @@ def created_anew(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def engine_failed(events: Sequence[Mapping[str, Any]], *, preview: bool) -> list[dict[str, Any]]:
-    """EVENTS of a run the engine failed, ending as it ends one: its own `update failed` (`preview failed` in a
-    preview) error naming no resource (deploymentExecutor.reportExecResult), unless they end so already."""
+    """EVENTS of a run the engine failed, ending as it ends one: after a step that failed (a resOpFailedEvent), its
+    own `update failed` (`preview failed` in a preview) error naming no resource (deploymentExecutor.reportExecResult,
+    the step executor having errored), unless they end so already; a run whose program or provider configuration
+    failed before any step failed is a bail, which the engine ends without it (recorded program-error.json)."""
     closing = error_diagnostic(("preview" if preview else "update") + " failed")
     said = [e["diagnosticEvent"] for e in events if "diagnosticEvent" in e]
-    return [dict(e) for e in events] + ([] if said and said[-1] == closing["diagnosticEvent"] else [closing])
+    stepped = any("resOpFailedEvent" in e for e in events)
+    closed = not stepped or (said and said[-1] == closing["diagnosticEvent"])
+    return [dict(e) for e in events] + ([] if closed else [closing])
 
 
 def display_name(type_: str) -> str:

@@ -27,16 +27,31 @@ import yaml
 from provisioner.paths import project_dir
 from tests.conftest import ROOT
 from tests.support.cli import in_this_process
-from tests.support.pulumi_events import created_anew, destroy_events, diagnostics_shown, engine_failed, engine_log
+from tests.support.pulumi_events import (
+    created_anew,
+    destroy_events,
+    diagnostics_shown,
+    engine_failed,
+    engine_log,
+    error_diagnostic,
+)
 from tests.support.pulumi_state import STACK_CONFIG, exported_deployment
+
+EXIT_ERROR, EXIT_STACK_NOT_FOUND = 1, 6
+"""The CLI's exit statuses (pkg/cmd/pulumi/cmd/exit_codes.go ExitCodeFor): 1 for any error not typed otherwise,
+the engine's failure (a bail) too; 6 for a StackNotFoundError. (CLIs before March 2026 exited 255 for all.)"""
+
+ENGINE_WORDS = ("update failed", "preview failed", "update canceled", "preview canceled",
+                "Program failed with an unhandled exception", "an unhandled error occurred")  # fmt: skip
+"""What only the engine says, in its events (and the progress display on stdout), never the CLI on stderr."""
 
 
 class StandInError(Exception):
-    """The stand-in CLI exits 255 with these lines on stderr (and what it printed before on stdout)."""
+    """The stand-in CLI exits CODE with these lines on stderr (and what it printed before on stdout)."""
 
-    def __init__(self, stderr: str, stdout: str = "") -> None:
+    def __init__(self, stderr: str, stdout: str = "", code: int = EXIT_ERROR) -> None:
         super().__init__(stderr)
-        self.stderr, self.stdout = stderr, stdout
+        self.stderr, self.stdout, self.code = stderr, stdout, code
 
 
 def verb_of(args: Sequence[str]) -> str:
@@ -149,7 +164,7 @@ class Engine:
         """Fail as the CLI does for a stack this backend does not have, or secrets it cannot decrypt."""
         backend = self.env.get("PULUMI_BACKEND_URL")
         if stack not in self.state["stacks"] or backend != self.state["backend"]:
-            raise StandInError(f"error: no stack named '{stack}' found\n")
+            raise StandInError(f"error: no stack named '{stack}' found\n", code=EXIT_STACK_NOT_FOUND)
         if not (secrets and self.state["stacks"][stack]["deployment"]):
             return
         given = self.env.get("PULUMI_CONFIG_PASSPHRASE")
@@ -210,6 +225,7 @@ class Engine:
         events, stdout, stderr = failure.get("events", []), failure.get("stdout", ""), failure.get("stderr", "")
         preview = verb_of(args) == "preview" or "--preview-only" in args
         stack = option(args, "--stack") or ""
+        self.refuse_invented(stderr, preview=preview)
         if any(e.get("diagnosticEvent", {}).get("severity") == "error" for e in events):
             # The engine said why (a step or the program failed): it ends with its own error, the CLI's progress
             # display shows its diagnostics on stdout, and the CLI bails, saying nothing on stderr
@@ -227,10 +243,25 @@ class Engine:
             Path(path).write_text(json.dumps(problems))  # what the program hands over (__main__.py)
         raise StandInError(stderr, stdout)
 
+    @staticmethod
+    def refuse_invented(stderr: str, *, preview: bool) -> None:
+        """Refuse a test's STDERR the real CLI never writes: the engine's words (its events say them), or a lock
+        error for a preview, which takes no lock on a DIY backend (diyBackend.Preview; Destroy with PreviewOnly)."""
+        said = [words for words in ENGINE_WORDS if words in stderr]
+        if said:
+            raise StandInError(f"stand-in: the CLI never writes {said[0]!r} on stderr: give the engine's events\n")
+        if preview and "currently locked" in stderr:
+            raise StandInError("stand-in: a preview takes no lock, so it never fails for one\n")
+
     def cancel_on_ctrl_c(self, args: list[str], failure: Mapping[str, Any]) -> None:
-        """As the CLI does on Ctrl-C: the events so far, then on SIGINT line after line while it cancels."""
+        """As the CLI does on Ctrl-C: the events so far, then on SIGINT line after line while it cancels; the engine
+        ends with its own `update canceled` (`preview canceled`, deploymentExecutor.reportExecResult), a bail: the
+        CLI says nothing on stderr."""
         path = option(args, "--event-log")
-        written = engine_log(failure.get("events", []), preview=False, failed=True)
+        preview = verb_of(args) == "preview" or "--preview-only" in args
+        self.refuse_invented(failure.get("stderr", ""), preview=preview)
+        closing = error_diagnostic(("preview" if preview else "update") + " canceled")
+        written = engine_log([*failure.get("events", []), closing], preview=preview, failed=True)
         with open(path or os.devnull, "w") as log:  # all but the summary and the cancel event, which end it
             log.writelines(json.dumps(event) + "\n" for event in written[:-2])
         try:  # before the line that tells the test to press Ctrl-C
@@ -241,7 +272,7 @@ class Engine:
                 print(f"cancelling: waiting for the running operations to finish ({number})")
             with open(path or os.devnull, "a") as log:
                 log.writelines(json.dumps(event) + "\n" for event in written[-2:])
-            raise StandInError(failure["stderr"]) from None
+            raise StandInError(failure.get("stderr", "")) from None
         raise StandInError("error: the stand-in waited 120 s for a Ctrl-C that did not come\n")
 
 
@@ -277,7 +308,7 @@ def main(state_file: Path, calls_file: Path, argv: list[str]) -> int:
     except StandInError as failed:
         sys.stdout.write(failed.stdout)
         sys.stderr.write(failed.stderr)
-        return 255
+        return failed.code
     finally:
         state_file.write_text(json.dumps(state))
         write_stack_files(state, project_dir())
@@ -338,12 +369,13 @@ def stand_in_pulumi(
     they say is `same` created, as pulumi_events.created_anew) and makes NEXT_OUTPUTS the stack's outputs
     (or, OUTPUTS_WHEN the stack's config has one of its KEY=VALUE, its outputs); `destroy` (and its
     --preview-only) deletes what the stack's state holds (pulumi_events.destroy_events); each command of
-    FAIL (e.g. "up": {"stderr": ...}) fails with that stderr (the CLI's own error) and exit 255 (with
+    FAIL (e.g. "up": {"stderr": ...}) fails with that stderr (the CLI's own error) and exit 1 (with
     "when": "KEY=VALUE", only while the stack's config has it), after logging its "events", leaving its
     "deployment" and handing over its "problems" as the program does; with "cancelled": N, only after a
     Ctrl-C, saying N lines then. Where its events hold an error diagnostic the engine failed: they end
-    with the engine's `update failed`, its diagnostics are shown on stdout and nothing on stderr (a
-    test that gives a stderr then is refused).
+    with the engine's `update failed` if a step failed (a resOpFailedEvent), its diagnostics are shown on
+    stdout and nothing on stderr (a test that gives a stderr then is refused, and so is one whose stderr says
+    what only the engine says, or a lock error for a preview). A missing stack exits 6.
     CONFIG: stack -> key -> value (default: STACK_CONFIG for each stack); SECRETS: stack -> the keys of its
     config kept encrypted (`config set-all --secret` adds to them). PASSPHRASE: the one the stacks' secrets
     take (default: any). SELECTED: the stack the CLI has selected (`pulumi stack select`), for a command

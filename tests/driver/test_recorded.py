@@ -19,6 +19,7 @@ from provisioner.driver.engine_errors import engine_error
 from provisioner.driver.events import Diagnostic, StepKind, parse_events, read_event_log
 from provisioner.driver.plan import Action, HomeDisk, VmChange, failed_students, plan_of
 from provisioner.driver.state import plain, walk
+from provisioner.driver.verifications import verifications_of
 from provisioner.driver.workspace import CliResult
 from tests.support.outputs import one_vm
 from tests.support.pulumi_errors import failed_create, program_failed
@@ -175,6 +176,8 @@ STAND_IN_LOGS = {
     "failed update": engine_log(update_events({"alice": "passed", "bob": "failed: not ready"}), preview=False,
                                 failed=True),
     "update": engine_log(update_events({"alice": "same", "bob": "off"}), preview=False),
+    "iap update": engine_log(update_events({"dana": "passed", "eve": "failed: not ready"}, iap=True, nightly=True,
+                                           home=True), preview=False, failed=True),
 }  # fmt: skip
 
 
@@ -203,7 +206,7 @@ def test_a_stand_in_log_opens_and_closes_as_the_engines_and_counts_its_events(na
     summary = written[-2]["summaryEvent"]
     assert set(summary) == next(set(e["summaryEvent"]) for e in events_of(RECORDED / "failed-create.json")[-2:-1])
     assert summary["isPreview"] is name.endswith("preview")
-    assert summary["result"] == ("failed" if name == "failed update" else "succeeded")
+    assert summary["result"] == ("failed" if name in ("failed update", "iap update") else "succeeded")
     assert not {"create-replacement", "delete-replaced"} & set(summary["resourceChanges"]), "not logical steps"
 
 
@@ -221,7 +224,8 @@ def test_each_stand_in_step_that_completes_is_followed_by_its_outputs_as_the_eng
             assert event[kind].get("planning", False) is name.endswith("preview")
     # After a failed verification its StudentVm, the CourseVm and the stack register no outputs.
     unended = [urn.rsplit("::", 1)[-1] for (urn, _op), n in pending.items() if n]
-    assert unended == ([] if name != "failed update" else ["course-vm-dev", "course-vm", "course-vm-bob"])
+    failed_vm = {"failed update": "course-vm-bob", "iap update": "course-vm-eve"}.get(name)
+    assert unended == ([] if failed_vm is None else ["course-vm-dev", "course-vm", failed_vm])
 
 
 def test_the_stand_ins_replacements_are_in_the_engines_order_for_each_resource() -> None:
@@ -270,6 +274,24 @@ def test_a_replaced_instance_replaces_what_takes_an_input_from_it_as_the_engine_
         ("dana", Action.REPLACE, HomeDisk.KEPT), ("eve", Action.DELETE, HomeDisk.LOST),
     ]  # fmt: skip
     assert plan.shared == (("course-vm-nat", Action.UPDATE),)
+
+
+def test_a_stand_in_update_steps_through_every_resource_the_program_registers() -> None:
+    # As the engine: each registered resource has its step on every update, `same` where nothing changed.
+    log = parse_events(json.dumps(e) for e in STAND_IN_LOGS["iap update"])
+    names = [s.urn.rsplit("::", 1)[-1] for s in log.steps if s.kind is StepKind.PRE]
+    shared = ["network", "subnet", "ssh", "router", "nat", "iap-api", "nightly-stop", "schedule-grant"]
+    dana = ["home", "vm", "iap-access", "instance-view", "nightly-stop", "verify"]
+    assert names == ["course-vm-dev", "default_8_10_0", "default", "course-vm", *(f"course-vm-{r}" for r in shared),
+                     "course-vm-dana", *(f"course-vm-dana-{r}" for r in dana),
+                     "course-vm-eve", *(f"course-vm-eve-{r}" for r in dana)]  # fmt: skip
+    # The readers conclude what they did from the instance and verification steps alone.
+    alone = parse_events(json.dumps(e) for e in update_events({"dana": "passed", "eve": "failed: not ready"}))
+    actions = [[(v.student, v.action) for v in plan_of(steps).vms] for steps in (log, alone)]
+    assert actions[0] == actions[1] and plan_of(log).shared == plan_of(alone).shared == ()
+    assert {v.home_disk for v in plan_of(log).vms} == {HomeDisk.KEPT}, "its home disk `same`: kept"
+    assert failed_students(log) == failed_students(alone) == {"eve"}
+    assert verifications_of(log, {}).keys() == verifications_of(alone, {}).keys() == {"dana", "eve"}
 
 
 def stand_in_log(tmp_path: Path, args: list[str], stacks: dict[str, Any], **given: Any) -> list[dict[str, Any]]:

@@ -226,25 +226,39 @@ def preview_events(
     return events + later
 
 
-def update_events(vms: Mapping[str, str], *, stack: str = "dev", timestamp: int = NOW) -> list[dict[str, Any]]:
+def vm_roles(*, iap: bool = False, nightly: bool = False, home: bool = False) -> tuple[str, ...]:
+    """A StudentVm's children the program registers under these settings (VM_CHILDREN's order), its verification
+    aside: the address (not under sshAccess iap), the home disk (homeDiskSizeGb), the instance, the IAP grants
+    (iap), the nightly-stop attachment (nightlyStopTime)."""
+    roles = ("ip",) * (not iap) + ("home",) * home + ("vm",) + ("iap-access", "instance-view") * iap
+    return roles + ("nightly-stop",) * nightly
+
+
+def update_events(
+    vms: Mapping[str, str], *, stack: str = "dev", timestamp: int = NOW, iap: bool = False, nightly: bool = False,
+    home: bool = False,
+) -> list[dict[str, Any]]:  # fmt: skip
     """What the engine reports while `pulumi up` runs, for VMS: student ("" for a stack's one VM) -> what
     became of its verification: "passed" (checked now), "same" (passed before, not checked again),
     "failed: MESSAGE" (the checker's error), "off" (verify=false: there is none).
 
-    Each step as an update reports it: a resourcePreEvent, then a resOutputsEvent, or an error diagnostic
-    naming the resource and a resOpFailedEvent (status 1, StatusUnknown: the Python dynamic provider fails
-    with gRPC's UNKNOWN; `steps`: the logical steps done before). A VM whose verification failed registers
-    no outputs; with a failure the stack registers none either and the engine's own `update failed` error
-    ends the steps. Every event at TIMESTAMP (Unix seconds).
+    As the engine steps through every resource the program registers on every update, in registration order:
+    the stack, the default providers, the CourseVm and what the VMs share (shared_ops: IAP, NIGHTLY), and each
+    StudentVm with its children (vm_roles: IAP, NIGHTLY, HOME), all `same` but the verification. Each step as an
+    update reports it: a resourcePreEvent, then a resOutputsEvent, or an error diagnostic naming the resource and
+    a resOpFailedEvent (status 1, StatusUnknown: the Python dynamic provider fails with gRPC's UNKNOWN; `steps`:
+    the logical steps done before). A VM whose verification failed registers no outputs; with a failure the stack
+    registers none either and the engine's own `update failed` error ends the steps. Every event at TIMESTAMP.
     """
     course = urn(stack, [COURSE_VM], "course-vm")
-    events = _shared_and_providers(stack, shared_ops("same"), planning=False)
+    events = _shared_and_providers(stack, shared_ops("same", iap=iap, nightly=nightly), planning=False)
     failed = False
     for student, verification in vms.items():
         name = f"course-vm-{student}" if student else "course-vm"
         vm_urn, types = urn(stack, [COURSE_VM, STUDENT_VM], name), [COURSE_VM, STUDENT_VM]
         events.append(step("same", types, name, course, stack, planning=False))
-        events += done("same", [*types, VM_CHILDREN["vm"]], f"{name}-vm", vm_urn, stack, planning=False)
+        for role in vm_roles(iap=iap, nightly=nightly, home=home):
+            events += done("same", [*types, VM_CHILDREN[role]], f"{name}-{role}", vm_urn, stack, planning=False)
         verify = [*types, VM_CHILDREN["verify"]]
         if verification in ("passed", "same"):
             op = "create" if verification == "passed" else "same"

@@ -283,6 +283,22 @@ def test_a_start_over_the_quota_names_it_and_where_to_ask_for_more(api: FakeComp
     assert api.instance_status == "TERMINATED"
 
 
+def test_a_stop_gce_refuses_says_why_at_once_with_the_status_fix(api: FakeComputeApi) -> None:
+    """An error other than room or quota: GCE's code and words, and where to look, without waiting out the
+    deadline."""
+    api.instance_status = "RUNNING"
+    not_ready = f"The resource 'projects/course-project-1/zones/europe-west1-b/instances/{INSTANCE.name}' is not ready"
+    api.operation_error = {"errors": [{"code": "RESOURCE_NOT_READY", "message": not_ready}]}
+    with pytest.raises(CourseVmError) as raised:
+        change("stop", api, seconds=60)
+    assert str(raised.value) == (
+        f"GCE could not stop instance {INSTANCE.name} (RESOURCE_NOT_READY: {not_ready}). "
+        "Fix: run `course-vm status` to see the VM's state, then try again"
+    )
+    assert raised.value.exit_code == 2
+    assert len(api.requests) == 2, "the operation's error is read once, not waited on until the deadline"
+
+
 @pytest.mark.parametrize("name", ["../../../instances/other/stop", "operation?x=1", "Operation-1", "o" * 64, 7, None])
 def test_an_operation_name_gce_would_not_give_is_never_put_in_a_url(name: object) -> None:
     """The operation is read back from the API: only a name GCE would give is read again, else the instance."""

@@ -53,6 +53,12 @@ def compute_api() -> str:
     if not given:
         return COMPUTE_API
     parts = urllib.parse.urlsplit(given)
+    if "@" in parts.netloc:  # the value is not shown: it holds a password, or may
+        raise CourseVmError(
+            f"{ENDPOINT_VARIABLE} holds a user name or password before its host (not shown); the Compute API "
+            f"calls carry your Google access token, never URL credentials. Fix: export {ENDPOINT_VARIABLE}="
+            f"{parts.scheme or 'https'}://HOST/ without the `USER:PASSWORD@`, or unset it"
+        )
     if not (parts.scheme == "https" and parts.hostname) and not (parts.scheme == "http" and _loopback(parts.hostname)):
         fix = (
             "https://" + given.split("://", 1)[1].rstrip("/") + "/"
@@ -64,13 +70,16 @@ def compute_api() -> str:
             "the endpoint must be https:// (plain http:// only to this machine: 127.0.0.0/8, ::1, localhost). "
             f"Fix: export {ENDPOINT_VARIABLE}={fix}, or unset it"
         )
-    if not given.endswith("/") or parts.query or parts.fragment:
+    fix = f"Fix: export {ENDPOINT_VARIABLE}={parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/, or unset it"
+    if parts.query or parts.fragment:
+        raise CourseVmError(f"{ENDPOINT_VARIABLE}: got {given!r}, but the API's base URL has no `?` or `#` part. {fix}")
+    if not given.endswith("/"):
         raise CourseVmError(
             f"{ENDPOINT_VARIABLE}: got {given!r}, but gcloud reads it only as a base URL ending in '/' (the API "
-            f"at https://HOST/compute/v1/, or https://HOST/ for that path). Fix: export {ENDPOINT_VARIABLE}="
-            f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/, or unset it"
+            f"at https://HOST/compute/v1/, or https://HOST/ for that path). {fix}"
         )
-    return f"{parts.scheme}://{parts.netloc}/compute/v1" if parts.path == "/" else given.rstrip("/")
+    # gcloud appends `projects/...` to the value as it is: only its one trailing '/' goes.
+    return f"{parts.scheme}://{parts.netloc}/compute/v1" if parts.path == "/" else given[:-1]
 
 
 def _loopback(host: str | None) -> bool:
@@ -119,6 +128,10 @@ def token_problem(variable: str) -> str:
 class NotFoundError(Exception):
     """The Compute API's 404: what was asked for does not exist (or not yet: guest attributes before the
     guest publishes them). Its message is the API's own; each caller says what that means for the user."""
+
+
+class PermissionRefusedError(CourseVmError):
+    """The Compute API's 401 or 403 (not a disabled API): the account may not do what was asked."""
 
 
 class ServiceDisabledError(CourseVmError):
@@ -177,7 +190,7 @@ def api_call(method: str, api: str, path: str, query: dict[str, str], token: str
     """METHOD PATH?QUERY of the Compute API at API with TOKEN: its JSON answer.
 
     Raises NotFoundError for a 404, ServiceDisabledError when the API is not enabled in the project,
-    CourseVmError naming PERMISSION when the token may not, urllib's errors for the rest.
+    PermissionRefusedError naming PERMISSION when the token may not, urllib's errors for the rest.
     """
     url = f"{api}{path}?{urllib.parse.urlencode(query)}"
     headers = {"Authorization": f"Bearer {token}"}
@@ -194,7 +207,7 @@ def api_call(method: str, api: str, path: str, query: dict[str, str], token: str
         if error.code == 403 and _service_disabled(body):
             raise ServiceDisabledError(_project_of(path)) from None
         if error.code in (401, 403):
-            raise CourseVmError(
+            raise PermissionRefusedError(
                 f"the Compute API refused {method} {path} ({error.code}: {message}). Fix: log in with an account "
                 f"that may do it ({permission}): gcloud auth application-default login"
             ) from None

@@ -11,11 +11,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from provisioner.access.ssh import Progress
-from provisioner.errors import CourseVmError, UnreachableError
+from provisioner.errors import CourseVmError, EngineError, UnreachableError
 from provisioner.gcp.compute_api import (
     MANAGE_SCOPE,
     GceInstance,
     NotFoundError,
+    PermissionRefusedError,
     TokenSource,
     api_call,
     api_get,
@@ -101,7 +102,7 @@ def _change_power(
     while True:
         with _instance_errors(instance, verb, stack):
             if pending is not None:
-                operation = _operation(api, pending, access, permission)
+                operation = _operation(api, pending, access)
             failed = _operation_errors(operation)
             status = "" if failed else str(api_get(api, instance.path(), {}, access, permission).get("status", ""))
         if failed:
@@ -126,11 +127,13 @@ def _operation_path(instance: GceInstance, operation: dict[str, Any]) -> str | N
     return instance.path().rsplit("/instances/", 1)[0] + f"/operations/{name}"
 
 
-def _operation(api: str, path: str, access: str, permission: str) -> dict[str, Any]:
-    """zoneOperations.get of PATH; {} when the operation is gone (GCE keeps them a while only)."""
+def _operation(api: str, path: str, access: str) -> dict[str, Any]:
+    """zoneOperations.get of PATH; {} when the operation is gone (GCE keeps them a while only), or the account
+    may start and stop but not read operations (a custom role without compute.zoneOperations.get): the
+    instance's status then says how it went, as it did before operations were read."""
     try:
-        return api_get(api, path, {}, access, permission)
-    except NotFoundError:
+        return api_get(api, path, {}, access, "compute.zoneOperations.get")
+    except (NotFoundError, PermissionRefusedError):
         return {}
 
 
@@ -161,7 +164,7 @@ def _failed_operation(instance: GceInstance, verb: str, failed: list[tuple[str, 
             f"{said}. Fix: stop another VM of the project, or ask for more at "
             f"{QUOTAS_PAGE.format(project=instance.project)}, then run `{again}` again"
         )
-    return CourseVmError(f"{said}. Fix: run `{command('status', stack)}` to see the VM's state, then try again")
+    return EngineError(f"{said}. Fix: run `{command('status', stack)}` to see the VM's state, then try again")
 
 
 @contextmanager

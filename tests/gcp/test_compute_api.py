@@ -175,7 +175,6 @@ def test_an_override_is_the_apis_base_url_as_gcloud_reads_it(
     [
         ("https://compute.example.org", "https://compute.example.org/"),
         ("https://compute.example.org/compute/v1", "https://compute.example.org/compute/v1/"),
-        ("http://127.0.0.1:8080/compute/v1?alt=json", "http://127.0.0.1:8080/compute/v1/"),
     ],
 )
 def test_an_override_gcloud_refuses_is_refused_with_the_fix(
@@ -190,6 +189,41 @@ def test_an_override_gcloud_refuses_is_refused_with_the_fix(
         f"Fix: export CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE={fix}, or unset it"
     )
     assert raised.value.exit_code == 2
+
+
+def test_an_override_with_a_query_is_refused_with_the_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    override = "http://127.0.0.1:8080/compute/v1/?alt=json"
+    monkeypatch.setenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", override)
+    with pytest.raises(CourseVmError) as raised:
+        compute_api()
+    assert str(raised.value) == (
+        f"CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE: got {override!r}, but the API's base URL has no `?` or `#` part. "
+        "Fix: export CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE=http://127.0.0.1:8080/compute/v1/, or unset it"
+    )
+
+
+@pytest.mark.parametrize("override", ["https://me:s3cret-pw@compute.example.org/", "http://s3cret-pw@127.0.0.1:80/"])
+def test_an_override_with_url_credentials_is_refused_without_showing_them(
+    override: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", override)
+    with pytest.raises(CourseVmError) as raised:
+        compute_api()
+    assert "holds a user name or password before its host (not shown)" in str(raised.value)
+    assert "s3cret-pw" not in str(raised.value)
+    assert raised.value.exit_code == 2
+
+
+def test_an_override_is_the_base_gcloud_adds_projects_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gcloud appends `projects/...` to the value as it is, so only the one trailing '/' goes."""
+    for override, base in [
+        ("https://h.example.org/", "https://h.example.org/compute/v1"),
+        ("https://h.example.org/compute/v1/", "https://h.example.org/compute/v1"),
+        ("https://h.example.org/custom//", "https://h.example.org/custom/"),
+        ("http://[::1]:8080/compute/v1/", "http://[::1]:8080/compute/v1"),
+    ]:
+        monkeypatch.setenv("CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE", override)
+        assert compute_api() == base, override
 
 
 def test_default_endpoint_is_googles(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -255,6 +289,19 @@ def test_stop_without_permission_names_it(api: FakeComputeApi) -> None:
         change("stop", api)
 
 
+@pytest.mark.parametrize("answer", [403, 404])
+def test_an_operation_that_cannot_be_read_leaves_the_instance_to_say_how_the_start_went(
+    api: FakeComputeApi, answer: int
+) -> None:
+    """403: a custom role with instances.start and .get but not zoneOperations.get; 404: the operation is gone
+    (GCE keeps them a while only). The instance's status says how the start went, as before operations were
+    read: no false refusal of a start GCE accepted."""
+    api.operation_reads = answer
+    assert change("start", api) == [f"{INSTANCE.name}: STAGING"]
+    assert api.instance_status == "RUNNING"
+    assert sum("/operations/" in request for request in api.requests) == 1, "not read again once unreadable"
+
+
 def test_a_start_gce_cannot_do_for_want_of_room_says_so_at_once(api: FakeComputeApi) -> None:
     api.operation_error = zone_exhausted()
     with pytest.raises(UnreachableError) as raised:
@@ -295,7 +342,7 @@ def test_a_stop_gce_refuses_says_why_at_once_with_the_status_fix(api: FakeComput
         f"GCE could not stop instance {INSTANCE.name} (RESOURCE_NOT_READY: {not_ready}). "
         "Fix: run `course-vm status` to see the VM's state, then try again"
     )
-    assert raised.value.exit_code == 2
+    assert raised.value.exit_code == 5, "GCE failed a change: not bad input"
     assert len(api.requests) == 2, "the operation's error is read once, not waited on until the deadline"
 
 

@@ -213,6 +213,9 @@ class FakeComputeApi:
     operation_error: dict[str, Any] | None = None
     """The `error` every start or stop operation ends DONE with (`zone_exhausted()`, `quota_exceeded()`):
     the instance's status stays as it was, as GCE's does."""
+    operation_reads: int = 200
+    """403: reading an operation is refused, as for a custom role with instances.start and .stop but not
+    compute.zoneOperations.get; 404: every operation is gone (GCE keeps them a while only)."""
     operations: dict[str, dict[str, object]] = field(default_factory=dict)
     """The operations start and stop made, by name, as zoneOperations.get would return them now."""
 
@@ -304,6 +307,12 @@ class FakeComputeApi:
                          "selfLink": f"{ZONE_URL}/machineTypes/{name}"}  # fmt: skip
         if path.startswith(OPERATIONS_PATH):
             name, _, wait = path[len(OPERATIONS_PATH) :].partition("/")
+            where = f"projects/course-project-1/zones/europe-west1-b/operations/{name}"
+            if self.operation_reads == 403:
+                message = f"Required 'compute.zoneOperations.get' permission for '{where}'"
+                return api_error(403, message, "forbidden", "PERMISSION_DENIED")
+            if self.operation_reads == 404:
+                return _not_found(where)
             if (method, wait) in (("GET", ""), ("POST", "wait")):
                 return self.operation(name, wait == "wait")
             return _not_found(path)

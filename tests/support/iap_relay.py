@@ -72,7 +72,7 @@ class IapRelay:
     """The relay's self-signed certificate, the one CA the wrapped gcloud trusts for its tunnels."""
     connects: list[Connect] = field(default_factory=list)
     acked_by_gcloud: int = 0
-    """The most bytes gcloud acknowledged having received from the relay."""
+    """The most bytes gcloud acknowledged having received from the relay, in any one tunnel."""
     problems: list[str] = field(default_factory=list)
     """What gcloud sent that IAP would not take (a test asserts there is none)."""
     _open: list[socket.socket] = field(default_factory=list)
@@ -150,7 +150,15 @@ def _handshake(handler: socketserver.StreamRequestHandler, relay: IapRelay) -> b
     return True
 
 
-def _relay_to_backend(ws: _WebSocket, backend: socket.socket, relay: IapRelay) -> None:
+@dataclass
+class _Tunnel:
+    """What one tunnel counts: gcloud acknowledges the bytes of its own tunnel, from 0."""
+
+    acked: int = 0
+    sent: int = 0
+
+
+def _relay_to_backend(ws: _WebSocket, backend: socket.socket, relay: IapRelay, tunnel: _Tunnel) -> None:
     """gcloud's DATA to the backend, each acknowledged once written; gcloud's ACKs checked. Ends both at the end."""
     received = 0
     while (message := ws.receive()) is not None and len(message) >= 2:
@@ -164,23 +172,23 @@ def _relay_to_backend(ws: _WebSocket, backend: socket.socket, relay: IapRelay) -
             ws.send(struct.pack(">HQ", ACK, received))
         elif tag == ACK:
             (acked,) = struct.unpack(">Q", message[2:10])
-            if acked < relay.acked_by_gcloud:
-                relay.problems.append(f"gcloud's ACK went back from {relay.acked_by_gcloud} to {acked}")
-            relay.acked_by_gcloud = acked
+            if acked < tunnel.acked:
+                relay.problems.append(f"gcloud's ACK went back from {tunnel.acked} to {acked}")
+            tunnel.acked = acked
+            relay.acked_by_gcloud = max(relay.acked_by_gcloud, acked)
         else:
             relay.problems.append(f"a message with tag {tag:#06x}")
     with suppress(OSError):
         backend.shutdown(socket.SHUT_WR)
 
 
-def _relay_to_gcloud(ws: _WebSocket, backend: socket.socket, relay: IapRelay) -> None:
+def _relay_to_gcloud(ws: _WebSocket, backend: socket.socket, relay: IapRelay, tunnel: _Tunnel) -> None:
     """The backend's bytes to gcloud as DATA frames of at most 16384 bytes; a normal close at their end."""
-    sent = 0
     while data := backend.recv(MAX_DATA):
+        tunnel.sent += len(data)  # before gcloud can have it, and acknowledge it
         ws.send(struct.pack(">HI", DATA, len(data)) + data)
-        sent += len(data)
-    if relay.acked_by_gcloud > sent:
-        relay.problems.append(f"gcloud acknowledged {relay.acked_by_gcloud} bytes of {sent}")
+    if tunnel.acked > tunnel.sent:
+        relay.problems.append(f"gcloud acknowledged {tunnel.acked} bytes of {tunnel.sent}")
     ws.close(1000, "")
 
 
@@ -212,10 +220,11 @@ def _serve(handler: socketserver.StreamRequestHandler, relay: IapRelay) -> None:
     assert backend is not None
     relay._open.append(backend)
     with backend:
-        to_backend = threading.Thread(target=_relay_to_backend, args=(ws, backend, relay), daemon=True)
+        tunnel = _Tunnel()
+        to_backend = threading.Thread(target=_relay_to_backend, args=(ws, backend, relay, tunnel), daemon=True)
         to_backend.start()
         with suppress(OSError):
-            _relay_to_gcloud(ws, backend, relay)
+            _relay_to_gcloud(ws, backend, relay, tunnel)
         to_backend.join(5)
 
 

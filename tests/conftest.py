@@ -144,8 +144,11 @@ def iap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RealGcloudT
     a relay stand-in on loopback whose backend a test sets (tests/support/iap_relay.py). At the end, every
     gcloud run must have been reaped, and gcloud must have spoken the relay's protocol as IAP takes it."""
     from tests.support.iap_relay import real_gcloud_tunnels
+    from tests.support.real_gcloud import without_gcloud_settings
 
     with real_gcloud_tunnels(tmp_path / "iap") as tunnels:
+        for name in set(os.environ) - set(without_gcloud_settings(os.environ)):
+            monkeypatch.delenv(name)
         for name, value in tunnels.environment(os.environ["PATH"]).items():
             monkeypatch.setenv(name, value)
         yield tunnels

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-TOKEN = "test-token"  # noqa: S105 (the only credential the stand-ins accept)
-"""The access token gcloud sends (CLOUDSDK_AUTH_ACCESS_TOKEN): the fake Compute API accepts only it."""
+from tests.support.fake_compute_api import TOKEN as TOKEN  # what gcloud sends: the only token the fake accepts
+
 INSTALL = "install the Google Cloud CLI (Debian package google-cloud-cli; `gcloud version` must run)"
 
 
@@ -53,7 +54,15 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `gcloud ARGUMENTS` with `environment(CONFIG, COMPUTE_API, token=TOKEN)` over this
     process's, and capture what it prints."""
-    env = {**os.environ, **environment(config, compute_api, token=token)}
+    env = {**without_gcloud_settings(os.environ), **environment(config, compute_api, token=token)}
     return subprocess.run(
         [gcloud_path(), *arguments], env=env, capture_output=True, text=True, timeout=120, check=False
     )
+
+
+def without_gcloud_settings(variables: Mapping[str, str]) -> dict[str, str]:
+    """VARIABLES without gcloud's own (`CLOUDSDK_*`) and the proxy ones: a developer's settings must not
+    point the tests' gcloud elsewhere (the stand-ins are on loopback, which a proxy would not reach)."""
+    proxies = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+    return {name: value for name, value in variables.items()
+            if not name.startswith("CLOUDSDK_") and name.lower() not in proxies}  # fmt: skip

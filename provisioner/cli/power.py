@@ -84,10 +84,11 @@ def change_power(stack_name: str, only: Sequence[str] | None, timeout: float, ho
 
 def per_student_error(failed: Mapping[str, CourseVmError], total: int, outcome: str) -> CourseVmError:
     """One error for the FAILED of TOTAL VMs (by alias): "2 of 30 VMs OUTCOME:", then one line per VM
-    (alias: reason. Fix: ...); its exit status the highest of theirs. A stack's one VM: one line."""
+    (alias: reason. Fix: ...); its exit status the highest of theirs. A stack's one VM: its error alone, which
+    names the instance (its alias before it read `course-vm: course-vm: ...` for the default stack)."""
     if total == 1:
-        [(alias, error)] = failed.items()
-        message = f"{alias}: {error}"
+        [error] = failed.values()
+        message = str(error)
     else:
         rows = (f"  {alias}: {' '.join(str(error).split())}" for alias, error in failed.items())
         message = "\n".join([f"{len(failed)} of {total} VMs {outcome}:", *rows])

@@ -115,7 +115,7 @@ def test_a_start_gce_refuses_for_want_of_room_is_one_line_at_once(api: FakeCompu
     result = run_cli("start", "--timeout", "600", env=a_vm(api, tmp_path))
     assert result.returncode == 3
     assert result.stderr.splitlines()[-1] == (
-        f"course-vm: course-vm: GCE could not start instance {INSTANCE.name} (ZONE_RESOURCE_POOL_EXHAUSTED: The zone "
+        f"course-vm: GCE could not start instance {INSTANCE.name} (ZONE_RESOURCE_POOL_EXHAUSTED: The zone "
         "'projects/course-project-1/zones/europe-west1-b' does not have enough resources available to fulfill the "
         "request. Try a different zone, or try again later). Fix: zone europe-west1-b has no room for this machine "
         "type now; run `course-vm start` again in a few minutes"

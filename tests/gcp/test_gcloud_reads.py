@@ -91,10 +91,11 @@ def test_gcloud_starts_and_stops_the_fakes_instance_waiting_on_its_operation(
     )
     assert api.instance_status == "TERMINATED"
     # zoneOperations.get, which course-vm reads while it waits (gcloud's own wait is zoneOperations.wait).
-    read = gcloud_json(["compute", "operations", "describe", operation["name"], *AT], tmp_path, api.url)
-    assert (read["name"], read["status"], read["operationType"]) == (operation["name"], "DONE", "start")
+    name = str(operation["name"])
+    read = gcloud_json(["compute", "operations", "describe", name, *AT], tmp_path, api.url)
+    assert (read["name"], read["status"], read["operationType"]) == (name, "DONE", "start")
     assert read["targetLink"].endswith(f"/instances/{INSTANCE.name}")
-    assert api.requests[-1] == OPERATIONS_PATH + operation["name"]
+    assert api.requests[-1] == OPERATIONS_PATH + name
 
 
 def test_gcloud_shows_the_error_a_failed_start_operation_ends_with(api: FakeComputeApi, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ import pytest
 from provisioner.recipe.settings import Artifact
 from provisioner.recipe.user_data import UserDataInputs, image_manifest, render_setup_script, render_system_script
 from tests.conftest import require_tool
+from tests.support.serving import serving
 from tests.support.tls import loopback_tls
 
 pytestmark = pytest.mark.integration
@@ -270,13 +271,8 @@ def _serve(
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: handler(*a, directory=str(served)))
     if tls:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def markers(output: str) -> list[str]:

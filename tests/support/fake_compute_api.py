@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from provisioner.gcp.compute_api import GceInstance
+from tests.support.serving import serving
 
 
 def _public_blob(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> str:
@@ -392,11 +393,6 @@ def fake_compute_api() -> Iterator[FakeComputeApi]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/compute/v1"
-    try:
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as port:
+        fake.url = f"http://127.0.0.1:{port}/compute/v1"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()

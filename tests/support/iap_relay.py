@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.real_gcloud import TOKEN, environment, gcloud_path
+from tests.support.serving import serving
 from tests.support.tls import loopback_tls
 
 SUBPROTOCOL = "relay.tunnel.cloudproxy.app"
@@ -251,17 +252,14 @@ def iap_relay(folder: Path, backend_port: int = 0) -> Iterator[IapRelay]:
             # TLS is negotiated on the handler's first read, in its own thread.
             return context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False), address
 
-    server = Server(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    relay.url = f"wss://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield relay
-    finally:
-        server.shutdown()
-        server.server_close()
-        for conn in relay._open:
-            with suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+    with serving(Server(("127.0.0.1", 0), Handler)) as port:
+        relay.url = f"wss://127.0.0.1:{port}"
+        try:
+            yield relay
+        finally:
+            for conn in relay._open:
+                with suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
 
 
 _WRAPPER = """#!/bin/sh

@@ -10,12 +10,12 @@ import contextlib
 import functools
 import hashlib
 import http.server
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner.local.twin import HOST_ADDRESS
+from tests.support.serving import serving
 
 COMPOSE = b"""#!/bin/sh
 # Test fixture standing in for docker-compose v2.6.1 (the course-vm end-to-end test serves it).
@@ -68,16 +68,12 @@ def served_artifacts(directory: Path) -> Iterator[Artifacts]:
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory))
     )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(server) as port:
         yield Artifacts(
-            port=int(server.server_address[1]),
+            port=port,
             anaconda_sha256=hashlib.sha256(ANACONDA).hexdigest(),
             compose_sha256=hashlib.sha256(COMPOSE).hexdigest(),
         )
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def twin_settings(artifacts: Artifacts, registry: str, key_path: Path) -> list[str]:

@@ -259,17 +259,19 @@ def iap_vm(server: Sshd, student: str = "") -> dict[str, Any]:
     return vm_outputs(student, iap=True, **at_the_sshd(server))
 
 
-def through_real_gcloud(env: dict[str, str], iap: RealGcloudTunnels, server: Sshd) -> None:
-    """ENV runs Google's real gcloud first on PATH, whose tunnels reach SERVER through the IAP relay stand-in."""
+def iap_stack(tmp_path: Path, outputs: dict[str, Any], iap: RealGcloudTunnels, server: Sshd) -> dict[str, str]:
+    """The environment of the selected stack `dev` with OUTPUTS, whose VMs are SERVER under iap: Google's real
+    gcloud first on PATH, its tunnels reaching SERVER through the IAP relay stand-in."""
+    env = stand_in_pulumi(tmp_path, {"dev": outputs}, selected="dev").environment
     iap.relay.backend_port = server.port
     env.update(iap.environment(env["PATH"]))
+    return env
 
 
 @pytest.mark.integration
 def test_check_of_an_iap_vm_goes_through_the_tunnel(ready_sshd: Sshd, iap: RealGcloudTunnels, tmp_path: Path) -> None:
     vm = iap_vm(ready_sshd)
-    env = stand_in_pulumi(tmp_path, {"dev": {"project": PROJECT, **vm}}, selected="dev").environment
-    through_real_gcloud(env, iap, ready_sshd)
+    env = iap_stack(tmp_path, {"project": PROJECT, **vm}, iap, ready_sshd)
     result = check_cli("--json", env=env)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -284,8 +286,7 @@ def test_check_of_an_iap_class_goes_through_each_tunnel(
     ready_sshd: Sshd, iap: RealGcloudTunnels, tmp_path: Path
 ) -> None:
     alice = iap_vm(ready_sshd, "alice")
-    env = stand_in_pulumi(tmp_path, {"dev": class_outputs(vms={"alice": alice})}, selected="dev").environment
-    through_real_gcloud(env, iap, ready_sshd)
+    env = iap_stack(tmp_path, class_outputs(vms={"alice": alice}), iap, ready_sshd)
     result = check_cli("--timeout", "30", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[1].split()[:3] == ["alice", alice["instanceName"], "ok"]
@@ -297,8 +298,7 @@ def test_check_through_a_tunnel_refused_for_good_is_one_line_at_once(
     ready_sshd: Sshd, iap: RealGcloudTunnels, tmp_path: Path
 ) -> None:
     vm = iap_vm(ready_sshd)
-    env = stand_in_pulumi(tmp_path, {"dev": {"project": PROJECT, **vm}}, selected="dev").environment
-    through_real_gcloud(env, iap, ready_sshd)
+    env = iap_stack(tmp_path, {"project": PROJECT, **vm}, iap, ready_sshd)
     iap.relay.mode = "denied"
     result = check_cli("--timeout", "60", env=env)
     assert result.returncode == 3, result.stderr
@@ -314,8 +314,7 @@ def test_check_through_a_broken_tunnel_is_exit_3_with_one_line(
     ready_sshd: Sshd, iap: RealGcloudTunnels, tmp_path: Path
 ) -> None:
     vm = iap_vm(ready_sshd)
-    env = stand_in_pulumi(tmp_path, {"dev": {"project": PROJECT, **vm}}, selected="dev").environment
-    through_real_gcloud(env, iap, ready_sshd)
+    env = iap_stack(tmp_path, {"project": PROJECT, **vm}, iap, ready_sshd)
     iap.relay.mode = "backend"
     result = check_cli("--timeout", "3", env=env)
     assert result.returncode == 3, result.stderr
